@@ -1,0 +1,1 @@
+"""Hardware: FFA algebra and the Amaranth accelerator (imports only ``ffacc.firmware``)."""

@@ -1,0 +1,407 @@
+"""The fast convolution unit (FCU): FFA row engines, an adder tree, streams in and out.
+
+Structure
+---------
+A :class:`RowEngine` is an ``L``-parallel FFA filter with ``T`` taps per sub-filter, so it
+filters one input row with a kernel-row *piece* of up to ``N = L T`` taps and produces ``L``
+outputs per clock. Its datapath comes entirely from :func:`ffacc.hw.ffa.ffa` (pre-addition
+``B``, products, post-addition ``C`` with a one-block delay) and is pipelined:
+
+1. input pre-addition ``u_m = sum_j B[m, j] x_j`` (registered);
+2. products ``u_m * G[m, t]`` with the compiler's pre-added weights (registered, DSP-shaped);
+3. sub-filter accumulation in transposed form (registered: one adder per tap per clock);
+4. post-addition ``y_p = sum_m C[p,m,0] P_m + C[p,m,1] P_m(previous block)`` (registered).
+
+In *MAC mode* (1×1 kernels, fully-connected) the pre- and post-additions are bypassed and
+product ``m < L`` is ``x_m * G[m, 0]``: the engine is ``L`` plain multipliers.
+
+The :class:`FastConvUnit` runs ``rows`` engines in lock-step and sums their outputs in a
+registered adder tree. Each engine takes its own input row, so one pass computes the sum of
+``rows`` arbitrary (input channel, kernel row, column piece) *tasks*: a ``k``×``k`` kernel is
+``k * ceil(k / N)`` tasks, accumulated over ``ceil(tasks / rows)`` passes
+(:mod:`ffacc.sim.fcu_model` builds the schedule). A whole pipeline stalls on output
+back-pressure; each input beat yields one output beat, ``latency`` clocks later.
+
+Bit widths come from the configuration by interval arithmetic on the exact value ranges; sums
+whose true value fits a narrower signal are computed modulo ``2**width`` (exact, since the
+datapath is a ring homomorphism), so no stage is wider than its result needs.
+"""
+
+from dataclasses import dataclass, fields, asdict
+from math import ceil, prod
+
+from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .ffa import ffa
+
+__all__ = ["FCUConfig", "ConfigError", "RowEngine", "FastConvUnit", "PRESETS"]
+
+
+class ConfigError(ValueError):
+    """An invalid hardware configuration parameter (the message names it)."""
+
+
+def _bits_for(lo, hi):
+    """Smallest signed shape holding ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    need_lo = (-lo - 1).bit_length() + 1 if lo < 0 else 1
+    need_hi = hi.bit_length() + 1
+    return signed(max(need_lo, need_hi))
+
+
+def _mul_range(a, b):
+    c = [a[0] * b[0], a[0] * b[1], a[1] * b[0], a[1] * b[1]]
+    return min(c), max(c)
+
+
+@dataclass(frozen=True)
+class FCUConfig:
+    """Parameters of the fast convolution unit.
+
+    Attributes
+    ----------
+    parallel : tuple of int
+        FFA cascade (factors 2 and 3, outermost first): ``(3,)`` is the 3-parallel FFA,
+        ``(2,)`` 2-parallel, ``(2, 3)`` 6-parallel, ...
+    subtaps : int
+        Taps per sub-filter ``T``; a row engine handles kernel-row pieces of ``N = L T`` taps.
+    rows : int
+        Row engines per unit (tasks summed per pass).
+    act_bits, weight_bits : int
+        Activation and weight widths, 4…8.
+    act_signed : bool
+        Activations are signed (int8) rather than unsigned (uint8).
+    """
+
+    parallel: tuple = (3,)
+    subtaps: int = 1
+    rows: int = 6
+    act_bits: int = 8
+    weight_bits: int = 8
+    act_signed: bool = False
+
+    def __post_init__(self):
+        par = self.parallel
+        if isinstance(par, int):
+            object.__setattr__(self, "parallel", par := (par,))
+        if isinstance(par, list):
+            object.__setattr__(self, "parallel", par := tuple(par))
+        if not par or any(f not in (2, 3) for f in par) or prod(par) > 12:
+            raise ConfigError(f"parallel={par!r}: FFA factors must be 2 or 3 with a product of "
+                              f"at most 12, e.g. (3,), (2,), (2, 2), (3, 2)")
+        for name, lo, hi in (("subtaps", 1, 12), ("rows", 1, 64),
+                             ("act_bits", 4, 8), ("weight_bits", 4, 8)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
+        if not isinstance(self.act_signed, bool):
+            raise ConfigError(f"act_signed={self.act_signed!r}: must be true or false")
+
+    @classmethod
+    def from_dict(cls, d):
+        """Build from a mapping (e.g. a TOML table); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown FCU config key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["parallel"] = list(self.parallel)
+        return d
+
+    # --- derived quantities -------------------------------------------------------------
+    @property
+    def ffa(self):
+        return ffa(*self.parallel)
+
+    @property
+    def L(self):
+        """Outputs per clock per engine."""
+        return self.ffa.L
+
+    @property
+    def piece_taps(self):
+        """``N``: taps of the kernel-row piece one engine filters."""
+        return self.L * self.subtaps
+
+    @property
+    def multipliers(self):
+        return self.rows * self.ffa.M * self.subtaps
+
+    @property
+    def act_range(self):
+        b = self.act_bits
+        return (-(1 << (b - 1)), (1 << (b - 1)) - 1) if self.act_signed else (0, (1 << b) - 1)
+
+    @property
+    def weight_range(self):
+        b = self.weight_bits
+        return -(1 << (b - 1)), (1 << (b - 1)) - 1
+
+    @property
+    def act_shape(self):
+        return signed(self.act_bits) if self.act_signed else unsigned(self.act_bits)
+
+    @property
+    def preadd_range(self):
+        """Range of a pre-added input (or a raw input in MAC mode)."""
+        n = int(self.ffa.B.sum(axis=1).max())
+        lo, hi = self.act_range
+        return min(lo, n * lo), max(hi, n * hi)
+
+    @property
+    def gweight_range(self):
+        """Range of a pre-added weight."""
+        n = self.ffa.preadd_terms()
+        lo, hi = self.weight_range
+        return n * lo, n * hi
+
+    @property
+    def gweight_shape(self):
+        return _bits_for(*self.gweight_range)
+
+    @property
+    def product_range(self):
+        return _mul_range(self.preadd_range, self.gweight_range)
+
+    @property
+    def row_range(self):
+        """Range of one engine output: an ``N``-tap correlation of raw activations."""
+        lo, hi = _mul_range(self.act_range, self.weight_range)
+        return self.piece_taps * lo, self.piece_taps * hi
+
+    @property
+    def out_range(self):
+        lo, hi = self.row_range
+        return self.rows * lo, self.rows * hi
+
+    @property
+    def out_shape(self):
+        return _bits_for(*self.out_range)
+
+    @property
+    def tree_levels(self):
+        return (self.rows - 1).bit_length()
+
+    @property
+    def latency(self):
+        """Clocks from an input beat to its output beat (without back-pressure)."""
+        return 1 + RowEngine.LATENCY + self.tree_levels
+
+    @property
+    def weight_words(self):
+        """Pre-added weight registers: address ``(row * M + m) * T + t``."""
+        return self.rows * self.ffa.M * self.subtaps
+
+
+PRESETS = {
+    "default": FCUConfig(),
+    "tiny": FCUConfig(parallel=(3,), subtaps=1, rows=2),
+    "p2": FCUConfig(parallel=(2,), subtaps=1, rows=4),
+    "p3t2": FCUConfig(parallel=(3,), subtaps=2, rows=3),
+}
+
+
+def _lincomb(terms):
+    """``sum(c * v)`` for small integer constants ``c``, with shifts for powers of two."""
+    acc = None
+    for c, v in terms:
+        if c == 0:
+            continue
+        mag = abs(c)
+        t = v if mag == 1 else (v << (mag.bit_length() - 1) if mag & (mag - 1) == 0 else v * mag)
+        if acc is None:
+            acc = -t if c < 0 else t
+        else:
+            acc = acc - t if c < 0 else acc + t
+    return 0 if acc is None else acc
+
+
+class RowEngine(wiring.Component):
+    """One FFA row engine (see module docstring); fixed :attr:`LATENCY` of 4 enabled clocks.
+
+    Ports
+    -----
+    en : In(1)
+        Pipeline advance; nothing changes while low.
+    clear : In(1)
+        Zero the filter state (sub-filter partial sums and the post-addition delay); used when
+        weights change so no stale partial sum leaks into the next pass.
+    mac : In(1)
+        MAC mode.
+    x, x_valid : In
+        One block of ``L`` activations and its valid bit.
+    g : In
+        Pre-added weights ``G[m][t]`` (held by the parent).
+    y, y_valid : Out
+        ``L`` outputs and valid, ``LATENCY`` enabled clocks after the input.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, config):
+        self.config = cfg = config
+        s = cfg.ffa
+        super().__init__({
+            "en": In(1), "clear": In(1), "mac": In(1),
+            "x": In(data.ArrayLayout(cfg.act_shape, s.L)), "x_valid": In(1),
+            "g": In(data.ArrayLayout(data.ArrayLayout(cfg.gweight_shape, cfg.subtaps), s.M)),
+            "y": Out(data.ArrayLayout(_bits_for(*cfg.row_range), s.L)), "y_valid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        s = cfg.ffa
+        L, M, T = s.L, s.M, cfg.subtaps
+        pre_shape = _bits_for(*cfg.preadd_range)
+        prod_shape = _bits_for(*cfg.product_range)
+        plo, phi = cfg.product_range
+        acc_shape = _bits_for(min(T * plo, cfg.row_range[0]), max(T * phi, cfg.row_range[1]))
+
+        # stage 1: input pre-addition (or the raw input in MAC mode)
+        u = [Signal(pre_shape, name=f"u{i}") for i in range(M)]
+        v1 = Signal()
+        mac1 = Signal()
+        # stage 2: products
+        p = [[Signal(prod_shape, name=f"prod{i}_{t}") for t in range(T)] for i in range(M)]
+        v2 = Signal()
+        mac2 = Signal()
+        # stage 3: sub-filter outputs; transposed-form state
+        sub = [Signal(acc_shape, name=f"sub{i}") for i in range(M)]
+        state = [[Signal(acc_shape, name=f"state{i}_{t}") for t in range(1, T)] for i in range(M)]
+        v3 = Signal()
+        mac3 = Signal()
+        # stage 4: post-addition with the one-block delay
+        prev = [Signal(acc_shape, name=f"prev{i}") for i in range(M)]
+
+        with m.If(self.en):
+            for i in range(M):
+                pre = _lincomb([(int(s.B[i, j]), self.x[j]) for j in range(L)])
+                raw = self.x[i] if i < L else 0
+                with m.If(self.mac):
+                    m.d.sync += u[i].eq(raw)
+                with m.Else():
+                    m.d.sync += u[i].eq(pre)
+            m.d.sync += [v1.eq(self.x_valid), mac1.eq(self.mac)]
+
+            for i in range(M):
+                for t in range(T):
+                    m.d.sync += p[i][t].eq(u[i] * self.g[i][t])
+            m.d.sync += [v2.eq(v1), mac2.eq(mac1)]
+
+            with m.If(v2):
+                for i in range(M):
+                    nxt = state[i][0] if T > 1 else 0
+                    with m.If(mac2):
+                        m.d.sync += sub[i].eq(p[i][0])
+                    with m.Else():
+                        m.d.sync += sub[i].eq(p[i][0] + nxt)
+                    for t in range(1, T):
+                        later = state[i][t] if t + 1 < T else 0
+                        m.d.sync += state[i][t - 1].eq(p[i][t] + later)
+            m.d.sync += [v3.eq(v2), mac3.eq(mac2)]
+
+            with m.If(v3):
+                for q in range(L):
+                    post = _lincomb([(int(s.C[q, i, 0]), sub[i]) for i in range(M)]
+                                    + [(int(s.C[q, i, 1]), prev[i]) for i in range(M)])
+                    with m.If(mac3):
+                        m.d.sync += self.y[q].eq(sub[q])
+                    with m.Else():
+                        m.d.sync += self.y[q].eq(post)
+                m.d.sync += [prev[i].eq(sub[i]) for i in range(M)]
+            m.d.sync += self.y_valid.eq(v3)
+
+        with m.If(self.clear):
+            m.d.sync += [r.eq(0) for r in prev]
+            m.d.sync += [r.eq(0) for row in state for r in row]
+        return m
+
+
+class FastConvUnit(wiring.Component):
+    """``rows`` FFA row engines summed by a registered adder tree.
+
+    Ports
+    -----
+    i : In(stream)
+        Payload ``[row][j]``: one block of ``L`` activations for every engine.
+    o : Out(stream)
+        Payload ``[j]``: ``L`` sums of the engines' outputs.
+    w_en, w_addr, w_data : In
+        Write one pre-added weight word (address ``(row * M + m) * T + t``). A write also clears
+        the filter state; write weights only while no beat is in flight.
+    mac : In(1)
+        MAC mode for 1×1 kernels and fully-connected layers.
+    """
+
+    def __init__(self, config=None):
+        self.config = cfg = config or FCUConfig()
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L),
+                                                      cfg.rows))),
+            "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
+            "w_en": In(1), "w_addr": In(range(max(2, cfg.weight_words))),
+            "w_data": In(cfg.gweight_shape), "mac": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        s = cfg.ffa
+        L, M, T, R = s.L, s.M, cfg.subtaps, cfg.rows
+
+        adv = Signal()
+        m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
+
+        # weight register file
+        g = [Signal(cfg.gweight_shape, name=f"g{a}") for a in range(cfg.weight_words)]
+        with m.If(self.w_en):
+            with m.Switch(self.w_addr):
+                for a in range(cfg.weight_words):
+                    with m.Case(a):
+                        m.d.sync += g[a].eq(self.w_data)
+
+        # input register
+        x = Signal(self.i.payload.shape(), name="x")
+        xv = Signal()
+        with m.If(adv):
+            m.d.sync += [x.eq(self.i.payload), xv.eq(self.i.valid)]
+
+        outs = []
+        valid = None
+        for r in range(R):
+            eng = m.submodules[f"row{r}"] = RowEngine(cfg)
+            m.d.comb += [eng.en.eq(adv), eng.clear.eq(self.w_en), eng.mac.eq(self.mac),
+                         eng.x.eq(x[r]), eng.x_valid.eq(xv)]
+            for i in range(M):
+                for t in range(T):
+                    m.d.comb += eng.g[i][t].eq(g[(r * M + i) * T + t])
+            outs.append([eng.y[j] for j in range(L)])
+            valid = eng.y_valid
+
+        # registered adder tree; every level modulo the output width (exact, see module doc)
+        level = 0
+        while len(outs) > 1:
+            nxt = []
+            for a in range(0, len(outs), 2):
+                pair = outs[a:a + 2]
+                regs = [Signal(cfg.out_shape, name=f"sum{level}_{a // 2}_{j}") for j in range(L)]
+                with m.If(adv):
+                    for j in range(L):
+                        m.d.sync += regs[j].eq(sum(o[j] for o in pair))
+                nxt.append(regs)
+            vreg = Signal(name=f"sum{level}_valid")
+            with m.If(adv):
+                m.d.sync += vreg.eq(valid)
+            outs, valid, level = nxt, vreg, level + 1
+
+        m.d.comb += self.o.valid.eq(valid)
+        for j in range(L):
+            m.d.comb += self.o.payload[j].eq(outs[0][j])
+        return m

@@ -1,0 +1,1 @@
+"""Simulation: the integer golden model, FCU models and schedules, cocotb testbenches."""
