@@ -1,0 +1,241 @@
+"""Lowering of single quantized layers to accelerator commands.
+
+The unit of work is a *layer on tensors in memory*: the caller (the graph compiler, or a test
+assembling a program by hand) decides where tensors live; this module cuts the layer into
+bands, channel groups and output-lane groups that fit the configuration's buffers, pre-adds the
+weights with the shared FFA algebra, and emits ``SET``/command sequences through
+:class:`ffacc.firmware.isa.Program`.
+"""
+
+from dataclasses import dataclass
+from math import ceil
+
+import numpy as np
+
+from ffacc.firmware.isa import ConvFlag, Op, PostFlag, Program, pack_qparam
+
+__all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob",
+           "MemoryPlan"]
+
+
+class LoweringError(ValueError):
+    """A layer that cannot run on this configuration (the message says which limit)."""
+
+
+@dataclass
+class Blob:
+    """Bytes the program needs in memory at ``addr``."""
+    name: str
+    addr: int
+    data: bytes
+
+
+class MemoryPlan:
+    """A bump allocator for tensors, weights and parameters (aligned to ``align`` bytes)."""
+
+    def __init__(self, base=0, align=8):
+        self.next = base
+        self.align = align
+        self.blobs = []
+
+    def alloc(self, name, nbytes, data=None):
+        addr = -(-self.next // self.align) * self.align
+        self.next = addr + nbytes
+        if data is not None:
+            data = bytes(data)
+            assert len(data) == nbytes, (name, len(data), nbytes)
+            self.blobs.append(Blob(name, addr, data))
+        return addr
+
+    def place(self, name, data):
+        data = bytes(data)
+        return self.alloc(name, len(data), data)
+
+
+@dataclass
+class ConvLayer:
+    """A quantized convolution on one image (NCHW, batch 1).
+
+    ``w`` (O, C, kh, kw) int8; ``bias`` int32 (O,) with the input zero point already folded
+    (``bias - x_zp * sum(w)``: the hardware pads with ``x_zp`` and multiplies raw activations);
+    ``multiplier``/``shift`` per output channel; ``y_zp``, ``qmin``, ``qmax`` the output
+    zero point and clamp (ReLU folded in).
+    """
+    w: np.ndarray
+    bias: np.ndarray
+    multiplier: np.ndarray
+    shift: np.ndarray
+    x_zp: int
+    y_zp: int
+    qmin: int
+    qmax: int
+    in_shape: tuple                 # (C, H, W)
+    pads: tuple = (0, 0, 0, 0)      # top, left, bottom, right
+    stride: int = 1
+    pool2: bool = False             # 2x2 max-pool (stride 2) after requantization
+
+    @property
+    def kernel(self):
+        return self.w.shape[2], self.w.shape[3]
+
+    @property
+    def conv_out(self):
+        C, H, W = self.in_shape
+        kh, kw = self.kernel
+        t, l, b, r = self.pads
+        return H + t + b - kh + 1, W + l + r - kw + 1
+
+    @property
+    def out_shape(self):
+        ho, wo = self.conv_out
+        O = self.w.shape[0]
+        if self.pool2:
+            return O, ho // 2, wo // 2
+        s = self.stride
+        return O, ceil(ho / s), ceil(wo / s)
+
+
+def weight_sets(cfg, w, npairs_channels=None):
+    """Pre-added weight sets of one lane group: int16 ``(nsets, weight_words, lanes)``.
+
+    ``w`` is ``(lanes_used, C, kh, kw)``; sets are ordered piece-major, then passes of
+    ``rows`` consecutive (channel, kernel-row) pairs, exactly as ``CONV`` consumes them.
+    """
+    from ffacc.sim.iss import conv_geometry
+
+    lanes_used, C, kh, kw = w.shape
+    s = cfg.fcu.ffa
+    L, M, T, R, N = s.L, s.M, cfg.fcu.subtaps, cfg.rows, cfg.fcu.piece_taps
+    npairs = C * kh
+    g = conv_geometry(cfg, kh, kw, 1, npairs)
+    sets = np.zeros((g.pieces * g.passes_per_piece, R, M, T, cfg.lanes), dtype=np.int64)
+    n = 0
+    for piece in range(g.pieces):
+        for p0 in range(0, npairs, R):
+            for r in range(min(R, npairs - p0)):
+                ch, i = divmod(p0 + r, kh)
+                for lane in range(lanes_used):
+                    if g.mac:
+                        sets[n, r, :L, 0, lane] = w[lane, ch, i, 0]
+                    else:
+                        seg = w[lane, ch, i, piece * N:(piece + 1) * N]
+                        pad = np.zeros(N, dtype=np.int64)
+                        pad[:len(seg)] = seg
+                        sets[n, r, :, :, lane] = s.preadd_weights(pad[::-1], N)
+            n += 1
+    lo, hi = cfg.fcu.gweight_range
+    assert sets.min() >= lo and sets.max() <= hi
+    return sets.reshape(n, cfg.weight_words, cfg.lanes)
+
+
+def _pitch_for(cfg, kh, rows_needed):
+    """Smallest line-buffer pitch ≥ ``rows_needed`` that is ≡ kh (mod banks)."""
+    B = cfg.lb_banks
+    p = rows_needed + ((kh - rows_needed) % B)
+    return p
+
+
+def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
+    """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes)."""
+    from ffacc.sim.iss import conv_geometry
+
+    C, H, W = layer.in_shape
+    O, Ho, Wo = layer.out_shape
+    kh, kw = layer.kernel
+    pt, pl, pb, pr = layer.pads
+    hconv, wconv = layer.conv_out
+    if kh > cfg.max_kernel or kw > cfg.max_kernel:
+        raise LoweringError(f"{name}: kernel {kh}x{kw} exceeds max_kernel {cfg.max_kernel}")
+    if W > cfg.lb_width:
+        raise LoweringError(f"{name}: input width {W} exceeds the line buffer width "
+                            f"{cfg.lb_width}")
+    if hconv < 1 or wconv < 1:
+        raise LoweringError(f"{name}: kernel larger than the padded input")
+    g = conv_geometry(cfg, kh, kw, wconv, kh)
+    # output rows per band: accumulator limit, even when pooling
+    ny = min(hconv, cfg.acc_blocks // g.wob)
+    if layer.pool2:
+        ny -= ny % 2
+    if ny < 1 or (layer.pool2 and ny < 2):
+        raise LoweringError(f"{name}: an output row of {wconv} does not fit the accumulator "
+                            f"({cfg.acc_blocks} blocks of {cfg.L})")
+    # channels per group: line buffer rows, and weight sets per group
+    def fits(ch, rows):
+        pitch = _pitch_for(cfg, kh, rows)
+        return (ch - 1) * pitch + rows <= cfg.lb_rows
+
+    while True:
+        nr = min(H, ny + kh - 1)
+        cg = C
+        while cg > 1 and not fits(cg, nr):
+            cg -= 1
+        if fits(cg, nr):
+            break
+        ny -= 2 if layer.pool2 else 1
+        if ny < 1:
+            raise LoweringError(f"{name}: {kh} input rows of width {W} do not fit the line "
+                                f"buffer ({cfg.lb_rows} rows)")
+    while cg > 1 and conv_geometry(cfg, kh, kw, wconv, cg * kh).passes_per_piece \
+            * g.pieces > cfg.wb_sets:
+        cg -= 1
+    if conv_geometry(cfg, kh, kw, wconv, cg * kh).passes_per_piece * g.pieces > cfg.wb_sets:
+        raise LoweringError(f"{name}: one channel needs more weight sets than the buffer holds")
+    if O > cfg.qb_entries:
+        raise LoweringError(f"{name}: {O} output channels exceed the parameter buffer "
+                            f"({cfg.qb_entries})")
+    if layer.pool2 and layer.stride != 1:
+        raise LoweringError(f"{name}: pooling with a strided conv is not supported")
+
+    # parameters and weights in memory
+    q = []
+    for o in range(O):
+        q += pack_qparam(layer.bias[o], layer.multiplier[o], layer.shift[o], layer.y_zp,
+                         layer.qmin, layer.qmax)
+    q_addr = mem.place(f"{name}.qparams", np.array(q, dtype="<u4").tobytes())
+    groups = []          # (o0, lanes, c0, channels, weight addr, nsets)
+    for o0 in range(0, O, cfg.lanes):
+        lanes = min(cfg.lanes, O - o0)
+        for c0 in range(0, C, cg):
+            ch = min(cg, C - c0)
+            ws = weight_sets(cfg, layer.w[o0:o0 + lanes, c0:c0 + ch])
+            addr = mem.place(f"{name}.w.o{o0}.c{c0}", ws.astype("<i2").tobytes())
+            groups.append((o0, lanes, c0, ch, addr, len(ws)))
+
+    prog.set(Q_SRC=q_addr, Q_COUNT=O, Q_DST=0).op(Op.LOADQ)
+    prog.set(A_H=H, A_W=W, C_KH=kh, C_KW=kw, C_PT=pt, C_PL=pl, C_WOUT=wconv,
+             C_ZX=layer.x_zp & 0xFF, O_W=Wo, O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride)
+    post_flags = PostFlag.POOL2 if layer.pool2 else 0
+    for y0 in range(0, hconv, ny):
+        nyb = min(ny, hconv - y0)
+        if layer.pool2 and nyb % 2:
+            nyb -= 1
+            if nyb == 0:
+                break
+        hb0 = max(0, y0 - pt)
+        hend = min(H, y0 + nyb - 1 - pt + kh)
+        nr = max(1, hend - hb0)
+        pitch = _pitch_for(cfg, kh, nr)
+        prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch)
+        for o0, lanes, c0, ch, waddr, nsets in groups:
+            if c0 == 0:
+                first = True
+            prog.set(A_SRC=x_addr + c0 * H * W, A_CH=ch).op(Op.LOADA)
+            prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
+            prog.set(C_NPAIRS=ch * kh, C_WSET=0, C_LANES=lanes)
+            prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
+            first = False
+            if c0 + ch == C:
+                prog.set(O_DST=y_addr + o0 * Ho * Wo, O_Q=o0).op(Op.POST, flags=post_flags)
+    return prog
+
+
+def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,
+              qmin, qmax):
+    """Emit a quantized elementwise add of ``n`` activations."""
+    if not (0 <= ka < 1 << 16 and 0 <= kb < 1 << 16):
+        raise LoweringError(f"add: input weights ka={ka}, kb={kb} exceed 16 bits")
+    u8 = lambda v: int(v) & 0xFF
+    prog.set(A_SRC=a_addr, D_SRC2=b_addr, O_DST=y_addr, D_N=n, D_KAB=ka | kb << 16,
+             D_M=multiplier, D_SZ=u8(shift) | u8(a_zp) << 8 | u8(b_zp) << 16 | u8(y_zp) << 24,
+             D_CLAMP=u8(qmin) | u8(qmax) << 8)
+    return prog.op(Op.ADD)

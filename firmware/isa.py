@@ -1,0 +1,245 @@
+"""The accelerator's instruction set: one definition for encoder, RTL decoder, ISS, disassembler.
+
+An instruction is 64 bits, two little-endian 32-bit words in memory::
+
+    word 0: opcode[7:0] | flags[15:8] | reg[23:16] | reserved[31:24] (must be 0)
+    word 1: imm[31:0]
+
+``SET reg, imm`` writes a 32-bit *parameter register*; the commands (``LOADA``, ``LOADW``,
+``LOADQ``, ``CONV``, ``POST``, ``ADD``) take their operands from the parameter registers, so
+the instruction format stays fixed while the commands can have many operands. ``END`` stops
+with status *done*. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
+with an error instead of running on. The semantics of every command are in
+:mod:`ffacc.sim.iss` (the executable specification) and summarised in :data:`OPCODES`.
+"""
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from amaranth.lib import data
+
+__all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "Instr",
+           "encode", "decode", "decode_program", "disassemble", "Program", "ISAError",
+           "OPCODES", "QPARAM_WORDS", "pack_qparam", "unpack_qparam"]
+
+INSTR_LAYOUT = data.StructLayout({
+    "opcode": 8,
+    "flags": 8,
+    "reg": 8,
+    "reserved": 8,
+    "imm": 32,
+})
+INSTR_BYTES = INSTR_LAYOUT.size // 8
+
+
+class Op(IntEnum):
+    END = 0x01
+    SET = 0x02
+    NOP = 0x0F
+    LOADA = 0x10
+    LOADW = 0x11
+    LOADQ = 0x12
+    CONV = 0x20
+    POST = 0x30
+    ADD = 0x31
+
+
+OPCODES = {
+    Op.END: "stop; status done",
+    Op.SET: "parameter register[reg] = imm",
+    Op.NOP: "nothing",
+    Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR) of an "
+              "A_H x A_W uint8/int8 map at A_SRC (channel pitch A_H*A_W); row (c, h) -> "
+              "line-buffer row c*LB_PITCH + h - A_HB0",
+    Op.LOADW: "W_COUNT weight sets DRAM (int16, [address][lane]) W_SRC -> weight buffer set W_DST..",
+    Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
+    Op.CONV: "for each kernel piece and each group of `rows` (channel, kernel-row) pairs: load "
+             "weight set C_WSET++, stream rows C_Y0..+C_NY through the FCU array, accumulate "
+             "into the int32 accumulator (flag ACCUMULATE keeps previous sums)",
+    Op.POST: "accumulators of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
+             "2x2 max-pool or stride subsampling -> bytes at O_DST",
+    Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> O_DST",
+}
+
+
+class Reg(IntEnum):
+    """Parameter registers (all 32 bits)."""
+    A_SRC = 0       # activation map base address (channel 0 of the band)
+    A_CH = 1        # channels in the band
+    A_H = 2         # map height
+    A_W = 3         # map width (= row pitch in bytes)
+    A_HB0 = 4       # first row of the band
+    A_NR = 5        # rows per channel to load
+    LB_PITCH = 6    # line-buffer rows per channel
+    W_SRC = 7
+    W_COUNT = 8
+    W_DST = 9
+    Q_SRC = 10
+    Q_COUNT = 11
+    Q_DST = 12
+    C_KH = 13
+    C_KW = 14
+    C_PT = 15       # padding top
+    C_PL = 16       # padding left
+    C_WOUT = 17     # stride-1 output width
+    C_ZX = 18       # input zero point (padding value)
+    C_Y0 = 19       # first output row of the band (stride-1 coordinates)
+    C_NY = 20       # output rows in the band
+    C_NPAIRS = 21   # (channel, kernel row) pairs = A_CH * C_KH
+    C_WSET = 22     # first weight set
+    C_LANES = 23    # active output lanes
+    O_DST = 24      # output map address of lane 0, row 0
+    O_W = 25        # output row pitch (bytes)
+    O_CSTRIDE = 26  # bytes between output channels
+    O_Q = 27        # parameter-buffer index of lane 0
+    O_STRIDE = 28   # subsampling stride (1 = none)
+    D_SRC2 = 29
+    D_N = 30
+    D_KAB = 31      # ka[15:0] | kb[31:16]
+    D_M = 32        # add requantization multiplier
+    D_SZ = 33       # shift[7:0] | za[15:8] | zb[23:16] | zy[31:24]
+    D_CLAMP = 34    # qmin[7:0] | qmax[15:8]
+
+
+NUM_REGS = 64
+
+
+class ConvFlag(IntEnum):
+    ACCUMULATE = 1
+
+
+class PostFlag(IntEnum):
+    POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
+
+
+class Err(IntEnum):
+    """Error codes in the ERROR register (0 = none)."""
+    NONE = 0
+    OPCODE = 1      # illegal opcode or non-zero reserved field
+    REG = 2         # SET of a register that does not exist
+    PARAM = 3       # inconsistent command parameters (sizes beyond the configuration)
+    ADDRESS = 4     # memory access outside [0, MEM_SIZE)
+    BUS = 5         # AXI error response
+    TIMEOUT = 6     # memory did not answer
+
+
+QPARAM_WORDS = 3
+
+
+def pack_qparam(bias, multiplier, shift, zp, qmin, qmax):
+    """One output channel's post-processing record: three 32-bit words."""
+    def u8(v):
+        return int(v) & 0xFF
+    return [int(bias) & 0xFFFFFFFF, int(multiplier) & 0xFFFFFFFF,
+            u8(shift) | u8(zp) << 8 | u8(qmin) << 16 | u8(qmax) << 24]
+
+
+def _s8(v, signed):
+    v &= 0xFF
+    return v - 256 if signed and v >= 128 else v
+
+
+def unpack_qparam(words, act_signed):
+    bias = words[0] - (1 << 32) if words[0] >> 31 else words[0]
+    w = words[2]
+    return {"bias": bias, "multiplier": words[1], "shift": w & 0xFF,
+            "zp": _s8(w >> 8, act_signed), "qmin": _s8(w >> 16, act_signed),
+            "qmax": _s8(w >> 24, act_signed)}
+
+
+class ISAError(ValueError):
+    """An instruction that cannot be encoded or decoded."""
+
+
+@dataclass(frozen=True)
+class Instr:
+    op: int
+    reg: int = 0
+    imm: int = 0
+    flags: int = 0
+    reserved: int = 0
+
+    def __str__(self):
+        try:
+            name = Op(self.op).name
+        except ValueError:
+            return f".word 0x{self.op:02x} flags=0x{self.flags:02x} reg={self.reg} imm=0x{self.imm:08x}"
+        if self.op == Op.SET:
+            try:
+                rname = Reg(self.reg).name
+            except ValueError:
+                rname = f"r{self.reg}"
+            return f"SET {rname}, {self.imm}"
+        fl = ""
+        if self.flags:
+            names = {Op.CONV: ConvFlag, Op.POST: PostFlag}.get(Op(self.op))
+            parts = [f.name for f in names if self.flags & f] if names else []
+            fl = " " + "|".join(parts or [f"0x{self.flags:02x}"])
+        return name + fl
+
+
+def encode(op, reg=0, imm=0, flags=0):
+    """The 64-bit integer of one instruction (fields range-checked)."""
+    for name, v, bits in (("op", op, 8), ("reg", reg, 8), ("flags", flags, 8)):
+        if not 0 <= int(v) < 1 << bits:
+            raise ISAError(f"{name}={v} does not fit {bits} bits")
+    imm = int(imm)
+    if not -(1 << 31) <= imm < 1 << 32:
+        raise ISAError(f"imm={imm} does not fit 32 bits")
+    return int(op) | int(flags) << 8 | int(reg) << 16 | (imm & 0xFFFFFFFF) << 32
+
+
+def decode(word):
+    """Split a 64-bit instruction into its fields (no validity check: see :meth:`Instr`)."""
+    word = int(word)
+    return Instr(op=word & 0xFF, flags=(word >> 8) & 0xFF, reg=(word >> 16) & 0xFF,
+                 reserved=(word >> 24) & 0xFF, imm=(word >> 32) & 0xFFFFFFFF)
+
+
+def decode_program(code):
+    """Decode a code section (bytes) into a list of :class:`Instr`."""
+    if len(code) % INSTR_BYTES:
+        raise ISAError(f"code size {len(code)} is not a multiple of {INSTR_BYTES} bytes")
+    return [decode(int.from_bytes(code[i:i + INSTR_BYTES], "little"))
+            for i in range(0, len(code), INSTR_BYTES)]
+
+
+def disassemble(code, base=0):
+    """Human-readable listing of a code section."""
+    return "\n".join(f"{base + n * INSTR_BYTES:08x}: {ins}"
+                     for n, ins in enumerate(decode_program(code)))
+
+
+class Program:
+    """Assembler: build a code section instruction by instruction.
+
+    ``p.set(Reg.C_KH, 3)`` or ``p.set(C_KH=3, C_KW=3)``; ``p.op(Op.CONV, flags=...)``;
+    ``p.end()``; ``bytes(p)``.
+    """
+
+    def __init__(self):
+        self.words = []
+
+    def set(self, reg=None, value=None, **regs):
+        if reg is not None:
+            self.words.append(encode(Op.SET, int(reg), value))
+        for name, v in regs.items():
+            self.words.append(encode(Op.SET, Reg[name], v))
+        return self
+
+    def op(self, op, flags=0):
+        self.words.append(encode(op, 0, 0, flags))
+        return self
+
+    def raw(self, word):
+        self.words.append(int(word))
+        return self
+
+    def end(self):
+        return self.op(Op.END)
+
+    def __bytes__(self):
+        return b"".join(w.to_bytes(INSTR_BYTES, "little") for w in self.words)
+
+    def __len__(self):
+        return len(self.words)

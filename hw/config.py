@@ -1,0 +1,156 @@
+"""Accelerator configuration: sizes of every buffer and array, presets, and the fingerprint.
+
+The fingerprint (CRC-32 of the canonical JSON of the configuration) is what a firmware image
+records and what the hardware reports in its ``ID`` register, so an image built for one
+configuration cannot run on another.
+"""
+
+import json
+import zlib
+from dataclasses import dataclass, field, fields, asdict, replace
+from math import ceil
+
+from .fcu import FCUConfig, ConfigError
+
+__all__ = ["AcceleratorConfig", "ACCEL_PRESETS", "ConfigError"]
+
+
+def _pow2(n):
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Parameters of the whole accelerator.
+
+    Attributes
+    ----------
+    fcu : FCUConfig
+        One fast convolution unit (FFA parallelism, row engines = input (channel, kernel row)
+        pairs per pass, activation/weight bits).
+    lanes : int
+        Output channels computed in parallel (one FCU each, sharing the input rows).
+    lb_rows : int
+        Line-buffer capacity in rows (all channels of a band); a multiple of the bank count.
+    lb_width : int
+        Longest input row in activations.
+    wb_sets : int
+        Weight-buffer capacity in *weight sets* (one pass's pre-added weights for all lanes).
+    acc_blocks : int
+        Accumulator depth per lane in blocks of ``L`` int32 (output rows × blocks per row).
+    qb_entries : int
+        Post-processing records (one per output channel) the parameter buffer holds.
+    bus_bytes : int
+        AXI data width in bytes (4 or 8).
+    max_kernel : int
+        Largest kernel side accepted by ``CONV``.
+    burst_beats : int
+        Longest AXI read burst.
+    """
+
+    fcu: FCUConfig = field(default_factory=FCUConfig)
+    lanes: int = 2
+    lb_rows: int = 64
+    lb_width: int = 32
+    wb_sets: int = 16
+    acc_blocks: int = 128
+    qb_entries: int = 64
+    bus_bytes: int = 4
+    max_kernel: int = 12
+    burst_beats: int = 16
+
+    def __post_init__(self):
+        if isinstance(self.fcu, dict):
+            object.__setattr__(self, "fcu", FCUConfig.from_dict(self.fcu))
+        checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
+                  ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
+                  ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256))
+        for name, lo, hi in checks:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
+        if self.bus_bytes not in (4, 8):
+            raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
+        if self.lb_rows % self.lb_banks:
+            raise ConfigError(f"lb_rows={self.lb_rows}: must be a multiple of the "
+                              f"{self.lb_banks} line-buffer banks")
+        if self.fcu.act_bits != 8:
+            raise ConfigError("fcu.act_bits: the accelerator stores activations as bytes; "
+                              "use act_bits = 8")
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown accelerator config key(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        d = dict(d)
+        if "fcu" in d:
+            d["fcu"] = FCUConfig.from_dict(d["fcu"])
+        return cls(**d)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["fcu"] = self.fcu.to_dict()
+        return d
+
+    def with_(self, **kw):
+        return replace(self, **kw)
+
+    # --- derived ------------------------------------------------------------------------
+    @property
+    def L(self):
+        return self.fcu.L
+
+    @property
+    def rows(self):
+        return self.fcu.rows
+
+    @property
+    def lb_banks(self):
+        """Line-buffer banks: a power of two ≥ the row engines, so a pass reads distinct banks."""
+        return _pow2(self.fcu.rows)
+
+    @property
+    def lb_blocks(self):
+        """Blocks of ``L`` activations per line-buffer row."""
+        return ceil(self.lb_width / self.L)
+
+    @property
+    def lb_slots(self):
+        """Rows per bank."""
+        return self.lb_rows // self.lb_banks
+
+    @property
+    def weight_words(self):
+        """Weight-buffer words per set (each word holds one weight per lane)."""
+        return self.fcu.weight_words
+
+    @property
+    def multipliers(self):
+        """Multipliers of the FCU array (the post-processing multiplier not counted)."""
+        return self.lanes * self.fcu.multipliers
+
+    @property
+    def ffa_gain(self):
+        """Direct MACs per multiplication of one row engine on an ``L``-tap piece."""
+        s = self.fcu.ffa
+        return (s.L * s.L) / s.M if self.fcu.subtaps == 1 else \
+            (self.fcu.piece_taps * s.L) / (s.M * self.fcu.subtaps)
+
+    def fingerprint(self):
+        """CRC-32 of the canonical JSON of this configuration."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return zlib.crc32(text.encode())
+
+
+ACCEL_PRESETS = {
+    "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
+                              lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64),
+    "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=2, lb_rows=1024,
+                               lb_width=64, wb_sets=64, acc_blocks=512, qb_entries=512),
+    "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
+                               lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
+                               bus_bytes=8, burst_beats=64),
+}

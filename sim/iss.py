@@ -1,0 +1,342 @@
+"""Instruction-set simulator: runs firmware bit-exactly as the RTL does, with a cycle estimate.
+
+This is the executable specification of :mod:`ffacc.firmware.isa`. State: byte-addressed
+memory, parameter registers, line buffer, weight buffer, quantization-parameter buffer and the
+int32 accumulators. ``CONV`` runs the FFA datapath model (:meth:`ffacc.hw.ffa.FFA.filter_blocks`)
+on the pre-added weights exactly as the row engines see them, including the order of rows in a
+pass, so the accumulators match the RTL in every element.
+"""
+
+from dataclasses import dataclass, field
+from math import ceil
+
+import numpy as np
+
+from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op,
+                                PostFlag, Reg, decode)
+
+__all__ = ["ISS", "RunResult", "conv_geometry", "AccelError"]
+
+INT32 = 1 << 32
+
+
+class AccelError(RuntimeError):
+    """The accelerator stopped with an error status (code, pc)."""
+
+    def __init__(self, code, pc, detail=""):
+        self.code, self.pc, self.detail = Err(code), pc, detail
+        super().__init__(f"accelerator error {Err(code).name} at pc 0x{pc:08x}"
+                         + (f": {detail}" if detail else ""))
+
+
+@dataclass
+class RunResult:
+    status: str                      # "done" or "error"
+    error: int = 0
+    error_pc: int = 0
+    detail: str = ""
+    instructions: int = 0
+    cycles: int = 0
+    per_instruction: list = field(default_factory=list)   # (pc, op name, cycles)
+
+
+def _wrap32(v):
+    v = np.asarray(v, dtype=np.int64) & (INT32 - 1)
+    return np.where(v >= 1 << 31, v - INT32, v)
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    N: int          # taps per piece
+    mac: bool
+    pieces: int
+    d: int          # extra samples read before the first column
+    D: int          # leading output blocks not stored
+    wob: int        # stored blocks per output row
+    bk: int         # beats per output row
+    passes_per_piece: int
+
+
+def conv_geometry(cfg, kh, kw, wout, npairs):
+    """How ``CONV`` cuts a layer into pieces, passes and beats (shared by ISS, RTL, compiler)."""
+    L, N = cfg.L, cfg.fcu.piece_taps
+    mac = kw == 1
+    pieces = 1 if mac else ceil(kw / N)
+    d = 0 if mac else (-(N - 1)) % L
+    D = 0 if mac else (N - 1 + d) // L
+    wob = ceil(wout / L)
+    return ConvGeometry(N, mac, pieces, d, D, wob, D + wob, ceil(npairs / cfg.rows))
+
+
+class ISS:
+    """Instruction-set simulator for one :class:`~ffacc.hw.config.AcceleratorConfig`.
+
+    Parameters
+    ----------
+    config : AcceleratorConfig
+    mem_size : int
+        Bytes of memory; accesses at or beyond it stop with ``Err.ADDRESS`` (as in the RTL,
+        whose ``MEM_SIZE`` register holds the same bound).
+    """
+
+    def __init__(self, config, mem_size=1 << 20):
+        self.cfg = c = config
+        self.mem = np.zeros(mem_size, dtype=np.uint8)
+        self.regs = [0] * NUM_REGS
+        L = c.L
+        self.lb = np.zeros((c.lb_rows, c.lb_blocks * L), dtype=np.int64)
+        self.wb = np.zeros((c.wb_sets, c.weight_words, c.lanes), dtype=np.int64)
+        self.qb = np.zeros((c.qb_entries, QPARAM_WORDS), dtype=np.int64)
+        self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
+
+    # --- memory ----------------------------------------------------------------------------
+    def _check(self, addr, n):
+        if addr < 0 or addr + n > len(self.mem):
+            raise AccelError(Err.ADDRESS, self.pc, f"bytes [{addr}, {addr + n}) outside memory "
+                                                   f"of {len(self.mem)} bytes")
+
+    def load(self, addr, data):
+        data = np.frombuffer(bytes(data), dtype=np.uint8)
+        self._check(addr, len(data))
+        self.mem[addr:addr + len(data)] = data
+
+    def read(self, addr, n):
+        self._check(addr, n)
+        return bytes(self.mem[addr:addr + n])
+
+    def _acts(self, addr, n):
+        self._check(addr, n)
+        v = self.mem[addr:addr + n]
+        return v.view(np.int8).astype(np.int64) if self.cfg.fcu.act_signed else v.astype(np.int64)
+
+    def _words(self, addr, n, dtype):
+        size = np.dtype(dtype).itemsize
+        self._check(addr, n * size)
+        return np.frombuffer(self.mem[addr:addr + n * size].tobytes(), dtype=dtype).astype(np.int64)
+
+    def _s8(self, v):
+        v &= 0xFF
+        return v - 256 if self.cfg.fcu.act_signed and v >= 128 else v
+
+    def _err(self, detail):
+        raise AccelError(Err.PARAM, self.pc, detail)
+
+    # --- run -------------------------------------------------------------------------------
+    def run(self, prog_base=0, max_instructions=10_000_000):
+        """Execute from ``prog_base`` until ``END`` or an error. Returns a :class:`RunResult`."""
+        self.pc = prog_base
+        res = RunResult("done")
+        try:
+            while True:
+                if res.instructions >= max_instructions:
+                    raise RuntimeError(f"no END after {max_instructions} instructions")
+                ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
+                res.instructions += 1
+                cyc = self.step(ins)
+                res.cycles += cyc
+                res.per_instruction.append((self.pc, Op(ins.op).name, cyc))
+                if ins.op == Op.END:
+                    break
+                self.pc += INSTR_BYTES
+        except AccelError as e:
+            res.status, res.error, res.error_pc, res.detail = "error", int(e.code), e.pc, e.detail
+        return res
+
+    def step(self, ins):
+        """Execute one instruction; returns its estimated cycles."""
+        if ins.reserved or ins.op not in Op._value2member_map_:
+            raise AccelError(Err.OPCODE, self.pc, f"opcode 0x{ins.op:02x}")
+        op = Op(ins.op)
+        if op == Op.SET:
+            if ins.reg >= len(Reg):
+                raise AccelError(Err.REG, self.pc, f"register {ins.reg}")
+            self.regs[ins.reg] = ins.imm
+            return self.cost.fetch
+        if op in (Op.END, Op.NOP):
+            return self.cost.fetch
+        return self.cost.fetch + getattr(self, f"_{op.name.lower()}")(ins)
+
+    @property
+    def cost(self):
+        from ffacc.sim.cycles import CycleModel
+        if not hasattr(self, "_cost"):
+            self._cost = CycleModel(self.cfg)
+        return self._cost
+
+    def r(self, reg):
+        return self.regs[reg]
+
+    # --- commands --------------------------------------------------------------------------
+    def _loada(self, ins):
+        c = self.cfg
+        src, nch, H, W = self.r(Reg.A_SRC), self.r(Reg.A_CH), self.r(Reg.A_H), self.r(Reg.A_W)
+        hb0, nr, pitch = self.r(Reg.A_HB0), self.r(Reg.A_NR), self.r(Reg.LB_PITCH)
+        if not (1 <= W <= c.lb_width and nch >= 1 and 1 <= nr <= pitch
+                and (nch - 1) * pitch + nr <= c.lb_rows and hb0 + nr <= H):
+            self._err(f"LOADA channels={nch} rows={nr} width={W} pitch={pitch} first row={hb0} "
+                      f"does not fit the line buffer ({c.lb_rows} rows x {c.lb_width})")
+        for ch in range(nch):
+            base = src + ch * H * W + hb0 * W
+            rows = self._acts(base, nr * W).reshape(nr, W)
+            self.lb[ch * pitch:ch * pitch + nr, :W] = rows
+        return self.cost.loada(nch, nr, W)
+
+    def _loadw(self, ins):
+        c = self.cfg
+        src, n, dst = self.r(Reg.W_SRC), self.r(Reg.W_COUNT), self.r(Reg.W_DST)
+        if not (n >= 1 and dst + n <= c.wb_sets):
+            self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
+        words = self._words(src, n * c.weight_words * c.lanes, "<i2")
+        self.wb[dst:dst + n] = words.reshape(n, c.weight_words, c.lanes)
+        return self.cost.loadw(n)
+
+    def _loadq(self, ins):
+        c = self.cfg
+        src, n, dst = self.r(Reg.Q_SRC), self.r(Reg.Q_COUNT), self.r(Reg.Q_DST)
+        if not (n >= 1 and dst + n <= c.qb_entries):
+            self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
+                      f"({c.qb_entries})")
+        self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
+        return self.cost.loadq(n)
+
+    def conv_params(self):
+        c = self.cfg
+        p = {k: self.r(getattr(Reg, k)) for k in (
+            "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_ZX", "C_Y0", "C_NY", "C_NPAIRS",
+            "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH")}
+        kh, kw, npairs = p["C_KH"], p["C_KW"], p["C_NPAIRS"]
+        if not (1 <= kh <= c.max_kernel and 1 <= kw <= c.max_kernel):
+            self._err(f"CONV kernel {kh}x{kw} outside 1..{c.max_kernel}")
+        if not (1 <= p["C_LANES"] <= c.lanes and p["C_NY"] >= 1 and p["C_WOUT"] >= 1
+                and npairs >= 1 and npairs % kh == 0):
+            self._err(f"CONV lanes={p['C_LANES']} rows={p['C_NY']} width={p['C_WOUT']} "
+                      f"pairs={npairs} inconsistent")
+        g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
+        if p["C_NY"] * g.wob > c.acc_blocks:
+            self._err(f"CONV band {p['C_NY']} rows x {g.wob} blocks exceeds the accumulator "
+                      f"({c.acc_blocks} blocks)")
+        if p["C_WSET"] + g.pieces * g.passes_per_piece > c.wb_sets:
+            self._err("CONV weight sets beyond the weight buffer")
+        nch = npairs // kh
+        if nch > 1 and (p["LB_PITCH"] - kh) % c.lb_banks:
+            self._err(f"CONV line-buffer pitch {p['LB_PITCH']} must equal the kernel height "
+                      f"{kh} modulo {c.lb_banks} banks")
+        if not 1 <= p["A_W"] <= c.lb_width:
+            self._err(f"CONV input width {p['A_W']} outside 1..{c.lb_width}")
+        if (nch - 1) * p["LB_PITCH"] + 1 > c.lb_rows:
+            self._err("CONV channels beyond the line buffer")
+        return p, g
+
+    def _conv(self, ins):
+        c = self.cfg
+        p, g = self.conv_params()
+        L, R, s = c.L, c.rows, c.fcu.ffa
+        M, T = s.M, c.fcu.subtaps
+        kh, npairs, ny = p["C_KH"], p["C_NPAIRS"], p["C_NY"]
+        H, W, pitch, hb0 = p["A_H"], p["A_W"], p["LB_PITCH"], p["A_HB0"]
+        zx = p["C_ZX"] if not c.fcu.act_signed else self._s8(p["C_ZX"])
+        ys = np.arange(p["C_Y0"], p["C_Y0"] + ny)
+        acc = self.acc[:, :ny * g.wob].reshape(c.lanes, ny, g.wob * L)
+        if not ins.flags & ConvFlag.ACCUMULATE:
+            acc[:] = 0
+        wset = p["C_WSET"]
+        passes = 0
+        for piece in range(g.pieces):
+            col0 = piece * g.N - p["C_PL"] - g.d
+            cols = col0 + np.arange(g.bk * L)
+            colok = (cols >= 0) & (cols < W)
+            for p0 in range(0, npairs, R):
+                G = self.wb[wset].reshape(R, M, T, c.lanes)
+                wset += 1
+                passes += 1
+                total = np.zeros((c.lanes, ny, g.bk, L), dtype=np.int64)
+                for r in range(R):
+                    pair = p0 + r
+                    if pair >= npairs:
+                        x = np.zeros((ny, g.bk * L), dtype=np.int64)
+                    else:
+                        ch, i = divmod(pair, kh)
+                        h = ys + i - p["C_PT"]
+                        x = np.full((ny, g.bk * L), zx, dtype=np.int64)
+                        rowok = (h >= 0) & (h < H)
+                        for n in np.nonzero(rowok)[0]:
+                            lrow = ch * pitch + h[n] - hb0
+                            if not (0 <= h[n] - hb0 < pitch) or lrow >= c.lb_rows:
+                                self._err(f"CONV reads input row {h[n]} of channel {ch}, not in "
+                                          f"the loaded band (first row {hb0}, pitch {pitch})")
+                            x[n, colok] = self.lb[lrow, cols[colok]]
+                    blocks = x.reshape(ny * g.bk, L)
+                    for lane in range(c.lanes):
+                        Gl = G[r, :, :, lane]
+                        if g.mac:
+                            y = blocks * Gl[:L, 0]
+                        else:
+                            y = s.filter_blocks(Gl, blocks)
+                        total[lane] += y.reshape(ny, g.bk, L)
+                kept = total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
+                acc[:] = _wrap32(acc + kept)
+        return self.cost.conv(g, ny, passes)
+
+    def _requant(self, v, q):
+        qp = {"bias": q[0] - INT32 if q[0] >> 31 else q[0], "M": int(q[1]),
+              "shift": int(q[2]) & 0xFF, "zp": self._s8(int(q[2]) >> 8),
+              "qmin": self._s8(int(q[2]) >> 16), "qmax": self._s8(int(q[2]) >> 24)}
+        sh = qp["shift"]
+        if not 1 <= sh <= 62:
+            self._err(f"POST shift {sh} outside 1..62")
+        v = np.asarray(v, dtype=object) + qp["bias"]
+        out = (v * qp["M"] + (1 << (sh - 1))) >> sh
+        out = np.clip(out + qp["zp"], qp["qmin"], qp["qmax"])
+        return out.astype(np.int64)
+
+    def _post(self, ins):
+        c = self.cfg
+        L = c.L
+        wout, ny, y0, lanes = (self.r(Reg.C_WOUT), self.r(Reg.C_NY), self.r(Reg.C_Y0),
+                               self.r(Reg.C_LANES))
+        dst, opitch, cstride, q0, stride = (self.r(Reg.O_DST), self.r(Reg.O_W),
+                                            self.r(Reg.O_CSTRIDE), self.r(Reg.O_Q),
+                                            self.r(Reg.O_STRIDE))
+        wob = ceil(wout / L) if wout else 0
+        pool = bool(ins.flags & PostFlag.POOL2)
+        if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1 and ny * wob <= c.acc_blocks
+                and q0 + lanes <= c.qb_entries and stride >= 1 and not (pool and stride != 1)
+                and not (pool and (ny % 2 or y0 % 2))):
+            self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
+                      f"pool={pool} first row={y0} inconsistent")
+        written = 0
+        for lane in range(lanes):
+            a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
+            v = self._requant(a, self.qb[q0 + lane])
+            if pool:
+                w2 = wout // 2
+                v = v[:, :2 * w2].reshape(ny // 2, 2, w2, 2).max(axis=(1, 3))
+                rows = np.arange(y0 // 2, (y0 + ny) // 2)
+            else:
+                keep_r = (np.arange(y0, y0 + ny) % stride) == 0
+                v = v[keep_r][:, ::stride]
+                rows = np.arange(y0, y0 + ny)[keep_r] // stride
+            for n, yo in enumerate(rows):
+                addr = dst + lane * cstride + int(yo) * opitch
+                self._check(addr, v.shape[1])
+                self.mem[addr:addr + v.shape[1]] = (v[n] & 0xFF).astype(np.uint8)
+                written += v.shape[1]
+        return self.cost.post(lanes, ny, wout, written, pool)
+
+    def _add(self, ins):
+        a_src, b_src, dst, n = (self.r(Reg.A_SRC), self.r(Reg.D_SRC2), self.r(Reg.O_DST),
+                                self.r(Reg.D_N))
+        kab, M, sz, cl = (self.r(Reg.D_KAB), self.r(Reg.D_M), self.r(Reg.D_SZ),
+                          self.r(Reg.D_CLAMP))
+        sh = sz & 0xFF
+        if not (n >= 1 and 1 <= sh <= 62):
+            self._err(f"ADD count={n} shift={sh} inconsistent")
+        a, b = self._acts(a_src, n), self._acts(b_src, n)
+        za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
+        ka, kb = kab & 0xFFFF, kab >> 16
+        acc = (a - za) * ka + (b - zb) * kb
+        out = (acc.astype(object) * M + (1 << (sh - 1))) >> sh
+        out = np.clip(out + zy, self._s8(cl), self._s8(cl >> 8)).astype(np.int64)
+        self._check(dst, n)
+        self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
+        return self.cost.add(n)
