@@ -14,7 +14,7 @@ import numpy as np
 
 from ffacc.firmware.isa import ConvFlag, Op, PostFlag, Program, pack_qparam
 
-__all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob",
+__all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob", "build_image",
            "MemoryPlan"]
 
 
@@ -152,10 +152,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     if hconv < 1 or wconv < 1:
         raise LoweringError(f"{name}: kernel larger than the padded input")
     g = conv_geometry(cfg, kh, kw, wconv, kh)
-    # output rows per band: accumulator limit, even when pooling
+    # output rows per band: accumulator limit, a multiple of the pool/stride step
+    step = 2 if layer.pool2 else layer.stride
     ny = min(hconv, cfg.acc_blocks // g.wob)
-    if layer.pool2:
-        ny -= ny % 2
+    ny -= ny % step if ny >= step else 0
     if ny < 1 or (layer.pool2 and ny < 2):
         raise LoweringError(f"{name}: an output row of {wconv} does not fit the accumulator "
                             f"({cfg.acc_blocks} blocks of {cfg.L})")
@@ -171,7 +171,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
             cg -= 1
         if fits(cg, nr):
             break
-        ny -= 2 if layer.pool2 else 1
+        ny -= step
         if ny < 1:
             raise LoweringError(f"{name}: {kh} input rows of width {W} do not fit the line "
                                 f"buffer ({cfg.lb_rows} rows)")
@@ -215,13 +215,14 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         hend = min(H, y0 + nyb - 1 - pt + kh)
         nr = max(1, hend - hb0)
         pitch = _pitch_for(cfg, kh, nr)
-        prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch)
+        prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch,
+                 O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride)
         for o0, lanes, c0, ch, waddr, nsets in groups:
             if c0 == 0:
                 first = True
             prog.set(A_SRC=x_addr + c0 * H * W, A_CH=ch).op(Op.LOADA)
             prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
-            prog.set(C_NPAIRS=ch * kh, C_WSET=0, C_LANES=lanes)
+            prog.set(C_WSET=0, C_LANES=lanes)
             prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
             first = False
             if c0 + ch == C:
@@ -239,3 +240,20 @@ def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_z
              D_M=multiplier, D_SZ=u8(shift) | u8(a_zp) << 8 | u8(b_zp) << 16 | u8(y_zp) << 24,
              D_CLAMP=u8(qmin) | u8(qmax) << 8)
     return prog.op(Op.ADD)
+
+
+def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=0):
+    """A firmware image: code at ``code_addr``, every blob of ``mem``, tensor descriptors."""
+    from ffacc.firmware.image import Image, Kind, Section
+
+    code = bytes(prog)
+    if code_addr + len(code) > min((b.addr for b in mem.blobs), default=1 << 62) and \
+            code_addr < mem.next:
+        raise LoweringError("code overlaps the data area; place the memory plan after the code")
+    size = mem_size or -(-max(mem.next, code_addr + len(code)) // 4096) * 4096
+    kinds = {"qparams": Kind.QPARAMS, "w": Kind.WEIGHTS}
+    sections = [Section(Kind.CODE, code_addr, code)]
+    for b in mem.blobs:
+        kind = kinds.get(b.name.split(".")[1] if "." in b.name else "", Kind.DATA)
+        sections.append(Section(kind, b.addr, b.data))
+    return Image(cfg.fingerprint(), code_addr, size, sections, list(tensors), meta or {})

