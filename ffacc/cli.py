@@ -17,28 +17,63 @@ class CLIError(Exception):
     """A user-facing error: printed as ``ffacc: error: ...`` with exit status 2."""
 
 
-def load_fcu_config(spec):
-    """An :class:`~ffacc.hw.fcu.FCUConfig` from a preset name or a TOML file.
+def _read_toml(spec):
+    path = Path(spec)
+    if not path.is_file():
+        raise CLIError(f"--config {spec!r}: file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise CLIError(f"--config {spec}: invalid TOML: {e}") from e
 
-    A TOML file holds the fields at top level or under an ``[fcu]`` table.
-    """
+
+def _not_found(spec, names):
+    return CLIError(f"--config {spec!r}: not a preset ({', '.join(names)}) nor a .toml file")
+
+
+def load_fcu_config(spec):
+    """An :class:`~ffacc.hw.fcu.FCUConfig`: an FCU preset, an accelerator preset's unit, or a
+    TOML file (fields at top level or under ``[fcu]``)."""
+    from ffacc.hw.config import ACCEL_PRESETS
     from ffacc.hw.fcu import PRESETS, FCUConfig
 
     if spec is None:
         return PRESETS["default"]
     if spec in PRESETS:
         return PRESETS[spec]
-    path = Path(spec)
-    if path.suffix != ".toml":
-        raise CLIError(f"--config {spec!r}: not a preset ({', '.join(PRESETS)}) "
-                       f"nor a .toml file")
-    if not path.is_file():
-        raise CLIError(f"--config {spec!r}: file not found")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise CLIError(f"--config {spec}: invalid TOML: {e}") from e
+    if spec in ACCEL_PRESETS:
+        return ACCEL_PRESETS[spec].fcu
+    if not spec.endswith(".toml"):
+        raise _not_found(spec, list(PRESETS) + list(ACCEL_PRESETS))
+    table = _read_toml(spec)
     return FCUConfig.from_dict(table.get("fcu", table))
+
+
+DEFAULT_ACCEL = "ulx3s"
+
+
+def load_accel_config(spec):
+    """An :class:`~ffacc.hw.config.AcceleratorConfig` from a preset or a TOML file (fields at
+    top level, the unit under ``[fcu]``)."""
+    from ffacc.hw.config import ACCEL_PRESETS, AcceleratorConfig
+
+    spec = spec or DEFAULT_ACCEL
+    if spec in ACCEL_PRESETS:
+        return ACCEL_PRESETS[spec]
+    if not spec.endswith(".toml"):
+        raise _not_found(spec, list(ACCEL_PRESETS))
+    return AcceleratorConfig.from_dict(_read_toml(spec))
+
+
+def _write_atomic(out, text, hint):
+    out = Path(out)
+    if out.is_dir():
+        raise CLIError(f"-o {out}: is a directory; give a file name such as {out / hint}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(text) if isinstance(text, str) else tmp.write_bytes(text)
+    tmp.replace(out)                               # never leave a half-written file
+    return out
 
 
 def _table(headers, rows):
@@ -53,25 +88,32 @@ def _table(headers, rows):
 # --- verilog -----------------------------------------------------------------------------
 def cmd_verilog(args):
     from amaranth.back import verilog
-    from ffacc.hw.fcu import FastConvUnit
 
-    cfg = load_fcu_config(args.config)
-    text = verilog.convert(FastConvUnit(cfg), name=args.name)
-    out = Path(args.output)
-    if out.is_dir():
-        raise CLIError(f"-o {out}: is a directory; give a file name such as {out / 'fcu.v'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)                               # never leave a half-written file
-    info = {"output": str(out), "top": args.name, "config": cfg.to_dict(),
-            "multipliers": cfg.multipliers, "outputs_per_cycle": cfg.L,
-            "latency": cfg.latency, "lines": text.count("\n")}
+    if args.fcu:
+        from ffacc.hw.fcu import FastConvUnit
+        cfg = load_fcu_config(args.config)
+        name = args.name or "fcu"
+        top = FastConvUnit(cfg)
+        info = {"multipliers": cfg.multipliers, "outputs_per_cycle": cfg.L,
+                "latency": cfg.latency}
+        what = f"{cfg.multipliers} multipliers, {cfg.L} outputs/clock, latency {cfg.latency}"
+    else:
+        from ffacc.hw.accel import Accelerator
+        cfg = load_accel_config(args.config)
+        name = args.name or "ffacc_accel"
+        top = Accelerator(cfg)
+        info = {"multipliers": cfg.multipliers, "lanes": cfg.lanes, "rows": cfg.rows,
+                "fingerprint": f"0x{cfg.fingerprint():08x}"}
+        what = (f"{cfg.lanes} lanes x {cfg.rows} row engines, {cfg.multipliers} FCU "
+                f"multipliers, fingerprint 0x{cfg.fingerprint():08x}")
+    text = verilog.convert(top, name=name)
+    out = _write_atomic(args.output, text, f"{name}.v")
+    info.update({"output": str(out), "top": name, "config": cfg.to_dict(),
+                 "lines": text.count("\n")})
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"wrote {out}: module {args.name}, {cfg.multipliers} multipliers, "
-              f"{cfg.L} outputs/clock, latency {cfg.latency}, {info['lines']} lines")
+        print(f"wrote {out}: module {name}, {what}, {info['lines']} lines")
     return 0
 
 
@@ -178,7 +220,7 @@ def cmd_demo(args):
     out = Path(args.out)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     vargs = argparse.Namespace(config=args.config, output=str(out / "fcu.v"), name="fcu",
-                               json=False)
+                               json=False, fcu=True)
     say("1/2 generating Verilog")
     if not args.json:
         cmd_verilog(vargs)
@@ -206,10 +248,13 @@ def build_parser():
                         help="hardware configuration: a preset (default, tiny, p2, p3t2) or a "
                              "TOML file")
 
-    sp = sub.add_parser("verilog", help="write the fast convolution unit's Verilog")
-    config_arg(sp)
+    sp = sub.add_parser("verilog", help="write the accelerator's (or the unit's) Verilog")
+    sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                    help=f"accelerator preset (tiny, ulx3s, large; default {DEFAULT_ACCEL}) or "
+                         f"TOML file; with --fcu an FCU preset (default, tiny, p2, p3t2)")
+    sp.add_argument("--fcu", action="store_true", help="only the fast convolution unit")
     sp.add_argument("-o", "--output", required=True, metavar="FILE.v")
-    sp.add_argument("--name", default="fcu", help="top module name (default fcu)")
+    sp.add_argument("--name", help="top module name (default ffacc_accel, or fcu)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_verilog)
 

@@ -2,6 +2,7 @@
 
 import contextlib
 import hashlib
+import re
 import json
 import os
 import shutil
@@ -79,6 +80,20 @@ def redirect_output(path):
             os.close(saved[1])
 
 
+_AUTO_INIT = re.compile(r"^(\s*)reg (\\\$auto\$verilog_backend\S*)\s+= 0;$", re.M)
+
+
+def icarus_time_zero(text):
+    r"""Make yosys' time-zero trigger registers fire in Icarus Verilog 11.
+
+    yosys writes ``reg \$auto$... = 0;`` and reads it in every ``always @*`` block so that
+    combinational blocks run once at time zero. Icarus 11 applies declaration initializers
+    without an event, so blocks that depend only on registers which never change (an FSM
+    sitting in its initial state) would stay X. An ``initial`` assignment is an event.
+    """
+    return _AUTO_INIT.sub(lambda m: f"{m[1]}reg {m[2]} ;\n{m[1]}initial {m[2]} = 0;", text)
+
+
 def default_build_root():
     return Path(os.environ.get("FFACC_BUILD_DIR", Path.cwd() / "build"))
 
@@ -113,6 +128,8 @@ class Bench:
         self.simulator = simulator
         self.toplevel = toplevel
         text = verilog.convert(component, name=toplevel)
+        if simulator == "icarus":
+            text = icarus_time_zero(text)
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)

@@ -25,10 +25,12 @@ async def run_image(dut):
     img = Image.load(os.environ["FFACC_IMAGE"])
     readback = json.loads(os.environ.get("FFACC_READBACK", "[]"))
     max_cycles = int(os.environ.get("FFACC_MAX_CYCLES", "2000000"))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    # reset and bus inputs defined before the first clock edge (Icarus starts with X)
+    dut.rst.value = 1
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=img.mem_size)
     ctl = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
-    dut.rst.value = 1
+    await Timer(1, unit="ns")
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)

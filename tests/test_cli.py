@@ -11,7 +11,7 @@ from ffacc.cli import main
 
 def test_verilog_default_and_json(tmp_path, capsys):
     out = tmp_path / "sub" / "fcu.v"
-    assert main(["verilog", "-o", str(out), "--json"]) == 0
+    assert main(["verilog", "--fcu", "-o", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     text = out.read_text()
     assert "module fcu" in text and "i__payload" in text and "o__payload" in text
@@ -22,7 +22,7 @@ def test_verilog_from_toml(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[fcu]\nparallel = [2, 2]\nrows = 2\nact_bits = 6\n")
     out = tmp_path / "f.v"
-    assert main(["verilog", "--config", str(cfg), "-o", str(out), "--name", "myfcu"]) == 0
+    assert main(["verilog", "--fcu", "--config", str(cfg), "-o", str(out), "--name", "myfcu"]) == 0
     assert "module myfcu" in out.read_text()
     assert "18 multipliers" in capsys.readouterr().out
 
@@ -38,7 +38,7 @@ def test_invalid_config_is_a_clear_error(tmp_path, capsys, toml, msg):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(toml)
     out = tmp_path / "x.v"
-    assert main(["verilog", "--config", str(cfg), "-o", str(out)]) == 2
+    assert main(["verilog", "--fcu", "--config", str(cfg), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ffacc: error:") and msg in err
     assert not out.exists()
@@ -61,3 +61,23 @@ def test_ffa_table_json(capsys):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "ffacc", "ffa"], capture_output=True, text=True)
     assert r.returncode == 0 and "best FFA" in r.stdout
+
+
+def test_verilog_whole_accelerator(tmp_path, capsys):
+    out = tmp_path / "a.v"
+    assert main(["verilog", "--config", "tiny", "-o", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    text = out.read_text()
+    assert "module ffacc_accel" in text and "m_axi_araddr" in text and "s_axil_rdata" in text
+    assert info["lanes"] == 2 and info["multipliers"] == 24
+
+
+def test_accelerator_toml_config(tmp_path, capsys):
+    cfg = tmp_path / "acc.toml"
+    cfg.write_text("lanes = 1\nlb_rows = 32\n[fcu]\nrows = 2\nparallel = [2]\n")
+    out = tmp_path / "a.v"
+    assert main(["verilog", "--config", str(cfg), "-o", str(out)]) == 0
+    assert "1 lanes x 2 row engines" in capsys.readouterr().out
+    cfg.write_text("lanes = 1\nlb_rows = 33\n[fcu]\nrows = 2\n")
+    assert main(["verilog", "--config", str(cfg), "-o", str(tmp_path / "b.v")]) == 2
+    assert "lb_rows=33" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""Hand-assembled single-layer programs with golden expectations (tests and benchmarks).
+
+Each builder returns a :class:`Case`: a firmware image plus the memory regions to read back and
+the values they must hold according to :mod:`ffacc.sim.golden`. The same case runs on the ISS
+(:func:`run_iss`) and on the RTL (:class:`ffacc.sim.cocotb_run.AccelBench`).
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
+from ffacc.firmware.image import TensorDesc
+from ffacc.firmware.isa import Op, Program, Reg, encode
+from . import golden
+from .iss import ISS
+
+__all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "run_iss", "FAULTS"]
+
+DATA_BASE = 1 << 14
+
+
+@dataclass
+class Case:
+    name: str
+    image: object
+    outputs: list = field(default_factory=list)      # (addr, expected uint8/int8 ndarray)
+    expect_error: int = 0
+
+    @property
+    def readback(self):
+        return [(a, int(e.size)) for a, e in self.outputs]
+
+    def check(self, blobs):
+        """``True`` when every read-back region equals its expectation exactly."""
+        dt = np.int8 if any(e.dtype == np.int8 for _, e in self.outputs) else np.uint8
+        return all(np.array_equal(np.frombuffer(b, dtype=e.dtype).reshape(e.shape), e)
+                   for b, (_, e) in zip(blobs, self.outputs)) if self.outputs else True
+
+
+def _acts(cfg, rng, shape):
+    if cfg.fcu.act_signed:
+        return rng.integers(-128, 128, shape), np.int8, -128, 127
+    return rng.integers(0, 256, shape), np.uint8, 0, 255
+
+
+def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu=False,
+              extreme=False, name=None):
+    """A quantized conv (+ optional ReLU, 2x2 max-pool or stride) with random parameters."""
+    rng = np.random.default_rng(seed)
+    pads = (k // 2, (k - 1) // 2, (k - 1) // 2, k // 2) if pads is None else pads
+    x, dt, qlo, qhi = _acts(cfg, rng, (1, C, H, W))
+    w = rng.integers(-128, 128, (O, C, k, k))
+    if extreme:
+        x = rng.choice([qlo, qhi], size=x.shape)
+        w = rng.choice([-128, 127], size=w.shape)
+    b = rng.integers(-5000, 5000, O)
+    zx = int(rng.integers(qlo, qhi + 1)) if not extreme else qhi
+    zy = int(rng.integers(qlo // 2, qhi // 2 + 1))
+    M, s = golden.quantize_multiplier(rng.uniform(0.0002, 0.002, O) / k)
+    qmin = zy if relu else qlo
+    layer = ConvLayer(w, b - zx * w.sum(axis=(1, 2, 3)), M, s, zx, zy, qmin, qhi, (C, H, W),
+                      tuple(pads), stride, pool2)
+    mem = MemoryPlan(base=DATA_BASE)
+    xa = mem.place("x", x.astype(dt).tobytes())
+    _, Ho, Wo = layer.out_shape
+    ya = mem.alloc("y", O * Ho * Wo)
+    prog = Program()
+    lower_conv(cfg, layer, prog, mem, xa, ya)
+    prog.end()
+    want = golden.requantize(golden.conv2d(x, w, b, x_zp=zx, pads=pads, stride=stride),
+                             M, s, zy, qmin, qhi)
+    if pool2:
+        want = golden.maxpool2d(want, 2, 2)
+    img = build_image(cfg, prog, mem, [TensorDesc("x", "input", xa, np.dtype(dt).name,
+                                                  [1, C, H, W]),
+                                       TensorDesc("y", "output", ya, np.dtype(dt).name,
+                                                  [1, O, Ho, Wo])])
+    name = name or f"conv{k}x{k}_c{C}o{O}_{H}x{W}" + ("_pool" if pool2 else "") + \
+        (f"_s{stride}" if stride > 1 else "")
+    return Case(name, img, [(ya, want.astype(dt))])
+
+
+def fc_case(cfg, K, O, seed=0):
+    """Fully-connected ``K -> O``: a 1x1 conv over ``K`` channels of a 1x1 map (MAC mode)."""
+    case = conv_case(cfg, K, O, 1, 1, 1, pads=(0, 0, 0, 0), seed=seed, name=f"fc{K}x{O}")
+    return case
+
+
+def add_case(cfg, n, seed=0):
+    rng = np.random.default_rng(seed)
+    a, dt, qlo, qhi = _acts(cfg, rng, n)
+    b, *_ = _acts(cfg, rng, n)
+    za, zb, zy = (int(v) for v in rng.integers(qlo, qhi + 1, 3))
+    ka, kb, M, s = golden.add_params(0.031, 0.017, 0.045, input_bits=14)
+    mem = MemoryPlan(base=DATA_BASE)
+    aa = mem.place("a", a.astype(dt).tobytes())
+    ba = mem.place("b", b.astype(dt).tobytes())
+    ya = mem.alloc("y", n)
+    prog = Program()
+    lower_add(prog, aa, ba, ya, n, ka=ka, kb=kb, multiplier=M, shift=s, a_zp=za, b_zp=zb,
+              y_zp=zy, qmin=qlo, qmax=qhi)
+    prog.end()
+    want = golden.add(a, b, a_zp=za, b_zp=zb, ka=ka, kb=kb, multiplier=M, shift=s, y_zp=zy,
+                      qmin=qlo, qmax=qhi)
+    return Case(f"add{n}", build_image(cfg, prog, mem), [(ya, want.astype(dt))])
+
+
+def _fault_program(kind, cfg):
+    p = Program()
+    mem = MemoryPlan(base=DATA_BASE)
+    if kind == "opcode":
+        p.set(C_KH=3).raw(encode(0x77)).end()
+    elif kind == "reserved":
+        p.raw(encode(Op.NOP) | 1 << 24).end()
+    elif kind == "zero":
+        p.set(C_KH=3)              # runs into zeroed memory: opcode 0x00 is illegal
+    elif kind == "register":
+        p.raw(encode(Op.SET, 63, 5)).end()
+    elif kind == "address":
+        # LOADA from beyond the memory size
+        p.set(A_SRC=1 << 24, A_CH=1, A_H=4, A_W=4, A_HB0=0, A_NR=4, LB_PITCH=4)
+        p.op(Op.LOADA).end()
+    elif kind == "write_address":
+        p.set(A_SRC=DATA_BASE, D_SRC2=DATA_BASE, O_DST=1 << 24, D_N=4, D_KAB=1 | 1 << 16,
+              D_M=1 << 30, D_SZ=31, D_CLAMP=255 << 8).op(Op.ADD).end()
+        mem.place("zeros", bytes(16))
+    elif kind == "kernel":
+        p.set(C_KH=cfg.max_kernel + 1, C_KW=3, C_LANES=1, C_NY=1, C_WOUT=4, A_CH=1, A_H=4,
+              A_W=4, LB_PITCH=4).op(Op.CONV).end()
+    elif kind == "lb_overflow":
+        p.set(A_SRC=DATA_BASE, A_CH=2, A_H=4, A_W=cfg.lb_width + 1, A_HB0=0, A_NR=1,
+              LB_PITCH=1).op(Op.LOADA).end()
+        mem.place("zeros", bytes(16))
+    else:
+        raise ValueError(kind)
+    return p, mem
+
+
+FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
+          "write_address": 4, "kernel": 3, "lb_overflow": 3}
+
+
+def fault_case(cfg, kind):
+    """A program that must stop with the error code :data:`FAULTS[kind]`."""
+    p, mem = _fault_program(kind, cfg)
+    img = build_image(cfg, p, mem, mem_size=1 << 16)
+    return Case(f"fault_{kind}", img, [], FAULTS[kind])
+
+
+def run_iss(case, cfg):
+    """Run a case on the ISS; returns ``(read-back blobs, RunResult)``."""
+    iss = ISS(cfg, mem_size=case.image.mem_size)
+    for addr, data in case.image.loaded():
+        iss.load(addr, data)
+    res = iss.run(case.image.entry)
+    return [iss.read(a, n) for a, n in case.readback], res

@@ -1,0 +1,88 @@
+"""System tests: firmware on the accelerator's generated Verilog, RTL ≡ ISS ≡ golden."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.sim.cocotb_run import AccelBench, available_simulators
+from ffacc.sim.programs import FAULTS, add_case, conv_case, fault_case, fc_case, run_iss
+
+SIMS = available_simulators()
+TINY = ACCEL_PRESETS["tiny"]
+_benches = {}
+
+
+def bench(cfg, simulator):
+    if simulator not in SIMS:
+        pytest.skip(f"{simulator} is not installed")
+    key = (cfg, simulator)
+    if key not in _benches:
+        _benches[key] = AccelBench(cfg, simulator).build()
+    return _benches[key]
+
+
+def run_both(case, cfg, simulator, tmp_path, record_property=None):
+    """Run a case on ISS and RTL; assert both match golden and each other, bit for bit."""
+    blobs, iss = run_iss(case, cfg)
+    path = case.image.save(tmp_path / f"{case.name}.ffw")
+    rtl = bench(cfg, simulator).run_image(path, case.readback, name=f"{case.name}")
+    if case.expect_error:
+        assert iss.status == "error" and iss.error == case.expect_error
+        assert rtl["status"] & 4 and rtl["error"] == case.expect_error
+        assert rtl["error_pc"] == iss.error_pc
+        return rtl, iss
+    assert iss.status == "done", iss.detail
+    assert rtl["status"] == 2 and rtl["error"] == 0, rtl
+    assert case.check(blobs), "ISS != golden"
+    assert case.check(rtl["readback"]), "RTL != golden"
+    assert all(a == b for a, b in zip(blobs, rtl["readback"]))
+    assert rtl["instructions"] == iss.instructions
+    assert rtl["id"] == cfg.fingerprint()
+    if record_property:
+        record_property("cycles", json.dumps({"rtl": rtl["cycles"], "iss": iss.cycles}))
+    return rtl, iss
+
+
+SIM_PARAMS = ["verilator", pytest.param("icarus", marks=pytest.mark.icarus)]
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+@pytest.mark.parametrize("k", range(1, 13))
+def test_conv_every_kernel(simulator, k, tmp_path, record_property):
+    case = conv_case(TINY, 3, 3, k + 3, k + 4, k, seed=k)
+    run_both(case, TINY, simulator, tmp_path, record_property)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+@pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc"])
+def test_layers(simulator, name, tmp_path):
+    case = {
+        "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
+        "pool": lambda: conv_case(TINY, 3, 2, 8, 10, 3, pool2=True, relu=True, seed=12),
+        "stride2": lambda: conv_case(TINY, 2, 3, 9, 9, 5, stride=2, seed=13),
+        "extreme": lambda: conv_case(TINY, 2, 2, 6, 7, 4, extreme=True, seed=14),
+        "add": lambda: add_case(TINY, 45, seed=15),
+        "fc": lambda: fc_case(TINY, 20, 5, seed=16),
+    }[name]()
+    run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_faults_give_error_status(simulator, kind, tmp_path):
+    run_both(fault_case(TINY, kind), TINY, simulator, tmp_path)
+
+
+def test_channel_groups_on_rtl(tmp_path):
+    small = TINY.with_(lb_rows=16)
+    run_both(conv_case(small, 9, 2, 8, 10, 3, seed=3), small, "verilator", tmp_path)
+
+
+def test_ulx3s_multi_tile(tmp_path, record_property):
+    """One multi-tile layer on the ULX3S preset: 30 channels in 3 passes, 3 lane groups."""
+    cfg = ACCEL_PRESETS["ulx3s"]
+    case = conv_case(cfg, 30, 5, 8, 20, 3, seed=21)
+    rtl, iss = run_both(case, cfg, "verilator", tmp_path, record_property)
+    assert rtl["mult_slots"] > 0 and rtl["busy"] > 0

@@ -1,0 +1,84 @@
+"""The instruction-set simulator: hand-assembled layer programs against the golden model."""
+
+import numpy as np
+import pytest
+
+from ffacc.compiler.lower import ConvLayer, LoweringError, MemoryPlan, lower_conv
+from ffacc.firmware.isa import ConvFlag, Op, Program, decode_program
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.hw.fcu import FCUConfig
+from ffacc.sim.programs import FAULTS, add_case, conv_case, fault_case, fc_case, run_iss
+
+TINY = ACCEL_PRESETS["tiny"]
+ULX3S = ACCEL_PRESETS["ulx3s"]
+
+
+@pytest.mark.parametrize("k", range(1, 13))
+def test_conv_every_kernel_tiny(k):
+    case = conv_case(TINY, 3, 3, k + 4, k + 5, k, seed=k)
+    blobs, res = run_iss(case, TINY)
+    assert res.status == "done", res.detail
+    assert case.check(blobs)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 11])
+def test_conv_ulx3s_multi_tile(k):
+    # 30 input channels -> several passes of 12 pairs; 5 output channels -> 3 lane groups
+    case = conv_case(ULX3S, 30, 5, k + 3, 20, k, seed=k)
+    blobs, res = run_iss(case, ULX3S)
+    assert res.status == "done" and case.check(blobs)
+
+
+@pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=3, pads=(0, 0, 0, 0)),
+                                dict(pool2=True), dict(relu=True), dict(extreme=True)])
+def test_conv_variants(kw):
+    case = conv_case(TINY, 4, 3, 12, 11, 3, seed=7, **kw)
+    blobs, res = run_iss(case, TINY)
+    assert res.status == "done" and case.check(blobs)
+
+
+def test_channel_groups_accumulate():
+    """Input channels beyond the line buffer are split into groups summed in the accumulator."""
+    small = TINY.with_(lb_rows=16)
+    case = conv_case(small, 9, 2, 8, 10, 3, seed=3)
+    code = decode_program(case.image.loaded()[0][1])
+    assert any(ins.op == Op.CONV and ins.flags & ConvFlag.ACCUMULATE for ins in code)
+    blobs, res = run_iss(case, small)
+    assert res.status == "done" and case.check(blobs)
+
+
+def test_signed_activations():
+    cfg = TINY.with_(fcu=FCUConfig(parallel=(3,), rows=2, act_signed=True))
+    case = conv_case(cfg, 2, 2, 7, 8, 4, seed=2)
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done" and case.check(blobs)
+
+
+def test_add_and_fc():
+    for case in (add_case(TINY, 53, seed=1), fc_case(TINY, 24, 5, seed=2)):
+        blobs, res = run_iss(case, TINY)
+        assert res.status == "done" and case.check(blobs), case.name
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+def test_faults_stop_with_error_code(kind):
+    case = fault_case(TINY, kind)
+    _, res = run_iss(case, TINY)
+    assert res.status == "error" and res.error == FAULTS[kind], (res.error, res.detail)
+
+
+def test_cycle_estimate_grows_with_work():
+    small = run_iss(conv_case(TINY, 2, 2, 8, 8, 3), TINY)[1].cycles
+    big = run_iss(conv_case(TINY, 4, 4, 16, 16, 3), TINY)[1].cycles
+    assert 2 * small < big
+
+
+def test_lowering_refuses_what_does_not_fit():
+    w = np.zeros((1, 1, 3, 3), dtype=np.int64)
+    z = np.zeros(1, dtype=np.int64)
+    wide = ConvLayer(w, z, z + (1 << 30), z + 31, 0, 0, 0, 255, (1, 8, TINY.lb_width + 1))
+    with pytest.raises(LoweringError, match="line buffer width"):
+        lower_conv(TINY, wide, Program(), MemoryPlan(), 0, 0)
+    big = ConvLayer(np.zeros((1, 1, 13, 13), dtype=np.int64), z, z, z, 0, 0, 0, 255, (1, 20, 20))
+    with pytest.raises(LoweringError, match="max_kernel"):
+        lower_conv(TINY, big, Program(), MemoryPlan(), 0, 0)
