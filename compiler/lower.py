@@ -159,27 +159,40 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     if ny < 1 or (layer.pool2 and ny < 2):
         raise LoweringError(f"{name}: an output row of {wconv} does not fit the accumulator "
                             f"({cfg.acc_blocks} blocks of {cfg.L})")
-    # channels per group: line buffer rows, and weight sets per group
+    # channel group size and band height: every candidate that fits the line buffer and the
+    # weight buffer, scored by the bytes it moves and the passes it runs
     def fits(ch, rows):
         pitch = _pitch_for(cfg, kh, rows)
         return (ch - 1) * pitch + rows <= cfg.lb_rows
 
-    while True:
-        nr = min(H, ny + kh - 1)
-        cg = C
-        while cg > 1 and not fits(cg, nr):
-            cg -= 1
-        if fits(cg, nr):
-            break
-        ny -= step
-        if ny < 1:
-            raise LoweringError(f"{name}: {kh} input rows of width {W} do not fit the line "
-                                f"buffer ({cfg.lb_rows} rows)")
-    while cg > 1 and conv_geometry(cfg, kh, kw, wconv, cg * kh).passes_per_piece \
-            * g.pieces > cfg.wb_sets:
-        cg -= 1
-    if conv_geometry(cfg, kh, kw, wconv, cg * kh).passes_per_piece * g.pieces > cfg.wb_sets:
-        raise LoweringError(f"{name}: one channel needs more weight sets than the buffer holds")
+    def sets(ch):
+        return conv_geometry(cfg, kh, kw, wconv, ch * kh).passes_per_piece * g.pieces
+
+    n_og = ceil(O / cfg.lanes)
+    best = None
+    for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
+        if sets(cg) > cfg.wb_sets:
+            continue
+        nyc = ny
+        while nyc >= step and not fits(cg, min(H, nyc + kh - 1)):
+            nyc -= step
+        if nyc < 1 or not fits(cg, min(H, nyc + kh - 1)):
+            continue
+        n_cg = ceil(C / cg)
+        bands = ceil(hconv / nyc)
+        nr = min(H, nyc + kh - 1)
+        act = bands * nr * W * C * (n_og if n_cg > 1 else 1)
+        wts = bands * n_og * n_cg * sets(cg) * cfg.weight_words * cfg.lanes * 2
+        passes = bands * n_og * n_cg * sets(cg) * (cfg.weight_words + cfg.rows + 20)
+        compute = bands * n_og * n_cg * sets(cg) * nyc * g.bk
+        cost = act + wts + passes + compute
+        if best is None or cost < best[0]:
+            best = (cost, cg, nyc)
+    if best is None:
+        raise LoweringError(f"{name}: {kh} input rows of width {W} or one channel's weights do "
+                            f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
+                            f"buffer {cfg.wb_sets} sets)")
+    _, cg, ny = best
     if O > cfg.qb_entries:
         raise LoweringError(f"{name}: {O} output channels exceed the parameter buffer "
                             f"({cfg.qb_entries})")
@@ -217,10 +230,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         pitch = _pitch_for(cfg, kh, nr)
         prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch,
                  O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride)
+        loaded = None           # the channel group now in the line buffer
         for o0, lanes, c0, ch, waddr, nsets in groups:
             if c0 == 0:
                 first = True
-            prog.set(A_SRC=x_addr + c0 * H * W, A_CH=ch).op(Op.LOADA)
+            if loaded != c0:
+                prog.set(A_SRC=x_addr + c0 * H * W, A_CH=ch).op(Op.LOADA)
+                loaded = c0
             prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
             prog.set(C_WSET=0, C_LANES=lanes)
             prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
@@ -242,14 +258,20 @@ def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_z
     return prog.op(Op.ADD)
 
 
-def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=0):
-    """A firmware image: code at ``code_addr``, every blob of ``mem``, tensor descriptors."""
+def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=None):
+    """A firmware image of a program and its memory plan.
+
+    The code goes at ``code_addr`` or, by default, right after the data (programs never
+    refer to their own addresses); the memory size covers both, rounded to 4 KiB.
+    """
     from ffacc.firmware.image import Image, Kind, Section
 
     code = bytes(prog)
-    if code_addr + len(code) > min((b.addr for b in mem.blobs), default=1 << 62) and \
-            code_addr < mem.next:
-        raise LoweringError("code overlaps the data area; place the memory plan after the code")
+    if code_addr is None:
+        code_addr = -(-mem.next // 64) * 64
+    elif any(code_addr < b.addr + len(b.data) and b.addr < code_addr + len(code)
+             for b in mem.blobs):
+        raise LoweringError(f"code at 0x{code_addr:x} ({len(code)} bytes) overlaps the data")
     size = mem_size or -(-max(mem.next, code_addr + len(code)) // 4096) * 4096
     kinds = {"qparams": Kind.QPARAMS, "w": Kind.WEIGHTS}
     sections = [Section(Kind.CODE, code_addr, code)]

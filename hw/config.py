@@ -148,7 +148,7 @@ class AcceleratorConfig:
 ACCEL_PRESETS = {
     "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
                               lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64),
-    "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=2, lb_rows=1024,
+    "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=64, acc_blocks=512, qb_entries=512),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,

@@ -1,53 +1,65 @@
 """Cycle model of the accelerator's commands (used by the ISS and the compiler's reports).
 
-The RTL controller runs one command at a time; each command's cost is its memory traffic at
-the bus width plus its compute, with the per-transaction overheads of the AXI master. The
-constants are calibrated against RTL runs (``tests/test_accel_cocotb.py`` records both).
+The RTL controller runs one command at a time. The constants below come from
+``benchmarks/calibrate_cycles.py``, which runs micro-programs on the RTL (Verilator, with
+cocotbext-axi's ``AxiRam`` as memory) and compares each command's measured cost with this
+model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few percent.
+
+* a DMA read of ``n`` bytes costs ``n`` cycles (one byte per cycle) plus the bytes skipped
+  to reach an unaligned start plus a fixed request/response overhead;
+* an instruction fetch is an 8-byte read plus decode;
+* a ``CONV`` pass costs the weight load (one word per cycle, overlapping the engine
+  assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
+* ``POST`` processes one output element at a time (4 requantizations for a pooled output)
+  and stalls for each bus word written.
 """
 
 from math import ceil
 
 __all__ = ["CycleModel"]
 
+READ_OVERHEAD = 6
+FETCH = 15
+CONV_FIXED = 6
+PASS_OVERHEAD = 9
+WRITE_STALL = 4
+
 
 class CycleModel:
-    """Estimated cycles per command for one configuration and memory latency."""
+    """Estimated cycles per command for one configuration."""
 
-    def __init__(self, cfg, mem_latency=3):
+    def __init__(self, cfg):
         self.cfg = cfg
-        self.lat = mem_latency
         self.bus = cfg.bus_bytes
 
-    def _read(self, nbytes, start=0):
-        """Cycles of a DMA read of ``nbytes`` delivered one byte per cycle."""
-        if nbytes <= 0:
-            return 0
-        beats = ceil((start % self.bus + nbytes) / self.bus)
-        bursts = ceil(beats / self.cfg.burst_beats)
-        return nbytes + bursts * (self.lat + 2)
+    def read(self, nbytes, start=0):
+        """A DMA read of ``nbytes`` starting at byte address ``start``."""
+        return nbytes + start % self.bus + READ_OVERHEAD
 
-    @property
-    def fetch(self):
-        return self._read(8) + 2
+    fetch = FETCH
 
-    def loada(self, nch, nrows, width):
-        return nch * nrows * (self._read(width) + 1)
+    def loada(self, starts, nbytes):
+        """One read of ``nbytes`` per channel, at each address of ``starts``."""
+        return sum(self.read(nbytes, s) + 1 for s in starts)
 
-    def loadw(self, nsets):
-        return self._read(nsets * self.cfg.weight_words * self.cfg.lanes * 2)
+    def loadw(self, nsets, start=0):
+        return self.read(nsets * self.cfg.weight_words * self.cfg.lanes * 2, start)
 
-    def loadq(self, n):
-        return self._read(n * 12)
+    def loadq(self, n, start=0):
+        return self.read(n * 12, start)
 
     def conv(self, g, ny, passes):
         c = self.cfg
-        setup = c.weight_words + c.rows + 4
-        stream = ny * g.bk + c.fcu.latency + 3
-        return passes * (setup + stream)
+        per_pass = max(c.weight_words, c.rows) + c.fcu.latency + PASS_OVERHEAD
+        return CONV_FIXED + passes * (per_pass + ny * g.bk)
 
-    def post(self, lanes, ny, wout, written, pool):
-        reads = lanes * ny * wout
-        return reads + 6 * max(1, written // max(1, wout)) + written // self.bus * 3 + 8
+    def post(self, lanes, rows_out, cols_out, wob, pool, stride, bytes_per_lane):
+        step = 2 if pool else stride
+        per_elem = 1 + (20 if pool else 5) + 1 + step
+        words = ceil(bytes_per_lane / self.bus) + 1
+        per_lane = 2 + rows_out * (2 + step) + rows_out * cols_out * per_elem \
+            + words * WRITE_STALL
+        return wob + 8 + lanes * per_lane
 
     def add(self, n):
-        return 2 * self._read(n) + n * 2 + 8
+        return round(14 * ceil(n / 16) + 7.5 * n + 10)

@@ -12,6 +12,7 @@ from math import ceil
 
 import numpy as np
 
+from ffacc.sim.cycles import CycleModel
 from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op,
                                 PostFlag, Reg, decode)
 
@@ -158,7 +159,6 @@ class ISS:
 
     @property
     def cost(self):
-        from ffacc.sim.cycles import CycleModel
         if not hasattr(self, "_cost"):
             self._cost = CycleModel(self.cfg)
         return self._cost
@@ -175,11 +175,13 @@ class ISS:
                 and (nch - 1) * pitch + nr <= c.lb_rows and hb0 + nr <= H):
             self._err(f"LOADA channels={nch} rows={nr} width={W} pitch={pitch} first row={hb0} "
                       f"does not fit the line buffer ({c.lb_rows} rows x {c.lb_width})")
+        starts = []
         for ch in range(nch):
             base = src + ch * H * W + hb0 * W
             rows = self._acts(base, nr * W).reshape(nr, W)
             self.lb[ch * pitch:ch * pitch + nr, :W] = rows
-        return self.cost.loada(nch, nr, W)
+            starts.append(base)
+        return self.cost.loada(starts, nr * W)
 
     def _loadw(self, ins):
         c = self.cfg
@@ -188,7 +190,7 @@ class ISS:
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
         words = self._words(src, n * c.weight_words * c.lanes, "<i2")
         self.wb[dst:dst + n] = words.reshape(n, c.weight_words, c.lanes)
-        return self.cost.loadw(n)
+        return self.cost.loadw(n, src)
 
     def _loadq(self, ins):
         c = self.cfg
@@ -197,7 +199,7 @@ class ISS:
             self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
                       f"({c.qb_entries})")
         self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
-        return self.cost.loadq(n)
+        return self.cost.loadq(n, src)
 
     def conv_params(self):
         c = self.cfg
@@ -305,7 +307,7 @@ class ISS:
                 and not (pool and ny % 2)):
             self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
                       f"pool={pool} inconsistent")
-        written = 0
+        rows_out = cols_out = 0
         for lane in range(lanes):
             a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
             v = self._requant(a, self.qb[q0 + lane])
@@ -319,8 +321,8 @@ class ISS:
                 addr = dst + lane * cstride + int(yo) * opitch
                 self._check(addr, v.shape[1])
                 self.mem[addr:addr + v.shape[1]] = (v[n] & 0xFF).astype(np.uint8)
-                written += v.shape[1]
-        return self.cost.post(lanes, ny, wout, written, pool)
+            rows_out, cols_out = v.shape
+        return self.cost.post(lanes, rows_out, cols_out, wob, pool, stride, rows_out * cols_out)
 
     def _add(self, ins):
         a_src, b_src, dst, n = (self.r(Reg.A_SRC), self.r(Reg.D_SRC2), self.r(Reg.O_DST),

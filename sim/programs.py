@@ -17,7 +17,7 @@ from .iss import ISS
 
 __all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "run_iss", "FAULTS"]
 
-DATA_BASE = 1 << 14
+DATA_BASE = 0x100
 
 
 @dataclass
@@ -144,7 +144,7 @@ FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
 def fault_case(cfg, kind):
     """A program that must stop with the error code :data:`FAULTS[kind]`."""
     p, mem = _fault_program(kind, cfg)
-    img = build_image(cfg, p, mem, mem_size=1 << 16)
+    img = build_image(cfg, p, mem, mem_size=1 << 16, code_addr=0x1000)
     return Case(f"fault_{kind}", img, [], FAULTS[kind])
 
 

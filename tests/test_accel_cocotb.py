@@ -40,6 +40,9 @@ def run_both(case, cfg, simulator, tmp_path, record_property=None):
     assert all(a == b for a, b in zip(blobs, rtl["readback"]))
     assert rtl["instructions"] == iss.instructions
     assert rtl["id"] == cfg.fingerprint()
+    # the ISS cycle model (sim/cycles.py) is calibrated against this RTL
+    dev = (iss.cycles - rtl["cycles"]) / rtl["cycles"]
+    assert abs(dev) < 0.05, (iss.cycles, rtl["cycles"])
     if record_property:
         record_property("cycles", json.dumps({"rtl": rtl["cycles"], "iss": iss.cycles}))
     return rtl, iss

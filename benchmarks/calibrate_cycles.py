@@ -1,0 +1,98 @@
+"""Measure per-command RTL cycles on micro-programs (Verilator) to calibrate sim/cycles.py.
+
+Usage: python benchmarks/calibrate_cycles.py [--config tiny] [--json]
+Each command runs after the same SET prefix as a reference program without it; the
+difference is the command's cost. Prints measured vs modelled cycles.
+"""
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from ffacc.compiler.lower import MemoryPlan, build_image
+from ffacc.firmware.isa import Op, Program
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.sim.cocotb_run import AccelBench
+from ffacc.sim.programs import run_iss, Case
+
+
+def programs(cfg):
+    L = cfg.L
+    out = []
+    for n in (1, 9):
+        out.append((f"set x{n}", {"A_SRC": 0} if n == 1 else {f"C_Y0": 0, "C_KH": 1, "C_KW": 1,
+                    "C_PT": 0, "C_PL": 0, "C_NY": 1, "C_LANES": 1, "A_CH": 1, "A_H": 1}, None))
+    for nch, nr, W in ((1, 1, 8), (1, 4, 30), (2, 3, 17)):
+        out.append((f"loada {nch}x{nr}x{W}", dict(A_SRC=0x100, A_CH=nch, A_H=nr, A_W=W,
+                                                  A_HB0=0, A_NR=nr, LB_PITCH=nr), Op.LOADA))
+    for n in (1, 3):
+        out.append((f"loadw {n}", dict(W_SRC=0x100, W_COUNT=n, W_DST=0), Op.LOADW))
+    for n in (1, 8):
+        out.append((f"loadq {n}", dict(Q_SRC=0x100, Q_COUNT=n, Q_DST=0), Op.LOADQ))
+    for k, nch, ny, wout in ((3, 1, 1, 6), (3, 2, 4, 12), (5, 1, 2, 9), (1, 3, 2, 8)):
+        out.append((f"conv k{k} ch{nch} ny{ny} w{wout}", dict(
+            C_KH=k, C_KW=k, C_PT=0, C_PL=0, C_WOUT=wout, C_ZX=0, C_Y0=0, C_NY=ny, A_CH=nch,
+            C_WSET=0, C_LANES=1, A_H=ny + k - 1, A_W=wout + k - 1, A_HB0=0,
+            LB_PITCH=(ny + k - 1) + ((k - (ny + k - 1)) % cfg.lb_banks)), Op.CONV))
+    for lanes, ny, wout, flags, stride in ((1, 1, 6, 0, 1), (2, 2, 10, 0, 1), (1, 4, 8, 1, 1),
+                                           (1, 4, 9, 0, 2)):
+        out.append((f"post l{lanes} ny{ny} w{wout} f{flags} s{stride}", dict(
+            C_LANES=lanes, C_NY=ny, C_WOUT=wout, O_DST=0x800, O_W=wout, O_CSTRIDE=64,
+            O_Q=0, O_STRIDE=stride, O_ROW0=0, Q_SRC=0x100, Q_COUNT=2, Q_DST=0),
+            (Op.POST, flags)))
+    for n in (1, 20):
+        out.append((f"add {n}", dict(A_SRC=0x100, D_SRC2=0x140, O_DST=0x800, D_N=n,
+                                     D_KAB=1 | 1 << 16, D_M=1 << 30, D_SZ=31,
+                                     D_CLAMP=255 << 8), Op.ADD))
+    return out
+
+
+def build(cfg, regs, command, with_command):
+    p = Program().set(**regs)
+    if "Q_SRC" in regs:
+        p.op(Op.LOADQ)
+    if command is not None and with_command:
+        op, flags = command if isinstance(command, tuple) else (command, 0)
+        p.op(op, flags)
+    p.end()
+    mem = MemoryPlan(base=0x100)
+    # qparams with a legal shift so POST runs: bias 0, M 2^30, shift 31
+    mem.place("pad", bytes(0x700))
+    img = build_image(cfg, p, mem, mem_size=1 << 14, code_addr=0x1000)
+    rec = ((0).to_bytes(4, "little") + (1 << 30).to_bytes(4, "little")
+           + (31 | 255 << 24).to_bytes(4, "little"))
+    img.sections.append(type(img.sections[0])(3, 0x100, rec * 2))
+    return img
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = ACCEL_PRESETS[args.config]
+    bench = AccelBench(cfg, "verilator", quiet=True).build()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, regs, command in programs(cfg):
+            cyc = []
+            for with_cmd in (False, True):
+                img = build(cfg, regs, command, with_cmd)
+                path = img.save(Path(tmp) / "p.ffw")
+                r = bench.run_image(path, [], name="calib")
+                _, iss = run_iss(Case(name, img), cfg)
+                cyc.append((r["cycles"], iss.cycles, r["error"], iss.error))
+            (r0, i0, _, _), (r1, i1, e1, ie1) = cyc
+            rows.append({"command": name, "rtl": r1 - r0 if command else r1,
+                         "model": i1 - i0 if command else i1, "rtl_error": e1, "iss_error": ie1})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            print(f"{r['command']:32s} rtl {r['rtl']:6d}  model {r['model']:6d}  "
+                  f"err {r['rtl_error']}/{r['iss_error']}")
+
+
+if __name__ == "__main__":
+    main()
