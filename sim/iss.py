@@ -341,3 +341,11 @@ class ISS:
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
         return self.cost.add(n)
+
+
+def _iss_write(self, addr, data):
+    """Memory write (the same name as cocotbext-axi's ``AxiRam.write``)."""
+    self.load(addr, data)
+
+
+ISS.write = _iss_write

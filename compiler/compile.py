@@ -1,0 +1,309 @@
+"""Integer IR -> firmware image: fusion, placement (accelerator or host), memory planning,
+lowering and the segment table.
+
+The program is a sequence of *segments*: accelerator code (ending with ``END``) or one host
+operator (integer golden semantics, or a float ONNX node run by onnxruntime). Tensors live in
+one memory: activations in an arena planned by liveness (a freed buffer is reused by later
+tensors), then weights and parameters, then the code. The image's META section holds the
+configuration, the segment table and a per-layer table for ``ffacc report``.
+"""
+
+import base64
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ffacc.firmware.image import TensorDesc
+from ffacc.firmware.isa import INSTR_BYTES, Program
+from ffacc.sim import golden
+from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, MaxPool, bounds,
+                 requant_params)
+from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
+
+__all__ = ["compile_graph", "CompileError", "Compiled"]
+
+
+class CompileError(ValueError):
+    """The model cannot run on this configuration (names the node, op and reason)."""
+
+
+@dataclass
+class Compiled:
+    image: object
+    layers: list = field(default_factory=list)
+    host_ops: list = field(default_factory=list)
+
+
+def _b64(a):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a), allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _tdesc(t, addr, role):
+    return {"name": t.name, "role": role, "addr": addr, "dtype": t.dtype,
+            "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+
+
+class _Arena:
+    """First-fit allocator over [base, ...) with explicit frees (liveness-based reuse)."""
+
+    def __init__(self, base, align=8):
+        self.base, self.align = base, align
+        self.free = []          # (addr, size)
+        self.top = base
+
+    def alloc(self, size):
+        size = -(-max(size, 1) // self.align) * self.align
+        for i, (a, s) in enumerate(self.free):
+            if s >= size:
+                if s == size:
+                    self.free.pop(i)
+                else:
+                    self.free[i] = (a + size, s - size)
+                return a
+        a = self.top
+        self.top += size
+        return a
+
+    def release(self, addr, size):
+        size = -(-max(size, 1) // self.align) * self.align
+        self.free.append((addr, size))
+        self.free.sort()
+        merged = []
+        for a, s in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == a:
+                merged[-1] = (merged[-1][0], merged[-1][1] + s)
+            else:
+                merged.append((a, s))
+        self.free = merged
+
+
+def _fuse_pools(g):
+    """Conv/… -> MaxPool 2x2 stride 2 (no padding), sole consumer, same quantization."""
+    fused = {}
+    for op in g.ops:
+        if not isinstance(op, Conv) or op.strides != (1, 1):
+            continue
+        cons = g.consumers(op.outputs[0])
+        if len(cons) != 1 or not isinstance(cons[0], MaxPool) or op.outputs[0] in g.outputs:
+            continue
+        mp = cons[0]
+        if mp.kernel == (2, 2) and mp.strides == (2, 2) and mp.pads == (0, 0, 0, 0):
+            fused[id(op)] = mp
+    return fused
+
+
+def _accel_reason(op, g, cfg):
+    """``None`` if ``op`` runs on the accelerator, else why it runs on the host."""
+    if isinstance(op, Conv):
+        if op.dilations != (1, 1):
+            return "dilated convolution"
+        if op.strides[0] != op.strides[1]:
+            return "unequal strides"
+        if np.any(op.w_zp != 0):
+            return "asymmetric (zero-point) weights"
+        if g.tensors[op.inputs[0]].dtype != ("int8" if cfg.fcu.act_signed else "uint8") or \
+                g.tensors[op.outputs[0]].dtype != g.tensors[op.inputs[0]].dtype:
+            return "activation type differs from the configuration's"
+        return None
+    if isinstance(op, Gemm):
+        if np.any(op.w_zp != 0):
+            return "asymmetric (zero-point) weights"
+        if g.tensors[op.inputs[0]].dtype != ("int8" if cfg.fcu.act_signed else "uint8"):
+            return "activation type differs from the configuration's"
+        return None
+    if isinstance(op, Add):
+        if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
+            return "mixed activation types"
+        return None
+    if isinstance(op, Alias):
+        return None
+    return {MaxPool: "max-pool that does not follow a conv as 2x2/2",
+            AvgPool: "average pool", Concat: "concat",
+            HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering"}.get(
+                type(op), "unsupported")
+
+
+def compile_graph(g, cfg, model_name="model"):
+    """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``."""
+    fused = _fuse_pools(g)
+    skip = {id(mp) for mp in fused.values()}
+    ops = [op for op in g.ops if id(op) not in skip]
+    # tensor renames of fused pools: the pool output is what the conv writes
+    conv_out = {id(op): fused[id(op)].outputs[0] if id(op) in fused else op.outputs[0]
+                for op in ops}
+
+    # --- memory: alias roots and liveness --------------------------------------------------
+    root = {}
+    for op in ops:
+        if isinstance(op, Alias):
+            root[op.outputs[0]] = root.get(op.inputs[0], op.inputs[0])
+
+    def R(n):
+        return root.get(n, n)
+
+    last_use = {}
+    for i, op in enumerate(ops):
+        for n in op.inputs:
+            last_use[R(n)] = i
+    for n in g.outputs:
+        last_use[R(n)] = len(ops)
+    arena = _Arena(0x100)
+    addr = {}
+    for n in g.inputs:
+        addr[n] = arena.alloc(g.tensors[n].nbytes)
+    # pre-pass: addresses in execution order, freeing dead buffers after each op
+    for i, op in enumerate(ops):
+        outs = [conv_out[id(op)]] if isinstance(op, Conv) else op.outputs
+        for n in outs:
+            if isinstance(op, Alias):
+                continue
+            addr[n] = arena.alloc(g.tensors[n].nbytes)
+        for n in set(R(x) for x in op.inputs):
+            if last_use.get(n) == i and n in addr and n not in g.inputs:
+                arena.release(addr[n], g.tensors[n].nbytes)
+    for n, r in root.items():
+        addr[n] = addr[r]
+    mem = MemoryPlan(base=-(-arena.top // 64) * 64)
+
+    # --- lowering -------------------------------------------------------------------------
+    segments, layers, host_ops = [], [], []
+    prog = Program()
+    seg_start = 0
+    tensors_meta = {}
+
+    def close_accel():
+        nonlocal seg_start
+        if len(prog) > seg_start:
+            prog.end()
+            segments.append({"kind": "accel", "first": seg_start, "count": len(prog) - seg_start})
+            seg_start = len(prog)
+
+    for op in ops:
+        where = _accel_reason(op, g, cfg)
+        x = g.tensors[op.inputs[0]]
+        out_name = conv_out[id(op)] if isinstance(op, Conv) else op.outputs[0]
+        y = g.tensors[out_name]
+        start = len(prog)
+        info = {"name": op.name, "op": op.kind + ("+MaxPool" if id(op) in fused else ""),
+                "in_shape": list(x.shape), "out_shape": list(y.shape), "macs": 0,
+                "weight_bytes": 0, "act_bytes": int(sum(g.tensors[n].nbytes for n in op.inputs)
+                                                    + y.nbytes)}
+        if where is None and isinstance(op, Alias):
+            continue
+        if where is None:
+            try:
+                if isinstance(op, (Conv, Gemm)):
+                    wb = _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, id(op) in fused)
+                    info["weight_bytes"] = wb
+                    kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
+                    info["kernel"] = [int(kh), int(kw)]
+                    O = op.w.shape[0]
+                    cin = op.w.shape[1]
+                    conv_hw = (_conv_hw(op, x) if isinstance(op, Conv) else (1, 1))
+                    info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
+                    info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
+                else:   # Add
+                    a, b = (g.tensors[n] for n in op.inputs)
+                    ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
+                    lo, hi = bounds(op, y)
+                    lower_add(prog, addr[a.name], addr[b.name], addr[y.name], y.nbytes, ka=ka,
+                              kb=kb, multiplier=M, shift=s, a_zp=a.zero_point,
+                              b_zp=b.zero_point, y_zp=y.zero_point, qmin=lo, qmax=hi)
+            except LoweringError as e:
+                raise CompileError(f"node {op.name!r} ({op.kind}): {e}") from e
+            info.update({"where": "accel", "segment": len(segments),
+                         "pc_first": start, "pc_count": len(prog) - start})
+            layers.append(info)
+            continue
+        # host operator
+        close_accel()
+        desc = {"kind": "host", "op": type(op).__name__, "name": op.name,
+                "inputs": [_tdesc(g.tensors[n], addr[n], "internal") for n in op.inputs],
+                "outputs": [_tdesc(g.tensors[n], addr[n], "internal") for n in op.outputs],
+                "reason": where}
+        if isinstance(op, MaxPool):
+            desc["attrs"] = {"kernel": list(op.kernel), "strides": list(op.strides),
+                             "pads": list(op.pads)}
+        elif isinstance(op, AvgPool):
+            desc["attrs"] = {"kernel": list(op.kernel) if op.kernel else None,
+                             "strides": list(op.strides) if op.strides else None,
+                             "pads": list(op.pads), "count_include_pad": op.count_include_pad}
+        elif isinstance(op, Concat):
+            desc["attrs"] = {"axis": op.axis}
+        elif isinstance(op, HostFloat):
+            desc["attrs"] = {"node": base64.b64encode(op.node_proto).decode(),
+                             "op_type": op.op_type,
+                             "initializers": {k: _b64(v) for k, v in op.initializers.items()}}
+        else:   # Conv / Gemm / Add the accelerator cannot take: integer golden on the host
+            desc["attrs"] = {"ir": _b64_ir(op)}
+        segments.append(desc)
+        host_ops.append({"name": op.name, "op": getattr(op, "op_type", "") or op.kind,
+                         "reason": where})
+        info.update({"where": "host", "segment": len(segments) - 1, "reason": where})
+        layers.append(info)
+    close_accel()
+    if not segments:
+        raise CompileError("the model has no operators")
+
+    tensors = [TensorDesc(n, "input", addr[n], g.tensors[n].dtype, list(g.tensors[n].shape),
+                          g.tensors[n].scale, g.tensors[n].zero_point) for n in g.inputs]
+    tensors += [TensorDesc(n, "output", addr[n], g.tensors[n].dtype, list(g.tensors[n].shape),
+                           g.tensors[n].scale, g.tensors[n].zero_point) for n in g.outputs]
+    meta = {"model": model_name, "config": cfg.to_dict(), "segments": segments,
+            "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs}
+    img = build_image(cfg, prog, mem, tensors, meta)
+    code_base = img.entry
+    for s in segments:
+        if s["kind"] == "accel":
+            s["entry"] = code_base + s["first"] * INSTR_BYTES
+    for li in layers:
+        if "pc_first" in li:
+            li["pc"] = code_base + li["pc_first"] * INSTR_BYTES
+    img.meta = meta
+    return Compiled(img, layers, host_ops)
+
+
+def _b64_ir(op):
+    import pickle
+    return base64.b64encode(pickle.dumps(op)).decode()
+
+
+def _conv_hw(op, x):
+    kh, kw = op.w.shape[2:]
+    t, l, b, r = op.pads
+    return (x.shape[2] + t + b - kh + 1, x.shape[3] + l + r - kw + 1)
+
+
+def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
+    """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`."""
+    M, s = requant_params(x.scale, op.w_scale, y.scale)
+    lo, hi = bounds(op, y)
+    zx = x.zero_point
+    if isinstance(op, Gemm):
+        w = op.w.reshape(op.w.shape[0], -1, 1, 1)
+        groups, in_shape, pads, stride = 1, (w.shape[1], 1, 1), (0, 0, 0, 0), 1
+        out_hw = 1
+    else:
+        w = op.w
+        groups = op.group
+        in_shape = tuple(x.shape[1:])
+        pads, stride = op.pads, op.strides[0]
+        out_hw = y.shape[2] * y.shape[3]
+    O = w.shape[0]
+    Og, Cg = O // groups, w.shape[1]
+    C, H, W = in_shape
+    wbytes = 0
+    for gi in range(groups):
+        sl = slice(gi * Og, (gi + 1) * Og)
+        wg = w[sl]
+        bias = op.bias[sl] - zx * wg.sum(axis=(1, 2, 3))
+        layer = ConvLayer(wg, bias, M[sl], s[sl], zx, y.zero_point, lo, hi, (Cg, H, W),
+                          tuple(pads), stride, pool2)
+        before = mem.next
+        lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
+                   addr[y.name] + gi * Og * out_hw, name=op.name)
+        wbytes += mem.next - before
+    return wbytes

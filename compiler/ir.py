@@ -1,0 +1,250 @@
+"""The integer IR: quantized tensors and the operators the compiler lowers or runs on the host.
+
+Every tensor carries its quantization (``scale``, ``zero_point``, 8-bit ``dtype``); every
+operator has exact integer semantics given by :func:`reference_run`, which uses only
+:mod:`ffacc.sim.golden` (independent of the lowering) — that is the golden model ``ffacc
+verify`` compares the accelerator against. Host operators without integer semantics
+(``HostFloat``) dequantize, run the float ONNX node in onnxruntime, and quantize.
+"""
+
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+
+__all__ = ["bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
+           "HostFloat", "Graph", "reference_run", "requant_params", "quantize", "dequantize"]
+
+
+@dataclass
+class QTensor:
+    name: str
+    shape: tuple
+    dtype: str                  # "uint8" or "int8"
+    scale: float
+    zero_point: int
+
+    @property
+    def nbytes(self):
+        return int(prod(self.shape)) * self.np_dtype.itemsize
+
+    @property
+    def quantized(self):
+        return self.dtype in ("uint8", "int8")
+
+    @property
+    def qrange(self):
+        return (0, 255) if self.dtype == "uint8" else (-128, 127)
+
+    @property
+    def np_dtype(self):
+        return np.dtype(self.dtype)
+
+
+def quantize(x, t):
+    """Float -> quantized (round half to even, saturate), as ONNX QuantizeLinear."""
+    if not t.quantized:
+        return np.asarray(x, dtype=np.float32)
+    q = np.rint(np.asarray(x, dtype=np.float32) / np.float32(t.scale)) + t.zero_point
+    lo, hi = t.qrange
+    return np.clip(q, lo, hi).astype(t.np_dtype)
+
+
+def dequantize(q, t):
+    if not t.quantized:
+        return np.asarray(q, dtype=np.float32)
+    return (np.asarray(q, dtype=np.float32) - t.zero_point) * np.float32(t.scale)
+
+
+@dataclass
+class Op:
+    name: str
+    inputs: list                # input tensor names
+    outputs: list               # output tensor names
+
+    kind = "op"
+
+
+@dataclass
+class Conv(Op):
+    w: np.ndarray = None        # int8 (O, C/g, kh, kw)
+    w_scale: np.ndarray = None  # (O,)
+    w_zp: np.ndarray = None     # (O,)
+    bias: np.ndarray = None     # int32 (O,), scale x_scale * w_scale
+    clamp: tuple = None         # (lo, hi) quantized bounds of a fused Relu/Clip
+    pads: tuple = (0, 0, 0, 0)  # top, left, bottom, right
+    strides: tuple = (1, 1)
+    group: int = 1
+    dilations: tuple = (1, 1)
+    kind = "Conv"
+
+
+@dataclass
+class Gemm(Op):
+    w: np.ndarray = None        # int8 (O, K)
+    w_scale: np.ndarray = None
+    w_zp: np.ndarray = None
+    bias: np.ndarray = None
+    clamp: tuple = None
+    kind = "Gemm"
+
+
+@dataclass
+class Add(Op):
+    clamp: tuple = None
+    kind = "Add"
+
+
+@dataclass
+class MaxPool(Op):
+    kernel: tuple = (2, 2)
+    strides: tuple = (2, 2)
+    pads: tuple = (0, 0, 0, 0)
+    kind = "MaxPool"
+
+
+@dataclass
+class AvgPool(Op):
+    kernel: tuple = None        # None: global
+    strides: tuple = None
+    pads: tuple = (0, 0, 0, 0)
+    count_include_pad: bool = False
+    kind = "AvgPool"
+
+
+@dataclass
+class Alias(Op):
+    """Reshape/Flatten/Squeeze: the same bytes under another shape."""
+    kind = "Reshape"
+
+
+@dataclass
+class Concat(Op):
+    axis: int = 1
+    kind = "Concat"
+
+
+@dataclass
+class HostFloat(Op):
+    """A float ONNX node run by onnxruntime between dequantized inputs and quantized outputs."""
+    node_proto: bytes = b""     # serialized onnx NodeProto
+    op_type: str = ""
+    initializers: dict = field(default_factory=dict)   # name -> float array
+    kind = "HostFloat"
+
+
+@dataclass
+class Graph:
+    name: str
+    tensors: dict               # name -> QTensor
+    ops: list                   # topological order
+    inputs: list                # graph input tensor names (quantized)
+    outputs: list               # graph output tensor names (quantized)
+    float_inputs: dict = field(default_factory=dict)    # quantized name -> float input name
+    float_outputs: dict = field(default_factory=dict)   # quantized name -> float output name
+
+    def consumers(self, name):
+        return [op for op in self.ops if name in op.inputs]
+
+    def producer(self, name):
+        for op in self.ops:
+            if name in op.outputs:
+                return op
+        return None
+
+
+def requant_params(in_scale, w_scale, out_scale):
+    """Per-channel integer (M, shift) for ``in_scale * w_scale / out_scale``."""
+    from ffacc.sim.golden import quantize_multiplier
+    real = np.float64(in_scale) * np.asarray(w_scale, dtype=np.float64) / np.float64(out_scale)
+    return quantize_multiplier(real)
+
+
+def _run_host_float(op, g, vals):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper, TensorProto
+
+    node = onnx.NodeProto()
+    node.ParseFromString(op.node_proto)
+    feeds = {}
+    ins = []
+    for n in node.input:
+        if n in op.initializers:
+            continue
+        t = g.tensors[n]
+        feeds[n] = dequantize(vals[n], t)
+        ins.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)))
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in node.output]
+    inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k)
+             for k, v in op.initializers.items()]
+    model = helper.make_model(helper.make_graph([node], "host", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    res = sess.run(None, feeds)
+    return [quantize(r, g.tensors[n]) for r, n in zip(res, node.output)]
+
+
+def bounds(op, y):
+    """Clamp bounds of a requantizing op: the output type's range narrowed by Relu/Clip."""
+    lo, hi = y.qrange
+    if getattr(op, "clamp", None):
+        lo, hi = max(lo, op.clamp[0]), min(hi, op.clamp[1])
+    return lo, hi
+
+
+def run_op(op, g, vals):
+    """Integer semantics of one IR operator; returns its output arrays."""
+    from ffacc.sim import golden
+
+    T = g.tensors
+    if isinstance(op, Conv):
+        x, y = T[op.inputs[0]], T[op.outputs[0]]
+        M, s = requant_params(x.scale, op.w_scale, y.scale)
+        acc = golden.conv2d(vals[op.inputs[0]], op.w, op.bias, x_zp=x.zero_point,
+                            w_zp=op.w_zp, stride=op.strides, pads=op.pads, groups=op.group,
+                            dilation=op.dilations)
+        return [golden.requantize(acc, M, s, y.zero_point, *bounds(op, y))]
+    if isinstance(op, Gemm):
+        x, y = T[op.inputs[0]], T[op.outputs[0]]
+        M, s = requant_params(x.scale, op.w_scale, y.scale)
+        xin = vals[op.inputs[0]].reshape(1, -1)
+        acc = golden.fully_connected(xin, op.w, op.bias, x_zp=x.zero_point, w_zp=op.w_zp)
+        return [golden.requantize(acc, M, s, y.zero_point, *bounds(op, y)).reshape(y.shape)]
+    if isinstance(op, Add):
+        a, b, y = T[op.inputs[0]], T[op.inputs[1]], T[op.outputs[0]]
+        ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
+        return [golden.add(vals[op.inputs[0]], vals[op.inputs[1]], a_zp=a.zero_point,
+                           b_zp=b.zero_point, ka=ka, kb=kb, multiplier=M, shift=s,
+                           y_zp=y.zero_point, qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])]
+    if isinstance(op, MaxPool):
+        return [golden.maxpool2d(vals[op.inputs[0]], op.kernel, op.strides, op.pads)]
+    if isinstance(op, AvgPool):
+        x, y = T[op.inputs[0]], T[op.outputs[0]]
+        kernel = op.kernel or tuple(x.shape[2:])
+        strides = op.strides or kernel
+        return [golden.avgpool2d(vals[op.inputs[0]], kernel, strides, op.pads,
+                                 x_zp=x.zero_point, scale=x.scale / y.scale, y_zp=y.zero_point,
+                                 qmin=y.qrange[0], qmax=y.qrange[1],
+                                 count_include_pad=op.count_include_pad)]
+    if isinstance(op, Alias):
+        return [vals[op.inputs[0]].reshape(T[op.outputs[0]].shape)]
+    if isinstance(op, Concat):
+        return [np.concatenate([vals[n] for n in op.inputs], axis=op.axis)]
+    if isinstance(op, HostFloat):
+        return _run_host_float(op, g, vals)
+    raise TypeError(f"no semantics for {type(op).__name__}")
+
+
+def reference_run(g, inputs):
+    """Run the whole IR on quantized ``inputs`` (name -> int array); returns all values."""
+    vals = {k: np.asarray(v).astype(np.int64) for k, v in inputs.items()}
+    for op in g.ops:
+        for n, v in zip(op.outputs, run_op(op, g, vals)):
+            t = g.tensors[n]
+            v = np.asarray(v).reshape(t.shape)
+            vals[n] = v.astype(np.int64) if t.quantized else v.astype(np.float32)
+    return vals
