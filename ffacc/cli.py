@@ -239,6 +239,128 @@ def cmd_demo(args):
     return status
 
 
+# --- compiler commands -------------------------------------------------------------------
+def _compile_errors():
+    from ffacc.compiler.driver import CompileError, ImportError_
+    from ffacc.firmware.image import ImageError
+    from ffacc.sim.runner import EngineError
+    return (CompileError, ImportError_, ImageError, EngineError)
+
+
+def cmd_compile(args):
+    from ffacc.compiler.driver import compile_model
+
+    cfg = load_accel_config(args.config)
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model}: no such model file")
+    g, c, secs = compile_model(args.model, cfg)
+    raw = c.image.to_bytes()
+    out = _write_atomic(args.output, raw, "model.ffw")
+    info = {"output": str(out), "image_bytes": len(raw), "compile_seconds": round(secs, 3),
+            "fingerprint": f"0x{cfg.fingerprint():08x}",
+            "layers": len(c.layers), "accelerator_layers": sum(l["where"] == "accel"
+                                                               for l in c.layers),
+            "host_ops": c.host_ops,
+            "segments": len(c.image.meta["segments"])}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"wrote {out}: {len(raw)} bytes, {info['accelerator_layers']} of {info['layers']} "
+              f"layers on the accelerator, {len(c.host_ops)} on the host, compiled in "
+              f"{secs:.2f} s")
+        for h in c.host_ops:
+            print(f"  host: {h['name']} ({h['op']}): {h['reason']}")
+    return 0
+
+
+def _load_input(path, image):
+    import numpy as np
+    from ffacc.compiler.driver import quantize_input
+    if not Path(path).is_file():
+        raise CLIError(f"--input {path}: no such file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise CLIError(f"--input {path}: not a .npy array ({e})") from e
+    return quantize_input(image, x)
+
+
+def cmd_run(args):
+    import numpy as np
+    from ffacc.firmware.image import Image
+    from ffacc.sim.runner import config_of, run_image
+
+    image = Image.load(args.image)
+    cfg = config_of(image)
+    if args.config:
+        want = load_accel_config(args.config)
+        if want.fingerprint() != image.fingerprint:
+            raise CLIError(f"{args.image} was built for configuration 0x{image.fingerprint:08x},"
+                           f" --config {args.config} is 0x{want.fingerprint():08x}")
+    x = _load_input(args.input, image)
+    outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator)
+    out_desc = [t for t in image.tensors if t.role == "output"][0]
+    y = outs[out_desc.name]
+    if not args.raw and out_desc.dtype in ("uint8", "int8"):
+        y = (y.astype(np.float32) - out_desc.zero_point) * np.float32(out_desc.scale)
+    np.save(args.output, y)
+    stats = {"engine": args.engine, "cycles": int(st.get("cycles", 0)),
+             "output": args.output, "shape": list(y.shape)}
+    for k in ("busy", "stall", "mult_slots", "instructions"):
+        if k in st:
+            stats[k] = int(st[k])
+    if args.stats:
+        Path(args.stats).write_text(json.dumps(stats, indent=1))
+    print(json.dumps(stats) if args.json else
+          f"wrote {args.output} {tuple(y.shape)}: {stats['cycles']} cycles on {args.engine}")
+    return 0
+
+
+def cmd_verify(args):
+    import numpy as np
+    from ffacc.compiler.driver import verify_model
+
+    cfg = load_accel_config(args.config)
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model}: no such model file")
+    x = None
+    if args.input:
+        if not Path(args.input).is_file():
+            raise CLIError(f"--input {args.input}: no such file")
+        x = np.load(args.input, allow_pickle=False)
+    res = verify_model(args.model, cfg, engine=args.engine, x=x, simulator=args.simulator)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{args.model} on {args.engine}: bit-exact vs golden: {res['bit_exact']}; vs "
+              f"onnxruntime: max {res['max_lsb_vs_onnxruntime']} LSB on "
+              f"{res['mismatch_fraction_vs_onnxruntime']:.4%} of outputs; {res['cycles']} cycles;"
+              f" host ops: {', '.join(h['op'] for h in res['host_ops']) or 'none'}")
+    return 0 if res["ok"] else 1
+
+
+def cmd_report(args):
+    from ffacc.compiler.driver import layer_report
+    from ffacc.firmware.image import Image
+
+    rows, tot = layer_report(Image.load(args.image))
+    if args.json:
+        print(json.dumps({"layers": rows, "totals": tot}))
+        return 0
+    print(_table(["layer", "op", "in", "out", "k", "MACs", "instr", "cycles", "ideal", "util",
+                  "weights B", "act B", "where"],
+                 [[r["name"][:24], r["op"], "x".join(map(str, r["in_shape"])),
+                   "x".join(map(str, r["out_shape"])),
+                   "x".join(map(str, r["kernel"])) if r.get("kernel") else "-", r["macs"],
+                   r["instructions"], r["cycles"], r["ideal_cycles"], r["utilization"],
+                   r["weight_bytes"], r["act_bytes"], r["where"]] for r in rows]))
+    print(f"total: {tot['macs']} MACs, {tot['cycles']} cycles (ideal {tot['ideal_cycles']}, "
+          f"utilization {tot['utilization']:.1%}), {tot['instructions']} instructions, "
+          f"{tot['weight_bytes']} weight bytes, image {tot['image_bytes']} bytes, "
+          f"{tot['host_layers']} host layers")
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -269,6 +391,45 @@ def build_parser():
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_selfcheck)
 
+    def accel_config(sp):
+        sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                        help=f"accelerator preset (tiny, ulx3s, large; default {DEFAULT_ACCEL})"
+                             " or TOML file")
+
+    sp = sub.add_parser("compile", help="quantized ONNX model -> firmware image (.ffw)")
+    sp.add_argument("model", metavar="MODEL.onnx")
+    sp.add_argument("-o", "--output", required=True, metavar="OUT.ffw")
+    accel_config(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_compile)
+
+    sp = sub.add_parser("run", help="run a firmware image on the ISS or the RTL")
+    sp.add_argument("image", metavar="OUT.ffw")
+    sp.add_argument("--input", required=True, metavar="X.npy",
+                    help="float input (quantized with the model's input scale) or integers")
+    sp.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sp.add_argument("--engine", choices=["iss", "rtl"], default="iss")
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    sp.add_argument("--stats", metavar="STATS.json")
+    sp.add_argument("--raw", action="store_true", help="write quantized integers")
+    accel_config(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("verify", help="compile, run, compare with golden and onnxruntime")
+    sp.add_argument("model", metavar="MODEL.onnx")
+    accel_config(sp)
+    sp.add_argument("--engine", choices=["iss", "rtl"], default="iss")
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    sp.add_argument("--input", metavar="X.npy")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_verify)
+
+    sp = sub.add_parser("report", help="per-layer cycles, utilization and sizes of an image")
+    sp.add_argument("image", metavar="OUT.ffw")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_report)
+
     sp = sub.add_parser("demo", help="the main job: generate Verilog and self-check the unit")
     config_arg(sp)
     sp.add_argument("--out", default="out", help="output folder (default ./out)")
@@ -283,7 +444,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError) as e:
+    except (CLIError, ConfigError) + _compile_errors() as e:
         print(f"ffacc: error: {e}", file=sys.stderr)
         return 2
 

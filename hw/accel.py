@@ -166,7 +166,10 @@ class Accelerator(wiring.Component):
         rg = {r: regs[r] for r in Reg}
 
         # ---------------------------------------------------------------- buffers
-        lb_depth = cfg.lb_slots * cfg.lb_blocks
+        # a row occupies a power-of-two number of words so row addresses are shifts, not
+        # multiplications (no DSP per engine)
+        lb_row_bits = max(1, (cfg.lb_blocks - 1).bit_length())
+        lb_depth = cfg.lb_slots << lb_row_bits
         lb = [[Memory(shape=unsigned(8), depth=lb_depth, init=[]) for _ in range(L)]
               for _ in range(B)]
         lb_w = []
@@ -310,6 +313,10 @@ class Accelerator(wiring.Component):
         rq_in = Signal(signed(33))
         rq_prod = Signal(signed(66))
         rq_rnd = Signal(signed(66))
+        # one requantization multiplier, shared by POST and ADD
+        mul_a = Signal(signed(33))
+        mul_p = Signal(signed(66))
+        m.d.comb += mul_p.eq(mul_a * Cat(q_M, Const(0, 1)).as_signed())
         rq_half = Signal(64)
         m.d.comb += rq_half.eq(Const(1, 64) << (q_sh - 1)[:6])
         po_byte = Signal(8)
@@ -358,7 +365,7 @@ class Accelerator(wiring.Component):
                     bank = eng_g[r][:bb] if bb else Const(0, 1)
                     slot = eng_g[r][bb:]
                     blk = cv_colblk0 + st_b + Mux(j < cv_rot, 1, 0)
-                    a = (slot * cfg.lb_blocks + blk)[:len(lb_r[k][j].addr)]
+                    a = (Cat(blk[:lb_row_bits], slot))[:len(lb_r[k][j].addr)]
                     terms.append(Mux(eng_ok[r] & (bank == k), a, 0))
                 addr = terms[0]
                 for t in terms[1:]:
@@ -513,7 +520,7 @@ class Accelerator(wiring.Component):
                     for k in range(B):
                         for j in range(L):
                             wp = lb_w[k][j]
-                            m.d.comb += [wp.addr.eq(g_slot * cfg.lb_blocks + la_blk),
+                            m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
                                          wp.data.eq(rd.out_data),
                                          wp.en.eq((g_bank == k) & (la_sub == j))]
                     with m.If(la_col == W - 1):
@@ -772,7 +779,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += rq_in.eq(v.as_signed() + q_bias)
                 m.next = "PO_RQ1"
             with m.State("PO_RQ1"):
-                m.d.sync += rq_prod.eq(rq_in * Cat(q_M, Const(0, 1)).as_signed())
+                m.d.comb += mul_a.eq(rq_in)
+                m.d.sync += rq_prod.eq(mul_p)
                 m.next = "PO_RQ2"
             with m.State("PO_RQ2"):
                 m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])
@@ -878,7 +886,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += ad_acc.eq(a * kab[:16] + b * kab[16:32])
                 m.next = "AD_E1"
             with m.State("AD_E1"):
-                m.d.sync += rq_prod.eq(ad_acc * Cat(q_M, Const(0, 1)).as_signed())
+                m.d.comb += mul_a.eq(ad_acc)
+                m.d.sync += rq_prod.eq(mul_p)
                 m.next = "AD_E2"
             with m.State("AD_E2"):
                 m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])

@@ -214,15 +214,46 @@ class AccelBench(Bench):
         self.config = config
         super().__init__(Accelerator(config), "accel", "accel", simulator, build_root, quiet)
 
-    def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000):
-        """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes)."""
+    def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000,
+                  inputs=None, outputs=None):
+        """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes).
+
+        ``inputs``/``outputs``: ``.npz`` paths of quantized tensors to write before and read
+        after the run.
+        """
         result = self.build_dir / f"{name}.result.json"
         if result.exists():
             result.unlink()
-        self.test("ffacc.sim.tb_accel", name, {
-            "FFACC_IMAGE": str(Path(image_path).resolve()),
-            "FFACC_READBACK": json.dumps([list(r) for r in readback]),
-            "FFACC_RESULT": str(result), "FFACC_MAX_CYCLES": str(max_cycles)})
+        env = {"FFACC_IMAGE": str(Path(image_path).resolve()),
+               "FFACC_READBACK": json.dumps([list(r) for r in readback]),
+               "FFACC_RESULT": str(result), "FFACC_MAX_CYCLES": str(max_cycles)}
+        if inputs:
+            env["FFACC_INPUTS"] = str(Path(inputs).resolve())
+        if outputs:
+            env["FFACC_OUTPUTS"] = str(Path(outputs).resolve())
+        self.test("ffacc.sim.tb_accel", name, env)
         out = json.loads(result.read_text())
         out["readback"] = [bytes.fromhex(h) for h in out["readback"]]
         return out
+
+    def run_model(self, image, inputs, name="model", max_cycles=50_000_000):
+        """Run a compiled image on quantized ``inputs`` (name -> array); ``(outputs, stats)``."""
+        import numpy as np
+        from ffacc.sim.runner import EngineError
+
+        self.build()
+        img_path = self.build_dir / f"{name}.ffw"
+        image.save(img_path)
+        if not isinstance(inputs, dict):
+            inputs = {[t for t in image.tensors if t.role == "input"][0].name: inputs}
+        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
+        np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
+        res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
+                             outputs=out_path)
+        if res["status"] & 4:
+            raise EngineError(f"accelerator error {res['error']} at pc 0x{res['error_pc']:x}")
+        with np.load(out_path) as f:
+            outs = {k: f[k] for k in f.files}
+        res["engine"] = "rtl"
+        res["simulator"] = self.simulator
+        return outs, res

@@ -2,14 +2,18 @@
 
 Memory is a cocotbext-axi ``AxiRam`` on the AXI4 master, control an ``AxiLiteMaster`` on the
 AXI4-Lite slave. The job comes through the environment: ``FFACC_IMAGE`` (a ``.ffw`` file),
+``FFACC_INPUTS``/``FFACC_OUTPUTS`` (``.npz`` of quantized tensors, optional),
 ``FFACC_READBACK`` (JSON list of ``[address, length]`` to read after the run),
 ``FFACC_RESULT`` (where to write the JSON result), ``FFACC_MAX_CYCLES``. The bench loads the
-image's sections, sets ``MEM_SIZE`` and ``PROG_BASE``, starts, waits for ``irq`` (done or
-error) and reports status, error code and pc, the performance counters and the read-back bytes.
+image, sets ``MEM_SIZE``, runs every segment (accelerator segments: ``PROG_BASE``, start, wait
+for ``irq``; host segments: :func:`ffacc.sim.runner.host_exec` on the same memory) and reports
+status, error code and pc, the performance counters and the read-back bytes.
 """
 
 import json
 import os
+
+import numpy as np
 
 import cocotb
 from cocotb.clock import Clock
@@ -18,6 +22,23 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from ffacc.firmware.csr import CSR, CTRL_START, Status
 from ffacc.firmware.image import Image
+from ffacc.sim.runner import host_exec, read_outputs, write_inputs
+
+COUNTERS = ("CYCLES", "BUSY", "STALL", "MULT_SLOTS", "INSTRUCTIONS")
+
+
+async def run_segment(dut, ctl, entry, max_cycles):
+    await ctl.write_dword(CSR.PROG_BASE, entry)
+    await ctl.write_dword(CSR.CTRL, CTRL_START)
+    if not dut.irq.value:
+        await First(RisingEdge(dut.irq), Timer(max_cycles * 10, unit="ns"))
+    if not dut.irq.value:
+        raise AssertionError(f"no done/error after {max_cycles} cycles (hang)")
+    res = {"status": int(await ctl.read_dword(CSR.STATUS))}
+    for name in ("ERROR", "ERROR_PC") + COUNTERS + ("MULT_SLOTS_HI",):
+        res[name.lower()] = int(await ctl.read_dword(CSR[name]))
+    res["mult_slots"] |= res.pop("mult_slots_hi") << 32
+    return res
 
 
 @cocotb.test()
@@ -36,19 +57,31 @@ async def run_image(dut):
     await ClockCycles(dut.clk, 2)
     for addr, data in img.loaded():
         ram.write(addr, data)
+    if os.environ.get("FFACC_INPUTS"):
+        with np.load(os.environ["FFACC_INPUTS"]) as f:
+            write_inputs(img, ram, {k: f[k] for k in f.files})
     await ctl.write_dword(CSR.MEM_SIZE, img.mem_size)
-    await ctl.write_dword(CSR.PROG_BASE, img.entry)
     assert await ctl.read_dword(CSR.STATUS) & Status.BUSY == 0
-    await ctl.write_dword(CSR.CTRL, CTRL_START)
-    if not dut.irq.value:
-        done = await First(RisingEdge(dut.irq), Timer(max_cycles * 10, unit="ns"))
-    if not dut.irq.value:
-        raise AssertionError(f"no done/error after {max_cycles} cycles (hang)")
-    result = {"status": int(await ctl.read_dword(CSR.STATUS))}
-    for name in ("ERROR", "ERROR_PC", "CYCLES", "BUSY", "STALL", "MULT_SLOTS",
-                 "MULT_SLOTS_HI", "INSTRUCTIONS", "ID", "INFO"):
-        result[name.lower()] = int(await ctl.read_dword(CSR[name]))
-    result["mult_slots"] |= result.pop("mult_slots_hi") << 32
+    segments = img.meta.get("segments") or [{"kind": "accel", "entry": img.entry}]
+    result = {"segments": [], "status": Status.DONE, "error": 0, "error_pc": 0}
+    for c in COUNTERS:
+        result[c.lower()] = 0
+    for seg in segments:
+        if seg["kind"] == "host":
+            host_exec(seg, ram)
+            result["segments"].append({"kind": "host", "op": seg["op"]})
+            continue
+        res = await run_segment(dut, ctl, seg["entry"], max_cycles)
+        result["segments"].append({"kind": "accel", **res})
+        for c in COUNTERS:
+            result[c.lower()] += res[c.lower()]
+        result.update(status=res["status"], error=res["error"], error_pc=res["error_pc"])
+        if res["status"] & Status.ERROR:
+            break
+    result["id"] = int(await ctl.read_dword(CSR.ID))
+    result["info"] = int(await ctl.read_dword(CSR.INFO))
     result["readback"] = [ram.read(a, n).hex() for a, n in readback]
+    if os.environ.get("FFACC_OUTPUTS"):
+        np.savez(os.environ["FFACC_OUTPUTS"], **read_outputs(img, ram))
     with open(os.environ["FFACC_RESULT"], "w") as f:
         json.dump(result, f)
