@@ -17,8 +17,8 @@ import numpy as np
 from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, MaxPool, bounds,
-                 requant_params)
+from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostQuant, MaxPool,
+                 bounds, requant_params)
 from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
 
 __all__ = ["compile_graph", "CompileError", "Compiled"]
@@ -122,7 +122,8 @@ def _accel_reason(op, g, cfg):
         return None
     return {MaxPool: "max-pool that does not follow a conv as 2x2/2",
             AvgPool: "average pool", Concat: "concat",
-            HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering"}.get(
+            HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
+            HostQuant: f"{getattr(op, 'op_type', '?')} has no accelerator lowering"}.get(
                 type(op), "unsupported")
 
 
@@ -233,7 +234,7 @@ def compile_graph(g, cfg, model_name="model"):
                              "pads": list(op.pads), "count_include_pad": op.count_include_pad}
         elif isinstance(op, Concat):
             desc["attrs"] = {"axis": op.axis}
-        elif isinstance(op, HostFloat):
+        elif isinstance(op, (HostFloat, HostQuant)):
             desc["attrs"] = {"node": base64.b64encode(op.node_proto).decode(),
                              "op_type": op.op_type,
                              "initializers": {k: _b64(v) for k, v in op.initializers.items()}}

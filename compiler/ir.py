@@ -12,7 +12,7 @@ from math import prod
 
 import numpy as np
 
-__all__ = ["bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
+__all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
            "HostFloat", "Graph", "reference_run", "requant_params", "quantize", "dequantize"]
 
 
@@ -134,6 +134,15 @@ class HostFloat(Op):
 
 
 @dataclass
+class HostQuant(Op):
+    """A quantized (QOperator) ONNX node run as-is by onnxruntime on integer tensors."""
+    node_proto: bytes = b""
+    op_type: str = ""
+    initializers: dict = field(default_factory=dict)
+    kind = "HostQuant"
+
+
+@dataclass
 class Graph:
     name: str
     tensors: dict               # name -> QTensor
@@ -158,6 +167,35 @@ def requant_params(in_scale, w_scale, out_scale):
     from ffacc.sim.golden import quantize_multiplier
     real = np.float64(in_scale) * np.asarray(w_scale, dtype=np.float64) / np.float64(out_scale)
     return quantize_multiplier(real)
+
+
+def _run_host_quant(op, g, vals):
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    node = onnx.NodeProto()
+    node.ParseFromString(op.node_proto)
+    feeds, ins = {}, []
+    for n in node.input:
+        if not n or n in op.initializers:
+            continue
+        t = g.tensors[n]
+        feeds[n] = np.asarray(vals[n]).astype(t.np_dtype)
+        ins.append(helper.make_tensor_value_info(
+            n, helper.np_dtype_to_tensor_dtype(t.np_dtype), list(t.shape)))
+    outs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
+        g.tensors[n].np_dtype) if n in g.tensors else 2, None) for n in node.output]
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in op.initializers.items()]
+    model = helper.make_model(helper.make_graph([node], "host", ins, outs, inits),
+                              opset_imports=[helper.make_opsetid("", 17),
+                                             helper.make_opsetid("com.microsoft", 1)],
+                              ir_version=8)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
 
 
 def _run_host_float(op, g, vals):
@@ -223,19 +261,28 @@ def run_op(op, g, vals):
     if isinstance(op, MaxPool):
         return [golden.maxpool2d(vals[op.inputs[0]], op.kernel, op.strides, op.pads)]
     if isinstance(op, AvgPool):
-        x, y = T[op.inputs[0]], T[op.outputs[0]]
-        kernel = op.kernel or tuple(x.shape[2:])
-        strides = op.strides or kernel
-        return [golden.avgpool2d(vals[op.inputs[0]], kernel, strides, op.pads,
-                                 x_zp=x.zero_point, scale=x.scale / y.scale, y_zp=y.zero_point,
-                                 qmin=y.qrange[0], qmax=y.qrange[1],
-                                 count_include_pad=op.count_include_pad)]
+        # averaging runs on the host; its semantics are onnxruntime's float path (dequantize,
+        # average in float32, quantize half-to-even) so it agrees with QDQ and QLinear models
+        from onnx import helper
+        x = T[op.inputs[0]]
+        if op.kernel is None:
+            node = helper.make_node("GlobalAveragePool", [x.name], [op.outputs[0]])
+        else:
+            node = helper.make_node("AveragePool", [x.name], [op.outputs[0]],
+                                    kernel_shape=list(op.kernel),
+                                    strides=list(op.strides or op.kernel), pads=list(op.pads),
+                                    count_include_pad=int(op.count_include_pad))
+        host = HostFloat(op.name, op.inputs, op.outputs, node.SerializeToString(),
+                         node.op_type, {})
+        return _run_host_float(host, g, vals)
     if isinstance(op, Alias):
         return [vals[op.inputs[0]].reshape(T[op.outputs[0]].shape)]
     if isinstance(op, Concat):
         return [np.concatenate([vals[n] for n in op.inputs], axis=op.axis)]
     if isinstance(op, HostFloat):
         return _run_host_float(op, g, vals)
+    if isinstance(op, HostQuant):
+        return _run_host_quant(op, g, vals)
     raise TypeError(f"no semantics for {type(op).__name__}")
 
 

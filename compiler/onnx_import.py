@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper
 
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, MaxPool, QTensor,
-                 quantize)
+from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostQuant, MaxPool,
+                 QTensor, quantize)
 
 __all__ = ["import_onnx", "ImportError_", "UnsupportedModel"]
 
@@ -480,8 +480,49 @@ class _Importer:
     op_MatMulInteger = op_ConvInteger
 
     # -- host fallback --------------------------------------------------------------------
+    def op_host_quant(self, node):
+        """A QOperator node on quantized tensors: run it as-is on the host (onnxruntime)."""
+        ins, inits = [], {}
+        for n in node.input:
+            if not n:
+                continue
+            if n in self.inits:
+                inits[n] = self.inits[n]
+            elif n in self.tensors:
+                ins.append(n)
+            else:
+                raise self.err(node, f"input {n!r} comes from an unsupported path")
+        outs = []
+        for o in node.output:
+            scale = zp = None
+            for c in self.consumers.get(o, []):
+                if c.input[0] == o and len(c.input) >= 3 and c.input[1] in self.inits:
+                    scale, zp = c.input[1], c.input[2]
+                    break
+            if scale is None:
+                raise self.err(node, f"cannot tell the quantization of its output {o!r}")
+            shape = self._host_shape_quant(node, ins, inits, o)
+            outs.append(self.qtensor(o, shape, scale, zp, node).name)
+        self.ops.append(HostQuant(node.name or outs[0], ins, outs,
+                                  node_proto=node.SerializeToString(), op_type=node.op_type,
+                                  initializers=inits))
+
+    def _host_shape_quant(self, node, ins, inits, out):
+        from .ir import Graph as _G, _run_host_quant
+        probe = HostQuant("probe", ins, list(node.output), node.SerializeToString(),
+                          node.op_type, inits)
+        tmp = dict(self.tensors)
+        vals = {n: np.full(self.tensors[n].shape, self.tensors[n].zero_point) for n in ins}
+        try:
+            res = _run_host_quant(probe, _G("p", tmp, [], [], []), vals)
+        except Exception as e:        # noqa: BLE001
+            raise self.err(node, f"onnxruntime cannot run it on the host: {e}") from e
+        return tuple(np.asarray(res[list(node.output).index(out)]).shape)
+
     def op_host(self, node):
         """Run the float node on the host between dequantized inputs and quantized outputs."""
+        if any(n in self.tensors for n in node.input if n):
+            return self.op_host_quant(node)
         ins, inits = [], {}
         for n in node.input:
             if not n:

@@ -11,7 +11,8 @@ import pickle
 
 import numpy as np
 
-from ffacc.compiler.ir import (AvgPool, Concat, Graph, HostFloat, MaxPool, QTensor, run_op)
+from ffacc.compiler.ir import (AvgPool, Concat, Graph, HostFloat, HostQuant, MaxPool, QTensor,
+                               run_op)
 from ffacc.firmware.image import Image, ImageError
 
 __all__ = ["host_exec", "run_image", "config_of", "write_inputs", "read_outputs", "EngineError"]
@@ -58,9 +59,10 @@ def host_exec(seg, mem):
                      a["count_include_pad"])
     elif kind == "Concat":
         op = Concat(seg["name"], ins, outs, a["axis"])
-    elif kind == "HostFloat":
-        op = HostFloat(seg["name"], ins, outs, base64.b64decode(a["node"]), a["op_type"],
-                       {k: _arr(v) for k, v in a["initializers"].items()})
+    elif kind in ("HostFloat", "HostQuant"):
+        cls = HostFloat if kind == "HostFloat" else HostQuant
+        op = cls(seg["name"], ins, outs, base64.b64decode(a["node"]), a["op_type"],
+                 {k: _arr(v) for k, v in a["initializers"].items()})
     else:
         op = pickle.loads(base64.b64decode(a["ir"]))
     g = Graph("host", tensors, [op], ins, outs)

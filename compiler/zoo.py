@@ -1,0 +1,155 @@
+"""Float ONNX model builders and the onnxruntime static quantization used by tests and
+benchmarks (random weights, random calibration data: nothing is downloaded)."""
+
+import os
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = ["Builder", "quantize_model", "single_conv", "vgg16"]
+
+
+class Builder:
+    """A tiny graph builder: ``b.conv(x, 8, 3)``, ``b.relu(x)``, ... then ``b.model()``."""
+
+    def __init__(self, shape, seed=0, name="model"):
+        self.rng = np.random.default_rng(seed)
+        self.nodes, self.inits = [], []
+        self.shape = {"x": tuple(shape)}
+        self.n = 0
+        self.name = name
+        self.input_shape = tuple(shape)
+
+    def _name(self, p):
+        self.n += 1
+        return f"{p}{self.n}"
+
+    def _init(self, name, arr):
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name))
+
+    def conv(self, x, out_ch, k, stride=1, pads=None, group=1, bias=True):
+        N, C, H, W = self.shape[x]
+        kh, kw = (k, k) if isinstance(k, int) else k
+        pads = [kh // 2, kw // 2, (kh - 1) // 2, (kw - 1) // 2] if pads is None else list(pads)
+        y = self._name("conv")
+        w = self.rng.normal(0, 1.0 / np.sqrt(C // group * kh * kw), (out_ch, C // group, kh, kw))
+        self._init(y + "_w", w)
+        ins = [x, y + "_w"]
+        if bias:
+            self._init(y + "_b", self.rng.normal(0, 0.1, out_ch))
+            ins.append(y + "_b")
+        self.nodes.append(helper.make_node("Conv", ins, [y], kernel_shape=[kh, kw],
+                                           strides=[stride, stride], pads=pads, group=group))
+        Ho = (H + pads[0] + pads[2] - kh) // stride + 1
+        Wo = (W + pads[1] + pads[3] - kw) // stride + 1
+        self.shape[y] = (N, out_ch, Ho, Wo)
+        return y
+
+    def unary(self, op, x, **attrs):
+        y = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, [x], [y], **attrs))
+        self.shape[y] = self.shape[x]
+        return y
+
+    def relu(self, x):
+        return self.unary("Relu", x)
+
+    def pool(self, op, x, k, stride=None, pads=(0, 0, 0, 0)):
+        N, C, H, W = self.shape[x]
+        stride = stride or k
+        y = self._name(op.lower())
+        self.nodes.append(helper.make_node(op, [x], [y], kernel_shape=[k, k],
+                                           strides=[stride, stride], pads=list(pads)))
+        self.shape[y] = (N, C, (H + pads[0] + pads[2] - k) // stride + 1,
+                         (W + pads[1] + pads[3] - k) // stride + 1)
+        return y
+
+    def gap(self, x):
+        y = self._name("gap")
+        self.nodes.append(helper.make_node("GlobalAveragePool", [x], [y]))
+        self.shape[y] = self.shape[x][:2] + (1, 1)
+        return y
+
+    def add(self, a, b):
+        y = self._name("add")
+        self.nodes.append(helper.make_node("Add", [a, b], [y]))
+        self.shape[y] = self.shape[a]
+        return y
+
+    def flatten(self, x):
+        y = self._name("flat")
+        self.nodes.append(helper.make_node("Flatten", [x], [y]))
+        self.shape[y] = (self.shape[x][0], int(np.prod(self.shape[x][1:])))
+        return y
+
+    def fc(self, x, out):
+        K = self.shape[x][1]
+        y = self._name("fc")
+        self._init(y + "_w", self.rng.normal(0, 1 / np.sqrt(K), (out, K)))
+        self._init(y + "_b", self.rng.normal(0, 0.1, out))
+        self.nodes.append(helper.make_node("Gemm", [x, y + "_w", y + "_b"], [y], transB=1))
+        self.shape[y] = (self.shape[x][0], out)
+        return y
+
+    def model(self, out):
+        g = helper.make_graph(self.nodes, self.name,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             list(self.input_shape))],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT,
+                                                             list(self.shape[out]))],
+                              self.inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def quantize_model(model, path, fmt="qdq", per_channel=True, calib=None, seed=0, samples=8):
+    """Quantize a float model with onnxruntime ``quantize_static`` (uint8 acts, int8 weights)."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    name = model.graph.input[0].name
+    rng = np.random.default_rng(seed)
+    data = calib if calib is not None else [rng.uniform(0, 1, shape).astype(np.float32)
+                                            for _ in range(samples)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{name: d} for d in data])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "float.onnx")
+        onnx.save(model, src)
+        quantize_static(src, str(path), Reader(),
+                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+    return path
+
+
+def single_conv(k, stride=1, C=3, O=4, H=None, W=None, pads=None, group=1, relu=True, seed=0):
+    H = H or k + 6
+    W = W or k + 7
+    b = Builder((1, C, H, W), seed=seed, name=f"conv{k}")
+    y = b.conv("x", O, k, stride=stride, pads=pads, group=group)
+    if relu:
+        y = b.relu(y)
+    return b.model(y)
+
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16(size=224, classes=1000, seed=0, fc=(4096, 4096)):
+    """A VGG-16-shaped network (random weights) at ``size``x``size``."""
+    b = Builder((1, 3, size, size), seed=seed, name=f"vgg16_{size}")
+    x = "x"
+    for v in VGG16:
+        x = b.pool("MaxPool", x, 2) if v == "M" else b.relu(b.conv(x, v, 3))
+    x = b.flatten(x)
+    for f in fc:
+        x = b.relu(b.fc(x, f))
+    return b.model(b.fc(x, classes))

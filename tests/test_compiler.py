@@ -1,0 +1,180 @@
+"""The compiler: quantized ONNX (QDQ and QOperator) -> firmware, verified against the integer
+golden model (bit-exact) and onnxruntime (within 1 LSB) on the ISS and the RTL."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ffacc.cli import main
+from ffacc.compiler.compile import CompileError
+from ffacc.compiler.driver import compile_model, verify_model
+from ffacc.compiler.onnx_import import ImportError_, import_onnx
+from ffacc.compiler.zoo import Builder, quantize_model, single_conv
+from ffacc.hw.config import ACCEL_PRESETS
+
+TINY = ACCEL_PRESETS["tiny"]
+
+
+def _residual():
+    b = Builder((1, 4, 10, 10), seed=3, name="residual")
+    y = b.relu(b.conv("x", 4, 3))
+    y = b.conv(y, 4, 3)
+    return b.model(b.relu(b.add(y, "x")))
+
+
+def _small_cnn():
+    b = Builder((1, 1, 12, 12), seed=4, name="small_cnn")
+    y = b.pool("MaxPool", b.relu(b.conv("x", 6, 5)), 2)
+    y = b.relu(b.conv(y, 8, 3))
+    y = b.pool("AveragePool", y, 2)
+    return b.model(b.fc(b.flatten(y), 10))
+
+
+def _depthwise():
+    b = Builder((1, 6, 9, 9), seed=5, name="depthwise")
+    y = b.relu(b.conv("x", 6, 3, group=6))
+    return b.model(b.conv(y, 4, 1))
+
+
+def _pools():
+    b = Builder((1, 3, 11, 11), seed=6, name="pools")
+    y = b.relu(b.conv("x", 4, 3))
+    y = b.pool("MaxPool", y, 3, stride=2, pads=(1, 1, 1, 1))
+    return b.model(b.gap(y))
+
+
+def _softmax_head():
+    b = Builder((1, 2, 8, 8), seed=7, name="softmax")
+    y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
+    return b.model(b.unary("Softmax", y, axis=1))
+
+
+MODELS = {f"conv{k}": (lambda k=k: single_conv(k, seed=k)) for k in range(1, 13)}
+MODELS.update({
+    "conv3_s2": lambda: single_conv(3, stride=2, H=13, W=12),
+    "conv5_s3": lambda: single_conv(5, stride=3, H=17, W=16, pads=(0, 0, 0, 0)),
+    "conv11_s4": lambda: single_conv(11, stride=4, H=23, W=23, C=3, O=4),
+    "conv4_asym": lambda: single_conv(4, pads=(0, 1, 2, 3)),
+    "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
+    "depthwise": _depthwise, "residual": _residual, "small_cnn": _small_cnn,
+    "pools": _pools, "softmax": _softmax_head,
+})
+RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _quantized(model_dir, name, fmt):
+    path = model_dir / f"{name}_{fmt}.onnx"
+    if not path.exists():
+        quantize_model(MODELS[name](), path, fmt=fmt)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qop"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_iss_bit_exact_and_within_one_lsb(model_dir, name, fmt):
+    path = _quantized(model_dir, name, fmt)
+    res = verify_model(path, TINY, engine="iss", seed=1)
+    assert res["bit_exact"], res
+    assert res["max_lsb_vs_onnxruntime"] <= 1, res
+    assert res["ok"]
+
+
+def _rtl_params():
+    out = []
+    for name in sorted(MODELS):
+        marks = [] if name in RTL_SUBSET else [pytest.mark.slow]
+        out.append(pytest.param(name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("name", _rtl_params())
+def test_rtl_bit_exact(model_dir, name):
+    path = _quantized(model_dir, name, "qdq")
+    res = verify_model(path, TINY, engine="rtl", seed=2)
+    assert res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
+
+
+def test_placement_and_fusion(model_dir):
+    g, c, _ = compile_model(_quantized(model_dir, "small_cnn", "qdq"), TINY)
+    ops = [(l["op"], l["where"]) for l in c.layers]
+    assert ("Conv+MaxPool", "accel") in ops          # pool fused into POST
+    assert ("AvgPool", "host") in ops and ("Gemm", "accel") in ops
+    g, c, _ = compile_model(_quantized(model_dir, "softmax", "qdq"), TINY)
+    assert [h["op"] for h in c.host_ops] == ["Softmax"]
+
+
+def test_memory_reuse(model_dir):
+    """Freed activation buffers are reused: the arena is smaller than all tensors together."""
+    g, c, _ = compile_model(_quantized(model_dir, "residual", "qdq"), TINY)
+    total = sum(t.nbytes for t in g.tensors.values())
+    first_weight = min(s.addr for s in c.image.sections if s.kind != 1)
+    assert first_weight < 0x100 + total
+
+
+# -- bad inputs -------------------------------------------------------------------------
+def test_float_model_is_refused(tmp_path):
+    path = tmp_path / "float.onnx"
+    onnx.save(single_conv(3), path)
+    with pytest.raises(ImportError_, match="not quantized|not a dequantized"):
+        import_onnx(str(path))
+
+
+def test_corrupt_onnx(tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(ImportError_, match="ONNX"):
+        import_onnx(str(path))
+
+
+def test_config_too_small(model_dir, tmp_path):
+    b = Builder((1, 2, 6, TINY.lb_width + 8), seed=1, name="wide")
+    path = quantize_model(b.model(b.relu(b.conv("x", 2, 3))), tmp_path / "wide.onnx")
+    with pytest.raises(CompileError, match=r"node .*Conv.*line buffer width"):
+        compile_model(path, TINY)
+
+
+def test_custom_domain_op_has_no_fallback(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    node = helper.make_node("Frobnicate", ["x"], ["y"], domain="example.custom")
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17),
+                                         helper.make_opsetid("example.custom", 1)])
+    with pytest.raises(ImportError_, match="Frobnicate"):
+        import_onnx(m)
+
+
+def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
+    path = _quantized(model_dir, "small_cnn", "qop")
+    ffw = tmp_path / "m.ffw"
+    assert main(["compile", str(path), "-o", str(ffw), "--config", "tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["host_ops"] and info["image_bytes"] == ffw.stat().st_size
+    x = np.random.default_rng(0).uniform(0, 1, (1, 1, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "y.npy"), "--stats", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (1, 10) and y.dtype == np.float32
+    assert json.loads((tmp_path / "s.json").read_text())["cycles"] > 0
+    assert main(["verify", str(path), "--config", "tiny", "--input", str(tmp_path / "x.npy"),
+                 "--json"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["bit_exact"] and {"max_lsb_vs_onnxruntime", "mismatch_fraction_vs_onnxruntime",
+                               "cycles", "host_ops"} <= set(v)
+    assert main(["report", str(ffw), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["totals"]["macs"] > 0 and any(r["where"] == "host" for r in rep["layers"])
+    # a mismatched configuration is refused
+    assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "z.npy"), "--config", "ulx3s"]) == 2
+    assert "built for configuration" in capsys.readouterr().err
