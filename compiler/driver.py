@@ -93,7 +93,7 @@ def layer_report(image):
     cfg = config_of(image)
     zeros = {t.name: np.full(t.shape, t.zero_point, dtype=t.dtype)
              for t in image.tensors if t.role == "input"}
-    _, st = run_image(image, zeros, engine="iss")
+    _, st = run_image(image, zeros, engine="iss", timing_only=True)
     per_pc = {}
     for seg in st["segments"]:
         for pc, op, cyc in seg.get("per_instruction", []):

@@ -95,7 +95,7 @@ class ConvLayer:
         return O, ceil(ho / s), ceil(wo / s)
 
 
-def weight_sets(cfg, w, npairs_channels=None):
+def weight_sets(cfg, w):
     """Pre-added weight sets of one lane group: int16 ``(nsets, weight_words, lanes)``.
 
     ``w`` is ``(lanes_used, C, kh, kw)``; sets are ordered piece-major, then passes of
@@ -103,29 +103,30 @@ def weight_sets(cfg, w, npairs_channels=None):
     """
     from ffacc.sim.iss import conv_geometry
 
+    w = np.asarray(w, dtype=np.int64)
     lanes_used, C, kh, kw = w.shape
     s = cfg.fcu.ffa
     L, M, T, R, N = s.L, s.M, cfg.fcu.subtaps, cfg.rows, cfg.fcu.piece_taps
     npairs = C * kh
     g = conv_geometry(cfg, kh, kw, 1, npairs)
-    sets = np.zeros((g.pieces * g.passes_per_piece, R, M, T, cfg.lanes), dtype=np.int64)
-    n = 0
-    for piece in range(g.pieces):
-        for p0 in range(0, npairs, R):
-            for r in range(min(R, npairs - p0)):
-                ch, i = divmod(p0 + r, kh)
-                for lane in range(lanes_used):
-                    if g.mac:
-                        sets[n, r, :L, 0, lane] = w[lane, ch, i, 0]
-                    else:
-                        seg = w[lane, ch, i, piece * N:(piece + 1) * N]
-                        pad = np.zeros(N, dtype=np.int64)
-                        pad[:len(seg)] = seg
-                        sets[n, r, :, :, lane] = s.preadd_weights(pad[::-1], N)
-            n += 1
+    nsets = g.passes_per_piece
+    rows = w.reshape(lanes_used, npairs, kw)                  # pair p = c * kh + i
+    out = np.zeros((g.pieces, nsets * R, M, T, cfg.lanes), dtype=np.int64)
+    if g.mac:
+        out[0, :npairs, :L, 0, :lanes_used] = rows[:, :, 0].T[:, None, :]
+    else:
+        for piece in range(g.pieces):
+            seg = np.zeros((lanes_used, npairs, N), dtype=np.int64)
+            part = rows[:, :, piece * N:(piece + 1) * N]
+            seg[:, :, :part.shape[2]] = part
+            h = seg[:, :, ::-1]                               # correlation = reversed filter
+            poly = h.reshape(lanes_used, npairs, T, L).transpose(0, 1, 3, 2)   # [.., i, t]
+            G = np.einsum("mi,lpit->pmtl", s.A, poly)         # (npairs, M, T, lanes)
+            out[piece, :npairs, :, :, :lanes_used] = G
+    sets = out.reshape(g.pieces * nsets, R * M * T, cfg.lanes)
     lo, hi = cfg.fcu.gweight_range
     assert sets.min() >= lo and sets.max() <= hi
-    return sets.reshape(n, cfg.weight_words, cfg.lanes)
+    return sets
 
 
 def _pitch_for(cfg, kh, rows_needed):

@@ -252,6 +252,8 @@ class Accelerator(wiring.Component):
         cv_t = Signal(16)
         cv_pieces = Signal(8)
         cv_piece = Signal(8)
+        cv_pieceoff = Signal(16)
+        cv_lmt = Signal(16)
         cv_t2 = Signal(16)
         cv_colv = Signal(16)
         cv_colblk0 = Signal(signed(17))
@@ -304,6 +306,7 @@ class Accelerator(wiring.Component):
         po_lanebase = Signal(32)
         po_ocol = Signal(32)
         po_step = Signal(8)
+        po_rowoff = Signal(36)
         q_bias = Signal(signed(32))
         q_M = Signal(32)
         q_sh = Signal(8)
@@ -313,7 +316,19 @@ class Accelerator(wiring.Component):
         rq_in = Signal(signed(33))
         rq_prod = Signal(signed(66))
         rq_rnd = Signal(signed(66))
-        # one requantization multiplier, shared by POST and ADD
+        # one small multiplier for every address/size product (sequenced through micro-states
+        # so no command needs a DSP of its own) ...
+        smul_a = Signal(unsigned(18))
+        smul_b = Signal(unsigned(18))
+        smul_p = Signal(unsigned(36))
+        m.d.comb += smul_p.eq(smul_a * smul_b)
+
+        def smul(a, b):
+            m.d.comb += [smul_a.eq(a), smul_b.eq(b)]
+            return smul_p
+
+        tmp = Signal(36)
+        # ... and one requantization multiplier, shared by POST and ADD
         mul_a = Signal(signed(33))
         mul_p = Signal(signed(66))
         m.d.comb += mul_p.eq(mul_a * Cat(q_M, Const(0, 1)).as_signed())
@@ -501,14 +516,24 @@ class Accelerator(wiring.Component):
             with m.State("LA_CHECK"):
                 ok = ((W >= 1) & (W <= cfg.lb_width) & (nch >= 1) & (nch <= cfg.lb_rows)
                       & (nr >= 1) & (nr <= pitch) & (pitch <= cfg.lb_rows)
-                      & ((nch[:16] - 1) * pitch[:16] + nr <= cfg.lb_rows) & (hb0 + nr <= H))
+                      & (H < 1 << 16) & (hb0 + nr <= H))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [la_hw.eq(H[:16] * W[:16]), cnt_a.eq(0), la_gbase.eq(0),
-                                 addr_a.eq(rg[Reg.A_SRC] + hb0[:16] * W[:16]),
-                                 nbytes.eq(nr[:16] * W[:16])]
-                    m.next = "LA_REQ"
+                    m.d.sync += [tmp.eq(smul(nch - 1, pitch)), cnt_a.eq(0), la_gbase.eq(0)]
+                    m.next = "LA_M1"
+            with m.State("LA_M1"):
+                with m.If(tmp + nr > cfg.lb_rows):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += la_hw.eq(smul(H, W))
+                    m.next = "LA_M2"
+            with m.State("LA_M2"):
+                m.d.sync += addr_a.eq(rg[Reg.A_SRC] + smul(hb0, W))
+                m.next = "LA_M3"
+            with m.State("LA_M3"):
+                m.d.sync += nbytes.eq(smul(nr, W))
+                m.next = "LA_REQ"
             with m.State("LA_REQ"):
                 rd_request(addr_a, nbytes)
                 m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase)]
@@ -547,10 +572,13 @@ class Accelerator(wiring.Component):
                 with m.If((n < 1) | (n > cfg.wb_sets) | (dst + n > cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [cnt_a.eq(0), addr_b.eq(dst[:16] * WW), cnt_b.eq(0)]
-                    m.next = "LW_REQ"
+                    m.d.sync += [cnt_a.eq(0), addr_b.eq(smul(dst, WW)), cnt_b.eq(0)]
+                    m.next = "LW_M1"
+            with m.State("LW_M1"):
+                m.d.sync += nbytes.eq(smul(rg[Reg.W_COUNT], WW * P * 2))
+                m.next = "LW_REQ"
             with m.State("LW_REQ"):
-                rd_request(rg[Reg.W_SRC], rg[Reg.W_COUNT][:16] * (WW * P * 2))
+                rd_request(rg[Reg.W_SRC], nbytes)
                 m.next = "LW_DATA"
             with m.State("LW_DATA"):
                 width = 16 * P
@@ -573,10 +601,11 @@ class Accelerator(wiring.Component):
                 with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0)]
+                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0),
+                                 nbytes.eq(smul(n, 4 * QPARAM_WORDS))]
                     m.next = "LQ_REQ"
             with m.State("LQ_REQ"):
-                rd_request(rg[Reg.Q_SRC], rg[Reg.Q_COUNT][:16] * (4 * QPARAM_WORDS))
+                rd_request(rg[Reg.Q_SRC], nbytes)
                 m.next = "LQ_DATA"
             with m.State("LQ_DATA"):
                 width = 32 * QPARAM_WORDS
@@ -605,17 +634,28 @@ class Accelerator(wiring.Component):
                       & (rg[Reg.C_PT] < cfg.max_kernel) & (rg[Reg.C_PL] < cfg.max_kernel)
                       & (W >= 1) & (W <= cfg.lb_width) & (H >= 1) & (H < 1 << 15)
                       & (pitch >= 1) & (pitch <= cfg.lb_rows)
-                      & ((nch[:16] - 1) * pitch[:16] < cfg.lb_rows)
                       & ((nch == 1) | ((pitch - kh)[:bb] == 0) if bb else 1)
                       & (rg[Reg.C_Y0] < 1 << 15) & (rg[Reg.C_WSET] < cfg.wb_sets))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [cv_npairs.eq(nch[:16] * kh[:4]), cv_t.eq(0), cv_wob.eq(0),
+                    m.d.sync += [tmp.eq(smul(nch - 1, pitch)), cv_t.eq(0), cv_wob.eq(0),
                                  cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1),
                                  cv_first.eq(~cmd_flags[0]), cv_wset.eq(rg[Reg.C_WSET]),
-                                 cv_wbase.eq(rg[Reg.C_WSET][:16] * WW), cv_piece.eq(0)]
-                    m.next = "CV_GEOM"
+                                 cv_piece.eq(0), cv_pieceoff.eq(0)]
+                    m.next = "CV_M1"
+            with m.State("CV_M1"):
+                with m.If(tmp >= cfg.lb_rows):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += cv_npairs.eq(smul(nch, kh))
+                    m.next = "CV_M2"
+            with m.State("CV_M2"):
+                m.d.sync += cv_wbase.eq(smul(rg[Reg.C_WSET], WW))
+                m.next = "CV_M3"
+            with m.State("CV_M3"):
+                m.d.sync += cv_lmt.eq(smul(rg[Reg.C_LANES], M * T))
+                m.next = "CV_GEOM"
             with m.State("CV_GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
                 busy_w = cv_t < rg[Reg.C_WOUT]
@@ -625,18 +665,21 @@ class Accelerator(wiring.Component):
                 with m.If(busy_p):
                     m.d.sync += [cv_t2.eq(cv_t2 + N), cv_pieces.eq(cv_pieces + 1)]
                 with m.If(~busy_w & ~busy_p):
-                    with m.If(rg[Reg.C_NY][:16] * cv_wob > cfg.acc_blocks):
-                        failure(Err.PARAM)
+                    m.d.sync += tmp.eq(smul(rg[Reg.C_NY], cv_wob))
+                    with m.If(conv_mac):
+                        m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
                     with m.Else():
-                        with m.If(conv_mac):
-                            m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
-                        with m.Else():
-                            m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
-                        m.next = "CV_PIECE"
+                        m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
+                    m.next = "CV_M4"
+            with m.State("CV_M4"):
+                with m.If(tmp > cfg.acc_blocks):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.sync += ot_total.eq(smul(rg[Reg.C_NY], cv_bk))
+                    m.next = "CV_PIECE"
             with m.State("CV_PIECE"):
                 col0 = Signal(signed(17))
-                m.d.comb += col0.eq(cv_piece * N - rg[Reg.C_PL][:8]
-                                    - Mux(conv_mac, 0, d_ffa))
+                m.d.comb += col0.eq(cv_pieceoff - rg[Reg.C_PL][:8] - Mux(conv_mac, 0, d_ffa))
                 m.d.sync += [cv_col0.eq(col0), cv_colv.eq(col0 + L * K0),
                              cv_colblk0.eq(-K0), cv_p0.eq(0), cv_pc_c.eq(0), cv_pc_i.eq(0),
                              cv_cbase.eq(0)]
@@ -681,9 +724,7 @@ class Accelerator(wiring.Component):
                 with m.If((cv_asg >= R) & (cv_wa == WW) & ~cv_wl_valid):
                     m.d.sync += [st_y.eq(rg[Reg.C_Y0]), st_yl.eq(0), st_b.eq(0),
                                  st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
-                                 ot_count.eq(0),
-                                 ot_total.eq(rg[Reg.C_NY][:16] * cv_bk),
-                                 cv_slots.eq(cv_nact * (M * T) * rg[Reg.C_LANES][:8])]
+                                 ot_count.eq(0), cv_slots.eq(smul(cv_nact, cv_lmt))]
                     m.next = "CV_STREAM"
             with m.State("CV_STREAM"):
                 m.d.comb += st_issue.eq(1)
@@ -706,7 +747,8 @@ class Accelerator(wiring.Component):
                         with m.If(cv_piece + 1 == cv_pieces):
                             m.next = "NEXT"
                         with m.Else():
-                            m.d.sync += cv_piece.eq(cv_piece + 1)
+                            m.d.sync += [cv_piece.eq(cv_piece + 1),
+                                         cv_pieceoff.eq(cv_pieceoff + N)]
                             m.next = "CV_PIECE"
                     with m.Else():
                         m.d.sync += cv_p0.eq(cv_p0 + R)
@@ -720,7 +762,8 @@ class Accelerator(wiring.Component):
                 ok = ((lanes >= 1) & (lanes <= P) & (ny >= 1) & (ny <= cfg.acc_blocks)
                       & (wout >= 1) & (wout <= cfg.acc_blocks * L)
                       & (rg[Reg.O_Q] + lanes <= cfg.qb_entries) & (stride >= 1)
-                      & (stride <= 255) & ~(pool & (stride != 1)) & ~(pool & ny[0]))
+                      & (stride <= 255) & ~(pool & (stride != 1)) & ~(pool & ny[0])
+                      & (rg[Reg.O_ROW0] < 1 << 17) & (rg[Reg.O_W] < 1 << 17))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
@@ -731,14 +774,19 @@ class Accelerator(wiring.Component):
             with m.State("PO_GEOM"):
                 with m.If(cv_t < wout):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
-                with m.Elif(ny[:16] * cv_wob > cfg.acc_blocks):
+                with m.Else():
+                    m.d.sync += tmp.eq(smul(ny, cv_wob))
+                    m.next = "PO_M1"
+            with m.State("PO_M1"):
+                with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
                 with m.Else():
+                    m.d.sync += po_rowoff.eq(smul(rg[Reg.O_ROW0], rg[Reg.O_W]))
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0),
-                             po_orow.eq(po_lanebase + rg[Reg.O_ROW0] * rg[Reg.O_W][:16])]
+                             po_orow.eq(po_lanebase + po_rowoff)]
                 m.next = "PO_QP"
             with m.State("PO_QP"):
                 qw = qb_r.data
@@ -881,9 +929,17 @@ class Accelerator(wiring.Component):
                         m.d.sync += ad_k.eq(0)
                         m.next = "AD_E0"
             with m.State("AD_E0"):
-                a = s8(ad_a[ad_k[:4]]) - s8(sz[8:16])
-                b = s8(ad_b[ad_k[:4]]) - s8(sz[16:24])
-                m.d.sync += ad_acc.eq(a * kab[:16] + b * kab[16:32])
+                # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
+                a = Signal(signed(10))
+                m.d.comb += a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16]))
+                pa = smul(Mux(a < 0, -a, a), kab[:16])
+                m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
+                m.next = "AD_E0B"
+            with m.State("AD_E0B"):
+                b = Signal(signed(10))
+                m.d.comb += b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))
+                pb = smul(Mux(b < 0, -b, b), kab[16:32])
+                m.d.sync += ad_acc.eq(ad_acc + Mux(b < 0, -pb, pb))
                 m.next = "AD_E1"
             with m.State("AD_E1"):
                 m.d.comb += mul_a.eq(ad_acc)

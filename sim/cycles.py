@@ -20,7 +20,7 @@ __all__ = ["CycleModel"]
 
 READ_OVERHEAD = 6
 FETCH = 15
-CONV_FIXED = 6
+CONV_FIXED = 10
 PASS_OVERHEAD = 9
 WRITE_STALL = 4
 
@@ -40,10 +40,10 @@ class CycleModel:
 
     def loada(self, starts, nbytes):
         """One read of ``nbytes`` per channel, at each address of ``starts``."""
-        return sum(self.read(nbytes, s) + 1 for s in starts)
+        return 3 + sum(self.read(nbytes, s) + 1 for s in starts)
 
     def loadw(self, nsets, start=0):
-        return self.read(nsets * self.cfg.weight_words * self.cfg.lanes * 2, start)
+        return 1 + self.read(nsets * self.cfg.weight_words * self.cfg.lanes * 2, start)
 
     def loadq(self, n, start=0):
         return self.read(n * 12, start)
@@ -59,7 +59,7 @@ class CycleModel:
         words = ceil(bytes_per_lane / self.bus) + 1
         per_lane = 2 + rows_out * (2 + step) + rows_out * cols_out * per_elem \
             + words * WRITE_STALL
-        return wob + 8 + lanes * per_lane
+        return wob + 9 + lanes * per_lane
 
     def add(self, n):
-        return round(14 * ceil(n / 16) + 7.5 * n + 10)
+        return round(14 * ceil(n / 16) + 8.4 * n + 25.6)

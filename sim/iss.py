@@ -80,8 +80,9 @@ class ISS:
         whose ``MEM_SIZE`` register holds the same bound).
     """
 
-    def __init__(self, config, mem_size=1 << 20):
+    def __init__(self, config, mem_size=1 << 20, timing_only=False):
         self.cfg = c = config
+        self.timing_only = timing_only
         self.mem = np.zeros(mem_size, dtype=np.uint8)
         self.regs = [0] * NUM_REGS
         L = c.L
@@ -171,15 +172,19 @@ class ISS:
         c = self.cfg
         src, nch, H, W = self.r(Reg.A_SRC), self.r(Reg.A_CH), self.r(Reg.A_H), self.r(Reg.A_W)
         hb0, nr, pitch = self.r(Reg.A_HB0), self.r(Reg.A_NR), self.r(Reg.LB_PITCH)
-        if not (1 <= W <= c.lb_width and nch >= 1 and 1 <= nr <= pitch
+        if not (1 <= W <= c.lb_width and 1 <= nch <= c.lb_rows and 1 <= nr <= pitch
+                and pitch <= c.lb_rows and H < 1 << 16
                 and (nch - 1) * pitch + nr <= c.lb_rows and hb0 + nr <= H):
             self._err(f"LOADA channels={nch} rows={nr} width={W} pitch={pitch} first row={hb0} "
                       f"does not fit the line buffer ({c.lb_rows} rows x {c.lb_width})")
         starts = []
         for ch in range(nch):
             base = src + ch * H * W + hb0 * W
-            rows = self._acts(base, nr * W).reshape(nr, W)
-            self.lb[ch * pitch:ch * pitch + nr, :W] = rows
+            if self.timing_only:
+                self._check(base, nr * W)
+            else:
+                rows = self._acts(base, nr * W).reshape(nr, W)
+                self.lb[ch * pitch:ch * pitch + nr, :W] = rows
             starts.append(base)
         return self.cost.loada(starts, nr * W)
 
@@ -188,8 +193,11 @@ class ISS:
         src, n, dst = self.r(Reg.W_SRC), self.r(Reg.W_COUNT), self.r(Reg.W_DST)
         if not (n >= 1 and dst + n <= c.wb_sets):
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
-        words = self._words(src, n * c.weight_words * c.lanes, "<i2")
-        self.wb[dst:dst + n] = words.reshape(n, c.weight_words, c.lanes)
+        if self.timing_only:
+            self._check(src, n * c.weight_words * c.lanes * 2)
+        else:
+            words = self._words(src, n * c.weight_words * c.lanes, "<i2")
+            self.wb[dst:dst + n] = words.reshape(n, c.weight_words, c.lanes)
         return self.cost.loadw(n, src)
 
     def _loadq(self, ins):
@@ -210,8 +218,11 @@ class ISS:
         npairs = p["C_NPAIRS"] = p["A_CH"] * kh
         if not (1 <= kh <= c.max_kernel and 1 <= kw <= c.max_kernel):
             self._err(f"CONV kernel {kh}x{kw} outside 1..{c.max_kernel}")
-        if not (1 <= p["C_LANES"] <= c.lanes and p["C_NY"] >= 1 and p["C_WOUT"] >= 1
-                and npairs >= 1):
+        if not (1 <= p["C_LANES"] <= c.lanes and 1 <= p["C_NY"] <= c.acc_blocks
+                and 1 <= p["C_WOUT"] <= c.acc_blocks * c.L and 1 <= p["A_CH"] <= c.lb_rows
+                and p["C_PT"] < c.max_kernel and p["C_PL"] < c.max_kernel
+                and 1 <= p["A_H"] < 1 << 15 and p["C_Y0"] < 1 << 15
+                and 1 <= p["LB_PITCH"] <= c.lb_rows and p["C_WSET"] < c.wb_sets):
             self._err(f"CONV lanes={p['C_LANES']} rows={p['C_NY']} width={p['C_WOUT']} "
                       f"pairs={npairs} inconsistent")
         g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
@@ -233,6 +244,8 @@ class ISS:
     def _conv(self, ins):
         c = self.cfg
         p, g = self.conv_params()
+        if self.timing_only:
+            return self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece)
         L, R, s = c.L, c.rows, c.fcu.ffa
         M, T = s.M, c.fcu.subtaps
         kh, npairs, ny = p["C_KH"], p["C_NPAIRS"], p["C_NY"]
@@ -303,11 +316,17 @@ class ISS:
         wob = ceil(wout / L) if wout else 0
         pool = bool(ins.flags & PostFlag.POOL2)
         if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1 and ny * wob <= c.acc_blocks
-                and q0 + lanes <= c.qb_entries and stride >= 1 and not (pool and stride != 1)
-                and not (pool and ny % 2)):
+                and q0 + lanes <= c.qb_entries and 1 <= stride <= 255
+                and not (pool and stride != 1) and not (pool and ny % 2)
+                and row0 < 1 << 17 and opitch < 1 << 17):
             self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
                       f"pool={pool} inconsistent")
         rows_out = cols_out = 0
+        if self.timing_only:
+            rows_out = ny // 2 if pool else -(-ny // stride)
+            cols_out = wout // 2 if pool else -(-wout // stride)
+            return self.cost.post(lanes, rows_out, cols_out, wob, pool, stride,
+                                  rows_out * cols_out)
         for lane in range(lanes):
             a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
             v = self._requant(a, self.qb[q0 + lane])
@@ -332,6 +351,8 @@ class ISS:
         sh = sz & 0xFF
         if not (n >= 1 and 1 <= sh <= 62):
             self._err(f"ADD count={n} shift={sh} inconsistent")
+        if self.timing_only:
+            return self.cost.add(n)
         a, b = self._acts(a_src, n), self._acts(b_src, n)
         za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
         ka, kb = kab & 0xFFFF, kab >> 16

@@ -106,7 +106,7 @@ def read_outputs(image, mem):
     return out
 
 
-def run_image(image, inputs, engine="iss", simulator="verilator", stats=None):
+def run_image(image, inputs, engine="iss", simulator="verilator", timing_only=False):
     """Run ``image`` on quantized ``inputs``; returns ``(outputs, stats)``.
 
     ``engine`` is ``"iss"`` or ``"rtl"`` (cocotb on ``simulator``). ``stats`` has total cycles
@@ -117,14 +117,20 @@ def run_image(image, inputs, engine="iss", simulator="verilator", stats=None):
     cfg = config_of(image)
     if engine == "iss":
         from .iss import ISS
-        iss = ISS(cfg, mem_size=image.mem_size)
-        for a, d in image.loaded():
-            iss.load(a, d)
+        iss = ISS(cfg, mem_size=image.mem_size, timing_only=timing_only)
+        if not timing_only:
+            for a, d in image.loaded():
+                iss.load(a, d)
+        else:       # only the code is needed to follow the program
+            for s in image.sections:
+                if s.kind == 1:
+                    iss.load(s.addr, s.data)
         write_inputs(image, iss, inputs)
         st = {"engine": "iss", "cycles": 0, "instructions": 0, "segments": []}
         for seg in image.meta.get("segments", [{"kind": "accel", "entry": image.entry}]):
             if seg["kind"] == "host":
-                host_exec(seg, iss)
+                if not timing_only:
+                    host_exec(seg, iss)
                 st["segments"].append({"kind": "host", "op": seg["op"]})
                 continue
             r = iss.run(seg["entry"])
