@@ -284,8 +284,16 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
     lo, hi = bounds(op, y)
     zx = x.zero_point
     if isinstance(op, Gemm):
-        w = op.w.reshape(op.w.shape[0], -1, 1, 1)
-        groups, in_shape, pads, stride = 1, (w.shape[1], 1, 1), (0, 0, 0, 0), 1
+        # y = W x as a valid correlation: x viewed as C' rows of wr values, W[o] likewise,
+        # so the FFA engines take wr-tap pieces (MAC mode would use 1 of L lanes); the
+        # zero-padded tail of the last row multiplies zero weights
+        O, K = op.w.shape
+        wr = min(cfg.max_kernel, cfg.lb_width, K)
+        cp = -(-K // wr)
+        wpad = np.zeros((O, cp * wr), dtype=np.int64)
+        wpad[:, :K] = op.w
+        w = wpad.reshape(O, cp, 1, wr)
+        groups, in_shape, pads, stride = 1, (cp, 1, wr), (0, 0, 0, 0), 1
         out_hw = 1
     else:
         w = op.w

@@ -147,18 +147,27 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     hconv, wconv = layer.conv_out
     if kh > cfg.max_kernel or kw > cfg.max_kernel:
         raise LoweringError(f"{name}: kernel {kh}x{kw} exceeds max_kernel {cfg.max_kernel}")
-    if W > cfg.lb_width:
-        raise LoweringError(f"{name}: input width {W} exceeds the line buffer width "
-                            f"{cfg.lb_width}")
     if hconv < 1 or wconv < 1:
         raise LoweringError(f"{name}: kernel larger than the padded input")
-    g = conv_geometry(cfg, kh, kw, wconv, kh)
-    # output rows per band: accumulator limit, a multiple of the pool/stride step
+    if layer.pool2 and layer.stride != 1:
+        raise LoweringError(f"{name}: pooling with a strided conv is not supported")
     step = 2 if layer.pool2 else layer.stride
+    # column tiles: the input columns of a tile must fit a line-buffer row
+    wt = wconv
+    if W > cfg.lb_width:
+        wt = cfg.lb_width - kw + 1
+        unit = step * cfg.L
+        wt = wt // unit * unit if wt >= unit else wt // step * step
+        if wt < 1:
+            raise LoweringError(f"{name}: a {kw}-wide kernel does not fit the line buffer "
+                                f"width {cfg.lb_width}")
+    g = conv_geometry(cfg, kh, kw, wt, kh)
+    Wt = min(W, wt + kw - 1)            # input columns of the widest tile
+    # output rows per band: accumulator limit, a multiple of the pool/stride step
     ny = min(hconv, cfg.acc_blocks // g.wob)
     ny -= ny % step if ny >= step else 0
     if ny < 1 or (layer.pool2 and ny < 2):
-        raise LoweringError(f"{name}: an output row of {wconv} does not fit the accumulator "
+        raise LoweringError(f"{name}: an output row of {wt} does not fit the accumulator "
                             f"({cfg.acc_blocks} blocks of {cfg.L})")
     # channel group size and band height: every candidate that fits the line buffer and the
     # weight buffer, scored by the bytes it moves and the passes it runs
@@ -167,7 +176,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         return (ch - 1) * pitch + rows <= cfg.lb_rows
 
     def sets(ch):
-        return conv_geometry(cfg, kh, kw, wconv, ch * kh).passes_per_piece * g.pieces
+        return conv_geometry(cfg, kh, kw, wt, ch * kh).passes_per_piece * g.pieces
 
     n_og = ceil(O / cfg.lanes)
     best = None
@@ -182,7 +191,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         n_cg = ceil(C / cg)
         bands = ceil(hconv / nyc)
         nr = min(H, nyc + kh - 1)
-        act = bands * nr * W * C * (n_og if n_cg > 1 else 1)
+        act = bands * nr * Wt * C * (n_og if n_cg > 1 else 1)
         wts = bands * n_og * n_cg * sets(cg) * cfg.weight_words * cfg.lanes * 2
         passes = bands * n_og * n_cg * sets(cg) * (cfg.weight_words + cfg.rows + 20)
         compute = bands * n_og * n_cg * sets(cg) * nyc * g.bk
@@ -190,15 +199,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         if best is None or cost < best[0]:
             best = (cost, cg, nyc)
     if best is None:
-        raise LoweringError(f"{name}: {kh} input rows of width {W} or one channel's weights do "
+        raise LoweringError(f"{name}: {kh} input rows of width {Wt} or one channel's weights do "
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
     _, cg, ny = best
     if O > cfg.qb_entries:
         raise LoweringError(f"{name}: {O} output channels exceed the parameter buffer "
                             f"({cfg.qb_entries})")
-    if layer.pool2 and layer.stride != 1:
-        raise LoweringError(f"{name}: pooling with a strided conv is not supported")
 
     # parameters and weights in memory
     q = []
@@ -216,9 +223,17 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
             groups.append((o0, lanes, c0, ch, addr, len(ws)))
 
     prog.set(Q_SRC=q_addr, Q_COUNT=O, Q_DST=0).op(Op.LOADQ)
-    prog.set(A_H=H, A_W=W, C_KH=kh, C_KW=kw, C_PT=pt, C_PL=pl, C_WOUT=wconv,
-             C_ZX=layer.x_zp & 0xFF, O_W=Wo, O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride)
+    prog.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
+             O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
     post_flags = PostFlag.POOL2 if layer.pool2 else 0
+    tiles = []          # (x0, width, first input column, input columns, tile left pad)
+    for x0 in range(0, wconv, wt):
+        wx = min(wt, wconv - x0)
+        if layer.pool2 and wx % 2 and x0 + wx < wconv:
+            raise LoweringError(f"{name}: internal error: odd pooled tile")
+        cin0 = max(0, x0 - pl)
+        cin1 = min(W, x0 + wx - pl + kw - 1)
+        tiles.append((x0, wx, cin0, cin1 - cin0, pl - x0 + cin0))
     for y0 in range(0, hconv, ny):
         nyb = min(ny, hconv - y0)
         if layer.pool2 and nyb % 2:
@@ -231,19 +246,22 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         pitch = _pitch_for(cfg, kh, nr)
         prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch,
                  O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride)
-        loaded = None           # the channel group now in the line buffer
-        for o0, lanes, c0, ch, waddr, nsets in groups:
-            if c0 == 0:
-                first = True
-            if loaded != c0:
-                prog.set(A_SRC=x_addr + c0 * H * W, A_CH=ch).op(Op.LOADA)
-                loaded = c0
-            prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
-            prog.set(C_WSET=0, C_LANES=lanes)
-            prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
-            first = False
-            if c0 + ch == C:
-                prog.set(O_DST=y_addr + o0 * Ho * Wo, O_Q=o0).op(Op.POST, flags=post_flags)
+        for x0, wx, cin0, win, tpl in tiles:
+            prog.set(A_W=win, C_PL=tpl, C_WOUT=wx)
+            loaded = None           # the channel group now in the line buffer
+            for o0, lanes, c0, ch, waddr, nsets in groups:
+                if c0 == 0:
+                    first = True
+                if loaded != c0:
+                    prog.set(A_SRC=x_addr + c0 * H * W + cin0, A_CH=ch).op(Op.LOADA)
+                    loaded = c0
+                prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
+                prog.set(C_WSET=0, C_LANES=lanes)
+                prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
+                first = False
+                if c0 + ch == C:
+                    prog.set(O_DST=y_addr + o0 * Ho * Wo + x0 // step, O_Q=o0)
+                    prog.op(Op.POST, flags=post_flags)
     return prog
 
 

@@ -48,9 +48,9 @@ OPCODES = {
     Op.END: "stop; status done",
     Op.SET: "parameter register[reg] = imm",
     Op.NOP: "nothing",
-    Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR) of an "
-              "A_H x A_W uint8/int8 map at A_SRC (channel pitch A_H*A_W); row (c, h) -> "
-              "line-buffer row c*LB_PITCH + h - A_HB0",
+    Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR), A_W bytes "
+              "each, of an A_H-row map at A_SRC with row pitch A_PITCH (0: A_W) and channel "
+              "pitch A_H*pitch; row (c, h) -> line-buffer row c*LB_PITCH + h - A_HB0",
     Op.LOADW: "W_COUNT weight sets DRAM (int16, [address][lane]) W_SRC -> weight buffer set W_DST..",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
@@ -101,6 +101,7 @@ class Reg(IntEnum):
     D_M = 32        # add requantization multiplier
     D_SZ = 33       # shift[7:0] | za[15:8] | zb[23:16] | zy[31:24]
     D_CLAMP = 34    # qmin[7:0] | qmax[15:8]
+    A_PITCH = 35    # row pitch of the map in memory (0: = A_W); lets LOADA take a column tile
 
 
 NUM_REGS = 64

@@ -244,6 +244,7 @@ class Accelerator(wiring.Component):
         la_g = Signal(20)
         la_gbase = Signal(20)
         la_hw = Signal(32)
+        la_contig = Signal()
 
         # ---- CONV state
         kh, kw = rg[Reg.C_KH], rg[Reg.C_KW]
@@ -513,10 +514,13 @@ class Accelerator(wiring.Component):
             # ------------------------------------------------------------ LOADA
             nch, H, W = rg[Reg.A_CH], rg[Reg.A_H], rg[Reg.A_W]
             hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
+            apitch = rg[Reg.A_PITCH]
+            la_rowpitch = Mux(apitch == 0, W, apitch)
             with m.State("LA_CHECK"):
                 ok = ((W >= 1) & (W <= cfg.lb_width) & (nch >= 1) & (nch <= cfg.lb_rows)
                       & (nr >= 1) & (nr <= pitch) & (pitch <= cfg.lb_rows)
-                      & (H < 1 << 16) & (hb0 + nr <= H))
+                      & (H < 1 << 16) & (hb0 + nr <= H) & (apitch < 1 << 17)
+                      & ((apitch == 0) | (apitch >= W)))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
@@ -526,17 +530,23 @@ class Accelerator(wiring.Component):
                 with m.If(tmp + nr > cfg.lb_rows):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += la_hw.eq(smul(H, W))
+                    m.d.sync += la_hw.eq(smul(H, la_rowpitch))
                     m.next = "LA_M2"
             with m.State("LA_M2"):
-                m.d.sync += addr_a.eq(rg[Reg.A_SRC] + smul(hb0, W))
+                m.d.sync += [addr_a.eq(rg[Reg.A_SRC] + smul(hb0, la_rowpitch)),
+                             la_contig.eq((apitch == 0) | (apitch == W))]
                 m.next = "LA_M3"
             with m.State("LA_M3"):
-                m.d.sync += nbytes.eq(smul(nr, W))
+                # contiguous rows: one read per channel; a column tile: one read per row
+                m.d.sync += nbytes.eq(Mux(la_contig, smul(nr, W), W))
                 m.next = "LA_REQ"
             with m.State("LA_REQ"):
                 rd_request(addr_a, nbytes)
-                m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase)]
+                m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase),
+                             cnt_b.eq(0), addr_b.eq(addr_a)]
+                m.next = "LA_DATA"
+            with m.State("LA_ROW"):
+                rd_request(addr_b, nbytes)
                 m.next = "LA_DATA"
             with m.State("LA_DATA"):
                 g_bank = la_g[:bb] if bb else Const(0, 1)
@@ -559,6 +569,9 @@ class Accelerator(wiring.Component):
                 with m.If(rd.done):
                     with m.If(rd.err != 0):
                         failure(rd.err)
+                    with m.Elif(~la_contig & (cnt_b + 1 != nr)):
+                        m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(addr_b + la_rowpitch)]
+                        m.next = "LA_ROW"
                     with m.Elif(cnt_a + 1 == nch):
                         m.next = "NEXT"
                     with m.Else():

@@ -177,16 +177,29 @@ class ISS:
                 and (nch - 1) * pitch + nr <= c.lb_rows and hb0 + nr <= H):
             self._err(f"LOADA channels={nch} rows={nr} width={W} pitch={pitch} first row={hb0} "
                       f"does not fit the line buffer ({c.lb_rows} rows x {c.lb_width})")
+        rp = self.r(Reg.A_PITCH)
+        if not (rp < 1 << 17 and (rp == 0 or rp >= W)):
+            self._err(f"LOADA row pitch {rp} smaller than the width {W}")
+        rp = rp or W
+        contiguous = rp == W
         starts = []
         for ch in range(nch):
-            base = src + ch * H * W + hb0 * W
-            if self.timing_only:
-                self._check(base, nr * W)
-            else:
-                rows = self._acts(base, nr * W).reshape(nr, W)
-                self.lb[ch * pitch:ch * pitch + nr, :W] = rows
-            starts.append(base)
-        return self.cost.loada(starts, nr * W)
+            base = src + ch * H * rp + hb0 * rp
+            if contiguous:
+                if self.timing_only:
+                    self._check(base, nr * W)
+                else:
+                    self.lb[ch * pitch:ch * pitch + nr, :W] = \
+                        self._acts(base, nr * W).reshape(nr, W)
+                starts.append(base)
+                continue
+            for h in range(nr):
+                if self.timing_only:
+                    self._check(base + h * rp, W)
+                else:
+                    self.lb[ch * pitch + h, :W] = self._acts(base + h * rp, W)
+                starts.append(base + h * rp)
+        return self.cost.loada(starts, nr * W if contiguous else W)
 
     def _loadw(self, ins):
         c = self.cfg

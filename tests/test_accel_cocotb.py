@@ -59,7 +59,8 @@ def test_conv_every_kernel(simulator, k, tmp_path, record_property):
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
-@pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc"])
+@pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc",
+                                  "coltiles"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -68,6 +69,7 @@ def test_layers(simulator, name, tmp_path):
         "extreme": lambda: conv_case(TINY, 2, 2, 6, 7, 4, extreme=True, seed=14),
         "add": lambda: add_case(TINY, 45, seed=15),
         "fc": lambda: fc_case(TINY, 20, 5, seed=16),
+        "coltiles": lambda: conv_case(TINY, 2, 2, 5, 2 * TINY.lb_width + 3, 3, seed=17),
     }[name]()
     run_both(case, TINY, simulator, tmp_path)
 

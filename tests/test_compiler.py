@@ -134,11 +134,17 @@ def test_corrupt_onnx(tmp_path):
         import_onnx(str(path))
 
 
-def test_config_too_small(model_dir, tmp_path):
-    b = Builder((1, 2, 6, TINY.lb_width + 8), seed=1, name="wide")
-    path = quantize_model(b.model(b.relu(b.conv("x", 2, 3))), tmp_path / "wide.onnx")
-    with pytest.raises(CompileError, match=r"node .*Conv.*line buffer width"):
-        compile_model(path, TINY)
+def test_config_too_small(tmp_path):
+    path = quantize_model(single_conv(11, H=14, W=20), tmp_path / "k11.onnx")
+    narrow = TINY.with_(lb_width=10)
+    with pytest.raises(CompileError, match=r"node .*Conv.*does not fit the line buffer width"):
+        compile_model(path, narrow)
+
+
+def test_wide_map_in_column_tiles(tmp_path):
+    path = quantize_model(single_conv(3, H=6, W=TINY.lb_width * 3), tmp_path / "wide.onnx")
+    res = verify_model(path, TINY, engine="iss")
+    assert res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1
 
 
 def test_custom_domain_op_has_no_fallback(tmp_path):

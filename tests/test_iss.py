@@ -74,11 +74,26 @@ def test_cycle_estimate_grows_with_work():
 
 
 def test_lowering_refuses_what_does_not_fit():
-    w = np.zeros((1, 1, 3, 3), dtype=np.int64)
+    w = np.zeros((1, 1, 11, 11), dtype=np.int64)
     z = np.zeros(1, dtype=np.int64)
-    wide = ConvLayer(w, z, z + (1 << 30), z + 31, 0, 0, 0, 255, (1, 8, TINY.lb_width + 1))
-    with pytest.raises(LoweringError, match="line buffer width"):
-        lower_conv(TINY, wide, Program(), MemoryPlan(), 0, 0)
+    narrow = TINY.with_(lb_width=10)
+    wide_kernel = ConvLayer(w, z, z + (1 << 30), z + 31, 0, 0, 0, 255, (1, 16, 40))
+    with pytest.raises(LoweringError, match="11-wide kernel does not fit the line buffer"):
+        lower_conv(narrow, wide_kernel, Program(), MemoryPlan(), 0, 0)
     big = ConvLayer(np.zeros((1, 1, 13, 13), dtype=np.int64), z, z, z, 0, 0, 0, 255, (1, 20, 20))
     with pytest.raises(LoweringError, match="max_kernel"):
         lower_conv(TINY, big, Program(), MemoryPlan(), 0, 0)
+
+
+@pytest.mark.parametrize("kw", [dict(k=3), dict(k=5, stride=2), dict(k=3, pool2=True),
+                                dict(k=7, pads=(3, 3, 3, 3))])
+def test_column_tiles_for_wide_maps(kw):
+    """A map wider than the line buffer runs in column tiles (A_PITCH row stride)."""
+    k = kw.pop("k")
+    W = TINY.lb_width * 2 + 5
+    case = conv_case(TINY, 2, 3, 8, W, k, seed=k, **kw)
+    code = decode_program(case.image.loaded()[0][1])
+    assert sum(ins.op == Op.LOADA for ins in code) > 1
+    blobs, res = run_iss(case, TINY)
+    assert res.status == "done", res.detail
+    assert case.check(blobs)
