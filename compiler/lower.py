@@ -203,9 +203,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
     _, cg, ny = best
-    if O > cfg.qb_entries:
-        raise LoweringError(f"{name}: {O} output channels exceed the parameter buffer "
-                            f"({cfg.qb_entries})")
+    # all channels' post-processing records at once when they fit, else per lane group
+    q_per_group = O > cfg.qb_entries
 
     # parameters and weights in memory
     q = []
@@ -222,7 +221,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
             addr = mem.place(f"{name}.w.o{o0}.c{c0}", ws.astype("<i2").tobytes())
             groups.append((o0, lanes, c0, ch, addr, len(ws)))
 
-    prog.set(Q_SRC=q_addr, Q_COUNT=O, Q_DST=0).op(Op.LOADQ)
+    if not q_per_group:
+        prog.set(Q_SRC=q_addr, Q_COUNT=O, Q_DST=0).op(Op.LOADQ)
     prog.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
              O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
     post_flags = PostFlag.POOL2 if layer.pool2 else 0
@@ -260,7 +260,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
                 prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
                 first = False
                 if c0 + ch == C:
-                    prog.set(O_DST=y_addr + o0 * Ho * Wo + x0 // step, O_Q=o0)
+                    if q_per_group:
+                        prog.set(Q_SRC=q_addr + 12 * o0, Q_COUNT=lanes, Q_DST=0).op(Op.LOADQ)
+                    prog.set(O_DST=y_addr + o0 * Ho * Wo + x0 // step,
+                             O_Q=0 if q_per_group else o0)
                     prog.op(Op.POST, flags=post_flags)
     return prog
 

@@ -102,14 +102,15 @@ class Image:
                 raise ImageError(f"{Kind(s.kind).name} section at 0x{s.addr:x} "
                                  f"({len(s.data)} bytes) exceeds memory size {self.mem_size}")
         offset = _HEADER.size + _ENTRY.size * len(secs)
-        table, blob = b"", b""
+        table, blobs, pos = [], [], offset
         for s in secs:
-            table += _ENTRY.pack(int(s.kind), s.addr, offset + len(blob), len(s.data))
-            blob += bytes(s.data)
-        total = offset + len(blob) + 4
+            table.append(_ENTRY.pack(int(s.kind), s.addr, pos, len(s.data)))
+            blobs.append(bytes(s.data))
+            pos += len(s.data)
+        total = pos + 4
         head = _HEADER.pack(MAGIC, VERSION, _HEADER.size, self.fingerprint & 0xFFFFFFFF,
                             len(secs), total, self.entry, self.mem_size, 0)
-        body = head + table + blob
+        body = b"".join([head] + table + blobs)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod

@@ -184,3 +184,12 @@ def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
     assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "z.npy"), "--config", "ulx3s"]) == 2
     assert "built for configuration" in capsys.readouterr().err
+
+
+def test_timing_only_iss_matches_full_run(model_dir):
+    from ffacc.sim.runner import run_image
+    g, c, _ = compile_model(_quantized(model_dir, "residual", "qop"), TINY)
+    x = np.full(g.tensors[g.inputs[0]].shape, 7, dtype=np.uint8)
+    _, full = run_image(c.image, x)
+    _, timing = run_image(c.image, x, timing_only=True)
+    assert full["cycles"] == timing["cycles"] > 0

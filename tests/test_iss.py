@@ -97,3 +97,10 @@ def test_column_tiles_for_wide_maps(kw):
     blobs, res = run_iss(case, TINY)
     assert res.status == "done", res.detail
     assert case.check(blobs)
+
+
+def test_more_output_channels_than_parameter_records():
+    small = TINY.with_(qb_entries=4)
+    case = conv_case(small, 2, 7, 5, 6, 3, seed=9)
+    blobs, res = run_iss(case, small)
+    assert res.status == "done" and case.check(blobs)
