@@ -334,6 +334,22 @@ class Accelerator(wiring.Component):
         mul_p = Signal(signed(66))
         m.d.comb += mul_p.eq(mul_a * Cat(q_M, Const(0, 1)).as_signed())
         rq_half = Signal(64)
+        po_run = Signal()
+        po_adv = Signal()
+        po_done = Signal()
+        po_sblk = Signal(16)
+        po_ssub = Signal(9)
+        po_rowstep = Signal(36)
+        p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
+        p1_sub = Signal(range(L))
+        p1_first, p2_first, p3_first, p4_first = Signal(), Signal(), Signal(), Signal()
+        p1_last, p2_last, p3_last, p4_last = Signal(), Signal(), Signal(), Signal()
+        p1_addr, p2_addr, p3_addr, p4_addr = (Signal(32, name=f"p{i}_addr") for i in range(1, 5))
+        p2_in = Signal(signed(33))
+        p3_prod = Signal(signed(66))
+        p4_rnd = Signal(signed(66))
+        po_res = Signal(signed(10))
+        po_maxv = Signal(signed(10))
         m.d.comb += rq_half.eq(Const(1, 64) << (q_sh - 1)[:6])
         po_byte = Signal(8)
 
@@ -433,7 +449,8 @@ class Accelerator(wiring.Component):
         po_acc_addr = Signal(range(max(2, cfg.acc_blocks)))
         po_reading = Signal()
         for lane in range(P):
-            m.d.comb += acc_r[lane].addr.eq(Mux(po_reading, po_acc_addr, acc_rd_addr))
+            m.d.comb += [acc_r[lane].addr.eq(Mux(po_reading, po_acc_addr, acc_rd_addr)),
+                         acc_r[lane].en.eq(~po_run | po_adv)]
             m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
             for q in range(L):
                 old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
@@ -794,96 +811,76 @@ class Accelerator(wiring.Component):
                 with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += po_rowoff.eq(smul(rg[Reg.O_ROW0], rg[Reg.O_W]))
+                    m.d.sync += [po_rowoff.eq(smul(rg[Reg.O_ROW0], rg[Reg.O_W])),
+                                 cv_t.eq(0), po_sblk.eq(0), po_ssub.eq(po_step)]
+                    m.next = "PO_M2"
+            with m.State("PO_M2"):
+                # the step in (block, sub) form and the row step in accumulator words
+                with m.If(po_ssub >= L):
+                    m.d.sync += [po_ssub.eq(po_ssub - L), po_sblk.eq(po_sblk + 1)]
+                with m.Else():
+                    m.d.sync += po_rowstep.eq(smul(po_step, cv_wob))
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
-                m.d.sync += [po_y.eq(0), po_rowbase.eq(0),
-                             po_orow.eq(po_lanebase + po_rowoff)]
+                m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
+                             po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase + po_rowoff),
+                             po_ocol.eq(po_lanebase + po_rowoff),
+                             po_done.eq(pool & (wout < 2))]
                 m.next = "PO_QP"
             with m.State("PO_QP"):
                 qw = qb_r.data
                 m.d.sync += [q_bias.eq(qw[0:32].as_signed()), q_M.eq(qw[32:64]),
                              q_sh.eq(qw[64:72]), q_zp.eq(s8(qw[72:80])),
                              q_min.eq(s8(qw[80:88])), q_max.eq(s8(qw[88:96]))]
-                m.next = "PO_ROW"
-            with m.State("PO_ROW"):
+                m.next = "PO_SH"
+            with m.State("PO_SH"):
                 with m.If((q_sh < 1) | (q_sh > 62)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [po_xblk.eq(0), po_xsub.eq(0), po_x.eq(0),
-                                 po_ocol.eq(po_orow)]
-                    m.next = "PO_ELEM"
-            # one output element: 1 (or 4 when pooling) requantizations, then the byte write
-            with m.State("PO_ELEM"):
-                m.d.sync += [po_sub.eq(0), po_max.eq(-512)]
-                with m.If(pool & (po_x + 1 >= wout)):
-                    m.next = "PO_ROWEND"
-                with m.Elif(po_x >= wout):
-                    m.next = "PO_ROWEND"
-                with m.Else():
-                    m.next = "PO_RD"
-            with m.State("PO_RD"):
+                    m.next = "PO_RUN"
+            # one sub-element issued per cycle into a 4-stage pipeline (read, +bias,
+            # multiply, round/shift; clamp/max at the write), stalled by the byte writer
+            with m.State("PO_RUN"):
+                m.d.comb += [po_reading.eq(1), po_run.eq(1)]
+                last_sub = ~pool | (po_sub == 3)
+                issue = ~po_done & po_adv
                 dx = po_sub[0] & pool
                 dy = po_sub[1] & pool
                 xsub1 = Mux(po_xsub == L - 1, 0, po_xsub + 1)
                 xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
-                blk = Mux(dx, xblk1, po_xblk)
-                m.d.comb += [po_reading.eq(1),
-                             po_acc_addr.eq(po_rowbase + Mux(dy, cv_wob, 0) + blk)]
-                m.d.sync += cnt_c.eq(Mux(dx, xsub1, po_xsub))
-                m.next = "PO_RQ0"
-            with m.State("PO_RQ0"):
-                words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
-                              for lane in range(P))
-                v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][cnt_c[:2]]
-                m.d.sync += rq_in.eq(v.as_signed() + q_bias)
-                m.next = "PO_RQ1"
-            with m.State("PO_RQ1"):
-                m.d.comb += mul_a.eq(rq_in)
-                m.d.sync += rq_prod.eq(mul_p)
-                m.next = "PO_RQ2"
-            with m.State("PO_RQ2"):
-                m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])
-                m.next = "PO_RQ3"
-            with m.State("PO_RQ3"):
-                res = Signal(signed(10))
-                m.d.comb += res.eq(Mux(rq_rnd + q_zp < q_min, q_min,
-                                       Mux(rq_rnd + q_zp > q_max, q_max, rq_rnd + q_zp)))
-                new_max = Mux(res > po_max, res, po_max)
-                with m.If(pool & (po_sub != 3)):
-                    m.d.sync += [po_max.eq(new_max), po_sub.eq(po_sub + 1)]
-                    m.next = "PO_RD"
-                with m.Else():
-                    m.d.sync += po_byte.eq(Mux(pool, new_max, res)[:8])
-                    m.next = "PO_WR"
-            with m.State("PO_WR"):
-                m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(po_ocol), wr.in_data.eq(po_byte)]
+                m.d.comb += po_acc_addr.eq(po_rowbase + Mux(dy, cv_wob, 0)
+                                           + Mux(dx, xblk1, po_xblk))
+                with m.If(issue):
+                    m.d.sync += [p1_valid.eq(1), p1_sub.eq(Mux(dx, xsub1, po_xsub)),
+                                 p1_first.eq(~pool | (po_sub == 0)), p1_last.eq(last_sub),
+                                 p1_addr.eq(po_ocol)]
+                    with m.If(pool & (po_sub != 3)):
+                        m.d.sync += po_sub.eq(po_sub + 1)
+                    with m.Else():
+                        # next element: x += step; at the row end, y += step
+                        nsub = po_xsub + po_ssub
+                        carry = nsub >= L
+                        nx = po_x + po_step
+                        m.d.sync += [po_sub.eq(0), po_ocol.eq(po_ocol + 1)]
+                        row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
+                        with m.If(row_end):
+                            ny_next = po_y + po_step
+                            m.d.sync += [po_x.eq(0), po_xblk.eq(0), po_xsub.eq(0),
+                                         po_y.eq(ny_next),
+                                         po_rowbase.eq(po_rowbase + po_rowstep),
+                                         po_orow.eq(po_orow + rg[Reg.O_W]),
+                                         po_ocol.eq(po_orow + rg[Reg.O_W])]
+                            with m.If(Mux(pool, ny_next + 1 >= ny, ny_next >= ny)):
+                                m.d.sync += po_done.eq(1)
+                        with m.Else():
+                            m.d.sync += [po_x.eq(nx), po_xsub.eq(Mux(carry, nsub - L, nsub)),
+                                         po_xblk.eq(po_xblk + po_sblk + carry)]
+                with m.Elif(po_adv):
+                    m.d.sync += p1_valid.eq(0)
                 with m.If(wr.err_valid):
                     failure(wr.err)
-                with m.Elif(wr.in_ready):
-                    m.d.sync += [po_ocol.eq(po_ocol + 1), cnt_a.eq(0)]
-                    m.next = "PO_ADV"
-            with m.State("PO_ADV"):
-                # advance x by the step (1 column per cycle)
-                xsub1 = Mux(po_xsub == L - 1, 0, po_xsub + 1)
-                xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
-                m.d.sync += [po_xsub.eq(xsub1), po_xblk.eq(xblk1), po_x.eq(po_x + 1),
-                             cnt_a.eq(cnt_a + 1)]
-                with m.If(cnt_a + 1 == po_step):
-                    m.next = "PO_ELEM"
-            with m.State("PO_ROWEND"):
-                m.d.sync += [po_orow.eq(po_orow + rg[Reg.O_W]), cnt_a.eq(0)]
-                m.next = "PO_YADV"
-            with m.State("PO_YADV"):
-                m.d.sync += [po_y.eq(po_y + 1), po_rowbase.eq(po_rowbase + cv_wob),
-                             cnt_a.eq(cnt_a + 1)]
-                with m.If(cnt_a + 1 == po_step):
-                    with m.If(po_y + 1 >= ny):
-                        m.next = "PO_LANEEND"
-                    with m.Else():
-                        m.next = "PO_ROW"
-                with m.Elif(po_y + 1 >= ny):
+                with m.Elif(po_done & ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid):
                     m.next = "PO_LANEEND"
             with m.State("PO_LANEEND"):
                 with m.If(po_lane + 1 == lanes):
@@ -977,6 +974,34 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += ad_k.eq(ad_k + 1)
                         m.next = "AD_E0"
+
+        # ---------------------------------------------------------------- POST pipeline
+        # stage 4 holds a finished sub-element; a group's last one goes to the writer
+        m.d.comb += po_res.eq(Mux(p4_rnd + q_zp < q_min, q_min,
+                                  Mux(p4_rnd + q_zp > q_max, q_max, p4_rnd + q_zp)))
+        grp_max = Signal(signed(10))
+        m.d.comb += grp_max.eq(Mux(p4_first | (po_res > po_maxv), po_res, po_maxv))
+        want_write = p4_valid & p4_last
+        m.d.comb += po_adv.eq(po_run & ~(want_write & ~wr.in_ready))
+        with m.If(po_run & want_write):
+            m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(p4_addr), wr.in_data.eq(grp_max[:8])]
+        with m.If(po_adv):
+            words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
+                          for lane in range(P))
+            v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1_sub]
+            m.d.comb += mul_a.eq(p2_in)
+            m.d.sync += [
+                p2_valid.eq(p1_valid), p2_first.eq(p1_first), p2_last.eq(p1_last),
+                p2_addr.eq(p1_addr), p2_in.eq(v.as_signed() + q_bias),
+                p3_valid.eq(p2_valid), p3_first.eq(p2_first), p3_last.eq(p2_last),
+                p3_addr.eq(p2_addr), p3_prod.eq(mul_p),
+                p4_valid.eq(p3_valid), p4_first.eq(p3_first), p4_last.eq(p3_last),
+                p4_addr.eq(p3_addr), p4_rnd.eq((p3_prod + rq_half) >> q_sh[:6]),
+            ]
+            with m.If(p4_valid):
+                m.d.sync += po_maxv.eq(grp_max)
+        with m.If(~po_run):
+            m.d.sync += [p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0), p4_valid.eq(0)]
 
         # any state: a failure stops the run
         with m.If(fail):

@@ -10,8 +10,8 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
 * an instruction fetch is an 8-byte read plus decode;
 * a ``CONV`` pass costs the weight load (one word per cycle, overlapping the engine
   assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
-* ``POST`` processes one output element at a time (4 requantizations for a pooled output)
-  and stalls for each bus word written.
+* ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
+  stalls for every bus word the byte writer flushes.
 """
 
 from math import ceil
@@ -23,6 +23,8 @@ FETCH = 15
 CONV_FIXED = 10
 PASS_OVERHEAD = 9
 WRITE_STALL = 4
+POST_FIXED = 6
+POST_LANE = 9
 
 
 class CycleModel:
@@ -53,13 +55,11 @@ class CycleModel:
         per_pass = max(c.weight_words, c.rows) + c.fcu.latency + PASS_OVERHEAD
         return CONV_FIXED + passes * (per_pass + ny * g.bk)
 
-    def post(self, lanes, rows_out, cols_out, wob, pool, stride, bytes_per_lane):
-        step = 2 if pool else stride
-        per_elem = 1 + (20 if pool else 5) + 1 + step
-        words = ceil(bytes_per_lane / self.bus) + 1
-        per_lane = 2 + rows_out * (2 + step) + rows_out * cols_out * per_elem \
-            + words * WRITE_STALL
-        return wob + 9 + lanes * per_lane
+    def post(self, lanes, subs_per_lane, wob, stride, flushes):
+        """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus
+        the writer's stall for every bus word it flushes."""
+        return POST_FIXED + wob + stride // self.cfg.L + lanes * (POST_LANE + subs_per_lane) \
+            + flushes * WRITE_STALL
 
     def add(self, n):
         return round(14 * ceil(n / 16) + 8.4 * n + 25.6)

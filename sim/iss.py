@@ -334,12 +334,18 @@ class ISS:
                 and row0 < 1 << 17 and opitch < 1 << 17):
             self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
                       f"pool={pool} inconsistent")
-        rows_out = cols_out = 0
+        rows_out = ny // 2 if pool else -(-ny // stride)
+        cols_out = wout // 2 if pool else -(-wout // stride)
+        # the byte writer flushes a bus word whenever the next byte falls in another word
+        addrs = (dst + np.arange(lanes)[:, None, None] * cstride
+                 + (row0 + np.arange(rows_out))[None, :, None] * opitch
+                 + np.arange(cols_out)[None, None, :]).reshape(-1)
+        words = addrs // c.bus_bytes
+        flushes = 1 + int(np.count_nonzero(words[1:] != words[:-1])) if words.size else 0
+        cost = self.cost.post(lanes, rows_out * cols_out * (4 if pool else 1), wob, stride,
+                              flushes)
         if self.timing_only:
-            rows_out = ny // 2 if pool else -(-ny // stride)
-            cols_out = wout // 2 if pool else -(-wout // stride)
-            return self.cost.post(lanes, rows_out, cols_out, wob, pool, stride,
-                                  rows_out * cols_out)
+            return cost
         for lane in range(lanes):
             a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
             v = self._requant(a, self.qb[q0 + lane])
@@ -353,8 +359,7 @@ class ISS:
                 addr = dst + lane * cstride + int(yo) * opitch
                 self._check(addr, v.shape[1])
                 self.mem[addr:addr + v.shape[1]] = (v[n] & 0xFF).astype(np.uint8)
-            rows_out, cols_out = v.shape
-        return self.cost.post(lanes, rows_out, cols_out, wob, pool, stride, rows_out * cols_out)
+        return cost
 
     def _add(self, ins):
         a_src, b_src, dst, n = (self.r(Reg.A_SRC), self.r(Reg.D_SRC2), self.r(Reg.O_DST),
