@@ -607,11 +607,29 @@ class Accelerator(wiring.Component):
             with m.State("LW_M1"):
                 m.d.sync += nbytes.eq(smul(rg[Reg.W_COUNT], WW * P * 2))
                 m.next = "LW_REQ"
+            # whole bus beats per cycle when a weight word is a multiple of the bus width and
+            # the source is aligned; bytes otherwise
+            beats_per_word = (2 * P) // nb if (2 * P) % nb == 0 else 0
+            sh_nb = (nb - 1).bit_length()
             with m.State("LW_REQ"):
                 rd_request(rg[Reg.W_SRC], nbytes)
+                if beats_per_word:
+                    m.d.comb += rd.req_words.eq(rg[Reg.W_SRC][:sh_nb] == 0)
                 m.next = "LW_DATA"
             with m.State("LW_DATA"):
                 width = 16 * P
+                if beats_per_word:
+                    with m.If(rd.beat_valid):
+                        bw = 8 * nb
+                        word = Cat(shreg[bw:width], rd.beat_data) if width > bw \
+                            else rd.beat_data
+                        m.d.sync += shreg[:width].eq(word)
+                        with m.If(cnt_b == beats_per_word - 1):
+                            m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
+                            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b),
+                                         wb_w.data.eq(word)]
+                        with m.Else():
+                            m.d.sync += cnt_b.eq(cnt_b + 1)
                 with m.If(rd.out_valid):
                     m.d.sync += shreg[:width].eq(Cat(shreg[8:width], rd.out_data))
                     with m.If(cnt_b == 2 * P - 1):

@@ -50,6 +50,9 @@ class AxiByteReader(wiring.Component):
 
     ``req_valid`` is a one-cycle pulse while ``idle``; ``done`` pulses after the last byte (or
     with ``err`` set). The consumer always accepts (no back-pressure on ``out``).
+
+    With ``req_words`` set (address and length multiples of the bus width) the reader instead
+    accepts a beat every cycle and presents it whole on ``beat_valid``/``beat_data``.
     """
 
     def __init__(self, data_bytes, burst_beats):
@@ -57,6 +60,7 @@ class AxiByteReader(wiring.Component):
         self.burst = burst_beats
         super().__init__({
             "req_valid": In(1), "req_addr": In(32), "req_len": In(32), "mem_size": In(32),
+            "req_words": In(1), "beat_valid": Out(1), "beat_data": Out(8 * data_bytes),
             "idle": Out(1), "done": Out(1), "err": Out(3),
             "out_valid": Out(1), "out_data": Out(8), "stall": Out(1),
             "ar_addr": Out(32), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
@@ -77,6 +81,7 @@ class AxiByteReader(wiring.Component):
         cnt = Signal(range(nb + 1))
         tmo = Signal(range(TIMEOUT_CYCLES + 1))
         end = Signal(33)
+        words = Signal()
 
         # burst length: limited by the beats left, the maximum and the 4 KiB boundary
         to_4k = Signal(13)
@@ -109,6 +114,7 @@ class AxiByteReader(wiring.Component):
                         m.d.sync += self.done.eq(1)
                     with m.Else():
                         m.d.sync += [
+                            words.eq(self.req_words),
                             addr.eq(Cat(Const(0, sh), self.req_addr[sh:])),
                             skip.eq(self.req_addr[:sh] if sh else 0),
                             left.eq(self.req_len),
@@ -129,12 +135,17 @@ class AxiByteReader(wiring.Component):
                     m.next = "IDLE"
             with m.State("R"):
                 ready = Signal()
-                m.d.comb += [ready.eq(cnt <= 1), self.r_ready.eq(ready),
+                m.d.comb += [ready.eq(words | (cnt <= 1)), self.r_ready.eq(ready),
                              self.stall.eq(ready & ~self.r_valid)]
                 m.d.sync += tmo.eq(tmo + 1)
-                with m.If(self.r_valid & ready):
+                with m.If(self.r_valid & ready & words):
+                    m.d.comb += [self.beat_valid.eq(self.r_resp == 0),
+                                 self.beat_data.eq(self.r_data)]
+                    m.d.sync += [in_burst.eq(in_burst - 1), tmo.eq(0), left.eq(0)]
+                with m.If(self.r_valid & ready & ~words):
                     m.d.sync += [buf.eq(self.r_data), cnt.eq(nb), in_burst.eq(in_burst - 1),
                                  tmo.eq(0)]
+                with m.If(self.r_valid & ready):
                     with m.If(self.r_resp != 0):
                         m.d.sync += [self.err.eq(Err.BUS), self.done.eq(1), cnt.eq(0)]
                         m.next = "FLUSH_R"

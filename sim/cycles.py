@@ -24,6 +24,7 @@ CONV_FIXED = 10
 PASS_OVERHEAD = 9
 WRITE_STALL = 4
 POST_FIXED = 6
+WORD_BURST = 2
 POST_LANE = 9
 
 
@@ -45,7 +46,12 @@ class CycleModel:
         return 3 + sum(self.read(nbytes, s) + 1 for s in starts)
 
     def loadw(self, nsets, start=0):
-        return 1 + self.read(nsets * self.cfg.weight_words * self.cfg.lanes * 2, start)
+        nbytes = nsets * self.cfg.weight_words * self.cfg.lanes * 2
+        if (2 * self.cfg.lanes) % self.bus == 0 and start % self.bus == 0:
+            # whole beats, one per cycle
+            beats = nbytes // self.bus
+            return 1 + beats + READ_OVERHEAD + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
+        return 1 + self.read(nbytes, start)
 
     def loadq(self, n, start=0):
         return self.read(n * 12, start)
