@@ -501,23 +501,11 @@ class _Importer:
                     break
             if scale is None:
                 raise self.err(node, f"cannot tell the quantization of its output {o!r}")
-            shape = self._host_shape_quant(node, ins, inits, o)
+            shape = self._host_shape(node, ins, inits, o, quantized=True)
             outs.append(self.qtensor(o, shape, scale, zp, node).name)
         self.ops.append(HostQuant(node.name or outs[0], ins, outs,
                                   node_proto=node.SerializeToString(), op_type=node.op_type,
                                   initializers=inits))
-
-    def _host_shape_quant(self, node, ins, inits, out):
-        from .ir import Graph as _G, _run_host_quant
-        probe = HostQuant("probe", ins, list(node.output), node.SerializeToString(),
-                          node.op_type, inits)
-        tmp = dict(self.tensors)
-        vals = {n: np.full(self.tensors[n].shape, self.tensors[n].zero_point) for n in ins}
-        try:
-            res = _run_host_quant(probe, _G("p", tmp, [], [], []), vals)
-        except Exception as e:        # noqa: BLE001
-            raise self.err(node, f"onnxruntime cannot run it on the host: {e}") from e
-        return tuple(np.asarray(res[list(node.output).index(out)]).shape)
 
     def op_host(self, node):
         """Run the float node on the host between dequantized inputs and quantized outputs."""
@@ -567,22 +555,24 @@ class _Importer:
                                   node_proto=float_node.SerializeToString(),
                                   op_type=node.op_type, initializers=inits))
 
-    def _host_shape(self, node, ins, inits, out):
-        if out in self.float_shapes:
+    def _host_shape(self, node, ins, inits, out, quantized=False):
+        """Output shape of a host node: from shape inference, else by running it once."""
+        if not quantized and out in self.float_shapes:
             return self.float_shapes[out]
-        from .ir import Graph as _G, _run_host_float
-        probe = HostFloat("probe", ins, list(node.output), node.SerializeToString(),
-                          node.op_type, inits)
+        from .ir import Graph as _G, _run_host_float, _run_host_quant
+        cls, run = (HostQuant, _run_host_quant) if quantized else (HostFloat, _run_host_float)
+        probe = cls("probe", ins, list(node.output), node.SerializeToString(), node.op_type,
+                    inits)
         tmp = dict(self.tensors)
-        for o in node.output:
-            tmp[o] = QTensor(o, (), "float32", 1.0, 0)
+        if not quantized:
+            for o in node.output:
+                tmp[o] = QTensor(o, (), "float32", 1.0, 0)
         vals = {n: np.full(self.tensors[n].shape, self.tensors[n].zero_point) for n in ins}
         try:
-            res = _run_host_float(probe, _G("p", tmp, [], [], []), vals)
-        except Exception as e:        # noqa: BLE001
+            res = run(probe, _G("p", tmp, [], [], []), vals)
+        except Exception as e:        # noqa: BLE001 - onnxruntime raises several types
             raise self.err(node, f"onnxruntime cannot run it on the host: {e}") from e
-        return tuple(np.asarray(res[list(node.output).index(out) if out in node.output
-                                    else 0]).shape)
+        return tuple(np.asarray(res[list(node.output).index(out)]).shape)
 
 
 def import_onnx(model):

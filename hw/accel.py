@@ -225,8 +225,22 @@ class Accelerator(wiring.Component):
         def rd_request(addr, length):
             m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length)]
 
-        def rd_failed():
-            return rd.done & (rd.err != 0)
+        def collect_bytes(per_word, width, port):
+            """Assemble the read byte stream into ``per_word``-byte words written to ``port``
+            at ``addr_b``, ``addr_b + 1``, ...; next instruction when the read is done."""
+            with m.If(rd.out_valid):
+                word = Cat(shreg[8:width], rd.out_data)
+                m.d.sync += shreg[:width].eq(word)
+                with m.If(cnt_b == per_word - 1):
+                    m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
+                    m.d.comb += [port.en.eq(1), port.addr.eq(addr_b), port.data.eq(word)]
+                with m.Else():
+                    m.d.sync += cnt_b.eq(cnt_b + 1)
+            with m.If(rd.done):
+                with m.If(rd.err != 0):
+                    failure(rd.err)
+                with m.Else():
+                    m.next = "NEXT"
 
         # ---- shared loop registers
         cnt_a = Signal(32)
@@ -630,20 +644,7 @@ class Accelerator(wiring.Component):
                                          wb_w.data.eq(word)]
                         with m.Else():
                             m.d.sync += cnt_b.eq(cnt_b + 1)
-                with m.If(rd.out_valid):
-                    m.d.sync += shreg[:width].eq(Cat(shreg[8:width], rd.out_data))
-                    with m.If(cnt_b == 2 * P - 1):
-                        m.d.sync += cnt_b.eq(0)
-                        m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b),
-                                     wb_w.data.eq(Cat(shreg[8:width], rd.out_data))]
-                        m.d.sync += addr_b.eq(addr_b + 1)
-                    with m.Else():
-                        m.d.sync += cnt_b.eq(cnt_b + 1)
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        m.next = "NEXT"
+                collect_bytes(2 * P, width, wb_w)
             with m.State("LQ_CHECK"):
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
                 with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
@@ -656,21 +657,7 @@ class Accelerator(wiring.Component):
                 rd_request(rg[Reg.Q_SRC], nbytes)
                 m.next = "LQ_DATA"
             with m.State("LQ_DATA"):
-                width = 32 * QPARAM_WORDS
-                with m.If(rd.out_valid):
-                    m.d.sync += shreg[:width].eq(Cat(shreg[8:width], rd.out_data))
-                    with m.If(cnt_b == 4 * QPARAM_WORDS - 1):
-                        m.d.sync += cnt_b.eq(0)
-                        m.d.comb += [qb_w.en.eq(1), qb_w.addr.eq(addr_b),
-                                     qb_w.data.eq(Cat(shreg[8:width], rd.out_data))]
-                        m.d.sync += addr_b.eq(addr_b + 1)
-                    with m.Else():
-                        m.d.sync += cnt_b.eq(cnt_b + 1)
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        m.next = "NEXT"
+                collect_bytes(4 * QPARAM_WORDS, 32 * QPARAM_WORDS, qb_w)
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
