@@ -216,27 +216,31 @@ def _report_selfcheck(cfg, rows, as_json, simulator, extra=None):
 
 # --- demo --------------------------------------------------------------------------------
 def cmd_demo(args):
-    cfg = load_fcu_config(args.config)
-    out = Path(args.out)
+    from ffacc.demo import run_demo
+
+    cfg = load_accel_config(args.config)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    vargs = argparse.Namespace(config=args.config, output=str(out / "fcu.v"), name="fcu",
-                               json=False, fcu=True)
-    say("1/2 generating Verilog")
-    if not args.json:
-        cmd_verilog(vargs)
+    res = run_demo(cfg, images=args.images, out_dir=args.out, simulator=args.simulator,
+                   progress=say)
+    Path(args.out, "demo.json").write_text(json.dumps(res, indent=1))
+    if args.json:
+        print(json.dumps(res))
     else:
-        from contextlib import redirect_stdout
-        with redirect_stdout(sys.stderr):
-            cmd_verilog(vargs)
-    say("2/2 FCU self-check: every kernel 1..12 on the generated Verilog vs the golden model")
-    rows = selfcheck(cfg, "verilator", progress=say)
-    report = out / "selfcheck.json"
-    status = _report_selfcheck(cfg, rows, args.json, "verilator",
-                               extra={"verilog": str(out / "fcu.v"), "report": str(report)})
-    report.write_text(json.dumps({"config": cfg.to_dict(), "kernels": rows}, indent=1))
-    if not args.json:
-        print(f"\nVerilog: {out / 'fcu.v'}\nreport:  {report}")
-    return status
+        print()
+        print(f"digits CNN on {args.config or DEFAULT_ACCEL}: {res['multipliers']} multipliers")
+        print(_table(["", "accuracy", "images"], [
+            ["float (onnxruntime)", f"{res['float_accuracy']:.2%}", res["iss_images"]],
+            ["int8 (onnxruntime)", f"{res['onnxruntime_int8_accuracy']:.2%}", res["iss_images"]],
+            ["ffacc ISS", f"{res['iss_accuracy']:.2%}", res["iss_images"]],
+            ["ffacc RTL", f"{res['accuracy']:.2%}", res["images"]]]))
+        print(f"RTL == ISS == golden on every image: {res['bit_exact']}")
+        print(f"cycles per image: {res['cycles_per_image']:.0f} (ideal "
+              f"{res['ideal_cycles_per_image']}, utilization {res['utilization']:.1%}); "
+              f"{res['images_per_second_at_target']:.0f} images/s at the configuration's "
+              f"{res['target_mhz']} MHz target clock")
+        print(f"Verilog: {res['verilog']}\nfirmware: {res['firmware']}\n"
+              f"report: {Path(args.out, 'demo.json')}")
+    return 0 if res["bit_exact"] else 1
 
 
 # --- compiler commands -------------------------------------------------------------------
@@ -430,8 +434,10 @@ def build_parser():
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("demo", help="the main job: generate Verilog and self-check the unit")
-    config_arg(sp)
+    sp = sub.add_parser("demo", help="the main job: the bundled digits CNN on the simulated RTL")
+    accel_config(sp)
+    sp.add_argument("--images", type=int, default=50, help="images on the RTL (default 50)")
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     sp.add_argument("--out", default="out", help="output folder (default ./out)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_demo)

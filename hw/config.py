@@ -46,6 +46,9 @@ class AcceleratorConfig:
         Largest kernel side accepted by ``CONV``.
     burst_beats : int
         Longest AXI read burst.
+    target_mhz : int
+        Clock the configuration is meant to run at (throughput figures scale with it; a board
+        build checks it).
     """
 
     fcu: FCUConfig = field(default_factory=FCUConfig)
@@ -58,13 +61,15 @@ class AcceleratorConfig:
     bus_bytes: int = 4
     max_kernel: int = 12
     burst_beats: int = 16
+    target_mhz: int = 100
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
             object.__setattr__(self, "fcu", FCUConfig.from_dict(self.fcu))
         checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
-                  ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256))
+                  ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
+                  ("target_mhz", 1, 1000))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -149,8 +154,9 @@ ACCEL_PRESETS = {
     "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
                               lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64),
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=2, lb_rows=2048,
-                               lb_width=64, wb_sets=64, acc_blocks=512, qb_entries=512),
+                               lb_width=64, wb_sets=64, acc_blocks=512, qb_entries=512,
+                               target_mhz=50),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
-                               bus_bytes=8, burst_beats=64),
+                               bus_bytes=8, burst_beats=64, target_mhz=200),
 }

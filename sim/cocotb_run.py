@@ -215,7 +215,7 @@ class AccelBench(Bench):
         super().__init__(Accelerator(config), "accel", "accel", simulator, build_root, quiet)
 
     def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000,
-                  inputs=None, outputs=None):
+                  inputs=None, outputs=None, batch=False):
         """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes).
 
         ``inputs``/``outputs``: ``.npz`` paths of quantized tensors to write before and read
@@ -231,10 +231,35 @@ class AccelBench(Bench):
             env["FFACC_INPUTS"] = str(Path(inputs).resolve())
         if outputs:
             env["FFACC_OUTPUTS"] = str(Path(outputs).resolve())
+        if batch:
+            env["FFACC_BATCH"] = "1"
         self.test("ffacc.sim.tb_accel", name, env)
         out = json.loads(result.read_text())
         out["readback"] = [bytes.fromhex(h) for h in out["readback"]]
         return out
+
+    def run_batch(self, image, inputs, name="batch", max_cycles=50_000_000):
+        """Run a compiled image once per item of ``inputs`` (name -> array with a leading
+        batch axis) in one simulation; returns ``(outputs with a batch axis, per-item stats)``.
+        """
+        import numpy as np
+        from ffacc.sim.runner import EngineError
+
+        self.build()
+        img_path = self.build_dir / f"{name}.ffw"
+        image.save(img_path)
+        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
+        np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
+        res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
+                             outputs=out_path, batch=True)
+        bad = [i for i, r in enumerate(res["items"]) if r["status"] & 4]
+        if bad:
+            r = res["items"][bad[0]]
+            raise EngineError(f"item {bad[0]}: accelerator error {r['error']} at pc "
+                              f"0x{r['error_pc']:x}")
+        with np.load(out_path) as f:
+            outs = {k: f[k] for k in f.files}
+        return outs, res["items"]
 
     def run_model(self, image, inputs, name="model", max_cycles=50_000_000):
         """Run a compiled image on quantized ``inputs`` (name -> array); ``(outputs, stats)``."""

@@ -57,31 +57,52 @@ async def run_image(dut):
     await ClockCycles(dut.clk, 2)
     for addr, data in img.loaded():
         ram.write(addr, data)
-    if os.environ.get("FFACC_INPUTS"):
-        with np.load(os.environ["FFACC_INPUTS"]) as f:
-            write_inputs(img, ram, {k: f[k] for k in f.files})
     await ctl.write_dword(CSR.MEM_SIZE, img.mem_size)
     assert await ctl.read_dword(CSR.STATUS) & Status.BUSY == 0
     segments = img.meta.get("segments") or [{"kind": "accel", "entry": img.entry}]
-    result = {"segments": [], "status": Status.DONE, "error": 0, "error_pc": 0}
-    for c in COUNTERS:
-        result[c.lower()] = 0
-    for seg in segments:
-        if seg["kind"] == "host":
-            host_exec(seg, ram)
-            result["segments"].append({"kind": "host", "op": seg["op"]})
-            continue
-        res = await run_segment(dut, ctl, seg["entry"], max_cycles)
-        result["segments"].append({"kind": "accel", **res})
+    # FFACC_BATCH: the inputs carry a leading batch axis; run the image once per item
+    batch = os.environ.get("FFACC_BATCH") == "1"
+    inputs = None
+    if os.environ.get("FFACC_INPUTS"):
+        with np.load(os.environ["FFACC_INPUTS"]) as f:
+            inputs = {k: f[k] for k in f.files}
+    n_items = len(next(iter(inputs.values()))) if batch else 1
+    runs, outputs = [], []
+    for item in range(n_items):
+        if inputs is not None:
+            write_inputs(img, ram, {k: (v[item] if batch else v) for k, v in inputs.items()})
+        result = {"segments": [], "status": Status.DONE, "error": 0, "error_pc": 0}
         for c in COUNTERS:
-            result[c.lower()] += res[c.lower()]
-        result.update(status=res["status"], error=res["error"], error_pc=res["error_pc"])
-        if res["status"] & Status.ERROR:
+            result[c.lower()] = 0
+        for seg in segments:
+            if seg["kind"] == "host":
+                host_exec(seg, ram)
+                result["segments"].append({"kind": "host", "op": seg["op"]})
+                continue
+            res = await run_segment(dut, ctl, seg["entry"], max_cycles)
+            result["segments"].append({"kind": "accel", **res})
+            for c in COUNTERS:
+                result[c.lower()] += res[c.lower()]
+            result.update(status=res["status"], error=res["error"], error_pc=res["error_pc"])
+            if res["status"] & Status.ERROR:
+                break
+        runs.append(result)
+        outputs.append(read_outputs(img, ram))
+        if batch:
+            dut._log.info("item %d/%d: %d cycles", item + 1, n_items, result["cycles"])
+        if result["status"] & Status.ERROR:
             break
+    result = dict(runs[-1])
+    if batch:
+        result["items"] = runs
     result["id"] = int(await ctl.read_dword(CSR.ID))
     result["info"] = int(await ctl.read_dword(CSR.INFO))
     result["readback"] = [ram.read(a, n).hex() for a, n in readback]
     if os.environ.get("FFACC_OUTPUTS"):
-        np.savez(os.environ["FFACC_OUTPUTS"], **read_outputs(img, ram))
+        if batch:
+            np.savez(os.environ["FFACC_OUTPUTS"],
+                     **{k: np.stack([o[k] for o in outputs]) for k in outputs[0]})
+        else:
+            np.savez(os.environ["FFACC_OUTPUTS"], **outputs[0])
     with open(os.environ["FFACC_RESULT"], "w") as f:
         json.dump(result, f)
