@@ -245,7 +245,6 @@ class Accelerator(wiring.Component):
         # ---- shared loop registers
         cnt_a = Signal(32)
         cnt_b = Signal(32)
-        cnt_c = Signal(32)
         addr_a = Signal(32)
         addr_b = Signal(32)
         shreg = Signal(max(64, 16 * P, 32 * QPARAM_WORDS))
@@ -316,7 +315,6 @@ class Accelerator(wiring.Component):
         po_xsub = Signal(range(L))
         po_x = Signal(16)
         po_sub = Signal(2)
-        po_max = Signal(signed(12))
         po_orow = Signal(32)
         po_lanebase = Signal(32)
         po_ocol = Signal(32)
@@ -328,7 +326,6 @@ class Accelerator(wiring.Component):
         q_zp = Signal(signed(9))
         q_min = Signal(signed(9))
         q_max = Signal(signed(9))
-        rq_in = Signal(signed(33))
         rq_prod = Signal(signed(66))
         rq_rnd = Signal(signed(66))
         # one small multiplier for every address/size product (sequenced through micro-states
@@ -919,30 +916,21 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
                     m.next = "AD_RA"
-            with m.State("AD_RA"):
-                rd_request(rg[Reg.A_SRC] + ad_off, ad_len)
-                m.next = "AD_RA_DATA"
-            with m.State("AD_RA_DATA"):
-                with m.If(rd.out_valid):
-                    m.d.sync += [ad_a[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        m.d.sync += ad_k.eq(0)
-                        m.next = "AD_RB"
-            with m.State("AD_RB"):
-                rd_request(rg[Reg.D_SRC2] + ad_off, ad_len)
-                m.next = "AD_RB_DATA"
-            with m.State("AD_RB_DATA"):
-                with m.If(rd.out_valid):
-                    m.d.sync += [ad_b[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        m.d.sync += ad_k.eq(0)
-                        m.next = "AD_E0"
+            # the chunk of a, then the chunk of b, into their registers
+            for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
+                                      ("AD_RB", Reg.D_SRC2, ad_b, "AD_E0")):
+                with m.State(st):
+                    rd_request(rg[src] + ad_off, ad_len)
+                    m.next = st + "_DATA"
+                with m.State(st + "_DATA"):
+                    with m.If(rd.out_valid):
+                        m.d.sync += [buf[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
+                    with m.If(rd.done):
+                        with m.If(rd.err != 0):
+                            failure(rd.err)
+                        with m.Else():
+                            m.d.sync += ad_k.eq(0)
+                            m.next = nxt
             with m.State("AD_E0"):
                 # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
                 a = Signal(signed(10))
