@@ -33,7 +33,7 @@ def main(argv=None):
     t = time.time()
     blobs, iss = run_iss(case, cfg)
     by_op = Counter()
-    for _, op, cyc in iss.per_instruction:
+    for _, op, cyc, _ in iss.per_instruction:
         by_op[op] += cyc
     macs = args.C * args.O * args.H * args.W * args.k * args.k
     ideal = macs / (cfg.multipliers * cfg.ffa_gain)

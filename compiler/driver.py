@@ -10,8 +10,8 @@ from .compile import CompileError, compile_graph
 from .ir import dequantize, quantize, reference_run
 from .onnx_import import ImportError_, import_onnx
 
-__all__ = ["compile_model", "verify_model", "layer_report", "quantize_input", "CompileError",
-           "ImportError_"]
+__all__ = ["compile_model", "verify_model", "layer_report", "layer_table", "per_pc", "totals",
+           "quantize_input", "CompileError", "ImportError_"]
 
 
 def compile_model(path, cfg):
@@ -87,37 +87,66 @@ def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0)
             "ok": bool(bit_exact and max_lsb <= 1)}
 
 
-def layer_report(image):
-    """Per-layer figures from the image's layer table and the ISS cycle model."""
-    from ffacc.sim.runner import config_of, run_image
+def per_pc(segments):
+    """``{pc: [cycles, stall_cycles]}`` summed over the ``per_instruction`` records of run
+    segments (ISS: ``(pc, op, cycles, stall)``; RTL profile: ``[pc, cycles, stall]``)."""
+    acc = {}
+    for seg in segments:
+        for rec in seg.get("per_instruction", []):
+            pc, cyc, stall = (rec[0], rec[2], rec[3]) if len(rec) == 4 else rec
+            a = acc.setdefault(pc, [0, 0])
+            a[0] += cyc
+            a[1] += stall
+    return acc
+
+
+def layer_table(image, pcs, source="iss"):
+    """Per-layer rows of ``image``'s layer table with cycles and stalls attributed from
+    ``pcs`` (see :func:`per_pc`); ideal cycles = MACs ÷ (multipliers × FFA gain)."""
+    from ffacc.sim.runner import config_of
     cfg = config_of(image)
-    zeros = {t.name: np.full(t.shape, t.zero_point, dtype=t.dtype)
-             for t in image.tensors if t.role == "input"}
-    _, st = run_image(image, zeros, engine="iss", timing_only=True)
-    per_pc = {}
-    for seg in st["segments"]:
-        for pc, op, cyc in seg.get("per_instruction", []):
-            per_pc[pc] = per_pc.get(pc, 0) + cyc
     rows = []
     for li in image.meta.get("layers", []):
         row = {k: li.get(k) for k in ("name", "op", "in_shape", "out_shape", "kernel", "macs",
                                       "weight_bytes", "act_bytes", "where")}
         if li.get("where") == "accel":
-            pcs = [li["pc"] + 8 * i for i in range(li["pc_count"])]
-            cyc = sum(per_pc.get(p, 0) for p in pcs)
+            got = [pcs.get(li["pc"] + 8 * i, (0, 0)) for i in range(li["pc_count"])]
+            cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
-            row.update(instructions=li["pc_count"], cycles=cyc, ideal_cycles=round(ideal),
-                       utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0)
+            row.update(instructions=li["pc_count"], cycles=cyc, stall_cycles=stall,
+                       ideal_cycles=round(ideal),
+                       utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0,
+                       source=source)
         else:
-            row.update(instructions=0, cycles=0, ideal_cycles=0, utilization=0.0,
-                       reason=li.get("reason"))
+            row.update(instructions=0, cycles=0, stall_cycles=0, ideal_cycles=0,
+                       utilization=0.0, reason=li.get("reason"), source="host")
         rows.append(row)
+    return rows
+
+
+def totals(image, rows, cycles):
+    """Whole-model figures for :func:`layer_table` rows; ``cycles`` is the run's total."""
+    from ffacc.sim.runner import config_of
+    cfg = config_of(image)
     tot = {"macs": sum(r["macs"] or 0 for r in rows),
-           "cycles": st["cycles"], "ideal_cycles": sum(r["ideal_cycles"] for r in rows),
+           "cycles": cycles, "ideal_cycles": sum(r["ideal_cycles"] for r in rows),
+           "stall_cycles": sum(r["stall_cycles"] for r in rows),
            "instructions": sum(r["instructions"] for r in rows),
            "weight_bytes": sum(r["weight_bytes"] or 0 for r in rows),
            "act_bytes": sum(r["act_bytes"] or 0 for r in rows),
            "host_layers": sum(r["where"] == "host" for r in rows),
            "multipliers": cfg.multipliers, "image_bytes": len(image.to_bytes())}
-    tot["utilization"] = round(tot["ideal_cycles"] / tot["cycles"], 4) if tot["cycles"] else 0.0
-    return rows, tot
+    tot["utilization"] = round(tot["ideal_cycles"] / cycles, 4) if cycles else 0.0
+    tot["ops_per_multiplier_cycle"] = (round(2 * tot["macs"] / (cycles * cfg.multipliers), 4)
+                                       if cycles else 0.0)
+    return tot
+
+
+def layer_report(image):
+    """Per-layer figures from the image's layer table and the ISS cycle model."""
+    from ffacc.sim.runner import run_image
+    zeros = {t.name: np.full(t.shape, t.zero_point, dtype=t.dtype)
+             for t in image.tensors if t.role == "input"}
+    _, st = run_image(image, zeros, engine="iss", timing_only=True)
+    rows = layer_table(image, per_pc(st["segments"]), "iss")
+    return rows, totals(image, rows, st["cycles"])

@@ -40,7 +40,7 @@ class Builder:
         if bias:
             self._init(y + "_b", self.rng.normal(0, 0.1, out_ch))
             ins.append(y + "_b")
-        self.nodes.append(helper.make_node("Conv", ins, [y], kernel_shape=[kh, kw],
+        self.nodes.append(helper.make_node("Conv", ins, [y], name=y, kernel_shape=[kh, kw],
                                            strides=[stride, stride], pads=pads, group=group))
         Ho = (H + pads[0] + pads[2] - kh) // stride + 1
         Wo = (W + pads[1] + pads[3] - kw) // stride + 1
@@ -49,7 +49,7 @@ class Builder:
 
     def unary(self, op, x, **attrs):
         y = self._name(op.lower())
-        self.nodes.append(helper.make_node(op, [x], [y], **attrs))
+        self.nodes.append(helper.make_node(op, [x], [y], name=y, **attrs))
         self.shape[y] = self.shape[x]
         return y
 
@@ -60,7 +60,7 @@ class Builder:
         N, C, H, W = self.shape[x]
         stride = stride or k
         y = self._name(op.lower())
-        self.nodes.append(helper.make_node(op, [x], [y], kernel_shape=[k, k],
+        self.nodes.append(helper.make_node(op, [x], [y], name=y, kernel_shape=[k, k],
                                            strides=[stride, stride], pads=list(pads)))
         self.shape[y] = (N, C, (H + pads[0] + pads[2] - k) // stride + 1,
                          (W + pads[1] + pads[3] - k) // stride + 1)
@@ -68,19 +68,19 @@ class Builder:
 
     def gap(self, x):
         y = self._name("gap")
-        self.nodes.append(helper.make_node("GlobalAveragePool", [x], [y]))
+        self.nodes.append(helper.make_node("GlobalAveragePool", [x], [y], name=y))
         self.shape[y] = self.shape[x][:2] + (1, 1)
         return y
 
     def add(self, a, b):
         y = self._name("add")
-        self.nodes.append(helper.make_node("Add", [a, b], [y]))
+        self.nodes.append(helper.make_node("Add", [a, b], [y], name=y))
         self.shape[y] = self.shape[a]
         return y
 
     def flatten(self, x):
         y = self._name("flat")
-        self.nodes.append(helper.make_node("Flatten", [x], [y]))
+        self.nodes.append(helper.make_node("Flatten", [x], [y], name=y))
         self.shape[y] = (self.shape[x][0], int(np.prod(self.shape[x][1:])))
         return y
 
@@ -89,7 +89,8 @@ class Builder:
         y = self._name("fc")
         self._init(y + "_w", self.rng.normal(0, 1 / np.sqrt(K), (out, K)))
         self._init(y + "_b", self.rng.normal(0, 0.1, out))
-        self.nodes.append(helper.make_node("Gemm", [x, y + "_w", y + "_b"], [y], transB=1))
+        self.nodes.append(helper.make_node("Gemm", [x, y + "_w", y + "_b"], [y], name=y,
+                                           transB=1))
         self.shape[y] = (self.shape[x][0], out)
         return y
 

@@ -365,6 +365,44 @@ def cmd_report(args):
     return 0
 
 
+# --- bench -------------------------------------------------------------------------------
+def cmd_bench(args):
+    from ffacc.bench import run_bench
+
+    cfg = load_accel_config(args.config)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    res = run_bench(cfg, vgg_size=args.vgg_size, simulator=args.simulator, out_dir=args.out,
+                    progress=say, chart=not args.no_chart)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print()
+
+    def pct(v):
+        return f"{100 * v:.1f}%" if v is not None else "-"
+    print(_table(["model", "layer", "op", "k", "MACs", "cycles", "ideal", "util", "stall",
+                  "source", "ISS vs RTL"],
+                 [[l["model"], l["name"][:22], l["op"],
+                   "x".join(map(str, l["kernel"])) if l.get("kernel") else "-", l["macs"],
+                   l["cycles"], l["ideal_cycles"], pct(l["utilization"]), l["stall_cycles"],
+                   l["source"], f"{100 * l['iss_deviation']:+.1f}%"
+                   if l.get("iss_deviation") is not None else ""] for l in res["layers"]]))
+    rows = [[name, t["macs"], t["cycles"], t["ideal_cycles"], pct(t["utilization"]),
+             t["stall_cycles"], t["ops_per_multiplier_cycle"]] for name, t in res["models"].items()]
+    t = res["totals"]
+    rows.append(["total", t["macs"], t["cycles"], t["ideal_cycles"], pct(t["utilization"]),
+                 t["stall_cycles"], t["ops_per_multiplier_cycle"]])
+    print()
+    print(_table(["model", "MACs", "cycles", "ideal", "util", "stall", "ops/mult/cycle"], rows))
+    d = res["iss_vs_rtl"]
+    print(f"\n{res['multipliers']} multipliers (FFA gain {res['ffa_gain']}); ISS cycle model vs "
+          f"RTL on the digits layers: max |deviation| {pct(d['max_abs_layer_deviation'])}, "
+          f"mean {pct(d['mean_abs_layer_deviation'])}, whole model "
+          f"{100 * d['model_deviation']:+.2f}%")
+    print(f"JSON: {res['json']}" + (f"\nchart: {res['chart']}" if res.get("chart") else ""))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -441,6 +479,17 @@ def build_parser():
     sp.add_argument("--out", default="out", help="output folder (default ./out)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("bench", help="per-layer performance: digits on the RTL, VGG-16 on the "
+                                      "ISS cycle model")
+    accel_config(sp)
+    sp.add_argument("--vgg-size", type=int, default=32,
+                    help="VGG-16 input size (default 32; 224 is the full network)")
+    sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
+    sp.add_argument("--out", default="out", help="output folder for bench.json and bench.png")
+    sp.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_bench)
     return p
 
 

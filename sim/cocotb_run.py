@@ -215,7 +215,7 @@ class AccelBench(Bench):
         super().__init__(Accelerator(config), "accel", "accel", simulator, build_root, quiet)
 
     def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000,
-                  inputs=None, outputs=None, batch=False):
+                  inputs=None, outputs=None, batch=False, profile=False):
         """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes).
 
         ``inputs``/``outputs``: ``.npz`` paths of quantized tensors to write before and read
@@ -233,6 +233,8 @@ class AccelBench(Bench):
             env["FFACC_OUTPUTS"] = str(Path(outputs).resolve())
         if batch:
             env["FFACC_BATCH"] = "1"
+        if profile:
+            env["FFACC_PROFILE"] = "1"
         self.test("ffacc.sim.tb_accel", name, env)
         out = json.loads(result.read_text())
         out["readback"] = [bytes.fromhex(h) for h in out["readback"]]
@@ -261,8 +263,10 @@ class AccelBench(Bench):
             outs = {k: f[k] for k in f.files}
         return outs, res["items"]
 
-    def run_model(self, image, inputs, name="model", max_cycles=50_000_000):
-        """Run a compiled image on quantized ``inputs`` (name -> array); ``(outputs, stats)``."""
+    def run_model(self, image, inputs, name="model", max_cycles=50_000_000, profile=False):
+        """Run a compiled image on quantized ``inputs`` (name -> array); ``(outputs, stats)``.
+        With ``profile``, each accelerator segment's stats carry ``per_instruction``:
+        ``[pc, cycles, stall_cycles]`` measured on the RTL."""
         import numpy as np
         from ffacc.sim.runner import EngineError
 
@@ -274,7 +278,7 @@ class AccelBench(Bench):
         in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
         np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
         res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
-                             outputs=out_path)
+                             outputs=out_path, profile=profile)
         if res["status"] & 4:
             raise EngineError(f"accelerator error {res['error']} at pc 0x{res['error_pc']:x}")
         with np.load(out_path) as f:

@@ -12,6 +12,10 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
   assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
 * ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
   stalls for every bus word the byte writer flushes.
+
+Of those cycles, the model books as *stall* (the RTL's ``STALL`` counter: waiting for the bus)
+a fixed latency per read request and the writer's per-word stall; :attr:`CycleModel.stall`
+holds the figure for the last command.
 """
 
 from math import ceil
@@ -26,6 +30,9 @@ WRITE_STALL = 4
 POST_FIXED = 6
 WORD_BURST = 2
 POST_LANE = 9
+READ_STALL = 1      # stall cycles per read request (address handshake, first data)
+FETCH_STALL = 1
+WRITE_WAIT = 2      # of WRITE_STALL, the cycles waiting for the write response
 
 
 class CycleModel:
@@ -34,12 +41,17 @@ class CycleModel:
     def __init__(self, cfg):
         self.cfg = cfg
         self.bus = cfg.bus_bytes
+        self.stall = 0
 
     def read(self, nbytes, start=0):
         """A DMA read of ``nbytes`` starting at byte address ``start``."""
+        self.stall += READ_STALL
         return nbytes + start % self.bus + READ_OVERHEAD
 
-    fetch = FETCH
+    @property
+    def fetch(self):
+        self.stall += FETCH_STALL
+        return FETCH
 
     def loada(self, starts, nbytes):
         """One read of ``nbytes`` per channel, at each address of ``starts``."""
@@ -50,6 +62,7 @@ class CycleModel:
         if (2 * self.cfg.lanes) % self.bus == 0 and start % self.bus == 0:
             # whole beats, one per cycle
             beats = nbytes // self.bus
+            self.stall += READ_STALL + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
             return 1 + beats + READ_OVERHEAD + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
         return 1 + self.read(nbytes, start)
 
@@ -64,6 +77,7 @@ class CycleModel:
     def post(self, lanes, subs_per_lane, wob, stride, flushes):
         """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus
         the writer's stall for every bus word it flushes."""
+        self.stall += flushes * WRITE_WAIT
         return POST_FIXED + wob + stride // self.cfg.L + lanes * (POST_LANE + subs_per_lane) \
             + flushes * WRITE_STALL
 

@@ -38,7 +38,7 @@ class RunResult:
     detail: str = ""
     instructions: int = 0
     cycles: int = 0
-    per_instruction: list = field(default_factory=list)   # (pc, op name, cycles)
+    per_instruction: list = field(default_factory=list)   # (pc, op name, cycles, stall cycles)
 
 
 def _wrap32(v):
@@ -134,9 +134,10 @@ class ISS:
                     raise RuntimeError(f"no END after {max_instructions} instructions")
                 ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
                 res.instructions += 1
+                self.cost.stall = 0
                 cyc = self.step(ins)
                 res.cycles += cyc
-                res.per_instruction.append((self.pc, Op(ins.op).name, cyc))
+                res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
                 if ins.op == Op.END:
                     break
                 self.pc += INSTR_BYTES

@@ -4,7 +4,9 @@ Memory is a cocotbext-axi ``AxiRam`` on the AXI4 master, control an ``AxiLiteMas
 AXI4-Lite slave. The job comes through the environment: ``FFACC_IMAGE`` (a ``.ffw`` file),
 ``FFACC_INPUTS``/``FFACC_OUTPUTS`` (``.npz`` of quantized tensors, optional),
 ``FFACC_READBACK`` (JSON list of ``[address, length]`` to read after the run),
-``FFACC_RESULT`` (where to write the JSON result), ``FFACC_MAX_CYCLES``. The bench loads the
+``FFACC_RESULT`` (where to write the JSON result), ``FFACC_MAX_CYCLES``, ``FFACC_PROFILE``
+(``1``: per-instruction cycles and stall cycles, sampled from the controller's ``pc`` and
+counters whenever ``pc`` changes — Python runs per instruction, not per cycle). The bench loads the
 image, sets ``MEM_SIZE``, runs every segment (accelerator segments: ``PROG_BASE``, start, wait
 for ``irq``; host segments: :func:`ffacc.sim.runner.host_exec` on the same memory) and reports
 status, error code and pc, the performance counters and the read-back bytes.
@@ -27,17 +29,34 @@ from ffacc.sim.runner import host_exec, read_outputs, write_inputs
 COUNTERS = ("CYCLES", "BUSY", "STALL", "MULT_SLOTS", "INSTRUCTIONS")
 
 
-async def run_segment(dut, ctl, entry, max_cycles):
+async def _watch_pc(dut, samples):
+    """Append ``(pc, cycles, stall_cycles)`` each time the controller's ``pc`` changes."""
+    while True:
+        await dut.pc.value_change
+        samples.append((int(dut.pc.value), int(dut.cycles.value), int(dut.stall_cycles.value)))
+
+
+async def run_segment(dut, ctl, entry, max_cycles, profile=False):
     await ctl.write_dword(CSR.PROG_BASE, entry)
+    samples = [(entry, 0, 0)]
+    watcher = cocotb.start_soon(_watch_pc(dut, samples)) if profile else None
     await ctl.write_dword(CSR.CTRL, CTRL_START)
     if not dut.irq.value:
         await First(RisingEdge(dut.irq), Timer(max_cycles * 10, unit="ns"))
     if not dut.irq.value:
         raise AssertionError(f"no done/error after {max_cycles} cycles (hang)")
+    if watcher is not None:
+        watcher.cancel()
     res = {"status": int(await ctl.read_dword(CSR.STATUS))}
     for name in ("ERROR", "ERROR_PC") + COUNTERS + ("MULT_SLOTS_HI",):
         res[name.lower()] = int(await ctl.read_dword(CSR[name]))
     res["mult_slots"] |= res.pop("mult_slots_hi") << 32
+    if profile:
+        # the start edge loads pc = entry and clears the counters: drop that sample
+        samples = [samples[0]] + [s for s in samples[1:] if s[1] != 0]
+        samples.append((None, res["cycles"], res["stall"]))
+        res["per_instruction"] = [[pc, c1 - c0, s1 - s0] for (pc, c0, s0), (_, c1, s1)
+                                  in zip(samples, samples[1:])]
     return res
 
 
@@ -62,6 +81,7 @@ async def run_image(dut):
     segments = img.meta.get("segments") or [{"kind": "accel", "entry": img.entry}]
     # FFACC_BATCH: the inputs carry a leading batch axis; run the image once per item
     batch = os.environ.get("FFACC_BATCH") == "1"
+    profile = os.environ.get("FFACC_PROFILE") == "1"
     inputs = None
     if os.environ.get("FFACC_INPUTS"):
         with np.load(os.environ["FFACC_INPUTS"]) as f:
@@ -79,7 +99,7 @@ async def run_image(dut):
                 host_exec(seg, ram)
                 result["segments"].append({"kind": "host", "op": seg["op"]})
                 continue
-            res = await run_segment(dut, ctl, seg["entry"], max_cycles)
+            res = await run_segment(dut, ctl, seg["entry"], max_cycles, profile)
             result["segments"].append({"kind": "accel", **res})
             for c in COUNTERS:
                 result[c.lower()] += res[c.lower()]

@@ -44,3 +44,42 @@ def test_demo_fifty_images_on_ulx3s(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["bit_exact"] and res["images"] == 50
     assert abs(res["iss_accuracy"] - res["onnxruntime_int8_accuracy"]) <= 0.01
+
+
+def test_bench_profiles_the_rtl_per_layer_and_checks_the_cycle_model(tmp_path):
+    from ffacc.bench import run_bench
+
+    cfg = ACCEL_PRESETS["tiny"]
+    res = run_bench(cfg, vgg_size=32, vgg_fc=(64, 64), out_dir=tmp_path, progress=lambda *a: 0)
+    digits = [l for l in res["layers"] if l["model"] == "digits"]
+    vgg = [l for l in res["layers"] if l["model"] != "digits"]
+    assert [l["source"] for l in digits] == ["rtl"] * 3 and len(vgg) == 16
+    assert all(l["source"] == "iss" for l in vgg)
+    for l in res["layers"]:
+        assert 0 < l["ideal_cycles"] < l["cycles"] and 0 < l["utilization"] < 1
+        assert 0 < l["stall_cycles"] < l["cycles"]
+    # the RTL profile accounts for every counted cycle; the calibrated model stays close
+    tot = res["models"]["digits"]
+    # (run_bench checks the profile sums to the RTL counters; outside the layers: END)
+    assert 0 <= tot["rtl_counter_stall_cycles"] - tot["stall_cycles"] <= 2
+    assert 0 < tot["cycles"] - sum(l["cycles"] for l in digits) < 30
+    assert res["iss_vs_rtl"]["max_abs_layer_deviation"] < 0.05
+    t = res["totals"]
+    assert t["multipliers"] == cfg.multipliers
+    assert t["ops_per_multiplier_cycle"] == round(2 * t["macs"] / (t["cycles"] * cfg.multipliers),
+                                                  4)
+    assert json.loads((tmp_path / "bench.json").read_text())["totals"] == t
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cli_prints_the_table(tmp_path, capsys, monkeypatch):
+    import ffacc.bench
+
+    real = ffacc.bench.run_bench
+
+    def small(cfg, **kw):       # the CLI on a real run with a narrow VGG head
+        return real(cfg, vgg_fc=(64, 64), **kw)
+    monkeypatch.setattr(ffacc.bench, "run_bench", small)
+    assert main(["bench", "--config", "tiny", "--out", str(tmp_path), "--no-chart"]) == 0
+    out = capsys.readouterr().out
+    assert "ops/mult/cycle" in out and "ISS cycle model vs RTL" in out and "conv1" in out

@@ -1,0 +1,158 @@
+"""``ffacc bench``: the performance table.
+
+Two workloads on one configuration:
+
+* the bundled digits CNN, run on the RTL (Verilator) with per-instruction profiling: every
+  layer's cycles and stall cycles are measured; the ISS cycle model runs the same image, and
+  its per-layer deviation from the RTL is reported (the calibration check);
+* a VGG-16-shaped network (13 conv layers + 3 FC, random weights, reduced input size so it
+  runs in minutes) on the ISS cycle model alone.
+
+Per layer: cycles, ideal cycles (MACs ÷ (multipliers × FFA gain)), utilization (ideal ÷
+cycles), stall cycles (waiting for the bus). Totals add ``ops_per_multiplier_cycle``
+= 2 × MACs ÷ (cycles × multipliers), the frequency-free figure that compares FFA against direct
+convolution (≤ 2 without FFA) and against published accelerators.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run_bench", "write_chart"]
+
+
+def _digits(cfg, simulator, progress):
+    from ffacc.compiler.driver import compile_model, layer_table, per_pc, totals
+    from ffacc.compiler.ir import quantize
+    from ffacc.demo import load_split
+    from ffacc.models import path
+    from ffacc.sim.cocotb_run import AccelBench
+    from ffacc.sim.runner import run_image
+
+    g, c, _ = compile_model(path("digits/digits_int8.onnx"), cfg)
+    _, xte, _, _ = load_split()
+    qin = g.inputs[0]
+    x = {qin: quantize(xte[0][None], g.tensors[qin])}
+    progress("digits: ISS cycle model")
+    iss_out, iss_st = run_image(c.image, x, engine="iss")
+    progress(f"digits: building the RTL model ({simulator})")
+    bench = AccelBench(cfg, simulator, quiet=True)
+    t = time.time()
+    bench.build()
+    progress(f"digits: RTL run with per-instruction profile (built in {time.time() - t:.0f} s)")
+    rtl_out, rtl_st = bench.run_model(c.image, x, name="bench", profile=True)
+    if not all(np.array_equal(rtl_out[k], iss_out[k]) for k in iss_out):
+        raise AssertionError("digits: RTL output differs from the ISS")
+    pcs = per_pc(rtl_st["segments"])
+    if (sum(v[0] for v in pcs.values()), sum(v[1] for v in pcs.values())) != \
+            (rtl_st["cycles"], rtl_st["stall"]):
+        raise AssertionError("digits: the RTL profile does not add up to the cycle counters")
+    rtl_rows = layer_table(c.image, pcs, "rtl")
+    iss_rows = layer_table(c.image, per_pc(iss_st["segments"]), "iss")
+    deviation = []
+    for r, i in zip(rtl_rows, iss_rows):
+        if r["source"] == "rtl" and r["cycles"]:
+            r["iss_cycles"] = i["cycles"]
+            r["iss_stall_cycles"] = i["stall_cycles"]
+            r["iss_deviation"] = round((i["cycles"] - r["cycles"]) / r["cycles"], 4)
+            deviation.append({"model": "digits", "layer": r["name"], "rtl_cycles": r["cycles"],
+                              "iss_cycles": i["cycles"], "deviation": r["iss_deviation"]})
+    tot = totals(c.image, rtl_rows, rtl_st["cycles"])
+    tot["iss_cycles"] = iss_st["cycles"]
+    tot["iss_deviation"] = round((iss_st["cycles"] - rtl_st["cycles"]) / rtl_st["cycles"], 4)
+    tot["rtl_counter_stall_cycles"] = rtl_st["stall"]
+    return rtl_rows, tot, deviation
+
+
+def _vgg(cfg, size, fc, progress, build_dir):
+    from ffacc.compiler.driver import compile_model, layer_report
+    from ffacc.compiler.zoo import vgg16
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    model = build_dir / (f"vgg16_{size}.onnx" if tuple(fc) == (4096, 4096)
+                         else f"vgg16_{size}_fc{'_'.join(map(str, fc))}.onnx")
+    if not model.exists():
+        progress(f"vgg16: building and quantizing a {size}x{size} VGG-16 (random weights)")
+        from ffacc.compiler.zoo import quantize_model
+        quantize_model(vgg16(size, fc=tuple(fc)), model, samples=2)
+    progress(f"vgg16: compiling ({size}x{size})")
+    _, c, secs = compile_model(model, cfg)
+    progress("vgg16: ISS cycle model")
+    rows, tot = layer_report(c.image)
+    tot["compile_seconds"] = round(secs, 1)
+    return rows, tot
+
+
+def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=print,
+              chart=True, vgg_fc=(4096, 4096)):
+    """Run both workloads; returns the report (also written to ``out_dir/bench.json``, with the
+    chart in ``out_dir/bench.png``). ``vgg_fc``: the hidden FC widths of the VGG head."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    d_rows, d_tot, deviation = _digits(cfg, simulator, progress)
+    v_rows, v_tot = _vgg(cfg, vgg_size, vgg_fc, progress, out)
+    layers = []
+    for model, rows in (("digits", d_rows), (f"vgg16_{vgg_size}", v_rows)):
+        for r in rows:
+            if r["where"] != "accel":
+                continue
+            layers.append({"model": model, **{k: r.get(k) for k in (
+                "name", "op", "kernel", "in_shape", "out_shape", "macs", "cycles",
+                "ideal_cycles", "utilization", "stall_cycles", "source", "iss_cycles",
+                "iss_deviation")}})
+    mult = cfg.multipliers
+    cyc = d_tot["cycles"] + v_tot["cycles"]
+    macs = d_tot["macs"] + v_tot["macs"]
+    ideal = d_tot["ideal_cycles"] + v_tot["ideal_cycles"]
+    devs = [abs(d["deviation"]) for d in deviation]
+    res = {
+        "config": cfg.to_dict(), "multipliers": mult, "ffa_gain": cfg.ffa_gain,
+        "target_mhz": cfg.target_mhz, "layers": layers,
+        "models": {"digits": d_tot, f"vgg16_{vgg_size}": v_tot},
+        "totals": {"cycles": cyc, "ideal_cycles": ideal, "macs": macs,
+                   "utilization": round(ideal / cyc, 4),
+                   "stall_cycles": d_tot["stall_cycles"] + v_tot["stall_cycles"],
+                   "multipliers": mult,
+                   "ops_per_multiplier_cycle": round(2 * macs / (cyc * mult), 4)},
+        "iss_vs_rtl": {"layers": deviation,
+                       "max_abs_layer_deviation": max(devs) if devs else None,
+                       "mean_abs_layer_deviation": round(float(np.mean(devs)), 4) if devs else None,
+                       "model_deviation": d_tot["iss_deviation"]},
+        "seconds": round(time.time() - t, 1),
+    }
+    jpath = out / "bench.json"
+    jpath.write_text(json.dumps(res, indent=1))
+    res["json"] = str(jpath)
+    if chart:
+        res["chart"] = str(write_chart(res, out / "bench.png"))
+    return res
+
+
+def write_chart(res, path):
+    """Per-layer utilization as a bar chart (one colour per source: RTL-measured, ISS model)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = res["layers"]
+    names = [f"{l['model'].split('_')[0]}:{l['name']}" for l in layers]
+    util = [100 * l["utilization"] for l in layers]
+    colours = ["tab:orange" if l["source"] == "rtl" else "tab:blue" for l in layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(layers) + 2), 4.5))
+    ax.bar(range(len(layers)), util, color=colours)
+    ax.set_xticks(range(len(layers)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("multiplier utilization (%)")
+    t = res["totals"]
+    ax.set_title(f"ffacc per-layer utilization — {res['multipliers']} multipliers, "
+                 f"total {100 * t['utilization']:.1f} %, "
+                 f"{t['ops_per_multiplier_cycle']:.3f} ops/multiplier/cycle", fontsize=9)
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color="tab:orange", label="RTL (measured)"),
+                       Patch(color="tab:blue", label="ISS cycle model")], fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
