@@ -251,6 +251,12 @@ def _compile_errors():
     return (CompileError, ImportError_, ImageError, EngineError)
 
 
+def _board_errors():
+    from ffacc.boards.build import BuildError
+    from ffacc.firmware.link import LinkError
+    return (BuildError, LinkError)
+
+
 def cmd_compile(args):
     from ffacc.compiler.driver import compile_model
 
@@ -302,13 +308,17 @@ def cmd_run(args):
             raise CLIError(f"{args.image} was built for configuration 0x{image.fingerprint:08x},"
                            f" --config {args.config} is 0x{want.fingerprint():08x}")
     x = _load_input(args.input, image)
-    outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator)
+    if args.board:
+        outs, st = _run_on_board(args, image, x)
+    else:
+        outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator)
     out_desc = [t for t in image.tensors if t.role == "output"][0]
     y = outs[out_desc.name]
     if not args.raw and out_desc.dtype in ("uint8", "int8"):
         y = (y.astype(np.float32) - out_desc.zero_point) * np.float32(out_desc.scale)
     np.save(args.output, y)
-    stats = {"engine": args.engine, "cycles": int(st.get("cycles", 0)),
+    stats = {"engine": f"board:{args.board}" if args.board else args.engine,
+             "cycles": int(st.get("cycles", 0)),
              "output": args.output, "shape": list(y.shape)}
     for k in ("busy", "stall", "mult_slots", "instructions"):
         if k in st:
@@ -316,7 +326,55 @@ def cmd_run(args):
     if args.stats:
         Path(args.stats).write_text(json.dumps(stats, indent=1))
     print(json.dumps(stats) if args.json else
-          f"wrote {args.output} {tuple(y.shape)}: {stats['cycles']} cycles on {args.engine}")
+          f"wrote {args.output} {tuple(y.shape)}: {stats['cycles']} cycles on {stats['engine']}")
+    return 0
+
+
+def _run_on_board(args, image, x):
+    from ffacc.boards.build import BOARDS
+    from ffacc.boards.host import SerialLink, run_firmware, run_serial
+
+    if args.board not in BOARDS:
+        raise CLIError(f"--board {args.board}: unknown board; choose from {', '.join(BOARDS)}")
+    if not args.port:
+        raise CLIError("--board needs --port (the board's serial port, e.g. /dev/ttyUSB0)")
+    link = SerialLink(args.port, args.baud)
+    say = (lambda *a: print(*a, file=sys.stderr))
+
+    def progress(sent, total):
+        if sent == total or sent % 4096 < 256:
+            say(f"    loading firmware: {sent}/{total} bytes")
+    try:
+        return run_serial(run_firmware(image, x, progress=progress,
+                                       poll=lambda: time.sleep(0.001)), link)
+    finally:
+        link.close()
+
+
+# --- board builds ------------------------------------------------------------------------
+def cmd_build(args):
+    from ffacc.boards.build import BOARDS, build
+
+    if args.board not in BOARDS:
+        raise CLIError(f"--board {args.board}: unknown board; choose from {', '.join(BOARDS)}")
+    cfg = load_accel_config(args.config or BOARDS[args.board].config)
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    out = args.out or f"build/{args.board}"
+    rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run)
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    if not rep.get("built"):
+        print(f"{rep['board']}: wrote {len(rep['files'])} files to {out} ({rep['note']})")
+        return 0
+    print(_table(["resource", "cell", "used", "available", "use"],
+                 [[k, r["cell"], r["used"], r["available"],
+                   f"{100 * r['used'] / r['available']:.0f}%" if r["available"] else "-"]
+                  for k, r in rep["resources"].items()]))
+    print(f"{rep['board']} ({rep['device']}): Fmax {rep['fmax_mhz']} MHz, clock "
+          f"{rep['clock_mhz']:g} MHz (target {rep['target_mhz']} MHz); built in "
+          f"{rep['build_seconds']:.0f} s\nbitstream: {rep['bitstream']}\n"
+          f"report: {Path(out) / 'report.json'}")
     return 0
 
 
@@ -454,6 +512,10 @@ def build_parser():
     sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     sp.add_argument("--stats", metavar="STATS.json")
     sp.add_argument("--raw", action="store_true", help="write quantized integers")
+    sp.add_argument("--board", help="run on a board over its UART link (ulx3s-85f, icebreaker, "
+                                    "arty-a7-35) instead of a simulator")
+    sp.add_argument("--port", help="the board's serial port (with --board)")
+    sp.add_argument("--baud", type=int, default=115_200)
     accel_config(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_run)
@@ -490,6 +552,18 @@ def build_parser():
     sp.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("build", help="SoC bitstream for a board (YoWASP) with Fmax and "
+                                      "resource report; Verilog + constraints for Vivado boards")
+    sp.add_argument("--board", required=True, help="ulx3s-85f, icebreaker or arty-a7-35")
+    sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                    help="accelerator preset or TOML (default: the board's preset)")
+    sp.add_argument("--out", help="output folder (default build/BOARD)")
+    sp.add_argument("--baud", type=int, default=115_200, help="UART link baud rate")
+    sp.add_argument("--no-run", action="store_true",
+                    help="write the build files (Verilog, constraints, script) only")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_build)
     return p
 
 
@@ -499,7 +573,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, ConfigError) + _compile_errors() as e:
+    except (CLIError, ConfigError) + _compile_errors() + _board_errors() as e:
         print(f"ffacc: error: {e}", file=sys.stderr)
         return 2
 

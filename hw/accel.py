@@ -48,7 +48,8 @@ class Accelerator(wiring.Component):
     """The whole accelerator for an :class:`AcceleratorConfig`.
 
     Ports: ``m_axi_*`` (AXI4 master to memory), ``s_axil_*`` (AXI4-Lite control slave),
-    ``irq`` (high while done or error until the next start).
+    ``irq`` (high while done or error until the next start), ``busy`` and ``error`` (status
+    LEDs).
     """
 
     def __init__(self, config=None):
@@ -57,6 +58,8 @@ class Accelerator(wiring.Component):
         ports.update(axi_master_ports("m_axi", cfg.bus_bytes))
         ports.update(axil_slave_ports("s_axil"))
         ports["irq"] = Out(1)
+        ports["busy"] = Out(1)
+        ports["error"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -113,7 +116,7 @@ class Accelerator(wiring.Component):
         n_instr = Signal(32)
         start = Signal()
         m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
-                     self.irq.eq(done | error)]
+                     self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
 
         # AXI4-Lite slave: one write and one read at a time
         bvalid = Signal()

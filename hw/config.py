@@ -153,9 +153,17 @@ class AcceleratorConfig:
 ACCEL_PRESETS = {
     "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
                               lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64),
+    # 25 MHz: place-and-route on the LFE5U-85F reaches ~31 MHz; the critical path runs through
+    # the controller's shared 18x18 multiplier (operand negation -> DSP -> accumulate in one
+    # cycle), which must be pipelined before the clock can go higher
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=64, acc_blocks=512, qb_entries=512,
-                               target_mhz=50),
+                               target_mhz=25),
+    # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
+    # parts: runs at the iCEBreaker's 12 MHz oscillator
+    "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
+                                    lb_width=16, wb_sets=8, acc_blocks=64, qb_entries=32,
+                                    max_kernel=5, burst_beats=8, target_mhz=12),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

