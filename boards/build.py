@@ -162,6 +162,8 @@ def _tool_env(family):
     return env
 
 
+_ROUTE = re.compile(r"^Info:\s+(\d+) \|.*\|\s+(\d+)\|\s+[\d.]+\s+[\d.]+\|\s*$")
+_UTIL = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 PHASES = (("ffacc_soc.rpt", "synthesis (yosys)"), ("ffacc_soc.tim", "place and route (nextpnr)"),
           ("ffacc_soc.config", "packing (ecppack)"), ("ffacc_soc.asc", "packing (icepack)"))
 
@@ -184,8 +186,13 @@ def _run_with_progress(cmd, cwd, env, log, progress):
                 if tim.exists():
                     lines = [l for l in tim.read_text(errors="replace").splitlines()
                              if l.startswith("Info:") and ("Routing" in l or "placer" in l.lower()
-                                                           or "Program finished" in l)]
-                    detail = f" — {lines[-1][6:60].strip()}" if lines else ""
+                                                           or "Program finished" in l
+                                                           or _ROUTE.match(l))]
+                    if lines and _ROUTE.match(lines[-1]):
+                        r = _ROUTE.match(lines[-1])
+                        detail = f" — routing: {r[1]} iterations, {r[2]} wires overused"
+                    elif lines:
+                        detail = f" — {lines[-1][6:60].strip()}"
                 msg = f"    [{time.time() - t0:5.0f} s] {phase}{detail}"
                 if msg != last:
                     progress(msg)
@@ -236,7 +243,8 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     top = BoardTop(b, cfg, baud)
     overrides = {}
     if b.family in ("ecp5", "ice40"):
-        overrides["nextpnr_opts"] = "--report ffacc_soc.report.json --timing-allow-fail"
+        overrides["nextpnr_opts"] = ("--report ffacc_soc.report.json --timing-allow-fail "
+                                     + os.environ.get("FFACC_NEXTPNR_OPTS", "")).strip()
     progress(f"elaborating the SoC for {b.name} ({platform.device}, {cfg.multipliers} "
              f"multipliers, {b.mem_bytes // 1024} KiB memory, target {cfg.target_mhz} MHz)")
     plan = platform.prepare(top, name="ffacc_soc", **overrides)
@@ -264,6 +272,11 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     if tim.exists():
         logtext += tim.read_text(errors="replace")
     m = _FIT.search(logtext)
+    over = [f"{u} {cell} of {a}" for cell, u, a in
+            ((c, int(u), int(a)) for c, u, a in _UTIL.findall(logtext)) if u > a]
+    if m and over:
+        raise BuildError(f"{b.name}: the design does not fit the {platform.device}: it needs "
+                         + ", ".join(over))
     if m:
         if m.group(1):
             raise BuildError(f"{b.name}: the design does not fit: it needs {m.group(1)} "
