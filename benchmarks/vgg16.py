@@ -9,7 +9,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,16 +21,15 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from ffacc.compiler.driver import compile_model, layer_report
-    from ffacc.compiler.zoo import quantize_model, vgg16
+    from ffacc.compiler.zoo import vgg16_int8
     from ffacc.hw.config import ACCEL_PRESETS
 
-    path = Path("build") / f"vgg16_{args.size}.onnx"
-    path.parent.mkdir(exist_ok=True)
+    built = []
+    t = time.time()
+    path = vgg16_int8("build", args.size, samples=args.calib,
+                      progress=lambda msg: (built.append(msg), print(msg, file=sys.stderr)))
     out = {"model": str(path), "size": args.size}
-    if not path.exists():
-        t = time.time()
-        print("building and quantizing VGG-16 (onnxruntime quantize_static) ...", file=sys.stderr)
-        quantize_model(vgg16(args.size), path, samples=args.calib)
+    if built:
         out["quantize_seconds"] = round(time.time() - t, 1)
     out["configs"] = {}
     for name in args.configs.split(","):

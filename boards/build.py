@@ -100,7 +100,7 @@ class BoardTop(Elaboratable):
         target = cfg.target_mhz
         if b.family == "ecp5":
             clki, clkfb, clkop, fout = ecp5_pll(fin, target)
-            lock = locked = Signal()
+            locked = Signal()
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
@@ -110,20 +110,20 @@ class BoardTop(Elaboratable):
                 p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP", p_CLKFB_DIV=clkfb,
                 i_RST=0, i_STDBY=0, i_CLKI=clk_in.i, o_CLKOP=ClockSignal("sync"),
                 i_CLKFB=ClockSignal("sync"), i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1,
-                i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=lock,
+                i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked,
                 a_FREQUENCY_PIN_CLKI=str(fin), a_FREQUENCY_PIN_CLKOP=str(fout),
                 a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
                 a_MFG_GMCREF_SEL="2")
             self.clock_mhz = fout
         elif b.family == "xilinx":
-            lock = locked = Signal()
+            locked = Signal()
             fb = Signal()
             vco = 1000.0
             div = vco / target
             m.submodules.mmcm = Instance(
                 "MMCME2_BASE", p_CLKIN1_PERIOD=1e3 / fin, p_CLKFBOUT_MULT_F=vco / fin,
                 p_CLKOUT0_DIVIDE_F=round(div * 8) / 8, i_CLKIN1=clk_in.i, i_RST=0, i_PWRDWN=0,
-                i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=ClockSignal("sync"), o_LOCKED=lock)
+                i_CLKFBIN=fb, o_CLKFBOUT=fb, o_CLKOUT0=ClockSignal("sync"), o_LOCKED=locked)
             self.clock_mhz = vco / (round(div * 8) / 8)
         else:           # iCE40: the board clock itself
             if abs(fin - target) > 0.01:
@@ -293,7 +293,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
         netlist = json.loads((out / "ffacc_soc.json").read_text())
     report["resources"] = _resources(b, rep, netlist)
     fmax = rep.get("fmax", {})
-    clocks = {k: v for k, v in fmax.items()}
+    clocks = dict(fmax)
     main = next((v for k, v in clocks.items() if "sync" in k or "CLKOP" in k or k == "clk"),
                 None) or (min(clocks.values(), key=lambda v: v["achieved"]) if clocks else None)
     report["clocks"] = clocks

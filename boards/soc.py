@@ -17,7 +17,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.csr import CSR, CTRL_START
-from ffacc.firmware.link import MAX_PAYLOAD, SYNC_REQ, SYNC_RESP, Cmd, Status
+from ffacc.firmware.link import (INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
+                                 SYNC_RESP, Cmd, Status)
 from ffacc.hw.accel import Accelerator
 from .uart import UartRx, UartTx
 
@@ -157,6 +158,10 @@ class SoC(wiring.Component):
         m.d.comb += [al("awaddr").eq(csr_addr), al("araddr").eq(csr_addr),
                      al("wdata").eq(csr_wdata), al("wstrb").eq(0xF)]
 
+        # the words of the STATUS and INFO answers, in the order firmware.link defines
+        status_regs = [CSR[w.upper()] for w in STATUS_WORDS]
+        info_regs = [CSR[w.upper()] for w in INFO_WORDS[:2]]
+
         def put_word(offset, value):
             return [rbuf[offset + i].eq(value[8 * i:8 * i + 8]) for i in range(4)]
 
@@ -245,7 +250,7 @@ class SoC(wiring.Component):
                                 m.next = "WC_P0"
                             with m.Else():
                                 m.d.sync += csr_addr.eq(addr)
-                                m.next = "RC_REQ"
+                                m.next = "RC_0"
                         with m.Case(Cmd.START):
                             with m.If(acc.busy):
                                 respond(Status.BUSY)
@@ -253,10 +258,10 @@ class SoC(wiring.Component):
                                 m.d.sync += [csr_addr.eq(CSR.PROG_BASE), csr_wdata.eq(addr)]
                                 m.next = "ST_W0"
                         with m.Case(Cmd.STATUS):
-                            m.d.sync += csr_addr.eq(CSR.STATUS)
+                            m.d.sync += csr_addr.eq(status_regs[0])
                             m.next = "SS_0"
                         with m.Case(Cmd.INFO):
-                            m.d.sync += [csr_addr.eq(CSR.ID)] + \
+                            m.d.sync += [csr_addr.eq(info_regs[0])] + \
                                 put_word(8, Const(self.mem_bytes, 32)) + \
                                 put_word(12, Const(self.clock_hz, 32))
                             m.next = "IN_0"
@@ -312,44 +317,29 @@ class SoC(wiring.Component):
                 m.next = "WC_REQ"
             csr_write("WC_REQ", lambda: respond(Status.OK))
 
-            def rc_done():
-                m.next = "RC_PUT"
-            csr_read("RC_REQ", rc_done)
-            with m.State("RC_PUT"):
-                m.d.sync += put_word(0, csr_rdata)
-                respond(Status.OK, 4)
-
             def st_w0_done():
                 m.d.sync += [csr_addr.eq(CSR.CTRL), csr_wdata.eq(CTRL_START)]
                 m.next = "ST_W1"
             csr_write("ST_W0", st_w0_done)
             csr_write("ST_W1", lambda: respond(Status.OK))
 
-            # STATUS: STATUS, ERROR, ERROR_PC, CYCLES
-            seq = [CSR.STATUS, CSR.ERROR, CSR.ERROR_PC, CSR.CYCLES]
-            for i, _ in enumerate(seq):
-                def nxt(i=i):
-                    m.next = f"SS_{i}_PUT"
-                csr_read(f"SS_{i}", nxt)
-                with m.State(f"SS_{i}_PUT"):
-                    m.d.sync += put_word(4 * i, csr_rdata)
-                    if i + 1 < len(seq):
-                        m.d.sync += csr_addr.eq(seq[i + 1])
-                        m.next = f"SS_{i + 1}"
-                    else:
-                        respond(Status.OK, 16)
-            # INFO: ID, INFO (+ memory size, clock filled in at CHECK)
-            for i, reg in enumerate((CSR.ID, CSR.INFO)):
-                def nxt(i=i):
-                    m.next = f"IN_{i}_PUT"
-                csr_read(f"IN_{i}", nxt)
-                with m.State(f"IN_{i}_PUT"):
-                    m.d.sync += put_word(4 * i, csr_rdata)
-                    if i == 0:
-                        m.d.sync += csr_addr.eq(CSR.INFO)
-                        m.next = "IN_1"
-                    else:
-                        respond(Status.OK, 16)
+            def csr_reads(prefix, then, resp_len):
+                """Read CSRs into response words 0, 1, ...: the first at the ``csr_addr`` the
+                caller set, then each of ``then``; respond with ``resp_len`` bytes."""
+                for i in range(len(then) + 1):
+                    def put(i=i):
+                        m.next = f"{prefix}_{i}_PUT"
+                    csr_read(f"{prefix}_{i}", put)
+                    with m.State(f"{prefix}_{i}_PUT"):
+                        m.d.sync += put_word(4 * i, csr_rdata)
+                        if i < len(then):
+                            m.d.sync += csr_addr.eq(then[i])
+                            m.next = f"{prefix}_{i + 1}"
+                        else:
+                            respond(Status.OK, resp_len)
+            csr_reads("RC", [], 4)                                          # READ_CSR
+            csr_reads("SS", status_regs[1:], 16)                            # STATUS
+            csr_reads("IN", info_regs[1:], 16)  # INFO (+ memory size, clock put at CHECK)
 
             # response: sync, status, length, payload, crc
             with m.State("TX_SYNC"):

@@ -144,6 +144,21 @@ def single_conv(k, stride=1, C=3, O=4, H=None, W=None, pads=None, group=1, relu=
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
+def vgg16_int8(folder, size=224, fc=(4096, 4096), samples=2, progress=None):
+    """Path of the quantized VGG-16 at ``size``, built and quantized once into ``folder``."""
+    from pathlib import Path
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"vgg16_{size}.onnx" if tuple(fc) == (4096, 4096)
+                     else f"vgg16_{size}_fc{'_'.join(map(str, fc))}.onnx")
+    if not path.exists():
+        if progress:
+            progress(f"building and quantizing a {size}x{size} VGG-16 (random weights, "
+                     f"onnxruntime quantize_static)")
+        quantize_model(vgg16(size, fc=tuple(fc)), path, samples=samples)
+    return path
+
+
 def vgg16(size=224, classes=1000, seed=0, fc=(4096, 4096)):
     """A VGG-16-shaped network (random weights) at ``size``x``size``."""
     b = Builder((1, 3, size, size), seed=seed, name=f"vgg16_{size}")

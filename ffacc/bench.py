@@ -68,15 +68,9 @@ def _digits(cfg, simulator, progress):
 
 def _vgg(cfg, size, fc, progress, build_dir):
     from ffacc.compiler.driver import compile_model, layer_report
-    from ffacc.compiler.zoo import vgg16
+    from ffacc.compiler.zoo import vgg16_int8
 
-    build_dir.mkdir(parents=True, exist_ok=True)
-    model = build_dir / (f"vgg16_{size}.onnx" if tuple(fc) == (4096, 4096)
-                         else f"vgg16_{size}_fc{'_'.join(map(str, fc))}.onnx")
-    if not model.exists():
-        progress(f"vgg16: building and quantizing a {size}x{size} VGG-16 (random weights)")
-        from ffacc.compiler.zoo import quantize_model
-        quantize_model(vgg16(size, fc=tuple(fc)), model, samples=2)
+    model = vgg16_int8(build_dir, size, fc, progress=lambda msg: progress("vgg16: " + msg))
     progress(f"vgg16: compiling ({size}x{size})")
     _, c, secs = compile_model(model, cfg)
     progress("vgg16: ISS cycle model")
