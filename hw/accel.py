@@ -329,8 +329,6 @@ class Accelerator(wiring.Component):
         q_zp = Signal(signed(9))
         q_min = Signal(signed(9))
         q_max = Signal(signed(9))
-        rq_prod = Signal(signed(66))
-        rq_rnd = Signal(signed(66))
         # one small multiplier for every address/size product (sequenced through micro-states
         # so no command needs a DSP of its own) ...
         smul_a = Signal(unsigned(18))
@@ -365,6 +363,8 @@ class Accelerator(wiring.Component):
         po_res = Signal(signed(10))
         po_maxv = Signal(signed(10))
         m.d.comb += rq_half.eq(Const(1, 64) << (q_sh - 1)[:6])
+        p3_rnd = Signal(signed(66))
+        m.d.comb += p3_rnd.eq((p3_prod + rq_half) >> q_sh[:6])
         po_byte = Signal(8)
 
         def s8(v):
@@ -947,16 +947,17 @@ class Accelerator(wiring.Component):
                 pb = smul(Mux(b < 0, -b, b), kab[16:32])
                 m.d.sync += ad_acc.eq(ad_acc + Mux(b < 0, -pb, pb))
                 m.next = "AD_E1"
+            # multiply, round/shift and clamp on the POST pipeline's stages 3 and 4 (idle
+            # outside PO_RUN): one requantizer serves both commands
             with m.State("AD_E1"):
                 m.d.comb += mul_a.eq(ad_acc)
-                m.d.sync += rq_prod.eq(mul_p)
+                m.d.sync += p3_prod.eq(mul_p)
                 m.next = "AD_E2"
             with m.State("AD_E2"):
-                m.d.sync += rq_rnd.eq((rq_prod + rq_half) >> q_sh[:6])
+                m.d.sync += p4_rnd.eq(p3_rnd)
                 m.next = "AD_E3"
             with m.State("AD_E3"):
-                v = rq_rnd + q_zp
-                m.d.sync += po_byte.eq(Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))[:8])
+                m.d.sync += po_byte.eq(po_res[:8])
                 m.next = "AD_WR"
             with m.State("AD_WR"):
                 m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(rg[Reg.O_DST] + ad_off + ad_k),
@@ -973,8 +974,7 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- POST pipeline
         # stage 4 holds a finished sub-element; a group's last one goes to the writer
-        m.d.comb += po_res.eq(Mux(p4_rnd + q_zp < q_min, q_min,
-                                  Mux(p4_rnd + q_zp > q_max, q_max, p4_rnd + q_zp)))
+        m.d.comb += po_res.eq(clamp(p4_rnd + q_zp))
         grp_max = Signal(signed(10))
         m.d.comb += grp_max.eq(Mux(p4_first | (po_res > po_maxv), po_res, po_maxv))
         want_write = p4_valid & p4_last
@@ -992,7 +992,7 @@ class Accelerator(wiring.Component):
                 p3_valid.eq(p2_valid), p3_first.eq(p2_first), p3_last.eq(p2_last),
                 p3_addr.eq(p2_addr), p3_prod.eq(mul_p),
                 p4_valid.eq(p3_valid), p4_first.eq(p3_first), p4_last.eq(p3_last),
-                p4_addr.eq(p3_addr), p4_rnd.eq((p3_prod + rq_half) >> q_sh[:6]),
+                p4_addr.eq(p3_addr), p4_rnd.eq(p3_rnd),
             ]
             with m.If(p4_valid):
                 m.d.sync += po_maxv.eq(grp_max)
