@@ -22,6 +22,7 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
   subsampling, byte write-back; elementwise add.
 """
 
+from contextlib import contextmanager
 from math import ceil
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -330,21 +331,23 @@ class Accelerator(wiring.Component):
         q_min = Signal(signed(9))
         q_max = Signal(signed(9))
         # one small multiplier for every address/size product (sequenced through micro-states
-        # so no command needs a DSP of its own) ...
+        # so no command needs a DSP of its own), with registered operands: a state using it
+        # presents the operands in its first cycle and acts on the product in its second, so
+        # neither the operand selection nor what follows the product shares the multiplier's
+        # clock cycle ...
         smul_a = Signal(unsigned(18))
         smul_b = Signal(unsigned(18))
         smul_p = Signal(unsigned(36))
+        smul_ph = Signal()
         m.d.comb += smul_p.eq(smul_a * smul_b)
 
-        def smul(a, b):
-            m.d.comb += [smul_a.eq(a), smul_b.eq(b)]
-            return smul_p
+        @contextmanager
+        def product(a, b):
+            m.d.sync += [smul_a.eq(a), smul_b.eq(b), smul_ph.eq(~smul_ph)]
+            with m.If(smul_ph):
+                yield smul_p
 
         tmp = Signal(36)
-        # ... and one requantization multiplier, shared by POST and ADD
-        mul_a = Signal(signed(33))
-        mul_p = Signal(signed(66))
-        m.d.comb += mul_p.eq(mul_a * Cat(q_M, Const(0, 1)).as_signed())
         rq_half = Signal(64)
         po_run = Signal()
         po_adv = Signal()
@@ -358,6 +361,11 @@ class Accelerator(wiring.Component):
         p1_last, p2_last, p3_last, p4_last = Signal(), Signal(), Signal(), Signal()
         p1_addr, p2_addr, p3_addr, p4_addr = (Signal(32, name=f"p{i}_addr") for i in range(1, 5))
         p2_in = Signal(signed(33))
+        # ... and one requantization multiplier, shared by POST and ADD: its operand is always
+        # the POST pipeline's stage-2 register (ADD leaves its sum there), so no multiplexer
+        # or stall logic sits in front of it
+        mul_p = Signal(signed(66))
+        m.d.comb += mul_p.eq(p2_in * Cat(q_M, Const(0, 1)).as_signed())
         p3_prod = Signal(signed(66))
         p4_rnd = Signal(signed(66))
         po_res = Signal(signed(10))
@@ -404,19 +412,22 @@ class Accelerator(wiring.Component):
             rel = eng_h[r] - rg[Reg.A_HB0][:16]
             with m.If(st_issue & eng_ok[r] & ((rel < 0) | (rel >= rg[Reg.LB_PITCH][:16]))):
                 m.d.comb += bad_row.eq(1)
+        # read addresses: the column block depends only on the sub-bank (shared by every
+        # bank), the row slot only on the bank (the engine that owns it this pass; at most one)
+        slot_bits = len(lb_r[0][0].addr) - lb_row_bits
+        blk = [Signal(lb_row_bits, name=f"lb_blk{j}") for j in range(L)]
+        for j in range(L):
+            m.d.comb += blk[j].eq(cv_colblk0 + st_b + Mux(j < cv_rot, 1, 0))
         for k in range(B):
+            slot = Signal(slot_bits, name=f"lb_slot{k}")
+            terms = [Mux(eng_ok[r] & ((eng_g[r][:bb] == k) if bb else 1), eng_g[r][bb:], 0)
+                     for r in range(R)]
+            sel = terms[0]
+            for t in terms[1:]:
+                sel = sel | t
+            m.d.comb += slot.eq(sel)
             for j in range(L):
-                terms = []
-                for r in range(R):
-                    bank = eng_g[r][:bb] if bb else Const(0, 1)
-                    slot = eng_g[r][bb:]
-                    blk = cv_colblk0 + st_b + Mux(j < cv_rot, 1, 0)
-                    a = (Cat(blk[:lb_row_bits], slot))[:len(lb_r[k][j].addr)]
-                    terms.append(Mux(eng_ok[r] & (bank == k), a, 0))
-                addr = terms[0]
-                for t in terms[1:]:
-                    addr = addr | t
-                m.d.comb += lb_r[k][j].addr.eq(addr)
+                m.d.comb += lb_r[k][j].addr.eq(Cat(blk[j], slot))
         with m.If(st_issue):
             m.d.sync += [s1_valid.eq(1), s1_rowok.eq(eng_ok)]
             for r in range(R):
@@ -426,14 +437,23 @@ class Accelerator(wiring.Component):
                 m.d.sync += s1_colok[q].eq((col >= 0) & (col < rg[Reg.A_W][:16]))
         with m.Else():
             m.d.sync += s1_valid.eq(0)
-        # stage 1 -> 2: pick each engine's bank and rotate the sub-banks
+        # stage 1 -> 2: rotate each bank's sub-banks (the rotation is common to all
+        # engines), then pick each engine's bank: B*L L-way and R*L B-way byte multiplexers
+        # instead of R*L (B*L)-way ones
         m.d.sync += s2_valid.eq(s1_valid)
+        rot = []
+        for q in range(L):
+            idx = Signal(range(L), name=f"s1_idx{q}")
+            m.d.comb += idx.eq(Mux(cv_rot + q >= L, cv_rot + q - L, cv_rot + q))
+            per_bank = []
+            for k in range(B):
+                b = Signal(8, name=f"s1_rot{k}_{q}")
+                m.d.comb += b.eq(Array(lb_r[k][j].data for j in range(L))[idx])
+                per_bank.append(b)
+            rot.append(Array(per_bank))
         for r in range(R):
             for q in range(L):
-                src = Array(Array(lb_r[k][j].data for j in range(L)) for k in range(B))
-                idx = Signal(range(L), name=f"s1_idx{r}_{q}")
-                m.d.comb += idx.eq(Mux(cv_rot + q >= L, cv_rot + q - L, cv_rot + q))
-                byte = src[s1_bank[r] if bb else 0][idx]
+                byte = rot[q][s1_bank[r] if bb else 0]
                 val = Mux(s1_rowok[r] & s1_colok[q], byte, zx_val)
                 with m.If(s1_valid):
                     m.d.sync += s2_x[r][q].eq(Mux(eng_act[r], val, 0))
@@ -554,22 +574,22 @@ class Accelerator(wiring.Component):
                       & ((apitch == 0) | (apitch >= W)))
                 with m.If(~ok):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [tmp.eq(smul(nch - 1, pitch)), cnt_a.eq(0), la_gbase.eq(0)]
+                with m.Else(), product(nch - 1, pitch) as p:
+                    m.d.sync += [tmp.eq(p), cnt_a.eq(0), la_gbase.eq(0)]
                     m.next = "LA_M1"
             with m.State("LA_M1"):
                 with m.If(tmp + nr > cfg.lb_rows):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += la_hw.eq(smul(H, la_rowpitch))
+                with m.Else(), product(H, la_rowpitch) as p:
+                    m.d.sync += la_hw.eq(p)
                     m.next = "LA_M2"
-            with m.State("LA_M2"):
-                m.d.sync += [addr_a.eq(rg[Reg.A_SRC] + smul(hb0, la_rowpitch)),
+            with m.State("LA_M2"), product(hb0, la_rowpitch) as p:
+                m.d.sync += [addr_a.eq(rg[Reg.A_SRC] + p),
                              la_contig.eq((apitch == 0) | (apitch == W))]
                 m.next = "LA_M3"
-            with m.State("LA_M3"):
+            with m.State("LA_M3"), product(nr, W) as p:
                 # contiguous rows: one read per channel; a column tile: one read per row
-                m.d.sync += nbytes.eq(Mux(la_contig, smul(nr, W), W))
+                m.d.sync += nbytes.eq(Mux(la_contig, p, W))
                 m.next = "LA_REQ"
             with m.State("LA_REQ"):
                 rd_request(addr_a, nbytes)
@@ -615,11 +635,11 @@ class Accelerator(wiring.Component):
                 n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
                 with m.If((n < 1) | (n > cfg.wb_sets) | (dst + n > cfg.wb_sets)):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [cnt_a.eq(0), addr_b.eq(smul(dst, WW)), cnt_b.eq(0)]
+                with m.Else(), product(dst, WW) as p:
+                    m.d.sync += [cnt_a.eq(0), addr_b.eq(p), cnt_b.eq(0)]
                     m.next = "LW_M1"
-            with m.State("LW_M1"):
-                m.d.sync += nbytes.eq(smul(rg[Reg.W_COUNT], WW * P * 2))
+            with m.State("LW_M1"), product(rg[Reg.W_COUNT], WW * P * 2) as p:
+                m.d.sync += nbytes.eq(p)
                 m.next = "LW_REQ"
             # whole bus beats per cycle when a weight word is a multiple of the bus width and
             # the source is aligned; bytes otherwise
@@ -649,9 +669,8 @@ class Accelerator(wiring.Component):
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
                 with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0),
-                                 nbytes.eq(smul(n, 4 * QPARAM_WORDS))]
+                with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
+                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(p)]
                     m.next = "LQ_REQ"
             with m.State("LQ_REQ"):
                 rd_request(rg[Reg.Q_SRC], nbytes)
@@ -673,8 +692,8 @@ class Accelerator(wiring.Component):
                       & (rg[Reg.C_Y0] < 1 << 15) & (rg[Reg.C_WSET] < cfg.wb_sets))
                 with m.If(~ok):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [tmp.eq(smul(nch - 1, pitch)), cv_t.eq(0), cv_wob.eq(0),
+                with m.Else(), product(nch - 1, pitch) as p:
+                    m.d.sync += [tmp.eq(p), cv_t.eq(0), cv_wob.eq(0),
                                  cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1),
                                  cv_first.eq(~cmd_flags[0]), cv_wset.eq(rg[Reg.C_WSET]),
                                  cv_piece.eq(0), cv_pieceoff.eq(0)]
@@ -682,14 +701,14 @@ class Accelerator(wiring.Component):
             with m.State("CV_M1"):
                 with m.If(tmp >= cfg.lb_rows):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += cv_npairs.eq(smul(nch, kh))
+                with m.Else(), product(nch, kh) as p:
+                    m.d.sync += cv_npairs.eq(p)
                     m.next = "CV_M2"
-            with m.State("CV_M2"):
-                m.d.sync += cv_wbase.eq(smul(rg[Reg.C_WSET], WW))
+            with m.State("CV_M2"), product(rg[Reg.C_WSET], WW) as p:
+                m.d.sync += cv_wbase.eq(p)
                 m.next = "CV_M3"
-            with m.State("CV_M3"):
-                m.d.sync += cv_lmt.eq(smul(rg[Reg.C_LANES], M * T))
+            with m.State("CV_M3"), product(rg[Reg.C_LANES], M * T) as p:
+                m.d.sync += cv_lmt.eq(p)
                 m.next = "CV_GEOM"
             with m.State("CV_GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
@@ -699,8 +718,8 @@ class Accelerator(wiring.Component):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
                 with m.If(busy_p):
                     m.d.sync += [cv_t2.eq(cv_t2 + N), cv_pieces.eq(cv_pieces + 1)]
-                with m.If(~busy_w & ~busy_p):
-                    m.d.sync += tmp.eq(smul(rg[Reg.C_NY], cv_wob))
+                with m.If(~busy_w & ~busy_p), product(rg[Reg.C_NY], cv_wob) as p:
+                    m.d.sync += tmp.eq(p)
                     with m.If(conv_mac):
                         m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
                     with m.Else():
@@ -709,8 +728,8 @@ class Accelerator(wiring.Component):
             with m.State("CV_M4"):
                 with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += ot_total.eq(smul(rg[Reg.C_NY], cv_bk))
+                with m.Else(), product(rg[Reg.C_NY], cv_bk) as p:
+                    m.d.sync += ot_total.eq(p)
                     m.next = "CV_PIECE"
             with m.State("CV_PIECE"):
                 col0 = Signal(signed(17))
@@ -729,7 +748,8 @@ class Accelerator(wiring.Component):
                 with m.If(cv_wset >= cfg.wb_sets):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [cv_asg.eq(0), cv_wa.eq(0), cv_nact.eq(0), eng_act.eq(0)]
+                    m.d.sync += [cv_asg.eq(0), cv_wa.eq(0), cv_nact.eq(0), eng_act.eq(0),
+                                 cv_slots.eq(0)]
                     m.next = "CV_SETUP"
             with m.State("CV_SETUP"):
                 # engine task assignment (one engine per cycle) ...
@@ -745,7 +765,7 @@ class Accelerator(wiring.Component):
                                     eng_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8]),
                                 ]
                     with m.If(act_now):
-                        m.d.sync += cv_nact.eq(cv_nact + 1)
+                        m.d.sync += [cv_nact.eq(cv_nact + 1), cv_slots.eq(cv_slots + cv_lmt)]
                     with m.If(cv_pc_i + 1 == kh):
                         m.d.sync += [cv_pc_i.eq(0), cv_pc_c.eq(cv_pc_c + 1),
                                      cv_cbase.eq(cv_cbase + pitch)]
@@ -759,7 +779,7 @@ class Accelerator(wiring.Component):
                 with m.If((cv_asg >= R) & (cv_wa == WW) & ~cv_wl_valid):
                     m.d.sync += [st_y.eq(rg[Reg.C_Y0]), st_yl.eq(0), st_b.eq(0),
                                  st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
-                                 ot_count.eq(0), cv_slots.eq(smul(cv_nact, cv_lmt))]
+                                 ot_count.eq(0)]
                     m.next = "CV_STREAM"
             with m.State("CV_STREAM"):
                 m.d.comb += st_issue.eq(1)
@@ -809,22 +829,22 @@ class Accelerator(wiring.Component):
             with m.State("PO_GEOM"):
                 with m.If(cv_t < wout):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
-                with m.Else():
-                    m.d.sync += tmp.eq(smul(ny, cv_wob))
+                with m.Else(), product(ny, cv_wob) as p:
+                    m.d.sync += tmp.eq(p)
                     m.next = "PO_M1"
             with m.State("PO_M1"):
                 with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [po_rowoff.eq(smul(rg[Reg.O_ROW0], rg[Reg.O_W])),
-                                 cv_t.eq(0), po_sblk.eq(0), po_ssub.eq(po_step)]
+                with m.Else(), product(rg[Reg.O_ROW0], rg[Reg.O_W]) as p:
+                    m.d.sync += [po_rowoff.eq(p), cv_t.eq(0), po_sblk.eq(0),
+                                 po_ssub.eq(po_step)]
                     m.next = "PO_M2"
             with m.State("PO_M2"):
                 # the step in (block, sub) form and the row step in accumulator words
                 with m.If(po_ssub >= L):
                     m.d.sync += [po_ssub.eq(po_ssub - L), po_sblk.eq(po_sblk + 1)]
-                with m.Else():
-                    m.d.sync += po_rowstep.eq(smul(po_step, cv_wob))
+                with m.Else(), product(po_step, cv_wob) as p:
+                    m.d.sync += po_rowstep.eq(p)
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
@@ -938,19 +958,18 @@ class Accelerator(wiring.Component):
                 # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
                 a = Signal(signed(10))
                 m.d.comb += a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16]))
-                pa = smul(Mux(a < 0, -a, a), kab[:16])
-                m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
-                m.next = "AD_E0B"
+                with product(Mux(a < 0, -a, a), kab[:16]) as pa:
+                    m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
+                    m.next = "AD_E0B"
             with m.State("AD_E0B"):
                 b = Signal(signed(10))
                 m.d.comb += b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))
-                pb = smul(Mux(b < 0, -b, b), kab[16:32])
-                m.d.sync += ad_acc.eq(ad_acc + Mux(b < 0, -pb, pb))
-                m.next = "AD_E1"
+                with product(Mux(b < 0, -b, b), kab[16:32]) as pb:
+                    m.d.sync += p2_in.eq(ad_acc + Mux(b < 0, -pb, pb))
+                    m.next = "AD_E1"
             # multiply, round/shift and clamp on the POST pipeline's stages 3 and 4 (idle
             # outside PO_RUN): one requantizer serves both commands
             with m.State("AD_E1"):
-                m.d.comb += mul_a.eq(ad_acc)
                 m.d.sync += p3_prod.eq(mul_p)
                 m.next = "AD_E2"
             with m.State("AD_E2"):
@@ -985,7 +1004,6 @@ class Accelerator(wiring.Component):
             words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
                           for lane in range(P))
             v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1_sub]
-            m.d.comb += mul_a.eq(p2_in)
             m.d.sync += [
                 p2_valid.eq(p1_valid), p2_first.eq(p1_first), p2_last.eq(p1_last),
                 p2_addr.eq(p1_addr), p2_in.eq(v.as_signed() + q_bias),
@@ -1001,5 +1019,6 @@ class Accelerator(wiring.Component):
 
         # any state: a failure stops the run
         with m.If(fail):
-            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(pc)]
+            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(pc),
+                         smul_ph.eq(0)]
         return m

@@ -24,10 +24,10 @@ __all__ = ["CycleModel"]
 
 READ_OVERHEAD = 6
 FETCH = 15
-CONV_FIXED = 10
+CONV_FIXED = 16
 PASS_OVERHEAD = 9
 WRITE_STALL = 4
-POST_FIXED = 6
+POST_FIXED = 9
 WORD_BURST = 2
 POST_LANE = 9
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
@@ -55,7 +55,7 @@ class CycleModel:
 
     def loada(self, starts, nbytes):
         """One read of ``nbytes`` per channel, at each address of ``starts``."""
-        return 3 + sum(self.read(nbytes, s) + 1 for s in starts)
+        return 7 + sum(self.read(nbytes, s) + 1 for s in starts)
 
     def loadw(self, nsets, start=0):
         nbytes = nsets * self.cfg.weight_words * self.cfg.lanes * 2
@@ -63,11 +63,11 @@ class CycleModel:
             # whole beats, one per cycle
             beats = nbytes // self.bus
             self.stall += READ_STALL + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
-            return 1 + beats + READ_OVERHEAD + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
-        return 1 + self.read(nbytes, start)
+            return 3 + beats + READ_OVERHEAD + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
+        return 3 + self.read(nbytes, start)
 
     def loadq(self, n, start=0):
-        return self.read(n * 12, start)
+        return 1 + self.read(n * 12, start)
 
     def conv(self, g, ny, passes):
         c = self.cfg
@@ -82,4 +82,4 @@ class CycleModel:
             + flushes * WRITE_STALL
 
     def add(self, n):
-        return round(14 * ceil(n / 16) + 8.4 * n + 25.6)
+        return round(18.8 * ceil(n / 16) + 10.45 * n + 5.6)
