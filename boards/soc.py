@@ -77,15 +77,23 @@ class SoC(wiring.Component):
         r_busy, r_valid, r_err, r_last = Signal(), Signal(), Signal(), Signal()
         r_addr = Signal(ab)
         r_left = Signal(9)              # beats still to fetch
+        r_first = Signal()              # first cycle of a burst: range check from registers
+        r_high = Signal()               # address bits above the memory set
         m.d.comb += [ax("arready").eq(~r_busy & ~host_rd), ax("rvalid").eq(r_valid),
                      ax("rlast").eq(r_last), ax("rresp").eq(Mux(r_err, 2, 0)),
                      ax("rdata").eq(Mux(r_err, 0, rp.data)), ax("rid").eq(0)]
         in_range = lambda a, n: (a >> sh) + n <= depth      # noqa: E731
+        # the burst's range is checked in its first busy cycle, from the registered address
+        # and length (the first beat is presented a cycle later), so the master's address and
+        # length logic does not run into this adder and comparator in the same cycle
+        m.d.sync += r_first.eq(0)
+        with m.If(r_first):
+            m.d.sync += r_err.eq(r_high | (Cat(r_addr, Const(0, 1)) + r_left > depth))
         with m.If(~r_busy):
             with m.If(ax("arvalid") & ~host_rd):
-                m.d.sync += [r_busy.eq(1), r_addr.eq(ax("araddr") >> sh),
+                m.d.sync += [r_busy.eq(1), r_first.eq(1), r_addr.eq(ax("araddr") >> sh),
                              r_left.eq(ax("arlen") + 1),
-                             r_err.eq(~in_range(ax("araddr"), ax("arlen") + 1))]
+                             r_high.eq(ax("araddr")[sh + ab:] != 0)]
             m.d.comb += [rp.addr.eq(host_rd_addr), rp.en.eq(host_rd)]
         with m.Else():
             load = ~r_valid | ax("rready")

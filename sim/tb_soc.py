@@ -20,6 +20,7 @@ from cocotbext.uart import UartSink, UartSource
 from ffacc.boards.host import board_info, read_mem, run_async, run_firmware, write_mem
 from ffacc.firmware.csr import CSR
 from ffacc.firmware.image import Image
+from ffacc.firmware.isa import Err, Op, Program
 from ffacc.firmware.link import (Cmd, LinkError, ResponseParser, Status, encode_request)
 
 
@@ -120,6 +121,18 @@ async def _errors(exchange):
     words = np.frombuffer(st[1], dtype="<u4")
     assert words[0] & 4 and words[1] != 0 and words[2] == 64, words
     checks.append("illegal instruction -> error status and pc")
+    # the memory's own range check: told (MEM_SIZE) the memory is twice its size, the
+    # accelerator reads past its end; the AXI slave answers SLVERR -> BUS error at that pc
+    prog = bytes(Program().set(Q_SRC=mem, Q_COUNT=1, Q_DST=0).op(Op.LOADQ).end())
+    await run_async(write_mem(128, prog), exchange)
+    await exchange(encode_request(Cmd.WRITE_CSR, CSR.MEM_SIZE, 4,
+                                  (2 * mem).to_bytes(4, "little")))
+    got = await exchange(encode_request(Cmd.START, 128))
+    assert got[0] == Status.OK
+    st = await exchange(encode_request(Cmd.STATUS))
+    words = np.frombuffer(st[1], dtype="<u4")
+    assert words[0] & 4 and words[1] == Err.BUS and words[2] == 128 + 24, words
+    checks.append("read past the memory -> SLVERR -> bus error")
     try:
         await run_async(read_mem(mem, 1), exchange)
         raise AssertionError("LinkError expected")

@@ -136,7 +136,7 @@ def _sim(name):
 @pytest.mark.icarus
 def test_soc_link_answers_every_malformed_request_on_icarus():
     checks = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192, divisor=4).link_errors()
-    assert len(checks) == 11, checks
+    assert len(checks) == 12, checks
 
 
 @pytest.mark.icarus
