@@ -86,7 +86,8 @@ def test_channel_groups_on_rtl(tmp_path):
 
 
 def test_ulx3s_multi_tile(tmp_path, record_property):
-    """One multi-tile layer on the ULX3S preset: 30 channels in 3 passes, 3 lane groups."""
+    """A multi-pass layer on the ULX3S preset: 30 input channels x 3 kernel rows = 90 row tasks
+    on 2 row engines, 5 output channels in 3 lane groups."""
     cfg = ACCEL_PRESETS["ulx3s"]
     case = conv_case(cfg, 30, 5, 8, 20, 3, seed=21)
     rtl, iss = run_both(case, cfg, "verilator", tmp_path, record_property)
