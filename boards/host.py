@@ -66,7 +66,7 @@ class _Shadow:
 def run_firmware(image, inputs, progress=None, poll=None):
     """Generator: load ``image`` and ``inputs`` (quantized), run every segment, return
     ``(outputs, stats)``. ``poll()`` is called between status polls (a real board sleeps)."""
-    from ffacc.sim.runner import EngineError, host_exec, read_outputs, write_inputs
+    from ffacc.sim.runner import EngineError, _qt, host_exec, read_outputs, write_inputs
 
     info = yield from board_info()
     if info["id"] != image.fingerprint:
@@ -94,7 +94,6 @@ def run_firmware(image, inputs, progress=None, poll=None):
     for seg in image.meta.get("segments") or [{"kind": "accel", "entry": image.entry}]:
         if seg["kind"] == "host":
             sh = _Shadow()
-            from ffacc.sim.runner import _qt
             for d in seg["inputs"]:
                 n = _qt(d).nbytes
                 sh.ranges[(d["addr"], n)] = yield from read_mem(d["addr"], n)

@@ -8,13 +8,18 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UartRx", "UartTx"]
 
 
-def _check_divisor(divisor):
-    if divisor < 4:
-        raise ValueError(f"UART divisor {divisor}: must be >= 4 (clock / baud)")
-    return divisor
+class _Uart(wiring.Component):
+    """A UART side at ``divisor`` clocks per bit (at least 4: the receiver samples mid-bit)."""
+
+    def __init__(self, divisor):
+        if divisor < 4:
+            raise ValueError(f"UART divisor {divisor} (clock Hz / baud): the clock must be at "
+                             f"least 4x the baud rate")
+        self.divisor = divisor
+        super().__init__()
 
 
-class UartRx(wiring.Component):
+class UartRx(_Uart):
     """Samples each bit in its middle; ``valid`` pulses for one cycle with ``data``.
     ``frame_error`` pulses instead when the stop bit is low (the byte is dropped)."""
 
@@ -22,10 +27,6 @@ class UartRx(wiring.Component):
     data: Out(8)
     valid: Out(1)
     frame_error: Out(1)
-
-    def __init__(self, divisor):
-        self.divisor = _check_divisor(divisor)
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -62,17 +63,13 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_Uart):
     """Sends ``data`` when ``valid`` and ``ready`` are both high."""
 
     data: In(8)
     valid: In(1)
     ready: Out(1)
     tx: Out(1, init=1)
-
-    def __init__(self, divisor):
-        self.divisor = _check_divisor(divisor)
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()

@@ -8,6 +8,7 @@ import pytest
 
 from ffacc.boards.build import BOARDS, BuildError, build, ecp5_pll
 from ffacc.boards.host import run_firmware, run_serial
+from ffacc.boards.soc import SoC
 from ffacc.cli import main
 from ffacc.compiler.driver import compile_model
 from ffacc.compiler.ir import quantize
@@ -196,6 +197,8 @@ def test_build_errors_are_clear(tmp_path, capsys):
         build("de0-nano", out_dir=tmp_path, run=False)
     with pytest.raises(BuildError, match="12 MHz oscillator"):
         build("icebreaker", TINY, out_dir=tmp_path, run=False)
+    with pytest.raises(ValueError, match="at least 4x the baud rate"):
+        SoC(TINY, clock_hz=1_000_000, baud=500_000)
     assert main(["build", "--board", "nope"]) == 2
     assert "unknown board" in capsys.readouterr().err
 
