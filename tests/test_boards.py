@@ -190,6 +190,8 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
         assert "MMCME2_BASE" in (tmp_path / "ffacc_soc.v").read_text()
     else:
         assert "set_io" in (tmp_path / "ffacc_soc.pcf").read_text()
+        # multipliers go to the SB_MAC16 DSPs, not to logic cells
+        assert "synth_ice40 -dsp" in (tmp_path / "ffacc_soc.ys").read_text()
 
 
 def test_build_errors_are_clear(tmp_path, capsys):
