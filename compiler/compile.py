@@ -115,6 +115,8 @@ def _accel_reason(op, g, cfg):
             return "activation type differs from the configuration's"
         return None
     if isinstance(op, Add):
+        if not cfg.add_unit:
+            return "the configuration has no ADD unit (add_unit=false)"
         if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
             return "mixed activation types"
         return None

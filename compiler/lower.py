@@ -295,6 +295,9 @@ def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=
              for b in mem.blobs):
         raise LoweringError(f"code at 0x{code_addr:x} ({len(code)} bytes) overlaps the data")
     size = mem_size or -(-max(mem.next, code_addr + len(code)) // 4096) * 4096
+    if size > 1 << cfg.addr_bits:
+        raise LoweringError(f"the program needs {size} bytes of memory; the configuration "
+                            f"addresses {1 << cfg.addr_bits} (addr_bits={cfg.addr_bits})")
     kinds = {"qparams": Kind.QPARAMS, "w": Kind.WEIGHTS}
     sections = [Section(Kind.CODE, code_addr, code)]
     for b in mem.blobs:

@@ -5,7 +5,8 @@ An instruction is 64 bits, two little-endian 32-bit words in memory::
     word 0: opcode[7:0] | flags[15:8] | reg[23:16] | reserved[31:24] (must be 0)
     word 1: imm[31:0]
 
-``SET reg, imm`` writes a 32-bit *parameter register*; the commands (``LOADA``, ``LOADW``,
+``SET reg, imm`` writes a *parameter register* (as wide as :func:`reg_bits` gives for the
+configuration; a wider value is an error); the commands (``LOADA``, ``LOADW``,
 ``LOADQ``, ``CONV``, ``POST``, ``ADD``) take their operands from the parameter registers, so
 the instruction format stays fixed while the commands can have many operands. ``END`` stops
 with status *done*. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
@@ -20,7 +21,7 @@ from amaranth.lib import data
 
 __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "Instr",
            "encode", "decode", "decode_program", "disassemble", "Program", "ISAError",
-           "OPCODES", "QPARAM_WORDS", "pack_qparam", "unpack_qparam"]
+           "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
 
 INSTR_LAYOUT = data.StructLayout({
     "opcode": 8,
@@ -60,12 +61,13 @@ OPCODES = {
     Op.POST: "accumulators of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
              "2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) -> bytes at "
              "O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
-    Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> O_DST",
+    Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> "
+              "O_DST (configurations with add_unit; an illegal opcode otherwise)",
 }
 
 
 class Reg(IntEnum):
-    """Parameter registers (all 32 bits)."""
+    """Parameter registers (widths per configuration: :func:`reg_bits`)."""
     A_SRC = 0       # activation map base address (channel 0 of the band)
     A_CH = 1        # channels in the band
     A_H = 2         # map height
@@ -107,6 +109,37 @@ class Reg(IntEnum):
 NUM_REGS = 64
 
 
+def reg_bits(cfg):
+    """Width in bits of every parameter register for one accelerator configuration.
+
+    A register is as wide as its largest legal value in ``cfg`` needs (addresses and byte
+    counts: ``cfg.addr_bits``; sizes: the buffer they index; packed fields: 32), so a small
+    configuration has small registers and narrow checks. ``SET`` of a value that does not fit
+    stops with ``Err.PARAM`` at the ``SET`` (a value that fits but exceeds the configuration
+    is refused by the command that uses it, as before).
+    """
+    def need(v):
+        return max(1, int(v).bit_length())
+    a = cfg.addr_bits
+    bits = {
+        Reg.A_SRC: a, Reg.W_SRC: a, Reg.Q_SRC: a, Reg.O_DST: a, Reg.D_SRC2: a,
+        Reg.O_CSTRIDE: a, Reg.D_N: a,
+        Reg.A_CH: need(cfg.lb_rows), Reg.A_NR: need(cfg.lb_rows), Reg.LB_PITCH: need(cfg.lb_rows),
+        Reg.A_H: 16, Reg.A_HB0: 16, Reg.A_W: need(cfg.lb_width),
+        Reg.W_COUNT: need(cfg.wb_sets), Reg.W_DST: need(cfg.wb_sets),
+        Reg.Q_COUNT: need(cfg.qb_entries), Reg.Q_DST: need(cfg.qb_entries),
+        Reg.C_KH: need(cfg.max_kernel), Reg.C_KW: need(cfg.max_kernel),
+        Reg.C_PT: need(cfg.max_kernel - 1), Reg.C_PL: need(cfg.max_kernel - 1),
+        Reg.C_WOUT: need(cfg.acc_blocks * cfg.L), Reg.C_ZX: 8, Reg.C_Y0: 15,
+        Reg.C_NY: need(cfg.acc_blocks), Reg.O_ROW0: 17, Reg.C_WSET: need(cfg.wb_sets - 1),
+        Reg.C_LANES: need(cfg.lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
+        Reg.O_STRIDE: 8, Reg.D_KAB: 32, Reg.D_M: 32, Reg.D_SZ: 32, Reg.D_CLAMP: 16,
+        Reg.A_PITCH: 17,
+    }
+    assert set(bits) == set(Reg)
+    return {r: min(32, b) for r, b in bits.items()}
+
+
 class ConvFlag(IntEnum):
     ACCUMULATE = 1
 
@@ -120,7 +153,8 @@ class Err(IntEnum):
     NONE = 0
     OPCODE = 1      # illegal opcode or non-zero reserved field
     REG = 2         # SET of a register that does not exist
-    PARAM = 3       # inconsistent command parameters (sizes beyond the configuration)
+    PARAM = 3       # inconsistent command parameters (sizes beyond the configuration), or a
+                    # SET value wider than its register (see reg_bits)
     ADDRESS = 4     # memory access outside [0, MEM_SIZE)
     BUS = 5         # AXI error response
     TIMEOUT = 6     # memory did not answer

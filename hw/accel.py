@@ -31,7 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.csr import CSR, CTRL_START, INFO_VERSION, Status
-from ffacc.firmware.isa import (NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op, PostFlag, Reg)
+from ffacc.firmware.isa import (QPARAM_WORDS, ConvFlag, Err, Op, PostFlag, Reg, reg_bits)
 from .axi import AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
@@ -85,9 +85,24 @@ class Accelerator(wiring.Component):
         def al(name):
             return getattr(self, f"s_axil_{name}")
 
+        # addresses: addr_bits plus an overflow bit; every address sum is clamped to LIM
+        # (2**addr_bits, at or beyond any MEM_SIZE), so an address that overflows stays out of
+        # range and the bus engines refuse it (Err.ADDRESS), as the ISS does, instead of wrapping
+        A = cfg.addr_bits
+        AW = A + 1
+        LIM = 1 << A
+
+        def aclamp(v):
+            v = v.as_unsigned() if hasattr(v, "as_unsigned") else v
+            return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
+
+        def csr32(v):
+            """An AW-bit address-like register read through a 32-bit CSR."""
+            return Mux(v[32:].any(), 0xFFFFFFFF, v[:32]) if len(v) > 32 else v
+
         # ---------------------------------------------------------------- bus engines
-        rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats)
-        wr = m.submodules.wr = AxiByteWriter(nb)
+        rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
+        wr = m.submodules.wr = AxiByteWriter(nb, AW)
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
             ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
@@ -107,9 +122,9 @@ class Accelerator(wiring.Component):
         done = Signal()
         error = Signal()
         err_code = Signal(8)
-        err_pc = Signal(32)
-        prog_base = Signal(32)
-        mem_size = Signal(32, init=0xFFFFFFFF)
+        err_pc = Signal(AW)
+        prog_base = Signal(AW)
+        mem_size = Signal(AW, init=LIM)
         cycles = Signal(32)
         busy_cycles = Signal(32)
         stall_cycles = Signal(32)
@@ -134,9 +149,9 @@ class Accelerator(wiring.Component):
                 with m.Case(CSR.CTRL >> 2):
                     m.d.comb += start.eq(al("wdata")[0] & ~busy)
                 with m.Case(CSR.PROG_BASE >> 2):
-                    m.d.sync += prog_base.eq(al("wdata"))
+                    m.d.sync += prog_base.eq(aclamp(al("wdata")))
                 with m.Case(CSR.MEM_SIZE >> 2):
-                    m.d.sync += mem_size.eq(al("wdata"))
+                    m.d.sync += mem_size.eq(aclamp(al("wdata")))
         with m.If(bvalid & al("bready")):
             m.d.sync += bvalid.eq(0)
         take_r = Signal()
@@ -146,8 +161,9 @@ class Accelerator(wiring.Component):
             info = P | R << 8 | L << 16 | INFO_VERSION << 24
             with m.Switch(al("araddr")[2:8]):
                 for off, val in ((CSR.STATUS, Cat(busy, done, error)), (CSR.ERROR, err_code),
-                                 (CSR.ERROR_PC, err_pc), (CSR.PROG_BASE, prog_base),
-                                 (CSR.MEM_SIZE, mem_size), (CSR.ID, cfg.fingerprint()),
+                                 (CSR.ERROR_PC, csr32(err_pc)),
+                                 (CSR.PROG_BASE, csr32(prog_base)),
+                                 (CSR.MEM_SIZE, csr32(mem_size)), (CSR.ID, cfg.fingerprint()),
                                  (CSR.INFO, info), (CSR.CYCLES, cycles),
                                  (CSR.BUSY, busy_cycles), (CSR.STALL, stall_cycles),
                                  (CSR.MULT_SLOTS, mult_slots[:32]),
@@ -166,7 +182,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += stall_cycles.eq(stall_cycles + 1)
 
         # ---------------------------------------------------------------- parameter registers
-        regs = [Signal(32, name=f"reg_{r.name.lower()}") for r in Reg]
+        rbits = reg_bits(cfg)
+        regs = [Signal(rbits[r], name=f"reg_{r.name.lower()}") for r in Reg]
         rg = {r: regs[r] for r in Reg}
 
         # ---------------------------------------------------------------- buffers
@@ -209,7 +226,7 @@ class Accelerator(wiring.Component):
             m.d.comb += f.mac.eq(conv_mac)
 
         # ---------------------------------------------------------------- controller state
-        pc = Signal(32)
+        pc = Signal(AW)
         instr = Signal(64)
         op = instr[0:8]
         flags = instr[8:16]
@@ -220,6 +237,14 @@ class Accelerator(wiring.Component):
         fail = Signal()
         fail_code = Signal(8)
         m.d.comb += fail.eq(0)
+
+        # a SET value wider than its register (reg_bits)
+        set_wide = Signal()
+        with m.Switch(ireg):
+            for r in Reg:
+                if rbits[r] < 32:
+                    with m.Case(r):
+                        m.d.comb += set_wide.eq(imm[rbits[r]:].any())
 
         def failure(code):
             m.d.comb += [fail.eq(1), fail_code.eq(code)]
@@ -247,12 +272,13 @@ class Accelerator(wiring.Component):
                     m.next = "NEXT"
 
         # ---- shared loop registers
-        cnt_a = Signal(32)
-        cnt_b = Signal(32)
-        addr_a = Signal(32)
-        addr_b = Signal(32)
+        cnt_a = Signal(range(cfg.lb_rows + 1))
+        cnt_b = Signal(range(max(cfg.lb_rows, cfg.wb_sets * WW, cfg.qb_entries, 2 * P,
+                                 4 * QPARAM_WORDS) + 1))
+        addr_a = Signal(AW)
+        addr_b = Signal(AW)
         shreg = Signal(max(64, 16 * P, 32 * QPARAM_WORDS))
-        nbytes = Signal(32)
+        nbytes = Signal(AW)
 
         # ---- LOADA state
         la_col = Signal(16)
@@ -260,7 +286,7 @@ class Accelerator(wiring.Component):
         la_sub = Signal(range(L))
         la_g = Signal(20)
         la_gbase = Signal(20)
-        la_hw = Signal(32)
+        la_hw = Signal(AW)
         la_contig = Signal()
 
         # ---- CONV state
@@ -319,11 +345,11 @@ class Accelerator(wiring.Component):
         po_xsub = Signal(range(L))
         po_x = Signal(16)
         po_sub = Signal(2)
-        po_orow = Signal(32)
-        po_lanebase = Signal(32)
-        po_ocol = Signal(32)
+        po_orow = Signal(AW)
+        po_lanebase = Signal(AW)
+        po_ocol = Signal(AW)
         po_step = Signal(8)
-        po_rowoff = Signal(36)
+        po_rowoff = Signal(AW)
         q_bias = Signal(signed(32))
         q_M = Signal(32)
         q_sh = Signal(8)
@@ -359,7 +385,7 @@ class Accelerator(wiring.Component):
         p1_sub = Signal(range(L))
         p1_first, p2_first, p3_first, p4_first = Signal(), Signal(), Signal(), Signal()
         p1_last, p2_last, p3_last, p4_last = Signal(), Signal(), Signal(), Signal()
-        p1_addr, p2_addr, p3_addr, p4_addr = (Signal(32, name=f"p{i}_addr") for i in range(1, 5))
+        p1_addr, p2_addr, p3_addr, p4_addr = (Signal(AW, name=f"p{i}_addr") for i in range(1, 5))
         p2_in = Signal(signed(33))
         # ... and one requantization multiplier, shared by POST and ADD: its operand is always
         # the POST pipeline's stage-2 register (ADD leaves its sum there), so no multiplexer
@@ -384,7 +410,7 @@ class Accelerator(wiring.Component):
 
         ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
         ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
-        ad_off = Signal(32)
+        ad_off = Signal(A)
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
         ad_acc = Signal(signed(28))
@@ -533,6 +559,8 @@ class Accelerator(wiring.Component):
                         with m.Case(Op.SET):
                             with m.If(ireg >= len(Reg)):
                                 failure(Err.REG)
+                            with m.Elif(set_wide):
+                                failure(Err.PARAM)
                             with m.Else():
                                 with m.Switch(ireg):
                                     for r in Reg:
@@ -554,8 +582,9 @@ class Accelerator(wiring.Component):
                             m.next = "CV_CHECK"
                         with m.Case(Op.POST):
                             m.next = "PO_CHECK"
-                        with m.Case(Op.ADD):
-                            m.next = "AD_CHECK"
+                        if cfg.add_unit:
+                            with m.Case(Op.ADD):
+                                m.next = "AD_CHECK"
                         with m.Default():
                             failure(Err.OPCODE)
             with m.State("NEXT"):
@@ -581,15 +610,15 @@ class Accelerator(wiring.Component):
                 with m.If(tmp + nr > cfg.lb_rows):
                     failure(Err.PARAM)
                 with m.Else(), product(H, la_rowpitch) as p:
-                    m.d.sync += la_hw.eq(p)
+                    m.d.sync += la_hw.eq(aclamp(p))
                     m.next = "LA_M2"
             with m.State("LA_M2"), product(hb0, la_rowpitch) as p:
-                m.d.sync += [addr_a.eq(rg[Reg.A_SRC] + p),
+                m.d.sync += [addr_a.eq(aclamp(rg[Reg.A_SRC] + aclamp(p))),
                              la_contig.eq((apitch == 0) | (apitch == W))]
                 m.next = "LA_M3"
             with m.State("LA_M3"), product(nr, W) as p:
                 # contiguous rows: one read per channel; a column tile: one read per row
-                m.d.sync += nbytes.eq(Mux(la_contig, p, W))
+                m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
                 m.next = "LA_REQ"
             with m.State("LA_REQ"):
                 rd_request(addr_a, nbytes)
@@ -621,12 +650,12 @@ class Accelerator(wiring.Component):
                     with m.If(rd.err != 0):
                         failure(rd.err)
                     with m.Elif(~la_contig & (cnt_b + 1 != nr)):
-                        m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(addr_b + la_rowpitch)]
+                        m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(aclamp(addr_b + la_rowpitch))]
                         m.next = "LA_ROW"
                     with m.Elif(cnt_a + 1 == nch):
                         m.next = "NEXT"
                     with m.Else():
-                        m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(addr_a + la_hw),
+                        m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(aclamp(addr_a + la_hw)),
                                      la_gbase.eq(la_gbase + pitch)]
                         m.next = "LA_REQ"
 
@@ -639,7 +668,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [cnt_a.eq(0), addr_b.eq(p), cnt_b.eq(0)]
                     m.next = "LW_M1"
             with m.State("LW_M1"), product(rg[Reg.W_COUNT], WW * P * 2) as p:
-                m.d.sync += nbytes.eq(p)
+                m.d.sync += nbytes.eq(aclamp(p))
                 m.next = "LW_REQ"
             # whole bus beats per cycle when a weight word is a multiple of the bus width and
             # the source is aligned; bytes otherwise
@@ -670,7 +699,7 @@ class Accelerator(wiring.Component):
                 with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
                     failure(Err.PARAM)
                 with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
-                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(p)]
+                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(aclamp(p))]
                     m.next = "LQ_REQ"
             with m.State("LQ_REQ"):
                 rd_request(rg[Reg.Q_SRC], nbytes)
@@ -836,7 +865,7 @@ class Accelerator(wiring.Component):
                 with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
                 with m.Else(), product(rg[Reg.O_ROW0], rg[Reg.O_W]) as p:
-                    m.d.sync += [po_rowoff.eq(p), cv_t.eq(0), po_sblk.eq(0),
+                    m.d.sync += [po_rowoff.eq(aclamp(p)), cv_t.eq(0), po_sblk.eq(0),
                                  po_ssub.eq(po_step)]
                     m.next = "PO_M2"
             with m.State("PO_M2"):
@@ -849,8 +878,8 @@ class Accelerator(wiring.Component):
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
-                             po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase + po_rowoff),
-                             po_ocol.eq(po_lanebase + po_rowoff),
+                             po_x.eq(0), po_sub.eq(0), po_orow.eq(aclamp(po_lanebase + po_rowoff)),
+                             po_ocol.eq(aclamp(po_lanebase + po_rowoff)),
                              po_done.eq(pool & (wout < 2))]
                 m.next = "PO_QP"
             with m.State("PO_QP"):
@@ -887,15 +916,15 @@ class Accelerator(wiring.Component):
                         nsub = po_xsub + po_ssub
                         carry = nsub >= L
                         nx = po_x + po_step
-                        m.d.sync += [po_sub.eq(0), po_ocol.eq(po_ocol + 1)]
+                        m.d.sync += [po_sub.eq(0), po_ocol.eq(aclamp(po_ocol + 1))]
                         row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
                         with m.If(row_end):
                             ny_next = po_y + po_step
                             m.d.sync += [po_x.eq(0), po_xblk.eq(0), po_xsub.eq(0),
                                          po_y.eq(ny_next),
                                          po_rowbase.eq(po_rowbase + po_rowstep),
-                                         po_orow.eq(po_orow + rg[Reg.O_W]),
-                                         po_ocol.eq(po_orow + rg[Reg.O_W])]
+                                         po_orow.eq(aclamp(po_orow + rg[Reg.O_W])),
+                                         po_ocol.eq(aclamp(po_orow + rg[Reg.O_W]))]
                             with m.If(Mux(pool, ny_next + 1 >= ny, ny_next >= ny)):
                                 m.d.sync += po_done.eq(1)
                         with m.Else():
@@ -913,7 +942,7 @@ class Accelerator(wiring.Component):
                     m.next = "WR_FLUSH"
                 with m.Else():
                     m.d.sync += [po_lane.eq(po_lane + 1),
-                                 po_lanebase.eq(po_lanebase + rg[Reg.O_CSTRIDE])]
+                                 po_lanebase.eq(aclamp(po_lanebase + rg[Reg.O_CSTRIDE]))]
                     m.next = "PO_LANE"
             with m.State("WR_FLUSH"):
                 with m.If(wr.err_valid):
@@ -922,74 +951,75 @@ class Accelerator(wiring.Component):
                     m.next = "NEXT"
 
             # ------------------------------------------------------------ ADD
-            sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
-            with m.State("AD_CHECK"):
-                with m.If((rg[Reg.D_N] < 1) | (sz[:8] < 1) | (sz[:8] > 62)):
-                    failure(Err.PARAM)
-                with m.Else():
-                    m.d.sync += [ad_off.eq(0), q_sh.eq(sz[:8]), q_M.eq(rg[Reg.D_M]),
-                                 q_zp.eq(s8(sz[24:32])), q_min.eq(s8(rg[Reg.D_CLAMP][:8])),
-                                 q_max.eq(s8(rg[Reg.D_CLAMP][8:16]))]
-                    m.next = "AD_CHUNK"
-            with m.State("AD_CHUNK"):
-                left = rg[Reg.D_N] - ad_off
-                with m.If(ad_off >= rg[Reg.D_N]):
-                    m.d.comb += wr.flush.eq(1)
-                    m.next = "WR_FLUSH"
-                with m.Else():
-                    m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
-                    m.next = "AD_RA"
-            # the chunk of a, then the chunk of b, into their registers
-            for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
-                                      ("AD_RB", Reg.D_SRC2, ad_b, "AD_E0")):
-                with m.State(st):
-                    rd_request(rg[src] + ad_off, ad_len)
-                    m.next = st + "_DATA"
-                with m.State(st + "_DATA"):
-                    with m.If(rd.out_valid):
-                        m.d.sync += [buf[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
-                    with m.If(rd.done):
-                        with m.If(rd.err != 0):
-                            failure(rd.err)
-                        with m.Else():
-                            m.d.sync += ad_k.eq(0)
-                            m.next = nxt
-            with m.State("AD_E0"):
-                # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
-                a = Signal(signed(10))
-                m.d.comb += a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16]))
-                with product(Mux(a < 0, -a, a), kab[:16]) as pa:
-                    m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
-                    m.next = "AD_E0B"
-            with m.State("AD_E0B"):
-                b = Signal(signed(10))
-                m.d.comb += b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))
-                with product(Mux(b < 0, -b, b), kab[16:32]) as pb:
-                    m.d.sync += p2_in.eq(ad_acc + Mux(b < 0, -pb, pb))
-                    m.next = "AD_E1"
-            # multiply, round/shift and clamp on the POST pipeline's stages 3 and 4 (idle
-            # outside PO_RUN): one requantizer serves both commands
-            with m.State("AD_E1"):
-                m.d.sync += p3_prod.eq(mul_p)
-                m.next = "AD_E2"
-            with m.State("AD_E2"):
-                m.d.sync += p4_rnd.eq(p3_rnd)
-                m.next = "AD_E3"
-            with m.State("AD_E3"):
-                m.d.sync += po_byte.eq(po_res[:8])
-                m.next = "AD_WR"
-            with m.State("AD_WR"):
-                m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(rg[Reg.O_DST] + ad_off + ad_k),
-                             wr.in_data.eq(po_byte)]
-                with m.If(wr.err_valid):
-                    failure(wr.err)
-                with m.Elif(wr.in_ready):
-                    with m.If(ad_k + 1 == ad_len):
-                        m.d.sync += ad_off.eq(ad_off + ad_len)
-                        m.next = "AD_CHUNK"
+            if cfg.add_unit:
+                sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
+                with m.State("AD_CHECK"):
+                    with m.If((rg[Reg.D_N] < 1) | (sz[:8] < 1) | (sz[:8] > 62)):
+                        failure(Err.PARAM)
                     with m.Else():
-                        m.d.sync += ad_k.eq(ad_k + 1)
-                        m.next = "AD_E0"
+                        m.d.sync += [ad_off.eq(0), q_sh.eq(sz[:8]), q_M.eq(rg[Reg.D_M]),
+                                     q_zp.eq(s8(sz[24:32])), q_min.eq(s8(rg[Reg.D_CLAMP][:8])),
+                                     q_max.eq(s8(rg[Reg.D_CLAMP][8:16]))]
+                        m.next = "AD_CHUNK"
+                with m.State("AD_CHUNK"):
+                    left = rg[Reg.D_N] - ad_off
+                    with m.If(ad_off >= rg[Reg.D_N]):
+                        m.d.comb += wr.flush.eq(1)
+                        m.next = "WR_FLUSH"
+                    with m.Else():
+                        m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
+                        m.next = "AD_RA"
+                # the chunk of a, then the chunk of b, into their registers
+                for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
+                                          ("AD_RB", Reg.D_SRC2, ad_b, "AD_E0")):
+                    with m.State(st):
+                        rd_request(rg[src] + ad_off, ad_len)
+                        m.next = st + "_DATA"
+                    with m.State(st + "_DATA"):
+                        with m.If(rd.out_valid):
+                            m.d.sync += [buf[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
+                        with m.If(rd.done):
+                            with m.If(rd.err != 0):
+                                failure(rd.err)
+                            with m.Else():
+                                m.d.sync += ad_k.eq(0)
+                                m.next = nxt
+                with m.State("AD_E0"):
+                    # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
+                    a = Signal(signed(10))
+                    m.d.comb += a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16]))
+                    with product(Mux(a < 0, -a, a), kab[:16]) as pa:
+                        m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
+                        m.next = "AD_E0B"
+                with m.State("AD_E0B"):
+                    b = Signal(signed(10))
+                    m.d.comb += b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))
+                    with product(Mux(b < 0, -b, b), kab[16:32]) as pb:
+                        m.d.sync += p2_in.eq(ad_acc + Mux(b < 0, -pb, pb))
+                        m.next = "AD_E1"
+                # multiply, round/shift and clamp on the POST pipeline's stages 3 and 4 (idle
+                # outside PO_RUN): one requantizer serves both commands
+                with m.State("AD_E1"):
+                    m.d.sync += p3_prod.eq(mul_p)
+                    m.next = "AD_E2"
+                with m.State("AD_E2"):
+                    m.d.sync += p4_rnd.eq(p3_rnd)
+                    m.next = "AD_E3"
+                with m.State("AD_E3"):
+                    m.d.sync += po_byte.eq(po_res[:8])
+                    m.next = "AD_WR"
+                with m.State("AD_WR"):
+                    m.d.comb += [wr.in_valid.eq(1), wr.in_data.eq(po_byte),
+                                 wr.in_addr.eq(aclamp(rg[Reg.O_DST] + ad_off + ad_k))]
+                    with m.If(wr.err_valid):
+                        failure(wr.err)
+                    with m.Elif(wr.in_ready):
+                        with m.If(ad_k + 1 == ad_len):
+                            m.d.sync += ad_off.eq(ad_off + ad_len)
+                            m.next = "AD_CHUNK"
+                        with m.Else():
+                            m.d.sync += ad_k.eq(ad_k + 1)
+                            m.next = "AD_E0"
 
         # ---------------------------------------------------------------- POST pipeline
         # stage 4 holds a finished sub-element; a group's last one goes to the writer

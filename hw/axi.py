@@ -1,6 +1,8 @@
 """AXI4 master DMA engines: a burst reader that delivers a byte stream, a byte writer.
 
-Both check every access against ``mem_size`` (``Err.ADDRESS``), turn an error response into
+Addresses, lengths and ``mem_size`` are ``addr_bits`` wide (the accelerator passes its
+address width plus an overflow bit). Both check every access against ``mem_size``
+(``Err.ADDRESS``), turn an error response into
 ``Err.BUS`` and a memory that stops answering into ``Err.TIMEOUT``: the accelerator never
 hangs on its bus.
 """
@@ -55,15 +57,16 @@ class AxiByteReader(wiring.Component):
     accepts a beat every cycle and presents it whole on ``beat_valid``/``beat_data``.
     """
 
-    def __init__(self, data_bytes, burst_beats):
+    def __init__(self, data_bytes, burst_beats, addr_bits=32):
         self.nb = data_bytes
         self.burst = burst_beats
+        self.aw = aw = addr_bits
         super().__init__({
-            "req_valid": In(1), "req_addr": In(32), "req_len": In(32), "mem_size": In(32),
+            "req_valid": In(1), "req_addr": In(aw), "req_len": In(aw), "mem_size": In(aw),
             "req_words": In(1), "beat_valid": Out(1), "beat_data": Out(8 * data_bytes),
             "idle": Out(1), "done": Out(1), "err": Out(3),
             "out_valid": Out(1), "out_data": Out(8), "stall": Out(1),
-            "ar_addr": Out(32), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
+            "ar_addr": Out(aw), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
             "r_data": In(8 * data_bytes), "r_resp": In(2), "r_last": In(1),
             "r_valid": In(1), "r_ready": Out(1),
         })
@@ -72,15 +75,15 @@ class AxiByteReader(wiring.Component):
         m = Module()
         nb = self.nb
         sh = (nb - 1).bit_length()
-        addr = Signal(32)
-        beats_left = Signal(32)
+        addr = Signal(self.aw)
+        beats_left = Signal(self.aw)
         in_burst = Signal(9)
-        left = Signal(32)          # bytes still to deliver
+        left = Signal(self.aw)     # bytes still to deliver
         skip = Signal(range(nb))
         buf = Signal(8 * nb)
         cnt = Signal(range(nb + 1))
         tmo = Signal(range(TIMEOUT_CYCLES + 1))
-        end = Signal(33)
+        end = Signal(self.aw + 1)
         words = Signal()
 
         # burst length: limited by the beats left, the maximum and the 4 KiB boundary
@@ -180,13 +183,14 @@ class AxiByteWriter(wiring.Component):
     ``flush`` to write out a partly filled word; ``idle`` is high when nothing is pending.
     """
 
-    def __init__(self, data_bytes):
+    def __init__(self, data_bytes, addr_bits=32):
         self.nb = data_bytes
+        self.aw = aw = addr_bits
         super().__init__({
-            "in_valid": In(1), "in_addr": In(32), "in_data": In(8), "in_ready": Out(1),
-            "flush": In(1), "idle": Out(1), "mem_size": In(32), "err": Out(3),
+            "in_valid": In(1), "in_addr": In(aw), "in_data": In(8), "in_ready": Out(1),
+            "flush": In(1), "idle": Out(1), "mem_size": In(aw), "err": Out(3),
             "err_valid": Out(1), "stall": Out(1),
-            "aw_addr": Out(32), "aw_valid": Out(1), "aw_ready": In(1),
+            "aw_addr": Out(aw), "aw_valid": Out(1), "aw_ready": In(1),
             "w_data": Out(8 * data_bytes), "w_strb": Out(data_bytes), "w_valid": Out(1),
             "w_ready": In(1), "b_resp": In(2), "b_valid": In(1), "b_ready": Out(1),
         })
@@ -195,7 +199,7 @@ class AxiByteWriter(wiring.Component):
         m = Module()
         nb = self.nb
         sh = (nb - 1).bit_length()
-        waddr = Signal(32 - sh)
+        waddr = Signal(self.aw - sh)
         data = Signal(8 * nb)
         strb = Signal(nb)
         aw_done = Signal()

@@ -49,6 +49,14 @@ class AcceleratorConfig:
     target_mhz : int
         Clock the configuration is meant to run at (throughput figures scale with it; a board
         build checks it).
+    addr_bits : int
+        Bytes of memory the accelerator addresses: ``2 ** addr_bits``. Address registers,
+        the program counter and the address arithmetic are this wide (plus an overflow
+        bit), so a small part with a small memory gets a narrow controller.
+    add_unit : bool
+        Whether the ``ADD`` command exists (elementwise add with requantization). Without it
+        ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
+        smallest parts save its sequencer and byte buffers.
     """
 
     fcu: FCUConfig = field(default_factory=FCUConfig)
@@ -62,6 +70,8 @@ class AcceleratorConfig:
     max_kernel: int = 12
     burst_beats: int = 16
     target_mhz: int = 100
+    addr_bits: int = 32
+    add_unit: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -69,11 +79,13 @@ class AcceleratorConfig:
         checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
                   ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
-                  ("target_mhz", 1, 1000))
+                  ("target_mhz", 1, 1000), ("addr_bits", 12, 32))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
+        if not isinstance(self.add_unit, bool):
+            raise ConfigError(f"add_unit={self.add_unit!r}: must be true or false")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
         if self.lb_rows % self.lb_banks:
@@ -169,7 +181,8 @@ ACCEL_PRESETS = {
     # parts: runs at the iCEBreaker's 12 MHz oscillator
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=8, acc_blocks=64, qb_entries=32,
-                                    max_kernel=5, burst_beats=8, target_mhz=12),
+                                    max_kernel=5, burst_beats=8, target_mhz=12,
+                                    addr_bits=17, add_unit=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

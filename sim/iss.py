@@ -13,7 +13,7 @@ from math import ceil
 import numpy as np
 
 from ffacc.sim.cycles import CycleModel
-from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op,
+from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op, reg_bits,
                                 PostFlag, Reg, decode)
 
 __all__ = ["ISS", "RunResult", "conv_geometry", "AccelError"]
@@ -85,6 +85,9 @@ class ISS:
         self.timing_only = timing_only
         self.mem = np.zeros(mem_size, dtype=np.uint8)
         self.regs = [0] * NUM_REGS
+        self.reg_bits = reg_bits(c)
+        # the accelerator addresses 2**addr_bits bytes: beyond that is outside memory too
+        self.mem_limit = min(mem_size, 1 << c.addr_bits)
         L = c.L
         self.lb = np.zeros((c.lb_rows, c.lb_blocks * L), dtype=np.int64)
         self.wb = np.zeros((c.wb_sets, c.weight_words, c.lanes), dtype=np.int64)
@@ -93,9 +96,9 @@ class ISS:
 
     # --- memory ----------------------------------------------------------------------------
     def _check(self, addr, n):
-        if addr < 0 or addr + n > len(self.mem):
+        if addr < 0 or addr + n > self.mem_limit:
             raise AccelError(Err.ADDRESS, self.pc, f"bytes [{addr}, {addr + n}) outside memory "
-                                                   f"of {len(self.mem)} bytes")
+                                                   f"of {self.mem_limit} bytes")
 
     def load(self, addr, data):
         data = np.frombuffer(bytes(data), dtype=np.uint8)
@@ -153,8 +156,15 @@ class ISS:
         if op == Op.SET:
             if ins.reg >= len(Reg):
                 raise AccelError(Err.REG, self.pc, f"register {ins.reg}")
+            bits = self.reg_bits[Reg(ins.reg)]
+            if ins.imm >> bits:
+                raise AccelError(Err.PARAM, self.pc, f"SET {Reg(ins.reg).name}, {ins.imm}: wider "
+                                                     f"than the register's {bits} bits")
             self.regs[ins.reg] = ins.imm
             return self.cost.fetch
+        if op == Op.ADD and not self.cfg.add_unit:
+            raise AccelError(Err.OPCODE, self.pc, "ADD: this configuration has no ADD unit "
+                                                  "(add_unit=false)")
         if op in (Op.END, Op.NOP):
             return self.cost.fetch
         return self.cost.fetch + getattr(self, f"_{op.name.lower()}")(ins)

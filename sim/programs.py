@@ -11,7 +11,7 @@ import numpy as np
 
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
 from ffacc.firmware.image import TensorDesc
-from ffacc.firmware.isa import Op, Program, Reg, encode
+from ffacc.firmware.isa import Op, Program, Reg, encode, reg_bits
 from . import golden
 from .iss import ISS
 
@@ -109,6 +109,7 @@ def add_case(cfg, n, seed=0):
 def _fault_program(kind, cfg):
     p = Program()
     mem = MemoryPlan(base=DATA_BASE)
+    far = min(1 << 24, (1 << cfg.addr_bits) - 2)     # the data runs past the memory
     if kind == "opcode":
         p.set(C_KH=3).raw(encode(0x77)).end()
     elif kind == "reserved":
@@ -119,11 +120,27 @@ def _fault_program(kind, cfg):
         p.raw(encode(Op.SET, 63, 5)).end()
     elif kind == "address":
         # LOADA from beyond the memory size
-        p.set(A_SRC=1 << 24, A_CH=1, A_H=4, A_W=4, A_HB0=0, A_NR=4, LB_PITCH=4)
+        p.set(A_SRC=far, A_CH=1, A_H=4, A_W=4, A_HB0=0, A_NR=4, LB_PITCH=4)
         p.op(Op.LOADA).end()
     elif kind == "write_address":
-        p.set(A_SRC=DATA_BASE, D_SRC2=DATA_BASE, O_DST=1 << 24, D_N=4, D_KAB=1 | 1 << 16,
+        p.set(A_SRC=DATA_BASE, D_SRC2=DATA_BASE, O_DST=far, D_N=4, D_KAB=1 | 1 << 16,
               D_M=1 << 30, D_SZ=31, D_CLAMP=255 << 8).op(Op.ADD).end()
+        mem.place("zeros", bytes(16))
+    elif kind == "wide_set":
+        # C_KH is as wide as max_kernel needs: a wider value stops at the SET
+        p.set(C_KH=1 << reg_bits(cfg)[Reg.C_KH]).end()
+    elif kind == "address_wrap":
+        # A_SRC + first row * row pitch is 2**addr_bits + DATA_BASE: out of range, even though
+        # the sum wraps to a valid address in addr_bits bits
+        a = cfg.addr_bits
+        if a == 32:
+            hb0, rp = 65534, 65538            # hb0 * rp = 2**32 - 4
+        else:
+            rp = 1 << min(16, a - 1)
+            hb0 = (1 << a) // rp
+        src = DATA_BASE + (1 << a) - hb0 * rp
+        p.set(A_SRC=src, A_CH=1, A_H=hb0 + 1, A_W=4, A_HB0=hb0, A_NR=1, LB_PITCH=1,
+              A_PITCH=rp).op(Op.LOADA).end()
         mem.place("zeros", bytes(16))
     elif kind == "kernel":
         p.set(C_KH=cfg.max_kernel + 1, C_KW=3, C_LANES=1, C_NY=1, C_WOUT=4, A_CH=1, A_H=4,
@@ -138,7 +155,7 @@ def _fault_program(kind, cfg):
 
 
 FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
-          "write_address": 4, "kernel": 3, "lb_overflow": 3}
+          "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4}
 
 
 def fault_case(cfg, kind):

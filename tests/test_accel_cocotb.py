@@ -1,6 +1,7 @@
 """System tests: firmware on the accelerator's generated Verilog, RTL ≡ ISS ≡ golden."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,6 +79,24 @@ def test_layers(simulator, name, tmp_path):
 @pytest.mark.parametrize("kind", sorted(FAULTS))
 def test_faults_give_error_status(simulator, kind, tmp_path):
     run_both(fault_case(TINY, kind), TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["conv", "no_add", "address_wrap", "address", "wide_set"])
+def test_small_part_configuration(name, tmp_path):
+    """A small part's controller: addr_bits=16 (16-bit address registers plus an overflow bit)
+    and no ADD unit. Address arithmetic that overflows stops with ADDRESS (never wraps to a
+    valid address), a SET wider than its register with PARAM at the SET, ADD is an illegal
+    opcode: RTL ≡ ISS, outputs ≡ golden."""
+    cfg = TINY.with_(addr_bits=16, add_unit=False)
+    if name == "conv":
+        case = conv_case(cfg, 3, 2, 7, 9, 3, seed=31)
+    elif name == "no_add":
+        case = add_case(TINY, 37, seed=32)
+        case = replace(case, image=replace(case.image, fingerprint=cfg.fingerprint()),
+                       outputs=[], expect_error=1)
+    else:
+        case = fault_case(cfg, name)
+    run_both(case, cfg, "verilator", tmp_path)
 
 
 def test_channel_groups_on_rtl(tmp_path):

@@ -111,6 +111,20 @@ def test_placement_and_fusion(model_dir):
     assert [h["op"] for h in c.host_ops] == ["Softmax"]
 
 
+def test_add_runs_on_the_host_without_an_add_unit(model_dir):
+    """A configuration without the ADD unit (the iCEBreaker's) runs residual adds on the host
+    and gets the same integers."""
+    path = _quantized(model_dir, "residual", "qdq")
+    cfg = TINY.with_(add_unit=False)
+    _, c, _ = compile_model(path, cfg)
+    adds = [l for l in c.layers if "Add" in l["op"]]
+    assert adds and all(l["where"] == "host" and "no ADD unit" in l["reason"] for l in adds)
+    _, c_full, _ = compile_model(path, TINY)
+    assert all(l["where"] == "accel" for l in c_full.layers if "Add" in l["op"])
+    res = verify_model(path, cfg, engine="iss", seed=2)
+    assert res["bit_exact"], res
+
+
 def test_memory_reuse(model_dir):
     """Freed activation buffers are reused: the arena is smaller than all tensors together."""
     g, c, _ = compile_model(_quantized(model_dir, "residual", "qdq"), TINY)

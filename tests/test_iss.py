@@ -60,11 +60,36 @@ def test_add_and_fc():
         assert res.status == "done" and case.check(blobs), case.name
 
 
+@pytest.mark.parametrize("addr_bits", [32, 16])
 @pytest.mark.parametrize("kind", sorted(FAULTS))
-def test_faults_stop_with_error_code(kind):
-    case = fault_case(TINY, kind)
-    _, res = run_iss(case, TINY)
+def test_faults_stop_with_error_code(kind, addr_bits):
+    cfg = TINY.with_(addr_bits=addr_bits)
+    case = fault_case(cfg, kind)
+    _, res = run_iss(case, cfg)
     assert res.status == "error" and res.error == FAULTS[kind], (res.error, res.detail)
+    if kind == "wide_set":           # at the SET itself
+        assert res.error_pc == case.image.entry, res.detail
+    if kind == "address_wrap":       # at the LOADA after 8 SETs
+        assert res.error_pc == case.image.entry + 8 * 8, res.detail
+
+
+def test_register_widths_follow_the_configuration():
+    """Registers are as wide as the configuration's largest legal value needs; a SET of a
+    value that fits runs, one bit more stops at the SET with PARAM."""
+    from ffacc.firmware.isa import Reg, reg_bits
+    from ffacc.sim.iss import ISS
+    small = ACCEL_PRESETS["icebreaker"]
+    bits = reg_bits(small)
+    assert bits[Reg.A_SRC] == small.addr_bits == 17 and bits[Reg.D_M] == 32
+    assert bits[Reg.C_KH] == small.max_kernel.bit_length()
+    assert reg_bits(TINY)[Reg.A_SRC] == 32
+    for reg in (Reg.A_SRC, Reg.A_W, Reg.C_NY):
+        prog = Program().set(reg, (1 << bits[reg]) - 1).set(reg, 1 << bits[reg]).end()
+        iss = ISS(small, mem_size=4096)
+        iss.load(0, bytes(prog))
+        res = iss.run(0)
+        assert res.status == "error" and res.error == 3 and res.error_pc == 8, res.detail
+        assert reg.name in res.detail and f"{bits[reg]} bits" in res.detail
 
 
 def test_cycle_estimate_grows_with_work():
