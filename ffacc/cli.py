@@ -462,6 +462,7 @@ def cmd_bench(args):
 
 
 def build_parser():
+    from ffacc.hw.config import ACCEL_PRESETS
     p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -472,7 +473,7 @@ def build_parser():
 
     sp = sub.add_parser("verilog", help="write the accelerator's (or the unit's) Verilog")
     sp.add_argument("--config", metavar="PRESET|FILE.toml",
-                    help=f"accelerator preset (tiny, ulx3s, large; default {DEFAULT_ACCEL}) or "
+                    help=f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL}) or "
                          f"TOML file; with --fcu an FCU preset (default, tiny, p2, p3t2)")
     sp.add_argument("--fcu", action="store_true", help="only the fast convolution unit")
     sp.add_argument("-o", "--output", required=True, metavar="FILE.v")
@@ -493,7 +494,7 @@ def build_parser():
 
     def accel_config(sp):
         sp.add_argument("--config", metavar="PRESET|FILE.toml",
-                        help=f"accelerator preset (tiny, ulx3s, large; default {DEFAULT_ACCEL})"
+                        help=f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL})"
                              " or TOML file")
 
     sp = sub.add_parser("compile", help="quantized ONNX model -> firmware image (.ffw)")

@@ -178,9 +178,11 @@ ACCEL_PRESETS = {
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
                                target_mhz=50),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
-    # parts: runs at the iCEBreaker's 12 MHz oscillator
+    # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (128
+    # KiB), no ADD unit (residual adds on the host); 64 weight sets (192 x 16 bits: still one
+    # EBR) so the bundled digits model compiles (8 sets could not hold conv1's)
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
-                                    lb_width=16, wb_sets=8, acc_blocks=64, qb_entries=32,
+                                    lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=17, add_unit=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,

@@ -10,7 +10,7 @@ from ffacc.boards.build import BOARDS, BuildError, build, ecp5_pll
 from ffacc.boards.host import run_firmware, run_serial
 from ffacc.boards.soc import SoC
 from ffacc.cli import main
-from ffacc.compiler.driver import compile_model
+from ffacc.compiler.driver import compile_model, verify_model
 from ffacc.compiler.ir import quantize
 from ffacc.compiler.zoo import quantize_model, single_conv
 from ffacc.demo import load_split
@@ -171,6 +171,17 @@ def test_ecp5_pll_settings_are_exact_and_legal():
         assert got == 25 / clki * clkfb
     with pytest.raises(BuildError, match="no ECP5 PLL setting"):
         ecp5_pll(25, 12)            # would need a 1 MHz phase detector
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_the_bundled_model_fits_every_board_preset(board):
+    """The digits model compiles for each board's default preset into the board's SoC memory
+    and runs on the ISS bit-exact against the integer golden model."""
+    cfg = ACCEL_PRESETS[BOARDS[board].config]
+    _, c, _ = compile_model(path("digits/digits_int8.onnx"), cfg)
+    assert c.image.mem_size <= BOARDS[board].mem_bytes <= 1 << cfg.addr_bits
+    res = verify_model(path("digits/digits_int8.onnx"), cfg, engine="iss", seed=5)
+    assert res["bit_exact"], res
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
