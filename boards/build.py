@@ -43,14 +43,17 @@ class Board:
     toolchain: bool         # built here (YoWASP); False: files for the vendor tool only
     # nextpnr report names of the resources (dsp, lut, ff, bram)
     cells: tuple = ()
+    memory: str = "dual"    # SoC memory: block RAM ("dual") or the iCE40's SPRAM ("spram")
 
 
 BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
                        True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD")),
+    # the SoC memory in the four SB_SPRAM256KA (128 KiB), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
-                        16 * 1024, 2, True,
-                        ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM")),
+                        128 * 1024, 2, True,
+                        ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM"),
+                        "spram"),
     "arty-a7-35": Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx", "ulx3s", 64 * 1024,
                         4, False),
 }
@@ -134,7 +137,8 @@ class BoardTop(Elaboratable):
             self.clock_mhz = fin
         m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
         soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,
-                                     clock_hz=round(self.clock_mhz * 1e6), baud=self.baud)
+                                     clock_hz=round(self.clock_mhz * 1e6), baud=self.baud,
+                                     memory=b.memory)
         uart = platform.request("uart", 0)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         for i in range(min(b.leds, len(soc.leds))):

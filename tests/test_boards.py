@@ -8,6 +8,7 @@ import pytest
 
 from ffacc.boards.build import BOARDS, BuildError, build, ecp5_pll
 from ffacc.boards.host import run_firmware, run_serial
+from ffacc.boards.ram import SinglePortRAM
 from ffacc.boards.soc import SoC
 from ffacc.cli import main
 from ffacc.compiler.driver import compile_model, verify_model
@@ -19,7 +20,7 @@ from ffacc.firmware.link import (HEADER, Cmd, LinkError, ResponseParser, Status,
                                  encode_request, encode_response)
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.models import path
-from ffacc.sim.cocotb_run import SoCBench, available_simulators
+from ffacc.sim.cocotb_run import SoCBench, SPRAMBench, available_simulators
 from ffacc.sim.iss import ISS
 from ffacc.sim.runner import run_image
 
@@ -134,21 +135,28 @@ def _sim(name):
     return name
 
 
+# the SoC memory as block RAM (ECP5) and as the single-port model of the iCE40's SPRAM
+MEMORIES = ["dual", "single"]
+
+
 @pytest.mark.icarus
-def test_soc_link_answers_every_malformed_request_on_icarus():
-    checks = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192, divisor=4).link_errors()
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_soc_link_answers_every_malformed_request_on_icarus(memory):
+    checks = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192, divisor=4,
+                      memory=memory).link_errors()
     assert len(checks) == 12, checks
 
 
 @pytest.mark.icarus
-def test_soc_runs_a_conv_model_through_the_uart_on_icarus(tmp_path):
+@pytest.mark.parametrize("memory", MEMORIES)
+def test_soc_runs_a_conv_model_through_the_uart_on_icarus(memory, tmp_path):
     quantize_model(single_conv(3, C=2, O=2, H=5, W=6), tmp_path / "c.onnx")
     g, c, _ = compile_model(tmp_path / "c.onnx", TINY)
     qin = g.inputs[0]
     x = {qin: np.random.default_rng(1).integers(0, 256, g.tensors[qin].shape).astype(np.uint8)}
     ref, ref_st = run_image(c.image, x)
     outs, st = SoCBench(TINY, _sim("icarus"), quiet=True, mem_bytes=8192,
-                        divisor=4).run_model(c.image, x, name="conv")
+                        divisor=4, memory=memory).run_model(c.image, x, name="conv")
     assert all(np.array_equal(outs[k], ref[k]) for k in ref)
     assert abs(st["cycles"] - ref_st["cycles"]) <= 0.05 * ref_st["cycles"]
 
@@ -161,6 +169,28 @@ def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
         image, x, name="digits")
     assert all(np.array_equal(outs[k], ref[k]) for k in ref)
     assert st["bytes_sent"] > len(image.to_bytes()) // 2
+
+
+@pytest.mark.icarus
+def test_spram_wrapper_matches_the_model_on_icarus():
+    """The iCE40 SoC memory: four SB_SPRAM256KA (yosys's simulation model) behind the
+    single-port wrapper give what the behavioural model used in the SoC simulations gives:
+    random byte-masked writes and reads in both 16 K-word banks."""
+    st = SPRAMBench(_sim("icarus"), quiet=True).check(ops=1500, seed=1)
+    assert st["reads"] > 500 and st["writes"] > 300, st
+
+
+@pytest.mark.slow
+def test_the_icebreaker_soc_runs_the_digits_model_through_the_uart_on_verilator():
+    """The iCEBreaker's SoC as built for the board (icebreaker preset: 17-bit addresses, no
+    ADD unit; 128 KiB single-port memory as on the SPRAM), simulated with the behavioural model
+    of the SPRAM: the digits model through the UART, outputs ≡ ISS."""
+    cfg = ACCEL_PRESETS["icebreaker"]
+    image, x = _digits(cfg, index=4)
+    ref, _ = run_image(image, x)
+    outs, st = SoCBench(cfg, _sim("verilator"), quiet=True, mem_bytes=BOARDS["icebreaker"]
+                        .mem_bytes, memory="single").run_model(image, x, name="digits_ib")
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
 
 
 # ----------------------------------------------------------------------- builds
@@ -201,8 +231,9 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
         assert "MMCME2_BASE" in (tmp_path / "ffacc_soc.v").read_text()
     else:
         assert "set_io" in (tmp_path / "ffacc_soc.pcf").read_text()
-        # multipliers go to the SB_MAC16 DSPs, not to logic cells
+        # multipliers go to the SB_MAC16 DSPs, not to logic cells; the SoC memory is SPRAM
         assert "synth_ice40 -dsp" in (tmp_path / "ffacc_soc.ys").read_text()
+        assert (tmp_path / "ffacc_soc.il").read_text().count("SB_SPRAM256KA") >= 4
 
 
 def test_build_errors_are_clear(tmp_path, capsys):
@@ -212,6 +243,10 @@ def test_build_errors_are_clear(tmp_path, capsys):
         build("icebreaker", TINY, out_dir=tmp_path, run=False)
     with pytest.raises(ValueError, match="at least 4x the baud rate"):
         SoC(TINY, clock_hz=1_000_000, baud=500_000)
+    with pytest.raises(ValueError, match="addresses 131072 .addr_bits=17."):
+        SoC(ACCEL_PRESETS["icebreaker"], mem_bytes=256 * 1024, clock_hz=12_000_000)
+    with pytest.raises(ValueError, match="needs 8 SB_SPRAM256KA; the iCE40UP5K has 4"):
+        SinglePortRAM(64 * 1024, 4, "spram")
     assert main(["build", "--board", "nope"]) == 2
     assert "unknown board" in capsys.readouterr().err
 
