@@ -41,6 +41,23 @@ __all__ = ["Accelerator"]
 ADD_CHUNK = 16
 
 
+def narrow_dsp_product(a, b, dsp_bits):
+    """``a * b`` (unsigned) with one ``dsp_bits`` x ``dsp_bits`` hard multiplier for the low
+    parts and the few upper bits as shifted additions in logic: on the iCE40 (16x16 SB_MAC16)
+    an 18x18 product takes one DSP instead of three. The plain product when the operands fit."""
+    if max(len(a), len(b)) <= dsp_bits:
+        return a * b
+    lo = dsp_bits
+    a_l, a_h, b_l, b_h = a[:lo], a[lo:], b[:lo], b[lo:]
+    # a*b = a_l*b_l + 2**lo * (a_h*b + b_h*a_l)
+    cross = Const(0, 1)
+    for i in range(len(a_h)):
+        cross = cross + (Mux(a_h[i], b, 0) << i)
+    for i in range(len(b_h)):
+        cross = cross + (Mux(b_h[i], a_l, 0) << i)
+    return a_l * b_l + (cross << lo)
+
+
 def _ceil_log2(n):
     return max(1, (n - 1).bit_length())
 
@@ -365,7 +382,7 @@ class Accelerator(wiring.Component):
         smul_b = Signal(unsigned(18))
         smul_p = Signal(unsigned(36))
         smul_ph = Signal()
-        m.d.comb += smul_p.eq(smul_a * smul_b)
+        m.d.comb += smul_p.eq(narrow_dsp_product(smul_a, smul_b, cfg.dsp_bits))
 
         @contextmanager
         def product(a, b):

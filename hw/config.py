@@ -53,6 +53,10 @@ class AcceleratorConfig:
         Bytes of memory the accelerator addresses: ``2 ** addr_bits``. Address registers,
         the program counter and the address arithmetic are this wide (plus an overflow
         bit), so a small part with a small memory gets a narrow controller.
+    dsp_bits : int
+        Operand width of the target's hard multipliers (18: ECP5/Xilinx, 16: iCE40 SB_MAC16).
+        The controller's 18x18 address multiplier uses one of them plus logic for the
+        remaining bits instead of several DSPs. Results are the same.
     add_unit : bool
         Whether the ``ADD`` command exists (elementwise add with requantization). Without it
         ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
@@ -72,6 +76,7 @@ class AcceleratorConfig:
     target_mhz: int = 100
     addr_bits: int = 32
     add_unit: bool = True
+    dsp_bits: int = 18
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -79,7 +84,7 @@ class AcceleratorConfig:
         checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
                   ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
-                  ("target_mhz", 1, 1000), ("addr_bits", 12, 32))
+                  ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -184,7 +189,7 @@ ACCEL_PRESETS = {
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
-                                    addr_bits=17, add_unit=False),
+                                    addr_bits=17, add_unit=False, dsp_bits=16),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),
