@@ -31,7 +31,7 @@ class SinglePortRAM(wiring.Component):
             raise ValueError(f"single-port RAM depth {depth}: must be a power of two")
         if kind == "spram":
             wide, deep = 8 * nb // 16, max(1, depth // SPRAM_WORDS)
-            if depth % SPRAM_WORDS and depth > SPRAM_WORDS or wide * deep > SPRAM_BLOCKS:
+            if wide * deep > SPRAM_BLOCKS:
                 raise ValueError(f"{depth} x {8 * nb} bits needs {wide * deep} SB_SPRAM256KA; "
                                  f"the iCE40UP5K has {SPRAM_BLOCKS} (at most "
                                  f"{SPRAM_BLOCKS * SPRAM_WORDS * 2 // 1024} KiB)")
