@@ -194,8 +194,14 @@ class Accelerator(wiring.Component):
 
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
-            with m.If(rd.stall | wr.stall):
-                m.d.sync += stall_cycles.eq(stall_cycles + 1)
+            if cfg.perf_counters:
+                with m.If(rd.stall | wr.stall):
+                    m.d.sync += stall_cycles.eq(stall_cycles + 1)
+
+        def count(*updates):
+            """Profiling counter updates: only in configurations that have the counters (the
+            others read 0)."""
+            return list(updates) if cfg.perf_counters else []
 
         # ---------------------------------------------------------------- parameter registers
         rbits = reg_bits(cfg)
@@ -551,9 +557,9 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
-                                 err_code.eq(0), err_pc.eq(0), cycles.eq(0),
-                                 busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
-                                 n_instr.eq(0)]
+                                 err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
+                    m.d.sync += count(busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
+                                      n_instr.eq(0))
                     m.next = "FETCH"
             with m.State("FETCH"):
                 rd_request(pc, 8)
@@ -567,7 +573,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [n_instr.eq(n_instr + 1), cmd_flags.eq(flags)]
+                m.d.sync += [cmd_flags.eq(flags)] + count(n_instr.eq(n_instr + 1))
                 with m.If(rsvd != 0):
                     failure(Err.OPCODE)
                 with m.Else():
@@ -828,8 +834,8 @@ class Accelerator(wiring.Component):
                     m.next = "CV_STREAM"
             with m.State("CV_STREAM"):
                 m.d.comb += st_issue.eq(1)
-                m.d.sync += [busy_cycles.eq(busy_cycles + 1),
-                             mult_slots.eq(mult_slots + cv_slots)]
+                m.d.sync += count(busy_cycles.eq(busy_cycles + 1),
+                                  mult_slots.eq(mult_slots + cv_slots))
                 with m.If(bad_row):
                     failure(Err.PARAM)
                 with m.Elif(st_b == cv_bk - 1):

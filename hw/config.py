@@ -61,6 +61,10 @@ class AcceleratorConfig:
         Whether the ``ADD`` command exists (elementwise add with requantization). Without it
         ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
         smallest parts save its sequencer and byte buffers.
+    perf_counters : bool
+        Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
+        ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
+        counted. The smallest parts save about 300 logic cells.
     """
 
     fcu: FCUConfig = field(default_factory=FCUConfig)
@@ -77,6 +81,7 @@ class AcceleratorConfig:
     addr_bits: int = 32
     add_unit: bool = True
     dsp_bits: int = 18
+    perf_counters: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -89,8 +94,9 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        if not isinstance(self.add_unit, bool):
-            raise ConfigError(f"add_unit={self.add_unit!r}: must be true or false")
+        for name in ("add_unit", "perf_counters"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
         if self.lb_rows % self.lb_banks:
@@ -189,7 +195,8 @@ ACCEL_PRESETS = {
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
-                                    addr_bits=17, add_unit=False, dsp_bits=16),
+                                    addr_bits=17, add_unit=False, dsp_bits=16,
+                                    perf_counters=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),
