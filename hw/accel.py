@@ -228,7 +228,7 @@ class Accelerator(wiring.Component):
         wb_r = wbm.read_port(transparent_for=())
         qbm = m.submodules.qbuf = Memory(shape=unsigned(32 * QPARAM_WORDS),
                                          depth=cfg.qb_entries, init=[])
-        qb_w = qbm.write_port()
+        qb_w = qbm.write_port(granularity=32)
         qb_r = qbm.read_port(transparent_for=())
         accm = [Memory(shape=unsigned(32 * L), depth=cfg.acc_blocks, init=[]) for _ in range(P)]
         acc_w, acc_r = [], []
@@ -276,17 +276,27 @@ class Accelerator(wiring.Component):
         def rd_request(addr, length):
             m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length)]
 
-        def collect_bytes(per_word, width, port):
-            """Assemble the read byte stream into ``per_word``-byte words written to ``port``
-            at ``addr_b``, ``addr_b + 1``, ...; next instruction when the read is done."""
+        def collect_bytes(per_word, port, slice_bytes=None):
+            """Assemble the read byte stream into ``per_word``-byte records written to
+            ``port`` at ``addr_b``, ``addr_b + 1``, ...; next instruction when the read is
+            done. With ``slice_bytes`` the port writes ``slice_bytes``-byte slices of a record
+            (``granularity``), each as soon as its bytes arrived, so only a slice is
+            collected."""
+            sb = slice_bytes or per_word
+            width = 8 * sb
             with m.If(rd.out_valid):
                 word = Cat(shreg[8:width], rd.out_data)
                 m.d.sync += shreg[:width].eq(word)
                 with m.If(cnt_b == per_word - 1):
                     m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
-                    m.d.comb += [port.en.eq(1), port.addr.eq(addr_b), port.data.eq(word)]
                 with m.Else():
                     m.d.sync += cnt_b.eq(cnt_b + 1)
+                with m.If(cnt_b[:(sb - 1).bit_length()] == sb - 1):
+                    m.d.comb += [port.addr.eq(addr_b), port.data.eq(word.replicate(per_word // sb))]
+                    if slice_bytes:
+                        m.d.comb += port.en.eq(1 << (cnt_b >> (sb - 1).bit_length()))
+                    else:
+                        m.d.comb += port.en.eq(1)
             with m.If(rd.done):
                 with m.If(rd.err != 0):
                     failure(rd.err)
@@ -295,11 +305,10 @@ class Accelerator(wiring.Component):
 
         # ---- shared loop registers
         cnt_a = Signal(range(cfg.lb_rows + 1))
-        cnt_b = Signal(range(max(cfg.lb_rows, cfg.wb_sets * WW, cfg.qb_entries, 2 * P,
-                                 4 * QPARAM_WORDS) + 1))
+        cnt_b = Signal(range(max(cfg.lb_rows, 2 * P, 4 * QPARAM_WORDS) + 1))
         addr_a = Signal(AW)
         addr_b = Signal(AW)
-        shreg = Signal(max(64, 16 * P, 32 * QPARAM_WORDS))
+        shreg = Signal(max(32, 16 * P))
         nbytes = Signal(AW)
 
         # ---- LOADA state
@@ -715,7 +724,7 @@ class Accelerator(wiring.Component):
                                          wb_w.data.eq(word)]
                         with m.Else():
                             m.d.sync += cnt_b.eq(cnt_b + 1)
-                collect_bytes(2 * P, width, wb_w)
+                collect_bytes(2 * P, wb_w)
             with m.State("LQ_CHECK"):
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
                 with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
@@ -727,7 +736,7 @@ class Accelerator(wiring.Component):
                 rd_request(rg[Reg.Q_SRC], nbytes)
                 m.next = "LQ_DATA"
             with m.State("LQ_DATA"):
-                collect_bytes(4 * QPARAM_WORDS, 32 * QPARAM_WORDS, qb_w)
+                collect_bytes(4 * QPARAM_WORDS, qb_w, slice_bytes=4)
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
