@@ -14,7 +14,7 @@
   3 done, 4 error.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -185,17 +185,21 @@ class SoC(wiring.Component):
         with m.If(crc_upd):
             m.d.sync += crc.eq(crc16_step(crc, crc_in))
 
-        cmd = Signal(8)
-        addr = Signal(32)
-        length = Signal(16)
+        # the request header as it arrives (cmd, addr, len: little-endian fields, so shifting
+        # the bytes in from the top leaves each field in place)
         hdr = Signal(56)
-        idx = Signal(16)
-        rx_crc = Signal(16)
+        cmd, addr, length = hdr[:8], hdr[8:40], hdr[40:56]
+        idx = Signal(range(MAX_PAYLOAD + 1))
+        crc_bad = Signal()              # a received CRC byte differed from the computed one
         status = Signal(8)
-        resp_len = Signal(16)
-        rbuf = Array(Signal(8, name=f"rbuf{i}") for i in range(16))
-        from_mem = Signal()             # response payload streams from memory
+        resp_len = Signal(range(MAX_PAYLOAD + 1))
+        from_mem = Signal()             # response payload streams from memory, else from `pay`
         byte = Signal(8)
+        # memory byte addresses of a checked request: the memory's own bits
+        mab = ab + sh
+        addr_high = addr[mab:].any()
+        mem_a = Signal(mab)
+        m.d.comb += mem_a.eq(addr[:mab] + idx)
         gap = max(64 * self.divisor, self.clock_hz // 10)
         timeout = Signal(range(gap + 1))
 
@@ -209,9 +213,6 @@ class SoC(wiring.Component):
         # the words of the STATUS and INFO answers, in the order firmware.link defines
         status_regs = [CSR[w.upper()] for w in STATUS_WORDS]
         info_regs = [CSR[w.upper()] for w in INFO_WORDS[:2]]
-
-        def put_word(offset, value):
-            return [rbuf[offset + i].eq(value[8 * i:8 * i + 8]) for i in range(4)]
 
         def send(value, nxt, with_crc=True):
             m.d.comb += [tx.data.eq(value), tx.valid.eq(1)]
@@ -257,25 +258,28 @@ class SoC(wiring.Component):
                                 m.next = "CRC"
                     else:
                         with m.If(rx.valid):
-                            m.d.sync += rx_crc.eq(Cat(rx_crc[8:], rx.data))
+                            # the CRC is not updated in this state: compare byte by byte
+                            expect = Mux(idx[0], crc[8:], crc[:8])
+                            m.d.sync += crc_bad.eq(Mux(idx[0], crc_bad, 0) | (rx.data != expect))
                             with m.If(idx == 1):
                                 m.next = "CHECK"
             with m.State("LEN"):
-                m.d.sync += [cmd.eq(hdr[:8]), addr.eq(hdr[8:40]), length.eq(hdr[40:56])]
-                is_write = (hdr[:8] == Cmd.WRITE_MEM) | (hdr[:8] == Cmd.WRITE_CSR)
-                with m.If(is_write & ((hdr[40:56] == 0) | (hdr[40:56] > MAX_PAYLOAD))):
+                is_write = (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.WRITE_CSR)
+                with m.If(is_write & ((length == 0) | (length > MAX_PAYLOAD))):
                     respond(Status.BAD_LEN)
                 with m.Elif(is_write):
                     m.next = "PAY"
                 with m.Else():
                     m.next = "CRC"
             with m.State("CHECK"):
-                with m.If(rx_crc != crc):
+                with m.If(crc_bad):
                     respond(Status.BAD_CRC)
                 with m.Else():
                     m.d.sync += idx.eq(0)
-                    mem_ok = (length != 0) & (length <= MAX_PAYLOAD) & \
-                        (addr < self.mem_bytes) & (addr + length <= self.mem_bytes)
+                    # the memory is 2**mab bytes; with length <= MAX_PAYLOAD checked first,
+                    # the range check needs only the address's low bits and a carry
+                    mem_ok = (length != 0) & (length <= MAX_PAYLOAD) & ~addr_high & \
+                        (addr[:mab] + length[:9] <= self.mem_bytes)
                     with m.Switch(cmd):
                         with m.Case(Cmd.WRITE_MEM):
                             with m.If(~mem_ok):
@@ -290,7 +294,7 @@ class SoC(wiring.Component):
                             with m.Else():
                                 respond(Status.OK, length, memory=True)
                         with m.Case(Cmd.WRITE_CSR, Cmd.READ_CSR):
-                            with m.If(addr >= 256):
+                            with m.If(addr[8:].any()):
                                 respond(Status.BAD_ADDR)
                             with m.Elif((cmd == Cmd.WRITE_CSR) & (length != 4)):
                                 respond(Status.BAD_LEN)
@@ -309,9 +313,7 @@ class SoC(wiring.Component):
                             m.d.sync += csr_addr.eq(status_regs[0])
                             m.next = "SS_0"
                         with m.Case(Cmd.INFO):
-                            m.d.sync += [csr_addr.eq(info_regs[0])] + \
-                                put_word(8, Const(self.mem_bytes, 32)) + \
-                                put_word(12, Const(self.clock_hz, 32))
+                            m.d.sync += csr_addr.eq(info_regs[0])
                             m.next = "IN_0"
                         with m.Default():
                             respond(Status.BAD_CMD)
@@ -321,10 +323,9 @@ class SoC(wiring.Component):
                 m.d.comb += [pay_r.addr.eq(idx), pay_r.en.eq(1)]
                 m.next = "WM_WRITE"
             with m.State("WM_WRITE"):
-                a = addr + idx
-                m.d.comb += [host_wr.eq(1), host_wr_addr.eq(a >> sh),
+                m.d.comb += [host_wr.eq(1), host_wr_addr.eq(mem_a >> sh),
                              host_wr_data.eq(pay_r.data.replicate(nb)),
-                             host_wr_en.eq((Const(1, nb) << a[:sh])[:nb] if sh else 1)]
+                             host_wr_en.eq((Const(1, nb) << mem_a[:sh])[:nb] if sh else 1)]
                 with m.If(w_state == 0):          # the port was ours this cycle
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == length - 1):
@@ -371,23 +372,33 @@ class SoC(wiring.Component):
             csr_write("ST_W0", st_w0_done)
             csr_write("ST_W1", lambda: respond(Status.OK))
 
-            def csr_reads(prefix, then, resp_len):
-                """Read CSRs into response words 0, 1, ...: the first at the ``csr_addr`` the
-                caller set, then each of ``then``; respond with ``resp_len`` bytes."""
-                for i in range(len(then) + 1):
-                    def put(i=i):
-                        m.next = f"{prefix}_{i}_PUT"
-                    csr_read(f"{prefix}_{i}", put)
-                    with m.State(f"{prefix}_{i}_PUT"):
-                        m.d.sync += put_word(4 * i, csr_rdata)
-                        if i < len(then):
-                            m.d.sync += csr_addr.eq(then[i])
-                            m.next = f"{prefix}_{i + 1}"
-                        else:
-                            respond(Status.OK, resp_len)
-            csr_reads("RC", [], 4)                                          # READ_CSR
-            csr_reads("SS", status_regs[1:], 16)                            # STATUS
-            csr_reads("IN", info_regs[1:], 16)  # INFO (+ memory size, clock put at CHECK)
+            def csr_reads(prefix, words, resp_len):
+                """Response words 0, 1, ... into the payload buffer: CSR offsets (the first
+                at the ``csr_addr`` the caller set) read over AXI4-Lite, or constants;
+                respond with ``resp_len`` bytes. ``idx`` counts the bytes put (from 0)."""
+                for i, w in enumerate(words):
+                    put = f"{prefix}_{i}_PUT"
+                    if w[0] == "csr":
+                        csr_read(f"{prefix}_{i}", lambda put=put: setattr(m, "next", put))
+                    else:
+                        with m.State(f"{prefix}_{i}"):
+                            m.d.sync += csr_rdata.eq(w[1])
+                            m.next = put
+                    with m.State(put):         # one byte per cycle into the buffer
+                        m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
+                                     pay_w.data.eq(csr_rdata.word_select(idx[:2], 8))]
+                        m.d.sync += idx.eq(idx + 1)
+                        with m.If(idx[:2] == 3):
+                            if i + 1 < len(words):
+                                if words[i + 1][0] == "csr":
+                                    m.d.sync += csr_addr.eq(words[i + 1][1])
+                                m.next = f"{prefix}_{i + 1}"
+                            else:
+                                respond(Status.OK, resp_len)
+            csr_reads("RC", [("csr", None)], 4)                                # READ_CSR
+            csr_reads("SS", [("csr", None)] + [("csr", r) for r in status_regs[1:]], 16)
+            csr_reads("IN", [("csr", None)] + [("csr", r) for r in info_regs[1:]]
+                      + [("const", self.mem_bytes), ("const", self.clock_hz)], 16)    # INFO
 
             # response: sync, status, length, payload, crc
             with m.State("TX_SYNC"):
@@ -399,23 +410,24 @@ class SoC(wiring.Component):
             with m.State("TX_LEN0"):
                 send(resp_len[:8], "TX_LEN1")
             with m.State("TX_LEN1"):
-                send(resp_len[8:], "TX_PAY")
+                send(Cat(resp_len[8:], Const(0, 8))[:8], "TX_PAY")
             with m.State("TX_PAY"):
                 with m.If(idx == resp_len):
                     m.next = "TX_CRC0"
                 with m.Elif(from_mem):
                     m.next = "TX_MEM"
                 with m.Else():
-                    m.d.sync += byte.eq(rbuf[idx[:4]])
-                    m.next = "TX_BYTE"
+                    m.d.comb += [pay_r.addr.eq(idx), pay_r.en.eq(1)]
+                    m.next = "TX_PAYD"
+            with m.State("TX_PAYD"):
+                m.d.sync += byte.eq(pay_r.data)
+                m.next = "TX_BYTE"
             with m.State("TX_MEM"):
-                a = addr + idx
-                m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(a >> sh)]
+                m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(mem_a >> sh)]
                 with m.If(~r_busy & ~steal):
                     m.next = "TX_MEMD"
             with m.State("TX_MEMD"):
-                a = addr + idx
-                m.d.sync += byte.eq(rp.data.word_select(a[:sh], 8) if sh else rp.data)
+                m.d.sync += byte.eq(rp.data.word_select(mem_a[:sh], 8) if sh else rp.data)
                 m.next = "TX_BYTE"
             with m.State("TX_BYTE"):
                 with m.If(tx.ready):
