@@ -58,6 +58,27 @@ def narrow_dsp_product(a, b, dsp_bits):
     return a_l * b_l + (cross << lo)
 
 
+RQ_BITS = 13
+
+
+def requant_round(m, prod, sh):
+    """``(prod + 2**(sh-1)) >> sh`` (round half up, ``1 <= sh <= 62``) saturated to
+    ``RQ_BITS``-bit signed, as logic added to ``m``: ``((prod >> (sh-1)) + 1) >> 1``, which
+    is equal (``floor((floor(y) + 1) / 2) = floor((y + 1) / 2)``), so the rounding adder works
+    on the narrow result. The saturation (at -2**11 and 2**11) changes nothing the
+    requantizer's output can show: the zero point (|zp| <= 256) and the int8/uint8 clamp
+    follow."""
+    t = Signal(signed(len(prod)))
+    m.d.comb += t.eq(prod.as_signed() >> (sh - 1)[:6])
+    hi = t[RQ_BITS - 1:]
+    sat = Signal(signed(RQ_BITS))
+    m.d.comb += sat.eq(Mux(hi.all() | ~hi.any(), t[:RQ_BITS],
+                           Mux(t[-1], -(1 << (RQ_BITS - 1)), (1 << (RQ_BITS - 1)) - 1)))
+    res = Signal(signed(RQ_BITS))
+    m.d.comb += res.eq((sat + 1) >> 1)
+    return res
+
+
 def _ceil_log2(n):
     return max(1, (n - 1).bit_length())
 
@@ -405,7 +426,6 @@ class Accelerator(wiring.Component):
                 yield smul_p
 
         tmp = Signal(36)
-        rq_half = Signal(64)
         po_run = Signal()
         po_adv = Signal()
         po_done = Signal()
@@ -424,12 +444,11 @@ class Accelerator(wiring.Component):
         mul_p = Signal(signed(66))
         m.d.comb += mul_p.eq(p2_in * Cat(q_M, Const(0, 1)).as_signed())
         p3_prod = Signal(signed(66))
-        p4_rnd = Signal(signed(66))
+        p4_rnd = Signal(signed(RQ_BITS))
         po_res = Signal(signed(10))
         po_maxv = Signal(signed(10))
-        m.d.comb += rq_half.eq(Const(1, 64) << (q_sh - 1)[:6])
-        p3_rnd = Signal(signed(66))
-        m.d.comb += p3_rnd.eq((p3_prod + rq_half) >> q_sh[:6])
+        p3_rnd = Signal(signed(RQ_BITS))
+        m.d.comb += p3_rnd.eq(requant_round(m, p3_prod, q_sh))
         po_byte = Signal(8)
 
         def s8(v):

@@ -128,3 +128,48 @@ def test_address_multiplier_on_narrow_dsps(dsp_bits):
     sim.add_testbench(bench)
     sim.run()
     assert not bad, bad[:5]
+
+
+def test_requantizer_rounding_equals_the_golden_rounding():
+    """The POST/ADD rounding stage, ((prod >> (sh-1)) + 1) >> 1 saturated to RQ_BITS, against
+    (prod + 2**(sh-1)) >> sh: equal wherever that fits, and after the zero point and the
+    int8/uint8 clamp equal everywhere (products over the whole 64-bit range, every shift,
+    values at the rounding boundaries)."""
+    from amaranth.hdl import Module, Signal, signed, unsigned
+    from ffacc.hw.accel import RQ_BITS, requant_round
+
+    m = Module()
+    prod, sh = Signal(signed(66)), Signal(unsigned(8))
+    res = requant_round(m, prod, sh)
+    rng = np.random.default_rng(5)
+    lim = 1 << (RQ_BITS - 2)          # |result| < lim is exact
+    cases = []
+    for s in range(1, 63):
+        for k in (0, 1, -1, 5, -5, lim - 1, -lim, lim, -lim - 1, 1 << 40, -(1 << 40)):
+            for d in (-1, 0, 1):
+                v = (k << s) + (1 << (s - 1)) + d          # around the rounding boundary
+                if -(1 << 63) <= v < 1 << 63:
+                    cases.append((v, s))
+        cases += [(int(v), s) for v in rng.integers(-(1 << 63), (1 << 63) - 1, 20,
+                                                    dtype=np.int64)]
+        cases += [(int(v) >> int(rng.integers(0, 62)), s) for v in
+                  rng.integers(-(1 << 63), (1 << 63) - 1, 20, dtype=np.int64)]
+        cases += [(-(1 << 63), s), ((1 << 63) - 1, s)]
+    bad = []
+
+    async def bench(ctx):
+        for v, s in cases:
+            ctx.set(prod, v)
+            ctx.set(sh, s)
+            got, ref = ctx.get(res), (v + (1 << (s - 1))) >> s
+            if abs(ref) < lim and got != ref:
+                bad.append((v, s, got, ref))
+            for zp, lo, hi in ((-128, -128, 127), (0, -128, 127), (127, -128, 127),
+                               (0, 0, 255), (255, 0, 255), (128, 0, 255)):
+                if min(max(got + zp, lo), hi) != min(max(ref + zp, lo), hi):
+                    bad.append((v, s, zp, got, ref))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(cases) > 4000 and not bad, bad[:5]
