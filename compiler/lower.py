@@ -234,7 +234,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         cin0 = max(0, x0 - pl)
         cin1 = min(W, x0 + wx - pl + kw - 1)
         tiles.append((x0, wx, cin0, cin1 - cin0, pl - x0 + cin0))
-    for y0 in range(0, hconv, ny):
+    # bands start on a multiple of the step, so each band's first row is one POST keeps; when
+    # the accumulator holds fewer rows than the step (ny = 1 < stride), a band is the one conv
+    # row POST keeps and the rows between are not computed
+    for y0 in range(0, hconv, ny if ny >= step else step):
         nyb = min(ny, hconv - y0)
         if layer.pool2 and nyb % 2:
             nyb -= 1

@@ -37,6 +37,17 @@ def test_conv_variants(kw):
     assert res.status == "done" and case.check(blobs)
 
 
+@pytest.mark.parametrize("stride", [2, 3])
+def test_strided_conv_when_the_accumulator_holds_one_row(stride):
+    """An accumulator of fewer output rows than the stride (one row of 4 blocks): each band
+    is a conv row POST keeps (bands used to start on every row, so rows between overwrote the
+    outputs)."""
+    cfg = TINY.with_(acc_blocks=4)
+    case = conv_case(cfg, 2, 2, 10, 12, 5, stride=stride, seed=41)
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done" and case.check(blobs)
+
+
 def test_channel_groups_accumulate():
     """Input channels beyond the line buffer are split into groups summed in the accumulator."""
     small = TINY.with_(lb_rows=16)
