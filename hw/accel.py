@@ -332,37 +332,49 @@ class Accelerator(wiring.Component):
         shreg = Signal(max(32, 16 * P))
         nbytes = Signal(AW)
 
+        # Loop counters are as wide as the command checks bound them (each bound below follows
+        # from a check that passes before the counter runs):
+        #   W <= lb_width; (nch-1)*pitch + nr <= lb_rows (LOADA); nch <= lb_rows and
+        #   kh, kw <= max_kernel (CONV); wout <= acc_blocks*L, hence ceil(wout/L) <=
+        #   acc_blocks; ny*ceil(wout/L) <= acc_blocks; C_WSET < wb_sets; step <= 255
+        K0 = ceil((cfg.max_kernel - 1 + d_ffa) / L) + 1   # makes col0 + L*K0 >= 0
+        n_blk = cfg.acc_blocks + D_ffa                      # column blocks of a CONV row
+        n_pairs = cfg.lb_rows * cfg.max_kernel              # (channel, kernel row) pairs
+        n_kw = cfg.max_kernel + N                           # kernel columns, piece-rounded
+        col_lo = cfg.max_kernel + d_ffa                     # -col_lo <= first column
+        n_col = L * n_blk + n_kw + L                        # last column < n_col
+
         # ---- LOADA state
-        la_col = Signal(16)
-        la_blk = Signal(16)
+        la_col = Signal(range(cfg.lb_width))
+        la_blk = Signal(range(cfg.lb_blocks + 1))
         la_sub = Signal(range(L))
-        la_g = Signal(20)
-        la_gbase = Signal(20)
+        la_g = Signal(range(cfg.lb_rows + 1))
+        la_gbase = Signal(range(cfg.lb_rows + 1))
         la_hw = Signal(AW)
         la_contig = Signal()
 
         # ---- CONV state
         kh, kw = rg[Reg.C_KH], rg[Reg.C_KW]
-        cv_npairs = Signal(16)
-        cv_wob = Signal(16)
-        cv_t = Signal(16)
-        cv_pieces = Signal(8)
-        cv_piece = Signal(8)
-        cv_pieceoff = Signal(16)
+        cv_npairs = Signal(range(n_pairs + 1))
+        cv_wob = Signal(range(cfg.acc_blocks + 1))
+        cv_t = Signal(range(L * cfg.acc_blocks + L + 1))
+        cv_pieces = Signal(range(cfg.max_kernel + 1))
+        cv_piece = Signal(range(cfg.max_kernel + 1))
+        cv_pieceoff = Signal(range(n_kw + 1))
         cv_lmt = Signal(16)
-        cv_t2 = Signal(16)
-        cv_colv = Signal(16)
-        cv_colblk0 = Signal(signed(17))
+        cv_t2 = Signal(range(n_kw + 1))
+        cv_colv = Signal(range(n_kw + L * K0 + 1))
+        cv_colblk0 = Signal(range(-K0, n_kw + L * K0 + 1))
         cv_rot = Signal(range(L))
-        cv_col0 = Signal(signed(17))
-        cv_p0 = Signal(16)
+        cv_col0 = Signal(range(-col_lo, n_kw + 1))
+        cv_p0 = Signal(range(n_pairs + R + 1))
         cv_pc_c = Signal(16)
         cv_pc_i = Signal(8)
         cv_cbase = Signal(20)
-        cv_wset = Signal(16)
-        cv_wbase = Signal(24)
+        cv_wset = Signal(range(cfg.wb_sets + 1))
+        cv_wbase = Signal(range(cfg.wb_sets * WW + 1))
         cv_first = Signal()
-        cv_bk = Signal(16)
+        cv_bk = Signal(range(n_blk + 1))
         cv_D = Signal(8)
         cv_asg = Signal(range(R + 1))
         cv_wa = Signal(range(WW + 2))
@@ -375,27 +387,28 @@ class Accelerator(wiring.Component):
         eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
         # stream counters
         st_y = Signal(16)
-        st_yl = Signal(16)
-        st_b = Signal(16)
-        st_col = Signal(signed(18))
+        st_yl = Signal(range(cfg.acc_blocks + 1))
+        st_b = Signal(range(n_blk + 1))
+        st_col = Signal(range(-col_lo, n_col + 1))
         st_active = Signal()
         # output counters
-        ot_b = Signal(16)
-        ot_yl = Signal(16)
-        ot_base = Signal(16)
-        ot_count = Signal(32)
-        ot_total = Signal(32)
+        ot_b = Signal(range(n_blk + 1))
+        ot_yl = Signal(range(cfg.acc_blocks + 1))
+        ot_base = Signal(range(cfg.acc_blocks + 1))
+        ot_count = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))    # ny * cv_bk
+        ot_total = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))
         ot_done = Signal()
 
-        K0 = ceil((cfg.max_kernel - 1 + d_ffa) / L) + 1   # makes col0 + L*K0 >= 0
 
         # ---- POST / ADD state
         po_lane = Signal(8)
-        po_y = Signal(16)
-        po_rowbase = Signal(16)
-        po_xblk = Signal(16)
+        po_y = Signal(range(cfg.acc_blocks + 256 + 1))
+        # a row's first accumulator block; it and the row step need only hold what a valid row
+        # reaches (< acc_blocks): the next row's base is exact whenever that row exists
+        po_rowbase = Signal(range(cfg.acc_blocks + 1))
+        po_xblk = Signal(range(cfg.acc_blocks + 256 + 1))
         po_xsub = Signal(range(L))
-        po_x = Signal(16)
+        po_x = Signal(range(L * cfg.acc_blocks + 256 + 1))
         po_sub = Signal(2)
         po_orow = Signal(AW)
         po_lanebase = Signal(AW)
@@ -431,7 +444,7 @@ class Accelerator(wiring.Component):
         po_done = Signal()
         po_sblk = Signal(16)
         po_ssub = Signal(9)
-        po_rowstep = Signal(36)
+        po_rowstep = Signal(range(cfg.acc_blocks + 1))
         p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
         p1_sub = Signal(range(L))
         p1_first, p2_first, p3_first, p4_first = Signal(), Signal(), Signal(), Signal()

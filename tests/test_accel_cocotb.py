@@ -103,6 +103,21 @@ def test_small_part_configuration(name, tmp_path):
         assert [rtl[k] for k in ("busy", "stall", "mult_slots", "instructions")] == [0, 0, 0, 0]
 
 
+@pytest.mark.parametrize("name", ["full_row", "stride2", "pool"])
+def test_loop_counters_at_their_bounds(name, tmp_path):
+    """Commands at the limits the controller's loop counters are sized for (hw/accel.py):
+    an output row of acc_blocks*L columns, ny*ceil(wout/L) = acc_blocks, the largest kernel,
+    a line buffer filled to lb_rows; RTL ≡ ISS, outputs ≡ golden."""
+    if name == "pool":
+        cfg = TINY.with_(acc_blocks=8, lb_rows=12, max_kernel=5)      # 2 rows of 4 blocks
+        case = conv_case(cfg, 2, 2, 8, 12, 5, pool2=True, seed=43)
+    else:
+        cfg = TINY.with_(acc_blocks=4, lb_rows=10, max_kernel=5)      # wout = 12 = 4 * L
+        case = conv_case(cfg, 2, 3 if name == "full_row" else 2, 7 if name == "full_row" else 9,
+                         12, 5, stride=1 if name == "full_row" else 2, seed=41)
+    run_both(case, cfg, "verilator", tmp_path)
+
+
 def test_channel_groups_on_rtl(tmp_path):
     small = TINY.with_(lb_rows=16)
     run_both(conv_case(small, 9, 2, 8, 10, 3, seed=3), small, "verilator", tmp_path)
