@@ -449,7 +449,9 @@ class Accelerator(wiring.Component):
         p1_sub = Signal(range(L))
         p1_first, p2_first, p3_first, p4_first = Signal(), Signal(), Signal(), Signal()
         p1_last, p2_last, p3_last, p4_last = Signal(), Signal(), Signal(), Signal()
-        p1_addr, p2_addr, p3_addr, p4_addr = (Signal(AW, name=f"p{i}_addr") for i in range(1, 5))
+        # the element ends an output row: the write side's address then moves to the next row
+        # (po_orow/po_ocol advance as elements are written, so no address rides the pipeline)
+        p1_rowend, p2_rowend, p3_rowend, p4_rowend = Signal(), Signal(), Signal(), Signal()
         p2_in = Signal(signed(33))
         # ... and one requantization multiplier, shared by POST and ADD: its operand is always
         # the POST pipeline's stage-2 register (ADD leaves its sum there), so no multiplexer
@@ -968,26 +970,24 @@ class Accelerator(wiring.Component):
                 xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
                 m.d.comb += po_acc_addr.eq(po_rowbase + Mux(dy, cv_wob, 0)
                                            + Mux(dx, xblk1, po_xblk))
+                nx = po_x + po_step
+                row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
                 with m.If(issue):
                     m.d.sync += [p1_valid.eq(1), p1_sub.eq(Mux(dx, xsub1, po_xsub)),
                                  p1_first.eq(~pool | (po_sub == 0)), p1_last.eq(last_sub),
-                                 p1_addr.eq(po_ocol)]
+                                 p1_rowend.eq(last_sub & row_end)]
                     with m.If(pool & (po_sub != 3)):
                         m.d.sync += po_sub.eq(po_sub + 1)
                     with m.Else():
                         # next element: x += step; at the row end, y += step
                         nsub = po_xsub + po_ssub
                         carry = nsub >= L
-                        nx = po_x + po_step
-                        m.d.sync += [po_sub.eq(0), po_ocol.eq(aclamp(po_ocol + 1))]
-                        row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
+                        m.d.sync += po_sub.eq(0)
                         with m.If(row_end):
                             ny_next = po_y + po_step
-                            next_row = aclamp(po_orow + rg[Reg.O_W])
                             m.d.sync += [po_x.eq(0), po_xblk.eq(0), po_xsub.eq(0),
                                          po_y.eq(ny_next),
-                                         po_rowbase.eq(po_rowbase + po_rowstep),
-                                         po_orow.eq(next_row), po_ocol.eq(next_row)]
+                                         po_rowbase.eq(po_rowbase + po_rowstep)]
                             with m.If(Mux(pool, ny_next + 1 >= ny, ny_next >= ny)):
                                 m.d.sync += po_done.eq(1)
                         with m.Else():
@@ -1092,18 +1092,24 @@ class Accelerator(wiring.Component):
         want_write = p4_valid & p4_last
         m.d.comb += po_adv.eq(po_run & ~(want_write & ~wr.in_ready))
         with m.If(po_run & want_write):
-            m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(p4_addr), wr.in_data.eq(grp_max[:8])]
+            m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(po_ocol), wr.in_data.eq(grp_max[:8])]
+            with m.If(wr.in_ready):
+                with m.If(p4_rowend):
+                    next_row = aclamp(po_orow + rg[Reg.O_W])
+                    m.d.sync += [po_orow.eq(next_row), po_ocol.eq(next_row)]
+                with m.Else():
+                    m.d.sync += po_ocol.eq(aclamp(po_ocol + 1))
         with m.If(po_adv):
             words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
                           for lane in range(P))
             v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1_sub]
             m.d.sync += [
                 p2_valid.eq(p1_valid), p2_first.eq(p1_first), p2_last.eq(p1_last),
-                p2_addr.eq(p1_addr), p2_in.eq(v.as_signed() + q_bias),
+                p2_rowend.eq(p1_rowend), p2_in.eq(v.as_signed() + q_bias),
                 p3_valid.eq(p2_valid), p3_first.eq(p2_first), p3_last.eq(p2_last),
-                p3_addr.eq(p2_addr), p3_prod.eq(mul_p),
+                p3_rowend.eq(p2_rowend), p3_prod.eq(mul_p),
                 p4_valid.eq(p3_valid), p4_first.eq(p3_first), p4_last.eq(p3_last),
-                p4_addr.eq(p3_addr), p4_rnd.eq(p3_rnd),
+                p4_rowend.eq(p3_rowend), p4_rnd.eq(p3_rnd),
             ]
             with m.If(p4_valid):
                 m.d.sync += po_maxv.eq(grp_max)
