@@ -18,6 +18,7 @@ class CSR(IntEnum):
     ID = 0x18             # configuration fingerprint
     INFO = 0x1C           # lanes[7:0] | rows[15:8] | L[23:16] | version[31:24]
     CYCLES = 0x20         # cycles from start to stop
+    # the next four read 0 in configurations without perf_counters
     BUSY = 0x24           # cycles the FCU array streamed data
     STALL = 0x28          # cycles waiting for memory
     MULT_SLOTS = 0x2C     # multiplier-cycles doing useful work (low 32 bits)
