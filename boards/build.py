@@ -214,6 +214,29 @@ _FIT = re.compile(r"ERROR: Design uses (\d+) (\w+)s?, while device only has (\d+
                   r" '(\w+)'")
 
 
+def check_toolchain_log(board, device, logtext, rc, log_path):
+    """Raise :class:`BuildError` for a build that did not fit or failed, naming the resource.
+
+    A resource the placer's utilisation report shows above 100 % is reported as such, however
+    nextpnr then stops (``Design uses ...``, ``no BELs remaining``, or the analytic placer's
+    ``Failed to expand region``)."""
+    m = _FIT.search(logtext)
+    over = [f"{u} {cell} of {a}" for cell, u, a in
+            ((c, int(u), int(a)) for c, u, a in _UTIL.findall(logtext)) if u > a]
+    if over:
+        raise BuildError(f"{board}: the design does not fit the {device}: it needs "
+                         + ", ".join(over))
+    if m:
+        if m.group(1):
+            raise BuildError(f"{board}: the design does not fit: it needs {m.group(1)} "
+                             f"{m.group(2)}, the {device} has {m.group(3)}")
+        raise BuildError(f"{board}: the design does not fit: no {m.group(4)} left on the "
+                         f"{device}")
+    if rc != 0:
+        tail = "\n".join(logtext.strip().splitlines()[-15:])
+        raise BuildError(f"{board}: the toolchain failed (exit {rc}); see {log_path}:\n{tail}")
+
+
 def _resources(board, report, netlist):
     util = report.get("utilization", {})
     names = dict(zip(("dsp", "lut", "ff", "bram"), board.cells))
@@ -280,22 +303,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     tim = out / "ffacc_soc.tim"
     if tim.exists():
         logtext += tim.read_text(errors="replace")
-    m = _FIT.search(logtext)
-    over = [f"{u} {cell} of {a}" for cell, u, a in
-            ((c, int(u), int(a)) for c, u, a in _UTIL.findall(logtext)) if u > a]
-    if m and over:
-        raise BuildError(f"{b.name}: the design does not fit the {platform.device}: it needs "
-                         + ", ".join(over))
-    if m:
-        if m.group(1):
-            raise BuildError(f"{b.name}: the design does not fit: it needs {m.group(1)} "
-                             f"{m.group(2)}, the {platform.device} has {m.group(3)}")
-        raise BuildError(f"{b.name}: the design does not fit: no {m.group(4)} left on the "
-                         f"{platform.device}")
-    if rc != 0:
-        tail = "\n".join(logtext.strip().splitlines()[-15:])
-        raise BuildError(f"{b.name}: the toolchain failed (exit {rc}); see {out / 'build.log'}:"
-                         f"\n{tail}")
+    check_toolchain_log(b.name, platform.device, logtext, rc, out / "build.log")
     rep = json.loads((out / "ffacc_soc.report.json").read_text())
     netlist = None
     if b.family == "ice40":

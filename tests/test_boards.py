@@ -251,6 +251,26 @@ def test_build_errors_are_clear(tmp_path, capsys):
     assert "unknown board" in capsys.readouterr().err
 
 
+def test_a_toolchain_log_over_a_resource_names_it():
+    """However nextpnr stops on a design that is too large, the verdict names the resource:
+    its utilisation report above 100 % (here followed by the analytic placer's error, as the
+    iCEBreaker build gave it), or the packer's own message; other failures show the log."""
+    from ffacc.boards.build import check_toolchain_log
+    util = ("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:    6516/   5280   123%\n"
+            "Info: \t        ICESTORM_RAM:      14/     30    46%\n")
+    placer = util + "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 6516 ICESTORM_LCs\n"
+    with pytest.raises(BuildError, match="does not fit the iCE40UP5K: it needs 6516 "
+                                         "ICESTORM_LC of 5280$"):
+        check_toolchain_log("icebreaker", "iCE40UP5K", placer, 1, "build.log")
+    with pytest.raises(BuildError, match="needs 30 MULT18X18Ds?, the LFE5U-85F has 28"):
+        check_toolchain_log("ulx3s-85f", "LFE5U-85F", "ERROR: Design uses 30 MULT18X18Ds, while "
+                            "device only has 28\n", 1, "build.log")
+    with pytest.raises(BuildError, match="(?s)toolchain failed .exit 3.*segfault"):
+        check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000") +
+                            "segfault\n", 3, "build.log")
+    check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000"), 0, "build.log")
+
+
 @pytest.mark.slow
 def test_real_ecp5_build_of_the_default_preset_meets_its_clock(tmp_path):
     """`ffacc build --board ulx3s-85f` as a user runs it: the board's default preset to a
