@@ -123,14 +123,19 @@ class Accelerator(wiring.Component):
         def al(name):
             return getattr(self, f"s_axil_{name}")
 
-        # addresses: addr_bits plus an overflow bit; every address sum is clamped to LIM
-        # (2**addr_bits, at or beyond any MEM_SIZE), so an address that overflows stays out of
-        # range and the bus engines refuse it (Err.ADDRESS), as the ISS does, instead of wrapping
+        # addresses: addr_bits plus an overflow bit; every address sum keeps the overflow bit
+        # set when any bit at or above 2**addr_bits (LIM, at or beyond any MEM_SIZE) is, so an
+        # address that overflows stays out of range and the bus engines refuse it
+        # (Err.ADDRESS), as the ISS does, instead of wrapping. Only the CSRs, which read back,
+        # hold exactly LIM.
         A = cfg.addr_bits
         AW = A + 1
         LIM = 1 << A
 
         def aclamp(v):
+            return Cat(v[:A], v[A:].any()) if len(v) > A else v
+
+        def csr_clamp(v):
             return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
 
         def csr32(v):
@@ -186,9 +191,9 @@ class Accelerator(wiring.Component):
                 with m.Case(CSR.CTRL >> 2):
                     m.d.comb += start.eq(al("wdata")[0] & ~busy)
                 with m.Case(CSR.PROG_BASE >> 2):
-                    m.d.sync += prog_base.eq(aclamp(al("wdata")))
+                    m.d.sync += prog_base.eq(csr_clamp(al("wdata")))
                 with m.Case(CSR.MEM_SIZE >> 2):
-                    m.d.sync += mem_size.eq(aclamp(al("wdata")))
+                    m.d.sync += mem_size.eq(csr_clamp(al("wdata")))
         with m.If(bvalid & al("bready")):
             m.d.sync += bvalid.eq(0)
         take_r = Signal()
@@ -414,7 +419,6 @@ class Accelerator(wiring.Component):
         po_lanebase = Signal(AW)
         po_ocol = Signal(AW)
         po_step = Signal(8)
-        po_rowoff = Signal(AW)
         q_bias = Signal(signed(32))
         q_M = Signal(32)
         q_sh = Signal(8)
@@ -438,7 +442,13 @@ class Accelerator(wiring.Component):
             with m.If(smul_ph):
                 yield smul_p
 
-        tmp = Signal(36)
+        # a product the next state checks against lb_rows or acc_blocks: its low bits plus a
+        # sticky bit for any above, so a product too large for either stays too large
+        tmp_k = max(cfg.lb_rows, cfg.acc_blocks).bit_length()
+        tmp = Signal(tmp_k + 1)
+
+        def tmp_of(p):
+            return Cat(p[:tmp_k], p[tmp_k:].any())
         po_run = Signal()
         po_adv = Signal()
         po_done = Signal()
@@ -669,7 +679,7 @@ class Accelerator(wiring.Component):
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
-                    m.d.sync += [tmp.eq(p), cnt_a.eq(0), la_gbase.eq(0)]
+                    m.d.sync += [tmp.eq(tmp_of(p)), cnt_a.eq(0), la_gbase.eq(0)]
                     m.next = "LA_M1"
             with m.State("LA_M1"):
                 with m.If(tmp + nr > cfg.lb_rows):
@@ -787,7 +797,7 @@ class Accelerator(wiring.Component):
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
-                    m.d.sync += [tmp.eq(p), cv_t.eq(0), cv_wob.eq(0),
+                    m.d.sync += [tmp.eq(tmp_of(p)), cv_t.eq(0), cv_wob.eq(0),
                                  cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1),
                                  cv_first.eq(~cmd_flags[0]), cv_wset.eq(rg[Reg.C_WSET]),
                                  cv_piece.eq(0), cv_pieceoff.eq(0)]
@@ -813,7 +823,7 @@ class Accelerator(wiring.Component):
                 with m.If(busy_p):
                     m.d.sync += [cv_t2.eq(cv_t2 + N), cv_pieces.eq(cv_pieces + 1)]
                 with m.If(~busy_w & ~busy_p), product(rg[Reg.C_NY], cv_wob) as p:
-                    m.d.sync += tmp.eq(p)
+                    m.d.sync += tmp.eq(tmp_of(p))
                     with m.If(conv_mac):
                         m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
                     with m.Else():
@@ -917,21 +927,21 @@ class Accelerator(wiring.Component):
                     failure(Err.PARAM)
                 with m.Else():
                     m.d.sync += [cv_t.eq(0), cv_wob.eq(0), po_lane.eq(0),
-                                 po_lanebase.eq(rg[Reg.O_DST]),
                                  po_step.eq(Mux(pool, 2, stride[:8]))]
                     m.next = "PO_GEOM"
             with m.State("PO_GEOM"):
                 with m.If(cv_t < wout):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
                 with m.Else(), product(ny, cv_wob) as p:
-                    m.d.sync += tmp.eq(p)
+                    m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "PO_M1"
             with m.State("PO_M1"):
                 with m.If(tmp > cfg.acc_blocks):
                     failure(Err.PARAM)
                 with m.Else(), product(rg[Reg.O_ROW0], rg[Reg.O_W]) as p:
-                    m.d.sync += [po_rowoff.eq(aclamp(p)), cv_t.eq(0), po_sblk.eq(0),
-                                 po_ssub.eq(po_step)]
+                    # lane 0's first output row; each lane adds O_CSTRIDE
+                    m.d.sync += [po_lanebase.eq(aclamp(rg[Reg.O_DST] + aclamp(p))), cv_t.eq(0),
+                                 po_sblk.eq(0), po_ssub.eq(po_step)]
                     m.next = "PO_M2"
             with m.State("PO_M2"):
                 # the step in (block, sub) form and the row step in accumulator words
@@ -942,10 +952,9 @@ class Accelerator(wiring.Component):
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
                 m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
-                first_row = aclamp(po_lanebase + po_rowoff)
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
-                             po_x.eq(0), po_sub.eq(0), po_orow.eq(first_row),
-                             po_ocol.eq(first_row), po_done.eq(pool & (wout < 2))]
+                             po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase),
+                             po_ocol.eq(po_lanebase), po_done.eq(pool & (wout < 2))]
                 m.next = "PO_QP"
             with m.State("PO_QP"):
                 qw = qb_r.data
