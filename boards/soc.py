@@ -206,7 +206,6 @@ class SoC(wiring.Component):
         # AXI4-Lite master towards the accelerator's CSRs
         csr_addr = Signal(8)
         csr_wdata = Signal(32)
-        csr_rdata = Signal(32)
         m.d.comb += [al("awaddr").eq(csr_addr), al("araddr").eq(csr_addr),
                      al("wdata").eq(csr_wdata), al("wstrb").eq(0xF)]
 
@@ -344,17 +343,6 @@ class SoC(wiring.Component):
                     with m.If(al("bvalid")):
                         nxt()
 
-            def csr_read(state, nxt):
-                with m.State(state):
-                    m.d.comb += al("arvalid").eq(1)
-                    with m.If(al("arready")):
-                        m.next = state + "_R"
-                with m.State(state + "_R"):
-                    m.d.comb += al("rready").eq(1)
-                    with m.If(al("rvalid")):
-                        m.d.sync += csr_rdata.eq(al("rdata"))
-                        nxt()
-
             for i in range(4):                  # WRITE_CSR: payload bytes -> csr_wdata
                 with m.State(f"WC_P{i}"):
                     m.d.comb += [pay_r.addr.eq(i), pay_r.en.eq(1)]
@@ -375,24 +363,35 @@ class SoC(wiring.Component):
             def csr_reads(prefix, words, resp_len):
                 """Response words 0, 1, ... into the payload buffer: CSR offsets (the first
                 at the ``csr_addr`` the caller set) read over AXI4-Lite, or constants;
-                respond with ``resp_len`` bytes. ``idx`` counts the bytes put (from 0)."""
+                respond with ``resp_len`` bytes. ``idx`` counts the bytes put (from 0). A CSR's
+                bytes are taken from the slave's read data while it holds it (``rvalid``;
+                ``rready`` only with the last byte), so the link keeps no copy."""
                 for i, w in enumerate(words):
                     put = f"{prefix}_{i}_PUT"
                     if w[0] == "csr":
-                        csr_read(f"{prefix}_{i}", lambda put=put: setattr(m, "next", put))
-                    else:
                         with m.State(f"{prefix}_{i}"):
-                            m.d.sync += csr_rdata.eq(w[1])
-                            m.next = put
+                            m.d.comb += al("arvalid").eq(1)
+                            with m.If(al("arready")):
+                                m.next = put
                     with m.State(put):         # one byte per cycle into the buffer
-                        m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
-                                     pay_w.data.eq(csr_rdata.word_select(idx[:2], 8))]
-                        m.d.sync += idx.eq(idx + 1)
-                        with m.If(idx[:2] == 3):
+                        if w[0] == "csr":
+                            src, ok = al("rdata"), al("rvalid")
+                        else:
+                            src, ok = Const(w[1], 32), Const(1)
+                        last = idx[:2] == 3
+                        with m.If(ok):
+                            m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
+                                         pay_w.data.eq(src.word_select(idx[:2], 8))]
+                            m.d.sync += idx.eq(idx + 1)
+                            if w[0] == "csr":
+                                m.d.comb += al("rready").eq(last)
+                        with m.If(ok & last):
                             if i + 1 < len(words):
                                 if words[i + 1][0] == "csr":
                                     m.d.sync += csr_addr.eq(words[i + 1][1])
-                                m.next = f"{prefix}_{i + 1}"
+                                    m.next = f"{prefix}_{i + 1}"
+                                else:
+                                    m.next = f"{prefix}_{i + 1}_PUT"
                             else:
                                 respond(Status.OK, resp_len)
             csr_reads("RC", [("csr", None)], 4)                                # READ_CSR
