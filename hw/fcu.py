@@ -264,12 +264,15 @@ class RowEngine(wiring.Component):
         plo, phi = cfg.product_range
         acc_shape = _bits_for(min(T * plo, cfg.row_range[0]), max(T * phi, cfg.row_range[1]))
 
-        # stage 1: input pre-addition (or the raw input in MAC mode)
-        u = [Signal(pre_shape, name=f"u{i}") for i in range(M)]
+        # stage 1: input pre-addition (or the raw input in MAC mode). The data registers of
+        # stages 1-2 have no reset (only the valid bits qualify them), so synthesis can put
+        # them in the hard multiplier's input and output registers (SB_MAC16, MULT18X18D)
+        u = [Signal(pre_shape, name=f"u{i}", reset_less=True) for i in range(M)]
         v1 = Signal()
         mac1 = Signal()
         # stage 2: products
-        p = [[Signal(prod_shape, name=f"prod{i}_{t}") for t in range(T)] for i in range(M)]
+        p = [[Signal(prod_shape, name=f"prod{i}_{t}", reset_less=True) for t in range(T)]
+             for i in range(M)]
         v2 = Signal()
         mac2 = Signal()
         # stage 3: sub-filter outputs; transposed-form state
