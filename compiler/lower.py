@@ -235,10 +235,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         cin1 = min(W, x0 + wx - pl + kw - 1)
         tiles.append((x0, wx, cin0, cin1 - cin0, pl - x0 + cin0))
     # bands start on a multiple of the step, so each band's first row is one POST keeps; when
-    # the accumulator holds fewer rows than the step (ny = 1 < stride), a band is the one conv
-    # row POST keeps and the rows between are not computed
+    # the accumulator holds fewer rows than the step (ny < stride), a band is the one conv row
+    # POST keeps and the rows between are not computed
     for y0 in range(0, hconv, ny if ny >= step else step):
-        nyb = min(ny, hconv - y0)
+        nyb = min(ny if ny >= step else 1, hconv - y0)
         if layer.pool2 and nyb % 2:
             nyb -= 1
             if nyb == 0:

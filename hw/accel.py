@@ -320,7 +320,8 @@ class Accelerator(wiring.Component):
                 with m.If(cnt_b[:(sb - 1).bit_length()] == sb - 1):
                     m.d.comb += [port.addr.eq(addr_b), port.data.eq(word.replicate(per_word // sb))]
                     if slice_bytes:
-                        m.d.comb += port.en.eq(1 << (cnt_b >> (sb - 1).bit_length()))
+                        k = cnt_b[(sb - 1).bit_length():]         # the slice of the record
+                        m.d.comb += port.en.eq(Cat(*(k == i for i in range(per_word // sb))))
                     else:
                         m.d.comb += port.en.eq(1)
             with m.If(rd.done):
