@@ -321,7 +321,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [port.addr.eq(addr_b), port.data.eq(word.replicate(per_word // sb))]
                     if slice_bytes:
                         k = cnt_b[(sb - 1).bit_length():]         # the slice of the record
-                        m.d.comb += port.en.eq(Cat(*(k == i for i in range(per_word // sb))))
+                        m.d.comb += port.en.eq(Const(1, per_word // sb) << k)
                     else:
                         m.d.comb += port.en.eq(1)
             with m.If(rd.done):
