@@ -361,43 +361,41 @@ class SoC(wiring.Component):
             csr_write("ST_W1", lambda: respond(Status.OK))
 
             def csr_reads(prefix, words, resp_len):
-                """Response words 0, 1, ... into the payload buffer: CSR offsets (the first
-                at the ``csr_addr`` the caller set) read over AXI4-Lite, or constants;
-                respond with ``resp_len`` bytes. ``idx`` counts the bytes put (from 0). A CSR's
-                bytes are taken from the slave's read data while it holds it (``rvalid``;
-                ``rready`` only with the last byte), so the link keeps no copy."""
+                """Response words 0, 1, ... into the payload buffer: CSRs read over AXI4-Lite
+                (an offset; ``None`` for the ``csr_addr`` the caller set, always word 0) or
+                ``Const`` words; respond with ``resp_len`` bytes. ``idx`` counts the bytes put
+                (from 0). A CSR's bytes are taken from the slave's read data while it holds it
+                (``rvalid``; ``rready`` only with the last byte), so the link keeps no copy."""
                 for i, w in enumerate(words):
                     put = f"{prefix}_{i}_PUT"
-                    if w[0] == "csr":
+                    is_csr = not isinstance(w, Const)
+                    if is_csr:
                         with m.State(f"{prefix}_{i}"):
                             m.d.comb += al("arvalid").eq(1)
                             with m.If(al("arready")):
                                 m.next = put
                     with m.State(put):         # one byte per cycle into the buffer
-                        if w[0] == "csr":
-                            src, ok = al("rdata"), al("rvalid")
-                        else:
-                            src, ok = Const(w[1], 32), Const(1)
+                        src, ok = (al("rdata"), al("rvalid")) if is_csr else (w, Const(1))
                         last = idx[:2] == 3
                         with m.If(ok):
                             m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
                                          pay_w.data.eq(src.word_select(idx[:2], 8))]
                             m.d.sync += idx.eq(idx + 1)
-                            if w[0] == "csr":
+                            if is_csr:
                                 m.d.comb += al("rready").eq(last)
                         with m.If(ok & last):
                             if i + 1 < len(words):
-                                if words[i + 1][0] == "csr":
-                                    m.d.sync += csr_addr.eq(words[i + 1][1])
+                                if not isinstance(words[i + 1], Const):
+                                    m.d.sync += csr_addr.eq(words[i + 1])
                                     m.next = f"{prefix}_{i + 1}"
                                 else:
                                     m.next = f"{prefix}_{i + 1}_PUT"
                             else:
                                 respond(Status.OK, resp_len)
-            csr_reads("RC", [("csr", None)], 4)                                # READ_CSR
-            csr_reads("SS", [("csr", None)] + [("csr", r) for r in status_regs[1:]], 16)
-            csr_reads("IN", [("csr", None)] + [("csr", r) for r in info_regs[1:]]
-                      + [("const", self.mem_bytes), ("const", self.clock_hz)], 16)    # INFO
+            csr_reads("RC", [None], 4)                                          # READ_CSR
+            csr_reads("SS", [None, *status_regs[1:]], 16)                       # STATUS
+            csr_reads("IN", [None, *info_regs[1:], Const(self.mem_bytes, 32),
+                             Const(self.clock_hz, 32)], 16)                     # INFO
 
             # response: sync, status, length, payload, crc
             with m.State("TX_SYNC"):
@@ -409,7 +407,7 @@ class SoC(wiring.Component):
             with m.State("TX_LEN0"):
                 send(resp_len[:8], "TX_LEN1")
             with m.State("TX_LEN1"):
-                send(Cat(resp_len[8:], Const(0, 8))[:8], "TX_PAY")
+                send(resp_len[8:], "TX_PAY")
             with m.State("TX_PAY"):
                 with m.If(idx == resp_len):
                     m.next = "TX_CRC0"

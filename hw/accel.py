@@ -405,7 +405,6 @@ class Accelerator(wiring.Component):
         ot_total = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))
         ot_done = Signal()
 
-
         # ---- POST / ADD state
         po_lane = Signal(8)
         po_y = Signal(range(cfg.acc_blocks + 256 + 1))
@@ -450,6 +449,7 @@ class Accelerator(wiring.Component):
 
         def tmp_of(p):
             return Cat(p[:tmp_k], p[tmp_k:].any())
+
         po_run = Signal()
         po_adv = Signal()
         po_done = Signal()

@@ -265,8 +265,9 @@ class RowEngine(wiring.Component):
         acc_shape = _bits_for(min(T * plo, cfg.row_range[0]), max(T * phi, cfg.row_range[1]))
 
         # stage 1: input pre-addition (or the raw input in MAC mode). The data registers of
-        # stages 1-2 have no reset (only the valid bits qualify them), so synthesis can put
-        # them in the hard multiplier's input and output registers (SB_MAC16, MULT18X18D)
+        # stages 1-2 have no reset (only the valid bits qualify them): plain flip-flops, no
+        # reset logic (on the iCE40 26 logic cells fewer; yosys still keeps them out of the
+        # SB_MAC16)
         u = [Signal(pre_shape, name=f"u{i}", reset_less=True) for i in range(M)]
         v1 = Signal()
         mac1 = Signal()
