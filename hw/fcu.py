@@ -191,7 +191,7 @@ class FCUConfig:
     @property
     def latency(self):
         """Clocks from an input beat to its output beat (without back-pressure)."""
-        return 1 + RowEngine.LATENCY + self.tree_levels
+        return 1 + RowEngine.latency(self) + self.tree_levels
 
     @property
     def weight_words(self):
@@ -223,7 +223,9 @@ def _lincomb(terms):
 
 
 class RowEngine(wiring.Component):
-    """One FFA row engine (see module docstring); fixed :attr:`LATENCY` of 4 enabled clocks.
+    """One FFA row engine (see module docstring); a fixed :meth:`latency` of 4 enabled clocks,
+    3 with one tap per sub-filter (``T = 1``: stage 3 would only copy the products, so the
+    post-addition takes them straight from stage 2).
 
     Ports
     -----
@@ -239,10 +241,12 @@ class RowEngine(wiring.Component):
     g : In
         Pre-added weights ``G[m][t]`` (held by the parent).
     y, y_valid : Out
-        ``L`` outputs and valid, ``LATENCY`` enabled clocks after the input.
+        ``L`` outputs and valid, :meth:`latency` enabled clocks after the input.
     """
 
-    LATENCY = 4
+    @staticmethod
+    def latency(config):
+        return 4 if config.subtaps > 1 else 3
 
     def __init__(self, config):
         self.config = cfg = config
@@ -299,17 +303,19 @@ class RowEngine(wiring.Component):
                     m.d.sync += p[i][t].eq(u[i] * self.g[i][t])
             m.d.sync += [v2.eq(v1), mac2.eq(mac1)]
 
-            with m.If(v2):
-                for i in range(M):
-                    nxt = state[i][0] if T > 1 else 0
-                    with m.If(mac2):
-                        m.d.sync += sub[i].eq(p[i][0])
-                    with m.Else():
-                        m.d.sync += sub[i].eq(p[i][0] + nxt)
-                    for t in range(1, T):
-                        later = state[i][t] if t + 1 < T else 0
-                        m.d.sync += state[i][t - 1].eq(p[i][t] + later)
-            m.d.sync += [v3.eq(v2), mac3.eq(mac2)]
+            if T > 1:
+                with m.If(v2):
+                    for i in range(M):
+                        with m.If(mac2):
+                            m.d.sync += sub[i].eq(p[i][0])
+                        with m.Else():
+                            m.d.sync += sub[i].eq(p[i][0] + state[i][0])
+                        for t in range(1, T):
+                            later = state[i][t] if t + 1 < T else 0
+                            m.d.sync += state[i][t - 1].eq(p[i][t] + later)
+                m.d.sync += [v3.eq(v2), mac3.eq(mac2)]
+            else:
+                sub, v3, mac3 = [p[i][0] for i in range(M)], v2, mac2
 
             with m.If(v3):
                 for q in range(L):
