@@ -35,6 +35,7 @@ from ffacc.firmware.isa import (QPARAM_WORDS, ConvFlag, Err, Op, PostFlag, Reg, 
 from .axi import AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
+from .logic import ge_const, gt_const, le_const, lt_const
 
 __all__ = ["Accelerator"]
 
@@ -484,6 +485,20 @@ class Accelerator(wiring.Component):
         def clamp(v):
             return Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))
 
+        # the requantizer's parameters: POST's straight from the lane's record, which the
+        # parameter buffer's read port holds while the lane runs (it reads only in PO_LANE), so
+        # no copy is kept; ADD's from its registers
+        m.d.comb += qb_r.en.eq(0)
+        qw = qb_r.data
+        q_vals = [qw[0:32].as_signed(), qw[32:64], qw[64:72], s8(qw[72:80]), s8(qw[80:88]),
+                  s8(qw[88:96])]
+        if cfg.add_unit:
+            sz = rg[Reg.D_SZ]
+            add_vals = [0, rg[Reg.D_M], sz[:8], s8(sz[24:32]), s8(rg[Reg.D_CLAMP][:8]),
+                        s8(rg[Reg.D_CLAMP][8:16])]
+            q_vals = [Mux(op == Op.ADD, a, v) for a, v in zip(add_vals, q_vals)]
+        m.d.comb += [q.eq(v) for q, v in zip((q_bias, q_M, q_sh, q_zp, q_min, q_max), q_vals)]
+
         ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
         ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
         ad_off = Signal(A)
@@ -673,9 +688,10 @@ class Accelerator(wiring.Component):
             apitch = rg[Reg.A_PITCH]
             la_rowpitch = Mux(apitch == 0, W, apitch)
             with m.State("LA_CHECK"):
-                ok = ((W >= 1) & (W <= cfg.lb_width) & (nch >= 1) & (nch <= cfg.lb_rows)
-                      & (nr >= 1) & (nr <= pitch) & (pitch <= cfg.lb_rows)
-                      & (H < 1 << 16) & (hb0 + nr <= H) & (apitch < 1 << 17)
+                ok = ((W != 0) & le_const(W, cfg.lb_width) & (nch != 0)
+                      & le_const(nch, cfg.lb_rows) & (nr != 0) & (nr <= pitch)
+                      & le_const(pitch, cfg.lb_rows) & lt_const(H, 1 << 16) & (hb0 + nr <= H)
+                      & lt_const(apitch, 1 << 17)
                       & ((apitch == 0) | (apitch >= W)))
                 with m.If(~ok):
                     failure(Err.PARAM)
@@ -683,7 +699,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [tmp.eq(tmp_of(p)), cnt_a.eq(0), la_gbase.eq(0)]
                     m.next = "LA_M1"
             with m.State("LA_M1"):
-                with m.If(tmp + nr > cfg.lb_rows):
+                with m.If(gt_const(tmp + nr, cfg.lb_rows)):
                     failure(Err.PARAM)
                 with m.Else(), product(H, la_rowpitch) as p:
                     m.d.sync += la_hw.eq(aclamp(p))
@@ -738,7 +754,7 @@ class Accelerator(wiring.Component):
             # ------------------------------------------------------------ LOADW / LOADQ
             with m.State("LW_CHECK"):
                 n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
-                with m.If((n < 1) | (n > cfg.wb_sets) | (dst + n > cfg.wb_sets)):
+                with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else(), product(dst, WW) as p:
                     m.d.sync += [cnt_a.eq(0), addr_b.eq(p), cnt_b.eq(0)]
@@ -772,7 +788,8 @@ class Accelerator(wiring.Component):
                 collect_bytes(2 * P, wb_w)
             with m.State("LQ_CHECK"):
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
-                with m.If((n < 1) | (n > cfg.qb_entries) | (dst + n > cfg.qb_entries)):
+                with m.If((n == 0) | gt_const(n, cfg.qb_entries)
+                          | gt_const(dst + n, cfg.qb_entries)):
                     failure(Err.PARAM)
                 with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
                     m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(aclamp(p))]
@@ -786,15 +803,17 @@ class Accelerator(wiring.Component):
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
                 lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
-                ok = ((kh >= 1) & (kh <= cfg.max_kernel) & (kw >= 1) & (kw <= cfg.max_kernel)
-                      & (lanes >= 1) & (lanes <= P) & (ny >= 1) & (ny <= cfg.acc_blocks)
-                      & (wout >= 1) & (wout <= cfg.acc_blocks * L) & (nch >= 1)
-                      & (nch <= cfg.lb_rows)
-                      & (rg[Reg.C_PT] < cfg.max_kernel) & (rg[Reg.C_PL] < cfg.max_kernel)
-                      & (W >= 1) & (W <= cfg.lb_width) & (H >= 1) & (H < 1 << 15)
-                      & (pitch >= 1) & (pitch <= cfg.lb_rows)
+                ok = ((kh != 0) & le_const(kh, cfg.max_kernel) & (kw != 0)
+                      & le_const(kw, cfg.max_kernel) & (lanes != 0) & le_const(lanes, P)
+                      & (ny != 0) & le_const(ny, cfg.acc_blocks) & (wout != 0)
+                      & le_const(wout, cfg.acc_blocks * L) & (nch != 0)
+                      & le_const(nch, cfg.lb_rows)
+                      & lt_const(rg[Reg.C_PT], cfg.max_kernel)
+                      & lt_const(rg[Reg.C_PL], cfg.max_kernel)
+                      & (W != 0) & le_const(W, cfg.lb_width) & (H != 0) & lt_const(H, 1 << 15)
+                      & (pitch != 0) & le_const(pitch, cfg.lb_rows)
                       & ((nch == 1) | ((pitch - kh)[:bb] == 0) if bb else 1)
-                      & (rg[Reg.C_Y0] < 1 << 15) & (rg[Reg.C_WSET] < cfg.wb_sets))
+                      & lt_const(rg[Reg.C_Y0], 1 << 15) & lt_const(rg[Reg.C_WSET], cfg.wb_sets))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
@@ -804,7 +823,7 @@ class Accelerator(wiring.Component):
                                  cv_piece.eq(0), cv_pieceoff.eq(0)]
                     m.next = "CV_M1"
             with m.State("CV_M1"):
-                with m.If(tmp >= cfg.lb_rows):
+                with m.If(ge_const(tmp, cfg.lb_rows)):
                     failure(Err.PARAM)
                 with m.Else(), product(nch, kh) as p:
                     m.d.sync += cv_npairs.eq(p)
@@ -831,7 +850,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
                     m.next = "CV_M4"
             with m.State("CV_M4"):
-                with m.If(tmp > cfg.acc_blocks):
+                with m.If(gt_const(tmp, cfg.acc_blocks)):
                     failure(Err.PARAM)
                 with m.Else(), product(rg[Reg.C_NY], cv_bk) as p:
                     m.d.sync += ot_total.eq(p)
@@ -844,13 +863,13 @@ class Accelerator(wiring.Component):
                              cv_cbase.eq(0)]
                 m.next = "CV_DIV"
             with m.State("CV_DIV"):
-                with m.If(cv_colv >= L):
+                with m.If(ge_const(cv_colv, L)):
                     m.d.sync += [cv_colv.eq(cv_colv - L), cv_colblk0.eq(cv_colblk0 + 1)]
                 with m.Else():
                     m.d.sync += cv_rot.eq(cv_colv)
                     m.next = "CV_PASS"
             with m.State("CV_PASS"):
-                with m.If(cv_wset >= cfg.wb_sets):
+                with m.If(ge_const(cv_wset, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
                     m.d.sync += [cv_asg.eq(0), cv_wa.eq(0), cv_nact.eq(0), eng_act.eq(0),
@@ -858,7 +877,7 @@ class Accelerator(wiring.Component):
                     m.next = "CV_SETUP"
             with m.State("CV_SETUP"):
                 # engine task assignment (one engine per cycle) ...
-                with m.If(cv_asg < R):
+                with m.If(lt_const(cv_asg, R)):
                     act_now = (cv_p0 + cv_asg) < cv_npairs
                     with m.Switch(cv_asg):
                         for r in range(R):
@@ -879,9 +898,9 @@ class Accelerator(wiring.Component):
                     m.d.sync += cv_asg.eq(cv_asg + 1)
                 # ... and the weight set, one word per cycle into every FCU
                 # (word a is addressed in one cycle and written to the FCUs in the next)
-                with m.If(cv_wa < WW):
+                with m.If(lt_const(cv_wa, WW)):
                     m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
-                with m.If((cv_asg >= R) & (cv_wa == WW) & ~cv_wl_valid):
+                with m.If(ge_const(cv_asg, R) & (cv_wa == WW) & ~cv_wl_valid):
                     m.d.sync += [st_y.eq(rg[Reg.C_Y0]), st_yl.eq(0), st_b.eq(0),
                                  st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
                                  ot_count.eq(0)]
@@ -919,11 +938,12 @@ class Accelerator(wiring.Component):
             stride = rg[Reg.O_STRIDE]
             pool = cmd_flags[0]
             with m.State("PO_CHECK"):
-                ok = ((lanes >= 1) & (lanes <= P) & (ny >= 1) & (ny <= cfg.acc_blocks)
-                      & (wout >= 1) & (wout <= cfg.acc_blocks * L)
-                      & (rg[Reg.O_Q] + lanes <= cfg.qb_entries) & (stride >= 1)
-                      & (stride <= 255) & ~(pool & (stride != 1)) & ~(pool & ny[0])
-                      & (rg[Reg.O_ROW0] < 1 << 17) & (rg[Reg.O_W] < 1 << 17))
+                ok = ((lanes != 0) & le_const(lanes, P) & (ny != 0)
+                      & le_const(ny, cfg.acc_blocks) & (wout != 0)
+                      & le_const(wout, cfg.acc_blocks * L)
+                      & le_const(rg[Reg.O_Q] + lanes, cfg.qb_entries) & (stride != 0)
+                      & le_const(stride, 255) & ~(pool & (stride != 1)) & ~(pool & ny[0])
+                      & lt_const(rg[Reg.O_ROW0], 1 << 17) & lt_const(rg[Reg.O_W], 1 << 17))
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
@@ -937,7 +957,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "PO_M1"
             with m.State("PO_M1"):
-                with m.If(tmp > cfg.acc_blocks):
+                with m.If(gt_const(tmp, cfg.acc_blocks)):
                     failure(Err.PARAM)
                 with m.Else(), product(rg[Reg.O_ROW0], rg[Reg.O_W]) as p:
                     # lane 0's first output row; each lane adds O_CSTRIDE
@@ -946,25 +966,20 @@ class Accelerator(wiring.Component):
                     m.next = "PO_M2"
             with m.State("PO_M2"):
                 # the step in (block, sub) form and the row step in accumulator words
-                with m.If(po_ssub >= L):
+                with m.If(ge_const(po_ssub, L)):
                     m.d.sync += [po_ssub.eq(po_ssub - L), po_sblk.eq(po_sblk + 1)]
                 with m.Else(), product(po_step, cv_wob) as p:
                     m.d.sync += po_rowstep.eq(p)
                     m.next = "PO_LANE"
             with m.State("PO_LANE"):
-                m.d.comb += qb_r.addr.eq(rg[Reg.O_Q] + po_lane)
+                # the lane's record is read once: the read port holds it while the lane runs
+                m.d.comb += [qb_r.addr.eq(rg[Reg.O_Q] + po_lane), qb_r.en.eq(1)]
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
                              po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase),
-                             po_ocol.eq(po_lanebase), po_done.eq(pool & (wout < 2))]
-                m.next = "PO_QP"
-            with m.State("PO_QP"):
-                qw = qb_r.data
-                m.d.sync += [q_bias.eq(qw[0:32].as_signed()), q_M.eq(qw[32:64]),
-                             q_sh.eq(qw[64:72]), q_zp.eq(s8(qw[72:80])),
-                             q_min.eq(s8(qw[80:88])), q_max.eq(s8(qw[88:96]))]
+                             po_ocol.eq(po_lanebase), po_done.eq(pool & lt_const(wout, 2))]
                 m.next = "PO_SH"
             with m.State("PO_SH"):
-                with m.If((q_sh < 1) | (q_sh > 62)):
+                with m.If((q_sh == 0) | gt_const(q_sh, 62)):
                     failure(Err.PARAM)
                 with m.Else():
                     m.next = "PO_RUN"
@@ -991,7 +1006,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         # next element: x += step; at the row end, y += step
                         nsub = po_xsub + po_ssub
-                        carry = nsub >= L
+                        carry = ge_const(nsub, L)
                         m.d.sync += po_sub.eq(0)
                         with m.If(row_end):
                             ny_next = po_y + po_step
@@ -1027,12 +1042,10 @@ class Accelerator(wiring.Component):
             if cfg.add_unit:
                 sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
                 with m.State("AD_CHECK"):
-                    with m.If((rg[Reg.D_N] < 1) | (sz[:8] < 1) | (sz[:8] > 62)):
+                    with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
                         failure(Err.PARAM)
                     with m.Else():
-                        m.d.sync += [ad_off.eq(0), q_sh.eq(sz[:8]), q_M.eq(rg[Reg.D_M]),
-                                     q_zp.eq(s8(sz[24:32])), q_min.eq(s8(rg[Reg.D_CLAMP][:8])),
-                                     q_max.eq(s8(rg[Reg.D_CLAMP][8:16]))]
+                        m.d.sync += ad_off.eq(0)
                         m.next = "AD_CHUNK"
                 with m.State("AD_CHUNK"):
                     left = rg[Reg.D_N] - ad_off

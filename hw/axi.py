@@ -12,6 +12,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
+from .logic import le_const, lt_const
 
 __all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter"]
 
@@ -90,7 +91,7 @@ class AxiByteReader(wiring.Component):
         to_4k = Signal(13)
         m.d.comb += to_4k.eq((4096 - addr[:12]) >> sh)
         n = Signal(9)
-        n1 = Mux(beats_left < self.burst, beats_left, self.burst)
+        n1 = Mux(lt_const(beats_left, self.burst), beats_left, self.burst)
         m.d.comb += n.eq(Mux(to_4k < n1, to_4k, n1))
 
         # byte output from the beat buffer
@@ -138,7 +139,7 @@ class AxiByteReader(wiring.Component):
                     m.next = "IDLE"
             with m.State("R"):
                 ready = Signal()
-                m.d.comb += [ready.eq(words | (cnt <= 1)), self.r_ready.eq(ready),
+                m.d.comb += [ready.eq(words | le_const(cnt, 1)), self.r_ready.eq(ready),
                              self.stall.eq(ready & ~self.r_valid)]
                 m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.r_valid & ready & words):
@@ -161,13 +162,13 @@ class AxiByteReader(wiring.Component):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1), cnt.eq(0)]
                     m.next = "IDLE"
             with m.State("DRAIN"):
-                with m.If((cnt <= 1) & ((left == 0) | ((left == 1) & (skip == 0) & (cnt == 1)))):
+                with m.If(le_const(cnt, 1) & ((left == 0) | ((left == 1) & (skip == 0) & (cnt == 1)))):
                     m.d.sync += [self.done.eq(1), cnt.eq(0), left.eq(0)]
                     m.next = "IDLE"
             with m.State("FLUSH_R"):
                 # an error response: accept and drop the rest of the burst
                 m.d.comb += self.r_ready.eq(1)
-                with m.If(self.r_valid & (in_burst <= 1)):
+                with m.If(self.r_valid & le_const(in_burst, 1)):
                     m.next = "IDLE"
                 with m.Elif(self.r_valid):
                     m.d.sync += in_burst.eq(in_burst - 1)
