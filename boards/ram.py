@@ -2,10 +2,12 @@
 four SB_SPRAM256KA, 16 K x 16 bits each).
 
 One port: each cycle is a write (``wen``, a byte mask, non-zero), a read (``ren``) or idle.
-``rdata`` is defined only in the cycle after a read: the SPRAM's output is undefined after a
-write. The behavioural model (``kind="model"``, for simulation) imitates that by presenting a
-garbage pattern in every other cycle, so a user that relies on the output outside that cycle
-fails its tests instead of working by accident. Yosys does not infer SPRAM from a read/write
+``rdata`` is the last read's word from the cycle after the read until the next access; after
+a write it is undefined (the SPRAM's output register holds through idle cycles and is
+undefined after a write: yosys's ``SB_SPRAM256KA`` model). The behavioural model
+(``kind="model"``, for simulation) imitates that by presenting a garbage pattern after any
+write until the next read, so a user that relies on the output across a write fails its tests
+instead of working by accident. Yosys does not infer SPRAM from a read/write
 port pair (measured: a 32-bit x 32 K memory became 256 SB_RAM40_4K), hence the instances.
 """
 
@@ -45,15 +47,18 @@ class SinglePortRAM(wiring.Component):
         nb = self.nb
         write = self.wen.any()
         read = self.ren & ~write
-        read_last = Signal()
-        m.d.sync += read_last.eq(read)
         if self.kind == "model":
+            valid = Signal()                    # the output holds a read's word
+            with m.If(read):
+                m.d.sync += valid.eq(1)
+            with m.Elif(write):
+                m.d.sync += valid.eq(0)
             mem = m.submodules.mem = Memory(shape=8 * nb, depth=self.depth, init=[])
             wp = mem.write_port(granularity=8)
             rp = mem.read_port(transparent_for=())
             m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.wdata), wp.en.eq(self.wen),
                          rp.addr.eq(self.addr), rp.en.eq(read),
-                         self.rdata.eq(Mux(read_last, rp.data, Const(GARBAGE, 64)[:8 * nb]))]
+                         self.rdata.eq(Mux(valid, rp.data, Const(GARBAGE, 64)[:8 * nb]))]
             return m
         wide = 8 * nb // 16
         deep = max(1, self.depth // SPRAM_WORDS)

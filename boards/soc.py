@@ -23,6 +23,7 @@ from ffacc.firmware.csr import CSR, CTRL_START
 from ffacc.firmware.link import (INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
                                  SYNC_RESP, Cmd, Status)
 from ffacc.hw.accel import Accelerator
+from ffacc.hw.logic import gt_const, le_const
 from .ram import SinglePortRAM
 from .uart import UartRx, UartTx
 
@@ -91,19 +92,15 @@ class SoC(wiring.Component):
             steal = Const(0)
         else:
             # one port: the write side (AXI write channel or host) takes it when it writes, the
-            # read side waits that cycle; the read data is held in a register, as the RAM's
-            # output is only defined in the cycle after a read
+            # read side waits that cycle. The RAM's output holds the last read until the next
+            # access, so a beat presented and not yet accepted needs no copy: writes wait
+            # while one is (`rd_hold`), which lasts only until the master takes it
             ram = m.submodules.mem = self._ram
             wp, rp = _Port("mem_w", ab, 8 * nb, nb), _Port("mem_r", ab, 8 * nb, 1)
             steal = Signal()
-            read_last = Signal()
-            hold = Signal(8 * nb)
             m.d.comb += [steal.eq(wp.en.any()), ram.addr.eq(Mux(steal, wp.addr, rp.addr)),
                          ram.wdata.eq(wp.data), ram.wen.eq(wp.en), ram.ren.eq(rp.en & ~steal),
-                         rp.data.eq(Mux(read_last, ram.rdata, hold))]
-            m.d.sync += read_last.eq(rp.en & ~steal)
-            with m.If(read_last):
-                m.d.sync += hold.eq(ram.rdata)
+                         rp.data.eq(ram.rdata)]
         host_rd = Signal()              # the link owns the read port this cycle
         host_rd_addr = Signal(ab)
         host_wr = Signal()
@@ -113,20 +110,23 @@ class SoC(wiring.Component):
 
         # AXI4 read channel: one beat per cycle; rp.en low holds the presented beat
         r_busy, r_valid, r_err, r_last = Signal(), Signal(), Signal(), Signal()
+        rd_hold = Signal()              # a beat is presented and not taken (single port)
+        if self._ram is not None:
+            m.d.comb += rd_hold.eq(r_valid & ~ax("rready"))
         r_addr = Signal(ab)
         r_left = Signal(9)              # beats still to fetch
         r_first = Signal()              # first cycle of a burst: range check from registers
         r_high = Signal()               # address bits above the memory set
         m.d.comb += [ax("arready").eq(~r_busy & ~host_rd), ax("rvalid").eq(r_valid),
                      ax("rlast").eq(r_last), ax("rresp").eq(Mux(r_err, 2, 0)),
-                     ax("rdata").eq(Mux(r_err, 0, rp.data)), ax("rid").eq(0)]
-        in_range = lambda a, n: (a >> sh) + n <= depth      # noqa: E731
+                     ax("rdata").eq(rp.data), ax("rid").eq(0)]
+        in_range = lambda a, n: le_const((a >> sh) + n, depth)      # noqa: E731
         # the burst's range is checked in its first busy cycle, from the registered address
         # and length (the first beat is presented a cycle later), so the master's address and
         # length logic does not run into this adder and comparator in the same cycle
         m.d.sync += r_first.eq(0)
         with m.If(r_first):
-            m.d.sync += r_err.eq(r_high | (Cat(r_addr, Const(0, 1)) + r_left > depth))
+            m.d.sync += r_err.eq(r_high | gt_const(Cat(r_addr, Const(0, 1)) + r_left, depth))
         with m.If(~r_busy):
             with m.If(ax("arvalid") & ~host_rd):
                 m.d.sync += [r_busy.eq(1), r_first.eq(1), r_addr.eq(ax("araddr") >> sh),
@@ -149,20 +149,21 @@ class SoC(wiring.Component):
         w_state = Signal(2)             # 0 idle, 1 data, 2 response
         w_addr = Signal(ab)
         w_err = Signal()
-        m.d.comb += [ax("awready").eq((w_state == 0) & ~host_wr), ax("wready").eq(w_state == 1),
+        m.d.comb += [ax("awready").eq((w_state == 0) & ~host_wr),
+                     ax("wready").eq((w_state == 1) & ~rd_hold),
                      ax("bvalid").eq(w_state == 2), ax("bresp").eq(Mux(w_err, 2, 0)),
                      ax("bid").eq(0)]
         with m.Switch(w_state):
             with m.Case(0):
                 m.d.comb += [wp.addr.eq(host_wr_addr), wp.data.eq(host_wr_data),
-                             wp.en.eq(Mux(host_wr, host_wr_en, 0))]
+                             wp.en.eq(Mux(host_wr & ~rd_hold, host_wr_en, 0))]
                 with m.If(ax("awvalid") & ~host_wr):
                     m.d.sync += [w_state.eq(1), w_addr.eq(ax("awaddr") >> sh),
                                  w_err.eq(~in_range(ax("awaddr"), ax("awlen") + 1))]
             with m.Case(1):
                 m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(ax("wdata")),
-                             wp.en.eq(Mux(ax("wvalid") & ~w_err, ax("wstrb"), 0))]
-                with m.If(ax("wvalid")):
+                             wp.en.eq(Mux(ax("wvalid") & ~w_err & ~rd_hold, ax("wstrb"), 0))]
+                with m.If(ax("wvalid") & ~rd_hold):
                     m.d.sync += w_addr.eq(w_addr + 1)
                     with m.If(ax("wlast")):
                         m.d.sync += w_state.eq(2)
@@ -200,8 +201,18 @@ class SoC(wiring.Component):
         addr_high = addr[mab:].any()
         mem_a = Signal(mab)
         m.d.comb += mem_a.eq(addr[:mab] + idx)
+        # one free-running counter paces the heartbeat LED (its top bit: about 1.5 Hz) and the
+        # request timeout: `tick` pulses every 2**k cycles, at most an eighth of the gap, and
+        # a request is dropped after `gap_ticks` of them without a byte: a silence of at
+        # least `gap` cycles (and at most 2**k more)
         gap = max(64 * self.divisor, self.clock_hz // 10)
-        timeout = Signal(range(gap + 1))
+        k = max(1, (gap // 8).bit_length() - 1)
+        gap_ticks = -(-gap // (1 << k)) + 1
+        free = Signal(max(k + 1, (self.clock_hz // 3).bit_length() + 1))
+        m.d.sync += free.eq(free + 1)
+        tick = Signal()
+        m.d.comb += tick.eq(free[:k].all())
+        timeout = Signal(range(gap_ticks + 1))
 
         # AXI4-Lite master towards the accelerator's CSRs
         csr_addr = Signal(8)
@@ -236,10 +247,11 @@ class SoC(wiring.Component):
             # bytes of a request: a line silent for 0.1 s (at least 64 bit times) drops it
             for st in ("HDR", "PAY", "CRC"):
                 with m.State(st):
-                    m.d.sync += timeout.eq(timeout + 1)
+                    with m.If(tick):
+                        m.d.sync += timeout.eq(timeout + 1)
                     with m.If(rx.valid):
                         m.d.sync += [timeout.eq(0), idx.eq(idx + 1)]
-                    with m.Elif(timeout == gap):
+                    with m.Elif(timeout == gap_ticks):
                         m.next = "SYNC"
                     if st == "HDR":
                         with m.If(rx.valid):
@@ -264,7 +276,7 @@ class SoC(wiring.Component):
                                 m.next = "CHECK"
             with m.State("LEN"):
                 is_write = (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.WRITE_CSR)
-                with m.If(is_write & ((length == 0) | (length > MAX_PAYLOAD))):
+                with m.If(is_write & ((length == 0) | gt_const(length, MAX_PAYLOAD))):
                     respond(Status.BAD_LEN)
                 with m.Elif(is_write):
                     m.next = "PAY"
@@ -277,8 +289,8 @@ class SoC(wiring.Component):
                     m.d.sync += idx.eq(0)
                     # the memory is 2**mab bytes; with length <= MAX_PAYLOAD checked first,
                     # the range check needs only the address's low bits and a carry
-                    mem_ok = (length != 0) & (length <= MAX_PAYLOAD) & ~addr_high & \
-                        (addr[:mab] + length[:9] <= self.mem_bytes)
+                    mem_ok = (length != 0) & le_const(length, MAX_PAYLOAD) & ~addr_high & \
+                        le_const(addr[:mab] + length[:9], self.mem_bytes)
                     with m.Switch(cmd):
                         with m.Case(Cmd.WRITE_MEM):
                             with m.If(~mem_ok):
@@ -286,7 +298,7 @@ class SoC(wiring.Component):
                             with m.Else():
                                 m.next = "WM_READ"
                         with m.Case(Cmd.READ_MEM):
-                            with m.If((length == 0) | (length > MAX_PAYLOAD)):
+                            with m.If((length == 0) | gt_const(length, MAX_PAYLOAD)):
                                 respond(Status.BAD_LEN)
                             with m.Elif(~mem_ok):
                                 respond(Status.BAD_ADDR)
@@ -325,7 +337,7 @@ class SoC(wiring.Component):
                 m.d.comb += [host_wr.eq(1), host_wr_addr.eq(mem_a >> sh),
                              host_wr_data.eq(pay_r.data.replicate(nb)),
                              host_wr_en.eq((Const(1, nb) << mem_a[:sh])[:nb] if sh else 1)]
-                with m.If(w_state == 0):          # the port was ours this cycle
+                with m.If((w_state == 0) & ~rd_hold):     # the port was ours this cycle
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == length - 1):
                         respond(Status.OK)
@@ -436,11 +448,6 @@ class SoC(wiring.Component):
                 send(crc[8:], "SYNC", with_crc=False)
 
         # ------------------------------------------------------------------ LEDs
-        beat = Signal(range(max(2, self.clock_hz // 3)))
-        heart = Signal()
-        m.d.sync += beat.eq(Mux(beat == self.clock_hz // 3 - 1, 0, beat + 1))
-        with m.If(beat == 0):
-            m.d.sync += heart.eq(~heart)
-        m.d.comb += self.leds.eq(Cat(heart, activity, acc.busy, acc.irq & ~acc.error,
+        m.d.comb += self.leds.eq(Cat(free[-1], activity, acc.busy, acc.irq & ~acc.error,
                                      acc.error))
         return m
