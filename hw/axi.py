@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
-from .logic import le_const, lt_const
+from .logic import le_const
 
 __all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter"]
 
@@ -56,9 +56,16 @@ class AxiByteReader(wiring.Component):
 
     With ``req_words`` set (address and length multiples of the bus width) the reader instead
     accepts a beat every cycle and presents it whole on ``beat_valid``/``beat_data``.
+
+    Bursts are aligned to their length (``burst_beats``, a power of two, bus words: at most
+    2 KiB), so none crosses a 4 KiB boundary; the first one ends at the first aligned address.
+    Only the last beat's byte count is kept (``tail``), not a count of the bytes left.
     """
 
     def __init__(self, data_bytes, burst_beats, addr_bits=32):
+        if burst_beats & (burst_beats - 1) or burst_beats * data_bytes > 4096:
+            raise ValueError(f"burst of {burst_beats} beats of {data_bytes} bytes: must be a "
+                             f"power of two of at most 4 KiB")
         self.nb = data_bytes
         self.burst = burst_beats
         self.aw = aw = addr_bits
@@ -76,33 +83,32 @@ class AxiByteReader(wiring.Component):
         m = Module()
         nb = self.nb
         sh = (nb - 1).bit_length()
-        addr = Signal(self.aw)
-        beats_left = Signal(self.aw)
-        in_burst = Signal(9)
-        left = Signal(self.aw)     # bytes still to deliver
-        skip = Signal(range(nb))
+        lb = (self.burst - 1).bit_length()
+        wa = self.aw - sh
+        addr = Signal(wa)               # word address of the next burst
+        beats_left = Signal(wa + 1)     # beats still to request
+        in_burst = Signal(range(self.burst + 1))
+        skip = Signal(range(nb))        # bytes before the start in the first beat
+        tail = Signal(range(nb))        # bytes of the last beat up to the end (0: all)
         buf = Signal(8 * nb)
-        cnt = Signal(range(nb + 1))
+        cnt = Signal(range(nb + 1))     # bytes (skipped or not) still in buf
         tmo = Signal(range(TIMEOUT_CYCLES + 1))
         end = Signal(self.aw + 1)
         words = Signal()
 
-        # burst length: limited by the beats left, the maximum and the 4 KiB boundary
-        to_4k = Signal(13)
-        m.d.comb += to_4k.eq((4096 - addr[:12]) >> sh)
-        n = Signal(9)
-        n1 = Mux(lt_const(beats_left, self.burst), beats_left, self.burst)
-        m.d.comb += n.eq(Mux(to_4k < n1, to_4k, n1))
+        # burst length: the beats left, up to the next burst-aligned address
+        room = Signal(lb + 1)
+        m.d.comb += room.eq(self.burst - (addr[:lb] if lb else 0))
+        n = Signal(lb + 1)
+        m.d.comb += n.eq(Mux((beats_left[lb + 1:] != 0) | (beats_left[:lb + 1] >= room),
+                             room, beats_left[:lb + 1]))
 
         # byte output from the beat buffer
-        consume = Signal()
-        m.d.comb += consume.eq(cnt != 0)
-        with m.If(consume):
+        with m.If(cnt != 0):
             with m.If(skip != 0):
                 m.d.sync += skip.eq(skip - 1)
-            with m.Elif(left != 0):
+            with m.Else():
                 m.d.comb += [self.out_valid.eq(1), self.out_data.eq(buf[:8])]
-                m.d.sync += left.eq(left - 1)
             m.d.sync += [buf.eq(buf >> 8), cnt.eq(cnt - 1)]
 
         m.d.sync += self.done.eq(0)
@@ -119,19 +125,19 @@ class AxiByteReader(wiring.Component):
                     with m.Else():
                         m.d.sync += [
                             words.eq(self.req_words),
-                            addr.eq(Cat(Const(0, sh), self.req_addr[sh:])),
+                            addr.eq(self.req_addr[sh:]),
                             skip.eq(self.req_addr[:sh] if sh else 0),
-                            left.eq(self.req_len),
+                            tail.eq(end[:sh] if sh else 0),
                             beats_left.eq((self.req_addr[:sh] + self.req_len + nb - 1) >> sh),
                             tmo.eq(0),
                         ]
                         m.next = "AR"
             with m.State("AR"):
-                m.d.comb += [self.ar_valid.eq(1), self.ar_addr.eq(addr), self.ar_len.eq(n - 1),
-                             self.stall.eq(~self.ar_ready)]
+                m.d.comb += [self.ar_valid.eq(1), self.ar_addr.eq(Cat(Const(0, sh), addr)),
+                             self.ar_len.eq(n - 1), self.stall.eq(~self.ar_ready)]
                 m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.ar_ready):
-                    m.d.sync += [in_burst.eq(n), addr.eq(addr + (n << sh)),
+                    m.d.sync += [in_burst.eq(n), addr.eq(addr + n),
                                  beats_left.eq(beats_left - n), tmo.eq(0)]
                     m.next = "R"
                 with m.Elif(tmo == TIMEOUT_CYCLES):
@@ -139,17 +145,18 @@ class AxiByteReader(wiring.Component):
                     m.next = "IDLE"
             with m.State("R"):
                 ready = Signal()
+                last = (in_burst == 1) & (beats_left == 0)      # the transfer's last beat
                 m.d.comb += [ready.eq(words | le_const(cnt, 1)), self.r_ready.eq(ready),
                              self.stall.eq(ready & ~self.r_valid)]
                 m.d.sync += tmo.eq(tmo + 1)
-                with m.If(self.r_valid & ready & words):
-                    m.d.comb += [self.beat_valid.eq(self.r_resp == 0),
-                                 self.beat_data.eq(self.r_data)]
-                    m.d.sync += [in_burst.eq(in_burst - 1), tmo.eq(0), left.eq(0)]
-                with m.If(self.r_valid & ready & ~words):
-                    m.d.sync += [buf.eq(self.r_data), cnt.eq(nb), in_burst.eq(in_burst - 1),
-                                 tmo.eq(0)]
                 with m.If(self.r_valid & ready):
+                    m.d.sync += [in_burst.eq(in_burst - 1), tmo.eq(0)]
+                    with m.If(words):
+                        m.d.comb += [self.beat_valid.eq(self.r_resp == 0),
+                                     self.beat_data.eq(self.r_data)]
+                    with m.Else():
+                        m.d.sync += [buf.eq(self.r_data),
+                                     cnt.eq(Mux(last & (tail != 0), tail, nb))]
                     with m.If(self.r_resp != 0):
                         m.d.sync += [self.err.eq(Err.BUS), self.done.eq(1), cnt.eq(0)]
                         m.next = "FLUSH_R"
@@ -162,8 +169,9 @@ class AxiByteReader(wiring.Component):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1), cnt.eq(0)]
                     m.next = "IDLE"
             with m.State("DRAIN"):
-                with m.If(le_const(cnt, 1) & ((left == 0) | ((left == 1) & (skip == 0) & (cnt == 1)))):
-                    m.d.sync += [self.done.eq(1), cnt.eq(0), left.eq(0)]
+                # the last byte (never a skipped one: a read has at least one) goes out now
+                with m.If(le_const(cnt, 1)):
+                    m.d.sync += [self.done.eq(1), cnt.eq(0)]
                     m.next = "IDLE"
             with m.State("FLUSH_R"):
                 # an error response: accept and drop the rest of the burst

@@ -45,7 +45,7 @@ class AcceleratorConfig:
     max_kernel : int
         Largest kernel side accepted by ``CONV``.
     burst_beats : int
-        Longest AXI read burst.
+        Longest AXI read burst (a power of two; bursts are aligned to it).
     target_mhz : int
         Clock the configuration is meant to run at (throughput figures scale with it; a board
         build checks it).
@@ -99,6 +99,9 @@ class AcceleratorConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
+        if self.burst_beats & (self.burst_beats - 1):
+            raise ConfigError(f"burst_beats={self.burst_beats}: must be a power of two (read "
+                              f"bursts are aligned to their length, so none crosses 4 KiB)")
         if self.lb_rows % self.lb_banks:
             raise ConfigError(f"lb_rows={self.lb_rows}: must be a multiple of the "
                               f"{self.lb_banks} line-buffer banks")

@@ -61,9 +61,11 @@ class CycleModel:
         nbytes = nsets * self.cfg.weight_words * self.cfg.lanes * 2
         if (2 * self.cfg.lanes) % self.bus == 0 and start % self.bus == 0:
             # whole beats, one per cycle
-            beats = nbytes // self.bus
-            self.stall += READ_STALL + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
-            return 3 + beats + READ_OVERHEAD + WORD_BURST * (-(-beats // self.cfg.burst_beats) - 1)
+            # bursts are aligned to their length: the first ends at the next aligned beat
+            beats, bl = nbytes // self.bus, self.cfg.burst_beats
+            extra = WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
+            self.stall += READ_STALL + extra
+            return 3 + beats + READ_OVERHEAD + extra
         return 3 + self.read(nbytes, start)
 
     def loadq(self, n, start=0):
