@@ -14,7 +14,7 @@
   3 done, 4 error.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -55,7 +55,7 @@ class SoC(wiring.Component):
     leds: Out(5)
 
     def __init__(self, config, mem_bytes=64 * 1024, clock_hz=50_000_000, baud=115_200,
-                 memory="dual"):
+                 memory="dual", link_timeout_s=0.1):
         nb = config.bus_bytes
         if mem_bytes % nb or mem_bytes & (mem_bytes - 1):
             raise ValueError(f"SoC memory {mem_bytes} bytes: must be a power of two")
@@ -66,6 +66,8 @@ class SoC(wiring.Component):
             raise ValueError(f"SoC memory kind {memory!r}: 'dual', 'single' or 'spram'")
         self.config, self.mem_bytes, self.clock_hz, self.baud = config, mem_bytes, clock_hz, baud
         self.memory = memory
+        # a request whose line stays silent this long (and at least 64 bit times) is dropped
+        self.link_timeout_s = link_timeout_s
         self._ram = None if memory == "dual" else SinglePortRAM(
             mem_bytes // nb, nb, "model" if memory == "single" else "spram")
         self.divisor = clock_hz // baud
@@ -205,7 +207,7 @@ class SoC(wiring.Component):
         # request timeout: `tick` pulses every 2**k cycles, at most an eighth of the gap, and
         # a request is dropped after `gap_ticks` of them without a byte: a silence of at
         # least `gap` cycles (and at most 2**k more)
-        gap = max(64 * self.divisor, self.clock_hz // 10)
+        gap = max(64 * self.divisor, round(self.clock_hz * self.link_timeout_s))
         k = max(1, (gap // 8).bit_length() - 1)
         gap_ticks = -(-gap // (1 << k)) + 1
         free = Signal(max(k + 1, (self.clock_hz // 3).bit_length() + 1))
@@ -215,14 +217,28 @@ class SoC(wiring.Component):
         timeout = Signal(range(gap_ticks + 1))
 
         # AXI4-Lite master towards the accelerator's CSRs
+        # the write data is the header's address field (START's program base; WRITE_CSR's
+        # payload is shifted into it as it arrives) or, for START's second write, CTRL_START
         csr_addr = Signal(8)
-        csr_wdata = Signal(32)
+        csr_high = Signal()             # the request's address is beyond the CSRs
+        start_w = Signal()              # START's CTRL write
         m.d.comb += [al("awaddr").eq(csr_addr), al("araddr").eq(csr_addr),
-                     al("wdata").eq(csr_wdata), al("wstrb").eq(0xF)]
+                     al("wdata").eq(Mux(start_w, CTRL_START, addr)), al("wstrb").eq(0xF)]
 
         # the words of the STATUS and INFO answers, in the order firmware.link defines
         status_regs = [CSR[w.upper()] for w in STATUS_WORDS]
         info_regs = [CSR[w.upper()] for w in INFO_WORDS[:2]]
+        assert INFO_WORDS[2:] == ("mem_bytes", "clock_hz")
+
+        def csr_word(w):
+            """The CSR offset of response word ``w`` of STATUS or INFO."""
+            w = Value.cast(w)[:2]
+            return Mux(cmd == Cmd.STATUS, Array(Const(r, 8) for r in status_regs)[w],
+                       Mux(w[0], info_regs[1], info_regs[0]))
+
+        def csr_const(w):
+            """Response word ``w`` is a constant (INFO's memory size and clock)."""
+            return (cmd == Cmd.INFO) & Value.cast(w)[1]
 
         def send(value, nxt, with_crc=True):
             m.d.comb += [tx.data.eq(value), tx.valid.eq(1)]
@@ -244,7 +260,7 @@ class SoC(wiring.Component):
                 with m.If(rx.valid & (rx.data == SYNC_REQ)):
                     m.d.sync += [crc.eq(0xFFFF), idx.eq(0), timeout.eq(0)]
                     m.next = "HDR"
-            # bytes of a request: a line silent for 0.1 s (at least 64 bit times) drops it
+            # bytes of a request: a line silent for `gap` cycles drops it (link_timeout_s)
             for st in ("HDR", "PAY", "CRC"):
                 with m.State(st):
                     with m.If(tick):
@@ -264,6 +280,8 @@ class SoC(wiring.Component):
                         with m.If(rx.valid):
                             m.d.comb += [crc_in.eq(rx.data), crc_upd.eq(1), pay_w.en.eq(1),
                                          pay_w.addr.eq(idx), pay_w.data.eq(rx.data)]
+                            with m.If(cmd == Cmd.WRITE_CSR):
+                                m.d.sync += addr.eq(Cat(addr[8:], rx.data))
                             with m.If(idx == length - 1):
                                 m.d.sync += idx.eq(0)
                                 m.next = "CRC"
@@ -275,6 +293,7 @@ class SoC(wiring.Component):
                             with m.If(idx == 1):
                                 m.next = "CHECK"
             with m.State("LEN"):
+                m.d.sync += [csr_addr.eq(addr[:8]), csr_high.eq(addr[8:].any())]
                 is_write = (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.WRITE_CSR)
                 with m.If(is_write & ((length == 0) | gt_const(length, MAX_PAYLOAD))):
                     respond(Status.BAD_LEN)
@@ -305,27 +324,24 @@ class SoC(wiring.Component):
                             with m.Else():
                                 respond(Status.OK, length, memory=True)
                         with m.Case(Cmd.WRITE_CSR, Cmd.READ_CSR):
-                            with m.If(addr[8:].any()):
+                            with m.If(csr_high):
                                 respond(Status.BAD_ADDR)
                             with m.Elif((cmd == Cmd.WRITE_CSR) & (length != 4)):
                                 respond(Status.BAD_LEN)
                             with m.Elif(cmd == Cmd.WRITE_CSR):
-                                m.next = "WC_P0"
+                                m.next = "WC_REQ"
                             with m.Else():
-                                m.d.sync += csr_addr.eq(addr)
-                                m.next = "RC_0"
+                                m.d.sync += resp_len.eq(4)
+                                m.next = "CR_REQ"
                         with m.Case(Cmd.START):
                             with m.If(acc.busy):
                                 respond(Status.BUSY)
                             with m.Else():
-                                m.d.sync += [csr_addr.eq(CSR.PROG_BASE), csr_wdata.eq(addr)]
+                                m.d.sync += csr_addr.eq(CSR.PROG_BASE)
                                 m.next = "ST_W0"
-                        with m.Case(Cmd.STATUS):
-                            m.d.sync += csr_addr.eq(status_regs[0])
-                            m.next = "SS_0"
-                        with m.Case(Cmd.INFO):
-                            m.d.sync += csr_addr.eq(info_regs[0])
-                            m.next = "IN_0"
+                        with m.Case(Cmd.STATUS, Cmd.INFO):
+                            m.d.sync += [csr_addr.eq(csr_word(0)), resp_len.eq(16)]
+                            m.next = "CR_REQ"
                         with m.Default():
                             respond(Status.BAD_CMD)
 
@@ -355,59 +371,48 @@ class SoC(wiring.Component):
                     with m.If(al("bvalid")):
                         nxt()
 
-            for i in range(4):                  # WRITE_CSR: payload bytes -> csr_wdata
-                with m.State(f"WC_P{i}"):
-                    m.d.comb += [pay_r.addr.eq(i), pay_r.en.eq(1)]
-                    if i:
-                        m.d.sync += csr_wdata.eq(Cat(csr_wdata[8:], pay_r.data))
-                    m.next = f"WC_P{i + 1}"
-            with m.State("WC_P4"):
-                m.d.sync += [csr_wdata.eq(Cat(csr_wdata[8:], pay_r.data)), csr_addr.eq(addr)]
-                m.next = "WC_REQ"
             csr_write("WC_REQ", lambda: respond(Status.OK))
 
             def st_w0_done():
-                m.d.sync += [csr_addr.eq(CSR.CTRL), csr_wdata.eq(CTRL_START)]
+                m.d.sync += [csr_addr.eq(CSR.CTRL), start_w.eq(1)]
                 m.next = "ST_W1"
-            csr_write("ST_W0", st_w0_done)
-            csr_write("ST_W1", lambda: respond(Status.OK))
 
-            def csr_reads(prefix, words, resp_len):
-                """Response words 0, 1, ... into the payload buffer: CSRs read over AXI4-Lite
-                (an offset; ``None`` for the ``csr_addr`` the caller set, always word 0) or
-                ``Const`` words; respond with ``resp_len`` bytes. ``idx`` counts the bytes put
-                (from 0). A CSR's bytes are taken from the slave's read data while it holds it
-                (``rvalid``; ``rready`` only with the last byte), so the link keeps no copy."""
-                for i, w in enumerate(words):
-                    put = f"{prefix}_{i}_PUT"
-                    is_csr = not isinstance(w, Const)
-                    if is_csr:
-                        with m.State(f"{prefix}_{i}"):
-                            m.d.comb += al("arvalid").eq(1)
-                            with m.If(al("arready")):
-                                m.next = put
-                    with m.State(put):         # one byte per cycle into the buffer
-                        src, ok = (al("rdata"), al("rvalid")) if is_csr else (w, Const(1))
-                        last = idx[:2] == 3
-                        with m.If(ok):
-                            m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
-                                         pay_w.data.eq(src.word_select(idx[:2], 8))]
-                            m.d.sync += idx.eq(idx + 1)
-                            if is_csr:
-                                m.d.comb += al("rready").eq(last)
-                        with m.If(ok & last):
-                            if i + 1 < len(words):
-                                if not isinstance(words[i + 1], Const):
-                                    m.d.sync += csr_addr.eq(words[i + 1])
-                                    m.next = f"{prefix}_{i + 1}"
-                                else:
-                                    m.next = f"{prefix}_{i + 1}_PUT"
-                            else:
-                                respond(Status.OK, resp_len)
-            csr_reads("RC", [None], 4)                                          # READ_CSR
-            csr_reads("SS", [None, *status_regs[1:]], 16)                       # STATUS
-            csr_reads("IN", [None, *info_regs[1:], Const(self.mem_bytes, 32),
-                             Const(self.clock_hz, 32)], 16)                     # INFO
+            def st_w1_done():
+                m.d.sync += start_w.eq(0)
+                respond(Status.OK)
+            csr_write("ST_W0", st_w0_done)
+            csr_write("ST_W1", st_w1_done)
+
+            # READ_CSR, STATUS, INFO: response words (csr_word) into the payload buffer, one
+            # byte per cycle; a CSR's bytes are taken from the slave's read data while it holds
+            # it (rready with the last byte), so the link keeps no copy. `idx` counts the bytes
+            # put; the response is `resp_len` bytes
+            word = idx[2:4]
+            with m.State("CR_REQ"):
+                m.d.comb += al("arvalid").eq(1)
+                with m.If(al("arready")):
+                    m.next = "CR_PUT"
+            with m.State("CR_PUT"):
+                const = csr_const(word)
+                ok = Signal()
+                m.d.comb += ok.eq(const | al("rvalid"))
+                src = Mux(const, Mux(word[0], self.clock_hz, self.mem_bytes), al("rdata"))
+                last = idx[:2] == 3
+                with m.If(ok):
+                    m.d.comb += [pay_w.en.eq(1), pay_w.addr.eq(idx),
+                                 pay_w.data.eq(src.word_select(idx[:2], 8)),
+                                 al("rready").eq(last & ~const)]
+                    m.d.sync += idx.eq(idx + 1)
+                with m.If(ok & last):
+                    with m.If(idx + 1 == resp_len):
+                        m.d.sync += [status.eq(Status.OK), from_mem.eq(0), idx.eq(0)]
+                        m.next = "TX_SYNC"
+                    with m.Else():
+                        m.d.sync += csr_addr.eq(csr_word(word + 1))
+                        with m.If(csr_const(word + 1)):
+                            m.next = "CR_PUT"
+                        with m.Else():
+                            m.next = "CR_REQ"
 
             # response: sync, status, length, payload, crc
             with m.State("TX_SYNC"):

@@ -350,22 +350,26 @@ class SoCBench(Bench):
     only through its UART by the host runtime's protocol code."""
 
     def __init__(self, config, simulator="verilator", build_root=None, quiet=False,
-                 mem_bytes=32 * 1024, clock_ns=10, divisor=8, memory="dual"):
+                 mem_bytes=32 * 1024, clock_ns=10, divisor=8, memory="dual",
+                 link_timeout_s=0.1):
         from ffacc.boards.soc import SoC
 
         self.config = config
         clock_hz = round(1e9 / clock_ns)
         self.baud = clock_hz // divisor
-        self.clock_ns = clock_ns
+        self.clock_ns, self.mem_bytes, self.divisor = clock_ns, mem_bytes, divisor
+        self.link_timeout_s = link_timeout_s
         super().__init__(SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
-                             memory=memory),
+                             memory=memory, link_timeout_s=link_timeout_s),
                          "ffacc_soc", "soc", simulator, build_root, quiet)
 
     def _env(self, name, **kw):
         result = self.build_dir / f"{name}.result.json"
         if result.exists():
             result.unlink()
+        gap = max(64 * self.divisor, round(1e9 / self.clock_ns * self.link_timeout_s))
         return result, {"FFACC_BAUD": str(self.baud), "FFACC_CLOCK_NS": str(self.clock_ns),
+                        "FFACC_MEM_BYTES": str(self.mem_bytes), "FFACC_LINK_GAP": str(gap),
                         "FFACC_RESULT": str(result), **kw}
 
     def run_model(self, image, inputs, name="soc"):

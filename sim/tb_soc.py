@@ -55,6 +55,10 @@ async def _setup(dut):
             waited += 20 * 1e9 / baud
             if waited > timeout_ns:
                 raise AssertionError(f"no response to {frame.hex()} (hang)")
+    async def send(frame):
+        await src.write(frame)
+        await src.wait()
+    exchange.send, exchange.clk = send, dut.clk
     return exchange, frames
 
 
@@ -83,6 +87,10 @@ async def _errors(exchange):
     checks = []
     info = await run_async(board_info(), exchange)
     mem = info["mem_bytes"]
+    clock_ns = int(os.environ.get("FFACC_CLOCK_NS", "10"))
+    assert mem == int(os.environ["FFACC_MEM_BYTES"]), info
+    assert info["clock_hz"] == round(1e9 / clock_ns), info
+    checks.append("INFO: memory size and clock")
     await run_async(write_mem(0, bytes(range(16))), exchange)
 
     async def expect(frame, status, what):
@@ -104,6 +112,20 @@ async def _errors(exchange):
     await expect(encode_request(Cmd.READ_MEM, 0, 300), Status.BAD_LEN, "oversized read refused")
     await expect(encode_request(Cmd.WRITE_CSR, 0x400, 4, b"\0" * 4), Status.BAD_ADDR,
                  "CSR outside the map refused")
+    await expect(encode_request(Cmd.WRITE_CSR, CSR.PROG_BASE, 3, b"\1\2\3"), Status.BAD_LEN,
+                 "CSR write of 3 bytes refused")
+    # a CSR written over the link reads back (PROG_BASE holds any in-range address)
+    await exchange(encode_request(Cmd.WRITE_CSR, CSR.PROG_BASE, 4, (0x1234).to_bytes(4, "little")))
+    got = await exchange(encode_request(Cmd.READ_CSR, CSR.PROG_BASE, 0))
+    assert got == (Status.OK, (0x1234).to_bytes(4, "little")), got
+    checks.append("WRITE_CSR then READ_CSR")
+    # a request cut short is dropped once the line stays silent: the next one is answered
+    gap = int(os.environ["FFACC_LINK_GAP"])
+    await exchange.send(encode_request(Cmd.READ_MEM, 4, 4)[:5])
+    await ClockCycles(exchange.clk, 2 * gap)
+    got = await exchange(encode_request(Cmd.READ_MEM, 8, 4))
+    assert got == (Status.OK, bytes(range(8, 12))), got
+    checks.append("truncated request dropped after the timeout")
     # noise before a frame is skipped (re-synchronization on the sync byte)
     got = await exchange(b"\x00\x13" + encode_request(Cmd.READ_MEM, 4, 4))
     assert got == (Status.OK, bytes(range(4, 8))), got
