@@ -28,10 +28,10 @@ from math import ceil
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
-from ffacc.firmware.csr import CSR, CTRL_START, INFO_VERSION, Status
-from ffacc.firmware.isa import (QPARAM_WORDS, ConvFlag, Err, Op, PostFlag, Reg, reg_bits)
+from ffacc.firmware.csr import CSR, INFO_VERSION
+from ffacc.firmware.isa import QPARAM_WORDS, Err, Op, Reg, reg_bits
 from .axi import AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
@@ -164,7 +164,7 @@ class Accelerator(wiring.Component):
         busy = Signal()
         done = Signal()
         error = Signal()
-        err_code = Signal(8)
+        err_code = Signal(range(max(Err) + 1))
         err_pc = Signal(AW)
         prog_base = Signal(AW)
         mem_size = Signal(AW, init=LIM)
@@ -231,9 +231,26 @@ class Accelerator(wiring.Component):
             return list(updates) if cfg.perf_counters else []
 
         # ---------------------------------------------------------------- parameter registers
+        # "Cold" registers, each read in one place (a base address, a stride, the first row),
+        # live in a block RAM that every SET writes: the state before the one that needs a
+        # cold register presents its index (`cold_addr`), and the value is there a cycle
+        # later (`cold`). The others are flip-flops, read where and as often as needed.
         rbits = reg_bits(cfg)
-        regs = [Signal(rbits[r], name=f"reg_{r.name.lower()}") for r in Reg]
-        rg = {r: regs[r] for r in Reg}
+        COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0,
+                Reg.C_Y0)
+        regs = [None if r in COLD else Signal(rbits[r], name=f"reg_{r.name.lower()}")
+                for r in Reg]
+        rg = {r: regs[r] for r in Reg if r not in COLD}
+        rfm = m.submodules.cold_regs = Memory(shape=unsigned(max(rbits[r] for r in COLD)),
+                                              depth=len(Reg), init=[])
+        rf_w = rfm.write_port()
+        rf_r = rfm.read_port(transparent_for=())
+
+        def cold_addr(r):
+            m.d.comb += rf_r.addr.eq(r)
+
+        def cold(r):
+            return rf_r.data[:rbits[r]]
 
         # ---------------------------------------------------------------- buffers
         # a row occupies a power-of-two number of words so row addresses are shifts, not
@@ -284,7 +301,7 @@ class Accelerator(wiring.Component):
         imm = instr[32:64]
         cmd_flags = Signal(8)
         fail = Signal()
-        fail_code = Signal(8)
+        fail_code = Signal(range(max(Err) + 1))
         m.d.comb += fail.eq(0)
 
         # a SET value wider than its register (reg_bits)
@@ -375,14 +392,16 @@ class Accelerator(wiring.Component):
         cv_rot = Signal(range(L))
         cv_col0 = Signal(range(-col_lo, n_kw + 1))
         cv_p0 = Signal(range(n_pairs + R + 1))
-        cv_pc_c = Signal(16)
-        cv_pc_i = Signal(8)
-        cv_cbase = Signal(20)
+        cv_pc_i = Signal(range(cfg.max_kernel + 1))
+        # the assigned channel's first line-buffer row, c * pitch: below lb_rows for every
+        # channel c < nch (CV_M1), which are the engines that run; past the last one it may
+        # wrap (those engines are inactive)
+        cv_cbase = Signal(range(2 * cfg.lb_rows))
         cv_wset = Signal(range(cfg.wb_sets + 1))
         cv_wbase = Signal(range(cfg.wb_sets * WW + 1))
         cv_first = Signal()
         cv_bk = Signal(range(n_blk + 1))
-        cv_D = Signal(8)
+        cv_D = Signal(range(D_ffa + 1))
         cv_asg = Signal(range(R + 1))
         cv_wa = Signal(range(WW + 2))
         cv_wl_valid = Signal()
@@ -397,17 +416,15 @@ class Accelerator(wiring.Component):
         st_yl = Signal(range(cfg.acc_blocks + 1))
         st_b = Signal(range(n_blk + 1))
         st_col = Signal(range(-col_lo, n_col + 1))
-        st_active = Signal()
         # output counters
         ot_b = Signal(range(n_blk + 1))
         ot_yl = Signal(range(cfg.acc_blocks + 1))
         ot_base = Signal(range(cfg.acc_blocks + 1))
         ot_count = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))    # ny * cv_bk
         ot_total = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))
-        ot_done = Signal()
 
         # ---- POST / ADD state
-        po_lane = Signal(8)
+        po_lane = Signal(range(P + 1))
         po_y = Signal(range(cfg.acc_blocks + 256 + 1))
         # a row's first accumulator block; it and the row step need only hold what a valid row
         # reaches (< acc_blocks): the next row's base is exact whenever that row exists
@@ -454,7 +471,7 @@ class Accelerator(wiring.Component):
         po_run = Signal()
         po_adv = Signal()
         po_done = Signal()
-        po_sblk = Signal(16)
+        po_sblk = Signal(range(256))                 # step // L, step <= 255
         po_ssub = Signal(9)
         po_rowstep = Signal(range(cfg.acc_blocks + 1))
         p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
@@ -653,10 +670,13 @@ class Accelerator(wiring.Component):
                             with m.Elif(set_wide):
                                 failure(Err.PARAM)
                             with m.Else():
+                                m.d.comb += [rf_w.addr.eq(ireg), rf_w.data.eq(imm),
+                                             rf_w.en.eq(1)]
                                 with m.Switch(ireg):
                                     for r in Reg:
-                                        with m.Case(r):
-                                            m.d.sync += regs[r].eq(imm)
+                                        if r not in COLD:
+                                            with m.Case(r):
+                                                m.d.sync += regs[r].eq(imm)
                                 m.next = "NEXT"
                         with m.Case(Op.NOP):
                             m.next = "NEXT"
@@ -704,10 +724,12 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(H, la_rowpitch) as p:
                     m.d.sync += la_hw.eq(aclamp(p))
                     m.next = "LA_M2"
-            with m.State("LA_M2"), product(hb0, la_rowpitch) as p:
-                m.d.sync += [addr_a.eq(aclamp(rg[Reg.A_SRC] + aclamp(p))),
-                             la_contig.eq((apitch == 0) | (apitch == W))]
-                m.next = "LA_M3"
+            with m.State("LA_M2"):
+                cold_addr(Reg.A_SRC)                        # there in the product's cycle
+                with product(hb0, la_rowpitch) as p:
+                    m.d.sync += [addr_a.eq(aclamp(cold(Reg.A_SRC) + aclamp(p))),
+                                 la_contig.eq((apitch == 0) | (apitch == W))]
+                    m.next = "LA_M3"
             with m.State("LA_M3"), product(nr, W) as p:
                 # contiguous rows: one read per channel; a column tile: one read per row
                 m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
@@ -759,17 +781,19 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(dst, WW) as p:
                     m.d.sync += [cnt_a.eq(0), addr_b.eq(p), cnt_b.eq(0)]
                     m.next = "LW_M1"
-            with m.State("LW_M1"), product(rg[Reg.W_COUNT], WW * P * 2) as p:
-                m.d.sync += nbytes.eq(aclamp(p))
-                m.next = "LW_REQ"
+            with m.State("LW_M1"):
+                cold_addr(Reg.W_SRC)
+                with product(rg[Reg.W_COUNT], WW * P * 2) as p:
+                    m.d.sync += nbytes.eq(aclamp(p))
+                    m.next = "LW_REQ"
             # whole bus beats per cycle when a weight word is a multiple of the bus width and
             # the source is aligned; bytes otherwise
             beats_per_word = (2 * P) // nb if (2 * P) % nb == 0 else 0
             sh_nb = (nb - 1).bit_length()
             with m.State("LW_REQ"):
-                rd_request(rg[Reg.W_SRC], nbytes)
+                rd_request(cold(Reg.W_SRC), nbytes)
                 if beats_per_word:
-                    m.d.comb += rd.req_words.eq(rg[Reg.W_SRC][:sh_nb] == 0)
+                    m.d.comb += rd.req_words.eq(cold(Reg.W_SRC)[:sh_nb] == 0)
                 m.next = "LW_DATA"
             with m.State("LW_DATA"):
                 width = 16 * P
@@ -787,6 +811,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += cnt_b.eq(cnt_b + 1)
                 collect_bytes(2 * P, wb_w)
             with m.State("LQ_CHECK"):
+                cold_addr(Reg.Q_SRC)
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
                 with m.If((n == 0) | gt_const(n, cfg.qb_entries)
                           | gt_const(dst + n, cfg.qb_entries)):
@@ -795,7 +820,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(aclamp(p))]
                     m.next = "LQ_REQ"
             with m.State("LQ_REQ"):
-                rd_request(rg[Reg.Q_SRC], nbytes)
+                rd_request(cold(Reg.Q_SRC), nbytes)
                 m.next = "LQ_DATA"
             with m.State("LQ_DATA"):
                 collect_bytes(4 * QPARAM_WORDS, qb_w, slice_bytes=4)
@@ -813,7 +838,7 @@ class Accelerator(wiring.Component):
                       & (W != 0) & le_const(W, cfg.lb_width) & (H != 0) & lt_const(H, 1 << 15)
                       & (pitch != 0) & le_const(pitch, cfg.lb_rows)
                       & ((nch == 1) | ((pitch - kh)[:bb] == 0) if bb else 1)
-                      & lt_const(rg[Reg.C_Y0], 1 << 15) & lt_const(rg[Reg.C_WSET], cfg.wb_sets))
+                      & lt_const(rg[Reg.C_WSET], cfg.wb_sets))    # C_Y0 < 2**15: its width
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
@@ -859,7 +884,7 @@ class Accelerator(wiring.Component):
                 col0 = Signal(signed(17))
                 m.d.comb += col0.eq(cv_pieceoff - rg[Reg.C_PL][:8] - Mux(conv_mac, 0, d_ffa))
                 m.d.sync += [cv_col0.eq(col0), cv_colv.eq(col0 + L * K0),
-                             cv_colblk0.eq(-K0), cv_p0.eq(0), cv_pc_c.eq(0), cv_pc_i.eq(0),
+                             cv_colblk0.eq(-K0), cv_p0.eq(0), cv_pc_i.eq(0),
                              cv_cbase.eq(0)]
                 m.next = "CV_DIV"
             with m.State("CV_DIV"):
@@ -869,6 +894,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += cv_rot.eq(cv_colv)
                     m.next = "CV_PASS"
             with m.State("CV_PASS"):
+                cold_addr(Reg.C_Y0)                         # CV_SETUP starts the stream there
                 with m.If(ge_const(cv_wset, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
@@ -876,6 +902,7 @@ class Accelerator(wiring.Component):
                                  cv_slots.eq(0)]
                     m.next = "CV_SETUP"
             with m.State("CV_SETUP"):
+                cold_addr(Reg.C_Y0)
                 # engine task assignment (one engine per cycle) ...
                 with m.If(lt_const(cv_asg, R)):
                     act_now = (cv_p0 + cv_asg) < cv_npairs
@@ -891,8 +918,7 @@ class Accelerator(wiring.Component):
                     with m.If(act_now):
                         m.d.sync += [cv_nact.eq(cv_nact + 1), cv_slots.eq(cv_slots + cv_lmt)]
                     with m.If(cv_pc_i + 1 == kh):
-                        m.d.sync += [cv_pc_i.eq(0), cv_pc_c.eq(cv_pc_c + 1),
-                                     cv_cbase.eq(cv_cbase + pitch)]
+                        m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + pitch)]
                     with m.Else():
                         m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
                     m.d.sync += cv_asg.eq(cv_asg + 1)
@@ -901,7 +927,7 @@ class Accelerator(wiring.Component):
                 with m.If(lt_const(cv_wa, WW)):
                     m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
                 with m.If(ge_const(cv_asg, R) & (cv_wa == WW) & ~cv_wl_valid):
-                    m.d.sync += [st_y.eq(rg[Reg.C_Y0]), st_yl.eq(0), st_b.eq(0),
+                    m.d.sync += [st_y.eq(cold(Reg.C_Y0)), st_yl.eq(0), st_b.eq(0),
                                  st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
                                  ot_count.eq(0)]
                     m.next = "CV_STREAM"
@@ -943,7 +969,7 @@ class Accelerator(wiring.Component):
                       & le_const(wout, cfg.acc_blocks * L)
                       & le_const(rg[Reg.O_Q] + lanes, cfg.qb_entries) & (stride != 0)
                       & le_const(stride, 255) & ~(pool & (stride != 1)) & ~(pool & ny[0])
-                      & lt_const(rg[Reg.O_ROW0], 1 << 17) & lt_const(rg[Reg.O_W], 1 << 17))
+                      & lt_const(rg[Reg.O_W], 1 << 17))     # O_ROW0 < 2**17: its width
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
@@ -951,17 +977,19 @@ class Accelerator(wiring.Component):
                                  po_step.eq(Mux(pool, 2, stride[:8]))]
                     m.next = "PO_GEOM"
             with m.State("PO_GEOM"):
+                cold_addr(Reg.O_ROW0)                       # PO_M1's product operand
                 with m.If(cv_t < wout):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
                 with m.Else(), product(ny, cv_wob) as p:
                     m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "PO_M1"
             with m.State("PO_M1"):
+                cold_addr(Reg.O_DST)                        # there in the product's cycle
                 with m.If(gt_const(tmp, cfg.acc_blocks)):
                     failure(Err.PARAM)
-                with m.Else(), product(rg[Reg.O_ROW0], rg[Reg.O_W]) as p:
+                with m.Else(), product(cold(Reg.O_ROW0), rg[Reg.O_W]) as p:
                     # lane 0's first output row; each lane adds O_CSTRIDE
-                    m.d.sync += [po_lanebase.eq(aclamp(rg[Reg.O_DST] + aclamp(p))), cv_t.eq(0),
+                    m.d.sync += [po_lanebase.eq(aclamp(cold(Reg.O_DST) + aclamp(p))), cv_t.eq(0),
                                  po_sblk.eq(0), po_ssub.eq(po_step)]
                     m.next = "PO_M2"
             with m.State("PO_M2"):
@@ -986,6 +1014,7 @@ class Accelerator(wiring.Component):
             # one sub-element issued per cycle into a 4-stage pipeline (read, +bias,
             # multiply, round/shift; clamp/max at the write), stalled by the byte writer
             with m.State("PO_RUN"):
+                cold_addr(Reg.O_CSTRIDE)                    # for PO_LANEEND
                 m.d.comb += [po_reading.eq(1), po_run.eq(1)]
                 last_sub = ~pool | (po_sub == 3)
                 issue = ~po_done & po_adv
@@ -1030,7 +1059,7 @@ class Accelerator(wiring.Component):
                     m.next = "WR_FLUSH"
                 with m.Else():
                     m.d.sync += [po_lane.eq(po_lane + 1),
-                                 po_lanebase.eq(aclamp(po_lanebase + rg[Reg.O_CSTRIDE]))]
+                                 po_lanebase.eq(aclamp(po_lanebase + cold(Reg.O_CSTRIDE)))]
                     m.next = "PO_LANE"
             with m.State("WR_FLUSH"):
                 with m.If(wr.err_valid):
@@ -1048,6 +1077,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += ad_off.eq(0)
                         m.next = "AD_CHUNK"
                 with m.State("AD_CHUNK"):
+                    cold_addr(Reg.A_SRC)                    # AD_RA's source
                     left = rg[Reg.D_N] - ad_off
                     with m.If(ad_off >= rg[Reg.D_N]):
                         m.d.comb += wr.flush.eq(1)
@@ -1059,7 +1089,7 @@ class Accelerator(wiring.Component):
                 for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
                                           ("AD_RB", Reg.D_SRC2, ad_b, "AD_E0")):
                     with m.State(st):
-                        rd_request(rg[src] + ad_off, ad_len)
+                        rd_request((cold(src) if src in COLD else rg[src]) + ad_off, ad_len)
                         m.next = st + "_DATA"
                     with m.State(st + "_DATA"):
                         with m.If(rd.out_valid):
@@ -1092,11 +1122,13 @@ class Accelerator(wiring.Component):
                     m.d.sync += p4_rnd.eq(p3_rnd)
                     m.next = "AD_E3"
                 with m.State("AD_E3"):
+                    cold_addr(Reg.O_DST)                    # AD_WR's destination
                     m.d.sync += po_byte.eq(po_res[:8])
                     m.next = "AD_WR"
                 with m.State("AD_WR"):
+                    cold_addr(Reg.O_DST)
                     m.d.comb += [wr.in_valid.eq(1), wr.in_data.eq(po_byte),
-                                 wr.in_addr.eq(aclamp(rg[Reg.O_DST] + ad_off + ad_k))]
+                                 wr.in_addr.eq(aclamp(cold(Reg.O_DST) + ad_off + ad_k))]
                     with m.If(wr.err_valid):
                         failure(wr.err)
                     with m.Elif(wr.in_ready):

@@ -28,9 +28,9 @@ datapath is a ring homomorphism), so no stage is wider than its result needs.
 """
 
 from dataclasses import dataclass, fields, asdict
-from math import ceil, prod
+from math import prod
 
-from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
