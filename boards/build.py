@@ -49,9 +49,10 @@ class Board:
 BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
                        True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD")),
-    # the SoC memory in the four SB_SPRAM256KA (128 KiB), the block RAM left to the accelerator
+    # the SoC memory in two of the four SB_SPRAM256KA (64 KiB: the digits model takes 12 KiB;
+    # 16 address bits instead of 17 save ~80 logic cells), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
-                        128 * 1024, 2, True,
+                        64 * 1024, 2, True,
                         ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM"),
                         "spram"),
     "arty-a7-35": Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx", "ulx3s", 64 * 1024,

@@ -32,7 +32,8 @@ from amaranth.lib.wiring import Out
 
 from ffacc.firmware.csr import CSR, INFO_VERSION
 from ffacc.firmware.isa import QPARAM_WORDS, Err, Op, Reg, reg_bits
-from .axi import AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports
+from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
+                  bus_timer)
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
 from .logic import ge_const, gt_const, le_const, lt_const
@@ -169,6 +170,7 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- bus engines
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
+        bus_timer(m, rd, wr)
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
             ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
@@ -307,7 +309,7 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- FCU array
         fcus = []
         for lane in range(P):
-            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc)
+            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False)   # s2_x is one
             m.d.comb += f.o.ready.eq(1)
             fcus.append(f)
         conv_mac = Signal()
@@ -432,7 +434,10 @@ class Accelerator(wiring.Component):
         cv_nact = Signal(range(R + 1))
         cv_slots = Signal(32)
         eng_act = Signal(R)
-        eng_G = [Signal(signed(22), name=f"eng{r}_G") for r in range(R)]
+        # an engine's line-buffer row g (bank g mod B, slot g // B) only in its low bits: every
+        # row read is in [0, lb_rows) (bad_row checks it), so g modulo 2**GW is exact
+        GW = bb + len(lb_r[0][0].addr) - lb_row_bits
+        eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
         eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
         # stream counters
         st_y = Signal(16)
@@ -572,7 +577,7 @@ class Accelerator(wiring.Component):
         bad_row = Signal()
 
         eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
-        eng_g = [Signal(signed(22), name=f"eng{r}_g") for r in range(R)]
+        eng_g = [Signal(GW, name=f"eng{r}_g") for r in range(R)]
         eng_ok = Signal(R)
         for r in range(R):
             m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), eng_g[r].eq(eng_G[r] + st_y)]

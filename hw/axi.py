@@ -4,7 +4,9 @@ Addresses, lengths and ``mem_size`` are ``addr_bits`` wide (the accelerator pass
 address width plus an overflow bit). Both check every access against ``mem_size``
 (``Err.ADDRESS``), turn an error response into
 ``Err.BUS`` and a memory that stops answering into ``Err.TIMEOUT``: the accelerator never
-hangs on its bus.
+hangs on its bus. ``stall`` is high in a cycle an engine waits for the bus; the parent counts
+such cycles (:func:`bus_timer`, one counter for both engines) and raises ``expired`` after
+``TIMEOUT_CYCLES`` of them in a row: a waiting engine then stops with ``Err.TIMEOUT``.
 """
 
 from amaranth.hdl import Module, Signal, Const, Cat, Mux
@@ -14,9 +16,25 @@ from amaranth.lib.wiring import In, Out
 from ffacc.firmware.isa import Err
 from .logic import le_const
 
-__all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter"]
+__all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter",
+           "bus_timer"]
 
 TIMEOUT_CYCLES = 4096
+
+
+def bus_timer(m, *engines):
+    """The bus timeout shared by ``engines``: counts the cycles in a row in which any of them
+    waits (``stall``) and drives their ``expired`` once the count reaches
+    ``TIMEOUT_CYCLES``."""
+    tmo = Signal(range(TIMEOUT_CYCLES + 1))
+    stall = Const(0, 1)
+    for e in engines:
+        stall = stall | e.stall
+    with m.If(stall):
+        m.d.sync += tmo.eq(tmo + 1)
+    with m.Else():
+        m.d.sync += tmo.eq(0)
+    m.d.comb += [e.expired.eq(tmo == TIMEOUT_CYCLES) for e in engines]
 
 
 def axi_master_ports(prefix, data_bytes, addr_bits=32):
@@ -73,7 +91,7 @@ class AxiByteReader(wiring.Component):
             "req_valid": In(1), "req_addr": In(aw), "req_len": In(aw), "mem_size": In(aw),
             "req_words": In(1), "beat_valid": Out(1), "beat_data": Out(8 * data_bytes),
             "idle": Out(1), "done": Out(1), "err": Out(3),
-            "out_valid": Out(1), "out_data": Out(8), "stall": Out(1),
+            "out_valid": Out(1), "out_data": Out(8), "stall": Out(1), "expired": In(1),
             "ar_addr": Out(aw), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
             "r_data": In(8 * data_bytes), "r_resp": In(2), "r_last": In(1),
             "r_valid": In(1), "r_ready": Out(1),
@@ -92,7 +110,6 @@ class AxiByteReader(wiring.Component):
         tail = Signal(range(nb))        # bytes of the last beat up to the end (0: all)
         buf = Signal(8 * nb)
         cnt = Signal(range(nb + 1))     # bytes (skipped or not) still in buf
-        tmo = Signal(range(TIMEOUT_CYCLES + 1))
         end = Signal(self.aw + 1)
         words = Signal()
 
@@ -129,18 +146,16 @@ class AxiByteReader(wiring.Component):
                             skip.eq(self.req_addr[:sh] if sh else 0),
                             tail.eq(end[:sh] if sh else 0),
                             beats_left.eq((self.req_addr[:sh] + self.req_len + nb - 1) >> sh),
-                            tmo.eq(0),
                         ]
                         m.next = "AR"
             with m.State("AR"):
                 m.d.comb += [self.ar_valid.eq(1), self.ar_addr.eq(Cat(Const(0, sh), addr)),
                              self.ar_len.eq(n - 1), self.stall.eq(~self.ar_ready)]
-                m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.ar_ready):
                     m.d.sync += [in_burst.eq(n), addr.eq(addr + n),
-                                 beats_left.eq(beats_left - n), tmo.eq(0)]
+                                 beats_left.eq(beats_left - n)]
                     m.next = "R"
-                with m.Elif(tmo == TIMEOUT_CYCLES):
+                with m.Elif(self.expired):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1)]
                     m.next = "IDLE"
             with m.State("R"):
@@ -148,9 +163,8 @@ class AxiByteReader(wiring.Component):
                 last = (in_burst == 1) & (beats_left == 0)      # the transfer's last beat
                 m.d.comb += [ready.eq(words | le_const(cnt, 1)), self.r_ready.eq(ready),
                              self.stall.eq(ready & ~self.r_valid)]
-                m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.r_valid & ready):
-                    m.d.sync += [in_burst.eq(in_burst - 1), tmo.eq(0)]
+                    m.d.sync += [in_burst.eq(in_burst - 1)]
                     with m.If(words):
                         m.d.comb += [self.beat_valid.eq(self.r_resp == 0),
                                      self.beat_data.eq(self.r_data)]
@@ -165,7 +179,7 @@ class AxiByteReader(wiring.Component):
                             m.next = "DRAIN"
                         with m.Else():
                             m.next = "AR"
-                with m.Elif(tmo == TIMEOUT_CYCLES):
+                with m.Elif(self.expired):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.done.eq(1), cnt.eq(0)]
                     m.next = "IDLE"
             with m.State("DRAIN"):
@@ -198,7 +212,7 @@ class AxiByteWriter(wiring.Component):
         super().__init__({
             "in_valid": In(1), "in_addr": In(aw), "in_data": In(8), "in_ready": Out(1),
             "flush": In(1), "idle": Out(1), "mem_size": In(aw), "err": Out(3),
-            "err_valid": Out(1), "stall": Out(1),
+            "err_valid": Out(1), "stall": Out(1), "expired": In(1),
             "aw_addr": Out(aw), "aw_valid": Out(1), "aw_ready": In(1),
             "w_data": Out(8 * data_bytes), "w_strb": Out(data_bytes), "w_valid": Out(1),
             "w_ready": In(1), "b_resp": In(2), "b_valid": In(1), "b_ready": Out(1),
@@ -213,7 +227,6 @@ class AxiByteWriter(wiring.Component):
         strb = Signal(nb)
         aw_done = Signal()
         w_done = Signal()
-        tmo = Signal(range(TIMEOUT_CYCLES + 1))
         flush_req = Signal()
 
         m.d.sync += self.err_valid.eq(0)
@@ -233,7 +246,7 @@ class AxiByteWriter(wiring.Component):
                             m.d.sync += [data[8 * b:8 * b + 8].eq(self.in_data), strb[b].eq(1)]
                     m.d.sync += waddr.eq(word)
                 with m.Elif(self.in_valid | (flush_req & (strb != 0))):
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0), tmo.eq(0)]
+                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
                     m.next = "SEND"
                 with m.Elif(flush_req):
                     m.d.sync += flush_req.eq(0)
@@ -241,26 +254,23 @@ class AxiByteWriter(wiring.Component):
                 m.d.comb += [self.aw_valid.eq(~aw_done), self.aw_addr.eq(Cat(Const(0, sh), waddr)),
                              self.w_valid.eq(~w_done), self.w_data.eq(data),
                              self.w_strb.eq(strb), self.stall.eq(1)]
-                m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.aw_ready):
                     m.d.sync += aw_done.eq(1)
                 with m.If(self.w_ready):
                     m.d.sync += w_done.eq(1)
                 with m.If((aw_done | self.aw_ready) & (w_done | self.w_ready)):
-                    m.d.sync += tmo.eq(0)
                     m.next = "RESP"
-                with m.Elif(tmo == TIMEOUT_CYCLES):
+                with m.Elif(self.expired):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
                     m.next = "ACCEPT"
             with m.State("RESP"):
                 m.d.comb += [self.b_ready.eq(1), self.stall.eq(~self.b_valid)]
-                m.d.sync += tmo.eq(tmo + 1)
                 with m.If(self.b_valid):
                     m.d.sync += [strb.eq(0), data.eq(0)]
                     with m.If(self.b_resp != 0):
                         m.d.sync += [self.err.eq(Err.BUS), self.err_valid.eq(1)]
                     m.next = "ACCEPT"
-                with m.Elif(tmo == TIMEOUT_CYCLES):
+                with m.Elif(self.expired):
                     m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
                     m.next = "ACCEPT"
         return m

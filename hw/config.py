@@ -198,7 +198,7 @@ ACCEL_PRESETS = {
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
-                                    addr_bits=17, add_unit=False, dsp_bits=16,
+                                    addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,

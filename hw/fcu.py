@@ -348,10 +348,14 @@ class FastConvUnit(wiring.Component):
         the filter state; write weights only while no beat is in flight.
     mac : In(1)
         MAC mode for 1×1 kernels and fully-connected layers.
+
+    ``input_reg=False`` drops the input register, for a parent whose inputs come straight from
+    registers (the accelerator's line-buffer pipeline): one clock less of latency.
     """
 
-    def __init__(self, config=None):
+    def __init__(self, config=None, input_reg=True):
         self.config = cfg = config or FCUConfig()
+        self.input_reg = input_reg
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L),
                                                       cfg.rows))),
@@ -378,10 +382,13 @@ class FastConvUnit(wiring.Component):
                         m.d.sync += g[a].eq(self.w_data)
 
         # input register
-        x = Signal(self.i.payload.shape(), name="x")
-        xv = Signal()
-        with m.If(adv):
-            m.d.sync += [x.eq(self.i.payload), xv.eq(self.i.valid)]
+        if self.input_reg:
+            x = Signal(self.i.payload.shape(), name="x")
+            xv = Signal()
+            with m.If(adv):
+                m.d.sync += [x.eq(self.i.payload), xv.eq(self.i.valid)]
+        else:
+            x, xv = self.i.payload, self.i.valid
 
         outs = []
         valid = None

@@ -73,7 +73,9 @@ class CycleModel:
 
     def conv(self, g, ny, passes):
         c = self.cfg
-        per_pass = max(c.weight_words, c.rows) + c.fcu.latency + PASS_OVERHEAD
+        # the accelerator's FCUs have no input register (its line-buffer pipeline registers
+        # their inputs): one clock less than the unit's latency
+        per_pass = max(c.weight_words, c.rows) + c.fcu.latency - 1 + PASS_OVERHEAD
         return CONV_FIXED + passes * (per_pass + ny * g.bk)
 
     def post(self, lanes, subs_per_lane, wob, stride, flushes):

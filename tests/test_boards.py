@@ -183,8 +183,8 @@ def test_spram_wrapper_matches_the_model_on_icarus():
 
 @pytest.mark.slow
 def test_the_icebreaker_soc_runs_the_digits_model_through_the_uart_on_verilator():
-    """The iCEBreaker's SoC as built for the board (icebreaker preset: 17-bit addresses, no
-    ADD unit; 128 KiB single-port memory as on the SPRAM), simulated with the behavioural model
+    """The iCEBreaker's SoC as built for the board (icebreaker preset: 16-bit addresses, no
+    ADD unit; 64 KiB single-port memory as on the SPRAM), simulated with the behavioural model
     of the SPRAM: the digits model through the UART, outputs ≡ ISS."""
     cfg = ACCEL_PRESETS["icebreaker"]
     image, x = _digits(cfg, index=4)
@@ -234,7 +234,9 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
         assert "set_io" in (tmp_path / "ffacc_soc.pcf").read_text()
         # multipliers go to the SB_MAC16 DSPs, not to logic cells; the SoC memory is SPRAM
         assert "synth_ice40 -dsp" in (tmp_path / "ffacc_soc.ys").read_text()
-        assert (tmp_path / "ffacc_soc.il").read_text().count("SB_SPRAM256KA") >= 4
+        # (SB_SPRAM256KA of 32 KiB each)
+        spram = (tmp_path / "ffacc_soc.il").read_text().count("SB_SPRAM256KA")
+        assert spram == BOARDS["icebreaker"].mem_bytes // (32 * 1024), spram
 
 
 def test_build_errors_are_clear(tmp_path, capsys):
@@ -244,8 +246,8 @@ def test_build_errors_are_clear(tmp_path, capsys):
         build("icebreaker", TINY, out_dir=tmp_path, run=False)
     with pytest.raises(ValueError, match="at least 4x the baud rate"):
         SoC(TINY, clock_hz=1_000_000, baud=500_000)
-    with pytest.raises(ValueError, match="addresses 131072 .addr_bits=17."):
-        SoC(ACCEL_PRESETS["icebreaker"], mem_bytes=256 * 1024, clock_hz=12_000_000)
+    with pytest.raises(ValueError, match="addresses 65536 .addr_bits=16."):
+        SoC(ACCEL_PRESETS["icebreaker"], mem_bytes=128 * 1024, clock_hz=12_000_000)
     with pytest.raises(ValueError, match="needs 8 SB_SPRAM256KA; the iCE40UP5K has 4"):
         SinglePortRAM(64 * 1024, 4, "spram")
     assert main(["build", "--board", "nope"]) == 2
