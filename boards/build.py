@@ -246,12 +246,18 @@ def _resources(board, report, netlist):
         u = util.get(cell, {"used": 0, "available": 0})
         res[key] = {"used": u["used"], "available": u["available"], "cell": cell}
     if board.family == "ice40":
-        # a logic cell is one LUT4 plus one flip-flop: count them in the netlist
-        cells = next(iter(netlist["modules"].values()))["cells"].values() if netlist else []
+        # a logic cell is one LUT4 plus one flip-flop: count both in the netlist's top module
+        # (the others in the file are the cell library), and report the logic cells the
+        # placer used as well: they are what has to fit
+        top = (netlist or {}).get("modules", {}).get("ffacc_soc")
+        cells = top["cells"].values() if top else []
         luts = sum(c["type"] == "SB_LUT4" for c in cells)
         ffs = sum(c["type"].startswith("SB_DFF") for c in cells)
         res["lut"].update(used=luts, cell="SB_LUT4")
         res["ff"].update(used=ffs, cell="SB_DFF*")
+        lc = util.get("ICESTORM_LC", {"used": 0, "available": 0})
+        res["logic_cells"] = {"used": lc["used"], "available": lc["available"],
+                              "cell": "ICESTORM_LC"}
     return res
 
 

@@ -43,14 +43,23 @@ __all__ = ["Accelerator"]
 ADD_CHUNK = 16
 
 
-def narrow_dsp_product(a, b, dsp_bits):
+def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
     """``a * b`` (unsigned) with one ``dsp_bits`` x ``dsp_bits`` hard multiplier for the low
     parts and the few upper bits as shifted additions in logic: on the iCE40 (16x16 SB_MAC16)
-    an 18x18 product takes one DSP instead of three. The plain product when the operands fit."""
+    an 18x18 product takes one DSP instead of three. The plain product when the operands fit.
+
+    With ``limit_bits <= dsp_bits`` the product need only be exact below ``2**limit_bits``, a
+    larger one showing some bit at or above it (the controller's address and size checks
+    want no more): then an upper operand bit with a non-zero other operand makes the product
+    at least ``2**dsp_bits``, and one flag above the low product says so, with no cross
+    terms."""
     if max(len(a), len(b)) <= dsp_bits:
         return a * b
     lo = dsp_bits
     a_l, a_h, b_l, b_h = a[:lo], a[lo:], b[:lo], b[lo:]
+    if limit_bits is not None and limit_bits <= lo:
+        big = (a_h.any() & b.any()) | (b_h.any() & a.any())
+        return Cat(a_l * b_l, big)
     # a*b = a_l*b_l + 2**lo * (a_h*b + b_h*a_l)
     cross = Const(0, 1)
     for i in range(len(a_h)):
@@ -486,7 +495,11 @@ class Accelerator(wiring.Component):
         smul_b = Signal(unsigned(SW))
         smul_p = Signal(unsigned(2 * SW))
         smul_ph = Signal()
-        m.d.comb += smul_p.eq(narrow_dsp_product(smul_a, smul_b, cfg.dsp_bits))
+        # every product with an operand at or above 2**dsp_bits goes through aclamp or tmp_of
+        # (exact below 2**A or 2**tmp_k, a sticky bit above); the others are exact
+        tmp_k = max(cfg.lb_rows, cfg.acc_blocks).bit_length()
+        m.d.comb += smul_p.eq(narrow_dsp_product(smul_a, smul_b, cfg.dsp_bits,
+                                                 limit_bits=max(A, tmp_k)))
 
         @contextmanager
         def product(a, b):
@@ -502,7 +515,6 @@ class Accelerator(wiring.Component):
 
         # a product the next state checks against lb_rows or acc_blocks: its low bits plus a
         # sticky bit for any above, so a product too large for either stays too large
-        tmp_k = max(cfg.lb_rows, cfg.acc_blocks).bit_length()
         tmp = Signal(tmp_k + 1)
 
         def tmp_of(p):
@@ -638,22 +650,20 @@ class Accelerator(wiring.Component):
                     m.d.comb += f.i.payload[r][q].eq(s2_x[r][q])
 
         # ---------------------------------------------------------------- accumulate
+        # The accumulator word of an FCU output beat is read a clock before the beat arrives
+        # (the FCU's o_next; the output counters run a clock ahead with it) and written back,
+        # plus the beat, as it arrives: no copy of the beat is kept.
         rmw_valid = Signal()
         rmw_addr = Signal(range(max(2, cfg.acc_blocks)))
         rmw_first = Signal()
-        rmw_val = [[Signal(fc.out_shape, name=f"rmw{lane}_{q}") for q in range(L)]
-                   for lane in range(P)]
-        out_valid = fcus[0].o.valid
+        out_next = fcus[0].o_next
         keep = Signal()
-        m.d.comb += keep.eq(out_valid & (ot_b >= cv_D))
+        m.d.comb += keep.eq(out_next & (ot_b >= cv_D))
         acc_rd_addr = Signal(range(max(2, cfg.acc_blocks)))
         m.d.comb += acc_rd_addr.eq(ot_base + ot_b - cv_D)
         m.d.sync += rmw_valid.eq(keep)
         with m.If(keep):
             m.d.sync += [rmw_addr.eq(acc_rd_addr), rmw_first.eq(cv_first)]
-            for lane in range(P):
-                for q in range(L):
-                    m.d.sync += rmw_val[lane][q].eq(fcus[lane].o.payload[q])
         po_acc_addr = Signal(range(max(2, cfg.acc_blocks)))
         po_reading = Signal()
         for lane in range(P):
@@ -662,9 +672,9 @@ class Accelerator(wiring.Component):
             m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
             for q in range(L):
                 old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
-                new = Mux(rmw_first, 0, old) + rmw_val[lane][q]
+                new = Mux(rmw_first, 0, old) + fcus[lane].o.payload[q]
                 m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
-        with m.If(out_valid):
+        with m.If(out_next):
             m.d.sync += ot_count.eq(ot_count + 1)
             with m.If(ot_b == cv_bk - 1):
                 m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]

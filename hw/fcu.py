@@ -242,6 +242,8 @@ class RowEngine(wiring.Component):
         Pre-added weights ``G[m][t]`` (held by the parent).
     y, y_valid : Out
         ``L`` outputs and valid, :meth:`latency` enabled clocks after the input.
+    y_next : Out(1)
+        ``y_valid`` of the next enabled clock (a beat reaches the output then).
     """
 
     @staticmethod
@@ -256,6 +258,7 @@ class RowEngine(wiring.Component):
             "x": In(data.ArrayLayout(cfg.act_shape, s.L)), "x_valid": In(1),
             "g": In(data.ArrayLayout(data.ArrayLayout(cfg.gweight_shape, cfg.subtaps), s.M)),
             "y": Out(data.ArrayLayout(_bits_for(*cfg.row_range), s.L)), "y_valid": Out(1),
+            "y_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -327,6 +330,7 @@ class RowEngine(wiring.Component):
                         m.d.sync += self.y[q].eq(post)
                 m.d.sync += [prev[i].eq(sub[i]) for i in range(M)]
             m.d.sync += self.y_valid.eq(v3)
+        m.d.comb += self.y_next.eq(v3)
 
         with m.If(self.clear):
             m.d.sync += [r.eq(0) for r in prev]
@@ -348,6 +352,9 @@ class FastConvUnit(wiring.Component):
         the filter state; write weights only while no beat is in flight.
     mac : In(1)
         MAC mode for 1×1 kernels and fully-connected layers.
+    o_next : Out(1)
+        ``o.valid`` of the next clock while ``o.ready`` stays high: a parent can address what
+        the output will need (the accelerator reads the accumulator) a clock ahead.
 
     ``input_reg=False`` drops the input register, for a parent whose inputs come straight from
     registers (the accelerator's line-buffer pipeline): one clock less of latency.
@@ -361,7 +368,7 @@ class FastConvUnit(wiring.Component):
                                                       cfg.rows))),
             "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
             "w_en": In(1), "w_addr": In(range(max(2, cfg.weight_words))),
-            "w_data": In(cfg.gweight_shape), "mac": In(1),
+            "w_data": In(cfg.gweight_shape), "mac": In(1), "o_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -400,7 +407,7 @@ class FastConvUnit(wiring.Component):
                 for t in range(T):
                     m.d.comb += eng.g[i][t].eq(g[(r * M + i) * T + t])
             outs.append([eng.y[j] for j in range(L)])
-            valid = eng.y_valid
+            valid, nxt_valid = eng.y_valid, eng.y_next
 
         # registered adder tree; every level modulo the output width (exact, see module doc)
         level = 0
@@ -416,9 +423,9 @@ class FastConvUnit(wiring.Component):
             vreg = Signal(name=f"sum{level}_valid")
             with m.If(adv):
                 m.d.sync += vreg.eq(valid)
-            outs, valid, level = nxt, vreg, level + 1
+            outs, valid, nxt_valid, level = nxt, vreg, valid, level + 1
 
-        m.d.comb += self.o.valid.eq(valid)
+        m.d.comb += [self.o.valid.eq(valid), self.o_next.eq(nxt_valid)]
         for j in range(L):
             m.d.comb += self.o.payload[j].eq(outs[0][j])
         return m

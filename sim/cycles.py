@@ -25,7 +25,7 @@ __all__ = ["CycleModel"]
 READ_OVERHEAD = 6
 FETCH = 15
 CONV_FIXED = 16
-PASS_OVERHEAD = 9
+PASS_OVERHEAD = 8
 WRITE_STALL = 4
 POST_FIXED = 9
 WORD_BURST = 2
@@ -86,4 +86,4 @@ class CycleModel:
             + flushes * WRITE_STALL
 
     def add(self, n):
-        return round(18.8 * ceil(n / 16) + 10.45 * n + 5.6)
+        return round(18.8 * ceil(n / 16) + 10.45 * n - 0.4)

@@ -254,6 +254,25 @@ def test_build_errors_are_clear(tmp_path, capsys):
     assert "unknown board" in capsys.readouterr().err
 
 
+def test_ice40_resources_count_the_top_module_and_the_logic_cells():
+    """The iCE40 report's LUT and flip-flop figures come from the netlist's top module (the
+    JSON also holds the cell library's modules, which once made them 0) and the logic cells
+    from the placer's utilisation."""
+    from ffacc.boards.build import _resources
+    report = {"utilization": {"ICESTORM_DSP": {"used": 8, "available": 8},
+                              "ICESTORM_LC": {"used": 5261, "available": 5280},
+                              "ICESTORM_RAM": {"used": 16, "available": 30}}}
+    netlist = {"modules": {
+        "SB_LUT4": {"cells": {}},
+        "ffacc_soc": {"cells": {"a": {"type": "SB_LUT4"}, "b": {"type": "SB_LUT4"},
+                                "c": {"type": "SB_DFFESR"}, "d": {"type": "SB_CARRY"}}}}}
+    res = _resources(BOARDS["icebreaker"], report, netlist)
+    assert res["lut"]["used"] == 2 and res["ff"]["used"] == 1
+    assert res["logic_cells"] == {"used": 5261, "available": 5280, "cell": "ICESTORM_LC"}
+    assert res["dsp"]["used"] == 8 and res["bram"] == {"used": 16, "available": 30,
+                                                       "cell": "ICESTORM_RAM"}
+
+
 def test_a_toolchain_log_over_a_resource_names_it():
     """However nextpnr stops on a design that is too large, the verdict names the resource:
     its utilisation report above 100 % (here followed by the analytic placer's error, as the

@@ -130,6 +130,41 @@ def test_address_multiplier_on_narrow_dsps(dsp_bits):
     assert not bad, bad[:5]
 
 
+@pytest.mark.parametrize("limit_bits", [12, 16])
+def test_address_multiplier_exact_below_its_limit(limit_bits):
+    """With limit_bits <= dsp_bits (the iCEBreaker: 16-bit addresses, 16x16 SB_MAC16) the
+    17x17 product is exact below 2**limit_bits and at or above it when the true product is,
+    and exact whenever both operands fit the DSP (the sizes the controller assigns as they
+    are); that is all its address and size checks use."""
+    from amaranth.hdl import Module, Signal
+    from ffacc.hw.accel import narrow_dsp_product
+
+    m = Module()
+    a, b = Signal(17), Signal(17)
+    p = Signal(40)
+    m.d.comb += p.eq(narrow_dsp_product(a, b, 16, limit_bits=limit_bits))
+    rng = np.random.default_rng(limit_bits)
+    edge = (0, 1, 2, 0xFF, 0xFFFF, 0x10000, 0x10001, 0x1FFFF)
+    pairs = [(x, y) for x in edge for y in edge]
+    pairs += [tuple(int(v) for v in rng.integers(0, 1 << 17, 2)) for _ in range(300)]
+    pairs += [tuple(int(v) for v in rng.integers(0, 1 << 16, 2)) for _ in range(300)]
+    bad = []
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            got, ref = ctx.get(p), x * y
+            exact = ref < 1 << limit_bits or (x < 1 << 16 and y < 1 << 16)
+            if (exact and got != ref) or (not exact and got < 1 << limit_bits):
+                bad.append((x, y, got))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, bad[:5]
+
+
 def test_requantizer_rounding_equals_the_golden_rounding():
     """The POST/ADD rounding stage, ((prod >> (sh-1)) + 1) >> 1 saturated to RQ_BITS, against
     (prod + 2**(sh-1)) >> sh: equal wherever that fits, and after the zero point and the

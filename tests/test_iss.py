@@ -91,7 +91,7 @@ def test_register_widths_follow_the_configuration():
     from ffacc.sim.iss import ISS
     small = ACCEL_PRESETS["icebreaker"]
     bits = reg_bits(small)
-    assert bits[Reg.A_SRC] == small.addr_bits == 17 and bits[Reg.D_M] == 32
+    assert bits[Reg.A_SRC] == small.addr_bits == 16 and bits[Reg.D_M] == 32
     assert bits[Reg.C_KH] == small.max_kernel.bit_length()
     assert reg_bits(TINY)[Reg.A_SRC] == 32
     for reg in (Reg.A_SRC, Reg.A_W, Reg.C_NY):
