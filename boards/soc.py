@@ -188,19 +188,33 @@ class SoC(wiring.Component):
         with m.If(crc_upd):
             m.d.sync += crc.eq(crc16_step(crc, crc_in))
 
-        # the request header as it arrives (cmd, addr, len: little-endian fields, so shifting
-        # the bytes in from the top leaves each field in place)
-        hdr = Signal(56)
-        cmd, addr, length = hdr[:8], hdr[8:40], hdr[40:56]
+        # the request header as far as anything reads it: the command, the address in the
+        # accelerator's address bits and the length in 9 bits (MAX_PAYLOAD = 256), each with a
+        # sticky bit for anything above; a little-endian byte lands in its lane as it arrives
+        cmd = Signal(8)
+        addr, addr_hi = Signal(max(cfg.addr_bits, 8)), Signal()
+        length, len_hi = Signal(range(MAX_PAYLOAD + 1)), Signal()
         idx = Signal(range(MAX_PAYLOAD + 1))
         crc_bad = Signal()              # a received CRC byte differed from the computed one
-        status = Signal(8)
+        status = Signal(range(max(Status) + 1))
+
+        def put_byte(field, hi, k, byte):
+            """Byte ``k`` of a little-endian value into ``field`` and its sticky bit ``hi``."""
+            lo = 8 * k
+            if lo >= len(field):
+                return [hi.eq(hi | byte.any())]
+            w = min(8, len(field) - lo)
+            return [field[lo:lo + w].eq(byte[:w])] + ([hi.eq(hi | byte[w:].any())] if w < 8
+                                                      else [])
+
+        len_zero = (length == 0) & ~len_hi
+        len_over = len_hi | gt_const(length, MAX_PAYLOAD)
         resp_len = Signal(range(MAX_PAYLOAD + 1))
         from_mem = Signal()             # response payload streams from memory, else from `pay`
         byte = Signal(8)
         # memory byte addresses of a checked request: the memory's own bits
         mab = ab + sh
-        addr_high = addr[mab:].any()
+        addr_high = addr[mab:].any() | addr_hi
         mem_a = Signal(mab)
         m.d.comb += mem_a.eq(addr[:mab] + idx)
         # one free-running counter paces the heartbeat LED (its top bit: about 1.5 Hz) and the
@@ -223,7 +237,8 @@ class SoC(wiring.Component):
         csr_high = Signal()             # the request's address is beyond the CSRs
         start_w = Signal()              # START's CTRL write
         m.d.comb += [al("awaddr").eq(csr_addr), al("araddr").eq(csr_addr),
-                     al("wdata").eq(Mux(start_w, CTRL_START, addr)), al("wstrb").eq(0xF)]
+                     al("wdata").eq(Mux(start_w, CTRL_START, Cat(addr, addr_hi))),
+                     al("wstrb").eq(0xF)]
 
         # the words of the STATUS and INFO answers, in the order firmware.link defines
         status_regs = [CSR[w.upper()] for w in STATUS_WORDS]
@@ -258,7 +273,8 @@ class SoC(wiring.Component):
         with m.FSM(name="link"):
             with m.State("SYNC"):
                 with m.If(rx.valid & (rx.data == SYNC_REQ)):
-                    m.d.sync += [crc.eq(0xFFFF), idx.eq(0), timeout.eq(0)]
+                    m.d.sync += [crc.eq(0xFFFF), idx.eq(0), timeout.eq(0), addr_hi.eq(0),
+                                 len_hi.eq(0)]
                     m.next = "HDR"
             # bytes of a request: a line silent for `gap` cycles drops it (link_timeout_s)
             for st in ("HDR", "PAY", "CRC"):
@@ -272,7 +288,15 @@ class SoC(wiring.Component):
                     if st == "HDR":
                         with m.If(rx.valid):
                             m.d.comb += [crc_in.eq(rx.data), crc_upd.eq(1)]
-                            m.d.sync += hdr.eq(Cat(hdr[8:], rx.data))
+                            with m.Switch(idx):
+                                with m.Case(0):
+                                    m.d.sync += cmd.eq(rx.data)
+                                for k in range(4):
+                                    with m.Case(1 + k):
+                                        m.d.sync += put_byte(addr, addr_hi, k, rx.data)
+                                for k in range(2):
+                                    with m.Case(5 + k):
+                                        m.d.sync += put_byte(length, len_hi, k, rx.data)
                             with m.If(idx == 6):
                                 m.d.sync += idx.eq(0)
                                 m.next = "LEN"
@@ -281,7 +305,10 @@ class SoC(wiring.Component):
                             m.d.comb += [crc_in.eq(rx.data), crc_upd.eq(1), pay_w.en.eq(1),
                                          pay_w.addr.eq(idx), pay_w.data.eq(rx.data)]
                             with m.If(cmd == Cmd.WRITE_CSR):
-                                m.d.sync += addr.eq(Cat(addr[8:], rx.data))
+                                with m.Switch(idx):
+                                    for k in range(4):
+                                        with m.Case(k):
+                                            m.d.sync += put_byte(addr, addr_hi, k, rx.data)
                             with m.If(idx == length - 1):
                                 m.d.sync += idx.eq(0)
                                 m.next = "CRC"
@@ -293,9 +320,11 @@ class SoC(wiring.Component):
                             with m.If(idx == 1):
                                 m.next = "CHECK"
             with m.State("LEN"):
-                m.d.sync += [csr_addr.eq(addr[:8]), csr_high.eq(addr[8:].any())]
+                m.d.sync += [csr_addr.eq(addr[:8]), csr_high.eq(addr[8:].any() | addr_hi)]
+                with m.If(cmd == Cmd.WRITE_CSR):
+                    m.d.sync += addr_hi.eq(0)           # the payload's bytes fill the field
                 is_write = (cmd == Cmd.WRITE_MEM) | (cmd == Cmd.WRITE_CSR)
-                with m.If(is_write & ((length == 0) | gt_const(length, MAX_PAYLOAD))):
+                with m.If(is_write & (len_zero | len_over)):
                     respond(Status.BAD_LEN)
                 with m.Elif(is_write):
                     m.next = "PAY"
@@ -308,8 +337,8 @@ class SoC(wiring.Component):
                     m.d.sync += idx.eq(0)
                     # the memory is 2**mab bytes; with length <= MAX_PAYLOAD checked first,
                     # the range check needs only the address's low bits and a carry
-                    mem_ok = (length != 0) & le_const(length, MAX_PAYLOAD) & ~addr_high & \
-                        le_const(addr[:mab] + length[:9], self.mem_bytes)
+                    mem_ok = ~len_zero & ~len_over & ~addr_high & \
+                        le_const(addr[:mab] + length, self.mem_bytes)
                     with m.Switch(cmd):
                         with m.Case(Cmd.WRITE_MEM):
                             with m.If(~mem_ok):
@@ -317,7 +346,7 @@ class SoC(wiring.Component):
                             with m.Else():
                                 m.next = "WM_READ"
                         with m.Case(Cmd.READ_MEM):
-                            with m.If((length == 0) | gt_const(length, MAX_PAYLOAD)):
+                            with m.If(len_zero | len_over):
                                 respond(Status.BAD_LEN)
                             with m.Elif(~mem_ok):
                                 respond(Status.BAD_ADDR)
@@ -326,7 +355,7 @@ class SoC(wiring.Component):
                         with m.Case(Cmd.WRITE_CSR, Cmd.READ_CSR):
                             with m.If(csr_high):
                                 respond(Status.BAD_ADDR)
-                            with m.Elif((cmd == Cmd.WRITE_CSR) & (length != 4)):
+                            with m.Elif((cmd == Cmd.WRITE_CSR) & ((length != 4) | len_hi)):
                                 respond(Status.BAD_LEN)
                             with m.Elif(cmd == Cmd.WRITE_CSR):
                                 m.next = "WC_REQ"

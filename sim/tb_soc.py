@@ -110,6 +110,10 @@ async def _errors(exchange):
     await expect(encode_request(Cmd.WRITE_MEM, mem, 1, b"\0"), Status.BAD_ADDR,
                  "write past memory refused")
     await expect(encode_request(Cmd.READ_MEM, 0, 300), Status.BAD_LEN, "oversized read refused")
+    await expect(encode_request(Cmd.READ_MEM, 0x0100_0004, 4), Status.BAD_ADDR,
+                 "address with high bits set refused")
+    await expect(encode_request(Cmd.READ_MEM, 0, 0x0204), Status.BAD_LEN,
+                 "length with high bits set refused")
     await expect(encode_request(Cmd.WRITE_CSR, 0x400, 4, b"\0" * 4), Status.BAD_ADDR,
                  "CSR outside the map refused")
     await expect(encode_request(Cmd.WRITE_CSR, CSR.PROG_BASE, 3, b"\1\2\3"), Status.BAD_LEN,
