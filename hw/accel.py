@@ -554,9 +554,11 @@ class Accelerator(wiring.Component):
         def clamp(v):
             return Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))
 
-        # the requantizer's parameters: POST's straight from the lane's record, which the
-        # parameter buffer's read port holds while the lane runs (it reads only in PO_LANE), so
-        # no copy is kept; ADD's from its registers
+        # the requantizer's parameters: POST's from the lane's record, which the parameter
+        # buffer's read port holds while the lane runs (it reads only in PO_LANE), ADD's from
+        # its registers; copied into registers (PO_QP, AD_CHECK) on a fast clock
+        # (qparams_in_registers), read in place otherwise
+        q_load = Signal()
         m.d.comb += qb_r.en.eq(0)
         qw = qb_r.data
         q_vals = [qw[0:32].as_signed(), qw[32:64], qw[64:72], s8(qw[72:80]), s8(qw[80:88]),
@@ -566,7 +568,12 @@ class Accelerator(wiring.Component):
             add_vals = [0, rg[Reg.D_M], sz[:8], s8(sz[24:32]), s8(rg[Reg.D_CLAMP][:8]),
                         s8(rg[Reg.D_CLAMP][8:16])]
             q_vals = [Mux(op == Op.ADD, a, v) for a, v in zip(add_vals, q_vals)]
-        m.d.comb += [q.eq(v) for q, v in zip((q_bias, q_M, q_sh, q_zp, q_min, q_max), q_vals)]
+        q_regs = (q_bias, q_M, q_sh, q_zp, q_min, q_max)
+        if cfg.qparams_in_registers:
+            with m.If(q_load):
+                m.d.sync += [q.eq(v) for q, v in zip(q_regs, q_vals)]
+        else:
+            m.d.comb += [q.eq(v) for q, v in zip(q_regs, q_vals)]
 
         ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
         ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
@@ -1055,7 +1062,11 @@ class Accelerator(wiring.Component):
                 m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
                              po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase),
                              po_ocol.eq(po_lanebase), po_done.eq(pool & lt_const(wout, 2))]
-                m.next = "PO_SH"
+                m.next = "PO_QP" if cfg.qparams_in_registers else "PO_SH"
+            if cfg.qparams_in_registers:
+                with m.State("PO_QP"):
+                    m.d.comb += q_load.eq(1)
+                    m.next = "PO_SH"
             with m.State("PO_SH"):
                 with m.If((q_sh == 0) | gt_const(q_sh, 62)):
                     failure(Err.PARAM)
@@ -1124,6 +1135,7 @@ class Accelerator(wiring.Component):
                     with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
                         failure(Err.PARAM)
                     with m.Else():
+                        m.d.comb += q_load.eq(1)
                         m.d.sync += ad_off.eq(0)
                         m.next = "AD_CHUNK"
                 with m.State("AD_CHUNK"):

@@ -159,6 +159,14 @@ class AcceleratorConfig:
         return self.fcu.weight_words
 
     @property
+    def qparams_in_registers(self):
+        """POST copies a lane's quantization record into registers (one clock per lane) when
+        the clock is fast: a block RAM's clock-to-output (5.6 ns on the ECP5) cannot share a
+        cycle with the requantizer at 50 MHz. At 25 MHz and below the requantizer reads the
+        record from the parameter buffer's read port, which holds it while the lane runs."""
+        return self.target_mhz > 25
+
+    @property
     def multipliers(self):
         """Multipliers of the FCU array (the post-processing multiplier not counted)."""
         return self.lanes * self.fcu.multipliers

@@ -29,7 +29,7 @@ PASS_OVERHEAD = 8
 WRITE_STALL = 4
 POST_FIXED = 9
 WORD_BURST = 2
-POST_LANE = 9
+POST_LANE = 8
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
 WRITE_WAIT = 2      # of WRITE_STALL, the cycles waiting for the write response
@@ -82,7 +82,8 @@ class CycleModel:
         """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus
         the writer's stall for every bus word it flushes."""
         self.stall += flushes * WRITE_WAIT
-        return POST_FIXED + wob + stride // self.cfg.L + lanes * (POST_LANE + subs_per_lane) \
+        per_lane = POST_LANE + self.cfg.qparams_in_registers + subs_per_lane
+        return POST_FIXED + wob + stride // self.cfg.L + lanes * per_lane \
             + flushes * WRITE_STALL
 
     def add(self, n):
