@@ -81,15 +81,23 @@ def test_faults_give_error_status(simulator, kind, tmp_path):
     run_both(fault_case(TINY, kind), TINY, simulator, tmp_path)
 
 
-@pytest.mark.parametrize("name", ["conv", "no_add", "address_wrap", "address", "wide_set"])
+@pytest.mark.parametrize("name", ["conv", "no_add", "address_wrap", "address", "wide_set",
+                                  "add_slow_clock"])
 def test_small_part_configuration(name, tmp_path):
     """A small part's controller: addr_bits=16 (16-bit address registers plus an overflow bit),
     no ADD unit, the address multiplier on a 16-bit DSP. Address arithmetic that overflows
     stops with ADDRESS (never wraps to a valid address), a SET wider than its register with
     PARAM at the SET, ADD is an illegal opcode: RTL ≡ ISS, outputs ≡ golden. Without the
-    profiling counters, CYCLES still counts and the others read 0."""
-    cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False)
-    if name == "conv":
+    profiling counters, CYCLES still counts and the others read 0. At a 12 MHz target, as on
+    the iCEBreaker, the requantizer reads its parameters in place (qparams_in_registers is
+    false): POST here, and ADD (with an ADD unit) in "add_slow_clock"."""
+    cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
+                     target_mhz=12)
+    assert not cfg.qparams_in_registers and TINY.qparams_in_registers
+    if name == "add_slow_clock":
+        cfg = TINY.with_(target_mhz=12)
+        case = add_case(cfg, 37, seed=33)
+    elif name == "conv":
         case = conv_case(cfg, 3, 2, 7, 9, 3, seed=31)
     elif name == "no_add":
         case = add_case(TINY, 37, seed=32)
