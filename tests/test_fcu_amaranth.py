@@ -101,32 +101,37 @@ def test_unknown_config_key():
         FCUConfig.from_dict({"rows": 2, "bogus": 1})
 
 
-@pytest.mark.parametrize("dsp_bits", [16, 17, 18])
-def test_address_multiplier_on_narrow_dsps(dsp_bits):
-    """The controller's 18x18 address product built from a dsp_bits-wide hard multiplier plus
-    shifted additions equals the plain product (corners and random operands)."""
+def _products(width, pairs, **kw):
+    """``narrow_dsp_product`` of ``width``-bit operands on every pair: ``[(x, y, product)]``."""
     from amaranth.hdl import Module, Signal
     from ffacc.hw.accel import narrow_dsp_product
 
     m = Module()
-    a, b, p = Signal(18), Signal(18), Signal(36)
-    m.d.comb += p.eq(narrow_dsp_product(a, b, dsp_bits))
-    rng = np.random.default_rng(dsp_bits)
-    top = (1 << 18) - 1
-    pairs = [(x, y) for x in (0, 1, 0xFFFF, 0x10000, top) for y in (0, 1, 0xFFFF, 0x1FFFF, top)]
-    pairs += [tuple(int(v) for v in rng.integers(0, 1 << 18, 2)) for _ in range(300)]
-    bad = []
+    a, b, p = Signal(width), Signal(width), Signal(2 * width + 4)
+    m.d.comb += p.eq(narrow_dsp_product(a, b, **kw))
+    got = []
 
     async def bench(ctx):
         for x, y in pairs:
             ctx.set(a, x)
             ctx.set(b, y)
-            if ctx.get(p) != x * y:
-                bad.append((x, y, ctx.get(p)))
+            got.append((x, y, ctx.get(p)))
 
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
+    return got
+
+
+@pytest.mark.parametrize("dsp_bits", [16, 17, 18])
+def test_address_multiplier_on_narrow_dsps(dsp_bits):
+    """The controller's 18x18 address product built from a dsp_bits-wide hard multiplier plus
+    shifted additions equals the plain product (corners and random operands)."""
+    rng = np.random.default_rng(dsp_bits)
+    top = (1 << 18) - 1
+    pairs = [(x, y) for x in (0, 1, 0xFFFF, 0x10000, top) for y in (0, 1, 0xFFFF, 0x1FFFF, top)]
+    pairs += [tuple(int(v) for v in rng.integers(0, 1 << 18, 2)) for _ in range(300)]
+    bad = [r for r in _products(18, pairs, dsp_bits=dsp_bits) if r[2] != r[0] * r[1]]
     assert not bad, bad[:5]
 
 
@@ -136,32 +141,16 @@ def test_address_multiplier_exact_below_its_limit(limit_bits):
     17x17 product is exact below 2**limit_bits and at or above it when the true product is,
     and exact whenever both operands fit the DSP (the sizes the controller assigns as they
     are); that is all its address and size checks use."""
-    from amaranth.hdl import Module, Signal
-    from ffacc.hw.accel import narrow_dsp_product
-
-    m = Module()
-    a, b = Signal(17), Signal(17)
-    p = Signal(40)
-    m.d.comb += p.eq(narrow_dsp_product(a, b, 16, limit_bits=limit_bits))
     rng = np.random.default_rng(limit_bits)
     edge = (0, 1, 2, 0xFF, 0xFFFF, 0x10000, 0x10001, 0x1FFFF)
     pairs = [(x, y) for x in edge for y in edge]
     pairs += [tuple(int(v) for v in rng.integers(0, 1 << 17, 2)) for _ in range(300)]
     pairs += [tuple(int(v) for v in rng.integers(0, 1 << 16, 2)) for _ in range(300)]
     bad = []
-
-    async def bench(ctx):
-        for x, y in pairs:
-            ctx.set(a, x)
-            ctx.set(b, y)
-            got, ref = ctx.get(p), x * y
-            exact = ref < 1 << limit_bits or (x < 1 << 16 and y < 1 << 16)
-            if (exact and got != ref) or (not exact and got < 1 << limit_bits):
-                bad.append((x, y, got))
-
-    sim = Simulator(m)
-    sim.add_testbench(bench)
-    sim.run()
+    for x, y, got in _products(17, pairs, dsp_bits=16, limit_bits=limit_bits):
+        exact = x * y < 1 << limit_bits or (x < 1 << 16 and y < 1 << 16)
+        if (exact and got != x * y) or (not exact and got < 1 << limit_bits):
+            bad.append((x, y, got))
     assert not bad, bad[:5]
 
 
