@@ -3,7 +3,8 @@
 * **Memory**: ``mem_bytes`` of block RAM as one simple dual-port memory (one read, one
   byte-enabled write port; ``memory="dual"``), or one single-port RAM (``"spram"``: the
   iCE40UP5K's SB_SPRAM256KA; ``"single"``: its behavioural model for simulation) where a write
-  takes the port and the read side waits that cycle; served to the accelerator by an AXI4
+  takes the port and the read side waits that cycle, and writes wait while a read beat is
+  presented and not taken (the RAM's output holds it); served to the accelerator by an AXI4
   slave (INCR read bursts at one beat per cycle with back-pressure, write bursts with strobes,
   ``SLVERR`` outside the memory). The host link uses the ports in cycles the slave leaves
   idle.
@@ -68,9 +69,10 @@ class SoC(wiring.Component):
         self.memory = memory
         # a request whose line stays silent this long (and at least 64 bit times) is dropped
         self.link_timeout_s = link_timeout_s
+        self.divisor = clock_hz // baud
+        self.link_gap = max(64 * self.divisor, round(clock_hz * link_timeout_s))   # cycles
         self._ram = None if memory == "dual" else SinglePortRAM(
             mem_bytes // nb, nb, "model" if memory == "single" else "spram")
-        self.divisor = clock_hz // baud
         # built here so a baud rate too fast for the clock is refused at construction
         self._rx, self._tx = UartRx(self.divisor), UartTx(self.divisor)
         super().__init__()
@@ -221,7 +223,7 @@ class SoC(wiring.Component):
         # request timeout: `tick` pulses every 2**k cycles, at most an eighth of the gap, and
         # a request is dropped after `gap_ticks` of them without a byte: a silence of at
         # least `gap` cycles (and at most 2**k more)
-        gap = max(64 * self.divisor, round(self.clock_hz * self.link_timeout_s))
+        gap = self.link_gap
         k = max(1, (gap // 8).bit_length() - 1)
         gap_ticks = -(-gap // (1 << k)) + 1
         free = Signal(max(k + 1, (self.clock_hz // 3).bit_length() + 1))
@@ -232,7 +234,7 @@ class SoC(wiring.Component):
 
         # AXI4-Lite master towards the accelerator's CSRs
         # the write data is the header's address field (START's program base; WRITE_CSR's
-        # payload is shifted into it as it arrives) or, for START's second write, CTRL_START
+        # payload bytes land in it as they arrive) or, for START's second write, CTRL_START
         csr_addr = Signal(8)
         csr_high = Signal()             # the request's address is beyond the CSRs
         start_w = Signal()              # START's CTRL write
@@ -434,8 +436,7 @@ class SoC(wiring.Component):
                     m.d.sync += idx.eq(idx + 1)
                 with m.If(ok & last):
                     with m.If(idx + 1 == resp_len):
-                        m.d.sync += [status.eq(Status.OK), from_mem.eq(0), idx.eq(0)]
-                        m.next = "TX_SYNC"
+                        respond(Status.OK, resp_len)
                     with m.Else():
                         m.d.sync += csr_addr.eq(csr_word(word + 1))
                         with m.If(csr_const(word + 1)):

@@ -283,11 +283,14 @@ class RowEngine(wiring.Component):
              for i in range(M)]
         v2 = Signal()
         mac2 = Signal()
-        # stage 3: sub-filter outputs; transposed-form state
-        sub = [Signal(acc_shape, name=f"sub{i}") for i in range(M)]
-        state = [[Signal(acc_shape, name=f"state{i}_{t}") for t in range(1, T)] for i in range(M)]
-        v3 = Signal()
-        mac3 = Signal()
+        # stage 3 (T > 1): sub-filter outputs; transposed-form state
+        if T > 1:
+            sub = [Signal(acc_shape, name=f"sub{i}") for i in range(M)]
+            state = [[Signal(acc_shape, name=f"state{i}_{t}") for t in range(1, T)]
+                     for i in range(M)]
+            v3, mac3 = Signal(), Signal()
+        else:
+            sub, state, v3, mac3 = [p[i][0] for i in range(M)], [], v2, mac2
         # stage 4: post-addition with the one-block delay
         prev = [Signal(acc_shape, name=f"prev{i}") for i in range(M)]
 
@@ -317,8 +320,6 @@ class RowEngine(wiring.Component):
                             later = state[i][t] if t + 1 < T else 0
                             m.d.sync += state[i][t - 1].eq(p[i][t] + later)
                 m.d.sync += [v3.eq(v2), mac3.eq(mac2)]
-            else:
-                sub, v3, mac3 = [p[i][0] for i in range(M)], v2, mac2
 
             with m.If(v3):
                 for q in range(L):

@@ -5,7 +5,8 @@ logic cell per bit (the ``SB_CARRY`` takes the cell) where a few 4-input LUTs de
 thing. ``lt_const`` writes the comparison as the usual prefix form instead,
 ``x < c  <=>  OR over the one bits i of c of (x[i] == 0 and x[i+1:] == c[i+1:])``, which
 ABC packs into about ``len(x) / 3`` LUTs, and folds the comparisons a width decides
-(``x < 2**len(x)`` is true). Measured on the iCEBreaker SoC: see the commit that added this.
+(``x < 2**len(x)`` is true). On the iCEBreaker SoC that was 45 logic cells fewer (6,246 to
+6,201, nextpnr's pack count).
 """
 
 from amaranth.hdl import Const, Value

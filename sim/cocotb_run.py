@@ -357,19 +357,18 @@ class SoCBench(Bench):
         self.config = config
         clock_hz = round(1e9 / clock_ns)
         self.baud = clock_hz // divisor
-        self.clock_ns, self.mem_bytes, self.divisor = clock_ns, mem_bytes, divisor
-        self.link_timeout_s = link_timeout_s
-        super().__init__(SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
-                             memory=memory, link_timeout_s=link_timeout_s),
-                         "ffacc_soc", "soc", simulator, build_root, quiet)
+        self.clock_ns, self.mem_bytes = clock_ns, mem_bytes
+        self.soc = SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
+                       memory=memory, link_timeout_s=link_timeout_s)
+        super().__init__(self.soc, "ffacc_soc", "soc", simulator, build_root, quiet)
 
     def _env(self, name, **kw):
         result = self.build_dir / f"{name}.result.json"
         if result.exists():
             result.unlink()
-        gap = max(64 * self.divisor, round(1e9 / self.clock_ns * self.link_timeout_s))
         return result, {"FFACC_BAUD": str(self.baud), "FFACC_CLOCK_NS": str(self.clock_ns),
-                        "FFACC_MEM_BYTES": str(self.mem_bytes), "FFACC_LINK_GAP": str(gap),
+                        "FFACC_MEM_BYTES": str(self.mem_bytes),
+                        "FFACC_LINK_GAP": str(self.soc.link_gap),
                         "FFACC_RESULT": str(result), **kw}
 
     def run_model(self, image, inputs, name="soc"):
