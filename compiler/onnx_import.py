@@ -8,6 +8,15 @@ the operator and its ``QuantizeLinear`` fold into the requantization clamp. QOpe
 BatchNormalization following a float Conv is folded into it. Any other operator becomes a
 :class:`~ffacc.compiler.ir.HostFloat` node (run by onnxruntime on the host); an operator that
 cannot be expressed at all raises :class:`ImportError_` naming the node, op and reason.
+
+Before that the graph is brought into the form a PyTorch export quantized by onnxruntime really
+has: a dynamic batch dimension of the inputs is pinned to 1 (and noted in ``Graph.notes``),
+inference no-ops (``Identity``, ``Dropout``, one-input ``Sum``/``Max``/``Min``/``Mean``) are
+removed, a ``DequantizeLinear``/``QuantizeLinear`` pair left around them becomes a plain alias
+(or a host requantization), and every node whose inputs are all constants -- ``Shape`` of a
+tensor of known shape counting as a constant -- is evaluated at import time, so that
+``x.view(x.size(0), -1)`` (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is a plain
+reshape. A two-input ``Sum`` is an ``Add``.
 """
 
 from math import floor
@@ -19,7 +28,7 @@ from onnx import numpy_helper, helper
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostQuant, MaxPool,
                  QTensor, quantize)
 
-__all__ = ["import_onnx", "ImportError_", "UnsupportedModel"]
+__all__ = ["import_onnx", "pin_batch", "ImportError_", "UnsupportedModel"]
 
 
 class ImportError_(ValueError):
@@ -29,6 +38,11 @@ class ImportError_(ValueError):
 UnsupportedModel = ImportError_
 
 _DTYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8"}
+
+
+def _label(node):
+    """A node's name for reports and errors: its ONNX name, else its own (first) output's."""
+    return node.name or node.output[0]
 
 
 def _attrs(node):
@@ -44,19 +58,182 @@ def _conv_out(h, k, s, p0, p1, d=1):
     return floor((h + p0 + p1 - d * (k - 1) - 1) / s) + 1
 
 
+# nodes never evaluated at import time: weights stay integer behind their DequantizeLinear,
+# random operators are not constants, control flow has subgraphs
+_NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
+            "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
+# pure data movement: applied to the integers of a per-tensor DequantizeLinear'd initializer
+_MOVES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
+          "Expand", "Tile"}
+
+
+def _dim_label(d):
+    if d.HasField("dim_param"):
+        return repr(d.dim_param)
+    return str(d.dim_value) if d.HasField("dim_value") else "unknown"
+
+
+def _static(d):
+    return d.HasField("dim_value") and d.dim_value > 0
+
+
+def pin_batch(model, batch):
+    """A copy of ``model`` whose inputs' (and outputs') dynamic batch dimension is ``batch``;
+    returns ``(model, notes)``. Any other dynamic input dimension is an :class:`ImportError_`."""
+    if batch != 1:
+        raise ImportError_(f"batch={batch!r} is not supported: the accelerator runs one image "
+                           f"at a time (Conv/Gemm are lowered for batch 1); run the images "
+                           f"of a batch one by one")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    notes = []
+    for vi in m.graph.input:
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            raise ImportError_(f"input {vi.name!r} has no shape; export the model with a "
+                               f"fixed input shape")
+        dims = tt.shape.dim
+        shape = "x".join(str(d.dim_value) if _static(d) else (d.dim_param or "?") for d in dims)
+        for i, d in enumerate(dims):
+            if i == 0 and len(dims) >= 2:
+                if not _static(d):
+                    notes.append(f"input {vi.name!r}: dynamic batch dimension {_dim_label(d)} "
+                                 f"pinned to {batch}")
+                    d.dim_value = batch
+                elif d.dim_value != batch:
+                    raise ImportError_(f"input {vi.name!r} has batch {d.dim_value} (shape "
+                                       f"{shape}); only batch 1 is supported (the accelerator "
+                                       f"runs one image at a time): export with batch 1 or a "
+                                       f"dynamic batch")
+            elif not _static(d):
+                raise ImportError_(f"input {vi.name!r}: dimension {i} is {_dim_label(d)} (shape "
+                                   f"{shape}); only the batch dimension (dimension 0 of an input "
+                                   f"of rank 2 or more) may be dynamic: export the model with "
+                                   f"a fixed input size")
+    for vi in m.graph.output:
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        for i, d in enumerate(dims):
+            if not _static(d):
+                if i == 0 and len(dims) >= 2:
+                    d.dim_value = batch
+                else:
+                    d.Clear()           # unknown: shape inference fills it in
+    del m.graph.value_info[:]           # stale (dynamic) shapes; inferred again
+    return m, notes
+
+
+def _is_noop(node, used, inits):
+    """Identity, Dropout whose mask is not read (inference), one-input Sum/Max/Min/Mean."""
+    if node.domain not in ("", "ai.onnx") or not node.input or not node.input[0]:
+        return False
+    if node.op_type == "Identity":
+        return True
+    if node.op_type in ("Sum", "Max", "Min", "Mean"):
+        return len(node.input) == 1
+    if node.op_type == "Dropout":
+        if len(node.output) > 1 and node.output[1] and node.output[1] in used:
+            return False
+        if len(node.input) > 2 and node.input[2]:          # training_mode
+            tm = inits.get(node.input[2])
+            return tm is not None and not bool(np.asarray(tm).reshape(-1)[0])
+        return True
+    return False
+
+
+def _remove_noops(nodes, inits, graph_inputs, graph_outputs):
+    """``nodes`` without inference no-ops, their readers rewired to the no-op's input (a no-op
+    that writes a graph output instead renames its input to that output)."""
+    used = {i for n in nodes for i in n.input} | set(graph_outputs)
+    sub, rename, kept = {}, {}, []
+    for n in nodes:
+        for k, i in enumerate(n.input):
+            if i in sub:
+                n.input[k] = sub[i]
+        if _is_noop(n, used, inits):
+            src, dst = n.input[0], n.output[0]
+            if dst not in graph_outputs:
+                sub[dst] = src
+                continue
+            if not (src in inits or src in graph_inputs or src in graph_outputs or
+                    src in rename):
+                rename[src] = dst
+                continue
+        kept.append(n)
+    for n in kept:
+        for seq in (n.input, n.output):
+            for k, i in enumerate(seq):
+                if i in rename:
+                    seq[k] = rename[i]
+    return kept
+
+
+def _quantize_before_reshape(nodes, inits, graph_outputs):
+    """``op -> Reshape -> QuantizeLinear`` (onnxruntime leaves an operator it does not quantize,
+    such as ``Sum``, unquantized up to the reshape) becomes ``op -> QuantizeLinear -> Reshape``:
+    per-tensor quantization commutes with moving elements, and the operator's output is then
+    quantized where the operator writes it."""
+    producer = {o: n for n in nodes for o in n.output}
+    consumers = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    swap = {}
+    for r in nodes:
+        if r.op_type not in ("Reshape", "Flatten", "Squeeze", "Unsqueeze") or \
+                r.domain not in ("", "ai.onnx") or r.output[0] in graph_outputs:
+            continue
+        src = producer.get(r.input[0])
+        cons = consumers.get(r.output[0], [])
+        if src is None or src.op_type == "DequantizeLinear" or len(cons) != 1:
+            continue
+        q = cons[0]
+        if q.op_type != "QuantizeLinear" or q.input[0] != r.output[0] or \
+                np.size(inits.get(q.input[1], [0, 0])) != 1:
+            continue
+        mid = q.output[0] + "__before_" + r.op_type.lower()
+        new_q, new_r = onnx.NodeProto(), onnx.NodeProto()
+        new_q.CopyFrom(q)
+        new_q.input[0], new_q.output[0] = r.input[0], mid
+        new_r.CopyFrom(r)
+        new_r.input[0], new_r.output[0] = mid, q.output[0]
+        swap[id(r)], swap[id(q)] = new_q, new_r
+    return [swap.get(id(n), n) for n in nodes]
+
+
 class _Importer:
-    def __init__(self, model):
+    def __init__(self, model, batch=1):
         try:
             onnx.checker.check_model(model)
         except Exception as e:        # noqa: BLE001 - onnx raises several types
             raise ImportError_(f"invalid ONNX model: {e}") from e
+        model, self.notes = pin_batch(model, batch)
         self.model = model
         g = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                          onnx.defs.onnx_opset_version())
+        self.float_shapes = {}
+        try:                          # on the pinned model, before no-ops are rewired
+            inferred = onnx.shape_inference.infer_shapes(model)
+            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + \
+                    list(inferred.graph.output):
+                dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+                if dims and all(d > 0 for d in dims):
+                    self.float_shapes[vi.name] = tuple(dims)
+        except Exception:             # noqa: BLE001 - shapes are a convenience here
+            pass
         self.inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         for n in g.node:
             if n.op_type == "Constant":
-                self.inits[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
-        self.nodes = [n for n in g.node if n.op_type != "Constant"]
+                a = _attrs(n)
+                self.inits[n.output[0]] = (numpy_helper.to_array(a["value"]) if "value" in a
+                                           else np.asarray(self._evaluate(n, {})[0]))
+        self.nodes = _remove_noops([n for n in g.node if n.op_type != "Constant"], self.inits,
+                                   {i.name for i in g.input}, {o.name for o in g.output})
+        self.nodes = _quantize_before_reshape(self.nodes, self.inits,
+                                              {o.name for o in g.output})
         self.producer = {o: n for n in self.nodes for o in n.output}
         self.consumers = {}
         for n in self.nodes:
@@ -66,21 +243,12 @@ class _Importer:
         self.ops = []
         self.float_inputs, self.float_outputs = {}, {}
         self.graph_outputs = [o.name for o in g.output]
-        self.float_shapes = {}
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model)
-            for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + \
-                    list(inferred.graph.output):
-                dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
-                if dims and all(d > 0 for d in dims):
-                    self.float_shapes[vi.name] = tuple(dims)
-        except Exception:             # noqa: BLE001 - shapes are a convenience here
-            pass
         self.alias = {}               # float tensor name -> quantized tensor name
+        self.float_of = {}            # float output of an operator -> its quantized tensor
 
     # -- helpers ------------------------------------------------------------------------
     def err(self, node, why):
-        return ImportError_(f"node {node.name or node.output[0]!r} ({node.op_type}): {why}")
+        return ImportError_(f"node {_label(node)!r} ({node.op_type}): {why}")
 
     def const(self, name, node):
         if name not in self.inits:
@@ -141,7 +309,14 @@ class _Importer:
             return np.zeros(n_out, dtype=np.int64)
         q, dq = self.dq_source(name)
         if q is not None and q in self.inits:
-            return self.inits[q].astype(np.int64).reshape(-1)
+            bq = np.broadcast_to(self.inits[q].astype(np.int64).reshape(-1), (n_out,))
+            bs = np.broadcast_to(self.scalar(dq.input[1], dq).astype(np.float64), (n_out,))
+            bz = self.scalar(dq.input[2], dq).astype(np.int64) if len(dq.input) > 2 else 0
+            acc_scale = np.float64(x_scale) * np.broadcast_to(w_scale, (n_out,))
+            if np.all(bz == 0) and np.allclose(bs, acc_scale, rtol=1e-6, atol=0):
+                return bq.copy()
+            # quantized with another scale (a bias shared by two operators): rescale
+            return np.rint((bq - bz) * bs / acc_scale).astype(np.int64)
         if name in self.inits:          # float bias: quantize with x_scale * w_scale
             return np.rint(self.inits[name].astype(np.float64) /
                            (x_scale * np.broadcast_to(w_scale, (n_out,)))).astype(np.int64)
@@ -151,14 +326,18 @@ class _Importer:
         """Follow a QDQ operator's float output through Relu/Clip to its QuantizeLinear."""
         lo = hi = None
         cur = float_out
+        seen = []
         while True:
-            cons = self.consumers.get(cur, [])
+            seen.append(cur)
+            # a Shape reader only needs the (static) shape: it is folded when it is reached
+            cons = [c for c in self.consumers.get(cur, []) if c.op_type != "Shape"]
             if len(cons) != 1:
                 raise self.err(node, f"output {cur!r} must feed exactly one QuantizeLinear "
                                      f"(it feeds {len(cons)} nodes)")
             c = cons[0]
             if c.op_type == "QuantizeLinear":
                 self.done.add(id(c))
+                self.float_of.update((f, c.output[0]) for f in seen)
                 return c, lo, hi
             if c.op_type == "Relu":
                 lo = max(lo, 0.0) if lo is not None else 0.0
@@ -190,7 +369,7 @@ class _Importer:
         g = self.model.graph
         self.done = set()
         for node in self.nodes:
-            if id(node) in self.done:
+            if id(node) in self.done or self.fold(node):
                 continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if node.domain not in ("", "ai.onnx", "com.microsoft"):
@@ -208,13 +387,78 @@ class _Importer:
             self.float_outputs[q] = o
         ins = list(self.float_inputs)
         return Graph(g.name or "model", self.tensors, self.ops, ins, outs,
-                     dict(self.float_inputs), dict(self.float_outputs))
+                     dict(self.float_inputs), dict(self.float_outputs), list(self.notes))
+
+    # -- import-time evaluation -----------------------------------------------------------
+    def _evaluate(self, node, values):
+        """Run one node on constant ``values`` (name -> array) with onnx's reference runtime."""
+        from onnx.reference import ReferenceEvaluator
+        try:
+            return ReferenceEvaluator(node, opsets={"": self.opset}).run(None, values)
+        except Exception as e:        # noqa: BLE001 - the reference runtime raises many types
+            raise self.err(node, f"all its inputs are constants but it cannot be evaluated "
+                                 f"at import time: {e}") from e
+
+    def static_shape(self, name):
+        """The shape of ``name`` if it is known and static, else None."""
+        if name in self.inits:
+            return tuple(np.shape(self.inits[name]))
+        try:
+            shape = self.shape_of(name)
+        except ImportError_:
+            return None
+        return tuple(shape) if all(int(d) > 0 for d in shape) else None
+
+    def fold(self, node):
+        """Evaluate ``node`` now if its inputs are constants (``Shape`` of a tensor of known
+        shape is one); its outputs become constants. A data-movement node (Reshape, ...) on a
+        per-tensor dequantized initializer moves its integers instead. True if done."""
+        if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD:
+            return False
+        if node.op_type == "Shape":
+            shape = self.static_shape(node.input[0])
+            if shape is None:
+                raise self.err(node, f"the shape of {node.input[0]!r} is not known at import "
+                                     f"time (only a static shape can be evaluated)")
+            a = _attrs(node)
+            self.inits[node.output[0]] = np.array(shape[a.get("start", 0):a.get("end")],
+                                                  dtype=np.int64)
+            return True
+        ins = [i for i in node.input if i]
+        if not ins:
+            return False
+        q, dq = self.dq_source(node.input[0])
+        if node.op_type in _MOVES and q in self.inits and \
+                np.size(self.inits[dq.input[1]]) == 1 and all(i in self.inits for i in ins[1:]):
+            vals = {i: self.inits[i] for i in ins[1:]}
+            vals[node.input[0]] = self.inits[q]
+            moved = node.output[0] + "__moved"
+            self.inits[moved] = np.asarray(self._evaluate(node, vals)[0])
+            self.producer[node.output[0]] = helper.make_node(
+                "DequantizeLinear", [moved] + list(dq.input[1:]), [node.output[0]],
+                name=_label(node))
+            return True
+        # constants, also behind a DequantizeLinear (onnxruntime quantizes float shape
+        # arithmetic too); the DequantizeLinear stays for the readers that want its integers
+        dqs = {i: self.dq_source(i)[1] for i in ins if i not in self.inits}
+        if not all(dq is not None and all(j in self.inits for j in dq.input if j)
+                   for dq in dqs.values()):
+            return False
+        vals = {i: self.inits[i] if i not in dqs else
+                self._evaluate(dqs[i], {j: self.inits[j] for j in dqs[i].input if j})[0]
+                for i in ins}
+        for o, v in zip(node.output, self._evaluate(node, vals)):
+            if o:
+                self.inits[o] = np.asarray(v)
+        return True
 
     def shape_of(self, name):
         if name in self.tensors:
             return self.tensors[name].shape
         if name in self.alias:
             return self.tensors[self.alias[name]].shape
+        if self.float_of.get(name) in self.tensors:
+            return self.tensors[self.float_of[name]].shape
         if name in self.float_shapes:
             return self.float_shapes[name]
         for vi in self.model.graph.input:
@@ -225,8 +469,19 @@ class _Importer:
     # -- Q / DQ ---------------------------------------------------------------------------
     def op_QuantizeLinear(self, node):
         src = node.input[0]
-        if src in self.alias:            # requantization of an already quantized tensor
-            raise self.err(node, "requantizing a quantized tensor is not supported")
+        if src in self.alias:            # DequantizeLinear -> QuantizeLinear (a removed no-op)
+            x = self.tensors[self.alias[src]]
+            y = self.qtensor(node.output[0], x.shape, node.input[1],
+                             node.input[2] if len(node.input) > 2 else np.uint8(0), node)
+            name = _label(node)
+            if (y.dtype, y.scale, y.zero_point) == (x.dtype, x.scale, x.zero_point):
+                self.ops.append(Alias(name, [x.name], [y.name]))    # the same bytes
+            else:                        # requantization: dequantize, quantize on the host
+                ident = helper.make_node("Identity", [x.name], [y.name], name=name)
+                self.ops.append(HostFloat(name, [x.name], [y.name],
+                                          node_proto=ident.SerializeToString(),
+                                          op_type="Identity", initializers={}))
+            return
         if src in [i.name for i in self.model.graph.input]:
             t = self.qtensor(node.output[0], self.shape_of(src), node.input[1],
                              node.input[2] if len(node.input) > 2 else np.uint8(0), node)
@@ -260,7 +515,7 @@ class _Importer:
         Ho = _conv_out(H, k[0], strides[0], pads[0], pads[2], dil[0])
         Wo = _conv_out(W, k[1], strides[1], pads[1], pads[3], dil[1])
         y = self.qtensor(yq_name, (N, O, Ho, Wo), yscale, yzp, node)
-        op = Conv(node.name or yq_name, [x], [y.name], w=w,
+        op = Conv(_label(node), [x], [y.name], w=w,
                   w_scale=np.broadcast_to(w_scale, (O,)).astype(np.float64),
                   w_zp=np.broadcast_to(w_zp, (O,)).astype(np.int64), bias=bias_int,
                   pads=pads, strides=strides, group=group, dilations=dil,
@@ -282,7 +537,7 @@ class _Importer:
         if w.shape[1] != K:
             raise self.err(node, f"weight {w.shape} does not match input features {K}")
         y = self.qtensor(qname, (xs.shape[0], w.shape[0]), yscale, yzp, node)
-        self.ops.append(Gemm(node.name or qname, [x], [y.name], w=w,
+        self.ops.append(Gemm(_label(node), [x], [y.name], w=w,
                              w_scale=np.broadcast_to(ws, (w.shape[0],)).astype(np.float64),
                              w_zp=np.broadcast_to(wz, (w.shape[0],)).astype(np.int64),
                              bias=b, clamp=self.clamp(y, *lohi)))
@@ -324,7 +579,14 @@ class _Importer:
         q, lo, hi = self.out_q(node.output[0], node)
         y = self.qtensor(q.output[0], self.tensors[a].shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
-        self.ops.append(Add(node.name or y.name, [a, b], [y.name], clamp=self.clamp(y, lo, hi)))
+        self.ops.append(Add(_label(node), [a, b], [y.name], clamp=self.clamp(y, lo, hi)))
+
+    def op_Sum(self, node):
+        """Two inputs: an Add. More: one float sum on the host, as onnxruntime computes it (a
+        chain of Adds would round and saturate at every step)."""
+        if len([i for i in node.input if i]) == 2:
+            return self.op_Add(node)
+        return self.op_host(node)
 
     def _pool_shape(self, xs, k, s, pads):
         N, C, H, W = xs.shape
@@ -353,14 +615,14 @@ class _Importer:
             if (y.scale, y.zero_point) != (xs.scale, xs.zero_point) or lo is not None:
                 self.tensors.pop(y.name)
                 return self.op_host(node)
-        self.ops.append(MaxPool(node.name or y.name, [x], [y.name], kernel=k, strides=s,
+        self.ops.append(MaxPool(_label(node), [x], [y.name], kernel=k, strides=s,
                                 pads=pads))
 
     def _avgpool(self, node, x, yname, yscale, yzp, k, s, pads, incl):
         xs = self.tensors[x]
         shape = self._pool_shape(xs, k, s, pads) if k else xs.shape[:2] + (1, 1)
         y = self.qtensor(yname, shape, yscale, yzp, node)
-        self.ops.append(AvgPool(node.name or yname, [x], [y.name], kernel=k, strides=s,
+        self.ops.append(AvgPool(_label(node), [x], [y.name], kernel=k, strides=s,
                                 pads=pads, count_include_pad=incl))
 
     def op_AveragePool(self, node):
@@ -384,7 +646,7 @@ class _Importer:
         xs = self.tensors[x_name]
         y = QTensor(out_name, tuple(int(d) for d in shape), xs.dtype, xs.scale, xs.zero_point)
         self.tensors[y.name] = y
-        self.ops.append(Alias(node.name or y.name, [x_name], [y.name]))
+        self.ops.append(Alias(_label(node), [x_name], [y.name]))
         return y
 
     def _reshape_target(self, node, xs):
@@ -392,8 +654,22 @@ class _Importer:
             axis = _attrs(node).get("axis", 1)
             return (int(np.prod(xs.shape[:axis])), int(np.prod(xs.shape[axis:])))
         if node.op_type in ("Squeeze", "Unsqueeze"):
-            return self.shape_of(node.output[0])
-        target = list(self.const(node.input[1], node))
+            axes = _attrs(node).get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = self.const(node.input[1], node).reshape(-1).tolist()
+            shape = list(xs.shape)
+            if node.op_type == "Squeeze":
+                if axes is None:
+                    return tuple(d for d in shape if d != 1)
+                axes = {int(a) % len(shape) for a in axes}
+                return tuple(d for i, d in enumerate(shape) if i not in axes)
+            for a in sorted(int(a) % (len(shape) + len(axes)) for a in axes):
+                shape.insert(a, 1)
+            return tuple(shape)
+        if node.input[1] not in self.inits:
+            raise self.err(node, f"its shape {node.input[1]!r} is not a constant (it depends "
+                                 f"on a tensor whose shape is not known at import time)")
+        target = [int(d) for d in self.inits[node.input[1]].reshape(-1)]
         for i, d in enumerate(target):
             if d == 0:
                 target[i] = xs.shape[i]
@@ -414,6 +690,7 @@ class _Importer:
 
     op_Flatten = op_Reshape
     op_Squeeze = op_Reshape
+    op_Unsqueeze = op_Reshape
 
     # -- QOperator ----------------------------------------------------------------------
     def op_QLinearConv(self, node):
@@ -460,7 +737,7 @@ class _Importer:
         if self.tensors[a].shape != self.tensors[b].shape:
             raise self.err(node, "broadcasting QLinearAdd is not supported")
         y = self.qtensor(node.output[0], self.tensors[a].shape, i[6], i[7], node)
-        self.ops.append(Add(node.name or y.name, [a, b], [y.name]))
+        self.ops.append(Add(_label(node), [a, b], [y.name]))
 
     def op_QLinearAveragePool(self, node):
         a = _attrs(node)
@@ -503,7 +780,7 @@ class _Importer:
                 raise self.err(node, f"cannot tell the quantization of its output {o!r}")
             shape = self._host_shape(node, ins, inits, o, quantized=True)
             outs.append(self.qtensor(o, shape, scale, zp, node).name)
-        self.ops.append(HostQuant(node.name or outs[0], ins, outs,
+        self.ops.append(HostQuant(_label(node), ins, outs,
                                   node_proto=node.SerializeToString(), op_type=node.op_type,
                                   initializers=inits))
 
@@ -533,15 +810,18 @@ class _Importer:
         del float_node.input[:]
         for n in node.input:
             float_node.input.append(self.alias.get(n, n) if n not in inits else n)
-        outs = []
+        outs, clamps = [], []
         for o in node.output:
-            cons = self.consumers.get(o, [])
-            if len(cons) == 1 and cons[0].op_type == "QuantizeLinear":
-                q = cons[0]
-                self.done.add(id(q))
+            if self._quantized_through(o):
+                q, lo, hi = self.out_q(o, node)
                 shape = self._host_shape(float_node, ins, inits, o)
-                t = self.qtensor(q.output[0], shape, q.input[1],
-                                 q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+                zp = q.input[2] if len(q.input) > 2 else np.uint8(0)
+                t = self.qtensor(q.output[0], shape, q.input[1], zp, node)
+                if lo is not None or hi is not None:
+                    # a Relu/Clip before the QuantizeLinear: quantization is monotonic, so
+                    # clipping the quantized result is the same; a second host node does it
+                    clamps.append((t.name, lo, hi))
+                    t = self.qtensor(q.output[0] + "__unclipped", shape, q.input[1], zp, node)
                 float_node.output[list(node.output).index(o)] = t.name
             elif o in self.graph_outputs:
                 shape = self._host_shape(float_node, ins, inits, o)
@@ -551,9 +831,28 @@ class _Importer:
                 raise self.err(node, f"output {o!r} is neither quantized nor a graph output; "
                                      f"no host path for {node.op_type}")
             outs.append(t.name)
-        self.ops.append(HostFloat(node.name or outs[0], ins, outs,
+        self.ops.append(HostFloat(_label(node), ins, outs,
                                   node_proto=float_node.SerializeToString(),
                                   op_type=node.op_type, initializers=inits))
+        for y, lo, hi in clamps:
+            x = y + "__unclipped"
+            bounds = {x + "__min": np.float32(-np.inf if lo is None else lo),
+                      x + "__max": np.float32(np.inf if hi is None else hi)}
+            clip = helper.make_node("Clip", [x, *bounds], [y], name=f"{node.name or y}/clip")
+            self.ops.append(HostFloat(clip.name, [x], [y], node_proto=clip.SerializeToString(),
+                                      op_type="Clip", initializers=bounds))
+
+    def _quantized_through(self, name):
+        """Whether ``name`` reaches a QuantizeLinear through Relu/Clip only (see out_q)."""
+        while True:
+            cons = [c for c in self.consumers.get(name, []) if c.op_type != "Shape"]
+            if len(cons) != 1:
+                return False
+            if cons[0].op_type == "QuantizeLinear":
+                return True
+            if cons[0].op_type not in ("Relu", "Clip"):
+                return False
+            name = cons[0].output[0]
 
     def _host_shape(self, node, ins, inits, out, quantized=False):
         """Output shape of a host node: from shape inference, else by running it once."""
@@ -575,12 +874,20 @@ class _Importer:
         return tuple(np.asarray(res[list(node.output).index(out)]).shape)
 
 
-def import_onnx(model):
-    """Import a quantized ONNX model (path, bytes or ModelProto) into a :class:`Graph`."""
+def import_onnx(model, batch=1):
+    """Import a quantized ONNX model (path, bytes or ModelProto) into a :class:`Graph`.
+
+    Parameters
+    ----------
+    model : str, path-like, bytes or onnx.ModelProto
+    batch : int
+        The size a dynamic batch dimension of the inputs is pinned to (``Graph.notes`` says
+        so). Only 1 is supported: the accelerator runs one image at a time.
+    """
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         try:
             model = onnx.load(model) if not isinstance(model, bytes) else \
                 onnx.load_from_string(model)
         except Exception as e:        # noqa: BLE001 - protobuf raises DecodeError and others
             raise ImportError_(f"cannot read ONNX model: {e}") from e
-    return _Importer(model).run()
+    return _Importer(model, batch).run()
