@@ -8,8 +8,6 @@ tensors), then weights and parameters, then the code. The image's META section h
 configuration, the segment table and a per-layer table for ``ffacc report``.
 """
 
-import base64
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,8 +16,9 @@ from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostQuant, MaxPool,
-                 bounds, requant_params)
+                 bounds, op_to_dict, requant_params)
 from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
+from .retype import retype_activations
 
 __all__ = ["compile_graph", "CompileError", "Compiled"]
 
@@ -33,17 +32,15 @@ class Compiled:
     image: object
     layers: list = field(default_factory=list)
     host_ops: list = field(default_factory=list)
-
-
-def _b64(a):
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(a), allow_pickle=False)
-    return base64.b64encode(buf.getvalue()).decode()
+    graph: object = None        # the IR as compiled (activations in the configuration's type)
 
 
 def _tdesc(t, addr, role):
-    return {"name": t.name, "role": role, "addr": addr, "dtype": t.dtype,
-            "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+    d = {"name": t.name, "role": role, "addr": addr, "dtype": t.dtype,
+         "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point}
+    if t.model_dtype:
+        d["model_dtype"] = t.model_dtype
+    return d
 
 
 class _Arena:
@@ -80,11 +77,12 @@ class _Arena:
         self.free = merged
 
 
-def _fuse_pools(g):
-    """Conv/… -> MaxPool 2x2 stride 2 (no padding), sole consumer, same quantization."""
+def _fuse_pools(g, cfg):
+    """Conv/… on the accelerator -> MaxPool 2x2 stride 2 (no padding), sole consumer, same
+    quantization. (A conv the host runs keeps its pool: the host has no fused form.)"""
     fused = {}
     for op in g.ops:
-        if not isinstance(op, Conv) or op.strides != (1, 1):
+        if not isinstance(op, Conv) or op.strides != (1, 1) or _accel_reason(op, g, cfg):
             continue
         cons = g.consumers(op.outputs[0])
         if len(cons) != 1 or not isinstance(cons[0], MaxPool) or op.outputs[0] in g.outputs:
@@ -130,8 +128,14 @@ def _accel_reason(op, g, cfg):
 
 
 def compile_graph(g, cfg, model_name="model"):
-    """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``."""
-    fused = _fuse_pools(g)
+    """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``.
+
+    Activations of the other 8-bit type are stored as the configuration's
+    (:func:`~ffacc.compiler.retype.retype_activations`); ``Compiled.graph`` is the IR as
+    compiled, the one its image's tensors describe.
+    """
+    g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
+    fused = _fuse_pools(g, cfg)
     skip = {id(mp) for mp in fused.values()}
     ops = [op for op in g.ops if id(op) not in skip]
     # tensor renames of fused pools: the pool output is what the conv writes
@@ -227,21 +231,9 @@ def compile_graph(g, cfg, model_name="model"):
                 "inputs": [_tdesc(g.tensors[n], addr[n], "internal") for n in op.inputs],
                 "outputs": [_tdesc(g.tensors[n], addr[n], "internal") for n in op.outputs],
                 "reason": where}
-        if isinstance(op, MaxPool):
-            desc["attrs"] = {"kernel": list(op.kernel), "strides": list(op.strides),
-                             "pads": list(op.pads)}
-        elif isinstance(op, AvgPool):
-            desc["attrs"] = {"kernel": list(op.kernel) if op.kernel else None,
-                             "strides": list(op.strides) if op.strides else None,
-                             "pads": list(op.pads), "count_include_pad": op.count_include_pad}
-        elif isinstance(op, Concat):
-            desc["attrs"] = {"axis": op.axis}
-        elif isinstance(op, (HostFloat, HostQuant)):
-            desc["attrs"] = {"node": base64.b64encode(op.node_proto).decode(),
-                             "op_type": op.op_type,
-                             "initializers": {k: _b64(v) for k, v in op.initializers.items()}}
-        else:   # Conv / Gemm / Add the accelerator cannot take: integer golden on the host
-            desc["attrs"] = {"ir": _b64_ir(op)}
+        # the operator as data (class from an allow-list, fields as JSON, arrays as .npy):
+        # an image is never code (ir.op_to_dict / op_from_dict)
+        desc["attrs"] = op_to_dict(op)["attrs"]
         segments.append(desc)
         host_ops.append({"name": op.name, "op": getattr(op, "op_type", "") or op.kind,
                          "reason": where})
@@ -250,14 +242,20 @@ def compile_graph(g, cfg, model_name="model"):
     close_accel()
     if not segments:
         raise CompileError("the model has no operators")
+    if not any(li["where"] == "accel" for li in layers):
+        why = "; ".join(f"{li['name']} ({li['op']}): {li['reason']}" for li in layers[:6])
+        raise CompileError(f"nothing in the model runs on the accelerator ({len(layers)} "
+                           f"operators on the host: {why}{'; ...' if len(layers) > 6 else ''})")
 
-    tensors = [TensorDesc(n, "input", addr[n], g.tensors[n].dtype, list(g.tensors[n].shape),
-                          g.tensors[n].scale, g.tensors[n].zero_point) for n in g.inputs]
-    tensors += [TensorDesc(n, "output", addr[n], g.tensors[n].dtype, list(g.tensors[n].shape),
-                           g.tensors[n].scale, g.tensors[n].zero_point) for n in g.outputs]
+    tensors = [_boundary(g, n, "input", addr[n], g.float_inputs) for n in g.inputs]
+    tensors += [_boundary(g, n, "output", addr[n], g.float_outputs) for n in g.outputs]
     meta = {"model": model_name, "config": cfg.to_dict(), "segments": segments,
-            "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs}
-    img = build_image(cfg, prog, mem, tensors, meta)
+            "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs,
+            "notes": list(getattr(g, "notes", []))}
+    try:
+        img = build_image(cfg, prog, mem, tensors, meta)
+    except LoweringError as e:
+        raise CompileError(f"model {model_name!r}: {e}") from e
     code_base = img.entry
     for s in segments:
         if s["kind"] == "accel":
@@ -266,12 +264,17 @@ def compile_graph(g, cfg, model_name="model"):
         if "pc_first" in li:
             li["pc"] = code_base + li["pc_first"] * INSTR_BYTES
     img.meta = meta
-    return Compiled(img, layers, host_ops)
+    return Compiled(img, layers, host_ops, g)
 
 
-def _b64_ir(op):
-    import pickle
-    return base64.b64encode(pickle.dumps(op)).decode()
+def _boundary(g, n, role, addr, onnx_names):
+    """The image's description of graph input or output ``n``: where it is stored and what the
+    ONNX model calls it and takes or gives there (float through Q/DQ, or the integers)."""
+    t = g.tensors[n]
+    model_name = onnx_names.get(n, n)
+    return TensorDesc(n, role, addr, t.dtype, list(t.shape), t.scale, t.zero_point,
+                      model_name=model_name, model_dtype=t.model_dtype,
+                      model_float=model_name != n or not t.quantized)
 
 
 def _conv_hw(op, x):

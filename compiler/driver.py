@@ -7,56 +7,69 @@ from pathlib import Path
 import numpy as np
 
 from .compile import CompileError, compile_graph
-from .ir import dequantize, quantize, reference_run
+from .ir import dequantize, reference_run
 from .onnx_import import ImportError_, import_onnx
 
-__all__ = ["compile_model", "verify_model", "layer_report", "layer_table", "per_pc", "totals",
-           "quantize_input", "CompileError", "ImportError_"]
+__all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report", "layer_table", "per_pc", "totals",
+           "CompileError", "ImportError_"]
 
 
-def compile_model(path, cfg):
-    """Import and compile; returns ``(graph, Compiled, seconds)``."""
+def compile_model(model, cfg, name=None, batch=1):
+    """Import and compile ``model`` (a path, ONNX bytes or an ``onnx.ModelProto``); returns
+    ``(graph, Compiled, seconds)``, the graph as compiled (see :func:`compile_graph`).
+    A dynamic batch dimension is pinned to ``batch``."""
     t = time.time()
-    g = import_onnx(str(path))
-    c = compile_graph(g, cfg, model_name=Path(str(path)).stem)
-    return g, c, time.time() - t
+    g = import_onnx(str(model) if isinstance(model, Path) else model, batch=batch)
+    if name is None:
+        name = Path(model).stem if isinstance(model, (str, Path)) else (g.name or "model")
+    c = compile_graph(g, cfg, model_name=name)
+    return c.graph, c, time.time() - t
 
 
-def quantize_input(image_or_graph, x):
-    """A float input quantized with the model's input parameters (integer inputs pass)."""
-    x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.integer):
-        return x
-    if hasattr(image_or_graph, "tensors") and isinstance(image_or_graph.tensors, dict):
-        t = image_or_graph.tensors[image_or_graph.inputs[0]]
-    else:
-        from .ir import QTensor
-        d = [t for t in image_or_graph.tensors if t.role == "input"][0]
-        t = QTensor(d.name, tuple(d.shape), d.dtype, d.scale, d.zero_point)
-    return quantize(x.reshape(t.shape), t)
-
-
-def _ort_outputs(path, g, xq):
+def _ort_outputs(model, g, xq):
+    """onnxruntime's outputs of ``model`` for the stored input ``xq``, in the stored types
+    of ``g`` (quantized with the output's parameters where the model gives floats)."""
     import onnxruntime as ort
+    from .retype import to_model, to_storage
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     qin = g.inputs[0]
-    feed = {g.float_inputs[qin]: dequantize(xq, g.tensors[qin])}
-    res = sess.run(None, feed)
+    t_in = g.tensors[qin]
+    if qin in g.float_inputs:
+        feed = {g.float_inputs[qin]: dequantize(xq, t_in)}
+    else:
+        mt = t_in.model_dtype or t_in.dtype
+        feed = {qin: to_model(xq, mt, t_in.dtype).astype(mt)}
+    res = sess.run([g.float_outputs.get(q, q) for q in g.outputs], feed)
     out = {}
     for q, r in zip(g.outputs, res):
         t = g.tensors[q]
-        out[q] = (np.rint(np.asarray(r, dtype=np.float64) / t.scale) + t.zero_point
-                  if t.quantized else np.asarray(r, dtype=np.float32))
+        if not t.quantized:
+            out[q] = np.asarray(r, dtype=np.float32)
+        elif g.float_outputs.get(q, q) != q:       # the model dequantizes: quantize it back
+            out[q] = np.rint(np.asarray(r, dtype=np.float64) / t.scale) + t.zero_point
+        else:
+            out[q] = to_storage(r, t.model_dtype or t.dtype, t.dtype)
     return out
 
 
-def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0):
+def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0, batch=1):
     """Compile, run on ``engine``, compare with the integer golden model and onnxruntime."""
-    from ffacc.sim.runner import run_image
+    g, c, secs = compile_model(path, cfg, batch=batch)
+    res = verify_compiled(path, g, c, engine=engine, x=x, simulator=simulator, seed=seed)
+    res["compile_seconds"] = round(secs, 3)
+    return res
 
-    g, c, secs = compile_model(path, cfg)
+
+def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", seed=0):
+    """Run compiled ``c`` (of ONNX ``model``, imported as ``g``) on ``engine`` and compare
+    with the integer golden model (bit for bit) and onnxruntime (LSBs counted): on ``x``
+    (float or the model's integers) or a random input drawn with ``seed``."""
+    from ffacc.sim.runner import model_inputs, run_image
+
+    path = model
     qin = g.inputs[0]
     t_in = g.tensors[qin]
     if x is None:
@@ -64,7 +77,7 @@ def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0)
         lo, hi = t_in.qrange
         xq = rng.integers(lo, hi + 1, t_in.shape).astype(t_in.np_dtype)
     else:
-        xq = quantize_input(g, x)
+        xq = model_inputs(c.image, x)[qin]
     ref = reference_run(g, {qin: xq})
     outs, st = run_image(c.image, {qin: xq}, engine=engine, simulator=simulator)
     ortq = _ort_outputs(path, g, xq)
@@ -79,11 +92,13 @@ def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0)
             total += d.size
         else:
             max_lsb = max(max_lsb, float(d.max() / max(1e-12, np.abs(ortq[o]).max()) > 1e-3))
-    return {"model": str(path), "engine": engine, "bit_exact": bool(bit_exact),
+    return {"model": str(path) if not hasattr(path, "SerializeToString") else g.name,
+            "engine": engine, "bit_exact": bool(bit_exact),
             "max_lsb_vs_onnxruntime": int(max_lsb),
             "mismatch_fraction_vs_onnxruntime": (mism / total) if total else 0.0,
             "cycles": int(st.get("cycles", 0)), "host_ops": c.host_ops,
-            "compile_seconds": round(secs, 3), "image_bytes": len(c.image.to_bytes()),
+            "notes": c.image.meta.get("notes", []),
+            "image_bytes": len(c.image.to_bytes()),
             "ok": bool(bit_exact and max_lsb <= 1)}
 
 
@@ -114,11 +129,12 @@ def layer_table(image, pcs, source="iss"):
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
             row.update(instructions=li["pc_count"], cycles=cyc, stall_cycles=stall,
-                       ideal_cycles=round(ideal),
+                       microseconds=round(cyc / cfg.target_mhz, 3), ideal_cycles=round(ideal),
                        utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0,
                        source=source)
         else:
-            row.update(instructions=0, cycles=0, stall_cycles=0, ideal_cycles=0,
+            row.update(instructions=0, cycles=0, stall_cycles=0, microseconds=0.0,
+                       ideal_cycles=0,
                        utilization=0.0, reason=li.get("reason"), source="host")
         rows.append(row)
     return rows
@@ -137,9 +153,27 @@ def totals(image, rows, cycles):
            "host_layers": sum(r["where"] == "host" for r in rows),
            "multipliers": cfg.multipliers, "image_bytes": len(image.to_bytes())}
     tot["utilization"] = round(tot["ideal_cycles"] / cycles, 4) if cycles else 0.0
+    tot["clock_mhz"] = cfg.target_mhz
+    tot["microseconds"] = round(cycles / cfg.target_mhz, 3)
+    tot["images_per_second"] = round(cfg.target_mhz * 1e6 / cycles, 1) if cycles else None
+    tot["memory"] = memory_use(image)
     tot["ops_per_multiplier_cycle"] = (round(2 * tot["macs"] / (cycles * cfg.multipliers), 4)
                                        if cycles else 0.0)
     return tot
+
+
+def memory_use(image):
+    """Bytes of accelerator memory by use: ``activations`` (inputs, outputs and the arena
+    below the first loaded section), ``weights`` (weights, parameters, data), ``code``, and
+    ``total`` (the image's memory size, rounded up to 4 KiB)."""
+    from ffacc.firmware.image import Kind
+    secs = image.sections
+    loaded = [s for s in secs if s.kind in (Kind.CODE, Kind.WEIGHTS, Kind.QPARAMS, Kind.DATA)]
+    first = min((s.addr for s in loaded), default=image.mem_size)
+    return {"activations": first,
+            "weights": sum(len(s.data) for s in loaded if s.kind != Kind.CODE),
+            "code": sum(len(s.data) for s in loaded if s.kind == Kind.CODE),
+            "total": image.mem_size}
 
 
 def layer_report(image):

@@ -7,13 +7,19 @@ verify`` compares the accelerator against. Host operators without integer semant
 (``HostFloat``) dequantize, run the float ONNX node in onnxruntime, and quantize.
 """
 
-from dataclasses import dataclass, field
+import base64
+import binascii
+import io
+from dataclasses import dataclass, field, fields
 from math import prod
 
 import numpy as np
 
+from ffacc.firmware.image import ImageError
+
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
-           "HostFloat", "Graph", "reference_run", "requant_params", "quantize", "dequantize"]
+           "HostFloat", "Graph", "reference_run", "requant_params", "quantize", "dequantize",
+           "HOST_OPS", "op_to_dict", "op_from_dict"]
 
 
 @dataclass
@@ -23,6 +29,8 @@ class QTensor:
     dtype: str                  # "uint8" or "int8"
     scale: float
     zero_point: int
+    model_dtype: str = None     # the ONNX model's type where it is stored as the other 8-bit
+                                # type (see compiler/retype.py); None: the same as dtype
 
     @property
     def nbytes(self):
@@ -142,6 +150,165 @@ class HostQuant(Op):
     kind = "HostQuant"
 
 
+# --- an operator as data: the host segments of a firmware image -----------------------------
+# A firmware image is data, never code: a host segment names its operator's class from this
+# allow-list and gives every field as JSON, arrays as base64 ``.npy`` (never a pickle).
+# class name -> (class, inputs, outputs (None: any number), {field: kind}); kinds: "array"
+# (numeric), "ints<n>" (n integers), "int", "bool", "str", "bytes", "arrays" (name -> array);
+# a trailing "?" also allows null.
+_ONNX_NODE = {"node_proto": "bytes", "op_type": "str", "initializers": "arrays"}
+HOST_OPS = {
+    "Conv": (Conv, 1, 1, {"w": "array", "w_scale": "array", "w_zp": "array", "bias": "array?",
+                          "clamp": "ints2?", "pads": "ints4", "strides": "ints2", "group": "int",
+                          "dilations": "ints2"}),
+    "Gemm": (Gemm, 1, 1, {"w": "array", "w_scale": "array", "w_zp": "array", "bias": "array?",
+                          "clamp": "ints2?"}),
+    "Add": (Add, 2, 1, {"clamp": "ints2?"}),
+    "MaxPool": (MaxPool, 1, 1, {"kernel": "ints2", "strides": "ints2", "pads": "ints4"}),
+    "AvgPool": (AvgPool, 1, 1, {"kernel": "ints2?", "strides": "ints2?", "pads": "ints4",
+                                "count_include_pad": "bool"}),
+    "Concat": (Concat, None, 1, {"axis": "int"}),
+    "HostFloat": (HostFloat, None, None, _ONNX_NODE),
+    "HostQuant": (HostQuant, None, None, _ONNX_NODE),
+}
+_OP_FIELDS = ("name", "inputs", "outputs")
+
+
+def _npy(a):
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a), allow_pickle=False)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _jtype(v):
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer",
+            float: "a number", bool: "a boolean", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _from_b64(v, what):
+    if not isinstance(v, str):
+        raise ImageError(f"{what} is {_jtype(v)}, expected a base64 string")
+    try:
+        return base64.b64decode(v, validate=True)
+    except binascii.Error as e:
+        raise ImageError(f"{what} is not base64 ({e})") from None
+
+
+def _load_npy(v, what):
+    raw = _from_b64(v, what)
+    try:
+        a = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ImageError(f"{what} is not a .npy array ({e})") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "biuf":
+        raise ImageError(f"{what} is not a numeric .npy array")
+    return a
+
+
+def _encode(kind, v):
+    if v is None and kind.endswith("?"):
+        return None
+    kind = kind.rstrip("?")
+    if kind == "array":
+        return _npy(v)
+    if kind == "arrays":
+        return {str(k): _npy(a) for k, a in v.items()}
+    if kind == "bytes":
+        return base64.b64encode(bytes(v)).decode()
+    if kind.startswith("ints"):
+        return [int(x) for x in v]
+    return {"int": int, "bool": bool, "str": str}[kind](v)
+
+
+def _decode(kind, v, what):
+    if v is None and kind.endswith("?"):
+        return None
+    kind = kind.rstrip("?")
+    if kind == "array":
+        return _load_npy(v, what)
+    if kind == "arrays":
+        if not isinstance(v, dict):
+            raise ImageError(f"{what} is {_jtype(v)}, expected an object of arrays")
+        return {k: _load_npy(a, f"{what}[{k!r}]") for k, a in v.items()}
+    if kind == "bytes":
+        return _from_b64(v, what)
+    if kind.startswith("ints"):
+        n = int(kind[4:])
+        if not (isinstance(v, list) and len(v) == n and all(type(x) is int for x in v)):
+            raise ImageError(f"{what} is {v!r:.60}, expected a list of {n} integers")
+        return tuple(v)
+    if type(v) is not {"int": int, "bool": bool, "str": str}[kind]:
+        raise ImageError(f"{what} is {_jtype(v)}, expected {'an' if kind == 'int' else 'a'} "
+                         f"{dict(int='integer', bool='boolean', str='string')[kind]}")
+    return v
+
+
+def _check_keys(d, expected, what):
+    if not isinstance(d, dict):
+        raise ImageError(f"{what} is {_jtype(d)}, expected an object")
+    unknown = sorted(set(d) - set(expected))
+    missing = [k for k in expected if k not in d]
+    if unknown:
+        raise ImageError(f"{what}: unknown field(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        raise ImageError(f"{what}: missing field(s) {', '.join(map(repr, missing))}")
+
+
+def _names(v, n, what):
+    if not (isinstance(v, list) and v and all(isinstance(x, str) for x in v)):
+        raise ImageError(f"{what} is {v!r:.60}, expected a list of tensor names")
+    if n is not None and len(v) != n:
+        raise ImageError(f"{what}: {len(v)} tensor(s), the operator takes {n}")
+    return list(v)
+
+
+def op_to_dict(op):
+    """A host operator as JSON data for a firmware image.
+
+    Returns ``{"op": class name, "name", "inputs", "outputs", "attrs": {field: value}}``:
+    the class is one of :data:`HOST_OPS`, arrays are base64 ``.npy`` (written with
+    ``allow_pickle=False``), tuples are lists, bytes are base64. :func:`op_from_dict` reads
+    it back.
+    """
+    kind = type(op).__name__
+    if kind not in HOST_OPS or HOST_OPS[kind][0] is not type(op):
+        raise TypeError(f"{kind} cannot be written to a firmware image; host operators are "
+                        f"{', '.join(HOST_OPS)}")
+    spec = HOST_OPS[kind][3]
+    attrs = {}
+    for f in fields(op):
+        if f.name in _OP_FIELDS:
+            continue
+        if f.name not in spec:
+            raise TypeError(f"{kind}.{f.name} has no image encoding (add it to HOST_OPS)")
+        attrs[f.name] = _encode(spec[f.name], getattr(op, f.name))
+    return {"op": kind, "name": op.name, "inputs": list(op.inputs), "outputs": list(op.outputs),
+            "attrs": attrs}
+
+
+def op_from_dict(d):
+    """The operator :func:`op_to_dict` described, every field checked.
+
+    Raises
+    ------
+    ImageError
+        The class is not in :data:`HOST_OPS`, a field is missing, unknown or of the wrong
+        type, or an array does not load as a numeric ``.npy`` (pickles are refused).
+    """
+    _check_keys(d, ("op",) + _OP_FIELDS + ("attrs",), "operator description")
+    kind = d["op"]
+    if not isinstance(kind, str) or kind not in HOST_OPS:
+        raise ImageError(f"unknown host operator {kind!r:.60}; known: {', '.join(HOST_OPS)}")
+    cls, n_in, n_out, spec = HOST_OPS[kind]
+    name = _decode("str", d["name"], f"{kind} name")
+    what = f"{kind} {name!r}"
+    ins = _names(d["inputs"], n_in, f"{what} inputs")
+    outs = _names(d["outputs"], n_out, f"{what} outputs")
+    _check_keys(d["attrs"], spec, f"{what} attrs")
+    return cls(name, ins, outs, **{k: _decode(t, d["attrs"][k], f"{what} field {k!r}")
+                                   for k, t in spec.items()})
+
+
 @dataclass
 class Graph:
     name: str
@@ -151,6 +318,7 @@ class Graph:
     outputs: list               # graph output tensor names (quantized)
     float_inputs: dict = field(default_factory=dict)    # quantized name -> float input name
     float_outputs: dict = field(default_factory=dict)   # quantized name -> float output name
+    notes: list = field(default_factory=list)           # what the importer changed (str each)
 
     def consumers(self, name):
         return [op for op in self.ops if name in op.inputs]
@@ -170,6 +338,7 @@ def requant_params(in_scale, w_scale, out_scale):
 
 
 def _run_host_quant(op, g, vals):
+    from .retype import to_model, to_storage
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
@@ -181,11 +350,13 @@ def _run_host_quant(op, g, vals):
         if not n or n in op.initializers:
             continue
         t = g.tensors[n]
-        feeds[n] = np.asarray(vals[n]).astype(t.np_dtype)
+        mt = np.dtype(t.model_dtype or t.dtype)      # onnxruntime runs the model's types
+        feeds[n] = to_model(vals[n], mt.name, t.dtype).astype(mt)
         ins.append(helper.make_tensor_value_info(
-            n, helper.np_dtype_to_tensor_dtype(t.np_dtype), list(t.shape)))
+            n, helper.np_dtype_to_tensor_dtype(mt), list(t.shape)))
     outs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
-        g.tensors[n].np_dtype) if n in g.tensors else 2, None) for n in node.output]
+        np.dtype(g.tensors[n].model_dtype or g.tensors[n].dtype)) if n in g.tensors else 2,
+        None) for n in node.output]
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in op.initializers.items()]
     model = helper.make_model(helper.make_graph([node], "host", ins, outs, inits),
                               opset_imports=[helper.make_opsetid("", 17),
@@ -195,7 +366,9 @@ def _run_host_quant(op, g, vals):
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    res = sess.run(None, feeds)
+    return [to_storage(r, g.tensors[n].model_dtype or g.tensors[n].dtype, g.tensors[n].dtype)
+            if n in g.tensors else r for r, n in zip(res, node.output)]
 
 
 def _run_host_float(op, g, vals):

@@ -18,7 +18,7 @@ truncated or foreign image with an :class:`ImageError` that says what is wrong.
 import json
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum
 from pathlib import Path
 
@@ -62,6 +62,11 @@ class TensorDesc:
     shape: list
     scale: float = 1.0
     zero_point: int = 0
+    model_name: str = None  # the ONNX graph's name of this input or output (None: ``name``)
+    model_dtype: str = None # the model's 8-bit type where it is stored as the other one
+                            # (None: ``dtype``; the values differ by 128, see compiler/retype)
+    model_float: bool = False   # the ONNX model takes or gives floats there (through its
+                                # QuantizeLinear / DequantizeLinear), not the integers
 
     @property
     def nbytes(self):
@@ -69,6 +74,58 @@ class TensorDesc:
         for d in self.shape:
             n *= int(d)
         return n
+
+
+_DTYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16",
+           "float32", "float64"}
+
+
+def _jtype(v):
+    return {dict: "a JSON object", list: "a JSON list", str: "a string", int: "an integer",
+            float: "a number", bool: "a boolean", type(None): "null"}.get(type(v), repr(v))
+
+
+def _json(data, section):
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:      # JSONDecodeError, UnicodeDecodeError
+        raise ImageError(f"{section} section is not valid JSON ({e})") from None
+
+
+def _tensor_descs(data):
+    """The TENSORS section's descriptions, each checked against :class:`TensorDesc`'s fields."""
+    ts = _json(data, "TENSORS")
+    if not isinstance(ts, list):
+        raise ImageError(f"TENSORS section is {_jtype(ts)}, expected a list of tensors")
+    known = {f.name: f for f in fields(TensorDesc)}
+    out = []
+    for n, t in enumerate(ts):
+        what = f"TENSORS section, tensor {n}"
+        if not isinstance(t, dict):
+            raise ImageError(f"{what} is {_jtype(t)}, expected a JSON object")
+        if isinstance(t.get("name"), str):
+            what += f" ({t['name']!r:.60})"
+        unknown = sorted(set(t) - set(known))
+        missing = [k for k, f in known.items() if k not in t and f.default is MISSING]
+        if unknown:
+            raise ImageError(f"{what}: unknown key(s) {', '.join(map(repr, unknown))}")
+        if missing:
+            raise ImageError(f"{what}: missing key(s) {', '.join(map(repr, missing))}")
+        for k, v in t.items():
+            want = (int, float) if known[k].type is float else known[k].type
+            if not (v is None and known[k].default is None or isinstance(v, want) and
+                    (known[k].type is bool or not isinstance(v, bool))):
+                raise ImageError(f"{what}: {k} is {_jtype(v)}, expected "
+                                 f"{getattr(known[k].type, '__name__', known[k].type)}")
+        if t["role"] not in ("input", "output"):
+            raise ImageError(f"{what}: role {t['role']!r:.40}, expected 'input' or 'output'")
+        for k in ("dtype", "model_dtype"):
+            if t.get(k) is not None and t[k] not in _DTYPES:
+                raise ImageError(f"{what}: {k} {t[k]!r:.40} is not a numeric type")
+        if t["addr"] < 0 or not all(type(d) is int and d >= 0 for d in t["shape"]):
+            raise ImageError(f"{what}: negative address or shape {t['shape']!r:.40}")
+        out.append(TensorDesc(**t))
+    return out
 
 
 @dataclass
@@ -143,9 +200,11 @@ class Image:
                 raise ImageError(f"section {n} has unknown kind {kind}") from None
             data = raw[off:off + size]
             if kind == Kind.TENSORS:
-                img.tensors = [TensorDesc(**t) for t in json.loads(data)]
+                img.tensors = _tensor_descs(data)
             elif kind == Kind.META:
-                img.meta = json.loads(data)
+                img.meta = _json(data, "META")
+                if not isinstance(img.meta, dict):
+                    raise ImageError(f"META section is {_jtype(img.meta)}, expected a JSON object")
             else:
                 img.sections.append(Section(kind, addr, data))
         return img

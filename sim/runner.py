@@ -5,29 +5,22 @@ The same :func:`host_exec` serves the ISS path here and the RTL path inside the 
 (``AxiRam`` has the same ``read``/``write`` methods as :class:`~ffacc.sim.iss.ISS`).
 """
 
-import base64
-import io
-import pickle
-
 import numpy as np
 
-from ffacc.compiler.ir import (AvgPool, Concat, Graph, HostFloat, HostQuant, MaxPool, QTensor,
-                               run_op)
+from ffacc.compiler.ir import Graph, QTensor, op_from_dict, run_op
 from ffacc.firmware.image import Image, ImageError
 
-__all__ = ["host_exec", "run_image", "config_of", "write_inputs", "read_outputs", "EngineError"]
+__all__ = ["host_exec", "host_op", "check_segments", "run_image", "config_of", "write_inputs",
+           "read_outputs", "EngineError", "InputError", "model_inputs", "model_outputs"]
 
 
 class EngineError(RuntimeError):
     """The accelerator stopped with an error while running an image."""
 
 
-def _arr(b64):
-    return np.load(io.BytesIO(base64.b64decode(b64)), allow_pickle=False)
-
-
 def _qt(d):
-    return QTensor(d["name"], tuple(d["shape"]), d["dtype"], d["scale"], d["zero_point"])
+    return QTensor(d["name"], tuple(d["shape"]), d["dtype"], d["scale"], d["zero_point"],
+                   d.get("model_dtype"))
 
 
 def _read_tensor(mem, d):
@@ -41,43 +34,110 @@ def _write_tensor(mem, d, value):
     mem.write(d["addr"], np.asarray(value).astype(t.np_dtype).tobytes())
 
 
-def host_exec(seg, mem):
-    """Execute one host segment against ``mem`` (anything with ``read``/``write``)."""
+_SEGMENT_FIELDS = ("op", "name", "inputs", "outputs", "attrs")
+_TENSOR_FIELDS = {"name": str, "addr": int, "dtype": str, "shape": list, "scale": (int, float),
+                  "zero_point": int}
+
+
+def _check_tensor(d, what):
+    if not isinstance(d, dict):
+        raise ImageError(f"{what} is not an object")
+    for k, t in _TENSOR_FIELDS.items():
+        if k not in d:
+            raise ImageError(f"{what}: missing field {k!r}")
+        if not isinstance(d[k], t) or isinstance(d[k], bool):
+            raise ImageError(f"{what}: field {k!r} has the wrong type ({d[k]!r:.40})")
+    if d["addr"] < 0 or not all(type(n) is int and n >= 0 for n in d["shape"]):
+        raise ImageError(f"{what}: negative address or shape {d['shape']!r:.40}")
+    for k in ("dtype", "model_dtype"):
+        if d.get(k) is not None:
+            try:
+                numeric = np.dtype(d[k]).kind in "biuf"
+            except (TypeError, ValueError):
+                numeric = False
+            if not numeric:
+                raise ImageError(f"{what}: {k} {d[k]!r:.40} is not a numeric type")
+
+
+def host_op(seg, index=None):
+    """The operator and one-operator graph of host segment ``seg``, every field checked.
+
+    The operator is rebuilt from data (:func:`ffacc.compiler.ir.op_from_dict`: a class from
+    an allow-list, JSON fields, ``.npy`` arrays); nothing in the image is executed.
+
+    Raises
+    ------
+    ImageError
+        Naming the segment (``index`` in the image's segment table, and its name): an
+        unknown operator, a missing, unknown or malformed field.
+    """
+    name = seg.get("name") if isinstance(seg, dict) else None
+    where = (f"host segment {index}" if index is not None else "host segment") + \
+        (f" ({name!r:.60})" if isinstance(name, str) else "")
+    try:
+        if not isinstance(seg, dict):
+            raise ImageError("not an object")
+        missing = [k for k in _SEGMENT_FIELDS if k not in seg]
+        if missing:
+            raise ImageError(f"missing field(s) {', '.join(map(repr, missing))}")
+        for role in ("inputs", "outputs"):
+            if not isinstance(seg[role], list):
+                raise ImageError(f"{role} is not a list of tensors")
+            for j, d in enumerate(seg[role]):
+                _check_tensor(d, f"{role}[{j}]")
+        op = op_from_dict({"op": seg["op"], "name": seg["name"],
+                           "inputs": [d["name"] for d in seg["inputs"]],
+                           "outputs": [d["name"] for d in seg["outputs"]],
+                           "attrs": seg["attrs"]})
+    except ImageError as e:
+        raise ImageError(f"{where}: {e}") from None
     tensors = {d["name"]: _qt(d) for d in seg["inputs"] + seg["outputs"]}
-    vals = {d["name"]: _read_tensor(mem, d).astype(np.int64 if tensors[d["name"]].quantized
+    return op, Graph("host", tensors, [op], op.inputs, op.outputs)
+
+
+def check_segments(image):
+    """Check ``image``'s segment table before anything runs: every segment is accelerator code
+    with an entry address or a host operator :func:`host_op` accepts; :class:`ImageError`
+    naming the segment otherwise."""
+    segs = image.meta.get("segments", [{"kind": "accel", "entry": image.entry}])
+    if not isinstance(segs, list):
+        raise ImageError("image segment table (META segments) is not a list")
+    for i, seg in enumerate(segs):
+        kind = seg.get("kind") if isinstance(seg, dict) else None
+        if kind == "host":
+            host_op(seg, i)
+        elif kind != "accel":
+            raise ImageError(f"segment {i}: unknown kind {kind!r:.40} (accel or host)")
+        elif type(seg.get("entry")) is not int:
+            raise ImageError(f"segment {i} (accel): no entry address")
+
+
+def host_exec(seg, mem):
+    """Execute one host segment against ``mem`` (anything with ``read``/``write``); a
+    malformed segment raises :class:`ImageError` (:func:`host_op`) before anything runs."""
+    op, g = host_op(seg)
+    vals = {d["name"]: _read_tensor(mem, d).astype(np.int64 if g.tensors[d["name"]].quantized
                                                     else np.float32) for d in seg["inputs"]}
-    ins = [d["name"] for d in seg["inputs"]]
-    outs = [d["name"] for d in seg["outputs"]]
-    a = seg.get("attrs", {})
-    kind = seg["op"]
-    if kind == "MaxPool":
-        op = MaxPool(seg["name"], ins, outs, tuple(a["kernel"]), tuple(a["strides"]),
-                     tuple(a["pads"]))
-    elif kind == "AvgPool":
-        op = AvgPool(seg["name"], ins, outs, tuple(a["kernel"]) if a["kernel"] else None,
-                     tuple(a["strides"]) if a["strides"] else None, tuple(a["pads"]),
-                     a["count_include_pad"])
-    elif kind == "Concat":
-        op = Concat(seg["name"], ins, outs, a["axis"])
-    elif kind in ("HostFloat", "HostQuant"):
-        cls = HostFloat if kind == "HostFloat" else HostQuant
-        op = cls(seg["name"], ins, outs, base64.b64decode(a["node"]), a["op_type"],
-                 {k: _arr(v) for k, v in a["initializers"].items()})
-    else:
-        op = pickle.loads(base64.b64decode(a["ir"]))
-    g = Graph("host", tensors, [op], ins, outs)
     for d, v in zip(seg["outputs"], run_op(op, g, vals)):
         _write_tensor(mem, d, v)
 
 
 def config_of(image):
-    """The accelerator configuration an image was built for (checked against its fingerprint)."""
+    """The accelerator configuration an image was built for (checked against its fingerprint).
+
+    The image's segment table is checked here too (:func:`check_segments`), so a malformed
+    image stops with an :class:`ImageError` before anything runs.
+    """
     from ffacc.hw.config import AcceleratorConfig
     if "config" not in image.meta:
         raise ImageError("image has no configuration record (META)")
-    cfg = AcceleratorConfig.from_dict(image.meta["config"])
+    try:
+        cfg = AcceleratorConfig.from_dict(image.meta["config"])
+    except (TypeError, ValueError) as e:
+        raise ImageError(f"image configuration record (META) is malformed: {e}") from None
     if cfg.fingerprint() != image.fingerprint:
         raise ImageError("image configuration record does not match its fingerprint")
+    check_segments(image)
     return cfg
 
 
@@ -94,6 +154,93 @@ def write_inputs(image, mem, inputs):
             raise ValueError(f"input {t.name!r} has shape {v.shape}, the model expects "
                              f"{tuple(t.shape)}")
         mem.write(t.addr, v.astype(t.dtype).tobytes())
+
+
+class InputError(ValueError):
+    """An input that does not fit the model (the message names the input, what it takes and
+    what was given)."""
+
+
+def _shape_hint(got, want):
+    if len(got) == 4 and len(want) == 4 and got == (want[0], want[2], want[3], want[1]):
+        return ("; this looks like NHWC (channels last), the model takes NCHW: "
+                "x.transpose(0, 3, 1, 2)")
+    if got == want[1:]:
+        return "; add the batch dimension: x[None]"
+    if len(got) == len(want) and got[1:] == want[1:]:
+        return (f"; the image was compiled for a batch of {want[0]}: run the {got[0]} samples "
+                f"one at a time")
+    return ""
+
+
+def model_inputs(image, x):
+    """The model's inputs as the accelerator stores them: ``{tensor name: integer array}``.
+
+    ``x`` is one array (single-input models) or a dict keyed by the ONNX input names. Float
+    arrays are quantized with the model's own input quantization (where the model takes
+    floats); integer arrays must have the model's integer type. The shape must be the
+    model's: nothing is reshaped or transposed. Anything else raises :class:`InputError`.
+    """
+    from ffacc.compiler.ir import quantize
+    from ffacc.compiler.retype import to_storage
+
+    descs = [t for t in image.tensors if t.role == "input"]
+    names = [t.model_name or t.name for t in descs]
+    if not isinstance(x, dict):
+        if len(descs) != 1:
+            raise InputError(f"the model has {len(descs)} inputs ({', '.join(names)}); give "
+                             f"them by name")
+        x = {names[0]: x}
+    unknown = sorted(set(x) - set(names) - {t.name for t in descs})
+    if unknown:
+        raise InputError(f"unknown input {unknown[0]!r}; the model's inputs are "
+                         f"{', '.join(names)}")
+    out = {}
+    for t, name in zip(descs, names):
+        v = x.get(name, x.get(t.name))
+        if v is None:
+            raise InputError(f"missing input {name!r}")
+        v = np.asarray(v)
+        want, got = tuple(t.shape), tuple(v.shape)
+        if got != want:
+            raise InputError(f"input {name!r} has shape {got}, the model takes {want}"
+                             + _shape_hint(got, want))
+        qtype = t.model_dtype or t.dtype
+        if v.dtype.kind == "f":
+            if not t.model_float:
+                raise InputError(f"input {name!r} takes {qtype} integers, not {v.dtype}")
+            if not np.all(np.isfinite(v)):
+                raise InputError(f"input {name!r} has values that are not finite (NaN or inf)")
+            out[t.name] = quantize(v, _qt(t.__dict__))
+        elif v.dtype.kind in "iu" and v.dtype == np.dtype(qtype):
+            out[t.name] = to_storage(v, qtype, t.dtype).astype(t.dtype)
+        else:
+            zp = t.zero_point - int(to_storage(0, qtype, t.dtype))    # the model's
+            takes = (f"float32 values (quantized with scale {t.scale:g}, zero point {zp}) or "
+                     f"{qtype} integers" if t.model_float else f"{qtype} integers")
+            raise InputError(f"input {name!r} is {v.dtype}; the model takes {takes}")
+    return out
+
+
+def model_outputs(image, outs, raw=False):
+    """The accelerator's outputs as the ONNX model gives them: ``{ONNX output name: array}``,
+    dequantized to float32 where the model's output is float (integers with ``raw``), else
+    in the model's integer type."""
+    from ffacc.compiler.retype import to_model
+
+    res = {}
+    for t in image.tensors:
+        if t.role != "output":
+            continue
+        v = np.asarray(outs[t.name])
+        if t.dtype in ("uint8", "int8"):
+            if t.model_float and not raw:
+                v = (v.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale)
+            else:
+                qtype = t.model_dtype or t.dtype
+                v = to_model(v, qtype, t.dtype).astype(qtype)
+        res[t.model_name or t.name] = v
+    return res
 
 
 def read_outputs(image, mem):

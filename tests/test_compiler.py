@@ -207,3 +207,19 @@ def test_timing_only_iss_matches_full_run(model_dir):
     _, full = run_image(c.image, x)
     _, timing = run_image(c.image, x, timing_only=True)
     assert full["cycles"] == timing["cycles"] > 0
+
+
+def test_a_host_conv_keeps_its_max_pool(tmp_path):
+    """A conv the accelerator refuses (dilated) runs on the host; its 2x2 max-pool must then
+    run too, not be fused into a conv that has no fused form on the host."""
+    b = Builder((1, 2, 8, 8), seed=9, name="dilated_pool")
+    y = b.conv("x", 4, 3, pads=(2, 2, 2, 2))
+    b.nodes[-1].attribute.append(helper.make_attribute("dilations", [2, 2]))
+    b.shape[y] = (1, 4, 8, 8)
+    y = b.pool("MaxPool", b.relu(y), 2)
+    path = quantize_model(b.model(b.relu(b.conv(y, 3, 3))), tmp_path / "dp.onnx")
+    g, c, _ = compile_model(path, TINY)
+    assert [(li["op"], li["where"]) for li in c.layers] == [
+        ("Conv", "host"), ("MaxPool", "host"), ("Conv", "accel")]
+    res = verify_model(path, TINY)
+    assert res["bit_exact"] and res["ok"]
