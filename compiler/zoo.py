@@ -106,28 +106,16 @@ class Builder:
 
 def quantize_model(model, path, fmt="qdq", per_channel=True, calib=None, seed=0, samples=8):
     """Quantize a float model with onnxruntime ``quantize_static`` (uint8 acts, int8 weights)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from .quantize import quantize_static_with
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     name = model.graph.input[0].name
     rng = np.random.default_rng(seed)
     data = calib if calib is not None else [rng.uniform(0, 1, shape).astype(np.float32)
                                             for _ in range(samples)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: d} for d in data])
-
-        def get_next(self):
-            return next(self.it, None)
-
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "float.onnx")
         onnx.save(model, src)
-        quantize_static(src, str(path), Reader(),
-                        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
+        quantize_static_with(src, path, [{name: d} for d in data], fmt, per_channel, "uint8")
     return path
 
 
@@ -169,3 +157,68 @@ def vgg16(size=224, classes=1000, seed=0, fc=(4096, 4096)):
     for f in fc:
         x = b.relu(b.fc(x, f))
     return b.model(b.fc(x, classes))
+
+
+def torch_export_cnn(seed=0, size=32, classes=10):
+    """A float CNN in the form ``torch.onnx.export`` (TorchScript exporter, eval mode) writes
+    for conv-BN-ReLU -> max-pool -> conv(stride 2)-BN-ReLU -> ``x.view(x.size(0), -1)`` ->
+    Linear: BatchNormalization already folded into the convolutions, node names such as
+    ``/c1/Conv``, a dynamic batch dimension ``N`` on the input and output, and the flatten
+    as ``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``. Input ``input``, output
+    ``logits``."""
+    rng = np.random.default_rng(seed)
+    f32 = lambda a: numpy_helper.from_array(np.asarray(a, dtype=np.float32))  # noqa: E731
+    inits, nodes = [], []
+
+    def init(name, arr):
+        t = f32(arr) if np.asarray(arr).dtype.kind == "f" else numpy_helper.from_array(
+            np.asarray(arr))
+        t.name = name
+        inits.append(t)
+        return name
+
+    def conv(x, name, cin, cout, stride):
+        w = init(f"{name}.weight", rng.normal(0, 1 / np.sqrt(cin * 9), (cout, cin, 3, 3)))
+        b = init(f"{name}.bias", rng.normal(0, 0.1, cout))
+        y = f"/{name}/Conv_output_0"
+        nodes.append(helper.make_node("Conv", [x, w, b], [y], name=f"/{name}/Conv",
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                      strides=[stride, stride], dilations=[1, 1], group=1))
+        r = f"/Relu{'_1' if name == 'c2' else ''}_output_0"
+        nodes.append(helper.make_node("Relu", [y], [r], name=r[:-9]))
+        return r
+
+    x = conv("input", "c1", 3, 8, 1)
+    nodes.append(helper.make_node("MaxPool", [x], ["/MaxPool_output_0"], name="/MaxPool",
+                                  kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0],
+                                  ceil_mode=0))
+    x = conv("/MaxPool_output_0", "c2", 8, 16, 2)
+    side = size // 4
+    nodes += [
+        helper.make_node("Shape", [x], ["/Shape_output_0"], name="/Shape"),
+        helper.make_node("Constant", [], ["/Constant_output_0"], name="/Constant",
+                         value=numpy_helper.from_array(np.array(0, dtype=np.int64))),
+        helper.make_node("Gather", ["/Shape_output_0", "/Constant_output_0"],
+                         ["/Gather_output_0"], name="/Gather", axis=0),
+        helper.make_node("Constant", [], ["/Constant_1_output_0"], name="/Constant_1",
+                         value=numpy_helper.from_array(np.array([0], dtype=np.int64))),
+        helper.make_node("Unsqueeze", ["/Gather_output_0", "/Constant_1_output_0"],
+                         ["/Unsqueeze_output_0"], name="/Unsqueeze"),
+        helper.make_node("Constant", [], ["/Constant_2_output_0"], name="/Constant_2",
+                         value=numpy_helper.from_array(np.array([-1], dtype=np.int64))),
+        helper.make_node("Concat", ["/Unsqueeze_output_0", "/Constant_2_output_0"],
+                         ["/Concat_output_0"], name="/Concat", axis=0),
+        helper.make_node("Reshape", [x, "/Concat_output_0"], ["/Reshape_output_0"],
+                         name="/Reshape"),
+    ]
+    K = 16 * side * side
+    w = init("fc.weight", rng.normal(0, 1 / np.sqrt(K), (classes, K)))
+    b = init("fc.bias", rng.normal(0, 0.1, classes))
+    nodes.append(helper.make_node("Gemm", ["/Reshape_output_0", w, b], ["logits"],
+                                  name="/fc/Gemm", alpha=1.0, beta=1.0, transB=1))
+    g = helper.make_graph(
+        nodes, "main_graph",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
+                             producer_name="pytorch")

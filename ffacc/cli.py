@@ -246,9 +246,10 @@ def cmd_demo(args):
 # --- compiler commands -------------------------------------------------------------------
 def _compile_errors():
     from ffacc.compiler.driver import CompileError, ImportError_
+    from ffacc.compiler.quantize import QuantizeError
     from ffacc.firmware.image import ImageError
-    from ffacc.sim.runner import EngineError
-    return (CompileError, ImportError_, ImageError, EngineError)
+    from ffacc.sim.runner import EngineError, InputError
+    return (CompileError, ImportError_, ImageError, EngineError, InputError, QuantizeError)
 
 
 def _board_errors():
@@ -257,85 +258,160 @@ def _board_errors():
     return (BuildError, LinkError)
 
 
+def _board(name):
+    from ffacc.boards.build import BOARDS
+    if name not in BOARDS:
+        raise CLIError(f"--board {name}: unknown board; choose from {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def _check_board_fit(image, board, source):
+    """Refuse (before anything is written or sent) an image the board's SoC memory cannot hold.
+    The configuration is checked against the board's own ID when it runs (a board may be
+    built with any --config)."""
+    if image.mem_size > board.mem_bytes:
+        raise CLIError(f"{source} needs {image.mem_size:,} bytes of memory; the {board.name} "
+                       f"SoC has {board.mem_bytes:,} ({board.mem_bytes // 1024} KiB): use a "
+                       f"smaller input or model")
+
+
+def _memory_lines(image):
+    from ffacc.api import board_fit
+    fit = board_fit(image)
+    boards = "; ".join(f"{r['board']} SoC {r['memory_bytes'] // 1024} KiB: "
+                       f"{'fits' if r['fits'] else 'does NOT fit'}" for r in fit)
+    return (f"memory: {image.mem_size:,} bytes ({image.mem_size / 1024:.1f} KiB)"
+            + (f"; {boards}" if boards else "; no board SoC has this configuration")), fit
+
+
+def cmd_quantize(args):
+    from ffacc.compiler.quantize import quantize_onnx
+
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model}: no such model file")
+    calib = _load_array(args.calib, "--calib")
+    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    info = quantize_onnx(args.model, args.output, calib, fmt=args.format,
+                         activations=args.activations, per_channel=not args.per_tensor,
+                         progress=say)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"wrote {info['output']}: {info['format'].upper()}, {info['activations']} "
+              f"activations, int8 weights ({'per channel' if info['per_channel'] else 'per tensor'}"
+              f"), calibrated on {info['samples']} samples")
+    return 0
+
+
 def cmd_compile(args):
     from ffacc.compiler.driver import compile_model
 
-    cfg = load_accel_config(args.config)
+    board = _board(args.board) if args.board else None
+    cfg = load_accel_config(args.config or (board.config if board else None))
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model}: no such model file")
-    g, c, secs = compile_model(args.model, cfg)
+    g, c, secs = compile_model(args.model, cfg, batch=args.batch)
+    if board:
+        _check_board_fit(c.image, board, f"{args.model} compiled for --config "
+                                          f"{args.config or board.config}")
     raw = c.image.to_bytes()
     out = _write_atomic(args.output, raw, "model.ffw")
+    mem_line, fit = _memory_lines(c.image)
     info = {"output": str(out), "image_bytes": len(raw), "compile_seconds": round(secs, 3),
-            "fingerprint": f"0x{cfg.fingerprint():08x}",
-            "layers": len(c.layers), "accelerator_layers": sum(l["where"] == "accel"
-                                                               for l in c.layers),
-            "host_ops": c.host_ops,
+            "fingerprint": f"0x{cfg.fingerprint():08x}", "memory_bytes": c.image.mem_size,
+            "boards": fit, "layers": len(c.layers),
+            "accelerator_layers": sum(l["where"] == "accel" for l in c.layers),
+            "host_ops": c.host_ops, "notes": c.image.meta.get("notes", []),
             "segments": len(c.image.meta["segments"])}
     if args.json:
         print(json.dumps(info))
     else:
-        print(f"wrote {out}: {len(raw)} bytes, {info['accelerator_layers']} of {info['layers']} "
-              f"layers on the accelerator, {len(c.host_ops)} on the host, compiled in "
-              f"{secs:.2f} s")
+        print(f"wrote {out}: {len(raw):,} bytes, {info['accelerator_layers']} of "
+              f"{info['layers']} operators on the accelerator, {len(c.host_ops)} on the host, "
+              f"compiled in {secs:.2f} s")
+        print(mem_line)
+        for n in info["notes"]:
+            print(f"note: {n}")
         for h in c.host_ops:
             print(f"  host: {h['name']} ({h['op']}): {h['reason']}")
     return 0
 
 
-def _load_input(path, image):
+def _load_array(path, what):
     import numpy as np
-    from ffacc.compiler.driver import quantize_input
     if not Path(path).is_file():
-        raise CLIError(f"--input {path}: no such file")
+        raise CLIError(f"{what} {path}: no such file")
     try:
-        x = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        raise CLIError(f"--input {path}: not a .npy array ({e})") from e
-    return quantize_input(image, x)
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise CLIError(f"{what} {path}: not a .npy or .npz array file ({e})") from e
+    if hasattr(data, "files"):                     # .npz: arrays by name
+        with data:
+            return {k: data[k] for k in data.files}
+    return data
 
 
 def cmd_run(args):
+    import io
+
     import numpy as np
     from ffacc.firmware.image import Image
-    from ffacc.sim.runner import config_of, run_image
+    from ffacc.sim.runner import config_of, model_inputs, model_outputs, run_image
 
     image = Image.load(args.image)
-    cfg = config_of(image)
+    config_of(image)
     if args.config:
         want = load_accel_config(args.config)
         if want.fingerprint() != image.fingerprint:
             raise CLIError(f"{args.image} was built for configuration 0x{image.fingerprint:08x},"
                            f" --config {args.config} is 0x{want.fingerprint():08x}")
-    x = _load_input(args.input, image)
-    if args.board:
+    outs_desc = [t for t in image.tensors if t.role == "output"]
+    out = Path(args.output)
+    if out.suffix not in (".npz", ".npy"):
+        raise CLIError(f"-o {out}: give a .npz file (every output by its ONNX name) or, for a "
+                       f"model with one output, .npy")
+    if out.suffix == ".npy" and len(outs_desc) > 1:
+        raise CLIError(f"-o {out}: the model has {len(outs_desc)} outputs ("
+                       f"{', '.join(t.model_name or t.name for t in outs_desc)}); write them "
+                       f"all with -o {out.with_suffix('.npz')}")
+    board = _board(args.board) if args.board else None
+    if board:
+        _check_board_fit(image, board, args.image)
+    x = model_inputs(image, _load_array(args.input, "--input"))
+    if board:
         outs, st = _run_on_board(args, image, x)
     else:
         outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator)
-    out_desc = [t for t in image.tensors if t.role == "output"][0]
-    y = outs[out_desc.name]
-    if not args.raw and out_desc.dtype in ("uint8", "int8"):
-        y = (y.astype(np.float32) - out_desc.zero_point) * np.float32(out_desc.scale)
-    np.save(args.output, y)
+    ys = model_outputs(image, outs, raw=args.raw)
+    buf = io.BytesIO()
+    if out.suffix == ".npz":
+        np.savez(buf, **ys)
+    else:
+        np.save(buf, next(iter(ys.values())), allow_pickle=False)
+    _write_atomic(out, buf.getvalue(), f"y{out.suffix}")
     stats = {"engine": f"board:{args.board}" if args.board else args.engine,
-             "cycles": int(st.get("cycles", 0)),
-             "output": args.output, "shape": list(y.shape)}
+             "cycles": int(st.get("cycles", 0)), "output": str(out),
+             "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                         for k, v in ys.items()}}
+    cfg = config_of(image)
+    stats["microseconds_at_clock"] = round(stats["cycles"] / cfg.target_mhz, 1)
     for k in ("busy", "stall", "mult_slots", "instructions"):
         if k in st:
             stats[k] = int(st[k])
     if args.stats:
         Path(args.stats).write_text(json.dumps(stats, indent=1))
-    print(json.dumps(stats) if args.json else
-          f"wrote {args.output} {tuple(y.shape)}: {stats['cycles']} cycles on {stats['engine']}")
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in ys.items())
+        print(f"wrote {out} ({shapes}): {stats['cycles']:,} cycles on {stats['engine']} "
+              f"({stats['microseconds_at_clock']:,} µs at {cfg.target_mhz} MHz)")
     return 0
 
 
 def _run_on_board(args, image, x):
-    from ffacc.boards.build import BOARDS
     from ffacc.boards.host import SerialLink, run_firmware, run_serial
 
-    if args.board not in BOARDS:
-        raise CLIError(f"--board {args.board}: unknown board; choose from {', '.join(BOARDS)}")
     if not args.port:
         raise CLIError("--board needs --port (the board's serial port, e.g. /dev/ttyUSB0)")
     link = SerialLink(args.port, args.baud)
@@ -353,11 +429,9 @@ def _run_on_board(args, image, x):
 
 # --- board builds ------------------------------------------------------------------------
 def cmd_build(args):
-    from ffacc.boards.build import BOARDS, build
+    from ffacc.boards.build import build
 
-    if args.board not in BOARDS:
-        raise CLIError(f"--board {args.board}: unknown board; choose from {', '.join(BOARDS)}")
-    cfg = load_accel_config(args.config or BOARDS[args.board].config)
+    cfg = load_accel_config(args.config or _board(args.board).config)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     out = args.out or f"build/{args.board}"
     rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run)
@@ -379,47 +453,101 @@ def cmd_build(args):
 
 
 def cmd_verify(args):
-    import numpy as np
     from ffacc.compiler.driver import verify_model
 
     cfg = load_accel_config(args.config)
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model}: no such model file")
-    x = None
-    if args.input:
-        if not Path(args.input).is_file():
-            raise CLIError(f"--input {args.input}: no such file")
-        x = np.load(args.input, allow_pickle=False)
-    res = verify_model(args.model, cfg, engine=args.engine, x=x, simulator=args.simulator)
+    x = _load_array(args.input, "--input") if args.input else None
+    res = verify_model(args.model, cfg, engine=args.engine, x=x, simulator=args.simulator,
+                       batch=args.batch)
     if args.json:
         print(json.dumps(res))
     else:
         print(f"{args.model} on {args.engine}: bit-exact vs golden: {res['bit_exact']}; vs "
               f"onnxruntime: max {res['max_lsb_vs_onnxruntime']} LSB on "
-              f"{res['mismatch_fraction_vs_onnxruntime']:.4%} of outputs; {res['cycles']} cycles;"
-              f" host ops: {', '.join(h['op'] for h in res['host_ops']) or 'none'}")
+              f"{res['mismatch_fraction_vs_onnxruntime']:.4%} of outputs; {res['cycles']:,} "
+              f"cycles; host ops: {', '.join(h['op'] for h in res['host_ops']) or 'none'}")
+        for n in res["notes"]:
+            print(f"note: {n}")
     return 0 if res["ok"] else 1
+
+
+def _pct(v):
+    return f"{100 * v:.1f}%" if v is not None else "-"
 
 
 def cmd_report(args):
     from ffacc.compiler.driver import layer_report
     from ffacc.firmware.image import Image
 
-    rows, tot = layer_report(Image.load(args.image))
+    image = Image.load(args.image)
+    rows, tot = layer_report(image)
+    mem_line, fit = _memory_lines(image)
+    tot["boards"] = fit
     if args.json:
         print(json.dumps({"layers": rows, "totals": tot}))
         return 0
-    print(_table(["layer", "op", "in", "out", "k", "MACs", "instr", "cycles", "ideal", "util",
-                  "weights B", "act B", "where"],
-                 [[r["name"][:24], r["op"], "x".join(map(str, r["in_shape"])),
+    print(_table(["layer", "op", "in", "out", "k", "MACs", "cycles", "µs", "ideal", "util",
+                  "weight B", "act B", "where"],
+                 [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
-                   "x".join(map(str, r["kernel"])) if r.get("kernel") else "-", r["macs"],
-                   r["instructions"], r["cycles"], r["ideal_cycles"], r["utilization"],
-                   r["weight_bytes"], r["act_bytes"], r["where"]] for r in rows]))
-    print(f"total: {tot['macs']} MACs, {tot['cycles']} cycles (ideal {tot['ideal_cycles']}, "
-          f"utilization {tot['utilization']:.1%}), {tot['instructions']} instructions, "
-          f"{tot['weight_bytes']} weight bytes, image {tot['image_bytes']} bytes, "
-          f"{tot['host_layers']} host layers")
+                   "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
+                   f"{r['macs']:,}", f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
+                   f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
+                   else "-", f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",
+                   r["where"] if r["where"] == "accel" else f"host: {r.get('reason')}"]
+                  for r in rows]))
+    print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
+          f"{tot['microseconds']:,.1f} µs per image at {tot['clock_mhz']} MHz "
+          f"({tot['images_per_second']:,.0f} images/s; ideal {tot['ideal_cycles']:,} cycles, "
+          f"utilization {_pct(tot['utilization'])}), {tot['instructions']:,} instructions, "
+          f"{tot['host_layers']} operators on the host (not timed)")
+    m = tot["memory"]
+    print(f"{mem_line}\n  activations {m['activations']:,} B, weights and parameters "
+          f"{m['weights']:,} B, code {m['code']:,} B; image file {tot['image_bytes']:,} B")
+    return 0
+
+
+# --- csr ---------------------------------------------------------------------------------
+def cmd_csr(args):
+    from ffacc.firmware import csr
+    from ffacc.firmware.isa import Err
+
+    cfg = load_accel_config(args.config) if args.config else None
+    if args.header:
+        text, what = csr.c_header(cfg), "C header"
+    elif args.markdown:
+        text, what = csr.markdown_table(), "Markdown table"
+    elif args.json:
+        res = {"registers": csr.csr_table(), "ctrl_start": csr.CTRL_START,
+               "info_version": csr.INFO_VERSION,
+               "errors": [{"name": e.name, "code": int(e)} for e in Err]}
+        if cfg is not None:
+            res["config"] = csr.config_values(cfg)
+        text, what = json.dumps(res) + "\n", "JSON"
+    else:
+        table = csr.csr_table()
+        parts = [_table(["offset", "register", "access", "description"],
+                        [[f"0x{r['offset']:02X}", r["name"], r["access"], r["description"]]
+                         for r in table])]
+        for r in table:
+            if r["fields"]:
+                parts.append(f"{r['name']}:\n" + _table(
+                    ["shift", "mask", "field", "description"],
+                    [[f["shift"], f"0x{f['mask']:X}", f["name"], f["description"]]
+                     for f in r["fields"]]))
+        parts.append("ERROR codes: " + ", ".join(f"{int(e)} {e.name}" for e in Err))
+        if cfg is not None:
+            parts.append("this configuration: " + ", ".join(
+                f"{k} 0x{v:X}" if k in ("ID", "INFO") else f"{k} {v}"
+                for k, v in csr.config_values(cfg).items()))
+        text, what = "\n\n".join(parts) + "\n", "register table"
+    if args.output:
+        out = _write_atomic(args.output, text, "ffacc_csr.h" if args.header else "csr.md")
+        print(f"wrote {out}: {what}", file=sys.stderr if args.json else sys.stdout)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -464,7 +592,9 @@ def cmd_bench(args):
 def build_parser():
     from ffacc.hw.config import ACCEL_PRESETS
     presets = f"accelerator preset ({', '.join(ACCEL_PRESETS)}; default {DEFAULT_ACCEL})"
+    from ffacc import __version__
     p = argparse.ArgumentParser(prog="ffacc", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"ffacc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def config_arg(sp):
@@ -497,18 +627,42 @@ def build_parser():
         sp.add_argument("--config", metavar="PRESET|FILE.toml",
                         help=f"{presets} or TOML file")
 
+    def batch_arg(sp):
+        sp.add_argument("--batch", type=int, default=1,
+                        help="the batch size a dynamic batch dimension is pinned to (default 1)")
+
+    sp = sub.add_parser("quantize", help="float ONNX model -> quantized ONNX model (onnxruntime "
+                                         "preprocess + quantize_static with ffacc's recipe)")
+    sp.add_argument("model", metavar="MODEL.onnx")
+    sp.add_argument("-o", "--output", required=True, metavar="OUT_int8.onnx")
+    sp.add_argument("--calib", required=True, metavar="CALIB.npy|.npz",
+                    help="calibration inputs: an array of samples stacked on the batch axis "
+                         "(N, C, H, W), or a .npz of such arrays by input name")
+    sp.add_argument("--format", choices=["qdq", "qoperator"], default="qdq")
+    sp.add_argument("--activations", choices=["uint8", "int8"], default="uint8")
+    sp.add_argument("--per-tensor", action="store_true",
+                    help="one weight scale per tensor (default: per output channel)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_quantize)
+
     sp = sub.add_parser("compile", help="quantized ONNX model -> firmware image (.ffw)")
     sp.add_argument("model", metavar="MODEL.onnx")
     sp.add_argument("-o", "--output", required=True, metavar="OUT.ffw")
     accel_config(sp)
+    sp.add_argument("--board", help="refuse an image that the board's SoC cannot run "
+                                    "(ulx3s-85f, icebreaker, arty-a7-35); its preset is the "
+                                    "default --config")
+    batch_arg(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_compile)
 
-    sp = sub.add_parser("run", help="run a firmware image on the ISS or the RTL")
+    sp = sub.add_parser("run", help="run a firmware image on the ISS, the RTL or a board")
     sp.add_argument("image", metavar="OUT.ffw")
-    sp.add_argument("--input", required=True, metavar="X.npy",
-                    help="float input (quantized with the model's input scale) or integers")
-    sp.add_argument("-o", "--output", required=True, metavar="Y.npy")
+    sp.add_argument("--input", required=True, metavar="X.npy|X.npz",
+                    help="float input (quantized with the model's input quantization) or the "
+                         "model's integers; .npz: the inputs by ONNX name")
+    sp.add_argument("-o", "--output", required=True, metavar="Y.npz|Y.npy",
+                    help=".npz: every output by ONNX name; .npy: a model's only output")
     sp.add_argument("--engine", choices=["iss", "rtl"], default="iss")
     sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     sp.add_argument("--stats", metavar="STATS.json")
@@ -526,7 +680,8 @@ def build_parser():
     accel_config(sp)
     sp.add_argument("--engine", choices=["iss", "rtl"], default="iss")
     sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
-    sp.add_argument("--input", metavar="X.npy")
+    sp.add_argument("--input", metavar="X.npy|X.npz")
+    batch_arg(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_verify)
 
@@ -553,6 +708,16 @@ def build_parser():
     sp.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("csr", help="the control registers: table, Markdown, JSON or C header")
+    what = sp.add_mutually_exclusive_group()
+    what.add_argument("--header", action="store_true", help="the C header ffacc_csr.h")
+    what.add_argument("--markdown", action="store_true", help="the tables in Markdown")
+    what.add_argument("--json", action="store_true")
+    sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                    help=f"{presets} or TOML file: adds its ID, INFO and sizes")
+    sp.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    sp.set_defaults(func=cmd_csr)
 
     sp = sub.add_parser("build", help="SoC bitstream for a board (YoWASP) with Fmax and "
                                       "resource report; Verilog + constraints for Vivado boards")

@@ -200,7 +200,7 @@ ACCEL_PRESETS = {
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
                                target_mhz=50),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
-    # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (128
+    # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (192 x 16 bits: still one
     # EBR) so the bundled digits model compiles (8 sets could not hold conv1's)
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
