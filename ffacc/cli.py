@@ -359,7 +359,7 @@ def cmd_run(args):
     from ffacc.sim.runner import config_of, model_inputs, model_outputs, run_image
 
     image = Image.load(args.image)
-    config_of(image)
+    cfg = config_of(image)              # also checks every segment before anything runs
     if args.config:
         want = load_accel_config(args.config)
         if want.fingerprint() != image.fingerprint:
@@ -393,7 +393,6 @@ def cmd_run(args):
              "cycles": int(st.get("cycles", 0)), "output": str(out),
              "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
                          for k, v in ys.items()}}
-    cfg = config_of(image)
     stats["microseconds_at_clock"] = round(stats["cycles"] / cfg.target_mhz, 1)
     for k in ("busy", "stall", "mult_slots", "instructions"):
         if k in st:
