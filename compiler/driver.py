@@ -40,8 +40,7 @@ def _ort_outputs(model, g, xq):
     if qin in g.float_inputs:
         feed = {g.float_inputs[qin]: dequantize(xq, t_in)}
     else:
-        mt = t_in.model_dtype or t_in.dtype
-        feed = {qin: to_model(xq, mt, t_in.dtype).astype(mt)}
+        feed = {qin: to_model(xq, t_in).astype(t_in.model_type)}
     res = sess.run([g.float_outputs.get(q, q) for q in g.outputs], feed)
     out = {}
     for q, r in zip(g.outputs, res):
@@ -51,7 +50,7 @@ def _ort_outputs(model, g, xq):
         elif g.float_outputs.get(q, q) != q:       # the model dequantizes: quantize it back
             out[q] = np.rint(np.asarray(r, dtype=np.float64) / t.scale) + t.zero_point
         else:
-            out[q] = to_storage(r, t.model_dtype or t.dtype, t.dtype)
+            out[q] = to_storage(r, t)
     return out
 
 
@@ -69,7 +68,6 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
     (float or the model's integers) or a random input drawn with ``seed``."""
     from ffacc.sim.runner import model_inputs, run_image
 
-    path = model
     qin = g.inputs[0]
     t_in = g.tensors[qin]
     if x is None:
@@ -80,7 +78,7 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
         xq = model_inputs(c.image, x)[qin]
     ref = reference_run(g, {qin: xq})
     outs, st = run_image(c.image, {qin: xq}, engine=engine, simulator=simulator)
-    ortq = _ort_outputs(path, g, xq)
+    ortq = _ort_outputs(model, g, xq)
     bit_exact = all(np.array_equal(np.asarray(outs[o]).astype(np.float64),
                                    np.asarray(ref[o]).astype(np.float64)) for o in g.outputs)
     max_lsb, mism, total = 0.0, 0, 0
@@ -92,7 +90,7 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
             total += d.size
         else:
             max_lsb = max(max_lsb, float(d.max() / max(1e-12, np.abs(ortq[o]).max()) > 1e-3))
-    return {"model": str(path) if not hasattr(path, "SerializeToString") else g.name,
+    return {"model": str(model) if not hasattr(model, "SerializeToString") else g.name,
             "engine": engine, "bit_exact": bool(bit_exact),
             "max_lsb_vs_onnxruntime": int(max_lsb),
             "mismatch_fraction_vs_onnxruntime": (mism / total) if total else 0.0,
@@ -166,9 +164,8 @@ def memory_use(image):
     """Bytes of accelerator memory by use: ``activations`` (inputs, outputs and the arena
     below the first loaded section), ``weights`` (weights, parameters, data), ``code``, and
     ``total`` (the image's memory size, rounded up to 4 KiB)."""
-    from ffacc.firmware.image import Kind
-    secs = image.sections
-    loaded = [s for s in secs if s.kind in (Kind.CODE, Kind.WEIGHTS, Kind.QPARAMS, Kind.DATA)]
+    from ffacc.firmware.image import LOADED, Kind
+    loaded = [s for s in image.sections if s.kind in LOADED]
     first = min((s.addr for s in loaded), default=image.mem_size)
     return {"activations": first,
             "weights": sum(len(s.data) for s in loaded if s.kind != Kind.CODE),

@@ -37,6 +37,11 @@ class QTensor:
         return int(prod(self.shape)) * self.np_dtype.itemsize
 
     @property
+    def model_type(self):
+        """The ONNX model's type of this tensor (``dtype`` unless it was retyped)."""
+        return self.model_dtype or self.dtype
+
+    @property
     def quantized(self):
         return self.dtype in ("uint8", "int8")
 
@@ -350,12 +355,12 @@ def _run_host_quant(op, g, vals):
         if not n or n in op.initializers:
             continue
         t = g.tensors[n]
-        mt = np.dtype(t.model_dtype or t.dtype)      # onnxruntime runs the model's types
-        feeds[n] = to_model(vals[n], mt.name, t.dtype).astype(mt)
+        mt = np.dtype(t.model_type)                   # onnxruntime runs the model's types
+        feeds[n] = to_model(vals[n], t).astype(mt)
         ins.append(helper.make_tensor_value_info(
             n, helper.np_dtype_to_tensor_dtype(mt), list(t.shape)))
     outs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(
-        np.dtype(g.tensors[n].model_dtype or g.tensors[n].dtype)) if n in g.tensors else 2,
+        np.dtype(g.tensors[n].model_type)) if n in g.tensors else 2,
         None) for n in node.output]
     inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in op.initializers.items()]
     model = helper.make_model(helper.make_graph([node], "host", ins, outs, inits),
@@ -367,7 +372,7 @@ def _run_host_quant(op, g, vals):
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     res = sess.run(None, feeds)
-    return [to_storage(r, g.tensors[n].model_dtype or g.tensors[n].dtype, g.tensors[n].dtype)
+    return [to_storage(r, g.tensors[n])
             if n in g.tensors else r for r, n in zip(res, node.output)]
 
 

@@ -24,16 +24,15 @@ __all__ = ["retype_activations", "to_storage", "to_model", "SHIFT"]
 SHIFT = {("int8", "uint8"): 128, ("uint8", "int8"): -128}
 
 
-def to_storage(values, model_dtype, storage_dtype):
-    """Integer values of a tensor in its model type -> the stored type (same real value)."""
-    v = np.asarray(values).astype(np.int64)
-    return v + SHIFT.get((model_dtype, storage_dtype), 0)
+def to_storage(values, t):
+    """Integer values of tensor ``t`` (a ``QTensor`` or ``TensorDesc``) in its model type ->
+    its stored type ``t.dtype``: the same real values."""
+    return np.asarray(values).astype(np.int64) + SHIFT.get((t.model_type, t.dtype), 0)
 
 
-def to_model(values, model_dtype, storage_dtype):
-    """Stored integer values -> the model's type (inverse of :func:`to_storage`)."""
-    v = np.asarray(values).astype(np.int64)
-    return v - SHIFT.get((model_dtype, storage_dtype), 0)
+def to_model(values, t):
+    """Stored integer values of ``t`` -> its model type (inverse of :func:`to_storage`)."""
+    return np.asarray(values).astype(np.int64) - SHIFT.get((t.model_type, t.dtype), 0)
 
 
 def retype_activations(g, dtype):
@@ -50,7 +49,7 @@ def retype_activations(g, dtype):
     tensors = dict(g.tensors)
     for n, t in moved.items():
         tensors[n] = replace(t, dtype=dtype, zero_point=t.zero_point + SHIFT[(t.dtype, dtype)],
-                             model_dtype=t.model_dtype or t.dtype)
+                             model_dtype=t.model_type)
     ops = []
     for op in g.ops:
         clamp = getattr(op, "clamp", None)

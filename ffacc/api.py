@@ -71,19 +71,19 @@ class Model:
         self.layers = image.meta.get("layers", [])
         self.notes = list(image.meta.get("notes", []))
 
+    def _boundary(self, role):
+        return {t.onnx_name: (tuple(t.shape), "float32" if t.model_float else t.model_type)
+                for t in self.image.tensors if t.role == role}
+
     @property
     def inputs(self):
         """``{ONNX input name: (shape, what it takes)}``."""
-        return {t.model_name or t.name: (tuple(t.shape), "float32" if t.model_float
-                                         else (t.model_dtype or t.dtype))
-                for t in self.image.tensors if t.role == "input"}
+        return self._boundary("input")
 
     @property
     def outputs(self):
         """``{ONNX output name: (shape, what it gives)}``."""
-        return {t.model_name or t.name: (tuple(t.shape), "float32" if t.model_float
-                                         else (t.model_dtype or t.dtype))
-                for t in self.image.tensors if t.role == "output"}
+        return self._boundary("output")
 
     @property
     def memory_bytes(self):

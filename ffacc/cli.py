@@ -76,6 +76,11 @@ def _write_atomic(out, text, hint):
     return out
 
 
+def _progress(as_json):
+    """Where a command's progress lines go: stderr when stdout carries its JSON."""
+    return (lambda *a: print(*a, file=sys.stderr)) if as_json else print
+
+
 def _table(headers, rows):
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
@@ -182,7 +187,7 @@ def selfcheck(cfg, simulator="verilator", kernels=range(1, 13), width=48, quiet=
 
 def cmd_selfcheck(args):
     cfg = load_fcu_config(args.config)
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = _progress(args.json)
     rows = selfcheck(cfg, args.simulator, progress=say)
     return _report_selfcheck(cfg, rows, args.json, args.simulator)
 
@@ -219,7 +224,7 @@ def cmd_demo(args):
     from ffacc.demo import run_demo
 
     cfg = load_accel_config(args.config)
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = _progress(args.json)
     res = run_demo(cfg, images=args.images, out_dir=args.out, simulator=args.simulator,
                    progress=say)
     Path(args.out, "demo.json").write_text(json.dumps(res, indent=1))
@@ -290,7 +295,7 @@ def cmd_quantize(args):
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model}: no such model file")
     calib = _load_array(args.calib, "--calib")
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = _progress(args.json)
     info = quantize_onnx(args.model, args.output, calib, fmt=args.format,
                          activations=args.activations, per_channel=not args.per_tensor,
                          progress=say)
@@ -372,7 +377,7 @@ def cmd_run(args):
                        f"model with one output, .npy")
     if out.suffix == ".npy" and len(outs_desc) > 1:
         raise CLIError(f"-o {out}: the model has {len(outs_desc)} outputs ("
-                       f"{', '.join(t.model_name or t.name for t in outs_desc)}); write them "
+                       f"{', '.join(t.onnx_name for t in outs_desc)}); write them "
                        f"all with -o {out.with_suffix('.npz')}")
     board = _board(args.board) if args.board else None
     if board:
@@ -414,7 +419,7 @@ def _run_on_board(args, image, x):
     if not args.port:
         raise CLIError("--board needs --port (the board's serial port, e.g. /dev/ttyUSB0)")
     link = SerialLink(args.port, args.baud)
-    say = (lambda *a: print(*a, file=sys.stderr))
+    say = _progress(True)
 
     def progress(sent, total):
         if sent == total or sent % 4096 < 256:
@@ -431,7 +436,7 @@ def cmd_build(args):
     from ffacc.boards.build import build
 
     cfg = load_accel_config(args.config or _board(args.board).config)
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = _progress(args.json)
     out = args.out or f"build/{args.board}"
     rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run)
     if args.json:
@@ -555,34 +560,31 @@ def cmd_bench(args):
     from ffacc.bench import run_bench
 
     cfg = load_accel_config(args.config)
-    say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    say = _progress(args.json)
     res = run_bench(cfg, vgg_size=args.vgg_size, simulator=args.simulator, out_dir=args.out,
                     progress=say, chart=not args.no_chart)
     if args.json:
         print(json.dumps(res))
         return 0
     print()
-
-    def pct(v):
-        return f"{100 * v:.1f}%" if v is not None else "-"
     print(_table(["model", "layer", "op", "k", "MACs", "cycles", "ideal", "util", "stall",
                   "source", "ISS vs RTL"],
                  [[l["model"], l["name"][:22], l["op"],
                    "x".join(map(str, l["kernel"])) if l.get("kernel") else "-", l["macs"],
-                   l["cycles"], l["ideal_cycles"], pct(l["utilization"]), l["stall_cycles"],
+                   l["cycles"], l["ideal_cycles"], _pct(l["utilization"]), l["stall_cycles"],
                    l["source"], f"{100 * l['iss_deviation']:+.1f}%"
                    if l.get("iss_deviation") is not None else ""] for l in res["layers"]]))
-    rows = [[name, t["macs"], t["cycles"], t["ideal_cycles"], pct(t["utilization"]),
+    rows = [[name, t["macs"], t["cycles"], t["ideal_cycles"], _pct(t["utilization"]),
              t["stall_cycles"], t["ops_per_multiplier_cycle"]] for name, t in res["models"].items()]
     t = res["totals"]
-    rows.append(["total", t["macs"], t["cycles"], t["ideal_cycles"], pct(t["utilization"]),
+    rows.append(["total", t["macs"], t["cycles"], t["ideal_cycles"], _pct(t["utilization"]),
                  t["stall_cycles"], t["ops_per_multiplier_cycle"]])
     print()
     print(_table(["model", "MACs", "cycles", "ideal", "util", "stall", "ops/mult/cycle"], rows))
     d = res["iss_vs_rtl"]
     print(f"\n{res['multipliers']} multipliers (FFA gain {res['ffa_gain']}); ISS cycle model vs "
-          f"RTL on the digits layers: max |deviation| {pct(d['max_abs_layer_deviation'])}, "
-          f"mean {pct(d['mean_abs_layer_deviation'])}, whole model "
+          f"RTL on the digits layers: max |deviation| {_pct(d['max_abs_layer_deviation'])}, "
+          f"mean {_pct(d['mean_abs_layer_deviation'])}, whole model "
           f"{100 * d['model_deviation']:+.2f}%")
     print(f"JSON: {res['json']}" + (f"\nchart: {res['chart']}" if res.get("chart") else ""))
     return 0

@@ -69,6 +69,16 @@ class TensorDesc:
                                 # QuantizeLinear / DequantizeLinear), not the integers
 
     @property
+    def onnx_name(self):
+        """The ONNX graph's name of this input or output."""
+        return self.model_name or self.name
+
+    @property
+    def model_type(self):
+        """The model's 8-bit type of this tensor (``dtype`` unless it was retyped)."""
+        return self.model_dtype or self.dtype
+
+    @property
     def nbytes(self):
         n = 1
         for d in self.shape:

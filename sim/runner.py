@@ -185,7 +185,7 @@ def model_inputs(image, x):
     from ffacc.compiler.retype import to_storage
 
     descs = [t for t in image.tensors if t.role == "input"]
-    names = [t.model_name or t.name for t in descs]
+    names = [t.onnx_name for t in descs]
     if not isinstance(x, dict):
         if len(descs) != 1:
             raise InputError(f"the model has {len(descs)} inputs ({', '.join(names)}); give "
@@ -205,7 +205,7 @@ def model_inputs(image, x):
         if got != want:
             raise InputError(f"input {name!r} has shape {got}, the model takes {want}"
                              + _shape_hint(got, want))
-        qtype = t.model_dtype or t.dtype
+        qtype = t.model_type
         if v.dtype.kind == "f":
             if not t.model_float:
                 raise InputError(f"input {name!r} takes {qtype} integers, not {v.dtype}")
@@ -213,9 +213,9 @@ def model_inputs(image, x):
                 raise InputError(f"input {name!r} has values that are not finite (NaN or inf)")
             out[t.name] = quantize(v, _qt(t.__dict__))
         elif v.dtype.kind in "iu" and v.dtype == np.dtype(qtype):
-            out[t.name] = to_storage(v, qtype, t.dtype).astype(t.dtype)
+            out[t.name] = to_storage(v, t).astype(t.dtype)
         else:
-            zp = t.zero_point - int(to_storage(0, qtype, t.dtype))    # the model's
+            zp = t.zero_point - int(to_storage(0, t))    # the model's zero point
             takes = (f"float32 values (quantized with scale {t.scale:g}, zero point {zp}) or "
                      f"{qtype} integers" if t.model_float else f"{qtype} integers")
             raise InputError(f"input {name!r} is {v.dtype}; the model takes {takes}")
@@ -226,6 +226,7 @@ def model_outputs(image, outs, raw=False):
     """The accelerator's outputs as the ONNX model gives them: ``{ONNX output name: array}``,
     dequantized to float32 where the model's output is float (integers with ``raw``), else
     in the model's integer type."""
+    from ffacc.compiler.ir import dequantize
     from ffacc.compiler.retype import to_model
 
     res = {}
@@ -235,11 +236,10 @@ def model_outputs(image, outs, raw=False):
         v = np.asarray(outs[t.name])
         if t.dtype in ("uint8", "int8"):
             if t.model_float and not raw:
-                v = (v.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale)
+                v = dequantize(v, _qt(t.__dict__))
             else:
-                qtype = t.model_dtype or t.dtype
-                v = to_model(v, qtype, t.dtype).astype(qtype)
-        res[t.model_name or t.name] = v
+                v = to_model(v, t).astype(t.model_type)
+        res[t.onnx_name] = v
     return res
 
 

@@ -243,6 +243,7 @@ def test_python_api(models, tmp_path):
     with pytest.raises(ValueError, match="not a preset"):
         ffacc.compile(models["qdq_uint8"], config="huge")
     acc = ffacc.Accelerator("tiny")
+    acc._MustUse__silence = True        # not elaborated here (test_integration_docs does)
     assert acc.config == TINY
     from ffacc.hw.accel import Accelerator
     assert isinstance(acc, Accelerator)
