@@ -26,8 +26,10 @@ def programs(cfg):
     for nch, nr, W in ((1, 1, 8), (1, 4, 30), (2, 3, 17)):
         out.append((f"loada {nch}x{nr}x{W}", dict(A_SRC=0x100, A_CH=nch, A_H=nr, A_W=W,
                                                   A_HB0=0, A_NR=nr, LB_PITCH=nr), Op.LOADA))
-    for n in (1, 3):
-        out.append((f"loadw {n}", dict(W_SRC=0x100, W_COUNT=n, W_DST=0), Op.LOADW))
+    for n in (1, 3, 20):
+        for mac in (0, 1):
+            out.append((f"loadw {n}{' mac' if mac else ''}", dict(W_SRC=0x100, W_COUNT=n,
+                                                                  W_DST=0), (Op.LOADW, mac)))
     for n in (1, 8):
         out.append((f"loadq {n}", dict(Q_SRC=0x100, Q_COUNT=n, Q_DST=0), Op.LOADQ))
     for k, nch, ny, wout in ((3, 1, 1, 6), (3, 2, 4, 12), (5, 1, 2, 9), (1, 3, 2, 8)):

@@ -12,7 +12,8 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.firmware.isa import ConvFlag, Op, PostFlag, Program, pack_qparam
+from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
+from ffacc.hw.weights import raw_set, set_bytes
 
 __all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob", "build_image",
            "MemoryPlan"]
@@ -96,37 +97,32 @@ class ConvLayer:
 
 
 def weight_sets(cfg, w):
-    """Pre-added weight sets of one lane group: int16 ``(nsets, weight_words, lanes)``.
+    """The int8 weight sets of one lane group, as ``LOADW`` reads them: ``(raw, mac)``.
 
     ``w`` is ``(lanes_used, C, kh, kw)``; sets are ordered piece-major, then passes of
     ``rows`` consecutive (channel, kernel-row) pairs, exactly as ``CONV`` consumes them.
+    ``raw`` is ``(nsets, rows, N, lanes)`` int8 (:func:`ffacc.hw.weights.raw_set`), or
+    ``(nsets, rows, lanes)`` for a 1-wide kernel (``mac``: the MAC-mode sets, one weight per
+    engine and lane). The hardware pre-adds them as they load.
     """
     from ffacc.sim.iss import conv_geometry
 
     w = np.asarray(w, dtype=np.int64)
     lanes_used, C, kh, kw = w.shape
-    s = cfg.fcu.ffa
-    L, M, T, R, N = s.L, s.M, cfg.fcu.subtaps, cfg.rows, cfg.fcu.piece_taps
+    R, N = cfg.rows, cfg.fcu.piece_taps
     npairs = C * kh
     g = conv_geometry(cfg, kh, kw, 1, npairs)
     nsets = g.passes_per_piece
-    rows = w.reshape(lanes_used, npairs, kw)                  # pair p = c * kh + i
-    out = np.zeros((g.pieces, nsets * R, M, T, cfg.lanes), dtype=np.int64)
+    rows = w.reshape(lanes_used, npairs, kw).transpose(1, 0, 2)      # [pair p = c kh + i, lane]
     if g.mac:
-        out[0, :npairs, :L, 0, :lanes_used] = rows[:, :, 0].T[:, None, :]
-    else:
-        for piece in range(g.pieces):
-            seg = np.zeros((lanes_used, npairs, N), dtype=np.int64)
-            part = rows[:, :, piece * N:(piece + 1) * N]
-            seg[:, :, :part.shape[2]] = part
-            h = seg[:, :, ::-1]                               # correlation = reversed filter
-            poly = h.reshape(lanes_used, npairs, T, L).transpose(0, 1, 3, 2)   # [.., i, t]
-            G = np.einsum("mi,lpit->pmtl", s.A, poly)         # (npairs, M, T, lanes)
-            out[piece, :npairs, :, :, :lanes_used] = G
-    sets = out.reshape(g.pieces * nsets, R * M * T, cfg.lanes)
-    lo, hi = cfg.fcu.gweight_range
-    assert sets.min() >= lo and sets.max() <= hi
-    return sets
+        out = np.zeros((nsets * R, cfg.lanes), dtype=np.int64)
+        out[:npairs, :lanes_used] = rows[:, :, 0]
+        return raw_set(cfg.fcu, out).reshape(nsets, R, cfg.lanes), True
+    out = np.zeros((g.pieces, nsets * R, cfg.lanes, N), dtype=np.int64)
+    for piece in range(g.pieces):
+        part = rows[:, :, piece * N:(piece + 1) * N]
+        out[piece, :npairs, :lanes_used, :part.shape[2]] = part
+    return raw_set(cfg.fcu, out.reshape(g.pieces * nsets, R, cfg.lanes, N)), False
 
 
 def _pitch_for(cfg, kh, rows_needed):
@@ -192,8 +188,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         bands = ceil(hconv / nyc)
         nr = min(H, nyc + kh - 1)
         act = bands * nr * Wt * C * (n_og if n_cg > 1 else 1)
-        wts = bands * n_og * n_cg * sets(cg) * cfg.weight_words * cfg.lanes * 2
-        passes = bands * n_og * n_cg * sets(cg) * (cfg.weight_words + cfg.rows + 20)
+        wts = bands * n_og * n_cg * sets(cg) * set_bytes(cfg.fcu, cfg.lanes, g.mac)
+        passes = bands * n_og * n_cg * sets(cg) * (cfg.rows + 20)
         compute = bands * n_og * n_cg * sets(cg) * nyc * g.bk
         cost = act + wts + passes + compute
         if best is None or cost < best[0]:
@@ -217,8 +213,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         lanes = min(cfg.lanes, O - o0)
         for c0 in range(0, C, cg):
             ch = min(cg, C - c0)
-            ws = weight_sets(cfg, layer.w[o0:o0 + lanes, c0:c0 + ch])
-            addr = mem.place(f"{name}.w.o{o0}.c{c0}", ws.astype("<i2").tobytes())
+            ws, mac = weight_sets(cfg, layer.w[o0:o0 + lanes, c0:c0 + ch])
+            addr = mem.place(f"{name}.w.o{o0}.c{c0}", ws.tobytes())
             groups.append((o0, lanes, c0, ch, addr, len(ws)))
 
     if not q_per_group:
@@ -258,7 +254,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
                 if loaded != c0:
                     prog.set(A_SRC=x_addr + c0 * H * W + cin0, A_CH=ch).op(Op.LOADA)
                     loaded = c0
-                prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0).op(Op.LOADW)
+                prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0)
+                prog.op(Op.LOADW, flags=LoadWFlag.MAC if g.mac else 0)
                 prog.set(C_WSET=0, C_LANES=lanes)
                 prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
                 first = False

@@ -19,7 +19,8 @@ from enum import IntEnum
 
 from amaranth.lib import data
 
-__all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "Instr",
+__all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "LoadWFlag",
+           "Instr",
            "encode", "decode", "decode_program", "disassemble", "Program", "ISAError",
            "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
 
@@ -52,7 +53,10 @@ OPCODES = {
     Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR), A_W bytes "
               "each, of an A_H-row map at A_SRC with row pitch A_PITCH (0: A_W) and channel "
               "pitch A_H*pitch; row (c, h) -> line-buffer row c*LB_PITCH + h - A_HB0",
-    Op.LOADW: "W_COUNT weight sets DRAM (int16, [address][lane]) W_SRC -> weight buffer set W_DST..",
+    Op.LOADW: "W_COUNT weight sets of int8 taps DRAM W_SRC -> weight buffer sets W_DST.., "
+              "pre-added on chip (hw/weights.py): a set is [engine][tap][lane], N taps of the "
+              "reversed kernel-row piece per engine and lane; flag MAC: [engine][lane], one "
+              "weight per engine and lane",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
@@ -144,6 +148,10 @@ class ConvFlag(IntEnum):
     ACCUMULATE = 1
 
 
+class LoadWFlag(IntEnum):
+    MAC = 1         # one weight per engine and lane (1x1 kernels, fully-connected layers)
+
+
 class PostFlag(IntEnum):
     POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
 
@@ -209,7 +217,7 @@ class Instr:
             return f"SET {rname}, {self.imm}"
         fl = ""
         if self.flags:
-            names = {Op.CONV: ConvFlag, Op.POST: PostFlag}.get(Op(self.op))
+            names = {Op.CONV: ConvFlag, Op.POST: PostFlag, Op.LOADW: LoadWFlag}.get(Op(self.op))
             parts = [f.name for f in names if self.flags & f] if names else []
             fl = " " + "|".join(parts or [f"0x{self.flags:02x}"])
         return name + fl

@@ -37,6 +37,7 @@ from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_por
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
 from .logic import ge_const, gt_const, le_const, lt_const
+from .weights import WeightPreAdder, set_bytes
 
 __all__ = ["Accelerator"]
 
@@ -146,7 +147,6 @@ class Accelerator(wiring.Component):
         N = fc.piece_taps
         d_ffa = (-(N - 1)) % L
         D_ffa = (N - 1 + d_ffa) // L
-        WW = cfg.weight_words
         gw = fc.gweight_shape.width
         act = fc.act_shape
         nb = cfg.bus_bytes
@@ -301,7 +301,11 @@ class Accelerator(wiring.Component):
             lb_w.append([lb[k][j].write_port() for j in range(L)])
             lb_r.append([lb[k][j].read_port(transparent_for=()) for j in range(L)])
 
-        wbm = m.submodules.wbuf = Memory(shape=unsigned(16 * P), depth=cfg.wb_sets * WW, init=[])
+        # the weight buffer: one row per (set, engine), the engine's M * T pre-added words for
+        # every lane ([lane][m * T + t]): a CONV pass loads an engine's weights per clock
+        MT = M * T
+        wbm = m.submodules.wbuf = Memory(shape=unsigned(P * MT * gw), depth=cfg.wb_sets * R,
+                                         init=[])
         wb_w = wbm.write_port()
         wb_r = wbm.read_port(transparent_for=())
         qbm = m.submodules.qbuf = Memory(shape=unsigned(32 * QPARAM_WORDS),
@@ -432,14 +436,14 @@ class Accelerator(wiring.Component):
         # wrap (those engines are inactive)
         cv_cbase = Signal(range(2 * cfg.lb_rows))
         cv_wset = Signal(range(cfg.wb_sets + 1))
-        cv_wbase = Signal(range(cfg.wb_sets * WW + 1))
+        cv_wbase = Signal(range(cfg.wb_sets * R + 1))
         cv_first = Signal()
         cv_bk = Signal(range(n_blk + 1))
         cv_D = Signal(range(D_ffa + 1))
         cv_asg = Signal(range(R + 1))
-        cv_wa = Signal(range(WW + 2))
+        cv_wa = Signal(range(R + 2))
         cv_wl_valid = Signal()
-        cv_wl_addr = Signal(range(max(2, WW)))
+        cv_wl_addr = Signal(range(max(2, R)))
         cv_nact = Signal(range(R + 1))
         cv_slots = Signal(32)
         eng_act = Signal(R)
@@ -689,10 +693,18 @@ class Accelerator(wiring.Component):
                 m.d.sync += ot_b.eq(ot_b + 1)
 
         # ---------------------------------------------------------------- weight loading
+        # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
+        # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
+        wpre = m.submodules.wpre = WeightPreAdder(fc, P)
+        m.d.comb += [wpre.i.payload.eq(rd.out_data), wpre.mac.eq(cmd_flags[0]),
+                     wpre.o.ready.eq(1)]
+        with m.If(wpre.o.valid):
+            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b), wb_w.data.eq(wpre.o.payload)]
+            m.d.sync += addr_b.eq(addr_b + 1)
         m.d.comb += wb_r.addr.eq(cv_wbase + cv_wa)
         for lane, f in enumerate(fcus):
             m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(cv_wl_addr),
-                         f.w_data.eq(wb_r.data[16 * lane:16 * lane + gw])]
+                         f.w_data.eq(wb_r.data[lane * MT * gw:(lane + 1) * MT * gw])]
 
         # ---------------------------------------------------------------- main FSM
         m.d.sync += [cv_wl_valid.eq(0)]
@@ -835,38 +847,30 @@ class Accelerator(wiring.Component):
                 n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
                 with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
                     failure(Err.PARAM)
-                with m.Else(), product(dst, WW) as p:
-                    m.d.sync += [cnt_a.eq(0), addr_b.eq(p), cnt_b.eq(0)]
+                with m.Else(), product(dst, R) as p:
+                    m.d.sync += addr_b.eq(p)
                     m.next = "LW_M1"
             with m.State("LW_M1"):
                 cold_addr(Reg.W_SRC)
-                with product(rg[Reg.W_COUNT], WW * P * 2) as p:
+                per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
+                with product(rg[Reg.W_COUNT], per_set) as p:
                     m.d.sync += nbytes.eq(aclamp(p))
                     m.next = "LW_REQ"
-            # whole bus beats per cycle when a weight word is a multiple of the bus width and
-            # the source is aligned; bytes otherwise
-            beats_per_word = (2 * P) // nb if (2 * P) % nb == 0 else 0
-            sh_nb = (nb - 1).bit_length()
             with m.State("LW_REQ"):
                 rd_request(cold(Reg.W_SRC), nbytes)
-                if beats_per_word:
-                    m.d.comb += rd.req_words.eq(cold(Reg.W_SRC)[:sh_nb] == 0)
+                m.d.comb += wpre.clear.eq(1)
                 m.next = "LW_DATA"
+            # int8 taps, a byte per clock, through the pre-adder (wpre, below) into the buffer
             with m.State("LW_DATA"):
-                width = 16 * P
-                if beats_per_word:
-                    with m.If(rd.beat_valid):
-                        bw = 8 * nb
-                        word = Cat(shreg[bw:width], rd.beat_data) if width > bw \
-                            else rd.beat_data
-                        m.d.sync += shreg[:width].eq(word)
-                        with m.If(cnt_b == beats_per_word - 1):
-                            m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
-                            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b),
-                                         wb_w.data.eq(word)]
-                        with m.Else():
-                            m.d.sync += cnt_b.eq(cnt_b + 1)
-                collect_bytes(2 * P, wb_w)
+                m.d.comb += wpre.i.valid.eq(rd.out_valid)
+                with m.If(rd.done):
+                    with m.If(rd.err != 0):
+                        failure(rd.err)
+                    with m.Else():
+                        m.next = "LW_DRAIN"
+            with m.State("LW_DRAIN"):
+                with m.If(wpre.idle):
+                    m.next = "NEXT"
             with m.State("LQ_CHECK"):
                 cold_addr(Reg.Q_SRC)
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
@@ -910,7 +914,7 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(nch, kh) as p:
                     m.d.sync += cv_npairs.eq(p)
                     m.next = "CV_M2"
-            with m.State("CV_M2"), product(rg[Reg.C_WSET], WW) as p:
+            with m.State("CV_M2"), product(rg[Reg.C_WSET], R) as p:
                 m.d.sync += cv_wbase.eq(p)
                 m.next = "CV_M3"
             with m.State("CV_M3"), product(rg[Reg.C_LANES], M * T) as p:
@@ -979,11 +983,11 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
                     m.d.sync += cv_asg.eq(cv_asg + 1)
-                # ... and the weight set, one word per cycle into every FCU
-                # (word a is addressed in one cycle and written to the FCUs in the next)
-                with m.If(lt_const(cv_wa, WW)):
+                # ... and the weight set, one engine's words per cycle into every FCU
+                # (row a is addressed in one cycle and written to the FCUs in the next)
+                with m.If(lt_const(cv_wa, R)):
                     m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
-                with m.If(ge_const(cv_asg, R) & (cv_wa == WW) & ~cv_wl_valid):
+                with m.If(ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid):
                     m.d.sync += [st_y.eq(cold(Reg.C_Y0)), st_yl.eq(0), st_b.eq(0),
                                  st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
                                  ot_count.eq(0)]
@@ -1004,7 +1008,7 @@ class Accelerator(wiring.Component):
             with m.State("CV_DRAIN"):
                 with m.If((ot_count == ot_total) & ~rmw_valid):
                     m.d.sync += [cv_first.eq(0), cv_wset.eq(cv_wset + 1),
-                                 cv_wbase.eq(cv_wbase + WW)]
+                                 cv_wbase.eq(cv_wbase + R)]
                     with m.If(cv_p0 + R >= cv_npairs):
                         with m.If(cv_piece + 1 == cv_pieces):
                             m.next = "NEXT"

@@ -349,8 +349,9 @@ class FastConvUnit(wiring.Component):
     o : Out(stream)
         Payload ``[j]``: ``L`` sums of the engines' outputs.
     w_en, w_addr, w_data : In
-        Write one pre-added weight word (address ``(row * M + m) * T + t``). A write also clears
-        the filter state; write weights only while no beat is in flight.
+        Write one row engine's pre-added weights: ``w_addr`` is the engine, ``w_data[m * T + t]``
+        its word ``G[m, t]`` (``M * T`` words, one clock per engine). A write also clears the
+        filter state; write weights only while no beat is in flight.
     mac : In(1)
         MAC mode for 1×1 kernels and fully-connected layers.
     o_next : Out(1)
@@ -368,8 +369,9 @@ class FastConvUnit(wiring.Component):
             "i": In(stream.Signature(data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L),
                                                       cfg.rows))),
             "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
-            "w_en": In(1), "w_addr": In(range(max(2, cfg.weight_words))),
-            "w_data": In(cfg.gweight_shape), "mac": In(1), "o_next": Out(1),
+            "w_en": In(1), "w_addr": In(range(max(2, cfg.rows))),
+            "w_data": In(data.ArrayLayout(cfg.gweight_shape, cfg.ffa.M * cfg.subtaps)),
+            "mac": In(1), "o_next": Out(1),
         })
 
     def elaborate(self, platform):
@@ -381,13 +383,14 @@ class FastConvUnit(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
-        # weight register file
+        # weight register file: one engine's M * T words per write
+        MT = M * T
         g = [Signal(cfg.gweight_shape, name=f"g{a}") for a in range(cfg.weight_words)]
         with m.If(self.w_en):
             with m.Switch(self.w_addr):
-                for a in range(cfg.weight_words):
-                    with m.Case(a):
-                        m.d.sync += g[a].eq(self.w_data)
+                for r in range(R):
+                    with m.Case(r):
+                        m.d.sync += [g[r * MT + a].eq(self.w_data[a]) for a in range(MT)]
 
         # input register
         if self.input_reg:

@@ -8,8 +8,9 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
 * a DMA read of ``n`` bytes costs ``n`` cycles (one byte per cycle) plus the bytes skipped
   to reach an unaligned start plus a fixed request/response overhead;
 * an instruction fetch is an 8-byte read plus decode;
-* a ``CONV`` pass costs the weight load (one word per cycle, overlapping the engine
-  assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
+* ``LOADW`` reads int8 taps one byte per cycle through the on-chip pre-adder;
+* a ``CONV`` pass costs the weight load (one engine's words per cycle, overlapping the
+  engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
 * ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
   stalls for every bus word the byte writer flushes.
 
@@ -20,15 +21,17 @@ holds the figure for the last command.
 
 from math import ceil
 
+from ffacc.hw.weights import set_bytes
+
 __all__ = ["CycleModel"]
 
 READ_OVERHEAD = 6
 FETCH = 15
-CONV_FIXED = 16
-PASS_OVERHEAD = 8
+CONV_FIXED = 12
+PASS_OVERHEAD = 6
 WRITE_STALL = 4
 POST_FIXED = 9
-WORD_BURST = 2
+LOADW_FIXED = 4
 POST_LANE = 8
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
@@ -57,26 +60,28 @@ class CycleModel:
         """One read of ``nbytes`` per channel, at each address of ``starts``."""
         return 7 + sum(self.read(nbytes, s) + 1 for s in starts)
 
-    def loadw(self, nsets, start=0):
-        nbytes = nsets * self.cfg.weight_words * self.cfg.lanes * 2
-        if (2 * self.cfg.lanes) % self.bus == 0 and start % self.bus == 0:
-            # whole beats, one per cycle
-            # bursts are aligned to their length: the first ends at the next aligned beat
-            beats, bl = nbytes // self.bus, self.cfg.burst_beats
-            extra = WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
-            self.stall += READ_STALL + extra
-            return 3 + beats + READ_OVERHEAD + extra
-        return 3 + self.read(nbytes, start)
+    def loadw(self, nsets, start=0, mac=False):
+        """``nsets`` int8 weight sets read byte by byte through the pre-adder, which writes
+        an engine's words a clock after its last tap."""
+        nbytes = nsets * set_bytes(self.cfg.fcu, self.cfg.lanes, mac)
+        return LOADW_FIXED + self.read(nbytes, start)
 
     def loadq(self, n, start=0):
         return 1 + self.read(n * 12, start)
 
-    def conv(self, g, ny, passes):
+    def conv(self, g, ny, passes, pl=0):
         c = self.cfg
+        L = c.L
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
         # their inputs): one clock less than the unit's latency
-        per_pass = max(c.weight_words, c.rows) + c.fcu.latency - 1 + PASS_OVERHEAD
-        return CONV_FIXED + passes * (per_pass + ny * g.bk)
+        per_pass = c.rows + c.fcu.latency - 1 + PASS_OVERHEAD
+        # per piece, CV_PIECE and CV_DIV: the first column's block by repeated subtraction
+        # from col0 + L * K0 (K0 makes it non-negative for every legal padding)
+        d = (-(c.fcu.piece_taps - 1)) % L
+        k0 = -(-(c.max_kernel - 1 + d) // L) + 1
+        pieces = sum(2 + (p * g.N - pl - g.d + L * k0) // L for p in range(g.pieces))
+        # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
+        return CONV_FIXED + max(g.wob, g.pieces) + pieces + passes * (per_pass + ny * g.bk)
 
     def post(self, lanes, subs_per_lane, wob, stride, flushes):
         """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus

@@ -12,11 +12,13 @@ from math import ceil
 
 import numpy as np
 
+from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel
-from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, Op, reg_bits,
+from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, LoadWFlag,
+                                Op, reg_bits,
                                 PostFlag, Reg, decode)
 
-__all__ = ["ISS", "RunResult", "conv_geometry", "AccelError"]
+__all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
 
 INT32 = 1 << 32
 
@@ -28,6 +30,21 @@ class AccelError(RuntimeError):
         self.code, self.pc, self.detail = Err(code), pc, detail
         super().__init__(f"accelerator error {Err(code).name} at pc 0x{pc:08x}"
                          + (f": {detail}" if detail else ""))
+
+
+class BudgetExceeded(RuntimeError):
+    """A run needed more than the instruction or cycle budget given to :meth:`ISS.run`.
+
+    Not an accelerator error: the program was stopped by the caller's budget. ``kind`` is
+    ``"instruction"`` or ``"cycle"``, ``limit`` the budget, ``pc`` where the run stopped and
+    ``result`` the :class:`RunResult` so far.
+    """
+
+    def __init__(self, kind, limit, pc, result):
+        self.kind, self.limit, self.pc, self.result = kind, limit, pc, result
+        super().__init__(f"{kind} budget of {limit:,} reached at pc 0x{pc:08x} "
+                         f"({result.instructions:,} instructions, {result.cycles:,} cycles "
+                         f"without END)")
 
 
 @dataclass
@@ -127,20 +144,28 @@ class ISS:
         raise AccelError(Err.PARAM, self.pc, detail)
 
     # --- run -------------------------------------------------------------------------------
-    def run(self, prog_base=0, max_instructions=10_000_000):
-        """Execute from ``prog_base`` until ``END`` or an error. Returns a :class:`RunResult`."""
+    def run(self, prog_base=0, max_instructions=None, max_cycles=None):
+        """Execute from ``prog_base`` until ``END`` or an error. Returns a :class:`RunResult`.
+
+        The ISA has no branches, so every program ends (at ``END``, an error, or
+        ``Err.ADDRESS`` when it runs off memory) and there is no limit by default.
+        ``max_instructions`` / ``max_cycles`` are optional budgets: a run that needs more
+        raises :class:`BudgetExceeded`.
+        """
         self.pc = prog_base
         res = RunResult("done")
         try:
             while True:
-                if res.instructions >= max_instructions:
-                    raise RuntimeError(f"no END after {max_instructions} instructions")
+                if max_instructions is not None and res.instructions >= max_instructions:
+                    raise BudgetExceeded("instruction", max_instructions, self.pc, res)
                 ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
                 res.instructions += 1
                 self.cost.stall = 0
                 cyc = self.step(ins)
                 res.cycles += cyc
                 res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
+                if max_cycles is not None and res.cycles > max_cycles:
+                    raise BudgetExceeded("cycle", max_cycles, self.pc, res)
                 if ins.op == Op.END:
                     break
                 self.pc += INSTR_BYTES
@@ -215,14 +240,18 @@ class ISS:
     def _loadw(self, ins):
         c = self.cfg
         src, n, dst = self.r(Reg.W_SRC), self.r(Reg.W_COUNT), self.r(Reg.W_DST)
+        mac = bool(ins.flags & LoadWFlag.MAC)
         if not (n >= 1 and dst + n <= c.wb_sets):
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
+        per_set = set_bytes(c.fcu, c.lanes, mac)
         if self.timing_only:
-            self._check(src, n * c.weight_words * c.lanes * 2)
+            self._check(src, n * per_set)
         else:
-            words = self._words(src, n * c.weight_words * c.lanes, "<i2")
-            self.wb[dst:dst + n] = words.reshape(n, c.weight_words, c.lanes)
-        return self.cost.loadw(n, src)
+            raw = self._words(src, n * per_set, "i1")
+            shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
+            G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)
+            self.wb[dst:dst + n] = G.reshape(n, c.weight_words, c.lanes)
+        return self.cost.loadw(n, src, mac)
 
     def _loadq(self, ins):
         c = self.cfg
@@ -269,7 +298,8 @@ class ISS:
         c = self.cfg
         p, g = self.conv_params()
         if self.timing_only:
-            return self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece)
+            return self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece,
+                                  p["C_PL"])
         L, R, s = c.L, c.rows, c.fcu.ffa
         M, T = s.M, c.fcu.subtaps
         kh, npairs, ny = p["C_KH"], p["C_NPAIRS"], p["C_NY"]
@@ -315,7 +345,7 @@ class ISS:
                         total[lane] += y.reshape(ny, g.bk, L)
                 kept = total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
                 acc[:] = _wrap32(acc + kept)
-        return self.cost.conv(g, ny, passes)
+        return self.cost.conv(g, ny, passes, p["C_PL"])
 
     def _requant(self, v, q):
         qp = {"bias": q[0] - INT32 if q[0] >> 31 else q[0], "M": int(q[1]),

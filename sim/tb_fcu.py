@@ -46,11 +46,13 @@ def make_data(cfg, job, rng):
 async def run_pass(dut, cfg, p, rng, stall):
     """Load weights, stream one pass; returns (output beats, streaming cycles)."""
     dut.mac.value = int(p.mac)
-    for a, word in enumerate(p.weights):
+    gw = cfg.gweight_shape.width
+    for r, words in enumerate(p.weights.reshape(cfg.rows, -1)):
         await FallingEdge(dut.clk)
         dut.w_en.value = 1
-        dut.w_addr.value = a
-        dut.w_data.value = int(word) & ((1 << cfg.gweight_shape.width) - 1)
+        dut.w_addr.value = r
+        dut.w_data.value = sum((int(v) & ((1 << gw) - 1)) << (gw * a)
+                               for a, v in enumerate(words))
     await FallingEdge(dut.clk)
     dut.w_en.value = 0
     words = pack_beats(cfg, p.beats)

@@ -18,10 +18,10 @@ def run_passes(cfg, passes, *, seed=0, stall=0.3):
     async def bench(ctx):
         for p in passes:
             ctx.set(dut.mac, int(p.mac))
-            for a, word in enumerate(p.weights):
+            for r, words in enumerate(p.weights.reshape(cfg.rows, -1)):
                 ctx.set(dut.w_en, 1)
-                ctx.set(dut.w_addr, a)
-                ctx.set(dut.w_data, int(word))
+                ctx.set(dut.w_addr, r)
+                ctx.set(dut.w_data, [int(v) for v in words])
                 await ctx.tick()
             ctx.set(dut.w_en, 0)
             out, sent = [], 0

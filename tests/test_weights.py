@@ -1,0 +1,149 @@
+"""The weight pre-adder: numpy arithmetic against an independent FFA formula, gateware against it."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ffacc.hw.fcu import FCUConfig
+from ffacc.hw.weights import WeightPreAdder, preadd_set, raw_set, set_bytes
+
+CONFIGS = [FCUConfig(parallel=(3,), rows=2), FCUConfig(parallel=(2,), rows=1),
+           FCUConfig(parallel=(3,), subtaps=2, rows=3), FCUConfig(parallel=(2, 2), rows=2)]
+
+
+def _direct(fcu, w_rows):
+    """G[r, m, t, lane] written out from the FFA definition, without FFA.preadd_weights: the
+    filter is the reversed piece, polyphase component i holds taps i, i + L, ..."""
+    s, T = fcu.ffa, fcu.subtaps
+    R, P, k = w_rows.shape
+    N = fcu.piece_taps
+    G = np.zeros((R, s.M, T, P), dtype=np.int64)
+    for r in range(R):
+        for lane in range(P):
+            h = np.zeros(N, dtype=np.int64)
+            h[N - k:] = w_rows[r, lane, ::-1]
+            for mm in range(s.M):
+                for t in range(T):
+                    G[r, mm, t, lane] = sum(int(s.A[mm, i]) * h[i + t * s.L] for i in range(s.L))
+    return G
+
+
+@pytest.mark.parametrize("fcu", CONFIGS, ids=str)
+def test_preadd_set_is_the_ffa_pre_addition(fcu):
+    rng = np.random.default_rng(1)
+    for k in range(1, fcu.piece_taps + 1):
+        w = rng.integers(-128, 128, (fcu.rows, 3, k))
+        raw = raw_set(fcu, w)
+        assert raw.dtype == np.int8 and raw.shape == (fcu.rows, fcu.piece_taps, 3)
+        assert raw.size == set_bytes(fcu, 3, mac=False)
+        assert np.array_equal(preadd_set(fcu, raw, mac=False), _direct(fcu, w))
+
+
+def test_mac_sets_broadcast_one_weight_to_the_first_L_products():
+    fcu = CONFIGS[0]
+    w = np.array([[5, -7], [127, -128]])
+    G = preadd_set(fcu, raw_set(fcu, w), mac=True)
+    assert np.array_equal(G[:, :3, 0, :], np.repeat(w[:, None, :], 3, axis=1))
+    assert not G[:, 3:].any() and set_bytes(fcu, 2, mac=True) == 4
+
+
+def test_a_piece_longer_than_an_engine_is_refused():
+    with pytest.raises(ValueError, match="4 taps does not fit an engine's 3"):
+        raw_set(CONFIGS[0], np.zeros((2, 1, 4)))
+
+
+def run_preadder(fcu, lanes, loads, *, seed=0, gaps=0.3, stall=0.3):
+    """Feed each load's bytes (random valid gaps, random back-pressure); collect the beats."""
+    dut = WeightPreAdder(fcu, lanes)
+    rng = np.random.default_rng(seed)
+    got = []
+    mt = fcu.ffa.M * fcu.subtaps
+
+    async def bench(ctx):
+        for mac, data, *junk in loads:
+            ctx.set(dut.mac, int(mac))
+            for v in (junk[0] if junk else ()):          # a load cut short (a bus error)
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, int(v))
+                await ctx.tick()
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.clear, 1)
+            await ctx.tick()
+            ctx.set(dut.clear, 0)
+            assert ctx.get(dut.idle)
+            beats, sent, want = [], 0, len(data) // set_bytes(fcu, lanes, mac) * fcu.rows
+            for _ in range(20 * len(data) + 50):
+                if len(beats) == want:
+                    break
+                send = sent < len(data) and rng.random() >= gaps
+                ctx.set(dut.i.valid, int(send))
+                if send:
+                    ctx.set(dut.i.payload, int(data[sent]))
+                ctx.set(dut.o.ready, int(rng.random() >= stall))
+                await ctx.delay(1e-9)
+                if send and ctx.get(dut.i.ready):
+                    sent += 1
+                if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                    v = ctx.get(dut.o.payload)
+                    beats.append([[v[lane][a] for a in range(mt)] for lane in range(lanes)])
+                await ctx.tick()
+            assert len(beats) == want, f"{len(beats)} of {want} beats"
+            ctx.set(dut.i.valid, 0)
+            ctx.set(dut.o.ready, 1)
+            await ctx.tick()
+            assert ctx.get(dut.idle)
+            got.append(np.array(beats, dtype=np.int64))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("fcu", CONFIGS, ids=str)
+def test_preadder_matches_preadd_set(fcu):
+    rng = np.random.default_rng(2)
+    lanes = 2
+    loads, want = [], []
+    for mac, nsets in ((False, 2), (True, 3), (False, 1)):
+        shape = (nsets, fcu.rows, lanes) if mac else (nsets, fcu.rows, fcu.piece_taps, lanes)
+        raw = rng.integers(-128, 128, shape).astype(np.int8)
+        raw[0].flat[0], raw[-1].flat[-1] = -128, 127          # the extremes
+        loads.append((mac, raw.reshape(-1)))
+        G = np.stack([preadd_set(fcu, r, mac) for r in raw])       # (sets, R, M, T, lanes)
+        want.append(G.transpose(0, 1, 4, 2, 3).reshape(nsets * fcu.rows, lanes, -1))
+    for got, exp in zip(run_preadder(fcu, lanes, loads), want):
+        assert got.shape == exp.shape and np.array_equal(got, exp)
+
+
+def test_preadder_takes_a_tap_every_clock_while_its_output_is_ready():
+    """The DMA that feeds it has no back-pressure: with o.ready high, i.ready never drops."""
+    fcu = CONFIGS[1]                        # 1 lane, 2-parallel: a MAC engine is one byte
+    dut = WeightPreAdder(fcu, 1)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for mac in (0, 1):
+            ctx.set(dut.mac, mac)
+            for v in range(6):
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, v + 1)
+                await ctx.delay(1e-9)
+                seen.append(ctx.get(dut.i.ready))
+                await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen and all(seen)
+
+
+def test_clear_drops_a_partial_engine():
+    fcu = CONFIGS[0]
+    raw = np.arange(1, 13, dtype=np.int8)              # one set: 2 engines x 3 taps x 2 lanes
+    got = run_preadder(fcu, 2, [(False, raw, [99, 98, 97, 96])], gaps=0, stall=0)
+    exp = preadd_set(fcu, raw.reshape(fcu.rows, 3, 2), False)
+    assert np.array_equal(got[0], exp.transpose(0, 3, 1, 2).reshape(2, 2, -1))
