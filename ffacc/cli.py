@@ -253,8 +253,10 @@ def _compile_errors():
     from ffacc.compiler.driver import CompileError, ImportError_
     from ffacc.compiler.quantize import QuantizeError
     from ffacc.firmware.image import ImageError
+    from ffacc.sim.iss import BudgetExceeded
     from ffacc.sim.runner import EngineError, InputError
-    return (CompileError, ImportError_, ImageError, EngineError, InputError, QuantizeError)
+    return (CompileError, ImportError_, ImageError, EngineError, InputError, QuantizeError,
+            BudgetExceeded)
 
 
 def _board_errors():
@@ -380,13 +382,16 @@ def cmd_run(args):
                        f"{', '.join(t.onnx_name for t in outs_desc)}); write them "
                        f"all with -o {out.with_suffix('.npz')}")
     board = _board(args.board) if args.board else None
+    budget = {"max_instructions": args.max_instructions, "max_cycles": args.max_cycles}
+    if (board or args.engine != "iss") and any(v is not None for v in budget.values()):
+        raise CLIError("--max-instructions / --max-cycles are budgets of the ISS (--engine iss)")
     if board:
         _check_board_fit(image, board, args.image)
     x = model_inputs(image, _load_array(args.input, "--input"))
     if board:
         outs, st = _run_on_board(args, image, x)
     else:
-        outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator)
+        outs, st = run_image(image, x, engine=args.engine, simulator=args.simulator, **budget)
     ys = model_outputs(image, outs, raw=args.raw)
     buf = io.BytesIO()
     if out.suffix == ".npz":
@@ -668,6 +673,10 @@ def build_parser():
     sp.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     sp.add_argument("--stats", metavar="STATS.json")
     sp.add_argument("--raw", action="store_true", help="write quantized integers")
+    sp.add_argument("--max-instructions", type=int, metavar="N",
+                    help="ISS: fail if the run needs more than N instructions (default: no limit)")
+    sp.add_argument("--max-cycles", type=int, metavar="N",
+                    help="ISS: fail if the run needs more than N cycles (default: no limit)")
     sp.add_argument("--board", help="run on a board over its UART link (ulx3s-85f, icebreaker, "
                                     "arty-a7-35) instead of a simulator")
     sp.add_argument("--port", help="the board's serial port (with --board)")

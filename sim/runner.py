@@ -253,17 +253,26 @@ def read_outputs(image, mem):
     return out
 
 
-def run_image(image, inputs, engine="iss", simulator="verilator", timing_only=False):
+def _left(budget, used):
+    return None if budget is None else budget - used
+
+
+def run_image(image, inputs, engine="iss", simulator="verilator", timing_only=False,
+              max_instructions=None, max_cycles=None):
     """Run ``image`` on quantized ``inputs``; returns ``(outputs, stats)``.
 
     ``engine`` is ``"iss"`` or ``"rtl"`` (cocotb on ``simulator``). ``stats`` has total cycles
-    and per-segment figures.
+    and per-segment figures. ``max_instructions`` / ``max_cycles`` are optional budgets for
+    the whole run on the ISS (none by default); a run that needs more raises
+    :class:`~ffacc.sim.iss.BudgetExceeded`.
     """
+    if engine != "iss" and (max_instructions is not None or max_cycles is not None):
+        raise ValueError("max_instructions / max_cycles are budgets of the ISS engine")
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         image = Image.load(image)
     cfg = config_of(image)
     if engine == "iss":
-        from .iss import ISS
+        from .iss import ISS, BudgetExceeded
         iss = ISS(cfg, mem_size=image.mem_size, timing_only=timing_only)
         if not timing_only:
             for a, d in image.loaded():
@@ -280,7 +289,14 @@ def run_image(image, inputs, engine="iss", simulator="verilator", timing_only=Fa
                     host_exec(seg, iss)
                 st["segments"].append({"kind": "host", "op": seg["op"]})
                 continue
-            r = iss.run(seg["entry"])
+            try:    # each segment gets what the earlier ones left of the budgets
+                r = iss.run(seg["entry"],
+                            max_instructions=_left(max_instructions, st["instructions"]),
+                            max_cycles=_left(max_cycles, st["cycles"]))
+            except BudgetExceeded as e:     # report the whole run's budget and totals
+                e.result.instructions += st["instructions"]
+                e.result.cycles += st["cycles"]
+                raise BudgetExceeded(e.kind, e.limit + st[e.kind + "s"], e.pc, e.result) from None
             if r.status != "done":
                 raise EngineError(f"ISS stopped with {r.detail or r.error} at pc 0x{r.error_pc:x}")
             st["cycles"] += r.cycles

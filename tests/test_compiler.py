@@ -198,6 +198,12 @@ def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
     assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "z.npy"), "--config", "ulx3s"]) == 2
     assert "built for configuration" in capsys.readouterr().err
+    # an ISS budget the run needs more of stops it with an error naming the budget
+    run_z = ["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "z.npy")]
+    assert main(run_z + ["--max-instructions", "3"]) == 2
+    assert "instruction budget of 3 reached" in capsys.readouterr().err
+    assert main(run_z + ["--engine", "rtl", "--max-cycles", "9"]) == 2
+    assert "budgets of the ISS" in capsys.readouterr().err
 
 
 def test_timing_only_iss_matches_full_run(model_dir):

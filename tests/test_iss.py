@@ -140,3 +140,52 @@ def test_more_output_channels_than_parameter_records():
     case = conv_case(small, 2, 7, 5, 6, 3, seed=9)
     blobs, res = run_iss(case, small)
     assert res.status == "done" and case.check(blobs)
+
+
+def _nops(n):
+    """A program of ``n`` instructions: ``n - 1`` NOPs and END."""
+    p = Program()
+    for _ in range(n - 1):
+        p.op(Op.NOP)
+    return bytes(p.end())
+
+
+def test_budgets_are_optional_and_name_themselves():
+    """No instruction limit by default (the ISA has no branches: every program ends); a
+    budget given to run() that the program needs more of raises BudgetExceeded naming it."""
+    import inspect
+    from ffacc.sim.iss import ISS, BudgetExceeded
+    assert all(inspect.signature(ISS.run).parameters[k].default is None
+               for k in ("max_instructions", "max_cycles"))
+    iss = ISS(TINY, mem_size=4096)
+    iss.load(0, _nops(10))
+    full = iss.run(0)
+    assert full.status == "done" and full.instructions == 10
+    assert iss.run(0, max_instructions=10, max_cycles=full.cycles).cycles == full.cycles
+    with pytest.raises(BudgetExceeded, match=r"instruction budget of 5 reached at pc "
+                                             r"0x00000028") as e:
+        iss.run(0, max_instructions=5)
+    assert isinstance(e.value, RuntimeError) and e.value.result.instructions == 5
+    with pytest.raises(BudgetExceeded, match=f"cycle budget of {full.cycles - 1:,} reached"):
+        iss.run(0, max_cycles=full.cycles - 1)
+
+
+def test_run_image_budget_covers_every_segment():
+    """run_image's budgets are for the whole run: the second segment gets what the first
+    left, and the error names the whole budget and the run's totals."""
+    from ffacc.firmware.image import Image, Kind, Section
+    from ffacc.sim.iss import BudgetExceeded
+    from ffacc.sim.runner import run_image
+    img = Image(TINY.fingerprint(), 0, 4096, [Section(Kind.CODE, 0, _nops(10) + _nops(5))],
+                meta={"config": TINY.to_dict(), "segments": [{"kind": "accel", "entry": 0},
+                                                               {"kind": "accel", "entry": 80}]})
+    _, st = run_image(img, {})
+    assert st["instructions"] == 15
+    assert run_image(img, {}, max_instructions=15, max_cycles=st["cycles"])[1] == st
+    with pytest.raises(BudgetExceeded, match=r"instruction budget of 12 reached at pc "
+                                             r"0x00000060 \(12 instructions"):
+        run_image(img, {}, max_instructions=12)
+    with pytest.raises(BudgetExceeded, match=f"cycle budget of {st['cycles'] - 1:,} reached"):
+        run_image(img, {}, max_cycles=st["cycles"] - 1)
+    with pytest.raises(ValueError, match="budgets of the ISS"):
+        run_image(img, {}, engine="rtl", max_cycles=10)
