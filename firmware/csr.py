@@ -45,7 +45,8 @@ class CSR(IntEnum):
     STATUS = (0x04, "R", "run state: BUSY, DONE, ERROR bits (see the STATUS bits)")
     ERROR = (0x08, "R", "error code of the last run (ERR_*, 0: none)")
     ERROR_PC = (0x0C, "R", "byte address of the instruction that failed")
-    PROG_BASE = (0x10, "RW", "byte address of the first instruction of the next run")
+    PROG_BASE = (0x10, "RW", "byte address of the first instruction of the next run (a "
+                             "multiple of 8)")
     MEM_SIZE = (0x14, "RW", "bytes of memory the accelerator may touch, from address 0 (reset: "
                             "2**addr_bits)")
     ID = (0x18, "R", "configuration fingerprint (an image runs only where it matches)")

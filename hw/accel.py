@@ -36,6 +36,7 @@ from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_por
                   bus_timer)
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
+from .fetch import InstructionFetch
 from .logic import ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
 
@@ -180,6 +181,10 @@ class Accelerator(wiring.Component):
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
         bus_timer(m, rd, wr)
+        fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block, bus_bytes=nb,
+                                                   addr_bits=AW)
+        m.d.comb += [fu.beat_valid.eq(rd.beat_valid),
+                     fu.beat_data.eq(rd.beat_data), fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
             ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
@@ -208,7 +213,7 @@ class Accelerator(wiring.Component):
         mult_slots = Signal(64)
         n_instr = Signal(32)
         start = Signal()
-        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
+        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size), fu.mem_size.eq(mem_size),
                      self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
 
         # AXI4-Lite slave: one write and one read at a time
@@ -349,6 +354,9 @@ class Accelerator(wiring.Component):
                 if rbits[r] < 32:
                     with m.Case(r):
                         m.d.comb += set_wide.eq(imm[rbits[r]:].any())
+
+        fail_pc = Signal(AW)
+        m.d.comb += fail_pc.eq(pc)
 
         def failure(code):
             m.d.comb += [fail.eq(1), fail_code.eq(code)]
@@ -710,6 +718,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [cv_wl_valid.eq(0)]
         with m.FSM(name="ctl"):
             with m.State("IDLE"):
+                m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
@@ -717,15 +726,16 @@ class Accelerator(wiring.Component):
                                       n_instr.eq(0))
                     m.next = "FETCH"
             with m.State("FETCH"):
-                rd_request(pc, 8)
-                m.next = "FETCH_DATA"
-            with m.State("FETCH_DATA"):
-                with m.If(rd.out_valid):
-                    m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
+                # the next instruction from the fetch unit, which has the read DMA meanwhile
+                m.d.comb += [fu.o.ready.eq(1), rd.req_valid.eq(fu.req_valid),
+                             rd.req_addr.eq(fu.req_addr), rd.req_len.eq(fu.req_len),
+                             rd.req_words.eq(fu.req_words)]
+                with m.If(fu.o.valid):
+                    with m.If(fu.o.payload.err != 0):
+                        m.d.comb += fail_pc.eq(fu.o.payload.pc)
+                        failure(fu.o.payload.err)
                     with m.Else():
+                        m.d.sync += [instr.eq(fu.o.payload.instr), pc.eq(fu.o.payload.pc)]
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += [cmd_flags.eq(flags)] + count(n_instr.eq(n_instr + 1))
@@ -746,9 +756,9 @@ class Accelerator(wiring.Component):
                                         if r not in COLD:
                                             with m.Case(r):
                                                 m.d.sync += regs[r].eq(imm)
-                                m.next = "NEXT"
+                                m.next = "FETCH"
                         with m.Case(Op.NOP):
-                            m.next = "NEXT"
+                            m.next = "FETCH"
                         with m.Case(Op.END):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
@@ -768,7 +778,6 @@ class Accelerator(wiring.Component):
                         with m.Default():
                             failure(Err.OPCODE)
             with m.State("NEXT"):
-                m.d.sync += pc.eq(pc + 8)
                 m.next = "FETCH"
 
             # ------------------------------------------------------------ LOADA
@@ -1239,6 +1248,6 @@ class Accelerator(wiring.Component):
 
         # any state: a failure stops the run
         with m.If(fail):
-            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(pc),
+            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(fail_pc),
                          smul_ph.eq(0)]
         return m

@@ -61,6 +61,10 @@ class AcceleratorConfig:
         Whether the ``ADD`` command exists (elementwise add with requantization). Without it
         ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
         smallest parts save its sequencer and byte buffers.
+    fetch_block : int
+        Instructions the fetch unit reads in one burst into its queue (1..64): the controller
+        then takes one per clock until the queue is empty. Larger blocks amortize the read
+        latency; a block never reads past ``MEM_SIZE``.
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -82,6 +86,7 @@ class AcceleratorConfig:
     add_unit: bool = True
     dsp_bits: int = 18
     perf_counters: bool = True
+    fetch_block: int = 8
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -89,7 +94,8 @@ class AcceleratorConfig:
         checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
                   ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
-                  ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18))
+                  ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18),
+                  ("fetch_block", 1, 64))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -207,7 +213,7 @@ ACCEL_PRESETS = {
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
-                                    perf_counters=False),
+                                    perf_counters=False, fetch_block=2),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

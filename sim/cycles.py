@@ -7,7 +7,8 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
 
 * a DMA read of ``n`` bytes costs ``n`` cycles (one byte per cycle) plus the bytes skipped
   to reach an unaligned start plus a fixed request/response overhead;
-* an instruction fetch is an 8-byte read plus decode;
+* instructions come from the fetch unit's queue (a clock each, plus decode); the unit
+  reads a block of ``fetch_block`` instructions in whole beats when the queue runs empty;
 * ``LOADW`` reads int8 taps one byte per cycle through the on-chip pre-adder;
 * a ``CONV`` pass costs the weight load (one engine's words per cycle, overlapping the
   engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
@@ -26,7 +27,9 @@ from ffacc.hw.weights import set_bytes
 __all__ = ["CycleModel"]
 
 READ_OVERHEAD = 6
-FETCH = 15
+FETCH = 2           # take an instruction from the fetch queue, decode it
+NEXT = 1            # a command's last state
+FETCH_BLOCK = 5
 CONV_FIXED = 12
 PASS_OVERHEAD = 6
 WRITE_STALL = 4
@@ -53,8 +56,16 @@ class CycleModel:
 
     @property
     def fetch(self):
-        self.stall += FETCH_STALL
         return FETCH
+
+    @property
+    def next(self):
+        return NEXT
+
+    def fetch_block(self, n):
+        """The fetch unit reads ``n`` instructions (whole beats, one per clock)."""
+        self.stall += FETCH_STALL
+        return FETCH_BLOCK + n * 8 // self.bus
 
     def loada(self, starts, nbytes):
         """One read of ``nbytes`` per channel, at each address of ``starts``."""

@@ -12,6 +12,7 @@ from math import ceil
 
 import numpy as np
 
+from ffacc.hw.fetch import block_length
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel
 from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, LoadWFlag,
@@ -154,14 +155,31 @@ class ISS:
         """
         self.pc = prog_base
         res = RunResult("done")
+        queued = 0              # instructions in the fetch unit's queue (hw/fetch.py)
         try:
+            if prog_base % INSTR_BYTES:
+                raise AccelError(Err.ADDRESS, prog_base, f"program base 0x{prog_base:x} is not "
+                                                         f"a multiple of {INSTR_BYTES}")
             while True:
                 if max_instructions is not None and res.instructions >= max_instructions:
                     raise BudgetExceeded("instruction", max_instructions, self.pc, res)
-                ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
-                res.instructions += 1
                 self.cost.stall = 0
-                cyc = self.step(ins)
+                fetch = 0
+                if not queued:
+                    # the next block is read while the previous instruction's pc is current:
+                    # the RTL's profile books it there
+                    queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
+                    fetch = self.cost.fetch_block(queued)
+                    if res.per_instruction:
+                        pc, name, cyc, stall = res.per_instruction[-1]
+                        res.per_instruction[-1] = (pc, name, cyc + fetch,
+                                                   stall + self.cost.stall)
+                        res.cycles += fetch
+                        self.cost.stall = fetch = 0
+                ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
+                queued -= 1
+                res.instructions += 1
+                cyc = fetch + self.step(ins)
                 res.cycles += cyc
                 res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
                 if max_cycles is not None and res.cycles > max_cycles:
@@ -192,7 +210,7 @@ class ISS:
                                                   "(add_unit=false)")
         if op in (Op.END, Op.NOP):
             return self.cost.fetch
-        return self.cost.fetch + getattr(self, f"_{op.name.lower()}")(ins)
+        return self.cost.fetch + self.cost.next + getattr(self, f"_{op.name.lower()}")(ins)
 
     @property
     def cost(self):

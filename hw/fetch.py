@@ -1,0 +1,127 @@
+"""The instruction fetch unit: instructions read in blocks into a queue, handed out one a clock.
+
+The controller used to read each 8-byte instruction on its own (15 clocks, most of them the
+read's latency). The fetch unit reads a block of up to ``block`` instructions in one burst of
+whole bus beats and hands them out through a stream; it reads the next block only when the
+queue is empty and the controller asks for an instruction, and hands them out once the
+block's read is over, so it never competes with a command for the read DMA (the parent gives
+it the DMA while it waits in its fetch state).
+
+A block stops at ``mem_size``: a fetch at or beyond it reads one instruction and fails with
+``Err.ADDRESS`` at that pc, as the ISS does. An error response or a silent memory part-way
+through a block stops fetching: the instructions before the failing one are still handed out,
+then the error with the failing instruction's pc. A ``base`` that is not a multiple of 8 is an
+``Err.ADDRESS`` at ``base``.
+
+The program must not overwrite its own code ahead of the instruction being executed: an
+instruction already in the queue is not read again.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.isa import INSTR_BYTES, Err
+
+__all__ = ["InstructionFetch", "block_length"]
+
+
+def block_length(block, pc, mem_size):
+    """Instructions the fetch unit reads at ``pc``: ``block``, fewer before ``mem_size``, and
+    at least one (which then fails with ``Err.ADDRESS``)."""
+    room = max(0, mem_size - pc) // INSTR_BYTES
+    return max(1, min(block, room))
+
+
+class InstructionFetch(wiring.Component):
+    """Instruction queue in front of the controller.
+
+    Ports
+    -----
+    start : In(1)
+        Drop the queue and fetch from ``base`` (a one-clock pulse while nothing is fetched).
+    base, mem_size : In
+        First instruction's address; memory size (as the DMA checks it).
+    o : Out(stream of {instr, pc, err})
+        The next instruction and its address. ``err`` non-zero: fetching at ``pc`` failed with
+        that error code, and nothing follows until the next ``start``.
+    req_valid, req_addr, req_len, req_words : Out
+        A read request for the DMA (:class:`ffacc.hw.axi.AxiByteReader`, whole beats).
+    beat_valid, beat_data, done, rd_err : In
+        The DMA's beats and its end of transfer with its error code.
+    busy : Out(1)
+        A block is being read.
+    """
+
+    def __init__(self, *, block, bus_bytes, addr_bits):
+        if not isinstance(block, int) or not 1 <= block <= 64:
+            raise ValueError(f"block must be 1..64 instructions, not {block!r}")
+        if bus_bytes not in (4, 8):
+            raise ValueError(f"bus_bytes must be 4 or 8, not {bus_bytes!r}")
+        self.block, self.nb, self.aw = block, bus_bytes, addr_bits
+        super().__init__({
+            "start": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
+            "o": Out(stream.Signature(data.StructLayout({
+                "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
+            "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
+            "req_words": Out(1),
+            "beat_valid": In(1), "beat_data": In(8 * bus_bytes), "done": In(1), "rd_err": In(3),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        Q, nb = self.block, self.nb
+        per = INSTR_BYTES // nb                     # beats per instruction
+        qm = m.submodules.queue = Memory(shape=8 * INSTR_BYTES, depth=Q, init=[])
+        qw = qm.write_port()
+        qr = qm.read_port(domain="comb")
+
+        fetch_pc = Signal(self.aw)                  # address of the next block
+        out_pc = Signal(self.aw)                    # address of the next instruction handed out
+        rd_i = Signal(range(Q + 1))
+        wr_i = Signal(range(Q + 1))
+        beat = Signal(range(max(2, per)))
+        part = Signal(8 * INSTR_BYTES)
+        err = Signal(3)
+        empty = Signal()
+        m.d.comb += [empty.eq(rd_i == wr_i), self.req_words.eq(1), qr.addr.eq(rd_i)]
+
+        # the block: Q instructions, fewer before mem_size, at least one
+        room = Signal(self.aw)
+        m.d.comb += room.eq(Mux(self.mem_size > fetch_pc, self.mem_size - fetch_pc, 0))
+        n = Signal(range(Q + 1))
+        m.d.comb += n.eq(Mux(room[3:] >= Q, Q, Mux(room[3:] == 0, 1, room[3:])))
+
+        m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
+                     self.o.payload.err.eq(err)]
+        # instructions are handed out once the block's read is over: the DMA is then free for
+        # the commands they start
+        with m.If(~self.busy & ~empty):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.err.eq(0)]
+        with m.Elif(~self.busy & (err != 0)):
+            m.d.comb += self.o.valid.eq(1)
+        with m.If(self.o.valid & self.o.ready & ~empty):
+            m.d.sync += [rd_i.eq(rd_i + 1), out_pc.eq(out_pc + INSTR_BYTES)]
+
+        with m.If(~self.busy & empty & (err == 0) & self.o.ready & ~self.start):
+            m.d.comb += [self.req_valid.eq(1), self.req_addr.eq(fetch_pc),
+                         self.req_len.eq(n * INSTR_BYTES)]
+            m.d.sync += [self.busy.eq(1), rd_i.eq(0), wr_i.eq(0), beat.eq(0)]
+
+        with m.If(self.busy & self.beat_valid):
+            word = Cat(part[8 * nb:], self.beat_data) if per > 1 else self.beat_data
+            m.d.sync += part.eq(word)
+            if per > 1:
+                m.d.sync += beat.eq(Mux(beat == per - 1, 0, beat + 1))
+            with m.If(beat == per - 1):
+                m.d.comb += [qw.en.eq(1), qw.addr.eq(wr_i), qw.data.eq(word)]
+                m.d.sync += [wr_i.eq(wr_i + 1), fetch_pc.eq(fetch_pc + INSTR_BYTES)]
+        with m.If(self.busy & self.done):
+            m.d.sync += [self.busy.eq(0), err.eq(self.rd_err)]
+
+        with m.If(self.start):
+            m.d.sync += [fetch_pc.eq(self.base), out_pc.eq(self.base), rd_i.eq(0), wr_i.eq(0),
+                         err.eq(Mux(self.base[:3] != 0, Err.ADDRESS, 0))]
+        return m

@@ -1,0 +1,117 @@
+"""The instruction fetch unit in amaranth.sim against a model DMA: order, pcs, blocks, errors."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ffacc.firmware.isa import Err
+from ffacc.hw.fetch import InstructionFetch, block_length
+
+
+def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=None,
+              ready=0.6, seed=0, restart=None):
+    """Pop instructions from the unit until an error or ``take`` of them.
+
+    The model DMA answers a request like :class:`ffacc.hw.axi.AxiByteReader` in beat mode:
+    ``Err.ADDRESS`` at once for a request past ``mem_size``, else one beat per clock (with a
+    random gap) then ``done``; ``fault_beat`` = (request number, beat) answers that beat with
+    ``Err.BUS`` and ends the request. Returns (popped (pc, instr, err) tuples, requests).
+    """
+    mem = b"".join(int(w).to_bytes(8, "little") for w in words)
+    mem_size = len(mem) if mem_size is None else mem_size
+    dut = InstructionFetch(block=block, bus_bytes=nb, addr_bits=20)
+    rng = np.random.default_rng(seed)
+    got, reqs = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.mem_size, mem_size)
+        for start in [base] + ([restart] if restart is not None else []):
+            ctx.set(dut.base, start)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            job, n_popped = None, 0
+            for _ in range(4000):
+                if take is not None and n_popped >= take:
+                    break
+                want = rng.random() < ready
+                ctx.set(dut.o.ready, int(want))
+                ctx.set(dut.beat_valid, 0)
+                ctx.set(dut.done, 0)
+                if job is not None:                          # the DMA's side
+                    addr, left, k, err = job
+                    if err is not None:
+                        ctx.set(dut.done, 1)
+                        ctx.set(dut.rd_err, err)
+                        job = None
+                    elif rng.random() < 0.8:
+                        if fault_beat == (len(reqs) - 1, k):
+                            job = (addr, 0, k, Err.BUS)
+                        else:
+                            ctx.set(dut.beat_valid, 1)
+                            ctx.set(dut.beat_data, int.from_bytes(mem[addr:addr + nb], "little"))
+                            job = (addr + nb, left - nb, k + 1, 0 if left == nb else None)
+                await ctx.delay(1e-9)
+                if ctx.get(dut.req_valid):
+                    assert job is None and ctx.get(dut.req_words)
+                    a, n = ctx.get(dut.req_addr), ctx.get(dut.req_len)
+                    reqs.append((a, n))
+                    job = (a, n, 0, Err.ADDRESS if a + n > mem_size else None)
+                # nothing is handed out while a read is under way: the DMA stays the unit's
+                assert not (ctx.get(dut.o.valid) and job is not None)
+                if ctx.get(dut.o.valid) and want:
+                    p = ctx.get(dut.o.payload)
+                    got.append((p.pc, p.instr, p.err))
+                    n_popped += 1
+                    if p.err:
+                        await ctx.tick()
+                        break
+                await ctx.tick()
+            else:
+                raise AssertionError("no instruction or error in 4000 clocks")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, reqs
+
+
+WORDS = [(0x1122334455667700 + i) | i << 40 for i in range(30)]
+
+
+@pytest.mark.parametrize("nb", [4, 8])
+@pytest.mark.parametrize("block", [1, 3, 8])
+def test_instructions_come_in_order_with_their_pcs(nb, block):
+    got, reqs = run_fetch(WORDS, block=block, nb=nb, base=16, take=20)
+    assert [g[0] for g in got] == [16 + 8 * i for i in range(20)]
+    assert [g[1] for g in got] == WORDS[2:22] and not any(g[2] for g in got)
+    # whole blocks, each from where the last one ended
+    assert all(n == 8 * block for _, n in reqs)
+    assert [a for a, _ in reqs] == [16 + 8 * block * i for i in range(len(reqs))]
+
+
+def test_a_block_stops_at_the_memory_size_and_the_next_fetch_fails_there():
+    got, reqs = run_fetch(WORDS[:10], block=4, nb=4)
+    assert reqs == [(0, 32), (32, 32), (64, 16), (80, 8)]     # 80 = mem_size: one instruction
+    assert [g[1] for g in got[:10]] == WORDS[:10]
+    assert got[10] == (80, got[10][1], Err.ADDRESS) and len(got) == 11
+    assert block_length(4, 64, 80) == 2 and block_length(4, 80, 80) == 1
+
+
+def test_a_bus_error_mid_block_delivers_the_instructions_before_it():
+    # request 1 covers instructions 4..7; its 5th beat is instruction 6's first half
+    got, _ = run_fetch(WORDS, block=4, nb=4, fault_beat=(1, 4))
+    assert [g[1] for g in got[:6]] == WORDS[:6] and not any(g[2] for g in got[:6])
+    assert got[6][0] == 6 * 8 and got[6][2] == Err.BUS and len(got) == 7
+
+
+def test_a_misaligned_base_is_an_address_error_at_the_base():
+    got, reqs = run_fetch(WORDS, block=4, nb=4, base=12)
+    assert got == [(12, got[0][1], Err.ADDRESS)] and reqs == []
+
+
+def test_start_drops_the_queue():
+    got, reqs = run_fetch(WORDS, block=8, nb=4, take=3, restart=80)
+    assert [g[0] for g in got] == [0, 8, 16, 80, 88, 96]
+    assert [g[1] for g in got] == WORDS[:3] + WORDS[10:13]
