@@ -214,7 +214,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         for c0 in range(0, C, cg):
             ch = min(cg, C - c0)
             ws, mac = weight_sets(cfg, layer.w[o0:o0 + lanes, c0:c0 + ch])
-            addr = mem.place(f"{name}.w.o{o0}.c{c0}", ws.tobytes())
+            # LOADW reads whole bus words: the blob is padded to 8 bytes
+            blob = ws.tobytes()
+            addr = mem.place(f"{name}.w.o{o0}.c{c0}", blob + bytes(-len(blob) % 8))
             groups.append((o0, lanes, c0, ch, addr, len(ws)))
 
     if not q_per_group:

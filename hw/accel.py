@@ -183,7 +183,7 @@ class Accelerator(wiring.Component):
         bus_timer(m, rd, wr)
         fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block, bus_bytes=nb,
                                                    addr_bits=AW)
-        m.d.comb += [fu.beat_valid.eq(rd.beat_valid),
+        m.d.comb += [rd.beat_ready.eq(1), fu.beat_valid.eq(rd.beat_valid),
                      fu.beat_data.eq(rd.beat_data), fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
@@ -703,9 +703,10 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
         # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
-        wpre = m.submodules.wpre = WeightPreAdder(fc, P)
-        m.d.comb += [wpre.i.payload.eq(rd.out_data), wpre.mac.eq(cmd_flags[0]),
+        wpre = m.submodules.wpre = WeightPreAdder(fc, P, nb)
+        m.d.comb += [wpre.i.payload.eq(rd.beat_data), wpre.mac.eq(cmd_flags[0]),
                      wpre.o.ready.eq(1)]
+        lw_rows = Signal(range(cfg.wb_sets * R + 1))
         with m.If(wpre.o.valid):
             m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b), wb_w.data.eq(wpre.o.payload)]
             m.d.sync += addr_b.eq(addr_b + 1)
@@ -859,19 +860,29 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(dst, R) as p:
                     m.d.sync += addr_b.eq(p)
                     m.next = "LW_M1"
-            with m.State("LW_M1"):
+            with m.State("LW_M1"), product(rg[Reg.W_COUNT], R) as p:
+                m.d.sync += lw_rows.eq(p)
+                m.next = "LW_M2"
+            with m.State("LW_M2"):
                 cold_addr(Reg.W_SRC)
                 per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with product(rg[Reg.W_COUNT], per_set) as p:
-                    m.d.sync += nbytes.eq(aclamp(p))
+                    # whole bus beats: the last one's extra bytes are dropped
+                    m.d.sync += nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1))
                     m.next = "LW_REQ"
             with m.State("LW_REQ"):
-                rd_request(cold(Reg.W_SRC), nbytes)
-                m.d.comb += wpre.clear.eq(1)
-                m.next = "LW_DATA"
-            # int8 taps, a byte per clock, through the pre-adder (wpre, below) into the buffer
+                cold_addr(Reg.W_SRC)
+                m.d.comb += [wpre.clear.eq(1), wpre.count.eq(lw_rows)]
+                with m.If(cold(Reg.W_SRC)[:(nb - 1).bit_length()] != 0):
+                    failure(Err.PARAM)                      # weights start on a bus word
+                with m.Else():
+                    rd_request(cold(Reg.W_SRC), nbytes)
+                    m.d.comb += rd.req_words.eq(1)
+                    m.next = "LW_DATA"
+            # int8 taps, a bus beat per clock, through the pre-adder (wpre, below) into the
+            # buffer
             with m.State("LW_DATA"):
-                m.d.comb += wpre.i.valid.eq(rd.out_valid)
+                m.d.comb += [wpre.i.valid.eq(rd.beat_valid), rd.beat_ready.eq(wpre.i.ready)]
                 with m.If(rd.done):
                     with m.If(rd.err != 0):
                         failure(rd.err)

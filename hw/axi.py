@@ -73,7 +73,8 @@ class AxiByteReader(wiring.Component):
     with ``err`` set). The consumer always accepts (no back-pressure on ``out``).
 
     With ``req_words`` set (address and length multiples of the bus width) the reader instead
-    accepts a beat every cycle and presents it whole on ``beat_valid``/``beat_data``.
+    presents each beat whole on ``beat_valid``/``beat_data``, one per cycle while
+    ``beat_ready`` is high (it holds the bus's ``rready`` low otherwise).
 
     Bursts are aligned to their length (``burst_beats``, a power of two, bus words: at most
     2 KiB), so none crosses a 4 KiB boundary; the first one ends at the first aligned address.
@@ -90,6 +91,7 @@ class AxiByteReader(wiring.Component):
         super().__init__({
             "req_valid": In(1), "req_addr": In(aw), "req_len": In(aw), "mem_size": In(aw),
             "req_words": In(1), "beat_valid": Out(1), "beat_data": Out(8 * data_bytes),
+            "beat_ready": In(1),
             "idle": Out(1), "done": Out(1), "err": Out(3),
             "out_valid": Out(1), "out_data": Out(8), "stall": Out(1), "expired": In(1),
             "ar_addr": Out(aw), "ar_len": Out(8), "ar_valid": Out(1), "ar_ready": In(1),
@@ -161,7 +163,8 @@ class AxiByteReader(wiring.Component):
             with m.State("R"):
                 ready = Signal()
                 last = (in_burst == 1) & (beats_left == 0)      # the transfer's last beat
-                m.d.comb += [ready.eq(words | le_const(cnt, 1)), self.r_ready.eq(ready),
+                m.d.comb += [ready.eq(Mux(words, self.beat_ready, le_const(cnt, 1))),
+                             self.r_ready.eq(ready),
                              self.stall.eq(ready & ~self.r_valid)]
                 with m.If(self.r_valid & ready):
                     m.d.sync += [in_burst.eq(in_burst - 1)]

@@ -74,85 +74,95 @@ def preadd_set(fcu, raw, mac):
 
 
 class WeightPreAdder(wiring.Component):
-    """int8 taps in, one engine's pre-added weights (all lanes) out.
+    """int8 taps in, a bus beat at a time; one engine's pre-added weights (all lanes) out.
 
     Ports
     -----
-    i : In(stream of signed(8))
-        Taps in memory order: ``N * lanes`` bytes per engine (``lanes`` with ``mac``).
+    i : In(stream of [bus_bytes] signed(8))
+        Bus beats of taps in memory order: ``N * lanes`` bytes per engine (``lanes`` with
+        ``mac``), engines back to back across beats.
     o : Out(stream of [lanes][M * T] pre-added words)
         One engine's words per beat, ``o.payload[lane][m * T + t] = G[m, t]``: the layout of
         the FCU's weight port (:class:`ffacc.hw.fcu.FastConvUnit`), lane after lane.
     mac : In(1)
         MAC sets (one tap per engine and lane). Hold it for the whole load.
-    clear : In(1)
-        Drop a partly collected engine and the output beat (before a new load).
+    clear, count : In
+        Start a load of ``count`` engines: drop what is collected. Bytes after the
+        ``count``-th engine (the rest of the last beat) are taken and dropped.
     idle : Out(1)
-        Nothing collected and no beat waiting.
+        ``count`` engines given out.
 
-    The taps of the next engine are collected while a beat waits, and the beat is formed in
-    the clock that takes an engine's last tap: with ``o.ready`` high the unit accepts a tap
-    every clock, so a DMA without back-pressure can feed it.
+    A beat is taken whenever the collect buffer (an engine plus a beat, less a byte) has room
+    for it after the engine that leaves in the same clock: an engine per clock at most, a beat
+    per clock while engines are at least a beat long.
     """
 
-    def __init__(self, fcu, lanes):
+    def __init__(self, fcu, lanes, bus_bytes=1):
         if not isinstance(fcu, FCUConfig):
             raise TypeError(f"fcu must be an FCUConfig, not {fcu!r}")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.fcu, self.lanes = fcu, lanes
+        if bus_bytes not in (1, 2, 4, 8):
+            raise ValueError(f"bus_bytes must be 1, 2, 4 or 8, not {bus_bytes!r}")
+        self.fcu, self.lanes, self.nb = fcu, lanes, bus_bytes
         mt = fcu.ffa.M * fcu.subtaps
         super().__init__({
-            "i": In(stream.Signature(signed(8))),
+            "i": In(stream.Signature(data.ArrayLayout(signed(8), bus_bytes))),
             "o": Out(stream.Signature(data.ArrayLayout(
                 data.ArrayLayout(fcu.gweight_shape, mt), lanes))),
-            "mac": In(1), "clear": In(1), "idle": Out(1),
+            "mac": In(1), "clear": In(1), "count": In(24), "idle": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        fc, P = self.fcu, self.lanes
+        fc, P, nb = self.fcu, self.lanes, self.nb
         s = fc.ffa
         L, M, T, N = s.L, s.M, fc.subtaps, fc.piece_taps
-        n_in = N * P
-        taps = [Signal(signed(8), name=f"tap{k}") for k in range(n_in)]
-        cnt = Signal(range(n_in))
-        # the index of an engine's last tap
-        full_at = Signal(range(n_in))
-        m.d.comb += full_at.eq(Mux(self.mac, P - 1, n_in - 1))
+        row_max = N * P
+        cap = row_max + nb - 1
+        buf = [Signal(signed(8), name=f"buf{k}") for k in range(cap)]
+        fill = Signal(range(cap + 1))
+        left = Signal(24)                         # engines still to give out
+        row = Signal(range(row_max + 1))
+        m.d.comb += row.eq(Mux(self.mac, P, row_max))
 
-        # the taps of the engine with the one arriving now in its place
-        vals = [Signal(signed(8), name=f"val{k}") for k in range(n_in)]
-        for k in range(n_in):
-            m.d.comb += vals[k].eq(Mux(cnt == k, self.i.payload, taps[k]))
-
-        take = Signal()
+        emit = Signal()
+        shift = Signal(range(row_max + 1))
+        rest = Signal(range(cap + 1))             # bytes kept after this clock's engine leaves
         m.d.comb += [
-            self.i.ready.eq((cnt != full_at) | ~self.o.valid | self.o.ready),
-            take.eq(self.i.valid & self.i.ready),
-            self.idle.eq((cnt == 0) & ~self.o.valid),
+            emit.eq((~self.o.valid | self.o.ready) & (fill >= row) & (left != 0)),
+            shift.eq(Mux(emit, row, 0)),
+            rest.eq(fill - shift),
+            self.i.ready.eq((left == 0) | (rest + nb <= cap)),
+            self.idle.eq((left == 0) & ~self.o.valid),
         ]
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
+
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(take):
-            with m.Switch(cnt):
-                for k in range(n_in):
-                    with m.Case(k):
-                        m.d.sync += taps[k].eq(self.i.payload)
-            with m.If(cnt == full_at):
-                m.d.sync += [cnt.eq(0), self.o.valid.eq(1)]
-                for lane in range(P):
-                    for mm in range(M):
-                        for t in range(T):
-                            # G[m, t] = sum_i A[m, i] h[i + t L]; tap n of a lane at n * P + lane
-                            terms = [vals[(i + t * L) * P + lane] for i in range(L)
-                                     if s.A[mm, i]]
-                            conv = sum(terms[1:], terms[0])
-                            mac = vals[lane] if (mm < L and t == 0) else 0
-                            m.d.sync += self.o.payload[lane][mm * T + t].eq(
-                                Mux(self.mac, mac, conv))
-            with m.Else():
-                m.d.sync += cnt.eq(cnt + 1)
+        with m.If(emit):
+            m.d.sync += [self.o.valid.eq(1), left.eq(left - 1)]
+            for lane in range(P):
+                for mm in range(M):
+                    for t in range(T):
+                        # G[m, t] = sum_i A[m, i] h[i + t L]; tap n of a lane at n * P + lane
+                        terms = [buf[(i + t * L) * P + lane] for i in range(L) if s.A[mm, i]]
+                        conv = sum(terms[1:], terms[0])
+                        mac = buf[lane] if (mm < L and t == 0) else 0
+                        m.d.sync += self.o.payload[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
+        # the buffer moves down by the engine that leaves; the beat lands after what stays
+        for j in range(cap):
+            kept = buf[j]
+            for sh in sorted({P, row_max}):
+                if j + sh < cap:
+                    kept = Mux(shift == sh, buf[j + sh], kept)
+            new = kept
+            for b in range(nb):
+                if 0 <= j - b <= cap - nb:
+                    new = Mux(take & (rest == j - b), self.i.payload[b], new)
+            m.d.sync += buf[j].eq(new)
+        m.d.sync += fill.eq(rest + Mux(take, nb, 0))
         with m.If(self.clear):
-            m.d.sync += [cnt.eq(0), self.o.valid.eq(0)]
+            m.d.sync += [fill.eq(0), left.eq(self.count), self.o.valid.eq(0)]
         return m

@@ -9,7 +9,7 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
   to reach an unaligned start plus a fixed request/response overhead;
 * instructions come from the fetch unit's queue (a clock each, plus decode); the unit
   reads a block of ``fetch_block`` instructions in whole beats when the queue runs empty;
-* ``LOADW`` reads int8 taps one byte per cycle through the on-chip pre-adder;
+* ``LOADW`` reads int8 taps a bus beat per cycle through the on-chip pre-adder;
 * a ``CONV`` pass costs the weight load (one engine's words per cycle, overlapping the
   engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
 * ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
@@ -34,7 +34,8 @@ CONV_FIXED = 12
 PASS_OVERHEAD = 6
 WRITE_STALL = 4
 POST_FIXED = 9
-LOADW_FIXED = 4
+LOADW_FIXED = 12
+WORD_BURST = 2
 POST_LANE = 8
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
@@ -72,10 +73,14 @@ class CycleModel:
         return 7 + sum(self.read(nbytes, s) + 1 for s in starts)
 
     def loadw(self, nsets, start=0, mac=False):
-        """``nsets`` int8 weight sets read byte by byte through the pre-adder, which writes
-        an engine's words a clock after its last tap."""
-        nbytes = nsets * set_bytes(self.cfg.fcu, self.cfg.lanes, mac)
-        return LOADW_FIXED + self.read(nbytes, start)
+        """``nsets`` int8 weight sets read in whole beats (a beat per clock, bursts aligned to
+        their length) through the on-chip pre-adder, which gives out an engine per clock."""
+        c = self.cfg
+        beats = -(-nsets * set_bytes(c.fcu, c.lanes, mac) // self.bus)
+        bl = c.burst_beats
+        extra = WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
+        self.stall += READ_STALL + extra
+        return LOADW_FIXED + max(beats + extra, nsets * c.rows)
 
     def loadq(self, n, start=0):
         return 1 + self.read(n * 12, start)

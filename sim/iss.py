@@ -262,9 +262,10 @@ class ISS:
         if not (n >= 1 and dst + n <= c.wb_sets):
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
         per_set = set_bytes(c.fcu, c.lanes, mac)
-        if self.timing_only:
-            self._check(src, n * per_set)
-        else:
+        if src % c.bus_bytes:
+            self._err(f"LOADW weights at {src}: not a multiple of the bus width {c.bus_bytes}")
+        self._check(src, -(-n * per_set // c.bus_bytes) * c.bus_bytes)     # whole bus words
+        if not self.timing_only:
             raw = self._words(src, n * per_set, "i1")
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
             G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)

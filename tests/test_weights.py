@@ -52,33 +52,38 @@ def test_a_piece_longer_than_an_engine_is_refused():
         raw_set(CONFIGS[0], np.zeros((2, 1, 4)))
 
 
-def run_preadder(fcu, lanes, loads, *, seed=0, gaps=0.3, stall=0.3):
-    """Feed each load's bytes (random valid gaps, random back-pressure); collect the beats."""
-    dut = WeightPreAdder(fcu, lanes)
+def run_preadder(fcu, lanes, loads, *, nb=4, seed=0, gaps=0.3, stall=0.3):
+    """Feed each load's bytes as bus beats of ``nb`` (the last one padded with junk), with
+    random valid gaps and back-pressure; collect the engines' words. A load may start with
+    junk beats cut short by ``clear`` (a load that ended in a bus error)."""
+    dut = WeightPreAdder(fcu, lanes, nb)
     rng = np.random.default_rng(seed)
-    got = []
+    got, cycles = [], []
     mt = fcu.ffa.M * fcu.subtaps
 
     async def bench(ctx):
         for mac, data, *junk in loads:
             ctx.set(dut.mac, int(mac))
-            for v in (junk[0] if junk else ()):          # a load cut short (a bus error)
+            for v in (junk[0] if junk else ()):
                 ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, int(v))
+                ctx.set(dut.i.payload, [int(v)] * nb)
                 await ctx.tick()
             ctx.set(dut.i.valid, 0)
+            want = len(data) // set_bytes(fcu, lanes, mac) * fcu.rows
             ctx.set(dut.clear, 1)
+            ctx.set(dut.count, want)
             await ctx.tick()
             ctx.set(dut.clear, 0)
-            assert ctx.get(dut.idle)
-            beats, sent, want = [], 0, len(data) // set_bytes(fcu, lanes, mac) * fcu.rows
-            for _ in range(20 * len(data) + 50):
-                if len(beats) == want:
+            pad = np.full(-len(data) % nb, 99, dtype=np.int8)
+            beats_in = np.concatenate([np.asarray(data, dtype=np.int8), pad]).reshape(-1, nb)
+            beats, sent, n = [], 0, 0
+            for n in range(20 * len(beats_in) + 20 * want + 50):
+                if len(beats) == want and sent == len(beats_in):
                     break
-                send = sent < len(data) and rng.random() >= gaps
+                send = sent < len(beats_in) and rng.random() >= gaps
                 ctx.set(dut.i.valid, int(send))
                 if send:
-                    ctx.set(dut.i.payload, int(data[sent]))
+                    ctx.set(dut.i.payload, [int(v) for v in beats_in[sent]])
                 ctx.set(dut.o.ready, int(rng.random() >= stall))
                 await ctx.delay(1e-9)
                 if send and ctx.get(dut.i.ready):
@@ -87,22 +92,24 @@ def run_preadder(fcu, lanes, loads, *, seed=0, gaps=0.3, stall=0.3):
                     v = ctx.get(dut.o.payload)
                     beats.append([[v[lane][a] for a in range(mt)] for lane in range(lanes)])
                 await ctx.tick()
-            assert len(beats) == want, f"{len(beats)} of {want} beats"
+            assert len(beats) == want, f"{len(beats)} of {want} engines"
             ctx.set(dut.i.valid, 0)
             ctx.set(dut.o.ready, 1)
             await ctx.tick()
             assert ctx.get(dut.idle)
             got.append(np.array(beats, dtype=np.int64))
+            cycles.append(n)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return got
+    return got if gaps or stall else (got, cycles)
 
 
+@pytest.mark.parametrize("nb", [1, 4, 8])
 @pytest.mark.parametrize("fcu", CONFIGS, ids=str)
-def test_preadder_matches_preadd_set(fcu):
+def test_preadder_matches_preadd_set(fcu, nb):
     rng = np.random.default_rng(2)
     lanes = 2
     loads, want = [], []
@@ -113,37 +120,23 @@ def test_preadder_matches_preadd_set(fcu):
         loads.append((mac, raw.reshape(-1)))
         G = np.stack([preadd_set(fcu, r, mac) for r in raw])       # (sets, R, M, T, lanes)
         want.append(G.transpose(0, 1, 4, 2, 3).reshape(nsets * fcu.rows, lanes, -1))
-    for got, exp in zip(run_preadder(fcu, lanes, loads), want):
+    for got, exp in zip(run_preadder(fcu, lanes, loads, nb=nb), want):
         assert got.shape == exp.shape and np.array_equal(got, exp)
 
 
-def test_preadder_takes_a_tap_every_clock_while_its_output_is_ready():
-    """The DMA that feeds it has no back-pressure: with o.ready high, i.ready never drops."""
-    fcu = CONFIGS[1]                        # 1 lane, 2-parallel: a MAC engine is one byte
-    dut = WeightPreAdder(fcu, 1)
-    seen = []
-
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
-        for mac in (0, 1):
-            ctx.set(dut.mac, mac)
-            for v in range(6):
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload, v + 1)
-                await ctx.delay(1e-9)
-                seen.append(ctx.get(dut.i.ready))
-                await ctx.tick()
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert seen and all(seen)
+def test_preadder_keeps_up_with_the_bus():
+    """Without gaps or back-pressure: a beat per clock while an engine is at least a beat
+    long (3 taps x 2 lanes = 6 bytes on a 4-byte bus), an engine per clock otherwise."""
+    fcu = CONFIGS[0]
+    conv = np.arange(12 * 8, dtype=np.int8)                   # 8 sets = 16 engines, 24 beats
+    mac = np.arange(4 * 8, dtype=np.int8)                     # 8 MAC sets = 16 engines, 8 beats
+    _, cycles = run_preadder(fcu, 2, [(False, conv), (True, mac)], gaps=0, stall=0)
+    assert cycles[0] <= 24 + 3 and cycles[1] <= 16 + 3, cycles
 
 
 def test_clear_drops_a_partial_engine():
     fcu = CONFIGS[0]
     raw = np.arange(1, 13, dtype=np.int8)              # one set: 2 engines x 3 taps x 2 lanes
-    got = run_preadder(fcu, 2, [(False, raw, [99, 98, 97, 96])], gaps=0, stall=0)
+    got = run_preadder(fcu, 2, [(False, raw, [99, 98, 97])], gaps=0.2, stall=0.2)
     exp = preadd_set(fcu, raw.reshape(fcu.rows, 3, 2), False)
     assert np.array_equal(got[0], exp.transpose(0, 3, 1, 2).reshape(2, 2, -1))
