@@ -23,9 +23,12 @@ def programs(cfg):
     for n in (1, 9):
         out.append((f"set x{n}", {"A_SRC": 0} if n == 1 else {f"C_Y0": 0, "C_KH": 1, "C_KW": 1,
                     "C_PT": 0, "C_PL": 0, "C_NY": 1, "C_LANES": 1, "A_CH": 1, "A_H": 1}, None))
-    for nch, nr, W in ((1, 1, 8), (1, 4, 30), (2, 3, 17)):
-        out.append((f"loada {nch}x{nr}x{W}", dict(A_SRC=0x100, A_CH=nch, A_H=nr, A_W=W,
-                                                  A_HB0=0, A_NR=nr, LB_PITCH=nr), Op.LOADA))
+    for nch, nr, W, src, pitch in ((1, 1, 8, 0x100, 0), (1, 4, 30, 0x100, 0),
+                                   (2, 3, 17, 0x103, 0), (1, 3, 10, 0x101, 30),
+                                   (2, 16, 32, 0x100, 0)):
+        out.append((f"loada {nch}x{nr}x{W} @{src:x} p{pitch}", dict(
+            A_SRC=src, A_CH=nch, A_H=nr, A_W=W, A_HB0=0, A_NR=nr, LB_PITCH=nr,
+            A_PITCH=pitch), Op.LOADA))
     for n in (1, 3, 20):
         for mac in (0, 1):
             out.append((f"loadw {n}{' mac' if mac else ''}", dict(W_SRC=0x100, W_COUNT=n,

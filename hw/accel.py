@@ -37,6 +37,7 @@ from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_por
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
 from .fetch import InstructionFetch
+from .linebuf import RowPacker
 from .logic import ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
 
@@ -363,8 +364,13 @@ class Accelerator(wiring.Component):
             m.next = "IDLE"
 
         # a rd request helper (comb in one state)
-        def rd_request(addr, length):
-            m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length)]
+        sh_nb = (nb - 1).bit_length()
+
+        def rd_request(addr, length, words=False):
+            """Request a read (in whole beats with ``words``); true: the reader takes it."""
+            m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length),
+                         rd.req_words.eq(words)]
+            return rd.idle
 
         def collect_bytes(per_word, port, slice_bytes=None):
             """Assemble the read byte stream into ``per_word``-byte records written to
@@ -415,9 +421,7 @@ class Accelerator(wiring.Component):
         n_col = L * n_blk + n_kw + L                        # last column < n_col
 
         # ---- LOADA state
-        la_col = Signal(range(cfg.lb_width))
         la_blk = Signal(range(cfg.lb_blocks + 1))
-        la_sub = Signal(range(L))
         la_g = Signal(range(cfg.lb_rows + 1))
         la_gbase = Signal(range(cfg.lb_rows + 1))
         la_hw = Signal(AW)
@@ -700,6 +704,27 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += ot_b.eq(ot_b + 1)
 
+        # ---------------------------------------------------------------- activation loading
+        # LOADA: the row packer cuts the read's beats into line-buffer blocks; block la_blk
+        # of line-buffer row la_g goes to bank la_g mod B, all L sub-banks in one clock
+        pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
+                                             max_bytes=cfg.lb_rows * cfg.lb_width)
+        m.d.comb += [pack.i.payload.eq(rd.beat_data), pack.o.ready.eq(1),
+                     pack.nbytes.eq(nbytes), pack.width.eq(rg[Reg.A_W])]
+        g_bank = la_g[:bb] if bb else Const(0, 1)
+        g_slot = la_g[bb:]
+        for k in range(B):
+            for j in range(L):
+                wp = lb_w[k][j]
+                m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
+                             wp.data.eq(pack.o.payload.data[j]),
+                             wp.en.eq(pack.o.valid & (g_bank == k) & pack.o.payload.en[j])]
+        with m.If(pack.o.valid):
+            with m.If(pack.o.payload.row_end):
+                m.d.sync += [la_blk.eq(0), la_g.eq(la_g + 1)]
+            with m.Else():
+                m.d.sync += la_blk.eq(la_blk + 1)
+
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
         # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
@@ -814,35 +839,26 @@ class Accelerator(wiring.Component):
                 m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
                 m.next = "LA_REQ"
             with m.State("LA_REQ"):
-                rd_request(addr_a, nbytes)
-                m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase),
-                             cnt_b.eq(0), addr_b.eq(addr_a)]
-                m.next = "LA_DATA"
+                with m.If(rd_request(addr_a, nbytes, words=True)):
+                    m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_a[:sh_nb])]
+                    m.d.sync += [la_blk.eq(0), la_g.eq(la_gbase), cnt_b.eq(0),
+                                 addr_b.eq(addr_a)]
+                    m.next = "LA_DATA"
             with m.State("LA_ROW"):
-                rd_request(addr_b, nbytes)
-                m.next = "LA_DATA"
+                with m.If(rd_request(addr_b, nbytes, words=True)):
+                    m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_b[:sh_nb])]
+                    m.next = "LA_DATA"
+            # beats through the row packer (pack, below) into the line buffer, a block a clock
             with m.State("LA_DATA"):
-                g_bank = la_g[:bb] if bb else Const(0, 1)
-                g_slot = la_g[bb:]
-                with m.If(rd.out_valid):
-                    for k in range(B):
-                        for j in range(L):
-                            wp = lb_w[k][j]
-                            m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
-                                         wp.data.eq(rd.out_data),
-                                         wp.en.eq((g_bank == k) & (la_sub == j))]
-                    with m.If(la_col == W - 1):
-                        m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_g + 1)]
-                    with m.Else():
-                        m.d.sync += la_col.eq(la_col + 1)
-                        with m.If(la_sub == L - 1):
-                            m.d.sync += [la_sub.eq(0), la_blk.eq(la_blk + 1)]
-                        with m.Else():
-                            m.d.sync += la_sub.eq(la_sub + 1)
+                m.d.comb += [pack.i.valid.eq(rd.beat_valid), rd.beat_ready.eq(pack.i.ready)]
                 with m.If(rd.done):
                     with m.If(rd.err != 0):
                         failure(rd.err)
-                    with m.Elif(~la_contig & (cnt_b + 1 != nr)):
+                    with m.Else():
+                        m.next = "LA_DRAIN"
+            with m.State("LA_DRAIN"):
+                with m.If(pack.idle):
+                    with m.If(~la_contig & (cnt_b + 1 != nr)):
                         m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(aclamp(addr_b + la_rowpitch))]
                         m.next = "LA_ROW"
                     with m.Elif(cnt_a + 1 == nch):

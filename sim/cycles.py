@@ -35,6 +35,8 @@ PASS_OVERHEAD = 6
 WRITE_STALL = 4
 POST_FIXED = 9
 LOADW_FIXED = 12
+LOADA_FIXED = 8
+LOADA_REQUEST = 7
 WORD_BURST = 2
 POST_LANE = 8
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
@@ -68,9 +70,20 @@ class CycleModel:
         self.stall += FETCH_STALL
         return FETCH_BLOCK + n * 8 // self.bus
 
-    def loada(self, starts, nbytes):
-        """One read of ``nbytes`` per channel, at each address of ``starts``."""
-        return 7 + sum(self.read(nbytes, s) + 1 for s in starts)
+    def loada(self, starts, nbytes, width):
+        """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
+        whole beats through the row packer, which writes a line-buffer block a clock."""
+        c = self.cfg
+        blocks = nbytes // width * -(-width // c.L)
+        total = LOADA_FIXED
+        for s in starts:
+            beats = -(-(s % self.bus + nbytes) // self.bus)
+            extra = WORD_BURST * (-(-(s // self.bus % c.burst_beats + beats) // c.burst_beats) - 1)
+            self.stall += READ_STALL + extra
+            # the packer loses about a clock every third row end when it, not the bus, is the
+            # bound (measured)
+            total += LOADA_REQUEST + max(beats + extra, blocks + nbytes // width // 3)
+        return total
 
     def loadw(self, nsets, start=0, mac=False):
         """``nsets`` int8 weight sets read in whole beats (a beat per clock, bursts aligned to

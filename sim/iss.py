@@ -253,7 +253,7 @@ class ISS:
                 else:
                     self.lb[ch * pitch + h, :W] = self._acts(base + h * rp, W)
                 starts.append(base + h * rp)
-        return self.cost.loada(starts, nr * W if contiguous else W)
+        return self.cost.loada(starts, nr * W if contiguous else W, W)
 
     def _loadw(self, ins):
         c = self.cfg
