@@ -212,6 +212,11 @@ def compile_graph(g, cfg, model_name="model"):
                     conv_hw = (_conv_hw(op, x) if isinstance(op, Conv) else (1, 1))
                     info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
+                    # the roofline: what the mode's multipliers and the bus must at least do
+                    info["compute_bound"] = round(info["macs"] / (cfg.multipliers
+                                                                  * cfg.mode_gain(int(kw))))
+                    info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
+                                              // cfg.bus_bytes)
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
@@ -219,6 +224,8 @@ def compile_graph(g, cfg, model_name="model"):
                     lower_add(prog, addr[a.name], addr[b.name], addr[y.name], y.nbytes, ka=ka,
                               kb=kb, multiplier=M, shift=s, a_zp=a.zero_point,
                               b_zp=b.zero_point, y_zp=y.zero_point, qmin=lo, qmax=hi)
+                    info["compute_bound"] = 0
+                    info["traffic_bound"] = -(-info["act_bytes"] // cfg.bus_bytes)
             except LoweringError as e:
                 raise CompileError(f"node {op.name!r} ({op.kind}): {e}") from e
             info.update({"where": "accel", "segment": len(segments),

@@ -115,7 +115,11 @@ def per_pc(segments):
 
 def layer_table(image, pcs, source="iss"):
     """Per-layer rows of ``image``'s layer table with cycles and stalls attributed from
-    ``pcs`` (see :func:`per_pc`); ideal cycles = MACs ÷ (multipliers × FFA gain)."""
+    ``pcs`` (see :func:`per_pc`); ideal cycles = MACs ÷ (multipliers × FFA gain). The
+    roofline: ``compute_bound`` = MACs ÷ (multipliers × the gain of the mode the layer runs
+    in, :meth:`~ffacc.hw.config.AcceleratorConfig.mode_gain`), ``traffic_bound`` = bytes that
+    must cross the bus (inputs, output, int8 weights, quantization records) ÷ bus bytes per
+    clock; ``of_bound`` = the larger ÷ cycles."""
     from ffacc.sim.runner import config_of
     cfg = config_of(image)
     rows = []
@@ -126,9 +130,13 @@ def layer_table(image, pcs, source="iss"):
             got = [pcs.get(li["pc"] + 8 * i, (0, 0)) for i in range(li["pc_count"])]
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
+            cb, tb = li.get("compute_bound", 0), li.get("traffic_bound", 0)
             row.update(instructions=li["pc_count"], cycles=cyc, stall_cycles=stall,
                        microseconds=round(cyc / cfg.target_mhz, 3), ideal_cycles=round(ideal),
                        utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0,
+                       compute_bound=cb, traffic_bound=tb,
+                       bound="compute" if cb >= tb else "traffic",
+                       of_bound=round(max(cb, tb) / cyc, 4) if cyc else 0.0,
                        source=source)
         else:
             row.update(instructions=0, cycles=0, stall_cycles=0, microseconds=0.0,

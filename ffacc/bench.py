@@ -95,8 +95,8 @@ def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=p
                 continue
             layers.append({"model": model, **{k: r.get(k) for k in (
                 "name", "op", "kernel", "in_shape", "out_shape", "macs", "cycles",
-                "ideal_cycles", "utilization", "stall_cycles", "source", "iss_cycles",
-                "iss_deviation")}})
+                "ideal_cycles", "utilization", "compute_bound", "traffic_bound", "bound",
+                "of_bound", "stall_cycles", "source", "iss_cycles", "iss_deviation")}})
     mult = cfg.multipliers
     cyc = d_tot["cycles"] + v_tot["cycles"]
     macs = d_tot["macs"] + v_tot["macs"]

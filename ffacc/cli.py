@@ -498,13 +498,14 @@ def cmd_report(args):
         print(json.dumps({"layers": rows, "totals": tot}))
         return 0
     print(_table(["layer", "op", "in", "out", "k", "MACs", "cycles", "µs", "ideal", "util",
-                  "weight B", "act B", "where"],
+                  "of bound", "weight B", "act B", "where"],
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
                    f"{r['macs']:,}", f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
                    f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
-                   else "-", f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",
+                   else "-", f"{_pct(r['of_bound'])} {r['bound']}" if r.get("bound") else "-",
+                   f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",
                    r["where"] if r["where"] == "accel" else f"host: {r.get('reason')}"]
                   for r in rows]))
     print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
@@ -572,12 +573,15 @@ def cmd_bench(args):
         print(json.dumps(res))
         return 0
     print()
-    print(_table(["model", "layer", "op", "k", "MACs", "cycles", "ideal", "util", "stall",
-                  "source", "ISS vs RTL"],
+    print(_table(["model", "layer", "op", "k", "MACs", "cycles", "ideal", "util",
+                  "compute bound", "traffic bound", "of bound", "stall", "source",
+                  "ISS vs RTL"],
                  [[l["model"], l["name"][:22], l["op"],
                    "x".join(map(str, l["kernel"])) if l.get("kernel") else "-", l["macs"],
-                   l["cycles"], l["ideal_cycles"], _pct(l["utilization"]), l["stall_cycles"],
-                   l["source"], f"{100 * l['iss_deviation']:+.1f}%"
+                   l["cycles"], l["ideal_cycles"], _pct(l["utilization"]),
+                   l.get("compute_bound", ""), l.get("traffic_bound", ""),
+                   f"{_pct(l['of_bound'])} {l['bound'][0]}" if l.get("bound") else "",
+                   l["stall_cycles"], l["source"], f"{100 * l['iss_deviation']:+.1f}%"
                    if l.get("iss_deviation") is not None else ""] for l in res["layers"]]))
     rows = [[name, t["macs"], t["cycles"], t["ideal_cycles"], _pct(t["utilization"]),
              t["stall_cycles"], t["ops_per_multiplier_cycle"]] for name, t in res["models"].items()]

@@ -184,6 +184,15 @@ class AcceleratorConfig:
         return (s.L * s.L) / s.M if self.fcu.subtaps == 1 else \
             (self.fcu.piece_taps * s.L) / (s.M * self.fcu.subtaps)
 
+    def mode_gain(self, kw):
+        """Direct MACs per multiplication for a kernel ``kw`` columns wide, in the mode ``CONV``
+        runs it: MAC mode (``kw == 1``) uses ``L`` of an engine's ``M * T`` multipliers; the
+        FFA mode computes ``ceil(kw / N)`` pieces of ``N`` taps."""
+        s, T = self.fcu.ffa, self.fcu.subtaps
+        if kw == 1:
+            return s.L / (s.M * T)
+        return kw * s.L / (ceil(kw / self.fcu.piece_taps) * s.M * T)
+
     def fingerprint(self):
         """CRC-32 of the canonical JSON of this configuration."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -229,3 +229,33 @@ def test_a_host_conv_keeps_its_max_pool(tmp_path):
         ("Conv", "host"), ("MaxPool", "host"), ("Conv", "accel")]
     res = verify_model(path, TINY)
     assert res["bit_exact"] and res["ok"]
+
+
+def test_the_roofline_of_each_layer():
+    """compute bound = MACs / (multipliers x the gain of the mode the layer runs in), traffic
+    bound = bytes that must cross the bus / bus bytes; of_bound = the larger / cycles."""
+    from ffacc.compiler.driver import compile_model, layer_report
+    from ffacc.models import path
+
+    cfg = ACCEL_PRESETS["ulx3s"]
+    # 3-parallel FFA, one sub-tap: a 3-tap piece is 6 products for 9 MACs; MAC mode uses 3 of 6
+    assert cfg.mode_gain(3) == 1.5 and cfg.mode_gain(1) == 0.5
+    assert cfg.mode_gain(5) == 5 * 3 / (2 * 6) and cfg.mode_gain(6) == 1.5
+    _, c, _ = compile_model(path("digits/digits_int8.onnx"), cfg)
+    rows, _ = layer_report(c.image)
+    # digits: conv1 5x5 1->8 on 8x8 (pad 2), pool; conv2 3x3 8->16 on 4x4, pool; fc 64->10
+    want = {"conv1": (8 * 1 * 25, 8, 8 * 8 * 25 * 1 * 8, 64 + 128),
+            "conv2": (16 * 8 * 9, 16, 16 * 8 * 9 * 16, 128 + 64),
+            "fc": (10 * 64, 10, 640, 64 + 10)}
+    assert [r["name"] for r in rows] == list(want)
+    for r in rows:
+        weights, O, macs, act = want[r["name"]]
+        assert r["macs"] == macs and r["act_bytes"] == act
+        kw = r["kernel"][1]
+        assert r["compute_bound"] == round(macs / (24 * cfg.mode_gain(kw)))
+        assert r["traffic_bound"] == -(-(act + weights + 12 * O) // 4)
+        top = max(r["compute_bound"], r["traffic_bound"])
+        assert r["of_bound"] == round(top / r["cycles"], 4) and 0 < r["of_bound"] < 1
+        assert r["bound"] == ("compute" if r["compute_bound"] >= r["traffic_bound"]
+                              else "traffic")
+    assert rows[2]["bound"] == "traffic"       # an FC layer streams its weights
