@@ -1,6 +1,6 @@
 """Measure per-command RTL cycles on micro-programs (Verilator) to calibrate sim/cycles.py.
 
-Usage: python benchmarks/calibrate_cycles.py [--config tiny] [--json]
+Usage: python benchmarks/calibrate_cycles.py [--config tiny|PRESET|FILE.toml] [--json]
 Each command runs after the same SET prefix as a reference program without it; the
 difference is the command's cost. Prints measured vs modelled cycles.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ffacc.compiler.lower import MemoryPlan, build_image
 from ffacc.firmware.isa import Op, Program
-from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.cli import load_accel_config
 from ffacc.sim.cocotb_run import AccelBench
 from ffacc.sim.programs import run_iss, Case
 
@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    cfg = ACCEL_PRESETS[args.config]
+    cfg = load_accel_config(args.config)
     bench = AccelBench(cfg, "verilator", quiet=True).build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

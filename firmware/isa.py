@@ -56,8 +56,8 @@ OPCODES = {
     Op.LOADW: "W_COUNT weight sets of int8 taps DRAM W_SRC -> weight buffer sets W_DST.., "
               "pre-added on chip (hw/weights.py): a set is [engine][tap][lane], N taps of the "
               "reversed kernel-row piece per engine and lane; flag MAC: [engine][lane], one "
-              "weight per engine and lane; W_SRC a multiple of the bus width, read in whole "
-              "bus words",
+              "weight per engine and lane; with wide_loads W_SRC is a multiple of the bus "
+              "width and read in whole bus words",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "

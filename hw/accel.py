@@ -182,10 +182,15 @@ class Accelerator(wiring.Component):
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
         bus_timer(m, rd, wr)
-        fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block, bus_bytes=nb,
-                                                   addr_bits=AW)
-        m.d.comb += [rd.beat_ready.eq(1), fu.beat_valid.eq(rd.beat_valid),
-                     fu.beat_data.eq(rd.beat_data), fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
+        m.d.comb += rd.beat_ready.eq(1)
+        # the fetch unit (fetch_block > 0), or, on the smallest parts, the controller reads
+        # each instruction itself, a byte a clock (FETCH/FETCH_DATA, pc += 8 in NEXT)
+        fu = None
+        if cfg.fetch_block:
+            fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block, bus_bytes=nb,
+                                                       addr_bits=AW)
+            m.d.comb += [fu.beat_valid.eq(rd.beat_valid), fu.beat_data.eq(rd.beat_data),
+                         fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
             ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
@@ -214,7 +219,9 @@ class Accelerator(wiring.Component):
         mult_slots = Signal(64)
         n_instr = Signal(32)
         start = Signal()
-        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size), fu.mem_size.eq(mem_size),
+        if fu:
+            m.d.comb += fu.mem_size.eq(mem_size)
+        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
                      self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
 
         # AXI4-Lite slave: one write and one read at a time
@@ -337,13 +344,15 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- controller state
         pc = Signal(AW)
-        instr = Signal(64)
+        # the instruction stays at the head of the fetch unit's queue while it runs: it is
+        # taken (fu.o.ready) when it is done, in NEXT or in DECODE for a SET or NOP
+        instr = fu.o.payload.instr if fu else Signal(64)
         op = instr[0:8]
         flags = instr[8:16]
         ireg = instr[16:24]
         rsvd = instr[24:32]
         imm = instr[32:64]
-        cmd_flags = Signal(8)
+        cmd_flags = flags          # the instruction is held while its command runs
         fail = Signal()
         fail_code = Signal(range(max(Err) + 1))
         m.d.comb += fail.eq(0)
@@ -355,6 +364,15 @@ class Accelerator(wiring.Component):
                 if rbits[r] < 32:
                     with m.Case(r):
                         m.d.comb += set_wide.eq(imm[rbits[r]:].any())
+
+        def take_next():
+            """A SET or NOP is done in DECODE: take it from the queue (the unit) or go
+            through NEXT (pc += 8)."""
+            if fu:
+                m.d.comb += fu.o.ready.eq(1)
+                m.next = "FETCH"
+            else:
+                m.next = "NEXT"
 
         fail_pc = Signal(AW)
         m.d.comb += fail_pc.eq(pc)
@@ -421,7 +439,9 @@ class Accelerator(wiring.Component):
         n_col = L * n_blk + n_kw + L                        # last column < n_col
 
         # ---- LOADA state
+        la_col = Signal(range(cfg.lb_width))
         la_blk = Signal(range(cfg.lb_blocks + 1))
+        la_sub = Signal(range(L))
         la_g = Signal(range(cfg.lb_rows + 1))
         la_gbase = Signal(range(cfg.lb_rows + 1))
         la_hw = Signal(AW)
@@ -707,29 +727,37 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- activation loading
         # LOADA: the row packer cuts the read's beats into line-buffer blocks; block la_blk
         # of line-buffer row la_g goes to bank la_g mod B, all L sub-banks in one clock
-        pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
-                                             max_bytes=cfg.lb_rows * cfg.lb_width)
-        m.d.comb += [pack.i.payload.eq(rd.beat_data), pack.o.ready.eq(1),
-                     pack.nbytes.eq(nbytes), pack.width.eq(rg[Reg.A_W])]
+        # (wide_loads; on the smallest parts LOADA writes a byte a clock from the reader's
+        # byte stream, LA_DATA below, and the pre-adder takes that stream too)
+        lnb = nb if cfg.wide_loads else 1
+        ld_valid = rd.beat_valid if cfg.wide_loads else rd.out_valid
+        ld_data = rd.beat_data if cfg.wide_loads else rd.out_data
         g_bank = la_g[:bb] if bb else Const(0, 1)
         g_slot = la_g[bb:]
-        for k in range(B):
-            for j in range(L):
-                wp = lb_w[k][j]
-                m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
-                             wp.data.eq(pack.o.payload.data[j]),
-                             wp.en.eq(pack.o.valid & (g_bank == k) & pack.o.payload.en[j])]
-        with m.If(pack.o.valid):
-            with m.If(pack.o.payload.row_end):
-                m.d.sync += [la_blk.eq(0), la_g.eq(la_g + 1)]
-            with m.Else():
-                m.d.sync += la_blk.eq(la_blk + 1)
+        if cfg.wide_loads:
+            pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
+                                                 max_bytes=cfg.lb_rows * cfg.lb_width)
+            m.d.comb += [pack.i.payload.eq(ld_data), pack.o.ready.eq(1),
+                         pack.nbytes.eq(nbytes), pack.width.eq(rg[Reg.A_W])]
+            for k in range(B):
+                for j in range(L):
+                    wp = lb_w[k][j]
+                    m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
+                                 wp.data.eq(pack.o.payload.data[j]),
+                                 wp.en.eq(pack.o.valid & (g_bank == k) & pack.o.payload.en[j])]
+            with m.If(pack.o.valid):
+                with m.If(pack.o.payload.row_end):
+                    m.d.sync += [la_blk.eq(0), la_g.eq(la_g + 1)]
+                with m.Else():
+                    m.d.sync += la_blk.eq(la_blk + 1)
 
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
         # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
-        wpre = m.submodules.wpre = WeightPreAdder(fc, P, nb)
-        m.d.comb += [wpre.i.payload.eq(rd.beat_data), wpre.mac.eq(cmd_flags[0]),
+        wpre = m.submodules.wpre = WeightPreAdder(fc, P, lnb, max_count=cfg.wb_sets * R,
+                                                  counted=cfg.wide_loads,
+                                                  registered=cfg.wide_loads)
+        m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(cmd_flags[0]),
                      wpre.o.ready.eq(1)]
         lw_rows = Signal(range(cfg.wb_sets * R + 1))
         with m.If(wpre.o.valid):
@@ -744,27 +772,44 @@ class Accelerator(wiring.Component):
         m.d.sync += [cv_wl_valid.eq(0)]
         with m.FSM(name="ctl"):
             with m.State("IDLE"):
-                m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
+                if fu:
+                    m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
                     m.d.sync += count(busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
                                       n_instr.eq(0))
                     m.next = "FETCH"
-            with m.State("FETCH"):
-                # the next instruction from the fetch unit, which has the read DMA meanwhile
-                m.d.comb += [fu.o.ready.eq(1), rd.req_valid.eq(fu.req_valid),
-                             rd.req_addr.eq(fu.req_addr), rd.req_len.eq(fu.req_len),
-                             rd.req_words.eq(fu.req_words)]
-                with m.If(fu.o.valid):
-                    with m.If(fu.o.payload.err != 0):
-                        m.d.comb += fail_pc.eq(fu.o.payload.pc)
-                        failure(fu.o.payload.err)
+            if fu:
+                with m.State("FETCH"):
+                    # the next instruction from the fetch unit, which has the DMA meanwhile
+                    m.d.comb += [fu.o.ready.eq(~fu.o.valid), rd.req_valid.eq(fu.req_valid),
+                                 rd.req_addr.eq(fu.req_addr), rd.req_len.eq(fu.req_len),
+                                 rd.req_words.eq(fu.req_words)]
+                    with m.If(fu.o.valid):
+                        with m.If(fu.o.payload.err != 0):
+                            m.d.comb += fail_pc.eq(fu.o.payload.pc)
+                            failure(fu.o.payload.err)
+                        with m.Else():
+                            m.d.sync += pc.eq(fu.o.payload.pc)
+                            m.next = "DECODE"
+            else:
+                with m.State("FETCH"):
+                    with m.If(pc[:3] != 0):
+                        failure(Err.ADDRESS)            # PROG_BASE not a multiple of 8
                     with m.Else():
-                        m.d.sync += [instr.eq(fu.o.payload.instr), pc.eq(fu.o.payload.pc)]
-                        m.next = "DECODE"
+                        rd_request(pc, 8)
+                        m.next = "FETCH_DATA"
+                with m.State("FETCH_DATA"):
+                    with m.If(rd.out_valid):
+                        m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
+                    with m.If(rd.done):
+                        with m.If(rd.err != 0):
+                            failure(rd.err)
+                        with m.Else():
+                            m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += [cmd_flags.eq(flags)] + count(n_instr.eq(n_instr + 1))
+                m.d.sync += count(n_instr.eq(n_instr + 1))
                 with m.If(rsvd != 0):
                     failure(Err.OPCODE)
                 with m.Else():
@@ -782,9 +827,9 @@ class Accelerator(wiring.Component):
                                         if r not in COLD:
                                             with m.Case(r):
                                                 m.d.sync += regs[r].eq(imm)
-                                m.next = "FETCH"
+                                take_next()
                         with m.Case(Op.NOP):
-                            m.next = "FETCH"
+                            take_next()
                         with m.Case(Op.END):
                             m.d.sync += [busy.eq(0), done.eq(1)]
                             m.next = "IDLE"
@@ -804,6 +849,10 @@ class Accelerator(wiring.Component):
                         with m.Default():
                             failure(Err.OPCODE)
             with m.State("NEXT"):
+                if fu:
+                    m.d.comb += fu.o.ready.eq(1)
+                else:
+                    m.d.sync += pc.eq(pc + 8)
                 m.next = "FETCH"
 
             # ------------------------------------------------------------ LOADA
@@ -811,6 +860,18 @@ class Accelerator(wiring.Component):
             hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
             apitch = rg[Reg.A_PITCH]
             la_rowpitch = Mux(apitch == 0, W, apitch)
+            def la_next():
+                """The next row (column tile), the next channel, or the next instruction."""
+                with m.If(~la_contig & (cnt_b + 1 != nr)):
+                    m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(aclamp(addr_b + la_rowpitch))]
+                    m.next = "LA_ROW"
+                with m.Elif(cnt_a + 1 == nch):
+                    m.next = "NEXT"
+                with m.Else():
+                    m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(aclamp(addr_a + la_hw)),
+                                 la_gbase.eq(la_gbase + pitch)]
+                    m.next = "LA_REQ"
+
             with m.State("LA_CHECK"):
                 ok = ((W != 0) & le_const(W, cfg.lb_width) & (nch != 0)
                       & le_const(nch, cfg.lb_rows) & (nr != 0) & (nr <= pitch)
@@ -838,35 +899,62 @@ class Accelerator(wiring.Component):
                 # contiguous rows: one read per channel; a column tile: one read per row
                 m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
                 m.next = "LA_REQ"
-            with m.State("LA_REQ"):
-                with m.If(rd_request(addr_a, nbytes, words=True)):
-                    m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_a[:sh_nb])]
-                    m.d.sync += [la_blk.eq(0), la_g.eq(la_gbase), cnt_b.eq(0),
-                                 addr_b.eq(addr_a)]
+            if cfg.wide_loads:
+                with m.State("LA_REQ"):
+                    with m.If(rd_request(addr_a, nbytes, words=True)):
+                        m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_a[:sh_nb])]
+                        m.d.sync += [la_blk.eq(0), la_g.eq(la_gbase), cnt_b.eq(0),
+                                     addr_b.eq(addr_a)]
+                        m.next = "LA_DATA"
+                with m.State("LA_ROW"):
+                    with m.If(rd_request(addr_b, nbytes, words=True)):
+                        m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_b[:sh_nb])]
+                        m.next = "LA_DATA"
+                # beats through the row packer into the line buffer, a block a clock
+                with m.State("LA_DATA"):
+                    m.d.comb += [pack.i.valid.eq(rd.beat_valid),
+                                 rd.beat_ready.eq(pack.i.ready)]
+                    with m.If(rd.done):
+                        with m.If(rd.err != 0):
+                            failure(rd.err)
+                        with m.Else():
+                            m.next = "LA_DRAIN"
+            else:
+                with m.State("LA_REQ"):
+                    rd_request(addr_a, nbytes)
+                    m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase),
+                                 cnt_b.eq(0), addr_b.eq(addr_a)]
                     m.next = "LA_DATA"
-            with m.State("LA_ROW"):
-                with m.If(rd_request(addr_b, nbytes, words=True)):
-                    m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_b[:sh_nb])]
+                with m.State("LA_ROW"):
+                    rd_request(addr_b, nbytes)
                     m.next = "LA_DATA"
-            # beats through the row packer (pack, below) into the line buffer, a block a clock
-            with m.State("LA_DATA"):
-                m.d.comb += [pack.i.valid.eq(rd.beat_valid), rd.beat_ready.eq(pack.i.ready)]
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        m.next = "LA_DRAIN"
-            with m.State("LA_DRAIN"):
-                with m.If(pack.idle):
-                    with m.If(~la_contig & (cnt_b + 1 != nr)):
-                        m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(aclamp(addr_b + la_rowpitch))]
-                        m.next = "LA_ROW"
-                    with m.Elif(cnt_a + 1 == nch):
-                        m.next = "NEXT"
-                    with m.Else():
-                        m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(aclamp(addr_a + la_hw)),
-                                     la_gbase.eq(la_gbase + pitch)]
-                        m.next = "LA_REQ"
+                # a byte a clock into its sub-bank
+                with m.State("LA_DATA"):
+                    with m.If(rd.out_valid):
+                        for k in range(B):
+                            for j in range(L):
+                                wp = lb_w[k][j]
+                                m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
+                                             wp.data.eq(rd.out_data),
+                                             wp.en.eq((g_bank == k) & (la_sub == j))]
+                        with m.If(la_col == W - 1):
+                            m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0),
+                                         la_g.eq(la_g + 1)]
+                        with m.Else():
+                            m.d.sync += la_col.eq(la_col + 1)
+                            with m.If(la_sub == L - 1):
+                                m.d.sync += [la_sub.eq(0), la_blk.eq(la_blk + 1)]
+                            with m.Else():
+                                m.d.sync += la_sub.eq(la_sub + 1)
+                    with m.If(rd.done):
+                        with m.If(rd.err != 0):
+                            failure(rd.err)
+                        with m.Else():
+                            la_next()
+            if cfg.wide_loads:
+                with m.State("LA_DRAIN"):
+                    with m.If(pack.idle):
+                        la_next()
 
             # ------------------------------------------------------------ LOADW / LOADQ
             with m.State("LW_CHECK"):
@@ -875,38 +963,45 @@ class Accelerator(wiring.Component):
                     failure(Err.PARAM)
                 with m.Else(), product(dst, R) as p:
                     m.d.sync += addr_b.eq(p)
-                    m.next = "LW_M1"
-            with m.State("LW_M1"), product(rg[Reg.W_COUNT], R) as p:
-                m.d.sync += lw_rows.eq(p)
-                m.next = "LW_M2"
+                    m.next = "LW_M1" if cfg.wide_loads else "LW_M2"
+            if cfg.wide_loads:
+                # the engines to expect: the last beat's extra bytes are dropped after them
+                with m.State("LW_M1"), product(rg[Reg.W_COUNT], R) as p:
+                    m.d.sync += lw_rows.eq(p)
+                    m.next = "LW_M2"
             with m.State("LW_M2"):
                 cold_addr(Reg.W_SRC)
                 per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with product(rg[Reg.W_COUNT], per_set) as p:
-                    # whole bus beats: the last one's extra bytes are dropped
-                    m.d.sync += nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1))
+                    if cfg.wide_loads:      # whole bus beats
+                        m.d.sync += nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1))
+                    else:
+                        m.d.sync += nbytes.eq(aclamp(p))
                     m.next = "LW_REQ"
             with m.State("LW_REQ"):
                 cold_addr(Reg.W_SRC)
                 m.d.comb += [wpre.clear.eq(1), wpre.count.eq(lw_rows)]
-                with m.If(cold(Reg.W_SRC)[:(nb - 1).bit_length()] != 0):
-                    failure(Err.PARAM)                      # weights start on a bus word
+                # weights start on a bus word (wide loads read whole beats)
+                with m.If((cold(Reg.W_SRC)[:(nb - 1).bit_length()] != 0)
+                          if cfg.wide_loads else 0):
+                    failure(Err.PARAM)
                 with m.Else():
-                    rd_request(cold(Reg.W_SRC), nbytes)
-                    m.d.comb += rd.req_words.eq(1)
+                    rd_request(cold(Reg.W_SRC), nbytes, words=cfg.wide_loads)
                     m.next = "LW_DATA"
             # int8 taps, a bus beat per clock, through the pre-adder (wpre, below) into the
             # buffer
             with m.State("LW_DATA"):
-                m.d.comb += [wpre.i.valid.eq(rd.beat_valid), rd.beat_ready.eq(wpre.i.ready)]
+                m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
                 with m.If(rd.done):
                     with m.If(rd.err != 0):
                         failure(rd.err)
                     with m.Else():
-                        m.next = "LW_DRAIN"
-            with m.State("LW_DRAIN"):
-                with m.If(wpre.idle):
-                    m.next = "NEXT"
+                        # the small parts' pre-adder wrote the last engine with its last byte
+                        m.next = "LW_DRAIN" if cfg.wide_loads else "NEXT"
+            if cfg.wide_loads:
+                with m.State("LW_DRAIN"):
+                    with m.If(wpre.idle):
+                        m.next = "NEXT"
             with m.State("LQ_CHECK"):
                 cold_addr(Reg.Q_SRC)
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]

@@ -61,10 +61,14 @@ class AcceleratorConfig:
         Whether the ``ADD`` command exists (elementwise add with requantization). Without it
         ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
         smallest parts save its sequencer and byte buffers.
+    wide_loads : bool
+        ``LOADA`` and ``LOADW`` take a bus beat per clock (a line-buffer block and an engine's
+        weights a clock); without, a byte per clock through smaller gearboxes (small parts).
     fetch_block : int
         Instructions the fetch unit reads in one burst into its queue (1..64): the controller
         then takes one per clock until the queue is empty. Larger blocks amortize the read
-        latency; a block never reads past ``MEM_SIZE``.
+        latency; a block never reads past ``MEM_SIZE``. 0: no fetch unit, the controller
+        reads each instruction itself, a byte a clock (the smallest parts).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -87,6 +91,7 @@ class AcceleratorConfig:
     dsp_bits: int = 18
     perf_counters: bool = True
     fetch_block: int = 8
+    wide_loads: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -95,12 +100,12 @@ class AcceleratorConfig:
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
                   ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
                   ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18),
-                  ("fetch_block", 1, 64))
+                  ("fetch_block", 0, 64))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        for name in ("add_unit", "perf_counters"):
+        for name in ("add_unit", "perf_counters", "wide_loads"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.bus_bytes not in (4, 8):
@@ -216,13 +221,15 @@ ACCEL_PRESETS = {
                                target_mhz=50),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
     # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
-    # KiB), no ADD unit (residual adds on the host); 64 weight sets (192 x 16 bits: still one
-    # EBR) so the bundled digits model compiles (8 sets could not hold conv1's)
+    # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
+    # two EBRs) so the bundled digits model compiles (8 sets could not hold conv1's) and
+    # runs without channel groups (32 sets: 1.8x the cycles); no fetch unit and loads a byte a
+    # clock (fetch_block 0, wide_loads false), 16 quantization records: it fills the UP5K
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
-                                    lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=32,
+                                    lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=16,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
-                                    perf_counters=False, fetch_block=2),
+                                    perf_counters=False, fetch_block=0, wide_loads=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

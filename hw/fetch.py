@@ -89,10 +89,13 @@ class InstructionFetch(wiring.Component):
         m.d.comb += [empty.eq(rd_i == wr_i), self.req_words.eq(1), qr.addr.eq(rd_i)]
 
         # the block: Q instructions, fewer before mem_size, at least one
-        room = Signal(self.aw)
-        m.d.comb += room.eq(Mux(self.mem_size > fetch_pc, self.mem_size - fetch_pc, 0))
         n = Signal(range(Q + 1))
-        m.d.comb += n.eq(Mux(room[3:] >= Q, Q, Mux(room[3:] == 0, 1, room[3:])))
+        if Q == 1:
+            m.d.comb += n.eq(1)
+        else:
+            room = Signal(self.aw)
+            m.d.comb += room.eq(Mux(self.mem_size > fetch_pc, self.mem_size - fetch_pc, 0))
+            m.d.comb += n.eq(Mux(room[3:] >= Q, Q, Mux(room[3:] == 0, 1, room[3:])))
 
         m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
                      self.o.payload.err.eq(err)]

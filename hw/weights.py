@@ -17,7 +17,7 @@ gateware; both take the FFA from :mod:`ffacc.hw.ffa`.
 """
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,16 +88,20 @@ class WeightPreAdder(wiring.Component):
         MAC sets (one tap per engine and lane). Hold it for the whole load.
     clear, count : In
         Start a load of ``count`` engines: drop what is collected. Bytes after the
-        ``count``-th engine (the rest of the last beat) are taken and dropped.
+        ``count``-th engine (the rest of the last beat) are taken and dropped. With
+        ``counted=False`` (a byte stream that ends with the last engine) there is no count.
+        ``registered=False`` gives an engine out straight from the collect buffer (no output
+        register: the smallest parts).
     idle : Out(1)
-        ``count`` engines given out.
+        ``count`` engines given out (uncounted: nothing collected and no engine waiting).
 
     A beat is taken whenever the collect buffer (an engine plus a beat, less a byte) has room
     for it after the engine that leaves in the same clock: an engine per clock at most, a beat
     per clock while engines are at least a beat long.
     """
 
-    def __init__(self, fcu, lanes, bus_bytes=1):
+    def __init__(self, fcu, lanes, bus_bytes=1, max_count=1 << 16, counted=True,
+                 registered=True):
         if not isinstance(fcu, FCUConfig):
             raise TypeError(f"fcu must be an FCUConfig, not {fcu!r}")
         if not isinstance(lanes, int) or lanes < 1:
@@ -105,52 +109,103 @@ class WeightPreAdder(wiring.Component):
         if bus_bytes not in (1, 2, 4, 8):
             raise ValueError(f"bus_bytes must be 1, 2, 4 or 8, not {bus_bytes!r}")
         self.fcu, self.lanes, self.nb = fcu, lanes, bus_bytes
+        self.max_count, self.counted, self.registered = max_count, counted, registered
         mt = fcu.ffa.M * fcu.subtaps
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(8), bus_bytes))),
             "o": Out(stream.Signature(data.ArrayLayout(
                 data.ArrayLayout(fcu.gweight_shape, mt), lanes))),
-            "mac": In(1), "clear": In(1), "count": In(24), "idle": Out(1),
+            "mac": In(1), "clear": In(1), "count": In(range(max_count + 1)), "idle": Out(1),
         })
+
+    def _words(self, m, taps, out):
+        """The engine's pre-added words from its taps (``taps[n * P + lane]``) into ``out``."""
+        s, P, T = self.fcu.ffa, self.lanes, self.fcu.subtaps
+        L, M = s.L, s.M
+        for lane in range(P):
+            for mm in range(M):
+                for t in range(T):
+                    # G[m, t] = sum_i A[m, i] h[i + t L]; tap n of a lane at n * P + lane
+                    terms = [taps[(i + t * L) * P + lane] for i in range(L) if s.A[mm, i]]
+                    conv = sum(terms[1:], terms[0])
+                    mac = taps[lane] if (mm < L and t == 0) else 0
+                    out += self.o.payload[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
+
+    def _elaborate_bytes(self, m):
+        """A byte a clock, no count, no output register (the smallest parts): a shift
+        register of one engine's taps; the engine goes out when its taps are in."""
+        P, N = self.lanes, self.fcu.piece_taps
+        n_in = N * P
+        sr = [Signal(signed(8), name=f"sr{k}") for k in range(n_in)]
+        cnt = Signal(range(n_in + 1))
+        row = Signal(range(n_in + 1))
+        m.d.comb += row.eq(Mux(self.mac, P, n_in))
+        # the taps of an engine sit at the end of the shift register: a MAC engine's P at
+        # sr[n_in - P:], so the words read them from there
+        taps = [Signal(signed(8), name=f"tap{k}") for k in range(n_in)]
+        for k in range(n_in):
+            m.d.comb += taps[k].eq(sr[k] if k + n_in - P >= n_in
+                                   else Mux(self.mac, sr[k + n_in - P], sr[k]))
+        take = Signal()
+        m.d.comb += [self.o.valid.eq(cnt == row), self.i.ready.eq(~self.o.valid | self.o.ready),
+                     take.eq(self.i.valid & self.i.ready), self.idle.eq(cnt == 0)]
+        self._words(m, taps, m.d.comb)
+        with m.If(take):
+            m.d.sync += [sr[k].eq(sr[k + 1]) for k in range(n_in - 1)]
+            m.d.sync += sr[n_in - 1].eq(self.i.payload[0])
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += cnt.eq(Mux(take, 1, 0))
+        with m.Elif(take):
+            m.d.sync += cnt.eq(cnt + 1)
+        with m.If(self.clear):
+            m.d.sync += cnt.eq(0)
+        return m
 
     def elaborate(self, platform):
         m = Module()
         fc, P, nb = self.fcu, self.lanes, self.nb
+        if nb == 1 and not self.counted and not self.registered:
+            return self._elaborate_bytes(m)
         s = fc.ffa
         L, M, T, N = s.L, s.M, fc.subtaps, fc.piece_taps
         row_max = N * P
         cap = row_max + nb - 1
         buf = [Signal(signed(8), name=f"buf{k}") for k in range(cap)]
         fill = Signal(range(cap + 1))
-        left = Signal(24)                         # engines still to give out
+        left = Signal(range(self.max_count + 1))  # engines still to give out
+        if not self.counted:
+            left = Const(1, 1)
         row = Signal(range(row_max + 1))
         m.d.comb += row.eq(Mux(self.mac, P, row_max))
 
         emit = Signal()
         shift = Signal(range(row_max + 1))
         rest = Signal(range(cap + 1))             # bytes kept after this clock's engine leaves
+        if self.registered:
+            m.d.comb += emit.eq((~self.o.valid | self.o.ready) & (fill >= row) & (left != 0))
+        else:
+            m.d.comb += [self.o.valid.eq((fill >= row) & (left != 0)),
+                         emit.eq(self.o.valid & self.o.ready)]
         m.d.comb += [
-            emit.eq((~self.o.valid | self.o.ready) & (fill >= row) & (left != 0)),
             shift.eq(Mux(emit, row, 0)),
             rest.eq(fill - shift),
             self.i.ready.eq((left == 0) | (rest + nb <= cap)),
-            self.idle.eq((left == 0) & ~self.o.valid),
+            self.idle.eq(((left == 0) if self.counted else (fill == 0)) & ~self.o.valid),
         ]
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
 
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        if self.registered:
+            with m.If(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+        out = m.d.sync if self.registered else m.d.comb
         with m.If(emit):
-            m.d.sync += [self.o.valid.eq(1), left.eq(left - 1)]
-            for lane in range(P):
-                for mm in range(M):
-                    for t in range(T):
-                        # G[m, t] = sum_i A[m, i] h[i + t L]; tap n of a lane at n * P + lane
-                        terms = [buf[(i + t * L) * P + lane] for i in range(L) if s.A[mm, i]]
-                        conv = sum(terms[1:], terms[0])
-                        mac = buf[lane] if (mm < L and t == 0) else 0
-                        m.d.sync += self.o.payload[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
+            if self.registered:
+                m.d.sync += self.o.valid.eq(1)
+            if self.counted:
+                m.d.sync += left.eq(left - 1)
+        with m.If(emit if self.registered else 1):
+            self._words(m, buf, out)
         # the buffer moves down by the engine that leaves; the beat lands after what stays
         for j in range(cap):
             kept = buf[j]
@@ -164,5 +219,9 @@ class WeightPreAdder(wiring.Component):
             m.d.sync += buf[j].eq(new)
         m.d.sync += fill.eq(rest + Mux(take, nb, 0))
         with m.If(self.clear):
-            m.d.sync += [fill.eq(0), left.eq(self.count), self.o.valid.eq(0)]
+            m.d.sync += fill.eq(0)
+            if self.registered:
+                m.d.sync += self.o.valid.eq(0)
+            if self.counted:
+                m.d.sync += left.eq(self.count)
         return m

@@ -30,6 +30,7 @@ READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
 NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
+FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 12
 PASS_OVERHEAD = 6
 WRITE_STALL = 4
@@ -37,6 +38,9 @@ POST_FIXED = 9
 LOADW_FIXED = 12
 LOADA_FIXED = 8
 LOADA_REQUEST = 7
+LOADA_BYTE_REQUEST = 0
+LOADW_BYTE_FIXED = 3
+LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
@@ -59,11 +63,14 @@ class CycleModel:
 
     @property
     def fetch(self):
+        if not self.cfg.fetch_block:        # the controller reads the instruction itself
+            self.stall += FETCH_STALL
+            return FETCH_INLINE
         return FETCH
 
     @property
     def next(self):
-        return NEXT
+        return NEXT if self.cfg.fetch_block else 0      # in FETCH_INLINE
 
     def fetch_block(self, n):
         """The fetch unit reads ``n`` instructions (whole beats, one per clock)."""
@@ -74,6 +81,9 @@ class CycleModel:
         """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
         whole beats through the row packer, which writes a line-buffer block a clock."""
         c = self.cfg
+        if not c.wide_loads:           # the reader's byte stream, a byte a clock
+            return LOADA_BYTE_FIXED + sum(self.read(nbytes, s) + LOADA_BYTE_REQUEST
+                                          for s in starts)
         blocks = nbytes // width * -(-width // c.L)
         total = LOADA_FIXED
         for s in starts:
@@ -90,6 +100,8 @@ class CycleModel:
         their length) through the on-chip pre-adder, which gives out an engine per clock."""
         c = self.cfg
         beats = -(-nsets * set_bytes(c.fcu, c.lanes, mac) // self.bus)
+        if not c.wide_loads:           # the reader's byte stream, a byte a clock
+            return LOADW_BYTE_FIXED + self.read(nsets * set_bytes(c.fcu, c.lanes, mac), start)
         bl = c.burst_beats
         extra = WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
         self.stall += READ_STALL + extra

@@ -165,7 +165,7 @@ class ISS:
                     raise BudgetExceeded("instruction", max_instructions, self.pc, res)
                 self.cost.stall = 0
                 fetch = 0
-                if not queued:
+                if not queued and self.cfg.fetch_block:
                     # the next block is read while the previous instruction's pc is current:
                     # the RTL's profile books it there
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
@@ -262,9 +262,11 @@ class ISS:
         if not (n >= 1 and dst + n <= c.wb_sets):
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
         per_set = set_bytes(c.fcu, c.lanes, mac)
-        if src % c.bus_bytes:
+        if c.wide_loads and src % c.bus_bytes:
             self._err(f"LOADW weights at {src}: not a multiple of the bus width {c.bus_bytes}")
-        self._check(src, -(-n * per_set // c.bus_bytes) * c.bus_bytes)     # whole bus words
+        # whole bus words (a byte stream on parts without wide loads)
+        self._check(src, -(-n * per_set // c.bus_bytes) * c.bus_bytes if c.wide_loads
+                    else n * per_set)
         if not self.timing_only:
             raw = self._words(src, n * per_set, "i1")
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)

@@ -90,9 +90,11 @@ def test_small_part_configuration(name, tmp_path):
     PARAM at the SET, ADD is an illegal opcode: RTL ≡ ISS, outputs ≡ golden. Without the
     profiling counters, CYCLES still counts and the others read 0. At a 12 MHz target, as on
     the iCEBreaker, the requantizer reads its parameters in place (qparams_in_registers is
-    false): POST here, and ADD (with an ADD unit) in "add_slow_clock"."""
+    false): POST here, and ADD (with an ADD unit) in "add_slow_clock". As on the iCEBreaker
+    too, loads move a byte a clock (wide_loads false) and the controller reads each
+    instruction itself (fetch_block 0)."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
-                     target_mhz=12)
+                     target_mhz=12, wide_loads=False, fetch_block=0)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)
