@@ -3,7 +3,9 @@
 One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
 :mod:`ffacc.sim.iss` for their exact semantics):
 
-* **Fetch/decode**: 8-byte instructions read through the AXI4 master; ``SET`` writes the
+* **Fetch/decode**: the fetch unit (:mod:`ffacc.hw.fetch`) reads blocks of instructions in
+  whole beats into a queue; the instruction at its head stays there while it runs (without
+  a fetch unit, ``fetch_block = 0``, the controller reads each one itself). ``SET`` writes the
   parameter registers, commands start their sequencer. An illegal opcode, a bad register, an
   inconsistent parameter, an address outside ``MEM_SIZE``, a bus error or a memory that stops
   answering stops the run with an error code and the failing ``pc`` (never a hang).
@@ -14,8 +16,12 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
   rotate through the banks (circular reuse). Column ``j`` is in sub-bank ``j mod L``, so a block
   of ``L`` samples can start at any column: padding is applied at read time (the zero point
   outside the map), so maps in memory are dense.
+* **Loads**: ``LOADA`` cuts the read's beats into line-buffer blocks (:mod:`ffacc.hw.linebuf`,
+  a block a clock); ``LOADW`` reads int8 taps and pre-adds them on chip
+  (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
+  engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **FCU array**: ``lanes`` fast convolution units (one per output channel) share the engines'
-  input rows; weights come pre-added from the weight buffer, one set per pass.
+  input rows; a pass loads its weight set an engine a clock.
 * **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
   FCUs.
 * **Post-processing**: bias, integer requantization, clamp (ReLU), 2×2 max-pool or stride
