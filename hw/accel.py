@@ -761,8 +761,7 @@ class Accelerator(wiring.Component):
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
         # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
         wpre = m.submodules.wpre = WeightPreAdder(fc, P, lnb, max_count=cfg.wb_sets * R,
-                                                  counted=cfg.wide_loads,
-                                                  registered=cfg.wide_loads)
+                                                  compact=not cfg.wide_loads)
         m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(cmd_flags[0]),
                      wpre.o.ready.eq(1)]
         lw_rows = Signal(range(cfg.wb_sets * R + 1))

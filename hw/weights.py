@@ -17,7 +17,7 @@ gateware; both take the FFA from :mod:`ffacc.hw.ffa`.
 """
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -88,28 +88,29 @@ class WeightPreAdder(wiring.Component):
         MAC sets (one tap per engine and lane). Hold it for the whole load.
     clear, count : In
         Start a load of ``count`` engines: drop what is collected. Bytes after the
-        ``count``-th engine (the rest of the last beat) are taken and dropped. With
-        ``counted=False`` (a byte stream that ends with the last engine) there is no count.
-        ``registered=False`` gives an engine out straight from the collect buffer (no output
-        register: the smallest parts).
+        ``count``-th engine (the rest of the last beat) are taken and dropped. ``compact``
+        (the smallest parts: a byte stream that ends with the last engine) has no count and
+        gives an engine out straight from a shift register of its taps, with no output
+        register.
     idle : Out(1)
-        ``count`` engines given out (uncounted: nothing collected and no engine waiting).
+        ``count`` engines given out (``compact``: nothing collected).
 
     A beat is taken whenever the collect buffer (an engine plus a beat, less a byte) has room
     for it after the engine that leaves in the same clock: an engine per clock at most, a beat
     per clock while engines are at least a beat long.
     """
 
-    def __init__(self, fcu, lanes, bus_bytes=1, max_count=1 << 16, counted=True,
-                 registered=True):
+    def __init__(self, fcu, lanes, bus_bytes=1, max_count=1 << 16, compact=False):
         if not isinstance(fcu, FCUConfig):
             raise TypeError(f"fcu must be an FCUConfig, not {fcu!r}")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         if bus_bytes not in (1, 2, 4, 8):
             raise ValueError(f"bus_bytes must be 1, 2, 4 or 8, not {bus_bytes!r}")
+        if compact and bus_bytes != 1:
+            raise ValueError(f"a compact pre-adder takes a byte a clock, not {bus_bytes}")
         self.fcu, self.lanes, self.nb = fcu, lanes, bus_bytes
-        self.max_count, self.counted, self.registered = max_count, counted, registered
+        self.max_count, self.compact = max_count, compact
         mt = fcu.ffa.M * fcu.subtaps
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(signed(8), bus_bytes))),
@@ -164,7 +165,7 @@ class WeightPreAdder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         fc, P, nb = self.fcu, self.lanes, self.nb
-        if nb == 1 and not self.counted and not self.registered:
+        if self.compact:
             return self._elaborate_bytes(m)
         s = fc.ffa
         L, M, T, N = s.L, s.M, fc.subtaps, fc.piece_taps
@@ -173,39 +174,27 @@ class WeightPreAdder(wiring.Component):
         buf = [Signal(signed(8), name=f"buf{k}") for k in range(cap)]
         fill = Signal(range(cap + 1))
         left = Signal(range(self.max_count + 1))  # engines still to give out
-        if not self.counted:
-            left = Const(1, 1)
         row = Signal(range(row_max + 1))
         m.d.comb += row.eq(Mux(self.mac, P, row_max))
 
         emit = Signal()
         shift = Signal(range(row_max + 1))
         rest = Signal(range(cap + 1))             # bytes kept after this clock's engine leaves
-        if self.registered:
-            m.d.comb += emit.eq((~self.o.valid | self.o.ready) & (fill >= row) & (left != 0))
-        else:
-            m.d.comb += [self.o.valid.eq((fill >= row) & (left != 0)),
-                         emit.eq(self.o.valid & self.o.ready)]
         m.d.comb += [
+            emit.eq((~self.o.valid | self.o.ready) & (fill >= row) & (left != 0)),
             shift.eq(Mux(emit, row, 0)),
             rest.eq(fill - shift),
             self.i.ready.eq((left == 0) | (rest + nb <= cap)),
-            self.idle.eq(((left == 0) if self.counted else (fill == 0)) & ~self.o.valid),
+            self.idle.eq((left == 0) & ~self.o.valid),
         ]
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
 
-        if self.registered:
-            with m.If(self.o.ready):
-                m.d.sync += self.o.valid.eq(0)
-        out = m.d.sync if self.registered else m.d.comb
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         with m.If(emit):
-            if self.registered:
-                m.d.sync += self.o.valid.eq(1)
-            if self.counted:
-                m.d.sync += left.eq(left - 1)
-        with m.If(emit if self.registered else 1):
-            self._words(m, buf, out)
+            m.d.sync += [self.o.valid.eq(1), left.eq(left - 1)]
+            self._words(m, buf, m.d.sync)
         # the buffer moves down by the engine that leaves; the beat lands after what stays
         for j in range(cap):
             kept = buf[j]
@@ -219,9 +208,5 @@ class WeightPreAdder(wiring.Component):
             m.d.sync += buf[j].eq(new)
         m.d.sync += fill.eq(rest + Mux(take, nb, 0))
         with m.If(self.clear):
-            m.d.sync += fill.eq(0)
-            if self.registered:
-                m.d.sync += self.o.valid.eq(0)
-            if self.counted:
-                m.d.sync += left.eq(self.count)
+            m.d.sync += [fill.eq(0), self.o.valid.eq(0), left.eq(self.count)]
         return m
