@@ -96,6 +96,12 @@ class InstructionFetch(wiring.Component):
             room = Signal(self.aw)
             m.d.comb += room.eq(Mux(self.mem_size > fetch_pc, self.mem_size - fetch_pc, 0))
             m.d.comb += n.eq(Mux(room[3:] >= Q, Q, Mux(room[3:] == 0, 1, room[3:])))
+        # the length is registered a clock after fetch_pc changes (``stale`` meanwhile), so the
+        # subtraction and clamp are not in front of the DMA's request checks; only the first
+        # block of a run waits for it (a later block is asked for after its queue ran empty)
+        n_reg = Signal(range(Q + 1))
+        stale = Signal()
+        m.d.sync += [n_reg.eq(n), stale.eq(0)]
 
         m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
                      self.o.payload.err.eq(err)]
@@ -108,9 +114,9 @@ class InstructionFetch(wiring.Component):
         with m.If(self.o.valid & self.o.ready & ~empty):
             m.d.sync += [rd_i.eq(rd_i + 1), out_pc.eq(out_pc + INSTR_BYTES)]
 
-        with m.If(~self.busy & empty & (err == 0) & self.o.ready & ~self.start):
+        with m.If(~self.busy & empty & (err == 0) & self.o.ready & ~self.start & ~stale):
             m.d.comb += [self.req_valid.eq(1), self.req_addr.eq(fetch_pc),
-                         self.req_len.eq(n * INSTR_BYTES)]
+                         self.req_len.eq(n_reg * INSTR_BYTES)]
             m.d.sync += [self.busy.eq(1), rd_i.eq(0), wr_i.eq(0), beat.eq(0)]
 
         with m.If(self.busy & self.beat_valid):
@@ -120,11 +126,13 @@ class InstructionFetch(wiring.Component):
                 m.d.sync += beat.eq(Mux(beat == per - 1, 0, beat + 1))
             with m.If(beat == per - 1):
                 m.d.comb += [qw.en.eq(1), qw.addr.eq(wr_i), qw.data.eq(word)]
-                m.d.sync += [wr_i.eq(wr_i + 1), fetch_pc.eq(fetch_pc + INSTR_BYTES)]
+                m.d.sync += [wr_i.eq(wr_i + 1), fetch_pc.eq(fetch_pc + INSTR_BYTES),
+                             stale.eq(1)]
         with m.If(self.busy & self.done):
             m.d.sync += [self.busy.eq(0), err.eq(self.rd_err)]
 
         with m.If(self.start):
             m.d.sync += [fetch_pc.eq(self.base), out_pc.eq(self.base), rd_i.eq(0), wr_i.eq(0),
+                         stale.eq(1),
                          err.eq(Mux(self.base[:3] != 0, Err.ADDRESS, 0))]
         return m

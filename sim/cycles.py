@@ -30,6 +30,7 @@ READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
 NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
+INC_EXTRA = 1
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 12
 PASS_OVERHEAD = 6
@@ -69,13 +70,24 @@ class CycleModel:
         return FETCH
 
     @property
+    def inc(self):
+        """``INC`` reads its register (a cold one from the register RAM) a clock after
+        decode."""
+        return INC_EXTRA
+
+    @property
     def next(self):
         return NEXT if self.cfg.fetch_block else 0      # in FETCH_INLINE
 
-    def fetch_block(self, n):
-        """The fetch unit reads ``n`` instructions (whole beats, one per clock)."""
-        self.stall += FETCH_STALL
-        return FETCH_BLOCK + n * 8 // self.bus
+    def fetch_block(self, n, pc, first=False):
+        """The fetch unit reads ``n`` instructions at ``pc`` (whole beats, one per clock, in
+        bursts aligned to their length); the first block after a (re)start waits a clock for
+        its registered length."""
+        c = self.cfg
+        beats = n * 8 // self.bus
+        extra = WORD_BURST * (-(-(pc // self.bus % c.burst_beats + beats) // c.burst_beats) - 1)
+        self.stall += FETCH_STALL + extra
+        return FETCH_BLOCK + beats + extra + bool(first)
 
     def loada(self, starts, nbytes, width):
         """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
