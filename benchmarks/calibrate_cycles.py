@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ffacc.compiler.lower import MemoryPlan, build_image
-from ffacc.firmware.isa import Op, Program
+from ffacc.firmware.isa import Op, Program, Reg
 from ffacc.cli import load_accel_config
 from ffacc.sim.cocotb_run import AccelBench
 from ffacc.sim.programs import run_iss, Case
@@ -50,6 +50,15 @@ def programs(cfg):
         out.append((f"add {n}", dict(A_SRC=0x100, D_SRC2=0x140, O_DST=0x800, D_N=n,
                                      D_KAB=1 | 1 << 16, D_M=1 << 30, D_SZ=31,
                                      D_CLAMP=255 << 8), Op.ADD))
+    if cfg.loop_depth:
+        out.append(("inc", {"A_SRC": 0x100}, lambda p: p.inc(Reg.A_SRC, -8)))
+        for n, body in ((4, 1), (3, 12), (2, 2 * cfg.fetch_block)):
+            def loop(p, n=n, body=body):
+                p.op(Op.LOOP, imm=n)
+                for _ in range(body):
+                    p.op(Op.NOP)
+                p.op(Op.ENDLOOP)
+            out.append((f"loop {n} x {body} nops", {"A_SRC": 0}, loop))
     return out
 
 
@@ -57,7 +66,9 @@ def build(cfg, regs, command, with_command):
     p = Program().set(**regs)
     if "Q_SRC" in regs:
         p.op(Op.LOADQ)
-    if command is not None and with_command:
+    if callable(command) and with_command:
+        command(p)
+    elif command is not None and with_command:
         op, flags = command if isinstance(command, tuple) else (command, 0)
         p.op(op, flags)
     p.end()

@@ -15,6 +15,8 @@ import numpy as np
 from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
 from ffacc.hw.weights import raw_set, set_bytes
 
+from .emit import Nest
+
 __all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob", "build_image",
            "MemoryPlan"]
 
@@ -219,22 +221,27 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
             addr = mem.place(f"{name}.w.o{o0}.c{c0}", blob + bytes(-len(blob) % 8))
             groups.append((o0, lanes, c0, ch, addr, len(ws)))
 
+    # the program: bands x column tiles x lane groups x channel groups, as loops over the
+    # runs of each that step uniformly (compiler/emit.py; unrolled without hardware loops)
+    nest = Nest(cfg)
     if not q_per_group:
-        prog.set(Q_SRC=q_addr, Q_COUNT=O, Q_DST=0).op(Op.LOADQ)
-    prog.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
+        nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=0)
+    nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
              O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
     post_flags = PostFlag.POOL2 if layer.pool2 else 0
-    tiles = []          # (x0, width, first input column, input columns, tile left pad)
+    loadw_flags = LoadWFlag.MAC if g.mac else 0
+    tiles = []
     for x0 in range(0, wconv, wt):
         wx = min(wt, wconv - x0)
         if layer.pool2 and wx % 2 and x0 + wx < wconv:
             raise LoweringError(f"{name}: internal error: odd pooled tile")
         cin0 = max(0, x0 - pl)
         cin1 = min(W, x0 + wx - pl + kw - 1)
-        tiles.append((x0, wx, cin0, cin1 - cin0, pl - x0 + cin0))
+        tiles.append(dict(x0=x0, wx=wx, cin0=cin0, win=cin1 - cin0, tpl=pl - x0 + cin0))
     # bands start on a multiple of the step, so each band's first row is one POST keeps; when
     # the accumulator holds fewer rows than the step (ny < stride), a band is the one conv row
     # POST keeps and the rows between are not computed
+    bands = []
     for y0 in range(0, hconv, ny if ny >= step else step):
         nyb = min(ny if ny >= step else 1, hconv - y0)
         if layer.pool2 and nyb % 2:
@@ -244,29 +251,46 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         hb0 = max(0, y0 - pt)
         hend = min(H, y0 + nyb - 1 - pt + kh)
         nr = max(1, hend - hb0)
-        pitch = _pitch_for(cfg, kh, nr)
-        prog.set(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr, LB_PITCH=pitch,
-                 O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride)
-        for x0, wx, cin0, win, tpl in tiles:
-            prog.set(A_W=win, C_PL=tpl, C_WOUT=wx)
-            loaded = None           # the channel group now in the line buffer
-            for o0, lanes, c0, ch, waddr, nsets in groups:
-                if c0 == 0:
-                    first = True
-                if loaded != c0:
-                    prog.set(A_SRC=x_addr + c0 * H * W + cin0, A_CH=ch).op(Op.LOADA)
-                    loaded = c0
-                prog.set(W_SRC=waddr, W_COUNT=nsets, W_DST=0)
-                prog.op(Op.LOADW, flags=LoadWFlag.MAC if g.mac else 0)
-                prog.set(C_WSET=0, C_LANES=lanes)
-                prog.op(Op.CONV, flags=0 if first else ConvFlag.ACCUMULATE)
-                first = False
-                if c0 + ch == C:
-                    if q_per_group:
-                        prog.set(Q_SRC=q_addr + 12 * o0, Q_COUNT=lanes, Q_DST=0).op(Op.LOADQ)
-                    prog.set(O_DST=y_addr + o0 * Ho * Wo + x0 // step,
-                             O_Q=0 if q_per_group else o0)
-                    prog.op(Op.POST, flags=post_flags)
+        bands.append(dict(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr,
+                          LB_PITCH=_pitch_for(cfg, kh, nr),
+                          O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride))
+    # lane groups and their channel groups: the weights of a lane group are its channel
+    # groups' sets in order, and every lane group's block has the same layout
+    n_cg = ceil(C / cg)
+    cgroups = [dict(c0=c0, ch=min(cg, C - c0), woff=groups[i][4] - groups[0][4],
+                    nsets=groups[i][5], first=c0 == 0)
+               for i, c0 in enumerate(range(0, C, cg))]
+    lgroups = [dict(o0=groups[i][0], lanes=groups[i][1], wbase=groups[i][4])
+               for i in range(0, len(groups), n_cg)]
+
+    def band(b):
+        nest.set(**b)
+        nest.each(tiles, tile)
+
+    def tile(t):
+        nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
+        if n_cg == 1:
+            nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
+        nest.each(lgroups, lambda lg: lane_group(t, lg))
+
+    def lane_group(t, lg):
+        nest.each(cgroups, lambda cgr: channel_group(t, lg, cgr))
+        o0 = lg["o0"]
+        if q_per_group:
+            nest.cmd(Op.LOADQ, Q_SRC=q_addr + 12 * o0, Q_COUNT=lg["lanes"], Q_DST=0)
+        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
+                 O_Q=0 if q_per_group else o0)
+
+    def channel_group(t, lg, cgr):
+        if n_cg > 1:
+            nest.cmd(Op.LOADA, A_SRC=x_addr + cgr["c0"] * H * W + t["cin0"], A_CH=cgr["ch"])
+        nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"], W_COUNT=cgr["nsets"],
+                 W_DST=0)
+        nest.cmd(Op.CONV, 0 if cgr["first"] else ConvFlag.ACCUMULATE, C_WSET=0,
+                 C_LANES=lg["lanes"])
+
+    nest.each(bands, band)
+    nest.assemble(prog)
     return prog
 
 
@@ -302,7 +326,19 @@ def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=
                             f"addresses {1 << cfg.addr_bits} (addr_bits={cfg.addr_bits})")
     kinds = {"qparams": Kind.QPARAMS, "w": Kind.WEIGHTS}
     sections = [Section(Kind.CODE, code_addr, code)]
-    for b in mem.blobs:
+    # blobs of one kind that follow each other (up to the plan's alignment) are one section:
+    # a layer's weight blocks, one per lane and channel group, would otherwise cost a table
+    # entry each (a million for VGG-16 at 224x224)
+    run = None                          # [kind, addr, parts, end]
+    for b in sorted(mem.blobs, key=lambda b: b.addr):
         kind = kinds.get(b.name.split(".")[1] if "." in b.name else "", Kind.DATA)
-        sections.append(Section(kind, b.addr, b.data))
+        if run and run[0] == kind and 0 <= b.addr - run[3] < mem.align:
+            run[2] += [bytes(b.addr - run[3]), b.data]
+            run[3] = b.addr + len(b.data)
+            continue
+        if run:
+            sections.append(Section(run[0], run[1], b"".join(run[2])))
+        run = [kind, b.addr, [b.data], b.addr + len(b.data)]
+    if run:
+        sections.append(Section(run[0], run[1], b"".join(run[2])))
     return Image(cfg.fingerprint(), code_addr, size, sections, list(tensors), meta or {})

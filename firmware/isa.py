@@ -9,7 +9,10 @@ An instruction is 64 bits, two little-endian 32-bit words in memory::
 configuration; a wider value is an error); the commands (``LOADA``, ``LOADW``,
 ``LOADQ``, ``CONV``, ``POST``, ``ADD``) take their operands from the parameter registers, so
 the instruction format stays fixed while the commands can have many operands. ``END`` stops
-with status *done*. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
+with status *done*. ``LOOP n`` … ``ENDLOOP`` runs the instructions between them ``n`` times
+(nested up to the configuration's ``loop_depth``); ``INC reg, imm`` adds a signed value to a
+parameter register, so a loop body can step addresses and rows. Loop counts are immediates, so
+every program still ends. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
 with an error instead of running on. The semantics of every command are in
 :mod:`ffacc.sim.iss` (the executable specification) and summarised in :data:`OPCODES`.
 """
@@ -21,7 +24,7 @@ from amaranth.lib import data
 
 __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "LoadWFlag",
            "Instr",
-           "encode", "decode", "decode_program", "disassemble", "Program", "ISAError",
+           "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program", "ISAError",
            "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
 
 INSTR_LAYOUT = data.StructLayout({
@@ -32,11 +35,16 @@ INSTR_LAYOUT = data.StructLayout({
     "imm": 32,
 })
 INSTR_BYTES = INSTR_LAYOUT.size // 8
+LOOP_BITS = 16                  # a LOOP count is 1..LOOP_MAX
+LOOP_MAX = (1 << LOOP_BITS) - 1
 
 
 class Op(IntEnum):
     END = 0x01
     SET = 0x02
+    LOOP = 0x03
+    ENDLOOP = 0x04
+    INC = 0x05
     NOP = 0x0F
     LOADA = 0x10
     LOADW = 0x11
@@ -49,6 +57,13 @@ class Op(IntEnum):
 OPCODES = {
     Op.END: "stop; status done",
     Op.SET: "parameter register[reg] = imm",
+    Op.LOOP: f"run the instructions up to the matching ENDLOOP imm times (1..{LOOP_MAX}); "
+             "loops nest up to the configuration's loop_depth (configurations with loops)",
+    Op.ENDLOOP: "end of the innermost loop: back to the instruction after its LOOP until it "
+                "ran its count, then on",
+    Op.INC: "parameter register[reg] += imm (imm signed), modulo 2**width (reg_bits): a "
+            "loop's last step may leave a register outside the range its command accepts; "
+            "the command checks it when it runs (configurations with loops)",
     Op.NOP: "nothing",
     Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR), A_W bytes "
               "each, of an A_H-row map at A_SRC with row pitch A_PITCH (0: A_W) and channel "
@@ -167,6 +182,7 @@ class Err(IntEnum):
     ADDRESS = 4     # memory access outside [0, MEM_SIZE)
     BUS = 5         # AXI error response
     TIMEOUT = 6     # memory did not answer
+    LOOP = 7        # LOOP nested deeper than loop_depth, or ENDLOOP without a LOOP
 
 
 QPARAM_WORDS = 3
@@ -210,18 +226,28 @@ class Instr:
             name = Op(self.op).name
         except ValueError:
             return f".word 0x{self.op:02x} flags=0x{self.flags:02x} reg={self.reg} imm=0x{self.imm:08x}"
-        if self.op == Op.SET:
+        if self.op in (Op.SET, Op.INC):
             try:
                 rname = Reg(self.reg).name
             except ValueError:
                 rname = f"r{self.reg}"
-            return f"SET {rname}, {self.imm}"
+            imm = self.imm
+            if self.op == Op.INC and imm >> 31:
+                imm -= 1 << 32
+            return f"{name} {rname}, {imm}"
+        if self.op == Op.LOOP:
+            return f"LOOP {self.imm}"
         fl = ""
         if self.flags:
             names = {Op.CONV: ConvFlag, Op.POST: PostFlag, Op.LOADW: LoadWFlag}.get(Op(self.op))
             parts = [f.name for f in names if self.flags & f] if names else []
             fl = " " + "|".join(parts or [f"0x{self.flags:02x}"])
         return name + fl
+
+
+def simm(imm):
+    """An instruction's 32-bit immediate read as a signed value (``INC``)."""
+    return imm - (1 << 32) if imm >> 31 else imm
 
 
 def encode(op, reg=0, imm=0, flags=0):
@@ -259,8 +285,9 @@ def disassemble(code, base=0):
 class Program:
     """Assembler: build a code section instruction by instruction.
 
-    ``p.set(Reg.C_KH, 3)`` or ``p.set(C_KH=3, C_KW=3)``; ``p.op(Op.CONV, flags=...)``;
-    ``p.end()``; ``bytes(p)``.
+    ``p.set(Reg.C_KH, 3)`` or ``p.set(C_KH=3, C_KW=3)``; ``p.inc(Reg.A_SRC, -64)``;
+    ``p.op(Op.CONV, flags=...)``; ``p.op(Op.LOOP, imm=4)``; ``p.end()``; ``bytes(p)``.
+    Loop nests with register strides are built by :class:`ffacc.compiler.emit.Nest`.
     """
 
     def __init__(self):
@@ -273,8 +300,13 @@ class Program:
             self.words.append(encode(Op.SET, Reg[name], v))
         return self
 
-    def op(self, op, flags=0):
-        self.words.append(encode(op, 0, 0, flags))
+    def op(self, op, flags=0, imm=0):
+        self.words.append(encode(op, 0, imm, flags))
+        return self
+
+    def inc(self, reg, value):
+        """``INC reg, value`` (signed)."""
+        self.words.append(encode(Op.INC, int(reg), value))
         return self
 
     def raw(self, word):

@@ -37,12 +37,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from ffacc.firmware.csr import CSR, INFO_VERSION
-from ffacc.firmware.isa import QPARAM_WORDS, Err, Op, Reg, reg_bits
+from ffacc.firmware.isa import INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, Err, Op, Reg, reg_bits
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer)
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
 from .fetch import InstructionFetch
+from .loops import LoopStack
 from .linebuf import RowPacker
 from .logic import ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
@@ -197,6 +198,10 @@ class Accelerator(wiring.Component):
                                                        addr_bits=AW)
             m.d.comb += [fu.beat_valid.eq(rd.beat_valid), fu.beat_data.eq(rd.beat_data),
                          fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
+        # hardware loops (loop_depth > 0, which needs the fetch unit)
+        ls = None
+        if cfg.loop_depth:
+            ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=AW)
         m.d.comb += [
             ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
             ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
@@ -294,8 +299,10 @@ class Accelerator(wiring.Component):
         regs = [None if r in COLD else Signal(rbits[r], name=f"reg_{r.name.lower()}")
                 for r in Reg]
         rg = {r: regs[r] for r in Reg if r not in COLD}
-        rfm = m.submodules.cold_regs = Memory(shape=unsigned(max(rbits[r] for r in COLD)),
-                                              depth=len(Reg), init=[])
+        # with hardware loops the RAM holds every register at full width: INC reads it there
+        rfm = m.submodules.cold_regs = Memory(
+            shape=unsigned(max(rbits[r] for r in (Reg if cfg.loop_depth else COLD))),
+            depth=len(Reg), init=[])
         rf_w = rfm.write_port()
         rf_r = rfm.read_port(transparent_for=())
 
@@ -363,13 +370,25 @@ class Accelerator(wiring.Component):
         fail_code = Signal(range(max(Err) + 1))
         m.d.comb += fail.eq(0)
 
-        # a SET value wider than its register (reg_bits)
+        # a SET value (or an INC sum) wider than its register (reg_bits)
+        set_val = Signal(34)
         set_wide = Signal()
+        m.d.comb += set_val.eq(imm)
         with m.Switch(ireg):
             for r in Reg:
-                if rbits[r] < 32:
-                    with m.Case(r):
-                        m.d.comb += set_wide.eq(imm[rbits[r]:].any())
+                with m.Case(r):
+                    m.d.comb += set_wide.eq(set_val[rbits[r]:].any())
+
+        def write_reg():
+            """Parameter register ``ireg`` = ``set_val`` (checked), then the next
+            instruction."""
+            m.d.comb += [rf_w.addr.eq(ireg), rf_w.data.eq(set_val), rf_w.en.eq(1)]
+            with m.Switch(ireg):
+                for r in Reg:
+                    if r not in COLD:
+                        with m.Case(r):
+                            m.d.sync += regs[r].eq(set_val)
+            take_next()
 
         def take_next():
             """A SET or NOP is done in DECODE: take it from the queue (the unit) or go
@@ -636,6 +655,10 @@ class Accelerator(wiring.Component):
         m.d.comb += zx_val.eq(rg[Reg.C_ZX][:8])
         st_issue = Signal()
         bad_row = Signal()
+        # a beat that read a row outside the loaded band stops the run a clock later (in
+        # CV_STREAM or CV_DRAIN): the check is off the path to the error registers
+        bad_row_q = Signal()
+        m.d.sync += bad_row_q.eq(bad_row)
 
         eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
         eng_g = [Signal(GW, name=f"eng{r}_g") for r in range(R)]
@@ -779,6 +802,8 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 if fu:
                     m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
+                if ls:
+                    m.d.comb += ls.clear.eq(start)
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
@@ -825,14 +850,34 @@ class Accelerator(wiring.Component):
                             with m.Elif(set_wide):
                                 failure(Err.PARAM)
                             with m.Else():
-                                m.d.comb += [rf_w.addr.eq(ireg), rf_w.data.eq(imm),
-                                             rf_w.en.eq(1)]
-                                with m.Switch(ireg):
-                                    for r in Reg:
-                                        if r not in COLD:
-                                            with m.Case(r):
-                                                m.d.sync += regs[r].eq(imm)
-                                take_next()
+                                write_reg()
+                        if ls:
+                            with m.Case(Op.INC):
+                                with m.If(ireg >= len(Reg)):
+                                    failure(Err.REG)
+                                with m.Else():
+                                    cold_addr(ireg)
+                                    m.next = "INC"
+                            with m.Case(Op.LOOP):
+                                with m.If((imm == 0) | imm[LOOP_BITS:].any()):
+                                    failure(Err.PARAM)
+                                with m.Elif(ls.full):
+                                    failure(Err.LOOP)
+                                with m.Else():
+                                    m.d.comb += [ls.push.eq(1), ls.push_pc.eq(pc + INSTR_BYTES),
+                                                 ls.push_left.eq(imm - 1)]
+                                    take_next()
+                            with m.Case(Op.ENDLOOP):
+                                with m.If(ls.empty):
+                                    failure(Err.LOOP)
+                                with m.Else():
+                                    m.d.comb += ls.end.eq(1)
+                                    with m.If(ls.jump):
+                                        # the fetch unit drops its queue and reads the body
+                                        m.d.comb += [fu.start.eq(1), fu.base.eq(ls.target)]
+                                        m.next = "FETCH"
+                                    with m.Else():
+                                        take_next()
                         with m.Case(Op.NOP):
                             take_next()
                         with m.Case(Op.END):
@@ -853,6 +898,12 @@ class Accelerator(wiring.Component):
                                 m.next = "AD_CHECK"
                         with m.Default():
                             failure(Err.OPCODE)
+            if ls:
+                with m.State("INC"):
+                    # the register from the RAM (decode presented its index) plus the signed
+                    # immediate, modulo the register's width (the writes keep its bits)
+                    m.d.comb += set_val.eq(rf_r.data + imm.as_signed())
+                    write_reg()
             with m.State("NEXT"):
                 if fu:
                     m.d.comb += fu.o.ready.eq(1)
@@ -1132,7 +1183,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += st_issue.eq(1)
                 m.d.sync += count(busy_cycles.eq(busy_cycles + 1),
                                   mult_slots.eq(mult_slots + cv_slots))
-                with m.If(bad_row):
+                with m.If(bad_row_q):
                     failure(Err.PARAM)
                 with m.Elif(st_b == cv_bk - 1):
                     m.d.sync += [st_b.eq(0), st_col.eq(cv_col0), st_y.eq(st_y + 1),
@@ -1142,7 +1193,9 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [st_b.eq(st_b + 1), st_col.eq(st_col + L)]
             with m.State("CV_DRAIN"):
-                with m.If((ot_count == ot_total) & ~rmw_valid):
+                with m.If(bad_row_q):
+                    failure(Err.PARAM)
+                with m.Elif((ot_count == ot_total) & ~rmw_valid):
                     m.d.sync += [cv_first.eq(0), cv_wset.eq(cv_wset + 1),
                                  cv_wbase.eq(cv_wbase + R)]
                     with m.If(cv_p0 + R >= cv_npairs):

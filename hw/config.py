@@ -69,6 +69,12 @@ class AcceleratorConfig:
         then takes one per clock until the queue is empty. Larger blocks amortize the read
         latency; a block never reads past ``MEM_SIZE``. 0: no fetch unit, the controller
         reads each instruction itself, a byte a clock (the smallest parts).
+    loop_depth : int
+        Hardware loops: ``LOOP``/``ENDLOOP`` nest up to this depth (0..8) and ``INC`` steps a
+        parameter register, so a layer's program is a loop nest instead of one instruction
+        sequence per pass. Needs the fetch unit (an ``ENDLOOP`` that jumps back restarts it).
+        0: no loops (``LOOP``, ``ENDLOOP`` and ``INC`` are illegal opcodes; the compiler
+        unrolls).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -92,6 +98,7 @@ class AcceleratorConfig:
     perf_counters: bool = True
     fetch_block: int = 8
     wide_loads: bool = True
+    loop_depth: int = 4
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -100,7 +107,7 @@ class AcceleratorConfig:
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
                   ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
                   ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18),
-                  ("fetch_block", 0, 64))
+                  ("fetch_block", 0, 64), ("loop_depth", 0, 8))
         for name, lo, hi in checks:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
@@ -108,6 +115,9 @@ class AcceleratorConfig:
         for name in ("add_unit", "perf_counters", "wide_loads"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
+        if self.loop_depth and not self.fetch_block:
+            raise ConfigError(f"loop_depth={self.loop_depth}: hardware loops need the fetch "
+                              f"unit (fetch_block > 0), or set loop_depth = 0")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
         if self.burst_beats & (self.burst_beats - 1):
@@ -224,12 +234,14 @@ ACCEL_PRESETS = {
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
     # two EBRs) so the bundled digits model compiles (8 sets could not hold conv1's) and
     # runs without channel groups (32 sets: 1.8x the cycles); no fetch unit and loads a byte a
-    # clock (fetch_block 0, wide_loads false), 16 quantization records: it fills the UP5K
+    # clock (fetch_block 0, wide_loads false), no hardware loops (the compiler unrolls), 16
+    # quantization records: it fills the UP5K
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=16,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
-                                    perf_counters=False, fetch_block=0, wide_loads=False),
+                                    perf_counters=False, fetch_block=0, wide_loads=False,
+                                    loop_depth=0),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

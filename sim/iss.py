@@ -15,8 +15,8 @@ import numpy as np
 from ffacc.hw.fetch import block_length
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel
-from ffacc.firmware.isa import (INSTR_BYTES, NUM_REGS, QPARAM_WORDS, ConvFlag, Err, LoadWFlag,
-                                Op, reg_bits,
+from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
+                                LoadWFlag, Op, reg_bits, simm,
                                 PostFlag, Reg, decode)
 
 __all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
@@ -148,14 +148,18 @@ class ISS:
     def run(self, prog_base=0, max_instructions=None, max_cycles=None):
         """Execute from ``prog_base`` until ``END`` or an error. Returns a :class:`RunResult`.
 
-        The ISA has no branches, so every program ends (at ``END``, an error, or
-        ``Err.ADDRESS`` when it runs off memory) and there is no limit by default.
+        The ISA's only jumps are ``ENDLOOP``s with immediate counts, so every program ends (at
+        ``END``, an error, or ``Err.ADDRESS`` when it runs off memory) and there is no limit by
+        default.
         ``max_instructions`` / ``max_cycles`` are optional budgets: a run that needs more
         raises :class:`BudgetExceeded`.
         """
         self.pc = prog_base
+        self.loops = []         # [first pc of the body, iterations left after this one]
+        self.jump = None
         res = RunResult("done")
         queued = 0              # instructions in the fetch unit's queue (hw/fetch.py)
+        restart = True          # the fetch unit restarts (a run's start, a loop's jump back)
         try:
             if prog_base % INSTR_BYTES:
                 raise AccelError(Err.ADDRESS, prog_base, f"program base 0x{prog_base:x} is not "
@@ -169,7 +173,8 @@ class ISS:
                     # the next block is read while the previous instruction's pc is current:
                     # the RTL's profile books it there
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
-                    fetch = self.cost.fetch_block(queued)
+                    fetch = self.cost.fetch_block(queued, self.pc, first=restart)
+                    restart = False
                     if res.per_instruction:
                         pc, name, cyc, stall = res.per_instruction[-1]
                         res.per_instruction[-1] = (pc, name, cyc + fetch,
@@ -186,7 +191,10 @@ class ISS:
                     raise BudgetExceeded("cycle", max_cycles, self.pc, res)
                 if ins.op == Op.END:
                     break
-                self.pc += INSTR_BYTES
+                if self.jump is not None:
+                    self.pc, self.jump, queued, restart = self.jump, None, 0, True
+                else:
+                    self.pc += INSTR_BYTES
         except AccelError as e:
             res.status, res.error, res.error_pc, res.detail = "error", int(e.code), e.pc, e.detail
         return res
@@ -205,12 +213,43 @@ class ISS:
                                                      f"than the register's {bits} bits")
             self.regs[ins.reg] = ins.imm
             return self.cost.fetch
+        if op in (Op.LOOP, Op.ENDLOOP, Op.INC):
+            return self._loop_op(op, ins)
         if op == Op.ADD and not self.cfg.add_unit:
             raise AccelError(Err.OPCODE, self.pc, "ADD: this configuration has no ADD unit "
                                                   "(add_unit=false)")
         if op in (Op.END, Op.NOP):
             return self.cost.fetch
         return self.cost.fetch + self.cost.next + getattr(self, f"_{op.name.lower()}")(ins)
+
+    def _loop_op(self, op, ins):
+        depth = self.cfg.loop_depth
+        if not depth:
+            raise AccelError(Err.OPCODE, self.pc, f"{op.name}: this configuration has no "
+                                                  f"hardware loops (loop_depth=0)")
+        if op == Op.INC:
+            if ins.reg >= len(Reg):
+                raise AccelError(Err.REG, self.pc, f"register {ins.reg}")
+            r = Reg(ins.reg)
+            self.regs[r] = (self.regs[r] + simm(ins.imm)) % (1 << self.reg_bits[r])
+            return self.cost.fetch + self.cost.inc
+        if op == Op.LOOP:
+            if not 1 <= ins.imm <= LOOP_MAX:
+                self._err(f"LOOP count {ins.imm} outside 1..{LOOP_MAX}")
+            if len(self.loops) == depth:
+                raise AccelError(Err.LOOP, self.pc, f"LOOP nested deeper than loop_depth "
+                                                    f"{depth}")
+            self.loops.append([self.pc + INSTR_BYTES, ins.imm - 1])
+            return self.cost.fetch
+        if not self.loops:
+            raise AccelError(Err.LOOP, self.pc, "ENDLOOP without a LOOP")
+        top = self.loops[-1]
+        if top[1]:
+            top[1] -= 1
+            self.jump = top[0]
+        else:
+            self.loops.pop()
+        return self.cost.fetch
 
     @property
     def cost(self):

@@ -15,7 +15,8 @@ from ffacc.firmware.isa import Op, Program, Reg, encode, reg_bits
 from . import golden
 from .iss import ISS
 
-__all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "run_iss", "FAULTS"]
+__all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "loop_case", "run_iss",
+           "FAULTS"]
 
 DATA_BASE = 0x100
 
@@ -106,6 +107,43 @@ def add_case(cfg, n, seed=0):
     return Case(f"add{n}", build_image(cfg, prog, mem), [(ya, want.astype(dt))])
 
 
+def loop_case(cfg, outer=3, inner=2, chunk=4, seed=0):
+    """Hardware loops by hand: ``outer`` x ``inner`` ADDs of ``chunk`` elements, each
+    iteration stepping its three addresses with ``INC``; the loops sit inside
+    ``loop_depth - 2`` one-iteration loops (the stack full), the inner body is longer than a
+    fetch block (the jump goes back across blocks), and ``A_SRC`` is stepped by 2**32 in
+    three ``INC``s (modulo its width: unchanged)."""
+    rng = np.random.default_rng(seed)
+    n = outer * inner * chunk
+    a, dt, qlo, qhi = _acts(cfg, rng, n)
+    b = _acts(cfg, rng, n)[0]
+    za, zb, zy = (int(rng.integers(qlo, qhi + 1)) for _ in range(3))
+    ka, kb, M, sh = golden.add_params(0.031, 0.017, 0.045, input_bits=14)
+    mem = MemoryPlan(base=DATA_BASE)
+    aa = mem.place("a", a.astype(dt).tobytes())
+    ba = mem.place("b", b.astype(dt).tobytes())
+    ya = mem.alloc("y", n)
+    p = Program()
+    lower_add(p, aa, ba, ya, chunk, ka=ka, kb=kb, multiplier=M, shift=sh, a_zp=za, b_zp=zb,
+              y_zp=zy, qmin=qlo, qmax=qhi)
+    p.words.pop()                               # the ADD: it runs in the loops below
+    for _ in range(cfg.loop_depth - 2):
+        p.op(Op.LOOP, imm=1)
+    p.op(Op.LOOP, imm=outer).op(Op.LOOP, imm=inner).op(Op.ADD)
+    for r in (Reg.A_SRC, Reg.D_SRC2, Reg.O_DST):
+        p.inc(r, chunk)
+    for _ in range(cfg.fetch_block):
+        p.op(Op.NOP)
+    p.inc(Reg.A_SRC, (1 << 31) - 1).inc(Reg.A_SRC, (1 << 31) - 1).inc(Reg.A_SRC, 2)
+    p.op(Op.ENDLOOP).op(Op.ENDLOOP)
+    for _ in range(cfg.loop_depth - 2):
+        p.op(Op.ENDLOOP)
+    p.end()
+    want = golden.add(a, b, a_zp=za, b_zp=zb, ka=ka, kb=kb, multiplier=M, shift=sh, y_zp=zy,
+                      qmin=qlo, qmax=qhi)
+    return Case(f"loops{n}", build_image(cfg, p, mem), [(ya, want.astype(dt))])
+
+
 def _fault_program(kind, cfg):
     p = Program()
     mem = MemoryPlan(base=DATA_BASE)
@@ -145,6 +183,16 @@ def _fault_program(kind, cfg):
     elif kind == "kernel":
         p.set(C_KH=cfg.max_kernel + 1, C_KW=3, C_LANES=1, C_NY=1, C_WOUT=4, A_CH=1, A_H=4,
               A_W=4, LB_PITCH=4).op(Op.CONV).end()
+    elif kind == "loop_depth":
+        for _ in range(cfg.loop_depth + 1):       # one LOOP more than the stack holds
+            p.op(Op.LOOP, imm=2)
+        p.end()
+    elif kind == "endloop":
+        p.op(Op.LOOP, imm=2).op(Op.ENDLOOP).op(Op.ENDLOOP).end()
+    elif kind == "loop_zero":
+        p.op(Op.LOOP, imm=0).op(Op.ENDLOOP).end()
+    elif kind == "inc_register":
+        p.raw(encode(Op.INC, len(Reg), 1)).end()
     elif kind == "lb_overflow":
         p.set(A_SRC=DATA_BASE, A_CH=2, A_H=4, A_W=cfg.lb_width + 1, A_HB0=0, A_NR=1,
               LB_PITCH=1).op(Op.LOADA).end()
@@ -155,7 +203,8 @@ def _fault_program(kind, cfg):
 
 
 FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
-          "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4}
+          "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
+          "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2}
 
 
 def fault_case(cfg, kind):

@@ -8,7 +8,8 @@ import pytest
 
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
-from ffacc.sim.programs import FAULTS, add_case, conv_case, fault_case, fc_case, run_iss
+from ffacc.sim.programs import (FAULTS, add_case, conv_case, fault_case, fc_case, loop_case,
+                                run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -61,7 +62,7 @@ def test_conv_every_kernel(simulator, k, tmp_path, record_property):
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
 @pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc",
-                                  "coltiles"])
+                                  "coltiles", "loops"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -71,6 +72,7 @@ def test_layers(simulator, name, tmp_path):
         "add": lambda: add_case(TINY, 45, seed=15),
         "fc": lambda: fc_case(TINY, 20, 5, seed=16),
         "coltiles": lambda: conv_case(TINY, 2, 2, 5, 2 * TINY.lb_width + 3, 3, seed=17),
+        "loops": lambda: loop_case(TINY, seed=18),
     }[name]()
     run_both(case, TINY, simulator, tmp_path)
 
@@ -94,7 +96,8 @@ def test_small_part_configuration(name, tmp_path):
     too, loads move a byte a clock (wide_loads false) and the controller reads each
     instruction itself (fetch_block 0)."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
-                     target_mhz=12, wide_loads=False, fetch_block=0)
+                     target_mhz=12, wide_loads=False, fetch_block=0,
+                     loop_depth=0)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)

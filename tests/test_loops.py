@@ -1,0 +1,166 @@
+"""Hardware loops: the loop stack in amaranth.sim, the ISS's LOOP/ENDLOOP/INC, and the loop
+nests the compiler emits (compiler/emit.py) against the same layers unrolled."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from ffacc.compiler.emit import Nest, affine_runs
+from ffacc.firmware.isa import (LOOP_MAX, Err, Op, Program, Reg, decode_program, encode,
+                                reg_bits)
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.hw.loops import LoopStack
+from ffacc.sim.iss import ISS
+from ffacc.sim.programs import FAULTS, conv_case, fault_case, fc_case, loop_case, run_iss
+
+TINY = ACCEL_PRESETS["tiny"]
+
+
+# ------------------------------------------------------------------ the loop stack (RTL)
+def test_loop_stack_follows_a_model_on_random_operations():
+    """Random push/end/clear against a list of frames: jump, target, full and empty every
+    clock; pushes on a full stack and ends on an empty one change nothing."""
+    D = 3
+    dut = LoopStack(depth=D, addr_bits=12)
+    rng = np.random.default_rng(1)
+    seen = set()
+
+    async def bench(ctx):
+        frames = []
+        for _ in range(600):
+            op = rng.choice(["push", "end", "end", "clear", "idle"], p=[.4, .35, .1, .02, .13])
+            pc, left = int(rng.integers(0, 1 << 12)), int(rng.integers(0, 3))
+            ctx.set(dut.push, op == "push")
+            ctx.set(dut.push_pc, pc)
+            ctx.set(dut.push_left, left)
+            ctx.set(dut.end, op == "end")
+            ctx.set(dut.clear, op == "clear")
+            await ctx.delay(1e-9)
+            assert ctx.get(dut.full) == (len(frames) == D)
+            assert ctx.get(dut.empty) == (not frames)
+            jump = bool(frames) and frames[-1][1] > 0
+            assert ctx.get(dut.jump) == jump
+            if frames:
+                assert ctx.get(dut.target) == frames[-1][0]
+            seen.add((op, len(frames), jump))
+            if op == "clear":
+                frames = []
+            elif op == "push" and len(frames) < D:
+                frames.append([pc, left])
+            elif op == "end" and frames:
+                if jump:
+                    frames[-1][1] -= 1
+                else:
+                    frames.pop()
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # the run went through a full stack, an empty one, jumps and pops
+    assert ("push", D, False) in seen or ("push", D, True) in seen
+    assert ("end", 0, False) in seen and any(o == "end" and j for o, _, j in seen)
+
+
+# ------------------------------------------------------------------ the ISS
+def _run(cfg, prog, mem=1 << 12):
+    iss = ISS(cfg, mem_size=mem)
+    iss.load(0, bytes(prog))
+    return iss, iss.run(0)
+
+
+def test_iss_loops_nest_and_count():
+    p = Program().set(A_SRC=0)
+    p.op(Op.LOOP, imm=3).op(Op.LOOP, imm=5).inc(Reg.A_SRC, 1).op(Op.ENDLOOP)
+    p.inc(Reg.A_SRC, 100).op(Op.ENDLOOP).end()
+    iss, res = _run(TINY, p)
+    assert res.status == "done" and iss.regs[Reg.A_SRC] == 3 * (5 + 100)
+    # SET, LOOP, 3 x (LOOP, 5 x (INC, ENDLOOP), INC, ENDLOOP), END
+    assert res.instructions == 2 + 3 * (1 + 5 * 2 + 2) + 1
+
+
+def test_iss_inc_is_modulo_the_register_width():
+    bits = reg_bits(TINY)[Reg.C_NY]
+    assert bits < 32
+    p = Program().set(C_NY=3).inc(Reg.C_NY, -5).end()
+    iss, res = _run(TINY, p)
+    assert res.status == "done" and iss.regs[Reg.C_NY] == (3 - 5) % (1 << bits)
+    iss, res = _run(TINY, Program().set(C_NY=3).inc(Reg.C_NY, 1 << bits).end())
+    assert iss.regs[Reg.C_NY] == 3
+
+
+@pytest.mark.parametrize("kind", ["loop_depth", "endloop", "loop_zero", "inc_register"])
+def test_loop_errors_name_their_code_and_pc(kind):
+    blobs, res = run_iss(fault_case(TINY, kind), TINY)
+    assert res.status == "error" and res.error == FAULTS[kind]
+    code = decode_program(bytes(fault_case(TINY, kind).image.sections[0].data))
+    assert Op(code[(res.error_pc - 0x1000) // 8].op) in (Op.LOOP, Op.ENDLOOP, Op.INC)
+
+
+def test_loop_count_beyond_the_limit_and_configurations_without_loops():
+    _, res = _run(TINY, Program().op(Op.LOOP, imm=LOOP_MAX + 1).op(Op.ENDLOOP).end())
+    assert res.error == Err.PARAM
+    flat = TINY.with_(loop_depth=0)
+    for word in (encode(Op.LOOP, 0, 2), encode(Op.ENDLOOP), encode(Op.INC, Reg.A_SRC, 1)):
+        _, res = _run(flat, Program().raw(word).end())
+        assert res.status == "error" and res.error == Err.OPCODE and res.error_pc == 0
+
+
+def test_hand_written_loop_program_matches_golden():
+    case = loop_case(TINY)
+    blobs, res = run_iss(case, TINY)
+    assert res.status == "done" and case.outputs and case.check(blobs)
+
+
+# ------------------------------------------------------------------ the compiler's nests
+def test_affine_runs_peel_the_irregular_iterations():
+    items = [dict(y=0, h=0, n=5)] + [dict(y=5 * i, h=5 * i - 1, n=5) for i in range(1, 7)] \
+        + [dict(y=35, h=34, n=3)]
+    assert affine_runs(items) == [(0, 1), (1, 6), (7, 1)]
+    assert affine_runs([dict(a=1, f=True), dict(a=2, f=False), dict(a=3, f=False)]) == \
+        [(0, 1), (1, 2)]
+    assert affine_runs([]) == []
+
+
+def _words(cfg, build):
+    nest = Nest(cfg)
+    build(nest)
+    return decode_program(bytes(nest.assemble(Program()).end()))
+
+
+def test_nest_rolls_affine_loops_and_unrolls_the_rest():
+    def build(nest):
+        nest.loop(6, lambda j: nest.cmd(Op.LOADA, A_SRC=100 + 8 * j, A_CH=2))
+    rolled = _words(TINY, build)
+    ops = [Op(i.op) for i in rolled]
+    assert ops.count(Op.LOOP) == 1 and ops.count(Op.LOADA) == 1
+    # unrolled: 6 x (SET A_SRC, LOADA), one SET A_CH (written once), END
+    assert len(_words(TINY.with_(loop_depth=0), build)) == 6 * 2 + 1 + 1
+
+    def quadratic(nest):
+        nest.loop(5, lambda j: nest.cmd(Op.LOADA, A_SRC=j * j))
+    ops = [Op(i.op) for i in _words(TINY, quadratic)]
+    assert Op.LOOP not in ops and ops.count(Op.LOADA) == 5
+
+
+@pytest.mark.parametrize("case", [
+    lambda c: conv_case(c, 8, 20, 40, 40, 3, seed=1),            # channel and lane groups
+    lambda c: conv_case(c, 2, 3, 9, 9, 5, stride=2, seed=2),
+    lambda c: conv_case(c, 3, 5, 12, 10, 3, pool2=True, relu=True, seed=3),
+    lambda c: conv_case(c, 2, 3, 6, 2 * c.lb_width + 7, 3, seed=4),   # column tiles
+    lambda c: fc_case(c, 70, 9, seed=5),
+], ids=["groups", "stride2", "pool", "coltiles", "fc"])
+def test_rolled_layers_equal_the_unrolled_ones(case):
+    """The same layer with hardware loops and unrolled (loop_depth 0, and loops nested
+    deeper than a 1-frame stack unrolled): golden outputs on the ISS in every form, fewer
+    instructions in the code with loops."""
+    sizes = {}
+    for depth in (4, 1, 0):
+        cfg = TINY.with_(loop_depth=depth)
+        c = case(cfg)
+        blobs, res = run_iss(c, cfg)
+        assert res.status == "done", res.detail
+        assert c.outputs and c.check(blobs)
+        sizes[depth] = len(c.image.sections[0].data) // 8
+    assert sizes[4] <= sizes[1] <= sizes[0]
