@@ -370,14 +370,16 @@ class Accelerator(wiring.Component):
         fail_code = Signal(range(max(Err) + 1))
         m.d.comb += fail.eq(0)
 
-        # a SET value (or an INC sum) wider than its register (reg_bits)
+        # a SET value wider than its register (reg_bits); set_val is what SET or INC writes
+        # (the check looks at the immediate, so INC's adder is not in front of it)
         set_val = Signal(34)
         set_wide = Signal()
         m.d.comb += set_val.eq(imm)
         with m.Switch(ireg):
             for r in Reg:
-                with m.Case(r):
-                    m.d.comb += set_wide.eq(set_val[rbits[r]:].any())
+                if rbits[r] < 32:
+                    with m.Case(r):
+                        m.d.comb += set_wide.eq(imm[rbits[r]:].any())
 
         def write_reg():
             """Parameter register ``ireg`` = ``set_val`` (checked), then the next

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
-from ffacc.firmware.image import TensorDesc
+from ffacc.firmware.image import Kind, TensorDesc
 from ffacc.firmware.isa import Op, Program, Reg, encode, reg_bits
 from . import golden
 from .iss import ISS
 
-__all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "loop_case", "run_iss",
-           "FAULTS"]
+__all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "loop_case", "random_case",
+           "run_iss", "FAULTS", "MUTATIONS"]
 
 DATA_BASE = 0x100
 
@@ -142,6 +142,92 @@ def loop_case(cfg, outer=3, inner=2, chunk=4, seed=0):
     want = golden.add(a, b, a_zp=za, b_zp=zb, ka=ka, kb=kb, multiplier=M, shift=sh, y_zp=zy,
                       qmin=qlo, qmax=qhi)
     return Case(f"loops{n}", build_image(cfg, p, mem), [(ya, want.astype(dt))])
+
+
+MUTATIONS = ("none", "set_value", "opcode", "drop", "duplicate", "truncate", "loop_count")
+
+
+def random_case(cfg, seed, mutation=None):
+    """A random program for differential testing (RTL ≡ ISS): a random small layer (conv with
+    random kernel, stride, pool and shape, a fully-connected layer, an add, or the hand-written
+    loops), compiled, then with ``mutation`` (random by default, one of :data:`MUTATIONS`)
+    applied to one instruction: a ``SET``'s value replaced by an edge or random value (legal
+    or not), a random opcode byte, an instruction dropped or doubled, the program cut before
+    its ``END`` (it runs into zeroed memory), a ``LOOP`` count changed. Unmutated cases keep
+    their golden outputs; mutated ones expect nothing but agreement: status, error code and
+    pc, and the read-back bytes."""
+    rng = np.random.default_rng(seed)
+    kinds = ["conv", "conv", "fc", "add" if cfg.add_unit else "conv"]
+    if cfg.loop_depth >= 2 and cfg.add_unit:
+        kinds.append("loops")
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind == "conv":
+        k = int(rng.integers(1, min(cfg.max_kernel, 5) + 1))
+        pool = bool(rng.integers(2)) and k > 1
+        stride = 1 if pool else int(rng.integers(1, 3))
+        H, W = (int(v) for v in rng.integers(k + 1, k + 9, 2))
+        case = conv_case(cfg, int(rng.integers(1, 5)), int(rng.integers(1, 5)), H, W, k,
+                         stride=stride, pool2=pool, relu=bool(rng.integers(2)),
+                         seed=int(rng.integers(1 << 30)))
+    elif kind == "fc":
+        case = fc_case(cfg, int(rng.integers(2, 40)), int(rng.integers(1, 6)),
+                       seed=int(rng.integers(1 << 30)))
+    elif kind == "add":
+        case = add_case(cfg, int(rng.integers(1, 40)), seed=int(rng.integers(1 << 30)))
+    else:
+        case = loop_case(cfg, int(rng.integers(1, 4)), int(rng.integers(1, 4)),
+                         int(rng.integers(1, 6)), seed=int(rng.integers(1 << 30)))
+    mutation = mutation or MUTATIONS[int(rng.integers(len(MUTATIONS)))]
+    case.name = f"random{seed}_{kind}_{mutation}"
+    if mutation == "none":
+        return case
+    code_sec = next(s for s in case.image.sections if s.kind == Kind.CODE)
+    words = [int.from_bytes(code_sec.data[i:i + 8], "little")
+             for i in range(0, len(code_sec.data), 8)]
+    ops = [w & 0xFF for w in words]
+
+    def pick(pred):
+        idx = [i for i, o in enumerate(ops) if pred(o)]
+        return idx[int(rng.integers(len(idx)))] if idx else None
+
+    i = None
+    if mutation == "set_value":
+        i = pick(lambda o: o == Op.SET)
+        if i is not None:
+            reg = (words[i] >> 16) & 0xFF
+            bits = reg_bits(cfg)[Reg(reg)]
+            v = words[i] >> 32
+            new = [0, 1, v + 1, max(0, v - 1), 2 * v, (1 << bits) - 1, 1 << bits,
+                   int(rng.integers(0, 1 << bits))][int(rng.integers(8))]
+            words[i] = (words[i] & 0xFFFFFFFF) | (new & 0xFFFFFFFF) << 32
+    elif mutation == "opcode":
+        i = int(rng.integers(len(words) - 1))
+        words[i] = (words[i] & ~0xFF) | int(rng.integers(256))
+    elif mutation == "drop":
+        i = int(rng.integers(len(words) - 1))
+        del words[i]
+    elif mutation == "duplicate":
+        i = pick(lambda o: o not in (Op.SET, Op.END))
+        if i is not None:
+            words.insert(i, words[i])
+    elif mutation == "truncate":
+        i = int(rng.integers(len(words) - 1))
+        words = words[:i + 1]
+    elif mutation == "loop_count":
+        i = pick(lambda o: o == Op.LOOP)
+        if i is not None:
+            new = [0, 1, (words[i] >> 32) + 1, int(rng.integers(1, 8))][int(rng.integers(4))]
+            words[i] = (words[i] & 0xFFFFFFFF) | new << 32
+    if i is None:                       # nothing to mutate in this program
+        case.name = f"random{seed}_{kind}_none"
+        return case
+    code = b"".join(w.to_bytes(8, "little") for w in words)
+    code += bytes(max(0, len(code_sec.data) - len(code)))   # shorter: zeros after it
+    case.image.sections[case.image.sections.index(code_sec)] = type(code_sec)(
+        code_sec.kind, code_sec.addr, code)
+    case.outputs = [(a, e) for a, e in case.outputs]
+    case.expect_error = -1              # not known: compare RTL with ISS only
+    return case
 
 
 def _fault_program(kind, cfg):

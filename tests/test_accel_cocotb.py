@@ -8,8 +8,8 @@ import pytest
 
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
-from ffacc.sim.programs import (FAULTS, add_case, conv_case, fault_case, fc_case, loop_case,
-                                run_iss)
+from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, conv_case, fault_case, fc_case,
+                                loop_case, run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -143,3 +143,47 @@ def test_ulx3s_multi_tile(tmp_path, record_property):
     case = conv_case(cfg, 30, 5, 8, 20, 3, seed=21)
     rtl, iss = run_both(case, cfg, "verilator", tmp_path, record_property)
     assert rtl["mult_slots"] > 0 and rtl["busy"] > 0
+
+
+def run_random(seed, tmp_path, cfg=TINY, mutation=None):
+    """A random (possibly mutated) program on the ISS and the RTL (Verilator): the same
+    status, error code, error pc and read-back bytes; a finished run's cycles within 5 % of
+    the ISS's model; an unmutated one ≡ golden. A program the ISS needs more than 300,000
+    cycles for is replaced by the next seed's."""
+    from ffacc.sim.iss import ISS, BudgetExceeded
+    from ffacc.sim.programs import random_case
+    for sub in range(seed, seed + 1000 * 50, 1000):
+        case = random_case(cfg, sub, mutation)
+        iss = ISS(cfg, mem_size=case.image.mem_size)
+        for addr, data in case.image.loaded():
+            iss.load(addr, data)
+        try:
+            res = iss.run(case.image.entry, max_cycles=300_000)
+            break
+        except BudgetExceeded:
+            continue
+    blobs = [iss.read(a, n) for a, n in case.readback]
+    path = case.image.save(tmp_path / f"{case.name}.ffw")
+    rtl = bench(cfg, "verilator").run_image(path, case.readback, name=case.name,
+                                            max_cycles=2 * res.cycles + 10_000)
+    got = ("error" if rtl["status"] & 4 else "done" if rtl["status"] & 2 else "running",
+           rtl["error"], rtl["error_pc"] if rtl["status"] & 4 else 0)
+    assert got == (res.status, res.error, res.error_pc), (case.name, res.detail)
+    assert rtl["readback"] == blobs, case.name
+    if res.status == "done":
+        assert abs(res.cycles - rtl["cycles"]) <= 0.05 * rtl["cycles"], (res.cycles, rtl)
+    if not case.expect_error:
+        assert res.status == "done" and case.outputs and case.check(blobs), case.name
+    return case.name, res.status
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+@pytest.mark.parametrize("seed", range(3))
+def test_random_programs_rtl_equals_iss(seed, mutation, tmp_path):
+    run_random(seed, tmp_path, mutation=mutation)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12, 112))
+def test_random_programs_rtl_equals_iss_many(seed, tmp_path):
+    run_random(seed, tmp_path)
