@@ -278,11 +278,12 @@ class AccelBench(Bench):
         super().__init__(Accelerator(config), "accel", "accel", simulator, build_root, quiet)
 
     def run_image(self, image_path, readback=(), name="run", max_cycles=2_000_000,
-                  inputs=None, outputs=None, batch=False, profile=False):
+                  inputs=None, outputs=None, batch=False, profile=False, fault=None):
         """Run a ``.ffw`` image; returns the result dict (status, counters, read-back bytes).
 
         ``inputs``/``outputs``: ``.npz`` paths of quantized tensors to write before and read
-        after the run.
+        after the run. ``fault``: ``(kind, after)``, a bus fault injected by the bench
+        (:func:`ffacc.sim.tb_accel.inject_fault`).
         """
         result = self.build_dir / f"{name}.result.json"
         if result.exists():
@@ -298,6 +299,8 @@ class AccelBench(Bench):
             env["FFACC_BATCH"] = "1"
         if profile:
             env["FFACC_PROFILE"] = "1"
+        if fault:
+            env["FFACC_FAULT"] = json.dumps(list(fault))
         self.test("ffacc.sim.tb_accel", name, env)
         out = json.loads(result.read_text())
         out["readback"] = [bytes.fromhex(h) for h in out["readback"]]

@@ -4,6 +4,8 @@ Memory is a cocotbext-axi ``AxiRam`` on the AXI4 master, control an ``AxiLiteMas
 AXI4-Lite slave. The job comes through the environment: ``FFACC_IMAGE`` (a ``.ffw`` file),
 ``FFACC_INPUTS``/``FFACC_OUTPUTS`` (``.npz`` of quantized tensors, optional),
 ``FFACC_READBACK`` (JSON list of ``[address, length]`` to read after the run),
+``FFACC_FAULT`` (JSON ``[kind, after]``: a bus fault of :data:`FAULTS` injected after that many
+read beats or writes, :func:`inject_fault`),
 ``FFACC_RESULT`` (where to write the JSON result), ``FFACC_MAX_CYCLES``, ``FFACC_PROFILE``
 (``1``: per-instruction cycles and stall cycles, sampled from the controller's ``pc`` and
 counters whenever ``pc`` changes — Python runs per instruction, not per cycle). The bench loads the
@@ -19,7 +21,7 @@ import numpy as np
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, Event, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from ffacc.firmware.csr import CSR, CTRL_START, Status
@@ -34,6 +36,31 @@ async def _watch_pc(dut, samples):
     while True:
         await dut.pc.value_change
         samples.append((int(dut.pc.value), int(dut.cycles.value), int(dut.stall_cycles.value)))
+
+
+FAULTS = ("rresp", "bresp", "rstall", "wstall")
+
+
+def inject_fault(ram, kind, after):
+    """Make the memory fail from its ``after``-th read beat (``r…``) or write (``w…``/``b…``)
+    on: an SLVERR response (``rresp``, ``bresp``) or no answer at all (``rstall``,
+    ``wstall``), for the rest of the run."""
+    if kind not in FAULTS:
+        raise ValueError(f"fault kind {kind!r}: one of {', '.join(FAULTS)}")
+    side = ram.read_if if kind[0] == "r" else ram.write_if
+    name = "_read" if kind[0] == "r" else "_write"
+    inner = getattr(side, name)
+    count = [0]
+
+    async def faulty(*args):
+        count[0] += 1
+        if count[0] > after:
+            if kind.endswith("stall"):
+                await Event().wait()            # never answered
+            raise RuntimeError("injected bus fault")   # the slave answers SLVERR
+        return await inner(*args)
+
+    setattr(side, name, faulty)
 
 
 async def run_segment(dut, ctl, entry, max_cycles, profile=False):
@@ -78,6 +105,8 @@ async def run_image(dut):
         ram.write(addr, data)
     await ctl.write_dword(CSR.MEM_SIZE, img.mem_size)
     assert await ctl.read_dword(CSR.STATUS) & Status.BUSY == 0
+    if os.environ.get("FFACC_FAULT"):
+        inject_fault(ram, *json.loads(os.environ["FFACC_FAULT"]))
     segments = img.meta.get("segments") or [{"kind": "accel", "entry": img.entry}]
     # FFACC_BATCH: the inputs carry a leading batch axis; run the image once per item
     batch = os.environ.get("FFACC_BATCH") == "1"

@@ -187,3 +187,36 @@ def test_random_programs_rtl_equals_iss(seed, mutation, tmp_path):
 @pytest.mark.parametrize("seed", range(12, 112))
 def test_random_programs_rtl_equals_iss_many(seed, tmp_path):
     run_random(seed, tmp_path)
+
+
+READS = {"LOADA", "LOADW", "LOADQ", "ADD"}
+
+
+@pytest.mark.parametrize("kind,after", [("rresp", 0), ("rresp", 7), ("rresp", 60),
+                                        ("rresp", 100), ("bresp", 0), ("bresp", 3),
+                                        ("rstall", 0), ("rstall", 90), ("wstall", 1)])
+def test_bus_faults_stop_with_their_error(kind, after, tmp_path):
+    """A bus fault injected into the memory part-way through a conv layer and an add (an
+    SLVERR on every read beat or write response from the ``after``-th on, or a memory that
+    stops answering): the run stops with BUS or TIMEOUT (never hangs), at an instruction
+    that uses that channel (any instruction for reads: the fetch unit reads the next one)."""
+    from ffacc.firmware.isa import Op, decode_program
+    case = conv_case(TINY, 2, 3, 6, 7, 3, seed=21)
+    _, iss = run_iss(case, TINY)
+    assert iss.status == "done"
+    path = case.image.save(tmp_path / "fault.ffw")
+    rtl = bench(TINY, "verilator").run_image(path, case.readback, name=f"fault_{kind}{after}",
+                                             max_cycles=iss.cycles + 20_000,
+                                             fault=(kind, after))
+    assert rtl["status"] & 4, rtl
+    assert rtl["error"] == (5 if kind.endswith("resp") else 6)
+    code = next(s for s in case.image.sections if s.kind == 1)
+    k = (rtl["error_pc"] - code.addr) // 8
+    assert 0 <= k < len(code.data) // 8 and (rtl["error_pc"] - code.addr) % 8 == 0
+    op = Op(decode_program(code.data)[k].op).name
+    if kind[0] == "b" or kind == "wstall":
+        assert op == "POST", op
+    elif after > 0:
+        assert op in READS | {"SET", "CONV", "POST", "LOOP", "ENDLOOP", "INC"}, op
+    else:
+        assert rtl["error_pc"] == code.addr        # the first fetch
