@@ -17,7 +17,7 @@ from ffacc.hw.weights import raw_set, set_bytes
 
 from .emit import Nest
 
-__all__ = ["ConvLayer", "LoweringError", "weight_sets", "lower_conv", "lower_add", "Blob", "build_image",
+__all__ = ["ConvLayer", "LoweringError", "weight_sets", "layer_weights", "lower_conv", "lower_add", "Blob", "build_image",
            "MemoryPlan"]
 
 
@@ -107,24 +107,59 @@ def weight_sets(cfg, w):
     ``(nsets, rows, lanes)`` for a 1-wide kernel (``mac``: the MAC-mode sets, one weight per
     engine and lane). The hardware pre-adds them as they load.
     """
+    w = np.asarray(w, dtype=np.int64)
+    pad = np.zeros((cfg.lanes,) + w.shape[1:], dtype=np.int64)
+    pad[:len(w)] = w
+    raw, mac = _group_sets(cfg, pad[None])
+    return raw[0], mac
+
+
+def _group_sets(cfg, w):
+    """:func:`weight_sets` of several lane groups at once: ``w`` is ``(groups, lanes, C, kh,
+    kw)`` (unused lanes zero); returns ``(raw with a leading group axis, mac)``."""
     from ffacc.sim.iss import conv_geometry
 
-    w = np.asarray(w, dtype=np.int64)
-    lanes_used, C, kh, kw = w.shape
+    n, P, C, kh, kw = w.shape
     R, N = cfg.rows, cfg.fcu.piece_taps
     npairs = C * kh
     g = conv_geometry(cfg, kh, kw, 1, npairs)
     nsets = g.passes_per_piece
-    rows = w.reshape(lanes_used, npairs, kw).transpose(1, 0, 2)      # [pair p = c kh + i, lane]
+    rows = w.reshape(n, P, npairs, kw).transpose(0, 2, 1, 3)   # [group, pair c kh + i, lane, tap]
     if g.mac:
-        out = np.zeros((nsets * R, cfg.lanes), dtype=np.int64)
-        out[:npairs, :lanes_used] = rows[:, :, 0]
-        return raw_set(cfg.fcu, out).reshape(nsets, R, cfg.lanes), True
-    out = np.zeros((g.pieces, nsets * R, cfg.lanes, N), dtype=np.int64)
+        out = np.zeros((n, nsets * R, P), dtype=np.int64)
+        out[:, :npairs] = rows[..., 0]
+        return out.astype(np.int8).reshape(n, nsets, R, P), True
+    out = np.zeros((n, g.pieces, nsets * R, P, N), dtype=np.int64)
     for piece in range(g.pieces):
-        part = rows[:, :, piece * N:(piece + 1) * N]
-        out[piece, :npairs, :lanes_used, :part.shape[2]] = part
-    return raw_set(cfg.fcu, out.reshape(g.pieces * nsets, R, cfg.lanes, N)), False
+        part = rows[..., piece * N:(piece + 1) * N]
+        out[:, piece, :npairs, :, :part.shape[-1]] = part
+    return raw_set(cfg.fcu, out.reshape(n, g.pieces * nsets, R, P, N)), False
+
+
+def layer_weights(cfg, w, cg):
+    """A layer's weights as ``LOADW`` reads them: one block per lane group of ``lanes`` output
+    channels (the last padded with zero weights), each the sets of its channel groups of
+    ``cg`` channels in order, each padded to 8 bytes (``LOADW`` reads whole bus words).
+
+    Returns ``(bytes, block bytes, [(c0, channels, offset in the block, sets)], mac)``: lane
+    group ``i``'s sets of a channel group are at ``i * block + offset``.
+    """
+    O, C = w.shape[:2]
+    P = cfg.lanes
+    n = -(-O // P)
+    wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int64)
+    wp[:O] = w
+    wp = wp.reshape((n, P) + w.shape[1:])
+    parts, groups, off, mac = [], [], 0, False
+    for c0 in range(0, C, cg):
+        ch = min(cg, C - c0)
+        raw, mac = _group_sets(cfg, wp[:, :, c0:c0 + ch])
+        flat = raw.reshape(n, -1)
+        flat = np.concatenate([flat, np.zeros((n, -flat.shape[1] % 8), np.int8)], axis=1)
+        groups.append((c0, ch, off, raw.shape[1]))
+        parts.append(flat)
+        off += flat.shape[1]
+    return np.concatenate(parts, axis=1).tobytes(), off, groups, mac
 
 
 def _pitch_for(cfg, kh, rows_needed):
@@ -210,16 +245,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         q += pack_qparam(layer.bias[o], layer.multiplier[o], layer.shift[o], layer.y_zp,
                          layer.qmin, layer.qmax)
     q_addr = mem.place(f"{name}.qparams", np.array(q, dtype="<u4").tobytes())
-    groups = []          # (o0, lanes, c0, channels, weight addr, nsets)
-    for o0 in range(0, O, cfg.lanes):
-        lanes = min(cfg.lanes, O - o0)
-        for c0 in range(0, C, cg):
-            ch = min(cg, C - c0)
-            ws, mac = weight_sets(cfg, layer.w[o0:o0 + lanes, c0:c0 + ch])
-            # LOADW reads whole bus words: the blob is padded to 8 bytes
-            blob = ws.tobytes()
-            addr = mem.place(f"{name}.w.o{o0}.c{c0}", blob + bytes(-len(blob) % 8))
-            groups.append((o0, lanes, c0, ch, addr, len(ws)))
+    blob, block, cgs, _ = layer_weights(cfg, layer.w, cg)
+    w_addr = mem.place(f"{name}.w", blob)
 
     # the program: bands x column tiles x lane groups x channel groups, as loops over the
     # runs of each that step uniformly (compiler/emit.py; unrolled without hardware loops)
@@ -256,12 +283,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
                           O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride))
     # lane groups and their channel groups: the weights of a lane group are its channel
     # groups' sets in order, and every lane group's block has the same layout
-    n_cg = ceil(C / cg)
-    cgroups = [dict(c0=c0, ch=min(cg, C - c0), woff=groups[i][4] - groups[0][4],
-                    nsets=groups[i][5], first=c0 == 0)
-               for i, c0 in enumerate(range(0, C, cg))]
-    lgroups = [dict(o0=groups[i][0], lanes=groups[i][1], wbase=groups[i][4])
-               for i in range(0, len(groups), n_cg)]
+    n_cg = len(cgs)
+    cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
+               for c0, ch, off, nsets in cgs]
+    lgroups = [dict(o0=o0, lanes=min(cfg.lanes, O - o0), wbase=w_addr + i * block)
+               for i, o0 in enumerate(range(0, O, cfg.lanes))]
 
     def band(b):
         nest.set(**b)

@@ -17,6 +17,11 @@ class CLIError(Exception):
     """A user-facing error: printed as ``ffacc: error: ...`` with exit status 2."""
 
 
+
+def _rate(v):
+    """A rate for people: whole numbers from 100 up, three significant digits below."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
 def _read_toml(spec):
     path = Path(spec)
     if not path.is_file():
@@ -241,7 +246,7 @@ def cmd_demo(args):
         print(f"RTL == ISS == golden on every image: {res['bit_exact']}")
         print(f"cycles per image: {res['cycles_per_image']:.0f} (ideal "
               f"{res['ideal_cycles_per_image']}, utilization {res['utilization']:.1%}); "
-              f"{res['images_per_second_at_target']:.0f} images/s at the configuration's "
+              f"{_rate(res['images_per_second_at_target'])} images/s at the configuration's "
               f"{res['target_mhz']} MHz target clock")
         print(f"Verilog: {res['verilog']}\nfirmware: {res['firmware']}\n"
               f"report: {Path(args.out, 'demo.json')}")
@@ -510,7 +515,7 @@ def cmd_report(args):
                   for r in rows]))
     print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
           f"{tot['microseconds']:,.1f} µs per image at {tot['clock_mhz']} MHz "
-          f"({tot['images_per_second']:,.0f} images/s; ideal {tot['ideal_cycles']:,} cycles, "
+          f"({_rate(tot['images_per_second'])} images/s; ideal {tot['ideal_cycles']:,} cycles, "
           f"utilization {_pct(tot['utilization'])}), {tot['instructions']:,} instructions, "
           f"{tot['host_layers']} operators on the host (not timed)")
     m = tot["memory"]

@@ -6,7 +6,9 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
 * **Fetch/decode**: the fetch unit (:mod:`ffacc.hw.fetch`) reads blocks of instructions in
   whole beats into a queue; the instruction at its head stays there while it runs (without
   a fetch unit, ``fetch_block = 0``, the controller reads each one itself). ``SET`` writes the
-  parameter registers, commands start their sequencer. An illegal opcode, a bad register, an
+  parameter registers, ``INC`` steps one (read from the register RAM), commands start their
+  sequencer. ``LOOP``/``ENDLOOP`` push and count down frames of the loop stack
+  (:mod:`ffacc.hw.loops`); an ``ENDLOOP`` that jumps back restarts the fetch unit at the body. An illegal opcode, a bad register, an
   inconsistent parameter, an address outside ``MEM_SIZE``, a bus error or a memory that stops
   answering stops the run with an error code and the failing ``pc`` (never a hang).
 * **Line buffer**: ``banks`` (a power of two ≥ row engines) × ``L`` byte-wide sub-banks. Input
