@@ -88,7 +88,10 @@ def fc_case(cfg, K, O, seed=0):
     return case
 
 
-def add_case(cfg, n, seed=0):
+def _add_setup(cfg, n, seed, chunk=None):
+    """Random operands of an ``n``-element add in memory and the program that sets up an ADD
+    of ``chunk`` (default ``n``) of them: ``(program without the ADD, memory, output address,
+    golden output)``."""
     rng = np.random.default_rng(seed)
     a, dt, qlo, qhi = _acts(cfg, rng, n)
     b, *_ = _acts(cfg, rng, n)
@@ -99,12 +102,18 @@ def add_case(cfg, n, seed=0):
     ba = mem.place("b", b.astype(dt).tobytes())
     ya = mem.alloc("y", n)
     prog = Program()
-    lower_add(prog, aa, ba, ya, n, ka=ka, kb=kb, multiplier=M, shift=s, a_zp=za, b_zp=zb,
-              y_zp=zy, qmin=qlo, qmax=qhi)
-    prog.end()
+    lower_add(prog, aa, ba, ya, chunk or n, ka=ka, kb=kb, multiplier=M, shift=s, a_zp=za,
+              b_zp=zb, y_zp=zy, qmin=qlo, qmax=qhi)
+    prog.words.pop()                            # the ADD: the caller places it
     want = golden.add(a, b, a_zp=za, b_zp=zb, ka=ka, kb=kb, multiplier=M, shift=s, y_zp=zy,
                       qmin=qlo, qmax=qhi)
-    return Case(f"add{n}", build_image(cfg, prog, mem), [(ya, want.astype(dt))])
+    return prog, mem, ya, want.astype(dt)
+
+
+def add_case(cfg, n, seed=0):
+    prog, mem, ya, want = _add_setup(cfg, n, seed)
+    prog.op(Op.ADD).end()
+    return Case(f"add{n}", build_image(cfg, prog, mem), [(ya, want)])
 
 
 def loop_case(cfg, outer=3, inner=2, chunk=4, seed=0):
@@ -113,20 +122,8 @@ def loop_case(cfg, outer=3, inner=2, chunk=4, seed=0):
     ``loop_depth - 2`` one-iteration loops (the stack full), the inner body is longer than a
     fetch block (the jump goes back across blocks), and ``A_SRC`` is stepped by 2**32 in
     three ``INC``s (modulo its width: unchanged)."""
-    rng = np.random.default_rng(seed)
     n = outer * inner * chunk
-    a, dt, qlo, qhi = _acts(cfg, rng, n)
-    b = _acts(cfg, rng, n)[0]
-    za, zb, zy = (int(rng.integers(qlo, qhi + 1)) for _ in range(3))
-    ka, kb, M, sh = golden.add_params(0.031, 0.017, 0.045, input_bits=14)
-    mem = MemoryPlan(base=DATA_BASE)
-    aa = mem.place("a", a.astype(dt).tobytes())
-    ba = mem.place("b", b.astype(dt).tobytes())
-    ya = mem.alloc("y", n)
-    p = Program()
-    lower_add(p, aa, ba, ya, chunk, ka=ka, kb=kb, multiplier=M, shift=sh, a_zp=za, b_zp=zb,
-              y_zp=zy, qmin=qlo, qmax=qhi)
-    p.words.pop()                               # the ADD: it runs in the loops below
+    p, mem, ya, want = _add_setup(cfg, n, seed, chunk)
     for _ in range(cfg.loop_depth - 2):
         p.op(Op.LOOP, imm=1)
     p.op(Op.LOOP, imm=outer).op(Op.LOOP, imm=inner).op(Op.ADD)
@@ -139,9 +136,7 @@ def loop_case(cfg, outer=3, inner=2, chunk=4, seed=0):
     for _ in range(cfg.loop_depth - 2):
         p.op(Op.ENDLOOP)
     p.end()
-    want = golden.add(a, b, a_zp=za, b_zp=zb, ka=ka, kb=kb, multiplier=M, shift=sh, y_zp=zy,
-                      qmin=qlo, qmax=qhi)
-    return Case(f"loops{n}", build_image(cfg, p, mem), [(ya, want.astype(dt))])
+    return Case(f"loops{n}", build_image(cfg, p, mem), [(ya, want)])
 
 
 MUTATIONS = ("none", "set_value", "opcode", "drop", "duplicate", "truncate", "loop_count")
