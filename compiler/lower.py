@@ -107,8 +107,8 @@ def weight_sets(cfg, w):
     ``(nsets, rows, lanes)`` for a 1-wide kernel (``mac``: the MAC-mode sets, one weight per
     engine and lane). The hardware pre-adds them as they load.
     """
-    w = np.asarray(w, dtype=np.int64)
-    pad = np.zeros((cfg.lanes,) + w.shape[1:], dtype=np.int64)
+    w = np.asarray(w)
+    pad = np.zeros((cfg.lanes,) + w.shape[1:], dtype=np.int8)
     pad[:len(w)] = w
     raw, mac = _group_sets(cfg, pad[None])
     return raw[0], mac
@@ -126,10 +126,10 @@ def _group_sets(cfg, w):
     nsets = g.passes_per_piece
     rows = w.reshape(n, P, npairs, kw).transpose(0, 2, 1, 3)   # [group, pair c kh + i, lane, tap]
     if g.mac:
-        out = np.zeros((n, nsets * R, P), dtype=np.int64)
+        out = np.zeros((n, nsets * R, P), dtype=np.int8)
         out[:, :npairs] = rows[..., 0]
-        return out.astype(np.int8).reshape(n, nsets, R, P), True
-    out = np.zeros((n, g.pieces, nsets * R, P, N), dtype=np.int64)
+        return out.reshape(n, nsets, R, P), True
+    out = np.zeros((n, g.pieces, nsets * R, P, N), dtype=np.int8)
     for piece in range(g.pieces):
         part = rows[..., piece * N:(piece + 1) * N]
         out[:, piece, :npairs, :, :part.shape[-1]] = part
@@ -147,7 +147,7 @@ def layer_weights(cfg, w, cg):
     O, C = w.shape[:2]
     P = cfg.lanes
     n = -(-O // P)
-    wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int64)
+    wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int8)       # int8 weights, as stored
     wp[:O] = w
     wp = wp.reshape((n, P) + w.shape[1:])
     parts, groups, off, mac = [], [], 0, False
@@ -182,6 +182,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         raise LoweringError(f"{name}: kernel {kh}x{kw} exceeds max_kernel {cfg.max_kernel}")
     if hconv < 1 or wconv < 1:
         raise LoweringError(f"{name}: kernel larger than the padded input")
+    if layer.w.size and (layer.w.min() < -128 or layer.w.max() > 127):
+        raise LoweringError(f"{name}: weights {layer.w.min()}..{layer.w.max()} are not int8")
     if layer.pool2 and layer.stride != 1:
         raise LoweringError(f"{name}: pooling with a strided conv is not supported")
     step = 2 if layer.pool2 else layer.stride

@@ -40,13 +40,15 @@ def raw_set(fcu, rows):
     (correlation is convolution with the reversed kernel) and zero-padded to ``N`` taps at
     the front, as the conv geometry expects.
     """
-    rows = np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(rows)
+    if rows.dtype.kind not in "iu":
+        rows = rows.astype(np.int64)
     if rows.ndim == 2:
         return rows.astype(np.int8)
     k, N = rows.shape[-1], fcu.piece_taps
     if k > N:
         raise ValueError(f"a piece of {k} taps does not fit an engine's {N}")
-    h = np.zeros(rows.shape[:-1] + (N,), dtype=np.int64)
+    h = np.zeros(rows.shape[:-1] + (N,), dtype=rows.dtype)
     h[..., N - k:] = rows[..., ::-1]            # h[N - k + j] = w[k - 1 - j], zeros before
     return h.swapaxes(-1, -2).astype(np.int8)
 

@@ -119,6 +119,9 @@ def test_lowering_refuses_what_does_not_fit():
     big = ConvLayer(np.zeros((1, 1, 13, 13), dtype=np.int64), z, z, z, 0, 0, 0, 255, (1, 20, 20))
     with pytest.raises(LoweringError, match="max_kernel"):
         lower_conv(TINY, big, Program(), MemoryPlan(), 0, 0)
+    wide = ConvLayer(np.full((1, 1, 3, 3), 200), z, z, z, 0, 0, 0, 255, (1, 8, 8))
+    with pytest.raises(LoweringError, match="conv: weights 200..200 are not int8"):
+        lower_conv(TINY, wide, Program(), MemoryPlan(), 0, 0)
 
 
 @pytest.mark.parametrize("kw", [dict(k=3), dict(k=5, stride=2), dict(k=3, pool2=True),
