@@ -188,9 +188,13 @@ class Nest:
         affine in ``j``, else unrolled."""
         if count <= 0:
             return
-        if count == 1 or not self.cfg.loop_depth or count > LOOP_MAX:
+        if count == 1 or not self.cfg.loop_depth:
             for j in range(count):
                 body(j)
+            return
+        if count > LOOP_MAX:            # consecutive loops of at most LOOP_MAX iterations
+            for c in range(0, count, LOOP_MAX):
+                self.loop(min(LOOP_MAX, count - c), lambda j, c=c: body(c + j))
             return
         b0, b1 = self._record(body, 0), self._record(body, 1)
         strides = {}

@@ -164,3 +164,16 @@ def test_rolled_layers_equal_the_unrolled_ones(case):
         assert c.outputs and c.check(blobs)
         sizes[depth] = len(c.image.sections[0].data) // 8
     assert sizes[4] <= sizes[1] <= sizes[0]
+
+
+def test_loops_longer_than_the_count_limit_are_cut(monkeypatch):
+    """A run of more iterations than a LOOP counts is consecutive loops (here with the limit
+    lowered to 4): the same outputs, and no LOOP above the limit."""
+    import ffacc.compiler.emit as emit
+    monkeypatch.setattr(emit, "LOOP_MAX", 4)
+    case = conv_case(TINY, 8, 20, 12, 12, 3, seed=1)        # 10 lane groups in a row
+    blobs, res = run_iss(case, TINY)
+    assert res.status == "done" and case.outputs and case.check(blobs)
+    code = decode_program(case.image.sections[0].data)
+    counts = [i.imm for i in code if i.op == Op.LOOP]
+    assert counts and max(counts) == 4 and counts.count(4) >= 2
