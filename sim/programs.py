@@ -33,10 +33,14 @@ class Case:
         return [(a, int(e.size)) for a, e in self.outputs]
 
     def check(self, blobs):
-        """``True`` when every read-back region equals its expectation exactly."""
-        dt = np.int8 if any(e.dtype == np.int8 for _, e in self.outputs) else np.uint8
-        return all(np.array_equal(np.frombuffer(b, dtype=e.dtype).reshape(e.shape), e)
-                   for b, (_, e) in zip(blobs, self.outputs)) if self.outputs else True
+        """``True`` when every read-back region equals its expectation exactly. A case with
+        no expected output, or a read-back of another length, is never ``True``."""
+        blobs = list(blobs)
+        if not self.outputs or len(blobs) != len(self.outputs):
+            return False
+        return all(len(b) == e.size and
+                   np.array_equal(np.frombuffer(b, dtype=e.dtype).reshape(e.shape), e)
+                   for b, (_, e) in zip(blobs, self.outputs))
 
 
 def _acts(cfg, rng, shape):

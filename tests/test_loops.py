@@ -177,3 +177,12 @@ def test_loops_longer_than_the_count_limit_are_cut(monkeypatch):
     code = decode_program(case.image.sections[0].data)
     counts = [i.imm for i in code if i.op == Op.LOOP]
     assert counts and max(counts) == 4 and counts.count(4) >= 2
+
+
+def test_a_case_check_fails_on_an_empty_or_short_read_back():
+    case = loop_case(TINY)
+    blobs, res = run_iss(case, TINY)
+    assert case.check(blobs)
+    assert not case.check([])                           # nothing read back
+    assert not case.check([blobs[0][:-1]])              # a byte short
+    assert not fault_case(TINY, "endloop").check([])   # nothing expected
