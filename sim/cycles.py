@@ -79,13 +79,18 @@ class CycleModel:
     def next(self):
         return NEXT if self.cfg.fetch_block else 0      # in FETCH_INLINE
 
+    def _extra_bursts(self, start, beats):
+        """Clocks lost to the bursts beyond the first of a read of ``beats`` whole beats at
+        byte ``start`` (bursts are aligned to their length)."""
+        bl = self.cfg.burst_beats
+        return WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
+
     def fetch_block(self, n, pc, first=False):
         """The fetch unit reads ``n`` instructions at ``pc`` (whole beats, one per clock, in
         bursts aligned to their length); the first block after a (re)start waits a clock for
         its registered length."""
-        c = self.cfg
         beats = n * 8 // self.bus
-        extra = WORD_BURST * (-(-(pc // self.bus % c.burst_beats + beats) // c.burst_beats) - 1)
+        extra = self._extra_bursts(pc, beats)
         self.stall += FETCH_STALL + extra
         return FETCH_BLOCK + beats + extra + bool(first)
 
@@ -100,7 +105,7 @@ class CycleModel:
         total = LOADA_FIXED
         for s in starts:
             beats = -(-(s % self.bus + nbytes) // self.bus)
-            extra = WORD_BURST * (-(-(s // self.bus % c.burst_beats + beats) // c.burst_beats) - 1)
+            extra = self._extra_bursts(s, beats)
             self.stall += READ_STALL + extra
             # the packer loses about a clock every third row end when it, not the bus, is the
             # bound (measured)
@@ -114,8 +119,7 @@ class CycleModel:
         beats = -(-nsets * set_bytes(c.fcu, c.lanes, mac) // self.bus)
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
             return LOADW_BYTE_FIXED + self.read(nsets * set_bytes(c.fcu, c.lanes, mac), start)
-        bl = c.burst_beats
-        extra = WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
+        extra = self._extra_bursts(start, beats)
         self.stall += READ_STALL + extra
         return LOADW_FIXED + max(beats + extra, nsets * c.rows)
 
