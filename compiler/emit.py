@@ -85,45 +85,19 @@ def _same(a, b):
     return not any(st.values())
 
 
-def _written(items, out):
+def _walk(items):
+    """Every command and loop of ``items``, inner loops' bodies included (iteration 0), in
+    program order."""
     for it in items:
-        if isinstance(it, Cmd):
-            out.update(it.regs)
-        else:
-            _written(it.body, out)
-    return out
-
-
-def _stepped(items, out):
-    """Registers a loop inside ``items`` steps."""
-    for it in items:
+        yield it
         if isinstance(it, Loop):
-            out.update(it.strides)
-            _stepped(it.body, out)
-    return out
+            yield from _walk(it.body)
 
 
-def _values(items, r, out):
-    """The values ``items`` give register ``r`` (iteration 0 of inner loops)."""
-    for it in items:
-        if isinstance(it, Cmd):
-            if r in it.regs:
-                out.add(it.regs[r])
-        else:
-            _values(it.body, r, out)
-    return out
-
-
-def _first_use(items, r):
-    for it in items:
-        if isinstance(it, Cmd):
-            if r in it.regs:
-                return it.regs[r]
-        else:
-            v = _first_use(it.body, r)
-            if v is not None:
-                return v
-    return None
+def _values(items, r):
+    """The values ``items`` give register ``r``, in program order (iteration 0 of inner
+    loops)."""
+    return [it.regs[r] for it in _walk(items) if isinstance(it, Cmd) and r in it.regs]
 
 
 def affine_runs(items):
@@ -245,13 +219,15 @@ class Nest:
         inner = rel | set(it.strides)
         for r in it.strides:            # a stepped register starts known
             if r not in state:
-                v = _first_use(it.body, r)
+                v = _values(it.body, r)[0]
                 out.set(r, v)
                 state[r] = v
-        written = _written(it.body, set()) - inner
+        walk = list(_walk(it.body))
+        written = {r for c in walk if isinstance(c, Cmd) for r in c.regs} - inner
+        stepped = {r for lp in walk if isinstance(lp, Loop) for r in lp.strides}
         # a register the body gives one value (and no inner loop steps) is set before the loop
-        for r in written - _stepped(it.body, set()):
-            vals = _values(it.body, r, set())
+        for r in written - stepped:
+            vals = set(_values(it.body, r))
             if len(vals) == 1:
                 v = vals.pop()
                 if state.get(r) != v:

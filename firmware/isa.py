@@ -24,8 +24,8 @@ from amaranth.lib import data
 
 __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "LoadWFlag",
            "Instr",
-           "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program", "ISAError",
-           "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
+           "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program",
+           "ISAError", "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
 
 INSTR_LAYOUT = data.StructLayout({
     "opcode": 8,
@@ -231,10 +231,7 @@ class Instr:
                 rname = Reg(self.reg).name
             except ValueError:
                 rname = f"r{self.reg}"
-            imm = self.imm
-            if self.op == Op.INC and imm >> 31:
-                imm -= 1 << 32
-            return f"{name} {rname}, {imm}"
+            return f"{name} {rname}, {simm(self.imm) if self.op == Op.INC else self.imm}"
         if self.op == Op.LOOP:
             return f"LOOP {self.imm}"
         fl = ""
