@@ -17,8 +17,8 @@ from ffacc.hw.weights import raw_set, set_bytes
 
 from .emit import Nest
 
-__all__ = ["ConvLayer", "LoweringError", "weight_sets", "layer_weights", "lower_conv", "lower_add", "Blob", "build_image",
-           "MemoryPlan"]
+__all__ = ["ConvLayer", "LoweringError", "layer_weights", "lower_conv", "lower_add", "Blob",
+           "build_image", "MemoryPlan"]
 
 
 class LoweringError(ValueError):
@@ -98,25 +98,16 @@ class ConvLayer:
         return O, ceil(ho / s), ceil(wo / s)
 
 
-def weight_sets(cfg, w):
-    """The int8 weight sets of one lane group, as ``LOADW`` reads them: ``(raw, mac)``.
-
-    ``w`` is ``(lanes_used, C, kh, kw)``; sets are ordered piece-major, then passes of
-    ``rows`` consecutive (channel, kernel-row) pairs, exactly as ``CONV`` consumes them.
-    ``raw`` is ``(nsets, rows, N, lanes)`` int8 (:func:`ffacc.hw.weights.raw_set`), or
-    ``(nsets, rows, lanes)`` for a 1-wide kernel (``mac``: the MAC-mode sets, one weight per
-    engine and lane). The hardware pre-adds them as they load.
-    """
-    w = np.asarray(w)
-    pad = np.zeros((cfg.lanes,) + w.shape[1:], dtype=np.int8)
-    pad[:len(w)] = w
-    raw, mac = _group_sets(cfg, pad[None])
-    return raw[0], mac
-
-
 def _group_sets(cfg, w):
-    """:func:`weight_sets` of several lane groups at once: ``w`` is ``(groups, lanes, C, kh,
-    kw)`` (unused lanes zero); returns ``(raw with a leading group axis, mac)``."""
+    """The int8 weight sets of lane groups, as ``LOADW`` reads them: ``(raw, mac)``.
+
+    ``w`` is ``(groups, lanes, C, kh, kw)`` int8 (unused lanes zero). Sets are ordered
+    piece-major, then passes of ``rows`` consecutive (channel, kernel-row) pairs, exactly as
+    ``CONV`` consumes them. ``raw`` is ``(groups, nsets, rows, N, lanes)``
+    (:func:`ffacc.hw.weights.raw_set`), or ``(groups, nsets, rows, lanes)`` for a 1-wide
+    kernel (``mac``: the MAC-mode sets, one weight per engine and lane). The hardware
+    pre-adds them as they load.
+    """
     from ffacc.sim.iss import conv_geometry
 
     n, P, C, kh, kw = w.shape
@@ -141,8 +132,8 @@ def layer_weights(cfg, w, cg):
     channels (the last padded with zero weights), each the sets of its channel groups of
     ``cg`` channels in order, each padded to 8 bytes (``LOADW`` reads whole bus words).
 
-    Returns ``(bytes, block bytes, [(c0, channels, offset in the block, sets)], mac)``: lane
-    group ``i``'s sets of a channel group are at ``i * block + offset``.
+    Returns ``(bytes, block bytes, [(c0, channels, offset in the block, sets)])``: lane group
+    ``i``'s sets of a channel group are at ``i * block + offset``.
     """
     O, C = w.shape[:2]
     P = cfg.lanes
@@ -150,16 +141,16 @@ def layer_weights(cfg, w, cg):
     wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int8)       # int8 weights, as stored
     wp[:O] = w
     wp = wp.reshape((n, P) + w.shape[1:])
-    parts, groups, off, mac = [], [], 0, False
+    parts, groups, off = [], [], 0
     for c0 in range(0, C, cg):
         ch = min(cg, C - c0)
-        raw, mac = _group_sets(cfg, wp[:, :, c0:c0 + ch])
+        raw, _ = _group_sets(cfg, wp[:, :, c0:c0 + ch])
         flat = raw.reshape(n, -1)
         flat = np.concatenate([flat, np.zeros((n, -flat.shape[1] % 8), np.int8)], axis=1)
         groups.append((c0, ch, off, raw.shape[1]))
         parts.append(flat)
         off += flat.shape[1]
-    return np.concatenate(parts, axis=1).tobytes(), off, groups, mac
+    return np.concatenate(parts, axis=1).tobytes(), off, groups
 
 
 def _pitch_for(cfg, kh, rows_needed):
@@ -247,7 +238,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         q += pack_qparam(layer.bias[o], layer.multiplier[o], layer.shift[o], layer.y_zp,
                          layer.qmin, layer.qmax)
     q_addr = mem.place(f"{name}.qparams", np.array(q, dtype="<u4").tobytes())
-    blob, block, cgs, _ = layer_weights(cfg, layer.w, cg)
+    blob, block, cgs = layer_weights(cfg, layer.w, cg)
     w_addr = mem.place(f"{name}.w", blob)
 
     # the program: bands x column tiles x lane groups x channel groups, as loops over the

@@ -17,10 +17,10 @@ class CLIError(Exception):
     """A user-facing error: printed as ``ffacc: error: ...`` with exit status 2."""
 
 
-
 def _rate(v):
     """A rate for people: whole numbers from 100 up, three significant digits below."""
     return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+
 
 def _read_toml(spec):
     path = Path(spec)

@@ -8,9 +8,10 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
   a fetch unit, ``fetch_block = 0``, the controller reads each one itself). ``SET`` writes the
   parameter registers, ``INC`` steps one (read from the register RAM), commands start their
   sequencer. ``LOOP``/``ENDLOOP`` push and count down frames of the loop stack
-  (:mod:`ffacc.hw.loops`); an ``ENDLOOP`` that jumps back restarts the fetch unit at the body. An illegal opcode, a bad register, an
-  inconsistent parameter, an address outside ``MEM_SIZE``, a bus error or a memory that stops
-  answering stops the run with an error code and the failing ``pc`` (never a hang).
+  (:mod:`ffacc.hw.loops`); an ``ENDLOOP`` that jumps back restarts the fetch unit at the body.
+  An illegal opcode, a bad register, an inconsistent parameter, an address outside
+  ``MEM_SIZE``, a bus error, a memory that stops answering or a loop stack over- or underflow
+  stops the run with an error code and the failing ``pc`` (never a hang).
 * **Line buffer**: ``banks`` (a power of two ≥ row engines) × ``L`` byte-wide sub-banks. Input
   row ``g`` (``= channel * LB_PITCH + row - first row``) lives in bank ``g mod banks``; with
   ``LB_PITCH ≡ kernel height (mod banks)`` the ``rows`` (channel, kernel-row) pairs of a pass sit
@@ -384,8 +385,8 @@ class Accelerator(wiring.Component):
                         m.d.comb += set_wide.eq(imm[rbits[r]:].any())
 
         def write_reg():
-            """Parameter register ``ireg`` = ``set_val`` (checked), then the next
-            instruction."""
+            """Parameter register ``ireg`` = ``set_val`` (a SET checked, an INC modulo the
+            register's width), then the next instruction."""
             m.d.comb += [rf_w.addr.eq(ireg), rf_w.data.eq(set_val), rf_w.en.eq(1)]
             with m.Switch(ireg):
                 for r in Reg:
