@@ -298,10 +298,11 @@ def fault_case(cfg, kind):
     return Case(f"fault_{kind}", img, [], FAULTS[kind])
 
 
-def run_iss(case, cfg):
-    """Run a case on the ISS; returns ``(read-back blobs, RunResult)``."""
+def run_iss(case, cfg, max_cycles=None):
+    """Run a case on the ISS; returns ``(read-back blobs, RunResult)``. ``max_cycles``: a
+    budget (:class:`ffacc.sim.iss.BudgetExceeded` beyond it)."""
     iss = ISS(cfg, mem_size=case.image.mem_size)
     for addr, data in case.image.loaded():
         iss.load(addr, data)
-    res = iss.run(case.image.entry)
+    res = iss.run(case.image.entry, max_cycles=max_cycles)
     return [iss.read(a, n) for a, n in case.readback], res

@@ -150,19 +150,15 @@ def run_random(seed, tmp_path, cfg=TINY, mutation=None):
     status, error code, error pc and read-back bytes; a finished run's cycles within 5 % of
     the ISS's model; an unmutated one ≡ golden. A program the ISS needs more than 300,000
     cycles for is replaced by the next seed's."""
-    from ffacc.sim.iss import ISS, BudgetExceeded
+    from ffacc.sim.iss import BudgetExceeded
     from ffacc.sim.programs import random_case
     for sub in range(seed, seed + 1000 * 50, 1000):
         case = random_case(cfg, sub, mutation)
-        iss = ISS(cfg, mem_size=case.image.mem_size)
-        for addr, data in case.image.loaded():
-            iss.load(addr, data)
         try:
-            res = iss.run(case.image.entry, max_cycles=300_000)
+            blobs, res = run_iss(case, cfg, max_cycles=300_000)
             break
         except BudgetExceeded:
             continue
-    blobs = [iss.read(a, n) for a, n in case.readback]
     path = case.image.save(tmp_path / f"{case.name}.ffw")
     rtl = bench(cfg, "verilator").run_image(path, case.readback, name=case.name,
                                             max_cycles=2 * res.cycles + 10_000)
