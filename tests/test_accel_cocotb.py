@@ -196,7 +196,8 @@ def test_bus_faults_stop_with_their_error(kind, after, tmp_path):
     SLVERR on every read beat or write response from the ``after``-th on, or a memory that
     stops answering): the run stops with BUS or TIMEOUT (never hangs), at an instruction
     that uses that channel (any instruction for reads: the fetch unit reads the next one)."""
-    from ffacc.firmware.isa import Op, decode_program
+    from ffacc.firmware.image import Kind
+    from ffacc.firmware.isa import Err, Op, decode_program
     case = conv_case(TINY, 2, 3, 6, 7, 3, seed=21)
     _, iss = run_iss(case, TINY)
     assert iss.status == "done"
@@ -205,8 +206,8 @@ def test_bus_faults_stop_with_their_error(kind, after, tmp_path):
                                              max_cycles=iss.cycles + 20_000,
                                              fault=(kind, after))
     assert rtl["status"] & 4, rtl
-    assert rtl["error"] == (5 if kind.endswith("resp") else 6)
-    code = next(s for s in case.image.sections if s.kind == 1)
+    assert rtl["error"] == (Err.BUS if kind.endswith("resp") else Err.TIMEOUT)
+    code = next(s for s in case.image.sections if s.kind == Kind.CODE)
     k = (rtl["error_pc"] - code.addr) // 8
     assert 0 <= k < len(code.data) // 8 and (rtl["error_pc"] - code.addr) % 8 == 0
     op = Op(decode_program(code.data)[k].op).name
