@@ -35,7 +35,10 @@ def programs(cfg):
                                                                   W_DST=0), (Op.LOADW, mac)))
     for n in (1, 8):
         out.append((f"loadq {n}", dict(Q_SRC=0x100, Q_COUNT=n, Q_DST=0), Op.LOADQ))
-    for k, nch, ny, wout in ((3, 1, 1, 6), (3, 2, 4, 12), (5, 1, 2, 9), (1, 3, 2, 8)):
+    # the last four run many passes: short ones (a pass shorter than its setup, one beat)
+    # and long ones, over one and two pieces
+    for k, nch, ny, wout in ((3, 1, 1, 6), (3, 2, 4, 12), (5, 1, 2, 9), (1, 3, 2, 8),
+                             (3, 4, 1, 3), (1, 8, 1, 3), (3, 3, 4, 12), (5, 2, 2, 9)):
         out.append((f"conv k{k} ch{nch} ny{ny} w{wout}", dict(
             C_KH=k, C_KW=k, C_PT=0, C_PL=0, C_WOUT=wout, C_ZX=0, C_Y0=0, C_NY=ny, A_CH=nch,
             C_WSET=0, C_LANES=1, A_H=ny + k - 1, A_W=wout + k - 1, A_HB0=0,

@@ -219,8 +219,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nr = min(H, nyc + kh - 1)
         act = bands * nr * Wt * C * (n_og if n_cg > 1 else 1)
         wts = bands * n_og * n_cg * sets(cg) * set_bytes(cfg.fcu, cfg.lanes, g.mac)
-        passes = bands * n_og * n_cg * sets(cg) * (cfg.rows + 20)
-        compute = bands * n_og * n_cg * sets(cg) * nyc * g.bk
+        beats = nyc * g.bk
+        if cfg.back_to_back:    # a CONV's passes overlap (sim/cycles.py): one fill and drain
+            passes = bands * n_og * n_cg * (g.pieces * (cfg.rows + 20) + sets(cg)
+                                             * max(0, cfg.rows + 3 - beats))
+        else:
+            passes = bands * n_og * n_cg * sets(cg) * (cfg.rows + 20)
+        compute = bands * n_og * n_cg * sets(cg) * beats
         cost = act + wts + passes + compute
         if best is None or cost < best[0]:
             best = (cost, cg, nyc)

@@ -24,7 +24,11 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
   (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
   engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **FCU array**: ``lanes`` fast convolution units (one per output channel) share the engines'
-  input rows; a pass loads its weight set an engine a clock.
+  input rows; a pass loads its weight set an engine a clock. With ``back_to_back`` the FCUs
+  hold two weight banks and each beat names its bank: the next pass's engine assignment (into
+  shadow registers) and weights (into the idle bank) are set up while the current pass
+  streams, and at its last beat the two swap, so a ``CONV``'s passes stream without a gap;
+  the output side counts each pass's beats, so it needs no signal from the stream side.
 * **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
   FCUs.
 * **Post-processing**: bias, integer requantization, clamp (ReLU), 2×2 max-pool or stride
@@ -152,6 +156,7 @@ class Accelerator(wiring.Component):
         m = Module()
         cfg = self.config
         fc = cfg.fcu
+        b2b = cfg.back_to_back
         s = fc.ffa
         L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
         B = cfg.lb_banks
@@ -351,7 +356,8 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- FCU array
         fcus = []
         for lane in range(P):
-            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False)   # s2_x is one
+            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False,      # s2_x is one
+                                                          banks=2 if b2b else 1)
             m.d.comb += f.o.ready.eq(1)
             fcus.append(f)
         conv_mac = Signal()
@@ -497,7 +503,7 @@ class Accelerator(wiring.Component):
         # channel c < nch (CV_M1), which are the engines that run; past the last one it may
         # wrap (those engines are inactive)
         cv_cbase = Signal(range(2 * cfg.lb_rows))
-        cv_wset = Signal(range(cfg.wb_sets + 1))
+        cv_wset = Signal(range(cfg.wb_sets + 2))
         cv_wbase = Signal(range(cfg.wb_sets * R + 1))
         cv_first = Signal()
         cv_bk = Signal(range(n_blk + 1))
@@ -506,7 +512,6 @@ class Accelerator(wiring.Component):
         cv_wa = Signal(range(R + 2))
         cv_wl_valid = Signal()
         cv_wl_addr = Signal(range(max(2, R)))
-        cv_nact = Signal(range(R + 1))
         cv_slots = Signal(32)
         eng_act = Signal(R)
         # an engine's line-buffer row g (bank g mod B, slot g // B) only in its low bits: every
@@ -514,6 +519,30 @@ class Accelerator(wiring.Component):
         GW = bb + len(lb_r[0][0].addr) - lb_row_bits
         eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
         eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
+        # pass setup: the engine assignment and the weights of the pass starting at pair su_p0.
+        # With back_to_back it fills a shadow of the engine registers and the FCUs' idle
+        # weight bank while the current pass streams; swap() makes it current. Otherwise it
+        # writes the engine registers and the one bank between passes.
+        su_start = Signal()
+        su_run = Signal()
+        su_p0 = Signal(range(n_pairs + R + 1))
+        su_bad = Signal()               # its weight set is outside the buffer
+        su_wbase = Signal(range(cfg.wb_sets * R + 1))   # its first weight-buffer row
+        su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
+        cv_bank = Signal()              # the FCU weight bank of the streaming pass
+        # the setup writes the bank the last pass used only after that pass's last beat has
+        # been multiplied: its product register takes the beat 3 clocks after issue (line
+        # buffer, stage 2, the engine's pre-add), and a weight row is written a clock after
+        # its step: steps wait SU_HOLD clocks after a swap
+        SU_HOLD = 1
+        su_hold = Signal(range(SU_HOLD + 1))
+        if b2b:
+            nxt_act = Signal(R)
+            nxt_G = [Signal(GW, name=f"nxt{r}_G") for r in range(R)]
+            nxt_h0 = [Signal(signed(10), name=f"nxt{r}_h0") for r in range(R)]
+            nxt_slots = Signal(32)
+        else:
+            nxt_act, nxt_G, nxt_h0, nxt_slots = eng_act, eng_G, eng_h0, cv_slots
         # stream counters
         st_y = Signal(16)
         st_yl = Signal(range(cfg.acc_blocks + 1))
@@ -523,8 +552,8 @@ class Accelerator(wiring.Component):
         ot_b = Signal(range(n_blk + 1))
         ot_yl = Signal(range(cfg.acc_blocks + 1))
         ot_base = Signal(range(cfg.acc_blocks + 1))
-        ot_count = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))    # ny * cv_bk
-        ot_total = Signal(range(cfg.acc_blocks * (1 + D_ffa) + 1))
+        # beats issued whose outputs have not come out yet
+        ot_pend = Signal(range(2 * (fc.latency + 4)))
 
         # ---- POST / ADD state
         po_lane = Signal(range(P + 1))
@@ -654,6 +683,8 @@ class Accelerator(wiring.Component):
         s1_bank = [Signal(max(1, bb), name=f"s1_bank{r}") for r in range(R)]
         s1_rowok = Signal(R)
         s1_colok = Signal(L)
+        s1_act = Signal(R)              # the engines that run the beat's pass
+        s1_wbank, s2_wbank = Signal(), Signal()     # and its FCU weight bank
         s2_valid = Signal()
         s2_x = [[Signal(act, name=f"s2_x{r}_{q}") for q in range(L)] for r in range(R)]
         zx_val = Signal(act)
@@ -692,7 +723,8 @@ class Accelerator(wiring.Component):
             for j in range(L):
                 m.d.comb += lb_r[k][j].addr.eq(Cat(blk[j], slot))
         with m.If(st_issue):
-            m.d.sync += [s1_valid.eq(1), s1_rowok.eq(eng_ok)]
+            m.d.sync += [s1_valid.eq(1), s1_rowok.eq(eng_ok), s1_act.eq(eng_act),
+                         s1_wbank.eq(cv_bank)]
             for r in range(R):
                 m.d.sync += s1_bank[r].eq(eng_g[r][:bb] if bb else 0)
             for q in range(L):
@@ -703,7 +735,7 @@ class Accelerator(wiring.Component):
         # stage 1 -> 2: rotate each bank's sub-banks (the rotation is common to all
         # engines), then pick each engine's bank: B*L L-way and R*L B-way byte multiplexers
         # instead of R*L (B*L)-way ones
-        m.d.sync += s2_valid.eq(s1_valid)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_wbank.eq(s1_wbank)]
         rot = []
         for q in range(L):
             idx = Signal(range(L), name=f"s1_idx{q}")
@@ -719,12 +751,15 @@ class Accelerator(wiring.Component):
                 byte = rot[q][s1_bank[r] if bb else 0]
                 val = Mux(s1_rowok[r] & s1_colok[q], byte, zx_val)
                 with m.If(s1_valid):
-                    m.d.sync += s2_x[r][q].eq(Mux(eng_act[r], val, 0))
+                    m.d.sync += s2_x[r][q].eq(Mux(s1_act[r], val, 0))
         for f in fcus:
             m.d.comb += f.i.valid.eq(s2_valid)
+            fx = f.i.payload.x if b2b else f.i.payload
+            if b2b:
+                m.d.comb += f.i.payload.bank.eq(s2_wbank)
             for r in range(R):
                 for q in range(L):
-                    m.d.comb += f.i.payload[r][q].eq(s2_x[r][q])
+                    m.d.comb += fx[r][q].eq(s2_x[r][q])
 
         # ---------------------------------------------------------------- accumulate
         # The accumulator word of an FCU output beat is read a clock before the beat arrives
@@ -751,10 +786,16 @@ class Accelerator(wiring.Component):
                 old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
                 new = Mux(rmw_first, 0, old) + fcus[lane].o.payload[q]
                 m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
+        # a pass's outputs are ny rows of bk beats; after its last the counters start over for
+        # the next pass (back to back, its beats follow at once), and only the first pass of
+        # a CONV without ACCUMULATE overwrites
+        m.d.sync += ot_pend.eq(ot_pend + st_issue - out_next)
         with m.If(out_next):
-            m.d.sync += ot_count.eq(ot_count + 1)
             with m.If(ot_b == cv_bk - 1):
-                m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]
+                with m.If(ot_yl == rg[Reg.C_NY] - 1):
+                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0), cv_first.eq(0)]
+                with m.Else():
+                    m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]
             with m.Else():
                 m.d.sync += ot_b.eq(ot_b + 1)
 
@@ -796,13 +837,68 @@ class Accelerator(wiring.Component):
         with m.If(wpre.o.valid):
             m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b), wb_w.data.eq(wpre.o.payload)]
             m.d.sync += addr_b.eq(addr_b + 1)
-        m.d.comb += wb_r.addr.eq(cv_wbase + cv_wa)
+        m.d.comb += wb_r.addr.eq(su_wbase + cv_wa)
         for lane, f in enumerate(fcus):
             m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(cv_wl_addr),
                          f.w_data.eq(wb_r.data[lane * MT * gw:(lane + 1) * MT * gw])]
+            if b2b:
+                m.d.comb += f.w_bank.eq(~cv_bank)
+
+        # ---------------------------------------------------------------- pass setup
+        # (see su_start): an engine a clock is assigned its task, and an engine's weight row a
+        # clock is read from the buffer and written to the FCUs the clock after
+        m.d.sync += cv_wl_valid.eq(0)
+        su_last = Signal()
+        m.d.comb += su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid)
+        with m.If(su_hold != 0):
+            m.d.sync += su_hold.eq(su_hold - 1)
+        with m.If(su_start):
+            # the pass takes the next weight set (cv_wset/cv_wbase)
+            m.d.sync += [su_run.eq(1), cv_asg.eq(0), cv_wa.eq(0), nxt_act.eq(0),
+                         nxt_slots.eq(0), su_bad.eq(ge_const(cv_wset, cfg.wb_sets)),
+                         su_wbase.eq(cv_wbase), cv_wset.eq(cv_wset + 1),
+                         cv_wbase.eq(cv_wbase + R)]
+        with m.Elif(su_run):
+            with m.If(lt_const(cv_asg, R)):
+                act_now = (su_p0 + cv_asg) < cv_npairs
+                with m.Switch(cv_asg):
+                    for r in range(R):
+                        with m.Case(r):
+                            m.d.sync += [
+                                nxt_act[r].eq(act_now),
+                                nxt_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
+                                            - rg[Reg.A_HB0][:16]),
+                                nxt_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8]),
+                            ]
+                with m.If(act_now):
+                    m.d.sync += nxt_slots.eq(nxt_slots + cv_lmt)
+                with m.If(cv_pc_i + 1 == kh):
+                    m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + rg[Reg.LB_PITCH])]
+                with m.Else():
+                    m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
+                m.d.sync += cv_asg.eq(cv_asg + 1)
+            with m.If(lt_const(cv_wa, R) & (su_hold == 0)):
+                m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
+            with m.If(su_last):
+                m.d.sync += su_run.eq(0)
+
+        def stream_start():
+            m.d.sync += [st_y.eq(cold(Reg.C_Y0)), st_yl.eq(0), st_b.eq(0), st_col.eq(cv_col0)]
+
+        def swap():
+            """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
+            after it starts, if the piece has one."""
+            m.d.sync += [eng_act.eq(nxt_act), cv_slots.eq(nxt_slots), cv_bank.eq(~cv_bank),
+                         cv_p0.eq(su_p0), su_hold.eq(SU_HOLD)]
+            m.d.sync += [a.eq(b) for a, b in zip(eng_G + eng_h0, nxt_G + nxt_h0)]
+            stream_start()
+            more = su_p0 + R < cv_npairs
+            m.d.comb += su_start.eq(more)
+            m.d.sync += su_next.eq(more)
+            with m.If(more):
+                m.d.sync += su_p0.eq(su_p0 + R)
 
         # ---------------------------------------------------------------- main FSM
-        m.d.sync += [cv_wl_valid.eq(0)]
         with m.FSM(name="ctl"):
             with m.State("IDLE"):
                 if fu:
@@ -1130,8 +1226,8 @@ class Accelerator(wiring.Component):
             with m.State("CV_M4"):
                 with m.If(gt_const(tmp, cfg.acc_blocks)):
                     failure(Err.PARAM)
-                with m.Else(), product(rg[Reg.C_NY], cv_bk) as p:
-                    m.d.sync += ot_total.eq(p)
+                with m.Else():
+                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0)]
                     m.next = "CV_PIECE"
             with m.State("CV_PIECE"):
                 col0 = Signal(signed(17))
@@ -1147,44 +1243,24 @@ class Accelerator(wiring.Component):
                     m.d.sync += cv_rot.eq(cv_colv)
                     m.next = "CV_PASS"
             with m.State("CV_PASS"):
-                cold_addr(Reg.C_Y0)                         # CV_SETUP starts the stream there
+                # a piece's first pass (back_to_back), or each pass: set it up
+                cold_addr(Reg.C_Y0)                         # the stream starts there
                 with m.If(ge_const(cv_wset, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [cv_asg.eq(0), cv_wa.eq(0), cv_nact.eq(0), eng_act.eq(0),
-                                 cv_slots.eq(0)]
+                    m.d.comb += su_start.eq(1)
+                    m.d.sync += su_p0.eq(cv_p0)
                     m.next = "CV_SETUP"
             with m.State("CV_SETUP"):
                 cold_addr(Reg.C_Y0)
-                # engine task assignment (one engine per cycle) ...
-                with m.If(lt_const(cv_asg, R)):
-                    act_now = (cv_p0 + cv_asg) < cv_npairs
-                    with m.Switch(cv_asg):
-                        for r in range(R):
-                            with m.Case(r):
-                                m.d.sync += [
-                                    eng_act[r].eq(act_now),
-                                    eng_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
-                                                - rg[Reg.A_HB0][:16]),
-                                    eng_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8]),
-                                ]
-                    with m.If(act_now):
-                        m.d.sync += [cv_nact.eq(cv_nact + 1), cv_slots.eq(cv_slots + cv_lmt)]
-                    with m.If(cv_pc_i + 1 == kh):
-                        m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + pitch)]
-                    with m.Else():
-                        m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
-                    m.d.sync += cv_asg.eq(cv_asg + 1)
-                # ... and the weight set, one engine's words per cycle into every FCU
-                # (row a is addressed in one cycle and written to the FCUs in the next)
-                with m.If(lt_const(cv_wa, R)):
-                    m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
-                with m.If(ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid):
-                    m.d.sync += [st_y.eq(cold(Reg.C_Y0)), st_yl.eq(0), st_b.eq(0),
-                                 st_col.eq(cv_col0), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0),
-                                 ot_count.eq(0)]
+                with m.If(su_last):
+                    if b2b:
+                        swap()
+                    else:
+                        stream_start()
                     m.next = "CV_STREAM"
             with m.State("CV_STREAM"):
+                cold_addr(Reg.C_Y0)                         # the next pass's first row
                 m.d.comb += st_issue.eq(1)
                 m.d.sync += count(busy_cycles.eq(busy_cycles + 1),
                                   mult_slots.eq(mult_slots + cv_slots))
@@ -1194,25 +1270,44 @@ class Accelerator(wiring.Component):
                     m.d.sync += [st_b.eq(0), st_col.eq(cv_col0), st_y.eq(st_y + 1),
                                  st_yl.eq(st_yl + 1)]
                     with m.If(st_yl == rg[Reg.C_NY] - 1):
-                        m.next = "CV_DRAIN"
+                        # the pass's last beat: the next one follows at once when it is set up
+                        if b2b:
+                            with m.If(~su_next):
+                                m.next = "CV_DRAIN"
+                            with m.Elif((su_last | ~su_run) & ~su_bad):
+                                swap()
+                            with m.Else():
+                                m.next = "CV_WAIT"
+                        else:
+                            m.next = "CV_DRAIN"
                 with m.Else():
                     m.d.sync += [st_b.eq(st_b + 1), st_col.eq(st_col + L)]
+            if b2b:
+                with m.State("CV_WAIT"):
+                    # the next pass's setup is still running (a pass shorter than its setup)
+                    cold_addr(Reg.C_Y0)
+                    with m.If(bad_row_q):
+                        failure(Err.PARAM)
+                    with m.Elif(su_last | ~su_run):
+                        with m.If(su_bad):
+                            failure(Err.PARAM)
+                        with m.Else():
+                            swap()
+                            m.next = "CV_STREAM"
             with m.State("CV_DRAIN"):
+                # every issued beat is out and accumulated
                 with m.If(bad_row_q):
                     failure(Err.PARAM)
-                with m.Elif((ot_count == ot_total) & ~rmw_valid):
-                    m.d.sync += [cv_first.eq(0), cv_wset.eq(cv_wset + 1),
-                                 cv_wbase.eq(cv_wbase + R)]
-                    with m.If(cv_p0 + R >= cv_npairs):
-                        with m.If(cv_piece + 1 == cv_pieces):
-                            m.next = "NEXT"
-                        with m.Else():
-                            m.d.sync += [cv_piece.eq(cv_piece + 1),
-                                         cv_pieceoff.eq(cv_pieceoff + N)]
-                            m.next = "CV_PIECE"
-                    with m.Else():
+                with m.Elif((ot_pend == 0) & ~rmw_valid):
+                    with m.If((cv_p0 + R < cv_npairs) if not b2b else 0):
                         m.d.sync += cv_p0.eq(cv_p0 + R)
                         m.next = "CV_PASS"
+                    with m.Elif(cv_piece + 1 == cv_pieces):
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.d.sync += [cv_piece.eq(cv_piece + 1),
+                                     cv_pieceoff.eq(cv_pieceoff + N)]
+                        m.next = "CV_PIECE"
 
             # ------------------------------------------------------------ POST
             lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]

@@ -75,6 +75,12 @@ class AcceleratorConfig:
         sequence per pass. Needs the fetch unit (an ``ENDLOOP`` that jumps back restarts it).
         0: no loops (``LOOP``, ``ENDLOOP`` and ``INC`` are illegal opcodes; the compiler
         unrolls).
+    back_to_back : bool
+        ``CONV`` runs its passes back to back: the FCUs hold two banks of weights, and the
+        next pass's engine assignment and weights load while the current pass streams, so a
+        pass costs its beats (or the ``rows + 1`` clocks of its setup, if more) instead of
+        its beats plus the pipeline's fill and drain. False: each pass loads, streams and
+        drains in turn (the smallest parts: half the weight registers).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -99,6 +105,7 @@ class AcceleratorConfig:
     fetch_block: int = 8
     wide_loads: bool = True
     loop_depth: int = 4
+    back_to_back: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -112,7 +119,7 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        for name in ("add_unit", "perf_counters", "wide_loads"):
+        for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -234,14 +241,15 @@ ACCEL_PRESETS = {
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
     # two EBRs) so the bundled digits model compiles (8 sets could not hold conv1's) and
     # runs without channel groups (32 sets: 1.8x the cycles); no fetch unit and loads a byte a
-    # clock (fetch_block 0, wide_loads false), no hardware loops (the compiler unrolls), 16
+    # clock (fetch_block 0, wide_loads false), no hardware loops (the compiler unrolls), passes one
+    # after the other (back_to_back false), 16
     # quantization records: it fills the UP5K
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=16,
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
-                                    loop_depth=0),
+                                    loop_depth=0, back_to_back=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

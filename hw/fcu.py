@@ -30,7 +30,7 @@ datapath is a ring homomorphism), so no stage is wider than its result needs.
 from dataclasses import dataclass, fields, asdict
 from math import prod
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -350,8 +350,15 @@ class FastConvUnit(wiring.Component):
         Payload ``[j]``: ``L`` sums of the engines' outputs.
     w_en, w_addr, w_data : In
         Write one row engine's pre-added weights: ``w_addr`` is the engine, ``w_data[m * T + t]``
-        its word ``G[m, t]`` (``M * T`` words, one clock per engine). A write also clears the
-        filter state; write weights only while no beat is in flight.
+        its word ``G[m, t]`` (``M * T`` words, one clock per engine). With one bank a write
+        also clears the filter state; write weights only while no beat is in flight.
+    w_bank : In(1), with ``banks=2``
+        The bank a write goes to. Each input beat names the bank its products use
+        (``i.payload.bank``, beside the activations in ``i.payload.x``), so the weights of the
+        next pass load into one bank while beats of the current pass, using the other, are
+        still in flight: passes run back to back. Nothing clears the filter state: a beat
+        depends only on the blocks of its own row that the parent streams before it (the
+        parent discards each row's leading ``D`` output blocks, as with one bank).
     mac : In(1)
         MAC mode for 1×1 kernels and fully-connected layers.
     o_next : Out(1)
@@ -360,19 +367,27 @@ class FastConvUnit(wiring.Component):
 
     ``input_reg=False`` drops the input register, for a parent whose inputs come straight from
     registers (the accelerator's line-buffer pipeline): one clock less of latency.
+    ``banks=2`` doubles the weight registers (see ``w_bank``).
     """
 
-    def __init__(self, config=None, input_reg=True):
+    def __init__(self, config=None, input_reg=True, banks=1):
         self.config = cfg = config or FCUConfig()
         self.input_reg = input_reg
-        super().__init__({
-            "i": In(stream.Signature(data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L),
-                                                      cfg.rows))),
+        if banks not in (1, 2):
+            raise ConfigError(f"banks={banks}: the unit has 1 or 2 weight banks")
+        self.banks = banks
+        x = data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L), cfg.rows)
+        ports = {
+            "i": In(stream.Signature(x if banks == 1
+                                     else data.StructLayout({"x": x, "bank": 1}))),
             "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
             "w_en": In(1), "w_addr": In(range(max(2, cfg.rows))),
             "w_data": In(data.ArrayLayout(cfg.gweight_shape, cfg.ffa.M * cfg.subtaps)),
             "mac": In(1), "o_next": Out(1),
-        })
+        }
+        if banks == 2:
+            ports["w_bank"] = In(1)
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -383,29 +398,42 @@ class FastConvUnit(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
-        # weight register file: one engine's M * T words per write
+        # weight register file, per bank: one engine's M * T words per write
         MT = M * T
-        g = [Signal(cfg.gweight_shape, name=f"g{a}") for a in range(cfg.weight_words)]
+        nbank = self.banks
+        gb = [[Signal(cfg.gweight_shape, name=f"g{a}" if nbank == 1 else f"g{b}_{a}")
+               for a in range(cfg.weight_words)] for b in range(nbank)]
         with m.If(self.w_en):
-            with m.Switch(self.w_addr):
-                for r in range(R):
-                    with m.Case(r):
-                        m.d.sync += [g[r * MT + a].eq(self.w_data[a]) for a in range(MT)]
+            with m.Switch(self.w_addr if nbank == 1 else Cat(self.w_addr, self.w_bank)):
+                for b in range(nbank):
+                    for r in range(R):
+                        with m.Case(r + (b << len(self.w_addr))):
+                            m.d.sync += [gb[b][r * MT + a].eq(self.w_data[a])
+                                         for a in range(MT)]
 
         # input register
         if self.input_reg:
-            x = Signal(self.i.payload.shape(), name="x")
+            xin = Signal(self.i.payload.shape(), name="x")
             xv = Signal()
             with m.If(adv):
-                m.d.sync += [x.eq(self.i.payload), xv.eq(self.i.valid)]
+                m.d.sync += [xin.eq(self.i.payload), xv.eq(self.i.valid)]
         else:
-            x, xv = self.i.payload, self.i.valid
+            xin, xv = self.i.payload, self.i.valid
+        if nbank == 1:
+            x, g = xin, gb[0]
+        else:
+            # the bank of the beat in the engines' stage 1, whose products stage 2 forms
+            x, bank1 = xin.x, Signal()
+            with m.If(adv):
+                m.d.sync += bank1.eq(xin.bank)
+            g = [Mux(bank1, b1, b0) for b0, b1 in zip(*gb)]
 
         outs = []
         valid = None
         for r in range(R):
             eng = m.submodules[f"row{r}"] = RowEngine(cfg)
-            m.d.comb += [eng.en.eq(adv), eng.clear.eq(self.w_en), eng.mac.eq(self.mac),
+            m.d.comb += [eng.en.eq(adv), eng.clear.eq(self.w_en if nbank == 1 else 0),
+                         eng.mac.eq(self.mac),
                          eng.x.eq(x[r]), eng.x_valid.eq(xv)]
             for i in range(M):
                 for t in range(T):

@@ -1,6 +1,6 @@
 """Cycle model of the accelerator's commands (used by the ISS and the compiler's reports).
 
-The RTL controller runs one command at a time. The constants below come from
+The RTL controller runs one command at a time (a ``CONV``'s passes overlap each other). The constants below come from
 ``benchmarks/calibrate_cycles.py``, which runs micro-programs on the RTL (Verilator, with
 cocotbext-axi's ``AxiRam`` as memory) and compares each command's measured cost with this
 model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few percent.
@@ -11,7 +11,9 @@ model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few pe
   reads a block of ``fetch_block`` instructions in whole beats when the queue runs empty;
 * ``LOADW`` reads int8 taps a bus beat per cycle through the on-chip pre-adder;
 * a ``CONV`` pass costs the weight load (one engine's words per cycle, overlapping the
-  engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat;
+  engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat; with
+  ``back_to_back`` only a piece's first pass loads and its last drains, and the passes
+  between cost their beats (or their setup, if longer);
 * ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
   stalls for every bus word the byte writer flushes.
 
@@ -32,8 +34,9 @@ NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
 INC_EXTRA = 1
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
-CONV_FIXED = 12
+CONV_FIXED = 11
 PASS_OVERHEAD = 6
+SETUP_B2B = 3       # back to back: a pass's setup after the swap, beyond its rows clocks
 WRITE_STALL = 4
 POST_FIXED = 9
 LOADW_FIXED = 12
@@ -132,13 +135,28 @@ class CycleModel:
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
         # their inputs): one clock less than the unit's latency
         per_pass = c.rows + c.fcu.latency - 1 + PASS_OVERHEAD
+        beats = ny * g.bk
+        if c.back_to_back:
+            # a piece's first pass is set up, and its last drained, as one pass alone; the
+            # passes between follow each other at once unless one is shorter than the next
+            # one's setup (rows clocks of assignment and weights, after SU_HOLD)
+            setup = c.rows + SETUP_B2B
+            period = beats if beats >= setup else max(beats + 1, setup)
+            return (self._conv_fixed(g, pl) + g.pieces * (per_pass + beats)
+                    + (passes - g.pieces) * period)
+        return self._conv_fixed(g, pl) + passes * (per_pass + beats)
+
+    def _conv_fixed(self, g, pl):
+        """CONV's cycles before and between its passes."""
+        c = self.cfg
+        L = c.L
         # per piece, CV_PIECE and CV_DIV: the first column's block by repeated subtraction
         # from col0 + L * K0 (K0 makes it non-negative for every legal padding)
         d = (-(c.fcu.piece_taps - 1)) % L
         k0 = -(-(c.max_kernel - 1 + d) // L) + 1
         pieces = sum(2 + (p * g.N - pl - g.d + L * k0) // L for p in range(g.pieces))
         # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
-        return CONV_FIXED + max(g.wob, g.pieces) + pieces + passes * (per_pass + ny * g.bk)
+        return CONV_FIXED + max(g.wob, g.pieces) + pieces
 
     def post(self, lanes, subs_per_lane, wob, stride, flushes):
         """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus
