@@ -14,6 +14,7 @@ import numpy as np
 
 from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
 from ffacc.hw.weights import raw_set, set_bytes
+from ffacc.sim.cycles import LOADA_FIXED, CycleModel
 
 from .emit import Nest
 
@@ -205,6 +206,46 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         return conv_geometry(cfg, kh, kw, wt, ch * kh).passes_per_piece * g.pieces
 
     n_og = ceil(O / cfg.lanes)
+
+    def shares(cg, nyc):
+        """With channel groups, the band heights (up to ``nyc``) at which several lane groups'
+        bands fit the accumulator together (C_ACC), each with the most lane groups:
+        ``{ny: lane groups}``; every channel group then loads once for all of them."""
+        out = {nyc: 1}
+        if ceil(C / cg) == 1:
+            return out
+        for lg in range(2, n_og + 1):
+            nyg = min(nyc, cfg.acc_blocks // (lg * g.wob))
+            nyg -= nyg % step if nyg >= step else 0
+            if nyg < (2 if layer.pool2 else 1):
+                break
+            out[nyg] = lg
+        return out
+
+    cm = CycleModel(cfg)
+    per_ins = 3                         # fetch and decode of an instruction, about
+
+    def plan_cycles(cg, nyc, share):
+        """Cycles of one column tile cut into channel groups of ``cg``, bands of ``nyc`` rows,
+        ``share`` lane groups per channel-group load, from the ISS's cycle model."""
+        full, rest = divmod(hconv, nyc)
+        return full * band_cycles(cg, nyc, share) + (band_cycles(cg, rest, share) if rest
+                                                     else 0)
+
+    def band_cycles(cg, nyc, share):
+        n_cg = ceil(C / cg)
+        gc = conv_geometry(cfg, kh, kw, wt, cg * kh)
+        nr = min(H, nyc + kh - 1)
+        one = cm.loada([0], nr * Wt, Wt)            # a channel's rows, one read
+        loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
+        conv = (cm.conv(gc, nyc, gc.pieces * gc.passes_per_piece)
+                + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins)
+        outs = -(-nyc // step) * -(-wt // step)         # per lane
+        post = cm.post(cfg.lanes, outs * (4 if layer.pool2 else 1), g.wob, layer.stride,
+                       ceil(outs * cfg.lanes / cfg.bus_bytes)) + 3 * per_ins
+        loads = ceil(n_og / share) if n_cg > 1 else 1
+        return loads * n_cg * loada + n_og * (n_cg * conv + post)
+
     best = None
     for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
         if sets(cg) > cfg.wb_sets:
@@ -215,25 +256,15 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         if nyc < 1 or not fits(cg, min(H, nyc + kh - 1)):
             continue
         n_cg = ceil(C / cg)
-        bands = ceil(hconv / nyc)
-        nr = min(H, nyc + kh - 1)
-        act = bands * nr * Wt * C * (n_og if n_cg > 1 else 1)
-        wts = bands * n_og * n_cg * sets(cg) * set_bytes(cfg.fcu, cfg.lanes, g.mac)
-        beats = nyc * g.bk
-        if cfg.back_to_back:    # a CONV's passes overlap (sim/cycles.py): one fill and drain
-            passes = bands * n_og * n_cg * (g.pieces * (cfg.rows + 20) + sets(cg)
-                                             * max(0, cfg.rows + 3 - beats))
-        else:
-            passes = bands * n_og * n_cg * sets(cg) * (cfg.rows + 20)
-        compute = bands * n_og * n_cg * sets(cg) * beats
-        cost = act + wts + passes + compute
-        if best is None or cost < best[0]:
-            best = (cost, cg, nyc)
+        for nyc, share in shares(cg, nyc).items():
+            cost = plan_cycles(cg, nyc, share)
+            if best is None or cost < best[0]:
+                best = (cost, cg, nyc, share)
     if best is None:
         raise LoweringError(f"{name}: {kh} input rows of width {Wt} or one channel's weights do "
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
-    _, cg, ny = best
+    _, cg, ny, share = best
     # all channels' post-processing records at once when they fit, else per lane group
     q_per_group = O > cfg.qb_entries
 
@@ -247,7 +278,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     w_addr = mem.place(f"{name}.w", blob)
 
     # the program: bands x column tiles x lane groups x channel groups, as loops over the
-    # runs of each that step uniformly (compiler/emit.py; unrolled without hardware loops)
+    # runs of each that step uniformly (compiler/emit.py; unrolled without hardware loops);
+    # with channel groups, `share` lane groups keep their bands in the accumulator at once
+    # (C_ACC) and each channel group loads once for them all
     nest = Nest(cfg)
     if not q_per_group:
         nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=0)
@@ -284,8 +317,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     n_cg = len(cgs)
     cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
                for c0, ch, off, nsets in cgs]
-    lgroups = [dict(o0=o0, lanes=min(cfg.lanes, O - o0), wbase=w_addr + i * block)
+    lgroups = [dict(o0=o0, lanes=min(cfg.lanes, O - o0), wbase=w_addr + i * block,
+                    acc=i % share * ny * g.wob)
                for i, o0 in enumerate(range(0, O, cfg.lanes))]
+    supers = [dict(first=i, n=min(share, len(lgroups) - i))
+              for i in range(0, len(lgroups), share)]
 
     def band(b):
         nest.set(**b)
@@ -295,23 +331,30 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
             nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
-        nest.each(lgroups, lambda lg: lane_group(t, lg))
+            nest.each(lgroups, lambda lg: (conv(lg, cgroups[0]), post(t, lg)))
+        else:
+            nest.each(supers, lambda sg: super_group(t, lgroups[sg["first"]:][:sg["n"]]))
 
-    def lane_group(t, lg):
-        nest.each(cgroups, lambda cgr: channel_group(t, lg, cgr))
+    def super_group(t, lgs):
+        nest.each(cgroups, lambda cgr: channel_group(t, lgs, cgr))
+        nest.each(lgs, lambda lg: post(t, lg))
+
+    def channel_group(t, lgs, cgr):
+        nest.cmd(Op.LOADA, A_SRC=x_addr + cgr["c0"] * H * W + t["cin0"], A_CH=cgr["ch"])
+        nest.each(lgs, lambda lg: conv(lg, cgr))
+
+    def conv(lg, cgr):
+        nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"], W_COUNT=cgr["nsets"],
+                 W_DST=0)
+        nest.cmd(Op.CONV, 0 if cgr["first"] else ConvFlag.ACCUMULATE, C_WSET=0,
+                 C_LANES=lg["lanes"], C_ACC=lg["acc"])
+
+    def post(t, lg):
         o0 = lg["o0"]
         if q_per_group:
             nest.cmd(Op.LOADQ, Q_SRC=q_addr + 12 * o0, Q_COUNT=lg["lanes"], Q_DST=0)
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
-                 O_Q=0 if q_per_group else o0)
-
-    def channel_group(t, lg, cgr):
-        if n_cg > 1:
-            nest.cmd(Op.LOADA, A_SRC=x_addr + cgr["c0"] * H * W + t["cin0"], A_CH=cgr["ch"])
-        nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"], W_COUNT=cgr["nsets"],
-                 W_DST=0)
-        nest.cmd(Op.CONV, 0 if cgr["first"] else ConvFlag.ACCUMULATE, C_WSET=0,
-                 C_LANES=lg["lanes"])
+                 O_Q=0 if q_per_group else o0, C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     nest.each(bands, band)
     nest.assemble(prog)

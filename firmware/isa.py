@@ -76,9 +76,9 @@ OPCODES = {
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
-             "FCU array, accumulate into the int32 accumulator (flag ACCUMULATE keeps previous "
-             "sums)",
-    Op.POST: "accumulators of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
+             "FCU array, accumulate into the int32 accumulator from block C_ACC on (flag "
+             "ACCUMULATE keeps previous sums)",
+    Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
              "2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) -> bytes at "
              "O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
     Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> "
@@ -124,6 +124,9 @@ class Reg(IntEnum):
     D_SZ = 33       # shift[7:0] | za[15:8] | zb[23:16] | zy[31:24]
     D_CLAMP = 34    # qmin[7:0] | qmax[15:8]
     A_PITCH = 35    # row pitch of the map in memory (0: = A_W); lets LOADA take a column tile
+    C_ACC = 36      # accumulator block of the band's first row (CONV writes, POST reads): the
+                    # accumulator holds several lane groups' bands, so an input channel group
+                    # loads once for all of them
 
 
 NUM_REGS = 64
@@ -154,7 +157,7 @@ def reg_bits(cfg):
         Reg.C_NY: need(cfg.acc_blocks), Reg.O_ROW0: 17, Reg.C_WSET: need(cfg.wb_sets - 1),
         Reg.C_LANES: need(cfg.lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
         Reg.O_STRIDE: 8, Reg.D_KAB: 32, Reg.D_M: 32, Reg.D_SZ: 32, Reg.D_CLAMP: 16,
-        Reg.A_PITCH: 17,
+        Reg.A_PITCH: 17, Reg.C_ACC: need(cfg.acc_blocks - 1),
     }
     assert set(bits) == set(Reg)
     return {r: min(32, b) for r, b in bits.items()}

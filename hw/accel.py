@@ -793,7 +793,8 @@ class Accelerator(wiring.Component):
         with m.If(out_next):
             with m.If(ot_b == cv_bk - 1):
                 with m.If(ot_yl == rg[Reg.C_NY] - 1):
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0), cv_first.eq(0)]
+                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(rg[Reg.C_ACC]),
+                                 cv_first.eq(0)]
                 with m.Else():
                     m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]
             with m.Else():
@@ -1224,10 +1225,10 @@ class Accelerator(wiring.Component):
                         m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
                     m.next = "CV_M4"
             with m.State("CV_M4"):
-                with m.If(gt_const(tmp, cfg.acc_blocks)):
+                with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(0)]
+                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(rg[Reg.C_ACC])]
                     m.next = "CV_PIECE"
             with m.State("CV_PIECE"):
                 col0 = Signal(signed(17))
@@ -1335,7 +1336,7 @@ class Accelerator(wiring.Component):
                     m.next = "PO_M1"
             with m.State("PO_M1"):
                 cold_addr(Reg.O_DST)                        # there in the product's cycle
-                with m.If(gt_const(tmp, cfg.acc_blocks)):
+                with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
                     failure(Err.PARAM)
                 with m.Else(), product(cold(Reg.O_ROW0), rg[Reg.O_W]) as p:
                     # lane 0's first output row; each lane adds O_CSTRIDE
@@ -1352,7 +1353,8 @@ class Accelerator(wiring.Component):
             with m.State("PO_LANE"):
                 # the lane's record is read once: the read port holds it while the lane runs
                 m.d.comb += [qb_r.addr.eq(rg[Reg.O_Q] + po_lane), qb_r.en.eq(1)]
-                m.d.sync += [po_y.eq(0), po_rowbase.eq(0), po_xblk.eq(0), po_xsub.eq(0),
+                m.d.sync += [po_y.eq(0), po_rowbase.eq(rg[Reg.C_ACC]), po_xblk.eq(0),
+                             po_xsub.eq(0),
                              po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase),
                              po_ocol.eq(po_lanebase), po_done.eq(pool & lt_const(wout, 2))]
                 m.next = "PO_QP" if cfg.qparams_in_registers else "PO_SH"

@@ -326,7 +326,7 @@ class ISS:
         c = self.cfg
         p = {k: self.r(getattr(Reg, k)) for k in (
             "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_ZX", "C_Y0", "C_NY", "A_CH",
-            "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH")}
+            "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH", "C_ACC")}
         kh, kw = p["C_KH"], p["C_KW"]
         npairs = p["C_NPAIRS"] = p["A_CH"] * kh
         if not (1 <= kh <= c.max_kernel and 1 <= kw <= c.max_kernel):
@@ -339,9 +339,9 @@ class ISS:
             self._err(f"CONV lanes={p['C_LANES']} rows={p['C_NY']} width={p['C_WOUT']} "
                       f"pairs={npairs} inconsistent")
         g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
-        if p["C_NY"] * g.wob > c.acc_blocks:
-            self._err(f"CONV band {p['C_NY']} rows x {g.wob} blocks exceeds the accumulator "
-                      f"({c.acc_blocks} blocks)")
+        if p["C_ACC"] + p["C_NY"] * g.wob > c.acc_blocks:
+            self._err(f"CONV band {p['C_NY']} rows x {g.wob} blocks from block {p['C_ACC']} "
+                      f"exceeds the accumulator ({c.acc_blocks} blocks)")
         if p["C_WSET"] + g.pieces * g.passes_per_piece > c.wb_sets:
             self._err("CONV weight sets beyond the weight buffer")
         nch = npairs // kh
@@ -366,7 +366,8 @@ class ISS:
         H, W, pitch, hb0 = p["A_H"], p["A_W"], p["LB_PITCH"], p["A_HB0"]
         zx = p["C_ZX"] if not c.fcu.act_signed else self._s8(p["C_ZX"])
         ys = np.arange(p["C_Y0"], p["C_Y0"] + ny)
-        acc = self.acc[:, :ny * g.wob].reshape(c.lanes, ny, g.wob * L)
+        a0 = p["C_ACC"]
+        acc = self.acc[:, a0:a0 + ny * g.wob].reshape(c.lanes, ny, g.wob * L)
         if not ins.flags & ConvFlag.ACCUMULATE:
             acc[:] = 0
         wset = p["C_WSET"]
@@ -427,14 +428,16 @@ class ISS:
         dst, opitch, cstride, q0, stride = (self.r(Reg.O_DST), self.r(Reg.O_W),
                                             self.r(Reg.O_CSTRIDE), self.r(Reg.O_Q),
                                             self.r(Reg.O_STRIDE))
+        a0 = self.r(Reg.C_ACC)
         wob = ceil(wout / L) if wout else 0
         pool = bool(ins.flags & PostFlag.POOL2)
-        if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1 and ny * wob <= c.acc_blocks
+        if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1
+                and a0 + ny * wob <= c.acc_blocks
                 and q0 + lanes <= c.qb_entries and 1 <= stride <= 255
                 and not (pool and stride != 1) and not (pool and ny % 2)
                 and row0 < 1 << 17 and opitch < 1 << 17):
-            self._err(f"POST lanes={lanes} rows={ny} width={wout} stride={stride} "
-                      f"pool={pool} inconsistent")
+            self._err(f"POST lanes={lanes} rows={ny} width={wout} from block {a0} "
+                      f"stride={stride} pool={pool} inconsistent")
         rows_out = ny // 2 if pool else -(-ny // stride)
         cols_out = wout // 2 if pool else -(-wout // stride)
         # the byte writer flushes a bus word whenever the next byte falls in another word
@@ -448,7 +451,7 @@ class ISS:
         if self.timing_only:
             return cost
         for lane in range(lanes):
-            a = self.acc[lane, :ny * wob].reshape(ny, wob * L)[:, :wout]
+            a = self.acc[lane, a0:a0 + ny * wob].reshape(ny, wob * L)[:, :wout]
             v = self._requant(a, self.qb[q0 + lane])
             if pool:
                 w2 = wout // 2

@@ -277,6 +277,16 @@ def _fault_program(kind, cfg):
         p.op(Op.LOOP, imm=0).op(Op.ENDLOOP).end()
     elif kind == "inc_register":
         p.raw(encode(Op.INC, len(Reg), 1)).end()
+    elif kind in ("conv_acc", "post_acc"):
+        # a band of 2 blocks from the accumulator's last block on: beyond its end
+        L = cfg.L
+        p.set(C_ACC=cfg.acc_blocks - 1, C_LANES=1, C_NY=1, C_WOUT=2 * L)
+        if kind == "conv_acc":
+            p.set(C_KH=1, C_KW=1, C_PT=0, C_PL=0, A_CH=1, A_H=4, A_W=2 * L, A_HB0=0,
+                  LB_PITCH=4, C_WSET=0).op(Op.CONV).end()
+        else:
+            p.set(O_Q=0, O_STRIDE=1, O_DST=DATA_BASE, O_W=8, O_CSTRIDE=64,
+                  O_ROW0=0).op(Op.POST).end()
     elif kind == "lb_overflow":
         p.set(A_SRC=DATA_BASE, A_CH=2, A_H=4, A_W=cfg.lb_width + 1, A_HB0=0, A_NR=1,
               LB_PITCH=1).op(Op.LOADA).end()
@@ -288,7 +298,8 @@ def _fault_program(kind, cfg):
 
 FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
           "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
-          "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2}
+          "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2, "conv_acc": 3,
+          "post_acc": 3}
 
 
 def fault_case(cfg, kind):

@@ -93,11 +93,12 @@ def test_small_part_configuration(name, tmp_path):
     profiling counters, CYCLES still counts and the others read 0. At a 12 MHz target, as on
     the iCEBreaker, the requantizer reads its parameters in place (qparams_in_registers is
     false): POST here, and ADD (with an ADD unit) in "add_slow_clock". As on the iCEBreaker
-    too, loads move a byte a clock (wide_loads false) and the controller reads each
-    instruction itself (fetch_block 0)."""
+    too, loads move a byte a clock (wide_loads false), the controller reads each
+    instruction itself (fetch_block 0) and a CONV's passes run one after the other
+    (back_to_back false)."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
                      target_mhz=12, wide_loads=False, fetch_block=0,
-                     loop_depth=0)
+                     loop_depth=0, back_to_back=False)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)
@@ -134,6 +135,19 @@ def test_loop_counters_at_their_bounds(name, tmp_path):
 def test_channel_groups_on_rtl(tmp_path):
     small = TINY.with_(lb_rows=16)
     run_both(conv_case(small, 9, 2, 8, 10, 3, seed=3), small, "verilator", tmp_path)
+
+
+def test_lane_groups_share_the_accumulator_on_rtl(tmp_path):
+    """Channel groups with three lane groups whose bands sit in the accumulator together
+    (C_ACC): each channel group loads once for all of them. RTL ≡ ISS ≡ golden."""
+    from ffacc.firmware.isa import Reg, decode_program
+    small = TINY.with_(lb_rows=16)
+    case = conv_case(small, 9, 6, 8, 10, 3, seed=3)
+    code = next(s for s in case.image.sections if s.kind == 1).data
+    assert any(i.reg == Reg.C_ACC and i.imm for i in decode_program(code))  # bands apart
+    _, iss = run_both(case, small, "verilator", tmp_path)
+    ran = [op for _, op, _, _ in iss.per_instruction]
+    assert 0 < ran.count("LOADA") < ran.count("CONV")
 
 
 def test_ulx3s_multi_tile(tmp_path, record_property):

@@ -171,7 +171,7 @@ def test_loops_longer_than_the_count_limit_are_cut(monkeypatch):
     lowered to 4): the same outputs, and no LOOP above the limit."""
     import ffacc.compiler.emit as emit
     monkeypatch.setattr(emit, "LOOP_MAX", 4)
-    case = conv_case(TINY, 8, 20, 12, 12, 3, seed=1)        # 10 lane groups in a row
+    case = conv_case(TINY, 2, 20, 12, 12, 3, seed=1)        # 10 lane groups in a row
     blobs, res = run_iss(case, TINY)
     assert res.status == "done" and case.outputs and case.check(blobs)
     code = decode_program(case.image.sections[0].data)
