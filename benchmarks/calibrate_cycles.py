@@ -25,7 +25,9 @@ def programs(cfg):
                     "C_PT": 0, "C_PL": 0, "C_NY": 1, "C_LANES": 1, "A_CH": 1, "A_H": 1}, None))
     for nch, nr, W, src, pitch in ((1, 1, 8, 0x100, 0), (1, 4, 30, 0x100, 0),
                                    (2, 3, 17, 0x103, 0), (1, 3, 10, 0x101, 30),
-                                   (2, 16, 32, 0x100, 0)):
+                                   (2, 16, 32, 0x100, 0), (36, 1, 1, 0x100, 0),
+                                   (4, 1, 2, 0x101, 0), (3, 1, 5, 0x100, 0),
+                                   (3, 2, 2, 0x100, 0), (1, 1, 3, 0x100, 0)):
         out.append((f"loada {nch}x{nr}x{W} @{src:x} p{pitch}", dict(
             A_SRC=src, A_CH=nch, A_H=nr, A_W=W, A_HB0=0, A_NR=nr, LB_PITCH=nr,
             A_PITCH=pitch), Op.LOADA))

@@ -111,8 +111,10 @@ class CycleModel:
             extra = self._extra_bursts(s, beats)
             self.stall += READ_STALL + extra
             # the packer loses about a clock every third row end when it, not the bus, is the
-            # bound (measured)
-            total += LOADA_REQUEST + max(beats + extra, blocks + nbytes // width // 3)
+            # bound; a read of one or two beats and blocks ends a clock sooner (its packer
+            # drain overlaps the data) (measured)
+            move = max(beats + extra, blocks + nbytes // width // 3)
+            total += LOADA_REQUEST + move - (move <= 2)
         return total
 
     def loadw(self, nsets, start=0, mac=False):
