@@ -13,7 +13,7 @@ from math import ceil
 import numpy as np
 
 from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
-from ffacc.hw.weights import raw_set, set_bytes
+from ffacc.hw.weights import raw_set
 from ffacc.sim.cycles import LOADA_FIXED, CycleModel
 
 from .emit import Nest
@@ -331,9 +331,14 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
             nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
-            nest.each(lgroups, lambda lg: (conv(lg, cgroups[0]), post(t, lg)))
+            nest.each(lgroups, lambda lg: lane_group(t, lg))
         else:
-            nest.each(supers, lambda sg: super_group(t, lgroups[sg["first"]:][:sg["n"]]))
+            nest.each(supers, lambda sg: super_group(
+                t, lgroups[sg["first"]:sg["first"] + sg["n"]]))
+
+    def lane_group(t, lg):
+        conv(lg, cgroups[0])
+        post(t, lg)
 
     def super_group(t, lgs):
         nest.each(cgroups, lambda cgr: channel_group(t, lgs, cgr))

@@ -78,9 +78,9 @@ OPCODES = {
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
              "FCU array, accumulate into the int32 accumulator from block C_ACC on (flag "
              "ACCUMULATE keeps previous sums)",
-    Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, clamp, optional "
-             "2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) -> bytes at "
-             "O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
+    Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
+             "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
+             "-> bytes at O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
     Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> "
               "O_DST (configurations with add_unit; an illegal opcode otherwise)",
 }

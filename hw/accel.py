@@ -849,8 +849,10 @@ class Accelerator(wiring.Component):
         # (see su_start): an engine a clock is assigned its task, and an engine's weight row a
         # clock is read from the buffer and written to the FCUs the clock after
         m.d.sync += cv_wl_valid.eq(0)
-        su_last = Signal()
-        m.d.comb += su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid)
+        su_last = Signal()              # the setup's last clock
+        su_ready = Signal()             # the set-up pass can be swapped in
+        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid),
+                     su_ready.eq(su_last | ~su_run)]
         with m.If(su_hold != 0):
             m.d.sync += su_hold.eq(su_hold - 1)
         with m.If(su_start):
@@ -1261,7 +1263,8 @@ class Accelerator(wiring.Component):
                         stream_start()
                     m.next = "CV_STREAM"
             with m.State("CV_STREAM"):
-                cold_addr(Reg.C_Y0)                         # the next pass's first row
+                if b2b:
+                    cold_addr(Reg.C_Y0)                     # the next pass's first row
                 m.d.comb += st_issue.eq(1)
                 m.d.sync += count(busy_cycles.eq(busy_cycles + 1),
                                   mult_slots.eq(mult_slots + cv_slots))
@@ -1275,7 +1278,7 @@ class Accelerator(wiring.Component):
                         if b2b:
                             with m.If(~su_next):
                                 m.next = "CV_DRAIN"
-                            with m.Elif((su_last | ~su_run) & ~su_bad):
+                            with m.Elif(su_ready & ~su_bad):
                                 swap()
                             with m.Else():
                                 m.next = "CV_WAIT"
@@ -1289,7 +1292,7 @@ class Accelerator(wiring.Component):
                     cold_addr(Reg.C_Y0)
                     with m.If(bad_row_q):
                         failure(Err.PARAM)
-                    with m.Elif(su_last | ~su_run):
+                    with m.Elif(su_ready):
                         with m.If(su_bad):
                             failure(Err.PARAM)
                         with m.Else():
@@ -1300,7 +1303,10 @@ class Accelerator(wiring.Component):
                 with m.If(bad_row_q):
                     failure(Err.PARAM)
                 with m.Elif((ot_pend == 0) & ~rmw_valid):
-                    with m.If((cv_p0 + R < cv_npairs) if not b2b else 0):
+                    # one pass at a time: the next is set up now (back to back, a piece's
+                    # passes have all streamed)
+                    more = Const(0) if b2b else cv_p0 + R < cv_npairs
+                    with m.If(more):
                         m.d.sync += cv_p0.eq(cv_p0 + R)
                         m.next = "CV_PASS"
                     with m.Elif(cv_piece + 1 == cv_pieces):

@@ -78,7 +78,7 @@ class AcceleratorConfig:
     back_to_back : bool
         ``CONV`` runs its passes back to back: the FCUs hold two banks of weights, and the
         next pass's engine assignment and weights load while the current pass streams, so a
-        pass costs its beats (or the ``rows + 1`` clocks of its setup, if more) instead of
+        pass costs its beats (or the ``rows + 3`` clocks of its setup, if more) instead of
         its beats plus the pipeline's fill and drain. False: each pass loads, streams and
         drains in turn (the smallest parts: half the weight registers).
     perf_counters : bool
@@ -241,9 +241,9 @@ ACCEL_PRESETS = {
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
     # two EBRs) so the bundled digits model compiles (8 sets could not hold conv1's) and
     # runs without channel groups (32 sets: 1.8x the cycles); no fetch unit and loads a byte a
-    # clock (fetch_block 0, wide_loads false), no hardware loops (the compiler unrolls), passes one
-    # after the other (back_to_back false), 16
-    # quantization records: it fills the UP5K
+    # clock (fetch_block 0, wide_loads false), no hardware loops (the compiler unrolls),
+    # passes one after the other (back_to_back false), 16 quantization records: it fills the
+    # UP5K
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=16,
                                     max_kernel=5, burst_beats=8, target_mhz=12,

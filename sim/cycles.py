@@ -1,9 +1,10 @@
 """Cycle model of the accelerator's commands (used by the ISS and the compiler's reports).
 
-The RTL controller runs one command at a time (a ``CONV``'s passes overlap each other). The constants below come from
-``benchmarks/calibrate_cycles.py``, which runs micro-programs on the RTL (Verilator, with
-cocotbext-axi's ``AxiRam`` as memory) and compares each command's measured cost with this
-model; ``tests/test_accel_cocotb.py`` checks whole programs stay within a few percent.
+The RTL controller runs one command at a time (a ``CONV``'s passes overlap each other). The
+constants below come from ``benchmarks/calibrate_cycles.py``, which runs micro-programs on
+the RTL (Verilator, with cocotbext-axi's ``AxiRam`` as memory) and compares each command's
+measured cost with this model; ``tests/test_accel_cocotb.py`` checks whole programs stay
+within a few percent.
 
 * a DMA read of ``n`` bytes costs ``n`` cycles (one byte per cycle) plus the bytes skipped
   to reach an unaligned start plus a fixed request/response overhead;
@@ -133,7 +134,6 @@ class CycleModel:
 
     def conv(self, g, ny, passes, pl=0):
         c = self.cfg
-        L = c.L
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
         # their inputs): one clock less than the unit's latency
         per_pass = c.rows + c.fcu.latency - 1 + PASS_OVERHEAD

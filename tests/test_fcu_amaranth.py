@@ -252,9 +252,9 @@ def run_back_to_back(cfg, passes, *, seed=0, stall=0.3):
 @pytest.mark.parametrize("k", [1, 3, 5])
 def test_two_banks_back_to_back(preset, k):
     """Passes streamed back to back on a two-bank unit, the next pass's weights loading while
-    the current one's beats are in flight: each pass's outputs past a row's leading blocks (the
-    filter state the one-bank unit clears) equal the model's, and the sum is the
-    correlation."""
+    the current one's beats are in flight: the passes' outputs, accumulated as the plan
+    places them (each row's leading blocks, which see the previous row's filter state,
+    dropped), are the correlation."""
     cfg = PRESETS[preset]
     rng = np.random.default_rng(10 + k)
     C, zx = 9, 2
