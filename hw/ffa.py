@@ -117,13 +117,22 @@ class FFA:
 
         The state before the first block is zero. Returns ``(nblocks, L)`` outputs.
         """
+        return self.filter_rows(np.asarray(G)[None, None], np.asarray(xb)[None])[0]
+
+    def filter_rows(self, G, xb):
+        """Several filters on several input rows at once, summed over the rows: ``G`` of shape
+        ``(R, F, M, T)`` (row ``r``'s pre-added filter for each of ``F`` lanes) and ``xb`` of
+        shape ``(R, nblocks, L)`` give ``sum_r filter_blocks(G[r, f], xb[r])`` for every ``f``,
+        shape ``(F, nblocks, L)``. Each row's input pre-addition is shared by the lanes, as in
+        the hardware; the sum over rows is taken before the (linear) post-addition."""
         G = np.asarray(G, dtype=np.int64)
-        U = self.preadd_inputs(xb)                    # (nblocks, M)
-        nblocks, T = U.shape[0], G.shape[1]
-        P = np.zeros((nblocks, self.M), dtype=np.int64)
+        U = self.preadd_inputs(xb)                    # (R, nblocks, M)
+        nblocks, T = U.shape[1], G.shape[3]
+        P = np.zeros((G.shape[1], nblocks, self.M), dtype=np.int64)
         for t in range(min(T, nblocks)):              # sub-filter m: P[b, m] = sum_t G[m,t] U[b-t,m]
-            P[t:] += U[:nblocks - t] * G[:, t]
-        Pd = np.vstack([np.zeros((1, self.M), dtype=np.int64), P[:-1]])
+            P[:, t:] += np.einsum("rbm,rfm->fbm", U[:, :nblocks - t], G[..., t])
+        Pd = np.zeros_like(P)
+        Pd[:, 1:] = P[:, :-1]
         return P @ self.C[:, :, 0].T + Pd @ self.C[:, :, 1].T
 
     def mults_per_output(self, taps):

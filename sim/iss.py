@@ -377,33 +377,30 @@ class ISS:
             cols = col0 + np.arange(g.bk * L)
             colok = (cols >= 0) & (cols < W)
             for p0 in range(0, npairs, R):
-                G = self.wb[wset].reshape(R, M, T, c.lanes)
+                G = np.moveaxis(self.wb[wset].reshape(R, M, T, c.lanes), -1, 1)  # R,lanes,M,T
                 wset += 1
                 passes += 1
-                total = np.zeros((c.lanes, ny, g.bk, L), dtype=np.int64)
-                for r in range(R):
-                    pair = p0 + r
-                    if pair >= npairs:
-                        x = np.zeros((ny, g.bk * L), dtype=np.int64)
-                    else:
-                        ch, i = divmod(pair, kh)
-                        h = ys + i - p["C_PT"]
-                        x = np.full((ny, g.bk * L), zx, dtype=np.int64)
-                        rowok = (h >= 0) & (h < H)
-                        for n in np.nonzero(rowok)[0]:
-                            lrow = ch * pitch + h[n] - hb0
-                            if not (0 <= h[n] - hb0 < pitch) or lrow >= c.lb_rows:
-                                self._err(f"CONV reads input row {h[n]} of channel {ch}, not in "
-                                          f"the loaded band (first row {hb0}, pitch {pitch})")
-                            x[n, colok] = self.lb[lrow, cols[colok]]
-                    blocks = x.reshape(ny * g.bk, L)
-                    for lane in range(c.lanes):
-                        Gl = G[r, :, :, lane]
-                        if g.mac:
-                            y = blocks * Gl[:L, 0]
-                        else:
-                            y = s.filter_blocks(Gl, blocks)
-                        total[lane] += y.reshape(ny, g.bk, L)
+                # the pass's R (channel, kernel row) pairs, each over the ny output rows
+                pair = p0 + np.arange(R)
+                ch, i = np.divmod(pair, kh)
+                h = ys[None, :] + i[:, None] - p["C_PT"]                 # (R, ny)
+                used = (pair < npairs)[:, None] & (h >= 0) & (h < H)     # else zx (padding)
+                lrow = ch[:, None] * pitch + h - hb0
+                bad = used & ~((h - hb0 >= 0) & (h - hb0 < pitch) & (lrow < c.lb_rows))
+                if bad.any():
+                    r, n = np.argwhere(bad)[0]
+                    self._err(f"CONV reads input row {h[r, n]} of channel {ch[r]}, not in "
+                              f"the loaded band (first row {hb0}, pitch {pitch})")
+                X = self.lb[np.where(used, lrow, 0)[:, :, None],
+                            np.where(colok, cols, 0)[None, None, :]].astype(np.int64)
+                X = np.where(used[:, :, None] & colok[None, None, :], X, zx)
+                X[pair >= npairs] = 0                                    # rows past the last
+                blocks = X.reshape(R, ny * g.bk, L)
+                if g.mac:                                         # lane k: sum_r x_r * w_rk
+                    total = np.einsum("rbl,rkl->kbl", blocks, G[:, :, :L, 0])
+                else:                                             # every row and lane at once
+                    total = s.filter_rows(G, blocks)
+                total = total.reshape(c.lanes, ny, g.bk, L)
                 kept = total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
                 acc[:] = _wrap32(acc + kept)
         return self.cost.conv(g, ny, passes, p["C_PL"])
