@@ -233,6 +233,7 @@ def compile_graph(g, cfg, model_name="model"):
             layers.append(info)
             continue
         # host operator
+        info["macs"] = _host_macs(op, g)
         close_accel()
         desc = {"kind": "host", "op": type(op).__name__, "name": op.name,
                 "inputs": [_tdesc(g.tensors[n], addr[n], "internal") for n in op.inputs],
@@ -244,7 +245,8 @@ def compile_graph(g, cfg, model_name="model"):
         segments.append(desc)
         host_ops.append({"name": op.name, "op": getattr(op, "op_type", "") or op.kind,
                          "reason": where})
-        info.update({"where": "host", "segment": len(segments) - 1, "reason": where})
+        info.update({"where": "host", "segment": len(segments) - 1, "reason": where,
+                     "op_type": getattr(op, "op_type", "") or op.kind})
         layers.append(info)
     close_accel()
     if not segments:
@@ -272,6 +274,50 @@ def compile_graph(g, cfg, model_name="model"):
             li["pc"] = code_base + li["pc_first"] * INSTR_BYTES
     img.meta = meta
     return Compiled(img, layers, host_ops, g)
+
+
+def _host_macs(op, g):
+    """Multiply-accumulates of an operator the host runs: convolutions and matrix products
+    (integer ones of the IR, float ones the quantizer left as ONNX nodes); 0 for the rest."""
+    y = g.tensors[op.outputs[0]]
+    w = getattr(op, "w", None)
+    if w is None and getattr(op, "op_type", "") in ("Conv", "ConvTranspose", "Gemm", "MatMul",
+                                                   "QLinearConv", "QLinearMatMul", "QGemm"):
+        import onnx
+        node = onnx.NodeProto()
+        node.ParseFromString(op.node_proto)
+        wname = node.input[3 if op.op_type.startswith("QLinear") or op.op_type == "QGemm"
+                           else 1]
+        w = op.initializers.get(wname)
+    if w is None:
+        return 0
+    if np.ndim(w) == 4:                      # (O, C/g, kh, kw): per output element
+        return int(np.prod(y.shape)) * int(np.prod(np.shape(w)[1:]))
+    x = g.tensors[op.inputs[0]]              # Gemm/MatMul: K products per output
+    return int(np.prod(y.shape)) * int(np.prod(x.shape[1:]))
+
+
+def host_regions(layers):
+    """Runs of consecutive host operators in ``layers`` (a compiled layer table): each region
+    with its operators (by ONNX op), their MACs, and the first and last layer; and the
+    accelerator's share of all MACs."""
+    regions, cur = [], None
+    for li in layers:
+        if li.get("where") != "host":
+            cur = None
+            continue
+        if cur is None:
+            cur = {"first": li["name"], "layers": 0, "ops": {}, "macs": 0}
+            regions.append(cur)
+        op = li.get("op_type") or li["op"]
+        cur["last"] = li["name"]
+        cur["layers"] += 1
+        cur["ops"][op] = cur["ops"].get(op, 0) + 1
+        cur["macs"] += int(li.get("macs") or 0)
+    host = sum(r["macs"] for r in regions)
+    accel = sum(int(li.get("macs") or 0) for li in layers if li.get("where") == "accel")
+    return {"regions": regions, "host_macs": host, "accel_macs": accel,
+            "accel_mac_share": accel / (accel + host) if accel + host else 1.0}
 
 
 def _boundary(g, n, role, addr, onnx_names):

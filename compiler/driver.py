@@ -26,22 +26,87 @@ def compile_model(model, cfg, name=None, batch=1):
     return c.graph, c, time.time() - t
 
 
-def _ort_outputs(model, g, xq):
-    """onnxruntime's outputs of ``model`` for the stored input ``xq``, in the stored types
-    of ``g`` (quantized with the output's parameters where the model gives floats)."""
+# onnxruntime runs the QDQ model as written (DequantizeLinear -> float operator ->
+# QuantizeLinear), not its fused integer kernels: on x86 CPUs without VNNI those multiply
+# uint8 by int8 with VPMADDUBSW, whose int16 pair sums saturate (onnxruntime's quantization
+# guide says so). Measured: DenseNet-121's first 7x7 conv off by up to 14 LSB on 15 % of its
+# outputs under the default optimizations, while ffacc's result equals float64 arithmetic.
+# The same holds for the QOperator QLinearConv/QLinearMatMul kernels at every optimization
+# level (measured with onnxruntime 1.32: a 1x1 QLinearConv 44 LSB off exact arithmetic), so
+# the reference runs them as their definition: DequantizeLinear -> Conv/MatMul ->
+# QuantizeLinear in float.
+def _as_float_ops(m):
+    """``m`` with QLinearConv and QLinearMatMul nodes written as their QDQ definition."""
+    import onnx
+    from onnx import helper, numpy_helper
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    nodes, extra = [], []
+    for n in m.graph.node:
+        if n.op_type not in ("QLinearConv", "QLinearMatMul") or n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        i = list(n.input)
+        t = (n.name or n.output[0]) + "__def"
+        ax = {"axis": 0} if n.op_type == "QLinearConv" else {}
+        nodes += [helper.make_node("DequantizeLinear", i[0:3], [t + "_x"]),
+                  helper.make_node("DequantizeLinear", i[3:6], [t + "_w"], **ax)]
+        ins = [t + "_x", t + "_w"]
+        if n.op_type == "QLinearConv" and len(i) > 8 and i[8]:
+            if i[1] not in inits or i[4] not in inits:
+                return m                    # scales computed at run time: leave it as it is
+            bs = (np.float32(inits[i[1]]) * inits[i[4]].astype(np.float32)).reshape(-1)
+            extra.append(numpy_helper.from_array(bs.astype(np.float32), t + "_bs"))
+            nodes.append(helper.make_node("DequantizeLinear", [i[8], t + "_bs"], [t + "_b"],
+                                          axis=0))
+            ins.append(t + "_b")
+        op = "Conv" if n.op_type == "QLinearConv" else "MatMul"
+        nodes.append(helper.make_node(op, ins, [t + "_y"], **{a.name: helper.get_attribute_value(a)
+                                                             for a in n.attribute}))
+        nodes.append(helper.make_node("QuantizeLinear", [t + "_y", i[6], i[7]], list(n.output)))
+    if len(nodes) == len(m.graph.node):
+        return m
+    m2 = onnx.ModelProto()
+    m2.CopyFrom(m)
+    del m2.graph.node[:]
+    m2.graph.node.extend(nodes)
+    m2.graph.initializer.extend(extra)
+    return m2
+
+
+def _ort_session(model, extra_outputs=()):
+    import onnx
     import onnxruntime as ort
-    from .retype import to_model, to_storage
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    src = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
+    m2 = _as_float_ops(m)
+    if extra_outputs:
+        if m2 is m:
+            m2 = onnx.ModelProto()
+            m2.CopyFrom(m)
+        have = {o.name for o in m2.graph.output}
+        for name, elem in extra_outputs:
+            if name not in have:
+                m2.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    return ort.InferenceSession(m2.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _ort_feed(g, xq):
+    from .retype import to_model
     qin = g.inputs[0]
     t_in = g.tensors[qin]
     if qin in g.float_inputs:
-        feed = {g.float_inputs[qin]: dequantize(xq, t_in)}
-    else:
-        feed = {qin: to_model(xq, t_in).astype(t_in.model_type)}
-    res = sess.run([g.float_outputs.get(q, q) for q in g.outputs], feed)
+        return {g.float_inputs[qin]: dequantize(xq, t_in)}
+    return {qin: to_model(xq, t_in).astype(t_in.model_type)}
+
+
+def _ort_outputs(model, g, xq):
+    """onnxruntime's outputs of ``model`` for the stored input ``xq``, in the stored types
+    of ``g`` (quantized with the output's parameters where the model gives floats)."""
+    from .retype import to_storage
+    sess = _ort_session(model)
+    res = sess.run([g.float_outputs.get(q, q) for q in g.outputs], _ort_feed(g, xq))
     out = {}
     for q, r in zip(g.outputs, res):
         t = g.tensors[q]
@@ -52,6 +117,64 @@ def _ort_outputs(model, g, xq):
         else:
             out[q] = to_storage(r, t)
     return out
+
+
+# per-layer bounds against onnxruntime (on onnxruntime's own inputs of the layer): float
+# rounding of the requantization moves a value across a rounding boundary now and then
+# (measured: at most 0.015 % of a Conv's outputs on the classic zoo). An average of k values
+# lands exactly on half an LSB for up to 1/k of its outputs, where float32 rounding decides
+# the side (measured: 4.4 % of a 2x2 average pool's outputs in DenseNet-121).
+LAYER_MAX_LSB = 1
+LAYER_MAX_MISMATCH = {"AvgPool": 0.25, None: 0.01}
+FLOAT_REL_TOL = 1e-4
+
+
+def layer_check(model, g, xq):
+    """Every IR operator whose inputs and outputs onnxruntime also computes, run by the golden
+    semantics on onnxruntime's own input values and compared with onnxruntime's output: LSBs
+    per layer, so an error is pinned to its layer and not confused with 1-LSB differences
+    that earlier layers pass on (and a later layer may amplify). Returns a list of rows."""
+    import onnx
+    from .ir import run_op
+    from .retype import to_storage
+    model_names = set()
+    m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
+    for n in m.graph.node:
+        model_names.update(n.output)
+    feed = _ort_feed(g, xq)
+    want = [n for n in g.tensors if n in model_names and n not in feed]
+    elem = {n: onnx.helper.np_dtype_to_tensor_dtype(
+        np.dtype(g.tensors[n].model_type if g.tensors[n].quantized else np.float32))
+        for n in want}
+    sess = _ort_session(m, [(n, elem[n]) for n in want])
+    got = dict(zip(want, sess.run(want, feed)))
+    vals = {g.inputs[0]: np.asarray(xq)}
+    for n, r in got.items():
+        t = g.tensors[n]
+        vals[n] = to_storage(r, t).astype(np.int64) if t.quantized else \
+            np.asarray(r, dtype=np.float32)
+    rows = []
+    for op in g.ops:
+        if not all(n in vals for n in op.inputs + op.outputs):
+            continue
+        outs = run_op(op, g, {n: vals[n] for n in op.inputs})
+        for n, v in zip(op.outputs, outs):
+            t, ref = g.tensors[n], vals[n]
+            d = np.abs(np.asarray(v, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
+            row = {"layer": op.name, "op": getattr(op, "op_type", "") or op.kind,
+                   "outputs": int(d.size)}
+            if t.quantized:
+                row.update(max_lsb=int(d.max()) if d.size else 0,
+                           mismatch_fraction=float((d != 0).mean()) if d.size else 0.0)
+                bound = LAYER_MAX_MISMATCH.get(op.kind, LAYER_MAX_MISMATCH[None])
+                row["ok"] = row["max_lsb"] <= LAYER_MAX_LSB and \
+                    row["mismatch_fraction"] <= bound
+            else:
+                scale = max(float(np.abs(ref).max()) if d.size else 0.0, 1e-12)
+                row["float_rel_error"] = float(d.max() / scale) if d.size else 0.0
+                row["ok"] = row["float_rel_error"] <= FLOAT_REL_TOL
+            rows.append(row)
+    return rows
 
 
 def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0, batch=1):
@@ -72,16 +195,20 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
     t_in = g.tensors[qin]
     if x is None:
         rng = np.random.default_rng(seed)
-        lo, hi = t_in.qrange
-        xq = rng.integers(lo, hi + 1, t_in.shape).astype(t_in.np_dtype)
+        if t_in.quantized:
+            lo, hi = t_in.qrange
+            xq = rng.integers(lo, hi + 1, t_in.shape).astype(t_in.np_dtype)
+        else:                   # a float input the host reads first (a float prefix)
+            xq = rng.uniform(0, 1, t_in.shape).astype(np.float32)
     else:
         xq = model_inputs(c.image, x)[qin]
     ref = reference_run(g, {qin: xq})
     outs, st = run_image(c.image, {qin: xq}, engine=engine, simulator=simulator)
     ortq = _ort_outputs(model, g, xq)
+    layers = layer_check(model, g, xq)
     bit_exact = all(np.array_equal(np.asarray(outs[o]).astype(np.float64),
                                    np.asarray(ref[o]).astype(np.float64)) for o in g.outputs)
-    max_lsb, mism, total = 0.0, 0, 0
+    max_lsb, mism, total, float_rel = 0.0, 0, 0, 0.0
     for o in g.outputs:
         d = np.abs(np.asarray(outs[o], dtype=np.float64) - np.asarray(ortq[o], dtype=np.float64))
         if g.tensors[o].quantized:
@@ -89,15 +216,24 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
             mism += int((d != 0).sum())
             total += d.size
         else:
-            max_lsb = max(max_lsb, float(d.max() / max(1e-12, np.abs(ortq[o]).max()) > 1e-3))
+            float_rel = max(float_rel, float(d.max() / max(1e-12, np.abs(ortq[o]).max())))
+    worst = max(layers, key=lambda r: (not r["ok"], r.get("max_lsb", 0),
+                                        r.get("mismatch_fraction", 0.0)), default=None)
+    layers_ok = bool(layers) and all(r["ok"] for r in layers)
     return {"model": str(model) if not hasattr(model, "SerializeToString") else g.name,
             "engine": engine, "bit_exact": bool(bit_exact),
             "max_lsb_vs_onnxruntime": int(max_lsb),
             "mismatch_fraction_vs_onnxruntime": (mism / total) if total else 0.0,
+            "float_output_rel_error_vs_onnxruntime": float_rel,
+            "layers_checked_vs_onnxruntime": len(layers),
+            "layer_max_lsb_vs_onnxruntime": max((r.get("max_lsb", 0) for r in layers),
+                                                default=0),
+            "worst_layer_vs_onnxruntime": worst,
+            "layers_ok": layers_ok,
             "cycles": int(st.get("cycles", 0)), "host_ops": c.host_ops,
             "notes": c.image.meta.get("notes", []),
             "image_bytes": len(c.image.to_bytes()),
-            "ok": bool(bit_exact and max_lsb <= 1)}
+            "ok": bool(bit_exact and layers_ok)}
 
 
 def per_pc(segments):
@@ -125,7 +261,7 @@ def layer_table(image, pcs, source="iss"):
     rows = []
     for li in image.meta.get("layers", []):
         row = {k: li.get(k) for k in ("name", "op", "in_shape", "out_shape", "kernel", "macs",
-                                      "weight_bytes", "act_bytes", "where")}
+                                      "weight_bytes", "act_bytes", "where", "op_type")}
         if li.get("where") == "accel":
             got = [pcs.get(li["pc"] + 8 * i, (0, 0)) for i in range(li["pc_count"])]
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
@@ -150,7 +286,9 @@ def totals(image, rows, cycles):
     """Whole-model figures for :func:`layer_table` rows; ``cycles`` is the run's total."""
     from ffacc.sim.runner import config_of
     cfg = config_of(image)
-    tot = {"macs": sum(r["macs"] or 0 for r in rows),
+    accel = [r for r in rows if r["where"] == "accel"]
+    tot = {"macs": sum(r["macs"] or 0 for r in accel),
+           "host_macs": sum(r["macs"] or 0 for r in rows if r["where"] == "host"),
            "cycles": cycles, "ideal_cycles": sum(r["ideal_cycles"] for r in rows),
            "stall_cycles": sum(r["stall_cycles"] for r in rows),
            "instructions": sum(r["instructions"] for r in rows),

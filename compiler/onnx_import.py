@@ -63,6 +63,10 @@ def _conv_out(h, k, s, p0, p1, d=1):
 _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
             "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 # pure data movement: applied to the integers of a per-tensor DequantizeLinear'd initializer
+# QDQ operators with an accelerator (or integer) handler: each runs in float on the host
+# instead when the quantizer left it in float (_Importer.runs_in_float)
+_QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "MaxPool", "AveragePool",
+            "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 _MOVES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
           "Expand", "Tile"}
 
@@ -243,6 +247,7 @@ class _Importer:
         self.ops = []
         self.float_inputs, self.float_outputs = {}, {}
         self.graph_outputs = [o.name for o in g.output]
+        self.graph_inputs = [i.name for i in g.input]
         self.alias = {}               # float tensor name -> quantized tensor name
         self.float_of = {}            # float output of an operator -> its quantized tensor
 
@@ -374,7 +379,7 @@ class _Importer:
             handler = getattr(self, f"op_{node.op_type}", None)
             if node.domain not in ("", "ai.onnx", "com.microsoft"):
                 raise self.err(node, f"operator domain {node.domain!r} is not supported")
-            if handler is None:
+            if handler is None or self.runs_in_float(node):
                 self.op_host(node)
             else:
                 handler(node)
@@ -385,9 +390,47 @@ class _Importer:
                 raise ImportError_(f"graph output {o!r} is not produced by a supported path")
             outs.append(q)
             self.float_outputs[q] = o
+        if not any(t.quantized for t in self.tensors.values()):
+            raise ImportError_("the model is not quantized (no QuantizeLinear, "
+                               "DequantizeLinear or QLinear operators): quantize it first, "
+                               "with ffacc quantize or onnxruntime's quantize_static")
         ins = list(self.float_inputs)
         return Graph(g.name or "model", self.tensors, self.ops, ins, outs,
                      dict(self.float_inputs), dict(self.float_outputs), list(self.notes))
+
+    def float_tensor(self, name, shape):
+        """A float tensor of the IR: a value the quantizer left in float, passed between host
+        operators (stored as float32; never read by the accelerator)."""
+        t = QTensor(name, tuple(int(d) for d in shape), "float32", 1.0, 0)
+        self.tensors[name] = t
+        return t
+
+    def is_float(self, name):
+        """Whether ``name`` is a float value the quantizer left unquantized: a float tensor of
+        the IR already, or a graph input read without a QuantizeLinear."""
+        if name in self.tensors:
+            return not self.tensors[name].quantized
+        return name in self.graph_inputs and name not in self.inits
+
+    def is_const(self, name):
+        return name in self.inits or self.dq_source(name)[0] in self.inits
+
+    def runs_in_float(self, node):
+        """A QDQ operator the quantizer left in float, which therefore runs on the host: it
+        reads a float value (a host operator's float output, the float graph input), adds a
+        constant (a per-channel bias the quantizer treats as an activation), or its output
+        reaches no QuantizeLinear (a float region up to the next one, or a float graph
+        output). QOperator forms on quantized tensors keep their handlers."""
+        if node.op_type not in _QDQ_OPS or node.domain not in ("", "ai.onnx"):
+            return False
+        ins = [i for i in node.input if i]
+        if any(self.is_float(i) for i in ins):
+            return True
+        if node.op_type in ("Add", "Sum") and any(self.is_const(i) for i in ins):
+            return True
+        if ins and ins[0] in self.tensors:        # QOperator: on a quantized tensor
+            return False
+        return not all(self._quantized_through(o) for o in node.output[:1])
 
     # -- import-time evaluation -----------------------------------------------------------
     def _evaluate(self, node, values):
@@ -481,6 +524,17 @@ class _Importer:
                 self.ops.append(HostFloat(name, [x.name], [y.name],
                                           node_proto=ident.SerializeToString(),
                                           op_type="Identity", initializers={}))
+            return
+        if src in self.tensors and not self.tensors[src].quantized:
+            # a float value of a host region quantized: on the host, as onnxruntime does
+            x = self.tensors[src]
+            y = self.qtensor(node.output[0], x.shape, node.input[1],
+                             node.input[2] if len(node.input) > 2 else np.uint8(0), node)
+            name = _label(node)
+            ident = helper.make_node("Identity", [x.name], [y.name], name=name)
+            self.ops.append(HostFloat(name, [x.name], [y.name],
+                                      node_proto=ident.SerializeToString(),
+                                      op_type="QuantizeLinear", initializers={}))
             return
         if src in [i.name for i in self.model.graph.input]:
             t = self.qtensor(node.output[0], self.shape_of(src), node.input[1],
@@ -786,7 +840,7 @@ class _Importer:
 
     def op_host(self, node):
         """Run the float node on the host between dequantized inputs and quantized outputs."""
-        if any(n in self.tensors for n in node.input if n):
+        if any(n in self.tensors and self.tensors[n].quantized for n in node.input if n):
             return self.op_host_quant(node)
         ins, inits = [], {}
         for n in node.input:
@@ -796,6 +850,11 @@ class _Importer:
                 inits[n] = self.inits[n]
                 continue
             q = self.alias.get(n)
+            if q is None and self.is_float(n):
+                if n not in self.tensors:         # the graph's float input, read as it is
+                    self.float_tensor(n, self.shape_of(n))
+                    self.float_inputs[n] = n
+                q = n
             if q is None:
                 q2, dq = self.dq_source(n)
                 if q2 is not None and q2 in self.inits:
@@ -823,13 +882,8 @@ class _Importer:
                     clamps.append((t.name, lo, hi))
                     t = self.qtensor(q.output[0] + "__unclipped", shape, q.input[1], zp, node)
                 float_node.output[list(node.output).index(o)] = t.name
-            elif o in self.graph_outputs:
-                shape = self._host_shape(float_node, ins, inits, o)
-                t = QTensor(o, shape, "float32", 1.0, 0)
-                self.tensors[o] = t
-            else:
-                raise self.err(node, f"output {o!r} is neither quantized nor a graph output; "
-                                     f"no host path for {node.op_type}")
+            else:       # a float graph output, or a float value for the next host operator
+                t = self.float_tensor(o, self._host_shape(float_node, ins, inits, o))
             outs.append(t.name)
         self.ops.append(HostFloat(_label(node), ins, outs,
                                   node_proto=float_node.SerializeToString(),

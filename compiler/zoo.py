@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["Builder", "quantize_model", "single_conv", "vgg16"]
+__all__ = ["Builder", "quantize_model", "single_conv", "vgg16", "CLASSIC", "classic",
+           "classic_int8"]
 
 
 class Builder:
@@ -222,3 +223,144 @@ def torch_export_cnn(seed=0, size=32, classes=10):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
                              producer_name="pytorch")
+
+
+# --- the classic zoo topologies ---------------------------------------------------------
+# onnx's wheel ships "light" versions of classic model-zoo CNNs under its backend test data:
+# the real graphs (opset 9), each weight replaced by a ConstantOfShape of its shape. classic()
+# turns one into a float model with random weights (nothing is downloaded).
+CLASSIC = ("bvlc_alexnet", "zfnet512", "inception_v1", "inception_v2", "densenet121",
+           "resnet50", "shufflenet", "squeezenet", "vgg19")
+
+
+def _light_path(name):
+    from pathlib import Path
+    if name not in CLASSIC:
+        raise ValueError(f"unknown classic model {name!r}; one of {', '.join(CLASSIC)}")
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / \
+        f"light_{name}.onnx"
+
+
+def _materialize(m, rng):
+    """Each ``ConstantOfShape`` weight of a light model becomes a random initializer: He-normal
+    weights, BatchNormalization scales and variances in [0.5, 1.5], other vectors N(0, 0.1)."""
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    role = {}
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            role.setdefault(i, (n.op_type, k))
+    keep, new = [], []
+    for n in g.node:
+        if n.op_type != "ConstantOfShape" or n.input[0] not in inits:
+            keep.append(n)
+            continue
+        shape = tuple(int(d) for d in numpy_helper.to_array(inits[n.input[0]]))
+        out = n.output[0]
+        op, k = role.get(out, (None, None))
+        if len(shape) >= 2:
+            a = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+        elif (op == "BatchNormalization" and k in (1, 4)) or \
+                (op == "Unsqueeze" and out.rsplit("/", 1)[-1].startswith("bn_w")):
+            a = rng.uniform(0.5, 1.5, shape)                # scales, variances, scale layers
+        else:
+            a = rng.normal(0, 0.1, shape)
+        new.append(numpy_helper.from_array(a.astype(np.float32), out))
+    used = {i for n in keep for i in n.input}
+    del g.node[:]
+    g.node.extend(keep)
+    old = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(old + new)
+    names = {i.name for i in g.initializer} | set(inits)
+    ins = [i for i in g.input if i.name not in names and i.name in used]
+    del g.input[:]
+    g.input.extend(ins)
+    m.ir_version = max(m.ir_version, 7)       # initializers need not be graph inputs
+
+
+def _resize(m, size, fc, rng):
+    """Input ``size`` x ``size`` (and hidden fully connected layers ``fc`` wide): Reshape
+    targets, global pools (a pool whose output is 1x1) and the FC weights follow."""
+    from onnx import shape_inference
+    g = m.graph
+    H0 = g.input[0].type.tensor_type.shape.dim[2].dim_value
+    inits = {i.name: i for i in g.initializer}
+    full = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in shape_inference.infer_shapes(m).graph.value_info}
+    glob = {n.output[0] for n in g.node if n.op_type in ("AveragePool", "MaxPool")
+            and full.get(n.output[0], [0, 0, 0, 0])[2:] == [1, 1]}
+    gemms = [n for n in g.node if n.op_type == "Gemm"]
+    for d in g.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_value = size
+    for n in g.node:
+        if n.op_type == "Reshape" and n.input[1] in inits and n.input[0] not in inits:
+            t = numpy_helper.to_array(inits[n.input[1]]).copy()
+            if len(t) == 2:
+                t = np.array([t[0], -1])
+            elif len(t) >= 4:
+                if any(v * size % H0 for v in t[-2:]):
+                    raise ValueError(f"{g.name}: size {size} does not divide the reshape "
+                                     f"{n.name or n.output[0]} ({list(t)} at {H0})")
+                t[-2:] = t[-2:] * size // H0
+            inits[n.input[1]].CopyFrom(numpy_helper.from_array(t.astype(np.int64), n.input[1]))
+
+    def refill(name, shape):
+        a = numpy_helper.to_array(inits[name])
+        if a.shape != tuple(shape):
+            fan = shape[1] if len(shape) > 1 else None
+            a = (rng.normal(0, np.sqrt(2.0 / fan), shape) if fan else
+                 rng.normal(0, 0.1, shape)).astype(np.float32)
+            inits[name].CopyFrom(numpy_helper.from_array(a, name))
+
+    for _ in range(3):                          # shapes settle front to back
+        del g.value_info[:]
+        inf = shape_inference.infer_shapes(m)
+        shp = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+               for vi in list(inf.graph.value_info) + list(inf.graph.input)}
+        for n in g.node:
+            if n.output[0] in glob and n.input[0] in shp:
+                for a in n.attribute:
+                    if a.name == "kernel_shape":
+                        a.ints[:] = shp[n.input[0]][2:]
+                    elif a.name == "pads":
+                        a.ints[:] = [0] * len(a.ints)
+        for j, n in enumerate(gemms):
+            if n.input[0] not in shp or n.input[1] not in inits:
+                continue
+            w = numpy_helper.to_array(inits[n.input[1]])
+            N = fc if fc and j < len(gemms) - 1 else w.shape[0]
+            refill(n.input[1], (N, shp[n.input[0]][1]))
+            if len(n.input) > 2 and n.input[2] in inits:
+                refill(n.input[2], (N,))
+    del g.value_info[:]
+
+
+def classic(name, size=224, fc=None, seed=0):
+    """A classic zoo CNN (one of :data:`CLASSIC`) as a float ONNX model at opset 13 with random
+    weights: the onnx wheel's light graph, at ``size`` x ``size`` input, with hidden fully
+    connected layers ``fc`` wide if given (the classifier keeps its 1000 classes)."""
+    from onnx import version_converter
+    m = onnx.load(str(_light_path(name)))
+    rng = np.random.default_rng(seed)
+    _materialize(m, rng)
+    if size != m.graph.input[0].type.tensor_type.shape.dim[2].dim_value or fc:
+        _resize(m, size, fc, rng)
+    m = version_converter.convert_version(m, 13)
+    m.graph.name = f"{name}_{size}"
+    return m
+
+
+def classic_int8(folder, name, size=224, fc=None, samples=2, progress=None):
+    """Path of :func:`classic` ``name`` quantized by onnxruntime's ``quantize_static`` (QDQ,
+    per channel, no pre-processing), built once into ``folder``."""
+    from pathlib import Path
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{size}{f'_fc{fc}' if fc else ''}.onnx"
+    if not path.exists():
+        if progress:
+            progress(f"building and quantizing {name} at {size}x{size} (random weights, "
+                     f"onnxruntime quantize_static)")
+        quantize_model(classic(name, size, fc), path, samples=samples)
+    return path

@@ -316,6 +316,7 @@ def cmd_quantize(args):
 
 
 def cmd_compile(args):
+    from ffacc.compiler.compile import host_regions
     from ffacc.compiler.driver import compile_model
 
     board = _board(args.board) if args.board else None
@@ -329,11 +330,14 @@ def cmd_compile(args):
     raw = c.image.to_bytes()
     out = _write_atomic(args.output, raw, "model.ffw")
     mem_line, fit = _memory_lines(c.image)
+    regions = host_regions(c.layers)
     info = {"output": str(out), "image_bytes": len(raw), "compile_seconds": round(secs, 3),
             "fingerprint": f"0x{cfg.fingerprint():08x}", "memory_bytes": c.image.mem_size,
             "boards": fit, "layers": len(c.layers),
             "accelerator_layers": sum(l["where"] == "accel" for l in c.layers),
-            "host_ops": c.host_ops, "notes": c.image.meta.get("notes", []),
+            "host_ops": c.host_ops, "host_regions": regions["regions"],
+            "accelerator_mac_share": round(regions["accel_mac_share"], 6),
+            "notes": c.image.meta.get("notes", []),
             "segments": len(c.image.meta["segments"])}
     if args.json:
         print(json.dumps(info))
@@ -346,7 +350,21 @@ def cmd_compile(args):
             print(f"note: {n}")
         for h in c.host_ops:
             print(f"  host: {h['name']} ({h['op']}): {h['reason']}")
+        _print_regions(regions)
     return 0
+
+
+def _print_regions(regions):
+    """The host regions (runs of host operators between accelerator code) and MAC shares."""
+    rs = regions["regions"]
+    total = regions["accel_macs"] + regions["host_macs"]
+    print(f"accelerator share of MACs: {_pct(regions['accel_mac_share'])} "
+          f"({regions['accel_macs']:,} of {total:,}); {len(rs)} host region(s)")
+    for i, r in enumerate(rs):
+        ops = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in r["ops"].items())
+        span = r["first"] if r["first"] == r["last"] else f"{r['first']} .. {r['last']}"
+        print(f"  host region {i}: {span}: {ops}; {r['macs']:,} MACs "
+              f"({_pct(r['macs'] / total if total else 0.0)})")
 
 
 def _load_array(path, what):
@@ -492,6 +510,7 @@ def _pct(v):
 
 
 def cmd_report(args):
+    from ffacc.compiler.compile import host_regions
     from ffacc.compiler.driver import layer_report
     from ffacc.firmware.image import Image
 
@@ -499,6 +518,9 @@ def cmd_report(args):
     rows, tot = layer_report(image)
     mem_line, fit = _memory_lines(image)
     tot["boards"] = fit
+    regions = host_regions(rows)
+    tot["host_regions"] = regions["regions"]
+    tot["accelerator_mac_share"] = round(regions["accel_mac_share"], 6)
     if args.json:
         print(json.dumps({"layers": rows, "totals": tot}))
         return 0
@@ -518,6 +540,7 @@ def cmd_report(args):
           f"({_rate(tot['images_per_second'])} images/s; ideal {tot['ideal_cycles']:,} cycles, "
           f"utilization {_pct(tot['utilization'])}), {tot['instructions']:,} instructions, "
           f"{tot['host_layers']} operators on the host (not timed)")
+    _print_regions(regions)
     m = tot["memory"]
     print(f"{mem_line}\n  activations {m['activations']:,} B, weights and parameters "
           f"{m['weights']:,} B, code {m['code']:,} B; image file {tot['image_bytes']:,} B")

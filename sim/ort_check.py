@@ -72,12 +72,21 @@ def _result(case, op, got, want, exact):
                        int((d != 0).sum()), exact)
 
 
+# Weights of the cases are 7-bit (-63..63): onnxruntime's uint8 x int8 kernels on x86 CPUs
+# without VNNI (AVX2) sum product pairs in int16 with saturation (its quantization guide
+# says so), so full-range int8 weights make onnxruntime itself inexact on such a CPU
+# (measured on an AVX2-only AMD EPYC, onnxruntime 1.32: MatMulInteger 16,554 off, QLinearConv
+# 68 LSB off exact arithmetic). With 7-bit weights a pair sum stays below 2^15 on every CPU,
+# so the comparison checks the golden model, not the host's instruction set.
+W_MAX = 63
+
+
 def _conv_data(rng, C, O, k, H, W, groups, signed_act):
     if signed_act:
         x = rng.integers(-128, 128, (1, C, H, W)).astype(np.int8)
     else:
         x = rng.integers(0, 256, (1, C, H, W)).astype(np.uint8)
-    w = rng.integers(-127, 128, (O, C // groups, k, k)).astype(np.int8)
+    w = rng.integers(-W_MAX, W_MAX + 1, (O, C // groups, k, k)).astype(np.int8)
     return x, w
 
 
@@ -196,7 +205,7 @@ def check_add(rng):
 
 def check_matmul(rng, K=64, O=10, N=5):
     x = rng.integers(0, 256, (N, K)).astype(np.uint8)
-    w = rng.integers(-127, 128, (O, K)).astype(np.int8)
+    w = rng.integers(-W_MAX, W_MAX + 1, (O, K)).astype(np.int8)
     xs, ws, ys = np.float32(0.02), np.float32(0.004), np.float32(0.08)
     xz, yz = np.uint8(33), np.uint8(128)
     node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "wt", "ws", "wz", "ys", "yz"], ["y"])
