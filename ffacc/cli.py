@@ -74,10 +74,14 @@ def _write_atomic(out, text, hint):
     out = Path(out)
     if out.is_dir():
         raise CLIError(f"-o {out}: is a directory; give a file name such as {out / hint}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text) if isinstance(text, str) else tmp.write_bytes(text)
-    tmp.replace(out)                               # never leave a half-written file
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text) if isinstance(text, str) else tmp.write_bytes(text)
+        tmp.replace(out)                           # never leave a half-written file
+    except OSError as e:
+        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        raise CLIError(f"-o {out}: cannot write it ({e.strerror or e})") from None
     return out
 
 
@@ -500,8 +504,16 @@ def cmd_verify(args):
               f"onnxruntime: max {res['max_lsb_vs_onnxruntime']} LSB on "
               f"{res['mismatch_fraction_vs_onnxruntime']:.4%} of outputs; {res['cycles']:,} "
               f"cycles; host ops: {', '.join(h['op'] for h in res['host_ops']) or 'none'}")
+        w = res["worst_layer_vs_onnxruntime"] or {}
+        worst = (f"{w['max_lsb']} LSB on {w['mismatch_fraction']:.3%} of its outputs"
+                 if "max_lsb" in w else f"relative error {w.get('float_rel_error', 0):.2g}")
+        print(f"per layer vs onnxruntime (on its own inputs): "
+              f"{res['layers_checked_vs_onnxruntime']} layers, worst {w.get('layer', '-')} "
+              f"({w.get('op', '-')}): {worst}; "
+              f"{'within' if res['layers_ok'] else 'OUTSIDE'} the bounds")
         for n in res["notes"]:
             print(f"note: {n}")
+        print(f"note: {res['reference_note']}")
     return 0 if res["ok"] else 1
 
 

@@ -81,3 +81,15 @@ def test_accelerator_toml_config(tmp_path, capsys):
     cfg.write_text("lanes = 1\nlb_rows = 33\n[fcu]\nrows = 2\n")
     assert main(["verilog", "--config", str(cfg), "-o", str(tmp_path / "b.v")]) == 2
     assert "lb_rows=33" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    """An -o that cannot be written (its folder is a file) is an error naming it, not a
+    traceback, and leaves nothing behind."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "sub" / "x.v"
+    assert main(["verilog", "--fcu", "--config", "tiny", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ffacc: error: -o") and "cannot write it" in err
+    assert list(tmp_path.iterdir()) == [blocker]

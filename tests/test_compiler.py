@@ -137,7 +137,7 @@ def test_memory_reuse(model_dir):
 def test_float_model_is_refused(tmp_path):
     path = tmp_path / "float.onnx"
     onnx.save(single_conv(3), path)
-    with pytest.raises(ImportError_, match="not quantized|not a dequantized"):
+    with pytest.raises(ImportError_, match="not quantized|not a dequantized|no tensor of the model is quantized"):
         import_onnx(str(path))
 
 
@@ -191,6 +191,10 @@ def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
     v = json.loads(capsys.readouterr().out)
     assert v["bit_exact"] and {"max_lsb_vs_onnxruntime", "mismatch_fraction_vs_onnxruntime",
                                "cycles", "host_ops"} <= set(v)
+    assert v["layers_ok"] and v["layers_checked_vs_onnxruntime"] >= 2
+    assert main(["verify", str(path), "--config", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "per layer vs onnxruntime" in out and "within the bounds" in out
     assert main(["report", str(ffw), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["totals"]["macs"] > 0 and any(r["where"] == "host" for r in rep["layers"])
