@@ -42,6 +42,12 @@ def _as_float_ops(m):
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     nodes, extra = [], []
     for n in m.graph.node:
+        if n.op_type == "QGemm" and n.domain == "com.microsoft":
+            q = _qgemm_as_float(n, inits, extra)
+            if q is None:
+                return m
+            nodes += q
+            continue
         if n.op_type not in ("QLinearConv", "QLinearMatMul") or n.domain not in ("", "ai.onnx"):
             nodes.append(n)
             continue
@@ -71,6 +77,32 @@ def _as_float_ops(m):
     m2.graph.node.extend(nodes)
     m2.graph.initializer.extend(extra)
     return m2
+
+
+def _qgemm_as_float(n, inits, extra):
+    """com.microsoft QGemm as DequantizeLinear -> Gemm -> QuantizeLinear (None if its scales
+    are not constants)."""
+    from onnx import helper
+    i = list(n.input) + [""] * (9 - len(n.input))
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    t = (n.name or n.output[0]) + "__def"
+    out = [helper.make_node("DequantizeLinear", i[0:3], [t + "_a"]),
+           helper.make_node("DequantizeLinear", i[3:6], [t + "_b"],
+                            axis=0 if a.get("transB", 0) else 1)]
+    ins = [t + "_a", t + "_b"]
+    if i[6]:
+        if i[1] not in inits or i[4] not in inits:
+            return None
+        bs = (np.float32(inits[i[1]]) * inits[i[4]].astype(np.float32)).reshape(-1)
+        extra.append(helper.make_tensor(t + "_bs", 1, [bs.size], bs.astype(np.float32)))
+        out.append(helper.make_node("DequantizeLinear", [i[6], t + "_bs"], [t + "_c"], axis=0))
+        ins.append(t + "_c")
+    y = t + "_y" if i[7] else n.output[0]
+    out.append(helper.make_node("Gemm", ins, [y], alpha=float(a.get("alpha", 1.0)),
+                                transA=int(a.get("transA", 0)), transB=int(a.get("transB", 0))))
+    if i[7]:
+        out.append(helper.make_node("QuantizeLinear", [y, i[7], i[8]], [n.output[0]]))
+    return out
 
 
 def _ort_session(model, extra_outputs=()):
@@ -123,9 +155,14 @@ def _ort_outputs(model, g, xq):
 # rounding of the requantization moves a value across a rounding boundary now and then
 # (measured: at most 0.015 % of a Conv's outputs on the classic zoo). An average of k values
 # lands exactly on half an LSB for up to 1/k of its outputs, where float32 rounding decides
-# the side (measured: 4.4 % of a 2x2 average pool's outputs in DenseNet-121).
+# the side (measured: 4.4 % of a 2x2 average pool's outputs in DenseNet-121). The integer
+# Add rescales its inputs with 14-bit multipliers (measured: 1.9 % of a fuzz case's outputs).
+REFERENCE_NOTE = ("bit-exact is against ffacc's golden model, which runs the same imported "
+                  "IR (and host operators) as the compiler, so an import error shows only in "
+                  "the onnxruntime comparison; that comparison runs the ONNX model as written "
+                  "(per layer on onnxruntime's own inputs: <= 1 LSB)")
 LAYER_MAX_LSB = 1
-LAYER_MAX_MISMATCH = {"AvgPool": 0.25, None: 0.01}
+LAYER_MAX_MISMATCH = {"AvgPool": 0.25, "Add": 0.05, None: 0.01}
 FLOAT_REL_TOL = 1e-4
 
 
@@ -167,8 +204,9 @@ def layer_check(model, g, xq):
                 row.update(max_lsb=int(d.max()) if d.size else 0,
                            mismatch_fraction=float((d != 0).mean()) if d.size else 0.0)
                 bound = LAYER_MAX_MISMATCH.get(op.kind, LAYER_MAX_MISMATCH[None])
+                # a layer of a few dozen outputs may have one tie: at least 2 are allowed
                 row["ok"] = row["max_lsb"] <= LAYER_MAX_LSB and \
-                    row["mismatch_fraction"] <= bound
+                    int((d != 0).sum()) <= max(2, bound * d.size)
             else:
                 scale = max(float(np.abs(ref).max()) if d.size else 0.0, 1e-12)
                 row["float_rel_error"] = float(d.max() / scale) if d.size else 0.0
@@ -230,6 +268,7 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
                                                 default=0),
             "worst_layer_vs_onnxruntime": worst,
             "layers_ok": layers_ok,
+            "reference_note": REFERENCE_NOTE,
             "cycles": int(st.get("cycles", 0)), "host_ops": c.host_ops,
             "notes": c.image.meta.get("notes", []),
             "image_bytes": len(c.image.to_bytes()),

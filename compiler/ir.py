@@ -465,8 +465,10 @@ def run_op(op, g, vals):
 
 
 def reference_run(g, inputs):
-    """Run the whole IR on quantized ``inputs`` (name -> int array); returns all values."""
-    vals = {k: np.asarray(v).astype(np.int64) for k, v in inputs.items()}
+    """Run the whole IR on ``inputs`` (name -> int array, or float where the graph's input is
+    a float tensor read by the host); returns all values."""
+    vals = {k: np.asarray(v).astype(np.int64 if k not in g.tensors or g.tensors[k].quantized
+                                    else np.float32) for k, v in inputs.items()}
     for op in g.ops:
         for n, v in zip(op.outputs, run_op(op, g, vals)):
             t = g.tensors[n]

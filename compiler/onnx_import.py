@@ -67,6 +67,15 @@ _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLi
 # instead when the quantizer left it in float (_Importer.runs_in_float)
 _QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# The integer add (golden.add_params, 14-bit input multipliers) is off by up to
+# 255 * 0.5 * max(sa, sb) / (2**14 * sy) LSB: an add whose larger input scale is more than
+# 64x its output's (a degenerate calibration, say) runs in float on the host instead.
+ADD_MAX_SCALE_RATIO = 64
+# where a QOperator node's inputs give its output's scale and zero point
+_QOUT = {"QLinearConv": (6, 7), "QLinearMatMul": (6, 7), "QLinearAdd": (6, 7),
+         "QLinearMul": (6, 7), "QLinearAveragePool": (3, 4), "QLinearGlobalAveragePool": (3, 4),
+         "QLinearConcat": (0, 1), "QGemm": (7, 8), "QLinearSigmoid": (3, 4),
+         "QLinearLeakyRelu": (3, 4), "QLinearSoftmax": (3, 4)}
 _MOVES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
           "Expand", "Tile"}
 
@@ -391,9 +400,11 @@ class _Importer:
             outs.append(q)
             self.float_outputs[q] = o
         if not any(t.quantized for t in self.tensors.values()):
-            raise ImportError_("the model is not quantized (no QuantizeLinear, "
-                               "DequantizeLinear or QLinear operators): quantize it first, "
-                               "with ffacc quantize or onnxruntime's quantize_static")
+            raise ImportError_("no tensor of the model is quantized (no QuantizeLinear, "
+                               "DequantizeLinear or QLinear operator reaches one), so nothing "
+                               "can run on the accelerator: quantize it first, with ffacc "
+                               "quantize or onnxruntime's quantize_static, or the model has "
+                               "no operator the quantizer quantizes")
         ins = list(self.float_inputs)
         return Graph(g.name or "model", self.tensors, self.ops, ins, outs,
                      dict(self.float_inputs), dict(self.float_outputs), list(self.notes))
@@ -631,6 +642,12 @@ class _Importer:
         if self.tensors[a].shape != self.tensors[b].shape:
             return self.op_host(node)
         q, lo, hi = self.out_q(node.output[0], node)
+        ys = float(self.scalar(q.input[1], q)[0])
+        if max(self.tensors[a].scale, self.tensors[b].scale) / ys > ADD_MAX_SCALE_RATIO:
+            self.notes.append(f"{_label(node)} (Add): an input scale is more than "
+                              f"{ADD_MAX_SCALE_RATIO}x the output's, beyond the 14-bit "
+                              f"integer add: it runs in float on the host")
+            return self.op_host(node)
         y = self.qtensor(q.output[0], self.tensors[a].shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
         self.ops.append(Add(_label(node), [a, b], [y.name], clamp=self.clamp(y, lo, hi)))
@@ -826,7 +843,11 @@ class _Importer:
         outs = []
         for o in node.output:
             scale = zp = None
-            for c in self.consumers.get(o, []):
+            pos = _QOUT.get(node.op_type)
+            if pos is not None and o == node.output[0] and len(node.input) > pos[1] and \
+                    node.input[pos[0]] in self.inits:
+                scale, zp = node.input[pos[0]], node.input[pos[1]]
+            for c in ([] if scale is not None else self.consumers.get(o, [])):
                 if c.input[0] == o and len(c.input) >= 3 and c.input[1] in self.inits:
                     scale, zp = c.input[1], c.input[2]
                     break

@@ -79,6 +79,13 @@ class Builder:
         self.shape[y] = self.shape[a]
         return y
 
+    def concat(self, xs):
+        y = self._name("cat")
+        self.nodes.append(helper.make_node("Concat", list(xs), [y], name=y, axis=1))
+        N, _, H, W = self.shape[xs[0]]
+        self.shape[y] = (N, sum(self.shape[x][1] for x in xs), H, W)
+        return y
+
     def flatten(self, x):
         y = self._name("flat")
         self.nodes.append(helper.make_node("Flatten", [x], [y], name=y))

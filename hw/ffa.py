@@ -129,7 +129,7 @@ class FFA:
         U = self.preadd_inputs(xb)                    # (R, nblocks, M)
         nblocks, T = U.shape[1], G.shape[3]
         P = np.zeros((G.shape[1], nblocks, self.M), dtype=np.int64)
-        for t in range(min(T, nblocks)):              # sub-filter m: P[b, m] = sum_t G[m,t] U[b-t,m]
+        for t in range(min(T, nblocks)):      # sub-filter m: P[b, m] = sum_t G[m,t] U[b-t,m]
             P[:, t:] += np.einsum("rbm,rfm->fbm", U[:, :nblocks - t], G[..., t])
         Pd = np.zeros_like(P)
         Pd[:, 1:] = P[:, :-1]
