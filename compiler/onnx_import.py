@@ -806,7 +806,13 @@ class _Importer:
         i = node.input
         a, b = i[0], i[3]
         if self.tensors[a].shape != self.tensors[b].shape:
-            raise self.err(node, "broadcasting QLinearAdd is not supported")
+            return self.op_host_quant(node)     # broadcasting: onnxruntime on the host
+        ys = float(self.scalar(i[6], node)[0])
+        if max(self.tensors[a].scale, self.tensors[b].scale) / ys > ADD_MAX_SCALE_RATIO:
+            self.notes.append(f"{_label(node)} (QLinearAdd): an input scale is more than "
+                              f"{ADD_MAX_SCALE_RATIO}x the output's, beyond the 14-bit "
+                              f"integer add: onnxruntime runs it on the host")
+            return self.op_host_quant(node)
         y = self.qtensor(node.output[0], self.tensors[a].shape, i[6], i[7], node)
         self.ops.append(Add(_label(node), [a, b], [y.name]))
 

@@ -61,16 +61,16 @@ def test_many_random_graphs(case):
         (desc, cfg, fmt, r)
 
 
-@pytest.mark.parametrize("seed, what", [
-    (22, "LRN on the float graph input, then a global pool + Gemm"),
-    (764, "residual add whose 1-LSB ties exceed 1 % of its outputs"),
-    (987, "add of a 1.0-scale input into a 1.4e-4-scale output: float on the host"),
+@pytest.mark.parametrize("seed, fmt, what", [
+    (22, "qdq", "LRN on the float graph input, then a global pool + Gemm"),
+    (764, "qdq", "residual add whose 1-LSB ties exceed 1 % of its outputs"),
+    (987, "qdq", "add of a 1.0-scale input into a 1.4e-4-scale output: float on the host"),
+    (1250, "qoperator", "the same for a QLinearAdd: onnxruntime's kernel on the host"),
 ])
-def test_fuzz_regressions(seed, what):
-    """Cases the fuzzer found (benchmarks/fuzz.py --seed S --cases 1 reruns one)."""
+def test_fuzz_regressions(seed, fmt, what):
+    """Cases the fuzzer found (``benchmarks/fuzz.py --seed S --cases 1`` reruns one)."""
     from ffacc.compiler.fuzz import rng_picker
     pick = rng_picker(seed)
     model, desc = random_model(pick, seed)
-    cfg = pick("config", list(CONFIGS))
-    r = check(model, cfg, seed, "qdq")          # as found (before formats were drawn)
+    r = check(model, pick("config", list(CONFIGS)), seed, fmt)
     assert r["outcome"] == "ok", (what, desc, r)
