@@ -15,7 +15,8 @@ import numpy as np
 from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostQuant, MaxPool,
+from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
+                 MaxPool,
                  bounds, op_to_dict, requant_params)
 from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
 from .retype import retype_activations
@@ -123,6 +124,8 @@ def _accel_reason(op, g, cfg):
     return {MaxPool: "max-pool that does not follow a conv as 2x2/2",
             AvgPool: "average pool", Concat: "concat",
             HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
+            HostGraph: f"{getattr(op, 'op_type', '?')}: a float region (no accelerator "
+                       f"lowering)",
             HostQuant: f"{getattr(op, 'op_type', '?')} has no accelerator lowering"}.get(
                 type(op), "unsupported")
 
@@ -309,10 +312,10 @@ def host_regions(layers):
         if cur is None:
             cur = {"first": li["name"], "layers": 0, "ops": {}, "macs": 0}
             regions.append(cur)
-        op = li.get("op_type") or li["op"]
         cur["last"] = li["name"]
         cur["layers"] += 1
-        cur["ops"][op] = cur["ops"].get(op, 0) + 1
+        for op in (li.get("op_type") or li["op"]).split("+"):   # a HostGraph: its nodes
+            cur["ops"][op] = cur["ops"].get(op, 0) + 1
         cur["macs"] += int(li.get("macs") or 0)
     host = sum(r["macs"] for r in regions)
     accel = sum(int(li.get("macs") or 0) for li in layers if li.get("where") == "accel")

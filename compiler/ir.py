@@ -18,7 +18,7 @@ import numpy as np
 from ffacc.firmware.image import ImageError
 
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
-           "HostFloat", "Graph", "reference_run", "requant_params", "quantize", "dequantize",
+           "HostFloat", "HostGraph", "Graph", "reference_run", "requant_params", "quantize", "dequantize",
            "HOST_OPS", "op_to_dict", "op_from_dict"]
 
 
@@ -147,6 +147,17 @@ class HostFloat(Op):
 
 
 @dataclass
+class HostGraph(Op):
+    """Several float ONNX nodes (a region the quantizer left in float) run by onnxruntime as
+    one graph between dequantized inputs and quantized (or float graph) outputs; the values
+    between its nodes never leave the host."""
+    graph_proto: bytes = b""    # serialized onnx GraphProto holding the nodes, in order
+    op_type: str = ""           # the nodes' op types, "+"-joined
+    initializers: dict = field(default_factory=dict)
+    kind = "HostGraph"
+
+
+@dataclass
 class HostQuant(Op):
     """A quantized (QOperator) ONNX node run as-is by onnxruntime on integer tensors."""
     node_proto: bytes = b""
@@ -174,6 +185,8 @@ HOST_OPS = {
                                 "count_include_pad": "bool"}),
     "Concat": (Concat, None, 1, {"axis": "int"}),
     "HostFloat": (HostFloat, None, None, _ONNX_NODE),
+    "HostGraph": (HostGraph, None, None, {"graph_proto": "bytes", "op_type": "str",
+                                          "initializers": "arrays"}),
     "HostQuant": (HostQuant, None, None, _ONNX_NODE),
 }
 _OP_FIELDS = ("name", "inputs", "outputs")
@@ -381,27 +394,31 @@ def _run_host_float(op, g, vals):
     import onnxruntime as ort
     from onnx import helper, numpy_helper, TensorProto
 
-    node = onnx.NodeProto()
-    node.ParseFromString(op.node_proto)
+    if isinstance(op, HostGraph):
+        graph = onnx.GraphProto()
+        graph.ParseFromString(op.graph_proto)
+        nodes = list(graph.node)
+    else:
+        node = onnx.NodeProto()
+        node.ParseFromString(op.node_proto)
+        nodes = [node]
     feeds = {}
     ins = []
-    for n in node.input:
-        if n in op.initializers:
-            continue
+    for n in op.inputs:
         t = g.tensors[n]
         feeds[n] = dequantize(vals[n], t)
         ins.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(t.shape)))
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in node.output]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in op.outputs]
     inits = [numpy_helper.from_array(np.asarray(v, dtype=np.float32), k)
              for k, v in op.initializers.items()]
-    model = helper.make_model(helper.make_graph([node], "host", ins, outs, inits),
+    model = helper.make_model(helper.make_graph(nodes, "host", ins, outs, inits),
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
     res = sess.run(None, feeds)
-    return [quantize(r, g.tensors[n]) for r, n in zip(res, node.output)]
+    return [quantize(r, g.tensors[n]) for r, n in zip(res, op.outputs)]
 
 
 def bounds(op, y):
@@ -457,7 +474,7 @@ def run_op(op, g, vals):
         return [vals[op.inputs[0]].reshape(T[op.outputs[0]].shape)]
     if isinstance(op, Concat):
         return [np.concatenate([vals[n] for n in op.inputs], axis=op.axis)]
-    if isinstance(op, HostFloat):
+    if isinstance(op, (HostFloat, HostGraph)):
         return _run_host_float(op, g, vals)
     if isinstance(op, HostQuant):
         return _run_host_quant(op, g, vals)

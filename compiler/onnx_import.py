@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper
 
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostQuant, MaxPool,
-                 QTensor, quantize)
+from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostGraph, HostQuant,
+                 MaxPool, QTensor, quantize)
 
 __all__ = ["import_onnx", "pin_batch", "ImportError_", "UnsupportedModel"]
 
@@ -214,6 +214,45 @@ def _quantize_before_reshape(nodes, inits, graph_outputs):
         new_r.input[0], new_r.output[0] = mid, q.output[0]
         swap[id(r)], swap[id(q)] = new_q, new_r
     return [swap.get(id(n), n) for n in nodes]
+
+
+def _merge_float_regions(ops, tensors, graph_outputs):
+    """Consecutive float host operators joined by float values (what the quantizer left in
+    float: ``LRN -> MaxPool``, ``Sum -> Relu -> AveragePool -> Reshape``) become one
+    :class:`HostGraph`: one onnxruntime graph, one host segment, and the float values between
+    its nodes are neither stored nor passed through the accelerator's memory."""
+    groups = []
+    for op in ops:
+        prev = groups[-1] if groups else None
+        if isinstance(op, HostFloat) and prev and isinstance(prev[-1], HostFloat) and \
+                any(not tensors[n].quantized for o in prev for n in o.outputs
+                    if n in op.inputs):
+            prev.append(op)
+        else:
+            groups.append([op])
+    out = []
+    for k, grp in enumerate(groups):
+        if len(grp) == 1:
+            out.append(grp[0])
+            continue
+        made = {n for o in grp for n in o.outputs}
+        later = {n for g2 in groups[k + 1:] for o in g2 for n in o.inputs} | graph_outputs
+        ins = list(dict.fromkeys(n for o in grp for n in o.inputs if n not in made))
+        outs = [n for o in grp for n in o.outputs if n in later]
+        for o in grp:
+            for n in o.outputs:
+                if n not in later:
+                    tensors.pop(n, None)        # lives only inside the region
+        nodes, inits = [], {}
+        for o in grp:
+            node = onnx.NodeProto()
+            node.ParseFromString(o.node_proto)
+            nodes.append(node)
+            inits.update(o.initializers)
+        graph = helper.make_graph(nodes, grp[0].name, [], [])
+        out.append(HostGraph(grp[0].name, ins, outs, graph_proto=graph.SerializeToString(),
+                             op_type="+".join(o.op_type for o in grp), initializers=inits))
+    return out
 
 
 class _Importer:
@@ -405,6 +444,7 @@ class _Importer:
                                "can run on the accelerator: quantize it first, with ffacc "
                                "quantize or onnxruntime's quantize_static, or the model has "
                                "no operator the quantizer quantizes")
+        self.ops = _merge_float_regions(self.ops, self.tensors, set(outs))
         ins = list(self.float_inputs)
         return Graph(g.name or "model", self.tensors, self.ops, ins, outs,
                      dict(self.float_inputs), dict(self.float_outputs), list(self.notes))
@@ -757,7 +797,23 @@ class _Importer:
         x = self.act(src, node)
         q, lo, hi = self.out_q(node.output[0], node)
         xs = self.tensors[x]
-        self._alias(node, x, q.output[0], self._reshape_target(node, xs))
+        if lo is not None or hi is not None:
+            raise self.err(node, "a Relu/Clip between a reshape and its QuantizeLinear is "
+                                 "not supported")
+        shape = self._reshape_target(node, xs)
+        y = self.qtensor(q.output[0], shape, q.input[1],
+                         q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+        if (y.dtype, y.scale, y.zero_point) == (xs.dtype, xs.scale, xs.zero_point):
+            self._alias(node, x, y.name, shape)          # the same bytes, another shape
+            return
+        # quantized again with other parameters: move the bytes, then requantize on the
+        # host as onnxruntime does (dequantize, quantize)
+        moved = self._alias(node, x, y.name + "__reshaped", shape)
+        self.tensors[y.name] = y
+        ident = helper.make_node("Identity", [moved.name], [y.name], name=_label(node))
+        self.ops.append(HostFloat(_label(node) + "/requantize", [moved.name], [y.name],
+                                  node_proto=ident.SerializeToString(),
+                                  op_type="QuantizeLinear", initializers={}))
 
     op_Flatten = op_Reshape
     op_Squeeze = op_Reshape

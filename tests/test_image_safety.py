@@ -17,7 +17,8 @@ from onnx import helper
 from ffacc.cli import main
 from ffacc.compiler.compile import compile_graph
 from ffacc.compiler.ir import (HOST_OPS, Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat,
-                               HostQuant, MaxPool, op_from_dict, op_to_dict, reference_run)
+                               HostGraph, HostQuant, MaxPool, op_from_dict, op_to_dict,
+                               reference_run)
 from ffacc.compiler.onnx_import import import_onnx
 from ffacc.compiler.zoo import Builder, quantize_model
 from ffacc.firmware.image import Image, ImageError, Kind, Section
@@ -130,6 +131,8 @@ def _samples():
         Concat("cat", ["a", "b", "c"], ["y"], axis=1),
         HostFloat("sm", ["a"], ["b"], node_proto=node, op_type="Softmax",
                   initializers={"k": rng.random((2, 3)).astype(np.float32)}),
+        HostGraph("region", ["a"], ["c"], graph_proto=node * 2, op_type="LRN+MaxPool",
+                  initializers={"k": rng.random(3).astype(np.float32)}),
         HostQuant("hq", ["a", "s"], ["b"], node_proto=node + b"\x00\xff", op_type="QLinearX",
                   initializers={"s": np.float32(0.5), "z": np.array([3], np.uint8)}),
     ]

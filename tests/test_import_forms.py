@@ -309,3 +309,41 @@ def test_constant_subgraph_is_evaluated_at_import(qdir):
     g, c = _check(path)
     assert [op.kind for op in g.ops] == ["Conv", "Reshape", "Conv"]
     assert g.tensors[g.ops[1].outputs[0]].shape == (1, 16, 2, 2)
+
+
+def test_reshape_quantized_again_is_requantized(tmp_path):
+    """A Reshape whose QuantizeLinear has other parameters than its input's (onnxruntime
+    calibrates them apart when an operator it does not quantize, such as Dropout, sits
+    between; GoogLeNet's classifier input) is the bytes moved, then requantized: not a plain
+    alias (which was 51 LSB off on GoogLeNet at 224x224)."""
+    from onnx import TensorProto
+    s1, s2 = np.float32(0.05), np.float32(0.02)
+    rng = np.random.default_rng(3)
+    w = rng.integers(-60, 61, (4, 12)).astype(np.int8)
+    inits = [numpy_helper.from_array(np.array(s1), "s1"),
+             numpy_helper.from_array(np.array(s2), "s2"),
+             numpy_helper.from_array(np.array(0, np.uint8), "z"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "sy"),
+             numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "sw"),
+             numpy_helper.from_array(np.array(0, np.int8), "zw"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s1", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s1", "z"], ["xd"]),
+             helper.make_node("Reshape", ["xd", "shape"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "s2", "z"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "s2", "z"], ["rd"]),
+             helper.make_node("DequantizeLinear", ["w", "sw", "zw"], ["wd"]),
+             helper.make_node("Gemm", ["rd", "wd"], ["y"], transB=1),
+             helper.make_node("QuantizeLinear", ["y", "sy", "z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "z"], ["out"])]
+    g = helper.make_graph(nodes, "reshape_requant",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+              path)
+    r = verify_model(path, TINY)
+    assert r["bit_exact"] and r["layers_ok"] and r["ok"], r["worst_layer_vs_onnxruntime"]
+    gi = import_onnx(str(path))
+    assert any(isinstance(op, HostFloat) and op.op_type == "QuantizeLinear" for op in gi.ops)

@@ -60,11 +60,14 @@ def test_small_classic_model_verifies_on_iss(name, zoo_dir):
     assert r["layers_checked_vs_onnxruntime"] >= 10 and r["layers_ok"], \
         r["worst_layer_vs_onnxruntime"]
     assert r["layer_max_lsb_vs_onnxruntime"] <= 1 and r["ok"]
-    ops = {h["op"] for h in r["host_ops"]}
+    ops = {t for h in r["host_ops"] for t in h["op"].split("+")}
     assert HOST_OPS[name] <= ops, ops
     _, c, _ = compile_model(path, LARGE)
     regions = host_regions(c.layers)
     assert regions["accel_mac_share"] > 0.99, regions
+    if name in ("bvlc_alexnet", "zfnet512", "resnet50"):
+        # a float region (LRN -> MaxPool, Sum -> Relu -> AveragePool) is one host segment
+        assert any(op.kind == "HostGraph" for op in c.graph.ops)
 
 
 @pytest.mark.slow
@@ -78,7 +81,7 @@ def test_full_size_classic_model_compiles(name, zoo_dir):
         _, c, _ = compile_model(path, ACCEL_PRESETS[cfg])
         regions = host_regions(c.layers)
         assert regions["accel_mac_share"] > 0.99 and regions["regions"], regions
-        assert HOST_OPS[name] <= {h["op"] for h in c.host_ops}
+        assert HOST_OPS[name] <= {t for h in c.host_ops for t in h["op"].split("+")}
     rows, tot = layer_report(c.image)
     assert tot["cycles"] > 0 and tot["macs"] == regions["accel_macs"]
 
