@@ -93,3 +93,14 @@ def test_full_size_resnet50_verifies_on_iss(zoo_dir):
     r = verify_model(classic_int8(zoo_dir, "resnet50", 224), LARGE)
     assert r["bit_exact"] and r["layers_checked_vs_onnxruntime"] > 100 and r["ok"], \
         r["worst_layer_vs_onnxruntime"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", [("squeezenet", 32), ("shufflenet", 32)])
+def test_small_classic_model_on_rtl(name, size, zoo_dir):
+    """Whole networks on the generated Verilog (Verilator, ``tiny``): SqueezeNet (2.7 M
+    cycles, about 2.5 min) and ShuffleNet (5.5 M cycles, channel shuffles and float regions on
+    the host) bit-exact with the golden model and within the per-layer bounds."""
+    r = verify_model(classic_int8(zoo_dir, name, size, fc=256), ACCEL_PRESETS["tiny"],
+                     engine="rtl")
+    assert r["bit_exact"] and r["ok"], r["worst_layer_vs_onnxruntime"]
