@@ -9,6 +9,12 @@ BatchNormalization following a float Conv is folded into it. Any other operator 
 :class:`~ffacc.compiler.ir.HostFloat` node (run by onnxruntime on the host); an operator that
 cannot be expressed at all raises :class:`ImportError_` naming the node, op and reason.
 
+What the quantizer left in float runs on the host in float: an operator reading a float value
+(a float host operator's output, the float graph input), adding a constant, or whose output
+reaches no QuantizeLinear. Float values pass between such operators as float32 tensors of the
+IR, and a run of them joined by float values becomes one
+:class:`~ffacc.compiler.ir.HostGraph` (one onnxruntime graph, one host segment).
+
 Before that the graph is brought into the form a PyTorch export quantized by onnxruntime really
 has: a dynamic batch dimension of the inputs is pinned to 1 (and noted in ``Graph.notes``),
 inference no-ops (``Identity``, ``Dropout``, one-input ``Sum``/``Max``/``Min``/``Mean``) are
@@ -62,7 +68,6 @@ def _conv_out(h, k, s, p0, p1, d=1):
 # random operators are not constants, control flow has subgraphs
 _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
             "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
-# pure data movement: applied to the integers of a per-tensor DequantizeLinear'd initializer
 # QDQ operators with an accelerator (or integer) handler: each runs in float on the host
 # instead when the quantizer left it in float (_Importer.runs_in_float)
 _QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "MaxPool", "AveragePool",
@@ -76,6 +81,7 @@ _QOUT = {"QLinearConv": (6, 7), "QLinearMatMul": (6, 7), "QLinearAdd": (6, 7),
          "QLinearMul": (6, 7), "QLinearAveragePool": (3, 4), "QLinearGlobalAveragePool": (3, 4),
          "QLinearConcat": (0, 1), "QGemm": (7, 8), "QLinearSigmoid": (3, 4),
          "QLinearLeakyRelu": (3, 4), "QLinearSoftmax": (3, 4)}
+# pure data movement: applied to the integers of a per-tensor DequantizeLinear'd initializer
 _MOVES = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather",
           "Expand", "Tile"}
 
