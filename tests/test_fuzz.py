@@ -51,7 +51,7 @@ def test_fuzz_check_reports_a_mismatch(monkeypatch):
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_many_random_graphs(case):
