@@ -16,8 +16,7 @@ from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
-                 MaxPool,
-                 bounds, op_to_dict, requant_params)
+                 MaxPool, bounds, op_to_dict, requant_params)
 from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
 from .retype import retype_activations
 

@@ -35,41 +35,60 @@ def compile_model(model, cfg, name=None, batch=1):
 # level (measured with onnxruntime 1.32: a 1x1 QLinearConv 44 LSB off exact arithmetic), so
 # the reference runs them as their definition: DequantizeLinear -> Conv/MatMul ->
 # QuantizeLinear in float.
-def _as_float_ops(m):
-    """``m`` with QLinearConv and QLinearMatMul nodes written as their QDQ definition."""
-    import onnx
+# QOperator node -> (its float operator, bias input, output-scale input); the output zero
+# point follows the scale, the inputs are (x, scale, zero point) and (w, scale, zero point)
+_QLINEAR_DEF = {"QLinearConv": ("Conv", 8, 6), "QLinearMatMul": ("MatMul", None, 6),
+                "QGemm": ("Gemm", 6, 7)}
+
+
+def _qlinear_as_float(n, inits, extra):
+    """A QLinearConv, QLinearMatMul or (com.microsoft) QGemm node as its definition:
+    DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear (QGemm without an output scale
+    gives floats). None if its bias needs scales that are not constants."""
     from onnx import helper, numpy_helper
+    fop, bpos, ypos = _QLINEAR_DEF[n.op_type]
+    i = list(n.input) + [""] * (9 - len(n.input))
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    w_axis = 0 if n.op_type == "QLinearConv" or a.get("transB", 0) else 1
+    t = (n.name or n.output[0]) + "__def"
+    out = [helper.make_node("DequantizeLinear", i[0:3], [t + "_x"]),
+           helper.make_node("DequantizeLinear", i[3:6], [t + "_w"], axis=w_axis)]
+    ins = [t + "_x", t + "_w"]
+    if bpos is not None and i[bpos]:
+        if i[1] not in inits or i[4] not in inits:
+            return None
+        bs = (np.float32(inits[i[1]]) * inits[i[4]].astype(np.float32)).reshape(-1)
+        extra.append(numpy_helper.from_array(bs.astype(np.float32), t + "_bs"))
+        out.append(helper.make_node("DequantizeLinear", [i[bpos], t + "_bs"], [t + "_b"],
+                                    axis=0))
+        ins.append(t + "_b")
+    y = t + "_y" if i[ypos] else n.output[0]
+    out.append(helper.make_node(fop, ins, [y], **a))
+    if i[ypos]:
+        out.append(helper.make_node("QuantizeLinear", [y, i[ypos], i[ypos + 1]],
+                                    [n.output[0]]))
+    return out
+
+
+def _as_float_ops(m):
+    """``m`` with its QLinearConv, QLinearMatMul and QGemm nodes written as their definition
+    (:func:`_qlinear_as_float`); ``m`` itself where there are none, or where a bias scale is
+    computed at run time."""
+    import onnx
+    from onnx import numpy_helper
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-    nodes, extra = [], []
+    nodes, extra, changed = [], [], False
     for n in m.graph.node:
-        if n.op_type == "QGemm" and n.domain == "com.microsoft":
-            q = _qgemm_as_float(n, inits, extra)
-            if q is None:
-                return m
-            nodes += q
-            continue
-        if n.op_type not in ("QLinearConv", "QLinearMatMul") or n.domain not in ("", "ai.onnx"):
+        domain = "com.microsoft" if n.op_type == "QGemm" else ("", "ai.onnx")
+        if n.op_type not in _QLINEAR_DEF or n.domain not in domain:
             nodes.append(n)
             continue
-        i = list(n.input)
-        t = (n.name or n.output[0]) + "__def"
-        ax = {"axis": 0} if n.op_type == "QLinearConv" else {}
-        nodes += [helper.make_node("DequantizeLinear", i[0:3], [t + "_x"]),
-                  helper.make_node("DequantizeLinear", i[3:6], [t + "_w"], **ax)]
-        ins = [t + "_x", t + "_w"]
-        if n.op_type == "QLinearConv" and len(i) > 8 and i[8]:
-            if i[1] not in inits or i[4] not in inits:
-                return m                    # scales computed at run time: leave it as it is
-            bs = (np.float32(inits[i[1]]) * inits[i[4]].astype(np.float32)).reshape(-1)
-            extra.append(numpy_helper.from_array(bs.astype(np.float32), t + "_bs"))
-            nodes.append(helper.make_node("DequantizeLinear", [i[8], t + "_bs"], [t + "_b"],
-                                          axis=0))
-            ins.append(t + "_b")
-        op = "Conv" if n.op_type == "QLinearConv" else "MatMul"
-        nodes.append(helper.make_node(op, ins, [t + "_y"], **{a.name: helper.get_attribute_value(a)
-                                                             for a in n.attribute}))
-        nodes.append(helper.make_node("QuantizeLinear", [t + "_y", i[6], i[7]], list(n.output)))
-    if len(nodes) == len(m.graph.node):
+        q = _qlinear_as_float(n, inits, extra)
+        if q is None:
+            return m
+        nodes += q
+        changed = True
+    if not changed:
         return m
     m2 = onnx.ModelProto()
     m2.CopyFrom(m)
@@ -77,32 +96,6 @@ def _as_float_ops(m):
     m2.graph.node.extend(nodes)
     m2.graph.initializer.extend(extra)
     return m2
-
-
-def _qgemm_as_float(n, inits, extra):
-    """com.microsoft QGemm as DequantizeLinear -> Gemm -> QuantizeLinear (None if its scales
-    are not constants)."""
-    from onnx import helper
-    i = list(n.input) + [""] * (9 - len(n.input))
-    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
-    t = (n.name or n.output[0]) + "__def"
-    out = [helper.make_node("DequantizeLinear", i[0:3], [t + "_a"]),
-           helper.make_node("DequantizeLinear", i[3:6], [t + "_b"],
-                            axis=0 if a.get("transB", 0) else 1)]
-    ins = [t + "_a", t + "_b"]
-    if i[6]:
-        if i[1] not in inits or i[4] not in inits:
-            return None
-        bs = (np.float32(inits[i[1]]) * inits[i[4]].astype(np.float32)).reshape(-1)
-        extra.append(helper.make_tensor(t + "_bs", 1, [bs.size], bs.astype(np.float32)))
-        out.append(helper.make_node("DequantizeLinear", [i[6], t + "_bs"], [t + "_c"], axis=0))
-        ins.append(t + "_c")
-    y = t + "_y" if i[7] else n.output[0]
-    out.append(helper.make_node("Gemm", ins, [y], alpha=float(a.get("alpha", 1.0)),
-                                transA=int(a.get("transA", 0)), transB=int(a.get("transB", 0))))
-    if i[7]:
-        out.append(helper.make_node("QuantizeLinear", [y, i[7], i[8]], [n.output[0]]))
-    return out
 
 
 def _ort_session(model, extra_outputs=()):
@@ -133,12 +126,23 @@ def _ort_feed(g, xq):
     return {qin: to_model(xq, t_in).astype(t_in.model_type)}
 
 
-def _ort_outputs(model, g, xq):
-    """onnxruntime's outputs of ``model`` for the stored input ``xq``, in the stored types
-    of ``g`` (quantized with the output's parameters where the model gives floats)."""
+def _ort_run(model, g, xq):
+    """onnxruntime on the stored input ``xq``, once: ``(outputs, values)``. ``outputs`` are
+    the graph's outputs in the stored types of ``g`` (quantized with the output's parameters
+    where the model gives floats); ``values`` every tensor of ``g`` onnxruntime also computes
+    (stored integers as int64, floats as float32), with ``xq`` as the input."""
+    import onnx
     from .retype import to_storage
-    sess = _ort_session(model)
-    res = sess.run([g.float_outputs.get(q, q) for q in g.outputs], _ort_feed(g, xq))
+    m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
+    made = {o for n in m.graph.node for o in n.output}
+    feed = _ort_feed(g, xq)
+    outs = [g.float_outputs.get(q, q) for q in g.outputs]
+    inner = [n for n in g.tensors if n in made and n not in feed and n not in outs]
+    elem = [onnx.helper.np_dtype_to_tensor_dtype(np.dtype(
+        g.tensors[n].model_type if g.tensors[n].quantized else np.float32)) for n in inner]
+    sess = _ort_session(m, list(zip(inner, elem)))
+    res = sess.run(outs + inner, feed)
+    got = dict(zip(outs + inner, res))
     out = {}
     for q, r in zip(g.outputs, res):
         t = g.tensors[q]
@@ -148,7 +152,13 @@ def _ort_outputs(model, g, xq):
             out[q] = np.rint(np.asarray(r, dtype=np.float64) / t.scale) + t.zero_point
         else:
             out[q] = to_storage(r, t)
-    return out
+    values = {g.inputs[0]: np.asarray(xq)}
+    for n in g.tensors:
+        if n in got and n not in values:
+            t = g.tensors[n]
+            values[n] = to_storage(got[n], t).astype(np.int64) if t.quantized else \
+                np.asarray(got[n], dtype=np.float32)
+    return out, values
 
 
 # per-layer bounds against onnxruntime (on onnxruntime's own inputs of the layer): float
@@ -166,30 +176,13 @@ LAYER_MAX_MISMATCH = {"AvgPool": 0.25, "Add": 0.05, None: 0.01}
 FLOAT_REL_TOL = 1e-4
 
 
-def layer_check(model, g, xq):
-    """Every IR operator whose inputs and outputs onnxruntime also computes, run by the golden
-    semantics on onnxruntime's own input values and compared with onnxruntime's output: LSBs
-    per layer, so an error is pinned to its layer and not confused with 1-LSB differences
-    that earlier layers pass on (and a later layer may amplify). Returns a list of rows."""
-    import onnx
+def layer_check(g, vals):
+    """Every IR operator whose inputs and outputs onnxruntime also computes (``vals``, from
+    :func:`_ort_run`), run by the golden semantics on onnxruntime's own input values and
+    compared with onnxruntime's output: LSBs per layer, so an error is pinned to its layer and
+    not confused with 1-LSB differences that earlier layers pass on (and a later layer may
+    amplify). Returns a list of rows."""
     from .ir import run_op
-    from .retype import to_storage
-    model_names = set()
-    m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
-    for n in m.graph.node:
-        model_names.update(n.output)
-    feed = _ort_feed(g, xq)
-    want = [n for n in g.tensors if n in model_names and n not in feed]
-    elem = {n: onnx.helper.np_dtype_to_tensor_dtype(
-        np.dtype(g.tensors[n].model_type if g.tensors[n].quantized else np.float32))
-        for n in want}
-    sess = _ort_session(m, [(n, elem[n]) for n in want])
-    got = dict(zip(want, sess.run(want, feed)))
-    vals = {g.inputs[0]: np.asarray(xq)}
-    for n, r in got.items():
-        t = g.tensors[n]
-        vals[n] = to_storage(r, t).astype(np.int64) if t.quantized else \
-            np.asarray(r, dtype=np.float32)
     rows = []
     for op in g.ops:
         if not all(n in vals for n in op.inputs + op.outputs):
@@ -242,8 +235,8 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
         xq = model_inputs(c.image, x)[qin]
     ref = reference_run(g, {qin: xq})
     outs, st = run_image(c.image, {qin: xq}, engine=engine, simulator=simulator)
-    ortq = _ort_outputs(model, g, xq)
-    layers = layer_check(model, g, xq)
+    ortq, ort_vals = _ort_run(model, g, xq)
+    layers = layer_check(g, ort_vals)
     bit_exact = all(np.array_equal(np.asarray(outs[o]).astype(np.float64),
                                    np.asarray(ref[o]).astype(np.float64)) for o in g.outputs)
     max_lsb, mism, total, float_rel = 0.0, 0, 0, 0.0

@@ -17,9 +17,9 @@ import numpy as np
 
 from ffacc.firmware.image import ImageError
 
-__all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool", "Alias", "Concat",
-           "HostFloat", "HostGraph", "Graph", "reference_run", "requant_params", "quantize", "dequantize",
-           "HOST_OPS", "op_to_dict", "op_from_dict"]
+__all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool",
+           "Alias", "Concat", "HostFloat", "HostGraph", "Graph", "reference_run",
+           "requant_params", "quantize", "dequantize", "HOST_OPS", "op_to_dict", "op_from_dict"]
 
 
 @dataclass

@@ -577,28 +577,38 @@ class _Importer:
             if (y.dtype, y.scale, y.zero_point) == (x.dtype, x.scale, x.zero_point):
                 self.ops.append(Alias(name, [x.name], [y.name]))    # the same bytes
             else:                        # requantization: dequantize, quantize on the host
-                ident = helper.make_node("Identity", [x.name], [y.name], name=name)
-                self.ops.append(HostFloat(name, [x.name], [y.name],
-                                          node_proto=ident.SerializeToString(),
-                                          op_type="Identity", initializers={}))
+                self.host_requantize(name, x.name, y.name, "Identity")
             return
         if src in self.tensors and not self.tensors[src].quantized:
             # a float value of a host region quantized: on the host, as onnxruntime does
             x = self.tensors[src]
             y = self.qtensor(node.output[0], x.shape, node.input[1],
                              node.input[2] if len(node.input) > 2 else np.uint8(0), node)
-            name = _label(node)
-            ident = helper.make_node("Identity", [x.name], [y.name], name=name)
-            self.ops.append(HostFloat(name, [x.name], [y.name],
-                                      node_proto=ident.SerializeToString(),
-                                      op_type="QuantizeLinear", initializers={}))
+            self.host_requantize(_label(node), x.name, y.name, "QuantizeLinear")
             return
-        if src in [i.name for i in self.model.graph.input]:
+        if src in self.graph_inputs:
             t = self.qtensor(node.output[0], self.shape_of(src), node.input[1],
                              node.input[2] if len(node.input) > 2 else np.uint8(0), node)
             self.float_inputs[t.name] = src
             return
         raise self.err(node, f"quantizes {src!r}, which no supported operator produces")
+
+    def host_requantize(self, name, x, y, op_type):
+        """``y`` from ``x`` on the host as onnxruntime does: dequantize ``x`` (or take its
+        float values), quantize with ``y``'s parameters."""
+        ident = helper.make_node("Identity", [x], [y], name=name)
+        self.ops.append(HostFloat(name, [x], [y], node_proto=ident.SerializeToString(),
+                                  op_type=op_type, initializers={}))
+
+    def add_beyond_integer(self, node, a, b, y_scale, instead):
+        """Whether the integer add cannot compute ``a + b`` into ``y_scale`` within an LSB
+        (see ADD_MAX_SCALE_RATIO); if so, the graph's notes say so and what runs ``instead``."""
+        if max(self.tensors[a].scale, self.tensors[b].scale) / y_scale <= ADD_MAX_SCALE_RATIO:
+            return False
+        self.notes.append(f"{_label(node)} ({node.op_type}): an input scale is more than "
+                          f"{ADD_MAX_SCALE_RATIO}x the output's, beyond the 14-bit integer "
+                          f"add: {instead}")
+        return True
 
     def op_DequantizeLinear(self, node):
         q = node.input[0]
@@ -688,11 +698,8 @@ class _Importer:
         if self.tensors[a].shape != self.tensors[b].shape:
             return self.op_host(node)
         q, lo, hi = self.out_q(node.output[0], node)
-        ys = float(self.scalar(q.input[1], q)[0])
-        if max(self.tensors[a].scale, self.tensors[b].scale) / ys > ADD_MAX_SCALE_RATIO:
-            self.notes.append(f"{_label(node)} (Add): an input scale is more than "
-                              f"{ADD_MAX_SCALE_RATIO}x the output's, beyond the 14-bit "
-                              f"integer add: it runs in float on the host")
+        if self.add_beyond_integer(node, a, b, float(self.scalar(q.input[1], q)[0]),
+                                   "it runs in float on the host"):
             return self.op_host(node)
         y = self.qtensor(q.output[0], self.tensors[a].shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
@@ -816,10 +823,8 @@ class _Importer:
         # host as onnxruntime does (dequantize, quantize)
         moved = self._alias(node, x, y.name + "__reshaped", shape)
         self.tensors[y.name] = y
-        ident = helper.make_node("Identity", [moved.name], [y.name], name=_label(node))
-        self.ops.append(HostFloat(_label(node) + "/requantize", [moved.name], [y.name],
-                                  node_proto=ident.SerializeToString(),
-                                  op_type="QuantizeLinear", initializers={}))
+        self.host_requantize(_label(node) + "/requantize", moved.name, y.name,
+                             "QuantizeLinear")
 
     op_Flatten = op_Reshape
     op_Squeeze = op_Reshape
@@ -869,11 +874,8 @@ class _Importer:
         a, b = i[0], i[3]
         if self.tensors[a].shape != self.tensors[b].shape:
             return self.op_host_quant(node)     # broadcasting: onnxruntime on the host
-        ys = float(self.scalar(i[6], node)[0])
-        if max(self.tensors[a].scale, self.tensors[b].scale) / ys > ADD_MAX_SCALE_RATIO:
-            self.notes.append(f"{_label(node)} (QLinearAdd): an input scale is more than "
-                              f"{ADD_MAX_SCALE_RATIO}x the output's, beyond the 14-bit "
-                              f"integer add: onnxruntime runs it on the host")
+        if self.add_beyond_integer(node, a, b, float(self.scalar(i[6], node)[0]),
+                                   "onnxruntime runs it on the host"):
             return self.op_host_quant(node)
         y = self.qtensor(node.output[0], self.tensors[a].shape, i[6], i[7], node)
         self.ops.append(Add(_label(node), [a, b], [y.name]))

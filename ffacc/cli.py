@@ -80,7 +80,8 @@ def _write_atomic(out, text, hint):
         tmp.write_text(text) if isinstance(text, str) else tmp.write_bytes(text)
         tmp.replace(out)                           # never leave a half-written file
     except OSError as e:
-        tmp.unlink(missing_ok=True) if tmp.parent.is_dir() else None
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
         raise CLIError(f"-o {out}: cannot write it ({e.strerror or e})") from None
     return out
 
