@@ -120,10 +120,12 @@ def quantize_model(model, path, fmt="qdq", per_channel=True, calib=None, seed=0,
     rng = np.random.default_rng(seed)
     data = calib if calib is not None else [rng.uniform(0, 1, shape).astype(np.float32)
                                             for _ in range(samples)]
-    with tempfile.TemporaryDirectory() as tmp:
+    part = f"{path}.{os.getpid()}.tmp"      # then renamed: a concurrent reader (a cached model
+    with tempfile.TemporaryDirectory() as tmp:  # shared by test workers) never sees half of it
         src = os.path.join(tmp, "float.onnx")
         onnx.save(model, src)
-        quantize_static_with(src, path, [{name: d} for d in data], fmt, per_channel, "uint8")
+        quantize_static_with(src, part, [{name: d} for d in data], fmt, per_channel, "uint8")
+    os.replace(part, path)
     return path
 
 

