@@ -350,7 +350,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
         O, K = op.w.shape
         wr = min(cfg.max_kernel, cfg.lb_width, K)
         cp = -(-K // wr)
-        wpad = np.zeros((O, cp * wr), dtype=np.int64)
+        wpad = np.zeros((O, cp * wr), dtype=op.w.dtype)
         wpad[:, :K] = op.w
         w = wpad.reshape(O, cp, 1, wr)
         groups, in_shape, pads, stride = 1, (cp, 1, wr), (0, 0, 0, 0), 1

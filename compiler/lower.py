@@ -121,11 +121,10 @@ def _group_sets(cfg, w):
         out = np.zeros((n, nsets * R, P), dtype=np.int8)
         out[:, :npairs] = rows[..., 0]
         return out.reshape(n, nsets, R, P), True
-    out = np.zeros((n, g.pieces, nsets * R, P, N), dtype=np.int8)
+    out = np.zeros((n, g.pieces, nsets * R, N, P), dtype=np.int8)   # rows past the last: 0
     for piece in range(g.pieces):
-        part = rows[..., piece * N:(piece + 1) * N]
-        out[:, piece, :npairs, :, :part.shape[-1]] = part
-    return raw_set(cfg.fcu, out.reshape(n, g.pieces * nsets, R, P, N)), False
+        raw_set(cfg.fcu, rows[..., piece * N:(piece + 1) * N], out=out[:, piece, :npairs])
+    return out.reshape(n, g.pieces * nsets, R, N, P), False
 
 
 def layer_weights(cfg, w, cg):
@@ -142,16 +141,15 @@ def layer_weights(cfg, w, cg):
     wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int8)       # int8 weights, as stored
     wp[:O] = w
     wp = wp.reshape((n, P) + w.shape[1:])
-    parts, groups, off = [], [], 0
-    for c0 in range(0, C, cg):
-        ch = min(cg, C - c0)
-        raw, _ = _group_sets(cfg, wp[:, :, c0:c0 + ch])
-        flat = raw.reshape(n, -1)
-        flat = np.concatenate([flat, np.zeros((n, -flat.shape[1] % 8), np.int8)], axis=1)
-        groups.append((c0, ch, off, raw.shape[1]))
-        parts.append(flat)
-        off += flat.shape[1]
-    return np.concatenate(parts, axis=1).tobytes(), off, groups
+    sets = [_group_sets(cfg, wp[:, :, c0:c0 + cg])[0] for c0 in range(0, C, cg)]
+    sizes = [raw[0].size + (-raw[0].size % 8) for raw in sets]
+    out = np.zeros((n, sum(sizes)), dtype=np.int8)      # one copy into the image's layout
+    groups, off = [], 0
+    for c0, raw, size in zip(range(0, C, cg), sets, sizes):
+        out[:, off:off + raw[0].size] = raw.reshape(n, -1)
+        groups.append((c0, min(cg, C - c0), off, raw.shape[1]))
+        off += size
+    return out.tobytes(), off, groups
 
 
 def _pitch_for(cfg, kh, rows_needed):

@@ -261,10 +261,45 @@ def _merge_float_regions(ops, tensors, graph_outputs):
     return out
 
 
+def _copy_fields(src, dst, skip):
+    """Copy the set fields of protobuf message ``src`` into ``dst``, except those in ``skip``."""
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else \
+            fd.label == fd.LABEL_REPEATED              # protobuf < 5.28
+        if repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+    return dst
+
+
+def _skeleton(model, limit=4096):
+    """``model`` with each initializer of more than ``limit`` elements turned into a graph
+    input of its type and shape: all the checker and shape inference need, without copying
+    and serializing the weights (over a second of VGG-16's compile). The weights' contents are
+    checked where they are read (``numpy_helper.to_array``)."""
+    g = model.graph
+    big = [t for t in g.initializer if int(np.prod(t.dims)) > limit]
+    if not big:
+        return model
+    graph = _copy_fields(g, onnx.GraphProto(), {"initializer"})
+    graph.initializer.extend(t for t in g.initializer if int(np.prod(t.dims)) <= limit)
+    inputs = {i.name for i in g.input}
+    graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                       for t in big if t.name not in inputs)
+    m = _copy_fields(model, onnx.ModelProto(), {"graph"})
+    m.graph.CopyFrom(graph)
+    return m
+
+
 class _Importer:
     def __init__(self, model, batch=1):
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(_skeleton(model))
         except Exception as e:        # noqa: BLE001 - onnx raises several types
             raise ImportError_(f"invalid ONNX model: {e}") from e
         model, self.notes = pin_batch(model, batch)
@@ -274,7 +309,7 @@ class _Importer:
                           onnx.defs.onnx_opset_version())
         self.float_shapes = {}
         try:                          # on the pinned model, before no-ops are rewired
-            inferred = onnx.shape_inference.infer_shapes(model)
+            inferred = onnx.shape_inference.infer_shapes(_skeleton(model))
             for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + \
                     list(inferred.graph.output):
                 dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
@@ -313,6 +348,14 @@ class _Importer:
         if name not in self.inits:
             raise self.err(node, f"input {name!r} must be a constant initializer")
         return self.inits[name]
+
+    def int_weights(self, a, name, node):
+        """Integer weights in the type the model stores them in (int8 or uint8 from the
+        quantizer; at 8 bytes a weight VGG-16's would take 1.1 GB). Every consumer widens
+        before it computes."""
+        if a.dtype.kind not in "iu":
+            raise self.err(node, f"weight {name!r} is {a.dtype}, not an integer type")
+        return a if a.dtype.itemsize <= 2 else a.astype(np.int64)
 
     def scalar(self, name, node):
         return self.const(name, node).reshape(-1)
@@ -357,7 +400,7 @@ class _Importer:
             if float_name in self.inits:
                 raise self.err(node, f"weight {float_name!r} is float; the model is not quantized")
             raise self.err(node, f"weight {float_name!r} must be a constant")
-        w = self.inits[q].astype(np.int64)
+        w = self.int_weights(self.inits[q], q, node)
         scale = self.scalar(dq.input[1], dq).astype(np.float64)
         zp = (self.scalar(dq.input[2], dq).astype(np.int64) if len(dq.input) > 2
               else np.zeros(1, dtype=np.int64))
@@ -836,7 +879,7 @@ class _Importer:
         x = i[0]
         if x not in self.tensors:
             raise self.err(node, f"input {x!r} has no known quantization")
-        w = self.const(i[3], node).astype(np.int64)
+        w = self.int_weights(self.const(i[3], node), i[3], node)
         ws = self.scalar(i[4], node).astype(np.float64)
         wz = self.scalar(i[5], node).astype(np.int64)
         b = self.const(i[8], node).astype(np.int64) if len(i) > 8 and i[8] else \
@@ -846,7 +889,7 @@ class _Importer:
     def op_QLinearMatMul(self, node):
         i = node.input
         x = i[0]
-        w = self.const(i[3], node).astype(np.int64).T
+        w = self.int_weights(self.const(i[3], node), i[3], node).T
         ws = self.scalar(i[4], node).astype(np.float64)
         wz = self.scalar(i[5], node).astype(np.int64)
         self._gemm(node, x, w, ws, wz, np.zeros(w.shape[0], dtype=np.int64), node.output[0],
@@ -860,7 +903,7 @@ class _Importer:
         if len(i) < 9:
             raise self.err(node, "QGemm with a float output is not supported")
         x = i[0]
-        w = self.const(i[3], node).astype(np.int64)
+        w = self.int_weights(self.const(i[3], node), i[3], node)
         if not a.get("transB", 0):
             w = w.T
         ws = self.scalar(i[4], node).astype(np.float64)

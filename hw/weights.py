@@ -31,14 +31,15 @@ def set_bytes(fcu, lanes, mac):
     return fcu.rows * lanes * (1 if mac else fcu.piece_taps)
 
 
-def raw_set(fcu, rows):
+def raw_set(fcu, rows, out=None):
     """Memory layout of weight sets from their engines' kernel-row pieces.
 
     ``rows``: int array ``(..., rows, lanes, taps)`` of correlation weights (``taps <= N``:
     one engine's piece per output channel), or ``(..., rows, lanes)`` for MAC sets. Returns
     the ``int8`` array in memory order, ``[engine][tap][lane]``: each piece reversed
     (correlation is convolution with the reversed kernel) and zero-padded to ``N`` taps at
-    the front, as the conv geometry expects.
+    the front, as the conv geometry expects. ``out``: an int8 array of the result's shape to
+    write into (the compiler's image layout) instead of a new one.
     """
     rows = np.asarray(rows)
     if rows.dtype.kind not in "iu":
@@ -48,9 +49,10 @@ def raw_set(fcu, rows):
     k, N = rows.shape[-1], fcu.piece_taps
     if k > N:
         raise ValueError(f"a piece of {k} taps does not fit an engine's {N}")
-    h = np.zeros(rows.shape[:-1] + (N,), dtype=rows.dtype)
-    h[..., N - k:] = rows[..., ::-1]            # h[N - k + j] = w[k - 1 - j], zeros before
-    return h.swapaxes(-1, -2).astype(np.int8)
+    h = np.empty(rows.shape[:-2] + (N, rows.shape[-2]), dtype=np.int8) if out is None else out
+    h[..., :N - k, :] = 0                                  # [..., tap, lane]
+    h[..., N - k:, :] = rows[..., ::-1].swapaxes(-1, -2)   # h[N - k + j] = w[k - 1 - j]
+    return h
 
 
 def preadd_set(fcu, raw, mac):
