@@ -28,7 +28,7 @@ from math import ceil, prod
 
 import numpy as np
 
-__all__ = ["FFA", "ffa", "best_ffa", "mults_per_output", "direct_mults_per_output",
+__all__ = ["FFA", "ffa", "exact_matmul", "best_ffa", "mults_per_output", "direct_mults_per_output",
            "correlate_ffa", "factorizations"]
 
 # Base algorithms: rows of A (= rows of B) list which polyphase components each product sums.
@@ -96,8 +96,12 @@ class FFA:
         return self.A @ self.polyphase(h, taps)
 
     def preadd_inputs(self, block):
-        """Input pre-addition for one block (or an array of blocks along the last axis)."""
-        return np.asarray(block, dtype=np.int64) @ self.B.T
+        """Input pre-addition for one block (or an array of blocks along the last axis); in
+        float64 if the blocks are (integer values, exact: the sums are small), else int64."""
+        block = np.asarray(block)
+        if block.dtype == np.float64:
+            return block @ self.B.T.astype(np.float64)
+        return block.astype(np.int64) @ self.B.T
 
     def filter(self, h, x):
         """Causal FIR ``y[n] = sum_t h[t] x[n - t]`` computed the FFA way (block form).
@@ -127,10 +131,14 @@ class FFA:
         the hardware; the sum over rows is taken before the (linear) post-addition."""
         G = np.asarray(G, dtype=np.int64)
         U = self.preadd_inputs(xb)                    # (R, nblocks, M)
-        nblocks, T = U.shape[1], G.shape[3]
-        P = np.zeros((G.shape[1], nblocks, self.M), dtype=np.int64)
-        for t in range(min(T, nblocks)):      # sub-filter m: P[b, m] = sum_t G[m,t] U[b-t,m]
-            P[:, t:] += np.einsum("rbm,rfm->fbm", U[:, :nblocks - t], G[..., t])
+        (R, nblocks, M), F, T = U.shape, G.shape[1], G.shape[3]
+        # sub-filter m: P[f, b, m] = sum_(t, r) G[r, f, m, t] U[r, b - t, m], one product of
+        # matrices per m over the delayed inputs
+        Us = np.zeros((M, nblocks, T, R), dtype=U.dtype)
+        for t in range(min(T, nblocks)):
+            Us[:, t:, t, :] = U[:, :nblocks - t].transpose(2, 1, 0)
+        P = exact_matmul(Us.reshape(M, nblocks, T * R),
+                         G.transpose(2, 3, 0, 1).reshape(M, T * R, F)).transpose(2, 1, 0)
         Pd = np.zeros_like(P)
         Pd[:, 1:] = P[:, :-1]
         return P @ self.C[:, :, 0].T + Pd @ self.C[:, :, 1].T
@@ -145,6 +153,18 @@ class FFA:
 
     def __repr__(self):
         return f"FFA(L={self.L}, M={self.M}, factors={self.factors})"
+
+
+def exact_matmul(a, b):
+    """``a @ b`` of integer-valued arrays (integer, or float64 holding integers) as int64,
+    exactly: in float64 (BLAS) when no sum can reach 2**53, else in int64. The simulators'
+    convolutions are such products of small integers."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.size and b.size and \
+            float(np.abs(a).max()) * float(np.abs(b).max()) * a.shape[-1] < 2.0 ** 52:
+        return (a.astype(np.float64, copy=False) @ b.astype(np.float64, copy=False)) \
+            .astype(np.int64)
+    return a.astype(np.int64) @ b.astype(np.int64)
 
 
 def _solve_postadd(A, B, L):

@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from math import ceil
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ffacc.hw.fetch import block_length
+from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
@@ -107,7 +109,8 @@ class ISS:
         # the accelerator addresses 2**addr_bits bytes: beyond that is outside memory too
         self.mem_limit = min(mem_size, 1 << c.addr_bits)
         L = c.L
-        self.lb = np.zeros((c.lb_rows, c.lb_blocks * L), dtype=np.int64)
+        # activations as float64 (exact: bytes), ready for the CONV products in BLAS
+        self.lb = np.zeros((c.lb_rows, c.lb_blocks * L), dtype=np.float64)
         self.wb = np.zeros((c.wb_sets, c.weight_words, c.lanes), dtype=np.int64)
         self.qb = np.zeros((c.qb_entries, QPARAM_WORDS), dtype=np.int64)
         self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
@@ -154,6 +157,12 @@ class ISS:
         ``max_instructions`` / ``max_cycles`` are optional budgets: a run that needs more
         raises :class:`BudgetExceeded`.
         """
+        # the products are many small ones: BLAS threads only contend (with pytest-xdist's
+        # workers, two per core)
+        with threadpool_limits(1, user_api="blas"):
+            return self._run(prog_base, max_instructions, max_cycles)
+
+    def _run(self, prog_base, max_instructions, max_cycles):
         self.pc = prog_base
         self.loops = []         # [first pc of the body, iterations left after this one]
         self.jump = None
@@ -371,19 +380,21 @@ class ISS:
         if not ins.flags & ConvFlag.ACCUMULATE:
             acc[:] = 0
         wset = p["C_WSET"]
-        passes = 0
+        npass = g.passes_per_piece
+        # passes are summed in int64 and wrapped once: the 32-bit accumulator is a sum mod 2**32
+        # whatever the order, and each pass's sum is far below 2**63 / passes
+        chunk = max(1, (1 << 22) // max(1, R * ny * g.bk * L))    # bounds the gathered rows
         for piece in range(g.pieces):
-            col0 = piece * g.N - p["C_PL"] - g.d
-            cols = col0 + np.arange(g.bk * L)
-            colok = (cols >= 0) & (cols < W)
-            for p0 in range(0, npairs, R):
-                G = np.moveaxis(self.wb[wset].reshape(R, M, T, c.lanes), -1, 1)  # R,lanes,M,T
-                wset += 1
-                passes += 1
-                # the pass's R (channel, kernel row) pairs, each over the ny output rows
-                pair = p0 + np.arange(R)
+            col0 = piece * g.N - p["C_PL"] - g.d         # the piece's first input column
+            c0, c1 = max(col0, 0), min(col0 + g.bk * L, W)      # those inside the map
+            for q0 in range(0, npass, chunk):
+                nq = min(chunk, npass - q0)
+                s0 = wset + piece * npass + q0
+                G = np.moveaxis(self.wb[s0:s0 + nq].reshape(nq * R, M, T, c.lanes), -1, 1)
+                # the passes' (channel, kernel row) pairs, each over the ny output rows
+                pair = q0 * R + np.arange(nq * R)
                 ch, i = np.divmod(pair, kh)
-                h = ys[None, :] + i[:, None] - p["C_PT"]                 # (R, ny)
+                h = ys[None, :] + i[:, None] - p["C_PT"]                 # (pairs, ny)
                 used = (pair < npairs)[:, None] & (h >= 0) & (h < H)     # else zx (padding)
                 lrow = ch[:, None] * pitch + h - hb0
                 bad = used & ~((h - hb0 >= 0) & (h - hb0 < pitch) & (lrow < c.lb_rows))
@@ -391,31 +402,49 @@ class ISS:
                     r, n = np.argwhere(bad)[0]
                     self._err(f"CONV reads input row {h[r, n]} of channel {ch[r]}, not in "
                               f"the loaded band (first row {hb0}, pitch {pitch})")
-                X = self.lb[np.where(used, lrow, 0)[:, :, None],
-                            np.where(colok, cols, 0)[None, None, :]].astype(np.int64)
-                X = np.where(used[:, :, None] & colok[None, None, :], X, zx)
+                # float64 holding integers: the products below run in BLAS, exactly
+                X = np.full((nq * R, ny, g.bk * L), zx, dtype=np.float64)
+                if c1 > c0:
+                    X[:, :, c0 - col0:c1 - col0] = self.lb[:, c0:c1][np.where(used, lrow, 0)]
+                    X[~used] = zx
                 X[pair >= npairs] = 0                                    # rows past the last
-                blocks = X.reshape(R, ny * g.bk, L)
+                blocks = X.reshape(nq * R, ny * g.bk, L)
                 if g.mac:                                         # lane k: sum_r x_r * w_rk
-                    total = np.einsum("rbl,rkl->kbl", blocks, G[:, :, :L, 0])
+                    total = exact_matmul(blocks.transpose(2, 1, 0),
+                                         G[:, :, :L, 0].transpose(2, 0, 1)).transpose(2, 1, 0)
                 else:                                             # every row and lane at once
                     total = s.filter_rows(G, blocks)
                 total = total.reshape(c.lanes, ny, g.bk, L)
-                kept = total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
-                acc[:] = _wrap32(acc + kept)
+                acc += total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
+        acc[:] = _wrap32(acc)
+        passes = g.pieces * npass
         return self.cost.conv(g, ny, passes, p["C_PL"])
 
+    @staticmethod
+    def _bad_shift(q):
+        """Index of the first record in ``q`` whose shift is outside 1..62, or ``None``."""
+        sh = np.asarray(q, dtype=np.int64)[:, 2] & 0xFF
+        bad = np.flatnonzero((sh < 1) | (sh > 62))
+        return int(bad[0]) if bad.size else None
+
     def _requant(self, v, q):
-        qp = {"bias": q[0] - INT32 if q[0] >> 31 else q[0], "M": int(q[1]),
-              "shift": int(q[2]) & 0xFF, "zp": self._s8(int(q[2]) >> 8),
-              "qmin": self._s8(int(q[2]) >> 16), "qmax": self._s8(int(q[2]) >> 24)}
-        sh = qp["shift"]
-        if not 1 <= sh <= 62:
-            self._err(f"POST shift {sh} outside 1..62")
-        v = np.asarray(v, dtype=object) + qp["bias"]
-        out = (v * qp["M"] + (1 << (sh - 1))) >> sh
-        out = np.clip(out + qp["zp"], qp["qmin"], qp["qmax"])
-        return out.astype(np.int64)
+        """Requantize accumulators ``v`` ``(lanes, ...)`` with each lane's record ``q[lane]``
+        (bias, multiplier, shift/zero point/clamp word), exactly: in int64 while every
+        product fits, else in Python integers."""
+        q = np.asarray(q, dtype=np.int64)
+        bias = np.where(q[:, 0] >> 31, q[:, 0] - INT32, q[:, 0])
+        mult, word = q[:, 1], q[:, 2]
+        sh = word & 0xFF                        # 1..62: the caller checks (_bad_shift)
+        x = 0x80 if self.cfg.fcu.act_signed else 0              # as _s8: sign-extended or not
+        zp, lo, hi = ((((word >> k) & 0xFF) ^ x) - x for k in (8, 16, 24))
+        ex = (slice(None),) + (None,) * (np.ndim(v) - 1)            # per lane, broadcast
+        v = np.asarray(v, dtype=np.int64) + bias[ex]
+        if v.size and int(np.abs(v).max()) * int(mult.max()) < 1 << 62:
+            out = (v * mult[ex] + (1 << (sh - 1))[ex]) >> sh[ex]
+        else:                                   # products beyond int64: exact, slower
+            o = v.astype(object) * mult[ex].astype(object) + (1 << (sh - 1))[ex].astype(object)
+            out = o >> sh[ex].astype(object)
+        return np.clip(out + zp[ex], lo[ex], hi[ex]).astype(np.int64)
 
     def _post(self, ins):
         c = self.cfg
@@ -447,19 +476,33 @@ class ISS:
                               flushes)
         if self.timing_only:
             return cost
-        for lane in range(lanes):
-            a = self.acc[lane, a0:a0 + ny * wob].reshape(ny, wob * L)[:, :wout]
-            v = self._requant(a, self.qb[q0 + lane])
-            if pool:
-                w2 = wout // 2
-                v = v[:, :2 * w2].reshape(ny // 2, 2, w2, 2).max(axis=(1, 3))
-            else:
-                v = v[::stride, ::stride]
-            rows = row0 + np.arange(v.shape[0])
-            for n, yo in enumerate(rows):
-                addr = dst + lane * cstride + int(yo) * opitch
-                self._check(addr, v.shape[1])
-                self.mem[addr:addr + v.shape[1]] = (v[n] & 0xFF).astype(np.uint8)
+        recs = recs_all = self.qb[q0:q0 + lanes]
+        bad = self._bad_shift(recs)
+        if bad is not None:             # the lanes before it are written, as in the RTL
+            lanes, recs = bad, recs[:bad]
+            addrs = addrs[:bad * rows_out * cols_out]
+        a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
+        v = self._requant(a, recs)
+        if pool:
+            w2 = wout // 2
+            v = v[:, :, :2 * w2].reshape(lanes, ny // 2, 2, w2, 2).max(axis=(2, 4))
+        else:
+            v = v[:, ::stride, ::stride]
+        v = (v & 0xFF).astype(np.uint8)
+        first = dst + row0 * opitch
+        last = first + (lanes - 1) * cstride + (v.shape[1] - 1) * opitch + v.shape[2]
+        apart = ((v.shape[1] == 1 or v.shape[2] <= opitch) and
+                 (lanes == 1 or (v.shape[1] - 1) * opitch + v.shape[2] <= cstride))
+        if lanes and apart and last <= self.mem_limit:      # one scatter, no overlaps
+            self.mem[addrs] = v.reshape(-1)
+        else:                           # overlapping rows, or a bad address: in write order
+            for lane in range(lanes):
+                for n in range(v.shape[1]):
+                    addr = dst + lane * cstride + (row0 + n) * opitch
+                    self._check(addr, v.shape[2])
+                    self.mem[addr:addr + v.shape[2]] = v[lane, n]
+        if bad is not None:
+            self._err(f"POST shift {int(recs_all[bad, 2]) & 0xFF} outside 1..62")
         return cost
 
     def _add(self, ins):
@@ -476,7 +519,8 @@ class ISS:
         za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
         ka, kb = kab & 0xFFFF, kab >> 16
         acc = (a - za) * ka + (b - zb) * kb
-        out = (acc.astype(object) * M + (1 << (sh - 1))) >> sh
+        wide = int(np.abs(acc).max()) * M >= 1 << 62        # else exact in int64
+        out = ((acc.astype(object) if wide else acc) * M + (1 << (sh - 1))) >> sh
         out = np.clip(out + zy, self._s8(cl), self._s8(cl >> 8)).astype(np.int64)
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
