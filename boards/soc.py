@@ -21,7 +21,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.csr import CSR, CTRL_START
-from ffacc.firmware.link import (INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
+from ffacc.firmware.link import (crc16, INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
                                  SYNC_RESP, Cmd, Status)
 from ffacc.hw.accel import Accelerator
 from ffacc.hw.logic import gt_const, le_const
@@ -40,12 +40,26 @@ class _Port:
         self.en = Signal(en_width, name=f"{name}_en")
 
 
+def _crc16_masks():
+    """The step is linear over GF(2) (:func:`ffacc.firmware.link.crc16`, the protocol's one
+    definition): new bit ``i`` is the parity of ``crc & C[i]`` and ``byte & B[i]``."""
+    step = [crc16(bytes([0]), 1 << j) for j in range(16)]
+    feed = [crc16(bytes([1 << j]), 0) for j in range(8)]
+    return ([sum((v >> i & 1) << j for j, v in enumerate(step)) for i in range(16)],
+            [sum((v >> i & 1) << j for j, v in enumerate(feed)) for i in range(16)])
+
+
+_CRC_C, _CRC_B = _crc16_masks()
+
+
 def crc16_step(crc, byte):
-    """CRC-16/CCITT-FALSE of one more byte (combinational)."""
-    c = crc ^ Cat(Const(0, 8), byte)
-    for _ in range(8):
-        c = Mux(c[15], Cat(Const(0, 1), c[:15]) ^ 0x1021, Cat(Const(0, 1), c[:15]))
-    return c[:16]
+    """CRC-16/CCITT-FALSE of one more byte (combinational): each bit one XOR of inputs.
+
+    (Eight shift-and-conditional-XOR steps written as nested ``Mux``es refer to the previous
+    step three times each: the Verilog grows as 3**8 copies, 6,561, and the SoC's Verilator
+    build took tens of minutes.)
+    """
+    return Cat(*((crc & _CRC_C[i]).xor() ^ (byte & _CRC_B[i]).xor() for i in range(16)))
 
 
 class SoC(wiring.Component):
