@@ -114,6 +114,24 @@ def default_build_root():
     return Path(os.environ.get("FFACC_BUILD_DIR", Path.cwd() / "build"))
 
 
+def _ports_verilator():
+    from cocotb_tools.runner import Verilator
+
+    class PortsVerilator(Verilator):
+        """cocotb's Verilator runner with only the top module's signals visible to VPI.
+
+        cocotb's runner passes ``--public-flat-rw``, which keeps every signal of the design
+        for VPI and stops Verilator from optimizing any away: several times the C++ and many
+        minutes of compile for the SoC. The benches touch only the top-level ports, so a
+        configuration file (``ports.vlt``) marks the top module's signals instead.
+        """
+
+        def _build_command(self):
+            return [[a for a in cmd if a != "--public-flat-rw"] for cmd in super()._build_command()]
+
+    return PortsVerilator()
+
+
 class Bench:
     """Generated Verilog of one component, built once for one simulator, run with cocotb.
 
@@ -149,13 +167,17 @@ class Bench:
         text = verilog.convert(component, name=toplevel)
         if simulator == "icarus":
             text = icarus_time_zero(text)
-        key = hashlib.sha256(text.encode()).hexdigest()[:12]
+        flags = " ".join(VERILATOR_ARGS) + " ports.vlt" if simulator == "verilator" else ""
+        key = hashlib.sha256((text + flags).encode()).hexdigest()[:12]   # a new build on change
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
+        self.extra_sources = []         # more Verilog (simulation models of vendor cells)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         self.run_dir = self.build_dir / worker if worker else self.build_dir
-        self.extra_sources = []         # more Verilog (simulation models of vendor cells)
-        self.runner = get_runner(simulator)
+        self.runner = get_runner(simulator) if simulator != "verilator" else _ports_verilator()
+        self.control_files = [] if simulator != "verilator" else [str(write_if_changed(
+            self.build_dir / "ports.vlt",
+            f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'))]
         self.quiet = quiet
         self._built = False
 
@@ -190,7 +212,7 @@ class Bench:
                     os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
             with locked(self.build_dir / "build.lock"), self._output("build"):
                 self.runner.build(
-                    sources=[self.source, *self.extra_sources], hdl_toplevel=self.toplevel,
+                    sources=[*self.control_files, self.source, *self.extra_sources], hdl_toplevel=self.toplevel,
                     build_dir=self.build_dir,
                     build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
                     timescale=("1ns", "1ps"), always=False)
@@ -256,7 +278,7 @@ class SPRAMBench(Bench):
         start = text.index("module SB_SPRAM256KA")
         model = text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
         super().__init__(RamPair(), "ram_pair", "spram", simulator, build_root, quiet)
-        self.extra_sources = [str(write_if_changed(self.build_dir / "sb_spram256ka.v", model))]
+        self.extra_sources.append(str(write_if_changed(self.build_dir / "sb_spram256ka.v", model)))
 
     def check(self, ops=2000, seed=0):
         """Random operations on both; returns ``{"reads", "writes"}`` (raises on a mismatch)."""
