@@ -8,7 +8,7 @@ import numpy as np
 
 from .compile import CompileError, compile_graph
 from .ir import dequantize, reference_run
-from .onnx_import import ImportError_, import_onnx
+from .onnx_import import ImportError_, import_onnx, to_opset13
 
 __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report", "layer_table", "per_pc", "totals",
            "CompileError", "ImportError_"]
@@ -105,7 +105,7 @@ def _ort_session(model, extra_outputs=()):
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
-    m2 = _as_float_ops(m)
+    m2 = _as_float_ops(to_opset13(m)[0])        # as the importer reads it
     if extra_outputs:
         if m2 is m:
             m2 = onnx.ModelProto()

@@ -5,7 +5,10 @@ and int8/int32 initializers) and a ``QuantizeLinear`` on its output; ``Relu``/``
 the operator and its ``QuantizeLinear`` fold into the requantization clamp. QOperator:
 ``QLinearConv``, ``QLinearMatMul``, ``QGemm``, ``QLinearAdd``, ``QLinearAveragePool``,
 ``QLinearGlobalAveragePool`` and ``MaxPool``/``Flatten``/``Reshape`` on quantized tensors.
-BatchNormalization following a float Conv is folded into it. Any other operator becomes a
+A BatchNormalization left in float by the quantizer (``quantize_static`` without
+pre-processing leaves it after a quantized Conv) runs on the host: folded into the Conv's
+requantization it would round once where onnxruntime rounds twice (``ffacc quantize`` folds it
+before quantizing, with onnxruntime's pre-processing). Any other operator becomes a
 :class:`~ffacc.compiler.ir.HostFloat` node (run by onnxruntime on the host); an operator that
 cannot be expressed at all raises :class:`ImportError_` naming the node, op and reason.
 
@@ -16,7 +19,9 @@ IR, and a run of them joined by float values becomes one
 :class:`~ffacc.compiler.ir.HostGraph` (one onnxruntime graph, one host segment).
 
 Before that the graph is brought into the form a PyTorch export quantized by onnxruntime really
-has: a dynamic batch dimension of the inputs is pinned to 1 (and noted in ``Graph.notes``),
+has: a model older than opset 13 is brought to 13 by onnx's version converter (legacy forms
+such as Pad-2 or Upsample become current ones; onnxruntime's quantizer writes per-channel
+``axis`` attributes even at opsets that lack them), a dynamic batch dimension of the inputs is pinned to 1 (and noted in ``Graph.notes``),
 inference no-ops (``Identity``, ``Dropout``, one-input ``Sum``/``Max``/``Min``/``Mean``) are
 removed, a ``DequantizeLinear``/``QuantizeLinear`` pair left around them becomes a plain alias
 (or a host requantization), and every node whose inputs are all constants -- ``Shape`` of a
@@ -34,7 +39,7 @@ from onnx import numpy_helper, helper
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostGraph, HostQuant,
                  MaxPool, QTensor, quantize)
 
-__all__ = ["import_onnx", "pin_batch", "ImportError_", "UnsupportedModel"]
+__all__ = ["import_onnx", "pin_batch", "to_opset13", "ImportError_", "UnsupportedModel"]
 
 
 class ImportError_(ValueError):
@@ -261,6 +266,24 @@ def _merge_float_regions(ops, tensors, graph_outputs):
     return out
 
 
+def to_opset13(model):
+    """``model`` brought to opset 13 by onnx's version converter if its default-domain opset
+    is older, and the note saying so (none if it was 13 or newer). Legacy forms (``Pad`` with
+    attributes, ``Upsample``, ``Squeeze`` axes as attributes...) become their current ones,
+    and a model onnxruntime's quantizer wrote at opset 10-12 with per-channel weights, whose
+    ``DequantizeLinear`` carries an ``axis`` that opset does not have, becomes valid."""
+    v = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if v is None or v >= 13:
+        return model, []
+    from onnx import version_converter
+    try:
+        return version_converter.convert_version(model, 13), \
+            [f"opset {v} brought to 13 by onnx's version converter"]
+    except Exception as e:            # noqa: BLE001 - the converter raises several types
+        raise ImportError_(f"the model's opset {v} is older than 13 and onnx's version "
+                           f"converter cannot bring it to 13: {e}") from e
+
+
 def _copy_fields(src, dst, skip):
     """Copy the set fields of protobuf message ``src`` into ``dst``, except those in ``skip``."""
     for fd, value in src.ListFields():
@@ -298,11 +321,13 @@ def _skeleton(model, limit=4096):
 
 class _Importer:
     def __init__(self, model, batch=1):
+        model, upgraded = to_opset13(model)
         try:
             onnx.checker.check_model(_skeleton(model))
         except Exception as e:        # noqa: BLE001 - onnx raises several types
             raise ImportError_(f"invalid ONNX model: {e}") from e
         model, self.notes = pin_batch(model, batch)
+        self.notes[:0] = upgraded
         self.model = model
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),

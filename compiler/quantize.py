@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .onnx_import import ImportError_, pin_batch
+from .onnx_import import ImportError_, to_opset13, pin_batch
 
 __all__ = ["quantize_onnx", "quantize_static_with", "QuantizeError"]
 
@@ -97,7 +97,11 @@ def quantize_onnx(model, output, calib, fmt="qdq", activations="uint8", per_chan
     if any(n.op_type in quant_ops for n in model.graph.node):
         raise QuantizeError("the model is already quantized; give ffacc compile this model")
     try:
+        # opset 13 first: onnxruntime's quantizer writes an invalid model from older ones
+        # (per-channel axes its DequantizeLinear does not have; Pad-2 pads as float)
+        model, upgraded = to_opset13(model)
         model, notes = pin_batch(model, 1)          # a copy; the importer's rule
+        notes[:0] = upgraded
     except ImportError_ as e:
         raise QuantizeError(str(e)) from None
     feeds = _feeds(model, calib)

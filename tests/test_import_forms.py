@@ -128,11 +128,11 @@ def _calib(model, n=6, seed=0):
 
 
 def _quantize(model, path, fmt):
-    # quantize_model reads the input shape from the graph: a dynamic batch needs our own data;
-    # per-channel QDQ needs opset 13 (onnxruntime writes an invalid model below it)
+    # quantize_model reads the input shape from the graph: a dynamic batch needs our own data
+    # (below opset 13 onnxruntime writes per-channel axes the opset lacks: the importer
+    # brings such a model to 13)
     if not path.exists():
-        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-        quantize_model(model, path, fmt=fmt, calib=_calib(model), per_channel=opset >= 13)
+        quantize_model(model, path, fmt=fmt, calib=_calib(model), per_channel=True)
     return path
 
 
@@ -347,3 +347,56 @@ def test_reshape_quantized_again_is_requantized(tmp_path):
     assert r["bit_exact"] and r["layers_ok"] and r["ok"], r["worst_layer_vs_onnxruntime"]
     gi = import_onnx(str(path))
     assert any(isinstance(op, HostFloat) and op.op_type == "QuantizeLinear" for op in gi.ops)
+
+
+# -- models older than opset 13 ------------------------------------------------------------------
+def _legacy_net():
+    """An opset-9 model with legacy forms: ``Pad`` with its pads as an attribute (Pad-2) and
+    ``Upsample`` (deprecated since opset 10)."""
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in [
+        ("w", rng.normal(0, .3, (4, 3, 3, 3))), ("b", np.zeros(4)),
+        ("scales", np.array([1, 1, 2, 2])), ("w2", rng.normal(0, .2, (4, 4, 3, 3))),
+        ("b2", np.zeros(4)), ("wf", rng.normal(0, .1, (5, 4 * 16 * 16))), ("bf", np.zeros(5))]]
+    nodes = [
+        helper.make_node("Pad", ["x"], ["p"], mode="constant", pads=[0, 0, 1, 1, 0, 0, 1, 1]),
+        helper.make_node("Conv", ["p", "w", "b"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Upsample", ["r", "scales"], ["u"], mode="nearest"),
+        helper.make_node("Conv", ["u", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Flatten", ["c2"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "legacy",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)], ir_version=4)
+
+
+def test_legacy_opset_is_brought_to_13_before_quantizing(qdir):
+    """``ffacc quantize`` converts an opset-9 model to opset 13 first (onnxruntime's quantizer
+    writes an invalid model from it: Pad-2's pads as a float tensor), and the result verifies
+    (the Upsample, now a Resize, on the host)."""
+    from ffacc.compiler.quantize import quantize_onnx
+    m = _legacy_net()
+    onnx.checker.check_model(m)
+    calib = np.random.default_rng(0).uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
+    info = quantize_onnx(m, qdir / "legacy.onnx", calib)
+    assert info["notes"][0] == "opset 9 brought to 13 by onnx's version converter"
+    q = onnx.load(qdir / "legacy.onnx")
+    assert q.opset_import[0].version >= 13 and "Upsample" not in {n.op_type for n in q.graph.node}
+    g, c = _check(qdir / "legacy.onnx")
+    assert [h["op"] for h in c.host_ops] == ["Resize"], c.host_ops
+
+
+def test_per_channel_model_quantized_at_opset_11_imports(qdir):
+    """onnxruntime's quantizer writes per-channel ``DequantizeLinear``s with an ``axis`` even at
+    opset 11, which has none (the onnx checker refuses the model); the importer brings such a
+    model to opset 13 and notes it."""
+    b = Builder((1, 3, 8, 8), seed=2)
+    m = b.model(b.fc(b.flatten(b.relu(b.conv("x", 4, 3))), 5))
+    m.opset_import[0].version = 11
+    path = quantize_model(m, qdir / "opset11.onnx", per_channel=True)
+    with pytest.raises(onnx.checker.ValidationError, match="axis"):
+        onnx.checker.check_model(onnx.load(path))
+    g, _ = _check(path)
+    assert "opset 11 brought to 13 by onnx's version converter" in g.notes
