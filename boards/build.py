@@ -234,7 +234,9 @@ def check_toolchain_log(board, device, logtext, rc, log_path):
         raise BuildError(f"{board}: the design does not fit: no {m.group(4)} left on the "
                          f"{device}")
     if rc != 0:
-        tail = "\n".join(logtext.strip().splitlines()[-15:])
+        lines = logtext.strip().splitlines()
+        errors = [l for l in lines if l.startswith("ERROR")]     # yosys's and nextpnr's
+        tail = "\n".join(errors[-5:] or lines[-15:])
         raise BuildError(f"{board}: the toolchain failed (exit {rc}); see {log_path}:\n{tail}")
 
 
@@ -308,10 +310,12 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     rc, secs = _run_with_progress(["sh", script], out, env, out / "build.log", progress)
     report["build_seconds"] = round(secs, 1)
     logtext = (out / "build.log").read_text(errors="replace")
-    tim = out / "ffacc_soc.tim"
-    if tim.exists():
-        logtext += tim.read_text(errors="replace")
-    check_toolchain_log(b.name, platform.device, logtext, rc, out / "build.log")
+    logs = [out / "build.log"]
+    for name in ("ffacc_soc.rpt", "ffacc_soc.tim"):     # yosys's and nextpnr's own logs
+        if (out / name).exists():
+            logtext += "\n" + (out / name).read_text(errors="replace")
+            logs.append(out / name)
+    check_toolchain_log(b.name, platform.device, logtext, rc, ", ".join(map(str, logs)))
     rep = json.loads((out / "ffacc_soc.report.json").read_text())
     netlist = None
     if b.family == "ice40":

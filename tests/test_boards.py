@@ -323,6 +323,12 @@ def test_a_toolchain_log_over_a_resource_names_it():
     with pytest.raises(BuildError, match="(?s)toolchain failed .exit 3.*segfault"):
         check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000") +
                             "segfault\n", 3, "build.log")
+    # yosys's own log stops on an assertion and more logs follow: the ERROR line is shown
+    yosys = ("Executing ABC_OPS_REINTEGRATE pass.\nERROR: Assert `GetSize(conn.first) == "
+             "GetSize(conn.second)' failed in kernel/rtlil.cc:3091.\n")
+    with pytest.raises(BuildError, match=r"toolchain failed .exit 1.*\n.*ERROR: Assert `GetSize"):
+        check_toolchain_log("ulx3s-85f", "LFE5U-85F", yosys + "Info: more\n" * 20, 1,
+                            "build.log, ffacc_soc.rpt")
     check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000"), 0, "build.log")
 
 
