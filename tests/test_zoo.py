@@ -89,7 +89,7 @@ def test_full_size_classic_model_compiles(name, zoo_dir):
 @pytest.mark.slow
 def test_full_size_resnet50_verifies_on_iss(zoo_dir):
     """ResNet-50 at 224x224 runs on the ISS bit-exact with the golden model, every layer
-    within 1 LSB of onnxruntime (about 1.5 min)."""
+    within 1 LSB of onnxruntime (about 30 s)."""
     r = verify_model(classic_int8(zoo_dir, "resnet50", 224), LARGE)
     assert r["bit_exact"] and r["layers_checked_vs_onnxruntime"] > 100 and r["ok"], \
         r["worst_layer_vs_onnxruntime"]
