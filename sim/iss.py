@@ -478,7 +478,7 @@ class ISS:
             return cost
         recs = recs_all = self.qb[q0:q0 + lanes]
         bad = self._bad_shift(recs)
-        if bad is not None:             # the lanes before the bad record are written, then it stops
+        if bad is not None:             # lanes before the bad record are written, then stop
             lanes, recs = bad, recs[:bad]
             addrs = addrs[:bad * rows_out * cols_out]
         a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
