@@ -21,7 +21,8 @@ IR, and a run of them joined by float values becomes one
 Before that the graph is brought into the form a PyTorch export quantized by onnxruntime really
 has: a model older than opset 13 is brought to 13 by onnx's version converter (legacy forms
 such as Pad-2 or Upsample become current ones; onnxruntime's quantizer writes per-channel
-``axis`` attributes even at opsets that lack them), a dynamic batch dimension of the inputs is pinned to 1 (and noted in ``Graph.notes``),
+``axis`` attributes even at opsets that lack them), a dynamic batch dimension of the inputs
+is pinned to 1 (and noted in ``Graph.notes``),
 inference no-ops (``Identity``, ``Dropout``, one-input ``Sum``/``Max``/``Min``/``Mean``) are
 removed, a ``DequantizeLinear``/``QuantizeLinear`` pair left around them becomes a plain alias
 (or a host requantization), and every node whose inputs are all constants -- ``Shape`` of a

@@ -212,7 +212,8 @@ class Bench:
                     os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
             with locked(self.build_dir / "build.lock"), self._output("build"):
                 self.runner.build(
-                    sources=[*self.control_files, self.source, *self.extra_sources], hdl_toplevel=self.toplevel,
+                    sources=[*self.control_files, self.source, *self.extra_sources],
+                    hdl_toplevel=self.toplevel,
                     build_dir=self.build_dir,
                     build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
                     timescale=("1ns", "1ps"), always=False)
