@@ -23,8 +23,9 @@ has: a model older than opset 13 is brought to 13 by onnx's version converter (l
 such as Pad-2 or Upsample become current ones; onnxruntime's quantizer writes per-channel
 ``axis`` attributes even at opsets that lack them), a dynamic batch dimension of the inputs
 is pinned to 1 (and noted in ``Graph.notes``), inference no-ops (``Identity``, ``Dropout``,
-one-input ``Sum``/``Max``/``Min``/``Mean``) are removed, a ``DequantizeLinear``/``QuantizeLinear`` pair left around them becomes a plain alias
-(or a host requantization), and every node whose inputs are all constants -- ``Shape`` of a
+one-input ``Sum``/``Max``/``Min``/``Mean``) are removed, a ``DequantizeLinear`` /
+``QuantizeLinear`` pair left around them becomes a plain alias (or a host requantization),
+and every node whose inputs are all constants -- ``Shape`` of a
 tensor of known shape counting as a constant -- is evaluated at import time, so that
 ``x.view(x.size(0), -1)`` (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``) is a plain
 reshape. A two-input ``Sum`` is an ``Add``.
