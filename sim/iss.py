@@ -141,8 +141,10 @@ class ISS:
         return np.frombuffer(self.mem[addr:addr + n * size].tobytes(), dtype=dtype).astype(np.int64)
 
     def _s8(self, v):
-        v &= 0xFF
-        return v - 256 if self.cfg.fcu.act_signed and v >= 128 else v
+        """The low byte of ``v`` (an integer or an array) as an activation value: sign-extended
+        when activations are signed."""
+        x = 0x80 if self.cfg.fcu.act_signed else 0
+        return ((v & 0xFF) ^ x) - x
 
     def _err(self, detail):
         raise AccelError(Err.PARAM, self.pc, detail)
@@ -435,8 +437,7 @@ class ISS:
         bias = np.where(q[:, 0] >> 31, q[:, 0] - INT32, q[:, 0])
         mult, word = q[:, 1], q[:, 2]
         sh = word & 0xFF                        # 1..62: the caller checks (_bad_shift)
-        x = 0x80 if self.cfg.fcu.act_signed else 0              # as _s8: sign-extended or not
-        zp, lo, hi = ((((word >> k) & 0xFF) ^ x) - x for k in (8, 16, 24))
+        zp, lo, hi = (self._s8(word >> k) for k in (8, 16, 24))
         ex = (slice(None),) + (None,) * (np.ndim(v) - 1)            # per lane, broadcast
         v = np.asarray(v, dtype=np.int64) + bias[ex]
         if v.size and int(np.abs(v).max()) * int(mult.max()) < 1 << 62:
