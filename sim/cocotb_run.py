@@ -121,9 +121,10 @@ def _ports_verilator():
         """cocotb's Verilator runner with only the top module's signals visible to VPI.
 
         cocotb's runner passes ``--public-flat-rw``, which keeps every signal of the design
-        for VPI and stops Verilator from optimizing any away: several times the C++ and many
-        minutes of compile for the SoC. The benches touch only the top-level ports, so a
-        configuration file (``ports.vlt``) marks the top module's signals instead.
+        for VPI and stops Verilator from optimizing any away. The benches touch only the
+        top-level ports, so a configuration file (``ports.vlt``) marks the top module's
+        signals instead: the SoC bench builds in 92 s instead of 115 s (two builds side by
+        side on two cores); the accelerator's C++ is about the same size either way.
         """
 
         def _build_command(self):
@@ -360,11 +361,7 @@ class AccelBench(Bench):
         import numpy as np
         from ffacc.sim.runner import EngineError
 
-        self.build()
-        img_path = self.run_dir / f"{name}.ffw"
-        image.save(img_path)
-        in_path, out_path = self.run_dir / f"{name}.in.npz", self.run_dir / f"{name}.out.npz"
-        np.savez(in_path, **{k: np.asarray(v) for k, v in inputs.items()})
+        img_path, in_path, out_path = self._stage(image, inputs, name)
         res = self.run_image(img_path, (), name=name, max_cycles=max_cycles, inputs=in_path,
                              outputs=out_path, batch=True)
         bad = [i for i, r in enumerate(res["items"]) if r["status"] & 4]
