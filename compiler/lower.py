@@ -239,8 +239,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         conv = (cm.conv(gc, nyc, gc.pieces * gc.passes_per_piece)
                 + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins)
         outs = -(-nyc // step) * -(-wt // step)         # per lane
+        # one output column: each byte its own word, every clock (unpooled)
+        waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
         post = cm.post(cfg.lanes, outs * (4 if layer.pool2 else 1), g.wob, layer.stride,
-                       ceil(outs * cfg.lanes / cfg.bus_bytes)) + 3 * per_ins
+                       waits) + 3 * per_ins
         loads = ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 

@@ -1490,11 +1490,11 @@ class Accelerator(wiring.Component):
                     m.next = "AD_WR"
                 with m.State("AD_WR"):
                     cold_addr(Reg.O_DST)
-                    m.d.comb += [wr.in_valid.eq(1), wr.in_data.eq(po_byte),
-                                 wr.in_addr.eq(aclamp(cold(Reg.O_DST) + ad_off + ad_k))]
+                    m.d.comb += [wr.i.valid.eq(1), wr.i.payload.data.eq(po_byte),
+                                 wr.i.payload.addr.eq(aclamp(cold(Reg.O_DST) + ad_off + ad_k))]
                     with m.If(wr.err_valid):
                         failure(wr.err)
-                    with m.Elif(wr.in_ready):
+                    with m.Elif(wr.i.ready):
                         with m.If(ad_k + 1 == ad_len):
                             m.d.sync += ad_off.eq(ad_off + ad_len)
                             m.next = "AD_CHUNK"
@@ -1508,10 +1508,11 @@ class Accelerator(wiring.Component):
         grp_max = Signal(signed(10))
         m.d.comb += grp_max.eq(Mux(p4_first | (po_res > po_maxv), po_res, po_maxv))
         want_write = p4_valid & p4_last
-        m.d.comb += po_adv.eq(po_run & ~(want_write & ~wr.in_ready))
+        m.d.comb += po_adv.eq(po_run & ~(want_write & ~wr.i.ready))
         with m.If(po_run & want_write):
-            m.d.comb += [wr.in_valid.eq(1), wr.in_addr.eq(po_ocol), wr.in_data.eq(grp_max[:8])]
-            with m.If(wr.in_ready):
+            m.d.comb += [wr.i.valid.eq(1), wr.i.payload.addr.eq(po_ocol),
+                         wr.i.payload.data.eq(grp_max[:8])]
+            with m.If(wr.i.ready):
                 with m.If(p4_rowend):
                     next_row = aclamp(po_orow + rg[Reg.O_W])
                     m.d.sync += [po_orow.eq(next_row), po_ocol.eq(next_row)]

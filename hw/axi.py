@@ -10,7 +10,7 @@ such cycles (:func:`bus_timer`, one counter for both engines) and raises ``expir
 """
 
 from amaranth.hdl import Module, Signal, Const, Cat, Mux
-from amaranth.lib import wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
@@ -203,17 +203,44 @@ class AxiByteReader(wiring.Component):
 
 
 class AxiByteWriter(wiring.Component):
-    """Collect bytes at arbitrary addresses into bus words; one single-beat write per word.
+    """Collect bytes at arbitrary addresses into bus words and write them out without waiting.
 
-    Offer ``in_valid``/``in_addr``/``in_data``; the byte is taken when ``in_ready``. Pulse
-    ``flush`` to write out a partly filled word; ``idle`` is high when nothing is pending.
+    Ports
+    -----
+    i : In(stream of {addr, data})
+        One byte and its address per transfer. A byte in the word being collected (or the
+        first byte) joins it; a byte in another word hands the collected word to the send
+        register and starts the next one, in the same clock, if that register is free.
+    flush : In(1)
+        A pulse: hand a partly collected word to the send register too.
+    idle : Out(1)
+        Nothing collected, nothing to send, every write answered (and no error to drain).
+    mem_size : In
+        A byte at or past it is ``Err.ADDRESS`` (and is not taken).
+    err, err_valid : Out
+        The first error of a run: ``err_valid`` pulses with ``Err.ADDRESS``, ``Err.BUS`` (an
+        error response) or ``Err.TIMEOUT``. The writer then drops what it holds and takes no
+        byte until the writes already sent are answered (or time out).
+    stall, expired : Out(1), In(1)
+        ``stall``: the writer holds up its user (a byte or a flush waits) because of the bus;
+        ``expired``: the parent's :func:`bus_timer` ran out while it did.
+    aw_*, w_*, b_* : AXI4 write channels, single-beat writes with byte strobes.
+
+    The send register issues its word's address and data (each channel handshaken on its
+    own) while the next word is collected; write responses are counted, up to
+    ``outstanding`` of them in flight (AXI keeps the responses of one ID in order, so a count
+    is enough). At one byte a clock into consecutive addresses, no clock is lost to the bus
+    as long as it takes a word every ``data_bytes`` clocks.
     """
 
-    def __init__(self, data_bytes, addr_bits=32):
+    def __init__(self, data_bytes, addr_bits=32, outstanding=7):
+        if not 1 <= outstanding <= 255:
+            raise ValueError(f"outstanding writes must be 1..255, not {outstanding}")
         self.nb = data_bytes
         self.aw = aw = addr_bits
+        self.outstanding = outstanding
         super().__init__({
-            "in_valid": In(1), "in_addr": In(aw), "in_data": In(8), "in_ready": Out(1),
+            "i": In(stream.Signature(data.StructLayout({"addr": aw, "data": 8}))),
             "flush": In(1), "idle": Out(1), "mem_size": In(aw), "err": Out(3),
             "err_valid": Out(1), "stall": Out(1), "expired": In(1),
             "aw_addr": Out(aw), "aw_valid": Out(1), "aw_ready": In(1),
@@ -225,55 +252,95 @@ class AxiByteWriter(wiring.Component):
         m = Module()
         nb = self.nb
         sh = (nb - 1).bit_length()
+        # the word being collected
         waddr = Signal(self.aw - sh)
-        data = Signal(8 * nb)
+        data_ = Signal(8 * nb)
         strb = Signal(nb)
+        flush_req = Signal()
+        # the send register
+        s_addr = Signal(self.aw - sh)
+        s_data = Signal(8 * nb)
+        s_strb = Signal(nb)
+        s_valid = Signal()
         aw_done = Signal()
         w_done = Signal()
-        flush_req = Signal()
+        # write responses still to come; errors drain the writer
+        pending = Signal(range(self.outstanding + 1))
+        draining = Signal()
+
+        word = self.i.payload.addr[sh:]
+        lane = self.i.payload.addr[:sh] if sh else Const(0, 1)
+        free = ~s_valid
 
         m.d.sync += self.err_valid.eq(0)
         with m.If(self.flush):
             m.d.sync += flush_req.eq(1)
-        word = self.in_addr[sh:]
-        lane = self.in_addr[:sh] if sh else Const(0, 1)
-        with m.FSM():
-            with m.State("ACCEPT"):
-                m.d.comb += self.idle.eq((strb == 0) & ~flush_req & ~self.flush)
-                with m.If(self.in_valid & (self.in_addr >= self.mem_size)):
-                    m.d.sync += [self.err.eq(Err.ADDRESS), self.err_valid.eq(1)]
-                with m.Elif(self.in_valid & ((strb == 0) | (word == waddr))):
-                    m.d.comb += self.in_ready.eq(1)
-                    for b in range(nb):
-                        with m.If(lane == b):
-                            m.d.sync += [data[8 * b:8 * b + 8].eq(self.in_data), strb[b].eq(1)]
-                    m.d.sync += waddr.eq(word)
-                with m.Elif(self.in_valid | (flush_req & (strb != 0))):
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
-                    m.next = "SEND"
-                with m.Elif(flush_req):
-                    m.d.sync += flush_req.eq(0)
-            with m.State("SEND"):
-                m.d.comb += [self.aw_valid.eq(~aw_done), self.aw_addr.eq(Cat(Const(0, sh), waddr)),
-                             self.w_valid.eq(~w_done), self.w_data.eq(data),
-                             self.w_strb.eq(strb), self.stall.eq(1)]
-                with m.If(self.aw_ready):
-                    m.d.sync += aw_done.eq(1)
-                with m.If(self.w_ready):
-                    m.d.sync += w_done.eq(1)
-                with m.If((aw_done | self.aw_ready) & (w_done | self.w_ready)):
-                    m.next = "RESP"
-                with m.Elif(self.expired):
-                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
-                    m.next = "ACCEPT"
-            with m.State("RESP"):
-                m.d.comb += [self.b_ready.eq(1), self.stall.eq(~self.b_valid)]
-                with m.If(self.b_valid):
-                    m.d.sync += [strb.eq(0), data.eq(0)]
-                    with m.If(self.b_resp != 0):
-                        m.d.sync += [self.err.eq(Err.BUS), self.err_valid.eq(1)]
-                    m.next = "ACCEPT"
-                with m.Elif(self.expired):
-                    m.d.sync += [self.err.eq(Err.TIMEOUT), self.err_valid.eq(1), strb.eq(0)]
-                    m.next = "ACCEPT"
+
+        def fail(code):
+            m.d.sync += [self.err.eq(code), self.err_valid.eq(~draining), draining.eq(1),
+                         strb.eq(0), s_valid.eq(0), flush_req.eq(0)]
+
+        # collect
+        same = (strb == 0) | (word == waddr)
+        push = Signal()
+        with m.If(self.i.valid & ~draining):
+            with m.If(self.i.payload.addr >= self.mem_size):
+                fail(Err.ADDRESS)
+            with m.Elif(same | free):
+                m.d.comb += [self.i.ready.eq(1), push.eq(~same)]
+        with m.Elif(flush_req & ~draining & free & (strb != 0)):
+            m.d.comb += push.eq(1)
+            m.d.sync += flush_req.eq(0)
+        with m.Elif(flush_req & (strb == 0)):
+            m.d.sync += flush_req.eq(0)
+        with m.If(push):
+            m.d.sync += [s_addr.eq(waddr), s_data.eq(data_), s_strb.eq(strb), s_valid.eq(1),
+                         aw_done.eq(0), w_done.eq(0)]
+        with m.If(self.i.ready):
+            for b in range(nb):
+                with m.If(lane == b):
+                    m.d.sync += [data_[8 * b:8 * b + 8].eq(self.i.payload.data), strb[b].eq(1)]
+                with m.Elif(push):
+                    m.d.sync += strb[b].eq(0)
+            m.d.sync += waddr.eq(word)
+        with m.Elif(push):
+            m.d.sync += strb.eq(0)
+
+        # send: address and data each on their own handshake, while fewer than
+        # ``outstanding`` responses are due
+        room = pending != self.outstanding
+        m.d.comb += [self.aw_addr.eq(Cat(Const(0, sh), s_addr)), self.w_data.eq(s_data),
+                     self.w_strb.eq(s_strb),
+                     self.aw_valid.eq(s_valid & room & ~aw_done),
+                     self.w_valid.eq(s_valid & room & ~w_done)]
+        aw_ok = aw_done | (self.aw_valid & self.aw_ready)
+        w_ok = w_done | (self.w_valid & self.w_ready)
+        sent = s_valid & room & aw_ok & w_ok
+        with m.If(self.aw_valid & self.aw_ready):
+            m.d.sync += aw_done.eq(1)
+        with m.If(self.w_valid & self.w_ready):
+            m.d.sync += w_done.eq(1)
+        with m.If(sent):
+            m.d.sync += s_valid.eq(0)
+
+        # responses
+        m.d.comb += self.b_ready.eq(1)
+        answered = self.b_valid & (pending != 0)
+        with m.If(sent & ~answered):
+            m.d.sync += pending.eq(pending + 1)
+        with m.Elif(answered & ~sent):
+            m.d.sync += pending.eq(pending - 1)
+        with m.If(answered & (self.b_resp != 0)):
+            fail(Err.BUS)
+
+        busy = (strb != 0) | s_valid | (pending != 0)
+        m.d.comb += self.idle.eq(~busy & ~flush_req)
+        # the user waits on the bus: a byte not taken, or a flush not over
+        waits = (self.i.valid & ~self.i.ready & ~draining) | ((flush_req | draining) & busy)
+        m.d.comb += self.stall.eq(waits)
+        with m.If(self.expired & waits):
+            fail(Err.TIMEOUT)
+            m.d.sync += pending.eq(0)
+        with m.If(draining & ~busy):
+            m.d.sync += draining.eq(0)
         return m

@@ -15,19 +15,23 @@ within a few percent.
   engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat; with
   ``back_to_back`` only a piece's first pass loads and its last drains, and the passes
   between cost their beats (or their setup, if longer);
-* ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output) and
-  stalls for every bus word the byte writer flushes.
+* ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output). The
+  byte writer sends a finished word while it collects the next, so POST waits only when a
+  byte starts a new word fewer than ``SEND_BUSY`` clocks after the last one did
+  (:func:`writer_stalls`), and at the end for the last word's answer.
 
 Of those cycles, the model books as *stall* (the RTL's ``STALL`` counter: waiting for the bus)
-a fixed latency per read request and the writer's per-word stall; :attr:`CycleModel.stall`
+a fixed latency per read request and the clocks POST waits for the writer; :attr:`CycleModel.stall`
 holds the figure for the last command.
 """
 
 from math import ceil
 
+import numpy as np
+
 from ffacc.hw.weights import set_bytes
 
-__all__ = ["CycleModel"]
+__all__ = ["CycleModel", "writer_stalls"]
 
 READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
@@ -38,7 +42,7 @@ FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 11
 PASS_OVERHEAD = 6
 SETUP_B2B = 3       # back to back: a pass's setup after the swap, beyond its rows clocks
-WRITE_STALL = 4
+WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
 POST_FIXED = 9
 LOADW_FIXED = 12
 LOADA_FIXED = 8
@@ -48,9 +52,34 @@ LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
+ADD_FIXED = 7
+ADD_CHUNK_COST = 11
+ADD_ELEMENT = 10
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
-WRITE_WAIT = 2      # of WRITE_STALL, the cycles waiting for the write response
+WRITE_END_WAIT = 2  # of WRITE_END, the clocks waiting for the bus
+SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
+
+
+def writer_stalls(words, per_byte=1):
+    """Clocks a stream of bytes waits for the byte writer.
+
+    ``words``: the bus word of each byte, one row per POST lane, in write order; the bytes
+    of a row come ``per_byte`` clocks apart (4 for a pooled output), and rows far apart (a
+    lane's setup). A byte in another word than the byte before it (the last lane's last byte,
+    for a lane's first) hands a word to the send register, which is free again ``SEND_BUSY``
+    clocks later.
+    """
+    w = np.asarray(words)
+    if w.ndim < 2 or w.size < 2:
+        return 0
+    new = np.zeros(w.shape, bool)
+    new[:, 1:] = w[:, 1:] != w[:, :-1]
+    new[1:, 0] = w[1:, 0] != w[:-1, -1]
+    lane, j = np.nonzero(new)
+    gap = np.diff(j) * per_byte
+    same_lane = lane[1:] == lane[:-1]
+    return int(np.maximum(SEND_BUSY - gap[same_lane], 0).sum())
 
 
 class CycleModel:
@@ -160,13 +189,16 @@ class CycleModel:
         # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
         return CONV_FIXED + max(g.wob, g.pieces) + pieces
 
-    def post(self, lanes, subs_per_lane, wob, stride, flushes):
-        """Pipelined requantization: one sub-element (4 per pooled output) per cycle, plus
-        the writer's stall for every bus word it flushes."""
-        self.stall += flushes * WRITE_WAIT
+    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=0):
+        """Pipelined requantization: one sub-element (4 per pooled output) per cycle, the
+        clocks it waits for the byte writer (:func:`writer_stalls`) and the last word's
+        write."""
+        self.stall += write_stalls + WRITE_END_WAIT
         per_lane = POST_LANE + self.cfg.qparams_in_registers + subs_per_lane
         return POST_FIXED + wob + stride // self.cfg.L + lanes * per_lane \
-            + flushes * WRITE_STALL
+            + write_stalls + WRITE_END
 
     def add(self, n):
-        return round(18.8 * ceil(n / 16) + 10.45 * n - 0.4)
+        """Chunks of 16 elements: two read requests per chunk; per element its two bytes
+        read, six clocks of arithmetic and its write (the writer never holds it up)."""
+        return ADD_FIXED + ADD_CHUNK_COST * ceil(n / 16) + ADD_ELEMENT * n

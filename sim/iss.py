@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 from ffacc.hw.fetch import block_length
 from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes
-from ffacc.sim.cycles import CycleModel
+from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
                                 LoadWFlag, Op, reg_bits, simm,
                                 PostFlag, Reg, decode)
@@ -467,14 +467,13 @@ class ISS:
                       f"stride={stride} pool={pool} inconsistent")
         rows_out = ny // 2 if pool else -(-ny // stride)
         cols_out = wout // 2 if pool else -(-wout // stride)
-        # the byte writer flushes a bus word whenever the next byte falls in another word
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
                  + (row0 + np.arange(rows_out))[None, :, None] * opitch
-                 + np.arange(cols_out)[None, None, :]).reshape(-1)
-        words = addrs // c.bus_bytes
-        flushes = 1 + int(np.count_nonzero(words[1:] != words[:-1])) if words.size else 0
+                 + np.arange(cols_out)[None, None, :]).reshape(lanes, -1)
+        stalls = writer_stalls(addrs // c.bus_bytes, 4 if pool else 1)
+        addrs = addrs.reshape(-1)
         cost = self.cost.post(lanes, rows_out * cols_out * (4 if pool else 1), wob, stride,
-                              flushes)
+                              stalls)
         if self.timing_only:
             return cost
         recs = recs_all = self.qb[q0:q0 + lanes]
