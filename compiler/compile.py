@@ -205,14 +205,17 @@ def compile_graph(g, cfg, model_name="model"):
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
-                    wb = _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, id(op) in fused)
+                    wb, computed = _lower_conv_like(op, g, cfg, prog, mem, addr, x, y,
+                                                    id(op) in fused)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
                     O = op.w.shape[0]
                     cin = op.w.shape[1]
                     conv_hw = (_conv_hw(op, x) if isinstance(op, Conv) else (1, 1))
+                    # the layer's MACs (its strided outputs); the array's work at stride 1
                     info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
+                    info["computed_macs"] = int(O * cin * kh * kw * computed)
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers
@@ -333,9 +336,11 @@ def _boundary(g, n, role, addr, onnx_names):
 
 
 def _conv_hw(op, x):
+    """A Conv's output rows and columns at its stride (before a fused pooling)."""
     kh, kw = op.w.shape[2:]
     t, l, b, r = op.pads
-    return (x.shape[2] + t + b - kh + 1, x.shape[3] + l + r - kw + 1)
+    sy, sx = op.strides
+    return ((x.shape[2] + t + b - kh) // sy + 1, (x.shape[3] + l + r - kw) // sx + 1)
 
 
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
@@ -364,7 +369,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
     O = w.shape[0]
     Og, Cg = O // groups, w.shape[1]
     C, H, W = in_shape
-    wbytes = 0
+    wbytes = computed = 0
     for gi in range(groups):
         sl = slice(gi * Og, (gi + 1) * Og)
         wg = w[sl]
@@ -372,7 +377,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
         layer = ConvLayer(wg, bias, M[sl], s[sl], zx, y.zero_point, lo, hi, (Cg, H, W),
                           tuple(pads), stride, pool2)
         before = mem.next
-        lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
-                   addr[y.name] + gi * Og * out_hw, name=op.name)
+        computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
+                              addr[y.name] + gi * Og * out_hw, name=op.name)
         wbytes += mem.next - before
-    return wbytes
+    return wbytes, computed

@@ -283,7 +283,9 @@ def per_pc(segments):
 
 def layer_table(image, pcs, source="iss"):
     """Per-layer rows of ``image``'s layer table with cycles and stalls attributed from
-    ``pcs`` (see :func:`per_pc`); ideal cycles = MACs ÷ (multipliers × FFA gain). The
+    ``pcs`` (see :func:`per_pc`). ``macs`` are the layer's own (its outputs at its stride);
+    ``computed_macs`` those the FCU array computes (a strided layer at stride 1, of which POST
+    keeps every stride-th output). Ideal cycles = MACs ÷ (multipliers × FFA gain). The
     roofline: ``compute_bound`` = MACs ÷ (multipliers × the gain of the mode the layer runs
     in, :meth:`~ffacc.hw.config.AcceleratorConfig.mode_gain`), ``traffic_bound`` = bytes that
     must cross the bus (inputs, output, int8 weights, quantization records) ÷ bus bytes per
@@ -293,7 +295,8 @@ def layer_table(image, pcs, source="iss"):
     rows = []
     for li in image.meta.get("layers", []):
         row = {k: li.get(k) for k in ("name", "op", "in_shape", "out_shape", "kernel", "macs",
-                                      "weight_bytes", "act_bytes", "where", "op_type")}
+                                      "computed_macs", "weight_bytes", "act_bytes", "where",
+                                      "op_type")}
         if li.get("where") == "accel":
             got = [pcs.get(li["pc"] + 8 * i, (0, 0)) for i in range(li["pc_count"])]
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
@@ -320,6 +323,7 @@ def totals(image, rows, cycles):
     cfg = config_of(image)
     accel = [r for r in rows if r["where"] == "accel"]
     tot = {"macs": sum(r["macs"] or 0 for r in accel),
+           "computed_macs": sum(r.get("computed_macs") or 0 for r in accel),
            "host_macs": sum(r["macs"] or 0 for r in rows if r["where"] == "host"),
            "cycles": cycles, "ideal_cycles": sum(r["ideal_cycles"] for r in rows),
            "stall_cycles": sum(r["stall_cycles"] for r in rows),

@@ -160,7 +160,12 @@ def _pitch_for(cfg, kh, rows_needed):
 
 
 def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
-    """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes)."""
+    """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
+
+    Returns the conv outputs per output channel that the FCU array computes: every stride-1
+    column, and every stride-1 row of a band (POST keeps every ``stride``-th of them), or
+    only the kept rows when a band holds fewer rows than the stride.
+    """
     from ffacc.sim.iss import conv_geometry
 
     C, H, W = layer.in_shape
@@ -363,7 +368,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
 
     nest.each(bands, band)
     nest.assemble(prog)
-    return prog
+    return sum(b["C_NY"] for b in bands) * wconv
 
 
 def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,

@@ -537,17 +537,20 @@ def cmd_report(args):
     if args.json:
         print(json.dumps({"layers": rows, "totals": tot}))
         return 0
-    print(_table(["layer", "op", "in", "out", "k", "MACs", "cycles", "µs", "ideal", "util",
-                  "of bound", "weight B", "act B", "where"],
+    print(_table(["layer", "op", "in", "out", "k", "MACs", "work", "cycles", "µs", "ideal",
+                  "util", "of bound", "weight B", "act B", "where"],
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
-                   f"{r['macs']:,}", f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
+                   f"{r['macs']:,}", f"{r['computed_macs'] / r['macs']:.2f}x"
+                   if r.get("computed_macs") and r["macs"] else "-", f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
                    f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
                    else "-", f"{_pct(r['of_bound'])} {r['bound']}" if r.get("bound") else "-",
                    f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",
                    r["where"] if r["where"] == "accel" else f"host: {r.get('reason')}"]
                   for r in rows]))
+    print("work: the MACs the FCU array computes ÷ the layer's MACs (a strided layer is "
+          "computed at stride 1, and POST keeps every stride-th output)")
     print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
           f"{tot['microseconds']:,.1f} µs per image at {tot['clock_mhz']} MHz "
           f"({_rate(tot['images_per_second'])} images/s; ideal {tot['ideal_cycles']:,} cycles, "

@@ -263,3 +263,21 @@ def test_the_roofline_of_each_layer():
         assert r["bound"] == ("compute" if r["compute_bound"] >= r["traffic_bound"]
                               else "traffic")
     assert rows[2]["bound"] == "traffic"       # an FC layer streams its weights
+
+
+@pytest.mark.parametrize("name, k, s, C, O, H, W, pad", [
+    ("conv3_s2", 3, 2, 3, 4, 13, 12, 1), ("conv5_s3", 5, 3, 3, 4, 17, 16, 0),
+    ("conv11_s4", 11, 4, 3, 4, 23, 23, 5)])
+def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
+        model_dir, name, k, s, C, O, H, W, pad):
+    """``macs`` counts the layer's outputs at its stride; ``computed_macs`` the FCU array's
+    work, every stride-1 output of the rows it computes (all rows of a band)."""
+    from ffacc.compiler.driver import compile_model, layer_report
+    _, c, _ = compile_model(_quantized(model_dir, name, "qdq"), TINY)
+    rows, tot = layer_report(c.image)
+    (r,) = [r for r in rows if r["where"] == "accel"]
+    hc, wc = H + 2 * pad - k + 1, W + 2 * pad - k + 1
+    per_out = O * C * k * k
+    assert r["macs"] == per_out * (-(-hc // s)) * (-(-wc // s))
+    assert r["computed_macs"] == per_out * hc * wc
+    assert tot["macs"] == r["macs"] and tot["computed_macs"] == r["computed_macs"]
