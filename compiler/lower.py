@@ -163,8 +163,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
-    column, and every stride-1 row of a band (POST keeps every ``stride``-th of them), or
-    only the kept rows when a band holds fewer rows than the stride.
+    column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
+    band's or only those POST keeps (one CONV each, where the cycle model finds it cheaper, and
+    always when a band holds fewer rows than the stride).
     """
     from ffacc.sim.iss import conv_geometry
 
@@ -235,14 +236,24 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         return full * band_cycles(cg, nyc, share) + (band_cycles(cg, rest, share) if rest
                                                      else 0)
 
+    def conv_cycles(gc, nyc, skip=None):
+        """A band's CONV: its rows in one command, or (``skip``, for a strided layer) one
+        command per row that POST keeps; ``skip=None``: the cheaper of the two."""
+        passes = gc.pieces * gc.passes_per_piece
+        dense = cm.conv(gc, nyc, passes)
+        if layer.pool2 or step == 1 or nyc <= 1 or skip is False:
+            return dense
+        kept = -(-nyc // step)
+        rows = kept * (cm.conv(gc, 1, passes) + 2 * per_ins)
+        return rows if skip else min(dense, rows)
+
     def band_cycles(cg, nyc, share):
         n_cg = ceil(C / cg)
         gc = conv_geometry(cfg, kh, kw, wt, cg * kh)
         nr = min(H, nyc + kh - 1)
         one = cm.loada([0], nr * Wt, Wt)            # a channel's rows, one read
         loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
-        conv = (cm.conv(gc, nyc, gc.pieces * gc.passes_per_piece)
-                + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins)
+        conv = (conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins)
         outs = -(-nyc // step) * -(-wt // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
         waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
@@ -270,6 +281,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
     _, cg, ny, share = best
+    # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
+    # where the cycle model finds that cheaper than computing the band's every row
+    gbest = conv_geometry(cfg, kh, kw, wt, cg * kh)
+    row_skip = conv_cycles(gbest, ny, skip=True) < conv_cycles(gbest, ny, skip=False)
     # all channels' post-processing records at once when they fit, else per lane group
     q_per_group = O > cfg.qb_entries
 
@@ -328,11 +343,15 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
 
+    cur = {}
+
     def band(b):
+        cur.update(b)
         nest.set(**b)
         nest.each(tiles, tile)
 
     def tile(t):
+        cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
             nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
@@ -356,8 +375,16 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     def conv(lg, cgr):
         nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"], W_COUNT=cgr["nsets"],
                  W_DST=0)
-        nest.cmd(Op.CONV, 0 if cgr["first"] else ConvFlag.ACCUMULATE, C_WSET=0,
-                 C_LANES=lg["lanes"], C_ACC=lg["acc"])
+        flags = 0 if cgr["first"] else ConvFlag.ACCUMULATE
+        y0, nyb, wob = cur["C_Y0"], cur["C_NY"], cur["wob"]
+        if row_skip and nyb > 1:
+            # conv row y0 + r into the band's accumulator row r, where POST reads it
+            nest.each([dict(r=r) for r in range(0, nyb, step)], lambda rr: nest.cmd(
+                Op.CONV, flags, C_WSET=0, C_LANES=lg["lanes"], C_NY=1, C_Y0=y0 + rr["r"],
+                C_ACC=lg["acc"] + rr["r"] * wob))
+            nest.set(C_Y0=y0, C_NY=nyb)
+        else:
+            nest.cmd(Op.CONV, flags, C_WSET=0, C_LANES=lg["lanes"], C_ACC=lg["acc"])
 
     def post(t, lg):
         o0 = lg["o0"]
@@ -368,7 +395,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
 
     nest.each(bands, band)
     nest.assemble(prog)
-    return sum(b["C_NY"] for b in bands) * wconv
+    return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * wconv
 
 
 def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,

@@ -271,7 +271,8 @@ def test_the_roofline_of_each_layer():
 def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
         model_dir, name, k, s, C, O, H, W, pad):
     """``macs`` counts the layer's outputs at its stride; ``computed_macs`` the FCU array's
-    work, every stride-1 output of the rows it computes (all rows of a band)."""
+    work: every stride-1 column of the rows it computes, all of them or (one CONV per row,
+    where that is cheaper: the 11x11 stride 4) only the rows POST keeps."""
     from ffacc.compiler.driver import compile_model, layer_report
     _, c, _ = compile_model(_quantized(model_dir, name, "qdq"), TINY)
     rows, tot = layer_report(c.image)
@@ -279,5 +280,8 @@ def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
     hc, wc = H + 2 * pad - k + 1, W + 2 * pad - k + 1
     per_out = O * C * k * k
     assert r["macs"] == per_out * (-(-hc // s)) * (-(-wc // s))
-    assert r["computed_macs"] == per_out * hc * wc
+    kept = per_out * -(-hc // s) * wc
+    assert r["computed_macs"] in (per_out * hc * wc, kept)
+    if k == 11:
+        assert r["computed_macs"] == kept
     assert tot["macs"] == r["macs"] and tot["computed_macs"] == r["computed_macs"]
