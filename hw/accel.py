@@ -640,7 +640,6 @@ class Accelerator(wiring.Component):
         po_maxv = Signal(signed(10))
         p3_rnd = Signal(signed(RQ_BITS))
         m.d.comb += p3_rnd.eq(requant_round(m, p3_prod, q_sh))
-        po_byte = Signal(8)
 
         def s8(v):
             """An 8-bit register field as the activation type's value (9-bit signed)."""
@@ -675,7 +674,9 @@ class Accelerator(wiring.Component):
         ad_off = Signal(A)
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
-        ad_acc = Signal(signed(28))
+        ad_pa = Signal(signed(27))
+        ad_pb = Signal(signed(27))
+        ad_mode = Signal()              # the POST pipeline carries ADD's elements
 
         # ---------------------------------------------------------------- LB read pipeline
         # stage 0 (comb, in CV_STREAM): addresses; stage 1: memory data; stage 2: FCU input
@@ -1433,12 +1434,17 @@ class Accelerator(wiring.Component):
             if cfg.add_unit:
                 sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
                 with m.State("AD_CHECK"):
+                    cold_addr(Reg.O_DST)                    # AD_DST's
                     with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
                         failure(Err.PARAM)
                     with m.Else():
                         m.d.comb += q_load.eq(1)
                         m.d.sync += ad_off.eq(0)
-                        m.next = "AD_CHUNK"
+                        m.next = "AD_DST"
+                with m.State("AD_DST"):
+                    # the write side's address advances by one per element written
+                    m.d.sync += po_ocol.eq(aclamp(cold(Reg.O_DST)))
+                    m.next = "AD_CHUNK"
                 with m.State("AD_CHUNK"):
                     cold_addr(Reg.A_SRC)                    # AD_RA's source
                     left = rg[Reg.D_N] - ad_off
@@ -1450,7 +1456,7 @@ class Accelerator(wiring.Component):
                         m.next = "AD_RA"
                 # the chunk of a, then the chunk of b, into their registers
                 for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
-                                          ("AD_RB", Reg.D_SRC2, ad_b, "AD_E0")):
+                                          ("AD_RB", Reg.D_SRC2, ad_b, "AD_RUN")):
                     with m.State(st):
                         rd_request((cold(src) if src in COLD else rg[src]) + ad_off, ad_len)
                         m.next = st + "_DATA"
@@ -1463,44 +1469,29 @@ class Accelerator(wiring.Component):
                             with m.Else():
                                 m.d.sync += ad_k.eq(0)
                                 m.next = nxt
-                with m.State("AD_E0"):
-                    # (a - za) ka + (b - zb) kb on the shared unsigned multiplier: magnitude, sign
+                # an element a clock into the POST pipeline (stalled by the writer): stage 1
+                # (a - za) ka and (b - zb) kb on the ADD's own multipliers, stage 2 their sum,
+                # then the requantizer's multiply, round/shift and the clamp at the write
+                with m.State("AD_RUN"):
+                    m.d.comb += [po_run.eq(1), ad_mode.eq(1)]
+                    issue = po_adv & (ad_k != ad_len)
                     a = Signal(signed(10))
-                    m.d.comb += a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16]))
-                    with product(Mux(a < 0, -a, a), kab[:16]) as pa:
-                        m.d.sync += ad_acc.eq(Mux(a < 0, -pa, pa))
-                        m.next = "AD_E0B"
-                with m.State("AD_E0B"):
                     b = Signal(signed(10))
-                    m.d.comb += b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))
-                    with product(Mux(b < 0, -b, b), kab[16:32]) as pb:
-                        m.d.sync += p2_in.eq(ad_acc + Mux(b < 0, -pb, pb))
-                        m.next = "AD_E1"
-                # multiply, round/shift and clamp on the POST pipeline's stages 3 and 4 (idle
-                # outside PO_RUN): one requantizer serves both commands
-                with m.State("AD_E1"):
-                    m.d.sync += p3_prod.eq(mul_p)
-                    m.next = "AD_E2"
-                with m.State("AD_E2"):
-                    m.d.sync += p4_rnd.eq(p3_rnd)
-                    m.next = "AD_E3"
-                with m.State("AD_E3"):
-                    cold_addr(Reg.O_DST)                    # AD_WR's destination
-                    m.d.sync += po_byte.eq(po_res[:8])
-                    m.next = "AD_WR"
-                with m.State("AD_WR"):
-                    cold_addr(Reg.O_DST)
-                    m.d.comb += [wr.i.valid.eq(1), wr.i.payload.data.eq(po_byte),
-                                 wr.i.payload.addr.eq(aclamp(cold(Reg.O_DST) + ad_off + ad_k))]
+                    m.d.comb += [a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16])),
+                                 b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))]
+                    with m.If(issue):
+                        m.d.sync += [p1_valid.eq(1), p1_first.eq(1), p1_last.eq(1),
+                                     p1_rowend.eq(0), ad_k.eq(ad_k + 1),
+                                     ad_pa.eq(a * Cat(kab[:16], Const(0, 1)).as_signed()),
+                                     ad_pb.eq(b * Cat(kab[16:32], Const(0, 1)).as_signed())]
+                    with m.Elif(po_adv):
+                        m.d.sync += p1_valid.eq(0)
                     with m.If(wr.err_valid):
                         failure(wr.err)
-                    with m.Elif(wr.i.ready):
-                        with m.If(ad_k + 1 == ad_len):
-                            m.d.sync += ad_off.eq(ad_off + ad_len)
-                            m.next = "AD_CHUNK"
-                        with m.Else():
-                            m.d.sync += ad_k.eq(ad_k + 1)
-                            m.next = "AD_E0"
+                    with m.Elif((ad_k == ad_len) & ~p1_valid & ~p2_valid & ~p3_valid
+                                & ~p4_valid):
+                        m.d.sync += ad_off.eq(ad_off + ad_len)
+                        m.next = "AD_CHUNK"
 
         # ---------------------------------------------------------------- POST pipeline
         # stage 4 holds a finished sub-element; a group's last one goes to the writer
@@ -1524,7 +1515,8 @@ class Accelerator(wiring.Component):
             v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1_sub]
             m.d.sync += [
                 p2_valid.eq(p1_valid), p2_first.eq(p1_first), p2_last.eq(p1_last),
-                p2_rowend.eq(p1_rowend), p2_in.eq(v.as_signed() + q_bias),
+                p2_rowend.eq(p1_rowend),
+                p2_in.eq(Mux(ad_mode, ad_pa + ad_pb, v.as_signed() + q_bias)),
                 p3_valid.eq(p2_valid), p3_first.eq(p2_first), p3_last.eq(p2_last),
                 p3_rowend.eq(p2_rowend), p3_prod.eq(mul_p),
                 p4_valid.eq(p3_valid), p4_first.eq(p3_first), p4_last.eq(p3_last),

@@ -52,9 +52,9 @@ LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
-ADD_FIXED = 7
-ADD_CHUNK_COST = 11
-ADD_ELEMENT = 10
+ADD_FIXED = 8
+ADD_CHUNK_COST = 16
+ADD_ELEMENT = 3
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
 WRITE_END_WAIT = 2  # of WRITE_END, the clocks waiting for the bus
@@ -199,6 +199,7 @@ class CycleModel:
             + write_stalls + WRITE_END
 
     def add(self, n):
-        """Chunks of 16 elements: two read requests per chunk; per element its two bytes
-        read, six clocks of arithmetic and its write (the writer never holds it up)."""
+        """Chunks of 16 elements: per chunk its two reads' requests and the pipeline's drain;
+        per element its two bytes read (a byte a clock) and a clock in the pipeline (the
+        writer never holds it up)."""
         return ADD_FIXED + ADD_CHUNK_COST * ceil(n / 16) + ADD_ELEMENT * n
