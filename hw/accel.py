@@ -32,7 +32,10 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
 * **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
   FCUs.
 * **Post-processing**: bias, integer requantization, clamp (ReLU), 2×2 max-pool or stride
-  subsampling, byte write-back; elementwise add.
+  subsampling, an element a clock through a pipeline into the byte writer
+  (:class:`ffacc.hw.axi.AxiByteWriter`, which sends a word while it collects the next).
+  ``ADD`` reads its operands in chunks of 16 and runs them through the same pipeline, an
+  element a clock: its two products on its own multipliers, then the shared requantizer.
 """
 
 from contextlib import contextmanager

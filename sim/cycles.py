@@ -21,8 +21,8 @@ within a few percent.
   (:func:`writer_stalls`), and at the end for the last word's answer.
 
 Of those cycles, the model books as *stall* (the RTL's ``STALL`` counter: waiting for the bus)
-a fixed latency per read request and the clocks POST waits for the writer; :attr:`CycleModel.stall`
-holds the figure for the last command.
+a fixed latency per read request and the clocks POST waits for the writer;
+:attr:`CycleModel.stall` holds the figure for the last command.
 """
 
 from math import ceil
