@@ -3,7 +3,8 @@
 Usage: python benchmarks/calibrate_cycles.py [--config tiny|PRESET|FILE.toml] [--only TEXT]
        [--json]
 Each command runs after the same SET prefix as a reference program without it; the
-difference is the command's cost. Prints measured vs modelled cycles. ``--only`` keeps the
+difference is the command's cost. Prints measured vs modelled cycles and stall cycles (the
+RTL's STALL counter: clocks waiting for the bus). ``--only`` keeps the
 micro-programs whose name contains TEXT (e.g. ``post``).
 """
 
@@ -111,15 +112,19 @@ def main(argv=None):
                 path = img.save(Path(tmp) / "p.ffw")
                 r = bench.run_image(path, [], name="calib")
                 _, iss = run_iss(Case(name, img), cfg)
-                cyc.append((r["cycles"], iss.cycles, r["error"], iss.error))
-            (r0, i0, _, _), (r1, i1, e1, ie1) = cyc
+                stall = sum(p[3] for p in iss.per_instruction)
+                cyc.append((r["cycles"], iss.cycles, r["error"], iss.error, r["stall"], stall))
+            (r0, i0, _, _, rs0, is0), (r1, i1, e1, ie1, rs1, is1) = cyc
             rows.append({"command": name, "rtl": r1 - r0 if command else r1,
-                         "model": i1 - i0 if command else i1, "rtl_error": e1, "iss_error": ie1})
+                         "model": i1 - i0 if command else i1, "rtl_error": e1, "iss_error": ie1,
+                         "rtl_stall": rs1 - rs0 if command else rs1,
+                         "model_stall": is1 - is0 if command else is1})
     if args.json:
         print(json.dumps(rows))
     else:
         for r in rows:
             print(f"{r['command']:32s} rtl {r['rtl']:6d}  model {r['model']:6d}  "
+                  f"stall {r['rtl_stall']:4d}/{r['model_stall']:4d}  "
                   f"err {r['rtl_error']}/{r['iss_error']}")
 
 

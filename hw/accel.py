@@ -912,6 +912,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
                 if ls:
                     m.d.comb += ls.clear.eq(start)
+                m.d.comb += wr.clear.eq(start)
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]

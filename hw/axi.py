@@ -212,15 +212,21 @@ class AxiByteWriter(wiring.Component):
         first byte) joins it; a byte in another word hands the collected word to the send
         register and starts the next one, in the same clock, if that register is free.
     flush : In(1)
-        A pulse: hand a partly collected word to the send register too.
+        A pulse: hand a partly collected word to the send register too; ``stall`` then stays
+        high until ``idle``.
     idle : Out(1)
-        Nothing collected, nothing to send, every write answered (and no error to drain).
+        Nothing collected, nothing to send, every write answered.
     mem_size : In
         A byte at or past it is ``Err.ADDRESS`` (and is not taken).
-    err, err_valid : Out
-        The first error of a run: ``err_valid`` pulses with ``Err.ADDRESS``, ``Err.BUS`` (an
-        error response) or ``Err.TIMEOUT``. The writer then drops what it holds and takes no
-        byte until the writes already sent are answered (or time out).
+    err, err_valid : Out, clear : In(1)
+        The first error since ``clear`` (a pulse at the start of a run): ``Err.ADDRESS``,
+        ``Err.BUS`` (an error response) or ``Err.TIMEOUT``; ``err_valid`` stays high until the
+        next ``clear``, so an answer that comes back while the user is busy elsewhere is not
+        lost. The writer then drops the word it is collecting and takes no byte until the
+        word being sent has gone out and every write sent is answered: a word presented on
+        the bus is never withdrawn (AXI), and no answer is ever counted against a later run.
+        A memory that never answers keeps it so; the next run's first byte then waits and
+        times out.
     stall, expired : Out(1), In(1)
         ``stall``: the writer holds up its user (a byte or a flush waits) because of the bus;
         ``expired``: the parent's :func:`bus_timer` ran out while it did.
@@ -242,7 +248,7 @@ class AxiByteWriter(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"addr": aw, "data": 8}))),
             "flush": In(1), "idle": Out(1), "mem_size": In(aw), "err": Out(3),
-            "err_valid": Out(1), "stall": Out(1), "expired": In(1),
+            "err_valid": Out(1), "clear": In(1), "stall": Out(1), "expired": In(1),
             "aw_addr": Out(aw), "aw_valid": Out(1), "aw_ready": In(1),
             "w_data": Out(8 * data_bytes), "w_strb": Out(data_bytes), "w_valid": Out(1),
             "w_ready": In(1), "b_resp": In(2), "b_valid": In(1), "b_ready": Out(1),
@@ -272,13 +278,17 @@ class AxiByteWriter(wiring.Component):
         lane = self.i.payload.addr[:sh] if sh else Const(0, 1)
         free = ~s_valid
 
-        m.d.sync += self.err_valid.eq(0)
+        with m.If(self.clear):
+            m.d.sync += self.err_valid.eq(0)
         with m.If(self.flush):
             m.d.sync += flush_req.eq(1)
 
         def fail(code):
-            m.d.sync += [self.err.eq(code), self.err_valid.eq(~draining), draining.eq(1),
-                         strb.eq(0), s_valid.eq(0), flush_req.eq(0)]
+            # the first error since ``clear`` is kept; the collected word is dropped, the
+            # send register and the answers due run their course
+            with m.If(~self.err_valid):
+                m.d.sync += [self.err.eq(code), self.err_valid.eq(1)]
+            m.d.sync += [draining.eq(1), strb.eq(0)]
 
         # collect
         same = (strb == 0) | (word == waddr)
@@ -290,9 +300,6 @@ class AxiByteWriter(wiring.Component):
                 m.d.comb += [self.i.ready.eq(1), push.eq(~same)]
         with m.Elif(flush_req & ~draining & free & (strb != 0)):
             m.d.comb += push.eq(1)
-            m.d.sync += flush_req.eq(0)
-        with m.Elif(flush_req & (strb == 0)):
-            m.d.sync += flush_req.eq(0)
         with m.If(push):
             m.d.sync += [s_addr.eq(waddr), s_data.eq(data_), s_strb.eq(strb), s_valid.eq(1),
                          aw_done.eq(0), w_done.eq(0)]
@@ -334,13 +341,14 @@ class AxiByteWriter(wiring.Component):
             fail(Err.BUS)
 
         busy = (strb != 0) | s_valid | (pending != 0)
-        m.d.comb += self.idle.eq(~busy & ~flush_req)
+        m.d.comb += self.idle.eq(~busy)
+        with m.If(~busy & ~self.flush):
+            m.d.sync += flush_req.eq(0)
+        with m.If(~busy):
+            m.d.sync += draining.eq(0)
         # the user waits on the bus: a byte not taken, or a flush not over
-        waits = (self.i.valid & ~self.i.ready & ~draining) | ((flush_req | draining) & busy)
+        waits = (self.i.valid & ~self.i.ready) | (flush_req & busy)
         m.d.comb += self.stall.eq(waits)
         with m.If(self.expired & waits):
             fail(Err.TIMEOUT)
-            m.d.sync += pending.eq(0)
-        with m.If(draining & ~busy):
-            m.d.sync += draining.eq(0)
         return m

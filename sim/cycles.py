@@ -57,7 +57,7 @@ ADD_CHUNK_COST = 16
 ADD_ELEMENT = 3
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
-WRITE_END_WAIT = 2  # of WRITE_END, the clocks waiting for the bus
+WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last answer
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
 
 
@@ -202,4 +202,6 @@ class CycleModel:
         """Chunks of 16 elements: per chunk its two reads' requests and the pipeline's drain;
         per element its two bytes read (a byte a clock) and a clock in the pipeline (the
         writer never holds it up)."""
-        return ADD_FIXED + ADD_CHUNK_COST * ceil(n / 16) + ADD_ELEMENT * n
+        chunks = ceil(n / 16)
+        self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
+        return ADD_FIXED + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n

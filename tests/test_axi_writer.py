@@ -174,3 +174,66 @@ def test_the_cycle_model_counts_the_clocks_bytes_wait(lanes, n, draw, nb):
     mem, out = run_writer(writes, nb=nb, outstanding=7)
     assert np.array_equal(mem, expected([w for w in writes if w]))
     assert out["offer_waits"] == writer_stalls([[a // nb for a in row] for row in rows])
+
+
+def test_the_last_word_of_a_flush_times_out_when_its_answer_never_comes():
+    # one word: nothing but the flush waits on the bus
+    mem, out = run_writer([(0, 1), (1, 2)], silent_after=0, max_clocks=TIMEOUT_CYCLES + 100)
+    assert out["err"] == Err.TIMEOUT
+
+
+def test_an_error_is_kept_until_clear_and_a_presented_word_is_never_withdrawn():
+    """The address is taken, the data not yet; then a byte past the memory. The word stays on
+    the bus until its data is taken and answered, the error stays until ``clear``, and the
+    writer takes bytes again only after the answer."""
+    dut = AxiByteWriter(4, addr_bits=12, outstanding=3)
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(dut.mem_size, 64)
+        ctx.set(dut.aw_ready, 1)
+        for a in (8, 9, 12):                            # the third hands word 8 over
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload.addr, a)
+            ctx.set(dut.i.payload.data, a)
+            await ctx.delay(1e-9)
+            assert ctx.get(dut.i.ready)
+            await ctx.tick()
+        ctx.set(dut.i.payload.addr, 100)                # past the memory
+        await ctx.tick()                                # (AW of word 8 taken meanwhile)
+        ctx.set(dut.i.valid, 0)
+        for _ in range(5):
+            await ctx.delay(1e-9)
+            assert ctx.get(dut.err_valid) and ctx.get(dut.err) == Err.ADDRESS
+            assert ctx.get(dut.w_valid) and ctx.get(dut.w_strb) == 0b11
+            assert not ctx.get(dut.aw_valid) and not ctx.get(dut.idle)
+            await ctx.tick()
+        ctx.set(dut.w_ready, 1)
+        await ctx.tick()
+        ctx.set(dut.w_ready, 0)
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload.addr, 20)
+        await ctx.delay(1e-9)
+        assert not ctx.get(dut.i.ready)                 # the answer is still due
+        await ctx.tick()
+        ctx.set(dut.b_valid, 1)
+        await ctx.tick()
+        ctx.set(dut.b_valid, 0)
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick()
+        await ctx.delay(1e-9)
+        assert ctx.get(dut.idle) and ctx.get(dut.err_valid)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        await ctx.delay(1e-9)
+        assert not ctx.get(dut.err_valid)
+        ctx.set(dut.i.valid, 1)
+        await ctx.delay(1e-9)
+        seen["ready_after"] = ctx.get(dut.i.ready)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen["ready_after"]
