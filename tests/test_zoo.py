@@ -64,7 +64,9 @@ def test_small_classic_model_verifies_on_iss(name, zoo_dir):
     assert HOST_OPS[name] <= ops, ops
     _, c, _ = compile_model(path, LARGE)
     regions = host_regions(c.layers)
-    assert regions["accel_mac_share"] > 0.99, regions
+    # the host's share is at most Inception's classifier (asymmetric weights: 1.1 % of its
+    # MACs at this size, counting each strided layer's own MACs)
+    assert regions["accel_mac_share"] > 0.985, regions
     if name in ("bvlc_alexnet", "zfnet512", "resnet50"):
         # a float region (LRN -> MaxPool, Sum -> Relu -> AveragePool) is one host segment
         assert any(op.kind == "HostGraph" for op in c.graph.ops)
