@@ -542,8 +542,10 @@ def cmd_report(args):
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
-                   f"{r['macs']:,}", f"{r['computed_macs'] / r['macs']:.2f}x"
-                   if r.get("computed_macs") and r["macs"] else "-", f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
+                   f"{r['macs']:,}",
+                   f"{r['computed_macs'] / r['macs']:.2f}x"
+                   if r.get("computed_macs") and r["macs"] else "-",
+                   f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
                    f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
                    else "-", f"{_pct(r['of_bound'])} {r['bound']}" if r.get("bound") else "-",
                    f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",

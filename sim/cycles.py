@@ -29,6 +29,7 @@ from math import ceil
 
 import numpy as np
 
+from ffacc.hw.accel import ADD_CHUNK
 from ffacc.hw.weights import set_bytes
 
 __all__ = ["CycleModel", "writer_stalls"]
@@ -199,9 +200,9 @@ class CycleModel:
             + write_stalls + WRITE_END
 
     def add(self, n):
-        """Chunks of 16 elements: per chunk its two reads' requests and the pipeline's drain;
-        per element its two bytes read (a byte a clock) and a clock in the pipeline (the
-        writer never holds it up)."""
-        chunks = ceil(n / 16)
+        """Chunks of ``ADD_CHUNK`` elements: per chunk its two reads' requests and the
+        pipeline's drain; per element its two bytes read (a byte a clock) and a clock in the
+        pipeline (the writer never holds it up)."""
+        chunks = ceil(n / ADD_CHUNK)
         self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
         return ADD_FIXED + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
