@@ -9,9 +9,10 @@ import numpy as np
 from .compile import CompileError, compile_graph
 from .ir import dequantize, reference_run
 from .onnx_import import ImportError_, import_onnx, to_opset13
+from .qonnx import from_qonnx
 
-__all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report", "layer_table", "per_pc", "totals",
-           "CompileError", "ImportError_"]
+__all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report",
+           "layer_table", "per_pc", "totals", "CompileError", "ImportError_"]
 
 
 def compile_model(model, cfg, name=None, batch=1):
@@ -105,7 +106,7 @@ def _ort_session(model, extra_outputs=()):
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
-    m2 = _as_float_ops(to_opset13(m)[0])        # as the importer reads it
+    m2 = _as_float_ops(to_opset13(from_qonnx(m)[0])[0])     # as the importer reads it
     if extra_outputs:
         if m2 is m:
             m2 = onnx.ModelProto()
@@ -134,6 +135,7 @@ def _ort_run(model, g, xq):
     import onnx
     from .retype import to_storage
     m = onnx.load(str(model)) if not hasattr(model, "SerializeToString") else model
+    m = from_qonnx(m)[0]                        # QONNX: the QDQ model it is read as
     made = {o for n in m.graph.node for o in n.output}
     feed = _ort_feed(g, xq)
     outs = [g.float_outputs.get(q, q) for q in g.outputs]

@@ -322,13 +322,15 @@ def _skeleton(model, limit=4096):
 
 class _Importer:
     def __init__(self, model, batch=1):
+        from .qonnx import from_qonnx
+        model, qonnx_notes = from_qonnx(model)
         model, upgraded = to_opset13(model)
         try:
             onnx.checker.check_model(_skeleton(model))
         except Exception as e:        # noqa: BLE001 - onnx raises several types
             raise ImportError_(f"invalid ONNX model: {e}") from e
         model, self.notes = pin_batch(model, batch)
-        self.notes[:0] = upgraded
+        self.notes[:0] = qonnx_notes + upgraded
         self.model = model
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
@@ -449,6 +451,20 @@ class _Importer:
             return np.rint(self.inits[name].astype(np.float64) /
                            (x_scale * np.broadcast_to(w_scale, (n_out,)))).astype(np.int64)
         raise self.err(node, f"bias {name!r} must be a constant")
+
+    def dequantized_const(self, dq):
+        """The float32 values of a ``DequantizeLinear`` of an initializer (per tensor, or per
+        channel along its ``axis``, 1 by default)."""
+        q = self.inits[dq.input[0]].astype(np.float32)
+        scale = self.scalar(dq.input[1], dq).astype(np.float32)
+        zp = (self.scalar(dq.input[2], dq).astype(np.float32) if len(dq.input) > 2
+              else np.zeros(1, np.float32))
+        if scale.size > 1 or zp.size > 1:
+            axis = int(_attrs(dq).get("axis", 1)) % max(q.ndim, 1)
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        return ((q - zp) * scale).astype(np.float32)
 
     def out_q(self, float_out, node):
         """Follow a QDQ operator's float output through Relu/Clip to its QuantizeLinear."""
@@ -1018,9 +1034,7 @@ class _Importer:
             if q is None:
                 q2, dq = self.dq_source(n)
                 if q2 is not None and q2 in self.inits:
-                    dqa = [self.inits[dq.input[0]], self.scalar(dq.input[1], dq)]
-                    inits[n] = ((dqa[0].astype(np.float32) - (self.scalar(dq.input[2], dq)
-                                 if len(dq.input) > 2 else 0)) * dqa[1]).astype(np.float32)
+                    inits[n] = self.dequantized_const(dq)
                     continue
                 raise self.err(node, f"input {n!r} comes from an unsupported path")
             ins.append(q)

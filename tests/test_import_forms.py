@@ -400,3 +400,37 @@ def test_per_channel_model_quantized_at_opset_11_imports(qdir):
         onnx.checker.check_model(onnx.load(path))
     g, _ = _check(path)
     assert "opset 11 brought to 13 by onnx's version converter" in g.notes
+
+
+def test_per_channel_weights_of_a_host_gemm(tmp_path):
+    """A float Gemm (it reads the float graph input, so it runs on the host) with int8 weights
+    per output channel (``DequantizeLinear`` axis 0 of a 2-D weight): the host dequantizes them
+    along that axis (it broadcast a per-channel scale along the last axis and failed), and the
+    model is within an LSB of onnxruntime."""
+    rng = np.random.default_rng(0)
+
+    def c(name, v):
+        return numpy_helper.from_array(v, name)
+    inits = [c("wq", rng.integers(-127, 128, (10, 16)).astype(np.int8)),
+             c("ws", rng.uniform(0.01, 0.05, 10).astype(np.float32)),
+             c("wz", np.zeros(10, np.int8)), c("ys", np.float32(0.05)), c("yz", np.int8(0)),
+             c("w2q", rng.integers(-127, 128, (4, 10)).astype(np.int8)),
+             c("w2s", np.float32(0.01)), c("w2z", np.int8(0)),
+             c("zs", np.float32(0.1)), c("zz", np.int8(0))]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+             helper.make_node("Gemm", ["x", "w"], ["g"], transB=1),
+             helper.make_node("QuantizeLinear", ["g", "ys", "yz"], ["gq"]),
+             helper.make_node("DequantizeLinear", ["gq", "ys", "yz"], ["gd"]),
+             helper.make_node("DequantizeLinear", ["w2q", "w2s", "w2z"], ["w2"]),
+             helper.make_node("Gemm", ["gd", "w2"], ["h"], transB=1),
+             helper.make_node("QuantizeLinear", ["h", "zs", "zz"], ["hq"]),
+             helper.make_node("DequantizeLinear", ["hq", "zs", "zz"], ["y"])]
+    path = tmp_path / "host_gemm.onnx"
+    onnx.save(helper.make_model(helper.make_graph(
+        nodes, "h", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 13)]), path)
+    res = verify_model(path, TINY, engine="iss", x=rng.normal(0, 1, (1, 16)).astype(np.float32))
+    assert res["host_ops"] == [{"name": "g", "op": "Gemm",
+                                "reason": "Gemm has no accelerator lowering"}], res["host_ops"]
+    assert res["ok"] and res["max_lsb_vs_onnxruntime"] <= 1, res

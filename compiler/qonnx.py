@@ -1,0 +1,253 @@
+"""QONNX models (Brevitas' and FINN's format) as the QDQ ONNX the importer and onnxruntime read.
+
+A QONNX ``Quant(x, scale, zeropt, bitwidth)`` with attributes ``signed``, ``narrow`` and
+``rounding_mode`` fake-quantizes its input::
+
+    q = round(clamp(x / scale + zeropt, qmin, qmax))        y = (q - zeropt) * scale
+
+where ``qmin``/``qmax`` follow from ``bitwidth``, ``signed`` and ``narrow``
+(:func:`qlimits`). :func:`from_qonnx` rewrites each one into standard ONNX of the same
+value:
+
+* **On a constant** (weights, biases): the integers are computed here, with the node's own
+  rounding mode and in float32 as QONNX's executor does, and stored as an ``int8``/``uint8``
+  initializer (``int32`` beyond 8 bits) behind a ``DequantizeLinear``, per tensor or per
+  channel (the one axis along which the scale varies). A 4-bit weight is an int8 in -8..7.
+* **On an activation** (2 to 8 bits, one scale): ``QuantizeLinear`` -> ``DequantizeLinear``
+  in 8 bits, preceded by a ``Clip`` to ``[(qmin - zeropt) * scale, (qmax - zeropt) * scale]``
+  where ``qmin..qmax`` is narrower than the 8-bit type. The importer folds that ``Clip`` into
+  the producing operator's requantization clamp (as it folds a ``Relu``), so a 4-bit
+  activation is an 8-bit one whose requantizer saturates at 4 bits: the accelerator's
+  datapath is unchanged, and onnxruntime runs the rewritten model with QONNX's values.
+
+Only where ``x / scale`` falls exactly halfway between two integers and ``zeropt`` is odd do
+the two differ: ``QuantizeLinear`` rounds before it adds the zero point, ``Quant`` after
+(half to even either way); Brevitas' activations have a zero point of 0.
+
+Refused with an :class:`~ffacc.compiler.onnx_import.ImportError_` naming the node: other
+QONNX operators (``BipolarQuant``, ``Trunc``, ``MultiThreshold``, ...), an activation of more
+than 8 bits or with a scale per channel, an activation rounding mode other than
+``ROUND``/``HALF_EVEN`` (the requantizer rounds to nearest), a non-constant scale, zero point
+or bit width, and a zero point that is not an integer.
+"""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .onnx_import import ImportError_
+
+__all__ = ["QONNX_DOMAINS", "is_qonnx", "from_qonnx", "qlimits"]
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas",
+                 "finn")
+_ROUND = {"ROUND": np.round, "HALF_EVEN": np.round, "CEIL": np.ceil, "FLOOR": np.floor,
+          "UP": lambda v: np.sign(v) * np.ceil(np.abs(v)), "DOWN": np.fix,
+          "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
+          "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}
+
+
+def qlimits(signed, narrow, bits):
+    """``(qmin, qmax)`` of a ``bits``-bit QONNX ``Quant``."""
+    if signed:
+        return -(1 << (bits - 1)) + bool(narrow), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1 - bool(narrow)
+
+
+def is_qonnx(model):
+    """Whether ``model`` (a ModelProto) has a node of a QONNX domain."""
+    return any(n.domain in QONNX_DOMAINS for n in model.graph.node)
+
+
+def _label(node):
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+def _err(node, why):
+    return ImportError_(f"node {_label(node)!r} ({node.op_type}): {why}")
+
+
+def _attr(node, name, default):
+    for a in node.attribute:
+        if a.name == name:
+            v = helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default
+
+
+def _channel_axis(node, x_shape, scale):
+    """The one axis along which a constant's scale varies (None: one scale)."""
+    if scale.size == 1:
+        return None
+    s = scale.reshape((1,) * (len(x_shape) - scale.ndim) + scale.shape)
+    axes = [a for a, d in enumerate(s.shape) if d != 1]
+    if len(axes) != 1 or s.shape[axes[0]] != x_shape[axes[0]]:
+        raise _err(node, f"scale of shape {scale.shape} on a constant of shape {x_shape}: "
+                         f"only one scale or one per channel of a single axis is supported")
+    return axes[0]
+
+
+# operators that move values (or pick one of them): on a quantized activation their output
+# is a value of the same quantization
+_MOVES = ("MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Transpose")
+
+
+def _requantize_moves(nodes, qparams):
+    """QONNX lets a ``MaxPool`` or a ``Flatten`` on a quantized activation feed the next
+    operator as it is; the QDQ form quantizes every operator's output. Each such output that
+    no ``Quant`` reads is quantized again with its input's parameters (exactly: it is one of
+    the input's values) by a ``QuantizeLinear`` -> ``DequantizeLinear`` pair."""
+    consumers = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for n in nodes:
+        out.append(n)
+        if n.op_type not in _MOVES or not n.input or n.input[0] not in qparams or \
+                len(n.output) != 1:
+            continue
+        y = n.output[0]
+        qparams[y] = qparams[n.input[0]]
+        readers = consumers.get(y, [])
+        if readers and all(r.name.endswith(("__clip", "__q")) for r in readers):
+            continue            # a Quant's QuantizeLinear (or its Clip) reads it
+        raw = f"{y}__moved"
+        moved = onnx.NodeProto()
+        moved.CopyFrom(n)               # the caller's model stays as it was
+        moved.output[0] = raw
+        out[-1] = moved
+        s, z = qparams[y]
+        out.append(helper.make_node("QuantizeLinear", [raw, s, z], [f"{y}__q"],
+                                    name=f"{_label(n)}__requant_q"))
+        out.append(helper.make_node("DequantizeLinear", [f"{y}__q", s, z], [y],
+                                    name=f"{_label(n)}__requant_dq"))
+    return out
+
+
+def from_qonnx(model):
+    """``(model, notes)``: ``model`` (a ModelProto) with every QONNX ``Quant`` rewritten into
+    standard ONNX (see the module's description); a model without QONNX nodes is returned as
+    it is, with no notes."""
+    if not is_qonnx(model):
+        return model, []
+    g = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.output:
+            v = _attr(n, "value", None)
+            if v is not None:
+                consts[n.output[0]] = numpy_helper.to_array(v)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    nodes, inits = [], []
+    qparams = {}                # activation -> (scale, zero point) names of its quantization
+    n_weights = n_acts = n_narrow = 0
+    for node in g.node:
+        if node.domain not in QONNX_DOMAINS:
+            nodes.append(node)
+            continue
+        if node.op_type != "Quant":
+            raise _err(node, f"QONNX {node.op_type} is not supported: ffacc reads Quant nodes "
+                             f"(2-8-bit activations, 2-32-bit constants)")
+        if len(node.input) != 4 or len(node.output) != 1:
+            raise _err(node, "Quant takes x, scale, zeropt and bitwidth and gives one output")
+        x, s_name, z_name, b_name = node.input
+        for what, name in (("scale", s_name), ("zeropt", z_name), ("bitwidth", b_name)):
+            if name not in consts:
+                raise _err(node, f"{what} {name!r} must be a constant")
+        scale = consts[s_name].astype(np.float32)
+        zp = consts[z_name].astype(np.float32)
+        bw = consts[b_name].reshape(-1)
+        if bw.size != 1 or bw[0] != np.round(bw[0]) or not 2 <= bw[0] <= 32:
+            raise _err(node, f"bit width {bw.tolist()} is not one integer of 2 to 32 (1-bit "
+                             f"models are not supported)")
+        bits = int(bw[0])
+        if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise _err(node, f"scale {scale.reshape(-1)[:4].tolist()} is not positive")
+        if not np.array_equal(zp, np.round(zp)):
+            raise _err(node, f"zero point {zp.reshape(-1)[:4].tolist()} is not an integer")
+        signed, narrow = bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
+        mode = str(_attr(node, "rounding_mode", "ROUND")).upper()
+        if mode not in _ROUND:
+            raise _err(node, f"rounding mode {mode!r} is not a QONNX rounding mode")
+        qmin, qmax = qlimits(signed, narrow, bits)
+        if zp.size and not (np.all(zp >= qmin) and np.all(zp <= qmax)):
+            raise _err(node, f"zero point outside {qmin}..{qmax}")
+        y = node.output[0]
+        if x in consts:
+            # a constant: its integers now, as QONNX's executor computes them (in float32)
+            xv = consts[x].astype(np.float32)
+            axis = _channel_axis(node, xv.shape, scale)
+            q = _ROUND[mode](np.clip(xv / scale + zp, qmin, qmax))
+            dtype = np.int32 if bits > 8 or qmax > 255 else np.int8 if signed else np.uint8
+            if bits > 8 and (qmin < -2 ** 31 or qmax >= 2 ** 31):
+                raise _err(node, f"{bits}-bit constant does not fit int32")
+            s1 = scale.reshape(-1) if axis is not None else scale.reshape(())
+            z1 = np.broadcast_to(zp.reshape(-1) if zp.size > 1 else zp.reshape(()),
+                                 s1.shape).astype(dtype)
+            names = (f"{y}__int", f"{y}__scale", f"{y}__zp")
+            inits += [numpy_helper.from_array(q.astype(dtype), names[0]),
+                      numpy_helper.from_array(s1, names[1]),
+                      numpy_helper.from_array(z1, names[2])]
+            kw = {"axis": axis} if axis is not None else {}
+            nodes.append(helper.make_node("DequantizeLinear", list(names), [y],
+                                          name=f"{_label(node)}__dq", **kw))
+            n_weights += 1
+            continue
+        # an activation
+        if bits > 8:
+            raise _err(node, f"a {bits}-bit activation: the accelerator computes activations "
+                             f"of at most 8 bits")
+        if scale.size != 1 or zp.size != 1:
+            raise _err(node, "an activation must be quantized per tensor (one scale and zero "
+                             "point)")
+        if mode not in ("ROUND", "HALF_EVEN"):
+            raise _err(node, f"rounding mode {mode} on an activation: the requantizer rounds "
+                             f"to nearest (ROUND)")
+        dtype = np.int8 if signed else np.uint8
+        info = np.iinfo(dtype)
+        s0, z0 = scale.reshape(()), zp.reshape(()).astype(dtype)
+        src = x
+        if (qmin, qmax) != (info.min, info.max):
+            lo = np.float32((qmin - float(z0)) * s0)
+            hi = np.float32((qmax - float(z0)) * s0)
+            src = f"{y}__clip"
+            if opset >= 11:
+                inits += [numpy_helper.from_array(lo, f"{y}__lo"),
+                          numpy_helper.from_array(hi, f"{y}__hi")]
+                nodes.append(helper.make_node("Clip", [x, f"{y}__lo", f"{y}__hi"], [src],
+                                              name=f"{_label(node)}__clip"))
+            else:
+                nodes.append(helper.make_node("Clip", [x], [src], name=f"{_label(node)}__clip",
+                                              min=float(lo), max=float(hi)))
+            n_narrow += 1
+        inits += [numpy_helper.from_array(s0, f"{y}__scale"),
+                  numpy_helper.from_array(np.asarray(z0, dtype=dtype), f"{y}__zp")]
+        qn = f"{y}__q"
+        nodes.append(helper.make_node("QuantizeLinear", [src, f"{y}__scale", f"{y}__zp"], [qn],
+                                      name=f"{_label(node)}__q"))
+        nodes.append(helper.make_node("DequantizeLinear", [qn, f"{y}__scale", f"{y}__zp"], [y],
+                                      name=f"{_label(node)}__dq"))
+        qparams[y] = (f"{y}__scale", f"{y}__zp")
+        n_acts += 1
+    nodes = _requantize_moves(nodes, qparams)
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    # the float constants the Quant nodes read are gone with them
+    keep_inits = [i for i in list(out.graph.initializer) + inits if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep_inits)
+    keep = [o for o in out.opset_import if o.domain not in QONNX_DOMAINS]
+    del out.opset_import[:]
+    out.opset_import.extend(keep)
+    if not any(o.domain in ("", "ai.onnx") for o in keep):
+        out.opset_import.append(helper.make_opsetid("", 13))
+    # value_info of the QONNX graph may carry FINN datatype annotations: they stay valid
+    note = (f"QONNX: {n_weights} constant and {n_acts} activation Quant node(s) as "
+            f"DequantizeLinear / QuantizeLinear")
+    if n_narrow:
+        note += f" ({n_narrow} activation(s) of fewer than 8 bits clamped by a Clip)"
+    return out, [note]
