@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 
 from .onnx_import import ImportError_
 
-__all__ = ["QONNX_DOMAINS", "is_qonnx", "from_qonnx", "qlimits"]
+__all__ = ["QONNX_DOMAINS", "is_qonnx", "from_qonnx", "qlimits", "uniform_qonnx"]
 
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas",
                  "finn")
@@ -251,3 +251,111 @@ def from_qonnx(model):
     if n_narrow:
         note += f" ({n_narrow} activation(s) of fewer than 8 bits clamped by a Clip)"
     return out, [note]
+
+
+def _mse_scale(v, qmin, qmax, axis=None):
+    """The scale (per tensor, or per slice along ``axis``) among fractions of the largest
+    magnitude whose fake quantization of ``v`` has the least squared error."""
+    v = np.asarray(v, dtype=np.float64)
+    red = None if axis is None else tuple(a for a in range(v.ndim) if a != axis)
+    top = np.abs(v).max(axis=red, keepdims=axis is not None)
+    top = np.where(top > 0, top, 1.0)
+    best, best_err = None, None
+    for f in np.linspace(0.2, 1.0, 33):
+        s = top * f / max(qmax, -qmin)
+        err = ((np.clip(np.round(v / s), qmin, qmax) * s - v) ** 2).mean(axis=red,
+                                                                          keepdims=axis is not None)
+        if best is None:
+            best, best_err = s, err
+        else:
+            better = err < best_err
+            best, best_err = np.where(better, s, best), np.where(better, err, best_err)
+    return best
+
+
+def uniform_qonnx(model, calib, bits=4, act_bits=None, out_bits=8, in_bits=8):
+    """A float model quantized after training to ``bits``-bit weights and ``act_bits``-bit
+    activations (``bits`` if None), written as QONNX ``Quant`` nodes -- the model Brevitas
+    would export for the same quantization, without Brevitas.
+
+    Weights of ``Conv``/``Gemm`` (``transB=1``) are signed, narrow and per output channel;
+    the graph input is ``in_bits``, each ``Relu`` output unsigned ``act_bits``, and an
+    operator output no ``Relu`` reads (the logits) signed ``out_bits``. Scales are the
+    fractions of the largest magnitude with the least squared error, from onnxruntime's float
+    run on ``calib`` (N images). Biases stay float (the compiler quantizes them at the
+    accumulator's scale)."""
+    import onnxruntime as ort
+
+    act_bits = act_bits or bits
+    g = model.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in g.output}
+    probe.graph.output.extend(helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None)
+                              for n in g.node for o in n.output if o not in have)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(probe.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    xin = g.input[0].name
+    runs = [dict(zip(names, sess.run(None, {xin: calib[i:i + 1]}))) for i in range(len(calib))]
+    vals = {n: np.concatenate([r[n] for r in runs]) for n in names}
+    vals[xin] = np.asarray(calib, dtype=np.float32)
+
+    consts, nodes = [], []
+
+    def const(name, v):
+        consts.append(numpy_helper.from_array(np.asarray(v, dtype=np.float32), name))
+        return name
+
+    def quant(x, y, scale, b, signed, narrow=0):
+        nodes.append(helper.make_node(
+            "Quant", [x, const(y + "_scale", scale), const(y + "_zeropt", 0.0),
+                      const(y + "_bitwidth", b)], [y], name=y, domain=QONNX_DOMAINS[0],
+            signed=int(signed), narrow=int(narrow), rounding_mode="ROUND"))
+        return y
+
+    graph_outs = {o.name for o in g.output}
+
+    def act_quant(x, b, signed, node=None):
+        """A Quant of value ``x`` (``node``'s output): named ``x`` if ``x`` is a graph output
+        (``node`` then writes ``x_float``), else ``x_q``."""
+        qmin, qmax = qlimits(signed, False, b)
+        scale = float(_mse_scale(vals[x], qmin, qmax))
+        if node is not None and x in graph_outs:
+            node.output[0] = f"{x}_float"
+            return quant(f"{x}_float", x, scale, b, signed)
+        return quant(x, f"{x}_q", scale, b, signed)
+
+    rename = {}
+    relu_in = {n.input[0] for n in g.node if n.op_type == "Relu"}
+    rename[xin] = act_quant(xin, in_bits, bool(vals[xin].min() < 0))
+    for n in g.node:
+        node = onnx.NodeProto()
+        node.CopyFrom(n)
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+        if n.op_type in ("Conv", "Gemm"):
+            if n.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in n.attribute):
+                raise ImportError_(f"node {_label(n)!r} (Gemm): per-channel weights need "
+                                   f"transB=1")
+            w = inits[n.input[1]]
+            qmin, qmax = qlimits(True, True, bits)
+            s = _mse_scale(w, qmin, qmax, axis=0)
+            node.input[1] = quant(const(f"{n.input[1]}_float", w), f"{n.input[1]}_q", s, bits,
+                                  True, narrow=True)
+        nodes.append(node)
+        if n.op_type == "Relu":
+            rename[n.output[0]] = act_quant(n.output[0], act_bits, False, node)
+        elif n.op_type in ("Conv", "Gemm") and n.output[0] not in relu_in:
+            rename[n.output[0]] = act_quant(n.output[0], out_bits, True, node)
+    outs = list(g.output)
+    used = {i for n in nodes for i in n.input}
+    keep = [t for t in g.initializer if t.name in used] + consts
+    graph = helper.make_graph(nodes, g.name or "model", list(g.input), outs, keep)
+    opset = [o for o in model.opset_import if o.domain in ("", "ai.onnx")] or \
+        [helper.make_opsetid("", 13)]
+    return helper.make_model(graph, opset_imports=opset + [helper.make_opsetid(
+        QONNX_DOMAINS[0], 1)])
