@@ -12,7 +12,7 @@ from .onnx_import import ImportError_, import_onnx, to_opset13
 from .qonnx import from_qonnx
 
 __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report",
-           "layer_table", "per_pc", "totals", "CompileError", "ImportError_"]
+           "layer_table", "per_pc", "traffic_per_pc", "totals", "CompileError", "ImportError_"]
 
 
 def compile_model(model, cfg, name=None, batch=1):
@@ -283,7 +283,22 @@ def per_pc(segments):
     return acc
 
 
-def layer_table(image, pcs, source="iss"):
+TRAFFIC = ("code_bytes", "weight_bytes_read", "act_bytes_read", "act_bytes_written")
+
+
+def traffic_per_pc(segments):
+    """``{pc: [code, weights and parameters, activations read, activations written]}``: the
+    bytes the ISS's run ``segments`` moved over the bus per instruction (``traffic``)."""
+    acc = {}
+    for seg in segments:
+        for pc, t in seg.get("traffic", {}).items():
+            a = acc.setdefault(pc, [0, 0, 0, 0])
+            for k in range(4):
+                a[k] += t[k]
+    return acc
+
+
+def layer_table(image, pcs, source="iss", traffic=None):
     """Per-layer rows of ``image``'s layer table with cycles and stalls attributed from
     ``pcs`` (see :func:`per_pc`). ``macs`` are the layer's own (its outputs at its stride);
     ``computed_macs`` those the FCU array computes (a strided layer at stride 1, of which POST
@@ -304,6 +319,10 @@ def layer_table(image, pcs, source="iss"):
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
             cb, tb = li.get("compute_bound", 0), li.get("traffic_bound", 0)
+            if traffic is not None:
+                moved = [traffic.get(li["pc"] + 8 * i, (0, 0, 0, 0))
+                         for i in range(li["pc_count"])]
+                row.update({k: sum(m[j] for m in moved) for j, k in enumerate(TRAFFIC)})
             row.update(instructions=li["pc_count"], cycles=cyc, stall_cycles=stall,
                        microseconds=round(cyc / cfg.target_mhz, 3), ideal_cycles=round(ideal),
                        utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0,
@@ -363,5 +382,9 @@ def layer_report(image):
     zeros = {t.name: np.full(t.shape, t.zero_point, dtype=t.dtype)
              for t in image.tensors if t.role == "input"}
     _, st = run_image(image, zeros, engine="iss", timing_only=True)
-    rows = layer_table(image, per_pc(st["segments"]), "iss")
-    return rows, totals(image, rows, st["cycles"])
+    traffic = traffic_per_pc(st["segments"])
+    rows = layer_table(image, per_pc(st["segments"]), "iss", traffic)
+    tot = totals(image, rows, st["cycles"])
+    # the run's bytes over the bus (layers, and the instructions between them: END)
+    tot.update({k: sum(t[j] for t in traffic.values()) for j, k in enumerate(TRAFFIC)})
+    return rows, tot

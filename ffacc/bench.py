@@ -24,7 +24,8 @@ __all__ = ["run_bench", "write_chart"]
 
 
 def _digits(cfg, simulator, progress):
-    from ffacc.compiler.driver import compile_model, layer_table, per_pc, totals
+    from ffacc.compiler.driver import (TRAFFIC, compile_model, layer_table, per_pc, totals,
+                                       traffic_per_pc)
     from ffacc.compiler.ir import quantize
     from ffacc.demo import load_split
     from ffacc.models import path
@@ -49,7 +50,12 @@ def _digits(cfg, simulator, progress):
     if (sum(v[0] for v in pcs.values()), sum(v[1] for v in pcs.values())) != \
             (rtl_st["cycles"], rtl_st["stall"]):
         raise AssertionError("digits: the RTL profile does not add up to the cycle counters")
-    rtl_rows = layer_table(c.image, pcs, "rtl")
+    traffic = traffic_per_pc(iss_st["segments"])
+    moved = {k: sum(t[j] for t in traffic.values()) for j, k in enumerate(TRAFFIC)}
+    if rtl_st["bus_written_bytes"] != moved["act_bytes_written"]:
+        raise AssertionError(f"digits: the RTL wrote {rtl_st['bus_written_bytes']} bytes, the "
+                             f"ISS {moved['act_bytes_written']}")
+    rtl_rows = layer_table(c.image, pcs, "rtl", traffic)
     iss_rows = layer_table(c.image, per_pc(iss_st["segments"]), "iss")
     deviation = []
     for r, i in zip(rtl_rows, iss_rows):
@@ -63,6 +69,10 @@ def _digits(cfg, simulator, progress):
     tot["iss_cycles"] = iss_st["cycles"]
     tot["iss_deviation"] = round((iss_st["cycles"] - rtl_st["cycles"]) / rtl_st["cycles"], 4)
     tot["rtl_counter_stall_cycles"] = rtl_st["stall"]
+    # bytes over the bus: the commands' own (ISS) and the RTL's bus (reads in whole beats)
+    tot.update(moved)
+    tot["rtl_bus_read_bytes"] = rtl_st["bus_read_bytes"]
+    tot["rtl_bus_written_bytes"] = rtl_st["bus_written_bytes"]
     return rtl_rows, tot, deviation
 
 
@@ -79,15 +89,93 @@ def _vgg(cfg, size, fc, progress, build_dir):
     return rows, tot
 
 
+def _kernels(cfg, C, O, size, rtl, simulator, progress):
+    """One k×k conv ``C``→``O`` on ``size``×``size`` ('same' padding, random int8 data) per
+    k = 1..max_kernel on the ISS (bit-exact against the golden model, or an error), and on the
+    RTL for the kernels in ``rtl`` (whose cycles the ISS's are compared with). Per kernel: the
+    multiplications per output of direct convolution, of the best FFA and of this unit
+    (``ffacc ffa``), the unit's compute bound (outputs × its multiplications per output ÷
+    multipliers), cycles, the fraction of that bound reached, utilization against the
+    configuration's FFA gain, and ops per multiplier per cycle."""
+    from ffacc.cli import ffa_table
+    from ffacc.sim.programs import conv_case, run_iss
+
+    unit = {r["k"]: r for r in ffa_table(cfg.fcu if hasattr(cfg, "fcu") else cfg)}
+    rows, bench = [], None
+    for k in range(1, cfg.max_kernel + 1):
+        progress(f"kernels: {k}x{k} conv {C}->{O} on {size}x{size} (ISS)")
+        case = conv_case(cfg, C, O, size, size, k, seed=k)
+        blobs, iss = run_iss(case, cfg)
+        if not case.check(blobs):
+            raise AssertionError(f"kernels: the {k}x{k} layer is not bit-exact on the ISS")
+        macs = C * O * size * size * k * k
+        u = unit[k]
+        bound = C * O * size * size * u["unit"] / cfg.multipliers
+        row = {"k": k, "macs": macs, "direct": u["direct"], "best_ffa": u["best_ffa"],
+               "unit": u["unit"], "unit_over_best": round(u["unit"] / u["best_ffa"], 3),
+               "compute_bound": round(bound), "iss_cycles": iss.cycles,
+               "cycles": iss.cycles, "source": "iss"}
+        if k in rtl:
+            if bench is None:
+                from ffacc.sim.cocotb_run import AccelBench
+                progress(f"kernels: building the RTL model ({simulator})")
+                bench = AccelBench(cfg, simulator, quiet=True).build()
+            progress(f"kernels: {k}x{k} on the RTL")
+            import tempfile
+            with tempfile.TemporaryDirectory() as tmp:
+                path = case.image.save(Path(tmp) / f"k{k}.ffw")
+                rtl_res = bench.run_image(path, case.readback, name=f"kernel{k}",
+                                          max_cycles=20 * iss.cycles + 100_000)
+            if rtl_res["readback"] != blobs:
+                raise AssertionError(f"kernels: the {k}x{k} layer's RTL output differs from "
+                                     f"the ISS")
+            row.update(cycles=rtl_res["cycles"], source="rtl",
+                       iss_deviation=round((iss.cycles - rtl_res["cycles"])
+                                           / rtl_res["cycles"], 4))
+        cyc = row["cycles"]
+        row.update(of_bound=round(bound / cyc, 4),
+                   utilization=round(macs / (cfg.multipliers * cfg.ffa_gain) / cyc, 4),
+                   ops_per_multiplier_cycle=round(2 * macs / (cyc * cfg.multipliers), 4))
+        rows.append(row)
+    return rows
+
+
+def _stem(cfg, progress, size=224):
+    """The AlexNet-style stem (11×11, stride 4, pads 2, 3→64) and its stride-1 twin on the
+    ISS: the strided layer's cycles as a fraction of the twin's (ideal 1/s² = 1/16)."""
+    from ffacc.sim.programs import conv_case, run_iss
+
+    out = {}
+    for s in (4, 1):
+        progress(f"stem: 11x11 stride {s} 3->64 on {size}x{size} (ISS)")
+        case = conv_case(cfg, 3, 64, size, size, 11, pads=(2, 2, 2, 2), stride=s, seed=11)
+        blobs, iss = run_iss(case, cfg)
+        if not case.check(blobs):
+            raise AssertionError(f"stem: stride {s} is not bit-exact on the ISS")
+        ho = (size + 4 - 11) // s + 1
+        out[f"stride{s}"] = {"cycles": iss.cycles, "macs": 3 * 64 * 121 * ho * ho}
+    out["cycles_vs_stride1"] = round(out["stride4"]["cycles"] / out["stride1"]["cycles"], 4)
+    out["ideal_vs_stride1"] = round(1 / 16, 4)
+    return out
+
+
 def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=print,
-              chart=True, vgg_fc=(4096, 4096)):
+              chart=True, vgg_fc=(4096, 4096), kernels=None, stem_size=224):
+    """``kernels``: ``dict(C=, O=, size=, rtl=(k, ...))`` of the per-kernel table (default:
+    64→64 on 24×24, RTL for k = 3 and 5); ``stem_size``: the stem's input (None: no stem)."""
     """Run both workloads; returns the report (also written to ``out_dir/bench.json``, with the
     chart in ``out_dir/bench.png``). ``vgg_fc``: the hidden FC widths of the VGG head."""
+    from ffacc.compiler.driver import TRAFFIC
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t = time.time()
     d_rows, d_tot, deviation = _digits(cfg, simulator, progress)
     v_rows, v_tot = _vgg(cfg, vgg_size, vgg_fc, progress, out)
+    kw = dict(C=64, O=64, size=24, rtl=(3, 5))
+    kw.update(kernels or {})
+    k_rows = _kernels(cfg, simulator=simulator, progress=progress, **kw)
+    stem = _stem(cfg, progress, stem_size) if stem_size else None
     layers = []
     for model, rows in (("digits", d_rows), (f"vgg16_{vgg_size}", v_rows)):
         for r in rows:
@@ -96,7 +184,8 @@ def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=p
             layers.append({"model": model, **{k: r.get(k) for k in (
                 "name", "op", "kernel", "in_shape", "out_shape", "macs", "cycles",
                 "ideal_cycles", "utilization", "compute_bound", "traffic_bound", "bound",
-                "of_bound", "stall_cycles", "source", "iss_cycles", "iss_deviation")}})
+                "of_bound", "stall_cycles", "source", "iss_cycles", "iss_deviation")},
+                **{k: r[k] for k in TRAFFIC if k in r}})
     mult = cfg.multipliers
     cyc = d_tot["cycles"] + v_tot["cycles"]
     macs = d_tot["macs"] + v_tot["macs"]
@@ -115,6 +204,9 @@ def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=p
                        "max_abs_layer_deviation": max(devs) if devs else None,
                        "mean_abs_layer_deviation": round(float(np.mean(devs)), 4) if devs else None,
                        "model_deviation": d_tot["iss_deviation"]},
+        "kernels": {"layer": f"{kw['C']}->{kw['O']} on {kw['size']}x{kw['size']}",
+                    "rows": k_rows},
+        "stem": stem,
         "seconds": round(time.time() - t, 1),
     }
     jpath = out / "bench.json"

@@ -538,7 +538,7 @@ def cmd_report(args):
         print(json.dumps({"layers": rows, "totals": tot}))
         return 0
     print(_table(["layer", "op", "in", "out", "k", "MACs", "work", "cycles", "µs", "ideal",
-                  "util", "of bound", "weight B", "act B", "where"],
+                  "util", "of bound", "weight B", "read B", "written B", "where"],
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
@@ -548,16 +548,25 @@ def cmd_report(args):
                    f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
                    f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
                    else "-", f"{_pct(r['of_bound'])} {r['bound']}" if r.get("bound") else "-",
-                   f"{r['weight_bytes']:,}", f"{r['act_bytes']:,}",
+                   f"{r['weight_bytes']:,}",
+                   f"{r['weight_bytes_read'] + r['act_bytes_read']:,}"
+                   if "act_bytes_read" in r else "-",
+                   f"{r['act_bytes_written']:,}" if "act_bytes_written" in r else "-",
                    r["where"] if r["where"] == "accel" else f"host: {r.get('reason')}"]
                   for r in rows]))
     print("work: the MACs the FCU array computes ÷ the layer's MACs (a strided layer is "
-          "computed at stride 1, and POST keeps every stride-th output)")
+          "computed at stride 1, and POST keeps every stride-th output); read/written B: the "
+          "bytes its commands move over the bus per image (ISS)")
     print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
           f"{tot['microseconds']:,.1f} µs per image at {tot['clock_mhz']} MHz "
           f"({_rate(tot['images_per_second'])} images/s; ideal {tot['ideal_cycles']:,} cycles, "
           f"utilization {_pct(tot['utilization'])}), {tot['instructions']:,} instructions, "
           f"{tot['host_layers']} operators on the host (not timed)")
+    print(f"bus traffic per image (layer by layer, accelerator): read "
+          f"{tot['weight_bytes_read'] + tot['act_bytes_read'] + tot['code_bytes']:,} B "
+          f"(weights and parameters {tot['weight_bytes_read']:,}, activations "
+          f"{tot['act_bytes_read']:,}, code {tot['code_bytes']:,}), written "
+          f"{tot['act_bytes_written']:,} B")
     _print_regions(regions)
     m = tot["memory"]
     print(f"{mem_line}\n  activations {m['activations']:,} B, weights and parameters "
@@ -641,6 +650,23 @@ def cmd_bench(args):
           f"RTL on the digits layers: max |deviation| {_pct(d['max_abs_layer_deviation'])}, "
           f"mean {_pct(d['mean_abs_layer_deviation'])}, whole model "
           f"{100 * d['model_deviation']:+.2f}%")
+    ks = res["kernels"]
+    print(f"\nper kernel size: one k×k conv {ks['layer']} ('same' padding); mults/output per "
+          f"input channel: direct, best FFA, this unit; bound = outputs × the unit's mults ÷ "
+          f"multipliers")
+    print(_table(["k", "direct", "best FFA", "unit", "unit/best", "MACs", "bound", "cycles",
+                  "of bound", "util", "ops/mult/cycle", "source", "ISS vs RTL"],
+                 [[r["k"], r["direct"], r["best_ffa"], r["unit"], r["unit_over_best"],
+                   r["macs"], r["compute_bound"], r["cycles"], _pct(r["of_bound"]),
+                   _pct(r["utilization"]), r["ops_per_multiplier_cycle"], r["source"],
+                   f"{100 * r['iss_deviation']:+.1f}%" if "iss_deviation" in r else ""]
+                  for r in ks["rows"]]))
+    if res.get("stem"):
+        st = res["stem"]
+        print(f"\n11×11 stride-4 stem 3→64: {st['stride4']['cycles']:,} cycles, "
+              f"{100 * st['cycles_vs_stride1']:.1f}% of its stride-1 twin's "
+              f"{st['stride1']['cycles']:,} (ideal {100 * st['ideal_vs_stride1']:.2f}%: "
+              f"columns are still computed at stride 1)")
     print(f"JSON: {res['json']}" + (f"\nchart: {res['chart']}" if res.get("chart") else ""))
     return 0
 

@@ -59,6 +59,9 @@ class RunResult:
     instructions: int = 0
     cycles: int = 0
     per_instruction: list = field(default_factory=list)   # (pc, op name, cycles, stall cycles)
+    # bytes the run moves over the bus, by pc: [code, weights and parameters, activations
+    # read, activations written] (the bytes commands need: a read in whole beats reads more)
+    traffic: dict = field(default_factory=dict)
 
 
 def _wrap32(v):
@@ -114,6 +117,7 @@ class ISS:
         self.wb = np.zeros((c.wb_sets, c.weight_words, c.lanes), dtype=np.int64)
         self.qb = np.zeros((c.qb_entries, QPARAM_WORDS), dtype=np.int64)
         self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
+        self.moved = [0, 0, 0, 0]       # this instruction's bytes (see RunResult.traffic)
 
     # --- memory ----------------------------------------------------------------------------
     def _check(self, addr, n):
@@ -179,11 +183,13 @@ class ISS:
                 if max_instructions is not None and res.instructions >= max_instructions:
                     raise BudgetExceeded("instruction", max_instructions, self.pc, res)
                 self.cost.stall = 0
+                self.moved = [0, 0, 0, 0]
                 fetch = 0
                 if not queued and self.cfg.fetch_block:
                     # the next block is read while the previous instruction's pc is current:
                     # the RTL's profile books it there
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
+                    self.moved[0] += queued * INSTR_BYTES
                     fetch = self.cost.fetch_block(queued, self.pc, first=restart)
                     restart = False
                     if res.per_instruction:
@@ -193,11 +199,16 @@ class ISS:
                         res.cycles += fetch
                         self.cost.stall = fetch = 0
                 ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
+                if not self.cfg.fetch_block:
+                    self.moved[0] += INSTR_BYTES        # the controller reads it itself
                 queued -= 1
                 res.instructions += 1
                 cyc = fetch + self.step(ins)
                 res.cycles += cyc
                 res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
+                t = res.traffic.setdefault(self.pc, [0, 0, 0, 0])
+                for k in range(4):
+                    t[k] += self.moved[k]
                 if max_cycles is not None and res.cycles > max_cycles:
                     raise BudgetExceeded("cycle", max_cycles, self.pc, res)
                 if ins.op == Op.END:
@@ -303,6 +314,7 @@ class ISS:
                 else:
                     self.lb[ch * pitch + h, :W] = self._acts(base + h * rp, W)
                 starts.append(base + h * rp)
+        self.moved[2] += nch * nr * W
         return self.cost.loada(starts, nr * W if contiguous else W, W)
 
     def _loadw(self, ins):
@@ -322,6 +334,7 @@ class ISS:
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
             G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)
             self.wb[dst:dst + n] = G.reshape(n, c.weight_words, c.lanes)
+        self.moved[1] += n * per_set
         return self.cost.loadw(n, src, mac)
 
     def _loadq(self, ins):
@@ -331,6 +344,7 @@ class ISS:
             self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
                       f"({c.qb_entries})")
         self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
+        self.moved[1] += 4 * QPARAM_WORDS * n
         return self.cost.loadq(n, src)
 
     def conv_params(self):
@@ -474,6 +488,7 @@ class ISS:
         addrs = addrs.reshape(-1)
         cost = self.cost.post(lanes, rows_out * cols_out * (4 if pool else 1), wob, stride,
                               stalls)
+        self.moved[3] += lanes * rows_out * cols_out
         if self.timing_only:
             return cost
         recs = recs_all = self.qb[q0:q0 + lanes]
@@ -513,6 +528,8 @@ class ISS:
         sh = sz & 0xFF
         if not (n >= 1 and 1 <= sh <= 62):
             self._err(f"ADD count={n} shift={sh} inconsistent")
+        self.moved[2] += 2 * n
+        self.moved[3] += n
         if self.timing_only:
             return self.cost.add(n)
         a, b = self._acts(a_src, n), self._acts(b_src, n)

@@ -302,7 +302,8 @@ def run_image(image, inputs, engine="iss", simulator="verilator", timing_only=Fa
             st["cycles"] += r.cycles
             st["instructions"] += r.instructions
             st["segments"].append({"kind": "accel", "cycles": r.cycles,
-                                   "per_instruction": r.per_instruction})
+                                   "per_instruction": r.per_instruction,
+                                   "traffic": r.traffic})
         return read_outputs(image, iss), st
     if engine == "rtl":
         from .cocotb_run import AccelBench

@@ -63,6 +63,24 @@ def inject_fault(ram, kind, after):
     setattr(side, name, faulty)
 
 
+def count_bus_bytes(ram):
+    """``[bytes read, bytes written]`` over the bus from now on: a read beat is the whole bus
+    word, a write only its strobed bytes (as cocotbext-axi's memory is called)."""
+    moved = [0, 0]
+    read, write = ram.read_if._read, ram.write_if._write
+
+    async def counted_read(address, length):
+        moved[0] += length
+        return await read(address, length)
+
+    async def counted_write(address, data):
+        moved[1] += len(data)
+        return await write(address, data)
+
+    ram.read_if._read, ram.write_if._write = counted_read, counted_write
+    return moved
+
+
 async def run_segment(dut, ctl, entry, max_cycles, profile=False):
     await ctl.write_dword(CSR.PROG_BASE, entry)
     samples = [(entry, 0, 0)]
@@ -105,6 +123,7 @@ async def run_image(dut):
         ram.write(addr, data)
     await ctl.write_dword(CSR.MEM_SIZE, img.mem_size)
     assert await ctl.read_dword(CSR.STATUS) & Status.BUSY == 0
+    moved = count_bus_bytes(ram)
     if os.environ.get("FFACC_FAULT"):
         inject_fault(ram, *json.loads(os.environ["FFACC_FAULT"]))
     segments = img.meta.get("segments") or [{"kind": "accel", "entry": img.entry}]
@@ -121,6 +140,8 @@ async def run_image(dut):
         if inputs is not None:
             write_inputs(img, ram, {k: (v[item] if batch else v) for k, v in inputs.items()})
         result = {"segments": [], "status": Status.DONE, "error": 0, "error_pc": 0}
+        moved[:] = [0, 0]           # the accelerator's bytes of this item (the bench's own
+                                    # input writes go around the AXI slave)
         for c in COUNTERS:
             result[c.lower()] = 0
         for seg in segments:
@@ -135,6 +156,7 @@ async def run_image(dut):
             result.update(status=res["status"], error=res["error"], error_pc=res["error_pc"])
             if res["status"] & Status.ERROR:
                 break
+        result["bus_read_bytes"], result["bus_written_bytes"] = moved
         runs.append(result)
         outputs.append(read_outputs(img, ram))
         if batch:

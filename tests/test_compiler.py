@@ -217,6 +217,26 @@ def test_timing_only_iss_matches_full_run(model_dir):
     _, full = run_image(c.image, x)
     _, timing = run_image(c.image, x, timing_only=True)
     assert full["cycles"] == timing["cycles"] > 0
+    assert [s.get("traffic") for s in full["segments"]] == \
+        [s.get("traffic") for s in timing["segments"]]
+
+
+def test_report_counts_the_bytes_each_layer_moves():
+    """Per layer, the bytes its commands move over the bus (ISS): the digits model reads each
+    weight and parameter once and each input once (the FC 6 rows of 12, 8 bytes past its 64
+    inputs, which meet zero weights), writes each output once, and reads its code again per
+    loop iteration."""
+    from ffacc.compiler.driver import layer_report, memory_use
+    from ffacc.models import path as model_path
+
+    _, c, _ = compile_model(model_path("digits/digits_int8.onnx"), ACCEL_PRESETS["ulx3s"])
+    rows, tot = layer_report(c.image)
+    mem = memory_use(c.image)
+    assert tot["weight_bytes_read"] == mem["weights"] == sum(r["weight_bytes_read"]
+                                                             for r in rows)
+    assert [r["act_bytes_read"] for r in rows] == [1 * 8 * 8, 8 * 4 * 4, 6 * 12]
+    assert [r["act_bytes_written"] for r in rows] == [8 * 4 * 4, 16 * 2 * 2, 10]
+    assert tot["act_bytes_written"] == 202 and tot["code_bytes"] > mem["code"]
 
 
 def test_a_host_conv_keeps_its_max_pool(tmp_path):

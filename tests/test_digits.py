@@ -50,7 +50,8 @@ def test_bench_profiles_the_rtl_per_layer_and_checks_the_cycle_model(tmp_path):
     from ffacc.bench import run_bench
 
     cfg = ACCEL_PRESETS["tiny"]
-    res = run_bench(cfg, vgg_size=32, vgg_fc=(64, 64), out_dir=tmp_path, progress=lambda *a: 0)
+    res = run_bench(cfg, vgg_size=32, vgg_fc=(64, 64), out_dir=tmp_path, progress=lambda *a: 0,
+                    kernels=dict(C=4, O=4, size=12, rtl=(3,)), stem_size=40)
     digits = [l for l in res["layers"] if l["model"] == "digits"]
     vgg = [l for l in res["layers"] if l["model"] != "digits"]
     assert [l["source"] for l in digits] == ["rtl"] * 3 and len(vgg) == 16
@@ -64,11 +65,28 @@ def test_bench_profiles_the_rtl_per_layer_and_checks_the_cycle_model(tmp_path):
     assert 0 <= tot["rtl_counter_stall_cycles"] - tot["stall_cycles"] <= 2
     assert 0 < tot["cycles"] - sum(l["cycles"] for l in digits) < 30
     assert res["iss_vs_rtl"]["max_abs_layer_deviation"] < 0.05
+    # bytes over the bus: the RTL writes exactly what the ISS counts (run_bench checks it);
+    # it reads whole beats, so at least the commands' bytes and less than twice as many
+    read = tot["code_bytes"] + tot["weight_bytes_read"] + tot["act_bytes_read"]
+    assert tot["rtl_bus_written_bytes"] == tot["act_bytes_written"] > 0
+    assert read <= tot["rtl_bus_read_bytes"] < 2 * read, (read, tot["rtl_bus_read_bytes"])
+    assert sum(l["act_bytes_written"] for l in digits) == tot["act_bytes_written"]
     t = res["totals"]
     assert t["multipliers"] == cfg.multipliers
     assert t["ops_per_multiplier_cycle"] == round(2 * t["macs"] / (t["cycles"] * cfg.multipliers),
                                                   4)
     assert json.loads((tmp_path / "bench.json").read_text())["totals"] == t
+    # the per-kernel table: every k on the ISS, k = 3 also on the RTL (within 5 %); the unit's
+    # multiplications per output are at least the best FFA's, and no layer beats its bound
+    ks = res["kernels"]["rows"]
+    assert [r["k"] for r in ks] == list(range(1, cfg.max_kernel + 1))
+    assert [r["source"] for r in ks].count("rtl") == 1 and ks[2]["source"] == "rtl"
+    assert abs(ks[2]["iss_deviation"]) < 0.05
+    for r in ks:
+        assert r["unit"] >= r["best_ffa"] - 1e-9 and 0 < r["of_bound"] <= 1, r
+        assert r["macs"] == 4 * 4 * 12 * 12 * r["k"] ** 2
+    st = res["stem"]
+    assert 1 / 16 < st["cycles_vs_stride1"] < 1
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -78,8 +96,10 @@ def test_bench_cli_prints_the_table(tmp_path, capsys, monkeypatch):
     real = ffacc.bench.run_bench
 
     def small(cfg, **kw):       # the CLI on a real run with a narrow VGG head
-        return real(cfg, vgg_fc=(64, 64), **kw)
+        return real(cfg, vgg_fc=(64, 64), kernels=dict(C=2, O=2, size=9, rtl=()),
+                    stem_size=None, **kw)
     monkeypatch.setattr(ffacc.bench, "run_bench", small)
     assert main(["bench", "--config", "tiny", "--out", str(tmp_path), "--no-chart"]) == 0
     out = capsys.readouterr().out
     assert "ops/mult/cycle" in out and "ISS cycle model vs RTL" in out and "conv1" in out
+    assert "per kernel size: one k×k conv 2->2 on 9x9" in out
