@@ -12,7 +12,8 @@ from .onnx_import import ImportError_, import_onnx, to_opset13
 from .qonnx import from_qonnx
 
 __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "layer_report",
-           "layer_table", "per_pc", "traffic_per_pc", "totals", "CompileError", "ImportError_"]
+           "layer_table", "per_pc", "traffic_per_pc", "traffic_sum",
+           "totals", "CompileError", "ImportError_"]
 
 
 def compile_model(model, cfg, name=None, batch=1):
@@ -298,6 +299,12 @@ def traffic_per_pc(segments):
     return acc
 
 
+def traffic_sum(records):
+    """``{TRAFFIC name: bytes}`` summed over traffic records (see :func:`traffic_per_pc`)."""
+    records = list(records)
+    return {k: sum(t[j] for t in records) for j, k in enumerate(TRAFFIC)}
+
+
 def layer_table(image, pcs, source="iss", traffic=None):
     """Per-layer rows of ``image``'s layer table with cycles and stalls attributed from
     ``pcs`` (see :func:`per_pc`). ``macs`` are the layer's own (its outputs at its stride);
@@ -320,9 +327,8 @@ def layer_table(image, pcs, source="iss", traffic=None):
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
             cb, tb = li.get("compute_bound", 0), li.get("traffic_bound", 0)
             if traffic is not None:
-                moved = [traffic.get(li["pc"] + 8 * i, (0, 0, 0, 0))
-                         for i in range(li["pc_count"])]
-                row.update({k: sum(m[j] for m in moved) for j, k in enumerate(TRAFFIC)})
+                row.update(traffic_sum(traffic.get(li["pc"] + 8 * i, (0, 0, 0, 0))
+                                       for i in range(li["pc_count"])))
             row.update(instructions=li["pc_count"], cycles=cyc, stall_cycles=stall,
                        microseconds=round(cyc / cfg.target_mhz, 3), ideal_cycles=round(ideal),
                        utilization=round(ideal / cyc, 4) if cyc and ideal else 0.0,
@@ -386,5 +392,5 @@ def layer_report(image):
     rows = layer_table(image, per_pc(st["segments"]), "iss", traffic)
     tot = totals(image, rows, st["cycles"])
     # the run's bytes over the bus (layers, and the instructions between them: END)
-    tot.update({k: sum(t[j] for t in traffic.values()) for j, k in enumerate(TRAFFIC)})
+    tot.update(traffic_sum(traffic.values()))
     return rows, tot

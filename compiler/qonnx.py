@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_import import ImportError_
+from .onnx_import import ImportError_, _attrs, _copy_fields, _label
 
 __all__ = ["QONNX_DOMAINS", "is_qonnx", "from_qonnx", "qlimits", "uniform_qonnx"]
 
@@ -59,20 +59,8 @@ def is_qonnx(model):
     return any(n.domain in QONNX_DOMAINS for n in model.graph.node)
 
 
-def _label(node):
-    return node.name or (node.output[0] if node.output else node.op_type)
-
-
 def _err(node, why):
     return ImportError_(f"node {_label(node)!r} ({node.op_type}): {why}")
-
-
-def _attr(node, name, default):
-    for a in node.attribute:
-        if a.name == name:
-            v = helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
 
 
 def _channel_axis(node, x_shape, scale):
@@ -92,11 +80,12 @@ def _channel_axis(node, x_shape, scale):
 _MOVES = ("MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Transpose")
 
 
-def _requantize_moves(nodes, qparams):
+def _requantize_moves(nodes, qparams, quant_heads):
     """QONNX lets a ``MaxPool`` or a ``Flatten`` on a quantized activation feed the next
     operator as it is; the QDQ form quantizes every operator's output. Each such output that
     no ``Quant`` reads is quantized again with its input's parameters (exactly: it is one of
-    the input's values) by a ``QuantizeLinear`` -> ``DequantizeLinear`` pair."""
+    the input's values) by a ``QuantizeLinear`` -> ``DequantizeLinear`` pair.
+    ``quant_heads``: the ids of the first node of each rewritten activation ``Quant``."""
     consumers = {}
     for n in nodes:
         for i in n.input:
@@ -110,7 +99,7 @@ def _requantize_moves(nodes, qparams):
         y = n.output[0]
         qparams[y] = qparams[n.input[0]]
         readers = consumers.get(y, [])
-        if readers and all(r.name.endswith(("__clip", "__q")) for r in readers):
+        if readers and all(id(r) in quant_heads for r in readers):
             continue            # a Quant's QuantizeLinear (or its Clip) reads it
         raw = f"{y}__moved"
         moved = onnx.NodeProto()
@@ -134,13 +123,12 @@ def from_qonnx(model):
     g = model.graph
     consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     for n in g.node:
-        if n.op_type == "Constant" and n.output:
-            v = _attr(n, "value", None)
-            if v is not None:
-                consts[n.output[0]] = numpy_helper.to_array(v)
+        if n.op_type == "Constant" and "value" in _attrs(n):
+            consts[n.output[0]] = numpy_helper.to_array(_attrs(n)["value"])
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     nodes, inits = [], []
     qparams = {}                # activation -> (scale, zero point) names of its quantization
+    quant_heads = set()         # the first node of each activation Quant's rewrite
     n_weights = n_acts = n_narrow = 0
     for node in g.node:
         if node.domain not in QONNX_DOMAINS:
@@ -166,8 +154,10 @@ def from_qonnx(model):
             raise _err(node, f"scale {scale.reshape(-1)[:4].tolist()} is not positive")
         if not np.array_equal(zp, np.round(zp)):
             raise _err(node, f"zero point {zp.reshape(-1)[:4].tolist()} is not an integer")
-        signed, narrow = bool(_attr(node, "signed", 1)), bool(_attr(node, "narrow", 0))
-        mode = str(_attr(node, "rounding_mode", "ROUND")).upper()
+        a = _attrs(node)
+        signed, narrow = bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+        mode = a.get("rounding_mode", b"ROUND")
+        mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
         if mode not in _ROUND:
             raise _err(node, f"rounding mode {mode!r} is not a QONNX rounding mode")
         qmin, qmax = qlimits(signed, narrow, bits)
@@ -226,22 +216,21 @@ def from_qonnx(model):
         qn = f"{y}__q"
         nodes.append(helper.make_node("QuantizeLinear", [src, f"{y}__scale", f"{y}__zp"], [qn],
                                       name=f"{_label(node)}__q"))
+        # the rewrite's first node, which reads x: the Clip where there is one
+        quant_heads.add(id(nodes[-2] if src != x else nodes[-1]))
         nodes.append(helper.make_node("DequantizeLinear", [qn, f"{y}__scale", f"{y}__zp"], [y],
                                       name=f"{_label(node)}__dq"))
         qparams[y] = (f"{y}__scale", f"{y}__zp")
         n_acts += 1
-    nodes = _requantize_moves(nodes, qparams)
+    nodes = _requantize_moves(nodes, qparams, quant_heads)
     used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    del out.graph.node[:]
+    # copied without its nodes and initializers (the weights are copied once)
+    out = _copy_fields(model, onnx.ModelProto(), {"graph", "opset_import"})
+    _copy_fields(g, out.graph, {"node", "initializer"})
     out.graph.node.extend(nodes)
     # the float constants the Quant nodes read are gone with them
-    keep_inits = [i for i in list(out.graph.initializer) + inits if i.name in used]
-    del out.graph.initializer[:]
-    out.graph.initializer.extend(keep_inits)
-    keep = [o for o in out.opset_import if o.domain not in QONNX_DOMAINS]
-    del out.opset_import[:]
+    out.graph.initializer.extend(i for i in list(g.initializer) + inits if i.name in used)
+    keep = [o for o in model.opset_import if o.domain not in QONNX_DOMAINS]
     out.opset_import.extend(keep)
     if not any(o.domain in ("", "ai.onnx") for o in keep):
         out.opset_import.append(helper.make_opsetid("", 13))

@@ -15,6 +15,7 @@ convolution (≤ 2 without FFA) and against published accelerators.
 """
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +25,8 @@ __all__ = ["run_bench", "write_chart"]
 
 
 def _digits(cfg, simulator, progress):
-    from ffacc.compiler.driver import (TRAFFIC, compile_model, layer_table, per_pc, totals,
-                                       traffic_per_pc)
+    from ffacc.compiler.driver import (compile_model, layer_table, per_pc, totals,
+                                       traffic_per_pc, traffic_sum)
     from ffacc.compiler.ir import quantize
     from ffacc.demo import load_split
     from ffacc.models import path
@@ -51,7 +52,7 @@ def _digits(cfg, simulator, progress):
             (rtl_st["cycles"], rtl_st["stall"]):
         raise AssertionError("digits: the RTL profile does not add up to the cycle counters")
     traffic = traffic_per_pc(iss_st["segments"])
-    moved = {k: sum(t[j] for t in traffic.values()) for j, k in enumerate(TRAFFIC)}
+    moved = traffic_sum(traffic.values())
     if rtl_st["bus_written_bytes"] != moved["act_bytes_written"]:
         raise AssertionError(f"digits: the RTL wrote {rtl_st['bus_written_bytes']} bytes, the "
                              f"ISS {moved['act_bytes_written']}")
@@ -100,7 +101,7 @@ def _kernels(cfg, C, O, size, rtl, simulator, progress):
     from ffacc.cli import ffa_table
     from ffacc.sim.programs import conv_case, run_iss
 
-    unit = {r["k"]: r for r in ffa_table(cfg.fcu if hasattr(cfg, "fcu") else cfg)}
+    unit = {r["k"]: r for r in ffa_table(cfg.fcu)}
     rows, bench = [], None
     for k in range(1, cfg.max_kernel + 1):
         progress(f"kernels: {k}x{k} conv {C}->{O} on {size}x{size} (ISS)")
@@ -121,7 +122,6 @@ def _kernels(cfg, C, O, size, rtl, simulator, progress):
                 progress(f"kernels: building the RTL model ({simulator})")
                 bench = AccelBench(cfg, simulator, quiet=True).build()
             progress(f"kernels: {k}x{k} on the RTL")
-            import tempfile
             with tempfile.TemporaryDirectory() as tmp:
                 path = case.image.save(Path(tmp) / f"k{k}.ffw")
                 rtl_res = bench.run_image(path, case.readback, name=f"kernel{k}",
@@ -161,10 +161,10 @@ def _stem(cfg, progress, size=224):
 
 def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=print,
               chart=True, vgg_fc=(4096, 4096), kernels=None, stem_size=224):
-    """``kernels``: ``dict(C=, O=, size=, rtl=(k, ...))`` of the per-kernel table (default:
-    64→64 on 24×24, RTL for k = 3 and 5); ``stem_size``: the stem's input (None: no stem)."""
-    """Run both workloads; returns the report (also written to ``out_dir/bench.json``, with the
-    chart in ``out_dir/bench.png``). ``vgg_fc``: the hidden FC widths of the VGG head."""
+    """Run the workloads; returns the report (also written to ``out_dir/bench.json``, with the
+    chart in ``out_dir/bench.png``). ``vgg_fc``: the hidden FC widths of the VGG head;
+    ``kernels``: ``dict(C=, O=, size=, rtl=(k, ...))`` of the per-kernel table (default: 64→64
+    on 24×24, RTL for k = 3 and 5); ``stem_size``: the stem's input (None: no stem)."""
     from ffacc.compiler.driver import TRAFFIC
 
     out = Path(out_dir)
