@@ -13,12 +13,19 @@ iteration). :meth:`Nest.assemble` turns that into instructions:
   hardware's stack, the loop is unrolled, with every iteration's own values.
 
 A loop is checked to be affine on its first, second and last iteration (every register at
-every position steps by one stride per iteration, the same at each position); a body that is
-not is unrolled instead, so the program always does what the iterations describe. Tests run
+every position steps by one stride per iteration, the same at each position); when only the
+last iteration differs (a double-buffered weight load whose next set comes from the next
+loop), the loop runs one iteration fewer and the last follows it; a body that is otherwise
+not affine is unrolled, so the program always does what the iterations describe. Tests run
 both forms on the ISS and compare.
+
+The weight-set registers ``W_DST`` and ``C_WSET`` count modulo the weight buffer (their
+width is its ``log2``, when its size is a power of two): a layer that alternates two halves
+of the buffer gives them ``half * k`` for its k-th load, which is affine in every loop, and
+the instructions hold it modulo the buffer (``INC`` wraps as the hardware does).
 """
 
-from ffacc.firmware.isa import LOOP_MAX, Op, Reg
+from ffacc.firmware.isa import LOOP_MAX, Op, Reg, reg_bits
 
 __all__ = ["Nest", "affine_runs"]
 
@@ -138,6 +145,29 @@ class Nest:
         self.cfg = cfg
         self.items = []
         self._into = self.items
+        bits = reg_bits(cfg)
+        # registers whose values count modulo 2**width (see the module's docstring)
+        self.mod = {r: 1 << bits[r] for r in (Reg.W_DST, Reg.C_WSET)
+                    if 1 << bits[r] == cfg.wb_sets}
+
+    def _eq(self, r, a, b):
+        """Register ``r`` holds the same value for ``a`` and ``b``."""
+        if a is None or b is None:
+            return a is b
+        m = self.mod.get(r)
+        return (a - b) % m == 0 if m else a == b
+
+    def _set(self, out, r, v):
+        m = self.mod.get(r)
+        out.set(r, v % m if m else v)
+
+    def _inc(self, out, r, d):
+        m = self.mod.get(r)
+        if m:
+            d %= m
+            d -= m if d > m // 2 else 0
+        if d:
+            out.inc(r, d)
 
     def set(self, **regs):
         """Register values the following commands read."""
@@ -172,17 +202,25 @@ class Nest:
             return
         b0, b1 = self._record(body, 0), self._record(body, 1)
         strides = {}
+        last = []
         try:
             _strides(b0, b1, strides)
-            if count > 2 and not _same(_shift(b0, strides, count - 1),
-                                       self._record(body, count - 1)):
-                raise NotAffine
+            if count > 2:
+                last = self._record(body, count - 1)
+                if _same(_shift(b0, strides, count - 1), last):
+                    last = []
+                elif count > 3 and _same(_shift(b0, strides, count - 2),
+                                         self._record(body, count - 2)):
+                    count -= 1          # the last iteration alone, after the loop
+                else:
+                    raise NotAffine
         except NotAffine:
             self._into += b0 + b1
             for j in range(2, count):
                 body(j)
             return
         self._into.append(Loop(count, b0, {r: s for r, s in strides.items() if s}))
+        self._into += last
 
     def each(self, items, body):
         """``body(item)`` for every item of a list of parameter dicts, as loops over its
@@ -202,10 +240,10 @@ class Nest:
                 for r, v in it.regs.items():
                     if r in rel:
                         if v != state[r]:
-                            out.inc(r, v - state[r])
+                            self._inc(out, r, v - state[r])
                             state[r] = v
-                    elif state.get(r) != v:
-                        out.set(r, v)
+                    elif not self._eq(r, state.get(r), v):
+                        self._set(out, r, v)
                         state[r] = v
                 if it.op is not None:
                     out.op(it.op, flags=it.flags)
@@ -220,7 +258,7 @@ class Nest:
         for r in it.strides:            # a stepped register starts known
             if r not in state:
                 v = _values(it.body, r)[0]
-                out.set(r, v)
+                self._set(out, r, v)
                 state[r] = v
         walk = list(_walk(it.body))
         written = {r for c in walk if isinstance(c, Cmd) for r in c.regs} - inner
@@ -230,8 +268,8 @@ class Nest:
             vals = set(_values(it.body, r))
             if len(vals) == 1:
                 v = vals.pop()
-                if state.get(r) != v:
-                    out.set(r, v)
+                if not self._eq(r, state.get(r), v):
+                    self._set(out, r, v)
                     state[r] = v
         # another register the body writes keeps its value at entry only when the body leaves
         # it so (iteration 1 starts where iteration 0 ended): dry runs of the body tell, until
@@ -241,7 +279,7 @@ class Nest:
             entry = {r: v for r, v in state.items() if r not in written or r in keep}
             probe = dict(entry)
             self._emit(it.body, probe, inner, depth + 1, _Null())
-            bad = {r for r in keep if probe.get(r) != state[r]}
+            bad = {r for r in keep if not self._eq(r, probe.get(r), state[r])}
             if not bad:
                 break
             keep -= bad
@@ -251,7 +289,7 @@ class Nest:
         for r in sorted(inner):
             fix = entry[r] + it.strides.get(r, 0) - body_state[r]
             if fix:
-                out.inc(r, fix)
+                self._inc(out, r, fix)
         out.op(Op.ENDLOOP)
         state.clear()
         state.update(body_state)

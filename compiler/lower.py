@@ -14,7 +14,7 @@ import numpy as np
 
 from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
 from ffacc.hw.weights import raw_set
-from ffacc.sim.cycles import LOADA_FIXED, CycleModel
+from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
 from .emit import Nest
 
@@ -228,6 +228,14 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
 
     cm = CycleModel(cfg)
     per_ins = 3                         # fetch and decode of an instruction, about
+    # weight_prefetch: with a channel group's sets in half the weight buffer, each CONV's
+    # weights load in the background while the CONV before it runs (the halves alternate;
+    # W_DST and C_WSET count modulo the buffer, compiler/emit.py)
+    half = cfg.wb_sets // 2
+    can_prefetch = (cfg.weight_prefetch and half and cfg.wb_sets & (cfg.wb_sets - 1) == 0)
+
+    def prefetch(cg):
+        return can_prefetch and sets(cg) <= half
 
     def plan_cycles(cg, nyc, share):
         """Cycles of one column tile cut into channel groups of ``cg``, bands of ``nyc`` rows,
@@ -253,7 +261,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nr = min(H, nyc + kh - 1)
         one = cm.loada([0], nr * Wt, Wt)            # a channel's rows, one read
         loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
-        conv = (conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins)
+        if prefetch(cg):
+            conv = (max(conv_cycles(gc, nyc), cm.loadw(sets(cg), mac=g.mac)) + LOADW_ISSUE
+                    + 5 * per_ins)
+        else:
+            conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
         outs = -(-nyc // step) * -(-wt // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
         waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
@@ -343,14 +355,36 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
 
+    # the CONVs in program order, each by (band, tile, lane group, channel group): with
+    # prefetch, CONV k reads half k % 2 while CONV k + 1's weights load into the other
+    order = []
+    for bi in range(len(bands)):
+        for ti in range(len(tiles)):
+            if n_cg == 1:
+                order += [(bi, ti, li, 0) for li in range(len(lgroups))]
+                continue
+            for sg in supers:
+                order += [(bi, ti, li, ci) for ci in range(n_cg)
+                          for li in range(sg["first"], sg["first"] + sg["n"])]
+    seq = {key: k for k, key in enumerate(order)}
+    ident = {id(d): i for lst in (bands, tiles, lgroups, cgroups) for i, d in enumerate(lst)}
+    pf = prefetch(cg)
+
+    def weights(key):
+        _, _, li, ci = key
+        return dict(W_SRC=lgroups[li]["wbase"] + cgroups[ci]["woff"],
+                    W_COUNT=cgroups[ci]["nsets"])
+
     cur = {}
 
     def band(b):
         cur.update(b)
+        cur["bi"] = ident[id(b)]
         nest.set(**b)
         nest.each(tiles, tile)
 
     def tile(t):
+        cur["ti"] = ident[id(t)]
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
@@ -373,18 +407,26 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nest.each(lgs, lambda lg: conv(lg, cgr))
 
     def conv(lg, cgr):
-        nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"], W_COUNT=cgr["nsets"],
-                 W_DST=0)
+        wset = 0
+        if pf:
+            k = seq[(cur["bi"], cur["ti"], ident[id(lg)], ident[id(cgr)])]
+            wset = half * k
+            if k + 1 < len(order):
+                nest.cmd(Op.LOADW, loadw_flags | LoadWFlag.ASYNC, W_DST=half * (k + 1),
+                         **weights(order[k + 1]))
+        else:
+            nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"],
+                     W_COUNT=cgr["nsets"], W_DST=0)
         flags = 0 if cgr["first"] else ConvFlag.ACCUMULATE
         y0, nyb, wob = cur["C_Y0"], cur["C_NY"], cur["wob"]
         if row_skip and nyb > 1:
             # conv row y0 + r into the band's accumulator row r, where POST reads it
             nest.each([dict(r=r) for r in range(0, nyb, step)], lambda rr: nest.cmd(
-                Op.CONV, flags, C_WSET=0, C_LANES=lg["lanes"], C_NY=1, C_Y0=y0 + rr["r"],
+                Op.CONV, flags, C_WSET=wset, C_LANES=lg["lanes"], C_NY=1, C_Y0=y0 + rr["r"],
                 C_ACC=lg["acc"] + rr["r"] * wob))
             nest.set(C_Y0=y0, C_NY=nyb)
         else:
-            nest.cmd(Op.CONV, flags, C_WSET=0, C_LANES=lg["lanes"], C_ACC=lg["acc"])
+            nest.cmd(Op.CONV, flags, C_WSET=wset, C_LANES=lg["lanes"], C_ACC=lg["acc"])
 
     def post(t, lg):
         o0 = lg["o0"]
@@ -393,6 +435,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
                  O_Q=0 if q_per_group else o0, C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
+    if pf:                              # the first CONV's weights, before it
+        nest.cmd(Op.LOADW, loadw_flags, W_DST=0, **weights(order[0]))
     nest.each(bands, band)
     nest.assemble(prog)
     return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * wconv

@@ -72,7 +72,11 @@ OPCODES = {
               "pre-added on chip (hw/weights.py): a set is [engine][tap][lane], N taps of the "
               "reversed kernel-row piece per engine and lane; flag MAC: [engine][lane], one "
               "weight per engine and lane; with wide_loads W_SRC is a multiple of the bus "
-              "width and read in whole bus words",
+              "width and read in whole bus words; flag ASYNC (configurations with "
+              "weight_prefetch): the read runs in the background while the next instructions "
+              "run; a load, ADD, END or instruction fetch waits for it, and a CONV pass whose "
+              "weight set it loads waits for it, so results are as in order; a read error "
+              "stops the run before the next instruction, with ERROR_PC at this LOADW",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
@@ -149,7 +153,7 @@ def reg_bits(cfg):
         Reg.O_CSTRIDE: a, Reg.D_N: a,
         Reg.A_CH: need(cfg.lb_rows), Reg.A_NR: need(cfg.lb_rows), Reg.LB_PITCH: need(cfg.lb_rows),
         Reg.A_H: 16, Reg.A_HB0: 16, Reg.A_W: need(cfg.lb_width),
-        Reg.W_COUNT: need(cfg.wb_sets), Reg.W_DST: need(cfg.wb_sets),
+        Reg.W_COUNT: need(cfg.wb_sets), Reg.W_DST: need(cfg.wb_sets - 1),
         Reg.Q_COUNT: need(cfg.qb_entries), Reg.Q_DST: need(cfg.qb_entries),
         Reg.C_KH: need(cfg.max_kernel), Reg.C_KW: need(cfg.max_kernel),
         Reg.C_PT: need(cfg.max_kernel - 1), Reg.C_PL: need(cfg.max_kernel - 1),
@@ -169,6 +173,7 @@ class ConvFlag(IntEnum):
 
 class LoadWFlag(IntEnum):
     MAC = 1         # one weight per engine and lane (1x1 kernels, fully-connected layers)
+    ASYNC = 2       # read in the background (weight_prefetch): the next instructions run
 
 
 class PostFlag(IntEnum):

@@ -160,6 +160,7 @@ class Accelerator(wiring.Component):
         cfg = self.config
         fc = cfg.fcu
         b2b = cfg.back_to_back
+        pf = cfg.weight_prefetch
         s = fc.ffa
         L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
         B = cfg.lb_banks
@@ -530,6 +531,7 @@ class Accelerator(wiring.Component):
         su_run = Signal()
         su_p0 = Signal(range(n_pairs + R + 1))
         su_bad = Signal()               # its weight set is outside the buffer
+        su_set = Signal(range(cfg.wb_sets + 2))         # its weight set
         su_wbase = Signal(range(cfg.wb_sets * R + 1))   # its first weight-buffer row
         su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
         cv_bank = Signal()              # the FCU weight bank of the streaming pass
@@ -836,12 +838,35 @@ class Accelerator(wiring.Component):
         # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
         wpre = m.submodules.wpre = WeightPreAdder(fc, P, lnb, max_count=cfg.wb_sets * R,
                                                   compact=not cfg.wide_loads)
-        m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(cmd_flags[0]),
-                     wpre.o.ready.eq(1)]
         lw_rows = Signal(range(cfg.wb_sets * R + 1))
+        # weight_prefetch: a LOADW with flag ASYNC leaves its read to the loader below and
+        # the controller goes on. The loader has its own row address and MAC flag (the
+        # instruction is gone); lw_rd: it owns the read DMA (to the read's end), lw_bg: it runs
+        # (to the pre-adder's last row), over sets lw_lo..lw_hi-1. A read error is kept
+        # (lw_err, lw_pc) until FETCH stops the run with it.
+        lw_rd = Signal()
+        lw_bg = Signal()
+        lw_err = Signal(range(max(Err) + 1))
+        lw_pc = Signal(AW)
+        lw_lo = Signal(range(cfg.wb_sets + 1))
+        lw_hi = Signal(range(cfg.wb_sets + 1))
+        if pf:
+            lw_addr = Signal(range(cfg.wb_sets * R + 1))
+            lw_mac = Signal()
+            with m.If(lw_rd):
+                m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
+                with m.If(rd.done):
+                    m.d.sync += [lw_rd.eq(0), lw_err.eq(rd.err)]
+                    with m.If(rd.err != 0):             # the pre-adder waits for no more beats
+                        m.d.sync += lw_bg.eq(0)
+            with m.Elif(lw_bg & wpre.idle):
+                m.d.sync += lw_bg.eq(0)
+        else:
+            lw_addr, lw_mac = addr_b, cmd_flags[0]
+        m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(lw_mac), wpre.o.ready.eq(1)]
         with m.If(wpre.o.valid):
-            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(addr_b), wb_w.data.eq(wpre.o.payload)]
-            m.d.sync += addr_b.eq(addr_b + 1)
+            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(lw_addr), wb_w.data.eq(wpre.o.payload)]
+            m.d.sync += lw_addr.eq(lw_addr + 1)
         m.d.comb += wb_r.addr.eq(su_wbase + cv_wa)
         for lane, f in enumerate(fcus):
             m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(cv_wl_addr),
@@ -863,7 +888,7 @@ class Accelerator(wiring.Component):
             # the pass takes the next weight set (cv_wset/cv_wbase)
             m.d.sync += [su_run.eq(1), cv_asg.eq(0), cv_wa.eq(0), nxt_act.eq(0),
                          nxt_slots.eq(0), su_bad.eq(ge_const(cv_wset, cfg.wb_sets)),
-                         su_wbase.eq(cv_wbase), cv_wset.eq(cv_wset + 1),
+                         su_wbase.eq(cv_wbase), su_set.eq(cv_wset), cv_wset.eq(cv_wset + 1),
                          cv_wbase.eq(cv_wbase + R)]
         with m.Elif(su_run):
             with m.If(lt_const(cv_asg, R)):
@@ -884,7 +909,9 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
                 m.d.sync += cv_asg.eq(cv_asg + 1)
-            with m.If(lt_const(cv_wa, R) & (su_hold == 0)):
+            # a set a background LOADW is loading is read when the load is over
+            su_haz = lw_bg & (su_set >= lw_lo) & (su_set < lw_hi) if pf else Const(0, 1)
+            with m.If(lt_const(cv_wa, R) & (su_hold == 0) & ~su_haz):
                 m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
             with m.If(su_last):
                 m.d.sync += su_run.eq(0)
@@ -916,16 +943,30 @@ class Accelerator(wiring.Component):
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
+                    if pf:
+                        m.d.sync += [lw_bg.eq(0), lw_err.eq(0)]
                     m.d.sync += count(busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
                                       n_instr.eq(0))
                     m.next = "FETCH"
             if fu:
                 with m.State("FETCH"):
                     # the next instruction from the fetch unit, which has the DMA meanwhile
-                    m.d.comb += [fu.o.ready.eq(~fu.o.valid), rd.req_valid.eq(fu.req_valid),
-                                 rd.req_addr.eq(fu.req_addr), rd.req_len.eq(fu.req_len),
-                                 rd.req_words.eq(fu.req_words)]
-                    with m.If(fu.o.valid):
+                    # (not while a background LOADW reads: it then waits to ask for a block)
+                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~lw_rd),
+                                 rd.req_valid.eq(fu.req_valid), rd.req_addr.eq(fu.req_addr),
+                                 rd.req_len.eq(fu.req_len), rd.req_words.eq(fu.req_words)]
+                    # a command that reads memory, and END, start after a background LOADW
+                    fop = fu.o.payload.instr[0:8]
+                    reads = Const(0, 1)
+                    if pf:
+                        reads = lw_bg & ((fop == Op.LOADA) | (fop == Op.LOADW)
+                                         | (fop == Op.LOADQ) | (fop == Op.ADD)
+                                         | (fop == Op.END))
+                    with m.If(lw_err != 0 if pf else Const(0, 1)):
+                        # a background LOADW's read failed: the run stops at that LOADW
+                        m.d.comb += fail_pc.eq(lw_pc)
+                        failure(lw_err)
+                    with m.Elif(fu.o.valid & ~reads):
                         with m.If(fu.o.payload.err != 0):
                             m.d.comb += fail_pc.eq(fu.o.payload.pc)
                             failure(fu.o.payload.err)
@@ -1127,7 +1168,9 @@ class Accelerator(wiring.Component):
                 with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else(), product(dst, R) as p:
-                    m.d.sync += addr_b.eq(p)
+                    m.d.sync += lw_addr.eq(p)
+                    if pf:
+                        m.d.sync += [lw_mac.eq(cmd_flags[0]), lw_lo.eq(dst), lw_hi.eq(dst + n)]
                     m.next = "LW_M1" if cfg.wide_loads else "LW_M2"
             if cfg.wide_loads:
                 # the engines to expect: the last beat's extra bytes are dropped after them
@@ -1153,6 +1196,11 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     rd_request(cold(Reg.W_SRC), nbytes, words=cfg.wide_loads)
                     m.next = "LW_DATA"
+                    if pf:
+                        with m.If(cmd_flags[1]):
+                            # ASYNC: the loader takes the read, the next instruction runs
+                            m.d.sync += [lw_rd.eq(1), lw_bg.eq(1), lw_pc.eq(pc)]
+                            m.next = "NEXT"
             # int8 taps, a bus beat per clock, through the pre-adder (wpre, below) into the
             # buffer
             with m.State("LW_DATA"):
@@ -1533,6 +1581,16 @@ class Accelerator(wiring.Component):
 
         # any state: a failure stops the run
         with m.If(fail):
-            m.d.sync += [busy.eq(0), error.eq(1), err_code.eq(fail_code), err_pc.eq(fail_pc),
-                         smul_ph.eq(0)]
+            m.d.sync += [err_code.eq(fail_code), err_pc.eq(fail_pc), smul_ph.eq(0)]
+        if pf:
+            # a run stops when no background read is left on the bus (the next run's fetch
+            # would take its beats): until then it is busy, in IDLE
+            halting = Signal()
+            with m.If(fail & lw_rd):
+                m.d.sync += halting.eq(1)
+            with m.Elif((fail | halting) & ~lw_rd):
+                m.d.sync += [busy.eq(0), error.eq(1), halting.eq(0)]
+        else:
+            with m.If(fail):
+                m.d.sync += [busy.eq(0), error.eq(1)]
         return m

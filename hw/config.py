@@ -81,6 +81,15 @@ class AcceleratorConfig:
         pass costs its beats (or the ``rows + 3`` clocks of its setup, if more) instead of
         its beats plus the pipeline's fill and drain. False: each pass loads, streams and
         drains in turn (the smallest parts: half the weight registers).
+    weight_prefetch : bool
+        ``LOADW`` with flag ``ASYNC`` reads its weights in the background: the controller goes
+        on with the next instructions (a ``CONV`` from other weight sets, a ``POST``) while
+        the read and the pre-adder fill the buffer. A command that needs the read DMA (a
+        load, ``ADD``, ``END``, the fetch of a new instruction block) waits for it, and a
+        ``CONV`` pass whose weight set is being loaded waits for the load to finish, so
+        results are those of running the commands in order. Needs ``wide_loads`` and the
+        fetch unit. False: ``ASYNC`` is ignored (every ``LOADW`` runs before the next
+        instruction).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -106,6 +115,7 @@ class AcceleratorConfig:
     wide_loads: bool = True
     loop_depth: int = 4
     back_to_back: bool = True
+    weight_prefetch: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -119,12 +129,16 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back"):
+        for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back",
+                     "weight_prefetch"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
             raise ConfigError(f"loop_depth={self.loop_depth}: hardware loops need the fetch "
                               f"unit (fetch_block > 0), or set loop_depth = 0")
+        if self.weight_prefetch and not (self.wide_loads and self.fetch_block):
+            raise ConfigError("weight_prefetch: background weight loads need wide_loads and "
+                              "the fetch unit (fetch_block > 0); set weight_prefetch = false")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
         if self.burst_beats & (self.burst_beats - 1):
@@ -249,7 +263,8 @@ ACCEL_PRESETS = {
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
-                                    loop_depth=0, back_to_back=False),
+                                    loop_depth=0, back_to_back=False,
+                                    weight_prefetch=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

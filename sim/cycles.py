@@ -46,6 +46,9 @@ SETUP_B2B = 3       # back to back: a pass's setup after the swap, beyond its ro
 WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
 POST_FIXED = 9
 LOADW_FIXED = 12
+LOADW_ISSUE = 7     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
+LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
+PREFETCH_WAIT = 0   # a command's wait for a background LOADW beyond its end
 LOADA_FIXED = 8
 LOADA_REQUEST = 7
 LOADA_BYTE_REQUEST = 0
@@ -159,6 +162,18 @@ class CycleModel:
         self.stall += READ_STALL + extra
         return LOADW_FIXED + max(beats + extra, nsets * c.rows)
 
+    def loadw_async(self, nsets, start=0, mac=False):
+        """A ``LOADW`` with flag ``ASYNC`` (weight_prefetch): ``(issue, read_end, end)``, the
+        clocks of the instruction itself and, from its decode, the clocks to the end of its
+        read (the DMA is free) and to its last row in the buffer."""
+        end = self.loadw(nsets, start, mac)
+        return LOADW_ISSUE, end - LOADW_DRAIN, end
+
+    def prefetch_wait(self, left):
+        """Clocks a command waits for a background ``LOADW`` that has ``left`` clocks to
+        run."""
+        return max(0, left + PREFETCH_WAIT) if left > 0 else 0
+
     def loadq(self, n, start=0):
         return 1 + self.read(n * 12, start)
 
@@ -174,11 +189,11 @@ class CycleModel:
             # one's setup (rows clocks of assignment and weights, after SU_HOLD)
             setup = c.rows + SETUP_B2B
             period = beats if beats >= setup else max(beats + 1, setup)
-            return (self._conv_fixed(g, pl) + g.pieces * (per_pass + beats)
+            return (self.conv_fixed(g, pl) + g.pieces * (per_pass + beats)
                     + (passes - g.pieces) * period)
-        return self._conv_fixed(g, pl) + passes * (per_pass + beats)
+        return self.conv_fixed(g, pl) + passes * (per_pass + beats)
 
-    def _conv_fixed(self, g, pl):
+    def conv_fixed(self, g, pl):
         """CONV's cycles before and between its passes."""
         c = self.cfg
         L = c.L

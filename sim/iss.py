@@ -118,6 +118,9 @@ class ISS:
         self.qb = np.zeros((c.qb_entries, QPARAM_WORDS), dtype=np.int64)
         self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
         self.moved = [0, 0, 0, 0]       # this instruction's bytes (see RunResult.traffic)
+        self.now = 0                    # the clock this instruction started (run)
+        self.lw_rd_until = self.lw_bg_until = 0
+        self.lw_sets = (0, 0)
 
     # --- memory ----------------------------------------------------------------------------
     def _check(self, addr, n):
@@ -175,6 +178,10 @@ class ISS:
         res = RunResult("done")
         queued = 0              # instructions in the fetch unit's queue (hw/fetch.py)
         restart = True          # the fetch unit restarts (a run's start, a loop's jump back)
+        # a background LOADW (weight_prefetch): the clock its read ends (the fetch unit may
+        # ask for a block again), the clock its last row is written, and its sets
+        self.lw_rd_until = self.lw_bg_until = 0
+        self.lw_sets = (0, 0)
         try:
             if prog_base % INSTR_BYTES:
                 raise AccelError(Err.ADDRESS, prog_base, f"program base 0x{prog_base:x} is not "
@@ -187,10 +194,11 @@ class ISS:
                 fetch = 0
                 if not queued and self.cfg.fetch_block:
                     # the next block is read while the previous instruction's pc is current:
-                    # the RTL's profile books it there
+                    # the RTL's profile books it there (after a background LOADW's read)
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
                     self.moved[0] += queued * INSTR_BYTES
-                    fetch = self.cost.fetch_block(queued, self.pc, first=restart)
+                    fetch = (self.cost.fetch_block(queued, self.pc, first=restart)
+                             + max(0, self.lw_rd_until - res.cycles))
                     restart = False
                     if res.per_instruction:
                         pc, name, cyc, stall = res.per_instruction[-1]
@@ -203,6 +211,7 @@ class ISS:
                     self.moved[0] += INSTR_BYTES        # the controller reads it itself
                 queued -= 1
                 res.instructions += 1
+                self.now = res.cycles + fetch
                 cyc = fetch + self.step(ins)
                 res.cycles += cyc
                 res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
@@ -240,9 +249,15 @@ class ISS:
         if op == Op.ADD and not self.cfg.add_unit:
             raise AccelError(Err.OPCODE, self.pc, "ADD: this configuration has no ADD unit "
                                                   "(add_unit=false)")
+        # a command that reads memory, and END, wait in FETCH for a background LOADW
+        wait = 0
+        if op in (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END):
+            wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
+        self.now += wait
         if op in (Op.END, Op.NOP):
-            return self.cost.fetch
-        return self.cost.fetch + self.cost.next + getattr(self, f"_{op.name.lower()}")(ins)
+            return wait + self.cost.fetch
+        return (wait + self.cost.fetch + self.cost.next
+                + getattr(self, f"_{op.name.lower()}")(ins))
 
     def _loop_op(self, op, ins):
         depth = self.cfg.loop_depth
@@ -335,6 +350,13 @@ class ISS:
             G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)
             self.wb[dst:dst + n] = G.reshape(n, c.weight_words, c.lanes)
         self.moved[1] += n * per_set
+        if ins.flags & LoadWFlag.ASYNC and c.weight_prefetch:
+            # the read and the pre-adder run beside the next instructions
+            issue, rd_end, bg_end = self.cost.loadw_async(n, src, mac)
+            t = self.now + self.cost.fetch
+            self.lw_rd_until, self.lw_bg_until = t + rd_end, t + bg_end
+            self.lw_sets = (dst, dst + n)
+            return issue
         return self.cost.loadw(n, src, mac)
 
     def _loadq(self, ins):
@@ -382,9 +404,17 @@ class ISS:
     def _conv(self, ins):
         c = self.cfg
         p, g = self.conv_params()
+        # a pass whose weight set a background LOADW loads waits for it (the model: the
+        # CONV's first pass, whose setup starts after the CONV's own fixed clocks)
+        lo, hi = self.lw_sets
+        used = p["C_WSET"], p["C_WSET"] + g.pieces * g.passes_per_piece
+        wait = 0
+        if lo < used[1] and used[0] < hi:
+            start = self.now + self.cost.fetch + self.cost.conv_fixed(g, p["C_PL"])
+            wait = self.cost.prefetch_wait(self.lw_bg_until - start)
         if self.timing_only:
-            return self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece,
-                                  p["C_PL"])
+            return wait + self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece,
+                                         p["C_PL"])
         L, R, s = c.L, c.rows, c.fcu.ffa
         M, T = s.M, c.fcu.subtaps
         kh, npairs, ny = p["C_KH"], p["C_NPAIRS"], p["C_NY"]
@@ -434,7 +464,7 @@ class ISS:
                 acc += total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
         acc[:] = _wrap32(acc)
         passes = g.pieces * npass
-        return self.cost.conv(g, ny, passes, p["C_PL"])
+        return wait + self.cost.conv(g, ny, passes, p["C_PL"])
 
     @staticmethod
     def _bad_shift(q):

@@ -11,7 +11,10 @@ import numpy as np
 
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
 from ffacc.firmware.image import Kind, TensorDesc
-from ffacc.firmware.isa import Op, Program, Reg, encode, reg_bits
+from ffacc.firmware.isa import (LoadWFlag, Op, Program, Reg, decode_program, encode,
+                                pack_qparam, reg_bits)
+from ffacc.hw.weights import set_bytes
+
 from . import golden
 from .iss import ISS
 
@@ -228,6 +231,83 @@ def random_case(cfg, seed, mutation=None):
     return case
 
 
+def async_loads(case):
+    """``case`` with every ``LOADW`` made ``ASYNC`` (weight_prefetch): each CONV then reads
+    the sets a background load is still writing, so each of its first passes waits for the
+    load (the results must not change)."""
+    code_sec = next(s for s in case.image.sections if s.kind == Kind.CODE)
+    data = bytearray(code_sec.data)
+    n = 0
+    for i in range(0, len(data), 8):
+        if data[i] == Op.LOADW:
+            data[i + 1] |= LoadWFlag.ASYNC
+            n += 1
+    assert n, f"{case.name}: no LOADW"
+    case.image.sections[case.image.sections.index(code_sec)] = type(code_sec)(
+        code_sec.kind, code_sec.addr, bytes(data))
+    case.name += "_async"
+    return case
+
+
+def prefetch_race_case(cfg, seed=0, beside=False):
+    """A background LOADW of new weights into every weight set, then at once a CONV from
+    the last set, which it would read before the load gets there: its pass must wait for
+    the load. ``beside``: the load leaves the last set alone, so the CONV runs beside it,
+    and the LOADQ after the CONV must wait for the read DMA the load still has.
+
+    The expected output is the ISS's (commands in order); ``case.stale`` is the output of
+    the CONV on the set's previous weights (the same program without the background load).
+    """
+    rng = np.random.default_rng(seed)
+    L, R, P, S = cfg.L, cfg.rows, cfg.lanes, cfg.wb_sets
+    W = 2 * L
+    per = set_bytes(cfg.fcu, P, True)
+    mem = MemoryPlan(base=DATA_BASE)
+    x = mem.place("x", rng.integers(0, 256, R * W).astype(np.uint8).tobytes())   # bytes
+    old = mem.place("w_old", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
+    new = mem.place("w_new", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
+    _, dt, qlo, qhi = _acts(cfg, rng, 1)
+    q = []
+    for _ in range(P):
+        q += pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
+                         qlo, qhi)
+    qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+    y = mem.alloc("y", P * W)
+
+    def program(background):
+        p = Program()
+        p.set(Q_SRC=qa, Q_COUNT=P, Q_DST=0, A_SRC=x, A_CH=R, A_H=1, A_W=W, A_HB0=0, A_NR=1,
+              LB_PITCH=1, W_SRC=old, W_COUNT=S, W_DST=0, C_KH=1, C_KW=1, C_PT=0, C_PL=0,
+              C_WOUT=W, C_ZX=0, C_Y0=0, C_NY=1, C_WSET=S - 1, C_LANES=P, C_ACC=0, O_DST=y,
+              O_W=W, O_CSTRIDE=W, O_Q=0, O_STRIDE=1, O_ROW0=0)
+        p.op(Op.LOADA).op(Op.LOADW, flags=LoadWFlag.MAC)
+        p.set(W_SRC=new, W_COUNT=S - 1 if beside else S)
+        # the CONV follows the background LOADW in the same fetch block (which starts
+        # there), so nothing between them waits for the load
+        while len(p.words) % max(1, cfg.fetch_block):
+            p.op(Op.NOP)
+        if background:
+            p.op(Op.LOADW, flags=LoadWFlag.MAC | LoadWFlag.ASYNC)
+        p.op(Op.CONV).op(Op.LOADQ).op(Op.POST).end()
+        return p
+
+    def image(p):
+        return build_image(cfg, p, mem, [TensorDesc("y", "output", y, np.dtype(dt).name,
+                                                    [1, P, 1, W])])
+
+    out = []
+    for background in (True, False):
+        case = Case(f"prefetch_{'beside' if beside else 'race'}", image(program(background)),
+                    [(y, np.zeros(P * W, dt))])
+        blobs, res = run_iss(case, cfg)
+        assert res.status == "done", res.detail
+        out.append(np.frombuffer(blobs[0], dt).copy())
+    case.image = image(program(True))
+    case.outputs = [(y, out[0])]
+    case.stale = out[1]
+    return case
+
+
 def _fault_program(kind, cfg):
     p = Program()
     mem = MemoryPlan(base=DATA_BASE)
@@ -287,6 +367,18 @@ def _fault_program(kind, cfg):
         else:
             p.set(O_Q=0, O_STRIDE=1, O_DST=DATA_BASE, O_W=8, O_CSTRIDE=64,
                   O_ROW0=0).op(Op.POST).end()
+    elif kind in ("loadw_async_address", "loadw_async_param"):
+        # a background LOADW past the memory (its error stops the run at it, after the SETs
+        # behind it), or a long one in flight when a CONV's parameters stop the run
+        sets = cfg.wb_sets
+        src = far - far % cfg.bus_bytes if kind == "loadw_async_address" else DATA_BASE
+        mem.place("weights", bytes(sets * set_bytes(cfg.fcu, cfg.lanes, False)))
+        p.set(W_SRC=src, W_COUNT=sets, W_DST=0).op(Op.LOADW, flags=LoadWFlag.ASYNC)
+        p.set(C_KH=cfg.max_kernel + 1 if kind == "loadw_async_param" else 1, C_KW=3,
+              C_LANES=1, C_NY=1, C_WOUT=4, A_CH=1, A_H=4, A_W=4, LB_PITCH=4, C_WSET=0)
+        if kind == "loadw_async_param":
+            p.op(Op.CONV)
+        p.end()
     elif kind == "lb_overflow":
         p.set(A_SRC=DATA_BASE, A_CH=2, A_H=4, A_W=cfg.lb_width + 1, A_HB0=0, A_NR=1,
               LB_PITCH=1).op(Op.LOADA).end()
@@ -299,7 +391,7 @@ def _fault_program(kind, cfg):
 FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
           "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
           "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2, "conv_acc": 3,
-          "post_acc": 3}
+          "post_acc": 3, "loadw_async_address": 4, "loadw_async_param": 3}
 
 
 def fault_case(cfg, kind):

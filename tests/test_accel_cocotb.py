@@ -8,8 +8,8 @@ import pytest
 
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
-from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, conv_case, fault_case, fc_case,
-                                loop_case, run_iss)
+from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_case,
+                                fault_case, fc_case, loop_case, prefetch_race_case, run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -62,7 +62,7 @@ def test_conv_every_kernel(simulator, k, tmp_path, record_property):
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
 @pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc",
-                                  "coltiles", "loops"])
+                                  "coltiles", "loops", "prefetch_hazard"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -73,7 +73,29 @@ def test_layers(simulator, name, tmp_path):
         "fc": lambda: fc_case(TINY, 20, 5, seed=16),
         "coltiles": lambda: conv_case(TINY, 2, 2, 5, 2 * TINY.lb_width + 3, 3, seed=17),
         "loops": lambda: loop_case(TINY, seed=18),
+        # every CONV reads the sets a background LOADW is writing: its first pass waits
+        "prefetch_hazard": lambda: async_loads(fc_case(TINY, 40, 10, seed=19)),
     }[name]()
+    run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_conv_waits_for_the_weights_a_background_load_writes(simulator, tmp_path):
+    """The CONV reads the last of the sets an ASYNC LOADW is loading (it would get there
+    first): RTL = ISS, and not the output of the set's previous weights."""
+    case = prefetch_race_case(TINY, seed=5)
+    want = case.outputs[0][1]
+    assert len(np.unique(want)) > 3 and not np.array_equal(case.stale, want)
+    run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_conv_runs_beside_a_background_load(simulator, tmp_path):
+    """The CONV reads a set the ASYNC LOADW leaves alone (its previous weights), and the
+    LOADQ after it waits for the read DMA: RTL = ISS."""
+    case = prefetch_race_case(TINY, seed=6, beside=True)
+    assert len(np.unique(case.outputs[0][1])) > 3
+    assert np.array_equal(case.stale, case.outputs[0][1])
     run_both(case, TINY, simulator, tmp_path)
 
 
@@ -98,7 +120,7 @@ def test_small_part_configuration(name, tmp_path):
     (back_to_back false)."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
                      target_mhz=12, wide_loads=False, fetch_block=0,
-                     loop_depth=0, back_to_back=False)
+                     loop_depth=0, back_to_back=False, weight_prefetch=False)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from ffacc.compiler.lower import ConvLayer, LoweringError, MemoryPlan, lower_conv
-from ffacc.firmware.isa import ConvFlag, Op, Program, decode_program
+from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, Program, decode_program
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.fcu import FCUConfig
-from ffacc.sim.programs import FAULTS, add_case, conv_case, fault_case, fc_case, run_iss
+from ffacc.sim.programs import (FAULTS, add_case, async_loads, conv_case, fault_case, fc_case,
+                                run_iss)
 
 TINY = ACCEL_PRESETS["tiny"]
 ULX3S = ACCEL_PRESETS["ulx3s"]
@@ -192,3 +193,34 @@ def test_run_image_budget_covers_every_segment():
         run_image(img, {}, max_cycles=st["cycles"] - 1)
     with pytest.raises(ValueError, match="budgets of the ISS"):
         run_image(img, {}, engine="rtl", max_cycles=10)
+
+
+def test_async_weight_loads_change_the_time_only():
+    """LOADW ASYNC: the same outputs as in order (each CONV here reads the sets the load
+    writes, so it waits for it), and on a configuration without weight_prefetch the flag
+    is ignored."""
+    for cfg in (TINY, TINY.with_(weight_prefetch=False)):
+        case = fc_case(cfg, 40, 10, seed=19)
+        blobs, res = run_iss(case, cfg)
+        ablobs, ares = run_iss(async_loads(case), cfg)
+        assert case.check(blobs) and case.check(ablobs)
+        assert ares.instructions == res.instructions
+        if not cfg.weight_prefetch:
+            assert ares.cycles == res.cycles
+
+
+def test_the_compiler_prefetches_weights_beside_convs():
+    """With weight_prefetch, a layer of several lane groups loads each CONV's weights in
+    the background while the CONV before runs, in alternating halves of the buffer: golden
+    outputs, fewer cycles than the same layer without prefetch."""
+    cycles = {}
+    for pf in (True, False):
+        cfg = TINY.with_(weight_prefetch=pf)
+        case = conv_case(cfg, 8, 12, 8, 8, 3, seed=3)
+        blobs, res = run_iss(case, cfg)
+        assert res.status == "done" and case.check(blobs)
+        code = decode_program(case.image.sections[0].data)
+        n_async = sum(1 for i in code if i.op == Op.LOADW and i.flags & LoadWFlag.ASYNC)
+        assert (n_async > 0) == pf
+        cycles[pf] = res.cycles
+    assert cycles[True] < cycles[False], cycles

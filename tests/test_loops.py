@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 
 from ffacc.compiler.emit import Nest, affine_runs
 from ffacc.firmware.isa import (LOOP_MAX, Err, Op, Program, Reg, decode_program, encode,
-                                reg_bits)
+                                reg_bits, simm)
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.loops import LoopStack
 from ffacc.sim.iss import ISS
@@ -142,6 +142,55 @@ def test_nest_rolls_affine_loops_and_unrolls_the_rest():
         nest.loop(5, lambda j: nest.cmd(Op.LOADA, A_SRC=j * j))
     ops = [Op(i.op) for i in _words(TINY, quadratic)]
     assert Op.LOOP not in ops and ops.count(Op.LOADA) == 5
+
+
+def test_nest_peels_a_different_last_iteration_and_wraps_the_weight_sets():
+    """A body whose last iteration differs is a loop of one fewer plus that iteration; the
+    weight-set registers hold ``half * k`` modulo the buffer, so alternating halves is one
+    ``INC`` per iteration; every value the instructions leave equals the iteration's."""
+    half = TINY.wb_sets // 2
+
+    def build(nest):
+        def body(j):
+            if j < 5:
+                nest.cmd(Op.LOADW, W_SRC=64 + 8 * j, W_COUNT=2, W_DST=half * (j + 1))
+            nest.cmd(Op.CONV, C_WSET=half * j)
+        nest.loop(6, body)
+    code = _words(TINY, build)
+    ops = [Op(i.op) for i in code]
+    loop = ops.index(Op.LOOP)
+    assert [i.imm for i in code if i.op == Op.LOOP] == [5]
+    assert ops[loop:].count(Op.LOADW) == 1 and ops[ops.index(Op.ENDLOOP):].count(Op.CONV) == 1
+    assert all(i.imm < TINY.wb_sets for i in code
+               if i.op == Op.SET and i.reg in (Reg.W_DST, Reg.C_WSET))
+    # replay the registers: each command sees its iteration's values modulo the buffer
+    bits = reg_bits(TINY)
+    regs, seen, pc, stack = {}, [], 0, []
+    while code[pc].op != Op.END:
+        i = code[pc]
+        if i.op == Op.SET:
+            regs[i.reg] = i.imm
+        elif i.op == Op.INC:
+            regs[i.reg] = (regs[i.reg] + simm(i.imm)) % (1 << bits[Reg(i.reg)])
+        elif i.op == Op.LOOP:
+            stack.append([pc, i.imm - 1])
+        elif i.op == Op.ENDLOOP:
+            if stack[-1][1]:
+                stack[-1][1] -= 1
+                pc = stack[-1][0]
+            else:
+                stack.pop()
+        elif i.op == Op.LOADW:
+            seen.append(("w", regs[Reg.W_SRC], regs[Reg.W_DST]))
+        elif i.op == Op.CONV:
+            seen.append(("c", regs[Reg.C_WSET]))
+        pc += 1
+    want = []
+    for j in range(6):
+        if j < 5:
+            want.append(("w", 64 + 8 * j, half * (j + 1) % TINY.wb_sets))
+        want.append(("c", half * j % TINY.wb_sets))
+    assert seen == want
 
 
 @pytest.mark.parametrize("case", [
