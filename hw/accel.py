@@ -880,7 +880,11 @@ class Accelerator(wiring.Component):
         m.d.sync += cv_wl_valid.eq(0)
         su_last = Signal()              # the setup's last clock
         su_ready = Signal()             # the set-up pass can be swapped in
-        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R) & ~cv_wl_valid),
+        # back to back, the pass can start in the clock its last weight row is written (the
+        # idle bank: its first beat is multiplied 3 clocks later); with one bank the
+        # setup's writes are over first
+        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R)
+                                & (Const(1) if b2b else ~cv_wl_valid)),
                      su_ready.eq(su_last | ~su_run)]
         with m.If(su_hold != 0):
             m.d.sync += su_hold.eq(su_hold - 1)

@@ -114,9 +114,12 @@ class InstructionFetch(wiring.Component):
         with m.If(self.o.valid & self.o.ready & ~empty):
             m.d.sync += [rd_i.eq(rd_i + 1), out_pc.eq(out_pc + INSTR_BYTES)]
 
+        # the request's address and length come straight from registers (the DMA's range
+        # checks and burst arithmetic on them are not behind the controller's decode, which
+        # drives o.ready and start): only req_valid depends on the condition
+        m.d.comb += [self.req_addr.eq(fetch_pc), self.req_len.eq(n_reg * INSTR_BYTES)]
         with m.If(~self.busy & empty & (err == 0) & self.o.ready & ~self.start & ~stale):
-            m.d.comb += [self.req_valid.eq(1), self.req_addr.eq(fetch_pc),
-                         self.req_len.eq(n_reg * INSTR_BYTES)]
+            m.d.comb += self.req_valid.eq(1)
             m.d.sync += [self.busy.eq(1), rd_i.eq(0), wr_i.eq(0), beat.eq(0)]
 
         with m.If(self.busy & self.beat_valid):

@@ -42,7 +42,7 @@ INC_EXTRA = 1
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 11
 PASS_OVERHEAD = 6
-SETUP_B2B = 3       # back to back: a pass's setup after the swap, beyond its rows clocks
+SETUP_B2B = 2       # back to back: a pass's setup after the swap, beyond its rows clocks
 WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
 POST_FIXED = 9
 LOADW_FIXED = 12
@@ -187,9 +187,10 @@ class CycleModel:
             # a piece's first pass is set up, and its last drained, as one pass alone; the
             # passes between follow each other at once unless one is shorter than the next
             # one's setup (rows clocks of assignment and weights, after SU_HOLD)
+            # (the pass starts in the clock of its last weight row: one clock sooner)
             setup = c.rows + SETUP_B2B
             period = beats if beats >= setup else max(beats + 1, setup)
-            return (self.conv_fixed(g, pl) + g.pieces * (per_pass + beats)
+            return (self.conv_fixed(g, pl) + g.pieces * (per_pass - 1 + beats)
                     + (passes - g.pieces) * period)
         return self.conv_fixed(g, pl) + passes * (per_pass + beats)
 
