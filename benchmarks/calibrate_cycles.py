@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ffacc.compiler.lower import MemoryPlan, build_image
-from ffacc.firmware.isa import Op, Program, Reg
+from ffacc.firmware.isa import LoadWFlag, Op, Program, Reg
 from ffacc.cli import load_accel_config
 from ffacc.sim.cocotb_run import AccelBench
 from ffacc.sim.programs import run_iss, Case
@@ -38,6 +38,16 @@ def programs(cfg):
         for mac in (0, 1):
             out.append((f"loadw {n}{' mac' if mac else ''}", dict(W_SRC=0x100, W_COUNT=n,
                                                                   W_DST=0), (Op.LOADW, mac)))
+    if cfg.weight_prefetch:
+        # in the background: what the run pays is the issue, then END's wait for the load
+        for n in (1, 20):
+            out.append((f"loadw {n} async", dict(W_SRC=0x100, W_COUNT=n, W_DST=0),
+                        (Op.LOADW, LoadWFlag.ASYNC)))
+        # a LOADA right behind the load waits for it
+        out.append(("loadw 20 async + loada", dict(W_SRC=0x100, W_COUNT=20, W_DST=0,
+                                                   A_SRC=0x100, A_CH=1, A_H=1, A_W=8,
+                                                   A_HB0=0, A_NR=1, LB_PITCH=1),
+                    lambda p: p.op(Op.LOADW, LoadWFlag.ASYNC).op(Op.LOADA)))
     for n in (1, 8):
         out.append((f"loadq {n}", dict(Q_SRC=0x100, Q_COUNT=n, Q_DST=0), Op.LOADQ))
     # the last four run many passes: short ones (a pass shorter than its setup, one beat)
