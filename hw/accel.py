@@ -200,7 +200,14 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- bus engines
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
-        bus_timer(m, rd, wr)
+        # a silent bus stops the engine that waits on it; with weight_prefetch a background
+        # read and POST's writes overlap, and each engine has its own count (one shared
+        # count would add up two engines' waits that each end in time)
+        if cfg.weight_prefetch:
+            bus_timer(m, rd)
+            bus_timer(m, wr)
+        else:
+            bus_timer(m, rd, wr)
         m.d.comb += rd.beat_ready.eq(1)
         # the fetch unit (fetch_block > 0), or, on the smallest parts, the controller reads
         # each instruction itself, a byte a clock (FETCH/FETCH_DATA, pc += 8 in NEXT)
@@ -956,7 +963,9 @@ class Accelerator(wiring.Component):
                 with m.State("FETCH"):
                     # the next instruction from the fetch unit, which has the DMA meanwhile
                     # (not while a background LOADW reads: it then waits to ask for a block)
-                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~lw_rd),
+                    # (nor once it failed: the run stops here, and a block read would be left
+                    # on the bus)
+                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~lw_rd & (lw_err == 0)),
                                  rd.req_valid.eq(fu.req_valid), rd.req_addr.eq(fu.req_addr),
                                  rd.req_len.eq(fu.req_len), rd.req_words.eq(fu.req_words)]
                     # a command that reads memory, and END, start after a background LOADW

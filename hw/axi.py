@@ -5,8 +5,9 @@ address width plus an overflow bit). Both check every access against ``mem_size`
 (``Err.ADDRESS``), turn an error response into
 ``Err.BUS`` and a memory that stops answering into ``Err.TIMEOUT``: the accelerator never
 hangs on its bus. ``stall`` is high in a cycle an engine waits for the bus; the parent counts
-such cycles (:func:`bus_timer`, one counter for both engines) and raises ``expired`` after
-``TIMEOUT_CYCLES`` of them in a row: a waiting engine then stops with ``Err.TIMEOUT``.
+such cycles (:func:`bus_timer`, one counter for the engines it is given) and raises
+``expired`` after ``TIMEOUT_CYCLES`` of them in a row: a waiting engine then stops with
+``Err.TIMEOUT``.
 """
 
 from amaranth.hdl import Module, Signal, Const, Cat, Mux

@@ -373,7 +373,12 @@ def _fault_program(kind, cfg):
         sets = cfg.wb_sets
         src = far - far % cfg.bus_bytes if kind == "loadw_async_address" else DATA_BASE
         mem.place("weights", bytes(sets * set_bytes(cfg.fcu, cfg.lanes, False)))
-        p.set(W_SRC=src, W_COUNT=sets, W_DST=0).op(Op.LOADW, flags=LoadWFlag.ASYNC)
+        p.set(W_SRC=src, W_COUNT=sets, W_DST=0)
+        # the load ends its fetch block: the controller waits for the next one while the
+        # load runs, and must not fetch it once the load failed
+        while (len(p.words) + 1) % max(1, cfg.fetch_block):
+            p.op(Op.NOP)
+        p.op(Op.LOADW, flags=LoadWFlag.ASYNC)
         p.set(C_KH=cfg.max_kernel + 1 if kind == "loadw_async_param" else 1, C_KW=3,
               C_LANES=1, C_NY=1, C_WOUT=4, A_CH=1, A_H=4, A_W=4, LB_PITCH=4, C_WSET=0)
         if kind == "loadw_async_param":
