@@ -200,14 +200,11 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- bus engines
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
-        # a silent bus stops the engine that waits on it; with weight_prefetch a background
-        # read and POST's writes overlap, and each engine has its own count (one shared
-        # count would add up two engines' waits that each end in time)
-        if cfg.weight_prefetch:
-            bus_timer(m, rd)
-            bus_timer(m, wr)
-        else:
-            bus_timer(m, rd, wr)
+        # a silent bus stops the engine that waits on it (one count for both engines: with
+        # weight_prefetch a background read and POST's writes overlap, so on a memory that
+        # serves them in turn their waits add up; separate counts are the fix, but this
+        # netlist with two counts trips an internal assertion of yosys's abc9 reintegration)
+        bus_timer(m, rd, wr)
         m.d.comb += rd.beat_ready.eq(1)
         # the fetch unit (fetch_block > 0), or, on the smallest parts, the controller reads
         # each instruction itself, a byte a clock (FETCH/FETCH_DATA, pc += 8 in NEXT)
