@@ -176,6 +176,11 @@ class LoadWFlag(IntEnum):
     ASYNC = 2       # read in the background (weight_prefetch): the next instructions run
 
 
+# the commands (and END) that wait for a background LOADW (LoadWFlag.ASYNC) before they run:
+# they need the read DMA or end the run; the RTL's FETCH and the ISS both use this list
+WAITS_FOR_LOADER = (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END)
+
+
 class PostFlag(IntEnum):
     POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
 

@@ -47,7 +47,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from ffacc.firmware.csr import CSR, INFO_VERSION
-from ffacc.firmware.isa import INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, Err, Op, Reg, reg_bits
+from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER, Err, Op,
+                                Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer)
 from .config import AcceleratorConfig
@@ -969,9 +970,7 @@ class Accelerator(wiring.Component):
                     fop = fu.o.payload.instr[0:8]
                     reads = Const(0, 1)
                     if pf:
-                        reads = lw_bg & ((fop == Op.LOADA) | (fop == Op.LOADW)
-                                         | (fop == Op.LOADQ) | (fop == Op.ADD)
-                                         | (fop == Op.END))
+                        reads = lw_bg & fop.matches(*WAITS_FOR_LOADER)
                     with m.If(lw_err != 0 if pf else Const(0, 1)):
                         # a background LOADW's read failed: the run stops at that LOADW
                         m.d.comb += fail_pc.eq(lw_pc)

@@ -48,7 +48,6 @@ POST_FIXED = 9
 LOADW_FIXED = 12
 LOADW_ISSUE = 7     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
-PREFETCH_WAIT = 0   # a command's wait for a background LOADW beyond its end
 LOADA_FIXED = 8
 LOADA_REQUEST = 7
 LOADA_BYTE_REQUEST = 0
@@ -172,7 +171,7 @@ class CycleModel:
     def prefetch_wait(self, left):
         """Clocks a command waits for a background ``LOADW`` that has ``left`` clocks to
         run."""
-        return max(0, left + PREFETCH_WAIT) if left > 0 else 0
+        return max(0, left)
 
     def loadq(self, n, start=0):
         return 1 + self.read(n * 12, start)

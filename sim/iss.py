@@ -18,7 +18,7 @@ from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
-                                LoadWFlag, Op, reg_bits, simm,
+                                LoadWFlag, Op, WAITS_FOR_LOADER, reg_bits, simm,
                                 PostFlag, Reg, decode)
 
 __all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
@@ -198,7 +198,7 @@ class ISS:
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
                     self.moved[0] += queued * INSTR_BYTES
                     fetch = (self.cost.fetch_block(queued, self.pc, first=restart)
-                             + max(0, self.lw_rd_until - res.cycles))
+                             + self.cost.prefetch_wait(self.lw_rd_until - res.cycles))
                     restart = False
                     if res.per_instruction:
                         pc, name, cyc, stall = res.per_instruction[-1]
@@ -251,7 +251,7 @@ class ISS:
                                                   "(add_unit=false)")
         # a command that reads memory, and END, wait in FETCH for a background LOADW
         wait = 0
-        if op in (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END):
+        if op in WAITS_FOR_LOADER:
             wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
         self.now += wait
         if op in (Op.END, Op.NOP):
