@@ -16,8 +16,9 @@ from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
-                 MaxPool, bounds, op_to_dict, requant_params)
+                 MaxPool, PhaseSplit, bounds, op_to_dict, requant_params)
 from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
+from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
 __all__ = ["compile_graph", "CompileError", "Compiled"]
@@ -125,18 +126,25 @@ def _accel_reason(op, g, cfg):
             HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
             HostGraph: f"{getattr(op, 'op_type', '?')}: a float region (no accelerator "
                        f"lowering)",
-            HostQuant: f"{getattr(op, 'op_type', '?')} has no accelerator lowering"}.get(
+            HostQuant: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
+            PhaseSplit: "the space-to-depth input of a polyphase strided conv (its input "
+                        "comes from the host)"}.get(
                 type(op), "unsupported")
 
 
-def compile_graph(g, cfg, model_name="model"):
+def compile_graph(g, cfg, model_name="model", polyphase=True):
     """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``.
 
     Activations of the other 8-bit type are stored as the configuration's
     (:func:`~ffacc.compiler.retype.retype_activations`); ``Compiled.graph`` is the IR as
-    compiled, the one its image's tensors describe.
+    compiled, the one its image's tensors describe. ``polyphase``: split strided convs on the
+    host's input into their stride phases where the cycle model finds it cheaper
+    (:mod:`~ffacc.compiler.polyphase`).
     """
     g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
+    split = {}
+    if polyphase:
+        g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
     fused = _fuse_pools(g, cfg)
     skip = {id(mp) for mp in fused.values()}
     ops = [op for op in g.ops if id(op) not in skip]
@@ -222,6 +230,16 @@ def compile_graph(g, cfg, model_name="model"):
                                                                   * cfg.mode_gain(int(kw))))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
+                    if id(op) in split:
+                        # a polyphase conv: the layer's own MACs and kernel; the array runs
+                        # the split kernel (its zero taps too) in that kernel's mode
+                        ps = split[id(op)]
+                        info.update(op="Conv+Polyphase", polyphase=ps, macs=ps["macs"],
+                                    kernel=ps["kernel"])
+                        info["ideal_cycles"] = round(ps["macs"] / (cfg.multipliers
+                                                                   * cfg.ffa_gain))
+                        info["compute_bound"] = round(ps["macs"] / (cfg.multipliers
+                                                                    * cfg.mode_gain(int(kw))))
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)

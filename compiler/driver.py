@@ -16,15 +16,16 @@ __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "la
            "totals", "CompileError", "ImportError_"]
 
 
-def compile_model(model, cfg, name=None, batch=1):
+def compile_model(model, cfg, name=None, batch=1, polyphase=True):
     """Import and compile ``model`` (a path, ONNX bytes or an ``onnx.ModelProto``); returns
     ``(graph, Compiled, seconds)``, the graph as compiled (see :func:`compile_graph`).
-    A dynamic batch dimension is pinned to ``batch``."""
+    A dynamic batch dimension is pinned to ``batch``; ``polyphase=False``: no strided conv on
+    the host's input is split into its phases (compiler/polyphase.py)."""
     t = time.time()
     g = import_onnx(str(model) if isinstance(model, Path) else model, batch=batch)
     if name is None:
         name = Path(model).stem if isinstance(model, (str, Path)) else (g.name or "model")
-    c = compile_graph(g, cfg, model_name=name)
+    c = compile_graph(g, cfg, model_name=name, polyphase=polyphase)
     return c.graph, c, time.time() - t
 
 
@@ -185,9 +186,15 @@ def layer_check(g, vals):
     compared with onnxruntime's output: LSBs per layer, so an error is pinned to its layer and
     not confused with 1-LSB differences that earlier layers pass on (and a later layer may
     amplify). Returns a list of rows."""
-    from .ir import run_op
+    from .ir import PhaseSplit, run_op
     rows = []
+    vals = dict(vals)
     for op in g.ops:
+        if isinstance(op, PhaseSplit) and all(n in vals for n in op.inputs):
+            # a copy in another layout (compiler/polyphase.py): the conv after it is checked
+            # on onnxruntime's input, split
+            vals.update(zip(op.outputs, run_op(op, g, vals)))
+            continue
         if not all(n in vals for n in op.inputs + op.outputs):
             continue
         outs = run_op(op, g, {n: vals[n] for n in op.inputs})
@@ -211,9 +218,10 @@ def layer_check(g, vals):
     return rows
 
 
-def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0, batch=1):
+def verify_model(path, cfg, engine="iss", x=None, simulator="verilator", seed=0, batch=1,
+                 polyphase=True):
     """Compile, run on ``engine``, compare with the integer golden model and onnxruntime."""
-    g, c, secs = compile_model(path, cfg, batch=batch)
+    g, c, secs = compile_model(path, cfg, batch=batch, polyphase=polyphase)
     res = verify_compiled(path, g, c, engine=engine, x=x, simulator=simulator, seed=seed)
     res["compile_seconds"] = round(secs, 3)
     return res

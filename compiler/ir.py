@@ -18,7 +18,7 @@ import numpy as np
 from ffacc.firmware.image import ImageError
 
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool",
-           "Alias", "Concat", "HostFloat", "HostGraph", "Graph", "reference_run",
+           "Alias", "Concat", "HostFloat", "HostGraph", "PhaseSplit", "Graph", "reference_run",
            "requant_params", "quantize", "dequantize", "HOST_OPS", "op_to_dict", "op_from_dict"]
 
 
@@ -166,6 +166,37 @@ class HostQuant(Op):
     kind = "HostQuant"
 
 
+@dataclass
+class PhaseSplit(Op):
+    """The host's space-to-depth of a stride-``s`` convolution's input into its stride phases
+    (:func:`ffacc.sim.golden.phase_split`), so the accelerator runs that convolution at stride
+    1 on ``s``-times smaller maps (compiler/polyphase.py)."""
+    stride: int = 1
+    pads: tuple = (0, 0, 0, 0)      # the convolution's, filled with ``value``
+    phases: np.ndarray = None       # (P, 2) int: the (row, column) phases kept, in order
+    out_hw: tuple = (1, 1)
+    value: int = 0                  # the input's zero point
+    kind = "PhaseSplit"
+
+    def check(self, in_shape, out_shape):
+        """``ValueError`` unless the fields fit an NCHW input of ``in_shape`` and the output
+        ``out_shape`` (a firmware image's host segment is checked before it runs)."""
+        ph = np.asarray(self.phases)
+        s = self.stride
+        ok = (len(in_shape) == 4 and len(out_shape) == 4 and s >= 2 and ph.ndim == 2
+              and ph.shape[1] == 2 and 1 <= len(ph) <= s * s
+              and ((ph >= 0) & (ph < s)).all() and len({tuple(r) for r in ph.tolist()}) == len(ph)
+              and all(0 <= p < 256 for p in self.pads)
+              and tuple(out_shape) == (in_shape[0], in_shape[1] * len(ph), *self.out_hw)
+              and min(self.out_hw) >= 1
+              and all(s * o <= n + p1 + p2 + s for o, n, p1, p2 in zip(
+                  self.out_hw, in_shape[2:], self.pads[:2], self.pads[2:])))
+        if not ok:
+            raise ValueError(f"PhaseSplit {self.name!r}: stride {s}, pads {tuple(self.pads)}, "
+                             f"{len(ph)} phases and output {tuple(self.out_hw)} do not fit "
+                             f"input {tuple(in_shape)} -> output {tuple(out_shape)}")
+
+
 # --- an operator as data: the host segments of a firmware image -----------------------------
 # A firmware image is data, never code: a host segment names its operator's class from this
 # allow-list and gives every field as JSON, arrays as base64 ``.npy`` (never a pickle).
@@ -188,6 +219,8 @@ HOST_OPS = {
     "HostGraph": (HostGraph, None, None, {"graph_proto": "bytes", "op_type": "str",
                                           "initializers": "arrays"}),
     "HostQuant": (HostQuant, None, None, _ONNX_NODE),
+    "PhaseSplit": (PhaseSplit, 1, 1, {"stride": "int", "pads": "ints4", "phases": "array",
+                                      "out_hw": "ints2", "value": "int"}),
 }
 _OP_FIELDS = ("name", "inputs", "outputs")
 
@@ -478,6 +511,9 @@ def run_op(op, g, vals):
         return _run_host_float(op, g, vals)
     if isinstance(op, HostQuant):
         return _run_host_quant(op, g, vals)
+    if isinstance(op, PhaseSplit):
+        return [golden.phase_split(vals[op.inputs[0]], op.stride, op.pads, op.phases,
+                                   op.out_hw, op.value)]
     raise TypeError(f"no semantics for {type(op).__name__}")
 
 

@@ -18,8 +18,8 @@ from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
 from .emit import Nest
 
-__all__ = ["ConvLayer", "LoweringError", "layer_weights", "lower_conv", "lower_add", "Blob",
-           "build_image", "MemoryPlan"]
+__all__ = ["ConvLayer", "LoweringError", "layer_weights", "lower_conv", "conv_plan_cycles",
+           "lower_add", "Blob", "build_image", "MemoryPlan"]
 
 
 class LoweringError(ValueError):
@@ -159,8 +159,10 @@ def _pitch_for(cfg, kh, rows_needed):
     return p
 
 
-def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
+def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
+    ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
+    cycles for every column tile), which :func:`conv_plan_cycles` gives.
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
@@ -292,6 +294,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
         raise LoweringError(f"{name}: {kh} input rows of width {Wt} or one channel's weights do "
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
+    if plan_only:
+        return best[0] * ceil(wconv / wt)
     _, cg, ny, share = best
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
@@ -440,6 +444,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv"):
     nest.each(bands, band)
     nest.assemble(prog)
     return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * wconv
+
+
+def conv_plan_cycles(cfg, layer, name="conv"):
+    """The cycle model's estimate of ``layer`` as :func:`lower_conv` would plan it (nothing is
+    emitted); :class:`LoweringError` where it cannot be lowered."""
+    return lower_conv(cfg, layer, None, None, 0, 0, name=name, plan_only=True)
 
 
 def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,

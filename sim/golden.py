@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "quantize_multiplier", "requantize", "check_int32", "pad2d", "conv2d", "requantized_conv2d",
-    "maxpool2d", "avgpool2d", "add_params", "add", "fully_connected", "qrange",
+    "maxpool2d", "avgpool2d", "add_params", "add", "fully_connected", "qrange", "phase_split",
 ]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -187,6 +187,34 @@ def conv2d(x, w, bias=None, *, x_zp=0, w_zp=0, stride=1, pads=0, groups=1, dilat
     if bias is not None:
         acc = acc + _channel(bias, 4)
     return acc
+
+
+def phase_split(x, stride, pads, phases, out_hw, value):
+    """Space-to-depth of a padded NCHW map into its stride phases (the polyphase form of a
+    stride-``s`` convolution's input).
+
+    ``y[n, c * P + i, a, b] = xp[n, c, s*a + p_i, s*b + q_i]`` for the ``P`` phases
+    ``(p_i, q_i)`` of ``phases`` (each in ``[0, s)``), ``a < out_hw[0]``, ``b < out_hw[1]``,
+    where ``xp`` is ``x`` padded by ``pads`` (top, left, bottom, right) with ``value``;
+    positions beyond the padded map hold ``value`` too. Then a stride-``s`` correlation of
+    ``xp`` with ``w`` equals the stride-1 correlation of ``y`` with the kernel whose channel
+    ``c * P + i`` holds ``w[:, c, s*a' + p_i, s*b' + q_i]`` (0 past the kernel).
+    """
+    s = int(stride)
+    ho, wo = (int(v) for v in out_hw)
+    phases = [(int(p), int(q)) for p, q in np.asarray(phases).reshape(-1, 2)]
+    if s < 1 or ho < 1 or wo < 1 or not phases or \
+            any(not (0 <= p < s and 0 <= q < s) for p, q in phases):
+        raise ValueError(f"phase_split: stride {s}, output {ho}x{wo} and phases {phases} "
+                         f"are inconsistent")
+    xp = pad2d(x, pads, value)
+    N, C, H, W = xp.shape
+    full = np.full((N, C, s * ho, s * wo), value, dtype=np.int64)
+    h, w = min(H, s * ho), min(W, s * wo)
+    full[:, :, :h, :w] = xp[:, :, :h, :w]
+    v = full.reshape(N, C, ho, s, wo, s)
+    y = np.stack([v[:, :, :, p, :, q] for p, q in phases], axis=2)    # (N, C, P, ho, wo)
+    return y.reshape(N, C * len(phases), ho, wo)
 
 
 def requantized_conv2d(x, w, bias, multiplier, shift, y_zp, qmin, qmax, **conv_args):

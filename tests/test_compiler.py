@@ -291,17 +291,26 @@ def test_the_roofline_of_each_layer():
 def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
         model_dir, name, k, s, C, O, H, W, pad):
     """``macs`` counts the layer's outputs at its stride; ``computed_macs`` the FCU array's
-    work: every stride-1 column of the rows it computes, all of them or (one CONV per row,
-    where that is cheaper: the 11x11 stride 4) only the rows POST keeps."""
+    work: kept strided, every stride-1 column of the rows it computes, all of them or (one
+    CONV per row, where that is cheaper: the 11x11 stride 4) only the rows POST keeps; split
+    into its stride phases (compiler/polyphase.py), the split kernel at every output."""
     from ffacc.compiler.driver import compile_model, layer_report
-    _, c, _ = compile_model(_quantized(model_dir, name, "qdq"), TINY)
+    path = _quantized(model_dir, name, "qdq")
+    _, c, _ = compile_model(path, TINY, polyphase=False)
     rows, tot = layer_report(c.image)
     (r,) = [r for r in rows if r["where"] == "accel"]
     hc, wc = H + 2 * pad - k + 1, W + 2 * pad - k + 1
     per_out = O * C * k * k
-    assert r["macs"] == per_out * (-(-hc // s)) * (-(-wc // s))
+    macs = per_out * (-(-hc // s)) * (-(-wc // s))
+    assert r["macs"] == macs
     kept = per_out * -(-hc // s) * wc
     assert r["computed_macs"] in (per_out * hc * wc, kept)
     if k == 11:
         assert r["computed_macs"] == kept
     assert tot["macs"] == r["macs"] and tot["computed_macs"] == r["computed_macs"]
+    _, c, _ = compile_model(path, TINY)
+    rows, tot = layer_report(c.image)
+    (r,) = [r for r in rows if r["where"] == "accel"]
+    k2, phases = -(-k // s), min(k, s) ** 2
+    assert r["op"] == "Conv+Polyphase" and r["macs"] == tot["macs"] == macs
+    assert r["computed_macs"] == macs // (k * k) * phases * k2 * k2

@@ -17,8 +17,8 @@ from onnx import helper
 from ffacc.cli import main
 from ffacc.compiler.compile import compile_graph
 from ffacc.compiler.ir import (HOST_OPS, Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat,
-                               HostGraph, HostQuant, MaxPool, op_from_dict, op_to_dict,
-                               reference_run)
+                               HostGraph, HostQuant, MaxPool, PhaseSplit, op_from_dict,
+                               op_to_dict, reference_run)
 from ffacc.compiler.onnx_import import import_onnx
 from ffacc.compiler.zoo import Builder, quantize_model
 from ffacc.firmware.image import Image, ImageError, Kind, Section
@@ -135,6 +135,8 @@ def _samples():
                   initializers={"k": rng.random(3).astype(np.float32)}),
         HostQuant("hq", ["a", "s"], ["b"], node_proto=node + b"\x00\xff", op_type="QLinearX",
                   initializers={"s": np.float32(0.5), "z": np.array([3], np.uint8)}),
+        PhaseSplit("ps", ["x"], ["y"], stride=3, pads=(1, 2, 0, 4),
+                   phases=np.array([[0, 0], [2, 1]]), out_hw=(5, 7), value=-3),
     ]
 
 
