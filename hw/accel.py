@@ -344,12 +344,13 @@ class Accelerator(wiring.Component):
             lb_w.append([lb[k][j].write_port() for j in range(L)])
             lb_r.append([lb[k][j].read_port(transparent_for=()) for j in range(L)])
 
-        # the weight buffer: one row per (set, engine), the engine's M * T pre-added words for
-        # every lane ([lane][m * T + t]): a CONV pass loads an engine's weights per clock
+        # the weight buffer: one word per set, for every engine its M * T pre-added words for
+        # every lane ([engine][lane][m * T + t]): a CONV pass loads all its engines' weights in
+        # one clock; LOADW's pre-adder writes an engine a clock (write granularity)
         MT = M * T
-        wbm = m.submodules.wbuf = Memory(shape=unsigned(P * MT * gw), depth=cfg.wb_sets * R,
-                                         init=[])
-        wb_w = wbm.write_port()
+        EW = P * MT * gw                # an engine's words, every lane
+        wbm = m.submodules.wbuf = Memory(shape=unsigned(R * EW), depth=cfg.wb_sets, init=[])
+        wb_w = wbm.write_port(granularity=EW)
         wb_r = wbm.read_port(transparent_for=())
         qbm = m.submodules.qbuf = Memory(shape=unsigned(32 * QPARAM_WORDS),
                                          depth=cfg.qb_entries, init=[])
@@ -366,7 +367,7 @@ class Accelerator(wiring.Component):
         fcus = []
         for lane in range(P):
             f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False,      # s2_x is one
-                                                          banks=2 if b2b else 1)
+                                                          banks=2 if b2b else 1, write_rows=R)
             m.d.comb += f.o.ready.eq(1)
             fcus.append(f)
         conv_mac = Signal()
@@ -513,14 +514,12 @@ class Accelerator(wiring.Component):
         # wrap (those engines are inactive)
         cv_cbase = Signal(range(2 * cfg.lb_rows))
         cv_wset = Signal(range(cfg.wb_sets + 2))
-        cv_wbase = Signal(range(cfg.wb_sets * R + 1))
         cv_first = Signal()
         cv_bk = Signal(range(n_blk + 1))
         cv_D = Signal(range(D_ffa + 1))
         cv_asg = Signal(range(R + 1))
-        cv_wa = Signal(range(R + 2))
+        cv_wa = Signal()                # the setup's weights are read
         cv_wl_valid = Signal()
-        cv_wl_addr = Signal(range(max(2, R)))
         cv_slots = Signal(32)
         eng_act = Signal(R)
         # an engine's line-buffer row g (bank g mod B, slot g // B) only in its low bits: every
@@ -537,7 +536,6 @@ class Accelerator(wiring.Component):
         su_p0 = Signal(range(n_pairs + R + 1))
         su_bad = Signal()               # its weight set is outside the buffer
         su_set = Signal(range(cfg.wb_sets + 2))         # its weight set
-        su_wbase = Signal(range(cfg.wb_sets * R + 1))   # its first weight-buffer row
         su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
         cv_bank = Signal()              # the FCU weight bank of the streaming pass
         # the setup writes the bank the last pass used only after that pass's last beat has
@@ -840,7 +838,7 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
-        # the buffer row addr_b, addr_b + 1, ... (LW_CHECK sets the first)
+        # engine lw_eng of set lw_set, then the next engine (LW_CHECK sets the first set)
         wpre = m.submodules.wpre = WeightPreAdder(fc, P, lnb, max_count=cfg.wb_sets * R,
                                                   compact=not cfg.wide_loads)
         lw_rows = Signal(range(cfg.wb_sets * R + 1))
@@ -855,8 +853,9 @@ class Accelerator(wiring.Component):
         lw_pc = Signal(AW)
         lw_lo = Signal(range(cfg.wb_sets + 1))
         lw_hi = Signal(range(cfg.wb_sets + 1))
+        lw_set = Signal(range(cfg.wb_sets + 1))
+        lw_eng = Signal(range(R))
         if pf:
-            lw_addr = Signal(range(cfg.wb_sets * R + 1))
             lw_mac = Signal()
             with m.If(lw_rd):
                 m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
@@ -867,15 +866,25 @@ class Accelerator(wiring.Component):
             with m.Elif(lw_bg & wpre.idle):
                 m.d.sync += lw_bg.eq(0)
         else:
-            lw_addr, lw_mac = addr_b, cmd_flags[0]
+            lw_mac = cmd_flags[0]
         m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(lw_mac), wpre.o.ready.eq(1)]
         with m.If(wpre.o.valid):
-            m.d.comb += [wb_w.en.eq(1), wb_w.addr.eq(lw_addr), wb_w.data.eq(wpre.o.payload)]
-            m.d.sync += lw_addr.eq(lw_addr + 1)
-        m.d.comb += wb_r.addr.eq(su_wbase + cv_wa)
+            m.d.comb += [wb_w.en.eq(1 << lw_eng), wb_w.addr.eq(lw_set),
+                         wb_w.data.eq(Value.cast(wpre.o.payload).replicate(R))]
+            if R > 1:
+                with m.If(lw_eng == R - 1):
+                    m.d.sync += [lw_eng.eq(0), lw_set.eq(lw_set + 1)]
+                with m.Else():
+                    m.d.sync += lw_eng.eq(lw_eng + 1)
+            else:
+                m.d.sync += lw_set.eq(lw_set + 1)
+        # a setup reads its set's word (all engines) and writes it to the FCUs a clock later
+        m.d.comb += wb_r.addr.eq(su_set)
         for lane, f in enumerate(fcus):
-            m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(cv_wl_addr),
-                         f.w_data.eq(wb_r.data[lane * MT * gw:(lane + 1) * MT * gw])]
+            m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(0),
+                         f.w_data.eq(Cat(wb_r.data[r * EW + lane * MT * gw:
+                                                   r * EW + (lane + 1) * MT * gw]
+                                         for r in range(R)))]
             if b2b:
                 m.d.comb += f.w_bank.eq(~cv_bank)
 
@@ -888,17 +897,16 @@ class Accelerator(wiring.Component):
         # back to back, the pass can start in the clock its last weight row is written (the
         # idle bank: its first beat is multiplied 3 clocks later); with one bank the
         # setup's writes are over first
-        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & (cv_wa == R)
+        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & cv_wa
                                 & (Const(1) if b2b else ~cv_wl_valid)),
                      su_ready.eq(su_last | ~su_run)]
         with m.If(su_hold != 0):
             m.d.sync += su_hold.eq(su_hold - 1)
         with m.If(su_start):
-            # the pass takes the next weight set (cv_wset/cv_wbase)
+            # the pass takes the next weight set (cv_wset)
             m.d.sync += [su_run.eq(1), cv_asg.eq(0), cv_wa.eq(0), nxt_act.eq(0),
                          nxt_slots.eq(0), su_bad.eq(ge_const(cv_wset, cfg.wb_sets)),
-                         su_wbase.eq(cv_wbase), su_set.eq(cv_wset), cv_wset.eq(cv_wset + 1),
-                         cv_wbase.eq(cv_wbase + R)]
+                         su_set.eq(cv_wset), cv_wset.eq(cv_wset + 1)]
         with m.Elif(su_run):
             with m.If(lt_const(cv_asg, R)):
                 act_now = (su_p0 + cv_asg) < cv_npairs
@@ -920,8 +928,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += cv_asg.eq(cv_asg + 1)
             # a set a background LOADW is loading is read when the load is over
             su_haz = lw_bg & (su_set >= lw_lo) & (su_set < lw_hi) if pf else Const(0, 1)
-            with m.If(lt_const(cv_wa, R) & (su_hold == 0) & ~su_haz):
-                m.d.sync += [cv_wa.eq(cv_wa + 1), cv_wl_valid.eq(1), cv_wl_addr.eq(cv_wa)]
+            with m.If(~cv_wa & (su_hold == 0) & ~su_haz):
+                m.d.sync += [cv_wa.eq(1), cv_wl_valid.eq(1)]
             with m.If(su_last):
                 m.d.sync += su_run.eq(0)
 
@@ -1176,8 +1184,8 @@ class Accelerator(wiring.Component):
                 n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
                 with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
                     failure(Err.PARAM)
-                with m.Else(), product(dst, R) as p:
-                    m.d.sync += lw_addr.eq(p)
+                with m.Else():
+                    m.d.sync += [lw_set.eq(dst), lw_eng.eq(0)]
                     if pf:
                         m.d.sync += [lw_mac.eq(cmd_flags[0]), lw_lo.eq(dst), lw_hi.eq(dst + n)]
                     m.next = "LW_M1" if cfg.wide_loads else "LW_M2"
@@ -1266,10 +1274,7 @@ class Accelerator(wiring.Component):
                     failure(Err.PARAM)
                 with m.Else(), product(nch, kh) as p:
                     m.d.sync += cv_npairs.eq(p)
-                    m.next = "CV_M2"
-            with m.State("CV_M2"), product(rg[Reg.C_WSET], R) as p:
-                m.d.sync += cv_wbase.eq(p)
-                m.next = "CV_M3"
+                    m.next = "CV_M3"
             with m.State("CV_M3"), product(rg[Reg.C_LANES], M * T) as p:
                 m.d.sync += cv_lmt.eq(p)
                 m.next = "CV_GEOM"

@@ -349,9 +349,11 @@ class FastConvUnit(wiring.Component):
     o : Out(stream)
         Payload ``[j]``: ``L`` sums of the engines' outputs.
     w_en, w_addr, w_data : In
-        Write one row engine's pre-added weights: ``w_addr`` is the engine, ``w_data[m * T + t]``
-        its word ``G[m, t]`` (``M * T`` words, one clock per engine). With one bank a write
-        also clears the filter state; write weights only while no beat is in flight.
+        Write ``write_rows`` row engines' pre-added weights: engines ``w_addr * write_rows``
+        onwards, ``w_data[e * M * T + m * T + t]`` the word ``G[m, t]`` of the ``e``-th (``M * T``
+        words per engine; one engine a clock by default, every engine at once with
+        ``write_rows=rows``). With one bank a write also clears the filter state; write
+        weights only while no beat is in flight.
     w_bank : In(1), with ``banks=2``
         The bank a write goes to. Each input beat names the bank its products use
         (``i.payload.bank``, beside the activations in ``i.payload.x``), so the weights of the
@@ -370,19 +372,24 @@ class FastConvUnit(wiring.Component):
     ``banks=2`` doubles the weight registers (see ``w_bank``).
     """
 
-    def __init__(self, config=None, input_reg=True, banks=1):
+    def __init__(self, config=None, input_reg=True, banks=1, write_rows=1):
         self.config = cfg = config or FCUConfig()
         self.input_reg = input_reg
         if banks not in (1, 2):
             raise ConfigError(f"banks={banks}: the unit has 1 or 2 weight banks")
+        if write_rows < 1 or cfg.rows % write_rows:
+            raise ConfigError(f"write_rows={write_rows}: not a divisor of the unit's "
+                              f"{cfg.rows} rows")
         self.banks = banks
+        self.write_rows = write_rows
         x = data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L), cfg.rows)
         ports = {
             "i": In(stream.Signature(x if banks == 1
                                      else data.StructLayout({"x": x, "bank": 1}))),
             "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
-            "w_en": In(1), "w_addr": In(range(max(2, cfg.rows))),
-            "w_data": In(data.ArrayLayout(cfg.gweight_shape, cfg.ffa.M * cfg.subtaps)),
+            "w_en": In(1), "w_addr": In(range(max(2, cfg.rows // write_rows))),
+            "w_data": In(data.ArrayLayout(cfg.gweight_shape,
+                                          write_rows * cfg.ffa.M * cfg.subtaps)),
             "mac": In(1), "o_next": Out(1),
         }
         if banks == 2:
@@ -398,18 +405,19 @@ class FastConvUnit(wiring.Component):
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
 
-        # weight register file, per bank: one engine's M * T words per write
+        # weight register file, per bank: write_rows engines' M * T words per write
         MT = M * T
+        WR = self.write_rows * MT
         nbank = self.banks
         gb = [[Signal(cfg.gweight_shape, name=f"g{a}" if nbank == 1 else f"g{b}_{a}")
                for a in range(cfg.weight_words)] for b in range(nbank)]
         with m.If(self.w_en):
             with m.Switch(self.w_addr if nbank == 1 else Cat(self.w_addr, self.w_bank)):
                 for b in range(nbank):
-                    for r in range(R):
-                        with m.Case(r + (b << len(self.w_addr))):
-                            m.d.sync += [gb[b][r * MT + a].eq(self.w_data[a])
-                                         for a in range(MT)]
+                    for grp in range(R // self.write_rows):
+                        with m.Case(grp + (b << len(self.w_addr))):
+                            m.d.sync += [gb[b][grp * WR + a].eq(self.w_data[a])
+                                         for a in range(WR)]
 
         # input register
         if self.input_reg:

@@ -40,13 +40,14 @@ NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
 INC_EXTRA = 1
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
-CONV_FIXED = 11
+CONV_FIXED = 9
 PASS_OVERHEAD = 6
-SETUP_B2B = 2       # back to back: a pass's setup after the swap, beyond its rows clocks
+SETUP_ASSIGN = 1    # a pass's setup: the engines' assignment (a clock each), then the swap
+SETUP_WRITE = 3     # ... and its weights: SU_HOLD, the set's word read, its write to the FCUs
 WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
 POST_FIXED = 9
-LOADW_FIXED = 12
-LOADW_ISSUE = 7     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
+LOADW_FIXED = 11
+LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
 LOADA_FIXED = 8
 LOADA_REQUEST = 7
@@ -185,12 +186,15 @@ class CycleModel:
         if c.back_to_back:
             # a piece's first pass is set up, and its last drained, as one pass alone; the
             # passes between follow each other at once unless one is shorter than the next
-            # one's setup (rows clocks of assignment and weights, after SU_HOLD)
-            # (the pass starts in the clock of its last weight row: one clock sooner)
-            setup = c.rows + SETUP_B2B
+            # one's setup (rows clocks of assignment; the weights after SU_HOLD, all at once)
+            # (the pass starts in the clock its weights are written)
+            setup = max(c.rows + SETUP_ASSIGN, SETUP_WRITE)
             period = beats if beats >= setup else max(beats + 1, setup)
             return (self.conv_fixed(g, pl) + g.pieces * (per_pass - 1 + beats)
                     + (passes - g.pieces) * period)
+        # one pass at a time: its setup assigns an engine a clock and writes all their
+        # weights at once, a clock later (two at least)
+        per_pass += max(c.rows, 2) - 1 - c.rows
         return self.conv_fixed(g, pl) + passes * (per_pass + beats)
 
     def conv_fixed(self, g, pl):
