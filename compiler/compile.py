@@ -16,8 +16,8 @@ from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
-                 MaxPool, PhaseSplit, bounds, op_to_dict, requant_params)
-from .lower import ConvLayer, LoweringError, MemoryPlan, build_image, lower_add, lower_conv
+                 MaxPool, PhaseSplit, bounds, op_to_dict)
+from .lower import LoweringError, MemoryPlan, build_image, ir_conv_layer, lower_add, lower_conv
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -224,22 +224,18 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
                     # the layer's MACs (its strided outputs); the array's work at stride 1
                     info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
                     info["computed_macs"] = int(O * cin * kh * kw * computed)
+                    if id(op) in split:
+                        # a polyphase conv: the layer's own MACs and kernel; the array runs
+                        # the split kernel (its zero taps too) in that kernel's mode (kw)
+                        ps = split[id(op)]
+                        info.update(op="Conv+Polyphase", polyphase=ps, macs=ps["macs"],
+                                    kernel=ps["kernel"])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers
                                                                   * cfg.mode_gain(int(kw))))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
-                    if id(op) in split:
-                        # a polyphase conv: the layer's own MACs and kernel; the array runs
-                        # the split kernel (its zero taps too) in that kernel's mode
-                        ps = split[id(op)]
-                        info.update(op="Conv+Polyphase", polyphase=ps, macs=ps["macs"],
-                                    kernel=ps["kernel"])
-                        info["ideal_cycles"] = round(ps["macs"] / (cfg.multipliers
-                                                                   * cfg.ffa_gain))
-                        info["compute_bound"] = round(ps["macs"] / (cfg.multipliers
-                                                                    * cfg.mode_gain(int(kw))))
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
@@ -363,9 +359,6 @@ def _conv_hw(op, x):
 
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`."""
-    M, s = requant_params(x.scale, op.w_scale, y.scale)
-    lo, hi = bounds(op, y)
-    zx = x.zero_point
     if isinstance(op, Gemm):
         # y = W x as a valid correlation: x viewed as C' rows of wr values, W[o] likewise,
         # so the FFA engines take wr-tap pieces (MAC mode would use 1 of L lanes); the
@@ -390,10 +383,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
     wbytes = computed = 0
     for gi in range(groups):
         sl = slice(gi * Og, (gi + 1) * Og)
-        wg = w[sl]
-        bias = op.bias[sl] - zx * wg.sum(axis=(1, 2, 3))
-        layer = ConvLayer(wg, bias, M[sl], s[sl], zx, y.zero_point, lo, hi, (Cg, H, W),
-                          tuple(pads), stride, pool2)
+        layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool2, out=sl)
         before = mem.next
         computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
                               addr[y.name] + gi * Og * out_hw, name=op.name)

@@ -179,8 +179,8 @@ class PhaseSplit(Op):
     kind = "PhaseSplit"
 
     def check(self, in_shape, out_shape):
-        """``ValueError`` unless the fields fit an NCHW input of ``in_shape`` and the output
-        ``out_shape`` (a firmware image's host segment is checked before it runs)."""
+        """:class:`ImageError` unless the fields fit an NCHW input of ``in_shape`` and the
+        output ``out_shape`` (a firmware image's host segment is checked before it runs)."""
         ph = np.asarray(self.phases)
         s = self.stride
         ok = (len(in_shape) == 4 and len(out_shape) == 4 and s >= 2 and ph.ndim == 2
@@ -192,7 +192,7 @@ class PhaseSplit(Op):
               and all(s * o <= n + p1 + p2 + s for o, n, p1, p2 in zip(
                   self.out_hw, in_shape[2:], self.pads[:2], self.pads[2:])))
         if not ok:
-            raise ValueError(f"PhaseSplit {self.name!r}: stride {s}, pads {tuple(self.pads)}, "
+            raise ImageError(f"PhaseSplit {self.name!r}: stride {s}, pads {tuple(self.pads)}, "
                              f"{len(ph)} phases and output {tuple(self.out_hw)} do not fit "
                              f"input {tuple(in_shape)} -> output {tuple(out_shape)}")
 

@@ -17,9 +17,10 @@ from ffacc.hw.weights import raw_set
 from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
 from .emit import Nest
+from .ir import bounds, requant_params
 
-__all__ = ["ConvLayer", "LoweringError", "layer_weights", "lower_conv", "conv_plan_cycles",
-           "lower_add", "Blob", "build_image", "MemoryPlan"]
+__all__ = ["ConvLayer", "ir_conv_layer", "LoweringError", "layer_weights", "lower_conv",
+           "conv_plan_cycles", "lower_add", "Blob", "build_image", "MemoryPlan"]
 
 
 class LoweringError(ValueError):
@@ -125,6 +126,17 @@ def _group_sets(cfg, w):
     for piece in range(g.pieces):
         raw_set(cfg.fcu, rows[..., piece * N:(piece + 1) * N], out=out[:, piece, :npairs])
     return out.reshape(n, g.pieces * nsets, R, N, P), False
+
+
+def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool2=False, out=slice(None)):
+    """The :class:`ConvLayer` of the IR Conv or Gemm ``op`` (input tensor ``x``, output ``y``)
+    for its output channels ``out``, with weights ``w`` (O, C, kh, kw) of those channels: the
+    requantization from the scales, the input zero point folded into the bias."""
+    M, sh = requant_params(x.scale, op.w_scale, y.scale)
+    lo, hi = bounds(op, y)
+    bias = op.bias[out] - x.zero_point * w.sum(axis=(1, 2, 3))
+    return ConvLayer(w, bias, M[out], sh[out], x.zero_point, y.zero_point, lo, hi, in_shape,
+                     tuple(pads), stride, pool2)
 
 
 def layer_weights(cfg, w, cg):

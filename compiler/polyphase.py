@@ -13,9 +13,10 @@ it skips already). Phases with no tap (``p ≥ kh`` or ``q ≥ kw``) are dropped
 The split is a copy of the input in another layout, which the producer must write. Here the
 producer is the host: a convolution whose input is the graph's input (or another host
 operator's output) becomes :class:`~ffacc.compiler.ir.PhaseSplit` on the host and a stride-1
-convolution on the accelerator, where the cycle model finds that cheaper (for a 3×3 stride-2
-conv it is not: four 2×2 phases cost a 3-parallel unit more than the stride-1 columns). The
-integer sums are the same terms (and zeros), so results stay bit-exact.
+convolution on the accelerator, where the lowering's cycle model finds that cheaper (a
+kernel split into phases the fixed 3-parallel unit runs poorly, such as 2×2 or 1×1, can cost
+more than the stride-1 columns). The integer sums are the same terms (and zeros), so results
+stay bit-exact.
 """
 
 from dataclasses import replace
@@ -23,8 +24,8 @@ from math import ceil
 
 import numpy as np
 
-from .ir import Alias, Conv, MaxPool, PhaseSplit, QTensor, bounds, requant_params
-from .lower import ConvLayer, LoweringError, conv_plan_cycles
+from .ir import Alias, Conv, MaxPool, PhaseSplit, QTensor
+from .lower import LoweringError, conv_plan_cycles, ir_conv_layer
 
 __all__ = ["split_weights", "polyphase_inputs"]
 
@@ -49,31 +50,22 @@ def phases(kh, kw, s):
                     dtype=np.int64)
 
 
-def _layer(op, x, y, w, in_shape, pads, stride):
-    """The :class:`ConvLayer` the lowering would build (for its cycle estimate)."""
-    M, sh = requant_params(x.scale, op.w_scale, y.scale)
-    lo, hi = bounds(op, y)
-    bias = op.bias - x.zero_point * w.sum(axis=(1, 2, 3))
-    return ConvLayer(w, bias, M, sh, x.zero_point, y.zero_point, lo, hi, in_shape, pads, stride)
-
-
 def _split(op, g, cfg, name):
     """``(PhaseSplit, its output tensor, the stride-1 Conv, info)`` for ``op``, or None where
     the cycle model finds the strided form at least as cheap (or the split does not lower)."""
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     s = op.strides[0]
     N, C, H, W = x.shape
-    t, l, b, r = op.pads
     kh, kw = op.w.shape[2:]
     ho, wo = y.shape[2:]
     w2, ph = split_weights(op.w, s)
     kh2, kw2 = w2.shape[2:]
     hi, wi = ho + kh2 - 1, wo + kw2 - 1
     try:
-        before = conv_plan_cycles(cfg, _layer(op, x, y, op.w, (C, H, W), tuple(op.pads), s),
+        before = conv_plan_cycles(cfg, ir_conv_layer(op, x, y, op.w, (C, H, W), op.pads, s),
                                   name)
-        after = conv_plan_cycles(cfg, _layer(op, x, y, w2, (C * len(ph), hi, wi),
-                                             (0, 0, 0, 0), 1), name)
+        after = conv_plan_cycles(cfg, ir_conv_layer(op, x, y, w2, (C * len(ph), hi, wi),
+                                                    (0, 0, 0, 0), 1), name)
     except LoweringError:
         return None
     if after >= before:

@@ -91,7 +91,7 @@ def host_op(seg, index=None):
                            "attrs": seg["attrs"]})
         if isinstance(op, PhaseSplit):
             op.check(seg["inputs"][0]["shape"], seg["outputs"][0]["shape"])
-    except (ImageError, ValueError) as e:
+    except ImageError as e:
         raise ImageError(f"{where}: {e}") from None
     tensors = {d["name"]: _qt(d) for d in seg["inputs"] + seg["outputs"]}
     return op, Graph("host", tensors, [op], op.inputs, op.outputs)
