@@ -871,13 +871,10 @@ class Accelerator(wiring.Component):
         with m.If(wpre.o.valid):
             m.d.comb += [wb_w.en.eq(1 << lw_eng), wb_w.addr.eq(lw_set),
                          wb_w.data.eq(Value.cast(wpre.o.payload).replicate(R))]
-            if R > 1:
-                with m.If(lw_eng == R - 1):
-                    m.d.sync += [lw_eng.eq(0), lw_set.eq(lw_set + 1)]
-                with m.Else():
-                    m.d.sync += lw_eng.eq(lw_eng + 1)
-            else:
-                m.d.sync += lw_set.eq(lw_set + 1)
+            with m.If(lw_eng == R - 1):
+                m.d.sync += [lw_eng.eq(0), lw_set.eq(lw_set + 1)]
+            with m.Else():
+                m.d.sync += lw_eng.eq(lw_eng + 1)
         # a setup reads its set's word (all engines) and writes it to the FCUs a clock later
         m.d.comb += wb_r.addr.eq(su_set)
         for lane, f in enumerate(fcus):
