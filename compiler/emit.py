@@ -22,7 +22,9 @@ both forms on the ISS and compare.
 The weight-set registers ``W_DST`` and ``C_WSET`` count modulo the weight buffer (their
 width is its ``log2``, when its size is a power of two): a layer that alternates two halves
 of the buffer gives them ``half * k`` for its k-th load, which is affine in every loop, and
-the instructions hold it modulo the buffer (``INC`` wraps as the hardware does).
+the instructions hold it modulo the buffer (``INC`` wraps as the hardware does). ``C_ACC``
+counts modulo the accumulator in the same way (lane groups that alternate its halves, so
+each ``POST`` runs beside the next ``CONV``).
 """
 
 from ffacc.firmware.isa import LOOP_MAX, Op, Reg, reg_bits
@@ -149,6 +151,8 @@ class Nest:
         # registers whose values count modulo 2**width (see the module's docstring)
         self.mod = {r: 1 << bits[r] for r in (Reg.W_DST, Reg.C_WSET)
                     if 1 << bits[r] == cfg.wb_sets}
+        if 1 << bits[Reg.C_ACC] == cfg.acc_blocks:
+            self.mod[Reg.C_ACC] = cfg.acc_blocks
 
     def _eq(self, r, a, b):
         """Register ``r`` holds the same value for ``a`` and ``b``."""

@@ -251,12 +251,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def prefetch(cg):
         return can_prefetch and sets(cg) <= half
 
-    def plan_cycles(cg, nyc, share):
+    def plan_cycles(cg, nyc, share, ovl=False):
         """Cycles of one column tile cut into channel groups of ``cg``, bands of ``nyc`` rows,
-        ``share`` lane groups per channel-group load, from the ISS's cycle model."""
+        ``share`` lane groups per channel-group load (``ovl``: POST in the background, lane
+        groups in alternate accumulator halves), from the ISS's cycle model."""
         full, rest = divmod(hconv, nyc)
-        return full * band_cycles(cg, nyc, share) + (band_cycles(cg, rest, share) if rest
-                                                     else 0)
+        return (full * band_cycles(cg, nyc, share, ovl)
+                + (band_cycles(cg, rest, share, ovl) if rest else 0))
 
     def conv_cycles(gc, nyc, skip=None):
         """A band's CONV: its rows in one command, or (``skip``, for a strided layer) one
@@ -269,7 +270,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         rows = kept * (cm.conv(gc, 1, passes) + 2 * per_ins)
         return rows if skip else min(dense, rows)
 
-    def band_cycles(cg, nyc, share):
+    def band_cycles(cg, nyc, share, ovl=False):
         n_cg = ceil(C / cg)
         gc = conv_geometry(cfg, kh, kw, wt, cg * kh)
         nr = min(H, nyc + kh - 1)
@@ -283,11 +284,26 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         outs = -(-nyc // step) * -(-wt // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
         waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
-        post = cm.post(cfg.lanes, outs * (4 if layer.pool2 else 1), g.wob, layer.stride,
-                       waits) + 3 * per_ins
+        subs = outs * (4 if layer.pool2 else 1)
+        if ovl:
+            # each lane group's POST runs beside the next one's CONV; the band's last is
+            # waited for (the next LOADA reads memory)
+            run = cm.post_run(cfg.lanes, subs, waits)
+            issue = cm.post_issue(g.wob, layer.stride) + 3 * per_ins
+            return loada + n_og * (conv + issue) + (n_og - 1) * max(0, run - conv) + run
+        post = cm.post(cfg.lanes, subs, g.wob, layer.stride, waits) + 3 * per_ins
         loads = ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
+    # post_overlap: with one channel group, lane groups can alternate the accumulator's
+    # halves (C_ACC counts modulo it, compiler/emit.py: lane group i's is i * half, which is
+    # affine), each POST running beside the next
+    # lane group's CONV; the band then holds half the rows
+    acc_half = cfg.acc_blocks // 2
+    ny_half = min(hconv, acc_half // g.wob)
+    ny_half -= ny_half % step if ny_half >= step else 0
+    can_overlap = (cfg.post_overlap and n_og > 1 and cfg.acc_blocks & (cfg.acc_blocks - 1) == 0
+                   and ny_half >= (2 if layer.pool2 else 1))
     best = None
     for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
         if sets(cg) > cfg.wb_sets:
@@ -301,14 +317,19 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         for nyc, share in shares(cg, nyc).items():
             cost = plan_cycles(cg, nyc, share)
             if best is None or cost < best[0]:
-                best = (cost, cg, nyc, share)
+                best = (cost, cg, nyc, share, False)
+        if n_cg == 1 and can_overlap:
+            nyc = min(nyc, ny_half)
+            cost = plan_cycles(cg, nyc, 1, True)
+            if cost < best[0]:
+                best = (cost, cg, nyc, 1, True)
     if best is None:
         raise LoweringError(f"{name}: {kh} input rows of width {Wt} or one channel's weights do "
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
     if plan_only:
         return best[0] * ceil(wconv / wt)
-    _, cg, ny, share = best
+    _, cg, ny, share, overlap = best
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = conv_geometry(cfg, kh, kw, wt, cg * kh)
@@ -334,7 +355,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
              O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
-    post_flags = PostFlag.POOL2 if layer.pool2 else 0
+    post_flags = ((PostFlag.POOL2 if layer.pool2 else 0)
+                  | (PostFlag.ASYNC if overlap else 0))
     loadw_flags = LoadWFlag.MAC if g.mac else 0
     tiles = []
     for x0 in range(0, wconv, wt):
@@ -366,7 +388,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
                for c0, ch, off, nsets in cgs]
     lgroups = [dict(o0=o0, lanes=min(cfg.lanes, O - o0), wbase=w_addr + i * block,
-                    acc=i % share * ny * g.wob)
+                    acc=i * acc_half if overlap else i % share * ny * g.wob)
                for i, o0 in enumerate(range(0, O, cfg.lanes))]
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]

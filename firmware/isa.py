@@ -84,7 +84,12 @@ OPCODES = {
              "ACCUMULATE keeps previous sums)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
-             "-> bytes at O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W",
+             "-> bytes at O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W; flag ASYNC "
+             "(configurations with post_overlap): it runs in the background while the next "
+             "instructions run; a load of activations or records, POST, ADD or END waits for "
+             "it, and so does a CONV into its accumulator blocks, so results are as in "
+             "order; an error stops the run at the next instruction, with ERROR_PC at "
+             "this POST",
     Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> "
               "O_DST (configurations with add_unit; an illegal opcode otherwise)",
 }
@@ -183,6 +188,14 @@ WAITS_FOR_LOADER = (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END)
 
 class PostFlag(IntEnum):
     POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
+    ASYNC = 2       # run in the background (post_overlap): the next instructions run
+
+
+# the commands (and END) that wait for a background POST (PostFlag.ASYNC) before they run:
+# they read memory it may write, write the records it reads, or need its requantizer; the
+# RTL's FETCH and the ISS both use this list. A CONV waits only if its accumulator blocks
+# overlap the POST's.
+WAITS_FOR_POST = (Op.LOADA, Op.LOADQ, Op.POST, Op.ADD, Op.END)
 
 
 class Err(IntEnum):

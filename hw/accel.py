@@ -1,7 +1,10 @@
 """The accelerator: controller, line buffers, FCU array, accumulators, post-processing, buses.
 
-One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
-:mod:`ffacc.sim.iss` for their exact semantics):
+The controller runs one command at a time, beside two background units: the weight loader
+(a ``LOADW`` with ``ASYNC``) and the post-processor (a ``POST`` with ``ASYNC``), each with
+the waits that keep results those of running the commands in order (see
+:mod:`ffacc.firmware.isa` for the commands and :mod:`ffacc.sim.iss` for their exact
+semantics):
 
 * **Fetch/decode**: the fetch unit (:mod:`ffacc.hw.fetch`) reads blocks of instructions in
   whole beats into a queue; the instruction at its head stays there while it runs (without
@@ -31,11 +34,16 @@ One command runs at a time (see :mod:`ffacc.firmware.isa` for the commands and
   the output side counts each pass's beats, so it needs no signal from the stream side.
 * **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
   FCUs.
-* **Post-processing**: bias, integer requantization, clamp (ReLU), 2×2 max-pool or stride
-  subsampling, an element a clock through a pipeline into the byte writer
-  (:class:`ffacc.hw.axi.AxiByteWriter`, which sends a word while it collects the next).
-  ``ADD`` reads its operands in chunks of 16 and runs them through the same pipeline, an
-  element a clock: its two products on its own multipliers, then the shared requantizer.
+* **Post-processing** (:class:`ffacc.hw.post.PostUnit`): the controller checks a ``POST``
+  and works out its geometry, then hands the post-processor a command: bias, integer
+  requantization, clamp (ReLU), 2×2 max-pool or stride subsampling, an element a clock
+  through a pipeline into the byte writer (:class:`ffacc.hw.axi.AxiByteWriter`, which sends
+  a word while it collects the next). With ``post_overlap`` it has its own read port on the
+  accumulators and copies the command, so a ``POST`` with ``ASYNC`` runs beside the next
+  lane group's ``CONV`` (into the other half of the accumulators; one into the blocks it
+  reads waits). ``ADD`` reads its operands in chunks of 16 and streams them to the same
+  pipeline, an element a clock: its two products on its own multipliers, then the
+  requantizer.
 """
 
 from contextlib import contextmanager
@@ -47,14 +55,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
 from ffacc.firmware.csr import CSR, INFO_VERSION
-from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER, Err, Op,
-                                Reg, reg_bits)
+from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
+                                WAITS_FOR_POST, Err, Op, Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer)
 from .config import AcceleratorConfig
 from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
+from .post import PostUnit
 from .linebuf import RowPacker
 from .logic import ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
@@ -88,50 +97,6 @@ def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
     for i in range(len(b_h)):
         cross = cross + (Mux(b_h[i], a_l, 0) << i)
     return a_l * b_l + (cross << lo)
-
-
-RQ_BITS = 10
-
-
-def requant_round(m, prod, sh):
-    """``(prod + 2**(sh-1)) >> sh`` (round half up, ``1 <= sh <= 62``) saturated to
-    ``RQ_BITS``-bit signed, as logic added to ``m``: ``((prod >> (sh-1)) + 1) >> 1``, which
-    is equal (``floor((floor(y) + 1) / 2) = floor((y + 1) / 2)``), so the rounding adder works
-    on the narrow result. The saturation changes nothing the requantizer's output can show:
-    the result, in [-2**(RQ_BITS-2), 2**(RQ_BITS-2)] = [-256, 256], is followed by the zero
-    point (an int8 in [-128, 127] or a uint8 in [0, 255], as the activations) and the clamp to
-    the activation type, and a saturated 256 + zp stays above 127 (int8) and 255 (uint8),
-    -256 + zp below -128 and 0. One bit fewer would not (128 - 128 = 0 passes an int8 clamp):
-    the rounding test checks both.
-
-    The shift keeps only what the narrow result needs: shifting by 32, 16, ..., 1 in turn,
-    each stage keeps the window plus the shift still to come (``RQ_BITS + 2**k - 1`` bits) and
-    notes whether a bit it drops above that differs from the sign (then the result does not fit
-    and saturates). A full-width shifter and a test of all its high bits cost 446 logic cells
-    more on the iCE40 (measured)."""
-    R = RQ_BITS
-    n = len(prod)
-    s = (sh - 1)[:6]
-    sign = prod[n - 1]
-    v = prod.as_unsigned()
-    over = Const(0, 1)                    # a dropped bit differs from the sign
-    for k in reversed(range(6)):
-        amt = 1 << k
-        keep = R + amt - 1
-        shifted = Signal(len(v), name=f"rq_shift{k}")
-        m.d.comb += shifted.eq(Mux(s[k], Cat(v, sign.replicate(amt))[amt:], v))
-        if keep < len(v):
-            dropped = shifted[keep:]
-            over = over | (dropped != sign.replicate(len(dropped)))
-            v = shifted[:keep]
-        else:
-            v = shifted
-    fits = ~over & (v[R - 1] == sign)
-    sat = Signal(signed(R))
-    m.d.comb += sat.eq(Mux(fits, v, Mux(sign, -(1 << (R - 1)), (1 << (R - 1)) - 1)))
-    res = Signal(signed(R))
-    m.d.comb += res.eq((sat + 1) >> 1)
-    return res
 
 
 def _ceil_log2(n):
@@ -362,6 +327,17 @@ class Accelerator(wiring.Component):
             m.submodules[f"acc{lane}"] = accm[lane]
             acc_w.append(accm[lane].write_port())
             acc_r.append(accm[lane].read_port(transparent_for=()))
+        # the post-processor; with post_overlap it has its own read port (a copy of the
+        # accumulators' block RAMs) and runs beside CONV, else it shares CONV's
+        po = m.submodules.post = PostUnit(cfg, latch=cfg.post_overlap)
+        po_r = ([accm[lane].read_port(transparent_for=()) for lane in range(P)]
+                if cfg.post_overlap else acc_r)
+        m.d.comb += [po.acc_data.eq(Cat(po_r[lane].data for lane in range(P))),
+                     qb_r.addr.eq(po.q_addr), qb_r.en.eq(po.q_en), po.q_data.eq(qb_r.data),
+                     wr.i.valid.eq(po.wr.valid), wr.i.payload.addr.eq(po.wr.payload.addr),
+                     wr.i.payload.data.eq(po.wr.payload.data), po.wr.ready.eq(wr.i.ready),
+                     wr.flush.eq(po.wr_flush), po.wr_idle.eq(wr.idle),
+                     po.wr_err_valid.eq(wr.err_valid), po.wr_err.eq(wr.err)]
 
         # ---------------------------------------------------------------- FCU array
         fcus = []
@@ -563,26 +539,10 @@ class Accelerator(wiring.Component):
         # beats issued whose outputs have not come out yet
         ot_pend = Signal(range(2 * (fc.latency + 4)))
 
-        # ---- POST / ADD state
-        po_lane = Signal(range(P + 1))
-        po_y = Signal(range(cfg.acc_blocks + 256 + 1))
-        # a row's first accumulator block; it and the row step need only hold what a valid row
-        # reaches (< acc_blocks): the next row's base is exact whenever that row exists
-        po_rowbase = Signal(range(cfg.acc_blocks + 1))
-        po_xblk = Signal(range(cfg.acc_blocks + 256 + 1))
-        po_xsub = Signal(range(L))
-        po_x = Signal(range(L * cfg.acc_blocks + 256 + 1))
-        po_sub = Signal(2)
-        po_orow = Signal(AW)
+        # ---- POST / ADD state: the geometry the post-processor's command carries
         po_lanebase = Signal(AW)
-        po_ocol = Signal(AW)
         po_step = Signal(8)
-        q_bias = Signal(signed(32))
-        q_M = Signal(32)
-        q_sh = Signal(8)
-        q_zp = Signal(signed(9))
-        q_min = Signal(signed(9))
-        q_max = Signal(signed(9))
+        po_cstride = Signal(rbits[Reg.O_CSTRIDE])
         # one small multiplier for every address/size product (sequenced through micro-states
         # so no command needs a DSP of its own), with registered operands: a state using it
         # presents the operands in its first cycle and acts on the product in its second, so
@@ -623,68 +583,46 @@ class Accelerator(wiring.Component):
         def tmp_of(p):
             return Cat(p[:tmp_k], p[tmp_k:].any())
 
-        po_run = Signal()
-        po_adv = Signal()
-        po_done = Signal()
         po_sblk = Signal(range(256))                 # step // L, step <= 255
         po_ssub = Signal(9)
         po_rowstep = Signal(range(cfg.acc_blocks + 1))
-        p1_valid, p2_valid, p3_valid, p4_valid = Signal(), Signal(), Signal(), Signal()
-        p1_sub = Signal(range(L))
-        p1_first, p2_first, p3_first, p4_first = Signal(), Signal(), Signal(), Signal()
-        p1_last, p2_last, p3_last, p4_last = Signal(), Signal(), Signal(), Signal()
-        # the element ends an output row: the write side's address then moves to the next row
-        # (po_orow/po_ocol advance as elements are written, so no address rides the pipeline)
-        p1_rowend, p2_rowend, p3_rowend, p4_rowend = Signal(), Signal(), Signal(), Signal()
-        p2_in = Signal(signed(33))
-        # ... and one requantization multiplier, shared by POST and ADD: its operand is always
-        # the POST pipeline's stage-2 register (ADD leaves its sum there), so no multiplexer
-        # or stall logic sits in front of it
-        mul_p = Signal(signed(66))
-        m.d.comb += mul_p.eq(p2_in * Cat(q_M, Const(0, 1)).as_signed())
-        p3_prod = Signal(signed(66))
-        p4_rnd = Signal(signed(RQ_BITS))
-        po_res = Signal(signed(10))
-        po_maxv = Signal(signed(10))
-        p3_rnd = Signal(signed(RQ_BITS))
-        m.d.comb += p3_rnd.eq(requant_round(m, p3_prod, q_sh))
 
         def s8(v):
             """An 8-bit register field as the activation type's value (9-bit signed)."""
             return v.as_signed() if fc.act_signed else Cat(v, Const(0, 1)).as_signed()
 
-        def clamp(v):
-            return Mux(v < q_min, q_min, Mux(v > q_max, q_max, v))
-
-        # the requantizer's parameters: POST's from the lane's record, which the parameter
-        # buffer's read port holds while the lane runs (it reads only in PO_LANE), ADD's from
-        # its registers; copied into registers (PO_QP, AD_CHECK) on a fast clock
-        # (qparams_in_registers), read in place otherwise
-        q_load = Signal()
-        m.d.comb += qb_r.en.eq(0)
-        qw = qb_r.data
-        q_vals = [qw[0:32].as_signed(), qw[32:64], qw[64:72], s8(qw[72:80]), s8(qw[80:88]),
-                  s8(qw[88:96])]
+        # the post-processor's command: the geometry above and the parameter registers (with
+        # post_overlap the unit copies them as it takes the command; otherwise the controller
+        # holds them, waiting in PO_WAIT); ADD's requantizer from its registers
+        po_valid = Signal()
+        po_async = Signal()         # the last POST ran in the background: FETCH reports its error
+        po_pc = Signal(AW)
+        po_pending = Signal()       # a command given or running
+        m.d.comb += po_pending.eq(po_valid | po.busy)
+        pp = po.cmd.payload
+        m.d.comb += [po.cmd.valid.eq(po_valid),
+                     pp.lanes.eq(rg[Reg.C_LANES]), pp.ny.eq(rg[Reg.C_NY]),
+                     pp.wout.eq(rg[Reg.C_WOUT]), pp.pool.eq(cmd_flags[0]), pp.step.eq(po_step),
+                     pp.sblk.eq(po_sblk), pp.ssub.eq(po_ssub), pp.wob.eq(cv_wob),
+                     pp.rowstep.eq(po_rowstep), pp.acc0.eq(rg[Reg.C_ACC]),
+                     pp.acc1.eq(rg[Reg.C_ACC] + tmp), pp.q0.eq(rg[Reg.O_Q]),
+                     pp.base.eq(po_lanebase), pp.pitch.eq(rg[Reg.O_W])]
         if cfg.add_unit:
-            sz = rg[Reg.D_SZ]
-            add_vals = [0, rg[Reg.D_M], sz[:8], s8(sz[24:32]), s8(rg[Reg.D_CLAMP][:8]),
-                        s8(rg[Reg.D_CLAMP][8:16])]
-            q_vals = [Mux(op == Op.ADD, a, v) for a, v in zip(add_vals, q_vals)]
-        q_regs = (q_bias, q_M, q_sh, q_zp, q_min, q_max)
-        if cfg.qparams_in_registers:
-            with m.If(q_load):
-                m.d.sync += [q.eq(v) for q, v in zip(q_regs, q_vals)]
-        else:
-            m.d.comb += [q.eq(v) for q, v in zip(q_regs, q_vals)]
+            dsz, dcl = rg[Reg.D_SZ], rg[Reg.D_CLAMP]
+            m.d.comb += [pp.add.eq(op == Op.ADD), pp.q.mult.eq(rg[Reg.D_M]),
+                         pp.q.shift.eq(dsz[:8]), pp.q.zp.eq(s8(dsz[24:32])),
+                         pp.q.lo.eq(s8(dcl[:8])), pp.q.hi.eq(s8(dcl[8:16]))]
+        with m.If(po.cmd.ready):
+            m.d.sync += po_valid.eq(0)
+        # O_CSTRIDE, a cold register: copied in PO_M2 for a unit that copies the command,
+        # else read in place (PO_WAIT presents it)
+        m.d.comb += pp.cstride.eq(po_cstride if cfg.post_overlap else cold(Reg.O_CSTRIDE))
 
         ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
         ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
         ad_off = Signal(A)
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
-        ad_pa = Signal(signed(27))
-        ad_pb = Signal(signed(27))
-        ad_mode = Signal()              # the POST pipeline carries ADD's elements
 
         # ---------------------------------------------------------------- LB read pipeline
         # stage 0 (comb, in CV_STREAM): addresses; stage 1: memory data; stage 2: FCU input
@@ -785,11 +723,13 @@ class Accelerator(wiring.Component):
         m.d.sync += rmw_valid.eq(keep)
         with m.If(keep):
             m.d.sync += [rmw_addr.eq(acc_rd_addr), rmw_first.eq(cv_first)]
-        po_acc_addr = Signal(range(max(2, cfg.acc_blocks)))
-        po_reading = Signal()
         for lane in range(P):
-            m.d.comb += [acc_r[lane].addr.eq(Mux(po_reading, po_acc_addr, acc_rd_addr)),
-                         acc_r[lane].en.eq(~po_run | po_adv)]
+            if cfg.post_overlap:
+                m.d.comb += [acc_r[lane].addr.eq(acc_rd_addr),
+                             po_r[lane].addr.eq(po.acc_addr), po_r[lane].en.eq(po.acc_en)]
+            else:
+                m.d.comb += [acc_r[lane].addr.eq(Mux(po.reading, po.acc_addr, acc_rd_addr)),
+                             acc_r[lane].en.eq(po.acc_en)]
             m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
             for q in range(L):
                 old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
@@ -959,6 +899,7 @@ class Accelerator(wiring.Component):
                                  err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
                     if pf:
                         m.d.sync += [lw_bg.eq(0), lw_err.eq(0)]
+                    m.d.sync += po_async.eq(0)
                     m.d.sync += count(busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
                                       n_instr.eq(0))
                     m.next = "FETCH"
@@ -972,14 +913,22 @@ class Accelerator(wiring.Component):
                                  rd.req_valid.eq(fu.req_valid), rd.req_addr.eq(fu.req_addr),
                                  rd.req_len.eq(fu.req_len), rd.req_words.eq(fu.req_words)]
                     # a command that reads memory, and END, start after a background LOADW
+                    # (and those that need the post-processor, after a background POST)
                     fop = fu.o.payload.instr[0:8]
                     reads = Const(0, 1)
                     if pf:
                         reads = lw_bg & fop.matches(*WAITS_FOR_LOADER)
+                    if cfg.post_overlap:
+                        reads = reads | (po_pending & fop.matches(*WAITS_FOR_POST))
                     with m.If(lw_err != 0 if pf else Const(0, 1)):
                         # a background LOADW's read failed: the run stops at that LOADW
                         m.d.comb += fail_pc.eq(lw_pc)
                         failure(lw_err)
+                    with m.Elif(po_async & ~po_pending & (po.err != 0) if cfg.post_overlap
+                                else Const(0, 1)):
+                        # a background POST failed: the run stops at that POST
+                        m.d.comb += fail_pc.eq(po_pc)
+                        failure(po.err)
                     with m.Elif(fu.o.valid & ~reads):
                         with m.If(fu.o.payload.err != 0):
                             m.d.comb += fail_pc.eq(fu.o.payload.pc)
@@ -1293,6 +1242,10 @@ class Accelerator(wiring.Component):
             with m.State("CV_M4"):
                 with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
                     failure(Err.PARAM)
+                with m.Elif(po_pending & (rg[Reg.C_ACC] < po.acc_hi)
+                            & (po.acc_lo < rg[Reg.C_ACC] + tmp) if cfg.post_overlap
+                            else Const(0, 1)):
+                    pass                # its blocks are being read by a background POST
                 with m.Else():
                     m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(rg[Reg.C_ACC])]
                     m.next = "CV_PIECE"
@@ -1394,7 +1347,7 @@ class Accelerator(wiring.Component):
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [cv_t.eq(0), cv_wob.eq(0), po_lane.eq(0),
+                    m.d.sync += [cv_t.eq(0), cv_wob.eq(0),
                                  po_step.eq(Mux(pool, 2, stride[:8]))]
                     m.next = "PO_GEOM"
             with m.State("PO_GEOM"):
@@ -1414,84 +1367,31 @@ class Accelerator(wiring.Component):
                                  po_sblk.eq(0), po_ssub.eq(po_step)]
                     m.next = "PO_M2"
             with m.State("PO_M2"):
-                # the step in (block, sub) form and the row step in accumulator words
+                # the step in (block, sub) form and the row step in accumulator words, then
+                # the post-processor takes the command: with ASYNC (post_overlap) the
+                # controller goes on as it does
+                cold_addr(Reg.O_CSTRIDE)                    # there in the product's cycle
                 with m.If(ge_const(po_ssub, L)):
                     m.d.sync += [po_ssub.eq(po_ssub - L), po_sblk.eq(po_sblk + 1)]
                 with m.Else(), product(po_step, cv_wob) as p:
-                    m.d.sync += po_rowstep.eq(p)
-                    m.next = "PO_LANE"
-            with m.State("PO_LANE"):
-                # the lane's record is read once: the read port holds it while the lane runs
-                m.d.comb += [qb_r.addr.eq(rg[Reg.O_Q] + po_lane), qb_r.en.eq(1)]
-                m.d.sync += [po_y.eq(0), po_rowbase.eq(rg[Reg.C_ACC]), po_xblk.eq(0),
-                             po_xsub.eq(0),
-                             po_x.eq(0), po_sub.eq(0), po_orow.eq(po_lanebase),
-                             po_ocol.eq(po_lanebase), po_done.eq(pool & lt_const(wout, 2))]
-                m.next = "PO_QP" if cfg.qparams_in_registers else "PO_SH"
-            if cfg.qparams_in_registers:
-                with m.State("PO_QP"):
-                    m.d.comb += q_load.eq(1)
-                    m.next = "PO_SH"
-            with m.State("PO_SH"):
-                with m.If((q_sh == 0) | gt_const(q_sh, 62)):
-                    failure(Err.PARAM)
-                with m.Else():
-                    m.next = "PO_RUN"
-            # one sub-element issued per cycle into a 4-stage pipeline (read, +bias,
-            # multiply, round/shift; clamp/max at the write), stalled by the byte writer
-            with m.State("PO_RUN"):
-                cold_addr(Reg.O_CSTRIDE)                    # for PO_LANEEND
-                m.d.comb += [po_reading.eq(1), po_run.eq(1)]
-                last_sub = ~pool | (po_sub == 3)
-                issue = ~po_done & po_adv
-                dx = po_sub[0] & pool
-                dy = po_sub[1] & pool
-                xsub1 = Mux(po_xsub == L - 1, 0, po_xsub + 1)
-                xblk1 = Mux(po_xsub == L - 1, po_xblk + 1, po_xblk)
-                m.d.comb += po_acc_addr.eq(po_rowbase + Mux(dy, cv_wob, 0)
-                                           + Mux(dx, xblk1, po_xblk))
-                nx = po_x + po_step
-                row_end = Mux(pool, nx + 1 >= wout, nx >= wout)
-                with m.If(issue):
-                    m.d.sync += [p1_valid.eq(1), p1_sub.eq(Mux(dx, xsub1, po_xsub)),
-                                 p1_first.eq(~pool | (po_sub == 0)), p1_last.eq(last_sub),
-                                 p1_rowend.eq(last_sub & row_end)]
-                    with m.If(pool & (po_sub != 3)):
-                        m.d.sync += po_sub.eq(po_sub + 1)
-                    with m.Else():
-                        # next element: x += step; at the row end, y += step
-                        nsub = po_xsub + po_ssub
-                        carry = ge_const(nsub, L)
-                        m.d.sync += po_sub.eq(0)
-                        with m.If(row_end):
-                            ny_next = po_y + po_step
-                            m.d.sync += [po_x.eq(0), po_xblk.eq(0), po_xsub.eq(0),
-                                         po_y.eq(ny_next),
-                                         po_rowbase.eq(po_rowbase + po_rowstep)]
-                            with m.If(Mux(pool, ny_next + 1 >= ny, ny_next >= ny)):
-                                m.d.sync += po_done.eq(1)
+                    m.d.sync += [po_rowstep.eq(p), po_valid.eq(1), po_pc.eq(pc)]
+                    if cfg.post_overlap:
+                        m.d.sync += po_cstride.eq(cold(Reg.O_CSTRIDE))
+                        m.d.sync += po_async.eq(cmd_flags[1])
+                        with m.If(cmd_flags[1]):
+                            m.next = "NEXT"
                         with m.Else():
-                            m.d.sync += [po_x.eq(nx), po_xsub.eq(Mux(carry, nsub - L, nsub)),
-                                         po_xblk.eq(po_xblk + po_sblk + carry)]
-                with m.Elif(po_adv):
-                    m.d.sync += p1_valid.eq(0)
-                with m.If(wr.err_valid):
-                    failure(wr.err)
-                with m.Elif(po_done & ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid):
-                    m.next = "PO_LANEEND"
-            with m.State("PO_LANEEND"):
-                with m.If(po_lane + 1 == lanes):
-                    m.d.comb += wr.flush.eq(1)
-                    m.next = "WR_FLUSH"
-                with m.Else():
-                    m.d.sync += [po_lane.eq(po_lane + 1),
-                                 po_lanebase.eq(aclamp(po_lanebase + cold(Reg.O_CSTRIDE)))]
-                    m.next = "PO_LANE"
-            with m.State("WR_FLUSH"):
-                with m.If(wr.err_valid):
-                    failure(wr.err)
-                with m.Elif(wr.idle):
-                    m.next = "NEXT"
+                            m.next = "PO_WAIT"
+                    else:
+                        m.next = "PO_WAIT"
+            with m.State("PO_WAIT"):
+                # a POST (without ASYNC) or ADD: until the post-processor is done
+                cold_addr(Reg.O_CSTRIDE)
+                with m.If(~po_pending):
+                    with m.If(po.err != 0):
+                        failure(po.err)
+                    with m.Else():
+                        m.next = "NEXT"
 
             # ------------------------------------------------------------ ADD
             if cfg.add_unit:
@@ -1501,19 +1401,20 @@ class Accelerator(wiring.Component):
                     with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
                         failure(Err.PARAM)
                     with m.Else():
-                        m.d.comb += q_load.eq(1)
                         m.d.sync += ad_off.eq(0)
                         m.next = "AD_DST"
                 with m.State("AD_DST"):
-                    # the write side's address advances by one per element written
-                    m.d.sync += po_ocol.eq(aclamp(cold(Reg.O_DST)))
+                    # the post-processor writes the elements from O_DST on
+                    m.d.sync += [po_lanebase.eq(aclamp(cold(Reg.O_DST))), po_valid.eq(1),
+                                 po_async.eq(0)]
                     m.next = "AD_CHUNK"
                 with m.State("AD_CHUNK"):
                     cold_addr(Reg.A_SRC)                    # AD_RA's source
                     left = rg[Reg.D_N] - ad_off
                     with m.If(ad_off >= rg[Reg.D_N]):
-                        m.d.comb += wr.flush.eq(1)
-                        m.next = "WR_FLUSH"
+                        m.next = "PO_WAIT"
+                    with m.Elif(~po_pending):               # it stopped early: an error
+                        failure(po.err)
                     with m.Else():
                         m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
                         m.next = "AD_RA"
@@ -1532,75 +1433,41 @@ class Accelerator(wiring.Component):
                             with m.Else():
                                 m.d.sync += ad_k.eq(0)
                                 m.next = nxt
-                # an element a clock into the POST pipeline (stalled by the writer): stage 1
-                # (a - za) ka and (b - zb) kb on the ADD's own multipliers, stage 2 their sum,
-                # then the requantizer's multiply, round/shift and the clamp at the write
+                # an element a clock to the post-processor: (a - za) ka and (b - zb) kb on
+                # the ADD's own multipliers; it sums them and requantizes
                 with m.State("AD_RUN"):
-                    m.d.comb += [po_run.eq(1), ad_mode.eq(1)]
-                    issue = po_adv & (ad_k != ad_len)
                     a = Signal(signed(10))
                     b = Signal(signed(10))
                     m.d.comb += [a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16])),
-                                 b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24]))]
-                    with m.If(issue):
-                        m.d.sync += [p1_valid.eq(1), p1_first.eq(1), p1_last.eq(1),
-                                     p1_rowend.eq(0), ad_k.eq(ad_k + 1),
-                                     ad_pa.eq(a * Cat(kab[:16], Const(0, 1)).as_signed()),
-                                     ad_pb.eq(b * Cat(kab[16:32], Const(0, 1)).as_signed())]
-                    with m.Elif(po_adv):
-                        m.d.sync += p1_valid.eq(0)
-                    with m.If(wr.err_valid):
-                        failure(wr.err)
-                    with m.Elif((ad_k == ad_len) & ~p1_valid & ~p2_valid & ~p3_valid
-                                & ~p4_valid):
+                                 b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24])),
+                                 po.ext.valid.eq(ad_k != ad_len),
+                                 po.ext.payload.pa.eq(a * Cat(kab[:16], Const(0, 1)).as_signed()),
+                                 po.ext.payload.pb.eq(b * Cat(kab[16:32], Const(0, 1)).as_signed()),
+                                 po.ext.payload.last.eq(ad_off + ad_k + 1 == rg[Reg.D_N])]
+                    with m.If(po.ext.valid & po.ext.ready):
+                        m.d.sync += ad_k.eq(ad_k + 1)
+                    with m.If(~po_pending):                 # it stopped early: an error
+                        failure(po.err)
+                    with m.Elif(ad_k == ad_len):
                         m.d.sync += ad_off.eq(ad_off + ad_len)
                         m.next = "AD_CHUNK"
-
-        # ---------------------------------------------------------------- POST pipeline
-        # stage 4 holds a finished sub-element; a group's last one goes to the writer
-        m.d.comb += po_res.eq(clamp(p4_rnd + q_zp))
-        grp_max = Signal(signed(10))
-        m.d.comb += grp_max.eq(Mux(p4_first | (po_res > po_maxv), po_res, po_maxv))
-        want_write = p4_valid & p4_last
-        m.d.comb += po_adv.eq(po_run & ~(want_write & ~wr.i.ready))
-        with m.If(po_run & want_write):
-            m.d.comb += [wr.i.valid.eq(1), wr.i.payload.addr.eq(po_ocol),
-                         wr.i.payload.data.eq(grp_max[:8])]
-            with m.If(wr.i.ready):
-                with m.If(p4_rowend):
-                    next_row = aclamp(po_orow + rg[Reg.O_W])
-                    m.d.sync += [po_orow.eq(next_row), po_ocol.eq(next_row)]
-                with m.Else():
-                    m.d.sync += po_ocol.eq(aclamp(po_ocol + 1))
-        with m.If(po_adv):
-            words = Array(Array(acc_r[lane].data[32 * q:32 * q + 32] for q in range(L))
-                          for lane in range(P))
-            v = words[po_lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1_sub]
-            m.d.sync += [
-                p2_valid.eq(p1_valid), p2_first.eq(p1_first), p2_last.eq(p1_last),
-                p2_rowend.eq(p1_rowend),
-                p2_in.eq(Mux(ad_mode, ad_pa + ad_pb, v.as_signed() + q_bias)),
-                p3_valid.eq(p2_valid), p3_first.eq(p2_first), p3_last.eq(p2_last),
-                p3_rowend.eq(p2_rowend), p3_prod.eq(mul_p),
-                p4_valid.eq(p3_valid), p4_first.eq(p3_first), p4_last.eq(p3_last),
-                p4_rowend.eq(p3_rowend), p4_rnd.eq(p3_rnd),
-            ]
-            with m.If(p4_valid):
-                m.d.sync += po_maxv.eq(grp_max)
-        with m.If(~po_run):
-            m.d.sync += [p1_valid.eq(0), p2_valid.eq(0), p3_valid.eq(0), p4_valid.eq(0)]
 
         # any state: a failure stops the run
         with m.If(fail):
             m.d.sync += [err_code.eq(fail_code), err_pc.eq(fail_pc), smul_ph.eq(0)]
-        if pf:
+        if pf or cfg.post_overlap:
             # a run stops when no background read is left on the bus (the next run's fetch
-            # would take its beats): until then it is busy, in IDLE
+            # would take its beats) and the background POST is done: until then it is busy,
+            # in IDLE. That POST came first: its error, if it has one, is the run's.
+            bg = (lw_rd if pf else Const(0, 1)) | (po_pending if cfg.post_overlap else 0)
             halting = Signal()
-            with m.If(fail & lw_rd):
+            with m.If(fail & bg):
                 m.d.sync += halting.eq(1)
-            with m.Elif((fail | halting) & ~lw_rd):
+            with m.Elif((fail | halting) & ~bg):
                 m.d.sync += [busy.eq(0), error.eq(1), halting.eq(0)]
+                if cfg.post_overlap:
+                    with m.If(po_async & (po.err != 0)):
+                        m.d.sync += [err_code.eq(po.err), err_pc.eq(po_pc)]
         else:
             with m.If(fail):
                 m.d.sync += [busy.eq(0), error.eq(1)]

@@ -90,6 +90,15 @@ class AcceleratorConfig:
         results are those of running the commands in order. Needs ``wide_loads`` and the
         fetch unit. False: ``ASYNC`` is ignored (every ``LOADW`` runs before the next
         instruction).
+    post_overlap : bool
+        ``POST`` with flag ``ASYNC`` runs in the background on the post-processor
+        (:mod:`ffacc.hw.post`), which copies its parameters: the controller goes on with the
+        next instructions, typically the next channel group's ``CONV`` into the other half of
+        the accumulators. A ``CONV`` into the accumulator blocks the running ``POST`` reads
+        waits for it, and so do the commands that read memory or the parameter buffer or
+        use the requantizer (``LOADA``, ``LOADQ``, ``POST``, ``ADD``) and ``END``: results are
+        those of running the commands in order. The accumulators get a second read port (a
+        copy of their block RAMs). Needs the fetch unit. False: ``ASYNC`` is ignored.
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -116,6 +125,7 @@ class AcceleratorConfig:
     loop_depth: int = 4
     back_to_back: bool = True
     weight_prefetch: bool = True
+    post_overlap: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -130,7 +140,7 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back",
-                     "weight_prefetch"):
+                     "weight_prefetch", "post_overlap"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -139,6 +149,9 @@ class AcceleratorConfig:
         if self.weight_prefetch and not (self.wide_loads and self.fetch_block):
             raise ConfigError("weight_prefetch: background weight loads need wide_loads and "
                               "the fetch unit (fetch_block > 0); set weight_prefetch = false")
+        if self.post_overlap and not self.fetch_block:
+            raise ConfigError("post_overlap: a background POST needs the fetch unit "
+                              "(fetch_block > 0); set post_overlap = false")
         if self.bus_bytes not in (4, 8):
             raise ConfigError(f"bus_bytes={self.bus_bytes!r}: must be 4 or 8")
         if self.burst_beats & (self.burst_beats - 1):
@@ -264,7 +277,7 @@ ACCEL_PRESETS = {
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False,
-                                    weight_prefetch=False),
+                                    weight_prefetch=False, post_overlap=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

@@ -1,6 +1,9 @@
 """Cycle model of the accelerator's commands (used by the ISS and the compiler's reports).
 
-The RTL controller runs one command at a time (a ``CONV``'s passes overlap each other). The
+The RTL controller runs one command at a time (a ``CONV``'s passes overlap each other),
+beside a background weight load and a background ``POST`` (their flag ``ASYNC``): the ISS
+books an ``ASYNC`` command's issue to it and the clocks a later command waits for it to
+that command. The
 constants below come from ``benchmarks/calibrate_cycles.py``, which runs micro-programs on
 the RTL (Verilator, with cocotbext-axi's ``AxiRam`` as memory) and compares each command's
 measured cost with this model; ``tests/test_accel_cocotb.py`` checks whole programs stay
@@ -41,11 +44,14 @@ FETCH_BLOCK = 5
 INC_EXTRA = 1
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 9
+CONV_HAZARD_AT = 7  # CV_CHECK, CV_M1, CV_M3 (two clocks each), CV_GEOM's product
 PASS_OVERHEAD = 6
 SETUP_ASSIGN = 1    # a pass's setup: the engines' assignment (a clock each), then the swap
 SETUP_WRITE = 3     # ... and its weights: SU_HOLD, the set's word read, its write to the FCUs
 WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
-POST_FIXED = 9
+POST_ISSUE = 7      # PO_CHECK .. PO_M2 (the ceil(wout / L) and step loops aside)
+POST_HANDOFF = 4    # without ASYNC: the command's transfer and PO_WAIT's end
+POST_SEEN = 1       # the post-processor's idle reaches the controller
 LOADW_FIXED = 11
 LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
@@ -56,8 +62,8 @@ LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
-ADD_FIXED = 8
-ADD_CHUNK_COST = 16
+ADD_FIXED = 12
+ADD_CHUNK_COST = 12
 ADD_ELEMENT = 3
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
@@ -197,6 +203,11 @@ class CycleModel:
         per_pass += max(c.rows, 2) - 1 - c.rows
         return self.conv_fixed(g, pl) + passes * (per_pass + beats)
 
+    def conv_hazard_at(self, g):
+        """Clocks from a ``CONV``'s decode to its check of the accumulator blocks (CV_M4),
+        where it waits for a background ``POST`` that reads them."""
+        return CONV_HAZARD_AT + max(g.wob, g.pieces)
+
     def conv_fixed(self, g, pl):
         """CONV's cycles before and between its passes."""
         c = self.cfg
@@ -210,13 +221,30 @@ class CycleModel:
         return CONV_FIXED + max(g.wob, g.pieces) + pieces
 
     def post(self, lanes, subs_per_lane, wob, stride, write_stalls=0):
-        """Pipelined requantization: one sub-element (4 per pooled output) per cycle, the
-        clocks it waits for the byte writer (:func:`writer_stalls`) and the last word's
-        write."""
+        """``POST``: the controller's part (:meth:`post_issue`), then the post-processor's
+        (:meth:`post_run`) while the controller waits."""
+        return self.post_issue(wob, stride) + POST_HANDOFF + self.post_run(
+            lanes, subs_per_lane, write_stalls)
+
+    def post_issue(self, wob, stride):
+        """The controller's clocks of a ``POST``: its checks and geometry (``ceil(wout / L)``
+        and the step's blocks by repeated addition and subtraction), then the command to the
+        post-processor. With flag ``ASYNC`` that is all of it."""
+        return POST_ISSUE + wob + stride // self.cfg.L
+
+    def post_run(self, lanes, subs_per_lane, write_stalls=0):
+        """The post-processor's clocks, from taking the command to the last write's
+        answer: per lane the record's read and one sub-element (4 per pooled output) per
+        clock through the pipeline, the clocks it waits for the byte writer
+        (:func:`writer_stalls`), and the last word's write."""
         self.stall += write_stalls + WRITE_END_WAIT
         per_lane = POST_LANE + self.cfg.qparams_in_registers + subs_per_lane
-        return POST_FIXED + wob + stride // self.cfg.L + lanes * per_lane \
-            + write_stalls + WRITE_END
+        return lanes * per_lane + write_stalls + WRITE_END
+
+    def post_wait(self, left):
+        """Clocks a command waits for a background ``POST`` that has ``left`` clocks to
+        run (it sees the post-processor idle a clock after the last write's answer)."""
+        return max(0, left + POST_SEEN)
 
     def add(self, n):
         """Chunks of ``ADD_CHUNK`` elements: per chunk its two reads' requests and the

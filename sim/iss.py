@@ -18,7 +18,7 @@ from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
-                                LoadWFlag, Op, WAITS_FOR_LOADER, reg_bits, simm,
+                                LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode)
 
 __all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
@@ -121,6 +121,8 @@ class ISS:
         self.now = 0                    # the clock this instruction started (run)
         self.lw_rd_until = self.lw_bg_until = 0
         self.lw_sets = (0, 0)
+        self.po_until = 0
+        self.po_blocks = (0, 0)
 
     # --- memory ----------------------------------------------------------------------------
     def _check(self, addr, n):
@@ -182,6 +184,9 @@ class ISS:
         # ask for a block again), the clock its last row is written, and its sets
         self.lw_rd_until = self.lw_bg_until = 0
         self.lw_sets = (0, 0)
+        # a background POST (post_overlap): the clock it ends and its accumulator blocks
+        self.po_until = 0
+        self.po_blocks = (0, 0)
         try:
             if prog_base % INSTR_BYTES:
                 raise AccelError(Err.ADDRESS, prog_base, f"program base 0x{prog_base:x} is not "
@@ -250,9 +255,12 @@ class ISS:
             raise AccelError(Err.OPCODE, self.pc, "ADD: this configuration has no ADD unit "
                                                   "(add_unit=false)")
         # a command that reads memory, and END, wait in FETCH for a background LOADW
+        # (and those that need the post-processor, for a background POST: both at once)
         wait = 0
         if op in WAITS_FOR_LOADER:
             wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
+        if op in WAITS_FOR_POST and self.po_until > self.now:
+            wait = max(wait, self.cost.post_wait(self.po_until - self.now))
         self.now += wait
         if op in (Op.END, Op.NOP):
             return wait + self.cost.fetch
@@ -412,6 +420,12 @@ class ISS:
         if lo < used[1] and used[0] < hi:
             start = self.now + self.cost.fetch + self.cost.conv_fixed(g, p["C_PL"])
             wait = self.cost.prefetch_wait(self.lw_bg_until - start)
+        # and a CONV into the blocks a background POST reads waits for it (in CV_M4, after
+        # its geometry)
+        a0, a1 = p["C_ACC"], p["C_ACC"] + p["C_NY"] * g.wob
+        if self.po_until > self.now and a0 < self.po_blocks[1] and self.po_blocks[0] < a1:
+            at = self.now + self.cost.fetch + self.cost.conv_hazard_at(g)
+            wait = max(wait, self.cost.post_wait(self.po_until - at))
         if self.timing_only:
             return wait + self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece,
                                          p["C_PL"])
@@ -516,8 +530,15 @@ class ISS:
                  + np.arange(cols_out)[None, None, :]).reshape(lanes, -1)
         stalls = writer_stalls(addrs // c.bus_bytes, 4 if pool else 1)
         addrs = addrs.reshape(-1)
-        cost = self.cost.post(lanes, rows_out * cols_out * (4 if pool else 1), wob, stride,
-                              stalls)
+        subs = rows_out * cols_out * (4 if pool else 1)
+        if ins.flags & PostFlag.ASYNC and c.post_overlap:
+            # the post-processor runs it beside the next instructions
+            cost = self.cost.post_issue(wob, stride)
+            self.po_until = (self.now + self.cost.fetch + cost
+                             + self.cost.post_run(lanes, subs, stalls))
+            self.po_blocks = (a0, a0 + ny * wob)
+        else:
+            cost = self.cost.post(lanes, subs, wob, stride, stalls)
         self.moved[3] += lanes * rows_out * cols_out
         if self.timing_only:
             return cost

@@ -11,8 +11,8 @@ import numpy as np
 
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
 from ffacc.firmware.image import Kind, TensorDesc
-from ffacc.firmware.isa import (LoadWFlag, Op, Program, Reg, decode_program, encode,
-                                pack_qparam, reg_bits)
+from ffacc.firmware.isa import (LoadWFlag, Op, PostFlag, Program, Reg, decode_program,
+                                encode, pack_qparam, reg_bits)
 from ffacc.hw.weights import set_bytes
 
 from . import golden
@@ -308,6 +308,55 @@ def prefetch_race_case(cfg, seed=0, beside=False):
     return case
 
 
+def post_race_case(cfg, seed=0, beside=False):
+    """A background POST (flag ASYNC) of a long band, then at once a CONV from other weights
+    into the same accumulator blocks, which it would overwrite before the POST read them:
+    the CONV must wait for it. ``beside``: the CONV writes the other half of the
+    accumulator, so it runs while the POST does. Both bands are then in memory (``y1``
+    from the POST, ``y2`` from a POST after the CONV), the expected values the ISS's
+    (commands in order); ``case.sync`` is the same program without ASYNC."""
+    rng = np.random.default_rng(seed)
+    L, R, P, S = cfg.L, cfg.rows, cfg.lanes, 2
+    W = cfg.lb_width - cfg.lb_width % L
+    per = set_bytes(cfg.fcu, P, True)
+    mem = MemoryPlan(base=DATA_BASE)
+    x = mem.place("x", rng.integers(0, 256, R * W).astype(np.uint8).tobytes())   # bytes
+    w = mem.place("w", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
+    _, dt, qlo, qhi = _acts(cfg, rng, 1)
+    q = []
+    for _ in range(P):
+        q += pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
+                         qlo, qhi)
+    qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+    y1, y2 = mem.alloc("y1", P * W), mem.alloc("y2", P * W)
+
+    def program(flags):
+        p = Program()
+        p.set(Q_SRC=qa, Q_COUNT=P, Q_DST=0, A_SRC=x, A_CH=R, A_H=1, A_W=W, A_HB0=0, A_NR=1,
+              LB_PITCH=1, W_SRC=w, W_COUNT=S, W_DST=0, C_KH=1, C_KW=1, C_PT=0, C_PL=0,
+              C_WOUT=W, C_ZX=0, C_Y0=0, C_NY=1, C_WSET=0, C_LANES=P, C_ACC=0, O_DST=y1,
+              O_W=W, O_CSTRIDE=W, O_Q=0, O_STRIDE=1, O_ROW0=0)
+        p.op(Op.LOADQ).op(Op.LOADA).op(Op.LOADW, flags=LoadWFlag.MAC).op(Op.CONV)
+        p.op(Op.POST, flags=flags)
+        p.set(C_WSET=1, C_ACC=cfg.acc_blocks // 2 if beside else 0, O_DST=y2)
+        p.op(Op.CONV).op(Op.POST).end()
+        return p
+
+    def image(p):
+        return build_image(cfg, p, mem, [
+            TensorDesc(n, "output", a, np.dtype(dt).name, [1, P, 1, W])
+            for n, a in (("y1", y1), ("y2", y2))])
+
+    case = Case(f"post_{'beside' if beside else 'race'}", image(program(PostFlag.ASYNC)),
+                [(y1, np.zeros(P * W, dt)), (y2, np.zeros(P * W, dt))])
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done", res.detail
+    case.outputs = [(y1, np.frombuffer(blobs[0], dt).copy()),
+                    (y2, np.frombuffer(blobs[1], dt).copy())]
+    case.sync = image(program(0))
+    return case
+
+
 def _fault_program(kind, cfg):
     p = Program()
     mem = MemoryPlan(base=DATA_BASE)
@@ -384,6 +433,29 @@ def _fault_program(kind, cfg):
         if kind == "loadw_async_param":
             p.op(Op.CONV)
         p.end()
+    elif kind in ("post_async_address", "post_async_shift"):
+        # a background POST whose writes fall past the memory, with a CONV beside it; or
+        # whose second lane's record has shift 0 (PARAM), a long first lane before it and
+        # a CONV whose kernel stops the run first: the POST's error is the run's (it came
+        # first)
+        L, W = cfg.L, cfg.lb_width - cfg.lb_width % cfg.L
+        lanes = min(2, cfg.lanes)
+        shift = kind == "post_async_shift"
+        q = pack_qparam(0, 1 << 20, 31, 0, 0, 0) * lanes
+        if shift:
+            q[-1] &= ~0xFF
+        qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+        p.set(Q_SRC=qa, Q_COUNT=lanes, Q_DST=0).op(Op.LOADQ)
+        p.set(C_ACC=0, C_LANES=lanes, C_NY=1, C_WOUT=W, O_Q=0, O_STRIDE=1,
+              O_DST=mem.alloc("y", lanes * W) if shift else far, O_W=W, O_CSTRIDE=W,
+              O_ROW0=0, C_KH=1, C_KW=1, C_PT=0, C_PL=0, A_CH=1, A_H=1, A_W=W, A_HB0=0,
+              LB_PITCH=1, C_WSET=0)
+        p.op(Op.POST, flags=PostFlag.ASYNC)
+        if shift:
+            p.set(C_KH=cfg.max_kernel + 1)
+        else:
+            p.set(C_ACC=cfg.acc_blocks // 2)
+        p.op(Op.CONV).end()
     elif kind == "lb_overflow":
         p.set(A_SRC=DATA_BASE, A_CH=2, A_H=4, A_W=cfg.lb_width + 1, A_HB0=0, A_NR=1,
               LB_PITCH=1).op(Op.LOADA).end()
@@ -396,7 +468,8 @@ def _fault_program(kind, cfg):
 FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
           "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
           "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2, "conv_acc": 3,
-          "post_acc": 3, "loadw_async_address": 4, "loadw_async_param": 3}
+          "post_acc": 3, "loadw_async_address": 4, "loadw_async_param": 3,
+          "post_async_address": 4, "post_async_shift": 3}
 
 
 def fault_case(cfg, kind):

@@ -9,7 +9,8 @@ import pytest
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
 from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_case,
-                                fault_case, fc_case, loop_case, prefetch_race_case, run_iss)
+                                fault_case, fc_case, loop_case, post_race_case,
+                                prefetch_race_case, run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -100,6 +101,30 @@ def test_a_conv_runs_beside_a_background_load(simulator, tmp_path):
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_conv_waits_for_the_accumulators_a_background_post_reads(simulator, tmp_path):
+    """A CONV from other weights into the blocks an ASYNC POST is reading (it would
+    overwrite them first): RTL = ISS, both bands as in order."""
+    case = post_race_case(TINY, seed=7)
+    (_, y1), (_, y2) = case.outputs
+    assert len(np.unique(y1)) > 3 and not np.array_equal(y1, y2)
+    run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_conv_runs_beside_a_background_post(simulator, tmp_path):
+    """A CONV into the accumulator's other half runs while the ASYNC POST does: RTL = ISS,
+    and the run is shorter than the same program without ASYNC by most of the POST."""
+    case = post_race_case(TINY, seed=8, beside=True)
+    assert len(np.unique(case.outputs[0][1])) > 3
+    rtl, _ = run_both(case, TINY, simulator, tmp_path)
+    path = case.sync.save(tmp_path / "post_sync.ffw")
+    sync = bench(TINY, simulator).run_image(path, case.readback, name="post_sync")
+    assert all(a == b for a, b in zip(sync["readback"], rtl["readback"]))
+    # the CONV (about 30 clocks here) hides under the POST (about 80)
+    assert sync["cycles"] - rtl["cycles"] >= 20, (sync["cycles"], rtl["cycles"])
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
 @pytest.mark.parametrize("kind", sorted(FAULTS))
 def test_faults_give_error_status(simulator, kind, tmp_path):
     rtl, iss = run_both(fault_case(TINY, kind), TINY, simulator, tmp_path)
@@ -124,7 +149,8 @@ def test_small_part_configuration(name, tmp_path):
     (back_to_back false)."""
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
                      target_mhz=12, wide_loads=False, fetch_block=0,
-                     loop_depth=0, back_to_back=False, weight_prefetch=False)
+                     loop_depth=0, back_to_back=False, weight_prefetch=False,
+                     post_overlap=False)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)

@@ -13,7 +13,8 @@ RANGES = {"lanes": (1, 64), "lb_rows": (1, 1 << 16), "lb_width": (1, 4096),
           "max_kernel": (1, 12), "burst_beats": (1, 256), "target_mhz": (1, 1000),
           "addr_bits": (12, 32), "dsp_bits": (16, 18), "fetch_block": (0, 64),
           "loop_depth": (0, 8)}
-FLAGS = ("add_unit", "perf_counters", "wide_loads", "back_to_back")
+FLAGS = ("add_unit", "perf_counters", "wide_loads", "back_to_back", "weight_prefetch",
+         "post_overlap")
 
 
 def _cfg(**kw):
@@ -46,6 +47,8 @@ def test_flags(name):
     ({"burst_beats": 12}, "burst_beats=12: must be a power of two"),
     ({"lb_rows": BASE["lb_rows"] + 1}, "must be a multiple of the"),
     ({"loop_depth": 2, "fetch_block": 0}, "hardware loops need the fetch unit"),
+    ({"loop_depth": 0, "weight_prefetch": False, "fetch_block": 0},
+     "post_overlap: a background POST needs the fetch unit"),
     ({"fcu": {**BASE["fcu"], "act_bits": 6}}, "fcu.act_bits"),
     ({"bogus": 1}, "unknown accelerator config key"),
 ])

@@ -1,0 +1,192 @@
+"""The post-processor (hw/post.py) in amaranth.sim: POST over model accumulators and a model
+parameter buffer (block-RAM read ports), ADD from its element stream, a writer that stalls at
+random; every byte against a Python reference, and a bad record's error."""
+
+from math import ceil
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings, strategies as st
+
+from ffacc.firmware.isa import Err, pack_qparam
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.hw.post import PostUnit
+
+TINY = ACCEL_PRESETS["tiny"]
+
+
+def requant(v, rec, signed):
+    bias, mult, word = rec
+    bias -= (bias >> 31) << 32
+    sh = word & 0xFF
+
+    def s8(b):
+        b &= 0xFF
+        return b - 256 if signed and b >= 128 else b
+    zp, lo, hi = s8(word >> 8), s8(word >> 16), s8(word >> 24)
+    out = ((v + bias) * mult + (1 << (sh - 1))) >> sh
+    return min(max(out + zp, lo), hi) & 0xFF
+
+
+def expect_post(acc, recs, cmd, signed, L):
+    """{address: byte} of a POST (the ISS's semantics, sim/iss.py)."""
+    out = {}
+    ny, wout, pool, step = cmd["ny"], cmd["wout"], cmd["pool"], cmd["step"]
+    wob = ceil(wout / L)
+    for lane in range(cmd["lanes"]):
+        def val(y, x):
+            b = cmd["acc0"] + y * wob + x // L
+            return requant(int(acc[lane][b][x % L]), recs[cmd["q0"] + lane], signed)
+        base = cmd["base"] + lane * cmd["cstride"]
+        if pool:
+            for r in range(ny // 2):
+                for c in range(wout // 2):
+                    vals = [val(2 * r + dy, 2 * c + dx) for dy in (0, 1) for dx in (0, 1)]
+                    sv = [v - 256 if signed and v >= 128 else v for v in vals]
+                    out[base + r * cmd["pitch"] + c] = vals[int(np.argmax(sv))]
+        else:
+            for r, y in enumerate(range(0, ny, step)):
+                for c, x in enumerate(range(0, wout, step)):
+                    out[base + r * cmd["pitch"] + c] = val(y, x)
+    return out
+
+
+def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=True,
+             max_clocks=20000):
+    """Give ``cmd`` to a :class:`PostUnit`, serve its read ports from ``acc`` ``[lane][block]
+    [column]`` and ``recs`` (records of 3 words), feed ``ext`` ((pa, pb) pairs) for an ADD,
+    and take its writes with probability ``ready`` a clock. Returns ({address: byte}, err,
+    clocks)."""
+    dut = PostUnit(cfg, latch=latch)
+    L, P = cfg.L, cfg.lanes
+    rng = np.random.default_rng(seed)
+    wob = ceil(cmd.get("wout", 1) / L)
+    full = dict(lanes=1, ny=1, wout=1, pool=0, step=1, acc0=0, q0=0, base=0, pitch=0,
+                cstride=0)
+    full.update(cmd)
+    full.update(sblk=full["step"] // L, ssub=full["step"] % L, wob=wob,
+                rowstep=full["step"] * wob, acc1=full["acc0"] + full["ny"] * wob)
+    written, res = {}, {}
+
+    async def bench(ctx):
+        p = dut.cmd.payload
+        for k, v in full.items():
+            if k in ("q",):
+                continue
+            ctx.set(getattr(p, k), v)
+        if "add" in full:
+            ctx.set(p.add, 1)
+            q = full["q"]
+            for k in ("mult", "shift", "zp", "lo", "hi"):
+                ctx.set(getattr(p.q, k), q[k])
+        ctx.set(dut.cmd.valid, 1)
+        ctx.set(dut.wr_idle, 1)
+        acc_word = q_word = 0
+        k = 0
+        for clock in range(max_clocks):
+            # the read ports: the data of last clock's address (with enable)
+            ctx.set(dut.acc_data, acc_word)
+            ctx.set(dut.q_data, q_word)
+            if k < len(ext):
+                ctx.set(dut.ext.valid, 1)
+                ctx.set(dut.ext.payload.pa, ext[k][0])
+                ctx.set(dut.ext.payload.pb, ext[k][1])
+                ctx.set(dut.ext.payload.last, int(k == len(ext) - 1))
+            elif "add" in full:
+                ctx.set(dut.ext.valid, 0)
+            take = rng.random() < ready
+            ctx.set(dut.wr.ready, int(take))
+            await ctx.delay(1e-9)
+            if ctx.get(dut.cmd.ready) and clock and not latch:
+                ctx.set(dut.cmd.valid, 0)
+            if ctx.get(dut.wr.valid) and take:
+                written[ctx.get(dut.wr.payload.addr)] = ctx.get(dut.wr.payload.data)
+            if "add" in full and k < len(ext) and ctx.get(dut.ext.ready):
+                k += 1
+            if ctx.get(dut.acc_en):
+                a = ctx.get(dut.acc_addr)
+                acc_word = 0
+                if acc is not None:
+                    for lane in range(P):
+                        for j in range(L):
+                            v = int(acc[lane][a][j]) & 0xFFFFFFFF
+                            acc_word |= v << (32 * (lane * L + j))
+            if ctx.get(dut.q_en):
+                r = recs[ctx.get(dut.q_addr)] if ctx.get(dut.q_addr) < len(recs) else (0, 0, 0)
+                q_word = r[0] | r[1] << 32 | r[2] << 64
+            await ctx.tick()
+            if latch and clock == 0:
+                ctx.set(dut.cmd.valid, 0)
+            if clock > 1 and not ctx.get(dut.busy):
+                res["err"] = ctx.get(dut.err)
+                res["clocks"] = clock
+                return
+        raise AssertionError("the post-processor did not finish")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return written, res["err"], res["clocks"]
+
+
+def _case(rng, cfg, pool, step, ny, wout, lanes, signed):
+    L, P = cfg.L, cfg.lanes
+    acc = rng.integers(-(1 << 20), 1 << 20, (P, cfg.acc_blocks, L))
+    recs = []
+    for _ in range(cfg.qb_entries):
+        recs.append(tuple(pack_qparam(int(rng.integers(-5000, 5000)),
+                                      int(rng.integers(1 << 28, 1 << 31)), 31 + int(rng.integers(0, 4)),
+                                      int(rng.integers(-20, 20)), -128 if signed else 0,
+                                      127 if signed else 255)))
+    wob = ceil(wout / L)
+    cmd = dict(lanes=lanes, ny=ny, wout=wout, pool=pool, step=2 if pool else step,
+               acc0=int(rng.integers(0, cfg.acc_blocks - ny * wob + 1)),
+               q0=int(rng.integers(0, cfg.qb_entries - lanes + 1)), base=64,
+               pitch=wout + 3, cstride=(ny + 1) * (wout + 3))
+    return acc, recs, cmd
+
+
+@settings(max_examples=12, deadline=None)
+@given(pool=st.booleans(), step=st.integers(1, 4), ny=st.integers(1, 5),
+       wout=st.integers(1, 11), lanes=st.integers(1, 2), latch=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_post_writes_every_kept_element(pool, step, ny, wout, lanes, latch, seed):
+    cfg = TINY
+    if pool:
+        ny += ny % 2
+    rng = np.random.default_rng(seed)
+    acc, recs, cmd = _case(rng, cfg, pool, step, ny, wout, lanes, cfg.fcu.act_signed)
+    want = expect_post(acc, recs, cmd, cfg.fcu.act_signed, cfg.L)
+    got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs, seed=seed, latch=latch)
+    assert err == 0 and got == want
+    assert want or (pool and wout < 2)
+
+
+def test_a_bad_shift_stops_after_the_lanes_before_it():
+    cfg = TINY
+    rng = np.random.default_rng(5)
+    acc, recs, cmd = _case(rng, cfg, False, 1, 2, 6, 2, cfg.fcu.act_signed)
+    bad = list(recs[cmd["q0"] + 1])
+    bad[2] &= ~0xFF                                         # shift 0
+    recs[cmd["q0"] + 1] = tuple(bad)
+    want = expect_post(acc, recs, dict(cmd, lanes=1), cfg.fcu.act_signed, cfg.L)
+    got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs)
+    assert err == Err.PARAM and got == want and len(want) == 12
+
+
+@pytest.mark.parametrize("latch", [True, False])
+def test_add_elements_from_the_stream(latch):
+    cfg = TINY
+    rng = np.random.default_rng(7)
+    n = 23
+    ext = [(int(a), int(b)) for a, b in rng.integers(-(1 << 20), 1 << 20, (n, 2))]
+    q = dict(mult=int(rng.integers(1 << 28, 1 << 30)), shift=33, zp=3, lo=-128, hi=127)
+    if not cfg.fcu.act_signed:
+        q.update(zp=100, lo=0, hi=255)
+    got, err, clocks = run_unit(cfg, dict(add=1, base=300, q=q), ext=ext, latch=latch)
+    rec = (0, q["mult"], q["shift"] | (q["zp"] & 0xFF) << 8 | (q["lo"] & 0xFF) << 16
+           | (q["hi"] & 0xFF) << 24)
+    want = {300 + k: requant(a + b, rec, cfg.fcu.act_signed) for k, (a, b) in enumerate(ext)}
+    assert err == 0 and got == want
