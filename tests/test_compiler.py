@@ -308,7 +308,9 @@ def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
     if k == 11:
         assert r["computed_macs"] == kept
     assert tot["macs"] == r["macs"] and tot["computed_macs"] == r["computed_macs"]
-    _, c, _ = compile_model(path, TINY)
+    # (without post_overlap: with it, the 3x3 stride 2 on this small map is cheaper kept
+    # strided, its POSTs beside its CONVs, and the compiler keeps it)
+    _, c, _ = compile_model(path, TINY.with_(post_overlap=False))
     rows, tot = layer_report(c.image)
     (r,) = [r for r in rows if r["where"] == "accel"]
     k2, phases = -(-k // s), min(k, s) ** 2
