@@ -1455,11 +1455,15 @@ class Accelerator(wiring.Component):
         # any state: a failure stops the run
         with m.If(fail):
             m.d.sync += [err_code.eq(fail_code), err_pc.eq(fail_pc), smul_ph.eq(0)]
-        if pf or cfg.post_overlap:
+        if cfg.add_unit:
+            m.d.comb += po.stop.eq(fail)    # an ADD's elements end with the run
+        if pf or cfg.post_overlap or cfg.add_unit:
             # a run stops when no background read is left on the bus (the next run's fetch
-            # would take its beats) and the background POST is done: until then it is busy,
-            # in IDLE. That POST came first: its error, if it has one, is the run's.
-            bg = (lw_rd if pf else Const(0, 1)) | (po_pending if cfg.post_overlap else 0)
+            # would take its beats) and the post-processor is done (a background POST, or
+            # the elements an ADD gave it): until then it is busy, in IDLE. A background POST
+            # came first: its error, if it has one, is the run's.
+            bg = ((lw_rd if pf else Const(0, 1))
+                  | (po_pending if cfg.post_overlap or cfg.add_unit else 0))
             halting = Signal()
             with m.If(fail & bg):
                 m.d.sync += halting.eq(1)

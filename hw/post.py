@@ -126,6 +126,9 @@ class PostUnit(wiring.Component):
         The byte writer (:class:`~ffacc.hw.axi.AxiByteWriter`).
     ext : In(stream of {pa, pb, last})
         ADD's elements (configurations with the ADD unit): ``pa + pb`` is requantized.
+    stop : In(1)
+        The producer of an ADD's elements gives up (its run failed): the elements taken are
+        written, then the unit is idle (a POST runs to its end: it was issued whole).
     acc_lo, acc_hi : Out
         The running POST's accumulator blocks ``[acc_lo, acc_hi)`` (empty when idle): a
         ``CONV`` into them waits.
@@ -159,6 +162,7 @@ class PostUnit(wiring.Component):
         }
         if cfg.add_unit:
             ports["ext"] = In(stream.Signature(EXT_LAYOUT))
+            ports["stop"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -302,6 +306,13 @@ class PostUnit(wiring.Component):
             m.d.comb += finish.eq(1)
             m.next = "IDLE"
 
+        stopped = Signal()                  # an ADD's producer gave up
+        if add:
+            with m.If(start):
+                m.d.sync += stopped.eq(0)
+            with m.Elif(self.stop):
+                m.d.sync += stopped.eq(1)
+
         with m.FSM(name="post"):
             with m.State("IDLE"):
                 with m.If(start):
@@ -388,9 +399,10 @@ class PostUnit(wiring.Component):
                 with m.State("ADD_PARAMS"):
                     m.d.comb += q_load.eq(1)
                     m.next = "ADD_RUN"
-                # an element a clock from ext into the pipeline, stalled by the writer
+                # an element a clock from ext into the pipeline, stalled by the writer (until
+                # the last, or a stop)
                 with m.State("ADD_RUN"):
-                    m.d.comb += [run.eq(1), self.ext.ready.eq(adv & ~done)]
+                    m.d.comb += [run.eq(1), self.ext.ready.eq(adv & ~done & ~stopped)]
                     with m.If(self.ext.valid & self.ext.ready):
                         m.d.sync += [p1_valid.eq(1), p1_first.eq(1), p1_last.eq(1),
                                      p1_rowend.eq(0), p1_pa.eq(self.ext.payload.pa),
@@ -400,7 +412,7 @@ class PostUnit(wiring.Component):
                         m.d.sync += p1_valid.eq(0)
                     with m.If(self.wr_err_valid):
                         fail(self.wr_err)
-                    with m.Elif(done & empty):
+                    with m.Elif((done | stopped) & empty):
                         m.d.comb += self.wr_flush.eq(1)
                         m.next = "FLUSH"
         return m

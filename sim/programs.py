@@ -249,6 +249,25 @@ def async_loads(case):
     return case
 
 
+def _race_data(cfg, rng, W, weight_sets):
+    """The data of a race case: one input row of ``W`` bytes per row engine, random MAC
+    weight blocks of ``weight_sets`` sets each, and a quantization record per lane; returns
+    ``(memory plan, x, weight addresses, activation dtype, records' address)``."""
+    R, P = cfg.rows, cfg.lanes
+    per = set_bytes(cfg.fcu, P, True)
+    mem = MemoryPlan(base=DATA_BASE)
+    x = mem.place("x", rng.integers(0, 256, R * W).astype(np.uint8).tobytes())   # bytes
+    ws = [mem.place(f"w{k}", rng.integers(-128, 128, n * per).astype(np.int8).tobytes())
+          for k, n in enumerate(weight_sets)]
+    _, dt, qlo, qhi = _acts(cfg, rng, 1)
+    q = []
+    for _ in range(P):
+        q += pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
+                         qlo, qhi)
+    qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+    return mem, x, ws, dt, qa
+
+
 def prefetch_race_case(cfg, seed=0, beside=False):
     """A background LOADW of new weights into every weight set, then at once a CONV from
     the last set, which it would read before the load gets there: its pass must wait for
@@ -261,17 +280,7 @@ def prefetch_race_case(cfg, seed=0, beside=False):
     rng = np.random.default_rng(seed)
     L, R, P, S = cfg.L, cfg.rows, cfg.lanes, cfg.wb_sets
     W = 2 * L
-    per = set_bytes(cfg.fcu, P, True)
-    mem = MemoryPlan(base=DATA_BASE)
-    x = mem.place("x", rng.integers(0, 256, R * W).astype(np.uint8).tobytes())   # bytes
-    old = mem.place("w_old", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
-    new = mem.place("w_new", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
-    _, dt, qlo, qhi = _acts(cfg, rng, 1)
-    q = []
-    for _ in range(P):
-        q += pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
-                         qlo, qhi)
-    qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+    mem, x, (old, new), dt, qa = _race_data(cfg, rng, W, (S, S))
     y = mem.alloc("y", P * W)
 
     def program(background):
@@ -318,16 +327,7 @@ def post_race_case(cfg, seed=0, beside=False):
     rng = np.random.default_rng(seed)
     L, R, P, S = cfg.L, cfg.rows, cfg.lanes, 2
     W = cfg.lb_width - cfg.lb_width % L
-    per = set_bytes(cfg.fcu, P, True)
-    mem = MemoryPlan(base=DATA_BASE)
-    x = mem.place("x", rng.integers(0, 256, R * W).astype(np.uint8).tobytes())   # bytes
-    w = mem.place("w", rng.integers(-128, 128, S * per).astype(np.int8).tobytes())
-    _, dt, qlo, qhi = _acts(cfg, rng, 1)
-    q = []
-    for _ in range(P):
-        q += pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
-                         qlo, qhi)
-    qa = mem.place("q", np.array(q, dtype="<u4").tobytes())
+    mem, x, (w,), dt, qa = _race_data(cfg, rng, W, (S,))
     y1, y2 = mem.alloc("y1", P * W), mem.alloc("y2", P * W)
 
     def program(flags):
@@ -375,6 +375,12 @@ def _fault_program(kind, cfg):
         p.op(Op.LOADA).end()
     elif kind == "write_address":
         p.set(A_SRC=DATA_BASE, D_SRC2=DATA_BASE, O_DST=far, D_N=4, D_KAB=1 | 1 << 16,
+              D_M=1 << 30, D_SZ=31, D_CLAMP=255 << 8).op(Op.ADD).end()
+        mem.place("zeros", bytes(16))
+    elif kind == "add_read_address":
+        # an ADD whose first operand lies past the memory: its read fails while the
+        # post-processor waits for its elements, and must not keep the run from stopping
+        p.set(A_SRC=far, D_SRC2=DATA_BASE, O_DST=DATA_BASE, D_N=4, D_KAB=1 | 1 << 16,
               D_M=1 << 30, D_SZ=31, D_CLAMP=255 << 8).op(Op.ADD).end()
         mem.place("zeros", bytes(16))
     elif kind == "wide_set":
@@ -469,7 +475,7 @@ FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
           "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
           "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2, "conv_acc": 3,
           "post_acc": 3, "loadw_async_address": 4, "loadw_async_param": 3,
-          "post_async_address": 4, "post_async_shift": 3}
+          "post_async_address": 4, "post_async_shift": 3, "add_read_address": 4}
 
 
 def fault_case(cfg, kind):
