@@ -209,6 +209,15 @@ def test_async_weight_loads_change_the_time_only():
             assert ares.cycles == res.cycles
 
 
+def _compiled_conv(cfg, *shape, seed):
+    """A compiled conv case on the ISS, checked against golden: (case, blobs, result,
+    decoded program)."""
+    case = conv_case(cfg, *shape, seed=seed)
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done" and case.check(blobs)
+    return case, blobs, res, decode_program(case.image.sections[0].data)
+
+
 def test_the_compiler_prefetches_weights_beside_convs():
     """With weight_prefetch, a layer of several lane groups loads each CONV's weights in
     the background while the CONV before runs, in alternating halves of the buffer: golden
@@ -216,10 +225,7 @@ def test_the_compiler_prefetches_weights_beside_convs():
     cycles = {}
     for pf in (True, False):
         cfg = TINY.with_(weight_prefetch=pf)
-        case = conv_case(cfg, 8, 12, 8, 8, 3, seed=3)
-        blobs, res = run_iss(case, cfg)
-        assert res.status == "done" and case.check(blobs)
-        code = decode_program(case.image.sections[0].data)
+        _, _, res, code = _compiled_conv(cfg, 8, 12, 8, 8, 3, seed=3)
         n_async = sum(1 for i in code if i.op == Op.LOADW and i.flags & LoadWFlag.ASYNC)
         assert (n_async > 0) == pf
         cycles[pf] = res.cycles
@@ -234,10 +240,7 @@ def test_the_compiler_overlaps_post_with_the_next_conv():
     cycles = {}
     for ov in (True, False):
         cfg = TINY.with_(post_overlap=ov)
-        case = conv_case(cfg, 4, 8, 12, 12, 3, seed=1)
-        blobs, res = run_iss(case, cfg)
-        assert res.status == "done" and case.check(blobs)
-        code = decode_program(case.image.sections[0].data)
+        case, blobs, res, code = _compiled_conv(cfg, 4, 8, 12, 12, 3, seed=1)
         posts = [i for i in code if i.op == Op.POST]
         # C_ACC's values and steps (an INC by half the accumulator alternates the halves)
         accs = {i.imm % cfg.acc_blocks for i in code if i.reg == Reg.C_ACC
