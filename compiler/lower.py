@@ -297,8 +297,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     # post_overlap: with one channel group, lane groups can alternate the accumulator's
     # halves (C_ACC counts modulo it, compiler/emit.py: lane group i's is i * half, which is
-    # affine), each POST running beside the next
-    # lane group's CONV; the band then holds half the rows
+    # affine), each POST running beside the next lane group's CONV; the band then holds half
+    # the rows
     acc_half = cfg.acc_blocks // 2
     ny_half = min(hconv, acc_half // g.wob)
     ny_half -= ny_half % step if ny_half >= step else 0
@@ -308,18 +308,18 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
         if sets(cg) > cfg.wb_sets:
             continue
-        nyc = ny
-        while nyc >= step and not fits(cg, min(H, nyc + kh - 1)):
-            nyc -= step
-        if nyc < 1 or not fits(cg, min(H, nyc + kh - 1)):
+        fit = ny                        # the band height the line buffer holds
+        while fit >= step and not fits(cg, min(H, fit + kh - 1)):
+            fit -= step
+        if fit < 1 or not fits(cg, min(H, fit + kh - 1)):
             continue
         n_cg = ceil(C / cg)
-        for nyc, share in shares(cg, nyc).items():
+        for nyc, share in shares(cg, fit).items():
             cost = plan_cycles(cg, nyc, share)
             if best is None or cost < best[0]:
                 best = (cost, cg, nyc, share, False)
         if n_cg == 1 and can_overlap:
-            nyc = min(nyc, ny_half)
+            nyc = min(fit, ny_half)
             cost = plan_cycles(cg, nyc, 1, True)
             if cost < best[0]:
                 best = (cost, cg, nyc, 1, True)

@@ -47,6 +47,7 @@ semantics):
 """
 
 from contextlib import contextmanager
+from functools import partial
 from math import ceil
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
@@ -65,7 +66,7 @@ from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
 from .linebuf import RowPacker
-from .logic import ge_const, gt_const, le_const, lt_const
+from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
 
 __all__ = ["Accelerator"]
@@ -153,8 +154,7 @@ class Accelerator(wiring.Component):
         AW = A + 1
         LIM = 1 << A
 
-        def aclamp(v):
-            return Cat(v[:A], v[A:].any()) if len(v) > A else v
+        aclamp = partial(addr_clamp, addr_bits=A)
 
         def csr_clamp(v):
             return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
@@ -587,9 +587,7 @@ class Accelerator(wiring.Component):
         po_ssub = Signal(9)
         po_rowstep = Signal(range(cfg.acc_blocks + 1))
 
-        def s8(v):
-            """An 8-bit register field as the activation type's value (9-bit signed)."""
-            return v.as_signed() if fc.act_signed else Cat(v, Const(0, 1)).as_signed()
+        s8 = partial(act_value, signed=fc.act_signed)   # an 8-bit register field's value
 
         # the post-processor's command: the geometry above and the parameter registers (with
         # post_overlap the unit copies them as it takes the command; otherwise the controller

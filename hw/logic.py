@@ -1,4 +1,7 @@
-"""Comparisons of an unsigned value with a constant, as plain logic.
+"""Small pieces of logic the gateware shares: comparisons of an unsigned value with a
+constant, address sums that keep their overflow, and activation bytes as values.
+
+Comparisons, as plain logic.
 
 Yosys maps ``x < c`` to an adder's carry chain whatever ``c`` is: on the iCE40 that is one
 logic cell per bit (the ``SB_CARRY`` takes the cell) where a few 4-input LUTs decide the same
@@ -9,9 +12,24 @@ ABC packs into about ``len(x) / 3`` LUTs, and folds the comparisons a width deci
 6,201, nextpnr's pack count).
 """
 
-from amaranth.hdl import Const, Value
+from amaranth.hdl import Cat, Const, Value
 
-__all__ = ["lt_const", "le_const", "gt_const", "ge_const"]
+__all__ = ["lt_const", "le_const", "gt_const", "ge_const", "addr_clamp", "act_value"]
+
+
+def addr_clamp(v, addr_bits):
+    """An address sum ``v`` as ``addr_bits`` bits plus an overflow bit: the overflow bit is
+    set when any bit of ``v`` at or above ``2**addr_bits`` is, so an address that overflows
+    stays out of range (the bus engines refuse it, as the ISS does) instead of wrapping."""
+    v = Value.cast(v)
+    return Cat(v[:addr_bits], v[addr_bits:].any()) if len(v) > addr_bits else v
+
+
+def act_value(v, signed):
+    """An 8-bit field ``v`` as the activation type's value (9-bit signed): int8 when
+    ``signed``, else uint8."""
+    v = Value.cast(v)
+    return v.as_signed() if signed else Cat(v, Const(0, 1)).as_signed()
 
 
 def lt_const(x, c):

@@ -18,12 +18,14 @@ it the unit takes the command when it is done: the producer holds the payload (a
 rule) and waits, and no copy of it costs registers (the smallest parts).
 """
 
+from functools import partial
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import QPARAM_WORDS, Err, Reg, reg_bits
-from .logic import ge_const, lt_const
+from .logic import act_value, addr_clamp, ge_const, lt_const
 
 __all__ = ["PostUnit", "RQ_BITS", "requant_round", "post_command_layout"]
 
@@ -173,19 +175,12 @@ class PostUnit(wiring.Component):
         A = cfg.addr_bits
         add = cfg.add_unit
 
-        def aclamp(v):
-            """An address sum: the overflow bit stays set (see the controller)."""
-            return Cat(v[:A], v[A:].any()) if len(v) > A else v
-
-        def s8(v):
-            """An 8-bit field as the activation type's value (9-bit signed)."""
-            return v.as_signed() if act_signed else Cat(v, Const(0, 1)).as_signed()
+        aclamp = partial(addr_clamp, addr_bits=A)
+        s8 = partial(act_value, signed=act_signed)
 
         # the command: a copy (latch) or the producer's held payload
         start = Signal()
         finish = Signal()
-        err = Signal.like(self.err)
-        m.d.comb += self.err.eq(err)
         if self.latch:
             c = Signal(self.cmd_layout)
             running = Signal()
@@ -302,7 +297,7 @@ class PostUnit(wiring.Component):
         empty = ~p1_valid & ~p2_valid & ~p3_valid & ~p4_valid
 
         def fail(code):
-            m.d.sync += err.eq(code)
+            m.d.sync += self.err.eq(code)
             m.d.comb += finish.eq(1)
             m.next = "IDLE"
 
@@ -316,7 +311,7 @@ class PostUnit(wiring.Component):
         with m.FSM(name="post"):
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [err.eq(0), lane.eq(0)]
+                    m.d.sync += [self.err.eq(0), lane.eq(0)]
                     if add:
                         with m.If(self.cmd.payload.add):
                             m.d.sync += [ocol.eq(self.cmd.payload.base), done.eq(0)]

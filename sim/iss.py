@@ -435,7 +435,6 @@ class ISS:
         H, W, pitch, hb0 = p["A_H"], p["A_W"], p["LB_PITCH"], p["A_HB0"]
         zx = p["C_ZX"] if not c.fcu.act_signed else self._s8(p["C_ZX"])
         ys = np.arange(p["C_Y0"], p["C_Y0"] + ny)
-        a0 = p["C_ACC"]
         acc = self.acc[:, a0:a0 + ny * g.wob].reshape(c.lanes, ny, g.wob * L)
         if not ins.flags & ConvFlag.ACCUMULATE:
             acc[:] = 0

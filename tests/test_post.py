@@ -9,24 +9,21 @@ import pytest
 from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
-from ffacc.firmware.isa import Err, pack_qparam
+from ffacc.firmware.isa import Err, pack_qparam, unpack_qparam
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.post import PostUnit
+from ffacc.sim import golden
 
 TINY = ACCEL_PRESETS["tiny"]
 
 
 def requant(v, rec, signed):
-    bias, mult, word = rec
-    bias -= (bias >> 31) << 32
-    sh = word & 0xFF
-
-    def s8(b):
-        b &= 0xFF
-        return b - 256 if signed and b >= 128 else b
-    zp, lo, hi = s8(word >> 8), s8(word >> 16), s8(word >> 24)
-    out = ((v + bias) * mult + (1 << (sh - 1))) >> sh
-    return min(max(out + zp, lo), hi) & 0xFF
+    """The output byte of accumulator ``v`` under record ``rec`` (3 words): the golden
+    model's requantization of ``v + bias``."""
+    q = unpack_qparam(rec, signed)
+    out = golden.requantize(np.array([[v + q["bias"]]]), q["multiplier"], q["shift"], q["zp"],
+                            q["qmin"], q["qmax"])
+    return int(out[0, 0]) & 0xFF
 
 
 def expect_post(acc, recs, cmd, signed, L):
