@@ -353,8 +353,10 @@ class Accelerator(wiring.Component):
         # ---------------------------------------------------------------- controller state
         pc = Signal(AW)
         # the instruction stays at the head of the fetch unit's queue while it runs: it is
-        # taken (fu.o.ready) when it is done, in NEXT or in DECODE for a SET or NOP
-        instr = fu.o.payload.instr if fu else Signal(64)
+        # taken (fu.o.ready) when it is done, in NEXT or in DECODE for a SET or NOP. FETCH
+        # copies it into ``instr``, so the decode starts at a flip-flop, not behind the
+        # queue's LUT-RAM read (that was the ULX3S's critical path)
+        instr = Signal(64, reset_less=True)
         op = instr[0:8]
         flags = instr[8:16]
         ireg = instr[16:24]
@@ -616,8 +618,11 @@ class Accelerator(wiring.Component):
         # else read in place (PO_WAIT presents it)
         m.d.comb += pp.cstride.eq(po_cstride if cfg.post_overlap else cold(Reg.O_CSTRIDE))
 
-        ad_a = Array(Signal(8, name=f"ad_a{k}") for k in range(ADD_CHUNK))
-        ad_b = Array(Signal(8, name=f"ad_b{k}") for k in range(ADD_CHUNK))
+        # an ADD chunk's operands: written at the read's byte count, then shifted down an
+        # element a clock, so the element in AD_RUN is always entry 0 (no 16-way multiplexer
+        # in front of its multipliers: that was the ULX3S's critical path)
+        ad_a = Array(Signal(8, name=f"ad_a{k}", reset_less=True) for k in range(ADD_CHUNK))
+        ad_b = Array(Signal(8, name=f"ad_b{k}", reset_less=True) for k in range(ADD_CHUNK))
         ad_off = Signal(A)
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
@@ -631,7 +636,8 @@ class Accelerator(wiring.Component):
         s1_act = Signal(R)              # the engines that run the beat's pass
         s1_wbank, s2_wbank = Signal(), Signal()     # and its FCU weight bank
         s2_valid = Signal()
-        s2_x = [[Signal(act, name=f"s2_x{r}_{q}") for q in range(L)] for r in range(R)]
+        s2_x = [[Signal(act, name=f"s2_x{r}_{q}", reset_less=True) for q in range(L)]
+                for r in range(R)]
         zx_val = Signal(act)
         m.d.comb += zx_val.eq(rg[Reg.C_ZX][:8])
         st_issue = Signal()
@@ -932,7 +938,8 @@ class Accelerator(wiring.Component):
                             m.d.comb += fail_pc.eq(fu.o.payload.pc)
                             failure(fu.o.payload.err)
                         with m.Else():
-                            m.d.sync += pc.eq(fu.o.payload.pc)
+                            m.d.sync += [pc.eq(fu.o.payload.pc),
+                                         instr.eq(fu.o.payload.instr)]
                             m.next = "DECODE"
             else:
                 with m.State("FETCH"):
@@ -1436,14 +1443,16 @@ class Accelerator(wiring.Component):
                 with m.State("AD_RUN"):
                     a = Signal(signed(10))
                     b = Signal(signed(10))
-                    m.d.comb += [a.eq(s8(ad_a[ad_k[:4]]) - s8(sz[8:16])),
-                                 b.eq(s8(ad_b[ad_k[:4]]) - s8(sz[16:24])),
+                    m.d.comb += [a.eq(s8(ad_a[0]) - s8(sz[8:16])),
+                                 b.eq(s8(ad_b[0]) - s8(sz[16:24])),
                                  po.ext.valid.eq(ad_k != ad_len),
                                  po.ext.payload.pa.eq(a * Cat(kab[:16], Const(0, 1)).as_signed()),
                                  po.ext.payload.pb.eq(b * Cat(kab[16:32], Const(0, 1)).as_signed()),
                                  po.ext.payload.last.eq(ad_off + ad_k + 1 == rg[Reg.D_N])]
                     with m.If(po.ext.valid & po.ext.ready):
                         m.d.sync += ad_k.eq(ad_k + 1)
+                        for buf in (ad_a, ad_b):
+                            m.d.sync += [buf[k].eq(buf[k + 1]) for k in range(ADD_CHUNK - 1)]
                     with m.If(~po_pending):                 # it stopped early: an error
                         failure(po.err)
                     with m.Elif(ad_k == ad_len):
