@@ -111,7 +111,7 @@ class AxiByteReader(wiring.Component):
         in_burst = Signal(range(self.burst + 1))
         skip = Signal(range(nb))        # bytes before the start in the first beat
         tail = Signal(range(nb))        # bytes of the last beat up to the end (0: all)
-        buf = Signal(8 * nb)
+        buf = Signal(8 * nb, reset_less=True)
         cnt = Signal(range(nb + 1))     # bytes (skipped or not) still in buf
         end = Signal(self.aw + 1)
         words = Signal()
@@ -260,13 +260,13 @@ class AxiByteWriter(wiring.Component):
         nb = self.nb
         sh = (nb - 1).bit_length()
         # the word being collected
-        waddr = Signal(self.aw - sh)
-        data_ = Signal(8 * nb)
+        waddr = Signal(self.aw - sh, reset_less=True)   # data: strb and s_valid qualify them
+        data_ = Signal(8 * nb, reset_less=True)
         strb = Signal(nb)
         flush_req = Signal()
         # the send register
-        s_addr = Signal(self.aw - sh)
-        s_data = Signal(8 * nb)
+        s_addr = Signal(self.aw - sh, reset_less=True)
+        s_data = Signal(8 * nb, reset_less=True)
         s_strb = Signal(nb)
         s_valid = Signal()
         aw_done = Signal()

@@ -285,14 +285,15 @@ class RowEngine(wiring.Component):
         mac2 = Signal()
         # stage 3 (T > 1): sub-filter outputs; transposed-form state
         if T > 1:
-            sub = [Signal(acc_shape, name=f"sub{i}") for i in range(M)]
-            state = [[Signal(acc_shape, name=f"state{i}_{t}") for t in range(1, T)]
+            sub = [Signal(acc_shape, name=f"sub{i}", reset_less=True) for i in range(M)]
+            state = [[Signal(acc_shape, name=f"state{i}_{t}", reset_less=True)
+                      for t in range(1, T)]
                      for i in range(M)]
             v3, mac3 = Signal(), Signal()
         else:
             sub, state, v3, mac3 = [p[i][0] for i in range(M)], [], v2, mac2
         # stage 4: post-addition with the one-block delay
-        prev = [Signal(acc_shape, name=f"prev{i}") for i in range(M)]
+        prev = [Signal(acc_shape, name=f"prev{i}", reset_less=True) for i in range(M)]
 
         with m.If(self.en):
             for i in range(M):
@@ -409,7 +410,8 @@ class FastConvUnit(wiring.Component):
         MT = M * T
         WR = self.write_rows * MT
         nbank = self.banks
-        gb = [[Signal(cfg.gweight_shape, name=f"g{a}" if nbank == 1 else f"g{b}_{a}")
+        gb = [[Signal(cfg.gweight_shape, name=f"g{a}" if nbank == 1 else f"g{b}_{a}",
+                      reset_less=True)
                for a in range(cfg.weight_words)] for b in range(nbank)]
         with m.If(self.w_en):
             with m.Switch(self.w_addr if nbank == 1 else Cat(self.w_addr, self.w_bank)):
@@ -421,7 +423,7 @@ class FastConvUnit(wiring.Component):
 
         # input register
         if self.input_reg:
-            xin = Signal(self.i.payload.shape(), name="x")
+            xin = Signal(self.i.payload.shape(), name="x", reset_less=True)
             xv = Signal()
             with m.If(adv):
                 m.d.sync += [xin.eq(self.i.payload), xv.eq(self.i.valid)]
@@ -455,7 +457,8 @@ class FastConvUnit(wiring.Component):
             nxt = []
             for a in range(0, len(outs), 2):
                 pair = outs[a:a + 2]
-                regs = [Signal(cfg.out_shape, name=f"sum{level}_{a // 2}_{j}") for j in range(L)]
+                regs = [Signal(cfg.out_shape, name=f"sum{level}_{a // 2}_{j}", reset_less=True)
+                        for j in range(L)]
                 with m.If(adv):
                     for j in range(L):
                         m.d.sync += regs[j].eq(sum(o[j] for o in pair))

@@ -53,8 +53,8 @@ class LoopStack(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         D = self.depth
-        pcs = Array(Signal(self.aw, name=f"pc{i}") for i in range(D))
-        lefts = Array(Signal(LOOP_BITS, name=f"left{i}") for i in range(D))
+        pcs = Array(Signal(self.aw, name=f"pc{i}", reset_less=True) for i in range(D))
+        lefts = Array(Signal(LOOP_BITS, name=f"left{i}", reset_less=True) for i in range(D))
         sp = Signal(range(D + 1))                   # frames in use
         top = Signal(range(D))
         m.d.comb += [top.eq(sp - 1), self.full.eq(sp == D), self.empty.eq(sp == 0),

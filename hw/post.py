@@ -182,7 +182,7 @@ class PostUnit(wiring.Component):
         start = Signal()
         finish = Signal()
         if self.latch:
-            c = Signal(self.cmd_layout)
+            c = Signal(self.cmd_layout, reset_less=True)
             running = Signal()
             m.d.comb += [self.cmd.ready.eq(~running), start.eq(self.cmd.valid & ~running),
                          self.busy.eq(running)]
@@ -225,7 +225,7 @@ class PostUnit(wiring.Component):
         # port holds while the lane runs (it reads only at the lane's start), or ADD's from the
         # command; copied into registers at a lane's start on a fast clock
         # (qparams_in_registers), read in place otherwise
-        q = Signal(QPARAM_LAYOUT)
+        q = Signal(QPARAM_LAYOUT, reset_less=True)
         q_load = Signal()
         qw = self.q_data
         rec = Signal(QPARAM_LAYOUT)
@@ -248,14 +248,14 @@ class PostUnit(wiring.Component):
         # the element ends an output row: the write side's address then moves to the next row
         # (orow/ocol advance as elements are written, so no address rides the pipeline)
         p1_rowend, p2_rowend, p3_rowend, p4_rowend = Signal(), Signal(), Signal(), Signal()
-        p1_pa, p1_pb = Signal(signed(27)), Signal(signed(27))
-        p2_in = Signal(signed(33))
+        p1_pa, p1_pb = Signal(signed(27), reset_less=True), Signal(signed(27), reset_less=True)
+        p2_in = Signal(signed(33), reset_less=True)
         mul_p = Signal(signed(66))
         m.d.comb += mul_p.eq(p2_in * Cat(q.mult, Const(0, 1)).as_signed())
-        p3_prod = Signal(signed(66))
-        p4_rnd = Signal(signed(RQ_BITS))
+        p3_prod = Signal(signed(66), reset_less=True)
+        p4_rnd = Signal(signed(RQ_BITS), reset_less=True)
         res = Signal(signed(10))
-        maxv = Signal(signed(10))
+        maxv = Signal(signed(10), reset_less=True)
         p3_rnd = Signal(signed(RQ_BITS))
         m.d.comb += p3_rnd.eq(requant_round(m, p3_prod, q.shift))
 

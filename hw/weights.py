@@ -141,7 +141,7 @@ class WeightPreAdder(wiring.Component):
         register of one engine's taps; the engine goes out when its taps are in."""
         P, N = self.lanes, self.fcu.piece_taps
         n_in = N * P
-        sr = [Signal(signed(8), name=f"sr{k}") for k in range(n_in)]
+        sr = [Signal(signed(8), name=f"sr{k}", reset_less=True) for k in range(n_in)]
         cnt = Signal(range(n_in + 1))
         row = Signal(range(n_in + 1))
         m.d.comb += row.eq(Mux(self.mac, P, n_in))
@@ -175,7 +175,7 @@ class WeightPreAdder(wiring.Component):
         L, M, T, N = s.L, s.M, fc.subtaps, fc.piece_taps
         row_max = N * P
         cap = row_max + nb - 1
-        buf = [Signal(signed(8), name=f"buf{k}") for k in range(cap)]
+        buf = [Signal(signed(8), name=f"buf{k}", reset_less=True) for k in range(cap)]
         fill = Signal(range(cap + 1))
         left = Signal(range(self.max_count + 1))  # engines still to give out
         row = Signal(range(row_max + 1))
