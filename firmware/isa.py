@@ -15,6 +15,13 @@ parameter register, so a loop body can step addresses and rows. Loop counts are 
 every program still ends. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
 with an error instead of running on. The semantics of every command are in
 :mod:`ffacc.sim.iss` (the executable specification) and summarised in :data:`OPCODES`.
+
+A run that fails stops with status *error*: ``ERROR`` holds the code (:class:`Err`) and
+``ERROR_PC`` the failing instruction, the same on the ISS and the RTL. What the failing
+command wrote before it failed is not part of the contract: the RTL writes in bus words as it
+goes (an ``ADD`` whose later chunk's read fails has written the chunks before it); the ISS
+checks an ``ADD``'s ranges before it writes and writes a ``POST`` row by row. Treat the
+failing command's destination as undefined; what earlier commands wrote is intact.
 """
 
 from dataclasses import dataclass
