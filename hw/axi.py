@@ -70,8 +70,10 @@ def axil_slave_ports(prefix, addr_bits=8):
 class AxiByteReader(wiring.Component):
     """Read ``req_len`` bytes from ``req_addr`` in bursts; one byte per cycle on ``out``.
 
-    ``req_valid`` is a one-cycle pulse while ``idle``; ``done`` pulses after the last byte (or
-    with ``err`` set). The consumer always accepts (no back-pressure on ``out``).
+    ``req_valid`` is a one-cycle pulse while ``idle``; ``done`` pulses after the last byte, or
+    with ``err`` set once the reader is idle again (after an error response it first drains the
+    burst's other beats), so its user may ask for the next read at once. The consumer always
+    accepts (no back-pressure on ``out``).
 
     With ``req_words`` set (address and length multiples of the bus width) the reader instead
     presents each beat whole on ``beat_valid``/``beat_data``, one per cycle while
@@ -176,7 +178,7 @@ class AxiByteReader(wiring.Component):
                         m.d.sync += [buf.eq(self.r_data),
                                      cnt.eq(Mux(last & (tail != 0), tail, nb))]
                     with m.If(self.r_resp != 0):
-                        m.d.sync += [self.err.eq(Err.BUS), self.done.eq(1), cnt.eq(0)]
+                        m.d.sync += [self.err.eq(Err.BUS), cnt.eq(0)]
                         m.next = "FLUSH_R"
                     with m.Elif(in_burst == 1):
                         with m.If(beats_left == 0):
@@ -192,13 +194,18 @@ class AxiByteReader(wiring.Component):
                     m.d.sync += [self.done.eq(1), cnt.eq(0)]
                     m.next = "IDLE"
             with m.State("FLUSH_R"):
-                # an error response: accept and drop the rest of the burst
-                m.d.comb += self.r_ready.eq(1)
-                with m.If(self.r_valid & le_const(in_burst, 1)):
+                # an error response: accept and drop the rest of the burst, then ``done``
+                # (with BUS): the reader is idle again when its user sees the error, so a
+                # request right after it is taken (the fetch unit hands out the instructions
+                # before a failed one, and one may read)
+                m.d.comb += [self.r_ready.eq(1), self.stall.eq(~self.r_valid & (in_burst != 0))]
+                with m.If((self.r_valid & le_const(in_burst, 1)) | (in_burst == 0)):
+                    m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
                 with m.Elif(self.r_valid):
                     m.d.sync += in_burst.eq(in_burst - 1)
-                with m.Elif(in_burst == 0):
+                with m.Elif(self.expired):             # and then went silent: BUS stays
+                    m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
         return m
 
