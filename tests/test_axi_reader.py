@@ -12,8 +12,8 @@ def run_reader(requests, *, nb=4, burst=4, fail_beat=None, gap_every=0):
     """Words-mode reads of ``requests`` [(addr, length)], each asked for as soon as the reader
     is idle after the last one's ``done``. The memory answers a beat a clock (a clock without
     one every ``gap_every`` clocks) with word ``addr // nb`` as data and SLVERR from the
-    ``fail_beat``-th beat it sends on (counting from 0). Returns per request (data words, err, beats the memory
-    still owed when ``done`` came, idle the clock after ``done``)."""
+    ``fail_beat``-th beat it sends on (counting from 0). Returns per request (data words,
+    err, beats the memory still owed when ``done`` came, idle the clock after ``done``)."""
     dut = AxiByteReader(nb, burst, addr_bits=16)
     out = []
 
