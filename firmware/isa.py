@@ -13,8 +13,10 @@ with status *done*. ``LOOP n`` … ``ENDLOOP`` runs the instructions between the
 (nested up to the configuration's ``loop_depth``); ``INC reg, imm`` adds a signed value to a
 parameter register, so a loop body can step addresses and rows. Loop counts are immediates, so
 every program still ends. Opcode ``0x00`` is illegal on purpose: running into zeroed memory stops
-with an error instead of running on. The semantics of every command are in
-:mod:`ffacc.sim.iss` (the executable specification) and summarised in :data:`OPCODES`.
+with an error instead of running on. A program must not overwrite its own code during a run:
+the fetch unit's queue keeps the instructions it read, and a loop's body runs from it. The
+semantics of every command are in :mod:`ffacc.sim.iss` (the executable specification) and
+summarised in :data:`OPCODES`.
 
 A run that fails stops with status *error*: ``ERROR`` holds the code (:class:`Err`) and
 ``ERROR_PC`` the failing instruction, the same on the ISS and the RTL. What the failing

@@ -991,8 +991,10 @@ class Accelerator(wiring.Component):
                                 with m.Else():
                                     m.d.comb += ls.end.eq(1)
                                     with m.If(ls.jump):
-                                        # the fetch unit drops its queue and reads the body
-                                        m.d.comb += [fu.start.eq(1), fu.base.eq(ls.target)]
+                                        # the fetch unit goes on from the body's start in
+                                        # its queue, or drops the queue and reads the body
+                                        m.d.comb += [fu.start.eq(1), fu.reuse.eq(1),
+                                                     fu.base.eq(ls.target)]
                                         m.next = "FETCH"
                                     with m.Else():
                                         take_next()

@@ -67,8 +67,11 @@ class AcceleratorConfig:
     fetch_block : int
         Instructions the fetch unit reads in one burst into its queue (1..64): the controller
         then takes one per clock until the queue is empty. Larger blocks amortize the read
-        latency; a block never reads past ``MEM_SIZE``. 0: no fetch unit, the controller
-        reads each instruction itself, a byte a clock (the smallest parts).
+        latency, and a loop whose body fits in one runs from the queue after its first jump
+        back (the loop buffer). A block never reads past ``MEM_SIZE``. 0: no fetch unit, the
+        controller reads each instruction itself, a byte a clock (the smallest parts). The
+        default 16 (a 16-deep LUT RAM): digits on ``ulx3s`` takes 5,111 cycles per image
+        on the ISS, 5,757 with 8 (its layers' loop bodies are 10 instructions).
     loop_depth : int
         Hardware loops: ``LOOP``/``ENDLOOP`` nest up to this depth (0..8) and ``INC`` steps a
         parameter register, so a layer's program is a loop nest instead of one instruction
@@ -120,7 +123,7 @@ class AcceleratorConfig:
     add_unit: bool = True
     dsp_bits: int = 18
     perf_counters: bool = True
-    fetch_block: int = 8
+    fetch_block: int = 16
     wide_loads: bool = True
     loop_depth: int = 4
     back_to_back: bool = True

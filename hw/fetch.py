@@ -13,11 +13,13 @@ through a block stops fetching: the instructions before the failing one are stil
 then the error with the failing instruction's pc. A ``base`` that is not a multiple of 8 is an
 ``Err.ADDRESS`` at ``base``.
 
-The program must not overwrite its own code ahead of the instruction being executed: an
-instruction already in the queue is not read again.
+The queue doubles as a loop buffer: a ``start`` with ``reuse`` (a loop's jump back) whose
+``base`` lies in the block the queue holds hands out the queue from there, without reading
+memory; a loop whose body fits in a block reads its code once. The program must not
+overwrite its own code during a run: an instruction already in the queue is not read again.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -41,6 +43,9 @@ class InstructionFetch(wiring.Component):
     -----
     start : In(1)
         Drop the queue and fetch from ``base`` (a one-clock pulse while nothing is fetched).
+    reuse : In(1)
+        With ``start``: if ``base`` is an instruction of the block in the queue, go on from it
+        in the queue instead (a loop's jump back; not at a run's start, whose code is new).
     base, mem_size : In
         First instruction's address; memory size (as the DMA checks it).
     o : Out(stream of {instr, pc, err})
@@ -61,7 +66,7 @@ class InstructionFetch(wiring.Component):
             raise ValueError(f"bus_bytes must be 4 or 8, not {bus_bytes!r}")
         self.block, self.nb, self.aw = block, bus_bytes, addr_bits
         super().__init__({
-            "start": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
+            "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
             "o": Out(stream.Signature(data.StructLayout({
                 "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
             "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
@@ -134,7 +139,15 @@ class InstructionFetch(wiring.Component):
         with m.If(self.busy & self.done):
             m.d.sync += [self.busy.eq(0), err.eq(self.rd_err)]
 
-        with m.If(self.start):
+        # the block in the queue is [fetch_pc - 8 * wr_i, fetch_pc): base is its instruction
+        # wr_i - back (back = 1 .. wr_i) when fetch_pc - base = 8 * back
+        back = Signal(self.aw)
+        m.d.comb += back.eq((fetch_pc - self.base) >> 3)
+        hit = (self.reuse & (self.base[:3] == 0) & (err == 0) & (self.base < fetch_pc)
+               & (back <= wr_i))
+        with m.If(self.start & hit):
+            m.d.sync += [out_pc.eq(self.base), rd_i.eq(wr_i - back)]
+        with m.Elif(self.start):
             m.d.sync += [fetch_pc.eq(self.base), out_pc.eq(self.base), rd_i.eq(0), wr_i.eq(0),
                          stale.eq(1),
                          err.eq(Mux(self.base[:3] != 0, Err.ADDRESS, 0))]

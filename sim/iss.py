@@ -179,6 +179,7 @@ class ISS:
         self.jump = None
         res = RunResult("done")
         queued = 0              # instructions in the fetch unit's queue (hw/fetch.py)
+        qbase = qlen = 0        # the queue's block: its first instruction's pc, its length
         restart = True          # the fetch unit restarts (a run's start, a loop's jump back)
         # a background LOADW (weight_prefetch): the clock its read ends (the fetch unit may
         # ask for a block again), the clock its last row is written, and its sets
@@ -201,6 +202,7 @@ class ISS:
                     # the next block is read while the previous instruction's pc is current:
                     # the RTL's profile books it there (after a background LOADW's read)
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
+                    qbase, qlen = self.pc, queued
                     self.moved[0] += queued * INSTR_BYTES
                     fetch = (self.cost.fetch_block(queued, self.pc, first=restart)
                              + self.cost.prefetch_wait(self.lw_rd_until - res.cycles))
@@ -228,7 +230,14 @@ class ISS:
                 if ins.op == Op.END:
                     break
                 if self.jump is not None:
-                    self.pc, self.jump, queued, restart = self.jump, None, 0, True
+                    # a loop's jump back into the block in the queue runs from the queue
+                    # (the fetch unit's loop buffer); elsewhere the fetch unit reads afresh
+                    k = (self.jump - qbase) // INSTR_BYTES
+                    if self.cfg.fetch_block and qbase <= self.jump and k < qlen:
+                        self.pc, queued = self.jump, qlen - k
+                    else:
+                        self.pc, queued, restart = self.jump, 0, True
+                    self.jump = None
                 else:
                     self.pc += INSTR_BYTES
         except AccelError as e:

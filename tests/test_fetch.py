@@ -9,13 +9,15 @@ from ffacc.hw.fetch import InstructionFetch, block_length
 
 
 def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=None,
-              ready=0.6, seed=0, restart=None):
+              ready=0.6, seed=0, restart=None, reuse=False, take2=None):
     """Pop instructions from the unit until an error or ``take`` of them.
 
     The model DMA answers a request like :class:`ffacc.hw.axi.AxiByteReader` in beat mode:
     ``Err.ADDRESS`` at once for a request past ``mem_size``, else one beat per clock (with a
     random gap) then ``done``; ``fault_beat`` = (request number, beat) answers that beat with
-    ``Err.BUS`` and ends the request. Returns (popped (pc, instr, err) tuples, requests).
+    ``Err.BUS`` and ends the request. ``restart``: a second ``start`` there after ``take``
+    instructions (with ``reuse``: a loop's jump back), then ``take2`` more. Returns (popped
+    (pc, instr, err) tuples, requests).
     """
     mem = b"".join(int(w).to_bytes(8, "little") for w in words)
     mem_size = len(mem) if mem_size is None else mem_size
@@ -25,14 +27,19 @@ def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=
 
     async def bench(ctx):
         ctx.set(dut.mem_size, mem_size)
-        for start in [base] + ([restart] if restart is not None else []):
+        job = None
+        for i, start in enumerate([base] + ([restart] if restart is not None else [])):
+            limit = take if i == 0 else take2
             ctx.set(dut.base, start)
             ctx.set(dut.start, 1)
+            ctx.set(dut.reuse, int(reuse and i > 0))
+            ctx.set(dut.o.ready, 0)
             await ctx.tick()
             ctx.set(dut.start, 0)
-            job, n_popped = None, 0
+            ctx.set(dut.reuse, 0)
+            n_popped = 0
             for _ in range(4000):
-                if take is not None and n_popped >= take:
+                if limit is not None and n_popped >= limit:
                     break
                 want = rng.random() < ready
                 ctx.set(dut.o.ready, int(want))
@@ -112,6 +119,38 @@ def test_a_misaligned_base_is_an_address_error_at_the_base():
 
 
 def test_start_drops_the_queue():
-    got, reqs = run_fetch(WORDS, block=8, nb=4, take=3, restart=80)
+    got, reqs = run_fetch(WORDS, block=8, nb=4, take=3, restart=80, take2=3)
     assert [g[0] for g in got] == [0, 8, 16, 80, 88, 96]
     assert [g[1] for g in got] == WORDS[:3] + WORDS[10:13]
+    # a run's start (no reuse) reads its code afresh even where the queue holds it
+    got, reqs = run_fetch(WORDS, block=8, nb=4, take=5, restart=16, take2=3)
+    assert [g[0] for g in got] == [0, 8, 16, 24, 32, 16, 24, 32] and reqs == [(0, 64), (16, 64)]
+
+
+@pytest.mark.parametrize("nb", [4, 8])
+@pytest.mark.parametrize("target,hit", [
+    (16, True),             # in the block: from the queue, then on after it
+    (0, True),              # the block's first instruction
+    (56, True),             # its last
+    (64, False),            # just after it: read
+    (80, False),
+])
+def test_a_loop_jump_into_the_queued_block_reads_nothing(nb, target, hit):
+    """A ``start`` with ``reuse`` (a loop's jump back) whose base the queue holds hands the
+    queue out from there: the same instructions and pcs as a fresh read, and no request until
+    the block is used up."""
+    got, reqs = run_fetch(WORDS, block=8, nb=nb, take=5, restart=target, reuse=True, take2=12)
+    pcs = [0, 8, 16, 24, 32] + [target + 8 * i for i in range(12)]
+    assert [g[0] for g in got] == pcs and not any(g[2] for g in got)
+    assert [g[1] for g in got] == [WORDS[p // 8] for p in pcs]
+    first = 64 if hit else target           # the next block read after the jump
+    want = [(0, 64)] + [(a, 64) for a in range(first, pcs[-1] + 8, 64)]
+    assert reqs == want
+
+
+def test_a_loop_jump_after_a_failed_block_reads_again():
+    """The queue after a read error is no loop buffer: the jump reads its target afresh."""
+    got, reqs = run_fetch(WORDS, block=4, nb=4, fault_beat=(0, 6), restart=8, reuse=True,
+                          take2=2)
+    assert got[3][2] == Err.BUS and [g[0] for g in got[4:]] == [8, 16]
+    assert reqs[-1][0] == 8
