@@ -259,10 +259,15 @@ class Accelerator(wiring.Component):
         with m.If(rvalid & al("rready")):
             m.d.sync += rvalid.eq(0)
 
+        # the bus stall, registered (it comes late in the clock, out of the DMA engines'
+        # request logic: the ULX3S's critical path ran from POST's write through the writer's
+        # range check into this counter): STALL_CYCLES counts a clock behind
+        stall_q = Signal()
+        m.d.sync += stall_q.eq(rd.stall | wr.stall)
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
             if cfg.perf_counters:
-                with m.If(rd.stall | wr.stall):
+                with m.If(stall_q):
                     m.d.sync += stall_cycles.eq(stall_cycles + 1)
 
         def count(*updates):
