@@ -472,7 +472,10 @@ def cmd_build(args):
     cfg = load_accel_config(args.config or _board(args.board).config)
     say = _progress(args.json)
     out = args.out or f"build/{args.board}"
-    rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run)
+    if args.pnr_attempts < 1:
+        raise CLIError(f"--pnr-attempts {args.pnr_attempts}: at least 1")
+    rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run,
+                attempts=args.pnr_attempts)
     if args.json:
         print(json.dumps(rep))
         return 0
@@ -822,6 +825,9 @@ def build_parser():
     sp.add_argument("--baud", type=int, default=115_200, help="UART link baud rate")
     sp.add_argument("--no-run", action="store_true",
                     help="write the build files (Verilog, constraints, script) only")
+    sp.add_argument("--pnr-attempts", type=int, default=3, metavar="N",
+                    help="place and route at most N times (nextpnr seeds 2, 3, ... after the "
+                         "first) until the clock is met (default 3)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_build)
     return p

@@ -1,7 +1,9 @@
 """The SoC (UART link, on-chip memory), the host runtime, board build plans and builds."""
 
 import json
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,6 +332,50 @@ def test_a_toolchain_log_over_a_resource_names_it():
         check_toolchain_log("ulx3s-85f", "LFE5U-85F", yosys + "Info: more\n" * 20, 1,
                             "build.log, ffacc_soc.rpt")
     check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000"), 0, "build.log")
+
+
+def _fake_toolchain(monkeypatch, fmaxes):
+    """Stand-ins for the toolchain runs of :func:`build`: each run writes nextpnr's report
+    with the next Fmax of ``fmaxes``; returns the scripts run, with their text."""
+    import ffacc.boards.build as bb
+    runs = []
+
+    def run(cmd, cwd, env, log, progress):
+        runs.append((cmd[-1], (Path(cwd) / cmd[-1]).read_text()))
+        util = {c: {"used": 1, "available": 10}
+                for c in ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD")}
+        (Path(cwd) / "ffacc_soc.report.json").write_text(json.dumps({
+            "fmax": {"$glbnet$clk": {"achieved": fmaxes[len(runs) - 1], "constraint": 50}},
+            "utilization": util}))
+        (Path(cwd) / "ffacc_soc.bit").write_bytes(b"bit")
+        Path(log).write_text("Info: Program finished normally.\n")
+        return 0, 1.0
+
+    monkeypatch.setattr(bb, "_tool_env", lambda family: dict(os.environ))
+    monkeypatch.setattr(bb, "_run_with_progress", run)
+    return runs
+
+
+def test_a_build_that_misses_its_clock_is_placed_and_routed_again(tmp_path, monkeypatch):
+    """nextpnr's Fmax moves with its seed: a build below its clock runs place-and-route (not
+    synthesis) again with seeds 2, 3 and keeps the first that meets the clock; the report
+    lists every attempt. When none does, the error names them all."""
+    runs = _fake_toolchain(monkeypatch, [48.1, 49.9, 52.3])
+    said = []
+    rep = build("ulx3s-85f", out_dir=tmp_path, progress=said.append)
+    assert rep["fmax_mhz"] == 52.3 and rep["built"]
+    assert [a["seed"] for a in rep["pnr_attempts"]] == ["default", 2, 3]
+    assert [a["fmax_mhz"] for a in rep["pnr_attempts"]] == [48.1, 49.9, 52.3]
+    assert [r[0] for r in runs] == ["build_ffacc_soc.sh", "pnr_seed.sh", "pnr_seed.sh"]
+    seed_script = runs[-1][1]
+    assert "YOSYS\" -q" not in seed_script and "--seed 3" in seed_script
+    assert "ECPPACK\" --compress" in seed_script
+    assert any("--seed 2" in m for m in said)
+
+    _fake_toolchain(monkeypatch, [40.0, 41.0, 42.0])
+    with pytest.raises(BuildError, match="timing not met.*3 place-and-route attempt.s.: "
+                                         "40.0 MHz, 41.0 MHz, 42.0 MHz"):
+        build("ulx3s-85f", out_dir=tmp_path / "c", progress=said.append)
 
 
 @pytest.mark.slow
