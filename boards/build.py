@@ -268,6 +268,9 @@ def _resources(board, report, netlist):
 # checkout), so a build that misses its clock is placed and routed again with other seeds
 # before it fails; each attempt's Fmax is in the report (``pnr_attempts``)
 PNR_ATTEMPTS = 3
+# what place-and-route and packing write (a new attempt must not find the last one's)
+PNR_OUTPUTS = ("ffacc_soc.report.json", "ffacc_soc.tim", "ffacc_soc.config", "ffacc_soc.asc",
+               "ffacc_soc.bit", "ffacc_soc.bin")
 
 
 def _pnr_script(script, seed):
@@ -322,8 +325,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     progress(f"elaborating the SoC for {b.name} ({platform.device}, {cfg.multipliers} "
              f"multipliers, {b.mem_bytes // 1024} KiB memory, target {cfg.target_mhz} MHz)")
     plan = platform.prepare(top, name="ffacc_soc", **overrides)
-    for stale in ("ffacc_soc.report.json", "ffacc_soc.tim", "ffacc_soc.config", "ffacc_soc.asc",
-                  "ffacc_soc.bit", "ffacc_soc.bin", "ffacc_soc.rpt"):
+    for stale in PNR_OUTPUTS + ("ffacc_soc.rpt",):
         (out / stale).unlink(missing_ok=True)
     plan.extract(out)
     report = {"board": b.name, "device": platform.device, "package": platform.package,
@@ -347,15 +349,13 @@ def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=pr
     report["resources"], report["clocks"], report["fmax_mhz"] = res
     report["pnr_attempts"] = [{"seed": "default", "fmax_mhz": report["fmax_mhz"],
                                "seconds": round(secs, 1)}]
-    seed = 1
     while ((report["fmax_mhz"] or 0) < top.clock_mhz and len(report["pnr_attempts"]) < attempts
            and b.family in ("ecp5", "ice40")):
-        seed += 1
+        seed = len(report["pnr_attempts"]) + 1
         progress(f"timing not met ({report['fmax_mhz']} MHz, the clock is "
                  f"{top.clock_mhz:g} MHz): place and route again with nextpnr --seed {seed}")
         (out / "pnr_seed.sh").write_text(_pnr_script((out / script).read_text(), seed))
-        for stale in ("ffacc_soc.report.json", "ffacc_soc.tim", "ffacc_soc.config",
-                      "ffacc_soc.asc", "ffacc_soc.bit", "ffacc_soc.bin"):
+        for stale in PNR_OUTPUTS:
             (out / stale).unlink(missing_ok=True)
         rc, secs = _run_with_progress(["sh", "pnr_seed.sh"], out, env, out / "pnr.log", progress)
         report["build_seconds"] = round(report["build_seconds"] + secs, 1)
