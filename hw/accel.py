@@ -127,6 +127,7 @@ class Accelerator(wiring.Component):
         cfg = self.config
         fc = cfg.fcu
         b2b = cfg.back_to_back
+        NBANK = 3 if b2b else 1         # FCU weight banks (see cv_bank)
         pf = cfg.weight_prefetch
         s = fc.ffa
         L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
@@ -348,7 +349,7 @@ class Accelerator(wiring.Component):
         fcus = []
         for lane in range(P):
             f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False,      # s2_x is one
-                                                          banks=2 if b2b else 1, write_rows=R)
+                                                          banks=NBANK, write_rows=R)
             m.d.comb += f.o.ready.eq(1)
             fcus.append(f)
         conv_mac = Signal()
@@ -520,13 +521,12 @@ class Accelerator(wiring.Component):
         su_bad = Signal()               # its weight set is outside the buffer
         su_set = Signal(range(cfg.wb_sets + 2))         # its weight set
         su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
-        cv_bank = Signal()              # the FCU weight bank of the streaming pass
-        # the setup writes the bank the last pass used only after that pass's last beat has
-        # been multiplied: its product register takes the beat 3 clocks after issue (line
-        # buffer, stage 2, the engine's pre-add), and a weight row is written a clock after
-        # its step: steps wait SU_HOLD clocks after a swap
-        SU_HOLD = 1
-        su_hold = Signal(range(SU_HOLD + 1))
+        # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
+        # products read its bank 3 clocks after its issue (line buffer, stage 2, the engine's
+        # pre-add); the setup writes the bank after the streaming one, which the pass before
+        # the last used, at the earliest 2 clocks after the swap that ended that pass (its
+        # last beat was issued a pass, 2 clocks at least, before that swap): no wait
+        cv_bank = Signal(range(NBANK))
         if b2b:
             nxt_act = Signal(R)
             nxt_G = [Signal(GW, name=f"nxt{r}_G") for r in range(R)]
@@ -639,7 +639,7 @@ class Accelerator(wiring.Component):
         s1_rowok = Signal(R)
         s1_colok = Signal(L)
         s1_act = Signal(R)              # the engines that run the beat's pass
-        s1_wbank, s2_wbank = Signal(), Signal()     # and its FCU weight bank
+        s1_wbank, s2_wbank = Signal(range(NBANK)), Signal(range(NBANK))   # its weight bank
         s2_valid = Signal()
         s2_x = [[Signal(act, name=f"s2_x{r}_{q}", reset_less=True) for q in range(L)]
                 for r in range(R)]
@@ -832,7 +832,7 @@ class Accelerator(wiring.Component):
                                                    r * EW + (lane + 1) * MT * gw]
                                          for r in range(R)))]
             if b2b:
-                m.d.comb += f.w_bank.eq(~cv_bank)
+                m.d.comb += f.w_bank.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))
 
         # ---------------------------------------------------------------- pass setup
         # (see su_start): an engine a clock is assigned its task, and an engine's weight row a
@@ -840,41 +840,53 @@ class Accelerator(wiring.Component):
         m.d.sync += cv_wl_valid.eq(0)
         su_last = Signal()              # the setup's last clock
         su_ready = Signal()             # the set-up pass can be swapped in
+        su_first = Signal.like(su_p0)   # with su_start: the first pair of the pass it sets up
         # back to back, the pass can start in the clock its last weight row is written (the
         # idle bank: its first beat is multiplied 3 clocks later); with one bank the
         # setup's writes are over first
         m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & cv_wa
                                 & (Const(1) if b2b else ~cv_wl_valid)),
                      su_ready.eq(su_last | ~su_run)]
-        with m.If(su_hold != 0):
-            m.d.sync += su_hold.eq(su_hold - 1)
+
+        def assign(r_now, pair, slots):
+            """Engine ``r_now`` takes pair ``pair`` (at cv_pc_i, cv_cbase) of the pass being
+            set up, whose multiplier slots so far are ``slots``; the pair after it is next."""
+            act_now = pair < cv_npairs
+
+            def engine(r):
+                m.d.sync += [nxt_act[r].eq(act_now),
+                             nxt_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
+                                         - rg[Reg.A_HB0][:16]),
+                             nxt_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8])]
+            if isinstance(r_now, int):
+                engine(r_now)
+            else:
+                with m.Switch(r_now):
+                    for r in range(R):
+                        with m.Case(r):
+                            engine(r)
+            m.d.sync += nxt_slots.eq(slots + Mux(act_now, cv_lmt, 0))
+            with m.If(cv_pc_i + 1 == kh):
+                m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + rg[Reg.LB_PITCH])]
+            with m.Else():
+                m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
+            m.d.sync += cv_asg.eq(r_now + 1)
+
         with m.If(su_start):
-            # the pass takes the next weight set (cv_wset)
+            # the pass takes the next weight set (cv_wset); back to back, its first engine is
+            # assigned at once (the swap that starts the setup reads the shadow registers in
+            # this clock, and the pairs before it are assigned)
             m.d.sync += [su_run.eq(1), cv_asg.eq(0), cv_wa.eq(0), nxt_act.eq(0),
                          nxt_slots.eq(0), su_bad.eq(ge_const(cv_wset, cfg.wb_sets)),
                          su_set.eq(cv_wset), cv_wset.eq(cv_wset + 1)]
+            if b2b:
+                assign(0, su_first, 0)
         with m.Elif(su_run):
             with m.If(lt_const(cv_asg, R)):
-                act_now = (su_p0 + cv_asg) < cv_npairs
-                with m.Switch(cv_asg):
-                    for r in range(R):
-                        with m.Case(r):
-                            m.d.sync += [
-                                nxt_act[r].eq(act_now),
-                                nxt_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
-                                            - rg[Reg.A_HB0][:16]),
-                                nxt_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8]),
-                            ]
-                with m.If(act_now):
-                    m.d.sync += nxt_slots.eq(nxt_slots + cv_lmt)
-                with m.If(cv_pc_i + 1 == kh):
-                    m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + rg[Reg.LB_PITCH])]
-                with m.Else():
-                    m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
-                m.d.sync += cv_asg.eq(cv_asg + 1)
+                assign(cv_asg, su_p0 + cv_asg, nxt_slots)
             # a set a background LOADW is loading is read when the load is over
             su_haz = lw_bg & (su_set >= lw_lo) & (su_set < lw_hi) if pf else Const(0, 1)
-            with m.If(~cv_wa & (su_hold == 0) & ~su_haz):
+            with m.If(~cv_wa & ~su_haz):
                 m.d.sync += [cv_wa.eq(1), cv_wl_valid.eq(1)]
             with m.If(su_last):
                 m.d.sync += su_run.eq(0)
@@ -885,12 +897,12 @@ class Accelerator(wiring.Component):
         def swap():
             """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
             after it starts, if the piece has one."""
-            m.d.sync += [eng_act.eq(nxt_act), cv_slots.eq(nxt_slots), cv_bank.eq(~cv_bank),
-                         cv_p0.eq(su_p0), su_hold.eq(SU_HOLD)]
+            m.d.sync += [eng_act.eq(nxt_act), cv_slots.eq(nxt_slots), cv_p0.eq(su_p0),
+                         cv_bank.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))]
             m.d.sync += [a.eq(b) for a, b in zip(eng_G + eng_h0, nxt_G + nxt_h0)]
             stream_start()
             more = su_p0 + R < cv_npairs
-            m.d.comb += su_start.eq(more)
+            m.d.comb += [su_start.eq(more), su_first.eq(su_p0 + R)]
             m.d.sync += su_next.eq(more)
             with m.If(more):
                 m.d.sync += su_p0.eq(su_p0 + R)
@@ -1280,7 +1292,7 @@ class Accelerator(wiring.Component):
                 with m.If(ge_const(cv_wset, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.comb += su_start.eq(1)
+                    m.d.comb += [su_start.eq(1), su_first.eq(cv_p0)]
                     m.d.sync += su_p0.eq(cv_p0)
                     m.next = "CV_SETUP"
             with m.State("CV_SETUP"):

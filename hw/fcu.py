@@ -355,13 +355,18 @@ class FastConvUnit(wiring.Component):
         words per engine; one engine a clock by default, every engine at once with
         ``write_rows=rows``). With one bank a write also clears the filter state; write
         weights only while no beat is in flight.
-    w_bank : In(1), with ``banks=2``
+    w_bank : In(range(banks)), with ``banks`` 2 or 3
         The bank a write goes to. Each input beat names the bank its products use
         (``i.payload.bank``, beside the activations in ``i.payload.x``), so the weights of the
-        next pass load into one bank while beats of the current pass, using the other, are
-        still in flight: passes run back to back. Nothing clears the filter state: a beat
-        depends only on the blocks of its own row that the parent streams before it (the
-        parent discards each row's leading ``D`` output blocks, as with one bank).
+        next pass load into one bank while beats of the current pass, using another, are
+        still in flight: passes run back to back. A beat's products read its bank's weights in
+        the enabled clock after the one the beat is taken in (``input_reg=False``; a clock
+        later with the input register); a write in that clock or after it is safe. With three
+        banks the parent can write the next pass's bank while the last beats of the pass
+        before the current one are still in flight (it was used two passes ago). Nothing
+        clears the filter state: a beat depends only on the blocks of its own row that the
+        parent streams before it (the parent discards each row's leading ``D`` output blocks,
+        as with one bank).
     mac : In(1)
         MAC mode for 1×1 kernels and fully-connected layers.
     o_next : Out(1)
@@ -370,14 +375,14 @@ class FastConvUnit(wiring.Component):
 
     ``input_reg=False`` drops the input register, for a parent whose inputs come straight from
     registers (the accelerator's line-buffer pipeline): one clock less of latency.
-    ``banks=2`` doubles the weight registers (see ``w_bank``).
+    ``banks=2`` or ``3`` doubles or triples the weight registers (see ``w_bank``).
     """
 
     def __init__(self, config=None, input_reg=True, banks=1, write_rows=1):
         self.config = cfg = config or FCUConfig()
         self.input_reg = input_reg
-        if banks not in (1, 2):
-            raise ConfigError(f"banks={banks}: the unit has 1 or 2 weight banks")
+        if banks not in (1, 2, 3):
+            raise ConfigError(f"banks={banks}: the unit has 1, 2 or 3 weight banks")
         if write_rows < 1 or cfg.rows % write_rows:
             raise ConfigError(f"write_rows={write_rows}: not a divisor of the unit's "
                               f"{cfg.rows} rows")
@@ -385,16 +390,16 @@ class FastConvUnit(wiring.Component):
         self.write_rows = write_rows
         x = data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L), cfg.rows)
         ports = {
-            "i": In(stream.Signature(x if banks == 1
-                                     else data.StructLayout({"x": x, "bank": 1}))),
+            "i": In(stream.Signature(x if banks == 1 else data.StructLayout(
+                {"x": x, "bank": range(banks)}))),
             "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
             "w_en": In(1), "w_addr": In(range(max(2, cfg.rows // write_rows))),
             "w_data": In(data.ArrayLayout(cfg.gweight_shape,
                                           write_rows * cfg.ffa.M * cfg.subtaps)),
             "mac": In(1), "o_next": Out(1),
         }
-        if banks == 2:
-            ports["w_bank"] = In(1)
+        if banks > 1:
+            ports["w_bank"] = In(range(banks))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -433,10 +438,13 @@ class FastConvUnit(wiring.Component):
             x, g = xin, gb[0]
         else:
             # the bank of the beat in the engines' stage 1, whose products stage 2 forms
-            x, bank1 = xin.x, Signal()
+            x, bank1 = xin.x, Signal(range(nbank))
             with m.If(adv):
                 m.d.sync += bank1.eq(xin.bank)
-            g = [Mux(bank1, b1, b0) for b0, b1 in zip(*gb)]
+            if nbank == 2:
+                g = [Mux(bank1, b1, b0) for b0, b1 in zip(*gb)]
+            else:
+                g = [Mux(bank1[1], b2, Mux(bank1[0], b1, b0)) for b0, b1, b2 in zip(*gb)]
 
         outs = []
         valid = None

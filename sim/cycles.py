@@ -46,8 +46,9 @@ FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 9
 CONV_HAZARD_AT = 7  # CV_CHECK, CV_M1, CV_M3 (two clocks each), CV_GEOM's product
 PASS_OVERHEAD = 6
-SETUP_ASSIGN = 1    # a pass's setup: the engines' assignment (a clock each), then the swap
-SETUP_WRITE = 3     # ... and its weights: SU_HOLD, the set's word read, its write to the FCUs
+SETUP_ASSIGN = 0    # back to back, a pass's setup: the engines' assignment (a clock each, the
+                    # first in the swap's clock), then the swap
+SETUP_WRITE = 2     # ... and its weights: the set's word read, its write to the FCUs
 WRITE_END = 3       # the last word: its send and its answer, after POST's last byte
 POST_ISSUE = 7      # PO_CHECK .. PO_M2 (the ceil(wout / L) and step loops aside)
 POST_HANDOFF = 4    # without ASYNC: the command's transfer and PO_WAIT's end
@@ -187,20 +188,21 @@ class CycleModel:
         c = self.cfg
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
         # their inputs): one clock less than the unit's latency
-        per_pass = c.rows + c.fcu.latency - 1 + PASS_OVERHEAD
         beats = ny * g.bk
         if c.back_to_back:
             # a piece's first pass is set up, and its last drained, as one pass alone; the
             # passes between follow each other at once unless one is shorter than the next
-            # one's setup (rows clocks of assignment; the weights after SU_HOLD, all at once)
-            # (the pass starts in the clock its weights are written)
+            # one's setup (an engine's assignment a clock, the first in the clock the setup
+            # starts; the weights, all at once, the clock after; the pass starts in the clock
+            # its weights are written)
             setup = max(c.rows + SETUP_ASSIGN, SETUP_WRITE)
+            per_pass = setup + c.fcu.latency - 2 + PASS_OVERHEAD
             period = beats if beats >= setup else max(beats + 1, setup)
             return (self.conv_fixed(g, pl) + g.pieces * (per_pass - 1 + beats)
                     + (passes - g.pieces) * period)
         # one pass at a time: its setup assigns an engine a clock and writes all their
         # weights at once, a clock later (two at least)
-        per_pass += max(c.rows, 2) - 1 - c.rows
+        per_pass = max(c.rows, 2) + c.fcu.latency - 2 + PASS_OVERHEAD
         return self.conv_fixed(g, pl) + passes * (per_pass + beats)
 
     def conv_hazard_at(self, g):

@@ -199,12 +199,13 @@ def test_requantizer_rounding_equals_the_golden_rounding():
     assert len(cases) > 4000 and not bad, bad[:5]
 
 
-def run_back_to_back(cfg, passes, *, seed=0, stall=0.3):
-    """Run ``passes`` on a two-bank unit with no gap between them: pass i uses bank i % 2, and
-    pass i+1's weights load (a row a clock) while pass i's beats stream. A bank is rewritten
-    once the outputs of the pass before that used it are out; a beat goes once its pass's
-    weights are in. Random input gaps and output back-pressure. Returns every output beat."""
-    dut = FastConvUnit(cfg, banks=2)
+def run_back_to_back(cfg, passes, *, banks=2, seed=0, stall=0.3):
+    """Run ``passes`` on a unit of ``banks`` weight banks with no gap between them: pass i uses
+    bank i % banks, and pass i+1's weights load (a row a clock) while pass i's beats stream.
+    A bank is rewritten once the outputs of the pass before that used it are out; a beat goes
+    once its pass's weights are in. Random input gaps and output back-pressure. Returns every
+    output beat."""
+    dut = FastConvUnit(cfg, banks=banks)
     rng = np.random.default_rng(seed)
     beats = [(i, b) for i, p in enumerate(passes) for b in p.beats]
     ends = np.cumsum([len(p.beats) for p in passes])    # outputs done when pass i is out
@@ -214,11 +215,12 @@ def run_back_to_back(cfg, passes, *, seed=0, stall=0.3):
         ctx.set(dut.mac, int(passes[0].mac))
         loaded, row, sent = 0, 0, 0
         while len(out) < len(beats):
-            # weights of pass `loaded`, once the pass two before it (same bank) is out
-            writing = loaded < len(passes) and (loaded < 2 or len(out) >= ends[loaded - 2])
+            # weights of pass `loaded`, once the pass `banks` before it (same bank) is out
+            writing = loaded < len(passes) and (loaded < banks
+                                                or len(out) >= ends[loaded - banks])
             ctx.set(dut.w_en, int(writing))
             if writing:
-                ctx.set(dut.w_bank, loaded % 2)
+                ctx.set(dut.w_bank, loaded % banks)
                 ctx.set(dut.w_addr, row)
                 ctx.set(dut.w_data, [int(v) for v in
                                      passes[loaded].weights.reshape(cfg.rows, -1)[row]])
@@ -226,7 +228,7 @@ def run_back_to_back(cfg, passes, *, seed=0, stall=0.3):
             ctx.set(dut.i.valid, int(send))
             if send:
                 i, b = beats[sent]
-                ctx.set(dut.i.payload, {"x": b.tolist(), "bank": i % 2})
+                ctx.set(dut.i.payload, {"x": b.tolist(), "bank": i % banks})
             ctx.set(dut.o.ready, int(rng.random() >= stall))
             await ctx.delay(1e-9)
             i_fire = send and ctx.get(dut.i.ready)
@@ -248,23 +250,25 @@ def run_back_to_back(cfg, passes, *, seed=0, stall=0.3):
     return np.array(out, dtype=np.int64)
 
 
+@pytest.mark.parametrize("banks", [2, 3])
 @pytest.mark.parametrize("preset", ["tiny", "p2", "p3t2"])
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_two_banks_back_to_back(preset, k):
-    """Passes streamed back to back on a two-bank unit, the next pass's weights loading while
-    the current one's beats are in flight: the passes' outputs, accumulated as the plan
-    places them (each row's leading blocks, which see the previous row's filter state,
-    dropped), are the correlation."""
+def test_banks_back_to_back(preset, k, banks):
+    """Passes streamed back to back on a two- or three-bank unit, the next pass's weights
+    loading while earlier passes' beats are in flight: the passes' outputs, accumulated as
+    the plan places them (each row's leading blocks, which see the previous row's filter
+    state, dropped), are the correlation."""
     cfg = PRESETS[preset]
     rng = np.random.default_rng(10 + k)
-    C, zx = 9, 2
+    C, zx = (9 if k > 1 else 17), 2
     lo, hi = cfg.act_range
     x = rng.integers(lo, hi + 1, (1, C, k + 1, k + 5))
     w = rng.integers(-128, 128, (1, C, k, k))
     xp = golden.pad2d(x, 1, zx)[0]
     plan = plan_conv2d(cfg, xp, w[0])
     assert len(plan.passes) >= 3
-    outs = run_back_to_back(cfg, plan.passes, seed=k, stall=0.2)
+    assert len(plan.passes) > banks
+    outs = run_back_to_back(cfg, plan.passes, banks=banks, seed=k, stall=0.2)
     acc = np.zeros(plan.out_shape, dtype=np.int64)
     at = 0
     for p in plan.passes:
