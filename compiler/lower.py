@@ -334,8 +334,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = conv_geometry(cfg, kh, kw, wt, cg * kh)
     row_skip = conv_cycles(gbest, ny, skip=True) < conv_cycles(gbest, ny, skip=False)
-    # all channels' post-processing records at once when they fit, else per lane group
-    q_per_group = O > cfg.qb_entries
+    # the post-processing records: all channels' at once when they fit the buffer, else
+    # those of a run of up to q_chunk lane groups at a time, before the run's first CONV
+    # (lane groups that each POST after their CONV) or before its first POST (lane groups
+    # that POST together after their CONVs)
+    q_chunk = max(1, cfg.qb_entries // cfg.lanes) if O > cfg.qb_entries else 0
 
     # parameters and weights in memory
     q = []
@@ -351,7 +354,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # with channel groups, `share` lane groups keep their bands in the accumulator at once
     # (C_ACC) and each channel group loads once for them all
     nest = Nest(cfg)
-    if not q_per_group:
+    if O <= cfg.qb_entries:
         nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
              O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
@@ -393,6 +396,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
 
+    def runs(first, n):
+        """Lane groups ``first``.. (``n``) in runs that share their records' load."""
+        per = q_chunk or n
+        return [dict(first=i, n=min(per, first + n - i), o0=lgroups[i]["o0"])
+                for i in range(first, first + n, per)]
+
     # the CONVs in program order, each by (band, tile, lane group, channel group): with
     # prefetch, CONV k reads half k % 2 while CONV k + 1's weights load into the other
     order = []
@@ -427,18 +436,29 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
             nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
-            nest.each(lgroups, lambda lg: lane_group(t, lg))
+            nest.each(runs(0, len(lgroups)), lambda run: records(run, lambda lg: lane_group(
+                t, lg)))
         else:
-            nest.each(supers, lambda sg: super_group(
-                t, lgroups[sg["first"]:sg["first"] + sg["n"]]))
+            nest.each(supers, lambda sg: super_group(t, sg))
+
+    def records(run, body):
+        """The records of a run of lane groups (if not all loaded at once), then ``body`` of
+        each of its lane groups."""
+        first, n = run["first"], run["n"]
+        cur["q0"] = run["o0"] if q_chunk else 0
+        if q_chunk:
+            nest.cmd(Op.LOADQ, Q_SRC=q_addr + 12 * run["o0"], Q_DST=0,
+                     Q_COUNT=sum(lg["lanes"] for lg in lgroups[first:first + n]))
+        nest.each(lgroups[first:first + n], body)
 
     def lane_group(t, lg):
         conv(lg, cgroups[0])
         post(t, lg)
 
-    def super_group(t, lgs):
+    def super_group(t, sg):
+        lgs = lgroups[sg["first"]:sg["first"] + sg["n"]]
         nest.each(cgroups, lambda cgr: channel_group(t, lgs, cgr))
-        nest.each(lgs, lambda lg: post(t, lg))
+        nest.each(runs(sg["first"], sg["n"]), lambda run: records(run, lambda lg: post(t, lg)))
 
     def channel_group(t, lgs, cgr):
         nest.cmd(Op.LOADA, A_SRC=x_addr + cgr["c0"] * H * W + t["cin0"], A_CH=cgr["ch"])
@@ -468,10 +488,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     def post(t, lg):
         o0 = lg["o0"]
-        if q_per_group:
-            nest.cmd(Op.LOADQ, Q_SRC=q_addr + 12 * o0, Q_COUNT=lg["lanes"], Q_DST=0)
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
-                 O_Q=0 if q_per_group else o0, C_ACC=lg["acc"], C_LANES=lg["lanes"])
+                 O_Q=o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     if pf:                              # the first CONV's weights, before it
         nest.cmd(Op.LOADW, loadw_flags, W_DST=0, **weights(order[0]))

@@ -139,11 +139,19 @@ def test_column_tiles_for_wide_maps(kw):
     assert case.check(blobs)
 
 
-def test_more_output_channels_than_parameter_records():
-    small = TINY.with_(qb_entries=4)
-    case = conv_case(small, 2, 7, 5, 6, 3, seed=9)
+@pytest.mark.parametrize("C, wb_sets", [(2, 32), (24, 16)])
+def test_more_output_channels_than_parameter_records(C, wb_sets):
+    """More output channels than the record buffer holds: the records load a run of lane
+    groups at a time (before the run's CONVs, or with channel groups, before its POSTs, in
+    runs within each group of lane groups that POST together), and POST finds each lane
+    group's records relative to its run's first."""
+    small = TINY.with_(qb_entries=4, wb_sets=wb_sets)
+    case = conv_case(small, C, 11, 5, 6, 3, seed=9)
     blobs, res = run_iss(case, small)
     assert res.status == "done" and case.check(blobs)
+    ran = [op for _, op, _, _ in res.per_instruction]
+    assert 1 < ran.count("LOADQ") < ran.count("POST")
+    assert ran.count("LOADA") > 1 if C > 2 else ran.count("LOADA") == 1    # channel groups
 
 
 def _nops(n):
