@@ -265,7 +265,7 @@ ACCEL_PRESETS = {
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
-                               target_mhz=50),
+                               burst_beats=64, target_mhz=50),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
     # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
