@@ -396,6 +396,19 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
 
+    copies = {}
+
+    def records_at(o0, count):
+        """The address of records ``o0``.. (``count``): in the layer's records where that is
+        on a bus word (LOADQ reads whole words), else in a copy of them placed on one."""
+        addr = q_addr + 12 * o0
+        if addr % cfg.bus_bytes == 0 or not cfg.wide_loads:
+            return addr
+        if (o0, count) not in copies:
+            copies[o0, count] = mem.place(f"{name}.qparams{o0}",
+                                          np.array(q[3 * o0:3 * (o0 + count)], dtype="<u4"))
+        return copies[o0, count]
+
     def runs(first, n):
         """Lane groups ``first``.. (``n``) in runs that share their records' load."""
         per = q_chunk or n
@@ -447,8 +460,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         first, n = run["first"], run["n"]
         cur["q0"] = run["o0"] if q_chunk else 0
         if q_chunk:
-            nest.cmd(Op.LOADQ, Q_SRC=q_addr + 12 * run["o0"], Q_DST=0,
-                     Q_COUNT=sum(lg["lanes"] for lg in lgroups[first:first + n]))
+            count = sum(lg["lanes"] for lg in lgroups[first:first + n])
+            nest.cmd(Op.LOADQ, Q_SRC=records_at(run["o0"], count), Q_DST=0, Q_COUNT=count)
         nest.each(lgroups[first:first + n], body)
 
     def lane_group(t, lg):

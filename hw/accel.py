@@ -68,6 +68,7 @@ from .post import PostUnit
 from .linebuf import RowPacker
 from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
+from .words import WordSerializer
 
 __all__ = ["Accelerator"]
 
@@ -769,6 +770,8 @@ class Accelerator(wiring.Component):
         g_bank = la_g[:bb] if bb else Const(0, 1)
         g_slot = la_g[bb:]
         if cfg.wide_loads:
+            qser = m.submodules.qser = WordSerializer(nb)
+            q_end = Signal(range(cfg.qb_entries + 1))       # past the LOADQ's last record
             pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
                                                  max_bytes=cfg.lb_rows * cfg.lb_width)
             m.d.comb += [pack.i.payload.eq(ld_data), pack.o.ready.eq(1),
@@ -1209,13 +1212,56 @@ class Accelerator(wiring.Component):
                           | gt_const(dst + n, cfg.qb_entries)):
                     failure(Err.PARAM)
                 with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
-                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0), nbytes.eq(aclamp(p))]
+                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0)]
+                    if cfg.wide_loads:      # whole bus beats
+                        m.d.sync += [nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1)),
+                                     q_end.eq(dst + n)]
+                    else:
+                        m.d.sync += nbytes.eq(aclamp(p))
                     m.next = "LQ_REQ"
-            with m.State("LQ_REQ"):
-                rd_request(cold(Reg.Q_SRC), nbytes)
-                m.next = "LQ_DATA"
-            with m.State("LQ_DATA"):
-                collect_bytes(4 * QPARAM_WORDS, qb_w, slice_bytes=4)
+            if not cfg.wide_loads:
+                with m.State("LQ_REQ"):
+                    rd_request(cold(Reg.Q_SRC), nbytes)
+                    m.next = "LQ_DATA"
+                with m.State("LQ_DATA"):
+                    collect_bytes(4 * QPARAM_WORDS, qb_w, slice_bytes=4)
+            else:
+                # records at the bus width: the read's beats, split into words (qser), go to
+                # the buffer a word a clock, each to its slice of its record; the last beat's
+                # bytes past the last record (a bus word wider than 4 bytes) are dropped
+                def q_words():
+                    m.d.comb += qser.o.ready.eq(1)
+                    with m.If(qser.o.valid & (addr_b != q_end)):
+                        m.d.comb += [qb_w.addr.eq(addr_b),
+                                     qb_w.data.eq(qser.o.payload.replicate(QPARAM_WORDS)),
+                                     qb_w.en.eq(Const(1, QPARAM_WORDS) << cnt_b)]
+                        with m.If(cnt_b == QPARAM_WORDS - 1):
+                            m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
+                        with m.Else():
+                            m.d.sync += cnt_b.eq(cnt_b + 1)
+
+                with m.State("LQ_REQ"):
+                    cold_addr(Reg.Q_SRC)
+                    m.d.comb += qser.clear.eq(1)
+                    # records start on a bus word (the read is in whole beats)
+                    with m.If(cold(Reg.Q_SRC)[:(nb - 1).bit_length()] != 0):
+                        failure(Err.PARAM)
+                    with m.Else():
+                        rd_request(cold(Reg.Q_SRC), nbytes, words=True)
+                        m.next = "LQ_DATA"
+                with m.State("LQ_DATA"):
+                    m.d.comb += [qser.i.valid.eq(ld_valid), qser.i.payload.eq(ld_data),
+                                 rd.beat_ready.eq(qser.i.ready)]
+                    q_words()
+                    with m.If(rd.done):
+                        with m.If(rd.err != 0):
+                            failure(rd.err)
+                        with m.Else():
+                            m.next = "LQ_DRAIN"
+                with m.State("LQ_DRAIN"):
+                    q_words()               # the last beat's words
+                    with m.If(qser.idle):
+                        m.next = "NEXT"
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):

@@ -57,6 +57,7 @@ LOADW_FIXED = 11
 LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
 LOADA_FIXED = 8
+LOADQ_FIXED = 8
 LOADA_REQUEST = 7
 LOADA_BYTE_REQUEST = 0
 LOADW_BYTE_FIXED = 3
@@ -182,7 +183,17 @@ class CycleModel:
         return max(0, left)
 
     def loadq(self, n, start=0):
-        return 1 + self.read(n * 12, start)
+        """``n`` records of 12 bytes: a byte a clock, or with wide loads in whole beats, a
+        beat a clock, its words one a clock into the buffer (the last beat's extra word
+        too)."""
+        c = self.cfg
+        if not c.wide_loads:
+            return 1 + self.read(n * 12, start)
+        beats = -(-n * 12 // self.bus)
+        words = self.bus // 4
+        extra = self._extra_bursts(start, beats)
+        self.stall += READ_STALL + extra
+        return LOADQ_FIXED + max(beats + extra, beats * words) - (words - 1)
 
     def conv(self, g, ny, passes, pl=0):
         c = self.cfg

@@ -382,6 +382,12 @@ class ISS:
         if not (n >= 1 and dst + n <= c.qb_entries):
             self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
                       f"({c.qb_entries})")
+        nbytes = 4 * QPARAM_WORDS * n
+        if c.wide_loads:                # whole bus words
+            if src % c.bus_bytes:
+                self._err(f"LOADQ records at {src}: not a multiple of the bus width "
+                          f"{c.bus_bytes}")
+            self._check(src, -(-nbytes // c.bus_bytes) * c.bus_bytes)
         self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
         self.moved[1] += 4 * QPARAM_WORDS * n
         return self.cost.loadq(n, src)

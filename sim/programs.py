@@ -11,14 +11,15 @@ import numpy as np
 
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
 from ffacc.firmware.image import Kind, TensorDesc
-from ffacc.firmware.isa import (LoadWFlag, Op, PostFlag, Program, Reg, decode_program,
-                                encode, pack_qparam, reg_bits)
+from ffacc.firmware.isa import (QPARAM_WORDS, LoadWFlag, Op, PostFlag, Program, Reg,
+                                decode_program, encode, pack_qparam, reg_bits)
 from ffacc.hw.weights import set_bytes
 
 from . import golden
 from .iss import ISS
 
 __all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "loop_case", "random_case",
+           "records_case",
            "run_iss", "FAULTS", "MUTATIONS"]
 
 DATA_BASE = 0x100
@@ -354,6 +355,58 @@ def post_race_case(cfg, seed=0, beside=False):
     case.outputs = [(y1, np.frombuffer(blobs[0], dt).copy()),
                     (y2, np.frombuffer(blobs[1], dt).copy())]
     case.sync = image(program(0))
+    return case
+
+
+def records_case(cfg, seed=0):
+    """A LOADQ of one record over the first of the records a LOADQ before it loaded, then a
+    POST of every lane: the second lane's record must be the first load's. With a bus word
+    wider than 4 bytes the one record's read ends in a word past it (random bytes), which
+    goes nowhere; ``case.stale`` is the output had it overwritten the next record's first
+    word."""
+    rng = np.random.default_rng(seed)
+    L, R, P = cfg.L, cfg.rows, cfg.lanes
+    if P < 2:
+        raise ValueError("records_case needs two lanes or more")
+    W = 2 * L
+    mem, x, (w,), dt, qa = _race_data(cfg, rng, W, (1,))
+    _, _, qlo, qhi = _acts(cfg, rng, 1)
+    one = pack_qparam(int(rng.integers(-3000, 3000)), 1 << 20, 31, (qlo + qhi + 1) // 2,
+                      qlo, qhi)
+    past = [int(v) for v in rng.integers(0, 1 << 32, 4)]
+    qb = mem.place("q1", np.array(one + past, dtype="<u4").tobytes())
+    y = mem.alloc("y", P * W)
+
+    def program(loads):
+        p = Program()
+        p.set(Q_SRC=qa, Q_COUNT=P, Q_DST=0, A_SRC=x, A_CH=R, A_H=1, A_W=W, A_HB0=0, A_NR=1,
+              LB_PITCH=1, W_SRC=w, W_COUNT=1, W_DST=0, C_KH=1, C_KW=1, C_PT=0, C_PL=0,
+              C_WOUT=W, C_ZX=0, C_Y0=0, C_NY=1, C_WSET=0, C_LANES=P, C_ACC=0, O_DST=y,
+              O_W=W, O_CSTRIDE=W, O_Q=0, O_STRIDE=1, O_ROW0=0)
+        p.op(Op.LOADQ).op(Op.LOADA).op(Op.LOADW, flags=LoadWFlag.MAC).op(Op.CONV)
+        for src, dst in loads:
+            p.set(Q_SRC=src, Q_COUNT=1, Q_DST=dst).op(Op.LOADQ)
+        p.op(Op.POST).end()
+        return p
+
+    def image(p):
+        return build_image(cfg, p, mem, [TensorDesc("y", "output", y, np.dtype(dt).name,
+                                                    [1, P, 1, W])])
+
+    # the stale variant: record 1 loaded again with its first word from past
+    q = np.frombuffer(mem.blobs[[b.name for b in mem.blobs].index("q")].data, "<u4")
+    stale = mem.place("q_stale", np.array([past[0]] + list(q[QPARAM_WORDS + 1:
+                                                             2 * QPARAM_WORDS]),
+                                          dtype="<u4").tobytes())
+    out = []
+    for loads in ([(qb, 0)], [(qb, 0), (stale, 1)]):
+        case = Case("records", image(program(loads)), [(y, np.zeros(P * W, dt))])
+        blobs, res = run_iss(case, cfg)
+        assert res.status == "done", res.detail
+        out.append(np.frombuffer(blobs[0], dt).copy())
+    case.image = image(program([(qb, 0)]))
+    case.outputs = [(y, out[0])]
+    case.stale = out[1]
     return case
 
 

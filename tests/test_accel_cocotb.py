@@ -10,7 +10,7 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
 from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_case,
                                 fault_case, fc_case, loop_case, post_race_case,
-                                prefetch_race_case, run_iss)
+                                prefetch_race_case, records_case, run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -122,6 +122,17 @@ def test_a_conv_runs_beside_a_background_post(simulator, tmp_path):
     assert all(a == b for a, b in zip(sync["readback"], rtl["readback"]))
     # the CONV (about 30 clocks here) hides under the POST (about 80)
     assert sync["cycles"] - rtl["cycles"] >= 20, (sync["cycles"], rtl["cycles"])
+
+
+@pytest.mark.parametrize("bus_bytes", [4, 8])
+def test_records_load_at_the_bus_width(bus_bytes, tmp_path):
+    """LOADQ of one record over the first of two loaded before: on an 8-byte bus its read
+    ends in a word past the record, which must not reach the next record: RTL = ISS, and
+    not the output of the next record's first word replaced."""
+    cfg = TINY.with_(bus_bytes=bus_bytes)
+    case = records_case(cfg, seed=3)
+    assert not np.array_equal(case.stale, case.outputs[0][1])
+    run_both(case, cfg, "verilator", tmp_path)
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
