@@ -58,9 +58,10 @@ def programs(cfg):
             C_KH=k, C_KW=k, C_PT=0, C_PL=0, C_WOUT=wout, C_ZX=0, C_Y0=0, C_NY=ny, A_CH=nch,
             C_WSET=0, C_LANES=1, A_H=ny + k - 1, A_W=wout + k - 1, A_HB0=0,
             LB_PITCH=(ny + k - 1) + ((k - (ny + k - 1)) % cfg.lb_banks)), Op.CONV))
-    # the last one writes every byte into a word of its own, a clock apart
+    # the last three write every byte into a word of its own, a clock apart
     for lanes, ny, wout, flags, stride in ((1, 1, 6, 0, 1), (2, 2, 10, 0, 1), (1, 4, 8, 1, 1),
-                                           (1, 4, 9, 0, 2), (2, 6, 1, 0, 1)):
+                                           (1, 4, 9, 0, 2), (2, 6, 1, 0, 1), (1, 2, 1, 0, 1),
+                                           (2, 12, 1, 0, 1)):
         out.append((f"post l{lanes} ny{ny} w{wout} f{flags} s{stride}", dict(
             C_LANES=lanes, C_NY=ny, C_WOUT=wout, O_DST=0x800, O_W=max(wout, 8), O_CSTRIDE=64,
             O_Q=0, O_STRIDE=stride, O_ROW0=0, Q_SRC=0x100, Q_COUNT=2, Q_DST=0),

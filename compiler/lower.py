@@ -284,6 +284,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         outs = -(-nyc // step) * -(-wt // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
         waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
+        waits = (waits, waits)
         subs = outs * (4 if layer.pool2 else 1)
         if ovl:
             # each lane group's POST runs beside the next one's CONV; the band's last is

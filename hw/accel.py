@@ -28,9 +28,10 @@ semantics):
   engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **FCU array**: ``lanes`` fast convolution units (one per output channel) share the engines'
   input rows; a pass loads its weight set an engine a clock. With ``back_to_back`` the FCUs
-  hold two weight banks and each beat names its bank: the next pass's engine assignment (into
-  shadow registers) and weights (into the idle bank) are set up while the current pass
-  streams, and at its last beat the two swap, so a ``CONV``'s passes stream without a gap;
+  hold three weight banks, used in turn, and each beat names its bank: the next pass's engine
+  assignment (into shadow registers) and weights (into the bank the pass before the current
+  one used, whose beats are multiplied by then) are set up while the current pass streams, and
+  at its last beat the two swap, so a ``CONV``'s passes stream without a gap;
   the output side counts each pass's beats, so it needs no signal from the stream side.
 * **Accumulators**: per lane, ``acc_blocks`` words of ``L`` int32, read-modify-write behind the
   FCUs.
@@ -50,8 +51,10 @@ from contextlib import contextmanager
 from functools import partial
 from math import ceil
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed,
+                          unsigned)
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import Out
 
@@ -341,10 +344,25 @@ class Accelerator(wiring.Component):
                 if cfg.post_overlap else acc_r)
         m.d.comb += [po.acc_data.eq(Cat(po_r[lane].data for lane in range(P))),
                      qb_r.addr.eq(po.q_addr), qb_r.en.eq(po.q_en), po.q_data.eq(qb_r.data),
-                     wr.i.valid.eq(po.wr.valid), wr.i.payload.addr.eq(po.wr.payload.addr),
-                     wr.i.payload.data.eq(po.wr.payload.data), po.wr.ready.eq(wr.i.ready),
-                     wr.flush.eq(po.wr_flush), po.wr_idle.eq(wr.idle),
+                     wr.flush.eq(po.wr_flush),
                      po.wr_err_valid.eq(wr.err_valid), po.wr_err.eq(wr.err)]
+        if cfg.write_slice:
+            # POST's bytes through a two-entry FIFO: its ready is the FIFO's level, not the
+            # writer's compare; a flush reaches the writer once the bytes before it do (the
+            # writer takes a byte before it acts on a flush), and POST sees the writer idle
+            # only with the FIFO empty. A run's start empties it (a byte the writer refused
+            # with an error stays behind)
+            wslice = SyncFIFO(width=len(po.wr.payload.as_value()), depth=2)
+            m.submodules.wslice = ResetInserter(wr.clear)(wslice)
+            m.d.comb += [wslice.w_en.eq(po.wr.valid), wslice.w_data.eq(po.wr.payload),
+                         po.wr.ready.eq(wslice.w_rdy)]
+            m.d.comb += [wr.i.valid.eq(wslice.r_stream.valid),
+                         wr.i.payload.eq(wslice.r_stream.payload),
+                         wslice.r_stream.ready.eq(wr.i.ready),
+                         po.wr_idle.eq(wr.idle & ~wslice.r_rdy)]
+        else:
+            m.d.comb += [wr.i.valid.eq(po.wr.valid), wr.i.payload.eq(po.wr.payload),
+                         po.wr.ready.eq(wr.i.ready), po.wr_idle.eq(wr.idle)]
 
         # ---------------------------------------------------------------- FCU array
         fcus = []

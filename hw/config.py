@@ -62,16 +62,17 @@ class AcceleratorConfig:
         ``ADD`` is an illegal opcode and the compiler runs residual adds on the host: the
         smallest parts save its sequencer and byte buffers.
     wide_loads : bool
-        ``LOADA`` and ``LOADW`` take a bus beat per clock (a line-buffer block and an engine's
-        weights a clock); without, a byte per clock through smaller gearboxes (small parts).
+        ``LOADA``, ``LOADW`` and ``LOADQ`` take a bus beat per clock (a line-buffer block, an
+        engine's weights, a record's word a clock); their sources must then be on a bus word.
+        Without, a byte per clock through smaller gearboxes (small parts).
     fetch_block : int
         Instructions the fetch unit reads in one burst into its queue (1..64): the controller
         then takes one per clock until the queue is empty. Larger blocks amortize the read
         latency, and a loop whose body fits in one runs from the queue after its first jump
         back (the loop buffer). A block never reads past ``MEM_SIZE``. 0: no fetch unit, the
         controller reads each instruction itself, a byte a clock (the smallest parts). The
-        default 16 (a 16-deep LUT RAM): digits on ``ulx3s`` takes 5,111 cycles per image
-        on the ISS, 5,757 with 8 (its layers' loop bodies are 10 instructions).
+        default 16 (a 16-deep LUT RAM): digits on ``ulx3s`` takes 4,716 cycles per image
+        on the ISS, 5,320 with 8 (its layers' loop bodies are 10 instructions).
     loop_depth : int
         Hardware loops: ``LOOP``/``ENDLOOP`` nest up to this depth (0..8) and ``INC`` steps a
         parameter register, so a layer's program is a loop nest instead of one instruction
@@ -79,11 +80,11 @@ class AcceleratorConfig:
         0: no loops (``LOOP``, ``ENDLOOP`` and ``INC`` are illegal opcodes; the compiler
         unrolls).
     back_to_back : bool
-        ``CONV`` runs its passes back to back: the FCUs hold two banks of weights, and the
+        ``CONV`` runs its passes back to back: the FCUs hold three banks of weights, and the
         next pass's engine assignment and weights load while the current pass streams, so a
-        pass costs its beats (or the ``rows + 3`` clocks of its setup, if more) instead of
+        pass costs its beats (or the ``max(rows, 2)`` clocks of its setup, if more) instead of
         its beats plus the pipeline's fill and drain. False: each pass loads, streams and
-        drains in turn (the smallest parts: half the weight registers).
+        drains in turn (the smallest parts: a third of the weight registers).
     weight_prefetch : bool
         ``LOADW`` with flag ``ASYNC`` reads its weights in the background: the controller goes
         on with the next instructions (a ``CONV`` from other weight sets, a ``POST``) while
@@ -222,6 +223,14 @@ class AcceleratorConfig:
         the clock is fast: a block RAM's clock-to-output (5.6 ns on the ECP5) cannot share a
         cycle with the requantizer at 50 MHz. At 25 MHz and below the requantizer reads the
         record from the parameter buffer's read port, which holds it while the lane runs."""
+        return self.target_mhz > 25
+
+    @property
+    def write_slice(self):
+        """POST's bytes reach the byte writer through a two-entry FIFO (a register slice)
+        when the clock is fast: the writer's ready (its word compare and range check) and the
+        POST pipeline's enables, which wait for it, do not share a cycle at 50 MHz on the
+        ECP5. At 25 MHz and below they do, and the smallest parts save the FIFO."""
         return self.target_mhz > 25
 
     @property

@@ -73,25 +73,31 @@ WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last a
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
 
 
-def writer_stalls(words, per_byte=1):
-    """Clocks a stream of bytes waits for the byte writer.
+def writer_stalls(words, per_byte=1, fifo=False):
+    """Clocks a stream of bytes waits for the byte writer: ``(clocks POST waits, clocks the
+    STALL counter counts)``.
 
     ``words``: the bus word of each byte, one row per POST lane, in write order; the bytes
     of a row come ``per_byte`` clocks apart (4 for a pooled output), and rows far apart (a
     lane's setup). A byte in another word than the byte before it (the last lane's last byte,
     for a lane's first) hands a word to the send register, which is free again ``SEND_BUSY``
-    clocks later.
+    clocks later. ``fifo`` (the configuration's ``write_slice``): the bytes go through a
+    two-entry FIFO, which hides a clock of a lane that waits two or more, and the writer,
+    which holds a byte it cannot take yet, counts two more.
     """
     w = np.asarray(words)
     if w.ndim < 2 or w.size < 2:
-        return 0
+        return 0, 0
     new = np.zeros(w.shape, bool)
     new[:, 1:] = w[:, 1:] != w[:, :-1]
     new[1:, 0] = w[1:, 0] != w[:-1, -1]
     lane, j = np.nonzero(new)
     gap = np.diff(j) * per_byte
     same_lane = lane[1:] == lane[:-1]
-    return int(np.maximum(SEND_BUSY - gap[same_lane], 0).sum())
+    waits = np.bincount(lane[1:][same_lane], np.maximum(SEND_BUSY - gap[same_lane], 0),
+                        minlength=w.shape[0]).astype(np.int64)
+    deep = (waits >= 2) if fifo else 0
+    return int((waits - deep).sum()), int((waits + deep).sum())
 
 
 class CycleModel:
@@ -233,7 +239,7 @@ class CycleModel:
         # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
         return CONV_FIXED + max(g.wob, g.pieces) + pieces
 
-    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=0):
+    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=(0, 0)):
         """``POST``: the controller's part (:meth:`post_issue`), then the post-processor's
         (:meth:`post_run`) while the controller waits."""
         return self.post_issue(wob, stride) + POST_HANDOFF + self.post_run(
@@ -245,14 +251,16 @@ class CycleModel:
         post-processor. With flag ``ASYNC`` that is all of it."""
         return POST_ISSUE + wob + stride // self.cfg.L
 
-    def post_run(self, lanes, subs_per_lane, write_stalls=0):
+    def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0)):
         """The post-processor's clocks, from taking the command to the last write's
         answer: per lane the record's read and one sub-element (4 per pooled output) per
         clock through the pipeline, the clocks it waits for the byte writer
-        (:func:`writer_stalls`), and the last word's write."""
-        self.stall += write_stalls + WRITE_END_WAIT
+        (:func:`writer_stalls`: those it waits, those the STALL counter counts), and the last
+        word's write."""
+        waits, counted = write_stalls
+        self.stall += counted + WRITE_END_WAIT
         per_lane = POST_LANE + self.cfg.qparams_in_registers + subs_per_lane
-        return lanes * per_lane + write_stalls + WRITE_END
+        return lanes * per_lane + waits + WRITE_END
 
     def post_wait(self, left):
         """Clocks a command waits for a background ``POST`` that has ``left`` clocks to

@@ -542,7 +542,7 @@ class ISS:
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
                  + (row0 + np.arange(rows_out))[None, :, None] * opitch
                  + np.arange(cols_out)[None, None, :]).reshape(lanes, -1)
-        stalls = writer_stalls(addrs // c.bus_bytes, 4 if pool else 1)
+        stalls = writer_stalls(addrs // c.bus_bytes, 4 if pool else 1, c.write_slice)
         addrs = addrs.reshape(-1)
         subs = rows_out * cols_out * (4 if pool else 1)
         if ins.flags & PostFlag.ASYNC and c.post_overlap:
