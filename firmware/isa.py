@@ -86,7 +86,9 @@ OPCODES = {
               "run; a load, ADD, END or instruction fetch waits for it, and a CONV pass whose "
               "weight set it loads waits for it, so results are as in order; a read error "
               "stops the run before the next instruction, with ERROR_PC at this LOADW",
-    Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..",
+    Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..; "
+              "with wide_loads Q_SRC is a multiple of the bus width and read in whole bus "
+              "words",
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
              "FCU array, accumulate into the int32 accumulator from block C_ACC on (flag "
