@@ -44,19 +44,26 @@ class Board:
     # nextpnr report names of the resources (dsp, lut, ff, bram)
     cells: tuple = ()
     memory: str = "dual"    # SoC memory: block RAM ("dual") or the iCE40's SPRAM ("spram")
+    baud: int = 115_200     # the UART link's default rate (see BOARDS)
 
 
+# the link's default rate: the fastest the board's USB-UART bridge makes that the SoC clock
+# of the board's preset divides exactly. The ULX3S's FT231X runs 3 Mbaud, or 3 MHz / n (n = 1
+# gives 2 Mbaud): 3 Mbaud would need 16.7 clocks a bit at 50 MHz (2 % off with 17), 2 Mbaud
+# takes 25. The iCEBreaker's FT2232H at its 12 MHz clock: 1 Mbaud, 12 clocks a bit (3 Mbaud
+# would leave the receiver 4 clocks a bit). The Arty's FT2232HQ at 50 MHz: as the ULX3S.
 BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
-                       True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD")),
+                       True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"),
+                       baud=2_000_000),
     # the SoC memory in two of the four SB_SPRAM256KA (64 KiB: the digits model takes 12 KiB;
     # 16 address bits instead of 17 save ~80 logic cells), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
                         64 * 1024, 2, True,
                         ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM"),
-                        "spram"),
+                        "spram", baud=1_000_000),
     "arty-a7-35": Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx", "ulx3s", 64 * 1024,
-                        4, False),
+                        4, False, baud=2_000_000),
 }
 
 
@@ -136,10 +143,13 @@ class BoardTop(Elaboratable):
                                  f"config with target_mhz = {fin:g}")
             m.d.comb += ClockSignal("sync").eq(clk_in.i)
             self.clock_mhz = fin
+        try:
+            soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,
+                                         clock_hz=round(self.clock_mhz * 1e6), baud=self.baud,
+                                         memory=b.memory)
+        except ValueError as e:         # the link's rate, the memory for the configuration
+            raise BuildError(f"{b.name}: {e}") from None
         m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
-        soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,
-                                     clock_hz=round(self.clock_mhz * 1e6), baud=self.baud,
-                                     memory=b.memory)
         uart = platform.request("uart", 0)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
         for i in range(min(b.leds, len(soc.leds))):
@@ -296,15 +306,17 @@ def _results(b, device, out, rc, logs):
     return _resources(b, rep, netlist), clocks, round(main["achieved"], 2) if main else None
 
 
-def build(board_name, cfg=None, out_dir="build/board", baud=115_200, progress=print,
+def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print,
           run=True, attempts=PNR_ATTEMPTS):
     """Build the SoC for ``board_name``; returns the report dict (see the module docstring).
+    ``baud``: the UART link's rate (default: the board's, :data:`BOARDS`).
     With ``run=False`` (or a board without an open toolchain) only the files are written.
     A build that misses its clock is placed and routed again with nextpnr seeds 2, 3, ...,
     up to ``attempts`` in all."""
     if board_name not in BOARDS:
         raise BuildError(f"unknown board {board_name!r}; choose from {', '.join(BOARDS)}")
     b = BOARDS[board_name]
+    baud = baud or b.baud
     if cfg is None:
         from ffacc.hw.config import ACCEL_PRESETS
         cfg = ACCEL_PRESETS[b.config]

@@ -27,11 +27,14 @@ def request(cmd, addr=0, length=0, payload=b""):
     return data
 
 
-def write_mem(addr, data):
+def write_mem(addr, data, done=None):
+    """Write ``data`` at ``addr`` a frame at a time; ``done(n)`` after each frame of ``n``."""
     data = bytes(data)
     for off in range(0, len(data), MAX_PAYLOAD):
         chunk = data[off:off + MAX_PAYLOAD]
         yield from request(Cmd.WRITE_MEM, addr + off, len(chunk), chunk)
+        if done:
+            done(len(chunk))
 
 
 def read_mem(addr, n):
@@ -79,11 +82,14 @@ def run_firmware(image, inputs, progress=None, poll=None):
     loaded = list(image.loaded())
     total = sum(len(d) for _, d in loaded)
     sent = 0
-    for addr, data in loaded:
-        yield from write_mem(addr, data)
-        sent += len(data)
+
+    def done(n):
+        nonlocal sent
+        sent += n
         if progress:
             progress(sent, total)
+    for addr, data in loaded:
+        yield from write_mem(addr, data, done)
     yield from request(Cmd.WRITE_CSR, CSR.MEM_SIZE, 4,
                        int(image.mem_size).to_bytes(4, "little"))
     rec = _Shadow()

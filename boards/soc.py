@@ -9,7 +9,7 @@
   ``SLVERR`` outside the memory). The host link uses the ports in cycles the slave leaves
   idle.
 * **Host link**: :mod:`ffacc.firmware.link` frames over an 8N1 UART (``clock_hz ÷ baud``
-  divisor). Write payloads are buffered and only written once their CRC checked; CSR commands
+  clocks a bit, the nearest whole number; a rate more than 2.5 % off is refused). Write payloads are buffered and only written once their CRC checked; CSR commands
   drive the accelerator's AXI4-Lite slave.
 * **LEDs**: 0 heartbeat (about 1.5 Hz: the clock runs), 1 link activity, 2 accelerator busy,
   3 done, 4 error.
@@ -90,7 +90,14 @@ class SoC(wiring.Component):
         self.memory = memory
         # a request whose line stays silent this long (and at least 64 bit times) is dropped
         self.link_timeout_s = link_timeout_s
-        self.divisor = clock_hz // baud
+        # clocks a bit: the nearest whole number, within 2.5 % of the rate (8N1 frames
+        # tolerate about twice that between the two ends)
+        self.divisor = max(1, round(clock_hz / baud))
+        off = clock_hz / self.divisor / baud - 1
+        if abs(off) > 0.025:
+            raise ValueError(f"UART at {baud} baud from a {clock_hz / 1e6:g} MHz clock: "
+                             f"{clock_hz / baud:.2f} clocks a bit, {self.divisor} is "
+                             f"{100 * off:+.1f} % off the rate (at most 2.5 %)")
         self.link_gap = max(64 * self.divisor, round(clock_hz * link_timeout_s))   # cycles
         self._ram = None if memory == "dual" else SinglePortRAM(
             mem_bytes // nb, nb, "model" if memory == "single" else "spram")

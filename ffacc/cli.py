@@ -452,12 +452,20 @@ def _run_on_board(args, image, x):
 
     if not args.port:
         raise CLIError("--board needs --port (the board's serial port, e.g. /dev/ttyUSB0)")
-    link = SerialLink(args.port, args.baud)
+    if args.baud is not None and args.baud <= 0:
+        raise CLIError(f"--baud {args.baud}: must be positive")
+    baud = args.baud or _board(args.board).baud
+    link = SerialLink(args.port, baud)
     say = _progress(True)
+    t0, shown = time.monotonic(), [0]
 
     def progress(sent, total):
-        if sent == total or sent % 4096 < 256:
-            say(f"    loading firmware: {sent}/{total} bytes")
+        # about every 64 KiB, and the last frame: bytes, and seconds per MB so far
+        if sent == total or sent - shown[0] >= 1 << 16:
+            shown[0] = sent
+            dt = time.monotonic() - t0
+            rate = f", {dt / (sent / 1e6):.1f} s per MB" if sent and dt > 0 else ""
+            say(f"    loading firmware: {sent:,}/{total:,} bytes at {baud:,} baud{rate}")
     try:
         return run_serial(run_firmware(image, x, progress=progress,
                                        poll=lambda: time.sleep(0.001)), link)
@@ -474,6 +482,8 @@ def cmd_build(args):
     out = args.out or f"build/{args.board}"
     if args.pnr_attempts < 1:
         raise CLIError(f"--pnr-attempts {args.pnr_attempts}: at least 1")
+    if args.baud is not None and args.baud <= 0:
+        raise CLIError(f"--baud {args.baud}: must be positive")
     rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run,
                 attempts=args.pnr_attempts)
     if args.json:
@@ -767,7 +777,9 @@ def build_parser():
     sp.add_argument("--board", help="run on a board over its UART link (ulx3s-85f, icebreaker, "
                                     "arty-a7-35) instead of a simulator")
     sp.add_argument("--port", help="the board's serial port (with --board)")
-    sp.add_argument("--baud", type=int, default=115_200)
+    sp.add_argument("--baud", type=int, help="the link's rate (default: the board's: "
+                                             "2,000,000 on the ULX3S and Arty, 1,000,000 on "
+                                             "the iCEBreaker)")
     accel_config(sp)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_run)
@@ -822,7 +834,9 @@ def build_parser():
     sp.add_argument("--config", metavar="PRESET|FILE.toml",
                     help="accelerator preset or TOML (default: the board's preset)")
     sp.add_argument("--out", help="output folder (default build/BOARD)")
-    sp.add_argument("--baud", type=int, default=115_200, help="UART link baud rate")
+    sp.add_argument("--baud", type=int, help="UART link baud rate (default: the board's, "
+                                             "2,000,000 on the ULX3S and Arty, 1,000,000 on "
+                                             "the iCEBreaker)")
     sp.add_argument("--no-run", action="store_true",
                     help="write the build files (Verilog, constraints, script) only")
     sp.add_argument("--pnr-attempts", type=int, default=3, metavar="N",

@@ -141,7 +141,7 @@ def test_cli_run_on_a_board(tmp_path, monkeypatch, capsys):
 
     class Link:
         def __init__(self, port, baud):
-            assert port == "/dev/ttyFAKE" and baud == 115_200
+            assert port == "/dev/ttyFAKE" and baud == BOARDS["ulx3s-85f"].baud == 2_000_000
 
         exchange = staticmethod(board.exchange)
 
@@ -151,9 +151,14 @@ def test_cli_run_on_a_board(tmp_path, monkeypatch, capsys):
     assert main(["run", str(tmp_path / "d.ffw"), "--board", "ulx3s-85f", "--port",
                  "/dev/ttyFAKE", "--input", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "y.npy"), "--raw", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
+    got = capsys.readouterr()
+    res = json.loads(got.out)
     ref, _ = run_image(image, x)
     assert res["engine"] == "board:ulx3s-85f"
+    # progress: the bytes loaded and the time per MB, the last frame's line among them
+    total = sum(len(d) for _, d in image.loaded())
+    assert f"loading firmware: {total:,}/{total:,} bytes at 2,000,000 baud" in got.err
+    assert " s per MB" in got.err
     assert np.array_equal(np.load(tmp_path / "y.npy"), next(iter(ref.values())))
     assert main(["run", str(tmp_path / "d.ffw"), "--board", "ulx3s-85f", "--input",
                  str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy")]) == 2
@@ -274,6 +279,17 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
         assert spram == BOARDS["icebreaker"].mem_bytes // (32 * 1024), spram
 
 
+@pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker", "arty-a7-35"])
+def test_each_board_links_at_a_rate_its_clock_divides(name):
+    """The board's default link rate is a whole number of its preset's clocks a bit (no rate
+    error), at least 12 (the receiver's mid-bit sample has room), and faster than 115,200."""
+    b = BOARDS[name]
+    clock_hz = ACCEL_PRESETS[b.config].target_mhz * 1_000_000
+    soc = SoC(ACCEL_PRESETS[b.config], mem_bytes=b.mem_bytes, clock_hz=clock_hz, baud=b.baud,
+              memory=b.memory)
+    assert soc.divisor * b.baud == clock_hz and soc.divisor >= 12 and b.baud > 115_200
+
+
 def test_build_errors_are_clear(tmp_path, capsys):
     with pytest.raises(BuildError, match="unknown board"):
         build("de0-nano", out_dir=tmp_path, run=False)
@@ -281,6 +297,13 @@ def test_build_errors_are_clear(tmp_path, capsys):
         build("icebreaker", TINY, out_dir=tmp_path, run=False)
     with pytest.raises(ValueError, match="at least 4x the baud rate"):
         SoC(TINY, clock_hz=1_000_000, baud=500_000)
+    with pytest.raises(ValueError, match=r"13000000 baud .* 3.85 clocks a bit, 4 is -3.8 % off"):
+        SoC(TINY, clock_hz=50_000_000, baud=13_000_000)
+    assert main(["build", "--board", "ulx3s-85f", "--baud", "13000000", "--no-run", "--out",
+                 str(tmp_path)]) == 2
+    assert "ulx3s-85f: UART at 13000000 baud" in capsys.readouterr().err
+    assert main(["build", "--board", "ulx3s-85f", "--baud", "0", "--no-run"]) == 2
+    assert "--baud 0: must be positive" in capsys.readouterr().err
     with pytest.raises(ValueError, match="addresses 65536 .addr_bits=16."):
         SoC(ACCEL_PRESETS["icebreaker"], mem_bytes=128 * 1024, clock_hz=12_000_000)
     with pytest.raises(ValueError, match="needs 8 SB_SPRAM256KA; the iCE40UP5K has 4"):
