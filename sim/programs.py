@@ -422,6 +422,10 @@ def _fault_program(kind, cfg):
         p.set(C_KH=3)              # runs into zeroed memory: opcode 0x00 is illegal
     elif kind == "register":
         p.raw(encode(Op.SET, 63, 5)).end()
+    elif kind == "loadq_unaligned":
+        # records not on a bus word (a configuration with wide loads reads whole words)
+        src = mem.place("records", bytes(4 * 12)) + 2
+        p.set(Q_SRC=src, Q_COUNT=2, Q_DST=0).op(Op.LOADQ).end()
     elif kind == "address":
         # LOADA from beyond the memory size
         p.set(A_SRC=far, A_CH=1, A_H=4, A_W=4, A_HB0=0, A_NR=4, LB_PITCH=4)
@@ -528,7 +532,8 @@ FAULTS = {"opcode": 1, "reserved": 1, "zero": 1, "register": 2, "address": 4,
           "write_address": 4, "kernel": 3, "lb_overflow": 3, "wide_set": 3, "address_wrap": 4,
           "loop_depth": 7, "endloop": 7, "loop_zero": 3, "inc_register": 2, "conv_acc": 3,
           "post_acc": 3, "loadw_async_address": 4, "loadw_async_param": 3,
-          "post_async_address": 4, "post_async_shift": 3, "add_read_address": 4}
+          "post_async_address": 4, "post_async_shift": 3, "add_read_address": 4,
+          "loadq_unaligned": 3}
 
 
 def fault_case(cfg, kind):
