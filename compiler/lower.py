@@ -251,13 +251,14 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def prefetch(cg):
         return can_prefetch and sets(cg) <= half
 
-    def plan_cycles(cg, nyc, share, ovl=False):
-        """Cycles of one column tile cut into channel groups of ``cg``, bands of ``nyc`` rows,
-        ``share`` lane groups per channel-group load (``ovl``: POST in the background, lane
-        groups in alternate accumulator halves), from the ISS's cycle model."""
+    def plan_cycles(cg, nyc, share, ovl=False, tw=None):
+        """Cycles of one column tile (``tw`` output columns, the widest by default) cut into
+        channel groups of ``cg``, bands of ``nyc`` rows, ``share`` lane groups per
+        channel-group load (``ovl``: POST in the background, lane groups in alternate
+        accumulator halves), from the ISS's cycle model."""
         full, rest = divmod(hconv, nyc)
-        return (full * band_cycles(cg, nyc, share, ovl)
-                + (band_cycles(cg, rest, share, ovl) if rest else 0))
+        return (full * band_cycles(cg, nyc, share, ovl, tw)
+                + (band_cycles(cg, rest, share, ovl, tw) if rest else 0))
 
     def conv_cycles(gc, nyc, skip=None):
         """A band's CONV: its rows in one command, or (``skip``, for a strided layer) one
@@ -267,32 +268,39 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if layer.pool2 or step == 1 or nyc <= 1 or skip is False:
             return dense
         kept = -(-nyc // step)
-        rows = kept * (cm.conv(gc, 1, passes) + 2 * per_ins)
+        # per row its CONV, two INCs and the ENDLOOP; around the rows' loop, C_NY and C_Y0
+        # set for the row and back for POST, and the LOOP
+        rows = kept * (cm.conv(gc, 1, passes) + 3 * per_ins) + 4 * per_ins
         return rows if skip else min(dense, rows)
 
-    def band_cycles(cg, nyc, share, ovl=False):
+    def band_cycles(cg, nyc, share, ovl=False, tw=None):
+        tw = tw or wt
         n_cg = ceil(C / cg)
-        gc = conv_geometry(cfg, kh, kw, wt, cg * kh)
+        gc = conv_geometry(cfg, kh, kw, tw, cg * kh)
         nr = min(H, nyc + kh - 1)
-        one = cm.loada([0], nr * Wt, Wt)            # a channel's rows, one read
+        Wtt = min(W, tw + kw - 1)                   # the tile's input columns
+        # a channel's rows: one read, or a read a row where the map is cut into column tiles
+        # (its rows are wider than a tile's: A_PITCH)
+        one = (cm.loada([0] * nr, Wtt, Wtt) if wt < wconv
+               else cm.loada([0], nr * Wtt, Wtt))
         loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
         if prefetch(cg):
             conv = (max(conv_cycles(gc, nyc), cm.loadw(sets(cg), mac=g.mac)) + LOADW_ISSUE
                     + 5 * per_ins)
         else:
             conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
-        outs = -(-nyc // step) * -(-wt // step)         # per lane
+        outs = -(-nyc // step) * -(-tw // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
-        waits = cfg.lanes * outs if -(-wt // step) == 1 and not layer.pool2 else 0
+        waits = cfg.lanes * outs if -(-tw // step) == 1 and not layer.pool2 else 0
         waits = (waits, waits)
         subs = outs * (4 if layer.pool2 else 1)
         if ovl:
             # each lane group's POST runs beside the next one's CONV; the band's last is
             # waited for (the next LOADA reads memory)
             run = cm.post_run(cfg.lanes, subs, waits)
-            issue = cm.post_issue(g.wob, layer.stride) + 3 * per_ins
+            issue = cm.post_issue(gc.wob, layer.stride) + 3 * per_ins
             return loada + n_og * (conv + issue) + (n_og - 1) * max(0, run - conv) + run
-        post = cm.post(cfg.lanes, subs, g.wob, layer.stride, waits) + 3 * per_ins
+        post = cm.post(cfg.lanes, subs, gc.wob, layer.stride, waits) + 3 * per_ins
         loads = ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
@@ -328,9 +336,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         raise LoweringError(f"{name}: {kh} input rows of width {Wt} or one channel's weights do "
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
-    if plan_only:
-        return best[0] * ceil(wconv / wt)
     _, cg, ny, share, overlap = best
+    if plan_only:                       # every column tile at its own width
+        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0))
+                   for x0 in range(0, wconv, wt))
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = conv_geometry(cfg, kh, kw, wt, cg * kh)
