@@ -212,6 +212,22 @@ def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
     assert st["bytes_sent"] > len(image.to_bytes()) // 2
 
 
+@pytest.mark.slow
+def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
+    """The link at the ULX3S's default rate and clock (2 Mbaud from 50 MHz: 25 clocks a
+    bit): the digits model through the UART, outputs ≡ ISS. The simulated time per MB sent
+    is recorded (the wire alone: 5.4 s per MB; no USB latency in simulation)."""
+    image, x = _digits(TINY, index=3)
+    ref, _ = run_image(image, x)
+    clock_hz = ACCEL_PRESETS["ulx3s"].target_mhz * 1_000_000
+    divisor = clock_hz // BOARDS["ulx3s-85f"].baud
+    outs, st = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384,
+                        clock_ns=round(1e9 / clock_hz), divisor=divisor).run_model(image, x,
+                                                                            name="digits_2m")
+    assert divisor == 25 and all(np.array_equal(outs[k], ref[k]) for k in ref)
+    record_property("seconds_per_mb", st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6))
+
+
 @pytest.mark.icarus
 def test_spram_wrapper_matches_the_model_on_icarus():
     """The iCE40 SoC memory: four SB_SPRAM256KA (yosys's simulation model) behind the
