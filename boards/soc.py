@@ -9,8 +9,9 @@
   ``SLVERR`` outside the memory). The host link uses the ports in cycles the slave leaves
   idle.
 * **Host link**: :mod:`ffacc.firmware.link` frames over an 8N1 UART (``clock_hz ÷ baud``
-  clocks a bit, the nearest whole number; a rate more than 2.5 % off is refused). Write payloads are buffered and only written once their CRC checked; CSR commands
-  drive the accelerator's AXI4-Lite slave.
+  clocks a bit, the nearest whole number; a rate more than 2.5 % off is refused). Write
+  payloads are buffered and only written once their CRC checked; CSR commands drive the
+  accelerator's AXI4-Lite slave.
 * **LEDs**: 0 heartbeat (about 1.5 Hz: the clock runs), 1 link activity, 2 accelerator busy,
   3 done, 4 error.
 """

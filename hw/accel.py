@@ -161,6 +161,14 @@ class Accelerator(wiring.Component):
 
         aclamp = partial(addr_clamp, addr_bits=A)
 
+        def whole_beats(n):
+            """A read length of ``n`` bytes in whole bus beats (wide loads)."""
+            return aclamp(n + (nb - 1)) & ~(nb - 1)
+
+        def off_word(addr):
+            """``addr`` is not on a bus word (a wide load's source must be)."""
+            return addr[:(nb - 1).bit_length()] != 0
+
         def csr_clamp(v):
             return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
 
@@ -546,6 +554,8 @@ class Accelerator(wiring.Component):
         # the last used, at the earliest 2 clocks after the swap that ended that pass (its
         # last beat was issued a pass, 2 clocks at least, before that swap): no wait
         cv_bank = Signal(range(NBANK))
+        cv_bank_next = Signal(range(NBANK))     # the bank a setup writes, the next pass's
+        m.d.comb += cv_bank_next.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))
         if b2b:
             nxt_act = Signal(R)
             nxt_G = [Signal(GW, name=f"nxt{r}_G") for r in range(R)]
@@ -853,7 +863,7 @@ class Accelerator(wiring.Component):
                                                    r * EW + (lane + 1) * MT * gw]
                                          for r in range(R)))]
             if b2b:
-                m.d.comb += f.w_bank.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))
+                m.d.comb += f.w_bank.eq(cv_bank_next)
 
         # ---------------------------------------------------------------- pass setup
         # (see su_start): an engine a clock is assigned its task, and an engine's weight row a
@@ -919,7 +929,7 @@ class Accelerator(wiring.Component):
             """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
             after it starts, if the piece has one."""
             m.d.sync += [eng_act.eq(nxt_act), cv_slots.eq(nxt_slots), cv_p0.eq(su_p0),
-                         cv_bank.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))]
+                         cv_bank.eq(cv_bank_next)]
             m.d.sync += [a.eq(b) for a, b in zip(eng_G + eng_h0, nxt_G + nxt_h0)]
             stream_start()
             more = su_p0 + R < cv_npairs
@@ -1189,17 +1199,13 @@ class Accelerator(wiring.Component):
                 cold_addr(Reg.W_SRC)
                 per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with product(rg[Reg.W_COUNT], per_set) as p:
-                    if cfg.wide_loads:      # whole bus beats
-                        m.d.sync += nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1))
-                    else:
-                        m.d.sync += nbytes.eq(aclamp(p))
+                    m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
                     m.next = "LW_REQ"
             with m.State("LW_REQ"):
                 cold_addr(Reg.W_SRC)
                 m.d.comb += [wpre.clear.eq(1), wpre.count.eq(lw_rows)]
                 # weights start on a bus word (wide loads read whole beats)
-                with m.If((cold(Reg.W_SRC)[:(nb - 1).bit_length()] != 0)
-                          if cfg.wide_loads else 0):
+                with m.If(off_word(cold(Reg.W_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
                     rd_request(cold(Reg.W_SRC), nbytes, words=cfg.wide_loads)
@@ -1231,11 +1237,9 @@ class Accelerator(wiring.Component):
                     failure(Err.PARAM)
                 with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
                     m.d.sync += [addr_b.eq(dst), cnt_b.eq(0)]
-                    if cfg.wide_loads:      # whole bus beats
-                        m.d.sync += [nbytes.eq(aclamp(p + (nb - 1)) & ~(nb - 1)),
-                                     q_end.eq(dst + n)]
-                    else:
-                        m.d.sync += nbytes.eq(aclamp(p))
+                    m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
+                    if cfg.wide_loads:
+                        m.d.sync += q_end.eq(dst + n)
                     m.next = "LQ_REQ"
             if not cfg.wide_loads:
                 with m.State("LQ_REQ"):
@@ -1262,7 +1266,7 @@ class Accelerator(wiring.Component):
                     cold_addr(Reg.Q_SRC)
                     m.d.comb += qser.clear.eq(1)
                     # records start on a bus word (the read is in whole beats)
-                    with m.If(cold(Reg.Q_SRC)[:(nb - 1).bit_length()] != 0):
+                    with m.If(off_word(cold(Reg.Q_SRC))):
                         failure(Err.PARAM)
                     with m.Else():
                         rd_request(cold(Reg.Q_SRC), nbytes, words=True)

@@ -130,6 +130,16 @@ class ISS:
             raise AccelError(Err.ADDRESS, self.pc, f"bytes [{addr}, {addr + n}) outside memory "
                                                    f"of {self.mem_limit} bytes")
 
+    def _check_read(self, src, nbytes, what):
+        """A load's read of ``nbytes`` at ``src``: with wide loads in whole bus words from a
+        bus word (PARAM otherwise), else a byte stream; ADDRESS outside the memory."""
+        c = self.cfg
+        if c.wide_loads:
+            if src % c.bus_bytes:
+                self._err(f"{what} at {src}: not a multiple of the bus width {c.bus_bytes}")
+            nbytes = -(-nbytes // c.bus_bytes) * c.bus_bytes
+        self._check(src, nbytes)
+
     def load(self, addr, data):
         data = np.frombuffer(bytes(data), dtype=np.uint8)
         self._check(addr, len(data))
@@ -356,11 +366,7 @@ class ISS:
         if not (n >= 1 and dst + n <= c.wb_sets):
             self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
         per_set = set_bytes(c.fcu, c.lanes, mac)
-        if c.wide_loads and src % c.bus_bytes:
-            self._err(f"LOADW weights at {src}: not a multiple of the bus width {c.bus_bytes}")
-        # whole bus words (a byte stream on parts without wide loads)
-        self._check(src, -(-n * per_set // c.bus_bytes) * c.bus_bytes if c.wide_loads
-                    else n * per_set)
+        self._check_read(src, n * per_set, "LOADW weights")
         if not self.timing_only:
             raw = self._words(src, n * per_set, "i1")
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
@@ -382,12 +388,7 @@ class ISS:
         if not (n >= 1 and dst + n <= c.qb_entries):
             self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
                       f"({c.qb_entries})")
-        nbytes = 4 * QPARAM_WORDS * n
-        if c.wide_loads:                # whole bus words
-            if src % c.bus_bytes:
-                self._err(f"LOADQ records at {src}: not a multiple of the bus width "
-                          f"{c.bus_bytes}")
-            self._check(src, -(-nbytes // c.bus_bytes) * c.bus_bytes)
+        self._check_read(src, 4 * QPARAM_WORDS * n, "LOADQ records")
         self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
         self.moved[1] += 4 * QPARAM_WORDS * n
         return self.cost.loadq(n, src)
