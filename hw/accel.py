@@ -438,6 +438,16 @@ class Accelerator(wiring.Component):
             m.d.comb += [fail.eq(1), fail_code.eq(code)]
             m.next = "IDLE"
 
+        @contextmanager
+        def read_ok():
+            """The read DMA's transfer ends this clock: its error stops the run; the body
+            runs when it ended well."""
+            with m.If(rd.done):
+                with m.If(rd.err != 0):
+                    failure(rd.err)
+                with m.Else():
+                    yield
+
         # a rd request helper (comb in one state)
         sh_nb = (nb - 1).bit_length()
 
@@ -469,11 +479,8 @@ class Accelerator(wiring.Component):
                         m.d.comb += port.en.eq(Const(1, per_word // sb) << k)
                     else:
                         m.d.comb += port.en.eq(1)
-            with m.If(rd.done):
-                with m.If(rd.err != 0):
-                    failure(rd.err)
-                with m.Else():
-                    m.next = "NEXT"
+            with read_ok():
+                m.next = "NEXT"
 
         # ---- shared loop registers
         cnt_a = Signal(range(cfg.lb_rows + 1))
@@ -999,11 +1006,8 @@ class Accelerator(wiring.Component):
                 with m.State("FETCH_DATA"):
                     with m.If(rd.out_valid):
                         m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
-                    with m.If(rd.done):
-                        with m.If(rd.err != 0):
-                            failure(rd.err)
-                        with m.Else():
-                            m.next = "DECODE"
+                    with read_ok():
+                        m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += count(n_instr.eq(n_instr + 1))
                 with m.If(rsvd != 0):
@@ -1138,11 +1142,8 @@ class Accelerator(wiring.Component):
                 with m.State("LA_DATA"):
                     m.d.comb += [pack.i.valid.eq(rd.beat_valid),
                                  rd.beat_ready.eq(pack.i.ready)]
-                    with m.If(rd.done):
-                        with m.If(rd.err != 0):
-                            failure(rd.err)
-                        with m.Else():
-                            m.next = "LA_DRAIN"
+                    with read_ok():
+                        m.next = "LA_DRAIN"
             else:
                 with m.State("LA_REQ"):
                     rd_request(addr_a, nbytes)
@@ -1170,11 +1171,8 @@ class Accelerator(wiring.Component):
                                 m.d.sync += [la_sub.eq(0), la_blk.eq(la_blk + 1)]
                             with m.Else():
                                 m.d.sync += la_sub.eq(la_sub + 1)
-                    with m.If(rd.done):
-                        with m.If(rd.err != 0):
-                            failure(rd.err)
-                        with m.Else():
-                            la_next()
+                    with read_ok():
+                        la_next()
             if cfg.wide_loads:
                 with m.State("LA_DRAIN"):
                     with m.If(pack.idle):
@@ -1219,12 +1217,9 @@ class Accelerator(wiring.Component):
             # buffer
             with m.State("LW_DATA"):
                 m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
-                with m.If(rd.done):
-                    with m.If(rd.err != 0):
-                        failure(rd.err)
-                    with m.Else():
-                        # the small parts' pre-adder wrote the last engine with its last byte
-                        m.next = "LW_DRAIN" if cfg.wide_loads else "NEXT"
+                with read_ok():
+                    # the small parts' pre-adder wrote the last engine with its last byte
+                    m.next = "LW_DRAIN" if cfg.wide_loads else "NEXT"
             if cfg.wide_loads:
                 with m.State("LW_DRAIN"):
                     with m.If(wpre.idle):
@@ -1275,11 +1270,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += [qser.i.valid.eq(ld_valid), qser.i.payload.eq(ld_data),
                                  rd.beat_ready.eq(qser.i.ready)]
                     q_words()
-                    with m.If(rd.done):
-                        with m.If(rd.err != 0):
-                            failure(rd.err)
-                        with m.Else():
-                            m.next = "LQ_DRAIN"
+                    with read_ok():
+                        m.next = "LQ_DRAIN"
                 with m.State("LQ_DRAIN"):
                     q_words()               # the last beat's words
                     with m.If(qser.idle):
@@ -1519,12 +1511,9 @@ class Accelerator(wiring.Component):
                     with m.State(st + "_DATA"):
                         with m.If(rd.out_valid):
                             m.d.sync += [buf[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
-                        with m.If(rd.done):
-                            with m.If(rd.err != 0):
-                                failure(rd.err)
-                            with m.Else():
-                                m.d.sync += ad_k.eq(0)
-                                m.next = nxt
+                        with read_ok():
+                            m.d.sync += ad_k.eq(0)
+                            m.next = nxt
                 # an element a clock to the post-processor: (a - za) ka and (b - zb) kb on
                 # the ADD's own multipliers; it sums them and requantizes
                 with m.State("AD_RUN"):
