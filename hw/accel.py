@@ -51,24 +51,25 @@ from contextlib import contextmanager
 from functools import partial
 from math import ceil
 
-from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed,
-                          unsigned)
+from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value,
+                          signed, unsigned)
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.csr import CSR, INFO_VERSION
+from ffacc.firmware.csr import info_word
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
                                 WAITS_FOR_POST, Err, Op, Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer)
 from .config import AcceleratorConfig
+from .csrbank import CsrBank
 from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
-from .linebuf import RowPacker
+from .linebuf import LineBuffer, RowPacker
 from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
 from .words import WordSerializer
@@ -147,17 +148,13 @@ class Accelerator(wiring.Component):
         def ax(name):
             return getattr(self, f"m_axi_{name}")
 
-        def al(name):
-            return getattr(self, f"s_axil_{name}")
-
         # addresses: addr_bits plus an overflow bit; every address sum keeps the overflow bit
-        # set when any bit at or above 2**addr_bits (LIM, at or beyond any MEM_SIZE) is, so an
+        # set when any bit at or above 2**addr_bits (at or beyond any MEM_SIZE) is, so an
         # address that overflows stays out of range and the bus engines refuse it
         # (Err.ADDRESS), as the ISS does, instead of wrapping. Only the CSRs, which read back,
-        # hold exactly LIM.
+        # hold exactly 2**addr_bits (CsrBank).
         A = cfg.addr_bits
         AW = A + 1
-        LIM = 1 << A
 
         aclamp = partial(addr_clamp, addr_bits=A)
 
@@ -168,13 +165,6 @@ class Accelerator(wiring.Component):
         def off_word(addr):
             """``addr`` is not on a bus word (a wide load's source must be)."""
             return addr[:(nb - 1).bit_length()] != 0
-
-        def csr_clamp(v):
-            return Mux(v[A:].any(), LIM, v[:A]) if len(v) > A else v
-
-        def csr32(v):
-            """An AW-bit address-like register read through a 32-bit CSR."""
-            return Mux(v[32:].any(), 0xFFFFFFFF, v[:32]) if len(v) > 32 else v
 
         # ---------------------------------------------------------------- bus engines
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
@@ -217,76 +207,25 @@ class Accelerator(wiring.Component):
         error = Signal()
         err_code = Signal(range(max(Err) + 1))
         err_pc = Signal(AW)
-        prog_base = Signal(AW)
-        mem_size = Signal(AW, init=LIM)
-        cycles = Signal(32)
-        busy_cycles = Signal(32)
-        stall_cycles = Signal(32)
-        mult_slots = Signal(64)
-        n_instr = Signal(32)
-        start = Signal()
+        csr = m.submodules.csr = CsrBank(addr_bits=A, ident=cfg.fingerprint(),
+                                         info=info_word(cfg), perf_counters=cfg.perf_counters)
+        for name, member in csr.signature.members.items():
+            if name.startswith("s_axil_"):
+                outer, inner = getattr(self, name), getattr(csr, name)
+                m.d.comb += inner.eq(outer) if member.flow == In else outer.eq(inner)
+        start, prog_base, mem_size = csr.start, csr.prog_base, csr.mem_size
+        # the counters a profiler follows per instruction (tb_accel), here at the top
+        cycles, stall_cycles = Signal(32), Signal(32)
+        m.d.comb += [cycles.eq(csr.cycles), stall_cycles.eq(csr.stall_cycles),
+                     csr.busy.eq(busy), csr.done.eq(done), csr.error.eq(error),
+                     csr.err_code.eq(err_code), csr.err_pc.eq(err_pc),
+                     # the bus stall comes late in the clock, out of the DMA engines' request
+                     # logic: the bank registers it
+                     csr.stall.eq(rd.stall | wr.stall)]
         if fu:
             m.d.comb += fu.mem_size.eq(mem_size)
         m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
                      self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
-
-        # AXI4-Lite slave: one write and one read at a time
-        bvalid = Signal()
-        rvalid = Signal()
-        rdata = Signal(32)
-        m.d.comb += [al("bvalid").eq(bvalid), al("bresp").eq(0), al("rvalid").eq(rvalid),
-                     al("rresp").eq(0), al("rdata").eq(rdata)]
-        take_w = Signal()
-        m.d.comb += take_w.eq(al("awvalid") & al("wvalid") & ~bvalid)
-        m.d.comb += [al("awready").eq(take_w), al("wready").eq(take_w)]
-        with m.If(take_w):
-            m.d.sync += bvalid.eq(1)
-            with m.Switch(al("awaddr")[2:8]):
-                with m.Case(CSR.CTRL >> 2):
-                    m.d.comb += start.eq(al("wdata")[0] & ~busy)
-                with m.Case(CSR.PROG_BASE >> 2):
-                    m.d.sync += prog_base.eq(csr_clamp(al("wdata")))
-                with m.Case(CSR.MEM_SIZE >> 2):
-                    m.d.sync += mem_size.eq(csr_clamp(al("wdata")))
-        with m.If(bvalid & al("bready")):
-            m.d.sync += bvalid.eq(0)
-        take_r = Signal()
-        m.d.comb += [take_r.eq(al("arvalid") & ~rvalid), al("arready").eq(take_r)]
-        with m.If(take_r):
-            m.d.sync += rvalid.eq(1)
-            info = P | R << 8 | L << 16 | INFO_VERSION << 24
-            with m.Switch(al("araddr")[2:8]):
-                for off, val in ((CSR.STATUS, Cat(busy, done, error)), (CSR.ERROR, err_code),
-                                 (CSR.ERROR_PC, csr32(err_pc)),
-                                 (CSR.PROG_BASE, csr32(prog_base)),
-                                 (CSR.MEM_SIZE, csr32(mem_size)), (CSR.ID, cfg.fingerprint()),
-                                 (CSR.INFO, info), (CSR.CYCLES, cycles),
-                                 (CSR.BUSY, busy_cycles), (CSR.STALL, stall_cycles),
-                                 (CSR.MULT_SLOTS, mult_slots[:32]),
-                                 (CSR.MULT_SLOTS_HI, mult_slots[32:]),
-                                 (CSR.INSTRUCTIONS, n_instr)):
-                    with m.Case(off >> 2):
-                        m.d.sync += rdata.eq(val)
-                with m.Default():
-                    m.d.sync += rdata.eq(0)
-        with m.If(rvalid & al("rready")):
-            m.d.sync += rvalid.eq(0)
-
-        # the bus stall, registered (it comes late in the clock, out of the DMA engines'
-        # request logic: the ULX3S's critical path ran from POST's write through the writer's
-        # range check into this counter): STALL_CYCLES counts a clock behind
-        stall_q = Signal()
-        m.d.sync += stall_q.eq(rd.stall | wr.stall)
-        with m.If(busy):
-            m.d.sync += cycles.eq(cycles + 1)
-            if cfg.perf_counters:
-                with m.If(stall_q):
-                    m.d.sync += stall_cycles.eq(stall_cycles + 1)
-
-        def count(*updates):
-            """Profiling counter updates: only in configurations that have the counters (the
-            others read 0)."""
-            return list(updates) if cfg.perf_counters else []
 
         # ---------------------------------------------------------------- parameter registers
         # "Cold" registers, each read in one place (a base address, a stride, the first row),
@@ -313,20 +252,6 @@ class Accelerator(wiring.Component):
             return rf_r.data[:rbits[r]]
 
         # ---------------------------------------------------------------- buffers
-        # a row occupies a power-of-two number of words so row addresses are shifts, not
-        # multiplications (no DSP per engine)
-        lb_row_bits = max(1, (cfg.lb_blocks - 1).bit_length())
-        lb_depth = cfg.lb_slots << lb_row_bits
-        lb = [[Memory(shape=unsigned(8), depth=lb_depth, init=[]) for _ in range(L)]
-              for _ in range(B)]
-        lb_w = []
-        lb_r = []
-        for k in range(B):
-            for j in range(L):
-                m.submodules[f"lb{k}_{j}"] = lb[k][j]
-            lb_w.append([lb[k][j].write_port() for j in range(L)])
-            lb_r.append([lb[k][j].read_port(transparent_for=()) for j in range(L)])
-
         # the weight buffer: one word per set, for every engine its M * T pre-added words for
         # every lane ([engine][lane][m * T + t]): a CONV pass loads all its engines' weights in
         # one clock; LOADW's pre-adder writes an engine a clock (write granularity)
@@ -502,6 +427,11 @@ class Accelerator(wiring.Component):
         col_lo = cfg.max_kernel + d_ffa                     # -col_lo <= first column
         n_col = L * n_blk + n_kw + L                        # last column < n_col
 
+        # the line buffer: its rows, written by LOADA, read a beat a clock by CONV
+        lbuf = m.submodules.lbuf = LineBuffer(
+            L=L, engines=R, banks=B, slots=cfg.lb_slots, blocks=cfg.lb_blocks, act_shape=act,
+            col_shape=Shape.cast(range(-col_lo, n_col + 1)), tags=NBANK)
+
         # ---- LOADA state
         la_col = Signal(range(cfg.lb_width))
         la_blk = Signal(range(cfg.lb_blocks + 1))
@@ -542,7 +472,7 @@ class Accelerator(wiring.Component):
         eng_act = Signal(R)
         # an engine's line-buffer row g (bank g mod B, slot g // B) only in its low bits: every
         # row read is in [0, lb_rows) (bad_row checks it), so g modulo 2**GW is exact
-        GW = bb + len(lb_r[0][0].addr) - lb_row_bits
+        GW = lbuf.row_bits
         eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
         eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
         # pass setup: the engine assignment and the weights of the pass starting at pair su_p0.
@@ -668,19 +598,9 @@ class Accelerator(wiring.Component):
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
 
-        # ---------------------------------------------------------------- LB read pipeline
-        # stage 0 (comb, in CV_STREAM): addresses; stage 1: memory data; stage 2: FCU input
-        s1_valid = Signal()
-        s1_bank = [Signal(max(1, bb), name=f"s1_bank{r}") for r in range(R)]
-        s1_rowok = Signal(R)
-        s1_colok = Signal(L)
-        s1_act = Signal(R)              # the engines that run the beat's pass
-        s1_wbank, s2_wbank = Signal(range(NBANK)), Signal(range(NBANK))   # its weight bank
-        s2_valid = Signal()
-        s2_x = [[Signal(act, name=f"s2_x{r}_{q}", reset_less=True) for q in range(L)]
-                for r in range(R)]
-        zx_val = Signal(act)
-        m.d.comb += zx_val.eq(rg[Reg.C_ZX][:8])
+        # ---------------------------------------------------------------- LB read
+        # a beat (CV_STREAM's st_issue): every engine's row of the pass at output row st_y,
+        # the columns from st_col; the line buffer gives the FCUs their inputs two clocks later
         st_issue = Signal()
         bad_row = Signal()
         # a beat that read a row outside the loaded band stops the run a clock later (in
@@ -689,69 +609,26 @@ class Accelerator(wiring.Component):
         m.d.sync += bad_row_q.eq(bad_row)
 
         eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
-        eng_g = [Signal(GW, name=f"eng{r}_g") for r in range(R)]
         eng_ok = Signal(R)
+        lr = lbuf.r.payload
         for r in range(R):
-            m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), eng_g[r].eq(eng_G[r] + st_y)]
+            m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), lr.row[r].eq(eng_G[r] + st_y)]
             m.d.comb += eng_ok[r].eq(eng_act[r] & (eng_h[r] >= 0)
                                      & (eng_h[r] < rg[Reg.A_H][:16]))
             rel = eng_h[r] - rg[Reg.A_HB0][:16]
             with m.If(st_issue & eng_ok[r] & ((rel < 0) | (rel >= rg[Reg.LB_PITCH][:16]))):
                 m.d.comb += bad_row.eq(1)
-        # read addresses: the column block depends only on the sub-bank (shared by every
-        # bank), the row slot only on the bank (the engine that owns it this pass; at most one)
-        slot_bits = len(lb_r[0][0].addr) - lb_row_bits
-        blk = [Signal(lb_row_bits, name=f"lb_blk{j}") for j in range(L)]
-        for j in range(L):
-            m.d.comb += blk[j].eq(cv_colblk0 + st_b + Mux(j < cv_rot, 1, 0))
-        for k in range(B):
-            slot = Signal(slot_bits, name=f"lb_slot{k}")
-            terms = [Mux(eng_ok[r] & ((eng_g[r][:bb] == k) if bb else 1), eng_g[r][bb:], 0)
-                     for r in range(R)]
-            sel = terms[0]
-            for t in terms[1:]:
-                sel = sel | t
-            m.d.comb += slot.eq(sel)
-            for j in range(L):
-                m.d.comb += lb_r[k][j].addr.eq(Cat(blk[j], slot))
-        with m.If(st_issue):
-            m.d.sync += [s1_valid.eq(1), s1_rowok.eq(eng_ok), s1_act.eq(eng_act),
-                         s1_wbank.eq(cv_bank)]
-            for r in range(R):
-                m.d.sync += s1_bank[r].eq(eng_g[r][:bb] if bb else 0)
-            for q in range(L):
-                col = st_col + q
-                m.d.sync += s1_colok[q].eq((col >= 0) & (col < rg[Reg.A_W][:16]))
-        with m.Else():
-            m.d.sync += s1_valid.eq(0)
-        # stage 1 -> 2: rotate each bank's sub-banks (the rotation is common to all
-        # engines), then pick each engine's bank: B*L L-way and R*L B-way byte multiplexers
-        # instead of R*L (B*L)-way ones
-        m.d.sync += [s2_valid.eq(s1_valid), s2_wbank.eq(s1_wbank)]
-        rot = []
-        for q in range(L):
-            idx = Signal(range(L), name=f"s1_idx{q}")
-            m.d.comb += idx.eq(Mux(cv_rot + q >= L, cv_rot + q - L, cv_rot + q))
-            per_bank = []
-            for k in range(B):
-                b = Signal(8, name=f"s1_rot{k}_{q}")
-                m.d.comb += b.eq(Array(lb_r[k][j].data for j in range(L))[idx])
-                per_bank.append(b)
-            rot.append(Array(per_bank))
-        for r in range(R):
-            for q in range(L):
-                byte = rot[q][s1_bank[r] if bb else 0]
-                val = Mux(s1_rowok[r] & s1_colok[q], byte, zx_val)
-                with m.If(s1_valid):
-                    m.d.sync += s2_x[r][q].eq(Mux(s1_act[r], val, 0))
+        m.d.comb += [lbuf.r.valid.eq(st_issue), lr.use.eq(eng_ok), lr.act.eq(eng_act),
+                     lr.blk.eq(cv_colblk0 + st_b), lr.rot.eq(cv_rot), lr.col.eq(st_col),
+                     lr.tag.eq(cv_bank), lbuf.width.eq(rg[Reg.A_W]),
+                     lbuf.zero.eq(rg[Reg.C_ZX][:8])]
         for f in fcus:
-            m.d.comb += f.i.valid.eq(s2_valid)
-            fx = f.i.payload.x if b2b else f.i.payload
+            m.d.comb += f.i.valid.eq(lbuf.o.valid)
             if b2b:
-                m.d.comb += f.i.payload.bank.eq(s2_wbank)
-            for r in range(R):
-                for q in range(L):
-                    m.d.comb += fx[r][q].eq(s2_x[r][q])
+                m.d.comb += [f.i.payload.x.eq(lbuf.o.payload.x),
+                             f.i.payload.bank.eq(lbuf.o.payload.tag)]
+            else:
+                m.d.comb += f.i.payload.eq(lbuf.o.payload.x)
 
         # ---------------------------------------------------------------- accumulate
         # The accumulator word of an FCU output beat is read a clock before the beat arrives
@@ -802,8 +679,8 @@ class Accelerator(wiring.Component):
         lnb = nb if cfg.wide_loads else 1
         ld_valid = rd.beat_valid if cfg.wide_loads else rd.out_valid
         ld_data = rd.beat_data if cfg.wide_loads else rd.out_data
-        g_bank = la_g[:bb] if bb else Const(0, 1)
-        g_slot = la_g[bb:]
+        lbw = lbuf.w.payload
+        m.d.comb += [lbw.row.eq(la_g), lbw.blk.eq(la_blk)]
         if cfg.wide_loads:
             qser = m.submodules.qser = WordSerializer(nb)
             q_end = Signal(range(cfg.qb_entries + 1))       # past the LOADQ's last record
@@ -811,12 +688,8 @@ class Accelerator(wiring.Component):
                                                  max_bytes=cfg.lb_rows * cfg.lb_width)
             m.d.comb += [pack.i.payload.eq(ld_data), pack.o.ready.eq(1),
                          pack.nbytes.eq(nbytes), pack.width.eq(rg[Reg.A_W])]
-            for k in range(B):
-                for j in range(L):
-                    wp = lb_w[k][j]
-                    m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
-                                 wp.data.eq(pack.o.payload.data[j]),
-                                 wp.en.eq(pack.o.valid & (g_bank == k) & pack.o.payload.en[j])]
+            m.d.comb += [lbuf.w.valid.eq(pack.o.valid), lbw.data.eq(pack.o.payload.data),
+                         lbw.en.eq(pack.o.payload.en)]
             with m.If(pack.o.valid):
                 with m.If(pack.o.payload.row_end):
                     m.d.sync += [la_blk.eq(0), la_g.eq(la_g + 1)]
@@ -955,12 +828,10 @@ class Accelerator(wiring.Component):
                 m.d.comb += wr.clear.eq(start)
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
-                                 err_code.eq(0), err_pc.eq(0), cycles.eq(0)]
+                                 err_code.eq(0), err_pc.eq(0)]
                     if pf:
                         m.d.sync += [lw_bg.eq(0), lw_err.eq(0)]
                     m.d.sync += po_async.eq(0)
-                    m.d.sync += count(busy_cycles.eq(0), stall_cycles.eq(0), mult_slots.eq(0),
-                                      n_instr.eq(0))
                     m.next = "FETCH"
             if fu:
                 with m.State("FETCH"):
@@ -1009,7 +880,7 @@ class Accelerator(wiring.Component):
                     with read_ok():
                         m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.sync += count(n_instr.eq(n_instr + 1))
+                m.d.comb += csr.decoded.eq(1)
                 with m.If(rsvd != 0):
                     failure(Err.OPCODE)
                 with m.Else():
@@ -1156,12 +1027,8 @@ class Accelerator(wiring.Component):
                 # a byte a clock into its sub-bank
                 with m.State("LA_DATA"):
                     with m.If(rd.out_valid):
-                        for k in range(B):
-                            for j in range(L):
-                                wp = lb_w[k][j]
-                                m.d.comb += [wp.addr.eq(Cat(la_blk[:lb_row_bits], g_slot)),
-                                             wp.data.eq(rd.out_data),
-                                             wp.en.eq((g_bank == k) & (la_sub == j))]
+                        m.d.comb += [lbuf.w.valid.eq(1), lbw.data.eq(rd.out_data.replicate(L)),
+                                     lbw.en.eq(Const(1, L) << la_sub)]
                         with m.If(la_col == W - 1):
                             m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0),
                                          la_g.eq(la_g + 1)]
@@ -1367,8 +1234,7 @@ class Accelerator(wiring.Component):
                 if b2b:
                     cold_addr(Reg.C_Y0)                     # the next pass's first row
                 m.d.comb += st_issue.eq(1)
-                m.d.sync += count(busy_cycles.eq(busy_cycles + 1),
-                                  mult_slots.eq(mult_slots + cv_slots))
+                m.d.comb += [csr.streaming.eq(1), csr.slots.eq(cv_slots)]
                 with m.If(bad_row_q):
                     failure(Err.PARAM)
                 with m.Elif(st_b == cv_bk - 1):

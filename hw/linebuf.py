@@ -1,4 +1,4 @@
-"""The line-buffer writer's gearbox: bus beats of a map in memory → blocks of a line-buffer row.
+"""The line buffer (:class:`LineBuffer`) and its writer's gearbox (:class:`RowPacker`).
 
 The line buffer keeps column ``j`` of a row in byte-wide sub-bank ``j mod L``, so ``L``
 consecutive columns starting at a multiple of ``L`` (a *block*) are written in one clock.
@@ -7,13 +7,18 @@ consecutive columns starting at a multiple of ``L`` (a *block*) are written in o
 row's last block is partial when the row width is not a multiple of ``L`` (its byte enables
 say which columns it writes). That moves ``min(L, bus bytes)`` activations per clock instead of
 one.
+
+:class:`LineBuffer` holds the rows: ``banks`` (a power of two, at least the row engines) of
+byte-wide sub-banks, row ``g`` in bank ``g mod banks``, so the ``R`` engines of a pass, whose
+rows the compiler puts in distinct banks, read in the same clock.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RowPacker"]
+__all__ = ["RowPacker", "LineBuffer"]
 
 
 class RowPacker(wiring.Component):
@@ -114,4 +119,152 @@ class RowPacker(wiring.Component):
             m.d.sync += [fill.eq(0), left.eq(self.nbytes), out_left.eq(self.nbytes),
                          row_left.eq(self.width), first.eq(1), skip.eq(self.skip),
                          self.o.valid.eq(0)]
+        return m
+
+
+class LineBuffer(wiring.Component):
+    """Rows of activations for the row engines: written a block a clock, read a beat a clock.
+
+    A row takes a power of two of block addresses (``blocks`` rounded up), so a row's address
+    is a shift, not a multiplication. A beat reads, for each of the ``R`` engines, ``L``
+    consecutive columns of its row from any column: column ``c`` is in sub-bank ``c mod L`` at
+    block ``c // L``, so sub-bank ``j`` reads block ``blk + (j < rot)`` of a beat that starts at
+    column ``L * blk + rot``, and the ``L`` bytes are rotated into column order. Padding is
+    made at read time: a column outside ``[0, width)`` or a row the engine does not ``use``
+    reads as ``zero``, so maps are dense in memory.
+
+    Parameters
+    ----------
+    L, engines, banks, slots, blocks : int
+        Columns per block, row engines ``R``, banks (a power of two ≥ ``R``), rows per bank,
+        blocks per row.
+    act_shape : shape
+        An activation (the FCU's input).
+    col_shape : shape
+        The signed column a beat starts at (padding puts it below 0 or past ``width``).
+    tags : int
+        Values of the tag a beat carries through (the FCUs' weight bank).
+
+    Ports
+    -----
+    w : In(stream of {row, blk, data: [L] bytes, en: L}), always ready
+        Write column ``L * blk + j`` of line-buffer row ``row`` with ``data[j]`` where ``en[j]``.
+    r : In(stream of {row: [R], use: R, act: R, blk, rot, col, tag}), always ready
+        A beat: engine ``e`` reads columns ``col .. col + L - 1`` of row ``row[e]`` (its low
+        :attr:`row_bits` bits) where ``use[e]``; ``col = L * blk + rot`` (the sequencer keeps
+        both, so neither a division nor a product by ``L`` is on the read path), ``blk`` modulo
+        the block addresses. An engine without ``act`` gets zeros (it takes no part in the pass).
+        The banks the engines that ``use`` their rows read must be distinct.
+    width : In
+        Columns of the map (``A_W``), sampled with each beat.
+    zero : In(act_shape)
+        The value of a column outside the map or a row not used (the input's zero point),
+        sampled with each beat.
+    o : Out(stream of {x: [R] of [L] activations, tag}), always ready
+        The beat, two clocks after ``r``: a clock for the memories, a clock for the rotation
+        and the bank of each engine (registered: the FCUs take it without an input register).
+    """
+
+    def __init__(self, *, L, engines, banks, slots, blocks, act_shape, col_shape, tags=1):
+        if banks & (banks - 1) or banks < engines:
+            raise ValueError(f"banks={banks}: must be a power of two, at least engines="
+                             f"{engines}")
+        self.L, self.R, self.B, self.slots, self.tags = L, engines, banks, slots, tags
+        self.blk_bits = max(1, (blocks - 1).bit_length())
+        self.bank_bits = (banks - 1).bit_length()
+        self.depth = slots << self.blk_bits
+        #: bits of a row index the buffer looks at (bank and slot): rows are modulo 2**row_bits
+        self.row_bits = self.bank_bits + max(1, (self.depth - 1).bit_length()) - self.blk_bits
+        self.act_shape = act_shape
+        super().__init__({
+            "w": In(stream.Signature(data.StructLayout({
+                "row": self.row_bits, "blk": self.blk_bits, "data": data.ArrayLayout(8, L),
+                "en": L}), always_ready=True)),
+            "r": In(stream.Signature(data.StructLayout({
+                "row": data.ArrayLayout(self.row_bits, engines), "use": engines,
+                "act": engines, "blk": self.blk_bits, "rot": range(L), "col": col_shape,
+                "tag": range(tags)}), always_ready=True)),
+            "width": In(16),
+            "zero": In(act_shape),
+            "o": Out(stream.Signature(data.StructLayout({
+                "x": data.ArrayLayout(data.ArrayLayout(act_shape, L), engines),
+                "tag": range(tags)}), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, R, B, bb = self.L, self.R, self.B, self.bank_bits
+        slot_bits = self.row_bits - bb
+        mems = [[Memory(shape=unsigned(8), depth=self.depth, init=[]) for _ in range(L)]
+                for _ in range(B)]
+        wp, rp = [], []
+        for k in range(B):
+            for j in range(L):
+                m.submodules[f"lb{k}_{j}"] = mems[k][j]
+            wp.append([mems[k][j].write_port() for j in range(L)])
+            rp.append([mems[k][j].read_port(transparent_for=()) for j in range(L)])
+
+        # ---- write: a block of one row, the columns its enables name
+        w = self.w.payload
+        for k in range(B):
+            for j in range(L):
+                m.d.comb += [wp[k][j].addr.eq(Cat(w.blk, w.row[bb:])),
+                             wp[k][j].data.eq(w.data[j]),
+                             wp[k][j].en.eq(self.w.valid & ((w.row[:bb] == k) if bb else 1)
+                                            & w.en[j])]
+
+        # ---- read, stage 0: addresses. The column block depends only on the sub-bank
+        # (shared by every bank), the slot only on the bank (the engine that reads it, at most
+        # one; none: 0)
+        r = self.r.payload
+        for k in range(B):
+            slot = Signal(slot_bits, name=f"slot{k}")
+            sel = Const(0, slot_bits)
+            for e in range(R):
+                mine = r.use[e] & ((r.row[e][:bb] == k) if bb else 1)
+                sel = sel | Mux(mine, r.row[e][bb:], 0)
+            m.d.comb += slot.eq(sel)
+            for j in range(L):
+                m.d.comb += rp[k][j].addr.eq(Cat((r.blk + (j < r.rot))[:self.blk_bits], slot))
+
+        # stage 1: the memories' data, with what the beat needs to pick from it
+        s1_valid = Signal()
+        s1_bank = [Signal(max(1, bb), name=f"s1_bank{e}") for e in range(R)]
+        s1_use = Signal(R)
+        s1_act = Signal(R)
+        s1_colok = Signal(L)
+        s1_rot = Signal(range(L))
+        s1_tag = Signal(range(self.tags))
+        s1_zero = Signal(self.act_shape)
+        m.d.sync += s1_valid.eq(self.r.valid)
+        with m.If(self.r.valid):
+            m.d.sync += [s1_use.eq(r.use), s1_act.eq(r.act), s1_rot.eq(r.rot), s1_tag.eq(r.tag),
+                         s1_zero.eq(self.zero)]
+            for e in range(R):
+                m.d.sync += s1_bank[e].eq(r.row[e][:bb] if bb else 0)
+            for q in range(L):
+                col = r.col + q
+                m.d.sync += s1_colok[q].eq((col >= 0) & (col < self.width))
+
+        # stage 1 -> 2: rotate each bank's sub-banks into column order (the rotation is
+        # common to all engines), then pick each engine's bank: B*L L-way and R*L B-way byte
+        # multiplexers instead of R*L (B*L)-way ones
+        rot = []
+        for q in range(L):
+            idx = Signal(range(L), name=f"s1_idx{q}")
+            m.d.comb += idx.eq(Mux(s1_rot + q >= L, s1_rot + q - L, s1_rot + q))
+            per_bank = []
+            for k in range(B):
+                b = Signal(8, name=f"s1_rot{k}_{q}")
+                m.d.comb += b.eq(Array(rp[k][j].data for j in range(L))[idx])
+                per_bank.append(b)
+            rot.append(Array(per_bank))
+        m.d.sync += [self.o.valid.eq(s1_valid)]
+        with m.If(s1_valid):
+            m.d.sync += self.o.payload.tag.eq(s1_tag)
+            for e in range(R):
+                for q in range(L):
+                    byte = rot[q][s1_bank[e] if bb else 0]
+                    val = Mux(s1_use[e] & s1_colok[q], byte, s1_zero)
+                    m.d.sync += self.o.payload.x[e][q].eq(Mux(s1_act[e], val, 0))
         return m

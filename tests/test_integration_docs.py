@@ -61,9 +61,9 @@ def _top_ports(text):
 
 
 def _decode_cases(text, addr):
-    """``{word index: [statement, ...]}`` of every ``casez (<addr>[7:2])`` in the top module:
-    the register decode of the AXI4-Lite slave as the generated Verilog has it."""
-    start = text.index("module ffacc_accel(")
+    """``{word index: [statement, ...]}`` of every ``casez (<addr>[7:2])`` in the CSR bank's
+    module: the register decode of the AXI4-Lite slave as the generated Verilog has it."""
+    start = text.index("module \\ffacc_accel.csr (")
     body = text[start:text.index("endmodule", start)]
     cases = {}
     blocks = re.findall(r"casez \(" + re.escape(addr) + r"\[7:2\]\)(.*?)endcase", body, re.S)
