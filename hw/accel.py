@@ -1,4 +1,5 @@
-"""The accelerator: controller, line buffers, FCU array, accumulators, post-processing, buses.
+"""The accelerator: controller, line buffer, CONV sequencer, FCU array, accumulators,
+post-processing, buses, control registers (:class:`ffacc.hw.csrbank.CsrBank`).
 
 The controller runs one command at a time, beside two background units: the weight loader
 (a ``LOADW`` with ``ASYNC``) and the post-processor (a ``POST`` with ``ASYNC``), each with
@@ -15,7 +16,8 @@ semantics):
   An illegal opcode, a bad register, an inconsistent parameter, an address outside
   ``MEM_SIZE``, a bus error, a memory that stops answering or a loop stack over- or underflow
   stops the run with an error code and the failing ``pc`` (never a hang).
-* **Line buffer**: ``banks`` (a power of two ≥ row engines) × ``L`` byte-wide sub-banks. Input
+* **Line buffer** (:class:`ffacc.hw.linebuf.LineBuffer`): ``banks`` (a power of two ≥ row
+  engines) × ``L`` byte-wide sub-banks. Input
   row ``g`` (``= channel * LB_PITCH + row - first row``) lives in bank ``g mod banks``; with
   ``LB_PITCH ≡ kernel height (mod banks)`` the ``rows`` (channel, kernel-row) pairs of a pass sit
   in distinct banks, so every engine reads its row in the same cycle; consecutive output rows
@@ -26,8 +28,12 @@ semantics):
   a block a clock); ``LOADW`` reads int8 taps and pre-adds them on chip
   (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
   engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
+* **CONV** (:class:`ffacc.hw.conv.ConvSequencer`): the controller checks a ``CONV`` and works
+  out its geometry, then the sequencer runs its passes (while the controller waits): a beat a
+  clock through the line buffer into the FCU array, each pass's weights, and the accumulator
+  block of each output beat.
 * **FCU array**: ``lanes`` fast convolution units (one per output channel) share the engines'
-  input rows; a pass loads its weight set an engine a clock. With ``back_to_back`` the FCUs
+  input rows; a pass loads its weight set in one clock. With ``back_to_back`` the FCUs
   hold three weight banks, used in turn, and each beat names its bank: the next pass's engine
   assignment (into shadow registers) and weights (into the bank the pass before the current
   one used, whose beats are multiplied by then) are set up while the current pass streams, and
@@ -49,7 +55,6 @@ semantics):
 
 from contextlib import contextmanager
 from functools import partial
-from math import ceil
 
 from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value,
                           signed, unsigned)
@@ -64,6 +69,7 @@ from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer)
 from .config import AcceleratorConfig
+from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
 from .fcu import FastConvUnit
 from .fetch import InstructionFetch
@@ -132,15 +138,15 @@ class Accelerator(wiring.Component):
         cfg = self.config
         fc = cfg.fcu
         b2b = cfg.back_to_back
-        NBANK = 3 if b2b else 1         # FCU weight banks (see cv_bank)
+        NBANK = 3 if b2b else 1         # FCU weight banks (see ConvSequencer)
         pf = cfg.weight_prefetch
         s = fc.ffa
         L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
         B = cfg.lb_banks
         bb = _ceil_log2(B) if B > 1 else 0
         N = fc.piece_taps
-        d_ffa = (-(N - 1)) % L
-        D_ffa = (N - 1 + d_ffa) // L
+        cb = conv_bounds(cfg)
+        D_ffa = cb["D"]                 # leading output blocks of a CONV row
         gw = fc.gweight_shape.width
         act = fc.act_shape
         nb = cfg.bus_bytes
@@ -420,17 +426,12 @@ class Accelerator(wiring.Component):
         #   W <= lb_width; (nch-1)*pitch + nr <= lb_rows (LOADA); nch <= lb_rows and
         #   kh, kw <= max_kernel (CONV); wout <= acc_blocks*L, hence ceil(wout/L) <=
         #   acc_blocks; ny*ceil(wout/L) <= acc_blocks; C_WSET < wb_sets; step <= 255
-        K0 = ceil((cfg.max_kernel - 1 + d_ffa) / L) + 1   # makes col0 + L*K0 >= 0
-        n_blk = cfg.acc_blocks + D_ffa                      # column blocks of a CONV row
-        n_pairs = cfg.lb_rows * cfg.max_kernel              # (channel, kernel row) pairs
-        n_kw = cfg.max_kernel + N                           # kernel columns, piece-rounded
-        col_lo = cfg.max_kernel + d_ffa                     # -col_lo <= first column
-        n_col = L * n_blk + n_kw + L                        # last column < n_col
+        n_blk, n_pairs, n_kw = cb["n_blk"], cb["n_pairs"], cb["n_kw"]
 
         # the line buffer: its rows, written by LOADA, read a beat a clock by CONV
         lbuf = m.submodules.lbuf = LineBuffer(
             L=L, engines=R, banks=B, slots=cfg.lb_slots, blocks=cfg.lb_blocks, act_shape=act,
-            col_shape=Shape.cast(range(-col_lo, n_col + 1)), tags=NBANK)
+            col_shape=Shape.cast(range(-cb["col_lo"], cb["n_col"] + 1)), tags=NBANK)
 
         # ---- LOADA state
         la_col = Signal(range(cfg.lb_width))
@@ -441,76 +442,16 @@ class Accelerator(wiring.Component):
         la_hw = Signal(AW)
         la_contig = Signal()
 
-        # ---- CONV state
+        # ---- CONV: the geometry the controller works out for the sequencer
         kh, kw = rg[Reg.C_KH], rg[Reg.C_KW]
         cv_npairs = Signal(range(n_pairs + 1))
         cv_wob = Signal(range(cfg.acc_blocks + 1))
         cv_t = Signal(range(L * cfg.acc_blocks + L + 1))
         cv_pieces = Signal(range(cfg.max_kernel + 1))
-        cv_piece = Signal(range(cfg.max_kernel + 1))
-        cv_pieceoff = Signal(range(n_kw + 1))
         cv_lmt = Signal(16)
         cv_t2 = Signal(range(n_kw + 1))
-        cv_colv = Signal(range(n_kw + L * K0 + 1))
-        cv_colblk0 = Signal(range(-K0, n_kw + L * K0 + 1))
-        cv_rot = Signal(range(L))
-        cv_col0 = Signal(range(-col_lo, n_kw + 1))
-        cv_p0 = Signal(range(n_pairs + R + 1))
-        cv_pc_i = Signal(range(cfg.max_kernel + 1))
-        # the assigned channel's first line-buffer row, c * pitch: below lb_rows for every
-        # channel c < nch (CV_M1), which are the engines that run; past the last one it may
-        # wrap (those engines are inactive)
-        cv_cbase = Signal(range(2 * cfg.lb_rows))
-        cv_wset = Signal(range(cfg.wb_sets + 2))
-        cv_first = Signal()
         cv_bk = Signal(range(n_blk + 1))
         cv_D = Signal(range(D_ffa + 1))
-        cv_asg = Signal(range(R + 1))
-        cv_wa = Signal()                # the setup's weights are read
-        cv_wl_valid = Signal()
-        cv_slots = Signal(32)
-        eng_act = Signal(R)
-        # an engine's line-buffer row g (bank g mod B, slot g // B) only in its low bits: every
-        # row read is in [0, lb_rows) (bad_row checks it), so g modulo 2**GW is exact
-        GW = lbuf.row_bits
-        eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
-        eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
-        # pass setup: the engine assignment and the weights of the pass starting at pair su_p0.
-        # With back_to_back it fills a shadow of the engine registers and the FCUs' idle
-        # weight bank while the current pass streams; swap() makes it current. Otherwise it
-        # writes the engine registers and the one bank between passes.
-        su_start = Signal()
-        su_run = Signal()
-        su_p0 = Signal(range(n_pairs + R + 1))
-        su_bad = Signal()               # its weight set is outside the buffer
-        su_set = Signal(range(cfg.wb_sets + 2))         # its weight set
-        su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
-        # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
-        # products read its bank 3 clocks after its issue (line buffer, stage 2, the engine's
-        # pre-add); the setup writes the bank after the streaming one, which the pass before
-        # the last used, at the earliest 2 clocks after the swap that ended that pass (its
-        # last beat was issued a pass, 2 clocks at least, before that swap): no wait
-        cv_bank = Signal(range(NBANK))
-        cv_bank_next = Signal(range(NBANK))     # the bank a setup writes, the next pass's
-        m.d.comb += cv_bank_next.eq(Mux(cv_bank == NBANK - 1, 0, cv_bank + 1))
-        if b2b:
-            nxt_act = Signal(R)
-            nxt_G = [Signal(GW, name=f"nxt{r}_G") for r in range(R)]
-            nxt_h0 = [Signal(signed(10), name=f"nxt{r}_h0") for r in range(R)]
-            nxt_slots = Signal(32)
-        else:
-            nxt_act, nxt_G, nxt_h0, nxt_slots = eng_act, eng_G, eng_h0, cv_slots
-        # stream counters
-        st_y = Signal(16)
-        st_yl = Signal(range(cfg.acc_blocks + 1))
-        st_b = Signal(range(n_blk + 1))
-        st_col = Signal(range(-col_lo, n_col + 1))
-        # output counters
-        ot_b = Signal(range(n_blk + 1))
-        ot_yl = Signal(range(cfg.acc_blocks + 1))
-        ot_base = Signal(range(cfg.acc_blocks + 1))
-        # beats issued whose outputs have not come out yet
-        ot_pend = Signal(range(2 * (fc.latency + 4)))
 
         # ---- POST / ADD state: the geometry the post-processor's command carries
         po_lanebase = Signal(AW)
@@ -598,30 +539,20 @@ class Accelerator(wiring.Component):
         ad_len = Signal(range(ADD_CHUNK + 1))
         ad_k = Signal(range(ADD_CHUNK + 1))
 
-        # ---------------------------------------------------------------- LB read
-        # a beat (CV_STREAM's st_issue): every engine's row of the pass at output row st_y,
-        # the columns from st_col; the line buffer gives the FCUs their inputs two clocks later
-        st_issue = Signal()
-        bad_row = Signal()
-        # a beat that read a row outside the loaded band stops the run a clock later (in
-        # CV_STREAM or CV_DRAIN): the check is off the path to the error registers
-        bad_row_q = Signal()
-        m.d.sync += bad_row_q.eq(bad_row)
-
-        eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
-        eng_ok = Signal(R)
-        lr = lbuf.r.payload
-        for r in range(R):
-            m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), lr.row[r].eq(eng_G[r] + st_y)]
-            m.d.comb += eng_ok[r].eq(eng_act[r] & (eng_h[r] >= 0)
-                                     & (eng_h[r] < rg[Reg.A_H][:16]))
-            rel = eng_h[r] - rg[Reg.A_HB0][:16]
-            with m.If(st_issue & eng_ok[r] & ((rel < 0) | (rel >= rg[Reg.LB_PITCH][:16]))):
-                m.d.comb += bad_row.eq(1)
-        m.d.comb += [lbuf.r.valid.eq(st_issue), lr.use.eq(eng_ok), lr.act.eq(eng_act),
-                     lr.blk.eq(cv_colblk0 + st_b), lr.rot.eq(cv_rot), lr.col.eq(st_col),
-                     lr.tag.eq(cv_bank), lbuf.width.eq(rg[Reg.A_W]),
-                     lbuf.zero.eq(rg[Reg.C_ZX][:8])]
+        # ---------------------------------------------------------------- CONV sequencer
+        # a checked CONV (CV_M4 gives it, CV_RUN waits): its passes' beats through the line
+        # buffer into the FCUs, their weights, and where their outputs accumulate
+        seq = m.submodules.conv = ConvSequencer(cfg, lbuf.r.payload.shape())
+        wiring.connect(m, seq.lb, lbuf.r)
+        sc = seq.cmd.payload
+        m.d.comb += [sc.npairs.eq(cv_npairs), sc.pieces.eq(cv_pieces), sc.mac.eq(conv_mac),
+                     sc.D.eq(cv_D), sc.wob.eq(cv_wob), sc.bk.eq(cv_bk), sc.slots.eq(cv_lmt),
+                     sc.overwrite.eq(~cmd_flags[0]), sc.wset.eq(rg[Reg.C_WSET]), sc.kh.eq(kh),
+                     sc.pt.eq(rg[Reg.C_PT]), sc.pl.eq(rg[Reg.C_PL]), sc.ny.eq(rg[Reg.C_NY]),
+                     sc.acc.eq(rg[Reg.C_ACC]), sc.y0.eq(cold(Reg.C_Y0)), sc.h.eq(rg[Reg.A_H]),
+                     sc.hb0.eq(rg[Reg.A_HB0]), sc.pitch.eq(rg[Reg.LB_PITCH]),
+                     csr.streaming.eq(seq.streaming), csr.slots.eq(seq.slots),
+                     lbuf.width.eq(rg[Reg.A_W]), lbuf.zero.eq(rg[Reg.C_ZX][:8])]
         for f in fcus:
             m.d.comb += f.i.valid.eq(lbuf.o.valid)
             if b2b:
@@ -632,44 +563,27 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- accumulate
         # The accumulator word of an FCU output beat is read a clock before the beat arrives
-        # (the FCU's o_next; the output counters run a clock ahead with it) and written back,
-        # plus the beat, as it arrives: no copy of the beat is kept.
+        # (the FCU's o_next; the sequencer's output counters run a clock ahead with it) and
+        # written back, plus the beat, as it arrives: no copy of the beat is kept.
         rmw_valid = Signal()
         rmw_addr = Signal(range(max(2, cfg.acc_blocks)))
         rmw_first = Signal()
-        out_next = fcus[0].o_next
-        keep = Signal()
-        m.d.comb += keep.eq(out_next & (ot_b >= cv_D))
-        acc_rd_addr = Signal(range(max(2, cfg.acc_blocks)))
-        m.d.comb += acc_rd_addr.eq(ot_base + ot_b - cv_D)
-        m.d.sync += rmw_valid.eq(keep)
-        with m.If(keep):
-            m.d.sync += [rmw_addr.eq(acc_rd_addr), rmw_first.eq(cv_first)]
+        m.d.comb += [seq.o_next.eq(fcus[0].o_next), seq.acc_busy.eq(rmw_valid)]
+        m.d.sync += rmw_valid.eq(seq.acc_valid)
+        with m.If(seq.acc_valid):
+            m.d.sync += [rmw_addr.eq(seq.acc_addr), rmw_first.eq(seq.acc_first)]
         for lane in range(P):
             if cfg.post_overlap:
-                m.d.comb += [acc_r[lane].addr.eq(acc_rd_addr),
+                m.d.comb += [acc_r[lane].addr.eq(seq.acc_addr),
                              po_r[lane].addr.eq(po.acc_addr), po_r[lane].en.eq(po.acc_en)]
             else:
-                m.d.comb += [acc_r[lane].addr.eq(Mux(po.reading, po.acc_addr, acc_rd_addr)),
+                m.d.comb += [acc_r[lane].addr.eq(Mux(po.reading, po.acc_addr, seq.acc_addr)),
                              acc_r[lane].en.eq(po.acc_en)]
             m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
             for q in range(L):
                 old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
                 new = Mux(rmw_first, 0, old) + fcus[lane].o.payload[q]
                 m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
-        # a pass's outputs are ny rows of bk beats; after its last the counters start over for
-        # the next pass (back to back, its beats follow at once), and only the first pass of
-        # a CONV without ACCUMULATE overwrites
-        m.d.sync += ot_pend.eq(ot_pend + st_issue - out_next)
-        with m.If(out_next):
-            with m.If(ot_b == cv_bk - 1):
-                with m.If(ot_yl == rg[Reg.C_NY] - 1):
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(rg[Reg.C_ACC]),
-                                 cv_first.eq(0)]
-                with m.Else():
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + cv_wob)]
-            with m.Else():
-                m.d.sync += ot_b.eq(ot_b + 1)
 
         # ---------------------------------------------------------------- activation loading
         # LOADA: the row packer cuts the read's beats into line-buffer blocks; block la_blk
@@ -735,88 +649,18 @@ class Accelerator(wiring.Component):
                 m.d.sync += [lw_eng.eq(0), lw_set.eq(lw_set + 1)]
             with m.Else():
                 m.d.sync += lw_eng.eq(lw_eng + 1)
-        # a setup reads its set's word (all engines) and writes it to the FCUs a clock later
-        m.d.comb += wb_r.addr.eq(su_set)
+        # a pass's setup reads its set's word (all engines) and writes it to the FCUs a clock
+        # later; a set a background LOADW is loading is read when the load is over
+        m.d.comb += wb_r.addr.eq(seq.w_set)
+        if pf:
+            m.d.comb += seq.w_set_busy.eq(lw_bg & (seq.w_set >= lw_lo) & (seq.w_set < lw_hi))
         for lane, f in enumerate(fcus):
-            m.d.comb += [f.w_en.eq(cv_wl_valid), f.w_addr.eq(0),
+            m.d.comb += [f.w_en.eq(seq.w_write), f.w_addr.eq(0),
                          f.w_data.eq(Cat(wb_r.data[r * EW + lane * MT * gw:
                                                    r * EW + (lane + 1) * MT * gw]
                                          for r in range(R)))]
             if b2b:
-                m.d.comb += f.w_bank.eq(cv_bank_next)
-
-        # ---------------------------------------------------------------- pass setup
-        # (see su_start): an engine a clock is assigned its task, and an engine's weight row a
-        # clock is read from the buffer and written to the FCUs the clock after
-        m.d.sync += cv_wl_valid.eq(0)
-        su_last = Signal()              # the setup's last clock
-        su_ready = Signal()             # the set-up pass can be swapped in
-        su_first = Signal.like(su_p0)   # with su_start: the first pair of the pass it sets up
-        # back to back, the pass can start in the clock its last weight row is written (the
-        # idle bank: its first beat is multiplied 3 clocks later); with one bank the
-        # setup's writes are over first
-        m.d.comb += [su_last.eq(su_run & ge_const(cv_asg, R) & cv_wa
-                                & (Const(1) if b2b else ~cv_wl_valid)),
-                     su_ready.eq(su_last | ~su_run)]
-
-        def assign(r_now, pair, slots):
-            """Engine ``r_now`` takes pair ``pair`` (at cv_pc_i, cv_cbase) of the pass being
-            set up, whose multiplier slots so far are ``slots``; the pair after it is next."""
-            act_now = pair < cv_npairs
-
-            def engine(r):
-                m.d.sync += [nxt_act[r].eq(act_now),
-                             nxt_G[r].eq(cv_cbase + cv_pc_i - rg[Reg.C_PT][:8]
-                                         - rg[Reg.A_HB0][:16]),
-                             nxt_h0[r].eq(cv_pc_i - rg[Reg.C_PT][:8])]
-            if isinstance(r_now, int):
-                engine(r_now)
-            else:
-                with m.Switch(r_now):
-                    for r in range(R):
-                        with m.Case(r):
-                            engine(r)
-            m.d.sync += nxt_slots.eq(slots + Mux(act_now, cv_lmt, 0))
-            with m.If(cv_pc_i + 1 == kh):
-                m.d.sync += [cv_pc_i.eq(0), cv_cbase.eq(cv_cbase + rg[Reg.LB_PITCH])]
-            with m.Else():
-                m.d.sync += cv_pc_i.eq(cv_pc_i + 1)
-            m.d.sync += cv_asg.eq(r_now + 1)
-
-        with m.If(su_start):
-            # the pass takes the next weight set (cv_wset); back to back, its first engine is
-            # assigned at once (the swap that starts the setup reads the shadow registers in
-            # this clock, and the pairs before it are assigned)
-            m.d.sync += [su_run.eq(1), cv_asg.eq(0), cv_wa.eq(0), nxt_act.eq(0),
-                         nxt_slots.eq(0), su_bad.eq(ge_const(cv_wset, cfg.wb_sets)),
-                         su_set.eq(cv_wset), cv_wset.eq(cv_wset + 1)]
-            if b2b:
-                assign(0, su_first, 0)
-        with m.Elif(su_run):
-            with m.If(lt_const(cv_asg, R)):
-                assign(cv_asg, su_p0 + cv_asg, nxt_slots)
-            # a set a background LOADW is loading is read when the load is over
-            su_haz = lw_bg & (su_set >= lw_lo) & (su_set < lw_hi) if pf else Const(0, 1)
-            with m.If(~cv_wa & ~su_haz):
-                m.d.sync += [cv_wa.eq(1), cv_wl_valid.eq(1)]
-            with m.If(su_last):
-                m.d.sync += su_run.eq(0)
-
-        def stream_start():
-            m.d.sync += [st_y.eq(cold(Reg.C_Y0)), st_yl.eq(0), st_b.eq(0), st_col.eq(cv_col0)]
-
-        def swap():
-            """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
-            after it starts, if the piece has one."""
-            m.d.sync += [eng_act.eq(nxt_act), cv_slots.eq(nxt_slots), cv_p0.eq(su_p0),
-                         cv_bank.eq(cv_bank_next)]
-            m.d.sync += [a.eq(b) for a, b in zip(eng_G + eng_h0, nxt_G + nxt_h0)]
-            stream_start()
-            more = su_p0 + R < cv_npairs
-            m.d.comb += [su_start.eq(more), su_first.eq(su_p0 + R)]
-            m.d.sync += su_next.eq(more)
-            with m.If(more):
-                m.d.sync += su_p0.eq(su_p0 + R)
+                m.d.comb += f.w_bank.eq(seq.w_bank)
 
         # ---------------------------------------------------------------- main FSM
         with m.FSM(name="ctl"):
@@ -1146,6 +990,7 @@ class Accelerator(wiring.Component):
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
+                cold_addr(Reg.C_Y0)         # the sequencer's command: there from CV_M1 on
                 lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
                 ok = ((kh != 0) & le_const(kh, cfg.max_kernel) & (kw != 0)
                       & le_const(kw, cfg.max_kernel) & (lanes != 0) & le_const(lanes, P)
@@ -1162,21 +1007,22 @@ class Accelerator(wiring.Component):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
                     m.d.sync += [tmp.eq(tmp_of(p)), cv_t.eq(0), cv_wob.eq(0),
-                                 cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1),
-                                 cv_first.eq(~cmd_flags[0]), cv_wset.eq(rg[Reg.C_WSET]),
-                                 cv_piece.eq(0), cv_pieceoff.eq(0)]
+                                 cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1)]
                     m.next = "CV_M1"
             with m.State("CV_M1"):
+                cold_addr(Reg.C_Y0)
                 with m.If(ge_const(tmp, cfg.lb_rows)):
                     failure(Err.PARAM)
                 with m.Else(), product(nch, kh) as p:
                     m.d.sync += cv_npairs.eq(p)
                     m.next = "CV_M3"
             with m.State("CV_M3"), product(rg[Reg.C_LANES], M * T) as p:
+                cold_addr(Reg.C_Y0)
                 m.d.sync += cv_lmt.eq(p)
                 m.next = "CV_GEOM"
             with m.State("CV_GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
+                cold_addr(Reg.C_Y0)
                 busy_w = cv_t < rg[Reg.C_WOUT]
                 busy_p = cv_t2 < kw
                 with m.If(busy_w):
@@ -1191,6 +1037,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [cv_D.eq(D_ffa), cv_bk.eq(cv_wob + D_ffa)]
                     m.next = "CV_M4"
             with m.State("CV_M4"):
+                cold_addr(Reg.C_Y0)
                 with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
                     failure(Err.PARAM)
                 with m.Elif(po_pending & (rg[Reg.C_ACC] < po.acc_hi)
@@ -1198,90 +1045,17 @@ class Accelerator(wiring.Component):
                             else Const(0, 1)):
                     pass                # its blocks are being read by a background POST
                 with m.Else():
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(rg[Reg.C_ACC])]
-                    m.next = "CV_PIECE"
-            with m.State("CV_PIECE"):
-                col0 = Signal(signed(17))
-                m.d.comb += col0.eq(cv_pieceoff - rg[Reg.C_PL][:8] - Mux(conv_mac, 0, d_ffa))
-                m.d.sync += [cv_col0.eq(col0), cv_colv.eq(col0 + L * K0),
-                             cv_colblk0.eq(-K0), cv_p0.eq(0), cv_pc_i.eq(0),
-                             cv_cbase.eq(0)]
-                m.next = "CV_DIV"
-            with m.State("CV_DIV"):
-                with m.If(ge_const(cv_colv, L)):
-                    m.d.sync += [cv_colv.eq(cv_colv - L), cv_colblk0.eq(cv_colblk0 + 1)]
-                with m.Else():
-                    m.d.sync += cv_rot.eq(cv_colv)
-                    m.next = "CV_PASS"
-            with m.State("CV_PASS"):
-                # a piece's first pass (back_to_back), or each pass: set it up
-                cold_addr(Reg.C_Y0)                         # the stream starts there
-                with m.If(ge_const(cv_wset, cfg.wb_sets)):
-                    failure(Err.PARAM)
-                with m.Else():
-                    m.d.comb += [su_start.eq(1), su_first.eq(cv_p0)]
-                    m.d.sync += su_p0.eq(cv_p0)
-                    m.next = "CV_SETUP"
-            with m.State("CV_SETUP"):
+                    m.d.comb += seq.cmd.valid.eq(1)         # it starts now
+                    m.next = "CV_RUN"
+            with m.State("CV_RUN"):
+                # the sequencer runs the command (its registers hold meanwhile)
                 cold_addr(Reg.C_Y0)
-                with m.If(su_last):
-                    if b2b:
-                        swap()
-                    else:
-                        stream_start()
-                    m.next = "CV_STREAM"
-            with m.State("CV_STREAM"):
-                if b2b:
-                    cold_addr(Reg.C_Y0)                     # the next pass's first row
-                m.d.comb += st_issue.eq(1)
-                m.d.comb += [csr.streaming.eq(1), csr.slots.eq(cv_slots)]
-                with m.If(bad_row_q):
-                    failure(Err.PARAM)
-                with m.Elif(st_b == cv_bk - 1):
-                    m.d.sync += [st_b.eq(0), st_col.eq(cv_col0), st_y.eq(st_y + 1),
-                                 st_yl.eq(st_yl + 1)]
-                    with m.If(st_yl == rg[Reg.C_NY] - 1):
-                        # the pass's last beat: the next one follows at once when it is set up
-                        if b2b:
-                            with m.If(~su_next):
-                                m.next = "CV_DRAIN"
-                            with m.Elif(su_ready & ~su_bad):
-                                swap()
-                            with m.Else():
-                                m.next = "CV_WAIT"
-                        else:
-                            m.next = "CV_DRAIN"
-                with m.Else():
-                    m.d.sync += [st_b.eq(st_b + 1), st_col.eq(st_col + L)]
-            if b2b:
-                with m.State("CV_WAIT"):
-                    # the next pass's setup is still running (a pass shorter than its setup)
-                    cold_addr(Reg.C_Y0)
-                    with m.If(bad_row_q):
+                m.d.comb += seq.cmd.valid.eq(1)
+                with m.If(seq.cmd.ready):
+                    with m.If(seq.err):
                         failure(Err.PARAM)
-                    with m.Elif(su_ready):
-                        with m.If(su_bad):
-                            failure(Err.PARAM)
-                        with m.Else():
-                            swap()
-                            m.next = "CV_STREAM"
-            with m.State("CV_DRAIN"):
-                # every issued beat is out and accumulated
-                with m.If(bad_row_q):
-                    failure(Err.PARAM)
-                with m.Elif((ot_pend == 0) & ~rmw_valid):
-                    # one pass at a time: the next is set up now (back to back, a piece's
-                    # passes have all streamed)
-                    more = Const(0) if b2b else cv_p0 + R < cv_npairs
-                    with m.If(more):
-                        m.d.sync += cv_p0.eq(cv_p0 + R)
-                        m.next = "CV_PASS"
-                    with m.Elif(cv_piece + 1 == cv_pieces):
-                        m.next = "NEXT"
                     with m.Else():
-                        m.d.sync += [cv_piece.eq(cv_piece + 1),
-                                     cv_pieceoff.eq(cv_pieceoff + N)]
-                        m.next = "CV_PIECE"
+                        m.next = "NEXT"
 
             # ------------------------------------------------------------ POST
             lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]

@@ -171,8 +171,7 @@ class WeightPreAdder(wiring.Component):
         fc, P, nb = self.fcu, self.lanes, self.nb
         if self.compact:
             return self._elaborate_bytes(m)
-        s = fc.ffa
-        L, M, T, N = s.L, s.M, fc.subtaps, fc.piece_taps
+        N = fc.piece_taps
         row_max = N * P
         cap = row_max + nb - 1
         buf = [Signal(signed(8), name=f"buf{k}", reset_less=True) for k in range(cap)]

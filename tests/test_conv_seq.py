@@ -1,0 +1,251 @@
+"""The CONV sequencer in amaranth.sim, against the command's meaning: every beat's rows and
+columns, every pass's weight set and bank, every output's accumulator block, and the errors.
+
+The bench plays the line buffer (it records the beats), the weight buffer (it notes which set
+each FCU bank holds), the FCUs (a beat comes out a fixed number of clocks after its issue) and
+the accumulators (a clock each), and checks what the sequencer asks of them with a schedule
+worked out here from the command alone."""
+
+from math import ceil
+
+import pytest
+from amaranth.hdl import Elaboratable, Module, Shape
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from ffacc.hw.config import AcceleratorConfig
+from ffacc.hw.conv import ConvSequencer, conv_bounds
+from ffacc.hw.fcu import FCUConfig
+from ffacc.hw.linebuf import LineBuffer
+
+OUT_DELAY = 5       # clocks from a beat's issue to the FCUs' o_next for it
+
+
+def make(b2b, rows=2, parallel=(3,), subtaps=1):
+    cfg = AcceleratorConfig(fcu=FCUConfig(parallel=parallel, rows=rows, subtaps=subtaps),
+                            lanes=1, lb_rows=32, lb_width=32, wb_sets=16, acc_blocks=64,
+                            back_to_back=b2b, weight_prefetch=False, post_overlap=False)
+    cb = conv_bounds(cfg)
+    lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
+                    blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
+                    col_shape=Shape.cast(range(-cb["col_lo"], cb["n_col"] + 1)),
+                    tags=3 if b2b else 1)
+    return cfg, ConvSequencer(cfg, lb.r.payload.shape()), lb
+
+
+class SequencerAndLineBuffer(Elaboratable):
+    """The sequencer's beats into a line buffer, as in the accelerator (the bench watches the
+    stream between them)."""
+
+    def __init__(self, seq, lb):
+        self.seq, self.lb = seq, lb
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.seq, m.submodules.lb = self.seq, self.lb
+        wiring.connect(m, self.seq.lb, self.lb.r)
+        return m
+
+
+def command(cfg, nch, kh, kw, wout, ny, *, pt=1, pl=1, y0=0, h=8, hb0=0, pitch=None,
+            acc=0, wset=0, overwrite=1):
+    """The payload a controller gives for these CONV registers."""
+    L, N = cfg.L, cfg.fcu.piece_taps
+    cb = conv_bounds(cfg)
+    mac = kw == 1
+    wob = ceil(wout / L)
+    D = 0 if mac else cb["D"]
+    return {"npairs": nch * kh, "pieces": 1 if mac else ceil(kw / N), "mac": int(mac),
+            "D": D, "wob": wob, "bk": wob + D, "slots": cfg.fcu.ffa.M * cfg.fcu.subtaps,
+            "overwrite": overwrite, "wset": wset, "kh": kh, "pt": pt, "pl": pl, "ny": ny,
+            "acc": acc, "y0": y0, "h": h, "hb0": hb0, "pitch": pitch or kh, "_nch": nch}
+
+
+def schedule(cfg, c, lb):
+    """(beats, weight sets, accumulator writes) the command must give, in order: a beat is
+    (rows of the engines that use theirs, use, act, column, pass); a pass's weight set is
+    C_WSET plus its number; an output is (block, overwrite)."""
+    L, R, N = cfg.L, cfg.rows, cfg.fcu.piece_taps
+    d = 0 if c["mac"] else conv_bounds(cfg)["d"]
+    beats, sets, accs = [], [], []
+    npass = ceil(c["npairs"] / R)
+    k = 0
+    for piece in range(c["pieces"]):
+        for s in range(npass):
+            sets.append(c["wset"] + k)
+            for y in range(c["ny"]):
+                for b in range(c["bk"]):
+                    use = act = 0
+                    rows = {}
+                    for e in range(R):
+                        pair = s * R + e
+                        if pair >= c["npairs"]:
+                            continue
+                        act |= 1 << e
+                        ch, i = divmod(pair, c["kh"])
+                        hh = c["y0"] + y + i - c["pt"]
+                        if 0 <= hh < c["h"]:
+                            use |= 1 << e
+                            rows[e] = (ch * c["pitch"] + hh - c["hb0"]) % (1 << lb.row_bits)
+                    beats.append((rows, use, act, piece * N - c["pl"] - d + b * L, k))
+                    if b >= c["D"]:
+                        accs.append((c["acc"] + y * c["wob"] + b - c["D"],
+                                     int(c["overwrite"] and k == 0)))
+            k += 1
+    return beats, sets, accs
+
+
+def run(cfg, dut, lb, c, *, set_busy=(), max_clocks=4000):
+    """Run the command; returns its beats (and the clock of each), the weight set each beat's
+    bank held, the accumulator writes, the slots of each beat, err and the clock it ended."""
+    R, L = cfg.rows, cfg.L
+    out = {"beats": [], "at": [], "sets": [], "accs": [], "slots": [], "err": None,
+           "clocks": 0}
+    payload = {k: v for k, v in c.items() if not k.startswith("_")}
+
+    async def bench(ctx):
+        ctx.set(dut.cmd.payload, payload)
+        ctx.set(dut.cmd.valid, 1)
+        banks = {}                  # FCU bank -> the weight set written into it
+        word = None                 # the set the weight buffer read the clock before
+        pipe = [0] * OUT_DELAY
+        acc_busy = 0
+        for t in range(max_clocks):
+            ctx.set(dut.w_set_busy, int(t in set_busy))
+            ctx.set(dut.o_next, pipe[0])
+            ctx.set(dut.acc_busy, acc_busy)
+            await ctx.delay(1e-9)
+            if ctx.get(dut.w_write):
+                banks[ctx.get(dut.w_bank)] = word
+            issue = ctx.get(dut.lb.valid)
+            if issue:
+                p = ctx.get(dut.lb.payload)
+                use, act = p.use, p.act
+                rows = {e: p.row[e] for e in range(R) if use >> e & 1}
+                col = p.col
+                # the column as block and rotation (the block modulo the buffer's addresses)
+                assert (col - p.rot) % L == 0 and \
+                    ((col - p.rot) // L - p.blk) % (1 << lb.blk_bits) == 0, (col, p.blk, p.rot)
+                out["beats"].append((rows, use, act, col, p.tag))
+                out["at"].append(t)
+                out["slots"].append(ctx.get(dut.slots))
+                assert ctx.get(dut.streaming)
+                out["sets"].append(banks.get(p.tag))
+            if ctx.get(dut.acc_valid):
+                out["accs"].append((ctx.get(dut.acc_addr), ctx.get(dut.acc_first)))
+            acc_busy = ctx.get(dut.acc_valid)
+            # the weight buffer's word: the set, or, while a load writes it, not yet
+            word = "loading" if t in set_busy else ctx.get(dut.w_set)
+            done = ctx.get(dut.cmd.ready)
+            err = ctx.get(dut.err)
+            pipe = pipe[1:] + [issue]
+            await ctx.tick()
+            if done:
+                out["err"], out["clocks"] = err, t
+                ctx.set(dut.cmd.valid, 0)
+                break
+        else:
+            raise AssertionError("the command did not end")
+        for _ in range(10):                 # idle after: no beat, no end
+            await ctx.delay(1e-9)
+            assert not ctx.get(dut.lb.valid) and not ctx.get(dut.cmd.ready)
+            await ctx.tick()
+
+    sim = Simulator(SequencerAndLineBuffer(dut, lb))
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+CASES = [  # nch, kh, kw, wout, ny, registers (the band: rows hb0 .. hb0 + pitch - 1)
+    (1, 3, 3, 6, 3, {"h": 4, "pitch": 4}),              # two passes, padding rows
+    (3, 3, 3, 7, 2, {"y0": 2, "h": 9, "hb0": 1, "pitch": 5}),     # 5 passes, a band
+    (2, 5, 5, 4, 2, {"pl": 2, "pt": 2, "h": 4, "pitch": 5}),      # two pieces
+    (4, 1, 1, 5, 1, {"pt": 0, "pl": 0, "h": 1, "pitch": 1}),      # MAC mode, 1-beat passes
+    (3, 2, 2, 3, 2, {"pt": 0, "pl": 0, "h": 3, "pitch": 4, "acc": 5, "wset": 3,
+                     "overwrite": 0}),                  # accumulate, from set 3 and block 5
+]
+
+
+@pytest.mark.parametrize("b2b", [True, False])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_sequencer_gives_the_commands_schedule(b2b, case):
+    cfg, dut, lb = make(b2b)
+    nch, kh, kw, wout, ny, regs = CASES[case]
+    c = command(cfg, nch, kh, kw, wout, ny, **regs)
+    beats, sets, accs = schedule(cfg, c, lb)
+    got = run(cfg, dut, lb, c, set_busy=range(3, 9) if case == 1 else ())
+    assert got["err"] == 0
+    assert len(got["beats"]) == len(beats) > 0
+    for n, ((rows, use, act, col, k), (grows, guse, gact, gcol, _tag)) in \
+            enumerate(zip(beats, got["beats"])):
+        assert (guse, gact, gcol) == (use, act, col), f"beat {n}"
+        assert grows == rows, f"beat {n}"
+    # each beat's bank holds its pass's weight set (written before its first beat)
+    assert got["sets"] == [sets[b[4]] for b in beats]
+    if b2b:     # consecutive passes use different banks (the next is written meanwhile)
+        for i in range(1, len(beats)):
+            if beats[i][4] != beats[i - 1][4]:
+                assert got["beats"][i][4] != got["beats"][i - 1][4], i
+    assert got["accs"] == accs
+    assert got["slots"] == [bin(act).count("1") * c["slots"] for _, _, act, _, _ in beats]
+
+
+@pytest.mark.parametrize("b2b", [True, False])
+def test_back_to_back_passes_stream_without_a_gap(b2b):
+    """With back_to_back a piece's passes follow each other at once (each is longer than its
+    setup); without, each pass waits for the one before to come out of the FCUs."""
+    cfg, dut, lb = make(b2b)
+    c = command(cfg, 4, 3, 3, 9, 2, h=8, pitch=3)        # 6 passes of 2 rows x 4 beats
+    got = run(cfg, dut, lb, c)
+    at = got["at"]
+    assert len(at) == 6 * 2 * 4
+    gaps = [b - a - 1 for a, b in zip(at, at[1:])]
+    between = gaps[7::8]                        # the last beat of a pass to the next one's first
+    within = [g for i, g in enumerate(gaps) if i % 8 != 7]
+    assert len(between) == 5 and within == [0] * len(within)
+    if b2b:
+        assert between == [0] * 5
+    else:
+        assert min(between) > OUT_DELAY
+
+
+def first_bad_beat(cfg, c, lb):
+    """The first beat that reads a row inside the map but outside the loaded band."""
+    R = cfg.rows
+    beats, _, _ = schedule(cfg, c, lb)
+    for n, (rows, use, act, col, k) in enumerate(beats):
+        s = (n // (c["ny"] * c["bk"])) % ceil(c["npairs"] / R)
+        y = n // c["bk"] % c["ny"]
+        for e in range(R):
+            pair = s * R + e
+            if use >> e & 1:
+                hh = c["y0"] + y + pair % c["kh"] - c["pt"]
+                if not 0 <= hh - c["hb0"] < c["pitch"]:
+                    return n
+    return None
+
+
+@pytest.mark.parametrize("b2b", [True, False])
+def test_a_row_outside_the_band_stops_the_command(b2b):
+    """A beat whose row is in the map but not in the loaded band (A_HB0 .. + LB_PITCH) ends
+    the command with err a clock later, and no beat follows."""
+    cfg, dut, lb = make(b2b)
+    c = command(cfg, 1, 3, 3, 6, 4, h=8, hb0=0, pitch=3)     # output row 3 reads map row 3
+    bad = first_bad_beat(cfg, c, lb)
+    assert bad is not None
+    got = run(cfg, dut, lb, c)
+    assert got["err"] == 1
+    assert bad + 1 <= len(got["beats"]) <= bad + 2
+    assert got["clocks"] == got["at"][bad] + 1
+
+
+@pytest.mark.parametrize("b2b", [True, False])
+def test_a_weight_set_past_the_buffer_stops_the_command(b2b):
+    """Passes with sets 14 and 15 of 16 stream; the third ends the command with err."""
+    cfg, dut, lb = make(b2b)
+    c = command(cfg, 3, 3, 3, 3, 1, h=8, pitch=3, wset=cfg.wb_sets - 2)   # 5 passes
+    got = run(cfg, dut, lb, c)
+    assert got["err"] == 1
+    assert len(got["beats"]) == 2 * c["ny"] * c["bk"]
