@@ -24,8 +24,8 @@ semantics):
   rotate through the banks (circular reuse). Column ``j`` is in sub-bank ``j mod L``, so a block
   of ``L`` samples can start at any column: padding is applied at read time (the zero point
   outside the map), so maps in memory are dense.
-* **Loads**: ``LOADA`` cuts the read's beats into line-buffer blocks (:mod:`ffacc.hw.linebuf`,
-  a block a clock); ``LOADW`` reads int8 taps and pre-adds them on chip
+* **Loads**: ``LOADA``'s loader (:class:`ffacc.hw.loada.ActivationLoader`) cuts the read's
+  beats into line-buffer blocks (a block a clock); ``LOADW`` reads int8 taps and pre-adds them on chip
   (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
   engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **CONV** (:class:`ffacc.hw.conv.ConvSequencer`): the controller checks a ``CONV`` and works
@@ -75,7 +75,8 @@ from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
-from .linebuf import LineBuffer, RowPacker
+from .linebuf import LineBuffer
+from .loada import ActivationLoader
 from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
 from .words import WordSerializer
@@ -380,7 +381,6 @@ class Accelerator(wiring.Component):
                     yield
 
         # a rd request helper (comb in one state)
-        sh_nb = (nb - 1).bit_length()
 
         def rd_request(addr, length, words=False):
             """Request a read (in whole beats with ``words``); true: the reader takes it."""
@@ -414,7 +414,6 @@ class Accelerator(wiring.Component):
                 m.next = "NEXT"
 
         # ---- shared loop registers
-        cnt_a = Signal(range(cfg.lb_rows + 1))
         cnt_b = Signal(range(max(cfg.lb_rows, 2 * P, 4 * QPARAM_WORDS) + 1))
         addr_a = Signal(AW)
         addr_b = Signal(AW)
@@ -434,11 +433,6 @@ class Accelerator(wiring.Component):
             col_shape=Shape.cast(range(-cb["col_lo"], cb["n_col"] + 1)), tags=NBANK)
 
         # ---- LOADA state
-        la_col = Signal(range(cfg.lb_width))
-        la_blk = Signal(range(cfg.lb_blocks + 1))
-        la_sub = Signal(range(L))
-        la_g = Signal(range(cfg.lb_rows + 1))
-        la_gbase = Signal(range(cfg.lb_rows + 1))
         la_hw = Signal(AW)
         la_contig = Signal()
 
@@ -586,29 +580,20 @@ class Accelerator(wiring.Component):
                 m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
 
         # ---------------------------------------------------------------- activation loading
-        # LOADA: the row packer cuts the read's beats into line-buffer blocks; block la_blk
-        # of line-buffer row la_g goes to bank la_g mod B, all L sub-banks in one clock
-        # (wide_loads; on the smallest parts LOADA writes a byte a clock from the reader's
-        # byte stream, LA_DATA below, and the pre-adder takes that stream too)
+        # LOADA: the loader's reads into the line buffer (in whole beats through its row
+        # packer, a block a clock; on the smallest parts the reader's byte stream, which the
+        # pre-adder takes too)
         lnb = nb if cfg.wide_loads else 1
         ld_valid = rd.beat_valid if cfg.wide_loads else rd.out_valid
         ld_data = rd.beat_data if cfg.wide_loads else rd.out_data
-        lbw = lbuf.w.payload
-        m.d.comb += [lbw.row.eq(la_g), lbw.blk.eq(la_blk)]
+        loada = m.submodules.loada = ActivationLoader(cfg, lbuf.w.payload.shape())
+        wiring.connect(m, loada.lb, lbuf.w)
+        m.d.comb += [loada.req.ready.eq(rd.idle), loada.beats.valid.eq(ld_valid),
+                     loada.beats.payload.eq(ld_data), loada.rd_done.eq(rd.done),
+                     loada.rd_err.eq(rd.err)]
         if cfg.wide_loads:
             qser = m.submodules.qser = WordSerializer(nb)
             q_end = Signal(range(cfg.qb_entries + 1))       # past the LOADQ's last record
-            pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
-                                                 max_bytes=cfg.lb_rows * cfg.lb_width)
-            m.d.comb += [pack.i.payload.eq(ld_data), pack.o.ready.eq(1),
-                         pack.nbytes.eq(nbytes), pack.width.eq(rg[Reg.A_W])]
-            m.d.comb += [lbuf.w.valid.eq(pack.o.valid), lbw.data.eq(pack.o.payload.data),
-                         lbw.en.eq(pack.o.payload.en)]
-            with m.If(pack.o.valid):
-                with m.If(pack.o.payload.row_end):
-                    m.d.sync += [la_blk.eq(0), la_g.eq(la_g + 1)]
-                with m.Else():
-                    m.d.sync += la_blk.eq(la_blk + 1)
 
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
@@ -803,18 +788,6 @@ class Accelerator(wiring.Component):
             hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
             apitch = rg[Reg.A_PITCH]
             la_rowpitch = Mux(apitch == 0, W, apitch)
-            def la_next():
-                """The next row (column tile), the next channel, or the next instruction."""
-                with m.If(~la_contig & (cnt_b + 1 != nr)):
-                    m.d.sync += [cnt_b.eq(cnt_b + 1), addr_b.eq(aclamp(addr_b + la_rowpitch))]
-                    m.next = "LA_ROW"
-                with m.Elif(cnt_a + 1 == nch):
-                    m.next = "NEXT"
-                with m.Else():
-                    m.d.sync += [cnt_a.eq(cnt_a + 1), addr_a.eq(aclamp(addr_a + la_hw)),
-                                 la_gbase.eq(la_gbase + pitch)]
-                    m.next = "LA_REQ"
-
             with m.State("LA_CHECK"):
                 ok = ((W != 0) & le_const(W, cfg.lb_width) & (nch != 0)
                       & le_const(nch, cfg.lb_rows) & (nr != 0) & (nr <= pitch)
@@ -824,7 +797,7 @@ class Accelerator(wiring.Component):
                 with m.If(~ok):
                     failure(Err.PARAM)
                 with m.Else(), product(nch - 1, pitch) as p:
-                    m.d.sync += [tmp.eq(tmp_of(p)), cnt_a.eq(0), la_gbase.eq(0)]
+                    m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "LA_M1"
             with m.State("LA_M1"):
                 with m.If(gt_const(tmp + nr, cfg.lb_rows)):
@@ -841,53 +814,23 @@ class Accelerator(wiring.Component):
             with m.State("LA_M3"), product(nr, W) as p:
                 # contiguous rows: one read per channel; a column tile: one read per row
                 m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
-                m.next = "LA_REQ"
-            if cfg.wide_loads:
-                with m.State("LA_REQ"):
-                    with m.If(rd_request(addr_a, nbytes, words=True)):
-                        m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_a[:sh_nb])]
-                        m.d.sync += [la_blk.eq(0), la_g.eq(la_gbase), cnt_b.eq(0),
-                                     addr_b.eq(addr_a)]
-                        m.next = "LA_DATA"
-                with m.State("LA_ROW"):
-                    with m.If(rd_request(addr_b, nbytes, words=True)):
-                        m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr_b[:sh_nb])]
-                        m.next = "LA_DATA"
-                # beats through the row packer into the line buffer, a block a clock
-                with m.State("LA_DATA"):
-                    m.d.comb += [pack.i.valid.eq(rd.beat_valid),
-                                 rd.beat_ready.eq(pack.i.ready)]
-                    with read_ok():
-                        m.next = "LA_DRAIN"
-            else:
-                with m.State("LA_REQ"):
-                    rd_request(addr_a, nbytes)
-                    m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0), la_g.eq(la_gbase),
-                                 cnt_b.eq(0), addr_b.eq(addr_a)]
-                    m.next = "LA_DATA"
-                with m.State("LA_ROW"):
-                    rd_request(addr_b, nbytes)
-                    m.next = "LA_DATA"
-                # a byte a clock into its sub-bank
-                with m.State("LA_DATA"):
-                    with m.If(rd.out_valid):
-                        m.d.comb += [lbuf.w.valid.eq(1), lbw.data.eq(rd.out_data.replicate(L)),
-                                     lbw.en.eq(Const(1, L) << la_sub)]
-                        with m.If(la_col == W - 1):
-                            m.d.sync += [la_col.eq(0), la_blk.eq(0), la_sub.eq(0),
-                                         la_g.eq(la_g + 1)]
-                        with m.Else():
-                            m.d.sync += la_col.eq(la_col + 1)
-                            with m.If(la_sub == L - 1):
-                                m.d.sync += [la_sub.eq(0), la_blk.eq(la_blk + 1)]
-                            with m.Else():
-                                m.d.sync += la_sub.eq(la_sub + 1)
-                    with read_ok():
-                        la_next()
-            if cfg.wide_loads:
-                with m.State("LA_DRAIN"):
-                    with m.If(pack.idle):
-                        la_next()
+                m.next = "LA_RUN"
+            la = loada.cmd.payload
+            m.d.comb += [la.addr.eq(addr_a), la.nbytes.eq(nbytes), la.contig.eq(la_contig),
+                         la.nch.eq(nch), la.nr.eq(nr), la.pitch.eq(pitch), la.width.eq(W),
+                         la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
+            with m.State("LA_RUN"):
+                # the loader runs the command (its registers hold meanwhile), on the read DMA
+                m.d.comb += [loada.cmd.valid.eq(1), rd.req_valid.eq(loada.req.valid),
+                             rd.req_addr.eq(loada.req.payload.addr),
+                             rd.req_len.eq(loada.req.payload.len),
+                             rd.req_words.eq(cfg.wide_loads),
+                             rd.beat_ready.eq(loada.beats.ready)]
+                with m.If(loada.cmd.ready):
+                    with m.If(loada.err != 0):
+                        failure(loada.err)
+                    with m.Else():
+                        m.next = "NEXT"
 
             # ------------------------------------------------------------ LOADW / LOADQ
             with m.State("LW_CHECK"):

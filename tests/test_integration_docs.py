@@ -110,6 +110,17 @@ def test_register_map_matches_the_generated_verilog(verilog_text):
     assert f"32'd{csr.info_word(TINY)};" in reads[CSR.INFO >> 2][0]
 
 
+@pytest.mark.parametrize("preset", ["tiny", "icebreaker"])
+def test_the_verilog_has_no_process_that_nothing_triggers(verilog_text, preset):
+    """A constant driven into part of a register (a stream payload's field, say) comes out of
+    amaranth's Verilog backend as ``always @* x[k] = <constant>;``: no signal triggers it, so
+    Icarus leaves those bits X and Verilator 0. (It once turned an activation load's
+    whole-beat flag off on Verilator, and the load hung.) None may be left."""
+    text = verilog_text if preset == "tiny" else _verilog(ACCEL_PRESETS[preset])
+    untriggered = re.findall(r"always @\*\s*\n\s*[^\n;]*=\s*\d+'[hdb][0-9a-fA-FxXzZ_]+;", text)
+    assert untriggered == []
+
+
 # ------------------------------------------------------------------------ the document
 def test_doc_register_tables_are_generated(doc):
     assert _between(doc, "csr-table") == csr.markdown_table(), \

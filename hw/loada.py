@@ -1,0 +1,208 @@
+"""The activation loader: a checked ``LOADA`` → reads of a band of rows of every channel → the
+line buffer.
+
+A command loads ``nch`` channels, each a band of ``nr`` rows of ``width`` activations, into
+line-buffer rows ``c * pitch + r``. A channel's band is one read of ``nbytes`` when its rows are
+contiguous in memory (``contig``), else (a column tile of a wider map) one read of a row each,
+``row_step`` bytes apart; channels are ``chan_step`` bytes apart.
+
+With ``wide`` the reads are in whole bus beats, and a :class:`~ffacc.hw.linebuf.RowPacker`
+cuts them into line-buffer blocks, a block a clock; without (the smallest parts), the reader's
+byte stream is written a byte a clock.
+"""
+
+from contextlib import contextmanager
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.isa import Err
+from .linebuf import RowPacker
+from .logic import addr_clamp
+
+__all__ = ["ActivationLoader", "loada_command_layout"]
+
+
+def loada_command_layout(cfg):
+    """A checked ``LOADA``: its first read and the steps between reads."""
+    aw = cfg.addr_bits + 1
+    return data.StructLayout({
+        "addr": aw,                             # the first channel's band
+        "nbytes": aw,                           # bytes of a read: a band, or a row (a tile)
+        "contig": 1,                            # a band is one read (rows contiguous)
+        "nch": range(cfg.lb_rows + 1), "nr": range(cfg.lb_rows + 1),   # channels, rows
+        "pitch": range(cfg.lb_rows + 1),        # LB_PITCH: a channel's line-buffer rows
+        "width": range(cfg.lb_width + 1),       # A_W: a row's activations
+        "row_step": 17,                         # bytes from a row to the next (a tile)
+        "chan_step": aw,                        # bytes from a channel's band to the next
+    })
+
+
+class ActivationLoader(wiring.Component):
+    """``LOADA`` for an :class:`AcceleratorConfig` ``cfg``, one command at a time.
+
+    Ports
+    -----
+    cmd : In(stream of :func:`loada_command_layout`)
+        A command: it starts while the loader is idle and is taken in the clock it ends (its
+        producer holds the payload meanwhile, as a stream's rule has it).
+    err : Out(Err)
+        With ``cmd.ready``: the read's error (0: none); the rows before it are written.
+    req : Out(stream of {addr, len})
+        A read request (in whole beats with ``wide``); the read DMA takes it (``ready``) when
+        idle.
+    beats : In(stream of [bus_bytes] bytes)
+        The read's beats (``wide``), or its bytes, one a clock (payload byte 0; ``ready`` is
+        then always high).
+    rd_done, rd_err : In
+        The read's end, and its error.
+    lb : Out(stream of the line buffer's write), always ready
+        The blocks to write.
+    """
+
+    def __init__(self, cfg, write_shape):
+        self.cfg = cfg
+        self.wide = cfg.wide_loads
+        nb = cfg.bus_bytes if self.wide else 1
+        aw = cfg.addr_bits + 1
+        super().__init__({
+            "cmd": In(stream.Signature(loada_command_layout(cfg))),
+            "err": Out(range(max(Err) + 1)),
+            "req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
+            "beats": In(stream.Signature(data.ArrayLayout(8, nb))),
+            "rd_done": In(1), "rd_err": In(range(max(Err) + 1)),
+            "lb": Out(stream.Signature(write_shape, always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, c = self.cfg, self.cmd.payload
+        L, A = cfg.L, cfg.addr_bits
+        nb = cfg.bus_bytes
+        aw = A + 1
+        lbw = self.lb.payload
+
+        ch = Signal(range(cfg.lb_rows + 1))       # the channel
+        ch_addr = Signal(aw)                      # its band
+        row = Signal(range(cfg.lb_rows + 1))      # the row (a tile's)
+        row_addr = Signal(aw)
+        gbase = Signal(range(cfg.lb_rows + 1))    # the channel's first line-buffer row
+        g = Signal(range(cfg.lb_rows + 1))        # the line-buffer row written
+        blk = Signal(range(cfg.lb_blocks + 1))    # its block
+        m.d.comb += [lbw.row.eq(g), lbw.blk.eq(blk), self.req.payload.len.eq(c.nbytes)]
+
+        def request(addr):
+            """Ask for a read at ``addr``; true: the DMA takes it."""
+            m.d.comb += [self.req.valid.eq(1), self.req.payload.addr.eq(addr)]
+            return self.req.ready
+
+        @contextmanager
+        def ended():
+            """The read's end: a failed read ends the command, else the body runs."""
+            with m.If(self.rd_done):
+                with m.If(self.rd_err != 0):
+                    m.d.comb += [self.cmd.ready.eq(1), self.err.eq(self.rd_err)]
+                    m.next = "IDLE"
+                with m.Else():
+                    yield
+
+        def next_read():
+            """The next row (a tile), the next channel, or the command's end."""
+            with m.If(~c.contig & (row + 1 != c.nr)):
+                m.d.sync += [row.eq(row + 1), row_addr.eq(addr_clamp(row_addr + c.row_step, A))]
+                m.next = "ROW"
+            with m.Elif(ch + 1 == c.nch):
+                m.d.comb += self.cmd.ready.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.d.sync += [ch.eq(ch + 1), ch_addr.eq(addr_clamp(ch_addr + c.chan_step, A)),
+                             gbase.eq(gbase + c.pitch)]
+                m.next = "BAND"
+
+        def band_started(addr):
+            """A channel's first read is taken: its rows from line-buffer row ``gbase``."""
+            m.d.sync += [g.eq(gbase), blk.eq(0), row.eq(0), row_addr.eq(addr)]
+
+        if self.wide:
+            pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
+                                                 max_bytes=cfg.lb_rows * cfg.lb_width)
+            sh = (nb - 1).bit_length()
+            m.d.comb += [pack.i.payload.eq(self.beats.payload), pack.o.ready.eq(1),
+                         pack.nbytes.eq(c.nbytes), pack.width.eq(c.width),
+                         self.lb.valid.eq(pack.o.valid), lbw.data.eq(pack.o.payload.data),
+                         lbw.en.eq(pack.o.payload.en), self.beats.ready.eq(1)]
+            with m.If(pack.o.valid):
+                with m.If(pack.o.payload.row_end):
+                    m.d.sync += [blk.eq(0), g.eq(g + 1)]
+                with m.Else():
+                    m.d.sync += blk.eq(blk + 1)
+
+            def start_read(addr, first_of_band, first_of_command=False):
+                with m.If(request(addr)):
+                    m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr[:sh])]
+                    if first_of_command:
+                        m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0),
+                                     blk.eq(0), row.eq(0), row_addr.eq(addr)]
+                    elif first_of_band:
+                        band_started(addr)
+                    m.next = "DATA"
+
+            with m.FSM(name="loada"):
+                with m.State("IDLE"):
+                    with m.If(self.cmd.valid):
+                        start_read(c.addr, True, first_of_command=True)
+                with m.State("BAND"):
+                    start_read(ch_addr, True)
+                with m.State("ROW"):
+                    start_read(row_addr, False)
+                # beats through the row packer into the line buffer, a block a clock
+                with m.State("DATA"):
+                    m.d.comb += [pack.i.valid.eq(self.beats.valid),
+                                 self.beats.ready.eq(pack.i.ready)]
+                    with ended():
+                        m.next = "DRAIN"
+                with m.State("DRAIN"):
+                    with m.If(pack.idle):
+                        next_read()
+        else:
+            col = Signal(range(cfg.lb_width))
+            sub = Signal(range(L))
+            m.d.comb += self.beats.ready.eq(1)
+
+            def start_read(addr, first_of_band, first_of_command=False):
+                request(addr)                   # the reader is idle (the command waits)
+                if first_of_command:
+                    m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0), blk.eq(0),
+                                 row.eq(0), row_addr.eq(addr)]
+                elif first_of_band:
+                    band_started(addr)
+                if first_of_band:
+                    m.d.sync += [col.eq(0), sub.eq(0)]
+                m.next = "DATA"
+
+            with m.FSM(name="loada"):
+                with m.State("IDLE"):
+                    with m.If(self.cmd.valid):
+                        start_read(c.addr, True, first_of_command=True)
+                with m.State("BAND"):
+                    start_read(ch_addr, True)
+                with m.State("ROW"):
+                    start_read(row_addr, False)
+                # a byte a clock into its sub-bank
+                with m.State("DATA"):
+                    with m.If(self.beats.valid):
+                        m.d.comb += [self.lb.valid.eq(1),
+                                     lbw.data.eq(self.beats.payload[0].replicate(L)),
+                                     lbw.en.eq(Const(1, L) << sub)]
+                        with m.If(col == c.width - 1):
+                            m.d.sync += [col.eq(0), blk.eq(0), sub.eq(0), g.eq(g + 1)]
+                        with m.Else():
+                            m.d.sync += col.eq(col + 1)
+                            with m.If(sub == L - 1):
+                                m.d.sync += [sub.eq(0), blk.eq(blk + 1)]
+                            with m.Else():
+                                m.d.sync += sub.eq(sub + 1)
+                    with ended():
+                        next_read()
+        return m

@@ -1,0 +1,144 @@
+"""The activation loader in amaranth.sim: a LOADA command's reads (served by a model of the read
+DMA over a memory, with gaps and back-pressure) → the line-buffer rows it writes, against
+numpy; and a read error ends the command with it."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module, signed
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from ffacc.firmware.isa import Err
+from ffacc.hw.config import AcceleratorConfig
+from ffacc.hw.fcu import FCUConfig
+from ffacc.hw.linebuf import LineBuffer
+from ffacc.hw.loada import ActivationLoader
+
+
+def make(wide, bus_bytes=4, L=3):
+    cfg = AcceleratorConfig(fcu=FCUConfig(parallel=(3,) if L == 3 else (2,), rows=2), lanes=1,
+                            lb_rows=32, lb_width=16, wb_sets=8, acc_blocks=32,
+                            bus_bytes=bus_bytes, wide_loads=wide, addr_bits=16,
+                            weight_prefetch=False, post_overlap=False, fetch_block=16)
+    lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
+                    blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
+                    col_shape=signed(8))
+    return cfg, ActivationLoader(cfg, lb.w.payload.shape()), lb
+
+
+class LoaderAndLineBuffer(Elaboratable):
+    """The loader's blocks into a line buffer, as in the accelerator (the bench watches the
+    stream between them)."""
+
+    def __init__(self, loader, lb):
+        self.loader, self.lb = loader, lb
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.loader, m.submodules.lb = self.loader, self.lb
+        wiring.connect(m, self.loader.lb, self.lb.w)
+        return m
+
+
+def run(cfg, dut, lb, mem, cmd, *, fail_read=None, seed=0):
+    """Run ``cmd``; returns ({(line-buffer row, column): byte}, reads asked, err)."""
+    rng = np.random.default_rng(seed)
+    L, nb = cfg.L, (cfg.bus_bytes if cfg.wide_loads else 1)
+    written, reads, out = {}, [], {}
+
+    async def bench(ctx):
+        ctx.set(dut.cmd.payload, cmd)
+        ctx.set(dut.cmd.valid, 1)
+        busy = None             # the read being served: [beats left, error]
+        for t in range(20000):
+            ctx.set(dut.req.ready, int(busy is None))
+            send = busy is not None and bool(busy[0]) and rng.random() < 0.7
+            ctx.set(dut.beats.valid, int(send))
+            if send:
+                ctx.set(dut.beats.payload, [int(b) for b in busy[0][0]])
+            last = busy is not None and not busy[0]
+            ctx.set(dut.rd_done, int(last))
+            ctx.set(dut.rd_err, int(last and busy[1]))
+            await ctx.delay(1e-9)
+            if ctx.get(dut.lb.valid):
+                w = ctx.get(dut.lb.payload)
+                for j in range(L):
+                    if w.en >> j & 1:
+                        written[(w.row, L * w.blk + j)] = w.data[j]
+            if send and ctx.get(dut.beats.ready):
+                busy[0].pop(0)
+            if last:
+                busy = None
+            if ctx.get(dut.req.valid) and ctx.get(dut.req.ready):
+                r = ctx.get(dut.req.payload)
+                assert r.len == cmd["nbytes"]
+                reads.append(r.addr)
+                a0 = r.addr - r.addr % nb
+                beats = [mem[a:a + nb] for a in range(a0, r.addr + r.len, nb)]
+                err = Err.BUS if fail_read == len(reads) - 1 else 0
+                busy = [beats[:len(beats) // 2] if err else beats, err]
+            done = ctx.get(dut.cmd.ready)
+            out["err"] = ctx.get(dut.err)
+            await ctx.tick()
+            if done:
+                break
+        else:
+            raise AssertionError("the command did not end")
+
+    sim = Simulator(LoaderAndLineBuffer(dut, lb))
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return written, reads, out["err"]
+
+
+def expected(mem, cmd):
+    want, reads = {}, []
+    for c in range(cmd["nch"]):
+        band = cmd["addr"] + c * cmd["chan_step"]
+        if cmd["contig"]:
+            reads.append(band)
+        for r in range(cmd["nr"]):
+            a = band + r * cmd["row_step"]
+            if not cmd["contig"]:
+                reads.append(a)
+            for col in range(cmd["width"]):
+                want[(c * cmd["pitch"] + r, col)] = int(mem[a + col])
+    return want, reads
+
+
+CASES = [  # addr, nch, nr, width, pitch, map width in memory (a tile when wider), map rows
+    (0x100, 1, 3, 7, 3, 7, 5),
+    (0x203, 3, 2, 5, 4, 5, 6),              # unaligned, contiguous bands
+    (0x341, 2, 3, 4, 3, 11, 7),             # a column tile: a read per row
+    (0x40, 4, 1, 16, 2, 16, 1),             # whole-width rows, one per channel
+]
+
+
+@pytest.mark.parametrize("wide,bus_bytes", [(True, 4), (True, 8), (False, 4)])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_loader_writes_every_channels_band(wide, bus_bytes, case):
+    cfg, dut, lb = make(wide, bus_bytes)
+    addr, nch, nr, width, pitch, mw, mh = CASES[case]
+    mem = np.random.default_rng(case).integers(0, 256, 1 << 13, dtype=np.uint8)
+    contig = int(mw == width)
+    cmd = {"addr": addr, "nbytes": nr * width if contig else width, "contig": contig,
+           "nch": nch, "nr": nr, "pitch": pitch, "width": width, "row_step": mw,
+           "chan_step": mw * mh}
+    written, reads, err = run(cfg, dut, lb, mem, cmd, seed=case)
+    want, want_reads = expected(mem, cmd)
+    assert err == 0
+    assert reads == want_reads
+    assert written == want
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_a_failed_read_ends_the_command_with_its_error(wide):
+    cfg, dut, lb = make(wide)
+    mem = np.arange(1 << 13, dtype=np.uint32).astype(np.uint8)
+    cmd = {"addr": 0x80, "nbytes": 6, "contig": 1, "nch": 3, "nr": 2, "pitch": 2,
+           "width": 3, "row_step": 3, "chan_step": 6}
+    written, reads, err = run(cfg, dut, lb, mem, cmd, fail_read=1)
+    assert err == Err.BUS
+    assert len(reads) == 2                          # no read after the failed one
+    assert all(row < 4 for row, _ in written)       # channel 2 is not written
