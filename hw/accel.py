@@ -25,9 +25,9 @@ semantics):
   of ``L`` samples can start at any column: padding is applied at read time (the zero point
   outside the map), so maps in memory are dense.
 * **Loads**: ``LOADA``'s loader (:class:`ffacc.hw.loada.ActivationLoader`) cuts the read's
-  beats into line-buffer blocks (a block a clock); ``LOADW`` reads int8 taps and pre-adds them on chip
-  (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
-  engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
+  beats into line-buffer blocks (a block a clock); ``LOADW`` reads int8 taps and pre-adds them
+  on chip (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per
+  (set, engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **CONV** (:class:`ffacc.hw.conv.ConvSequencer`): the controller checks a ``CONV`` and works
   out its geometry, then the sequencer runs its passes (while the controller waits): a beat a
   clock through the line buffer into the FCU array, each pass's weights, and the accumulator
