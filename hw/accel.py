@@ -77,9 +77,9 @@ from .loops import LoopStack
 from .post import PostUnit
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
+from .loadq import RecordLoader
 from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
 from .weights import WeightPreAdder, set_bytes
-from .words import WordSerializer
 
 __all__ = ["Accelerator"]
 
@@ -388,36 +388,8 @@ class Accelerator(wiring.Component):
                          rd.req_words.eq(words)]
             return rd.idle
 
-        def collect_bytes(per_word, port, slice_bytes=None):
-            """Assemble the read byte stream into ``per_word``-byte records written to
-            ``port`` at ``addr_b``, ``addr_b + 1``, ...; next instruction when the read is
-            done. With ``slice_bytes`` the port writes ``slice_bytes``-byte slices of a record
-            (``granularity``), each as soon as its bytes arrived, so only a slice is
-            collected."""
-            sb = slice_bytes or per_word
-            width = 8 * sb
-            with m.If(rd.out_valid):
-                word = Cat(shreg[8:width], rd.out_data)
-                m.d.sync += shreg[:width].eq(word)
-                with m.If(cnt_b == per_word - 1):
-                    m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
-                with m.Else():
-                    m.d.sync += cnt_b.eq(cnt_b + 1)
-                with m.If(cnt_b[:(sb - 1).bit_length()] == sb - 1):
-                    m.d.comb += [port.addr.eq(addr_b), port.data.eq(word.replicate(per_word // sb))]
-                    if slice_bytes:
-                        k = cnt_b[(sb - 1).bit_length():]         # the slice of the record
-                        m.d.comb += port.en.eq(Const(1, per_word // sb) << k)
-                    else:
-                        m.d.comb += port.en.eq(1)
-            with read_ok():
-                m.next = "NEXT"
-
-        # ---- shared loop registers
-        cnt_b = Signal(range(max(cfg.lb_rows, 2 * P, 4 * QPARAM_WORDS) + 1))
+        # ---- shared registers: a load's first address and its length
         addr_a = Signal(AW)
-        addr_b = Signal(AW)
-        shreg = Signal(max(32, 16 * P))
         nbytes = Signal(AW)
 
         # Loop counters are as wide as the command checks bound them (each bound below follows
@@ -591,9 +563,17 @@ class Accelerator(wiring.Component):
         m.d.comb += [loada.req.ready.eq(rd.idle), loada.beats.valid.eq(ld_valid),
                      loada.beats.payload.eq(ld_data), loada.rd_done.eq(rd.done),
                      loada.rd_err.eq(rd.err)]
-        if cfg.wide_loads:
-            qser = m.submodules.qser = WordSerializer(nb)
-            q_end = Signal(range(cfg.qb_entries + 1))       # past the LOADQ's last record
+
+        # ---------------------------------------------------------------- record loading
+        # LOADQ: the loader's read into the parameter buffer, a word (a record's slice) at a
+        # time
+        loadq = m.submodules.loadq = RecordLoader(cfg)
+        qw = loadq.w.payload
+        m.d.comb += [loadq.req.ready.eq(rd.idle), loadq.beats.valid.eq(ld_valid),
+                     loadq.beats.payload.eq(ld_data), loadq.rd_done.eq(rd.done),
+                     loadq.rd_err.eq(rd.err), qb_w.addr.eq(qw.entry),
+                     qb_w.data.eq(qw.word.replicate(QPARAM_WORDS)),
+                     qb_w.en.eq(loadq.w.valid << qw.slot)]
 
         # ---------------------------------------------------------------- weight loading
         # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
@@ -885,51 +865,28 @@ class Accelerator(wiring.Component):
                           | gt_const(dst + n, cfg.qb_entries)):
                     failure(Err.PARAM)
                 with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
-                    m.d.sync += [addr_b.eq(dst), cnt_b.eq(0)]
                     m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
-                    if cfg.wide_loads:
-                        m.d.sync += q_end.eq(dst + n)
-                    m.next = "LQ_REQ"
-            if not cfg.wide_loads:
-                with m.State("LQ_REQ"):
-                    rd_request(cold(Reg.Q_SRC), nbytes)
-                    m.next = "LQ_DATA"
-                with m.State("LQ_DATA"):
-                    collect_bytes(4 * QPARAM_WORDS, qb_w, slice_bytes=4)
-            else:
-                # records at the bus width: the read's beats, split into words (qser), go to
-                # the buffer a word a clock, each to its slice of its record; the last beat's
-                # bytes past the last record (a bus word wider than 4 bytes) are dropped
-                def q_words():
-                    m.d.comb += qser.o.ready.eq(1)
-                    with m.If(qser.o.valid & (addr_b != q_end)):
-                        m.d.comb += [qb_w.addr.eq(addr_b),
-                                     qb_w.data.eq(qser.o.payload.replicate(QPARAM_WORDS)),
-                                     qb_w.en.eq(Const(1, QPARAM_WORDS) << cnt_b)]
-                        with m.If(cnt_b == QPARAM_WORDS - 1):
-                            m.d.sync += [cnt_b.eq(0), addr_b.eq(addr_b + 1)]
+                    m.next = "LQ_RUN"
+            lq = loadq.cmd.payload
+            m.d.comb += [lq.src.eq(cold(Reg.Q_SRC)), lq.nbytes.eq(nbytes),
+                         lq.dst.eq(rg[Reg.Q_DST]), lq.end.eq(rg[Reg.Q_DST] + rg[Reg.Q_COUNT])]
+            with m.State("LQ_RUN"):
+                # the loader runs the command (its registers hold meanwhile), on the read DMA;
+                # with wide loads the records start on a bus word (the read is in whole beats)
+                cold_addr(Reg.Q_SRC)
+                with m.If(off_word(cold(Reg.Q_SRC)) if cfg.wide_loads else 0):
+                    failure(Err.PARAM)
+                with m.Else():
+                    m.d.comb += [loadq.cmd.valid.eq(1), rd.req_valid.eq(loadq.req.valid),
+                                 rd.req_addr.eq(loadq.req.payload.addr),
+                                 rd.req_len.eq(loadq.req.payload.len),
+                                 rd.req_words.eq(cfg.wide_loads),
+                                 rd.beat_ready.eq(loadq.beats.ready)]
+                    with m.If(loadq.cmd.ready):
+                        with m.If(loadq.err != 0):
+                            failure(loadq.err)
                         with m.Else():
-                            m.d.sync += cnt_b.eq(cnt_b + 1)
-
-                with m.State("LQ_REQ"):
-                    cold_addr(Reg.Q_SRC)
-                    m.d.comb += qser.clear.eq(1)
-                    # records start on a bus word (the read is in whole beats)
-                    with m.If(off_word(cold(Reg.Q_SRC))):
-                        failure(Err.PARAM)
-                    with m.Else():
-                        rd_request(cold(Reg.Q_SRC), nbytes, words=True)
-                        m.next = "LQ_DATA"
-                with m.State("LQ_DATA"):
-                    m.d.comb += [qser.i.valid.eq(ld_valid), qser.i.payload.eq(ld_data),
-                                 rd.beat_ready.eq(qser.i.ready)]
-                    q_words()
-                    with read_ok():
-                        m.next = "LQ_DRAIN"
-                with m.State("LQ_DRAIN"):
-                    q_words()               # the last beat's words
-                    with m.If(qser.idle):
-                        m.next = "NEXT"
+                            m.next = "NEXT"
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
