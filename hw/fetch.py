@@ -108,14 +108,13 @@ class InstructionFetch(wiring.Component):
         stale = Signal()
         m.d.sync += [n_reg.eq(n), stale.eq(0)]
 
-        m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
-                     self.o.payload.err.eq(err)]
         # instructions are handed out once the block's read is over: the DMA is then free for
-        # the commands they start
-        with m.If(~self.busy & ~empty):
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.err.eq(0)]
-        with m.Elif(~self.busy & (err != 0)):
-            m.d.comb += self.o.valid.eq(1)
+        # the commands they start (the payload is driven whole, by plain assignments: see
+        # tests/test_integration_docs.py on processes that nothing triggers)
+        ready_instr = ~self.busy & ~empty
+        m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
+                     self.o.payload.err.eq(Mux(ready_instr, 0, err)),
+                     self.o.valid.eq(ready_instr | (~self.busy & (err != 0)))]
         with m.If(self.o.valid & self.o.ready & ~empty):
             m.d.sync += [rd_i.eq(rd_i + 1), out_pc.eq(out_pc + INSTR_BYTES)]
 

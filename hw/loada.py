@@ -90,11 +90,15 @@ class ActivationLoader(wiring.Component):
         gbase = Signal(range(cfg.lb_rows + 1))    # the channel's first line-buffer row
         g = Signal(range(cfg.lb_rows + 1))        # the line-buffer row written
         blk = Signal(range(cfg.lb_blocks + 1))    # its block
-        m.d.comb += [lbw.row.eq(g), lbw.blk.eq(blk), self.req.payload.len.eq(c.nbytes)]
+        # a payload is driven whole by plain assignments (a field set in a state and another
+        # outside makes a process that nothing triggers in the Verilog)
+        req_addr = Signal(aw)
+        m.d.comb += [lbw.row.eq(g), lbw.blk.eq(blk), self.req.payload.addr.eq(req_addr),
+                     self.req.payload.len.eq(c.nbytes)]
 
         def request(addr):
             """Ask for a read at ``addr``; true: the DMA takes it."""
-            m.d.comb += [self.req.valid.eq(1), self.req.payload.addr.eq(addr)]
+            m.d.comb += [self.req.valid.eq(1), req_addr.eq(addr)]
             return self.req.ready
 
         @contextmanager
@@ -168,7 +172,8 @@ class ActivationLoader(wiring.Component):
         else:
             col = Signal(range(cfg.lb_width))
             sub = Signal(range(L))
-            m.d.comb += self.beats.ready.eq(1)
+            m.d.comb += [self.beats.ready.eq(1), lbw.data.eq(self.beats.payload[0].replicate(L)),
+                         lbw.en.eq(Const(1, L) << sub)]
 
             def start_read(addr, first_of_band, first_of_command=False):
                 request(addr)                   # the reader is idle (the command waits)
@@ -192,9 +197,7 @@ class ActivationLoader(wiring.Component):
                 # a byte a clock into its sub-bank
                 with m.State("DATA"):
                     with m.If(self.beats.valid):
-                        m.d.comb += [self.lb.valid.eq(1),
-                                     lbw.data.eq(self.beats.payload[0].replicate(L)),
-                                     lbw.en.eq(Const(1, L) << sub)]
+                        m.d.comb += self.lb.valid.eq(1)
                         with m.If(col == c.width - 1):
                             m.d.sync += [col.eq(0), blk.eq(0), sub.eq(0), g.eq(g + 1)]
                         with m.Else():
