@@ -25,9 +25,11 @@ semantics):
   of ``L`` samples can start at any column: padding is applied at read time (the zero point
   outside the map), so maps in memory are dense.
 * **Loads**: ``LOADA``'s loader (:class:`ffacc.hw.loada.ActivationLoader`) cuts the read's
-  beats into line-buffer blocks (a block a clock); ``LOADW`` reads int8 taps and pre-adds them
-  on chip (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per
-  (set, engine). Small parts (``wide_loads = False``) take the reader's byte stream instead.
+  beats into line-buffer blocks (a block a clock); ``LOADW``'s loader
+  (:class:`ffacc.hw.loadw.WeightLoader`) reads int8 taps and pre-adds them on chip
+  (:mod:`ffacc.hw.weights`, an engine a clock) into the weight buffer, one row per (set,
+  engine); ``LOADQ``'s (:class:`ffacc.hw.loadq.RecordLoader`) writes the records a word a
+  clock. Small parts (``wide_loads = False``) take the reader's byte stream instead.
 * **CONV** (:class:`ffacc.hw.conv.ConvSequencer`): the controller checks a ``CONV`` and works
   out its geometry, then the sequencer runs its passes (while the controller waits): a beat a
   clock through the line buffer into the FCU array, each pass's weights, and the accumulator
@@ -78,8 +80,9 @@ from .post import PostUnit
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
+from .loadw import WeightLoader
 from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
-from .weights import WeightPreAdder, set_bytes
+from .weights import set_bytes
 
 __all__ = ["Accelerator"]
 
@@ -555,7 +558,6 @@ class Accelerator(wiring.Component):
         # LOADA: the loader's reads into the line buffer (in whole beats through its row
         # packer, a block a clock; on the smallest parts the reader's byte stream, which the
         # pre-adder takes too)
-        lnb = nb if cfg.wide_loads else 1
         ld_valid = rd.beat_valid if cfg.wide_loads else rd.out_valid
         ld_data = rd.beat_data if cfg.wide_loads else rd.out_data
         loada = m.submodules.loada = ActivationLoader(cfg, lbuf.w.payload.shape())
@@ -576,49 +578,24 @@ class Accelerator(wiring.Component):
                      qb_w.en.eq(loadq.w.valid << qw.slot)]
 
         # ---------------------------------------------------------------- weight loading
-        # LOADW: the pre-adder turns the read's int8 taps into an engine's words, written to
-        # engine lw_eng of set lw_set, then the next engine (LW_CHECK sets the first set)
-        wpre = m.submodules.wpre = WeightPreAdder(fc, P, lnb, max_count=cfg.wb_sets * R,
-                                                  compact=not cfg.wide_loads)
+        # LOADW: the loader's read through its pre-adder into the weight buffer, an engine's
+        # words (every lane) a clock; with weight_prefetch and ASYNC in the background (its
+        # read error is kept, with the LOADW's pc, until FETCH stops the run with it)
+        loadw = m.submodules.loadw = WeightLoader(cfg)
         lw_rows = Signal(range(cfg.wb_sets * R + 1))
-        # weight_prefetch: a LOADW with flag ASYNC leaves its read to the loader below and
-        # the controller goes on. The loader has its own row address and MAC flag (the
-        # instruction is gone); lw_rd: it owns the read DMA (to the read's end), lw_bg: it runs
-        # (to the pre-adder's last row), over sets lw_lo..lw_hi-1. A read error is kept
-        # (lw_err, lw_pc) until FETCH stops the run with it.
-        lw_rd = Signal()
-        lw_bg = Signal()
-        lw_err = Signal(range(max(Err) + 1))
         lw_pc = Signal(AW)
-        lw_lo = Signal(range(cfg.wb_sets + 1))
-        lw_hi = Signal(range(cfg.wb_sets + 1))
-        lw_set = Signal(range(cfg.wb_sets + 1))
-        lw_eng = Signal(range(R))
-        if pf:
-            lw_mac = Signal()
-            with m.If(lw_rd):
-                m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
-                with m.If(rd.done):
-                    m.d.sync += [lw_rd.eq(0), lw_err.eq(rd.err)]
-                    with m.If(rd.err != 0):             # the pre-adder waits for no more beats
-                        m.d.sync += lw_bg.eq(0)
-            with m.Elif(lw_bg & wpre.idle):
-                m.d.sync += lw_bg.eq(0)
-        else:
-            lw_mac = cmd_flags[0]
-        m.d.comb += [wpre.i.payload.eq(ld_data), wpre.mac.eq(lw_mac), wpre.o.ready.eq(1)]
-        with m.If(wpre.o.valid):
-            m.d.comb += [wb_w.en.eq(1 << lw_eng), wb_w.addr.eq(lw_set),
-                         wb_w.data.eq(Value.cast(wpre.o.payload).replicate(R))]
-            with m.If(lw_eng == R - 1):
-                m.d.sync += [lw_eng.eq(0), lw_set.eq(lw_set + 1)]
-            with m.Else():
-                m.d.sync += lw_eng.eq(lw_eng + 1)
+        lww = loadw.w.payload
+        m.d.comb += [loadw.req.ready.eq(rd.idle), loadw.beats.valid.eq(ld_valid),
+                     loadw.beats.payload.eq(ld_data), loadw.rd_done.eq(rd.done),
+                     loadw.rd_err.eq(rd.err), loadw.clear.eq(start),
+                     wb_w.addr.eq(lww.set), wb_w.data.eq(lww.data.replicate(R)),
+                     wb_w.en.eq(loadw.w.valid << lww.engine)]
+        with m.If(loadw.bg_reading):
+            m.d.comb += rd.beat_ready.eq(loadw.beats.ready)
         # a pass's setup reads its set's word (all engines) and writes it to the FCUs a clock
         # later; a set a background LOADW is loading is read when the load is over
-        m.d.comb += wb_r.addr.eq(seq.w_set)
-        if pf:
-            m.d.comb += seq.w_set_busy.eq(lw_bg & (seq.w_set >= lw_lo) & (seq.w_set < lw_hi))
+        m.d.comb += [wb_r.addr.eq(seq.w_set), loadw.probe.eq(seq.w_set),
+                     seq.w_set_busy.eq(loadw.probe_busy)]
         for lane, f in enumerate(fcus):
             m.d.comb += [f.w_en.eq(seq.w_write), f.w_addr.eq(0),
                          f.w_data.eq(Cat(wb_r.data[r * EW + lane * MT * gw:
@@ -638,8 +615,6 @@ class Accelerator(wiring.Component):
                 with m.If(start):
                     m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
                                  err_code.eq(0), err_pc.eq(0)]
-                    if pf:
-                        m.d.sync += [lw_bg.eq(0), lw_err.eq(0)]
                     m.d.sync += po_async.eq(0)
                     m.next = "FETCH"
             if fu:
@@ -648,7 +623,8 @@ class Accelerator(wiring.Component):
                     # (not while a background LOADW reads: it then waits to ask for a block)
                     # (nor once it failed: the run stops here, and a block read would be left
                     # on the bus)
-                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~lw_rd & (lw_err == 0)),
+                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~loadw.bg_reading
+                                               & (loadw.bg_err == 0)),
                                  rd.req_valid.eq(fu.req_valid), rd.req_addr.eq(fu.req_addr),
                                  rd.req_len.eq(fu.req_len), rd.req_words.eq(fu.req_words)]
                     # a command that reads memory, and END, start after a background LOADW
@@ -656,13 +632,13 @@ class Accelerator(wiring.Component):
                     fop = fu.o.payload.instr[0:8]
                     reads = Const(0, 1)
                     if pf:
-                        reads = lw_bg & fop.matches(*WAITS_FOR_LOADER)
+                        reads = loadw.bg_busy & fop.matches(*WAITS_FOR_LOADER)
                     if cfg.post_overlap:
                         reads = reads | (po_pending & fop.matches(*WAITS_FOR_POST))
-                    with m.If(lw_err != 0 if pf else Const(0, 1)):
+                    with m.If(loadw.bg_err != 0 if pf else Const(0, 1)):
                         # a background LOADW's read failed: the run stops at that LOADW
                         m.d.comb += fail_pc.eq(lw_pc)
-                        failure(lw_err)
+                        failure(loadw.bg_err)
                     with m.Elif(po_async & ~po_pending & (po.err != 0) if cfg.post_overlap
                                 else Const(0, 1)):
                         # a background POST failed: the run stops at that POST
@@ -818,9 +794,6 @@ class Accelerator(wiring.Component):
                 with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.sync += [lw_set.eq(dst), lw_eng.eq(0)]
-                    if pf:
-                        m.d.sync += [lw_mac.eq(cmd_flags[0]), lw_lo.eq(dst), lw_hi.eq(dst + n)]
                     m.next = "LW_M1" if cfg.wide_loads else "LW_M2"
             if cfg.wide_loads:
                 # the engines to expect: the last beat's extra bytes are dropped after them
@@ -832,32 +805,30 @@ class Accelerator(wiring.Component):
                 per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with product(rg[Reg.W_COUNT], per_set) as p:
                     m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
-                    m.next = "LW_REQ"
-            with m.State("LW_REQ"):
+                    m.next = "LW_RUN"
+            lwc = loadw.cmd.payload
+            m.d.comb += [lwc.src.eq(cold(Reg.W_SRC)), lwc.nbytes.eq(nbytes),
+                         lwc.rows.eq(lw_rows), lwc.dst.eq(rg[Reg.W_DST]), lwc.n.eq(rg[Reg.W_COUNT]),
+                         lwc.mac.eq(cmd_flags[0]), lwc.background.eq(cmd_flags[1])]
+            with m.State("LW_RUN"):
+                # the loader runs the command (its registers hold meanwhile), on the read DMA,
+                # or takes it with its read (ASYNC) and the next instruction runs; with wide
+                # loads the weights start on a bus word (the read is in whole beats)
                 cold_addr(Reg.W_SRC)
-                m.d.comb += [wpre.clear.eq(1), wpre.count.eq(lw_rows)]
-                # weights start on a bus word (wide loads read whole beats)
                 with m.If(off_word(cold(Reg.W_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
-                    rd_request(cold(Reg.W_SRC), nbytes, words=cfg.wide_loads)
-                    m.next = "LW_DATA"
-                    if pf:
-                        with m.If(cmd_flags[1]):
-                            # ASYNC: the loader takes the read, the next instruction runs
-                            m.d.sync += [lw_rd.eq(1), lw_bg.eq(1), lw_pc.eq(pc)]
+                    m.d.comb += [loadw.cmd.valid.eq(1), rd.req_valid.eq(loadw.req.valid),
+                                 rd.req_addr.eq(loadw.req.payload.addr),
+                                 rd.req_len.eq(loadw.req.payload.len),
+                                 rd.req_words.eq(cfg.wide_loads),
+                                 rd.beat_ready.eq(loadw.beats.ready)]
+                    with m.If(loadw.cmd.ready):
+                        with m.If(loadw.err != 0):
+                            failure(loadw.err)
+                        with m.Else():
+                            m.d.sync += lw_pc.eq(pc)        # a background read's error names it
                             m.next = "NEXT"
-            # int8 taps, a bus beat per clock, through the pre-adder (wpre, below) into the
-            # buffer
-            with m.State("LW_DATA"):
-                m.d.comb += [wpre.i.valid.eq(ld_valid), rd.beat_ready.eq(wpre.i.ready)]
-                with read_ok():
-                    # the small parts' pre-adder wrote the last engine with its last byte
-                    m.next = "LW_DRAIN" if cfg.wide_loads else "NEXT"
-            if cfg.wide_loads:
-                with m.State("LW_DRAIN"):
-                    with m.If(wpre.idle):
-                        m.next = "NEXT"
             with m.State("LQ_CHECK"):
                 cold_addr(Reg.Q_SRC)
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
@@ -1085,7 +1056,7 @@ class Accelerator(wiring.Component):
             # would take its beats) and the post-processor is done (a background POST, or
             # the elements an ADD gave it): until then it is busy, in IDLE. A background POST
             # came first: its error, if it has one, is the run's.
-            bg = ((lw_rd if pf else Const(0, 1))
+            bg = ((loadw.bg_reading if pf else Const(0, 1))
                   | (po_pending if cfg.post_overlap or cfg.add_unit else 0))
             halting = Signal()
             with m.If(fail & bg):
