@@ -77,6 +77,7 @@ from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
+from .regs import COLD, ParamRegs
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
@@ -238,28 +239,16 @@ class Accelerator(wiring.Component):
                      self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
 
         # ---------------------------------------------------------------- parameter registers
-        # "Cold" registers, each read in one place (a base address, a stride, the first row),
-        # live in a block RAM that every SET writes: the state before the one that needs a
-        # cold register presents its index (`cold_addr`), and the value is there a cycle
-        # later (`cold`). The others are flip-flops, read where and as often as needed.
+        # (hw/regs.py): a cold register is read by presenting its index (`cold_addr`) in the
+        # state before the one that needs it (`cold`); the hot ones (`rg`) are flip-flops
         rbits = reg_bits(cfg)
-        COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0,
-                Reg.C_Y0)
-        regs = [None if r in COLD else Signal(rbits[r], name=f"reg_{r.name.lower()}")
-                for r in Reg]
-        rg = {r: regs[r] for r in Reg if r not in COLD}
-        # with hardware loops the RAM holds every register at full width: INC reads it there
-        rfm = m.submodules.cold_regs = Memory(
-            shape=unsigned(max(rbits[r] for r in (Reg if cfg.loop_depth else COLD))),
-            depth=len(Reg), init=[])
-        rf_w = rfm.write_port()
-        rf_r = rfm.read_port(transparent_for=())
+        params = m.submodules.params = ParamRegs(cfg)
+        rg = {r: params.hot[r.name.lower()] for r in params.hot_regs}
 
         def cold_addr(r):
-            m.d.comb += rf_r.addr.eq(r)
+            m.d.comb += params.r_addr.eq(r)
 
-        def cold(r):
-            return rf_r.data[:rbits[r]]
+        cold = params.cold
 
         # ---------------------------------------------------------------- buffers
         # the weight buffer: one word per set, for every engine its M * T pre-added words for
@@ -338,23 +327,14 @@ class Accelerator(wiring.Component):
         # a SET value wider than its register (reg_bits); set_val is what SET or INC writes
         # (the check looks at the immediate, so INC's adder is not in front of it)
         set_val = Signal(34)
-        set_wide = Signal()
-        m.d.comb += set_val.eq(imm)
-        with m.Switch(ireg):
-            for r in Reg:
-                if rbits[r] < 32:
-                    with m.Case(r):
-                        m.d.comb += set_wide.eq(imm[rbits[r]:].any())
+        set_wide = params.chk_wide
+        m.d.comb += [set_val.eq(imm), params.chk_reg.eq(ireg), params.chk_value.eq(imm)]
 
         def write_reg():
             """Parameter register ``ireg`` = ``set_val`` (a SET checked, an INC modulo the
             register's width), then the next instruction."""
-            m.d.comb += [rf_w.addr.eq(ireg), rf_w.data.eq(set_val), rf_w.en.eq(1)]
-            with m.Switch(ireg):
-                for r in Reg:
-                    if r not in COLD:
-                        with m.Case(r):
-                            m.d.sync += regs[r].eq(set_val)
+            m.d.comb += [params.w.valid.eq(1), params.w.payload.reg.eq(ireg),
+                         params.w.payload.value.eq(set_val)]
             take_next()
 
         def take_next():
@@ -730,7 +710,7 @@ class Accelerator(wiring.Component):
                 with m.State("INC"):
                     # the register from the RAM (decode presented its index) plus the signed
                     # immediate, modulo the register's width (the writes keep its bits)
-                    m.d.comb += set_val.eq(rf_r.data + imm.as_signed())
+                    m.d.comb += set_val.eq(params.r_data + imm.as_signed())
                     write_reg()
             with m.State("NEXT"):
                 if fu:

@@ -1,0 +1,77 @@
+"""The parameter registers that ``SET`` and ``INC`` write and the commands read.
+
+"Cold" registers (:data:`COLD`: each read in one place, a base address, a stride, the first
+row) live only in a small RAM that every write goes to; the others (*hot*) are also
+flip-flops, read wherever and as often as needed. A cold register is read by presenting its
+index (``r_addr``); its value is on ``r_data`` the clock after. With hardware loops the RAM
+holds every register at full width, so ``INC`` reads its register there.
+"""
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ffacc.firmware.isa import Reg, reg_bits
+
+__all__ = ["ParamRegs", "COLD"]
+
+COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0, Reg.C_Y0)
+
+
+class ParamRegs(wiring.Component):
+    """The registers of :class:`~ffacc.firmware.isa.Reg` for an :class:`AcceleratorConfig`
+    ``cfg`` (widths: :func:`~ffacc.firmware.isa.reg_bits`).
+
+    Ports
+    -----
+    w : In(stream of {reg, value}), always ready
+        Write ``value`` (its low bits: the register's width) into register ``reg`` (a valid
+        index: the controller refuses others).
+    r_addr : In, r_data : Out
+        The RAM's read port: the register ``r_addr`` names, the clock after (cold registers,
+        and with ``loop_depth`` every register, for ``INC``).
+    hot : Out(struct of the hot registers, by lower-case name)
+        The flip-flop copies.
+    chk_reg, chk_value : In, chk_wide : Out(1)
+        Whether ``chk_value`` (a ``SET``'s immediate) has a bit set above register
+        ``chk_reg``'s width.
+    """
+
+    def __init__(self, cfg):
+        self.bits = rb = reg_bits(cfg)
+        self.hot_regs = [r for r in Reg if r not in COLD]
+        self.ram_bits = max(rb[r] for r in (Reg if cfg.loop_depth else COLD))
+        super().__init__({
+            "w": In(stream.Signature(data.StructLayout({"reg": range(len(Reg)), "value": 34}),
+                                     always_ready=True)),
+            "r_addr": In(range(len(Reg))), "r_data": Out(self.ram_bits),
+            "hot": Out(data.StructLayout({r.name.lower(): unsigned(rb[r])
+                                          for r in self.hot_regs})),
+            "chk_reg": In(8), "chk_value": In(32), "chk_wide": Out(1),
+        })
+
+    def cold(self, r):
+        """Register ``r``'s value on ``r_data`` (presented on ``r_addr`` the clock before)."""
+        return self.r_data[:self.bits[r]]
+
+    def elaborate(self, platform):
+        m = Module()
+        rb = self.bits
+        ram = m.submodules.ram = Memory(shape=unsigned(self.ram_bits), depth=len(Reg), init=[])
+        wp = ram.write_port()
+        rp = ram.read_port(transparent_for=())
+        w = self.w.payload
+        m.d.comb += [wp.addr.eq(w.reg), wp.data.eq(w.value), wp.en.eq(self.w.valid),
+                     rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+        with m.If(self.w.valid):
+            with m.Switch(w.reg):
+                for r in self.hot_regs:
+                    with m.Case(r):
+                        m.d.sync += self.hot[r.name.lower()].eq(w.value)
+        with m.Switch(self.chk_reg):
+            for r in Reg:
+                if rb[r] < 32:
+                    with m.Case(r):
+                        m.d.comb += self.chk_wide.eq(self.chk_value[rb[r]:].any())
+        return m
