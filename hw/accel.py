@@ -58,8 +58,7 @@ semantics):
 from contextlib import contextmanager
 from functools import partial
 
-from amaranth.hdl import (Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value,
-                          signed, unsigned)
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -77,7 +76,8 @@ from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
-from .regs import COLD, ParamRegs
+from .add import AddSequencer
+from .regs import ParamRegs
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
@@ -87,7 +87,6 @@ from .weights import set_bytes
 
 __all__ = ["Accelerator"]
 
-ADD_CHUNK = 16
 
 
 def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
@@ -479,14 +478,15 @@ class Accelerator(wiring.Component):
         # else read in place (PO_WAIT presents it)
         m.d.comb += pp.cstride.eq(po_cstride if cfg.post_overlap else cold(Reg.O_CSTRIDE))
 
-        # an ADD chunk's operands: written at the read's byte count, then shifted down an
-        # element a clock, so the element in AD_RUN is always entry 0 (no 16-way multiplexer
-        # in front of its multipliers: that was the ULX3S's critical path)
-        ad_a = Array(Signal(8, name=f"ad_a{k}", reset_less=True) for k in range(ADD_CHUNK))
-        ad_b = Array(Signal(8, name=f"ad_b{k}", reset_less=True) for k in range(ADD_CHUNK))
-        ad_off = Signal(A)
-        ad_len = Signal(range(ADD_CHUNK + 1))
-        ad_k = Signal(range(ADD_CHUNK + 1))
+        # the ADD sequencer (hw/add.py): its operands' reads, its elements to the
+        # post-processor
+        if cfg.add_unit:
+            addu = m.submodules.add = AddSequencer(cfg)
+            wiring.connect(m, addu.o, po.ext)
+            m.d.comb += [addu.req.ready.eq(rd.idle), addu.bytes.valid.eq(rd.out_valid),
+                         addu.bytes.payload.eq(rd.out_data), addu.rd_done.eq(rd.done),
+                         addu.rd_err.eq(rd.err), addu.po_running.eq(po_pending),
+                         addu.po_err.eq(po.err)]
 
         # ---------------------------------------------------------------- CONV sequencer
         # a checked CONV (CV_M4 gives it, CV_RUN waits): its passes' beats through the line
@@ -976,55 +976,29 @@ class Accelerator(wiring.Component):
                     with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
                         failure(Err.PARAM)
                     with m.Else():
-                        m.d.sync += ad_off.eq(0)
                         m.next = "AD_DST"
                 with m.State("AD_DST"):
                     # the post-processor writes the elements from O_DST on
+                    cold_addr(Reg.A_SRC)                    # the sequencer's, from now on
                     m.d.sync += [po_lanebase.eq(aclamp(cold(Reg.O_DST))), po_valid.eq(1),
                                  po_async.eq(0)]
-                    m.next = "AD_CHUNK"
-                with m.State("AD_CHUNK"):
-                    cold_addr(Reg.A_SRC)                    # AD_RA's source
-                    left = rg[Reg.D_N] - ad_off
-                    with m.If(ad_off >= rg[Reg.D_N]):
-                        m.next = "PO_WAIT"
-                    with m.Elif(~po_pending):               # it stopped early: an error
-                        failure(po.err)
-                    with m.Else():
-                        m.d.sync += [ad_len.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), ad_k.eq(0)]
-                        m.next = "AD_RA"
-                # the chunk of a, then the chunk of b, into their registers
-                for st, src, buf, nxt in (("AD_RA", Reg.A_SRC, ad_a, "AD_RB"),
-                                          ("AD_RB", Reg.D_SRC2, ad_b, "AD_RUN")):
-                    with m.State(st):
-                        rd_request((cold(src) if src in COLD else rg[src]) + ad_off, ad_len)
-                        m.next = st + "_DATA"
-                    with m.State(st + "_DATA"):
-                        with m.If(rd.out_valid):
-                            m.d.sync += [buf[ad_k[:4]].eq(rd.out_data), ad_k.eq(ad_k + 1)]
-                        with read_ok():
-                            m.d.sync += ad_k.eq(0)
-                            m.next = nxt
-                # an element a clock to the post-processor: (a - za) ka and (b - zb) kb on
-                # the ADD's own multipliers; it sums them and requantizes
+                    m.next = "AD_RUN"
+                ac = addu.cmd.payload
+                m.d.comb += [ac.a.eq(cold(Reg.A_SRC)), ac.b.eq(rg[Reg.D_SRC2]),
+                             ac.n.eq(rg[Reg.D_N]), ac.za.eq(sz[8:16]), ac.zb.eq(sz[16:24]),
+                             ac.ka.eq(kab[:16]), ac.kb.eq(kab[16:32])]
                 with m.State("AD_RUN"):
-                    a = Signal(signed(10))
-                    b = Signal(signed(10))
-                    m.d.comb += [a.eq(s8(ad_a[0]) - s8(sz[8:16])),
-                                 b.eq(s8(ad_b[0]) - s8(sz[16:24])),
-                                 po.ext.valid.eq(ad_k != ad_len),
-                                 po.ext.payload.pa.eq(a * Cat(kab[:16], Const(0, 1)).as_signed()),
-                                 po.ext.payload.pb.eq(b * Cat(kab[16:32], Const(0, 1)).as_signed()),
-                                 po.ext.payload.last.eq(ad_off + ad_k + 1 == rg[Reg.D_N])]
-                    with m.If(po.ext.valid & po.ext.ready):
-                        m.d.sync += ad_k.eq(ad_k + 1)
-                        for buf in (ad_a, ad_b):
-                            m.d.sync += [buf[k].eq(buf[k + 1]) for k in range(ADD_CHUNK - 1)]
-                    with m.If(~po_pending):                 # it stopped early: an error
-                        failure(po.err)
-                    with m.Elif(ad_k == ad_len):
-                        m.d.sync += ad_off.eq(ad_off + ad_len)
-                        m.next = "AD_CHUNK"
+                    # the sequencer runs the command (its registers hold meanwhile), on the
+                    # read DMA; then POST_WAIT waits for the post-processor's last write
+                    cold_addr(Reg.A_SRC)
+                    m.d.comb += [addu.cmd.valid.eq(1), rd.req_valid.eq(addu.req.valid),
+                                 rd.req_addr.eq(addu.req.payload.addr),
+                                 rd.req_len.eq(addu.req.payload.len)]
+                    with m.If(addu.cmd.ready):
+                        with m.If(addu.err != 0):
+                            failure(addu.err)
+                        with m.Else():
+                            m.next = "PO_WAIT"
 
         # any state: a failure stops the run
         with m.If(fail):

@@ -32,7 +32,7 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.hw.accel import ADD_CHUNK
+from ffacc.hw.add import ADD_CHUNK
 from ffacc.hw.weights import set_bytes
 
 __all__ = ["CycleModel", "writer_stalls"]
