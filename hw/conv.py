@@ -69,6 +69,117 @@ def conv_command_layout(cfg):
     })
 
 
+class PassSetup(wiring.Component):
+    """A pass's setup: each of the ``R`` engines is assigned its (channel, kernel row) pair, a
+    clock an engine, and the pass's weight set is read from the weight buffer and written to
+    the FCUs the clock after.
+
+    Parameters
+    ----------
+    cfg : AcceleratorConfig
+    row_bits : int
+        Bits of a line-buffer row index (the line buffer's ``row_bits``).
+
+    Ports
+    -----
+    cmd : In(:func:`conv_command_layout`)
+        The command's fields (held while it runs).
+    restart : In(1)
+        A piece starts: the next pair assigned is its first (channel 0, kernel row 0).
+    start, first, set : In
+        Set up the pass whose first pair is ``first``, with weight set ``set``. With
+        ``back_to_back`` the first engine is assigned in this clock (the clock that swaps the
+        previous setup's registers into the streaming pass).
+    act, G, h0, slots : Out
+        The pass's engines: which run, their line-buffer rows at output row 0 (modulo
+        ``2**row_bits``) and their rows' offsets from the output row, and the multiplier
+        slots of a beat (registers, written as the engines are assigned).
+    p0 : Out
+        The pass's first pair.
+    w_set : Out, w_set_busy : In(1), w_write : Out(1)
+        The weight set read (its word is there the clock after), whether a background load
+        is writing it (the read waits), and the FCUs' write of the word read the clock before.
+    bad : Out(1)
+        The set is past the weight buffer.
+    last : Out(1), ready : Out(1)
+        The setup's last clock; the set-up pass can start (``last``, or no setup runs).
+    """
+
+    def __init__(self, cfg, row_bits):
+        self.cfg = cfg
+        g = conv_bounds(cfg)
+        R = cfg.rows
+        super().__init__({
+            "cmd": In(conv_command_layout(cfg)),
+            "restart": In(1), "start": In(1), "first": In(range(g["n_pairs"] + R + 1)),
+            "set": In(range(cfg.wb_sets + 2)),
+            "act": Out(R), "G": Out(data.ArrayLayout(row_bits, R)),
+            "h0": Out(data.ArrayLayout(signed(10), R)), "slots": Out(32),
+            "p0": Out(range(g["n_pairs"] + R + 1)),
+            "w_set": Out(range(cfg.wb_sets + 2)), "w_set_busy": In(1), "w_write": Out(1),
+            "bad": Out(1), "last": Out(1), "ready": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, c = self.cfg, self.cmd
+        b2b, R = cfg.back_to_back, cfg.rows
+        run = Signal()
+        asg = Signal(range(R + 1))                  # engines assigned
+        pc = Signal(range(cfg.max_kernel + 1))      # the next pair's kernel row
+        # the next pair's channel's first line-buffer row, c * pitch: below lb_rows for every
+        # channel c < nch (the controller checks), which are the engines that run; past the
+        # last one it may wrap (those engines are inactive)
+        cbase = Signal(range(2 * cfg.lb_rows))
+        wa = Signal()                               # the set's word is read
+        m.d.sync += self.w_write.eq(0)
+        # back to back, the pass can start in the clock its weights are written (the idle
+        # bank: its first beat is multiplied 3 clocks later); with one bank the write is over
+        # first
+        m.d.comb += [self.last.eq(run & ge_const(asg, R) & wa
+                                  & (Const(1) if b2b else ~self.w_write)),
+                     self.ready.eq(self.last | ~run)]
+
+        def assign(r_now, pair, slots_before):
+            """Engine ``r_now`` takes pair ``pair`` (at pc, cbase), the pass's multiplier slots
+            so far being ``slots_before``; the pair after it is next."""
+            act_now = pair < c.npairs
+
+            def engine(r):
+                m.d.sync += [self.act[r].eq(act_now), self.G[r].eq(cbase + pc - c.pt - c.hb0),
+                             self.h0[r].eq(pc - c.pt)]
+            if isinstance(r_now, int):
+                engine(r_now)
+            else:
+                with m.Switch(r_now):
+                    for r in range(R):
+                        with m.Case(r):
+                            engine(r)
+            m.d.sync += self.slots.eq(slots_before + Mux(act_now, c.slots, 0))
+            with m.If(pc + 1 == c.kh):
+                m.d.sync += [pc.eq(0), cbase.eq(cbase + c.pitch)]
+            with m.Else():
+                m.d.sync += pc.eq(pc + 1)
+            m.d.sync += asg.eq(r_now + 1)
+
+        with m.If(self.restart):
+            m.d.sync += [pc.eq(0), cbase.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [run.eq(1), asg.eq(0), wa.eq(0), self.act.eq(0), self.slots.eq(0),
+                         self.bad.eq(ge_const(self.set, cfg.wb_sets)),
+                         self.w_set.eq(self.set), self.p0.eq(self.first)]
+            if b2b:
+                assign(0, self.first, 0)
+        with m.Elif(run):
+            with m.If(lt_const(asg, R)):
+                assign(asg, self.p0 + asg, self.slots)
+            with m.If(~wa & ~self.w_set_busy):
+                m.d.sync += [wa.eq(1), self.w_write.eq(1)]
+            with m.If(self.last):
+                m.d.sync += run.eq(0)
+        return m
+
+
 class ConvSequencer(wiring.Component):
     """Passes and beats of one ``CONV`` at a time, for an :class:`AcceleratorConfig` ``cfg``.
 
@@ -145,27 +256,23 @@ class ConvSequencer(wiring.Component):
         # the engines of the streaming pass: which run, their rows (g, a line-buffer row
         # modulo 2**GW: every row read is in [0, lb_rows), bad_row checks it) and their rows'
         # offsets from the output row (h0)
-        eng_act = Signal(R)
-        eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
-        eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
-        slots = Signal(32)
-        # the pass being set up: the engine assignment and the weights of the pass starting at
-        # pair su_p0. With back_to_back it fills a shadow of the engine registers and the
-        # FCUs' idle weight bank while the current pass streams; swap() makes it current.
-        # Otherwise it writes the engine registers and the one bank between passes.
-        su_start = Signal()
-        su_run = Signal()
-        su_p0 = Signal(range(n_pairs + R + 1))
-        su_bad = Signal()               # its weight set is outside the buffer
-        su_set = Signal(range(cfg.wb_sets + 2))
+        # the pass being set up (PassSetup): the engine assignment and the weights of the pass
+        # starting at pair su.p0. With back_to_back it fills its registers (a shadow of the
+        # streaming pass's) and the FCUs' idle weight bank while the current pass streams;
+        # swap() makes it current. Otherwise its registers are the streaming pass's, and it
+        # writes them and the one bank between passes.
+        su = m.submodules.setup = PassSetup(cfg, GW)
         su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
-        su_asg = Signal(range(R + 1))   # engines assigned
-        su_pc = Signal(range(cfg.max_kernel + 1))   # the next pair's kernel row
-        # the next pair's channel's first line-buffer row, c * pitch: below lb_rows for every
-        # channel c < nch (the controller checks), which are the engines that run; past the
-        # last one it may wrap (those engines are inactive)
-        su_cbase = Signal(range(2 * cfg.lb_rows))
-        su_wa = Signal()                # the setup's weights are read
+        m.d.comb += su.cmd.eq(c)
+        if b2b:
+            eng_act = Signal(R)
+            eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
+            eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
+            slots = Signal(32)
+        else:
+            eng_act, slots = su.act, su.slots
+            eng_G = [su.G[r] for r in range(R)]
+            eng_h0 = [su.h0[r] for r in range(R)]
         # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
         # products read its bank 3 clocks after its issue (line buffer, stage 2, the engine's
         # pre-add); the setup writes the bank after the streaming one, which the pass before
@@ -174,13 +281,6 @@ class ConvSequencer(wiring.Component):
         bank = Signal(range(NBANK))
         bank_next = Signal(range(NBANK))
         m.d.comb += bank_next.eq(Mux(bank == NBANK - 1, 0, bank + 1))
-        if b2b:
-            nxt_act = Signal(R)
-            nxt_G = [Signal(GW, name=f"nxt{r}_G") for r in range(R)]
-            nxt_h0 = [Signal(signed(10), name=f"nxt{r}_h0") for r in range(R)]
-            nxt_slots = Signal(32)
-        else:
-            nxt_act, nxt_G, nxt_h0, nxt_slots = eng_act, eng_G, eng_h0, slots
         # stream counters: output row (absolute, and in the pass), beat in the row, column
         st_y = Signal(16)
         st_yl = Signal(range(cfg.acc_blocks + 1))
@@ -226,61 +326,14 @@ class ConvSequencer(wiring.Component):
             with m.Else():
                 m.d.sync += ot_b.eq(ot_b + 1)
 
-        # ---- pass setup (see su_start): an engine a clock is assigned its pair; the set's
-        # word (every engine) is read from the weight buffer and written to the FCUs the
-        # clock after
-        w_write = Signal()
-        m.d.sync += w_write.eq(0)
-        m.d.comb += [self.w_set.eq(su_set), self.w_write.eq(w_write), self.w_bank.eq(bank_next)]
-        su_last = Signal()              # the setup's last clock
-        su_ready = Signal()             # the set-up pass can be swapped in
-        su_first = Signal.like(su_p0)   # with su_start: the first pair of the pass it sets up
-        # back to back, the pass can start in the clock its weights are written (the idle
-        # bank: its first beat is multiplied 3 clocks later); with one bank the setup's
-        # write is over first
-        m.d.comb += [su_last.eq(su_run & ge_const(su_asg, R) & su_wa
-                                & (Const(1) if b2b else ~w_write)),
-                     su_ready.eq(su_last | ~su_run)]
+        # ---- pass setup: the weight buffer's word read, written to the FCUs' next bank
+        m.d.comb += [self.w_set.eq(su.w_set), su.w_set_busy.eq(self.w_set_busy),
+                     self.w_write.eq(su.w_write), self.w_bank.eq(bank_next)]
 
-        def assign(r_now, pair, slots_before):
-            """Engine ``r_now`` takes pair ``pair`` (at su_pc, su_cbase) of the pass being set
-            up, whose multiplier slots so far are ``slots_before``; the pair after it is next."""
-            act_now = pair < c.npairs
-
-            def engine(r):
-                m.d.sync += [nxt_act[r].eq(act_now),
-                             nxt_G[r].eq(su_cbase + su_pc - c.pt - c.hb0),
-                             nxt_h0[r].eq(su_pc - c.pt)]
-            if isinstance(r_now, int):
-                engine(r_now)
-            else:
-                with m.Switch(r_now):
-                    for r in range(R):
-                        with m.Case(r):
-                            engine(r)
-            m.d.sync += nxt_slots.eq(slots_before + Mux(act_now, c.slots, 0))
-            with m.If(su_pc + 1 == c.kh):
-                m.d.sync += [su_pc.eq(0), su_cbase.eq(su_cbase + c.pitch)]
-            with m.Else():
-                m.d.sync += su_pc.eq(su_pc + 1)
-            m.d.sync += su_asg.eq(r_now + 1)
-
-        with m.If(su_start):
-            # the pass takes the next weight set; back to back, its first engine is assigned
-            # at once (the swap that starts the setup reads the shadow registers in this
-            # clock, and the pairs before it are assigned)
-            m.d.sync += [su_run.eq(1), su_asg.eq(0), su_wa.eq(0), nxt_act.eq(0),
-                         nxt_slots.eq(0), su_bad.eq(ge_const(wset, cfg.wb_sets)),
-                         su_set.eq(wset), wset.eq(wset + 1)]
-            if b2b:
-                assign(0, su_first, 0)
-        with m.Elif(su_run):
-            with m.If(lt_const(su_asg, R)):
-                assign(su_asg, su_p0 + su_asg, nxt_slots)
-            with m.If(~su_wa & ~self.w_set_busy):
-                m.d.sync += [su_wa.eq(1), w_write.eq(1)]
-            with m.If(su_last):
-                m.d.sync += su_run.eq(0)
+        def setup(first):
+            """Set up the pass starting at pair ``first``: it takes the next weight set."""
+            m.d.comb += [su.start.eq(1), su.first.eq(first), su.set.eq(wset)]
+            m.d.sync += wset.eq(wset + 1)
 
         def stream_start():
             m.d.sync += [st_y.eq(c.y0), st_yl.eq(0), st_b.eq(0), st_col.eq(col0)]
@@ -288,15 +341,15 @@ class ConvSequencer(wiring.Component):
         def swap():
             """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
             after it starts, if the piece has one."""
-            m.d.sync += [eng_act.eq(nxt_act), slots.eq(nxt_slots), p0.eq(su_p0),
+            m.d.sync += [eng_act.eq(su.act), slots.eq(su.slots), p0.eq(su.p0),
                          bank.eq(bank_next)]
-            m.d.sync += [a.eq(b) for a, b in zip(eng_G + eng_h0, nxt_G + nxt_h0)]
+            m.d.sync += [eng_G[r].eq(su.G[r]) for r in range(R)]
+            m.d.sync += [eng_h0[r].eq(su.h0[r]) for r in range(R)]
             stream_start()
-            more = su_p0 + R < c.npairs
-            m.d.comb += [su_start.eq(more), su_first.eq(su_p0 + R)]
+            more = su.p0 + R < c.npairs
             m.d.sync += su_next.eq(more)
             with m.If(more):
-                m.d.sync += su_p0.eq(su_p0 + R)
+                setup(su.p0 + R)
 
         def end(err=0):
             m.d.comb += [self.cmd.ready.eq(1), self.err.eq(err)]
@@ -313,8 +366,8 @@ class ConvSequencer(wiring.Component):
                 # col0 + L * K0, which K0 makes non-negative for every legal padding)
                 c0 = Signal(signed(17))
                 m.d.comb += c0.eq(pieceoff - c.pl - Mux(c.mac, 0, g["d"]))
-                m.d.sync += [col0.eq(c0), colv.eq(c0 + L * K0), colblk0.eq(-K0), p0.eq(0),
-                             su_pc.eq(0), su_cbase.eq(0)]
+                m.d.sync += [col0.eq(c0), colv.eq(c0 + L * K0), colblk0.eq(-K0), p0.eq(0)]
+                m.d.comb += su.restart.eq(1)
                 m.next = "DIV"
             with m.State("DIV"):
                 with m.If(ge_const(colv, L)):
@@ -327,11 +380,10 @@ class ConvSequencer(wiring.Component):
                 with m.If(ge_const(wset, cfg.wb_sets)):
                     end(err=1)
                 with m.Else():
-                    m.d.comb += [su_start.eq(1), su_first.eq(p0)]
-                    m.d.sync += su_p0.eq(p0)
+                    setup(p0)
                     m.next = "SETUP"
             with m.State("SETUP"):
-                with m.If(su_last):
+                with m.If(su.last):
                     if b2b:
                         swap()
                     else:
@@ -349,7 +401,7 @@ class ConvSequencer(wiring.Component):
                         if b2b:
                             with m.If(~su_next):
                                 m.next = "DRAIN"
-                            with m.Elif(su_ready & ~su_bad):
+                            with m.Elif(su.ready & ~su.bad):
                                 swap()
                             with m.Else():
                                 m.next = "WAIT"
@@ -362,8 +414,8 @@ class ConvSequencer(wiring.Component):
                     # the next pass's setup is still running (a pass shorter than its setup)
                     with m.If(bad_row_q):
                         end(err=1)
-                    with m.Elif(su_ready):
-                        with m.If(su_bad):
+                    with m.Elif(su.ready):
+                        with m.If(su.bad):
                             end(err=1)
                         with m.Else():
                             swap()

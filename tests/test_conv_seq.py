@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from ffacc.hw.config import AcceleratorConfig
-from ffacc.hw.conv import ConvSequencer, conv_bounds
+from ffacc.hw.conv import ConvSequencer, PassSetup, conv_bounds
 from ffacc.hw.fcu import FCUConfig
 from ffacc.hw.linebuf import LineBuffer
 
@@ -22,6 +22,12 @@ OUT_DELAY = 5       # clocks from a beat's issue to the FCUs' o_next for it
 
 
 def make(b2b, rows=2, parallel=(3,), subtaps=1):
+    cfg, lb = make_buffer(b2b, rows, parallel, subtaps)
+    return cfg, ConvSequencer(cfg, lb.r.payload.shape()), lb
+
+
+def make_buffer(b2b, rows=2, parallel=(3,), subtaps=1):
+    """A small configuration and its line buffer (the beats' layout)."""
     cfg = AcceleratorConfig(fcu=FCUConfig(parallel=parallel, rows=rows, subtaps=subtaps),
                             lanes=1, lb_rows=32, lb_width=32, wb_sets=16, acc_blocks=64,
                             back_to_back=b2b, weight_prefetch=False, post_overlap=False)
@@ -30,7 +36,7 @@ def make(b2b, rows=2, parallel=(3,), subtaps=1):
                     blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
                     col_shape=Shape.cast(range(-cb["col_lo"], cb["n_col"] + 1)),
                     tags=3 if b2b else 1)
-    return cfg, ConvSequencer(cfg, lb.r.payload.shape()), lb
+    return cfg, lb
 
 
 class SequencerAndLineBuffer(Elaboratable):
@@ -249,3 +255,73 @@ def test_a_weight_set_past_the_buffer_stops_the_command(b2b):
     got = run(cfg, dut, lb, c)
     assert got["err"] == 1
     assert len(got["beats"]) == 2 * c["ny"] * c["bk"]
+
+
+@pytest.mark.parametrize("b2b", [True, False])
+def test_pass_setup_assigns_each_engine_its_pair(b2b):
+    """The setup on its own: after ``start``, the engines' rows and offsets of pairs
+    ``first .. first + R - 1`` (channel, kernel row), the slots of those that run, the set and
+    its write a clock after its read, which waits while the set is being loaded; ``restart``
+    begins again at pair 0."""
+    cfg, lb = make_buffer(b2b, rows=3)
+    R = cfg.rows
+    dut = PassSetup(cfg, lb.row_bits)
+    c = command(cfg, 3, 2, 3, 3, 1, pt=1, hb0=1, pitch=4)      # 6 pairs: 2 passes of 3
+    fields = {k: v for k, v in c.items() if not k.startswith("_")}
+
+    async def bench(ctx):
+        ctx.set(dut.cmd, fields)
+        for first, wset, busy in ((0, 3, 0), (3, 4, 2), (6, 16, 0)):
+            if first == 0:
+                ctx.set(dut.restart, 1)
+                await ctx.tick()
+                ctx.set(dut.restart, 0)
+            ctx.set(dut.start, 1)
+            ctx.set(dut.first, first)
+            ctx.set(dut.set, wset)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            writes = []
+            for t in range(20):
+                ctx.set(dut.w_set_busy, int(t < busy))
+                await ctx.delay(1e-9)
+                if ctx.get(dut.w_write):
+                    writes.append(t)
+                last = ctx.get(dut.last)
+                await ctx.tick()
+                if last:
+                    break
+            else:
+                raise AssertionError("the setup did not end")
+            assert ctx.get(dut.p0) == first and ctx.get(dut.w_set) == wset
+            assert ctx.get(dut.bad) == (wset >= cfg.wb_sets)
+            assert len(writes) == 1 and writes[0] >= busy    # after the load is over
+            act = 0
+            for e in range(R):
+                pair = first + e
+                if pair >= c["npairs"]:
+                    continue
+                act |= 1 << e
+                ch, i = divmod(pair, c["kh"])
+                assert ctx.get(dut.h0[e]) == i - c["pt"], (first, e)
+                assert ctx.get(dut.G[e]) == (ch * c["pitch"] + i - c["pt"] - c["hb0"]) \
+                    % (1 << lb.row_bits), (first, e)
+            assert ctx.get(dut.act) == act
+            assert ctx.get(dut.slots) == bin(act).count("1") * c["slots"]
+
+    sim = Simulator(SetupAndLineBuffer(dut, lb))
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+class SetupAndLineBuffer(Elaboratable):
+    """The setup beside a line buffer (which only sizes its rows here)."""
+
+    def __init__(self, setup, lb):
+        self.setup, self.lb = setup, lb
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.setup, m.submodules.lb = self.setup, self.lb
+        return m
