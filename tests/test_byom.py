@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import ffacc
 from ffacc.cli import main
 from ffacc.compiler.compile import CompileError
 from ffacc.compiler.driver import compile_model, verify_model
-from ffacc.compiler.quantize import quantize_onnx, quantize_static_with
+from ffacc.compiler.quantize import quantize_static_with
 from ffacc.compiler.zoo import Builder, torch_export_cnn
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.runner import InputError
