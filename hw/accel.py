@@ -364,6 +364,20 @@ class Accelerator(wiring.Component):
 
         # a rd request helper (comb in one state)
 
+        def read_client(unit, words):
+            """Connect ``unit``'s read ports (:func:`~ffacc.hw.axi.read_client_ports`) to the
+            read DMA: its beats (``words``) or bytes, and the read's end."""
+            m.d.comb += [unit.req.ready.eq(rd.idle),
+                         unit.beats.valid.eq(rd.beat_valid if words else rd.out_valid),
+                         unit.beats.payload.eq(rd.beat_data if words else rd.out_data),
+                         unit.rd_done.eq(rd.done), unit.rd_err.eq(rd.err)]
+
+        def serve(unit, words):
+            """The read DMA takes ``unit``'s request, and holds its beats for it, this clock."""
+            m.d.comb += [rd.req_valid.eq(unit.req.valid), rd.req_addr.eq(unit.req.payload.addr),
+                         rd.req_len.eq(unit.req.payload.len), rd.req_words.eq(words),
+                         rd.beat_ready.eq(unit.beats.ready)]
+
         def rd_request(addr, length, words=False):
             """Request a read (in whole beats with ``words``); true: the reader takes it."""
             m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(addr), rd.req_len.eq(length),
@@ -483,10 +497,8 @@ class Accelerator(wiring.Component):
         if cfg.add_unit:
             addu = m.submodules.add = AddSequencer(cfg)
             wiring.connect(m, addu.o, po.ext)
-            m.d.comb += [addu.req.ready.eq(rd.idle), addu.bytes.valid.eq(rd.out_valid),
-                         addu.bytes.payload.eq(rd.out_data), addu.rd_done.eq(rd.done),
-                         addu.rd_err.eq(rd.err), addu.po_running.eq(po_pending),
-                         addu.po_err.eq(po.err)]
+            read_client(addu, words=False)
+            m.d.comb += [addu.po_running.eq(po_pending), addu.po_err.eq(po.err)]
 
         # ---------------------------------------------------------------- CONV sequencer
         # a checked CONV (CV_M4 gives it, CV_RUN waits): its passes' beats through the line
@@ -536,24 +548,18 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- activation loading
         # LOADA: the loader's reads into the line buffer (in whole beats through its row
-        # packer, a block a clock; on the smallest parts the reader's byte stream, which the
-        # pre-adder takes too)
-        ld_valid = rd.beat_valid if cfg.wide_loads else rd.out_valid
-        ld_data = rd.beat_data if cfg.wide_loads else rd.out_data
+        # packer, a block a clock; on the smallest parts the reader's byte stream)
         loada = m.submodules.loada = ActivationLoader(cfg, lbuf.w.payload.shape())
         wiring.connect(m, loada.lb, lbuf.w)
-        m.d.comb += [loada.req.ready.eq(rd.idle), loada.beats.valid.eq(ld_valid),
-                     loada.beats.payload.eq(ld_data), loada.rd_done.eq(rd.done),
-                     loada.rd_err.eq(rd.err)]
+        read_client(loada, cfg.wide_loads)
 
         # ---------------------------------------------------------------- record loading
         # LOADQ: the loader's read into the parameter buffer, a word (a record's slice) at a
         # time
         loadq = m.submodules.loadq = RecordLoader(cfg)
         qw = loadq.w.payload
-        m.d.comb += [loadq.req.ready.eq(rd.idle), loadq.beats.valid.eq(ld_valid),
-                     loadq.beats.payload.eq(ld_data), loadq.rd_done.eq(rd.done),
-                     loadq.rd_err.eq(rd.err), qb_w.addr.eq(qw.entry),
+        read_client(loadq, cfg.wide_loads)
+        m.d.comb += [qb_w.addr.eq(qw.entry),
                      qb_w.data.eq(qw.word.replicate(QPARAM_WORDS)),
                      qb_w.en.eq(loadq.w.valid << qw.slot)]
 
@@ -565,9 +571,8 @@ class Accelerator(wiring.Component):
         lw_rows = Signal(range(cfg.wb_sets * R + 1))
         lw_pc = Signal(AW)
         lww = loadw.w.payload
-        m.d.comb += [loadw.req.ready.eq(rd.idle), loadw.beats.valid.eq(ld_valid),
-                     loadw.beats.payload.eq(ld_data), loadw.rd_done.eq(rd.done),
-                     loadw.rd_err.eq(rd.err), loadw.clear.eq(start),
+        read_client(loadw, cfg.wide_loads)
+        m.d.comb += [loadw.clear.eq(start),
                      wb_w.addr.eq(lww.set), wb_w.data.eq(lww.data.replicate(R)),
                      wb_w.en.eq(loadw.w.valid << lww.engine)]
         with m.If(loadw.bg_reading):
@@ -757,11 +762,8 @@ class Accelerator(wiring.Component):
                          la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
             with m.State("LA_RUN"):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA
-                m.d.comb += [loada.cmd.valid.eq(1), rd.req_valid.eq(loada.req.valid),
-                             rd.req_addr.eq(loada.req.payload.addr),
-                             rd.req_len.eq(loada.req.payload.len),
-                             rd.req_words.eq(cfg.wide_loads),
-                             rd.beat_ready.eq(loada.beats.ready)]
+                m.d.comb += loada.cmd.valid.eq(1)
+                serve(loada, cfg.wide_loads)
                 with m.If(loada.cmd.ready):
                     with m.If(loada.err != 0):
                         failure(loada.err)
@@ -798,11 +800,8 @@ class Accelerator(wiring.Component):
                 with m.If(off_word(cold(Reg.W_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.comb += [loadw.cmd.valid.eq(1), rd.req_valid.eq(loadw.req.valid),
-                                 rd.req_addr.eq(loadw.req.payload.addr),
-                                 rd.req_len.eq(loadw.req.payload.len),
-                                 rd.req_words.eq(cfg.wide_loads),
-                                 rd.beat_ready.eq(loadw.beats.ready)]
+                    m.d.comb += loadw.cmd.valid.eq(1)
+                    serve(loadw, cfg.wide_loads)
                     with m.If(loadw.cmd.ready):
                         with m.If(loadw.err != 0):
                             failure(loadw.err)
@@ -828,11 +827,8 @@ class Accelerator(wiring.Component):
                 with m.If(off_word(cold(Reg.Q_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.comb += [loadq.cmd.valid.eq(1), rd.req_valid.eq(loadq.req.valid),
-                                 rd.req_addr.eq(loadq.req.payload.addr),
-                                 rd.req_len.eq(loadq.req.payload.len),
-                                 rd.req_words.eq(cfg.wide_loads),
-                                 rd.beat_ready.eq(loadq.beats.ready)]
+                    m.d.comb += loadq.cmd.valid.eq(1)
+                    serve(loadq, cfg.wide_loads)
                     with m.If(loadq.cmd.ready):
                         with m.If(loadq.err != 0):
                             failure(loadq.err)
@@ -991,9 +987,8 @@ class Accelerator(wiring.Component):
                     # the sequencer runs the command (its registers hold meanwhile), on the
                     # read DMA; then POST_WAIT waits for the post-processor's last write
                     cold_addr(Reg.A_SRC)
-                    m.d.comb += [addu.cmd.valid.eq(1), rd.req_valid.eq(addu.req.valid),
-                                 rd.req_addr.eq(addu.req.payload.addr),
-                                 rd.req_len.eq(addu.req.payload.len)]
+                    m.d.comb += addu.cmd.valid.eq(1)
+                    serve(addu, words=False)
                     with m.If(addu.cmd.ready):
                         with m.If(addu.err != 0):
                             failure(addu.err)

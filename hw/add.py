@@ -9,13 +9,12 @@ post-processor takes the command before the first element and writes the results
 stops early (a write error), so does the sequencer.
 """
 
-from contextlib import contextmanager
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err, Reg, reg_bits
+from .axi import read_client_ports, read_ended
 from .logic import act_value
 from .post import EXT_LAYOUT
 
@@ -47,12 +46,8 @@ class AddSequencer(wiring.Component):
         post-processor must be running the ADD's command by then.
     err : Out(Err)
         With ``cmd.ready``: a read's error, or the post-processor's when it stopped early.
-    req : Out(stream of {addr, len})
-        A byte read; the read DMA takes it when idle.
-    bytes : In(stream of 8 bits)
-        The read's bytes, one a clock (always taken).
-    rd_done, rd_err : In
-        The read's end, and its error.
+    req, beats, rd_done, rd_err
+        Byte reads through the read DMA (:func:`~ffacc.hw.axi.read_client_ports`).
     po_running : In(1), po_err : In(Err)
         The post-processor has the ADD's command (it stops early with ``po_err``).
     o : Out(stream of :data:`~ffacc.hw.post.EXT_LAYOUT`)
@@ -61,13 +56,10 @@ class AddSequencer(wiring.Component):
 
     def __init__(self, cfg):
         self.cfg = cfg
-        aw = cfg.addr_bits + 1
         super().__init__({
             "cmd": In(stream.Signature(add_command_layout(cfg))),
             "err": Out(range(max(Err) + 1)),
-            "req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
-            "bytes": In(stream.Signature(8)),
-            "rd_done": In(1), "rd_err": In(range(max(Err) + 1)),
+            **read_client_ports(cfg.addr_bits, 1),
             "po_running": In(1), "po_err": In(range(max(Err) + 1)),
             "o": Out(stream.Signature(EXT_LAYOUT)),
         })
@@ -84,7 +76,7 @@ class AddSequencer(wiring.Component):
         k = Signal(range(ADD_CHUNK + 1))                # the byte read / the element given
         addr = Signal(A + 1)
         m.d.comb += [self.req.payload.addr.eq(addr), self.req.payload.len.eq(size),
-                     self.bytes.ready.eq(1)]
+                     self.beats.ready.eq(1)]
 
         # the element at the registers' heads: its two products, for the post-processor
         pa = Signal(signed(10))
@@ -99,13 +91,8 @@ class AddSequencer(wiring.Component):
             m.d.sync += off.eq(0)
             m.next = "CHUNK"
 
-        @contextmanager
         def read_ok():
-            with m.If(self.rd_done):
-                with m.If(self.rd_err != 0):
-                    end(self.rd_err)
-                with m.Else():
-                    yield
+            return read_ended(m, self, end)
 
         with m.FSM(name="add"):
             with m.State("CHUNK"):              # idle until a command; then each chunk's start
@@ -125,8 +112,8 @@ class AddSequencer(wiring.Component):
                     with m.If(self.req.ready):
                         m.next = st + "_DATA"
                 with m.State(st + "_DATA"):
-                    with m.If(self.bytes.valid):
-                        m.d.sync += [regs[k[:4]].eq(self.bytes.payload), k.eq(k + 1)]
+                    with m.If(self.beats.valid):
+                        m.d.sync += [regs[k[:4]].eq(self.beats.payload[0]), k.eq(k + 1)]
                     with read_ok():
                         m.d.sync += k.eq(0)
                         m.next = nxt

@@ -10,6 +10,8 @@ such cycles (:func:`bus_timer`, one counter for the engines it is given) and rai
 ``Err.TIMEOUT``.
 """
 
+from contextlib import contextmanager
+
 from amaranth.hdl import Module, Signal, Const, Cat, Mux
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -18,7 +20,7 @@ from ffacc.firmware.isa import Err
 from .logic import le_const
 
 __all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter",
-           "bus_timer"]
+           "bus_timer", "read_client_ports", "read_ended"]
 
 TIMEOUT_CYCLES = 4096
 
@@ -65,6 +67,32 @@ def axil_slave_ports(prefix, addr_bits=8):
         f"{p}_araddr": In(addr_bits), f"{p}_arvalid": In(1), f"{p}_arready": Out(1),
         f"{p}_rdata": Out(32), f"{p}_rresp": Out(2), f"{p}_rvalid": Out(1), f"{p}_rready": In(1),
     }
+
+
+def read_client_ports(addr_bits, beat_bytes):
+    """The ports of a unit that reads through the :class:`AxiByteReader` (the loaders, ADD):
+
+    * ``req``: Out(stream of {addr, len}): a read, taken (``ready``) while the reader is idle;
+    * ``beats``: In(stream of [beat_bytes] bytes): its whole beats (``req_words``), or with
+      ``beat_bytes = 1`` its bytes (a byte stream is never held: ``ready`` is ignored);
+    * ``rd_done``, ``rd_err``: the read's end, and its error.
+
+    ``addr_bits``: the accelerator's address width (addresses carry an overflow bit)."""
+    aw = addr_bits + 1
+    return {"req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
+            "beats": In(stream.Signature(data.ArrayLayout(8, beat_bytes))),
+            "rd_done": In(1), "rd_err": In(range(max(Err) + 1))}
+
+
+@contextmanager
+def read_ended(m, unit, fail):
+    """In the clock ``unit``'s read ends (its :func:`read_client_ports`): ``fail(err)`` when
+    the read failed, else the body."""
+    with m.If(unit.rd_done):
+        with m.If(unit.rd_err != 0):
+            fail(unit.rd_err)
+        with m.Else():
+            yield
 
 
 class AxiByteReader(wiring.Component):

@@ -11,13 +11,12 @@ cuts them into line-buffer blocks, a block a clock; without (the smallest parts)
 byte stream is written a byte a clock.
 """
 
-from contextlib import contextmanager
-
 from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
+from .axi import read_client_ports, read_ended
 from .linebuf import RowPacker
 from .logic import addr_clamp
 
@@ -65,13 +64,10 @@ class ActivationLoader(wiring.Component):
         self.cfg = cfg
         self.wide = cfg.wide_loads
         nb = cfg.bus_bytes if self.wide else 1
-        aw = cfg.addr_bits + 1
         super().__init__({
             "cmd": In(stream.Signature(loada_command_layout(cfg))),
             "err": Out(range(max(Err) + 1)),
-            "req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
-            "beats": In(stream.Signature(data.ArrayLayout(8, nb))),
-            "rd_done": In(1), "rd_err": In(range(max(Err) + 1)),
+            **read_client_ports(cfg.addr_bits, nb),
             "lb": Out(stream.Signature(write_shape, always_ready=True)),
         })
 
@@ -101,15 +97,13 @@ class ActivationLoader(wiring.Component):
             m.d.comb += [self.req.valid.eq(1), req_addr.eq(addr)]
             return self.req.ready
 
-        @contextmanager
+        def fail(err):
+            m.d.comb += [self.cmd.ready.eq(1), self.err.eq(err)]
+            m.next = "IDLE"
+
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            with m.If(self.rd_done):
-                with m.If(self.rd_err != 0):
-                    m.d.comb += [self.cmd.ready.eq(1), self.err.eq(self.rd_err)]
-                    m.next = "IDLE"
-                with m.Else():
-                    yield
+            return read_ended(m, self, fail)
 
         def next_read():
             """The next row (a tile), the next channel, or the command's end."""
@@ -124,9 +118,15 @@ class ActivationLoader(wiring.Component):
                              gbase.eq(gbase + c.pitch)]
                 m.next = "BAND"
 
-        def band_started(addr):
-            """A channel's first read is taken: its rows from line-buffer row ``gbase``."""
-            m.d.sync += [g.eq(gbase), blk.eq(0), row.eq(0), row_addr.eq(addr)]
+        def begin(addr, first_of_band, first_of_command):
+            """A read is taken: the command's first (channel 0, from line-buffer row 0), a
+            channel's first (its rows from line-buffer row ``gbase``) or a tile's next row."""
+            if first_of_command:
+                m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0), blk.eq(0),
+                             row.eq(0), row_addr.eq(addr)]
+            elif first_of_band:
+                m.d.sync += [g.eq(gbase), blk.eq(0), row.eq(0), row_addr.eq(addr)]
+            m.next = "DATA"
 
         if self.wide:
             pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
@@ -145,30 +145,14 @@ class ActivationLoader(wiring.Component):
             def start_read(addr, first_of_band, first_of_command=False):
                 with m.If(request(addr)):
                     m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr[:sh])]
-                    if first_of_command:
-                        m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0),
-                                     blk.eq(0), row.eq(0), row_addr.eq(addr)]
-                    elif first_of_band:
-                        band_started(addr)
-                    m.next = "DATA"
+                    begin(addr, first_of_band, first_of_command)
 
-            with m.FSM(name="loada"):
-                with m.State("IDLE"):
-                    with m.If(self.cmd.valid):
-                        start_read(c.addr, True, first_of_command=True)
-                with m.State("BAND"):
-                    start_read(ch_addr, True)
-                with m.State("ROW"):
-                    start_read(row_addr, False)
+            def data_state():
                 # beats through the row packer into the line buffer, a block a clock
-                with m.State("DATA"):
-                    m.d.comb += [pack.i.valid.eq(self.beats.valid),
-                                 self.beats.ready.eq(pack.i.ready)]
-                    with ended():
-                        m.next = "DRAIN"
-                with m.State("DRAIN"):
-                    with m.If(pack.idle):
-                        next_read()
+                m.d.comb += [pack.i.valid.eq(self.beats.valid),
+                             self.beats.ready.eq(pack.i.ready)]
+                with ended():
+                    m.next = "DRAIN"
         else:
             col = Signal(range(cfg.lb_width))
             sub = Signal(range(L))
@@ -177,35 +161,37 @@ class ActivationLoader(wiring.Component):
 
             def start_read(addr, first_of_band, first_of_command=False):
                 request(addr)                   # the reader is idle (the command waits)
-                if first_of_command:
-                    m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0), blk.eq(0),
-                                 row.eq(0), row_addr.eq(addr)]
-                elif first_of_band:
-                    band_started(addr)
                 if first_of_band:
                     m.d.sync += [col.eq(0), sub.eq(0)]
-                m.next = "DATA"
+                begin(addr, first_of_band, first_of_command)
 
-            with m.FSM(name="loada"):
-                with m.State("IDLE"):
-                    with m.If(self.cmd.valid):
-                        start_read(c.addr, True, first_of_command=True)
-                with m.State("BAND"):
-                    start_read(ch_addr, True)
-                with m.State("ROW"):
-                    start_read(row_addr, False)
+            def data_state():
                 # a byte a clock into its sub-bank
-                with m.State("DATA"):
-                    with m.If(self.beats.valid):
-                        m.d.comb += self.lb.valid.eq(1)
-                        with m.If(col == c.width - 1):
-                            m.d.sync += [col.eq(0), blk.eq(0), sub.eq(0), g.eq(g + 1)]
+                with m.If(self.beats.valid):
+                    m.d.comb += self.lb.valid.eq(1)
+                    with m.If(col == c.width - 1):
+                        m.d.sync += [col.eq(0), blk.eq(0), sub.eq(0), g.eq(g + 1)]
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+                        with m.If(sub == L - 1):
+                            m.d.sync += [sub.eq(0), blk.eq(blk + 1)]
                         with m.Else():
-                            m.d.sync += col.eq(col + 1)
-                            with m.If(sub == L - 1):
-                                m.d.sync += [sub.eq(0), blk.eq(blk + 1)]
-                            with m.Else():
-                                m.d.sync += sub.eq(sub + 1)
-                    with ended():
+                            m.d.sync += sub.eq(sub + 1)
+                with ended():
+                    next_read()
+
+        with m.FSM(name="loada"):
+            with m.State("IDLE"):
+                with m.If(self.cmd.valid):
+                    start_read(c.addr, True, first_of_command=True)
+            with m.State("BAND"):
+                start_read(ch_addr, True)
+            with m.State("ROW"):
+                start_read(row_addr, False)
+            with m.State("DATA"):
+                data_state()
+            if self.wide:
+                with m.State("DRAIN"):
+                    with m.If(pack.idle):
                         next_read()
         return m

@@ -8,13 +8,12 @@ words past the last record (a bus wider than a word) are dropped. Without (the s
 the reader's byte stream is collected into words, a byte a clock.
 """
 
-from contextlib import contextmanager
-
 from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import QPARAM_WORDS, Err
+from .axi import read_client_ports, read_ended
 from .words import WordSerializer
 
 __all__ = ["RecordLoader", "loadq_command_layout"]
@@ -57,13 +56,10 @@ class RecordLoader(wiring.Component):
         self.cfg = cfg
         self.wide = cfg.wide_loads
         nb = cfg.bus_bytes if self.wide else 1
-        aw = cfg.addr_bits + 1
         super().__init__({
             "cmd": In(stream.Signature(loadq_command_layout(cfg))),
             "err": Out(range(max(Err) + 1)),
-            "req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
-            "beats": In(stream.Signature(data.ArrayLayout(8, nb))),
-            "rd_done": In(1), "rd_err": In(range(max(Err) + 1)),
+            **read_client_ports(cfg.addr_bits, nb),
             "w": Out(stream.Signature(data.StructLayout(
                 {"entry": range(cfg.qb_entries), "slot": range(QPARAM_WORDS), "word": 32}),
                 always_ready=True)),
@@ -77,15 +73,13 @@ class RecordLoader(wiring.Component):
         m.d.comb += [w.entry.eq(entry), self.req.payload.addr.eq(c.src),
                      self.req.payload.len.eq(c.nbytes), self.beats.ready.eq(1)]
 
-        @contextmanager
+        def fail(err):
+            m.d.comb += [self.cmd.ready.eq(1), self.err.eq(err)]
+            m.next = "IDLE"
+
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            with m.If(self.rd_done):
-                with m.If(self.rd_err != 0):
-                    m.d.comb += [self.cmd.ready.eq(1), self.err.eq(self.rd_err)]
-                    m.next = "IDLE"
-                with m.Else():
-                    yield
+            return read_ended(m, self, fail)
 
         if self.wide:
             qser = m.submodules.qser = WordSerializer(cfg.bus_bytes)

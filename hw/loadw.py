@@ -13,13 +13,12 @@ last engine, ``bg_busy``). A setup that reads a set being loaded waits (``probe`
 error is kept (``bg_err``) until the run stops with it or a new run starts (``clear``).
 """
 
-from contextlib import contextmanager
-
 from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
+from .axi import read_client_ports, read_ended
 from .weights import WeightPreAdder
 
 __all__ = ["WeightLoader", "loadw_command_layout"]
@@ -72,15 +71,12 @@ class WeightLoader(wiring.Component):
         self.cfg = cfg
         self.wide, self.bg = cfg.wide_loads, cfg.weight_prefetch
         nb = cfg.bus_bytes if self.wide else 1
-        aw = cfg.addr_bits + 1
         fc = cfg.fcu
         self.engine_bits = cfg.lanes * fc.ffa.M * fc.subtaps * fc.gweight_shape.width
         super().__init__({
             "cmd": In(stream.Signature(loadw_command_layout(cfg))),
             "err": Out(range(max(Err) + 1)),
-            "req": Out(stream.Signature(data.StructLayout({"addr": aw, "len": aw}))),
-            "beats": In(stream.Signature(data.ArrayLayout(8, nb))),
-            "rd_done": In(1), "rd_err": In(range(max(Err) + 1)),
+            **read_client_ports(cfg.addr_bits, nb),
             "w": Out(stream.Signature(data.StructLayout({
                 "set": range(cfg.wb_sets + 1), "engine": range(cfg.rows),
                 "data": self.engine_bits}), always_ready=True)),
@@ -138,15 +134,13 @@ class WeightLoader(wiring.Component):
             mac = c.mac                             # held while the command runs
         m.d.comb += wpre.mac.eq(mac)
 
-        @contextmanager
+        def fail(err):
+            m.d.comb += [self.cmd.ready.eq(1), self.err.eq(err)]
+            m.next = "IDLE"
+
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            with m.If(self.rd_done):
-                with m.If(self.rd_err != 0):
-                    m.d.comb += [self.cmd.ready.eq(1), self.err.eq(self.rd_err)]
-                    m.next = "IDLE"
-                with m.Else():
-                    yield
+            return read_ended(m, self, fail)
 
         with m.FSM(name="loadw"):
             with m.State("IDLE"):

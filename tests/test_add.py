@@ -4,62 +4,34 @@ back-pressure), against numpy; and the post-processor or a read stopping it."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from ffacc.firmware.isa import Err
 from ffacc.hw.add import ADD_CHUNK, AddSequencer
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.fcu import FCUConfig
+from readdma import ReadDma, run_command
 
 
 def run(dut, mem, cmd, *, stop_after=None, fail_read=None, seed=0):
     """Run ``cmd``; returns (elements [(pa, pb, last)], reads [(addr, len)], err)."""
     rng = np.random.default_rng(seed)
-    out, reads, res = [], [], {}
+    dma = ReadDma(dut, mem, 1, rng, fail=() if fail_read is None else (fail_read,),
+                  gap=0.2)
+    out = []
 
-    async def bench(ctx):
-        ctx.set(dut.cmd.payload, cmd)
-        ctx.set(dut.cmd.valid, 1)
-        ctx.set(dut.po_running, 1)
-        busy = None             # the read being served: [bytes left, error]
-        for _ in range(20000):
-            running = stop_after is None or len(out) < stop_after
-            ctx.set(dut.po_running, int(running))
-            ctx.set(dut.po_err, 0 if running else Err.BUS)
-            ctx.set(dut.req.ready, int(busy is None))
-            ctx.set(dut.o.ready, int(rng.random() < 0.7))
-            send = busy is not None and bool(busy[0]) and rng.random() < 0.8
-            ctx.set(dut.bytes.valid, int(send))
-            if send:
-                ctx.set(dut.bytes.payload, int(busy[0].pop(0)))
-            last = busy is not None and not busy[0] and not send
-            ctx.set(dut.rd_done, int(last))
-            ctx.set(dut.rd_err, int(last and busy[1]))
-            await ctx.delay(1e-9)
-            if last:
-                busy = None
-            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                p = ctx.get(dut.o.payload)
-                out.append((p.pa, p.pb, p.last))
-            if ctx.get(dut.req.valid) and ctx.get(dut.req.ready):
-                r = ctx.get(dut.req.payload)
-                reads.append((r.addr, r.len))
-                data = list(mem[r.addr:r.addr + r.len])
-                err = Err.BUS if fail_read == len(reads) - 1 else 0
-                busy = [data[:len(data) // 2] if err else data, err]
-            done = ctx.get(dut.cmd.ready)
-            res["err"] = ctx.get(dut.err)
-            await ctx.tick()
-            if done:
-                break
-        else:
-            raise AssertionError("the command did not end")
+    def before(ctx):
+        running = stop_after is None or len(out) < stop_after
+        ctx.set(dut.po_running, int(running))
+        ctx.set(dut.po_err, 0 if running else Err.BUS)
+        ctx.set(dut.o.ready, int(rng.random() < 0.7))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return out, reads, res["err"]
+    def watch(ctx):
+        if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+            p = ctx.get(dut.o.payload)
+            out.append((p.pa, p.pb, p.last))
+
+    err = run_command(dut, cmd, dma, watch, before=before)
+    return out, dma.reads, err
 
 
 def as_act(v, signed):

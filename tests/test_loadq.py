@@ -4,11 +4,11 @@ numpy; the words past the last record are dropped; a read error ends the command
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from ffacc.firmware.isa import QPARAM_WORDS, Err
 from ffacc.hw.config import AcceleratorConfig
 from ffacc.hw.loadq import RecordLoader
+from readdma import ReadDma, run_command
 
 RECORD = 4 * QPARAM_WORDS
 
@@ -22,50 +22,18 @@ def make(wide, bus_bytes=4):
 
 def run(cfg, dut, mem, cmd, *, fail=False, seed=0):
     """Run ``cmd``; returns ({(entry, slot): word}, the reads asked, err)."""
-    rng = np.random.default_rng(seed)
-    nb = cfg.bus_bytes if cfg.wide_loads else 1
-    written, reads, out = {}, [], {}
+    dma = ReadDma(dut, mem, cfg.bus_bytes if cfg.wide_loads else 1,
+                  np.random.default_rng(seed), fail=(0,) if fail else ())
+    written = {}
 
-    async def bench(ctx):
-        ctx.set(dut.cmd.payload, cmd)
-        ctx.set(dut.cmd.valid, 1)
-        busy = None             # the read being served: [beats left, error]
-        for _ in range(5000):
-            ctx.set(dut.req.ready, int(busy is None))
-            send = busy is not None and bool(busy[0]) and rng.random() < 0.7
-            ctx.set(dut.beats.valid, int(send))
-            if send:
-                ctx.set(dut.beats.payload, [int(b) for b in busy[0][0]])
-            last = busy is not None and not busy[0]
-            ctx.set(dut.rd_done, int(last))
-            ctx.set(dut.rd_err, int(last and busy[1]))
-            await ctx.delay(1e-9)
-            if ctx.get(dut.w.valid):
-                w = ctx.get(dut.w.payload)
-                assert (w.entry, w.slot) not in written, (w.entry, w.slot)
-                written[(w.entry, w.slot)] = w.word
-            if send and ctx.get(dut.beats.ready):
-                busy[0].pop(0)
-            if last:
-                busy = None
-            if ctx.get(dut.req.valid) and ctx.get(dut.req.ready):
-                r = ctx.get(dut.req.payload)
-                reads.append((r.addr, r.len))
-                beats = [mem[a:a + nb] for a in range(r.addr, r.addr + r.len, nb)]
-                busy = [beats[:len(beats) // 2] if fail else beats, Err.BUS if fail else 0]
-            done = ctx.get(dut.cmd.ready)
-            out["err"] = ctx.get(dut.err)
-            await ctx.tick()
-            if done:
-                break
-        else:
-            raise AssertionError("the command did not end")
+    def watch(ctx):
+        if ctx.get(dut.w.valid):
+            w = ctx.get(dut.w.payload)
+            assert (w.entry, w.slot) not in written, (w.entry, w.slot)
+            written[(w.entry, w.slot)] = w.word
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return written, reads, out["err"]
+    err = run_command(dut, cmd, dma, watch, clocks=5000)
+    return written, dma.reads, err
 
 
 @pytest.mark.parametrize("wide,bus_bytes", [(True, 4), (True, 8), (False, 4)])

@@ -12,6 +12,7 @@ from ffacc.hw.config import AcceleratorConfig
 from ffacc.hw.fcu import FCUConfig
 from ffacc.hw.loadw import WeightLoader
 from ffacc.hw.weights import preadd_set, set_bytes
+from readdma import ReadDma
 
 
 def make(wide, background, parallel=(3,)):
@@ -27,40 +28,24 @@ def run(cfg, dut, mem, cmd, *, fail=False, clear_at=None, seed=0):
     """Run ``cmd``; returns the engines written ({(set, engine): word}), a trace of every
     clock's (cmd.ready, bg_reading, bg_busy, probe_busy, bg_err) and the err given with
     cmd.ready."""
-    rng = np.random.default_rng(seed)
-    nb = cfg.bus_bytes if cfg.wide_loads else 1
+    dma = ReadDma(dut, mem, cfg.bus_bytes if cfg.wide_loads else 1,
+                  np.random.default_rng(seed), fail=(0,) if fail else ())
     written, trace, out = {}, [], {"err": None}
 
     async def bench(ctx):
         ctx.set(dut.cmd.payload, cmd)
         ctx.set(dut.cmd.valid, 1)
         ctx.set(dut.probe, cmd["dst"])
-        busy = None             # the read being served: [beats left, error]
         taken = False
         for t in range(3000):
             ctx.set(dut.clear, int(t == clear_at))
-            ctx.set(dut.req.ready, int(busy is None))
-            send = busy is not None and bool(busy[0]) and rng.random() < 0.7
-            ctx.set(dut.beats.valid, int(send))
-            if send:
-                ctx.set(dut.beats.payload, [int(b) for b in busy[0][0]])
-            last = busy is not None and not busy[0]
-            ctx.set(dut.rd_done, int(last))
-            ctx.set(dut.rd_err, int(last and busy[1]))
+            dma.drive(ctx)
             await ctx.delay(1e-9)
             if ctx.get(dut.w.valid):
                 w = ctx.get(dut.w.payload)
                 assert (w.set, w.engine) not in written
                 written[(w.set, w.engine)] = w.data
-            if send and ctx.get(dut.beats.ready):
-                busy[0].pop(0)
-            if last:
-                busy = None
-            if ctx.get(dut.req.valid) and ctx.get(dut.req.ready):
-                r = ctx.get(dut.req.payload)
-                assert (r.addr, r.len) == (cmd["src"], cmd["nbytes"])
-                beats = [mem[a:a + nb] for a in range(r.addr, r.addr + r.len, nb)]
-                busy = [beats[:len(beats) // 2] if fail else beats, Err.BUS if fail else 0]
+            dma.sample(ctx)
             ready = ctx.get(dut.cmd.ready)
             trace.append((ready, ctx.get(dut.bg_reading), ctx.get(dut.bg_busy),
                           ctx.get(dut.probe_busy), ctx.get(dut.bg_err)))
@@ -70,7 +55,7 @@ def run(cfg, dut, mem, cmd, *, fail=False, clear_at=None, seed=0):
             if ready:
                 taken = True
                 ctx.set(dut.cmd.valid, 0)
-            if taken and busy is None and not ctx.get(dut.bg_busy) and t > (clear_at or 0):
+            if taken and dma.idle and not ctx.get(dut.bg_busy) and t > (clear_at or 0):
                 break
         else:
             raise AssertionError("the load did not end")
@@ -81,6 +66,7 @@ def run(cfg, dut, mem, cmd, *, fail=False, clear_at=None, seed=0):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    assert dma.reads == [(cmd["src"], cmd["nbytes"])]
     return written, trace, out["err"]
 
 
