@@ -68,7 +68,7 @@ from ffacc.firmware.csr import info_word
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
                                 WAITS_FOR_POST, Err, Op, Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
-                  bus_timer)
+                  bus_timer, read_ended)
 from .config import AcceleratorConfig
 from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
@@ -352,18 +352,6 @@ class Accelerator(wiring.Component):
             m.d.comb += [fail.eq(1), fail_code.eq(code)]
             m.next = "IDLE"
 
-        @contextmanager
-        def read_ok():
-            """The read DMA's transfer ends this clock: its error stops the run; the body
-            runs when it ended well."""
-            with m.If(rd.done):
-                with m.If(rd.err != 0):
-                    failure(rd.err)
-                with m.Else():
-                    yield
-
-        # a rd request helper (comb in one state)
-
         def read_client(unit, words):
             """Connect ``unit``'s read ports (:func:`~ffacc.hw.axi.read_client_ports`) to the
             read DMA: its beats (``words``) or bytes, and the read's end."""
@@ -372,11 +360,20 @@ class Accelerator(wiring.Component):
                          unit.beats.payload.eq(rd.beat_data if words else rd.out_data),
                          unit.rd_done.eq(rd.done), unit.rd_err.eq(rd.err)]
 
-        def serve(unit, words):
-            """The read DMA takes ``unit``'s request, and holds its beats for it, this clock."""
-            m.d.comb += [rd.req_valid.eq(unit.req.valid), rd.req_addr.eq(unit.req.payload.addr),
+        @contextmanager
+        def run_unit(unit, words):
+            """``unit`` runs its command (held meanwhile) on the read DMA, which takes its
+            request and holds its beats (``words``) for it; in the clock it takes the command,
+            its error stops the run, else the body runs."""
+            m.d.comb += [unit.cmd.valid.eq(1), rd.req_valid.eq(unit.req.valid),
+                         rd.req_addr.eq(unit.req.payload.addr),
                          rd.req_len.eq(unit.req.payload.len), rd.req_words.eq(words),
                          rd.beat_ready.eq(unit.beats.ready)]
+            with m.If(unit.cmd.ready):
+                with m.If(unit.err != 0):
+                    failure(unit.err)
+                with m.Else():
+                    yield
 
         def rd_request(addr, length, words=False):
             """Request a read (in whole beats with ``words``); true: the reader takes it."""
@@ -647,7 +644,7 @@ class Accelerator(wiring.Component):
                 with m.State("FETCH_DATA"):
                     with m.If(rd.out_valid):
                         m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
-                    with read_ok():
+                    with read_ended(m, rd.done, rd.err, failure):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += csr.decoded.eq(1)
@@ -762,13 +759,8 @@ class Accelerator(wiring.Component):
                          la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
             with m.State("LA_RUN"):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA
-                m.d.comb += loada.cmd.valid.eq(1)
-                serve(loada, cfg.wide_loads)
-                with m.If(loada.cmd.ready):
-                    with m.If(loada.err != 0):
-                        failure(loada.err)
-                    with m.Else():
-                        m.next = "NEXT"
+                with run_unit(loada, cfg.wide_loads):
+                    m.next = "NEXT"
 
             # ------------------------------------------------------------ LOADW / LOADQ
             with m.State("LW_CHECK"):
@@ -800,14 +792,9 @@ class Accelerator(wiring.Component):
                 with m.If(off_word(cold(Reg.W_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.comb += loadw.cmd.valid.eq(1)
-                    serve(loadw, cfg.wide_loads)
-                    with m.If(loadw.cmd.ready):
-                        with m.If(loadw.err != 0):
-                            failure(loadw.err)
-                        with m.Else():
-                            m.d.sync += lw_pc.eq(pc)        # a background read's error names it
-                            m.next = "NEXT"
+                    with run_unit(loadw, cfg.wide_loads):
+                        m.d.sync += lw_pc.eq(pc)            # a background read's error names it
+                        m.next = "NEXT"
             with m.State("LQ_CHECK"):
                 cold_addr(Reg.Q_SRC)
                 n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
@@ -827,13 +814,8 @@ class Accelerator(wiring.Component):
                 with m.If(off_word(cold(Reg.Q_SRC)) if cfg.wide_loads else 0):
                     failure(Err.PARAM)
                 with m.Else():
-                    m.d.comb += loadq.cmd.valid.eq(1)
-                    serve(loadq, cfg.wide_loads)
-                    with m.If(loadq.cmd.ready):
-                        with m.If(loadq.err != 0):
-                            failure(loadq.err)
-                        with m.Else():
-                            m.next = "NEXT"
+                    with run_unit(loadq, cfg.wide_loads):
+                        m.next = "NEXT"
 
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
@@ -987,13 +969,8 @@ class Accelerator(wiring.Component):
                     # the sequencer runs the command (its registers hold meanwhile), on the
                     # read DMA; then POST_WAIT waits for the post-processor's last write
                     cold_addr(Reg.A_SRC)
-                    m.d.comb += addu.cmd.valid.eq(1)
-                    serve(addu, words=False)
-                    with m.If(addu.cmd.ready):
-                        with m.If(addu.err != 0):
-                            failure(addu.err)
-                        with m.Else():
-                            m.next = "PO_WAIT"
+                    with run_unit(addu, words=False):
+                        m.next = "PO_WAIT"
 
         # any state: a failure stops the run
         with m.If(fail):

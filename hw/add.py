@@ -92,7 +92,7 @@ class AddSequencer(wiring.Component):
             m.next = "CHUNK"
 
         def read_ok():
-            return read_ended(m, self, end)
+            return read_ended(m, self.rd_done, self.rd_err, end)
 
         with m.FSM(name="add"):
             with m.State("CHUNK"):              # idle until a command; then each chunk's start

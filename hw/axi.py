@@ -85,12 +85,12 @@ def read_client_ports(addr_bits, beat_bytes):
 
 
 @contextmanager
-def read_ended(m, unit, fail):
-    """In the clock ``unit``'s read ends (its :func:`read_client_ports`): ``fail(err)`` when
-    the read failed, else the body."""
-    with m.If(unit.rd_done):
-        with m.If(unit.rd_err != 0):
-            fail(unit.rd_err)
+def read_ended(m, done, err, fail):
+    """In the clock a read ends (``done``, the :class:`AxiByteReader`'s or a client's
+    ``rd_done``): ``fail(err)`` when it failed, else the body."""
+    with m.If(done):
+        with m.If(err != 0):
+            fail(err)
         with m.Else():
             yield
 

@@ -103,7 +103,7 @@ class ActivationLoader(wiring.Component):
 
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            return read_ended(m, self, fail)
+            return read_ended(m, self.rd_done, self.rd_err, fail)
 
         def next_read():
             """The next row (a tile), the next channel, or the command's end."""

@@ -79,7 +79,7 @@ class RecordLoader(wiring.Component):
 
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            return read_ended(m, self, fail)
+            return read_ended(m, self.rd_done, self.rd_err, fail)
 
         if self.wide:
             qser = m.submodules.qser = WordSerializer(cfg.bus_bytes)

@@ -13,7 +13,7 @@ last engine, ``bg_busy``). A setup that reads a set being loaded waits (``probe`
 error is kept (``bg_err``) until the run stops with it or a new run starts (``clear``).
 """
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,7 +58,8 @@ class WeightLoader(wiring.Component):
     w : Out(stream of {set, engine, data}), always ready
         Write one engine's pre-added words (every lane) into its slice of a set's word.
     bg_reading, bg_busy : Out(1)
-        A background load's read is on the bus; the background load runs.
+        A background load's read is on the bus; the background load runs (both 0, and
+        ``bg_err`` and ``probe_busy`` too, without ``weight_prefetch``).
     bg_err : Out(Err)
         A background read's error, kept until ``clear``.
     probe : In(range(wb_sets + 2)), probe_busy : Out(1)
@@ -140,7 +141,7 @@ class WeightLoader(wiring.Component):
 
         def ended():
             """The read's end: a failed read ends the command, else the body runs."""
-            return read_ended(m, self, fail)
+            return read_ended(m, self.rd_done, self.rd_err, fail)
 
         with m.FSM(name="loadw"):
             with m.State("IDLE"):
@@ -173,7 +174,4 @@ class WeightLoader(wiring.Component):
                     with m.If(wpre.idle):
                         m.d.comb += self.cmd.ready.eq(1)
                         m.next = "IDLE"
-        if not self.bg:
-            m.d.comb += [rd_bg.eq(0), busy_bg.eq(0), self.bg_err.eq(0),
-                         self.probe_busy.eq(Const(0))]
         return m
