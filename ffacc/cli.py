@@ -631,6 +631,44 @@ def cmd_csr(args):
     return 0
 
 
+# --- checks ------------------------------------------------------------------------------
+def cmd_checks(args):
+    from ffacc.firmware import checks
+
+    cfg = load_accel_config(args.config) if args.config else None
+    rows = checks.table(cfg)
+    if args.command:
+        rows = [r for r in rows if r["command"] == args.command.upper()]
+        if not rows:
+            known = sorted({r["command"] for r in checks.table()})
+            raise SystemExit(f"ffacc checks: no command {args.command!r}; one of "
+                             f"{', '.join(known)}")
+    if args.json:
+        sizes = ({n: getattr(cfg, n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
+                                                "qb_entries", "max_kernel", "lanes",
+                                                "acc_blocks", "L", "bus_bytes")}
+                 if cfg is not None else None)
+        print(json.dumps({"checks": rows, "sizes": sizes}))
+        return 0
+
+    def note(r):
+        if "applies" not in r:
+            return ""
+        return ("not in this configuration" if not r["applies"] else
+                "always (register widths)" if r["always_holds"] else "")
+    head = ["command", "stage", "check", "expression"] + (["here"] if cfg is not None else [])
+    print(_table(head, [[r["command"], r["stage"], r["check"], r["expression"]]
+                        + ([note(r)] if cfg is not None else []) for r in rows]))
+    print("\nA command that breaks a check stops with ERROR PARAM (3) at its pc. The RTL's "
+          "conditions and the ISS's are both generated from this table (ffacc/firmware/"
+          "checks.py).")
+    if cfg is not None:
+        print("sizes: " + ", ".join(f"{n} {getattr(cfg, n)}" for n in (
+            "lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries", "max_kernel", "lanes",
+            "acc_blocks", "L", "bus_bytes")))
+    return 0
+
+
 # --- bench -------------------------------------------------------------------------------
 def cmd_bench(args):
     from ffacc.bench import run_bench
@@ -827,6 +865,14 @@ def build_parser():
                     help=f"{presets} or TOML file: adds its ID, INFO and sizes")
     sp.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     sp.set_defaults(func=cmd_csr)
+
+    sp = sub.add_parser("checks", help="the command constraints (ERROR PARAM): the table the "
+                                       "RTL's and the ISS's checks are generated from")
+    sp.add_argument("command", nargs="?", help="only this command (LOADA, CONV, ...)")
+    sp.add_argument("--config", metavar="PRESET|FILE.toml",
+                    help=f"{presets} or TOML file: its sizes, and which checks apply there")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_checks)
 
     sp = sub.add_parser("build", help="SoC bitstream for a board (YoWASP) with Fmax and "
                                       "resource report; Verilog + constraints for Vivado boards")

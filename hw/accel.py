@@ -64,6 +64,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ffacc.firmware.checks import flag_bits, product_operands, rtl_ok
 from ffacc.firmware.csr import info_word
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
                                 WAITS_FOR_POST, Err, Op, Reg, reg_bits)
@@ -82,7 +83,7 @@ from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
 from .loadw import WeightLoader
-from .logic import act_value, addr_clamp, ge_const, gt_const, le_const, lt_const
+from .logic import act_value, addr_clamp, ge_const
 from .weights import set_bytes
 
 __all__ = ["Accelerator"]
@@ -115,10 +116,6 @@ def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
     return a_l * b_l + (cross << lo)
 
 
-def _ceil_log2(n):
-    return max(1, (n - 1).bit_length())
-
-
 class Accelerator(wiring.Component):
     """The whole accelerator for an :class:`AcceleratorConfig`.
 
@@ -147,7 +144,6 @@ class Accelerator(wiring.Component):
         s = fc.ffa
         L, M, T, R, P = s.L, s.M, fc.subtaps, fc.rows, cfg.lanes
         B = cfg.lb_banks
-        bb = _ceil_log2(B) if B > 1 else 0
         N = fc.piece_taps
         cb = conv_bounds(cfg)
         D_ffa = cb["D"]                 # leading output blocks of a CONV row
@@ -171,10 +167,6 @@ class Accelerator(wiring.Component):
         def whole_beats(n):
             """A read length of ``n`` bytes in whole bus beats (wide loads)."""
             return aclamp(n + (nb - 1)) & ~(nb - 1)
-
-        def off_word(addr):
-            """``addr`` is not on a bus word (a wide load's source must be)."""
-            return addr[:(nb - 1).bit_length()] != 0
 
         # ---------------------------------------------------------------- bus engines
         rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
@@ -248,6 +240,26 @@ class Accelerator(wiring.Component):
             m.d.comb += params.r_addr.eq(r)
 
         cold = params.cold
+
+        def checked(op, stage, **given):
+            """The condition that ``op``'s checks of ``stage`` hold, generated from the table
+            (:mod:`ffacc.firmware.checks`) the ISS checks with: hot registers and the
+            instruction's flags by name, cold registers and derived values as ``given``."""
+            return rtl_ok(op, stage, cfg, partial(check_env, given))
+
+        def operands(op, name, **given):
+            """Derived value ``name`` of ``op``'s product operands (for ``product``)."""
+            return product_operands(op, name, cfg, partial(check_env, given))
+
+        def check_env(given, name):
+            if name in given:
+                return given[name]
+            if name in flag_bits():
+                return cmd_flags[flag_bits()[name].bit_length() - 1]
+            if Reg[name] in rg:
+                return rg[Reg[name]]
+            raise ValueError(f"a check reads register {name}, which is cold: the state that "
+                             "checks it gives its value")
 
         # ---------------------------------------------------------------- buffers
         # the weight buffer: one word per set, for every engine its M * T pre-added words for
@@ -727,18 +739,13 @@ class Accelerator(wiring.Component):
             apitch = rg[Reg.A_PITCH]
             la_rowpitch = Mux(apitch == 0, W, apitch)
             with m.State("LA_CHECK"):
-                ok = ((W != 0) & le_const(W, cfg.lb_width) & (nch != 0)
-                      & le_const(nch, cfg.lb_rows) & (nr != 0) & (nr <= pitch)
-                      & le_const(pitch, cfg.lb_rows) & lt_const(H, 1 << 16) & (hb0 + nr <= H)
-                      & lt_const(apitch, 1 << 17)
-                      & ((apitch == 0) | (apitch >= W)))
-                with m.If(~ok):
+                with m.If(~checked(Op.LOADA, "regs")):
                     failure(Err.PARAM)
-                with m.Else(), product(nch - 1, pitch) as p:
+                with m.Else(), product(*operands(Op.LOADA, "band")) as p:
                     m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "LA_M1"
             with m.State("LA_M1"):
-                with m.If(gt_const(tmp + nr, cfg.lb_rows)):
+                with m.If(~checked(Op.LOADA, "band", band=tmp)):
                     failure(Err.PARAM)
                 with m.Else(), product(H, la_rowpitch) as p:
                     m.d.sync += la_hw.eq(aclamp(p))
@@ -764,8 +771,7 @@ class Accelerator(wiring.Component):
 
             # ------------------------------------------------------------ LOADW / LOADQ
             with m.State("LW_CHECK"):
-                n, dst = rg[Reg.W_COUNT], rg[Reg.W_DST]
-                with m.If((n == 0) | gt_const(n, cfg.wb_sets) | gt_const(dst + n, cfg.wb_sets)):
+                with m.If(~checked(Op.LOADW, "regs")):
                     failure(Err.PARAM)
                 with m.Else():
                     m.next = "LW_M1" if cfg.wide_loads else "LW_M2"
@@ -789,7 +795,7 @@ class Accelerator(wiring.Component):
                 # or takes it with its read (ASYNC) and the next instruction runs; with wide
                 # loads the weights start on a bus word (the read is in whole beats)
                 cold_addr(Reg.W_SRC)
-                with m.If(off_word(cold(Reg.W_SRC)) if cfg.wide_loads else 0):
+                with m.If(~checked(Op.LOADW, "src", W_SRC=cold(Reg.W_SRC))):
                     failure(Err.PARAM)
                 with m.Else():
                     with run_unit(loadw, cfg.wide_loads):
@@ -797,11 +803,9 @@ class Accelerator(wiring.Component):
                         m.next = "NEXT"
             with m.State("LQ_CHECK"):
                 cold_addr(Reg.Q_SRC)
-                n, dst = rg[Reg.Q_COUNT], rg[Reg.Q_DST]
-                with m.If((n == 0) | gt_const(n, cfg.qb_entries)
-                          | gt_const(dst + n, cfg.qb_entries)):
+                with m.If(~checked(Op.LOADQ, "regs")):
                     failure(Err.PARAM)
-                with m.Else(), product(n, 4 * QPARAM_WORDS) as p:
+                with m.Else(), product(rg[Reg.Q_COUNT], 4 * QPARAM_WORDS) as p:
                     m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
                     m.next = "LQ_RUN"
             lq = loadq.cmd.payload
@@ -811,7 +815,7 @@ class Accelerator(wiring.Component):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA;
                 # with wide loads the records start on a bus word (the read is in whole beats)
                 cold_addr(Reg.Q_SRC)
-                with m.If(off_word(cold(Reg.Q_SRC)) if cfg.wide_loads else 0):
+                with m.If(~checked(Op.LOADQ, "src", Q_SRC=cold(Reg.Q_SRC))):
                     failure(Err.PARAM)
                 with m.Else():
                     with run_unit(loadq, cfg.wide_loads):
@@ -820,27 +824,15 @@ class Accelerator(wiring.Component):
             # ------------------------------------------------------------ CONV
             with m.State("CV_CHECK"):
                 cold_addr(Reg.C_Y0)         # the sequencer's command: there from CV_M1 on
-                lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
-                ok = ((kh != 0) & le_const(kh, cfg.max_kernel) & (kw != 0)
-                      & le_const(kw, cfg.max_kernel) & (lanes != 0) & le_const(lanes, P)
-                      & (ny != 0) & le_const(ny, cfg.acc_blocks) & (wout != 0)
-                      & le_const(wout, cfg.acc_blocks * L) & (nch != 0)
-                      & le_const(nch, cfg.lb_rows)
-                      & lt_const(rg[Reg.C_PT], cfg.max_kernel)
-                      & lt_const(rg[Reg.C_PL], cfg.max_kernel)
-                      & (W != 0) & le_const(W, cfg.lb_width) & (H != 0) & lt_const(H, 1 << 15)
-                      & (pitch != 0) & le_const(pitch, cfg.lb_rows)
-                      & ((nch == 1) | ((pitch - kh)[:bb] == 0) if bb else 1)
-                      & lt_const(rg[Reg.C_WSET], cfg.wb_sets))    # C_Y0 < 2**15: its width
-                with m.If(~ok):
+                with m.If(~checked(Op.CONV, "regs")):
                     failure(Err.PARAM)
-                with m.Else(), product(nch - 1, pitch) as p:
+                with m.Else(), product(*operands(Op.CONV, "band")) as p:
                     m.d.sync += [tmp.eq(tmp_of(p)), cv_t.eq(0), cv_wob.eq(0),
                                  cv_t2.eq(0), cv_pieces.eq(0), conv_mac.eq(kw == 1)]
                     m.next = "CV_M1"
             with m.State("CV_M1"):
                 cold_addr(Reg.C_Y0)
-                with m.If(ge_const(tmp, cfg.lb_rows)):
+                with m.If(~checked(Op.CONV, "band", band=tmp)):
                     failure(Err.PARAM)
                 with m.Else(), product(nch, kh) as p:
                     m.d.sync += cv_npairs.eq(p)
@@ -858,7 +850,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
                 with m.If(busy_p):
                     m.d.sync += [cv_t2.eq(cv_t2 + N), cv_pieces.eq(cv_pieces + 1)]
-                with m.If(~busy_w & ~busy_p), product(rg[Reg.C_NY], cv_wob) as p:
+                with m.If(~busy_w & ~busy_p), product(*operands(Op.CONV, "acc", wob=cv_wob)) as p:
                     m.d.sync += tmp.eq(tmp_of(p))
                     with m.If(conv_mac):
                         m.d.sync += [cv_pieces.eq(1), cv_D.eq(0), cv_bk.eq(cv_wob)]
@@ -867,7 +859,7 @@ class Accelerator(wiring.Component):
                     m.next = "CV_M4"
             with m.State("CV_M4"):
                 cold_addr(Reg.C_Y0)
-                with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
+                with m.If(~checked(Op.CONV, "acc", acc=tmp)):
                     failure(Err.PARAM)
                 with m.Elif(po_pending & (rg[Reg.C_ACC] < po.acc_hi)
                             & (po.acc_lo < rg[Reg.C_ACC] + tmp) if cfg.post_overlap
@@ -887,17 +879,10 @@ class Accelerator(wiring.Component):
                         m.next = "NEXT"
 
             # ------------------------------------------------------------ POST
-            lanes, ny, wout = rg[Reg.C_LANES], rg[Reg.C_NY], rg[Reg.C_WOUT]
-            stride = rg[Reg.O_STRIDE]
+            wout, stride = rg[Reg.C_WOUT], rg[Reg.O_STRIDE]
             pool = cmd_flags[0]
             with m.State("PO_CHECK"):
-                ok = ((lanes != 0) & le_const(lanes, P) & (ny != 0)
-                      & le_const(ny, cfg.acc_blocks) & (wout != 0)
-                      & le_const(wout, cfg.acc_blocks * L)
-                      & le_const(rg[Reg.O_Q] + lanes, cfg.qb_entries) & (stride != 0)
-                      & le_const(stride, 255) & ~(pool & (stride != 1)) & ~(pool & ny[0])
-                      & lt_const(rg[Reg.O_W], 1 << 17))     # O_ROW0 < 2**17: its width
-                with m.If(~ok):
+                with m.If(~checked(Op.POST, "regs")):
                     failure(Err.PARAM)
                 with m.Else():
                     m.d.sync += [cv_t.eq(0), cv_wob.eq(0),
@@ -907,12 +892,12 @@ class Accelerator(wiring.Component):
                 cold_addr(Reg.O_ROW0)                       # PO_M1's product operand
                 with m.If(cv_t < wout):
                     m.d.sync += [cv_t.eq(cv_t + L), cv_wob.eq(cv_wob + 1)]
-                with m.Else(), product(ny, cv_wob) as p:
+                with m.Else(), product(*operands(Op.POST, "acc", wob=cv_wob)) as p:
                     m.d.sync += tmp.eq(tmp_of(p))
                     m.next = "PO_M1"
             with m.State("PO_M1"):
                 cold_addr(Reg.O_DST)                        # there in the product's cycle
-                with m.If(gt_const(tmp + rg[Reg.C_ACC], cfg.acc_blocks)):
+                with m.If(~checked(Op.POST, "acc", acc=tmp)):
                     failure(Err.PARAM)
                 with m.Else(), product(cold(Reg.O_ROW0), rg[Reg.O_W]) as p:
                     # lane 0's first output row; each lane adds O_CSTRIDE
@@ -951,7 +936,7 @@ class Accelerator(wiring.Component):
                 sz, kab = rg[Reg.D_SZ], rg[Reg.D_KAB]
                 with m.State("AD_CHECK"):
                     cold_addr(Reg.O_DST)                    # AD_DST's
-                    with m.If((rg[Reg.D_N] == 0) | (sz[:8] == 0) | gt_const(sz[:8], 62)):
+                    with m.If(~checked(Op.ADD, "regs")):
                         failure(Err.PARAM)
                     with m.Else():
                         m.next = "AD_DST"

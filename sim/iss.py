@@ -17,6 +17,7 @@ from ffacc.hw.fetch import block_length
 from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes
 from ffacc.sim.cycles import CycleModel, writer_stalls
+from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode)
@@ -130,13 +131,12 @@ class ISS:
             raise AccelError(Err.ADDRESS, self.pc, f"bytes [{addr}, {addr + n}) outside memory "
                                                    f"of {self.mem_limit} bytes")
 
-    def _check_read(self, src, nbytes, what):
-        """A load's read of ``nbytes`` at ``src``: with wide loads in whole bus words from a
-        bus word (PARAM otherwise), else a byte stream; ADDRESS outside the memory."""
+    def _check_read(self, src, nbytes):
+        """A load's read of ``nbytes`` at ``src`` (a bus word with wide loads: the command's
+        checks): in whole bus words with wide loads, else a byte stream; ADDRESS outside the
+        memory."""
         c = self.cfg
         if c.wide_loads:
-            if src % c.bus_bytes:
-                self._err(f"{what} at {src}: not a multiple of the bus width {c.bus_bytes}")
             nbytes = -(-nbytes // c.bus_bytes) * c.bus_bytes
         self._check(src, nbytes)
 
@@ -167,6 +167,14 @@ class ISS:
 
     def _err(self, detail):
         raise AccelError(Err.PARAM, self.pc, detail)
+
+    def _enforce(self, op, ins):
+        """The command's checks (:mod:`ffacc.firmware.checks`, the table the RTL's checks are
+        generated from): PARAM naming the first that fails."""
+        try:
+            enforce(op, self.cfg, self.regs, ins.flags)
+        except CheckError as e:
+            self._err(str(e))
 
     # --- run -------------------------------------------------------------------------------
     def run(self, prog_base=0, max_instructions=None, max_cycles=None):
@@ -326,18 +334,10 @@ class ISS:
 
     # --- commands --------------------------------------------------------------------------
     def _loada(self, ins):
-        c = self.cfg
         src, nch, H, W = self.r(Reg.A_SRC), self.r(Reg.A_CH), self.r(Reg.A_H), self.r(Reg.A_W)
         hb0, nr, pitch = self.r(Reg.A_HB0), self.r(Reg.A_NR), self.r(Reg.LB_PITCH)
-        if not (1 <= W <= c.lb_width and 1 <= nch <= c.lb_rows and 1 <= nr <= pitch
-                and pitch <= c.lb_rows and H < 1 << 16
-                and (nch - 1) * pitch + nr <= c.lb_rows and hb0 + nr <= H):
-            self._err(f"LOADA channels={nch} rows={nr} width={W} pitch={pitch} first row={hb0} "
-                      f"does not fit the line buffer ({c.lb_rows} rows x {c.lb_width})")
-        rp = self.r(Reg.A_PITCH)
-        if not (rp < 1 << 17 and (rp == 0 or rp >= W)):
-            self._err(f"LOADA row pitch {rp} smaller than the width {W}")
-        rp = rp or W
+        self._enforce(Op.LOADA, ins)
+        rp = self.r(Reg.A_PITCH) or W
         contiguous = rp == W
         starts = []
         for ch in range(nch):
@@ -363,10 +363,9 @@ class ISS:
         c = self.cfg
         src, n, dst = self.r(Reg.W_SRC), self.r(Reg.W_COUNT), self.r(Reg.W_DST)
         mac = bool(ins.flags & LoadWFlag.MAC)
-        if not (n >= 1 and dst + n <= c.wb_sets):
-            self._err(f"LOADW sets {dst}..{dst + n} beyond the weight buffer ({c.wb_sets} sets)")
+        self._enforce(Op.LOADW, ins)
         per_set = set_bytes(c.fcu, c.lanes, mac)
-        self._check_read(src, n * per_set, "LOADW weights")
+        self._check_read(src, n * per_set)
         if not self.timing_only:
             raw = self._words(src, n * per_set, "i1")
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
@@ -383,51 +382,32 @@ class ISS:
         return self.cost.loadw(n, src, mac)
 
     def _loadq(self, ins):
-        c = self.cfg
         src, n, dst = self.r(Reg.Q_SRC), self.r(Reg.Q_COUNT), self.r(Reg.Q_DST)
-        if not (n >= 1 and dst + n <= c.qb_entries):
-            self._err(f"LOADQ records {dst}..{dst + n} beyond the parameter buffer "
-                      f"({c.qb_entries})")
-        self._check_read(src, 4 * QPARAM_WORDS * n, "LOADQ records")
+        self._enforce(Op.LOADQ, ins)
+        self._check_read(src, 4 * QPARAM_WORDS * n)
         self.qb[dst:dst + n] = self._words(src, n * QPARAM_WORDS, "<u4").reshape(n, QPARAM_WORDS)
         self.moved[1] += 4 * QPARAM_WORDS * n
         return self.cost.loadq(n, src)
 
-    def conv_params(self):
+    def conv_params(self, ins):
         c = self.cfg
+        self._enforce(Op.CONV, ins)
         p = {k: self.r(getattr(Reg, k)) for k in (
             "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_ZX", "C_Y0", "C_NY", "A_CH",
             "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH", "C_ACC")}
         kh, kw = p["C_KH"], p["C_KW"]
         npairs = p["C_NPAIRS"] = p["A_CH"] * kh
-        if not (1 <= kh <= c.max_kernel and 1 <= kw <= c.max_kernel):
-            self._err(f"CONV kernel {kh}x{kw} outside 1..{c.max_kernel}")
-        if not (1 <= p["C_LANES"] <= c.lanes and 1 <= p["C_NY"] <= c.acc_blocks
-                and 1 <= p["C_WOUT"] <= c.acc_blocks * c.L and 1 <= p["A_CH"] <= c.lb_rows
-                and p["C_PT"] < c.max_kernel and p["C_PL"] < c.max_kernel
-                and 1 <= p["A_H"] < 1 << 15 and p["C_Y0"] < 1 << 15
-                and 1 <= p["LB_PITCH"] <= c.lb_rows and p["C_WSET"] < c.wb_sets):
-            self._err(f"CONV lanes={p['C_LANES']} rows={p['C_NY']} width={p['C_WOUT']} "
-                      f"pairs={npairs} inconsistent")
         g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
-        if p["C_ACC"] + p["C_NY"] * g.wob > c.acc_blocks:
-            self._err(f"CONV band {p['C_NY']} rows x {g.wob} blocks from block {p['C_ACC']} "
-                      f"exceeds the accumulator ({c.acc_blocks} blocks)")
-        if p["C_WSET"] + g.pieces * g.passes_per_piece > c.wb_sets:
-            self._err("CONV weight sets beyond the weight buffer")
-        nch = npairs // kh
-        if nch > 1 and (p["LB_PITCH"] - kh) % c.lb_banks:
-            self._err(f"CONV line-buffer pitch {p['LB_PITCH']} must equal the kernel height "
-                      f"{kh} modulo {c.lb_banks} banks")
-        if not 1 <= p["A_W"] <= c.lb_width:
-            self._err(f"CONV input width {p['A_W']} outside 1..{c.lb_width}")
-        if (nch - 1) * p["LB_PITCH"] + 1 > c.lb_rows:
-            self._err("CONV channels beyond the line buffer")
+        # checked as it runs (RUNTIME): by the sequencer at each pass's setup in the RTL
+        used = g.pieces * g.passes_per_piece
+        if p["C_WSET"] + used > c.wb_sets:
+            self._err(f"CONV: its {used} weight sets from set {p['C_WSET']} run past the "
+                      f"weight buffer's {c.wb_sets}")
         return p, g
 
     def _conv(self, ins):
         c = self.cfg
-        p, g = self.conv_params()
+        p, g = self.conv_params(ins)
         # a pass whose weight set a background LOADW loads waits for it (the model: the
         # CONV's first pass, whose setup starts after the CONV's own fixed clocks)
         lo, hi = self.lw_sets
@@ -529,15 +509,9 @@ class ISS:
                                             self.r(Reg.O_CSTRIDE), self.r(Reg.O_Q),
                                             self.r(Reg.O_STRIDE))
         a0 = self.r(Reg.C_ACC)
-        wob = ceil(wout / L) if wout else 0
+        self._enforce(Op.POST, ins)
+        wob = ceil(wout / L)
         pool = bool(ins.flags & PostFlag.POOL2)
-        if not (1 <= lanes <= c.lanes and ny >= 1 and wout >= 1
-                and a0 + ny * wob <= c.acc_blocks
-                and q0 + lanes <= c.qb_entries and 1 <= stride <= 255
-                and not (pool and stride != 1) and not (pool and ny % 2)
-                and row0 < 1 << 17 and opitch < 1 << 17):
-            self._err(f"POST lanes={lanes} rows={ny} width={wout} from block {a0} "
-                      f"stride={stride} pool={pool} inconsistent")
         rows_out = ny // 2 if pool else -(-ny // stride)
         cols_out = wout // 2 if pool else -(-wout // stride)
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
@@ -592,8 +566,7 @@ class ISS:
         kab, M, sz, cl = (self.r(Reg.D_KAB), self.r(Reg.D_M), self.r(Reg.D_SZ),
                           self.r(Reg.D_CLAMP))
         sh = sz & 0xFF
-        if not (n >= 1 and 1 <= sh <= 62):
-            self._err(f"ADD count={n} shift={sh} inconsistent")
+        self._enforce(Op.ADD, ins)
         self.moved[2] += 2 * n
         self.moved[3] += n
         if self.timing_only:
