@@ -17,6 +17,7 @@ from ffacc.firmware.isa import INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
                  MaxPool, PhaseSplit, bounds, op_to_dict)
+from .fusion import OBJECTIVES, plan_from_ops
 from .lower import LoweringError, MemoryPlan, build_image, ir_conv_layer, lower_add, lower_conv
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
@@ -34,6 +35,7 @@ class Compiled:
     layers: list = field(default_factory=list)
     host_ops: list = field(default_factory=list)
     graph: object = None        # the IR as compiled (activations in the configuration's type)
+    fusion: object = None       # the depth-first plan (compiler/fusion.py): groups, traffic
 
 
 def _tdesc(t, addr, role):
@@ -277,9 +279,16 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
 
     tensors = [_boundary(g, n, "input", addr[n], g.float_inputs) for n in g.inputs]
     tensors += [_boundary(g, n, "output", addr[n], g.float_outputs) for n in g.outputs]
+    # the depth-first plan (not run yet: the accelerator runs layer by layer), for both
+    # objectives; the image keeps both for ffacc report
+    plans = {obj: plan_from_ops(g, cfg, ops, fused, lambda op: _accel_reason(op, g, cfg) is None,
+                                objective=obj) for obj in OBJECTIVES}
+    plan = plans["bytes"]
     meta = {"model": model_name, "config": cfg.to_dict(), "segments": segments,
             "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs,
-            "notes": list(getattr(g, "notes", []))}
+            "notes": list(getattr(g, "notes", [])),
+            "fusion": {obj: {"totals": p.totals(), "groups": p.table()}
+                       for obj, p in plans.items()}}
     try:
         img = build_image(cfg, prog, mem, tensors, meta)
     except LoweringError as e:
@@ -292,7 +301,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
         if "pc_first" in li:
             li["pc"] = code_base + li["pc_first"] * INSTR_BYTES
     img.meta = meta
-    return Compiled(img, layers, host_ops, g)
+    return Compiled(img, layers, host_ops, g, plan)
 
 
 def _host_macs(op, g):

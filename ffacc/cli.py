@@ -548,8 +548,9 @@ def cmd_report(args):
     regions = host_regions(rows)
     tot["host_regions"] = regions["regions"]
     tot["accelerator_mac_share"] = round(regions["accel_mac_share"], 6)
+    fusion = image.meta.get("fusion")
     if args.json:
-        print(json.dumps({"layers": rows, "totals": tot}))
+        print(json.dumps({"layers": rows, "totals": tot, "fusion": fusion}))
         return 0
     print(_table(["layer", "op", "in", "out", "k", "MACs", "work", "cycles", "µs", "ideal",
                   "util", "of bound", "weight B", "read B", "written B", "where"],
@@ -586,7 +587,39 @@ def cmd_report(args):
     m = tot["memory"]
     print(f"{mem_line}\n  activations {m['activations']:,} B, weights and parameters "
           f"{m['weights']:,} B, code {m['code']:,} B; image file {tot['image_bytes']:,} B")
+    if fusion:
+        _print_fusion(fusion)
     return 0
+
+
+def _print_fusion(fusion):
+    """The depth-first plan the compiler made (compiler/fusion.py): its groups and, for both
+    objectives, on-chip storage and memory traffic per image against layer by layer."""
+    plan = fusion["bytes"]
+    print("\ndepth-first plan (a plan: the accelerator runs layer by layer today), objective "
+          "'bytes' (a group grows while that moves fewer bytes in all):")
+    print(_table(["group", "layers", "steps", "on-chip px", "act read B", "act written B",
+                  "weights B", "ends"],
+                 [[g["group"], ", ".join(g["layers"]) if len(g["layers"]) <= 4 else
+                   f"{g['layers'][0]} … {g['layers'][-1]} ({len(g['layers'])})",
+                   g["steps"], f"{g['onchip_pixels']:,}", f"{g['act_read']:,}",
+                   f"{g['act_written']:,}", f"{g['weight_traffic']:,}",
+                   g["ends"] if g["fused"] else "alone: " + g["ends"]]
+                  for g in plan["groups"]]))
+    rows = []
+    for obj, p in fusion.items():
+        t = p["totals"]
+        rows.append([obj, f"{t['fused_layers']}/{t['layers']}", f"{t['onchip_pixels']:,}",
+                     f"{t['act_read'] + t['act_written']:,}",
+                     f"{t['act_read_layer_by_layer'] + t['act_written_layer_by_layer']:,}",
+                     f"{t['act_traffic_ratio']}x", f"{t['weight_traffic']:,}",
+                     f"{t['weight_bytes']:,}"])
+    print(_table(["objective", "fused layers", "on-chip px", "act B fused",
+                  "act B layer by layer", "act saved", "weight B read", "weight B"], rows))
+    print("on-chip px: the largest group's regions (line buffer: "
+          f"{plan['totals']['capacity_pixels']:,}); act B: activation bytes read + written "
+          "per image by the accelerator's layers; weight B read: per image, once a step when a "
+          "group's weights exceed the weight buffer")
 
 
 # --- csr ---------------------------------------------------------------------------------

@@ -198,6 +198,15 @@ def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
     assert main(["report", str(ffw), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["totals"]["macs"] > 0 and any(r["where"] == "host" for r in rep["layers"])
+    # the depth-first plan, for both objectives: every accelerator conv and add in a group
+    fu = rep["fusion"]
+    assert set(fu) == {"bytes", "activations"}
+    accel = [r["name"] for r in rep["layers"] if r["where"] == "accel" and r["op"] != "Gemm"]
+    for plan in fu.values():
+        assert sorted(x for grp in plan["groups"] for x in grp["layers"]) == sorted(accel)
+        assert plan["totals"]["act_read_layer_by_layer"] > 0
+    assert main(["report", str(ffw)]) == 0
+    assert "depth-first plan" in capsys.readouterr().out
     # a mismatched configuration is refused
     assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "z.npy"), "--config", "ulx3s"]) == 2
