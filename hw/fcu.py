@@ -35,6 +35,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .ffa import ffa
+from .logic import reset_less_copy
 
 __all__ = ["FCUConfig", "ConfigError", "RowEngine", "FastConvUnit", "PRESETS"]
 
@@ -294,6 +295,7 @@ class RowEngine(wiring.Component):
             sub, state, v3, mac3 = [p[i][0] for i in range(M)], [], v2, mac2
         # stage 4: post-addition with the one-block delay
         prev = [Signal(acc_shape, name=f"prev{i}", reset_less=True) for i in range(M)]
+        y = reset_less_copy(m, self.y, name="y_q")
 
         with m.If(self.en):
             for i in range(M):
@@ -327,9 +329,9 @@ class RowEngine(wiring.Component):
                     post = _lincomb([(int(s.C[q, i, 0]), sub[i]) for i in range(M)]
                                     + [(int(s.C[q, i, 1]), prev[i]) for i in range(M)])
                     with m.If(mac3):
-                        m.d.sync += self.y[q].eq(sub[q])
+                        m.d.sync += y[q].eq(sub[q])
                     with m.Else():
-                        m.d.sync += self.y[q].eq(post)
+                        m.d.sync += y[q].eq(post)
                 m.d.sync += [prev[i].eq(sub[i]) for i in range(M)]
             m.d.sync += self.y_valid.eq(v3)
         m.d.comb += self.y_next.eq(v3)

@@ -17,6 +17,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from .logic import reset_less_copy
 
 __all__ = ["RowPacker", "LineBuffer"]
 
@@ -61,7 +62,7 @@ class RowPacker(wiring.Component):
         m = Module()
         L, nb = self.L, self.nb
         cap = L + nb - 1
-        buf = [Signal(8, name=f"buf{k}") for k in range(cap)]
+        buf = [Signal(8, name=f"buf{k}", reset_less=True) for k in range(cap)]   # fill counts
         fill = Signal(range(cap + 1))
         left = Signal(range(self.max_bytes + 1))      # bytes still to take from beats
         out_left = Signal(range(self.max_bytes + 1))  # bytes still to give out
@@ -90,15 +91,15 @@ class RowPacker(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
 
+        blk = reset_less_copy(m, self.o.payload, name="blk_q")    # data: valid qualifies it
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(emit):
             m.d.sync += [self.o.valid.eq(1), out_left.eq(out_left - size),
-                         self.o.payload.row_end.eq(size == row_left),
+                         blk.row_end.eq(size == row_left),
                          row_left.eq(Mux(size == row_left, self.width, row_left - size))]
             for j in range(L):
-                m.d.sync += [self.o.payload.data[j].eq(buf[j]),
-                             self.o.payload.en[j].eq(j < size)]
+                m.d.sync += [blk.data[j].eq(buf[j]), blk.en[j].eq(j < size)]
         # the buffer moves down by the block that leaves; the beat's bytes land after the rest
         for k in range(cap):
             kept = buf[k]
@@ -260,11 +261,12 @@ class LineBuffer(wiring.Component):
                 per_bank.append(b)
             rot.append(Array(per_bank))
         m.d.sync += [self.o.valid.eq(s1_valid)]
+        beat = reset_less_copy(m, self.o.payload, name="beat_q")   # data: valid qualifies it
         with m.If(s1_valid):
-            m.d.sync += self.o.payload.tag.eq(s1_tag)
+            m.d.sync += beat.tag.eq(s1_tag)
             for e in range(R):
                 for q in range(L):
                     byte = rot[q][s1_bank[e] if bb else 0]
                     val = Mux(s1_use[e] & s1_colok[q], byte, s1_zero)
-                    m.d.sync += self.o.payload.x[e][q].eq(Mux(s1_act[e], val, 0))
+                    m.d.sync += beat.x[e][q].eq(Mux(s1_act[e], val, 0))
         return m

@@ -12,9 +12,20 @@ ABC packs into about ``len(x) / 3`` LUTs, and folds the comparisons a width deci
 6,201, nextpnr's pack count).
 """
 
-from amaranth.hdl import Cat, Const, Value
+from amaranth.hdl import Cat, Const, Signal, Value
 
-__all__ = ["lt_const", "le_const", "gt_const", "ge_const", "addr_clamp", "act_value"]
+__all__ = ["lt_const", "le_const", "gt_const", "ge_const", "addr_clamp", "act_value",
+           "reset_less_copy"]
+
+
+def reset_less_copy(m, port, name=None):
+    """A flip-flop without reset that drives the output ``port`` (Amaranth 0.5 declares no
+    port without a reset): write it in ``m.d.sync`` instead of the port. Data a valid bit
+    qualifies needs no reset, and without one its flip-flops are off the reset net (on the
+    ULX3S 2,626 flip-flops hung on it, a wide array's congestion)."""
+    s = Signal(port.shape(), reset_less=True, name=name)
+    m.d.comb += port.eq(s)
+    return s
 
 
 def addr_clamp(v, addr_bits):

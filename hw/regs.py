@@ -13,6 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Reg, reg_bits
+from .logic import reset_less_copy
 
 __all__ = ["ParamRegs", "COLD"]
 
@@ -64,11 +65,14 @@ class ParamRegs(wiring.Component):
         w = self.w.payload
         m.d.comb += [wp.addr.eq(w.reg), wp.data.eq(w.value), wp.en.eq(self.w.valid),
                      rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+        # the hot copies have no reset: a reset does not clear the RAM either, and a program
+        # SETs what it reads (at power-up both hold 0)
+        hot = reset_less_copy(m, self.hot, name="hot_q")
         with m.If(self.w.valid):
             with m.Switch(w.reg):
                 for r in self.hot_regs:
                     with m.Case(r):
-                        m.d.sync += self.hot[r.name.lower()].eq(w.value)
+                        m.d.sync += hot[r.name.lower()].eq(w.value)
         with m.Switch(self.chk_reg):
             for r in Reg:
                 if rb[r] < 32:

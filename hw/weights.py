@@ -22,6 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .fcu import FCUConfig
+from .logic import reset_less_copy
 
 __all__ = ["WeightPreAdder", "preadd_set", "set_bytes", "raw_set"]
 
@@ -123,8 +124,9 @@ class WeightPreAdder(wiring.Component):
             "mac": In(1), "clear": In(1), "count": In(range(max_count + 1)), "idle": Out(1),
         })
 
-    def _words(self, m, taps, out):
-        """The engine's pre-added words from its taps (``taps[n * P + lane]``) into ``out``."""
+    def _words(self, m, taps, out, dst):
+        """The engine's pre-added words from its taps (``taps[n * P + lane]``) into ``dst``
+        (the output payload, or its flip-flops) in domain ``out``."""
         s, P, T = self.fcu.ffa, self.lanes, self.fcu.subtaps
         L, M = s.L, s.M
         for lane in range(P):
@@ -134,7 +136,7 @@ class WeightPreAdder(wiring.Component):
                     terms = [taps[(i + t * L) * P + lane] for i in range(L) if s.A[mm, i]]
                     conv = sum(terms[1:], terms[0])
                     mac = taps[lane] if (mm < L and t == 0) else 0
-                    out += self.o.payload[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
+                    out += dst[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
 
     def _elaborate_bytes(self, m):
         """A byte a clock, no count, no output register (the smallest parts): a shift
@@ -154,7 +156,7 @@ class WeightPreAdder(wiring.Component):
         take = Signal()
         m.d.comb += [self.o.valid.eq(cnt == row), self.i.ready.eq(~self.o.valid | self.o.ready),
                      take.eq(self.i.valid & self.i.ready), self.idle.eq(cnt == 0)]
-        self._words(m, taps, m.d.comb)
+        self._words(m, taps, m.d.comb, self.o.payload)
         with m.If(take):
             m.d.sync += [sr[k].eq(sr[k + 1]) for k in range(n_in - 1)]
             m.d.sync += sr[n_in - 1].eq(self.i.payload[0])
@@ -193,11 +195,12 @@ class WeightPreAdder(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
 
+        words = reset_less_copy(m, self.o.payload, name="words_q")   # data: valid qualifies it
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(emit):
             m.d.sync += [self.o.valid.eq(1), left.eq(left - 1)]
-            self._words(m, buf, m.d.sync)
+            self._words(m, buf, m.d.sync, words)
         # the buffer moves down by the engine that leaves; the beat lands after what stays
         for j in range(cap):
             kept = buf[j]
