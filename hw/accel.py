@@ -77,6 +77,7 @@ from .fcu import FastConvUnit
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
+from .accum import Accumulators
 from .add import AddSequencer
 from .regs import ParamRegs
 from .linebuf import LineBuffer
@@ -274,18 +275,15 @@ class Accelerator(wiring.Component):
                                          depth=cfg.qb_entries, init=[])
         qb_w = qbm.write_port(granularity=32)
         qb_r = qbm.read_port(transparent_for=())
-        accm = [Memory(shape=unsigned(32 * L), depth=cfg.acc_blocks, init=[]) for _ in range(P)]
-        acc_w, acc_r = [], []
-        for lane in range(P):
-            m.submodules[f"acc{lane}"] = accm[lane]
-            acc_w.append(accm[lane].write_port())
-            acc_r.append(accm[lane].read_port(transparent_for=()))
-        # the post-processor; with post_overlap it has its own read port (a copy of the
-        # accumulators' block RAMs) and runs beside CONV, else it shares CONV's
+        # the accumulators (hw/accum.py) and the post-processor; with post_overlap it has its
+        # own read port (a copy of the accumulators' block RAMs) and runs beside CONV, else it
+        # shares CONV's
+        accs = m.submodules.accs = Accumulators(lanes=P, L=L, blocks=cfg.acc_blocks,
+                                                beat_bits=fc.out_shape.width,
+                                                own_port=cfg.post_overlap)
         po = m.submodules.post = PostUnit(cfg, latch=cfg.post_overlap)
-        po_r = ([accm[lane].read_port(transparent_for=()) for lane in range(P)]
-                if cfg.post_overlap else acc_r)
-        m.d.comb += [po.acc_data.eq(Cat(po_r[lane].data for lane in range(P))),
+        m.d.comb += [po.acc_data.eq(accs.post_data), accs.post_addr.eq(po.acc_addr),
+                     accs.post_en.eq(po.acc_en), accs.post_reading.eq(po.reading),
                      qb_r.addr.eq(po.q_addr), qb_r.en.eq(po.q_en), po.q_data.eq(qb_r.data),
                      wr.flush.eq(po.wr_flush),
                      po.wr_err_valid.eq(wr.err_valid), po.wr_err.eq(wr.err)]
@@ -532,28 +530,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += f.i.payload.eq(lbuf.o.payload.x)
 
         # ---------------------------------------------------------------- accumulate
-        # The accumulator word of an FCU output beat is read a clock before the beat arrives
-        # (the FCU's o_next; the sequencer's output counters run a clock ahead with it) and
-        # written back, plus the beat, as it arrives: no copy of the beat is kept.
-        rmw_valid = Signal()
-        rmw_addr = Signal(range(max(2, cfg.acc_blocks)))
-        rmw_first = Signal()
-        m.d.comb += [seq.o_next.eq(fcus[0].o_next), seq.acc_busy.eq(rmw_valid)]
-        m.d.sync += rmw_valid.eq(seq.acc_valid)
-        with m.If(seq.acc_valid):
-            m.d.sync += [rmw_addr.eq(seq.acc_addr), rmw_first.eq(seq.acc_first)]
+        # an FCU output beat's block is named a clock before the beat (the FCU's o_next; the
+        # sequencer's output counters run a clock ahead with it): the accumulators read the
+        # word then and write it back, plus the beat, as it arrives
+        m.d.comb += [seq.o_next.eq(fcus[0].o_next), seq.acc_busy.eq(accs.busy),
+                     accs.nxt.valid.eq(seq.acc_valid), accs.nxt.payload.addr.eq(seq.acc_addr),
+                     accs.nxt.payload.first.eq(seq.acc_first)]
         for lane in range(P):
-            if cfg.post_overlap:
-                m.d.comb += [acc_r[lane].addr.eq(seq.acc_addr),
-                             po_r[lane].addr.eq(po.acc_addr), po_r[lane].en.eq(po.acc_en)]
-            else:
-                m.d.comb += [acc_r[lane].addr.eq(Mux(po.reading, po.acc_addr, seq.acc_addr)),
-                             acc_r[lane].en.eq(po.acc_en)]
-            m.d.comb += [acc_w[lane].addr.eq(rmw_addr), acc_w[lane].en.eq(rmw_valid)]
-            for q in range(L):
-                old = acc_r[lane].data[32 * q:32 * q + 32].as_signed()
-                new = Mux(rmw_first, 0, old) + fcus[lane].o.payload[q]
-                m.d.comb += acc_w[lane].data[32 * q:32 * q + 32].eq(new[:32])
+            m.d.comb += accs.beat[lane].eq(fcus[lane].o.payload)
 
         # ---------------------------------------------------------------- activation loading
         # LOADA: the loader's reads into the line buffer (in whole beats through its row
