@@ -74,7 +74,13 @@ def _digits(cfg, simulator, progress):
     tot.update(moved)
     tot["rtl_bus_read_bytes"] = rtl_st["bus_read_bytes"]
     tot["rtl_bus_written_bytes"] = rtl_st["bus_written_bytes"]
+    tot["fusion"] = _fusion_totals(c.image)
     return rtl_rows, tot, deviation
+
+
+def _fusion_totals(image):
+    """The compiler's depth-first plans (compiler/fusion.py), by objective: their totals."""
+    return {obj: p["totals"] for obj, p in image.meta.get("fusion", {}).items()}
 
 
 def _vgg(cfg, size, fc, progress, build_dir):
@@ -87,6 +93,7 @@ def _vgg(cfg, size, fc, progress, build_dir):
     progress("vgg16: ISS cycle model")
     rows, tot = layer_report(c.image)
     tot["compile_seconds"] = round(secs, 1)
+    tot["fusion"] = _fusion_totals(c.image)
     return rows, tot
 
 
@@ -229,6 +236,7 @@ def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=p
         "kernels": {"layer": f"{kw['C']}->{kw['O']} on {kw['size']}x{kw['size']}",
                     "rows": k_rows},
         "stem": stem,
+        "fusion": {"digits": d_tot["fusion"], f"vgg16_{vgg_size}": v_tot["fusion"]},
         "seconds": round(time.time() - t, 1),
     }
     jpath = out / "bench.json"
@@ -236,7 +244,43 @@ def run_bench(cfg, vgg_size=32, simulator="verilator", out_dir="out", progress=p
     res["json"] = str(jpath)
     if chart:
         res["chart"] = str(write_chart(res, out / "bench.png"))
+        res["fusion_chart"] = str(write_fusion_chart(res["fusion"], out / "fusion.png"))
     return res
+
+
+def write_fusion_chart(fusion, path):
+    """Per model: activation and weight bytes per image, layer by layer and for the two
+    depth-first plans (log scale), as a grouped bar chart."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(fusion)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    for ax, what in zip(axes, ("activation", "weight")):
+        width = 0.27
+        for k, (label, key) in enumerate((("layer by layer", None), ("plan 'bytes'", "bytes"),
+                                          ("plan 'activations'", "activations"))):
+            vals = []
+            for mdl in models:
+                t = fusion[mdl][key or "bytes"]
+                if what == "activation":
+                    v = (t["act_read_layer_by_layer"] + t["act_written_layer_by_layer"]
+                         if key is None else t["act_read"] + t["act_written"])
+                else:
+                    v = t["weight_bytes"] if key is None else t["weight_traffic"]
+                vals.append(max(v, 1))
+            ax.bar([i + (k - 1) * width for i in range(len(models))], vals, width, label=label)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(models)), models, fontsize=8)
+        ax.set_ylabel(f"{what} bytes per image")
+        ax.set_title(f"{what} traffic", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("depth-first plans (compiler/fusion.py) against layer by layer", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_chart(res, path):

@@ -755,7 +755,21 @@ def cmd_bench(args):
               f"its stride-1 twin's {st['stride1']['cycles']:,} (ideal "
               f"{100 * st['ideal_vs_stride1']:.2f}%); strided, without the split: "
               f"{st['strided']['cycles']:,} ({100 * st['strided_vs_stride1']:.1f}%)")
-    print(f"JSON: {res['json']}" + (f"\nchart: {res['chart']}" if res.get("chart") else ""))
+    if res.get("fusion"):
+        print("\ndepth-first plans (compiler/fusion.py; the accelerator runs layer by layer): "
+              "bytes per image")
+        rows = []
+        for model, plans in res["fusion"].items():
+            for obj, t in plans.items():
+                rows.append([model, obj, f"{t['fused_layers']}/{t['layers']}",
+                             f"{t['onchip_pixels']:,}", f"{t['act_read'] + t['act_written']:,}",
+                             f"{t['act_read_layer_by_layer'] + t['act_written_layer_by_layer']:,}",
+                             f"{t['act_traffic_ratio']}x", f"{t['weight_traffic']:,}",
+                             f"{t['weight_bytes']:,}"])
+        print(_table(["model", "objective", "fused", "on-chip px", "act B", "act B layer by "
+                      "layer", "act saved", "weight B read", "weight B"], rows))
+    print(f"JSON: {res['json']}" + (f"\nchart: {res['chart']}" if res.get("chart") else "")
+          + (f", {res['fusion_chart']}" if res.get("fusion_chart") else ""))
     return 0
 
 

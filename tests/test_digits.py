@@ -92,6 +92,14 @@ def test_bench_profiles_the_rtl_per_layer_and_checks_the_cycle_model(tmp_path):
     assert st["stride4"]["host_ops"] == ["PhaseSplit"] and st["strided"]["host_ops"] == []
     assert st["stride4"]["kernel_run"] == [3, 3] and st["strided"]["kernel_run"] == [11, 11]
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the depth-first plans of both models: a plan moves no more activation bytes than layer
+    # by layer, and the chart is written
+    for model, plans in res["fusion"].items():
+        assert set(plans) == {"bytes", "activations"}, model
+        for t in plans.values():
+            assert 0 < t["act_read"] + t["act_written"] <= (t["act_read_layer_by_layer"]
+                                                            + t["act_written_layer_by_layer"])
+    assert (tmp_path / "fusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_cli_prints_the_table(tmp_path, capsys, monkeypatch):
@@ -107,3 +115,4 @@ def test_bench_cli_prints_the_table(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "ops/mult/cycle" in out and "ISS cycle model vs RTL" in out and "conv1" in out
     assert "per kernel size: one k×k conv 2->2 on 9x9" in out
+    assert "depth-first plans" in out and "act saved" in out
