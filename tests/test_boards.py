@@ -429,3 +429,17 @@ def test_real_ecp5_build_of_the_default_preset_meets_its_clock(tmp_path):
     for key in ("dsp", "lut", "ff", "bram"):
         r = rep["resources"][key]
         assert 0 < r["used"] <= r["available"]
+
+
+def test_a_wide_array_is_placed_with_the_static_placer(tmp_path):
+    """From STATIC_PLACER_FROM multipliers on, an ECP5 build asks nextpnr for its static
+    placer (with the reason in the report); the default preset and the iCE40 do not."""
+    import dataclasses
+    from ffacc.boards.build import STATIC_PLACER_FROM, nextpnr_choices
+    base = ACCEL_PRESETS["ulx3s"]
+    wide = dataclasses.replace(base, lanes=STATIC_PLACER_FROM // (base.multipliers // base.lanes))
+    assert wide.multipliers >= STATIC_PLACER_FROM > base.multipliers
+    assert nextpnr_choices("ecp5", base) == [] and nextpnr_choices("ice40", wide) == []
+    rep = build("ulx3s-85f", wide, out_dir=tmp_path, run=False, progress=lambda *a: 0)
+    assert [c["option"] for c in rep["nextpnr_choices"]] == ["--placer static"]
+    assert "--placer static" in (tmp_path / "build_ffacc_soc.sh").read_text()
