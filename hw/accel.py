@@ -73,7 +73,7 @@ from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_por
 from .config import AcceleratorConfig
 from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
-from .fcu import FastConvUnit
+from .fcu import FcuArray
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .post import PostUnit
@@ -306,15 +306,10 @@ class Accelerator(wiring.Component):
                          po.wr.ready.eq(wr.i.ready), po.wr_idle.eq(wr.idle)]
 
         # ---------------------------------------------------------------- FCU array
-        fcus = []
-        for lane in range(P):
-            f = m.submodules[f"fcu{lane}"] = FastConvUnit(fc, input_reg=False,      # s2_x is one
-                                                          banks=NBANK, write_rows=R)
-            m.d.comb += f.o.ready.eq(1)
-            fcus.append(f)
+        # (hw/fcu.py; the line buffer's output register is its input register)
+        fcus = m.submodules.fcus = FcuArray(fc, lanes=P, banks=NBANK)
         conv_mac = Signal()
-        for f in fcus:
-            m.d.comb += f.mac.eq(conv_mac)
+        m.d.comb += fcus.mac.eq(conv_mac)
 
         # ---------------------------------------------------------------- controller state
         pc = Signal(AW)
@@ -521,23 +516,17 @@ class Accelerator(wiring.Component):
                      sc.hb0.eq(rg[Reg.A_HB0]), sc.pitch.eq(rg[Reg.LB_PITCH]),
                      csr.streaming.eq(seq.streaming), csr.slots.eq(seq.slots),
                      lbuf.width.eq(rg[Reg.A_W]), lbuf.zero.eq(rg[Reg.C_ZX][:8])]
-        for f in fcus:
-            m.d.comb += f.i.valid.eq(lbuf.o.valid)
-            if b2b:
-                m.d.comb += [f.i.payload.x.eq(lbuf.o.payload.x),
-                             f.i.payload.bank.eq(lbuf.o.payload.tag)]
-            else:
-                m.d.comb += f.i.payload.eq(lbuf.o.payload.x)
+        m.d.comb += [fcus.i.valid.eq(lbuf.o.valid), fcus.i.payload.x.eq(lbuf.o.payload.x),
+                     fcus.i.payload.bank.eq(lbuf.o.payload.tag if b2b else 0)]
 
         # ---------------------------------------------------------------- accumulate
         # an FCU output beat's block is named a clock before the beat (the FCU's o_next; the
         # sequencer's output counters run a clock ahead with it): the accumulators read the
         # word then and write it back, plus the beat, as it arrives
-        m.d.comb += [seq.o_next.eq(fcus[0].o_next), seq.acc_busy.eq(accs.busy),
+        m.d.comb += [seq.o_next.eq(fcus.o_next), seq.acc_busy.eq(accs.busy),
                      accs.nxt.valid.eq(seq.acc_valid), accs.nxt.payload.addr.eq(seq.acc_addr),
                      accs.nxt.payload.first.eq(seq.acc_first)]
-        for lane in range(P):
-            m.d.comb += accs.beat[lane].eq(fcus[lane].o.payload)
+        m.d.comb += accs.beat.eq(fcus.o)
 
         # ---------------------------------------------------------------- activation loading
         # LOADA: the loader's reads into the line buffer (in whole beats through its row
@@ -574,13 +563,8 @@ class Accelerator(wiring.Component):
         # later; a set a background LOADW is loading is read when the load is over
         m.d.comb += [wb_r.addr.eq(seq.w_set), loadw.probe.eq(seq.w_set),
                      seq.w_set_busy.eq(loadw.probe_busy)]
-        for lane, f in enumerate(fcus):
-            m.d.comb += [f.w_en.eq(seq.w_write), f.w_addr.eq(0),
-                         f.w_data.eq(Cat(wb_r.data[r * EW + lane * MT * gw:
-                                                   r * EW + (lane + 1) * MT * gw]
-                                         for r in range(R)))]
-            if b2b:
-                m.d.comb += f.w_bank.eq(seq.w_bank)
+        m.d.comb += [fcus.w_en.eq(seq.w_write), fcus.w_data.eq(wb_r.data),
+                     fcus.w_bank.eq(seq.w_bank if b2b else 0)]
 
         # ---------------------------------------------------------------- main FSM
         with m.FSM(name="ctl"):

@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from .ffa import ffa
 from .logic import reset_less_copy
 
-__all__ = ["FCUConfig", "ConfigError", "RowEngine", "FastConvUnit", "PRESETS"]
+__all__ = ["FCUConfig", "ConfigError", "RowEngine", "FastConvUnit", "FcuArray", "PRESETS"]
 
 
 class ConfigError(ValueError):
@@ -481,4 +481,58 @@ class FastConvUnit(wiring.Component):
         m.d.comb += [self.o.valid.eq(valid), self.o_next.eq(nxt_valid)]
         for j in range(L):
             m.d.comb += self.o.payload[j].eq(outs[0][j])
+        return m
+
+
+class FcuArray(wiring.Component):
+    """``lanes`` fast convolution units (one per output channel), every one fed the same
+    beats: a pass streams the same ``rows`` (channel, kernel-row) input rows to all lanes.
+
+    Ports
+    -----
+    i : In(stream of {x, bank}), no back-pressure
+        A beat: ``x[row][j]``, a block of ``L`` activations for every engine; ``bank``, the
+        weight bank its products use (``banks`` > 1). The units take a beat every clock.
+    w_en : In(1); w_bank : In(range(banks)); w_data : In(rows x lanes x M*T weights)
+        Write a weight set into bank ``w_bank``: a weight-buffer word, every engine's
+        pre-added words for every lane (``[engine][lane][m * T + t]``), all at once.
+    mac : In(1)
+        MAC mode (1x1 kernels, fully-connected layers).
+    o : Out(lanes x L sums); o_valid, o_next : Out(1)
+        Every lane's ``L`` sums, valid together; ``o_next`` is ``o_valid`` of the next clock.
+    """
+
+    def __init__(self, config, *, lanes, banks):
+        self.config, self.lanes, self.banks = config, lanes, banks
+        cfg = config
+        x = data.ArrayLayout(data.ArrayLayout(cfg.act_shape, cfg.L), cfg.rows)
+        words = cfg.ffa.M * cfg.subtaps
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"x": x, "bank": range(max(2, banks))}),
+                                     always_ready=True)),
+            "w_en": In(1), "w_bank": In(range(max(2, banks))),
+            "w_data": In(data.ArrayLayout(data.ArrayLayout(
+                data.ArrayLayout(cfg.gweight_shape, words), lanes), cfg.rows)),
+            "mac": In(1),
+            "o": Out(data.ArrayLayout(data.ArrayLayout(cfg.out_shape, cfg.L), lanes)),
+            "o_valid": Out(1), "o_next": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, R = self.config, self.config.rows
+        for lane in range(self.lanes):
+            f = m.submodules[f"fcu{lane}"] = FastConvUnit(cfg, input_reg=False,
+                                                          banks=self.banks, write_rows=R)
+            m.d.comb += [f.o.ready.eq(1), f.mac.eq(self.mac), f.i.valid.eq(self.i.valid),
+                         f.w_en.eq(self.w_en), f.w_addr.eq(0),
+                         f.w_data.eq(Cat(self.w_data[r][lane] for r in range(R))),
+                         self.o[lane].eq(f.o.payload)]
+            if self.banks > 1:
+                m.d.comb += [f.i.payload.x.eq(self.i.payload.x),
+                             f.i.payload.bank.eq(self.i.payload.bank), f.w_bank.eq(self.w_bank)]
+            else:
+                m.d.comb += f.i.payload.eq(self.i.payload.x)
+            if lane == 0:
+                m.d.comb += [self.o_valid.eq(f.o.valid), self.o_next.eq(f.o_next)]
         return m
