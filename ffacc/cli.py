@@ -5,6 +5,8 @@ Every report prints as a table, or as one JSON object with ``--json``.
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 import tomllib
@@ -92,12 +94,17 @@ def _progress(as_json):
 
 
 def _table(headers, rows):
+    """A text table: columns of figures right-aligned, columns of words left-aligned."""
     cols = [[str(h)] + [str(r[i]) for r in rows] for i, h in enumerate(headers)]
     widths = [max(len(c) for c in col) for col in cols]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(map(str, headers), widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(v).rjust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
+    right = [all(re.match(r"[-+]?[\d.]", c) or c in ("", "-") for c in col[1:])
+             for col in cols]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if r else c.ljust(w)
+                         for c, w, r in zip(map(str, cells), widths, right)).rstrip()
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths)]
+                     + [line(r) for r in rows])
 
 
 # --- verilog -----------------------------------------------------------------------------
@@ -949,6 +956,11 @@ def main(argv=None):
     except (CLIError, ConfigError) + _compile_errors() + _board_errors() as e:
         print(f"ffacc: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (ffacc report ... | head): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
