@@ -160,7 +160,7 @@ def test_requantizer_rounding_equals_the_golden_rounding():
     int8/uint8 clamp equal everywhere (products over the whole 64-bit range, every shift,
     values at the rounding boundaries)."""
     from amaranth.hdl import Module, Signal, signed, unsigned
-    from ffacc.hw.post import RQ_BITS, requant_round
+    from ffacc.hw.requant import RQ_BITS, requant_round
 
     m = Module()
     prod, sh = Signal(signed(66)), Signal(unsigned(8))

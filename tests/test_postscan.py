@@ -1,0 +1,122 @@
+"""The post-processor's scan (hw/postscan.py) in amaranth.sim: a band's elements (accumulator
+block, column, group and row flags) under random back-pressure, against the order worked out
+from the command alone; a restart mid-band; an empty pooled band."""
+
+from math import ceil
+
+import numpy as np
+from amaranth.sim import Simulator
+from hypothesis import given, settings, strategies as st
+
+from ffacc.hw.config import ACCEL_PRESETS
+from ffacc.hw.post import post_command_layout
+from ffacc.hw.postscan import PostScan
+
+TINY = ACCEL_PRESETS["tiny"]
+
+
+def expect(cmd, L):
+    """The elements of a band: (block, column, first, last, rowend)."""
+    ny, wout, pool, step, acc0 = (cmd[k] for k in ("ny", "wout", "pool", "step", "acc0"))
+    wob = ceil(wout / L)
+    out = []
+
+    def at(y, x):
+        return acc0 + y * wob + x // L, x % L
+
+    if pool:
+        for r in range(ny // 2):
+            for c in range(wout // 2):
+                for k, (dy, dx) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+                    out.append((*at(2 * r + dy, 2 * c + dx), k == 0, k == 3,
+                                k == 3 and c == wout // 2 - 1))
+    else:
+        xs = list(range(0, wout, step))
+        for y in range(0, ny, step):
+            for x in xs:
+                out.append((*at(y, x), True, True, x == xs[-1]))
+    return out
+
+
+def command(cfg, ny, wout, pool, step, acc0):
+    step = 2 if pool else step
+    wob = ceil(wout / cfg.L)
+    return dict(ny=ny, wout=wout, pool=int(pool), step=step, sblk=step // cfg.L,
+                ssub=step % cfg.L, wob=wob, rowstep=step * wob, acc0=acc0)
+
+
+def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
+    """Start each command of ``bands`` in turn and take its elements; with ``restart_after``
+    the first band is started again after that many elements. Returns each band's list."""
+    dut = PostScan(cfg, post_command_layout(cfg))
+    rng = np.random.default_rng(seed)
+    got = []
+
+    async def start(ctx, cmd):
+        for k, v in cmd.items():
+            ctx.set(getattr(dut.cmd, k), v)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+
+    async def take(ctx, limit=None):
+        """Elements until ``valid`` falls (or ``limit`` of them)."""
+        elems = []
+        for _ in range(clocks):
+            if len(elems) == limit:
+                return elems
+            take = rng.random() < ready
+            ctx.set(dut.o.ready, int(take))
+            if not ctx.get(dut.o.valid):
+                return elems
+            if take:
+                e = ctx.get(dut.o.payload)
+                elems.append((e.addr, e.sub, bool(e.first), bool(e.last), bool(e.rowend)))
+            await ctx.tick()
+        raise AssertionError("the scan did not end")
+
+    async def bench(ctx):
+        assert ctx.get(dut.o.valid) == 0            # nothing before a start
+        for n, cmd in enumerate(bands):
+            await start(ctx, cmd)
+            if n == 0 and restart_after is not None:
+                assert len(await take(ctx, restart_after)) == restart_after
+                ctx.set(dut.o.ready, 0)
+                await start(ctx, cmd)
+            got.append(await take(ctx))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@settings(max_examples=20, deadline=None)
+@given(pool=st.booleans(), step=st.integers(1, 5), ny=st.integers(1, 7),
+       wout=st.integers(1, 13), seed=st.integers(0, 1000))
+def test_the_scan_visits_every_kept_element_in_order(pool, step, ny, wout, seed):
+    cfg = TINY
+    if pool:
+        ny += ny % 2
+    wob = ceil(wout / cfg.L)
+    cmd = command(cfg, ny, wout, pool, step, int(seed % (cfg.acc_blocks - ny * wob + 1)))
+    want = expect(cmd, cfg.L)
+    # two bands back to back: the second starts from a clean state
+    cmd2 = command(cfg, 2, 5, False, 1, 7)
+    got = run_scan(cfg, [cmd, cmd2], ready=0.6, seed=seed)
+    assert got == [want, expect(cmd2, cfg.L)]
+    assert want or (pool and wout < 2)
+
+
+def test_a_start_mid_band_begins_it_again():
+    cfg = TINY
+    cmd = command(cfg, 4, 7, True, 2, 3)
+    want = expect(cmd, cfg.L)
+    assert len(want) == 24
+    assert run_scan(cfg, [cmd], ready=0.8, seed=1, restart_after=9) == [want]
+
+
+def test_a_pooled_band_one_column_wide_has_no_element():
+    cfg = TINY
+    assert run_scan(cfg, [command(cfg, 4, 1, True, 2, 0)], ready=1.0, seed=0) == [[]]
