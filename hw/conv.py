@@ -14,18 +14,24 @@ drained in turn.
 The output side counts the beats as they come out of the FCUs (a pass's ``ny * bk``, in
 order), so it needs no signal from the stream side; the first pass of a command without
 ``ACCUMULATE`` overwrites the accumulators, the others add.
+
+:class:`ConvSequencer` is the command's state machine (pieces, passes, the swap of a set-up
+pass) over four parts, each its own component: :class:`PassSetup` (a pass's engines and
+weights), :class:`PieceColumn` (a piece's first column as block and rotation),
+:class:`BeatStream` (a pass's beats and the band check) and :class:`OutputPlacer` (the
+accumulator block of each beat out of the FCUs).
 """
 
 from math import ceil
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Reg, reg_bits
 from .logic import ge_const, lt_const
 
-__all__ = ["ConvSequencer", "conv_command_layout", "conv_bounds"]
+__all__ = ["ConvSequencer", "PassSetup", "PieceColumn", "BeatStream", "OutputPlacer", "conv_command_layout", "conv_bounds"]
 
 
 def conv_bounds(cfg):
@@ -180,6 +186,185 @@ class PassSetup(wiring.Component):
         return m
 
 
+class OutputPlacer(wiring.Component):
+    """Where each FCU output beat of a ``CONV`` accumulates, for an :class:`AcceleratorConfig`
+    ``cfg``: a pass's outputs are ``ny`` rows of ``bk`` beats, of which each row's first ``D``
+    (the FFA's leading blocks) are dropped and the others go to blocks ``acc + row * wob``,
+    ``+ 1``, ...; after a pass's last beat the count starts over for the next pass, and only
+    the first pass of a command without ``ACCUMULATE`` overwrites.
+
+    Ports
+    -----
+    cmd : In(:func:`conv_command_layout`)
+        The command (``D``, ``bk``, ``ny``, ``wob``, ``acc``, ``overwrite``), held.
+    start : In(1)
+        The command starts: the next beat out is its first pass's first.
+    issue : In(1)
+        A beat goes into the FCUs this clock.
+    o_next : In(1)
+        The FCUs give out a beat next clock.
+    acc_valid, acc_addr, acc_first : Out
+        With ``o_next``: the beat is kept, into accumulator block ``acc_addr``, which it
+        overwrites with ``acc_first``.
+    pending : Out(1)
+        Beats issued are not yet out.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({
+            "cmd": In(conv_command_layout(cfg)), "start": In(1), "issue": In(1),
+            "o_next": In(1), "acc_valid": Out(1), "acc_addr": Out(range(max(2, cfg.acc_blocks))),
+            "acc_first": Out(1), "pending": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, c = self.cfg, self.cmd
+        n_blk = conv_bounds(cfg)["n_blk"]
+        b = Signal(range(n_blk + 1))                        # beat in the row
+        yl = Signal(range(cfg.acc_blocks + 1))              # row in the pass
+        base = Signal(range(cfg.acc_blocks + 1))            # the row's first block
+        first = Signal()                                    # the pass overwrites
+        pend = Signal(range(2 * (cfg.fcu.latency + 4)))     # beats issued, not yet out
+        m.d.comb += [self.acc_valid.eq(self.o_next & (b >= c.D)),
+                     self.acc_addr.eq(base + b - c.D), self.acc_first.eq(first),
+                     self.pending.eq(pend != 0)]
+        m.d.sync += pend.eq(pend + self.issue - self.o_next)
+        with m.If(self.start):
+            m.d.sync += [b.eq(0), yl.eq(0), base.eq(c.acc), first.eq(c.overwrite)]
+        with m.Elif(self.o_next):
+            with m.If(b == c.bk - 1):
+                with m.If(yl == c.ny - 1):
+                    m.d.sync += [b.eq(0), yl.eq(0), base.eq(c.acc), first.eq(0)]
+                with m.Else():
+                    m.d.sync += [b.eq(0), yl.eq(yl + 1), base.eq(base + c.wob)]
+            with m.Else():
+                m.d.sync += b.eq(b + 1)
+        return m
+
+
+class BeatStream(wiring.Component):
+    """A pass's beats for the line buffer: ``ny`` output rows from ``y0`` of ``bk`` beats, a
+    beat reading every running engine's row at the output row (its row offset ``h0`` added)
+    and ``L`` columns from the piece's first column ``col0``, ``L`` more each beat. A row
+    outside the map (``h``) reads padding; one outside the loaded band (``hb0`` + ``pitch``
+    rows) is a parameter error.
+
+    Ports
+    -----
+    cmd : In(:func:`conv_command_layout`)
+        The command (``y0``, ``bk``, ``ny``, ``h``, ``hb0``, ``pitch``), held.
+    act : In(R); G : In(R x GW); h0 : In(R x signed(10))
+        The streaming pass's engines: which run, their line-buffer rows at output row 0
+        (modulo ``2**GW``), and their input rows' offsets from the output row.
+    col0, colblk0, rot : In
+        The piece's first column, as a signed column and as block and rotation.
+    tag : In
+        The weight bank the beats carry to the FCUs.
+    start : In(1)
+        The pass streams from its first beat on the next clock.
+    issue : In(1)
+        A beat goes out this clock (``lb.valid``); the counters move on.
+    lb : Out(stream of ``beat_shape``), always ready
+        The beats.
+    last : Out(1)
+        This clock's beat is the pass's last.
+    bad : Out(1)
+        A beat issued the clock before read a row outside the loaded band (registered: the
+        check is off the path to the error registers).
+    """
+
+    def __init__(self, cfg, beat_shape):
+        self.cfg = cfg
+        g = conv_bounds(cfg)
+        R = cfg.fcu.rows
+        GW = Shape.cast(data.Layout.cast(beat_shape)["row"].shape.elem_shape).width
+        super().__init__({
+            "cmd": In(conv_command_layout(cfg)),
+            "act": In(R), "G": In(data.ArrayLayout(GW, R)),
+            "h0": In(data.ArrayLayout(signed(10), R)),
+            "col0": In(range(-g["col_lo"], g["n_kw"] + 1)),
+            "colblk0": In(range(-g["K0"], g["n_kw"] + cfg.L * g["K0"] + 1)),
+            "rot": In(range(cfg.L)), "tag": In(range(3 if cfg.back_to_back else 1)),
+            "start": In(1), "issue": In(1),
+            "lb": Out(stream.Signature(beat_shape, always_ready=True)),
+            "last": Out(1), "bad": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, c, lb = self.cfg, self.cmd, self.lb.payload
+        g = conv_bounds(cfg)
+        L, R = cfg.L, cfg.fcu.rows
+        # output row (absolute, and in the pass), beat in the row, column
+        y = Signal(16)
+        yl = Signal(range(cfg.acc_blocks + 1))
+        b = Signal(range(g["n_blk"] + 1))
+        col = Signal(range(-g["col_lo"], g["n_col"] + 1))
+        row_end = b == c.bk - 1
+        m.d.comb += self.last.eq(row_end & (yl == c.ny - 1))
+        with m.If(self.start):
+            m.d.sync += [y.eq(c.y0), yl.eq(0), b.eq(0), col.eq(self.col0)]
+        with m.Elif(self.issue & row_end):
+            m.d.sync += [b.eq(0), col.eq(self.col0), y.eq(y + 1), yl.eq(yl + 1)]
+        with m.Elif(self.issue):
+            m.d.sync += [b.eq(b + 1), col.eq(col + L)]
+
+        bad = Signal()
+        m.d.sync += self.bad.eq(bad)
+        eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
+        eng_ok = Signal(R)
+        for r in range(R):
+            m.d.comb += [eng_h[r].eq(y + self.h0[r]), lb.row[r].eq(self.G[r] + y),
+                         eng_ok[r].eq(self.act[r] & (eng_h[r] >= 0) & (eng_h[r] < c.h))]
+            rel = eng_h[r] - c.hb0
+            with m.If(self.issue & eng_ok[r] & ((rel < 0) | (rel >= c.pitch))):
+                m.d.comb += bad.eq(1)
+        m.d.comb += [self.lb.valid.eq(self.issue), lb.use.eq(eng_ok), lb.act.eq(self.act),
+                     lb.blk.eq(self.colblk0 + b), lb.rot.eq(self.rot), lb.col.eq(col),
+                     lb.tag.eq(self.tag)]
+        return m
+
+
+class PieceColumn(wiring.Component):
+    """A kernel piece's first column as a line-buffer block and rotation,
+    ``col = L * blk + rot`` with ``0 <= rot < L``, by repeated subtraction: a clock per block
+    from ``-K0`` (the column plus ``L * K0`` is non-negative for every legal padding).
+
+    Ports
+    -----
+    start : In(1); col : In(signed)
+        Divide ``col`` (sampled with ``start``).
+    col0, blk, rot : Out
+        The column, its block and its rotation; ``blk`` and ``rot`` are final once ``done``.
+    done : Out(1)
+        The division is over (from the clock after ``start``; it holds until the next).
+    """
+
+    def __init__(self, cfg):
+        g = conv_bounds(cfg)
+        self.cfg = cfg
+        super().__init__({
+            "start": In(1), "col": In(signed(17)),
+            "col0": Out(range(-g["col_lo"], g["n_kw"] + 1)),
+            "blk": Out(range(-g["K0"], g["n_kw"] + cfg.L * g["K0"] + 1)),
+            "rot": Out(range(cfg.L)), "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        L, K0, n_kw = self.cfg.L, conv_bounds(self.cfg)["K0"], conv_bounds(self.cfg)["n_kw"]
+        v = Signal(range(n_kw + L * K0 + 1))        # col + L * K0 - L * (blk + K0)
+        more = ge_const(v, L)
+        m.d.comb += [self.done.eq(~more), self.rot.eq(v)]
+        with m.If(self.start):
+            m.d.sync += [self.col0.eq(self.col), v.eq(self.col + L * K0), self.blk.eq(-K0)]
+        with m.Elif(more):
+            m.d.sync += [v.eq(v - L), self.blk.eq(self.blk + 1)]
+        return m
+
+
 class ConvSequencer(wiring.Component):
     """Passes and beats of one ``CONV`` at a time, for an :class:`AcceleratorConfig` ``cfg``.
 
@@ -232,35 +417,23 @@ class ConvSequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
-        fc = cfg.fcu
-        b2b = cfg.back_to_back
+        cfg, c, b2b = self.cfg, self.cmd.payload, self.cfg.back_to_back
         NBANK = 3 if b2b else 1
-        L, R, N = fc.L, fc.rows, fc.piece_taps
+        R, N = cfg.fcu.rows, cfg.fcu.piece_taps
         g = conv_bounds(cfg)
-        K0, n_pairs, n_kw, col_lo = g["K0"], g["n_pairs"], g["n_kw"], g["col_lo"]
-        c = self.cmd.payload
-        lb = self.lb.payload
-        GW = len(lb.row[0])
+        n_pairs, n_kw = g["n_pairs"], g["n_kw"]
+        GW = len(self.lb.payload.row[0])
 
-        # ---- the command's state
-        piece = Signal(range(cfg.max_kernel + 1))
-        pieceoff = Signal(range(n_kw + 1))      # the piece's first kernel column
-        colv = Signal(range(n_kw + L * K0 + 1))
-        colblk0 = Signal(range(-K0, n_kw + L * K0 + 1))
-        rot = Signal(range(L))
-        col0 = Signal(range(-col_lo, n_kw + 1))     # a row's first column (L * colblk0 + rot)
-        p0 = Signal(range(n_pairs + R + 1))         # the streaming pass's first pair
-        wset = Signal(range(cfg.wb_sets + 2))       # the next pass's weight set
-        first = Signal()                            # the pass coming out overwrites
-        # the engines of the streaming pass: which run, their rows (g, a line-buffer row
-        # modulo 2**GW: every row read is in [0, lb_rows), bad_row checks it) and their rows'
-        # offsets from the output row (h0)
+        # ---- the command's state: the piece, its first kernel column (pieceoff) and first
+        # line-buffer column (pc), the streaming pass's first pair, the next pass's weight set
+        piece, pieceoff = Signal(range(cfg.max_kernel + 1)), Signal(range(n_kw + 1))
+        pc = m.submodules.column = PieceColumn(cfg)
+        p0, wset = Signal(range(n_pairs + R + 1)), Signal(range(cfg.wb_sets + 2))
         # the pass being set up (PassSetup): the engine assignment and the weights of the pass
         # starting at pair su.p0. With back_to_back it fills its registers (a shadow of the
-        # streaming pass's) and the FCUs' idle weight bank while the current pass streams;
-        # swap() makes it current. Otherwise its registers are the streaming pass's, and it
-        # writes them and the one bank between passes.
+        # streaming pass's engines: eng_*) and the FCUs' idle weight bank while the current
+        # pass streams; swap() makes it current. Otherwise its registers are the streaming
+        # pass's, and it writes them and the one bank between passes.
         su = m.submodules.setup = PassSetup(cfg, GW)
         su_next = Signal()              # a set-up pass waits to be swapped in (back_to_back)
         m.d.comb += su.cmd.eq(c)
@@ -274,57 +447,26 @@ class ConvSequencer(wiring.Component):
             eng_G = [su.G[r] for r in range(R)]
             eng_h0 = [su.h0[r] for r in range(R)]
         # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
-        # products read its bank 3 clocks after its issue (line buffer, stage 2, the engine's
-        # pre-add); the setup writes the bank after the streaming one, which the pass before
-        # the last used, at the earliest 2 clocks after the swap that ended that pass (its
-        # last beat was issued a pass, 2 clocks at least, before that swap): no wait
-        bank = Signal(range(NBANK))
-        bank_next = Signal(range(NBANK))
+        # products read its bank 3 clocks after its issue; the setup writes the next bank,
+        # which the pass before the last used, 2 clocks after that pass's end at the earliest
+        bank, bank_next = Signal(range(NBANK)), Signal(range(NBANK))
         m.d.comb += bank_next.eq(Mux(bank == NBANK - 1, 0, bank + 1))
-        # stream counters: output row (absolute, and in the pass), beat in the row, column
-        st_y = Signal(16)
-        st_yl = Signal(range(cfg.acc_blocks + 1))
-        st_b = Signal(range(g["n_blk"] + 1))
-        st_col = Signal(range(-col_lo, g["n_col"] + 1))
-        # output counters
-        ot_b = Signal(range(g["n_blk"] + 1))
-        ot_yl = Signal(range(cfg.acc_blocks + 1))
-        ot_base = Signal(range(cfg.acc_blocks + 1))
-        ot_pend = Signal(range(2 * (fc.latency + 4)))   # beats issued, not yet out
 
-        # ---- beats: every engine's row at output row st_y, the columns from st_col
+        # ---- beats: every engine's row at the output row, the columns from col0
         issue = Signal()
-        bad_row = Signal()
-        # a beat that read a row outside the loaded band stops the command a clock later
-        # (in STREAM or DRAIN): the check is off the path to the error registers
-        bad_row_q = Signal()
-        m.d.sync += bad_row_q.eq(bad_row)
-        eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
-        eng_ok = Signal(R)
-        for r in range(R):
-            m.d.comb += [eng_h[r].eq(st_y + eng_h0[r]), lb.row[r].eq(eng_G[r] + st_y),
-                         eng_ok[r].eq(eng_act[r] & (eng_h[r] >= 0) & (eng_h[r] < c.h))]
-            rel = eng_h[r] - c.hb0
-            with m.If(issue & eng_ok[r] & ((rel < 0) | (rel >= c.pitch))):
-                m.d.comb += bad_row.eq(1)
-        m.d.comb += [self.lb.valid.eq(issue), lb.use.eq(eng_ok), lb.act.eq(eng_act),
-                     lb.blk.eq(colblk0 + st_b), lb.rot.eq(rot), lb.col.eq(st_col),
-                     lb.tag.eq(bank), self.streaming.eq(issue), self.slots.eq(slots)]
+        bs = m.submodules.beats = BeatStream(cfg, self.lb.payload.shape())
+        wiring.connect(m, bs.lb, wiring.flipped(self.lb))
+        m.d.comb += [bs.cmd.eq(c), bs.act.eq(eng_act), bs.col0.eq(pc.col0), bs.colblk0.eq(pc.blk),
+                     bs.rot.eq(pc.rot), bs.tag.eq(bank), bs.issue.eq(issue),
+                     self.streaming.eq(issue), self.slots.eq(slots)]
+        m.d.comb += [bs.G[r].eq(eng_G[r]) for r in range(R)]
+        m.d.comb += [bs.h0[r].eq(eng_h0[r]) for r in range(R)]
 
-        # ---- outputs: a pass's outputs are ny rows of bk beats; after its last the counters
-        # start over for the next pass (back to back, its beats follow at once), and only the
-        # first pass of a command without ACCUMULATE overwrites
-        m.d.comb += [self.acc_valid.eq(self.o_next & (ot_b >= c.D)),
-                     self.acc_addr.eq(ot_base + ot_b - c.D), self.acc_first.eq(first)]
-        m.d.sync += ot_pend.eq(ot_pend + issue - self.o_next)
-        with m.If(self.o_next):
-            with m.If(ot_b == c.bk - 1):
-                with m.If(ot_yl == c.ny - 1):
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(0), ot_base.eq(c.acc), first.eq(0)]
-                with m.Else():
-                    m.d.sync += [ot_b.eq(0), ot_yl.eq(ot_yl + 1), ot_base.eq(ot_base + c.wob)]
-            with m.Else():
-                m.d.sync += ot_b.eq(ot_b + 1)
+        # ---- outputs: the accumulator block of each beat out of the FCUs
+        ou = m.submodules.outputs = OutputPlacer(cfg)
+        m.d.comb += [ou.cmd.eq(c), ou.issue.eq(issue), ou.o_next.eq(self.o_next),
+                     self.acc_valid.eq(ou.acc_valid), self.acc_addr.eq(ou.acc_addr),
+                     self.acc_first.eq(ou.acc_first)]
 
         # ---- pass setup: the weight buffer's word read, written to the FCUs' next bank
         m.d.comb += [self.w_set.eq(su.w_set), su.w_set_busy.eq(self.w_set_busy),
@@ -335,9 +477,6 @@ class ConvSequencer(wiring.Component):
             m.d.comb += [su.start.eq(1), su.first.eq(first), su.set.eq(wset)]
             m.d.sync += wset.eq(wset + 1)
 
-        def stream_start():
-            m.d.sync += [st_y.eq(c.y0), st_yl.eq(0), st_b.eq(0), st_col.eq(col0)]
-
         def swap():
             """The set-up pass becomes the streaming one (back_to_back); the setup of the pass
             after it starts, if the piece has one."""
@@ -345,7 +484,7 @@ class ConvSequencer(wiring.Component):
                          bank.eq(bank_next)]
             m.d.sync += [eng_G[r].eq(su.G[r]) for r in range(R)]
             m.d.sync += [eng_h0[r].eq(su.h0[r]) for r in range(R)]
-            stream_start()
+            m.d.comb += bs.start.eq(1)
             more = su.p0 + R < c.npairs
             m.d.sync += su_next.eq(more)
             with m.If(more):
@@ -358,22 +497,17 @@ class ConvSequencer(wiring.Component):
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(self.cmd.valid):
-                    m.d.sync += [piece.eq(0), pieceoff.eq(0), first.eq(c.overwrite),
-                                 wset.eq(c.wset), ot_b.eq(0), ot_yl.eq(0), ot_base.eq(c.acc)]
+                    m.d.sync += [piece.eq(0), pieceoff.eq(0), wset.eq(c.wset)]
+                    m.d.comb += ou.start.eq(1)
                     m.next = "PIECE"
             with m.State("PIECE"):
-                # the piece's first column, and its block by repeated subtraction (from
-                # col0 + L * K0, which K0 makes non-negative for every legal padding)
-                c0 = Signal(signed(17))
-                m.d.comb += c0.eq(pieceoff - c.pl - Mux(c.mac, 0, g["d"]))
-                m.d.sync += [col0.eq(c0), colv.eq(c0 + L * K0), colblk0.eq(-K0), p0.eq(0)]
-                m.d.comb += su.restart.eq(1)
+                # the piece's first column, as block and rotation
+                m.d.comb += [pc.start.eq(1), pc.col.eq(pieceoff - c.pl - Mux(c.mac, 0, g["d"])),
+                             su.restart.eq(1)]
+                m.d.sync += p0.eq(0)
                 m.next = "DIV"
             with m.State("DIV"):
-                with m.If(ge_const(colv, L)):
-                    m.d.sync += [colv.eq(colv - L), colblk0.eq(colblk0 + 1)]
-                with m.Else():
-                    m.d.sync += rot.eq(colv)
+                with m.If(pc.done):
                     m.next = "PASS"
             with m.State("PASS"):
                 # a piece's first pass (back_to_back), or each pass: set it up
@@ -387,32 +521,27 @@ class ConvSequencer(wiring.Component):
                     if b2b:
                         swap()
                     else:
-                        stream_start()
+                        m.d.comb += bs.start.eq(1)
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.comb += issue.eq(1)
-                with m.If(bad_row_q):
+                with m.If(bs.bad):
                     end(err=1)
-                with m.Elif(st_b == c.bk - 1):
-                    m.d.sync += [st_b.eq(0), st_col.eq(col0), st_y.eq(st_y + 1),
-                                 st_yl.eq(st_yl + 1)]
-                    with m.If(st_yl == c.ny - 1):
-                        # the pass's last beat: the next one follows at once when it is set up
-                        if b2b:
-                            with m.If(~su_next):
-                                m.next = "DRAIN"
-                            with m.Elif(su.ready & ~su.bad):
-                                swap()
-                            with m.Else():
-                                m.next = "WAIT"
-                        else:
+                with m.Elif(bs.last):
+                    # the pass's last beat: the next one follows at once when it is set up
+                    if b2b:
+                        with m.If(~su_next):
                             m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += [st_b.eq(st_b + 1), st_col.eq(st_col + L)]
+                        with m.Elif(su.ready & ~su.bad):
+                            swap()
+                        with m.Else():
+                            m.next = "WAIT"
+                    else:
+                        m.next = "DRAIN"
             if b2b:
                 with m.State("WAIT"):
                     # the next pass's setup is still running (a pass shorter than its setup)
-                    with m.If(bad_row_q):
+                    with m.If(bs.bad):
                         end(err=1)
                     with m.Elif(su.ready):
                         with m.If(su.bad):
@@ -422,9 +551,9 @@ class ConvSequencer(wiring.Component):
                             m.next = "STREAM"
             with m.State("DRAIN"):
                 # every issued beat is out and accumulated
-                with m.If(bad_row_q):
+                with m.If(bs.bad):
                     end(err=1)
-                with m.Elif((ot_pend == 0) & ~self.acc_busy):
+                with m.Elif(~ou.pending & ~self.acc_busy):
                     # one pass at a time: the next is set up now (back to back, a piece's
                     # passes have all streamed)
                     more = Const(0) if b2b else p0 + R < c.npairs
