@@ -260,9 +260,19 @@ def cmd_demo(args):
               f"{res['ideal_cycles_per_image']}, utilization {res['utilization']:.1%}); "
               f"{_rate(res['images_per_second_at_target'])} images/s at the configuration's "
               f"{res['target_mhz']} MHz target clock")
+        d = res["dram_per_image"]
+        print("bus (DRAM) bytes per image, layer by layer:")
+        print(_table(["", "code", "weights", "activations", "total"], [
+            ["read (ISS's commands)", d["code_bytes"], d["weight_bytes_read"],
+             d["act_bytes_read"], d["read_bytes"]],
+            ["written (ISS's commands)", "", "", d["act_bytes_written"], d["written_bytes"]],
+            ["read on the RTL's bus", "", "", "", d["rtl_bus_read_bytes"]],
+            ["written on the RTL's bus", "", "", "", d["rtl_bus_written_bytes"]]]))
+        print(f"RTL writes == ISS writes on every image: {d['rtl_writes_equal_iss']} "
+              f"(the RTL reads whole {res['config'].get('bus_bytes', 4)}-byte bus beats)")
         print(f"Verilog: {res['verilog']}\nfirmware: {res['firmware']}\n"
               f"report: {Path(args.out, 'demo.json')}")
-    return 0 if res["bit_exact"] else 1
+    return 0 if res["bit_exact"] and res["dram_per_image"]["rtl_writes_equal_iss"] else 1
 
 
 # --- compiler commands -------------------------------------------------------------------

@@ -26,6 +26,16 @@ def test_bundled_model_runs_wholly_on_the_accelerator_with_onnxruntime_accuracy(
     assert np.mean(np.array(pred) == yte[:120]) > 0.93
 
 
+def _int8_weights():
+    """The bundled model's int8 weight elements (its int8 initializers of rank 2 and up)."""
+    import onnx
+    from onnx import numpy_helper
+    from ffacc.models import path
+    m = onnx.load(str(path("digits/digits_int8.onnx")))
+    return sum(a.size for a in map(numpy_helper.to_array, m.graph.initializer)
+               if a.dtype.itemsize == 1 and a.ndim >= 2)
+
+
 def test_demo_on_a_few_images(tmp_path, capsys):
     assert main(["demo", "--config", "tiny", "--images", "4", "--out", str(tmp_path),
                  "--json"]) == 0
@@ -36,6 +46,13 @@ def test_demo_on_a_few_images(tmp_path, capsys):
     assert res["bit_exact"] and res["images"] == 4
     assert abs(res["iss_accuracy"] - res["onnxruntime_int8_accuracy"]) <= 0.01
     assert (tmp_path / "digits.ffw").is_file() and (tmp_path / "ffacc_accel.v").is_file()
+    # the DRAM traffic per image: the RTL's bus writes exactly the ISS's bytes, and reads them
+    # in whole beats; every int8 weight is read at least once
+    d = res["dram_per_image"]
+    assert d["rtl_writes_equal_iss"] and d["rtl_reads_same_every_image"]
+    assert d["rtl_bus_written_bytes"] == d["written_bytes"] == d["act_bytes_written"] > 0
+    assert d["read_bytes"] <= d["rtl_bus_read_bytes"] < 2 * d["read_bytes"]
+    assert d["weight_bytes_read"] >= _int8_weights(), d
 
 
 @pytest.mark.slow
