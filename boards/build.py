@@ -364,7 +364,8 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
     report = {"board": b.name, "device": platform.device, "package": platform.package,
               "family": b.family, "config": cfg.to_dict(), "target_mhz": cfg.target_mhz,
               "clock_mhz": top.clock_mhz, "baud": baud, "mem_bytes": b.mem_bytes,
-              "multipliers": cfg.multipliers, "out_dir": str(out),
+              "multipliers": cfg.multipliers, "ffa_gain": round(cfg.ffa_gain, 4),
+              "peak_gops_at_clock": cfg.peak_gops(top.clock_mhz), "out_dir": str(out),
               "nextpnr_choices": [{"option": o, "why": w} for o, w in choices],
               "files": sorted(plan.files)}
     if not (run and b.toolchain):
@@ -398,6 +399,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
         report["resources"], report["clocks"], report["fmax_mhz"] = res
         report["pnr_attempts"].append({"seed": seed, "fmax_mhz": report["fmax_mhz"],
                                        "seconds": round(secs, 1)})
+    report["peak_gops_at_fmax"] = cfg.peak_gops(report["fmax_mhz"] or 0)
     bit = out / ("ffacc_soc.bit" if b.family == "ecp5" else "ffacc_soc.bin")
     report["bitstream"] = str(bit) if bit.exists() else None
     report["built"] = True

@@ -515,7 +515,9 @@ def cmd_build(args):
                   for k, r in rep["resources"].items()]))
     print(f"{rep['board']} ({rep['device']}): Fmax {rep['fmax_mhz']} MHz, clock "
           f"{rep['clock_mhz']:g} MHz (target {rep['target_mhz']} MHz); built in "
-          f"{rep['build_seconds']:.0f} s\nbitstream: {rep['bitstream']}\n"
+          f"{rep['build_seconds']:.0f} s\npeak {rep['peak_gops_at_clock']:g} GOP/s at the clock, "
+          f"{rep['peak_gops_at_fmax']:g} at Fmax ({rep['multipliers']} multipliers x FFA gain "
+          f"{rep['ffa_gain']:g} x 2 ops)\nbitstream: {rep['bitstream']}\n"
           f"report: {Path(out) / 'report.json'}")
     return 0
 

@@ -245,6 +245,12 @@ class AcceleratorConfig:
         return (s.L * s.L) / s.M if self.fcu.subtaps == 1 else \
             (self.fcu.piece_taps * s.L) / (s.M * self.fcu.subtaps)
 
+    def peak_gops(self, mhz):
+        """Peak throughput at a clock of ``mhz`` MHz, in GOP/s (an operation is a multiply or
+        an add of a MAC): ``2 * multipliers * ffa_gain * mhz / 1000``. The FFA's gain counts
+        as operations the MACs it saves, as the published FFA designs count them."""
+        return round(2 * self.multipliers * self.ffa_gain * mhz / 1000, 3)
+
     def mode_gain(self, kw):
         """Direct MACs per multiplication for a kernel ``kw`` columns wide, in the mode ``CONV``
         runs it: MAC mode (``kw == 1``) uses ``L`` of an engine's ``M * T`` multipliers; the
