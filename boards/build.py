@@ -399,7 +399,8 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
         report["resources"], report["clocks"], report["fmax_mhz"] = res
         report["pnr_attempts"].append({"seed": seed, "fmax_mhz": report["fmax_mhz"],
                                        "seconds": round(secs, 1)})
-    report["peak_gops_at_fmax"] = cfg.peak_gops(report["fmax_mhz"] or 0)
+    report["peak_gops_at_fmax"] = (cfg.peak_gops(report["fmax_mhz"])
+                                   if report["fmax_mhz"] is not None else None)
     bit = out / ("ffacc_soc.bit" if b.family == "ecp5" else "ffacc_soc.bin")
     report["bitstream"] = str(bit) if bit.exists() else None
     report["built"] = True

@@ -261,18 +261,21 @@ def cmd_demo(args):
               f"{_rate(res['images_per_second_at_target'])} images/s at the configuration's "
               f"{res['target_mhz']} MHz target clock")
         d = res["dram_per_image"]
-        print("bus (DRAM) bytes per image, layer by layer:")
+        print("bus (DRAM) bytes per image (every map goes through memory: no fused layers):")
         print(_table(["", "code", "weights", "activations", "total"], [
             ["read (ISS's commands)", d["code_bytes"], d["weight_bytes_read"],
              d["act_bytes_read"], d["read_bytes"]],
             ["written (ISS's commands)", "", "", d["act_bytes_written"], d["written_bytes"]],
             ["read on the RTL's bus", "", "", "", d["rtl_bus_read_bytes"]],
             ["written on the RTL's bus", "", "", "", d["rtl_bus_written_bytes"]]]))
-        print(f"RTL writes == ISS writes on every image: {d['rtl_writes_equal_iss']} "
-              f"(the RTL reads whole {res['config'].get('bus_bytes', 4)}-byte bus beats)")
+        print(f"RTL writes == ISS writes on every image: {d['rtl_writes_equal_iss']}; the "
+              f"RTL reads the same bytes on every image: {d['rtl_reads_same_every_image']} "
+              f"(whole {res['config'].get('bus_bytes', 4)}-byte bus beats)")
         print(f"Verilog: {res['verilog']}\nfirmware: {res['firmware']}\n"
               f"report: {Path(args.out, 'demo.json')}")
-    return 0 if res["bit_exact"] and res["dram_per_image"]["rtl_writes_equal_iss"] else 1
+    d = res["dram_per_image"]
+    return 0 if res["bit_exact"] and d["rtl_writes_equal_iss"] and \
+        d["rtl_reads_same_every_image"] else 1
 
 
 # --- compiler commands -------------------------------------------------------------------
@@ -516,7 +519,7 @@ def cmd_build(args):
     print(f"{rep['board']} ({rep['device']}): Fmax {rep['fmax_mhz']} MHz, clock "
           f"{rep['clock_mhz']:g} MHz (target {rep['target_mhz']} MHz); built in "
           f"{rep['build_seconds']:.0f} s\npeak {rep['peak_gops_at_clock']:g} GOP/s at the clock, "
-          f"{rep['peak_gops_at_fmax']:g} at Fmax ({rep['multipliers']} multipliers x FFA gain "
+          f"{rep['peak_gops_at_fmax'] if rep['peak_gops_at_fmax'] is not None else '-'} at Fmax ({rep['multipliers']} multipliers x FFA gain "
           f"{rep['ffa_gain']:g} x 2 ops)\nbitstream: {rep['bitstream']}\n"
           f"report: {Path(out) / 'report.json'}")
     return 0

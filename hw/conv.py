@@ -31,7 +31,8 @@ from amaranth.lib.wiring import In, Out
 from ffacc.firmware.isa import Reg, reg_bits
 from .logic import ge_const, lt_const
 
-__all__ = ["ConvSequencer", "PassSetup", "PieceColumn", "BeatStream", "OutputPlacer", "conv_command_layout", "conv_bounds"]
+__all__ = ["ConvSequencer", "PassSetup", "PieceColumn", "BeatStream", "OutputPlacer",
+           "conv_command_layout", "conv_bounds"]
 
 
 def conv_bounds(cfg):
@@ -447,8 +448,9 @@ class ConvSequencer(wiring.Component):
             eng_G = [su.G[r] for r in range(R)]
             eng_h0 = [su.h0[r] for r in range(R)]
         # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
-        # products read its bank 3 clocks after its issue; the setup writes the next bank,
-        # which the pass before the last used, 2 clocks after that pass's end at the earliest
+        # products read its bank 3 clocks after its issue; the setup writes the next bank
+        # (the pass before the last used it) 2 clocks after the swap that ended that pass at
+        # the earliest, and its last beat was issued 2 clocks before that swap: no wait
         bank, bank_next = Signal(range(NBANK)), Signal(range(NBANK))
         m.d.comb += bank_next.eq(Mux(bank == NBANK - 1, 0, bank + 1))
 

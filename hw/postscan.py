@@ -36,8 +36,8 @@ class PostScan(wiring.Component):
         A pooled band less than 2 columns wide has no element.
     o : Out(stream of :func:`scan_layout`)
         The elements in order; ``valid`` falls after the last is taken (the band is done).
-        ``o.payload.addr`` is the next element's block also while ``valid`` is low (a read
-        of it is harmless).
+        ``o.payload.addr`` is driven also while ``valid`` is low (the block the counters
+        point at, perhaps past the band): a read of it is harmless.
     """
 
     def __init__(self, cfg, cmd_layout):

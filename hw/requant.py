@@ -64,6 +64,7 @@ QPARAM_LAYOUT = data.StructLayout({
     "bias": signed(32), "mult": unsigned(32), "shift": unsigned(8),
     "zp": signed(9), "lo": signed(9), "hi": signed(9)})
 
+
 def record_value(m, word, act_signed):
     """A quantization record as the parameter buffer stores it (``QPARAM_WORDS`` words:
     :func:`~ffacc.firmware.isa.pack_qparam`) as a :data:`QPARAM_LAYOUT` value."""

@@ -94,9 +94,10 @@ def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
 
 @settings(max_examples=20, deadline=None)
 @given(pool=st.booleans(), step=st.integers(1, 5), ny=st.integers(1, 7),
-       wout=st.integers(1, 13), seed=st.integers(0, 1000))
-def test_the_scan_visits_every_kept_element_in_order(pool, step, ny, wout, seed):
-    cfg = TINY
+       wout=st.integers(1, 13), seed=st.integers(0, 1000),
+       preset=st.sampled_from(["tiny", "icebreaker"]))        # L = 3 and L = 2
+def test_the_scan_visits_every_kept_element_in_order(pool, step, ny, wout, seed, preset):
+    cfg = ACCEL_PRESETS[preset]
     if pool:
         ny += ny % 2
     wob = ceil(wout / cfg.L)
