@@ -262,7 +262,7 @@ def cmd_demo(args):
               f"{res['target_mhz']} MHz target clock")
         d = res["dram_per_image"]
         print("bus (DRAM) bytes per image (every map goes through memory: no fused layers):")
-        print(_table(["", "code", "weights", "activations", "total"], [
+        print(_table(["", "code", "weights, records", "activations", "total"], [
             ["read (ISS's commands)", d["code_bytes"], d["weight_bytes_read"],
              d["act_bytes_read"], d["read_bytes"]],
             ["written (ISS's commands)", "", "", d["act_bytes_written"], d["written_bytes"]],
