@@ -245,6 +245,7 @@ def cmd_demo(args):
     res = run_demo(cfg, images=args.images, out_dir=args.out, simulator=args.simulator,
                    progress=say)
     Path(args.out, "demo.json").write_text(json.dumps(res, indent=1))
+    d = res["dram_per_image"]
     if args.json:
         print(json.dumps(res))
     else:
@@ -260,7 +261,6 @@ def cmd_demo(args):
               f"{res['ideal_cycles_per_image']}, utilization {res['utilization']:.1%}); "
               f"{_rate(res['images_per_second_at_target'])} images/s at the configuration's "
               f"{res['target_mhz']} MHz target clock")
-        d = res["dram_per_image"]
         print("bus (DRAM) bytes per image (every map goes through memory: no fused layers):")
         print(_table(["", "code", "weights, records", "activations", "total"], [
             ["read (ISS's commands)", d["code_bytes"], d["weight_bytes_read"],
@@ -273,7 +273,6 @@ def cmd_demo(args):
               f"(whole {res['config'].get('bus_bytes', 4)}-byte bus beats)")
         print(f"Verilog: {res['verilog']}\nfirmware: {res['firmware']}\n"
               f"report: {Path(args.out, 'demo.json')}")
-    d = res["dram_per_image"]
     return 0 if res["bit_exact"] and d["rtl_writes_equal_iss"] and \
         d["rtl_reads_same_every_image"] else 1
 
@@ -516,11 +515,12 @@ def cmd_build(args):
                  [[k, r["cell"], r["used"], r["available"],
                    f"{100 * r['used'] / r['available']:.0f}%" if r["available"] else "-"]
                   for k, r in rep["resources"].items()]))
+    peak = rep["peak_gops_at_fmax"]
     print(f"{rep['board']} ({rep['device']}): Fmax {rep['fmax_mhz']} MHz, clock "
           f"{rep['clock_mhz']:g} MHz (target {rep['target_mhz']} MHz); built in "
-          f"{rep['build_seconds']:.0f} s\npeak {rep['peak_gops_at_clock']:g} GOP/s at the clock, "
-          f"{rep['peak_gops_at_fmax'] if rep['peak_gops_at_fmax'] is not None else '-'} at Fmax ({rep['multipliers']} multipliers x FFA gain "
-          f"{rep['ffa_gain']:g} x 2 ops)\nbitstream: {rep['bitstream']}\n"
+          f"{rep['build_seconds']:.0f} s\npeak {rep['peak_gops_at_clock']:g} GOP/s at the "
+          f"clock, {'-' if peak is None else peak} at Fmax ({rep['multipliers']} multipliers "
+          f"x FFA gain {rep['ffa_gain']:g} x 2 ops)\nbitstream: {rep['bitstream']}\n"
           f"report: {Path(out) / 'report.json'}")
     return 0
 

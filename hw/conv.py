@@ -355,7 +355,8 @@ class PieceColumn(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        L, K0, n_kw = self.cfg.L, conv_bounds(self.cfg)["K0"], conv_bounds(self.cfg)["n_kw"]
+        g, L = conv_bounds(self.cfg), self.cfg.L
+        K0, n_kw = g["K0"], g["n_kw"]
         v = Signal(range(n_kw + L * K0 + 1))        # col + L * K0 - L * (blk + K0)
         more = ge_const(v, L)
         m.d.comb += [self.done.eq(~more), self.rot.eq(v)]

@@ -196,10 +196,8 @@ class PostUnit(wiring.Component):
             self.acc_addr.eq(scan.o.payload.addr),
             self.acc_en.eq(~run | adv),
         ]
-        with m.If(adv):
+        with m.If(adv | ~run):
             m.d.sync += p1.valid.eq(0)      # unless an element enters (below)
-        with m.If(~run):
-            m.d.sync += p1.valid.eq(0)
         empty = ~p1.valid & pipe.empty
 
         # the write side: orow/ocol advance as bytes are written, so no address rides the

@@ -4,17 +4,10 @@ output beat accumulates (OutputPlacer). tests/test_conv_seq.py runs them togethe
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from ffacc.hw.conv import BeatStream, OutputPlacer, PieceColumn, conv_bounds
+from amsim import simulate
 from test_conv_seq import make_buffer
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 @pytest.mark.parametrize("parallel", [(3,), (2,)])

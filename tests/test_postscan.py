@@ -5,12 +5,12 @@ from the command alone; a restart mid-band; an empty pooled band."""
 from math import ceil
 
 import numpy as np
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.post import post_command_layout
 from ffacc.hw.postscan import PostScan
+from amsim import simulate
 
 TINY = ACCEL_PRESETS["tiny"]
 
@@ -85,10 +85,7 @@ def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
                 await start(ctx, cmd)
             got.append(await take(ctx))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return got
 
 

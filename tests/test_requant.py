@@ -4,11 +4,11 @@ model's requantization and the group's maximum; ``en`` low empties it."""
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from ffacc.hw.requant import RequantPipe
 from ffacc.sim import golden
+from amsim import simulate
 
 
 def reference(groups, q):
@@ -63,10 +63,7 @@ def run_pipe(groups, q, *, gap, ready, seed, drop_after=None, clocks=2000):
                 return
         raise AssertionError("the pipe did not empty")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return got
 
 
