@@ -6,13 +6,13 @@ from math import ceil
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 from hypothesis import given, settings, strategies as st
 
 from ffacc.firmware.isa import Err, pack_qparam, unpack_qparam
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.post import PostUnit
 from ffacc.sim import golden
+from amsim import simulate
 
 TINY = ACCEL_PRESETS["tiny"]
 
@@ -50,82 +50,93 @@ def expect_post(acc, recs, cmd, signed, L):
 
 
 def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=True,
-             max_clocks=20000):
+             fail_after=None, max_clocks=20000):
     """Give ``cmd`` to a :class:`PostUnit`, serve its read ports from ``acc`` ``[lane][block]
     [column]`` and ``recs`` (records of 3 words), feed ``ext`` ((pa, pb) pairs) for an ADD,
     and take its writes with probability ``ready`` a clock. Returns ({address: byte}, err,
-    clocks)."""
+    clocks). ``cmd`` may be a list: the commands run in turn, each once the one before is
+    done, and the result is a list of those triples. With ``fail_after`` the writer reports
+    ``Err.BUS`` once it has taken that many bytes of the first command."""
     dut = PostUnit(cfg, latch=latch)
     L, P = cfg.L, cfg.lanes
     rng = np.random.default_rng(seed)
-    wob = ceil(cmd.get("wout", 1) / L)
-    full = dict(lanes=1, ny=1, wout=1, pool=0, step=1, acc0=0, q0=0, base=0, pitch=0,
-                cstride=0)
-    full.update(cmd)
-    full.update(sblk=full["step"] // L, ssub=full["step"] % L, wob=wob,
-                rowstep=full["step"] * wob, acc1=full["acc0"] + full["ny"] * wob)
-    written, res = {}, {}
+    results = []
+
+    def complete(cmd):
+        wob = ceil(cmd.get("wout", 1) / L)
+        full = dict(lanes=1, ny=1, wout=1, pool=0, step=1, acc0=0, q0=0, base=0, pitch=0,
+                    cstride=0)
+        full.update(cmd)
+        full.update(sblk=full["step"] // L, ssub=full["step"] % L, wob=wob,
+                    rowstep=full["step"] * wob, acc1=full["acc0"] + full["ny"] * wob)
+        return full
 
     async def bench(ctx):
-        p = dut.cmd.payload
-        for k, v in full.items():
-            if k in ("q",):
-                continue
-            ctx.set(getattr(p, k), v)
-        if "add" in full:
-            ctx.set(p.add, 1)
-            q = full["q"]
-            for k in ("mult", "shift", "zp", "lo", "hi"):
-                ctx.set(getattr(p.q, k), q[k])
-        ctx.set(dut.cmd.valid, 1)
-        ctx.set(dut.wr_idle, 1)
         acc_word = q_word = 0
-        k = 0
-        for clock in range(max_clocks):
-            # the read ports: the data of last clock's address (with enable)
-            ctx.set(dut.acc_data, acc_word)
-            ctx.set(dut.q_data, q_word)
-            if k < len(ext):
-                ctx.set(dut.ext.valid, 1)
-                ctx.set(dut.ext.payload.pa, ext[k][0])
-                ctx.set(dut.ext.payload.pb, ext[k][1])
-                ctx.set(dut.ext.payload.last, int(k == len(ext) - 1))
-            elif "add" in full:
-                ctx.set(dut.ext.valid, 0)
-            take = rng.random() < ready
-            ctx.set(dut.wr.ready, int(take))
-            await ctx.delay(1e-9)
-            if ctx.get(dut.cmd.ready) and clock and not latch:
-                ctx.set(dut.cmd.valid, 0)
-            if ctx.get(dut.wr.valid) and take:
-                written[ctx.get(dut.wr.payload.addr)] = ctx.get(dut.wr.payload.data)
-            if "add" in full and k < len(ext) and ctx.get(dut.ext.ready):
-                k += 1
-            if ctx.get(dut.acc_en):
-                a = ctx.get(dut.acc_addr)
-                acc_word = 0
-                if acc is not None:
-                    for lane in range(P):
-                        for j in range(L):
-                            v = int(acc[lane][a][j]) & 0xFFFFFFFF
-                            acc_word |= v << (32 * (lane * L + j))
-            if ctx.get(dut.q_en):
-                r = recs[ctx.get(dut.q_addr)] if ctx.get(dut.q_addr) < len(recs) else (0, 0, 0)
-                q_word = r[0] | r[1] << 32 | r[2] << 64
+        for n, full in enumerate(map(complete, cmd if isinstance(cmd, list) else [cmd])):
+            p = dut.cmd.payload
+            for k, v in full.items():
+                if k in ("q",):
+                    continue
+                ctx.set(getattr(p, k), v)
+            if "add" in full:
+                ctx.set(p.add, 1)
+                q = full["q"]
+                for k in ("mult", "shift", "zp", "lo", "hi"):
+                    ctx.set(getattr(p.q, k), q[k])
+            ctx.set(dut.cmd.valid, 1)
+            ctx.set(dut.wr_idle, 1)
+            written = {}
+            k = 0
+            for clock in range(max_clocks):
+                # the read ports: the data of last clock's address (with enable)
+                ctx.set(dut.acc_data, acc_word)
+                ctx.set(dut.q_data, q_word)
+                if k < len(ext):
+                    ctx.set(dut.ext.valid, 1)
+                    ctx.set(dut.ext.payload.pa, ext[k][0])
+                    ctx.set(dut.ext.payload.pb, ext[k][1])
+                    ctx.set(dut.ext.payload.last, int(k == len(ext) - 1))
+                elif "add" in full:
+                    ctx.set(dut.ext.valid, 0)
+                failing = n == 0 and fail_after is not None and len(written) >= fail_after
+                ctx.set(dut.wr_err_valid, int(failing))
+                ctx.set(dut.wr_err, Err.BUS if failing else 0)
+                take = rng.random() < ready
+                ctx.set(dut.wr.ready, int(take))
+                await ctx.delay(1e-9)
+                if ctx.get(dut.cmd.ready) and clock and not latch:
+                    ctx.set(dut.cmd.valid, 0)
+                if ctx.get(dut.wr.valid) and take and not failing:
+                    written[ctx.get(dut.wr.payload.addr)] = ctx.get(dut.wr.payload.data)
+                if "add" in full and k < len(ext) and ctx.get(dut.ext.ready):
+                    k += 1
+                if ctx.get(dut.acc_en):
+                    a = ctx.get(dut.acc_addr)
+                    acc_word = 0
+                    if acc is not None:
+                        for lane in range(P):
+                            for j in range(L):
+                                v = int(acc[lane][a][j]) & 0xFFFFFFFF
+                                acc_word |= v << (32 * (lane * L + j))
+                if ctx.get(dut.q_en):
+                    r = (recs[ctx.get(dut.q_addr)] if ctx.get(dut.q_addr) < len(recs)
+                         else (0, 0, 0))
+                    q_word = r[0] | r[1] << 32 | r[2] << 64
+                await ctx.tick()
+                if latch and clock == 0:
+                    ctx.set(dut.cmd.valid, 0)
+                if clock > 1 and not ctx.get(dut.busy):
+                    results.append((written, ctx.get(dut.err), clock))
+                    break
+            else:
+                raise AssertionError("the post-processor did not finish")
+            ctx.set(dut.cmd.valid, 0)
+            ctx.set(dut.wr_err_valid, 0)
             await ctx.tick()
-            if latch and clock == 0:
-                ctx.set(dut.cmd.valid, 0)
-            if clock > 1 and not ctx.get(dut.busy):
-                res["err"] = ctx.get(dut.err)
-                res["clocks"] = clock
-                return
-        raise AssertionError("the post-processor did not finish")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return written, res["err"], res["clocks"]
+    simulate(dut, bench)
+    return results if isinstance(cmd, list) else results[0]
 
 
 def _case(rng, cfg, pool, step, ny, wout, lanes, signed):
@@ -187,3 +198,18 @@ def test_add_elements_from_the_stream(latch):
            | (q["hi"] & 0xFF) << 24)
     want = {300 + k: requant(a + b, rec, cfg.fcu.act_signed) for k, (a, b) in enumerate(ext)}
     assert err == 0 and got == want
+
+
+@pytest.mark.parametrize("latch", [True, False])
+def test_a_writer_error_leaves_nothing_for_the_next_command(latch):
+    """The writer fails in the middle of a band: the command ends with its error, and what
+    was in flight is dropped, so the next command writes exactly its own bytes."""
+    cfg = TINY
+    rng = np.random.default_rng(11)
+    acc, recs, cmd = _case(rng, cfg, False, 1, 4, 9, 1, cfg.fcu.act_signed)
+    again = dict(cmd, base=cmd["base"] + 1000)
+    (w1, err1, _), (w2, err2, _) = run_unit(cfg, [cmd, again], acc=acc, recs=recs, ready=1.0,
+                                            latch=latch, fail_after=5)
+    assert err1 == Err.BUS and len(w1) == 5
+    want = expect_post(acc, recs, again, cfg.fcu.act_signed, cfg.L)
+    assert err2 == 0 and w2 == want and len(want) == 36
