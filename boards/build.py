@@ -47,15 +47,15 @@ class Board:
     baud: int = 115_200     # the UART link's default rate (see BOARDS)
 
 
-# the link's default rate: the fastest the board's USB-UART bridge makes that the SoC clock
-# of the board's preset divides exactly. The ULX3S's FT231X runs 3 Mbaud, or 3 MHz / n (n = 1
-# gives 2 Mbaud): 3 Mbaud would need 16.7 clocks a bit at 50 MHz (2 % off with 17), 2 Mbaud
-# takes 25. The iCEBreaker's FT2232H at its 12 MHz clock: 1 Mbaud, 12 clocks a bit (3 Mbaud
-# would leave the receiver 4 clocks a bit). The Arty's FT2232HQ at 50 MHz: as the ULX3S.
+# the link's default rate: the fastest the board's USB-UART bridge runs, at a rate the UART
+# makes exactly on average (boards/uart.py) with at least 8 clocks a bit at the preset's clock.
+# The ULX3S's FT231X tops out at 3 Mbaud: 16.7 clocks a bit at 50 MHz (bits of 16 or 17). The
+# iCEBreaker's FT2232H at its 12 MHz clock: 1 Mbaud, 12 clocks a bit (3 Mbaud would leave the
+# receiver 4 clocks a bit). The Arty's FT2232HQ at 50 MHz: 3 Mbaud, as the ULX3S.
 BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
                        True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"),
-                       baud=2_000_000),
+                       baud=3_000_000),
     # the SoC memory in two of the four SB_SPRAM256KA (64 KiB: the digits model takes 12 KiB;
     # 16 address bits instead of 17 save ~80 logic cells), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
@@ -63,7 +63,7 @@ BOARDS = {
                         ("ICESTORM_DSP", "ICESTORM_LC", "ICESTORM_LC", "ICESTORM_RAM"),
                         "spram", baud=1_000_000),
     "arty-a7-35": Board("arty-a7-35", "arty_a7:ArtyA7_35Platform", "xilinx", "ulx3s", 64 * 1024,
-                        4, False, baud=2_000_000),
+                        4, False, baud=3_000_000),
 }
 
 

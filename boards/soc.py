@@ -9,12 +9,14 @@
   ``SLVERR`` outside the memory). The host link uses the ports in cycles the slave leaves
   idle.
 * **Host link**: :mod:`ffacc.firmware.link` frames over an 8N1 UART (``clock_hz ÷ baud``
-  clocks a bit, the nearest whole number; a rate more than 2.5 % off is refused). Write
+  clocks a bit, exact on average whether or not it is a whole number: :mod:`.uart`). Write
   payloads are buffered and only written once their CRC checked; CSR commands drive the
   accelerator's AXI4-Lite slave.
 * **LEDs**: 0 heartbeat (about 1.5 Hz: the clock runs), 1 link activity, 2 accelerator busy,
   3 done, 4 error.
 """
+
+from math import ceil
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import wiring
@@ -27,7 +29,7 @@ from ffacc.firmware.link import (crc16, INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, S
 from ffacc.hw.accel import Accelerator
 from ffacc.hw.logic import gt_const, le_const
 from .ram import SinglePortRAM
-from .uart import UartRx, UartTx
+from .uart import UartRx, UartTx, bit_clocks
 
 __all__ = ["SoC", "crc16_step"]
 
@@ -91,19 +93,14 @@ class SoC(wiring.Component):
         self.memory = memory
         # a request whose line stays silent this long (and at least 64 bit times) is dropped
         self.link_timeout_s = link_timeout_s
-        # clocks a bit: the nearest whole number, within 2.5 % of the rate (8N1 frames
-        # tolerate about twice that between the two ends)
-        self.divisor = max(1, round(clock_hz / baud))
-        off = clock_hz / self.divisor / baud - 1
-        if abs(off) > 0.025:
-            raise ValueError(f"UART at {baud} baud from a {clock_hz / 1e6:g} MHz clock: "
-                             f"{clock_hz / baud:.2f} clocks a bit, {self.divisor} is "
-                             f"{100 * off:+.1f} % off the rate (at most 2.5 %)")
+        # clocks a bit: exact, a whole number or not (boards/uart.py); too few are refused
+        self.bit_clocks = bit_clocks(clock_hz, baud)
+        self.divisor = ceil(self.bit_clocks)            # the longest bit, in clocks
         self.link_gap = max(64 * self.divisor, round(clock_hz * link_timeout_s))   # cycles
         self._ram = None if memory == "dual" else SinglePortRAM(
             mem_bytes // nb, nb, "model" if memory == "single" else "spram")
         # built here so a baud rate too fast for the clock is refused at construction
-        self._rx, self._tx = UartRx(self.divisor), UartTx(self.divisor)
+        self._rx, self._tx = UartRx(self.bit_clocks), UartTx(self.bit_clocks)
         super().__init__()
 
     def elaborate(self, platform):

@@ -398,12 +398,12 @@ class SoCBench(Bench):
 
     def __init__(self, config, simulator="verilator", build_root=None, quiet=False,
                  mem_bytes=32 * 1024, clock_ns=10, divisor=8, memory="dual",
-                 link_timeout_s=0.1):
+                 link_timeout_s=0.1, baud=None):
         from ffacc.boards.soc import SoC
 
         self.config = config
         clock_hz = round(1e9 / clock_ns)
-        self.baud = clock_hz // divisor
+        self.baud = baud or clock_hz // divisor       # the rate, or clocks a bit
         self.clock_ns, self.mem_bytes = clock_ns, mem_bytes
         self.soc = SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
                        memory=memory, link_timeout_s=link_timeout_s)

@@ -3,6 +3,7 @@
 import json
 import os
 import struct
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,7 @@ def test_cli_run_on_a_board(tmp_path, monkeypatch, capsys):
 
     class Link:
         def __init__(self, port, baud):
-            assert port == "/dev/ttyFAKE" and baud == BOARDS["ulx3s-85f"].baud == 2_000_000
+            assert port == "/dev/ttyFAKE" and baud == BOARDS["ulx3s-85f"].baud == 3_000_000
 
         exchange = staticmethod(board.exchange)
 
@@ -157,7 +158,7 @@ def test_cli_run_on_a_board(tmp_path, monkeypatch, capsys):
     assert res["engine"] == "board:ulx3s-85f"
     # progress: the bytes loaded and the time per MB, the last frame's line among them
     total = sum(len(d) for _, d in image.loaded())
-    assert f"loading firmware: {total:,}/{total:,} bytes at 2,000,000 baud" in got.err
+    assert f"loading firmware: {total:,}/{total:,} bytes at 3,000,000 baud" in got.err
     assert " s per MB" in got.err
     assert np.array_equal(np.load(tmp_path / "y.npy"), next(iter(ref.values())))
     assert main(["run", str(tmp_path / "d.ffw"), "--board", "ulx3s-85f", "--input",
@@ -214,18 +215,22 @@ def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
 
 @pytest.mark.slow
 def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
-    """The link at the ULX3S's default rate and clock (2 Mbaud from 50 MHz: 25 clocks a
-    bit): the digits model through the UART, outputs ≡ ISS. The simulated time per MB sent
-    is recorded (the wire alone: 5.4 s per MB; no USB latency in simulation)."""
+    """The link at the ULX3S's default rate and clock (3 Mbaud from 50 MHz: 16.7 clocks a bit,
+    bits of 16 or 17), the host's UART at exactly 3 Mbaud: the digits model through the UART,
+    outputs ≡ ISS. The simulated time per MB sent is recorded (the wire alone: 3.6 s per MB;
+    no USB latency in simulation)."""
     image, x = _digits(TINY, index=3)
     ref, _ = run_image(image, x)
     clock_hz = ACCEL_PRESETS["ulx3s"].target_mhz * 1_000_000
-    divisor = clock_hz // BOARDS["ulx3s-85f"].baud
-    outs, st = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384,
-                        clock_ns=round(1e9 / clock_hz), divisor=divisor).run_model(image, x,
-                                                                            name="digits_2m")
-    assert divisor == 25 and all(np.array_equal(outs[k], ref[k]) for k in ref)
-    record_property("seconds_per_mb", st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6))
+    baud = BOARDS["ulx3s-85f"].baud
+    bench = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384,
+                     clock_ns=round(1e9 / clock_hz), baud=baud)
+    outs, st = bench.run_model(image, x, name="digits_3m")
+    assert bench.soc.bit_clocks == Fraction(50, 3) and baud == 3_000_000
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
+    per_mb = st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6)
+    record_property("seconds_per_mb", per_mb)
+    print(f"3 Mbaud: {per_mb:.2f} s per MB sent")
 
 
 @pytest.mark.icarus
@@ -296,14 +301,16 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["ulx3s-85f", "icebreaker", "arty-a7-35"])
-def test_each_board_links_at_a_rate_its_clock_divides(name):
-    """The board's default link rate is a whole number of its preset's clocks a bit (no rate
-    error), at least 12 (the receiver's mid-bit sample has room), and faster than 115,200."""
+def test_each_board_links_at_its_bridges_top_rate_with_room_for_the_receiver(name):
+    """The board's default link rate: at least 8 of its preset's clocks a bit (the receiver's
+    mid-bit sample has room, whole clocks or not), the bridge's 3 Mbaud where the clock
+    allows, and faster than 115,200."""
     b = BOARDS[name]
     clock_hz = ACCEL_PRESETS[b.config].target_mhz * 1_000_000
     soc = SoC(ACCEL_PRESETS[b.config], mem_bytes=b.mem_bytes, clock_hz=clock_hz, baud=b.baud,
               memory=b.memory)
-    assert soc.divisor * b.baud == clock_hz and soc.divisor >= 12 and b.baud > 115_200
+    assert soc.bit_clocks * b.baud == clock_hz and soc.bit_clocks >= 8 and b.baud > 115_200
+    assert b.baud == (3_000_000 if clock_hz >= 24_000_000 else clock_hz // 12)
 
 
 def test_build_errors_are_clear(tmp_path, capsys):
@@ -313,7 +320,8 @@ def test_build_errors_are_clear(tmp_path, capsys):
         build("icebreaker", TINY, out_dir=tmp_path, run=False)
     with pytest.raises(ValueError, match="at least 4x the baud rate"):
         SoC(TINY, clock_hz=1_000_000, baud=500_000)
-    with pytest.raises(ValueError, match=r"13000000 baud .* 3.85 clocks a bit, 4 is -3.8 % off"):
+    with pytest.raises(ValueError, match=r"13000000 baud .* 3.85 clocks a bit; a fractional rate "
+                                         r"needs at least 8"):
         SoC(TINY, clock_hz=50_000_000, baud=13_000_000)
     assert main(["build", "--board", "ulx3s-85f", "--baud", "13000000", "--no-run", "--out",
                  str(tmp_path)]) == 2
