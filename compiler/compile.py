@@ -191,7 +191,6 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
     segments, layers, host_ops = [], [], []
     prog = Program()
     seg_start = 0
-    tensors_meta = {}
 
     def close_accel():
         nonlocal seg_start
@@ -200,6 +199,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
             segments.append({"kind": "accel", "first": seg_start, "count": len(prog) - seg_start})
             seg_start = len(prog)
 
+    records = {"half": 0}
     for op in ops:
         where = _accel_reason(op, g, cfg)
         x = g.tensors[op.inputs[0]]
@@ -216,7 +216,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
             try:
                 if isinstance(op, (Conv, Gemm)):
                     wb, computed = _lower_conv_like(op, g, cfg, prog, mem, addr, x, y,
-                                                    id(op) in fused)
+                                                    id(op) in fused, records)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
@@ -366,8 +366,10 @@ def _conv_hw(op, x):
     return ((x.shape[2] + t + b - kh) // sy + 1, (x.shape[3] + l + r - kw) // sx + 1)
 
 
-def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
-    """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`."""
+def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
+    """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
+    ``records["half"]``: the record buffer's half the next conv's records go to (it
+    alternates)."""
     if isinstance(op, Gemm):
         # y = W x as a valid correlation: x viewed as C' rows of wr values, W[o] likewise,
         # so the FFA engines take wr-tap pieces (MAC mode would use 1 of L lanes); the
@@ -395,6 +397,8 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2):
         layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool2, out=sl)
         before = mem.next
         computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
-                              addr[y.name] + gi * Og * out_hw, name=op.name)
+                              addr[y.name] + gi * Og * out_hw, name=op.name,
+                              records_half=records["half"])
+        records["half"] ^= 1
         wbytes += mem.next - before
     return wbytes, computed

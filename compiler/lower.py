@@ -12,7 +12,7 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, Program, pack_qparam
+from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, pack_qparam
 from ffacc.hw.weights import raw_set
 from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
@@ -171,10 +171,14 @@ def _pitch_for(cfg, kh, rows_needed):
     return p
 
 
-def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False):
+def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False,
+               records_half=0):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
     ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
-    cycles for every column tile), which :func:`conv_plan_cycles` gives.
+    cycles for every column tile), which :func:`conv_plan_cycles` gives. ``records_half``
+    (0 or 1): the half of the record buffer the layer's records go to where they fit one, so
+    with ``post_overlap`` its ``LOADQ`` runs beside the previous layer's last ``POST``, which
+    reads the other half (consecutive layers alternate).
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
@@ -349,6 +353,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # (lane groups that each POST after their CONV) or before its first POST (lane groups
     # that POST together after their CONVs)
     q_chunk = max(1, cfg.qb_entries // cfg.lanes) if O > cfg.qb_entries else 0
+    q_base = records_half * (cfg.qb_entries // 2) \
+        if cfg.post_overlap and O <= cfg.qb_entries // 2 else 0
 
     # parameters and weights in memory
     q = []
@@ -365,7 +371,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # (C_ACC) and each channel group loads once for them all
     nest = Nest(cfg)
     if O <= cfg.qb_entries:
-        nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=0)
+        nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=q_base)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
              O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
     post_flags = ((PostFlag.POOL2 if layer.pool2 else 0)
@@ -512,7 +518,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def post(t, lg):
         o0 = lg["o0"]
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
-                 O_Q=o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
+                 O_Q=q_base + o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     if pf:                              # the first CONV's weights, before it
         nest.cmd(Op.LOADW, loadw_flags, W_DST=0, **weights(order[0]))

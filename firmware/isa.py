@@ -203,10 +203,10 @@ class PostFlag(IntEnum):
 
 
 # the commands (and END) that wait for a background POST (PostFlag.ASYNC) before they run:
-# they read memory it may write, write the records it reads, or need its requantizer; the
-# RTL's FETCH and the ISS both use this list. A CONV waits only if its accumulator blocks
-# overlap the POST's.
-WAITS_FOR_POST = (Op.LOADA, Op.LOADQ, Op.POST, Op.ADD, Op.END)
+# they read memory it may write or need its requantizer; the RTL's FETCH and the ISS both use
+# this list. A CONV waits only if its accumulator blocks overlap the POST's, a LOADQ only if
+# the records it writes overlap those the POST reads (``[O_Q, O_Q + C_LANES)``).
+WAITS_FOR_POST = (Op.LOADA, Op.POST, Op.ADD, Op.END)
 
 
 class Err(IntEnum):

@@ -596,7 +596,11 @@ class Accelerator(wiring.Component):
                     if pf:
                         reads = loadw.bg_busy & fop.matches(*WAITS_FOR_LOADER)
                     if cfg.post_overlap:
-                        reads = reads | (po_pending & fop.matches(*WAITS_FOR_POST))
+                        # a LOADQ waits only for a POST that reads the records it writes
+                        qdst = rg[Reg.Q_DST]
+                        recs = ((qdst < po.q_hi) & (po.q_lo < qdst + rg[Reg.Q_COUNT]))
+                        reads = reads | (po_pending & (fop.matches(*WAITS_FOR_POST)
+                                                       | ((fop == Op.LOADQ) & recs)))
                     with m.If(loadw.bg_err != 0 if pf else Const(0, 1)):
                         # a background LOADW's read failed: the run stops at that LOADW
                         m.d.comb += fail_pc.eq(lw_pc)

@@ -88,6 +88,9 @@ class PostUnit(wiring.Component):
     acc_lo, acc_hi : Out
         The running POST's accumulator blocks ``[acc_lo, acc_hi)`` (empty when idle): a
         ``CONV`` into them waits.
+    q_lo, q_hi : Out
+        The records the running POST reads, ``[q0, q0 + lanes)`` (empty when idle): a
+        ``LOADQ`` into them waits.
     """
 
     def __init__(self, cfg, *, latch):
@@ -95,6 +98,7 @@ class PostUnit(wiring.Component):
         self.latch = latch
         P, L = cfg.lanes, cfg.L
         AB = cfg.acc_blocks.bit_length() + 1
+        QB = reg_bits(cfg)[Reg.O_Q]
         self.cmd_layout = post_command_layout(cfg)
         ports = {
             "cmd": In(stream.Signature(self.cmd_layout)),
@@ -115,6 +119,8 @@ class PostUnit(wiring.Component):
             "wr_err": In(range(max(Err) + 1)),
             "acc_lo": Out(unsigned(AB)),
             "acc_hi": Out(unsigned(AB)),
+            "q_lo": Out(unsigned(QB)),
+            "q_hi": Out(unsigned(QB + 1)),
         }
         if cfg.add_unit:
             ports["ext"] = In(stream.Signature(EXT_LAYOUT))
@@ -153,9 +159,11 @@ class PostUnit(wiring.Component):
         c = self._command_slot(m, start, finish)
         is_add = c.add if add else Const(0, 1)
 
-        # accumulator range of the running POST (the hazard check of CONV)
+        # accumulator blocks and records of the running POST (the hazard checks of CONV and
+        # LOADQ)
         with m.If(self.busy & ~is_add):
-            m.d.comb += [self.acc_lo.eq(c.acc0), self.acc_hi.eq(c.acc1)]
+            m.d.comb += [self.acc_lo.eq(c.acc0), self.acc_hi.eq(c.acc1),
+                         self.q_lo.eq(c.q0), self.q_hi.eq(c.q0 + c.lanes)]
 
         lane = Signal(range(P + 1))
         orow, lanebase, ocol = Signal(A + 1), Signal(A + 1), Signal(A + 1)

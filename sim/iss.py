@@ -123,7 +123,7 @@ class ISS:
         self.lw_rd_until = self.lw_bg_until = 0
         self.lw_sets = (0, 0)
         self.po_until = 0
-        self.po_blocks = (0, 0)
+        self.po_blocks = self.po_recs = (0, 0)
 
     # --- memory ----------------------------------------------------------------------------
     def _check(self, addr, n):
@@ -205,7 +205,7 @@ class ISS:
         self.lw_sets = (0, 0)
         # a background POST (post_overlap): the clock it ends and its accumulator blocks
         self.po_until = 0
-        self.po_blocks = (0, 0)
+        self.po_blocks = self.po_recs = (0, 0)
         try:
             if prog_base % INSTR_BYTES:
                 raise AccelError(Err.ADDRESS, prog_base, f"program base 0x{prog_base:x} is not "
@@ -286,7 +286,9 @@ class ISS:
         wait = 0
         if op in WAITS_FOR_LOADER:
             wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
-        if op in WAITS_FOR_POST and self.po_until > self.now:
+        if self.po_until > self.now and (op in WAITS_FOR_POST or op == Op.LOADQ and (
+                self.r(Reg.Q_DST) < self.po_recs[1]
+                and self.po_recs[0] < self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT))):
             wait = max(wait, self.cost.post_wait(self.po_until - self.now))
         self.now += wait
         if op in (Op.END, Op.NOP):
@@ -526,6 +528,7 @@ class ISS:
             self.po_until = (self.now + self.cost.fetch + cost
                              + self.cost.post_run(lanes, subs, stalls))
             self.po_blocks = (a0, a0 + ny * wob)
+            self.po_recs = (q0, q0 + lanes)
         else:
             cost = self.cost.post(lanes, subs, wob, stride, stalls)
         self.moved[3] += lanes * rows_out * cols_out

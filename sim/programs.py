@@ -12,14 +12,14 @@ import numpy as np
 from ffacc.compiler.lower import (ConvLayer, MemoryPlan, build_image, lower_add, lower_conv)
 from ffacc.firmware.image import Kind, TensorDesc
 from ffacc.firmware.isa import (QPARAM_WORDS, LoadWFlag, Op, PostFlag, Program, Reg,
-                                decode_program, encode, pack_qparam, reg_bits)
+                                encode, pack_qparam, reg_bits)
 from ffacc.hw.weights import set_bytes
 
 from . import golden
 from .iss import ISS
 
 __all__ = ["Case", "conv_case", "add_case", "fc_case", "fault_case", "loop_case", "random_case",
-           "records_case",
+           "records_case", "records_race_case",
            "run_iss", "FAULTS", "MUTATIONS"]
 
 DATA_BASE = 0x100
@@ -349,6 +349,55 @@ def post_race_case(cfg, seed=0, beside=False):
             for n, a in (("y1", y1), ("y2", y2))])
 
     case = Case(f"post_{'beside' if beside else 'race'}", image(program(PostFlag.ASYNC)),
+                [(y1, np.zeros(P * W, dt)), (y2, np.zeros(P * W, dt))])
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done", res.detail
+    case.outputs = [(y1, np.frombuffer(blobs[0], dt).copy()),
+                    (y2, np.frombuffer(blobs[1], dt).copy())]
+    case.sync = image(program(0))
+    return case
+
+
+def records_race_case(cfg, seed=0, beside=False):
+    """A background POST (flag ASYNC) of a long band with the records ``[0, P)``, then at once
+    a LOADQ of other records over them, which a later lane of the POST would read: the LOADQ
+    must wait for it. ``beside``: the LOADQ writes records ``[P, 2P)``, so it runs while the
+    POST does. A second POST then reads the same band with the new records. Both bands are in
+    memory (``y1``, ``y2``), the expected values the ISS's (commands in order); ``case.sync``
+    is the same program without ASYNC."""
+    rng = np.random.default_rng(seed)
+    L, R, P = cfg.L, cfg.rows, cfg.lanes
+    W = cfg.lb_width - cfg.lb_width % L
+    mem, x, (w,), dt, _ = _race_data(cfg, rng, W, (1,))
+    _, _, qlo, qhi = _acts(cfg, rng, 1)
+    recs = []
+    for k in range(2):                  # two sets of records, each lane's different
+        q = []
+        for _ in range(P):
+            q += pack_qparam(int(rng.integers(-3000, 3000)), int(rng.integers(1 << 19, 1 << 21)),
+                             31, (qlo + qhi + 1) // 2, qlo, qhi)
+        recs.append(mem.place(f"q{k}", np.array(q, dtype="<u4").tobytes()))
+    y1, y2 = mem.alloc("y1", P * W), mem.alloc("y2", P * W)
+    q2 = P if beside else 0
+
+    def program(flags):
+        p = Program()
+        p.set(Q_SRC=recs[0], Q_COUNT=P, Q_DST=0, A_SRC=x, A_CH=R, A_H=1, A_W=W, A_HB0=0,
+              A_NR=1, LB_PITCH=1, W_SRC=w, W_COUNT=1, W_DST=0, C_KH=1, C_KW=1, C_PT=0, C_PL=0,
+              C_WOUT=W, C_ZX=0, C_Y0=0, C_NY=1, C_WSET=0, C_LANES=P, C_ACC=0, O_DST=y1,
+              O_W=W, O_CSTRIDE=W, O_Q=0, O_STRIDE=1, O_ROW0=0)
+        p.op(Op.LOADQ).op(Op.LOADA).op(Op.LOADW, flags=LoadWFlag.MAC).op(Op.CONV)
+        p.op(Op.POST, flags=flags)
+        p.set(Q_SRC=recs[1], Q_DST=q2).op(Op.LOADQ)
+        p.set(O_Q=q2, O_DST=y2).op(Op.POST).end()
+        return p
+
+    def image(p):
+        return build_image(cfg, p, mem, [
+            TensorDesc(n, "output", a, np.dtype(dt).name, [1, P, 1, W])
+            for n, a in (("y1", y1), ("y2", y2))])
+
+    case = Case(f"records_{'beside' if beside else 'race'}", image(program(PostFlag.ASYNC)),
                 [(y1, np.zeros(P * W, dt)), (y2, np.zeros(P * W, dt))])
     blobs, res = run_iss(case, cfg)
     assert res.status == "done", res.detail

@@ -10,7 +10,7 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
 from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_case,
                                 fault_case, fc_case, loop_case, post_race_case,
-                                prefetch_race_case, records_case, run_iss)
+                                prefetch_race_case, records_case, records_race_case, run_iss)
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
@@ -122,6 +122,30 @@ def test_a_conv_runs_beside_a_background_post(simulator, tmp_path):
     assert all(a == b for a, b in zip(sync["readback"], rtl["readback"]))
     # the CONV (about 30 clocks here) hides under the POST (about 80)
     assert sync["cycles"] - rtl["cycles"] >= 20, (sync["cycles"], rtl["cycles"])
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_loadq_waits_for_the_records_a_background_post_reads(simulator, tmp_path):
+    """A LOADQ over the records an ASYNC POST reads (its second lane's would change before
+    the POST got to it): RTL = ISS, both bands as in order."""
+    case = records_race_case(TINY, seed=9)
+    (_, y1), (_, y2) = case.outputs
+    half = len(y1) // 2
+    assert len(np.unique(y1)) > 3 and not np.array_equal(y1[half:], y2[half:])
+    run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_a_loadq_runs_beside_a_background_post(simulator, tmp_path):
+    """A LOADQ into records the ASYNC POST does not read runs while it does: RTL = ISS, and
+    the run is shorter than the same program without ASYNC by the LOADQ's clocks."""
+    case = records_race_case(TINY, seed=10, beside=True)
+    rtl, _ = run_both(case, TINY, simulator, tmp_path)
+    path = case.sync.save(tmp_path / "records_sync.ffw")
+    sync = bench(TINY, simulator).run_image(path, case.readback, name="records_sync")
+    assert all(a == b for a, b in zip(sync["readback"], rtl["readback"]))
+    # the LOADQ (about 15 clocks here) hides under the POST (about 70)
+    assert sync["cycles"] - rtl["cycles"] >= 10, (sync["cycles"], rtl["cycles"])
 
 
 @pytest.mark.parametrize("bus_bytes", [4, 8])

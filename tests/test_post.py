@@ -105,6 +105,14 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
                 take = rng.random() < ready
                 ctx.set(dut.wr.ready, int(take))
                 await ctx.delay(1e-9)
+                # the ranges a CONV's and a LOADQ's hazard checks compare with: the running
+                # POST's accumulator blocks and records, empty for an ADD and when idle
+                ranges = [ctx.get(getattr(dut, r)) for r in ("acc_lo", "acc_hi", "q_lo", "q_hi")]
+                if ctx.get(dut.busy) and "add" not in full:
+                    assert ranges == [full["acc0"], full["acc1"], full["q0"],
+                                      full["q0"] + full["lanes"]], (clock, ranges)
+                else:
+                    assert ranges == [0, 0, 0, 0], (clock, ranges)
                 if ctx.get(dut.cmd.ready) and clock and not latch:
                     ctx.set(dut.cmd.valid, 0)
                 if ctx.get(dut.wr.valid) and take and not failing:
