@@ -18,7 +18,8 @@ from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
                  MaxPool, PhaseSplit, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
-from .lower import LoweringError, MemoryPlan, build_image, ir_conv_layer, lower_add, lower_conv
+from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
+                    lower_add, lower_conv)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -366,21 +367,47 @@ def _conv_hw(op, x):
     return ((x.shape[2] + t + b - kh) // sy + 1, (x.shape[3] + l + r - kw) // sx + 1)
 
 
+def _gemm_as_conv(op, x, y, cfg):
+    """``y = W x`` as a valid correlation: ``x`` viewed as ``C'`` rows of ``wr`` values,
+    ``W[o]`` likewise, so the FFA engines take ``wr``-tap rows (MAC mode would use 1 of ``L``
+    lanes); the zero-padded tail of the last row multiplies zero weights. Returns the kernel
+    ``(O, C', 1, wr)`` and the input's shape ``(C', 1, wr)``.
+
+    ``wr`` is the one the cycle model finds cheapest among the multiples of the engines'
+    piece (``N`` taps) and the widest row: a row of one piece streams its passes back to back,
+    where each further piece of a wider row starts the FCUs' pipeline again (the digits
+    model's FC layer: 110 clocks a lane group in 12-wide rows, 4 pieces; 66 in 3-wide ones),
+    and wider rows need fewer line-buffer rows."""
+    O, K = op.w.shape
+    N = cfg.fcu.piece_taps
+    top = min(cfg.max_kernel, cfg.lb_width, K)
+
+    def shaped(wr):
+        cp = -(-K // wr)
+        wpad = np.zeros((O, cp * wr), dtype=op.w.dtype)
+        wpad[:, :K] = op.w
+        return wpad.reshape(O, cp, 1, wr), (cp, 1, wr)
+
+    best = None
+    for wr in sorted({top} | set(range(N, top + 1, N))):
+        w, in_shape = shaped(wr)
+        layer = ir_conv_layer(op, x, y, w, in_shape, (0, 0, 0, 0), 1)
+        try:
+            cycles = conv_plan_cycles(cfg, layer, name=op.name)
+        except LoweringError:
+            continue                    # e.g. too many rows for the line buffer
+        if best is None or cycles < best[0]:
+            best = (cycles, w, in_shape)
+    return (best[1], best[2]) if best else shaped(top)
+
+
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
     alternates)."""
     if isinstance(op, Gemm):
-        # y = W x as a valid correlation: x viewed as C' rows of wr values, W[o] likewise,
-        # so the FFA engines take wr-tap pieces (MAC mode would use 1 of L lanes); the
-        # zero-padded tail of the last row multiplies zero weights
-        O, K = op.w.shape
-        wr = min(cfg.max_kernel, cfg.lb_width, K)
-        cp = -(-K // wr)
-        wpad = np.zeros((O, cp * wr), dtype=op.w.dtype)
-        wpad[:, :K] = op.w
-        w = wpad.reshape(O, cp, 1, wr)
-        groups, in_shape, pads, stride = 1, (cp, 1, wr), (0, 0, 0, 0), 1
+        w, in_shape = _gemm_as_conv(op, x, y, cfg)
+        groups, pads, stride = 1, (0, 0, 0, 0), 1
         out_hw = 1
     else:
         w = op.w
