@@ -69,7 +69,7 @@ from ffacc.firmware.csr import info_word
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
                                 WAITS_FOR_POST, Err, Op, Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
-                  bus_timer, read_ended)
+                  bus_timer, connect_axi_master, read_ended)
 from .config import AcceleratorConfig
 from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
@@ -190,19 +190,7 @@ class Accelerator(wiring.Component):
         ls = None
         if cfg.loop_depth:
             ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=AW)
-        m.d.comb += [
-            ax("araddr").eq(rd.ar_addr), ax("arlen").eq(rd.ar_len),
-            ax("arsize").eq((nb - 1).bit_length()), ax("arburst").eq(1),
-            ax("arvalid").eq(rd.ar_valid), rd.ar_ready.eq(ax("arready")),
-            rd.r_data.eq(ax("rdata")), rd.r_resp.eq(ax("rresp")), rd.r_last.eq(ax("rlast")),
-            rd.r_valid.eq(ax("rvalid")), ax("rready").eq(rd.r_ready),
-            ax("awaddr").eq(wr.aw_addr), ax("awlen").eq(0),
-            ax("awsize").eq((nb - 1).bit_length()), ax("awburst").eq(1),
-            ax("awvalid").eq(wr.aw_valid), wr.aw_ready.eq(ax("awready")),
-            ax("wdata").eq(wr.w_data), ax("wstrb").eq(wr.w_strb), ax("wlast").eq(1),
-            ax("wvalid").eq(wr.w_valid), wr.w_ready.eq(ax("wready")),
-            wr.b_resp.eq(ax("bresp")), wr.b_valid.eq(ax("bvalid")), ax("bready").eq(wr.b_ready),
-        ]
+        connect_axi_master(m, ax, rd, wr, nb)
 
         # ---------------------------------------------------------------- CSRs
         busy = Signal()
@@ -722,20 +710,28 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(H, la_rowpitch) as p:
                     m.d.sync += la_hw.eq(aclamp(p))
                     m.next = "LA_M2"
+            # whole maps of every channel, contiguous in memory (wide loads): one read of them
+            # all (their rows A_CH * A_NR worked out instead of the band's offset, which is 0),
+            # the loader putting each channel's rows at its pitch
+            contig_now = (apitch == 0) | (apitch == W)
+            la_whole = Const(0, 1)
+            if cfg.wide_loads:
+                la_whole = contig_now & (nr == H)
             with m.State("LA_M2"):
                 cold_addr(Reg.A_SRC)                        # there in the product's cycle
-                with product(hb0, la_rowpitch) as p:
-                    m.d.sync += [addr_a.eq(aclamp(cold(Reg.A_SRC) + aclamp(p))),
-                                 la_contig.eq((apitch == 0) | (apitch == W))]
+                with product(Mux(la_whole, nch, hb0), Mux(la_whole, nr, la_rowpitch)) as p:
+                    m.d.sync += [addr_a.eq(aclamp(cold(Reg.A_SRC)
+                                                  + aclamp(Mux(la_whole, 0, p)))),
+                                 la_contig.eq(contig_now), tmp.eq(tmp_of(p))]
                     m.next = "LA_M3"
-            with m.State("LA_M3"), product(nr, W) as p:
-                # contiguous rows: one read per channel; a column tile: one read per row
+            with m.State("LA_M3"), product(Mux(la_whole, tmp, nr), W) as p:
+                # contiguous rows: one read per channel (or of all); a column tile: one a row
                 m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
                 m.next = "LA_RUN"
             la = loada.cmd.payload
             m.d.comb += [la.addr.eq(addr_a), la.nbytes.eq(nbytes), la.contig.eq(la_contig),
-                         la.nch.eq(nch), la.nr.eq(nr), la.pitch.eq(pitch), la.width.eq(W),
-                         la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
+                         la.nch.eq(Mux(la_whole, 1, nch)), la.nr.eq(nr), la.pitch.eq(pitch),
+                         la.width.eq(W), la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
             with m.State("LA_RUN"):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA
                 with run_unit(loada, cfg.wide_loads):

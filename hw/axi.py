@@ -19,8 +19,8 @@ from amaranth.lib.wiring import In, Out
 from ffacc.firmware.isa import Err
 from .logic import le_const
 
-__all__ = ["axi_master_ports", "axil_slave_ports", "AxiByteReader", "AxiByteWriter",
-           "bus_timer", "read_client_ports", "read_ended"]
+__all__ = ["axi_master_ports", "axil_slave_ports", "connect_axi_master", "AxiByteReader",
+           "AxiByteWriter", "bus_timer", "read_client_ports", "read_ended"]
 
 TIMEOUT_CYCLES = 4096
 
@@ -56,6 +56,24 @@ def axi_master_ports(prefix, data_bytes, addr_bits=32):
         f"{p}_rdata": In(dw), f"{p}_rresp": In(2), f"{p}_rlast": In(1),
         f"{p}_rvalid": In(1), f"{p}_rready": Out(1),
     }
+
+
+def connect_axi_master(m, port, rd, wr, data_bytes):
+    """The AXI4 master's channels (``port(name)``: the signal of channel field ``name``, e.g.
+    ``"araddr"``) to the read engine ``rd`` (:class:`AxiByteReader`: INCR bursts) and the
+    write engine ``wr`` (:class:`AxiByteWriter`: single beats with strobes)."""
+    size = (data_bytes - 1).bit_length()
+    m.d.comb += [
+        port("araddr").eq(rd.ar_addr), port("arlen").eq(rd.ar_len), port("arsize").eq(size),
+        port("arburst").eq(1), port("arvalid").eq(rd.ar_valid), rd.ar_ready.eq(port("arready")),
+        rd.r_data.eq(port("rdata")), rd.r_resp.eq(port("rresp")), rd.r_last.eq(port("rlast")),
+        rd.r_valid.eq(port("rvalid")), port("rready").eq(rd.r_ready),
+        port("awaddr").eq(wr.aw_addr), port("awlen").eq(0), port("awsize").eq(size),
+        port("awburst").eq(1), port("awvalid").eq(wr.aw_valid), wr.aw_ready.eq(port("awready")),
+        port("wdata").eq(wr.w_data), port("wstrb").eq(wr.w_strb), port("wlast").eq(1),
+        port("wvalid").eq(wr.w_valid), wr.w_ready.eq(port("wready")),
+        wr.b_resp.eq(port("bresp")), wr.b_valid.eq(port("bvalid")), port("bready").eq(wr.b_ready),
+    ]
 
 
 def axil_slave_ports(prefix, addr_bits=8):

@@ -4,7 +4,10 @@ line buffer.
 A command loads ``nch`` channels, each a band of ``nr`` rows of ``width`` activations, into
 line-buffer rows ``c * pitch + r``. A channel's band is one read of ``nbytes`` when its rows are
 contiguous in memory (``contig``), else (a column tile of a wider map) one read of a row each,
-``row_step`` bytes apart; channels are ``chan_step`` bytes apart.
+``row_step`` bytes apart; channels are ``chan_step`` bytes apart. The controller gives whole
+maps contiguous in memory as one channel of ``nch * nr`` rows read at once: the rows still go
+to their channels' line-buffer rows (with ``wide``, every ``nr`` rows the next channel's, at
+``pitch``).
 
 With ``wide`` the reads are in whole bus beats, and a :class:`~ffacc.hw.linebuf.RowPacker`
 cuts them into line-buffer blocks, a block a clock; without (the smallest parts), the reader's
@@ -84,6 +87,8 @@ class ActivationLoader(wiring.Component):
         row = Signal(range(cfg.lb_rows + 1))      # the row (a tile's)
         row_addr = Signal(aw)
         gbase = Signal(range(cfg.lb_rows + 1))    # the channel's first line-buffer row
+        r_in = Signal(range(cfg.lb_rows + 1))     # (wide) rows of the channel written
+        wbase = Signal(range(2 * cfg.lb_rows + 1))    # (wide) that channel's first row
         g = Signal(range(cfg.lb_rows + 1))        # the line-buffer row written
         blk = Signal(range(cfg.lb_blocks + 1))    # its block
         # a payload is driven whole by plain assignments (a field set in a state and another
@@ -123,7 +128,7 @@ class ActivationLoader(wiring.Component):
             channel's first (its rows from line-buffer row ``gbase``) or a tile's next row."""
             if first_of_command:
                 m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0), blk.eq(0),
-                             row.eq(0), row_addr.eq(addr)]
+                             row.eq(0), row_addr.eq(addr), r_in.eq(0), wbase.eq(0)]
             elif first_of_band:
                 m.d.sync += [g.eq(gbase), blk.eq(0), row.eq(0), row_addr.eq(addr)]
             m.next = "DATA"
@@ -136,9 +141,14 @@ class ActivationLoader(wiring.Component):
                          pack.nbytes.eq(c.nbytes), pack.width.eq(c.width),
                          self.lb.valid.eq(pack.o.valid), lbw.data.eq(pack.o.payload.data),
                          lbw.en.eq(pack.o.payload.en), self.beats.ready.eq(1)]
+            # the line-buffer row of each row out of the packer: the next, or after a channel's
+            # nr rows the next channel's first (a read may hold several channels)
             with m.If(pack.o.valid):
-                with m.If(pack.o.payload.row_end):
-                    m.d.sync += [blk.eq(0), g.eq(g + 1)]
+                with m.If(pack.o.payload.row_end & (r_in + 1 == c.nr)):
+                    m.d.sync += [blk.eq(0), r_in.eq(0), g.eq(wbase + c.pitch),
+                                 wbase.eq(wbase + c.pitch)]
+                with m.Elif(pack.o.payload.row_end):
+                    m.d.sync += [blk.eq(0), r_in.eq(r_in + 1), g.eq(g + 1)]
                 with m.Else():
                     m.d.sync += blk.eq(blk + 1)
 

@@ -342,6 +342,17 @@ class ISS:
         rp = self.r(Reg.A_PITCH) or W
         contiguous = rp == W
         starts = []
+        if self.cfg.wide_loads and contiguous and nr == H:
+            # whole maps, contiguous in memory: one read of them all, each channel's rows at
+            # its pitch in the line buffer
+            if self.timing_only:
+                self._check(src, nch * nr * W)
+            else:
+                maps = self._acts(src, nch * nr * W).reshape(nch, nr, W)
+                for ch in range(nch):
+                    self.lb[ch * pitch:ch * pitch + nr, :W] = maps[ch]
+            self.moved[2] += nch * nr * W
+            return self.cost.loada([src], nch * nr * W, W)
         for ch in range(nch):
             base = src + ch * H * rp + hb0 * rp
             if contiguous:

@@ -99,6 +99,22 @@ def test_loader_writes_every_channels_band(wide, bus_bytes, case):
     assert written == want
 
 
+@pytest.mark.parametrize("bus_bytes", [4, 8])
+@pytest.mark.parametrize("nch,nr,width,pitch", [(3, 4, 4, 5), (4, 2, 7, 2), (2, 3, 16, 4)])
+def test_whole_maps_in_one_read_go_to_their_channels_rows(bus_bytes, nch, nr, width, pitch):
+    """Whole maps contiguous in memory, as the controller gives them with wide loads: one
+    channel of ``nch * nr`` rows read at once, each channel's rows at its pitch."""
+    cfg, dut, lb = make(True, bus_bytes)
+    mem = np.random.default_rng(nch * nr).integers(0, 256, 1 << 13, dtype=np.uint8)
+    maps = {"addr": 0x102, "contig": 1, "nch": nch, "nr": nr, "pitch": pitch, "width": width,
+            "row_step": width, "chan_step": nr * width}
+    cmd = dict(maps, nch=1, nbytes=nch * nr * width)
+    written, reads, err = run(cfg, dut, lb, mem, cmd, seed=nch)
+    want, _ = expected(mem, maps)
+    assert err == 0 and reads == [(0x102, nch * nr * width)]
+    assert written == want and len(want) == nch * nr * width
+
+
 @pytest.mark.parametrize("wide", [True, False])
 def test_a_failed_read_ends_the_command_with_its_error(wide):
     cfg, dut, lb = make(wide)
