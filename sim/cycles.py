@@ -35,7 +35,7 @@ import numpy as np
 from ffacc.hw.add import ADD_CHUNK
 from ffacc.hw.weights import set_bytes
 
-__all__ = ["CycleModel", "writer_stalls"]
+__all__ = ["CycleModel", "packer_clocks", "writer_stalls"]
 
 READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
@@ -58,7 +58,7 @@ LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
 LOADA_FIXED = 8
 LOADQ_FIXED = 8
-LOADA_REQUEST = 7
+LOADA_REQUEST = 5
 LOADA_BYTE_REQUEST = 0
 LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
@@ -71,6 +71,33 @@ READ_STALL = 1      # stall cycles per read request (address handshake, first da
 FETCH_STALL = 1
 WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last answer
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
+
+
+def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WORD_BURST):
+    """Clocks the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) takes to give out the
+    blocks of ``nbytes`` (rows of ``width``) from the clock the read's first beat is offered:
+    its rules clock by clock (a block of up to ``L`` bytes out when it holds them, a beat in
+    when ``L + bus - 1`` bytes of room remain), the first beat's bytes from ``skip`` on, the
+    beats back to back but ``gap`` clocks apart where a burst of ``burst`` beats (aligned to
+    its length; ``first_beat`` is the read's first beat's place in its burst) ends."""
+    cap = L + bus - 1
+    fill, left, out_left, row_left = 0, nbytes, nbytes, width
+    lo, beat, offered, clk = skip, first_beat, 0, 0
+    while out_left:
+        size = min(row_left, L)
+        rest = fill
+        if fill >= size:
+            rest -= size
+            out_left -= size
+            row_left = width if size == row_left else row_left - size
+        got = 0
+        if left and rest + bus <= cap and clk >= offered:
+            got = min(left, bus - lo)
+            left, lo, beat = left - got, 0, beat + 1
+            offered = clk + 1 + (gap if beat % burst == 0 else 0)
+        fill = rest + got
+        clk += 1
+    return clk
 
 
 def writer_stalls(words, per_byte=1, fifo=False):
@@ -152,17 +179,14 @@ class CycleModel:
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
             return LOADA_BYTE_FIXED + sum(self.read(nbytes, s) + LOADA_BYTE_REQUEST
                                           for s in starts)
-        blocks = nbytes // width * -(-width // c.L)
         total = LOADA_FIXED
         for s in starts:
             beats = -(-(s % self.bus + nbytes) // self.bus)
-            extra = self._extra_bursts(s, beats)
-            self.stall += READ_STALL + extra
-            # the packer loses about a clock every third row end when it, not the bus, is the
-            # bound; a read of one or two beats and blocks ends a clock sooner (its packer
-            # drain overlaps the data) (measured)
-            move = max(beats + extra, blocks + nbytes // width // 3)
-            total += LOADA_REQUEST + move - (move <= 2)
+            self.stall += READ_STALL + self._extra_bursts(s, beats)
+            # the request, then the beats through the packer, clock by clock (measured)
+            total += LOADA_REQUEST + packer_clocks(nbytes, width, c.L, self.bus, s % self.bus,
+                                                   s // self.bus % c.burst_beats,
+                                                   c.burst_beats, WORD_BURST)
         return total
 
     def loadw(self, nsets, start=0, mac=False):

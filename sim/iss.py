@@ -237,8 +237,16 @@ class ISS:
                 queued -= 1
                 res.instructions += 1
                 self.now = res.cycles + fetch
+                self.held = 0
                 cyc = fetch + self.step(ins)
                 res.cycles += cyc
+                if self.held and res.per_instruction:
+                    # a wait in FETCH (for a background load or POST): the RTL's profile books
+                    # it to the instruction before, whose pc is current until this one leaves
+                    # FETCH
+                    pc, name, c0, stall = res.per_instruction[-1]
+                    res.per_instruction[-1] = (pc, name, c0 + self.held, stall)
+                    cyc -= self.held
                 res.per_instruction.append((self.pc, Op(ins.op).name, cyc, self.cost.stall))
                 t = res.traffic.setdefault(self.pc, [0, 0, 0, 0])
                 for k in range(4):
@@ -291,6 +299,7 @@ class ISS:
                 and self.po_recs[0] < self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT))):
             wait = max(wait, self.cost.post_wait(self.po_until - self.now))
         self.now += wait
+        self.held = wait            # in FETCH, while the instruction before is current
         if op in (Op.END, Op.NOP):
             return wait + self.cost.fetch
         return (wait + self.cost.fetch + self.cost.next
