@@ -698,7 +698,14 @@ class Accelerator(wiring.Component):
             hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
             apitch = rg[Reg.A_PITCH]
             la_rowpitch = Mux(apitch == 0, W, apitch)
+            # whole maps, contiguous in memory (wide loads): one read of all (A_CH * A_NR rows
+            # instead of the band's offset, 0), each channel's rows at its pitch (the flag is
+            # registered in LA_CHECK, off the multiplier's operand path)
+            la_whole = Signal() if cfg.wide_loads else Const(0, 1)
+            contig_now = (apitch == 0) | (apitch == W)
             with m.State("LA_CHECK"):
+                if cfg.wide_loads:
+                    m.d.sync += la_whole.eq(contig_now & (nr == H))
                 with m.If(~checked(Op.LOADA, "regs")):
                     failure(Err.PARAM)
                 with m.Else(), product(*operands(Op.LOADA, "band")) as p:
@@ -710,13 +717,6 @@ class Accelerator(wiring.Component):
                 with m.Else(), product(H, la_rowpitch) as p:
                     m.d.sync += la_hw.eq(aclamp(p))
                     m.next = "LA_M2"
-            # whole maps of every channel, contiguous in memory (wide loads): one read of them
-            # all (their rows A_CH * A_NR worked out instead of the band's offset, which is 0),
-            # the loader putting each channel's rows at its pitch
-            contig_now = (apitch == 0) | (apitch == W)
-            la_whole = Const(0, 1)
-            if cfg.wide_loads:
-                la_whole = contig_now & (nr == H)
             with m.State("LA_M2"):
                 cold_addr(Reg.A_SRC)                        # there in the product's cycle
                 with product(Mux(la_whole, nch, hb0), Mux(la_whole, nr, la_rowpitch)) as p:

@@ -160,10 +160,17 @@ class PostUnit(wiring.Component):
         is_add = c.add if add else Const(0, 1)
 
         # accumulator blocks and records of the running POST (the hazard checks of CONV and
-        # LOADQ)
+        # LOADQ); a copied command's record end is added up as it is copied, so the
+        # controller's check of a LOADQ starts at flip-flops (it was the ULX3S's critical path)
+        if self.latch:
+            q_end = Signal.like(self.q_hi)
+            with m.If(start):
+                m.d.sync += q_end.eq(self.cmd.payload.q0 + self.cmd.payload.lanes)
+        else:
+            q_end = c.q0 + c.lanes
         with m.If(self.busy & ~is_add):
             m.d.comb += [self.acc_lo.eq(c.acc0), self.acc_hi.eq(c.acc1),
-                         self.q_lo.eq(c.q0), self.q_hi.eq(c.q0 + c.lanes)]
+                         self.q_lo.eq(c.q0), self.q_hi.eq(q_end)]
 
         lane = Signal(range(P + 1))
         orow, lanebase, ocol = Signal(A + 1), Signal(A + 1), Signal(A + 1)

@@ -318,6 +318,24 @@ def prefetch_race_case(cfg, seed=0, beside=False):
     return case
 
 
+def _two_bands(name, cfg, mem, program, ys, dt, shape):
+    """A race case whose program (``program(post_flags)``) writes two bands ``ys`` of
+    ``shape``: its image with the first POST ASYNC, the expected outputs the ISS's (commands in
+    order), and ``case.sync``, the same program without ASYNC."""
+    def image(p):
+        return build_image(cfg, p, mem, [TensorDesc(f"y{k + 1}", "output", a,
+                                                    np.dtype(dt).name, shape)
+                                         for k, a in enumerate(ys)])
+
+    n = int(np.prod(shape))
+    case = Case(name, image(program(PostFlag.ASYNC)), [(a, np.zeros(n, dt)) for a in ys])
+    blobs, res = run_iss(case, cfg)
+    assert res.status == "done", res.detail
+    case.outputs = [(a, np.frombuffer(b, dt).copy()) for a, b in zip(ys, blobs)]
+    case.sync = image(program(0))
+    return case
+
+
 def post_race_case(cfg, seed=0, beside=False):
     """A background POST (flag ASYNC) of a long band, then at once a CONV from other weights
     into the same accumulator blocks, which it would overwrite before the POST read them:
@@ -343,19 +361,8 @@ def post_race_case(cfg, seed=0, beside=False):
         p.op(Op.CONV).op(Op.POST).end()
         return p
 
-    def image(p):
-        return build_image(cfg, p, mem, [
-            TensorDesc(n, "output", a, np.dtype(dt).name, [1, P, 1, W])
-            for n, a in (("y1", y1), ("y2", y2))])
-
-    case = Case(f"post_{'beside' if beside else 'race'}", image(program(PostFlag.ASYNC)),
-                [(y1, np.zeros(P * W, dt)), (y2, np.zeros(P * W, dt))])
-    blobs, res = run_iss(case, cfg)
-    assert res.status == "done", res.detail
-    case.outputs = [(y1, np.frombuffer(blobs[0], dt).copy()),
-                    (y2, np.frombuffer(blobs[1], dt).copy())]
-    case.sync = image(program(0))
-    return case
+    return _two_bands(f"post_{'beside' if beside else 'race'}", cfg, mem, program, (y1, y2),
+                      dt, [1, P, 1, W])
 
 
 def records_race_case(cfg, seed=0, beside=False):
@@ -392,19 +399,8 @@ def records_race_case(cfg, seed=0, beside=False):
         p.set(O_Q=q2, O_DST=y2).op(Op.POST).end()
         return p
 
-    def image(p):
-        return build_image(cfg, p, mem, [
-            TensorDesc(n, "output", a, np.dtype(dt).name, [1, P, 1, W])
-            for n, a in (("y1", y1), ("y2", y2))])
-
-    case = Case(f"records_{'beside' if beside else 'race'}", image(program(PostFlag.ASYNC)),
-                [(y1, np.zeros(P * W, dt)), (y2, np.zeros(P * W, dt))])
-    blobs, res = run_iss(case, cfg)
-    assert res.status == "done", res.detail
-    case.outputs = [(y1, np.frombuffer(blobs[0], dt).copy()),
-                    (y2, np.frombuffer(blobs[1], dt).copy())]
-    case.sync = image(program(0))
-    return case
+    return _two_bands(f"records_{'beside' if beside else 'race'}", cfg, mem, program,
+                      (y1, y2), dt, [1, P, 1, W])
 
 
 def records_case(cfg, seed=0):
