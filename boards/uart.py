@@ -24,32 +24,33 @@ MIN_CLOCKS = 4
 MIN_CLOCKS_FRACTIONAL = 8
 
 
+def _enough(d, where):
+    """``d`` clocks a bit (a :class:`~fractions.Fraction`), or a :class:`ValueError` that
+    names ``where`` when they are too few: at least ``MIN_CLOCKS`` for a whole number,
+    ``MIN_CLOCKS_FRACTIONAL`` for a fraction."""
+    least = MIN_CLOCKS if d.denominator == 1 else MIN_CLOCKS_FRACTIONAL
+    if d < least:
+        kind = "" if d.denominator == 1 else " a fractional rate needs"
+        raise ValueError(f"{where}: {float(d):.2f} clocks a bit;{kind} at least {least} (the "
+                         f"clock must be at least {least}x the baud rate)")
+    return d
+
+
 def bit_clocks(clock_hz, baud):
     """Clocks a bit, ``clock_hz / baud`` as a :class:`~fractions.Fraction`; a
     :class:`ValueError` names the rate the clock is too slow for."""
     if not isinstance(clock_hz, int) or not isinstance(baud, int) or clock_hz <= 0 or baud <= 0:
         raise ValueError(f"UART: clock {clock_hz!r} Hz and baud {baud!r} must be positive "
                          f"whole numbers")
-    d = Fraction(clock_hz, baud)
-    least = MIN_CLOCKS if d.denominator == 1 else MIN_CLOCKS_FRACTIONAL
-    if d < least:
-        kind = "" if d.denominator == 1 else " a fractional rate needs"
-        raise ValueError(f"UART at {baud} baud from a {clock_hz / 1e6:g} MHz clock: "
-                         f"{float(d):.2f} clocks a bit;{kind} at least {least} (the clock "
-                         f"must be at least {least}x the baud rate)")
-    return d
+    return _enough(Fraction(clock_hz, baud),
+                   f"UART at {baud} baud from a {clock_hz / 1e6:g} MHz clock")
 
 
 class _Uart(wiring.Component):
     """A UART side at ``clocks`` clocks a bit (an int or a :class:`~fractions.Fraction`)."""
 
     def __init__(self, clocks):
-        d = Fraction(clocks)
-        least = MIN_CLOCKS if d.denominator == 1 else MIN_CLOCKS_FRACTIONAL
-        if d < least:
-            raise ValueError(f"UART at {float(d):.2f} clocks a bit: at least {least} (the clock "
-                             f"must be at least {least}x the baud rate)")
-        self.clocks = d
+        self.clocks = d = _enough(Fraction(clocks), "UART")
         self.num, self.den = d.denominator, d.numerator     # +num a clock, a bit at den
         super().__init__()
 

@@ -376,7 +376,7 @@ def _gemm_as_conv(op, x, y, cfg):
     ``wr`` is the one the cycle model finds cheapest among the multiples of the engines'
     piece (``N`` taps) and the widest row: a row of one piece streams its passes back to back,
     where each further piece of a wider row starts the FCUs' pipeline again (the digits
-    model's FC layer: 110 clocks a lane group in 12-wide rows, 4 pieces; 66 in 3-wide ones),
+    model's FC layer: 110 clocks a lane group in 12-wide rows, 4 pieces; 51 in 3-wide ones),
     and wider rows need fewer line-buffer rows."""
     O, K = op.w.shape
     N = cfg.fcu.piece_taps

@@ -294,9 +294,8 @@ class ISS:
         wait = 0
         if op in WAITS_FOR_LOADER:
             wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
-        if self.po_until > self.now and (op in WAITS_FOR_POST or op == Op.LOADQ and (
-                self.r(Reg.Q_DST) < self.po_recs[1]
-                and self.po_recs[0] < self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT))):
+        if self.po_until > self.now and (op in WAITS_FOR_POST or op == Op.LOADQ and _overlap(
+                self.r(Reg.Q_DST), self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT), self.po_recs)):
             wait = max(wait, self.cost.post_wait(self.po_until - self.now))
         self.now += wait
         self.held = wait            # in FETCH, while the instruction before is current
@@ -441,7 +440,7 @@ class ISS:
         # and a CONV into the blocks a background POST reads waits for it (in CV_M4, after
         # its geometry)
         a0, a1 = p["C_ACC"], p["C_ACC"] + p["C_NY"] * g.wob
-        if self.po_until > self.now and a0 < self.po_blocks[1] and self.po_blocks[0] < a1:
+        if self.po_until > self.now and _overlap(a0, a1, self.po_blocks):
             at = self.now + self.cost.fetch + self.cost.conv_hazard_at(g)
             wait = max(wait, self.cost.post_wait(self.po_until - at))
         if self.timing_only:
@@ -604,6 +603,12 @@ class ISS:
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
         return self.cost.add(n)
+
+
+def _overlap(lo, hi, span):
+    """``[lo, hi)`` and ``span`` (a ``(lo, hi)`` pair) share an entry: the hazard check of a
+    command against a background POST's accumulator blocks or records."""
+    return lo < span[1] and span[0] < hi
 
 
 def _iss_write(self, addr, data):
