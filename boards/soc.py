@@ -17,8 +17,10 @@
 """
 
 from math import ceil
+from types import SimpleNamespace
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal,
+                          Value)
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -27,8 +29,10 @@ from ffacc.firmware.csr import CSR, CTRL_START
 from ffacc.firmware.link import (crc16, INFO_WORDS, MAX_PAYLOAD, STATUS_WORDS, SYNC_REQ,
                                  SYNC_RESP, Cmd, Status)
 from ffacc.hw.accel import Accelerator
+from ffacc.hw.axi import axi_master_ports
 from ffacc.hw.logic import gt_const, le_const
 from .ram import SinglePortRAM
+from .sdram import CORE_NAME, SdramInit, SdramPort
 from .uart import UartRx, UartTx, bit_clocks
 
 __all__ = ["SoC", "crc16_step"]
@@ -80,41 +84,71 @@ class SoC(wiring.Component):
     leds: Out(5)
 
     def __init__(self, config, mem_bytes=64 * 1024, clock_hz=50_000_000, baud=115_200,
-                 memory="dual", link_timeout_s=0.1):
+                 memory="dual", link_timeout_s=0.1, sdram=None):
         nb = config.bus_bytes
+        if memory == "sdram":
+            if sdram is None or sdram.data_bytes != nb:
+                raise ValueError(f"SoC memory 'sdram' needs a generated core with {nb}-byte "
+                                 f"data (boards.sdram.litedram_core(data_bytes={nb}))")
+            mem_bytes = sdram.size
         if mem_bytes % nb or mem_bytes & (mem_bytes - 1):
             raise ValueError(f"SoC memory {mem_bytes} bytes: must be a power of two")
         if mem_bytes > 1 << config.addr_bits:
             raise ValueError(f"SoC memory {mem_bytes} bytes: the configuration addresses "
                              f"{1 << config.addr_bits} (addr_bits={config.addr_bits})")
-        if memory not in ("dual", "single", "spram"):
-            raise ValueError(f"SoC memory kind {memory!r}: 'dual', 'single' or 'spram'")
+        if memory not in ("dual", "single", "spram", "sdram"):
+            raise ValueError(f"SoC memory kind {memory!r}: 'dual', 'single', 'spram' or "
+                             f"'sdram'")
         self.config, self.mem_bytes, self.clock_hz, self.baud = config, mem_bytes, clock_hz, baud
-        self.memory = memory
+        self.memory, self.sdram = memory, sdram
         # a request whose line stays silent this long (and at least 64 bit times) is dropped
         self.link_timeout_s = link_timeout_s
         # clocks a bit: exact, a whole number or not (boards/uart.py); too few are refused
         self.bit_clocks = bit_clocks(clock_hz, baud)
         self.divisor = ceil(self.bit_clocks)            # the longest bit, in clocks
         self.link_gap = max(64 * self.divisor, round(clock_hz * link_timeout_s))   # cycles
-        self._ram = None if memory == "dual" else SinglePortRAM(
+        self._ram = None if memory in ("dual", "sdram") else SinglePortRAM(
             mem_bytes // nb, nb, "model" if memory == "single" else "spram")
         # built here so a baud rate too fast for the clock is refused at construction
         self._rx, self._tx = UartRx(self.bit_clocks), UartTx(self.bit_clocks)
         super().__init__()
 
-    def elaborate(self, platform):
-        m = Module()
-        cfg = self.config
-        nb = cfg.bus_bytes
+    def _sdram(self, m, acc, ax):
+        """The memory is the SDRAM: the accelerator's master and the link share the LiteDRAM
+        core's AXI4 port through :class:`~.sdram.SdramPort`; :class:`~.sdram.SdramInit` powers
+        the chip up over the core's control port. Returns the port."""
+        core, nb = self.sdram, self.config.bus_bytes
+        sdp = m.submodules.sdram_port = SdramPort(nb, core.size, self.config.addr_bits)
+        init = m.submodules.sdram_init = SdramInit(core.steps)
+        pins = {}
+        for name, member in axi_master_ports("m_axi", nb).items():
+            f = name[len("m_axi_"):]
+            if member.flow == Out:      # the accelerator drives it
+                m.d.comb += getattr(sdp, f"s_axi_{f}").eq(ax(f))
+            else:
+                m.d.comb += ax(f).eq(getattr(sdp, f"s_axi_{f}"))
+            mine = getattr(sdp, f"m_axi_{f}")
+            if f in ("arsize", "awsize"):
+                mine = Cat(mine, Const(0, 1))   # LiteDRAM's are 4 bits wide
+            pins[("i_" if member.flow == Out else "o_") + f"user_port_acc_{f}"] = mine
+        m.submodules.sdram = Instance(
+            CORE_NAME, i_clk=ClockSignal(), i_sim_trace=Const(0, 1),
+            i_wb_ctrl_adr=init.wb_adr, i_wb_ctrl_dat_w=init.wb_dat_w, i_wb_ctrl_sel=init.wb_sel,
+            i_wb_ctrl_cyc=init.wb_cyc, i_wb_ctrl_stb=init.wb_stb, i_wb_ctrl_we=init.wb_we,
+            i_wb_ctrl_cti=Const(0, 3), i_wb_ctrl_bte=Const(0, 2), o_wb_ctrl_ack=init.wb_ack,
+            **pins)
+        return sdp
+
+    def _block_ram(self, m, ax, host_rd, host_rd_addr, host_wr, host_wr_addr, host_wr_data,
+                   host_wr_en):
+        """The memory is block RAM (``"dual"``) or a single-port RAM: an AXI4 slave for the
+        accelerator, whose idle cycles the link's reads and writes (``host_*``) use. Returns
+        what the link watches: the read port ``rp``, ``steal``, ``r_busy``, ``rd_hold`` and
+        ``w_state``."""
+        nb = self.config.bus_bytes
         sh = (nb - 1).bit_length()
         depth = self.mem_bytes // nb
         ab = (depth - 1).bit_length()
-        acc = m.submodules.accel = Accelerator(cfg)
-        ax = lambda n: getattr(acc, f"m_axi_{n}")          # noqa: E731
-        al = lambda n: getattr(acc, f"s_axil_{n}")         # noqa: E731
-
-        # ------------------------------------------------------------------ memory
         if self._ram is None:
             mem = m.submodules.mem = Memory(shape=8 * nb, depth=depth, init=[])
             wp = mem.write_port(granularity=8)
@@ -131,12 +165,6 @@ class SoC(wiring.Component):
             m.d.comb += [steal.eq(wp.en.any()), ram.addr.eq(Mux(steal, wp.addr, rp.addr)),
                          ram.wdata.eq(wp.data), ram.wen.eq(wp.en), ram.ren.eq(rp.en & ~steal),
                          rp.data.eq(ram.rdata)]
-        host_rd = Signal()              # the link owns the read port this cycle
-        host_rd_addr = Signal(ab)
-        host_wr = Signal()
-        host_wr_addr = Signal(ab)
-        host_wr_data = Signal(8 * nb)
-        host_wr_en = Signal(nb)
 
         # AXI4 read channel: one beat per cycle; rp.en low holds the presented beat
         r_busy, r_valid, r_err, r_last = Signal(), Signal(), Signal(), Signal()
@@ -200,6 +228,34 @@ class SoC(wiring.Component):
             with m.Case(2):
                 with m.If(ax("bready")):
                     m.d.sync += w_state.eq(0)
+        return SimpleNamespace(rp=rp, steal=steal, r_busy=r_busy, rd_hold=rd_hold,
+                               w_state=w_state)
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        nb = cfg.bus_bytes
+        sh = (nb - 1).bit_length()
+        depth = self.mem_bytes // nb
+        ab = (depth - 1).bit_length()
+        acc = m.submodules.accel = Accelerator(cfg)
+        ax = lambda n: getattr(acc, f"m_axi_{n}")          # noqa: E731
+        al = lambda n: getattr(acc, f"s_axil_{n}")         # noqa: E731
+
+        # ------------------------------------------------------------------ memory
+        host_rd = Signal()              # the link owns the read port this cycle
+        host_rd_addr = Signal(ab)
+        host_wr = Signal()
+        host_wr_addr = Signal(ab)
+        host_wr_data = Signal(8 * nb)
+        host_wr_en = Signal(nb)
+        if self.memory == "sdram":
+            sdp = self._sdram(m, acc, ax)
+        else:
+            bram = self._block_ram(m, ax, host_rd, host_rd_addr, host_wr, host_wr_addr,
+                                   host_wr_data, host_wr_en)
+            rp, steal, r_busy = bram.rp, bram.steal, bram.r_busy
+            rd_hold, w_state = bram.rd_hold, bram.w_state
 
         # ------------------------------------------------------------------ UART link
         rx = m.submodules.rx = self._rx
@@ -410,7 +466,14 @@ class SoC(wiring.Component):
                 m.d.comb += [host_wr.eq(1), host_wr_addr.eq(mem_a >> sh),
                              host_wr_data.eq(pay_r.data.replicate(nb)),
                              host_wr_en.eq((Const(1, nb) << mem_a[:sh])[:nb] if sh else 1)]
-                with m.If((w_state == 0) & ~rd_hold):     # the port was ours this cycle
+                if self.memory == "sdram":      # the port answers the write, clocks later
+                    m.d.comb += [sdp.h_wr.eq(1), sdp.h_addr.eq(mem_a), sdp.h_wdata.eq(
+                        host_wr_data), sdp.h_wstrb.eq(host_wr_en),
+                        pay_r.addr.eq(idx), pay_r.en.eq(1)]     # (the byte stays on pay_r)
+                    wrote = sdp.h_done
+                else:                           # the port was ours this cycle
+                    wrote = (w_state == 0) & ~rd_hold
+                with m.If(wrote):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == length - 1):
                         respond(Status.OK)
@@ -493,12 +556,19 @@ class SoC(wiring.Component):
                 m.d.sync += byte.eq(pay_r.data)
                 m.next = "TX_BYTE"
             with m.State("TX_MEM"):
-                m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(mem_a >> sh)]
-                with m.If(~r_busy & ~steal):
-                    m.next = "TX_MEMD"
-            with m.State("TX_MEMD"):
-                m.d.sync += byte.eq(rp.data.word_select(mem_a[:sh], 8) if sh else rp.data)
-                m.next = "TX_BYTE"
+                if self.memory == "sdram":      # the word comes back when the port has it
+                    m.d.comb += [sdp.h_rd.eq(1), sdp.h_addr.eq(mem_a)]
+                    with m.If(sdp.h_done):
+                        m.d.sync += byte.eq(sdp.h_rdata.word_select(mem_a[:sh], 8))
+                        m.next = "TX_BYTE"
+                else:
+                    m.d.comb += [host_rd.eq(~r_busy), host_rd_addr.eq(mem_a >> sh)]
+                    with m.If(~r_busy & ~steal):
+                        m.next = "TX_MEMD"
+            if self.memory != "sdram":
+                with m.State("TX_MEMD"):
+                    m.d.sync += byte.eq(rp.data.word_select(mem_a[:sh], 8) if sh else rp.data)
+                    m.next = "TX_BYTE"
             with m.State("TX_BYTE"):
                 with m.If(tx.ready):
                     m.d.sync += idx.eq(idx + 1)

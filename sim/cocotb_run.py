@@ -154,7 +154,7 @@ class Bench:
     """
 
     def __init__(self, component, toplevel, kind, simulator="verilator", build_root=None,
-                 quiet=False):
+                 quiet=False, verilog_files=None):
         from cocotb_tools.runner import get_runner
 
         if simulator not in SIMULATORS:
@@ -169,10 +169,14 @@ class Bench:
         if simulator == "icarus":
             text = icarus_time_zero(text)
         flags = " ".join(VERILATOR_ARGS) + " ports.vlt" if simulator == "verilator" else ""
-        key = hashlib.sha256((text + flags).encode()).hexdigest()[:12]   # a new build on change
+        verilog_files = dict(verilog_files or {})     # file name -> Verilog (e.g. LiteDRAM's)
+        key = hashlib.sha256("".join([text, flags, *(n + v for n, v in sorted(
+            verilog_files.items()))]).encode()).hexdigest()[:12]   # a new build on change
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
         self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
-        self.extra_sources = []         # more Verilog (simulation models of vendor cells)
+        # more Verilog (simulation models of vendor cells, generated cores)
+        self.extra_sources = [str(write_if_changed(self.build_dir / n, v))
+                              for n, v in sorted(verilog_files.items())]
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         self.run_dir = self.build_dir / worker if worker else self.build_dir
         self.runner = get_runner(simulator) if simulator != "verilator" else _ports_verilator()
@@ -398,16 +402,23 @@ class SoCBench(Bench):
 
     def __init__(self, config, simulator="verilator", build_root=None, quiet=False,
                  mem_bytes=32 * 1024, clock_ns=10, divisor=8, memory="dual",
-                 link_timeout_s=0.1, baud=None):
+                 link_timeout_s=0.1, baud=None, sdram_module="MT48LC16M16"):
         from ffacc.boards.soc import SoC
 
         self.config = config
         clock_hz = round(1e9 / clock_ns)
         self.baud = baud or clock_hz // divisor       # the rate, or clocks a bit
+        files, core = {}, None
+        if memory == "sdram":       # LiteDRAM's core with its SDRAM model: the chip's size
+            from ffacc.boards.sdram import CORE_NAME, litedram_core
+            core = litedram_core(sdram_module, clock_hz, config.bus_bytes, sim=True,
+                                 cache_dir=build_root)
+            files, mem_bytes = {f"{CORE_NAME}.v": core.verilog}, core.size
         self.clock_ns, self.mem_bytes = clock_ns, mem_bytes
         self.soc = SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
-                       memory=memory, link_timeout_s=link_timeout_s)
-        super().__init__(self.soc, "ffacc_soc", "soc", simulator, build_root, quiet)
+                       memory=memory, link_timeout_s=link_timeout_s, sdram=core)
+        super().__init__(self.soc, "ffacc_soc", "soc", simulator, build_root, quiet,
+                         verilog_files=files)
 
     def _env(self, name, **kw):
         result = self.run_dir / f"{name}.result.json"
@@ -429,6 +440,14 @@ class SoCBench(Bench):
         with np.load(out_path) as f:
             outs = {k: f[k] for k in f.files}
         return outs, json.loads(result.read_text())
+
+    def memory_check(self, name="soc-memory", seed=1):
+        """Random bytes written through the link at scattered addresses read back equal;
+        returns the ranges checked."""
+        self.build()
+        result, env = self._env(name, FFACC_SOC_JOB="memory", FFACC_SEED=str(seed))
+        self.test("ffacc.sim.tb_soc", name, env)
+        return json.loads(result.read_text())["checks"]
 
     def link_errors(self, name="soc-errors"):
         """Malformed and out-of-range requests; returns the checks that passed."""

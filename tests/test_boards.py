@@ -1,5 +1,6 @@
 """The SoC (UART link, on-chip memory), the host runtime, board build plans and builds."""
 
+import dataclasses
 import json
 import os
 import struct
@@ -231,6 +232,54 @@ def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
     per_mb = st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6)
     record_property("seconds_per_mb", per_mb)
     print(f"3 Mbaud: {per_mb:.2f} s per MB sent")
+
+
+# the SoC on the board's SDRAM: LiteDRAM's core with its SDRAM model (32 MB), 26-bit addresses
+# so that a request past the memory can be made (the error checks)
+SDRAM_CFG = dataclasses.replace(TINY, addr_bits=26)
+
+
+def _sdram_bench(**kw):
+    return SoCBench(SDRAM_CFG, _sim("verilator"), quiet=True, memory="sdram", **kw)
+
+
+def test_the_sdram_soc_keeps_what_the_link_writes_and_answers_bad_requests():
+    """Through the UART into LiteDRAM's controller and SDRAM model: bytes written at scattered
+    addresses (to the top of the 32 MB) read back equal, and every malformed or out-of-range
+    request gets its status; the accelerator's read past the memory ends in SLVERR."""
+    bench = _sdram_bench(divisor=4, link_timeout_s=0)
+    checks = bench.memory_check(seed=3)
+    assert len(checks) == 8 and "40 bytes at 0x1ffffd8" in checks, checks
+    assert bench.mem_bytes == 32 << 20
+    assert len(bench.link_errors()) == 18
+
+
+@pytest.mark.slow
+def test_the_ulx3s_soc_on_sdram_runs_the_digits_model_and_one_over_64_kib(record_property,
+                                                                           tmp_path):
+    """The ULX3S's SoC (``ulx3s`` preset, 50 MHz) on LiteDRAM's controller and SDRAM model:
+    the digits model, and a 3×3 conv of 64 → 128 channels (73,728 B of weights: more than the
+    block-RAM SoC's 64 KiB), loaded through the UART (at 12.5 Mbaud, 4 clocks a bit, to keep
+    the simulation short) into the SDRAM and run from it: outputs ≡ ISS. The cycles against
+    the ISS's (whose memory answers at once) are recorded."""
+    cfg = ACCEL_PRESETS["ulx3s"]
+    quantize_model(single_conv(3, C=64, O=128, H=6, W=6), tmp_path / "big.onnx")
+    g, c, _ = compile_model(tmp_path / "big.onnx", cfg)
+    assert c.image.mem_size > 64 * 1024
+    qin = g.inputs[0]
+    big = (c.image, {qin: np.random.default_rng(2).integers(0, 256, g.tensors[qin].shape)
+                     .astype(np.uint8)})
+    bench = SoCBench(cfg, _sim("verilator"), quiet=True, memory="sdram",
+                     clock_ns=1000 // cfg.target_mhz, divisor=4)
+    for name, (image, x) in (("digits", _digits(cfg, index=5)), ("big", big)):
+        ref, ref_st = run_image(image, x)
+        outs, st = bench.run_model(image, x, name=f"sdram_{name}")
+        assert all(np.array_equal(outs[k], ref[k]) for k in ref), name
+        assert st["cycles"] >= ref_st["cycles"]
+        record_property(f"{name}_cycles", st["cycles"])
+        record_property(f"{name}_iss_cycles", ref_st["cycles"])
+        print(f"{name}: {st['cycles']:,} cycles from SDRAM, {ref_st['cycles']:,} on the ISS; "
+              f"{st['bytes_sent']:,} bytes sent")
 
 
 @pytest.mark.icarus
