@@ -268,7 +268,9 @@ class SdramPort(wiring.Component):
 
     Ports
     -----
-    s_axi_* : the accelerator's master connects here (INCR read bursts, write bursts).
+    s_axi_* : the accelerator's master connects here: INCR read bursts, several in flight;
+        writes (bursts pass too, but only single beats are tested: the accelerator's writer
+        sends those).
     m_axi_* : to the memory (the LiteDRAM core's user port).
     h_rd, h_wr : In(1)
         The host asks for a read or a write of the word at ``h_addr`` (a byte address; its low
