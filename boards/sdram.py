@@ -123,34 +123,50 @@ def _child(spec, out):
     from litedram.gen import LiteDRAMCore
     from litedram.init import get_sdram_phy_init_sequence
 
-    if not spec["sim"]:
-        raise SdramError("only the simulation core (sim=True) is generated so far")
     config = {"memtype": "SDR", "cpu": None, "sdram_module": getattr(modules, spec["module"]),
               "sdram_module_nb": 2, "sdram_rank_nb": 1, "sdram_phy": phy.GENSDRPHY,
               "sys_clk_freq": float(spec["clock_hz"]),
               "user_ports": {"acc": {"type": "axi", "id_width": 1,
                                      "data_width": 8 * spec["data_bytes"]}}}
-    soc = LiteDRAMCore(SimPlatform("", io=[]), config)
+    if spec["sim"]:
+        platform = SimPlatform("", io=[])
+    else:           # the ECP5: LiteDRAM's SDR PHY in the I/O registers, on our clock and reset
+        from litex.build.lattice import LatticePlatform
+        platform = LatticePlatform(spec["device"], io=[], toolchain="trellis")
+    soc = LiteDRAMCore(platform, config)
     builder = Builder(soc, output_dir=out, compile_gateware=False, compile_software=False,
                       csr_json=str(Path(out) / "csr.json"))
-    # the builder writes the register map; the Verilog is written here, as the simulation
-    # toolchain would go on to build a Verilator model of its own
-    builder.build(build_name=CORE_NAME, build=False, run=False)
-    fragment = soc.get_fragment()
-    soc.platform.finalize(fragment)
-    (Path(out) / "gateware").mkdir(parents=True, exist_ok=True)
-    soc.platform.get_verilog(fragment, name=CORE_NAME, regular_comb=False).write(
-        str(Path(out) / "gateware" / f"{CORE_NAME}.v"))
+    path = Path(out) / "gateware" / f"{CORE_NAME}.v"
+    if spec["sim"]:
+        # the builder writes the register map; the Verilog is written here, as the
+        # simulation toolchain would go on to build a Verilator model of its own
+        builder.build(build_name=CORE_NAME, build=False, run=False)
+        fragment = soc.get_fragment()
+        soc.platform.finalize(fragment)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        soc.platform.get_verilog(fragment, name=CORE_NAME, regular_comb=False).write(str(path))
+    else:           # the Trellis toolchain writes its Verilog (and scripts we do not run)
+        builder.build(build_name=CORE_NAME, run=False)
+    # the data pins go through the core's own TRELLIS_IO, but Migen declares the port an input
+    text = path.read_text()
+    dq = "input  wire   [15:0] sdram_dq,"
+    if not spec["sim"]:
+        if dq not in text:
+            raise SdramError(f"LiteDRAM's core has no port {dq!r}")
+        path.write_text(text.replace(dq, "inout  wire   [15:0] sdram_dq,"))
     csr = json.loads((Path(out) / "csr.json").read_text())["csr_registers"]
-    steps = _sequence(csr, get_sdram_phy_init_sequence(soc.ddrphy.settings, None)[0])
+    phy = soc.ddrphy if spec["sim"] else soc.sdrphy
+    steps = _sequence(csr, get_sdram_phy_init_sequence(phy.settings, None)[0])
     info = {"steps": steps, "csr": csr}
     (Path(out) / "core.json").write_text(json.dumps(info))
 
 
 def litedram_core(module="MT48LC16M16", clock_hz=50_000_000, data_bytes=4, sim=True,
-                  cache_dir=None):
+                  cache_dir=None, device="LFE5U-85F-6BG381C"):
     """Generate (or reuse) the LiteDRAM core for ``module`` at ``clock_hz`` with an AXI4 port of
-    ``data_bytes``; returns an :class:`SdramCore`."""
+    ``data_bytes``; returns an :class:`SdramCore`. ``sim=False``: the core for the ECP5
+    ``device``, with the chip's pins (``sdram_*``: LiteDRAM's SDR PHY in the I/O registers)
+    and ``clk``/``rst`` inputs; the chip's clock pin is the SoC's to drive."""
     if module not in SDRAM_MODULES:
         raise SdramError(f"SDRAM module {module!r}: known are {', '.join(SDRAM_MODULES)}")
     try:
@@ -160,7 +176,7 @@ def litedram_core(module="MT48LC16M16", clock_hz=50_000_000, data_bytes=4, sim=T
         raise SdramError(f"the SDRAM controller needs LiteDRAM: pip install litedram litex "
                          f"migen ({e})") from None
     spec = {"module": module, "clock_hz": int(clock_hz), "data_bytes": int(data_bytes),
-            "sim": bool(sim), "versions": versions}
+            "sim": bool(sim), "versions": versions, "device": None if sim else device}
     from ffacc.sim.cocotb_run import default_build_root
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(cache_dir or default_build_root()) / "litedram" / key
@@ -325,15 +341,24 @@ class SdramPort(wiring.Component):
         acc = ~host
 
         # ---- accelerator reads: passed on, or answered with SLVERR once none is outstanding
-        ar_out = self._outside(s("araddr"), s("arlen") + 1)
-        ar_pass = acc & s("arvalid") & ~ar_out & ~rd_err
-        ar_take_err = acc & s("arvalid") & ar_out & ~rd_err & (rd_out == 0)
-        m.d.comb += [d("arvalid").eq(ar_pass), d("araddr").eq(s("araddr")),
-                     d("arlen").eq(s("arlen")), d("arsize").eq(size_code), d("arburst").eq(1),
-                     d("arid").eq(0), s("arready").eq((ar_pass & d("arready")) | ar_take_err),
+        # a read request is first taken into a register, with its range checked, so the
+        # accelerator's address logic and the memory's ready are not one path (the ULX3S's
+        # critical path ran through both); a clock between bursts
+        ar_q, ar_addr, ar_len, ar_out = Signal(), Signal(self.aab), Signal(8), Signal()
+        m.d.comb += s("arready").eq(~ar_q)
+        with m.If(s("arvalid") & ~ar_q):
+            m.d.sync += [ar_q.eq(1), ar_addr.eq(s("araddr")), ar_len.eq(s("arlen")),
+                         ar_out.eq(self._outside(s("araddr"), s("arlen") + 1))]
+        ar_pass = acc & ar_q & ~ar_out & ~rd_err
+        ar_take_err = acc & ar_q & ar_out & ~rd_err & (rd_out == 0)
+        with m.If((ar_pass & d("arready")) | ar_take_err):
+            m.d.sync += ar_q.eq(0)
+        m.d.comb += [d("arvalid").eq(ar_pass), d("araddr").eq(ar_addr),
+                     d("arlen").eq(ar_len), d("arsize").eq(size_code), d("arburst").eq(1),
+                     d("arid").eq(0),
                      s("rid").eq(0)]
         with m.If(ar_take_err):
-            m.d.sync += [rd_err.eq(1), rd_err_left.eq(s("arlen") + 1)]
+            m.d.sync += [rd_err.eq(1), rd_err_left.eq(ar_len + 1)]
         with m.If(rd_err):
             m.d.comb += [s("rvalid").eq(1), s("rresp").eq(2), s("rlast").eq(rd_err_left == 1)]
             with m.If(s("rready")):
@@ -382,7 +407,7 @@ class SdramPort(wiring.Component):
         # ---- the host: one single-beat transaction while it owns the memory side
         h_ar, h_aw, h_w = Signal(), Signal(), Signal()      # its channels still to hand over
         acc_quiet = ((rd_out == 0) & (wr_out == 0) & (aw_ahead == 0) & ~rd_err & ~wr_err &
-                     ~s("arvalid") & ~s("awvalid") & ~s("wvalid"))
+                     ~ar_q & ~s("arvalid") & ~s("awvalid") & ~s("wvalid"))
         with m.If(~host):
             with m.If((self.h_rd | self.h_wr) & self._outside(self.h_addr, 1)):
                 m.d.comb += [self.h_done.eq(1), self.h_err.eq(1)]
