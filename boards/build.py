@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
@@ -25,7 +25,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from .soc import SoC
 
-__all__ = ["BOARDS", "Board", "BoardTop", "BuildError", "build", "ecp5_pll"]
+__all__ = ["BOARDS", "Board", "BoardTop", "BuildError", "board_with_memory", "build",
+           "ecp5_pll"]
 
 
 class BuildError(RuntimeError):
@@ -38,13 +39,16 @@ class Board:
     platform: str           # amaranth_boards module:class
     family: str             # ecp5 | ice40 | xilinx
     config: str             # default accelerator preset
-    mem_bytes: int          # on-chip memory of the SoC
+    mem_bytes: int          # the SoC's memory (what the link's INFO reports)
     leds: int
     toolchain: bool         # built here (YoWASP); False: files for the vendor tool only
     # nextpnr report names of the resources (dsp, lut, ff, bram)
     cells: tuple = ()
-    memory: str = "dual"    # SoC memory: block RAM ("dual") or the iCE40's SPRAM ("spram")
+    memory: str = "dual"    # SoC memory: block RAM ("dual"), the iCE40's SPRAM ("spram") or
+                            # the board's SDRAM ("sdram", the chip `sdram`, through LiteDRAM)
     baud: int = 115_200     # the UART link's default rate (see BOARDS)
+    sdram: str = None       # the SDRAM chip (boards.sdram.SDRAM_MODULES)
+    bram_bytes: int = None  # a board with SDRAM: the block RAM SoC's memory (--memory bram)
 
 
 # the link's default rate: the fastest the board's USB-UART bridge runs, at a rate the UART
@@ -53,9 +57,12 @@ class Board:
 # iCEBreaker's FT2232H at its 12 MHz clock: 1 Mbaud, 12 clocks a bit (3 Mbaud would leave the
 # receiver 4 clocks a bit). The Arty's FT2232HQ at 50 MHz: 3 Mbaud, as the ULX3S.
 BOARDS = {
-    "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 64 * 1024, 8,
+    # the ULX3S's memory is its 32 MB SDRAM (an MT48LC16M16 or equivalent) through LiteDRAM
+    # (boards/sdram.py); `--memory bram` builds the SoC with 64 KiB of block RAM instead
+    "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 32 << 20, 8,
                        True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"),
-                       baud=3_000_000),
+                       memory="sdram", baud=3_000_000, sdram="MT48LC16M16",
+                       bram_bytes=64 * 1024),
     # the SoC memory in two of the four SB_SPRAM256KA (64 KiB: the digits model takes 12 KiB;
     # 16 address bits instead of 17 save ~80 logic cells), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",
@@ -97,8 +104,9 @@ def ecp5_pll(fin_mhz, fout_mhz):
 class BoardTop(Elaboratable):
     """Clock generation, reset, the SoC, UART and LEDs on one board."""
 
-    def __init__(self, board, cfg, baud=115_200):
+    def __init__(self, board, cfg, baud=115_200, sdram_cache=None):
         self.board, self.cfg, self.baud = board, cfg, baud
+        self.sdram_cache = sdram_cache      # where the LiteDRAM core is generated and kept
         self.clock_mhz = None
 
     def elaborate(self, platform):
@@ -112,8 +120,17 @@ class BoardTop(Elaboratable):
         if b.family == "ecp5":
             clki, clkfb, clkop, fout = ecp5_pll(fin, target)
             locked = Signal()
+            sdram = {}
+            if b.memory == "sdram":
+                # the SDRAM chip's clock: CLKOS, the SoC's clock shifted by 180° (in eighths of
+                # a VCO period), so the chip samples commands and data mid-cycle
+                m.domains.sdram = ClockDomain("sdram", reset_less=True)
+                phase = 4 * clkop
+                sdram = dict(p_CLKOS_ENABLE="ENABLED", p_CLKOS_DIV=clkop,
+                             p_CLKOS_CPHASE=(phase >> 3) + clkop - 1, p_CLKOS_FPHASE=phase & 7,
+                             o_CLKOS=ClockSignal("sdram"))
             m.submodules.pll = Instance(
-                "EHXPLLL",
+                "EHXPLLL", **sdram,
                 p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
                 p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
                 p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD", p_CLKI_DIV=clki,
@@ -143,10 +160,16 @@ class BoardTop(Elaboratable):
                                  f"config with target_mhz = {fin:g}")
             m.d.comb += ClockSignal("sync").eq(clk_in.i)
             self.clock_mhz = fin
+        core = None
+        if b.memory == "sdram":
+            from .sdram import litedram_core
+            core = litedram_core(b.sdram, round(self.clock_mhz * 1e6), cfg.bus_bytes, sim=False,
+                                 cache_dir=self.sdram_cache,
+                                 device=f"{platform.device}-{platform.speed}{platform.package}C")
         try:
             soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,
                                          clock_hz=round(self.clock_mhz * 1e6), baud=self.baud,
-                                         memory=b.memory)
+                                         memory=b.memory, sdram=core)
         except ValueError as e:         # the link's rate, the memory for the configuration
             raise BuildError(f"{b.name}: {e}") from None
         m.submodules.rst = ResetSynchronizer(~locked, domain="sync")
@@ -325,16 +348,34 @@ def nextpnr_choices(family, cfg):
     return out
 
 
+def board_with_memory(board, memory=None):
+    """``board`` with its SoC memory chosen: ``"sdram"`` (the board's SDRAM chip through
+    LiteDRAM) or ``"bram"`` (on-chip memory); ``None``: the board's default."""
+    if memory is None:
+        return board
+    if memory not in ("sdram", "bram"):
+        raise BuildError(f"memory {memory!r}: 'sdram' or 'bram'")
+    if memory == "sdram":
+        if board.sdram is None:
+            raise BuildError(f"{board.name} has no SDRAM: its SoC memory is on chip")
+        from .sdram import SDRAM_MODULES
+        return replace(board, memory="sdram", mem_bytes=SDRAM_MODULES[board.sdram])
+    if board.memory == "sdram":
+        return replace(board, memory="dual", mem_bytes=board.bram_bytes)
+    return board
+
+
 def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print,
-          run=True, attempts=PNR_ATTEMPTS):
+          run=True, attempts=PNR_ATTEMPTS, memory=None):
     """Build the SoC for ``board_name``; returns the report dict (see the module docstring).
-    ``baud``: the UART link's rate (default: the board's, :data:`BOARDS`).
+    ``baud``: the UART link's rate (default: the board's, :data:`BOARDS`). ``memory``:
+    ``"sdram"`` or ``"bram"`` (:func:`board_with_memory`; default: the board's).
     With ``run=False`` (or a board without an open toolchain) only the files are written.
     A build that misses its clock is placed and routed again with nextpnr seeds 2, 3, ...,
     up to ``attempts`` in all."""
     if board_name not in BOARDS:
         raise BuildError(f"unknown board {board_name!r}; choose from {', '.join(BOARDS)}")
-    b = BOARDS[board_name]
+    b = board_with_memory(BOARDS[board_name], memory)
     baud = baud or b.baud
     if cfg is None:
         from ffacc.hw.config import ACCEL_PRESETS
@@ -355,8 +396,10 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
         # narrow-controller changes); -dff lets ABC optimize across flip-flops: 5,109 instead
         # of 5,318 LC for the icebreaker SoC with the int8 weight pre-adder, which then fits
         overrides["synth_opts"] = "-dsp -dff"
+    mem = (f"{b.mem_bytes >> 20} MB of SDRAM ({b.sdram})" if b.memory == "sdram" else
+           f"{b.mem_bytes // 1024} KiB memory")
     progress(f"elaborating the SoC for {b.name} ({platform.device}, {cfg.multipliers} "
-             f"multipliers, {b.mem_bytes // 1024} KiB memory, target {cfg.target_mhz} MHz)")
+             f"multipliers, {mem}, target {cfg.target_mhz} MHz)")
     plan = platform.prepare(top, name="ffacc_soc", **overrides)
     for stale in PNR_OUTPUTS + ("ffacc_soc.rpt",):
         (out / stale).unlink(missing_ok=True)
@@ -364,6 +407,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
     report = {"board": b.name, "device": platform.device, "package": platform.package,
               "family": b.family, "config": cfg.to_dict(), "target_mhz": cfg.target_mhz,
               "clock_mhz": top.clock_mhz, "baud": baud, "mem_bytes": b.mem_bytes,
+              "memory": b.memory, "sdram": b.sdram if b.memory == "sdram" else None,
               "multipliers": cfg.multipliers, "ffa_gain": round(cfg.ffa_gain, 4),
               "peak_gops_at_clock": cfg.peak_gops(top.clock_mhz), "out_dir": str(out),
               "nextpnr_choices": [{"option": o, "why": w} for o, w in choices],

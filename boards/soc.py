@@ -19,8 +19,8 @@
 from math import ceil
 from types import SimpleNamespace
 
-from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal,
-                          Value)
+from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal,
+                          Signal, Value)
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -113,10 +113,12 @@ class SoC(wiring.Component):
         self._rx, self._tx = UartRx(self.bit_clocks), UartTx(self.bit_clocks)
         super().__init__()
 
-    def _sdram(self, m, acc, ax):
+    def _sdram(self, m, acc, ax, platform):
         """The memory is the SDRAM: the accelerator's master and the link share the LiteDRAM
         core's AXI4 port through :class:`~.sdram.SdramPort`; :class:`~.sdram.SdramInit` powers
-        the chip up over the core's control port. Returns the port."""
+        the chip up over the core's control port. A core for the board takes the platform's
+        ``sdram`` pins, and the chip's clock is the ``sdram`` domain (the SoC's clock shifted
+        by the board's PLL) through an output DDR register. Returns the port."""
         core, nb = self.sdram, self.config.bus_bytes
         sdp = m.submodules.sdram_port = SdramPort(nb, core.size, self.config.addr_bits)
         init = m.submodules.sdram_init = SdramInit(core.steps)
@@ -131,8 +133,25 @@ class SoC(wiring.Component):
             if f in ("arsize", "awsize"):
                 mine = Cat(mine, Const(0, 1))   # LiteDRAM's are 4 bits wide
             pins[("i_" if member.flow == Out else "o_") + f"user_port_acc_{f}"] = mine
+        if core.sim:
+            pins["i_sim_trace"] = Const(0, 1)
+        else:
+            if platform is None:
+                raise ValueError("the SDRAM core for the board needs the platform's pins: "
+                                 "elaborate the SoC for a board, or generate it with sim=True")
+            sd = platform.request("sdram", 0, dir="-")
+            platform.add_file(f"{CORE_NAME}.v", core.verilog)
+            # (amaranth-boards' SDRAMResource; its active-low pins are inverted ports, and the
+            # raw pin under each is what LiteDRAM drives)
+            pins.update(i_rst=ResetSignal(), io_sdram_dq=sd.dq.io, o_sdram_a=sd.a.io,
+                        o_sdram_ba=sd.ba.io, o_sdram_ras_n=sd.ras.io, o_sdram_cas_n=sd.cas.io,
+                        o_sdram_we_n=sd.we.io, o_sdram_cs_n=sd.cs.io, o_sdram_cke=sd.clk_en.io,
+                        o_sdram_dm=sd.dqm.io)
+            m.submodules.sdram_clock = Instance(
+                "ODDRX1F", i_D0=Const(1, 1), i_D1=Const(0, 1), i_SCLK=ClockSignal("sdram"),
+                i_RST=Const(0, 1), o_Q=sd.clk.io)
         m.submodules.sdram = Instance(
-            CORE_NAME, i_clk=ClockSignal(), i_sim_trace=Const(0, 1),
+            CORE_NAME, i_clk=ClockSignal(),
             i_wb_ctrl_adr=init.wb_adr, i_wb_ctrl_dat_w=init.wb_dat_w, i_wb_ctrl_sel=init.wb_sel,
             i_wb_ctrl_cyc=init.wb_cyc, i_wb_ctrl_stb=init.wb_stb, i_wb_ctrl_we=init.wb_we,
             i_wb_ctrl_cti=Const(0, 3), i_wb_ctrl_bte=Const(0, 2), o_wb_ctrl_ack=init.wb_ack,
@@ -250,7 +269,7 @@ class SoC(wiring.Component):
         host_wr_data = Signal(8 * nb)
         host_wr_en = Signal(nb)
         if self.memory == "sdram":
-            sdp = self._sdram(m, acc, ax)
+            sdp = self._sdram(m, acc, ax, platform)
         else:
             bram = self._block_ram(m, ax, host_rd, host_rd_addr, host_wr, host_wr_addr,
                                    host_wr_data, host_wr_en)

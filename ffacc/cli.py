@@ -504,7 +504,7 @@ def cmd_build(args):
     if args.baud is not None and args.baud <= 0:
         raise CLIError(f"--baud {args.baud}: must be positive")
     rep = build(args.board, cfg, out, baud=args.baud, progress=say, run=not args.no_run,
-                attempts=args.pnr_attempts)
+                attempts=args.pnr_attempts, memory=args.memory)
     if args.json:
         print(json.dumps(rep))
         return 0
@@ -950,8 +950,11 @@ def build_parser():
                     help="accelerator preset or TOML (default: the board's preset)")
     sp.add_argument("--out", help="output folder (default build/BOARD)")
     sp.add_argument("--baud", type=int, help="UART link baud rate (default: the board's, "
-                                             "2,000,000 on the ULX3S and Arty, 1,000,000 on "
+                                             "3,000,000 on the ULX3S and Arty, 1,000,000 on "
                                              "the iCEBreaker)")
+    sp.add_argument("--memory", choices=("sdram", "bram"),
+                    help="the SoC's memory: the board's SDRAM through LiteDRAM (the ULX3S's "
+                         "default: 32 MB) or on-chip block RAM (64 KiB)")
     sp.add_argument("--no-run", action="store_true",
                     help="write the build files (Verilog, constraints, script) only")
     sp.add_argument("--pnr-attempts", type=int, default=3, metavar="N",

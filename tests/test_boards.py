@@ -305,6 +305,19 @@ def test_the_icebreaker_soc_runs_the_digits_model_through_the_uart_on_verilator(
 
 
 # ----------------------------------------------------------------------- builds
+def test_the_ulx3s_builds_with_block_ram_on_request(tmp_path):
+    rep = build("ulx3s-85f", out_dir=tmp_path, run=False, progress=lambda *a: 0, memory="bram")
+    assert rep["memory"] == "dual" and rep["mem_bytes"] == 64 * 1024
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "litedram_core.v" not in files
+    assert "sdram" not in (tmp_path / "ffacc_soc.lpf").read_text()
+    with pytest.raises(BuildError, match="icebreaker has no SDRAM"):
+        build("icebreaker", out_dir=tmp_path, run=False, progress=lambda *a: 0,
+              memory="sdram")
+    with pytest.raises(BuildError, match="memory 'ddr': 'sdram' or 'bram'"):
+        build("ulx3s-85f", out_dir=tmp_path, run=False, progress=lambda *a: 0, memory="ddr")
+
+
 def test_ecp5_pll_settings_are_exact_and_legal():
     for fout in (25, 40, 50, 60, 75, 100):
         clki, clkfb, clkop, got = ecp5_pll(25, fout)
@@ -337,6 +350,14 @@ def test_build_plan_without_the_toolchain(board, tmp_path):
         assert "FREQUENCY PORT" in lpf and "25000000" in lpf
         il = (tmp_path / "ffacc_soc.il").read_text()
         assert "EHXPLLL" in il and rep["clock_mhz"] == ACCEL_PRESETS["ulx3s"].target_mhz
+        # the SoC's memory is the SDRAM: LiteDRAM's core for the ECP5 among the sources, the
+        # chip's pins placed, its clock from the PLL's second output through an ODDRX1F
+        assert rep["memory"] == "sdram" and rep["mem_bytes"] == 32 << 20
+        assert "litedram_core.v" in files and "litedram_core.v" in (
+            tmp_path / "ffacc_soc.ys").read_text()
+        assert 'LOCATE COMP "sdram_0__clk__io" SITE "F19"' in lpf
+        assert "CLKOS_FPHASE" in il and "ODDRX1F" in il
+        assert "TRELLIS_IO" in (tmp_path / "litedram_core.v").read_text()
     elif board == "arty-a7-35":
         assert "create_clock" in (tmp_path / "ffacc_soc.xdc").read_text()
         assert "MMCME2_BASE" in (tmp_path / "ffacc_soc.v").read_text()
