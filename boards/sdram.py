@@ -63,6 +63,10 @@ class SdramCore:
         Width of the AXI4 port's data.
     steps : tuple of (int, int, int)
         The power-up sequence as Wishbone writes: (word address, value, clocks to wait after).
+    module : str
+        The SDRAM chip (:data:`SDRAM_MODULES`).
+    sim : bool
+        The core holds LiteDRAM's SDRAM model instead of the PHY and the chip's pins.
     """
 
     verilog: str
@@ -292,21 +296,26 @@ class SdramPort(wiring.Component):
         The host asks for a read or a write of the word at ``h_addr`` (a byte address; its low
         bits are ignored), with ``h_wdata`` and byte enables ``h_wstrb``. Held until ``h_done``.
     h_done : Out(1)
-        One clock: the write was answered, or the read's word is on ``h_rdata``.
+        For one clock, the write was answered or the read's word is on ``h_rdata``. An access
+        outside the memory is answered at once, as long as it is asked.
     h_err : Out(1)
         With ``h_done``: the access was outside the memory (nothing was written or read).
+        (The memory's own responses are not looked at: LiteDRAM's are always OKAY.)
 
-    The bus is the accelerator's unless the host asks: it passes to the host only while the
-    accelerator has nothing outstanding and presents no request, and comes back after the
-    host's one transaction. A request of the accelerator that runs past ``size`` (or sets an
+    The bus is the accelerator's unless the host asks. While the host asks, the accelerator's
+    new requests wait, so the bus passes to the host once the accelerator's outstanding ones
+    are answered; it comes back after the host's one transaction. A request of the
+    accelerator that runs past ``size`` (or sets an
     address bit above it) is not passed on: the port answers it with ``SLVERR`` on every beat,
     once the requests before it in that direction are answered (AXI4 orders one ID's
     responses).
     """
 
     def __init__(self, data_bytes, size, acc_addr_bits):
-        if size & (size - 1) or size < data_bytes:
+        if size & (size - 1):
             raise ValueError(f"SdramPort: size {size} must be a power of two")
+        if size < data_bytes:
+            raise ValueError(f"SdramPort: size {size} is less than a beat ({data_bytes} bytes)")
         self.nb, self.size, self.aab = data_bytes, size, acc_addr_bits
         self.ab = (size - 1).bit_length()
         ports = {}
@@ -333,20 +342,22 @@ class SdramPort(wiring.Component):
         host = Signal()                 # the host owns the memory side
         rd_out = Signal(8)              # accelerator reads passed on and not finished
         wr_out = Signal(8)              # accelerator writes passed on (AW) and not answered
-        aw_ahead = Signal(signed(8))    # write addresses passed on minus write data passed on
+        aw_ahead = Signal(signed(9))    # write addresses passed on minus write data passed on
         # the accelerator's error answers: beats left to answer a read; a write's data to take
         # (``wr_err``), then its response to give (``wr_err_b``)
         rd_err, rd_err_left = Signal(), Signal(9)
         wr_err, wr_err_b = Signal(), Signal()
         acc = ~host
+        # the host asks: the accelerator's new requests wait (those already in go on)
+        h_req = (self.h_rd | self.h_wr) & ~host
 
         # ---- accelerator reads: passed on, or answered with SLVERR once none is outstanding
         # a read request is first taken into a register, with its range checked, so the
         # accelerator's address logic and the memory's ready are not one path (the ULX3S's
         # critical path ran through both); a clock between bursts
         ar_q, ar_addr, ar_len, ar_out = Signal(), Signal(self.aab), Signal(8), Signal()
-        m.d.comb += s("arready").eq(~ar_q)
-        with m.If(s("arvalid") & ~ar_q):
+        m.d.comb += s("arready").eq(~ar_q & ~h_req)
+        with m.If(s("arvalid") & ~ar_q & ~h_req):
             m.d.sync += [ar_q.eq(1), ar_addr.eq(s("araddr")), ar_len.eq(s("arlen")),
                          ar_out.eq(self._outside(s("araddr"), s("arlen") + 1))]
         ar_pass = acc & ar_q & ~ar_out & ~rd_err
@@ -376,8 +387,10 @@ class SdramPort(wiring.Component):
         # or before it if the memory takes it so); a write outside the memory has its data
         # taken here and is answered with SLVERR, once none is outstanding
         aw_out = self._outside(s("awaddr"), s("awlen") + 1)
-        aw_pass = acc & s("awvalid") & ~aw_out & ~wr_err
-        aw_take_err = acc & s("awvalid") & aw_out & ~wr_err & (wr_out == 0)
+        # (a write whose data went ahead of its address is let through: the host waits for it)
+        aw_new = acc & s("awvalid") & ~wr_err & ~(h_req & (aw_ahead >= 0))
+        aw_pass = aw_new & ~aw_out
+        aw_take_err = aw_new & aw_out & (wr_out == 0)
         w_pass = acc & ~wr_err & ((aw_ahead > 0) | ((aw_ahead == 0) & aw_pass))
         m.d.comb += [d("awvalid").eq(aw_pass), d("awaddr").eq(s("awaddr")),
                      d("awlen").eq(s("awlen")), d("awsize").eq(size_code), d("awburst").eq(1),
@@ -406,8 +419,9 @@ class SdramPort(wiring.Component):
 
         # ---- the host: one single-beat transaction while it owns the memory side
         h_ar, h_aw, h_w = Signal(), Signal(), Signal()      # its channels still to hand over
+        # (a request the accelerator presents and the port holds back does not count)
         acc_quiet = ((rd_out == 0) & (wr_out == 0) & (aw_ahead == 0) & ~rd_err & ~wr_err &
-                     ~ar_q & ~s("arvalid") & ~s("awvalid") & ~s("wvalid"))
+                     ~ar_q)
         with m.If(~host):
             with m.If((self.h_rd | self.h_wr) & self._outside(self.h_addr, 1)):
                 m.d.comb += [self.h_done.eq(1), self.h_err.eq(1)]

@@ -113,7 +113,7 @@ class SoC(wiring.Component):
         self._rx, self._tx = UartRx(self.bit_clocks), UartTx(self.bit_clocks)
         super().__init__()
 
-    def _sdram(self, m, acc, ax, platform):
+    def _sdram(self, m, ax, platform):
         """The memory is the SDRAM: the accelerator's master and the link share the LiteDRAM
         core's AXI4 port through :class:`~.sdram.SdramPort`; :class:`~.sdram.SdramInit` powers
         the chip up over the core's control port. A core for the board takes the platform's
@@ -269,7 +269,7 @@ class SoC(wiring.Component):
         host_wr_data = Signal(8 * nb)
         host_wr_en = Signal(nb)
         if self.memory == "sdram":
-            sdp = self._sdram(m, acc, ax, platform)
+            sdp = self._sdram(m, ax, platform)
         else:
             bram = self._block_ram(m, ax, host_rd, host_rd_addr, host_wr, host_wr_addr,
                                    host_wr_data, host_wr_en)

@@ -149,9 +149,10 @@ class Accelerator:
     read waits for the writes before it to be answered and a write for the reads, as the
     accelerator's hazard rules make it."""
 
-    def __init__(self, dut, nb, lo, hi, top, rng, ops):
+    def __init__(self, dut, nb, lo, hi, top, rng, ops, reads_only=False):
         self.dut, self.nb, self.lo, self.hi, self.top, self.rng = dut, nb, lo, hi, top, rng
         self.ops, self.errors, self.checked = ops, 0, 0
+        self.reads_only = reads_only
         self.cur = None             # the op being issued
         self.rd = []                # reads in flight: [addr, beats left, outside]
         self.wr = []                # writes in flight: outside?
@@ -167,7 +168,7 @@ class Accelerator:
                 self.top * int(r.integers(1, 4)) + self.nb * int(r.integers(0, 8))
         else:
             addr = self.nb * int(r.integers(self.lo // self.nb, self.hi // self.nb - 16))
-        if r.random() < 0.5:
+        if self.reads_only or r.random() < 0.5:
             return ["r", addr, int(r.integers(1, 9))]
         strb = int(r.integers(1, 1 << self.nb))
         return ["w", addr, int(r.integers(0, 1 << 8 * self.nb)), strb, False, False]
@@ -278,6 +279,8 @@ def test_port_shares_the_memory_and_answers_outside_requests_itself(seed):
             for k in range(nb):
                 if c[3] >> k & 1:
                     host["expect"][a + k] = c[2] >> 8 * k & 0xFF
+                    # answered only once the memory has it (not by the accelerator's answer)
+                    assert mem.mem[a + k] == host["expect"][a + k], f"host write 0x{a:x} early"
         else:
             want = bytes(host["expect"].get(a + k, mem.mem[a + k]) for k in range(nb))
             assert ctx.get(dut.h_rdata).to_bytes(nb, "little") == want
@@ -302,9 +305,122 @@ def test_port_shares_the_memory_and_answers_outside_requests_itself(seed):
         assert mem.mem[a] == v, f"byte 0x{a:x}"
 
 
+def test_the_host_gets_the_bus_while_the_accelerator_streams_reads():
+    """The accelerator asks for read after read, never idle; the host's reads still get the
+    bus within a few bursts each (its new requests wait while the host asks)."""
+    nb, size = 4, 4096
+    rng = np.random.default_rng(7)
+    dut = SdramPort(nb, size, acc_addr_bits=16)
+    mem = AxiMemory(dut, size, nb, rng)
+    acc = Accelerator(dut, nb, size // 2, size, size, rng, ops=100_000, reads_only=True)
+    host = {"left": 10, "since": 0, "waits": []}
+
+    def step(ctx, phase, n):
+        if phase == "drive":
+            mem.drive(ctx)
+            acc.drive(ctx)
+            ctx.set(dut.h_rd, int(host["left"] > 0))
+            ctx.set(dut.h_addr, 4 * host["left"])
+            return False
+        acc.sample(ctx, mem)
+        mem.sample(ctx)
+        host["since"] += 1
+        if host["left"] and ctx.get(dut.h_done):
+            want = bytes(mem.mem[4 * host["left"]:4 * host["left"] + 4])
+            assert ctx.get(dut.h_rdata).to_bytes(4, "little") == want
+            host["waits"].append(host["since"])
+            host["left"] -= 1
+            host["since"] = 0
+        return host["left"] == 0
+
+    _run(dut, step, 20000)
+    assert max(host["waits"]) < 150 and acc.checked > 20, (host["waits"], acc.checked)
+
+
+def test_a_write_whose_data_went_first_is_let_through_when_the_host_asks():
+    """The memory takes a write's data before its address; the host asks in between. The
+    address must still go (the host waits for it), or neither side ever finishes."""
+    dut = SdramPort(4, 4096, acc_addr_bits=16)
+    log = {"b": 0, "host": 0, "aw": 0, "maw": 0}
+
+    def step(ctx, phase, n):
+        p = lambda x: getattr(dut, x)       # noqa: E731
+        if phase == "drive":
+            # the accelerator: one write at 0x800, held until each channel is taken
+            ctx.set(p("s_axi_awvalid"), int(log["aw"] == 0))
+            ctx.set(p("s_axi_awaddr"), 0x800)
+            ctx.set(p("s_axi_wvalid"), int(n == 0))
+            ctx.set(p("s_axi_wdata"), 0x12345678)
+            ctx.set(p("s_axi_wstrb"), 0xF)
+            ctx.set(p("s_axi_wlast"), 1)
+            ctx.set(p("s_axi_bready"), 1)
+            # the memory: data taken at once, the address only from clock 3; answers at once
+            ctx.set(p("m_axi_wready"), 1)
+            ctx.set(p("m_axi_awready"), int(n >= 3))
+            ctx.set(p("m_axi_arready"), 1)
+            ctx.set(p("m_axi_bvalid"), int(log["b"] < log["maw"]))
+            ctx.set(p("m_axi_rvalid"), 0)
+            # the host asks for a write from clock 1
+            ctx.set(p("h_wr"), int(n >= 1 and not log["host"]))
+            ctx.set(p("h_addr"), 0x10)
+            ctx.set(p("h_wstrb"), 0xF)
+            return False
+        if ctx.get(p("s_axi_awvalid")) and ctx.get(p("s_axi_awready")):
+            log["aw"] += 1
+        if ctx.get(p("m_axi_bvalid")) and ctx.get(p("m_axi_bready")):
+            log["b"] += 1
+        if ctx.get(p("m_axi_awvalid")) and ctx.get(p("m_axi_awready")):
+            log["maw"] += 1
+        if ctx.get(p("h_done")):
+            log["host"] += 1
+        return log["host"] == 1 and log["b"] == 2
+
+    assert _run(dut, step, 200) < 50
+
+
+def test_the_host_waits_for_the_accelerators_write_response():
+    """A write of the accelerator is in the memory, its response slow; the host asks. The
+    host gets the bus only after that response went to the accelerator, and its own answer
+    is its own write's."""
+    dut = SdramPort(4, 4096, acc_addr_bits=16)
+    log = {"acc_b": 0, "maw": 0, "mb": 0, "done_at": None}
+
+    def step(ctx, phase, n):
+        p = lambda x: getattr(dut, x)       # noqa: E731
+        if phase == "drive":
+            ctx.set(p("s_axi_awvalid"), int(n == 0))
+            ctx.set(p("s_axi_wvalid"), int(n == 0))
+            ctx.set(p("s_axi_awaddr"), 0x800)
+            ctx.set(p("s_axi_wstrb"), 0xF)
+            ctx.set(p("s_axi_wlast"), 1)
+            ctx.set(p("s_axi_bready"), 1)
+            for ch in ("awready", "wready", "arready"):
+                ctx.set(p(f"m_axi_{ch}"), 1)
+            # the first response comes at clock 10, the next at once
+            ctx.set(p("m_axi_bvalid"), int(log["mb"] < log["maw"] and (n >= 10 or log["mb"])))
+            ctx.set(p("h_wr"), int(n >= 1 and log["done_at"] is None))
+            ctx.set(p("h_addr"), 0x10)
+            ctx.set(p("h_wstrb"), 0xF)
+            return False
+        if ctx.get(p("s_axi_bvalid")) and ctx.get(p("s_axi_bready")):
+            log["acc_b"] += 1
+        if ctx.get(p("h_done")):
+            assert log["acc_b"] == 1 and log["maw"] == 2, log    # its own answer
+            log["done_at"] = n
+        if ctx.get(p("m_axi_bvalid")) and ctx.get(p("m_axi_bready")):
+            log["mb"] += 1
+        if ctx.get(p("m_axi_awvalid")) and ctx.get(p("m_axi_awready")):
+            log["maw"] += 1
+        return log["done_at"] is not None
+
+    assert _run(dut, step, 200) > 10
+
+
 def test_port_refuses_a_size_that_is_not_a_power_of_two():
     with pytest.raises(ValueError, match="power of two"):
         SdramPort(4, 3000, 16)
+    with pytest.raises(ValueError, match="less than a beat"):
+        SdramPort(8, 4, 16)
 
 
 def test_an_unknown_sdram_chip_is_refused_by_name(tmp_path):
