@@ -104,9 +104,8 @@ def ecp5_pll(fin_mhz, fout_mhz):
 class BoardTop(Elaboratable):
     """Clock generation, reset, the SoC, UART and LEDs on one board."""
 
-    def __init__(self, board, cfg, baud=115_200, sdram_cache=None):
+    def __init__(self, board, cfg, baud=115_200):
         self.board, self.cfg, self.baud = board, cfg, baud
-        self.sdram_cache = sdram_cache      # where the LiteDRAM core is generated and kept
         self.clock_mhz = None
 
     def elaborate(self, platform):
@@ -164,7 +163,6 @@ class BoardTop(Elaboratable):
         if b.memory == "sdram":
             from .sdram import litedram_core
             core = litedram_core(b.sdram, round(self.clock_mhz * 1e6), cfg.bus_bytes, sim=False,
-                                 cache_dir=self.sdram_cache,
                                  device=f"{platform.device}-{platform.speed}{platform.package}C")
         try:
             soc = m.submodules.soc = SoC(cfg, mem_bytes=b.mem_bytes,

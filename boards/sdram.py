@@ -57,8 +57,6 @@ class SdramCore:
         The core's Verilog (module :data:`CORE_NAME`).
     size : int
         Bytes of memory behind the AXI4 port.
-    addr_bits : int
-        Width of the AXI4 port's byte addresses.
     data_bytes : int
         Width of the AXI4 port's data.
     steps : tuple of (int, int, int)
@@ -71,7 +69,6 @@ class SdramCore:
 
     verilog: str
     size: int
-    addr_bits: int
     data_bytes: int
     steps: tuple
     module: str
@@ -151,18 +148,17 @@ def _child(spec, out):
         soc.platform.get_verilog(fragment, name=CORE_NAME, regular_comb=False).write(str(path))
     else:           # the Trellis toolchain writes its Verilog (and scripts we do not run)
         builder.build(build_name=CORE_NAME, run=False)
-    # the data pins go through the core's own TRELLIS_IO, but Migen declares the port an input
-    text = path.read_text()
-    dq = "input  wire   [15:0] sdram_dq,"
     if not spec["sim"]:
+        # the data pins go through the core's own TRELLIS_IO, but Migen declares the port an
+        # input
+        text, dq = path.read_text(), "input  wire   [15:0] sdram_dq,"
         if dq not in text:
             raise SdramError(f"LiteDRAM's core has no port {dq!r}")
         path.write_text(text.replace(dq, "inout  wire   [15:0] sdram_dq,"))
     csr = json.loads((Path(out) / "csr.json").read_text())["csr_registers"]
     phy = soc.ddrphy if spec["sim"] else soc.sdrphy
     steps = _sequence(csr, get_sdram_phy_init_sequence(phy.settings, None)[0])
-    info = {"steps": steps, "csr": csr}
-    (Path(out) / "core.json").write_text(json.dumps(info))
+    (Path(out) / "core.json").write_text(json.dumps({"steps": steps}))
 
 
 def litedram_core(module="MT48LC16M16", clock_hz=50_000_000, data_bytes=4, sim=True,
@@ -181,23 +177,25 @@ def litedram_core(module="MT48LC16M16", clock_hz=50_000_000, data_bytes=4, sim=T
                          f"migen ({e})") from None
     spec = {"module": module, "clock_hz": int(clock_hz), "data_bytes": int(data_bytes),
             "sim": bool(sim), "versions": versions, "device": None if sim else device}
-    from ffacc.sim.cocotb_run import default_build_root
+    from ffacc.sim.cocotb_run import default_build_root, locked
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     out = Path(cache_dir or default_build_root()) / "litedram" / key
     done = out / "core.json"
-    if not done.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        code = ("import json, sys; from ffacc.boards.sdram import _child; "
-                "_child(json.loads(sys.argv[1]), sys.argv[2])")
-        r = subprocess.run([sys.executable, "-c", code, json.dumps(spec), str(out)],
-                           capture_output=True, text=True)
-        if r.returncode or not done.exists():
-            raise SdramError(f"LiteDRAM did not generate the {module} core "
-                             f"(exit {r.returncode}):\n{r.stderr[-2000:]}")
+    # one process generates a core at a time (test workers and builds share the folder); the
+    # others find it done
+    with locked(out / "generate.lock"):
+        if not done.exists():
+            code = ("import json, sys; from ffacc.boards.sdram import _child; "
+                    "_child(json.loads(sys.argv[1]), sys.argv[2])")
+            r = subprocess.run([sys.executable, "-c", code, json.dumps(spec), str(out)],
+                               capture_output=True, text=True)
+            if r.returncode or not done.exists():
+                raise SdramError(f"LiteDRAM did not generate the {module} core "
+                                 f"(exit {r.returncode}):\n{r.stderr[-2000:]}")
     info = json.loads(done.read_text())
     size = SDRAM_MODULES[module]
     return SdramCore(verilog=(out / "gateware" / f"{CORE_NAME}.v").read_text(), size=size,
-                     addr_bits=(size - 1).bit_length(), data_bytes=data_bytes,
+                     data_bytes=data_bytes,
                      steps=tuple(tuple(s) for s in info["steps"]), module=module, sim=sim)
 
 
@@ -305,10 +303,9 @@ class SdramPort(wiring.Component):
     The bus is the accelerator's unless the host asks. While the host asks, the accelerator's
     new requests wait, so the bus passes to the host once the accelerator's outstanding ones
     are answered; it comes back after the host's one transaction. A request of the
-    accelerator that runs past ``size`` (or sets an
-    address bit above it) is not passed on: the port answers it with ``SLVERR`` on every beat,
-    once the requests before it in that direction are answered (AXI4 orders one ID's
-    responses).
+    accelerator that runs past ``size`` (or sets an address bit above it) is not passed on:
+    the port answers it with ``SLVERR`` on every beat, once the requests before it in that
+    direction are answered (AXI4 orders one ID's responses).
     """
 
     def __init__(self, data_bytes, size, acc_addr_bits):
@@ -349,7 +346,8 @@ class SdramPort(wiring.Component):
         wr_err, wr_err_b = Signal(), Signal()
         acc = ~host
         # the host asks: the accelerator's new requests wait (those already in go on)
-        h_req = (self.h_rd | self.h_wr) & ~host
+        h_ask = self.h_rd | self.h_wr
+        h_req = h_ask & ~host
 
         # ---- accelerator reads: passed on, or answered with SLVERR once none is outstanding
         # a read request is first taken into a register, with its range checked, so the
@@ -423,9 +421,9 @@ class SdramPort(wiring.Component):
         acc_quiet = ((rd_out == 0) & (wr_out == 0) & (aw_ahead == 0) & ~rd_err & ~wr_err &
                      ~ar_q)
         with m.If(~host):
-            with m.If((self.h_rd | self.h_wr) & self._outside(self.h_addr, 1)):
+            with m.If(h_ask & self._outside(self.h_addr, 1)):
                 m.d.comb += [self.h_done.eq(1), self.h_err.eq(1)]
-            with m.Elif((self.h_rd | self.h_wr) & acc_quiet):
+            with m.Elif(h_ask & acc_quiet):
                 m.d.sync += [host.eq(1), h_ar.eq(self.h_rd), h_aw.eq(self.h_wr),
                              h_w.eq(self.h_wr)]
         with m.Else():

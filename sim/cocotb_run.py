@@ -409,14 +409,14 @@ class SoCBench(Bench):
         clock_hz = round(1e9 / clock_ns)
         self.baud = baud or clock_hz // divisor       # the rate, or clocks a bit
         files, core = {}, None
-        if memory == "sdram":       # LiteDRAM's core with its SDRAM model: the chip's size
+        if memory == "sdram":       # LiteDRAM's core with its model of the chip
             from ffacc.boards.sdram import CORE_NAME, litedram_core
             core = litedram_core(sdram_module, clock_hz, config.bus_bytes, sim=True,
                                  cache_dir=build_root)
-            files, mem_bytes = {f"{CORE_NAME}.v": core.verilog}, core.size
-        self.clock_ns, self.mem_bytes = clock_ns, mem_bytes
+            files = {f"{CORE_NAME}.v": core.verilog}
         self.soc = SoC(config, mem_bytes=mem_bytes, clock_hz=clock_hz, baud=self.baud,
                        memory=memory, link_timeout_s=link_timeout_s, sdram=core)
+        self.clock_ns, self.mem_bytes = clock_ns, self.soc.mem_bytes   # (SDRAM: the chip's)
         super().__init__(self.soc, "ffacc_soc", "soc", simulator, build_root, quiet,
                          verilog_files=files)
 
