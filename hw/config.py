@@ -111,7 +111,8 @@ class AcceleratorConfig:
         4-bit codes, two a byte, and ``LOADA``'s flag ``DECODE`` loads them back as levels
         (:mod:`ffacc.hw.codes`). Needs ``wide_loads``. False: the level registers are a bit
         wide and a ``POST`` with levels or codes, or a ``LOADA`` of codes, fails its check
-        (the smallest parts).
+        (the smallest parts; the ``ulx3s`` and ``icebreaker`` presets, where it costs the
+        clock).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -291,9 +292,11 @@ ACCEL_PRESETS = {
     # on this part wait for better DSP-aware placement (see the notes of issue #6)
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
+    # act_codes is off: with it the ULX3S SoC reached 38.7 MHz (the level map and the code
+    # unpacker are combinational in the POST and LOADA paths), below its 50 MHz clock
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
-                               burst_beats=64, target_mhz=50),
+                               burst_beats=64, target_mhz=50, act_codes=False),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
     # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:

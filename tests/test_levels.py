@@ -87,4 +87,4 @@ def test_without_act_codes_the_level_registers_are_a_bit_wide():
     assert not small.act_codes
     rb = reg_bits(small)
     assert rb[Reg.O_NLEV] == 1 and all(rb[r] == 1 for r in LEVEL_REGS)
-    assert reg_bits(ACCEL_PRESETS["ulx3s"])[Reg.O_NLEV] == 5
+    assert reg_bits(ACCEL_PRESETS["tiny"])[Reg.O_NLEV] == 5
