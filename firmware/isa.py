@@ -201,8 +201,8 @@ def reg_bits(cfg):
         Reg.C_LANES: need(cfg.lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
         Reg.O_STRIDE: 8, Reg.D_KAB: 32, Reg.D_M: 32, Reg.D_SZ: 32, Reg.D_CLAMP: 16,
         Reg.A_PITCH: 17, Reg.C_ACC: need(cfg.acc_blocks - 1),
-        # without act_codes the level registers are a bit wide (nothing reads them; a POST
-        # with O_NLEV = 1 fails its check, a wider SET fails at the SET)
+        # without act_codes the level registers are a bit wide and nothing reads them (a
+        # wider SET fails at the SET; POST's CODES and LOADA's DECODE are ignored)
         Reg.O_NLEV: 5 if cfg.act_codes else 1,
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }

@@ -110,9 +110,9 @@ class AcceleratorConfig:
         multiplexer after the requantizer; with ``POST``'s flag ``CODES`` it writes the levels'
         4-bit codes, two a byte, and ``LOADA``'s flag ``DECODE`` loads them back as levels
         (:mod:`ffacc.hw.codes`). Needs ``wide_loads``. False: the level registers are a bit
-        wide and a ``POST`` with levels or codes, or a ``LOADA`` of codes, fails its check
-        (the smallest parts; the ``ulx3s`` and ``icebreaker`` presets, where it costs the
-        clock).
+        wide and nothing reads them, and the flags ``CODES`` and ``DECODE`` are ignored (the
+        compiler never sets them there; the smallest parts, and the ``ulx3s`` and
+        ``icebreaker`` presets, where it costs the clock).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always

@@ -349,7 +349,7 @@ class ISS:
         src, nch, H, W = self.r(Reg.A_SRC), self.r(Reg.A_CH), self.r(Reg.A_H), self.r(Reg.A_W)
         hb0, nr, pitch = self.r(Reg.A_HB0), self.r(Reg.A_NR), self.r(Reg.LB_PITCH)
         self._enforce(Op.LOADA, ins)
-        decode = bool(ins.flags & LoadAFlag.DECODE)
+        decode = bool(ins.flags & LoadAFlag.DECODE) and self.cfg.act_codes   # else ignored
         wb = -(-W // 2) if decode else W            # a row's bytes in memory
         rp = self.r(Reg.A_PITCH) or wb
         contiguous = rp == wb
@@ -549,7 +549,7 @@ class ISS:
         self._enforce(Op.POST, ins)
         wob = ceil(wout / L)
         pool = bool(ins.flags & PostFlag.POOL2)
-        codes = bool(ins.flags & PostFlag.CODES)
+        codes = bool(ins.flags & PostFlag.CODES) and c.act_codes    # else ignored
         rows_out = ny // 2 if pool else -(-ny // stride)
         cols_out = wout // 2 if pool else -(-wout // stride)
         cb = -(-cols_out // 2) if codes else cols_out      # a row's bytes
@@ -586,6 +586,7 @@ class ISS:
             v = v[:, ::stride, ::stride]
         nlev, th, lv = unpack_levels({r: self.r(r) for r in (Reg.O_NLEV,) + LEVEL_REGS},
                                      c.fcu.act_signed)
+        nlev = nlev if c.act_codes else 0       # without act_codes nothing reads O_NLEV
         if codes:                       # two codes a byte, the even column low
             k = golden.to_codes(v, th)
             k = np.concatenate([k, np.zeros(k.shape[:2] + (cols_out % 2,), k.dtype)], axis=2)

@@ -80,6 +80,8 @@ def test_a_post_with_one_level_fails_its_check():
     for n in (1, 17, 31):
         with pytest.raises(CheckError, match="output levels"):
             enforce(Op.POST, cfg, {**regs, Reg.O_NLEV: n})
+    # without act_codes nothing reads O_NLEV (it is a bit wide)
+    enforce(Op.POST, ACCEL_PRESETS["icebreaker"], {**regs, Reg.O_NLEV: 1})
 
 
 def test_without_act_codes_the_level_registers_are_a_bit_wide():
