@@ -8,7 +8,7 @@ tensors), then weights and parameters, then the code. The image's META section h
 configuration, the segment table and a per-layer table for ``ffacc report``.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -145,6 +145,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
     (:mod:`~ffacc.compiler.polyphase`).
     """
     g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
+    for op in g.ops:
+        coded = [n for n in op.outputs if g.tensors[n].levels is not None]
+        if coded and not isinstance(op, (Conv, Gemm)):
+            raise CompileError(f"node {op.name!r} ({op.kind}): its output {coded[0]!r} has "
+                               f"non-uniform levels, which only a convolution or Gemm applies")
     split = {}
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
@@ -154,6 +159,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
     # tensor renames of fused pools: the pool output is what the conv writes
     conv_out = {id(op): fused[id(op)].outputs[0] if id(op) in fused else op.outputs[0]
                 for op in ops}
+    g = _store_codes(g, cfg, ops, conv_out)
 
     # --- memory: alias roots and liveness --------------------------------------------------
     root = {}
@@ -195,6 +201,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
 
     def close_accel():
         nonlocal seg_start
+        records.pop("levels", None)     # a new program: the level registers are unknown
         if len(prog) > seg_start:
             prog.end()
             segments.append({"kind": "accel", "first": seg_start, "count": len(prog) - seg_start})
@@ -213,6 +220,15 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
                                                     + y.nbytes)}
         if where is None and isinstance(op, Alias):
             continue
+        coded = [n for n in op.outputs if g.tensors[n].levels is not None]
+        if coded and where is not None:
+            raise CompileError(f"node {op.name!r} ({op.kind}): its output {coded[0]!r} has "
+                               f"non-uniform levels, which only a convolution or Gemm on the "
+                               f"accelerator applies; it runs on the host ({where})")
+        if coded and not cfg.act_codes:
+            raise CompileError(f"node {op.name!r} ({op.kind}): its output {coded[0]!r} has "
+                               f"non-uniform levels, which need a configuration with "
+                               f"act_codes = true")
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
@@ -367,6 +383,48 @@ def _conv_hw(op, x):
     return ((x.shape[2] + t + b - kh) // sy + 1, (x.shape[3] + l + r - kw) // sx + 1)
 
 
+def _store_codes(g, cfg, ops, conv_out):
+    """Graph ``g`` with the maps stored as 4-bit codes marked (``QTensor.codes``): the output
+    of a convolution with levels (after its fused pool) that only convolutions on the
+    accelerator read, none of them (nor the producer) cut into column tiles, and that is not
+    a model output. Other maps with levels are stored a level a byte."""
+    if not cfg.act_codes:
+        return g
+    readers = {}
+    for op in ops:
+        for n in op.inputs:
+            readers.setdefault(n, []).append(op)
+
+    def accel(r, kind):
+        return isinstance(r, kind) and _accel_reason(r, g, cfg) is None
+
+    def reads_codes(r, t):
+        """Reader ``r`` of map ``t`` can load it as codes: a convolution, or a flatten
+        (``Alias``) into Gemms when rows of codes are contiguous (even width); returns the
+        flattened names too."""
+        if accel(r, Conv):
+            return []
+        if isinstance(r, Alias) and t.shape[-1] % 2 == 0:
+            rs = readers.get(r.outputs[0], [])
+            if rs and r.outputs[0] not in g.outputs and all(accel(q, Gemm) for q in rs):
+                return [r.outputs[0]]
+        return None
+
+    tensors = dict(g.tensors)
+    for op in ops:
+        if not isinstance(op, Conv) or g.tensors[op.outputs[0]].levels is None:
+            continue
+        out = conv_out[id(op)]
+        t, x = g.tensors[out], g.tensors[op.inputs[0]]
+        rs = readers.get(out, [])
+        via = [reads_codes(r, t) for r in rs]
+        if (out not in g.outputs and rs and None not in via and x.shape[-1] <= cfg.lb_width
+                and t.shape[-1] <= cfg.lb_width):
+            for n in [out] + [n for v in via for n in v]:
+                tensors[n] = replace(tensors[n], codes=True)
+    return replace(g, tensors=tensors)
+
+
 def _gemm_as_conv(op, x, y, cfg):
     """``y = W x`` as a valid correlation: ``x`` viewed as ``C'`` rows of ``wr`` values,
     ``W[o]`` likewise, so the FFA engines take ``wr``-tap rows (MAC mode would use 1 of ``L``
@@ -389,7 +447,10 @@ def _gemm_as_conv(op, x, y, cfg):
         return wpad.reshape(O, cp, 1, wr), (cp, 1, wr)
 
     best = None
-    for wr in sorted({top} | set(range(N, top + 1, N))):
+    rows = sorted({top} | set(range(N, top + 1, N)))
+    if x.codes:                         # 4-bit codes: rows start on a byte
+        rows = [wr for wr in rows if wr % 2 == 0] or [2]
+    for wr in rows:
         w, in_shape = shaped(wr)
         layer = ir_conv_layer(op, x, y, w, in_shape, (0, 0, 0, 0), 1)
         try:
@@ -398,7 +459,15 @@ def _gemm_as_conv(op, x, y, cfg):
             continue                    # e.g. too many rows for the line buffer
         if best is None or cycles < best[0]:
             best = (cycles, w, in_shape)
-    return (best[1], best[2]) if best else shaped(top)
+    return (best[1], best[2]) if best else shaped(rows[-1])
+
+
+def _levels_written(g, name):
+    """The levels of map ``name`` stored as codes: its convolution's (through a fused
+    pool)."""
+    while g.tensors[name].levels is None:       # through a flatten and a fused pool
+        name = g.producer(name).inputs[0]
+    return g.tensors[name].levels
 
 
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
@@ -418,13 +487,22 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
     O = w.shape[0]
     Og, Cg = O // groups, w.shape[1]
     C, H, W = in_shape
+    # a channel's bytes: rows of ceil(width / 2) for 4-bit codes
+    x_plane = x.nbytes // (x.shape[0] * x.shape[1]) if x.codes else H * W
+    y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
     wbytes = computed = 0
     for gi in range(groups):
         sl = slice(gi * Og, (gi + 1) * Og)
         layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool2, out=sl)
+        layer.levels = g.tensors[op.outputs[0]].levels
+        layer.y_codes = y.codes
+        layer.x_levels = _levels_written(g, x.name) if x.codes else None
+        # the output-level registers keep the layer before's (in this program)
+        layer.levels_set = records.get("levels", ()) != layer.levels
+        records["levels"] = layer.levels
         before = mem.next
-        computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * H * W,
-                              addr[y.name] + gi * Og * out_hw, name=op.name,
+        computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
+                              addr[y.name] + gi * Og * y_plane, name=op.name,
                               records_half=records["half"])
         records["half"] ^= 1
         wbytes += mem.next - before

@@ -16,17 +16,55 @@ __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "la
            "totals", "CompileError", "ImportError_"]
 
 
-def compile_model(model, cfg, name=None, batch=1, polyphase=True):
+def compile_model(model, cfg, name=None, batch=1, polyphase=True, act_codes=None, calib=None):
     """Import and compile ``model`` (a path, ONNX bytes or an ``onnx.ModelProto``); returns
     ``(graph, Compiled, seconds)``, the graph as compiled (see :func:`compile_graph`).
     A dynamic batch dimension is pinned to ``batch``; ``polyphase=False``: no strided conv on
-    the host's input is split into its phases (compiler/polyphase.py)."""
+    the host's input is split into its phases (compiler/polyphase.py). ``act_codes``
+    (``"kmeans:4"``, ``"ed:3"``, or a ``(method, bits)`` pair): non-uniform activation levels
+    for every convolution and Gemm output on the accelerator (compiler/codes.py), calibrated
+    on ``calib`` (float samples stacked on the batch axis, or a list of input dicts)."""
     t = time.time()
     g = import_onnx(str(model) if isinstance(model, Path) else model, batch=batch)
     if name is None:
         name = Path(model).stem if isinstance(model, (str, Path)) else (g.name or "model")
+    if act_codes is not None:
+        g = code_activations(g, cfg, act_codes, calib)
     c = compile_graph(g, cfg, model_name=name, polyphase=polyphase)
     return c.graph, c, time.time() - t
+
+
+def code_activations(g, cfg, act_codes, calib):
+    """Graph ``g`` with codebooks (compiler/codes.py) on the outputs of its convolutions and
+    Gemms that run on the accelerator, calibrated on ``calib``."""
+    from .codes import CodesError, calibrate_levels, parse_codes
+    from .compile import _accel_reason
+    from .ir import quantize
+
+    method, bits = parse_codes(act_codes) if isinstance(act_codes, str) else act_codes
+    if not cfg.act_codes:
+        raise CodesError("act codes need a configuration with act_codes = true (the "
+                         "accelerator's POST then maps values to levels)")
+    if calib is None or len(calib) == 0:
+        raise CodesError("act codes need calibration samples (--calib)")
+    if not isinstance(calib, (list, tuple)) or not isinstance(calib[0], dict):
+        if len(g.inputs) != 1:
+            raise CodesError(f"the model has {len(g.inputs)} inputs: give the calibration "
+                             f"samples as a list of dicts by input name")
+        t = g.tensors[g.inputs[0]]
+        arr = np.asarray(calib)
+        per = int(np.prod(t.shape))
+        if arr.size % per:
+            raise CodesError(f"calibration samples of shape {arr.shape} do not split into "
+                             f"inputs of shape {tuple(t.shape)}")
+        arr = arr.reshape((-1,) + tuple(t.shape))
+        if arr.dtype.kind == "f" and t.quantized:
+            calib = [{t.name: quantize(a, t)} for a in arr]
+        else:
+            calib = [{t.name: a} for a in arr]
+    g2, _ = calibrate_levels(g, calib, method, bits,
+                             eligible=lambda op: _accel_reason(op, g, cfg) is None)
+    return g2
 
 
 # onnxruntime runs the QDQ model as written (DequantizeLinear -> float operator ->

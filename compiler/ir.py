@@ -31,9 +31,16 @@ class QTensor:
     zero_point: int
     model_dtype: str = None     # the ONNX model's type where it is stored as the other 8-bit
                                 # type (see compiler/retype.py); None: the same as dtype
+    levels: tuple = None        # non-uniform activation levels (ascending ints of dtype's
+                                # range, 2..16; compiler/codes.py): the producing Conv or Gemm
+                                # rounds its every output to the nearest; None: uniform
+    codes: bool = False         # stored as the levels' 4-bit codes, two a byte (a row from a
+                                # byte): the compiler's choice (compile.py), not the model's
 
     @property
     def nbytes(self):
+        if self.codes:                          # (N, C, H, W): rows of ceil(W / 2) bytes
+            return int(prod(self.shape[:-1])) * -(-int(self.shape[-1]) // 2)
         return int(prod(self.shape)) * self.np_dtype.itemsize
 
     @property
@@ -462,6 +469,14 @@ def bounds(op, y):
     return lo, hi
 
 
+def _leveled(v, t):
+    """``v`` rounded to tensor ``t``'s non-uniform levels, if it has them."""
+    if t.levels is None:
+        return v
+    from ffacc.sim import golden
+    return golden.to_levels(v, golden.level_thresholds(t.levels), t.levels)
+
+
 def run_op(op, g, vals):
     """Integer semantics of one IR operator; returns its output arrays."""
     from ffacc.sim import golden
@@ -473,13 +488,14 @@ def run_op(op, g, vals):
         acc = golden.conv2d(vals[op.inputs[0]], op.w, op.bias, x_zp=x.zero_point,
                             w_zp=op.w_zp, stride=op.strides, pads=op.pads, groups=op.group,
                             dilation=op.dilations)
-        return [golden.requantize(acc, M, s, y.zero_point, *bounds(op, y))]
+        return [_leveled(golden.requantize(acc, M, s, y.zero_point, *bounds(op, y)), y)]
     if isinstance(op, Gemm):
         x, y = T[op.inputs[0]], T[op.outputs[0]]
         M, s = requant_params(x.scale, op.w_scale, y.scale)
         xin = vals[op.inputs[0]].reshape(1, -1)
         acc = golden.fully_connected(xin, op.w, op.bias, x_zp=x.zero_point, w_zp=op.w_zp)
-        return [golden.requantize(acc, M, s, y.zero_point, *bounds(op, y)).reshape(y.shape)]
+        return [_leveled(golden.requantize(acc, M, s, y.zero_point, *bounds(op, y)),
+                         y).reshape(y.shape)]
     if isinstance(op, Add):
         a, b, y = T[op.inputs[0]], T[op.inputs[1]], T[op.outputs[0]]
         ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)

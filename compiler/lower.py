@@ -12,8 +12,10 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.firmware.isa import ConvFlag, LoadWFlag, Op, PostFlag, pack_qparam
+from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, pack_levels,
+                                pack_load_levels, pack_qparam)
 from ffacc.hw.weights import raw_set
+from ffacc.sim import golden
 from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
 from .emit import Nest
@@ -78,6 +80,10 @@ class ConvLayer:
     pads: tuple = (0, 0, 0, 0)      # top, left, bottom, right
     stride: int = 1
     pool2: bool = False             # 2x2 max-pool (stride 2) after requantization
+    levels: tuple = None            # non-uniform output levels (ascending), or None
+    y_codes: bool = False           # the output is stored as the levels' 4-bit codes
+    x_levels: tuple = None          # the input is stored as codes of these levels, or None
+    levels_set: bool = True         # set the output-level registers (False: they hold these)
 
     @property
     def kernel(self):
@@ -164,6 +170,34 @@ def layer_weights(cfg, w, cg):
     return out.tobytes(), off, groups
 
 
+def row_bytes(width, codes):
+    """Bytes of a map's row of ``width`` activations: 4-bit codes take two a byte."""
+    return -(-width // 2) if codes else width
+
+
+def level_regs(cfg, layer):
+    """The ``SET`` values of a layer's levels: its output's (``O_NLEV``, ``O_TH*``, ``O_LV*``)
+    and, for an input of codes, their levels (``A_LV*``). None without ``act_codes``;
+    ``O_NLEV = 0`` for a layer without levels (a register keeps its value from the layer
+    before, and from the run before); the output's none when ``layer.levels_set`` is false
+    (the registers hold them already)."""
+    if (layer.levels is not None or layer.x_levels is not None) and not cfg.act_codes:
+        raise LoweringError("the layer has non-uniform levels, which need a configuration "
+                            "with act_codes")
+    if layer.x_levels is not None:
+        regs = {r.name: v for r, v in pack_load_levels(layer.x_levels).items()}
+    else:
+        regs = {}
+    if layer.levels is None and layer.y_codes:
+        raise LoweringError("codes without levels")
+    if not cfg.act_codes or not layer.levels_set:
+        return regs
+    if layer.levels is None:
+        return {"O_NLEV": 0, **regs}
+    th = golden.level_thresholds(layer.levels)
+    return {**regs, **{r.name: v for r, v in pack_levels(layer.levels, th).items()}}
+
+
 def _pitch_for(cfg, kh, rows_needed):
     """Smallest line-buffer pitch ≥ ``rows_needed`` that is ≡ kh (mod banks)."""
     B = cfg.lb_banks
@@ -201,6 +235,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if layer.pool2 and layer.stride != 1:
         raise LoweringError(f"{name}: pooling with a strided conv is not supported")
     step = 2 if layer.pool2 else layer.stride
+    # maps stored as 4-bit codes: rows of ceil(width / 2) bytes, whole rows only
+    dec = layer.x_levels is not None
+    xb, ob = row_bytes(W, dec), row_bytes(Wo, layer.y_codes)
+    if (dec or layer.y_codes) and W > cfg.lb_width:
+        raise LoweringError(f"{name}: a map of 4-bit codes cannot be cut into column tiles "
+                            f"(its input is {W} wide, the line buffer {cfg.lb_width})")
     # column tiles: the input columns of a tile must fit a line-buffer row
     wt = wconv
     if W > cfg.lb_width:
@@ -286,7 +326,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         # a channel's rows: one read, or a read a row where the map is cut into column tiles
         # (its rows are wider than a tile's: A_PITCH)
         one = (cm.loada([0] * nr, Wtt, Wtt) if wt < wconv
-               else cm.loada([0], nr * Wtt, Wtt))
+               else cm.loada([0], nr * row_bytes(Wtt, dec), Wtt, dec))
         loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
         if prefetch(cg):
             conv = (max(conv_cycles(gc, nyc), cm.loadw(sets(cg), mac=g.mac)) + LOADW_ISSUE
@@ -372,10 +412,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     nest = Nest(cfg)
     if O <= cfg.qb_entries:
         nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=q_base)
-    nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=Wo,
-             O_CSTRIDE=Ho * Wo, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0)
+    nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
+             O_CSTRIDE=Ho * ob, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0,
+             **level_regs(cfg, layer))
     post_flags = ((PostFlag.POOL2 if layer.pool2 else 0)
-                  | (PostFlag.ASYNC if overlap else 0))
+                  | (PostFlag.ASYNC if overlap else 0)
+                  | (PostFlag.CODES if layer.y_codes else 0))
+    loada_flags = LoadAFlag.DECODE if dec else 0
     loadw_flags = LoadWFlag.MAC if g.mac else 0
     tiles = []
     for x0 in range(0, wconv, wt):
@@ -464,7 +507,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
-            nest.cmd(Op.LOADA, A_SRC=x_addr + t["cin0"], A_CH=C)
+            nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + t["cin0"], A_CH=C)
             nest.each(runs(0, len(lgroups)), lambda run: records(run, lambda lg: lane_group(
                 t, lg)))
         else:
@@ -490,7 +533,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.each(runs(sg["first"], sg["n"]), lambda run: records(run, lambda lg: post(t, lg)))
 
     def channel_group(t, lgs, cgr):
-        nest.cmd(Op.LOADA, A_SRC=x_addr + cgr["c0"] * H * W + t["cin0"], A_CH=cgr["ch"])
+        nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + cgr["c0"] * H * xb + t["cin0"],
+                 A_CH=cgr["ch"])
         nest.each(lgs, lambda lg: conv(lg, cgr))
 
     def conv(lg, cgr):
@@ -517,7 +561,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     def post(t, lg):
         o0 = lg["o0"]
-        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * Wo + t["x0"] // step,
+        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["x0"] // step,
                  O_Q=q_base + o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     if pf:                              # the first CONV's weights, before it

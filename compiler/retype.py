@@ -4,7 +4,7 @@ An int8 activation ``q`` with zero point ``z`` stands for ``scale * (q - z)``; t
 value ``q + 128`` with zero point ``z + 128`` stands for the same real number, and its byte
 is ``q``'s byte with the sign bit flipped. Every integer operator of the IR (convolution with
 the input zero point folded into the bias, requantization, clamp, pooling, add, concat) gives
-the same real results on either form, so a model quantized with int8 activations (what
+the same real results on either form (non-uniform levels move with the zero point), so a model quantized with int8 activations (what
 onnxruntime's ``quantize_static`` writes by default) runs on an accelerator built for uint8
 activations, and the other way round, without falling back to the host.
 
@@ -48,8 +48,10 @@ def retype_activations(g, dtype):
         return g
     tensors = dict(g.tensors)
     for n, t in moved.items():
-        tensors[n] = replace(t, dtype=dtype, zero_point=t.zero_point + SHIFT[(t.dtype, dtype)],
-                             model_dtype=t.model_type)
+        s = SHIFT[(t.dtype, dtype)]
+        tensors[n] = replace(t, dtype=dtype, zero_point=t.zero_point + s,
+                             model_dtype=t.model_type,
+                             levels=None if t.levels is None else tuple(v + s for v in t.levels))
     ops = []
     for op in g.ops:
         clamp = getattr(op, "clamp", None)

@@ -340,6 +340,7 @@ def cmd_quantize(args):
 
 
 def cmd_compile(args):
+    from ffacc.compiler.codes import CodesError
     from ffacc.compiler.compile import host_regions
     from ffacc.compiler.driver import compile_model
 
@@ -347,8 +348,21 @@ def cmd_compile(args):
     cfg = load_accel_config(args.config or (board.config if board else None))
     if not Path(args.model).is_file():
         raise CLIError(f"{args.model}: no such model file")
-    g, c, secs = compile_model(args.model, cfg, batch=args.batch,
-                               polyphase=not args.no_polyphase)
+    calib = None
+    if args.act_codes and not args.calib:
+        raise CLIError("--act-codes needs --calib (samples to calibrate the levels on)")
+    if args.calib:
+        if not args.act_codes:
+            raise CLIError("--calib is for --act-codes (the model is already quantized)")
+        calib = _load_array(args.calib, "--calib")
+        if isinstance(calib, dict):
+            calib = [dict(zip(calib, v)) for v in zip(*calib.values())]
+    try:
+        g, c, secs = compile_model(args.model, cfg, batch=args.batch,
+                                   polyphase=not args.no_polyphase, act_codes=args.act_codes,
+                                   calib=calib)
+    except CodesError as e:
+        raise CLIError(f"--act-codes: {e}") from e
     if board:
         _check_board_fit(c.image, board, f"{args.model} compiled for --config "
                                           f"{args.config or board.config}")
@@ -363,7 +377,10 @@ def cmd_compile(args):
             "host_ops": c.host_ops, "host_regions": regions["regions"],
             "accelerator_mac_share": round(regions["accel_mac_share"], 6),
             "notes": c.image.meta.get("notes", []),
-            "segments": len(c.image.meta["segments"])}
+            "segments": len(c.image.meta["segments"]),
+            "act_levels": {n: list(t.levels) for n, t in g.tensors.items()
+                           if t.levels is not None},
+            "act_maps_as_codes": sorted(n for n, t in g.tensors.items() if t.codes)}
     if args.json:
         print(json.dumps(info))
     else:
@@ -371,6 +388,9 @@ def cmd_compile(args):
               f"{info['layers']} operators on the accelerator, {len(c.host_ops)} on the host, "
               f"compiled in {secs:.2f} s")
         print(mem_line)
+        if info["act_levels"]:
+            print(f"non-uniform levels ({args.act_codes}) on {len(info['act_levels'])} "
+                  f"tensor(s); {len(info['act_maps_as_codes'])} map(s) stored as 4-bit codes")
         for n in info["notes"]:
             print(f"note: {n}")
         for h in c.host_ops:
@@ -863,6 +883,13 @@ def build_parser():
                     help="keep strided convs on the host's input strided (by default, where "
                          "the cycle model finds it cheaper, the host splits their input into "
                          "its stride phases and the conv runs at stride 1)")
+    sp.add_argument("--act-codes", metavar="METHOD:BITS",
+                    help="non-uniform activation levels on every conv/Gemm output but the "
+                         "model's: ed (equal-distance) or kmeans, 2..4 bits, e.g. kmeans:4; "
+                         "maps only convolutions read are stored as 4-bit codes")
+    sp.add_argument("--calib", metavar="CALIB.npy|.npz",
+                    help="with --act-codes: float samples stacked on the batch axis (.npz: "
+                         "by input name) to calibrate the levels on")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_compile)
 

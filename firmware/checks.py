@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from math import ceil
 
-from ffacc.firmware.isa import Err, LoadWFlag, Op, PostFlag, Reg, reg_bits
+from ffacc.firmware.isa import Err, LoadAFlag, LoadWFlag, Op, PostFlag, Reg, reg_bits
 
 __all__ = ["Term", "Check", "CHECKS", "DERIVED", "RUNTIME", "CheckError", "enforce",
            "evaluate", "bounds", "decided", "flag_bits", "rtl_ok", "rtl_value",
@@ -308,12 +308,15 @@ W_SRC, W_COUNT, W_DST, Q_SRC, Q_COUNT, Q_DST = (g[n] for n in (
     "W_SRC", "W_COUNT", "W_DST", "Q_SRC", "Q_COUNT", "Q_DST"))
 C_KH, C_KW, C_PT, C_PL, C_WOUT, C_NY, C_WSET, C_LANES, C_ACC = (g[n] for n in (
     "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_NY", "C_WSET", "C_LANES", "C_ACC"))
-O_Q, O_STRIDE, D_N, D_SZ = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ"))
+O_Q, O_STRIDE, D_N, D_SZ, O_NLEV = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ",
+                                                   "O_NLEV"))
 del g
 lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_blocks, L, \
     bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries",
                                    "max_kernel", "lanes", "acc_blocks", "L", "bus_bytes"))
 POOL2 = Flag(PostFlag.POOL2)
+CODES = Flag(PostFlag.CODES)
+DECODE = Flag(LoadAFlag.DECODE)
 
 
 def _in(x, lo, hi):
@@ -338,6 +341,14 @@ def _wide(cfg):
     return cfg.wide_loads
 
 
+def _codes(cfg):
+    return cfg.act_codes
+
+
+def _no_codes(cfg):
+    return not cfg.act_codes
+
+
 # the values a later stage checks: a product through the controller's shared multiplier (the
 # RTL keeps its low bits and a sticky bit above them, so a product too large stays too large)
 # or a count the controller works out; the ISS computes them exactly
@@ -356,7 +367,14 @@ CHECKS = {
         Check("the pitch fits the line buffer", LB_PITCH <= lb_rows),
         Check("the band lies in the map", A_HB0 + A_NR <= A_H),
         Check("the row pitch (when given) is at least the width",
-              (A_PITCH == 0) | (A_PITCH >= A_W)),
+              (A_PITCH == 0) | (A_PITCH >= A_W), when=_no_codes),
+        Check("the row pitch (when given) is at least the width",
+              DECODE | (A_PITCH == 0) | (A_PITCH >= A_W), when=_codes),
+        Check("the row pitch (when given) is at least the width's bytes of codes",
+              ~DECODE | (A_PITCH == 0) | (A_PITCH + A_PITCH >= A_W), when=_codes),
+        Check("codes fill whole bytes of a line-buffer row", ~DECODE | (A_W + A_W.mod(2)
+                                                                        <= lb_width),
+              when=_codes),
         Check("the last channel's rows fit the line buffer", Val("band") + A_NR <= lb_rows,
               stage="band"),
     ],
@@ -401,6 +419,9 @@ CHECKS = {
         Check("the stride is not 0", O_STRIDE != 0),
         Check("a 2x2 pool has stride 1", ~POOL2 | (O_STRIDE == 1)),
         Check("a 2x2 pool has an even number of rows", ~POOL2 | (C_NY.mod(2) == 0)),
+        Check("the output levels are 0 (none) or 2..16", (O_NLEV != 1) & (O_NLEV <= 16),
+              when=_codes),
+        Check("codes need output levels", ~CODES | (O_NLEV != 0), when=_codes),
         Check("the band ends within the accumulator", C_ACC + Val("acc") <= acc_blocks,
               stage="acc"),
     ],
@@ -460,7 +481,7 @@ def evaluate(t, env):
 
 def flag_bits():
     """The instruction flags a check may name, by name."""
-    return {f.name: f for f in (*PostFlag, *LoadWFlag)}
+    return {f.name: f for f in (*PostFlag, *LoadWFlag, *LoadAFlag)}
 
 
 def enforce(op, cfg, regs, flags=0, stage=None):

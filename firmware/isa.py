@@ -34,7 +34,9 @@ from amaranth.lib import data
 __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostFlag", "LoadWFlag",
            "Instr",
            "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program",
-           "ISAError", "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam"]
+           "ISAError", "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam",
+           "LEVEL_REGS", "LOAD_LEVEL_REGS", "MAX_LEVELS", "pack_levels", "unpack_levels",
+           "pack_load_levels", "LoadAFlag"]
 
 INSTR_LAYOUT = data.StructLayout({
     "opcode": 8,
@@ -76,7 +78,10 @@ OPCODES = {
     Op.NOP: "nothing",
     Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR), A_W bytes "
               "each, of an A_H-row map at A_SRC with row pitch A_PITCH (0: A_W) and channel "
-              "pitch A_H*pitch; row (c, h) -> line-buffer row c*LB_PITCH + h - A_HB0",
+              "pitch A_H*pitch; row (c, h) -> line-buffer row c*LB_PITCH + h - A_HB0; "
+              "flag DECODE (act_codes): the map holds 4-bit codes, two a byte (the even "
+              "column low), a row in ceil(A_W/2) bytes (the default pitch), each loaded as "
+              "its level (A_LV*)",
     Op.LOADW: "W_COUNT weight sets of int8 taps DRAM W_SRC -> weight buffer sets W_DST.., "
               "pre-added on chip (hw/weights.py): a set is [engine][tap][lane], N taps of the "
               "reversed kernel-row piece per engine and lane; flag MAC: [engine][lane], one "
@@ -95,6 +100,10 @@ OPCODES = {
              "ACCUMULATE keeps previous sums)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
+             "-> with O_NLEV = n > 0 (act_codes) each value v -> level l[c], c = the number of "
+             "thresholds t[j], j < n - 1, with v >= t[j] (O_TH*, O_LV*); with flag "
+             "CODES c itself is written, two a byte (the even column low, a row's odd "
+             "last code with 0 above it), and O_W, O_CSTRIDE count those bytes "
              "-> bytes at O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W; flag ASYNC "
              "(configurations with post_overlap): it runs in the background while the next "
              "instructions run; a load of activations or records, POST, ADD or END waits for "
@@ -147,6 +156,20 @@ class Reg(IntEnum):
     C_ACC = 36      # accumulator block of the band's first row (CONV writes, POST reads): the
                     # accumulator holds several lane groups' bands, so an input channel group
                     # loads once for all of them
+    O_NLEV = 37     # POST's output levels: 0 = none (every requantized value), 2..16 = each
+                    # value is replaced by the level its thresholds give (act_codes)
+    O_TH0 = 38      # POST's thresholds t0..t3 (byte j: t[4k + j], an activation), k = 0..3
+    O_TH1 = 39
+    O_TH2 = 40
+    O_TH3 = 41
+    O_LV0 = 42      # POST's levels l0..l3 (byte j: l[4k + j], an activation), k = 0..3
+    O_LV1 = 43
+    O_LV2 = 44
+    O_LV3 = 45
+    A_LV0 = 46      # LOADA's levels of codes 0..3 (byte j: code 4k + j's), k = 0..3 (flag
+    A_LV1 = 47      # DECODE, act_codes)
+    A_LV2 = 48
+    A_LV3 = 49
 
 
 NUM_REGS = 64
@@ -178,13 +201,64 @@ def reg_bits(cfg):
         Reg.C_LANES: need(cfg.lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
         Reg.O_STRIDE: 8, Reg.D_KAB: 32, Reg.D_M: 32, Reg.D_SZ: 32, Reg.D_CLAMP: 16,
         Reg.A_PITCH: 17, Reg.C_ACC: need(cfg.acc_blocks - 1),
+        # without act_codes the level registers are a bit wide and nothing reads them (a
+        # wider SET fails at the SET; POST's CODES and LOADA's DECODE are ignored)
+        Reg.O_NLEV: 5 if cfg.act_codes else 1,
+        **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)
     return {r: min(32, b) for r, b in bits.items()}
 
 
+LEVEL_REGS = (Reg.O_TH0, Reg.O_TH1, Reg.O_TH2, Reg.O_TH3,
+              Reg.O_LV0, Reg.O_LV1, Reg.O_LV2, Reg.O_LV3)
+LOAD_LEVEL_REGS = (Reg.A_LV0, Reg.A_LV1, Reg.A_LV2, Reg.A_LV3)
+MAX_LEVELS = 16
+
+
+def pack_load_levels(levels):
+    """The ``SET`` values of a ``LOADA``'s levels (flag ``DECODE``): ``{A_LV0..3}``, code
+    ``c``'s level in byte ``c mod 4`` of ``A_LV{c // 4}`` (unused codes: 0)."""
+    if not 2 <= len(levels) <= MAX_LEVELS:
+        raise ISAError(f"{len(levels)} levels: need 2..{MAX_LEVELS}")
+    vals = [int(v) & 0xFF for v in levels] + [0] * (MAX_LEVELS - len(levels))
+    return {r: sum(v << 8 * j for j, v in enumerate(vals[4 * k:4 * k + 4]))
+            for k, r in enumerate(LOAD_LEVEL_REGS)}
+
+
+def pack_levels(levels, thresholds):
+    """The ``SET`` values of a POST's output levels: ``{O_NLEV: n, O_TH0..3, O_LV0..3}`` for
+    ``n`` levels (2..16) and their ``n - 1`` thresholds, each an activation (int8 or uint8)
+    stored as its byte; unused bytes are 0."""
+    n = len(levels)
+    if not 2 <= n <= MAX_LEVELS or len(thresholds) != n - 1:
+        raise ISAError(f"{n} levels and {len(thresholds)} thresholds: need 2..{MAX_LEVELS} "
+                       f"levels and one threshold fewer")
+    regs = {Reg.O_NLEV: n}
+    for name, vals in (("O_TH", list(thresholds)), ("O_LV", list(levels))):
+        vals = [int(v) & 0xFF for v in vals] + [0] * (MAX_LEVELS - len(vals))
+        for k in range(4):
+            regs[Reg[f"{name}{k}"]] = sum(v << 8 * j for j, v in enumerate(vals[4 * k:4 * k + 4]))
+    return regs
+
+
+def unpack_levels(regs, act_signed):
+    """``(n, thresholds, levels)`` of a POST from its registers (a mapping ``Reg -> value``);
+    ``n = 0``: no levels. Bytes are activations (signed with ``act_signed``)."""
+    n = regs[Reg.O_NLEV]
+
+    def field(name):
+        words = [regs[Reg[f"{name}{k}"]] for k in range(4)]
+        return [_s8(w >> 8 * j, act_signed) for w in words for j in range(4)]
+    return n, field("O_TH")[:max(0, n - 1)], field("O_LV")[:n]
+
+
 class ConvFlag(IntEnum):
     ACCUMULATE = 1
+
+
+class LoadAFlag(IntEnum):
+    DECODE = 1      # the map holds 4-bit codes, two a byte: each is loaded as its level
 
 
 class LoadWFlag(IntEnum):
@@ -200,6 +274,7 @@ WAITS_FOR_LOADER = (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END)
 class PostFlag(IntEnum):
     POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
     ASYNC = 2       # run in the background (post_overlap): the next instructions run
+    CODES = 4       # write each output's code (O_NLEV levels), two a byte (act_codes)
 
 
 # the commands (and END) that wait for a background POST (PostFlag.ASYNC) before they run:
@@ -273,7 +348,8 @@ class Instr:
             return f"LOOP {self.imm}"
         fl = ""
         if self.flags:
-            names = {Op.CONV: ConvFlag, Op.POST: PostFlag, Op.LOADW: LoadWFlag}.get(Op(self.op))
+            names = {Op.CONV: ConvFlag, Op.POST: PostFlag, Op.LOADW: LoadWFlag,
+                     Op.LOADA: LoadAFlag}.get(Op(self.op))
             parts = [f.name for f in names if self.flags & f] if names else []
             fl = " " + "|".join(parts or [f"0x{self.flags:02x}"])
         return name + fl

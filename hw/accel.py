@@ -67,7 +67,8 @@ from amaranth.lib.wiring import In, Out
 from ffacc.firmware.checks import flag_bits, product_operands, rtl_ok
 from ffacc.firmware.csr import info_word
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
-                                WAITS_FOR_POST, Err, Op, Reg, reg_bits)
+                                WAITS_FOR_POST, LOAD_LEVEL_REGS, Err, Op, PostFlag, Reg,
+                                reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer, connect_axi_master, read_ended)
 from .config import AcceleratorConfig
@@ -115,6 +116,24 @@ def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
     for i in range(len(b_h)):
         cross = cross + (Mux(b_h[i], a_l, 0) << i)
     return a_l * b_l + (cross << lo)
+
+
+def post_registers(cfg, pp, rg, is_add, s8, flags):
+    """The assignments of the post-processor's command fields ``pp`` that are parameter
+    registers (``rg``, the hot ones) or instruction ``flags``: a POST's sizes, records,
+    levels and codes, an ADD's requantizer (``s8``: an 8-bit field's activation value)."""
+    out = [pp.lanes.eq(rg[Reg.C_LANES]), pp.ny.eq(rg[Reg.C_NY]), pp.wout.eq(rg[Reg.C_WOUT]),
+           pp.acc0.eq(rg[Reg.C_ACC]), pp.q0.eq(rg[Reg.O_Q]), pp.pitch.eq(rg[Reg.O_W])]
+    if cfg.add_unit:
+        dsz, dcl = rg[Reg.D_SZ], rg[Reg.D_CLAMP]
+        out += [pp.add.eq(is_add), pp.q.mult.eq(rg[Reg.D_M]), pp.q.shift.eq(dsz[:8]),
+                pp.q.zp.eq(s8(dsz[24:32])), pp.q.lo.eq(s8(dcl[:8])), pp.q.hi.eq(s8(dcl[8:16]))]
+    if cfg.act_codes:
+        out += [pp.codes.eq(flags[PostFlag.CODES.bit_length() - 1]),
+                pp.levels.n.eq(rg[Reg.O_NLEV]),
+                pp.levels.t.eq(Cat(*(rg[Reg[f"O_TH{k}"]] for k in range(4)))[:8 * 15]),
+                pp.levels.l.eq(Cat(*(rg[Reg[f"O_LV{k}"]] for k in range(4))))]
+    return out
 
 
 class Accelerator(wiring.Component):
@@ -464,18 +483,11 @@ class Accelerator(wiring.Component):
         po_pending = Signal()       # a command given or running
         m.d.comb += po_pending.eq(po_valid | po.busy)
         pp = po.cmd.payload
-        m.d.comb += [po.cmd.valid.eq(po_valid),
-                     pp.lanes.eq(rg[Reg.C_LANES]), pp.ny.eq(rg[Reg.C_NY]),
-                     pp.wout.eq(rg[Reg.C_WOUT]), pp.pool.eq(cmd_flags[0]), pp.step.eq(po_step),
+        m.d.comb += [po.cmd.valid.eq(po_valid), pp.pool.eq(cmd_flags[0]), pp.step.eq(po_step),
                      pp.sblk.eq(po_sblk), pp.ssub.eq(po_ssub), pp.wob.eq(cv_wob),
-                     pp.rowstep.eq(po_rowstep), pp.acc0.eq(rg[Reg.C_ACC]),
-                     pp.acc1.eq(rg[Reg.C_ACC] + tmp), pp.q0.eq(rg[Reg.O_Q]),
-                     pp.base.eq(po_lanebase), pp.pitch.eq(rg[Reg.O_W])]
-        if cfg.add_unit:
-            dsz, dcl = rg[Reg.D_SZ], rg[Reg.D_CLAMP]
-            m.d.comb += [pp.add.eq(op == Op.ADD), pp.q.mult.eq(rg[Reg.D_M]),
-                         pp.q.shift.eq(dsz[:8]), pp.q.zp.eq(s8(dsz[24:32])),
-                         pp.q.lo.eq(s8(dcl[:8])), pp.q.hi.eq(s8(dcl[8:16]))]
+                     pp.rowstep.eq(po_rowstep), pp.acc1.eq(rg[Reg.C_ACC] + tmp),
+                     pp.base.eq(po_lanebase),
+                     *post_registers(cfg, pp, rg, op == Op.ADD, s8, cmd_flags)]
         with m.If(po.cmd.ready):
             m.d.sync += po_valid.eq(0)
         # O_CSTRIDE, a cold register: copied in PO_M2 for a unit that copies the command,
@@ -697,12 +709,14 @@ class Accelerator(wiring.Component):
             nch, H, W = rg[Reg.A_CH], rg[Reg.A_H], rg[Reg.A_W]
             hb0, nr, pitch = rg[Reg.A_HB0], rg[Reg.A_NR], rg[Reg.LB_PITCH]
             apitch = rg[Reg.A_PITCH]
-            la_rowpitch = Mux(apitch == 0, W, apitch)
+            # a row's bytes in memory: ceil(W / 2) for 4-bit codes (flag DECODE, act_codes)
+            wbytes = Mux(cmd_flags[0], (W + 1) >> 1, W) if cfg.act_codes else W
+            la_rowpitch = Mux(apitch == 0, wbytes, apitch)
             # whole maps, contiguous in memory (wide loads): one read of all (A_CH * A_NR rows
             # instead of the band's offset, 0), each channel's rows at its pitch (the flag is
             # registered in LA_CHECK, off the multiplier's operand path)
             la_whole = Signal() if cfg.wide_loads else Const(0, 1)
-            contig_now = (apitch == 0) | (apitch == W)
+            contig_now = (apitch == 0) | (apitch == wbytes)
             with m.State("LA_CHECK"):
                 if cfg.wide_loads:
                     m.d.sync += la_whole.eq(contig_now & (nr == H))
@@ -724,14 +738,17 @@ class Accelerator(wiring.Component):
                                                   + aclamp(Mux(la_whole, 0, p)))),
                                  la_contig.eq(contig_now), tmp.eq(tmp_of(p))]
                     m.next = "LA_M3"
-            with m.State("LA_M3"), product(Mux(la_whole, tmp, nr), W) as p:
+            with m.State("LA_M3"), product(Mux(la_whole, tmp, nr), wbytes) as p:
                 # contiguous rows: one read per channel (or of all); a column tile: one a row
-                m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), W))
+                m.d.sync += nbytes.eq(Mux(la_contig, aclamp(p), wbytes))
                 m.next = "LA_RUN"
             la = loada.cmd.payload
             m.d.comb += [la.addr.eq(addr_a), la.nbytes.eq(nbytes), la.contig.eq(la_contig),
                          la.nch.eq(Mux(la_whole, 1, nch)), la.nr.eq(nr), la.pitch.eq(pitch),
                          la.width.eq(W), la.row_step.eq(la_rowpitch), la.chan_step.eq(la_hw)]
+            if cfg.act_codes:
+                m.d.comb += [la.decode.eq(cmd_flags[0]),
+                             la.levels.eq(Cat(*(rg[r] for r in LOAD_LEVEL_REGS)))]
             with m.State("LA_RUN"):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA
                 with run_unit(loada, cfg.wide_loads):

@@ -103,6 +103,16 @@ class AcceleratorConfig:
         use the requantizer (``LOADA``, ``LOADQ``, ``POST``, ``ADD``) and ``END``: results are
         those of running the commands in order. The accumulators get a second read port (a
         copy of their block RAMs). Needs the fetch unit. False: ``ASYNC`` is ignored.
+    act_codes : bool
+        ``POST`` can replace each requantized value by one of up to 16 per-layer levels
+        (``O_NLEV``, ``O_TH*``, ``O_LV*``: non-uniform activation quantization, equal-distance
+        or K-means codebooks from :mod:`ffacc.compiler.codes`): 15 comparators and a level
+        multiplexer after the requantizer; with ``POST``'s flag ``CODES`` it writes the levels'
+        4-bit codes, two a byte, and ``LOADA``'s flag ``DECODE`` loads them back as levels
+        (:mod:`ffacc.hw.codes`). Needs ``wide_loads``. False: the level registers are a bit
+        wide and nothing reads them, and the flags ``CODES`` and ``DECODE`` are ignored (the
+        compiler never sets them there; the smallest parts, and the ``ulx3s`` and
+        ``icebreaker`` presets, where it costs the clock).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -130,6 +140,7 @@ class AcceleratorConfig:
     back_to_back: bool = True
     weight_prefetch: bool = True
     post_overlap: bool = True
+    act_codes: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -144,7 +155,7 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back",
-                     "weight_prefetch", "post_overlap"):
+                     "weight_prefetch", "post_overlap", "act_codes"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -153,6 +164,9 @@ class AcceleratorConfig:
         if self.weight_prefetch and not (self.wide_loads and self.fetch_block):
             raise ConfigError("weight_prefetch: background weight loads need wide_loads and "
                               "the fetch unit (fetch_block > 0); set weight_prefetch = false")
+        if self.act_codes and not self.wide_loads:
+            raise ConfigError("act_codes: coded activations are unpacked from whole bus beats "
+                              "(wide_loads); set act_codes = false or wide_loads = true")
         if self.post_overlap and not self.fetch_block:
             raise ConfigError("post_overlap: a background POST needs the fetch unit "
                               "(fetch_block > 0); set post_overlap = false")
@@ -278,9 +292,11 @@ ACCEL_PRESETS = {
     # on this part wait for better DSP-aware placement (see the notes of issue #6)
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
+    # act_codes is off: with it the ULX3S SoC reached 38.7 MHz (the level map and the code
+    # unpacker are combinational in the POST and LOADA paths), below its 50 MHz clock
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
-                               burst_beats=64, target_mhz=50),
+                               burst_beats=64, target_mhz=50, act_codes=False),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
     # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:
@@ -295,7 +311,8 @@ ACCEL_PRESETS = {
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False,
-                                    weight_prefetch=False, post_overlap=False),
+                                    weight_prefetch=False, post_overlap=False,
+                                    act_codes=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

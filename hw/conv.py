@@ -29,7 +29,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Reg, reg_bits
-from .logic import ge_const, lt_const
+from .logic import ge_const, lt_const, reset_less_copy
 
 __all__ = ["ConvSequencer", "PassSetup", "PieceColumn", "BeatStream", "OutputPlacer",
            "conv_command_layout", "conv_bounds"]
@@ -132,6 +132,11 @@ class PassSetup(wiring.Component):
         cfg, c = self.cfg, self.cmd
         b2b, R = cfg.back_to_back, cfg.rows
         run = Signal()
+        # an engine's row and offset: data its act qualifies, flip-flops without reset (with
+        # a reset, yosys 0.70 merged two of G's bits into one net driven by two flip-flops on
+        # the ULX3S, which nextpnr refused)
+        G = reset_less_copy(m, self.G, name="G_q")
+        h0 = reset_less_copy(m, self.h0, name="h0_q")
         asg = Signal(range(R + 1))                  # engines assigned
         pc = Signal(range(cfg.max_kernel + 1))      # the next pair's kernel row
         # the next pair's channel's first line-buffer row, c * pitch: below lb_rows for every
@@ -153,8 +158,8 @@ class PassSetup(wiring.Component):
             act_now = pair < c.npairs
 
             def engine(r):
-                m.d.sync += [self.act[r].eq(act_now), self.G[r].eq(cbase + pc - c.pt - c.hb0),
-                             self.h0[r].eq(pc - c.pt)]
+                m.d.sync += [self.act[r].eq(act_now), G[r].eq(cbase + pc - c.pt - c.hb0),
+                             h0[r].eq(pc - c.pt)]
             if isinstance(r_now, int):
                 engine(r_now)
             else:

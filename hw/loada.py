@@ -10,16 +10,19 @@ to their channels' line-buffer rows (with ``wide``, every ``nr`` rows the next c
 ``pitch``).
 
 With ``wide`` the reads are in whole bus beats, and a :class:`~ffacc.hw.linebuf.RowPacker`
-cuts them into line-buffer blocks, a block a clock; without (the smallest parts), the reader's
+cuts them into line-buffer blocks, a block a clock (with ``decode``, act_codes, the beats hold
+4-bit codes: a :class:`~ffacc.hw.codes.CodeUnpacker` gives the packer their levels, and a row
+of ``width`` takes ``ceil(width / 2)`` bytes); without (the smallest parts), the reader's
 byte stream is written a byte a clock.
 """
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.isa import Err
+from ffacc.firmware.isa import MAX_LEVELS, Err
 from .axi import read_client_ports, read_ended
+from .codes import CodeUnpacker
 from .linebuf import RowPacker
 from .logic import addr_clamp
 
@@ -38,6 +41,8 @@ def loada_command_layout(cfg):
         "width": range(cfg.lb_width + 1),       # A_W: a row's activations
         "row_step": 17,                         # bytes from a row to the next (a tile)
         "chan_step": aw,                        # bytes from a channel's band to the next
+        **({"decode": 1,                        # (act_codes) 4-bit codes, two a byte
+            "levels": data.ArrayLayout(8, MAX_LEVELS)} if cfg.act_codes else {}),
     })
 
 
@@ -73,6 +78,30 @@ class ActivationLoader(wiring.Component):
             **read_client_ports(cfg.addr_bits, nb),
             "lb": Out(stream.Signature(write_shape, always_ready=True)),
         })
+
+    def _packer_source(self, m, pack):
+        """The row packer's input: the beats, or (``decode``) their codes' levels, twice the
+        bytes, half a beat at a time, in rows of the width rounded up to even. Returns the
+        stream that feeds it and the unpacker (None without ``act_codes``)."""
+        c, nb = self.cmd.payload, self.cfg.bus_bytes
+        src = stream.Signature(data.ArrayLayout(8, nb)).create()
+        plain = [src.payload.eq(self.beats.payload), src.valid.eq(self.beats.valid),
+                 pack.nbytes.eq(c.nbytes), pack.width.eq(c.width)]
+        unp = None
+        if self.cfg.act_codes:
+            unp = m.submodules.unpack = CodeUnpacker(nb)
+            m.d.comb += [unp.levels.eq(c.levels), unp.i.payload.eq(self.beats.payload)]
+            with m.If(c.decode):
+                m.d.comb += [src.payload.eq(unp.o.payload), src.valid.eq(unp.o.valid),
+                             unp.o.ready.eq(src.ready), unp.i.valid.eq(self.beats.valid),
+                             pack.nbytes.eq(c.nbytes << 1),
+                             pack.width.eq(c.width + c.width[0])]
+            with m.Else():
+                m.d.comb += plain
+        else:
+            m.d.comb += plain
+        m.d.comb += pack.i.payload.eq(src.payload)
+        return src, unp
 
     def elaborate(self, platform):
         m = Module()
@@ -137,10 +166,18 @@ class ActivationLoader(wiring.Component):
             pack = m.submodules.pack = RowPacker(L=L, bus_bytes=nb, max_width=cfg.lb_width,
                                                  max_bytes=cfg.lb_rows * cfg.lb_width)
             sh = (nb - 1).bit_length()
-            m.d.comb += [pack.i.payload.eq(self.beats.payload), pack.o.ready.eq(1),
-                         pack.nbytes.eq(c.nbytes), pack.width.eq(c.width),
+            m.d.comb += [pack.o.ready.eq(1),
                          self.lb.valid.eq(pack.o.valid), lbw.data.eq(pack.o.payload.data),
-                         lbw.en.eq(pack.o.payload.en), self.beats.ready.eq(1)]
+                         lbw.en.eq(pack.o.payload.en)]
+            # beats (or their codes' levels) through the row packer into the line buffer, a
+            # block a clock, in every state: the unpacker may still hold the read's last beat
+            # when the read ends (DRAIN)
+            src, unp = self._packer_source(m, pack)
+            m.d.comb += [pack.i.valid.eq(src.valid), src.ready.eq(pack.i.ready),
+                         self.beats.ready.eq(src.ready)]
+            if unp is not None:
+                with m.If(c.decode):
+                    m.d.comb += self.beats.ready.eq(unp.i.ready)
             # the line-buffer row of each row out of the packer: the next, or after a channel's
             # nr rows the next channel's first (a read may hold several channels)
             with m.If(pack.o.valid):
@@ -155,12 +192,15 @@ class ActivationLoader(wiring.Component):
             def start_read(addr, first_of_band, first_of_command=False):
                 with m.If(request(addr)):
                     m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr[:sh])]
+                    if cfg.act_codes:
+                        # codes from byte k: level 2k on, in the second half if 2k >= nb
+                        skip2 = Cat(Const(0, 1), addr[:sh])
+                        m.d.comb += [unp.clear.eq(1), unp.half0.eq(c.decode & skip2[sh])]
+                        with m.If(c.decode):
+                            m.d.comb += pack.skip.eq(skip2[:sh])
                     begin(addr, first_of_band, first_of_command)
 
             def data_state():
-                # beats through the row packer into the line buffer, a block a clock
-                m.d.comb += [pack.i.valid.eq(self.beats.valid),
-                             self.beats.ready.eq(pack.i.ready)]
                 with ended():
                     m.next = "DRAIN"
         else:

@@ -6,7 +6,8 @@ max-pool or stride subsampling -> the byte writer, an element a clock.
 * **POST** (``add = 0``): for each of ``lanes`` lanes, the lane's quantization record is read
   from the parameter buffer, then every kept element of the ``ny`` x ``wout`` band that
   starts at accumulator block ``acc0`` goes through the pipeline (four sub-elements per
-  output with ``pool``) to the output map, lane ``l``'s row ``r`` at
+  output with ``pool``) and, with ``act_codes``, to its level (:mod:`ffacc.hw.levels`) to the
+  output map, lane ``l``'s row ``r`` at
   ``base + l * cstride + r * pitch``.
 * **ADD** (``add = 1``, with ``ext``): the elements come from the ``ext`` stream (the ADD
   sequencer's two products per element) and go to ``base``, ``base + 1``, ... with the
@@ -26,6 +27,8 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import QPARAM_WORDS, Err, Reg, reg_bits
 from .logic import addr_clamp
+from .codes import CodePacker
+from .levels import LevelMap, levels_layout
 from .postscan import PostScan
 from .requant import QPARAM_LAYOUT, RequantPipe, record_value
 
@@ -52,7 +55,52 @@ def post_command_layout(cfg):
     if cfg.add_unit:
         fields["add"] = 1
         fields["q"] = QPARAM_LAYOUT
+    if cfg.act_codes:
+        fields["levels"] = levels_layout()
+        fields["codes"] = 1                 # write codes, two a byte (flag CODES)
     return data.StructLayout(fields)
+
+
+class PostOutput(wiring.Component):
+    """The post-processor's last stage: requantized values -> (``act_codes``) their levels
+    (:class:`~ffacc.hw.levels.LevelMap`), or their codes two a byte
+    (:class:`~ffacc.hw.codes.CodePacker`) -> the bytes to write.
+
+    Ports
+    -----
+    levels : In(:func:`~ffacc.hw.levels.levels_layout`); codes : In(1)
+        The command's levels (``n`` = 0: none) and whether codes are written (held).
+    start : In(1)
+        A command starts.
+    i : In(stream of {data: 8, rowend: 1})
+        The requantizer's values and row ends.
+    o : Out(stream of {data: 8, rowend: 1})
+        The bytes, and whether each is its row's last.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        layout = data.StructLayout({"data": 8, "rowend": 1})
+        ports = {"start": In(1), "i": In(stream.Signature(layout)),
+                 "o": Out(stream.Signature(layout))}
+        if cfg.act_codes:
+            ports.update(levels=In(levels_layout()), codes=In(1))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        if not self.cfg.act_codes:
+            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            return m
+        lmap = m.submodules.levels = LevelMap(self.cfg.fcu.act_signed)
+        pack = m.submodules.pack = CodePacker()
+        m.d.comb += [lmap.levels.eq(self.levels), lmap.i.eq(self.i.payload.data),
+                     pack.on.eq(self.codes), pack.start.eq(self.start),
+                     pack.i.valid.eq(self.i.valid), self.i.ready.eq(pack.i.ready),
+                     pack.i.payload.data.eq(Mux(self.codes, lmap.code, lmap.o)),
+                     pack.i.payload.rowend.eq(self.i.payload.rowend)]
+        wiring.connect(m, pack.o, wiring.flipped(self.o))
+        return m
 
 
 class PostUnit(wiring.Component):
@@ -150,18 +198,11 @@ class PostUnit(wiring.Component):
             m.d.sync += started.eq(0)
         return self.cmd.payload
 
-    def elaborate(self, platform):
-        m = Module()
-        cfg, add = self.cfg, self.cfg.add_unit
-        P, L, A = cfg.lanes, cfg.L, cfg.addr_bits
-        aclamp = partial(addr_clamp, addr_bits=A)
-        start, finish = Signal(), Signal()
-        c = self._command_slot(m, start, finish)
-        is_add = c.add if add else Const(0, 1)
-
-        # accumulator blocks and records of the running POST (the hazard checks of CONV and
-        # LOADQ); a copied command's record end is added up as it is copied, so the
-        # controller's check of a LOADQ starts at flip-flops (it was the ULX3S's critical path)
+    def _hazard_ranges(self, m, c, start, is_add):
+        """The accumulator blocks and records of the running POST (the hazard checks of CONV
+        and LOADQ); a copied command's record end is added up as it is copied, so the
+        controller's check of a LOADQ starts at flip-flops (it was the ULX3S's critical
+        path)."""
         if self.latch:
             q_end = Signal.like(self.q_hi)
             with m.If(start):
@@ -171,6 +212,17 @@ class PostUnit(wiring.Component):
         with m.If(self.busy & ~is_add):
             m.d.comb += [self.acc_lo.eq(c.acc0), self.acc_hi.eq(c.acc1),
                          self.q_lo.eq(c.q0), self.q_hi.eq(q_end)]
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, add = self.cfg, self.cfg.add_unit
+        P, L, A = cfg.lanes, cfg.L, cfg.addr_bits
+        aclamp = partial(addr_clamp, addr_bits=A)
+        start, finish = Signal(), Signal()
+        c = self._command_slot(m, start, finish)
+        is_add = c.add if add else Const(0, 1)
+
+        self._hazard_ranges(m, c, start, is_add)
 
         lane = Signal(range(P + 1))
         orow, lanebase, ocol = Signal(A + 1), Signal(A + 1), Signal(A + 1)
@@ -217,10 +269,17 @@ class PostUnit(wiring.Component):
 
         # the write side: orow/ocol advance as bytes are written, so no address rides the
         # pipeline
-        m.d.comb += [self.wr.valid.eq(pipe.o.valid), self.wr.payload.addr.eq(ocol),
-                     self.wr.payload.data.eq(pipe.o.payload.data), pipe.o.ready.eq(self.wr.ready)]
-        with m.If(pipe.o.valid & pipe.o.ready):
-            with m.If(pipe.o.payload.rowend):
+        # (act_codes) a POST's values to their levels or codes (ADD's are never mapped)
+        out = m.submodules.out = PostOutput(cfg)
+        m.d.comb += [out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
+                     pipe.o.ready.eq(out.i.ready), out.start.eq(start),
+                     self.wr.valid.eq(out.o.valid), self.wr.payload.addr.eq(ocol),
+                     self.wr.payload.data.eq(out.o.payload.data), out.o.ready.eq(self.wr.ready)]
+        if cfg.act_codes:
+            with m.If(~is_add):
+                m.d.comb += [out.levels.eq(c.levels), out.codes.eq(c.codes)]
+        with m.If(out.o.valid & out.o.ready):
+            with m.If(out.o.payload.rowend):
                 next_row = aclamp(orow + c.pitch)
                 m.d.sync += [orow.eq(next_row), ocol.eq(next_row)]
             with m.Else():

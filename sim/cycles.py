@@ -73,16 +73,29 @@ WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last a
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
 
 
-def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WORD_BURST):
+def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WORD_BURST,
+                  unpack=False):
     """Clocks the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) takes to give out the
     blocks of ``nbytes`` (rows of ``width``) from the clock the read's first beat is offered:
     its rules clock by clock (a block of up to ``L`` bytes out when it holds them, a beat in
     when ``L + bus - 1`` bytes of room remain), the first beat's bytes from ``skip`` on, the
     beats back to back but ``gap`` clocks apart where a burst of ``burst`` beats (aligned to
-    its length; ``first_beat`` is the read's first beat's place in its burst) ends."""
+    its length; ``first_beat`` is the read's first beat's place in its burst) ends.
+
+    ``unpack``: the read holds 4-bit codes (``LOADA`` flag ``DECODE``); ``nbytes``, ``width``
+    and ``skip`` count codes. The :class:`~ffacc.hw.codes.CodeUnpacker` takes a bus beat into
+    its register when it is empty or gives out its last half, and offers the packer the
+    beat's halves from the clock after; a read from the second half of its first beat starts
+    there."""
     cap = L + bus - 1
     fill, left, out_left, row_left = 0, nbytes, nbytes, width
     lo, beat, offered, clk = skip, first_beat, 0, 0
+    # the unpacker: bus beats still to come, whether it holds one, and which half is next
+    mem_left = -(-(skip + nbytes) // (2 * bus)) if unpack else 0
+    full = half = 0
+    skip_half = unpack and skip >= bus
+    if skip_half:
+        lo = skip - bus
     while out_left:
         size = min(row_left, L)
         rest = fill
@@ -91,10 +104,25 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
             out_left -= size
             row_left = width if size == row_left else row_left - size
         got = 0
-        if left and rest + bus <= cap and clk >= offered:
-            got = min(left, bus - lo)
-            left, lo, beat = left - got, 0, beat + 1
-            offered = clk + 1 + (gap if beat % burst == 0 else 0)
+        room = left and rest + bus <= cap
+        if not unpack:
+            if room and clk >= offered:
+                got = min(left, bus - lo)
+                left, lo, beat = left - got, 0, beat + 1
+                offered = clk + 1 + (gap if beat % burst == 0 else 0)
+        else:
+            taken = full and (room or not left)
+            release = taken and half
+            if taken and left:
+                got = min(left, bus - lo)
+                left, lo = left - got, 0
+            if taken:
+                half ^= 1
+                full = 0 if release else full
+            if (not full or release) and mem_left and clk >= offered:
+                first = beat == first_beat
+                full, half, mem_left, beat = 1, int(first and skip_half), mem_left - 1, beat + 1
+                offered = clk + 1 + (gap if beat % burst == 0 else 0)
         fill = rest + got
         clk += 1
     return clk
@@ -172,9 +200,11 @@ class CycleModel:
         self.stall += FETCH_STALL + extra
         return FETCH_BLOCK + beats + extra + bool(first)
 
-    def loada(self, starts, nbytes, width):
+    def loada(self, starts, nbytes, width, decode=False):
         """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
-        whole beats through the row packer, which writes a line-buffer block a clock."""
+        whole beats through the row packer, which writes a line-buffer block a clock.
+        ``decode``: the bytes hold 4-bit codes, rows of ``ceil(width / 2)`` bytes, which the
+        packer gets as levels, a row of ``width`` rounded up to even."""
         c = self.cfg
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
             return LOADA_BYTE_FIXED + sum(self.read(nbytes, s) + LOADA_BYTE_REQUEST
@@ -184,9 +214,11 @@ class CycleModel:
             beats = -(-(s % self.bus + nbytes) // self.bus)
             self.stall += READ_STALL + self._extra_bursts(s, beats)
             # the request, then the beats through the packer, clock by clock (measured)
-            total += LOADA_REQUEST + packer_clocks(nbytes, width, c.L, self.bus, s % self.bus,
+            k = 2 if decode else 1
+            total += LOADA_REQUEST + packer_clocks(k * nbytes, width + width % k, c.L, self.bus,
+                                                   k * (s % self.bus),
                                                    s // self.bus % c.burst_beats,
-                                                   c.burst_beats, WORD_BURST)
+                                                   c.burst_beats, WORD_BURST, decode)
         return total
 
     def loadw(self, nsets, start=0, mac=False):

@@ -23,6 +23,7 @@ import numpy as np
 __all__ = [
     "quantize_multiplier", "requantize", "check_int32", "pad2d", "conv2d", "requantized_conv2d",
     "maxpool2d", "avgpool2d", "add_params", "add", "fully_connected", "qrange", "phase_split",
+    "level_thresholds", "to_levels", "to_codes",
 ]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -92,6 +93,27 @@ def requantize(acc, multiplier, shift, zp, qmin, qmax):
     rounded = (prod + (np.int64(1) << (s - 1))) >> s
     out = rounded + _channel(zp, acc.ndim)
     return np.clip(out, qmin, qmax).astype(np.int64)
+
+
+def level_thresholds(levels):
+    """The thresholds of ascending integer ``levels``: ``t[j] = floor((l[j] + l[j+1]) / 2) + 1``,
+    so :func:`to_levels` gives every value its nearest level (a tie goes to the lower)."""
+    lv = np.asarray(levels, dtype=np.int64)
+    return (lv[:-1] + lv[1:]) // 2 + 1
+
+
+def to_codes(v, thresholds):
+    """The code of each value ``v``: the number of ``thresholds`` at or below it."""
+    v = np.asarray(v, dtype=np.int64)
+    t = np.asarray(thresholds, dtype=np.int64)
+    return (v[..., None] >= t).sum(axis=-1) if t.size else np.zeros(v.shape, dtype=np.int64)
+
+
+def to_levels(v, thresholds, levels):
+    """Non-uniform activation levels (``POST`` with ``O_NLEV``): each value ``v`` becomes
+    ``levels[c]``, ``c`` its code (:func:`to_codes`). The accelerator stores the level (a
+    byte) or, with flag ``CODES``, the code (4 bits)."""
+    return np.asarray(levels, dtype=np.int64)[to_codes(v, thresholds)]
 
 
 def check_int32(acc, what="accumulator"):

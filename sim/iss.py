@@ -20,7 +20,9 @@ from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
-                                PostFlag, Reg, decode)
+                                PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
+                                unpack_levels)
+from ffacc.sim import golden
 
 __all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
 
@@ -347,38 +349,52 @@ class ISS:
         src, nch, H, W = self.r(Reg.A_SRC), self.r(Reg.A_CH), self.r(Reg.A_H), self.r(Reg.A_W)
         hb0, nr, pitch = self.r(Reg.A_HB0), self.r(Reg.A_NR), self.r(Reg.LB_PITCH)
         self._enforce(Op.LOADA, ins)
-        rp = self.r(Reg.A_PITCH) or W
-        contiguous = rp == W
+        decode = bool(ins.flags & LoadAFlag.DECODE) and self.cfg.act_codes   # else ignored
+        wb = -(-W // 2) if decode else W            # a row's bytes in memory
+        rp = self.r(Reg.A_PITCH) or wb
+        contiguous = rp == wb
+        if decode:                                  # the levels, as activations
+            lv = np.array([self._s8(self.r(r) >> 8 * j) for r in LOAD_LEVEL_REGS
+                           for j in range(4)], dtype=np.int64)
+
+        def rows(addr, n):
+            """``n`` rows of the map from ``addr``: their first ``W`` activations."""
+            if not decode:
+                return self._acts(addr, n * wb).reshape(n, wb)
+            self._check(addr, n * wb)
+            raw = self.mem[addr:addr + n * wb].astype(np.int64).reshape(n, wb)
+            codes = np.stack([raw & 15, raw >> 4], axis=-1).reshape(n, 2 * wb)
+            return lv[codes[:, :W]]
+
         starts = []
         if self.cfg.wide_loads and contiguous and nr == H:
             # whole maps, contiguous in memory: one read of them all, each channel's rows at
             # its pitch in the line buffer
             if self.timing_only:
-                self._check(src, nch * nr * W)
+                self._check(src, nch * nr * wb)
             else:
-                maps = self._acts(src, nch * nr * W).reshape(nch, nr, W)
+                maps = rows(src, nch * nr).reshape(nch, nr, W)
                 for ch in range(nch):
                     self.lb[ch * pitch:ch * pitch + nr, :W] = maps[ch]
-            self.moved[2] += nch * nr * W
-            return self.cost.loada([src], nch * nr * W, W)
+            self.moved[2] += nch * nr * wb
+            return self.cost.loada([src], nch * nr * wb, W, decode)
         for ch in range(nch):
             base = src + ch * H * rp + hb0 * rp
             if contiguous:
                 if self.timing_only:
-                    self._check(base, nr * W)
+                    self._check(base, nr * wb)
                 else:
-                    self.lb[ch * pitch:ch * pitch + nr, :W] = \
-                        self._acts(base, nr * W).reshape(nr, W)
+                    self.lb[ch * pitch:ch * pitch + nr, :W] = rows(base, nr)
                 starts.append(base)
                 continue
             for h in range(nr):
                 if self.timing_only:
-                    self._check(base + h * rp, W)
+                    self._check(base + h * rp, wb)
                 else:
-                    self.lb[ch * pitch + h, :W] = self._acts(base + h * rp, W)
+                    self.lb[ch * pitch + h, :W] = rows(base + h * rp, 1)[0]
                 starts.append(base + h * rp)
-        self.moved[2] += nch * nr * W
-        return self.cost.loada(starts, nr * W if contiguous else W, W)
+        self.moved[2] += nch * nr * wb
+        return self.cost.loada(starts, nr * wb if contiguous else wb, W, decode)
 
     def _loadw(self, ins):
         c = self.cfg
@@ -533,12 +549,15 @@ class ISS:
         self._enforce(Op.POST, ins)
         wob = ceil(wout / L)
         pool = bool(ins.flags & PostFlag.POOL2)
+        codes = bool(ins.flags & PostFlag.CODES) and c.act_codes    # else ignored
         rows_out = ny // 2 if pool else -(-ny // stride)
         cols_out = wout // 2 if pool else -(-wout // stride)
+        cb = -(-cols_out // 2) if codes else cols_out      # a row's bytes
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
                  + (row0 + np.arange(rows_out))[None, :, None] * opitch
-                 + np.arange(cols_out)[None, None, :]).reshape(lanes, -1)
-        stalls = writer_stalls(addrs // c.bus_bytes, 4 if pool else 1, c.write_slice)
+                 + np.arange(cb)[None, None, :]).reshape(lanes, -1)
+        stalls = writer_stalls(addrs // c.bus_bytes, (4 if pool else 1) * (1 + codes),
+                               c.write_slice)
         addrs = addrs.reshape(-1)
         subs = rows_out * cols_out * (4 if pool else 1)
         if ins.flags & PostFlag.ASYNC and c.post_overlap:
@@ -550,14 +569,14 @@ class ISS:
             self.po_recs = (q0, q0 + lanes)
         else:
             cost = self.cost.post(lanes, subs, wob, stride, stalls)
-        self.moved[3] += lanes * rows_out * cols_out
+        self.moved[3] += lanes * rows_out * cb
         if self.timing_only:
             return cost
         recs = recs_all = self.qb[q0:q0 + lanes]
         bad = self._bad_shift(recs)
         if bad is not None:             # lanes before the bad record are written, then stop
             lanes, recs = bad, recs[:bad]
-            addrs = addrs[:bad * rows_out * cols_out]
+            addrs = addrs[:bad * rows_out * cb]
         a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
         v = self._requant(a, recs)
         if pool:
@@ -565,6 +584,15 @@ class ISS:
             v = v[:, :, :2 * w2].reshape(lanes, ny // 2, 2, w2, 2).max(axis=(2, 4))
         else:
             v = v[:, ::stride, ::stride]
+        nlev, th, lv = unpack_levels({r: self.r(r) for r in (Reg.O_NLEV,) + LEVEL_REGS},
+                                     c.fcu.act_signed)
+        nlev = nlev if c.act_codes else 0       # without act_codes nothing reads O_NLEV
+        if codes:                       # two codes a byte, the even column low
+            k = golden.to_codes(v, th)
+            k = np.concatenate([k, np.zeros(k.shape[:2] + (cols_out % 2,), k.dtype)], axis=2)
+            v = k[:, :, 0::2] | k[:, :, 1::2] << 4
+        elif nlev:
+            v = golden.to_levels(v, th, lv)
         v = (v & 0xFF).astype(np.uint8)
         first = dst + row0 * opitch
         last = first + (lanes - 1) * cstride + (v.shape[1] - 1) * opitch + v.shape[2]

@@ -15,12 +15,19 @@ class ReadDma:
     ``rd_done`` pulses. A read whose number is in ``fail`` gives half its beats and ends with
     ``BUS``. ``reads`` lists the requests as (addr, len).
 
-    Call :meth:`drive` before a clock's settle and :meth:`sample` after it.
+    With ``valid_after_ready`` a beat is shown only in a clock its client asks for one
+    (``ready``), as :class:`~ffacc.hw.axi.AxiByteReader` does (its ``beat_valid`` is the bus's
+    ``rvalid`` while ``rready``, which is the client's ``ready``): a client whose ``ready``
+    waits for ``valid`` then never gets a beat.
+
+    Call :meth:`drive` before a clock's settle, :meth:`show` after it (then settle again), and
+    :meth:`sample` after that.
     """
 
-    def __init__(self, dut, mem, nb, rng, *, fail=(), gap=0.3):
+    def __init__(self, dut, mem, nb, rng, *, fail=(), gap=0.3, valid_after_ready=False):
         self.dut, self.mem, self.nb, self.rng = dut, mem, nb, rng
         self.fail, self.gap = set(fail), gap
+        self.valid_after_ready = valid_after_ready
         self.stream = dut.beats
         self.reads = []
         self.busy = None            # the read being served: [beats left, error]
@@ -30,12 +37,21 @@ class ReadDma:
         dut, busy = self.dut, self.busy
         ctx.set(dut.req.ready, int(busy is None))
         self.send = busy is not None and bool(busy[0]) and self.rng.random() >= self.gap
-        ctx.set(self.stream.valid, int(self.send))
+        ctx.set(self.stream.valid, int(self.send and not self.valid_after_ready))
         if self.send:
             ctx.set(self.stream.payload, [int(b) for b in busy[0][0]])
         self.last = busy is not None and not busy[0]
         ctx.set(dut.rd_done, int(self.last))
         ctx.set(dut.rd_err, int(self.last and busy[1]))
+
+    def show(self, ctx):
+        """(``valid_after_ready``) Show the beat if the client asks; true: the caller settles
+        again."""
+        if not self.valid_after_ready:
+            return False
+        self.send = self.send and bool(ctx.get(self.stream.ready))
+        ctx.set(self.stream.valid, int(self.send))
+        return True
 
     def sample(self, ctx):
         dut = self.dut
@@ -71,6 +87,8 @@ def run_command(dut, cmd, dma, watch, *, before=None, clocks=20000, top=None):
                 before(ctx)
             dma.drive(ctx)
             await ctx.delay(1e-9)
+            if dma.show(ctx):
+                await ctx.delay(1e-9)
             watch(ctx)
             dma.sample(ctx)
             done = ctx.get(dut.cmd.ready)

@@ -34,7 +34,7 @@ def random_env(cfg, rng, derived_names):
         pool = edge_values(cfg, rb[r])
         regs[r] = (int(rng.choice(pool)) if rng.random() < 0.8
                    else int(rng.integers(0, 1 << rb[r])))
-    flags = int(rng.integers(0, 4))
+    flags = int(rng.integers(0, 8))
     derived = {n: int(rng.choice(edge_values(cfg, DERIVED_BITS))) for n in derived_names}
     return regs, flags, derived
 
@@ -69,7 +69,7 @@ def test_generated_rtl_equals_the_iss_evaluation(preset):
     rb = reg_bits(cfg)
     m = Module()
     regs = {r.name: Signal(rb[r], name=r.name) for r in Reg}
-    flags = Signal(2)
+    flags = Signal(8)
     names = sorted({n for vals in DERIVED.values() for n in vals})
     dsig = {n: Signal(DERIVED_BITS, name=f"d_{n}") for n in names}
     fb = flag_bits()

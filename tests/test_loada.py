@@ -19,7 +19,8 @@ def make(wide, bus_bytes=4, L=3):
     cfg = AcceleratorConfig(fcu=FCUConfig(parallel=(3,) if L == 3 else (2,), rows=2), lanes=1,
                             lb_rows=32, lb_width=16, wb_sets=8, acc_blocks=32,
                             bus_bytes=bus_bytes, wide_loads=wide, addr_bits=16,
-                            weight_prefetch=False, post_overlap=False, fetch_block=16)
+                            weight_prefetch=False, post_overlap=False, fetch_block=16,
+                            act_codes=wide)
     lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
                     blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
                     col_shape=signed(8))
@@ -42,10 +43,11 @@ class LoaderAndLineBuffer(Elaboratable):
 
 def run(cfg, dut, lb, mem, cmd, *, fail_read=None, seed=0):
     """Run ``cmd``; returns ({(line-buffer row, column): byte}, the reads asked as (addr,
-    len), err)."""
+    len), err). Beats are shown only while the loader asks for one, as the read DMA does."""
     L = cfg.L
     dma = ReadDma(dut, mem, cfg.bus_bytes if cfg.wide_loads else 1,
-                  np.random.default_rng(seed), fail=() if fail_read is None else (fail_read,))
+                  np.random.default_rng(seed), fail=() if fail_read is None else (fail_read,),
+                  valid_after_ready=cfg.wide_loads)
     written = {}
 
     def watch(ctx):
@@ -125,3 +127,48 @@ def test_a_failed_read_ends_the_command_with_its_error(wide):
     assert err == Err.BUS
     assert len(reads) == 2                          # no read after the failed one
     assert all(row < 4 for row, _ in written)       # channel 2 is not written
+
+
+def expected_codes(mem, cmd, levels):
+    """Line-buffer bytes of a ``decode`` command: each row's ``ceil(width / 2)`` bytes of
+    codes (the even column low) as their levels, an odd row's pad column too."""
+    want = {}
+    wb = -(-cmd["width"] // 2)
+    for c in range(cmd["nch"]):
+        band = cmd["addr"] + c * cmd["chan_step"]
+        for r in range(cmd["nr"]):
+            a = band + r * cmd["row_step"]
+            for col in range(2 * wb):
+                code = int(mem[a + col // 2]) >> 4 * (col % 2) & 15
+                want[(c * cmd["pitch"] + r, col)] = levels[code]
+    return want
+
+
+DECODE_CASES = [  # addr, nch, nr, width, pitch, row bytes in memory, map rows
+    (0x100, 1, 3, 7, 3, 4, 5),              # odd width: a pad code per row
+    (0x203, 3, 2, 6, 4, 3, 6),              # from the second half of the first beat
+    (0x341, 2, 3, 5, 3, 6, 7),              # a column tile of a wider map: a read a row
+    (0x42, 4, 1, 16, 2, 8, 1),
+]
+
+
+@pytest.mark.parametrize("bus_bytes", [4, 8])
+@pytest.mark.parametrize("case", range(len(DECODE_CASES)))
+def test_codes_load_as_their_levels(bus_bytes, case):
+    """LOADA with DECODE: two 4-bit codes a byte, each written as its level; every read's
+    byte count is of codes (ceil(width / 2) a row)."""
+    cfg, dut, lb = make(True, bus_bytes)
+    addr, nch, nr, width, pitch, rb, mh = DECODE_CASES[case]
+    rng = np.random.default_rng(case)
+    mem = rng.integers(0, 256, 1 << 13, dtype=np.uint8)
+    levels = [int(v) for v in rng.integers(0, 256, 16)]
+    wb = -(-width // 2)
+    contig = int(rb == wb)
+    cmd = {"addr": addr, "nbytes": nr * wb if contig else wb, "contig": contig, "nch": nch,
+           "nr": nr, "pitch": pitch, "width": width, "row_step": rb, "chan_step": rb * mh,
+           "decode": 1, "levels": levels}
+    written, reads, err = run(cfg, dut, lb, mem, cmd, seed=case)
+    assert err == 0
+    assert all(n == cmd["nbytes"] for _, n in reads)
+    assert len(reads) == (nch if contig else nch * nr)
+    assert written == expected_codes(mem, cmd, levels)

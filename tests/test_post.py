@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ffacc.firmware.isa import Err, pack_qparam, unpack_qparam
+from ffacc.firmware.isa import Err, pack_levels, pack_qparam, unpack_levels, unpack_qparam
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.post import PostUnit
 from ffacc.sim import golden
@@ -76,9 +76,16 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
         for n, full in enumerate(map(complete, cmd if isinstance(cmd, list) else [cmd])):
             p = dut.cmd.payload
             for k, v in full.items():
-                if k in ("q",):
+                if k in ("q", "levels"):
                     continue
                 ctx.set(getattr(p, k), v)
+            if "levels" in full:            # {n, t: thresholds, l: levels}, bytes
+                lv = full["levels"]
+                ctx.set(p.levels.n, lv["n"])
+                for j, v in enumerate(lv["t"]):
+                    ctx.set(p.levels.t[j], v & 0xFF)
+                for j, v in enumerate(lv["l"]):
+                    ctx.set(p.levels.l[j], v & 0xFF)
             if "add" in full:
                 ctx.set(p.add, 1)
                 q = full["q"]
@@ -190,6 +197,50 @@ def test_a_bad_shift_stops_after_the_lanes_before_it():
     want = expect_post(acc, recs, dict(cmd, lanes=1), cfg.fcu.act_signed, cfg.L)
     got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs)
     assert err == Err.PARAM and got == want and len(want) == 12
+
+
+def _random_levels(rng, signed):
+    """``n`` random ascending levels and random thresholds (not the midpoints: the hardware
+    takes any), as the command's bytes, and the ISS's decoding of them."""
+    n = int(rng.integers(2, 17))
+    lo, hi = (-128, 127) if signed else (0, 255)
+    lv = sorted(int(v) for v in rng.choice(np.arange(lo, hi + 1), n, replace=False))
+    th = sorted(int(v) for v in rng.integers(lo, hi + 1, n - 1))
+    words = {r: v for r, v in pack_levels(lv, th).items()}
+    return {"n": n, "t": th, "l": lv}, unpack_levels(words, signed)
+
+
+@settings(max_examples=10, deadline=None)
+@given(pool=st.booleans(), step=st.integers(1, 3), ny=st.integers(1, 4),
+       wout=st.integers(1, 9), latch=st.booleans(), seed=st.integers(0, 1000))
+def test_post_writes_each_value_as_its_level(pool, step, ny, wout, latch, seed):
+    cfg = TINY
+    if pool:
+        ny += ny % 2
+    rng = np.random.default_rng(seed)
+    signed = cfg.fcu.act_signed
+    acc, recs, cmd = _case(rng, cfg, pool, step, ny, wout, 2, signed)
+    cmd["levels"], (_, th, lv) = _random_levels(rng, signed)
+    plain = expect_post(acc, recs, cmd, signed, cfg.L)
+    value = {a: (b - 256 if signed and b >= 128 else b) for a, b in plain.items()}
+    want = {a: int(golden.to_levels(v, th, lv)) & 0xFF for a, v in value.items()}
+    got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs, seed=seed, latch=latch)
+    assert err == 0 and got == want
+    assert want or (pool and wout < 2)
+
+
+def test_add_ignores_the_levels():
+    """ADD's sums are never mapped to levels (its command's level fields are the POST's
+    registers, whatever they hold)."""
+    cfg = TINY
+    rng = np.random.default_rng(3)
+    ext = [(int(a), int(b)) for a, b in rng.integers(-(1 << 20), 1 << 20, (9, 2))]
+    q = dict(mult=1 << 30, shift=33, zp=100, lo=0, hi=255)
+    levels, _ = _random_levels(np.random.default_rng(1), cfg.fcu.act_signed)
+    got, err, _ = run_unit(cfg, dict(add=1, base=40, q=q, levels=levels), ext=ext)
+    rec = (0, q["mult"], q["shift"] | 100 << 8 | 0 << 16 | 255 << 24)
+    assert err == 0
+    assert got == {40 + k: requant(a + b, rec, False) for k, (a, b) in enumerate(ext)}
 
 
 @pytest.mark.parametrize("latch", [True, False])

@@ -51,7 +51,8 @@ def test_bring_your_own_model_section_runs_as_written(tmp_path, monkeypatch, cap
             continue                    # the slow test below runs it
         assert main(argv) == 0, cmd
         ran.append(argv[0])
-    assert ran == ["quantize", "compile", "verify", "report", "run"]
+    assert ran == ["quantize", "compile", "compile", "verify", "report", "run"]
+    assert Path("model_codes.ffw").is_file()        # the non-uniform levels' example
     out = capsys.readouterr().out
     assert "3 of 3 operators on the accelerator" in out and "bit-exact vs golden: True" in out
     with np.load("y.npz") as y:

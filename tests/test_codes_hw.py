@@ -1,0 +1,99 @@
+"""The 4-bit code packer and unpacker (hw/codes.py) in amaranth.sim: random rows through the
+packer with a stalling consumer, and random reads through the unpacker, every byte against a
+Python model of the layout (two codes a byte, the even column low, rows start on a byte)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ffacc.hw.codes import CodePacker, CodeUnpacker
+from amsim import simulate
+
+
+def pack_rows(rows):
+    """The bytes of rows of codes, each row from a byte."""
+    out = []
+    for r in rows:
+        r = list(r) + [0] * (len(r) % 2)
+        out += [(r[k] & 15) | (r[k + 1] & 15) << 4 for k in range(0, len(r), 2)]
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(widths=st.lists(st.integers(1, 9), min_size=1, max_size=5), seed=st.integers(0, 999),
+       on=st.booleans())
+def test_packer_gives_two_codes_a_byte_and_ends_each_row(widths, seed, on):
+    rng = np.random.default_rng(seed)
+    rows = [[int(v) for v in rng.integers(0, 256, w)] for w in widths]
+    items = [(v, i == len(r) - 1) for r in rows for i, v in enumerate(r)]
+    want = pack_rows([[v & 15 for v in r] for r in rows]) if on else [v for v, _ in items]
+    dut = CodePacker()
+
+    async def bench(ctx):
+        ctx.set(dut.on, on)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        got, rowends, k = [], [], 0
+        for _ in range(20 * len(items) + 20):
+            if k < len(items) and rng.random() < 0.7:
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload.data, items[k][0])
+                ctx.set(dut.i.payload.rowend, int(items[k][1]))
+            else:
+                ctx.set(dut.i.valid, 0)
+            take = rng.random() < 0.6
+            ctx.set(dut.o.ready, int(take))
+            await ctx.delay(1e-9)
+            if ctx.get(dut.o.valid) and take:
+                got.append(ctx.get(dut.o.payload.data))
+                rowends.append(ctx.get(dut.o.payload.rowend))
+            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                k += 1
+            await ctx.tick()
+        assert k == len(items) and got == want
+        per_row = [(len(r) + 1) // 2 if on else len(r) for r in rows]
+        assert [n for n, e in enumerate(rowends) if e] == list(np.cumsum(per_row) - 1)
+
+    simulate(dut, bench)
+
+
+@settings(max_examples=15, deadline=None)
+@given(nb=st.sampled_from([4, 8]), beats=st.integers(1, 6), skip=st.integers(0, 7),
+       seed=st.integers(0, 999))
+def test_unpacker_gives_each_codes_level_half_a_beat_at_a_time(nb, beats, skip, seed):
+    rng = np.random.default_rng(seed)
+    skip %= nb
+    levels = [int(v) for v in rng.integers(0, 256, 16)]
+    data = [[int(v) for v in rng.integers(0, 256, nb)] for _ in range(beats)]
+    codes = [b >> 4 * h & 15 for beat in data for b in beat for h in (0, 1)]
+    first = 1 if 2 * skip >= nb else 0            # halves of the first beat skipped
+    want = [[levels[c] for c in codes[k * nb:(k + 1) * nb]] for k in range(first, 2 * beats)]
+    dut = CodeUnpacker(nb)
+
+    async def bench(ctx):
+        for j, v in enumerate(levels):
+            ctx.set(dut.levels[j], v)
+        ctx.set(dut.clear, 1)
+        ctx.set(dut.half0, first)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        got, k = [], 0
+        for _ in range(10 * beats + 10):
+            if k < beats and rng.random() < 0.7:
+                ctx.set(dut.i.valid, 1)
+                for j, v in enumerate(data[k]):
+                    ctx.set(dut.i.payload[j], v)
+            else:
+                ctx.set(dut.i.valid, 0)
+            take = rng.random() < 0.7
+            ctx.set(dut.o.ready, int(take))
+            await ctx.delay(1e-9)
+            if ctx.get(dut.o.valid) and take:
+                got.append([ctx.get(dut.o.payload[j]) for j in range(nb)])
+            if ctx.get(dut.i.valid) and ctx.get(dut.i.ready):
+                k += 1
+            await ctx.tick()
+        assert k == beats and got == want
+
+    simulate(dut, bench)
