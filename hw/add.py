@@ -74,7 +74,7 @@ class AddSequencer(wiring.Component):
         off = Signal(A)                                 # the chunk's first element
         size = Signal(range(ADD_CHUNK + 1))             # its elements
         k = Signal(range(ADD_CHUNK + 1))                # the byte read / the element given
-        addr = Signal(A + 1)
+        addr = Signal(A + 1)                            # the request's address
         m.d.comb += [self.req.payload.addr.eq(addr), self.req.payload.len.eq(size),
                      self.beats.ready.eq(1)]
 
@@ -103,13 +103,19 @@ class AddSequencer(wiring.Component):
                     with m.Elif(~self.po_running):     # it stopped early: its error
                         end(self.po_err)
                     with m.Else():
-                        m.d.sync += [size.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), k.eq(0)]
+                        m.d.sync += [size.eq(Mux(left > ADD_CHUNK, ADD_CHUNK, left)), k.eq(0),
+                                     addr.eq(c.a + off)]
                         m.next = "RA"
-            # the chunk of a, then the chunk of b, into their registers
-            for st, src, regs, nxt in (("RA", c.a, reg_a, "RB"), ("RB", c.b, reg_b, "RUN")):
+            # the chunk of a, then the chunk of b, into their registers; the request's address
+            # is a register (set a state ahead): the operand addresses come from the parameter
+            # RAM's read port, and that sum feeding the read DMA's own address arithmetic was
+            # the ULX3S's critical path
+            for st, regs, nxt in (("RA", reg_a, "RB"), ("RB", reg_b, "RUN")):
                 with m.State(st):
-                    m.d.comb += [self.req.valid.eq(1), addr.eq(src + off)]
+                    m.d.comb += self.req.valid.eq(1)
                     with m.If(self.req.ready):
+                        if st == "RA":
+                            m.d.sync += addr.eq(c.b + off)
                         m.next = st + "_DATA"
                 with m.State(st + "_DATA"):
                     with m.If(self.beats.valid):

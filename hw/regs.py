@@ -3,11 +3,12 @@
 "Cold" registers (:data:`COLD`: each read in one place, a base address, a stride, the first
 row) live only in a small RAM that every write goes to; the others (*hot*) are also
 flip-flops, read wherever and as often as needed. A cold register is read by presenting its
-index (``r_addr``); its value is on ``r_data`` the clock after. With hardware loops the RAM
-holds every register at full width, so ``INC`` reads its register there.
+index (``r_addr``); its value is on ``r_data`` the clock after (a flip-flop behind the
+RAM's asynchronous read, so distributed RAM). With hardware loops the RAM holds every
+register at full width, so ``INC`` reads its register there.
 """
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -59,12 +60,21 @@ class ParamRegs(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rb = self.bits
-        ram = m.submodules.ram = Memory(shape=unsigned(self.ram_bits), depth=len(Reg), init=[])
+        # an asynchronous read port and a flip-flop behind it: a RAM of distributed LUTs
+        # whose value leaves from that flip-flop. With a synchronous read port the RAM was a
+        # block RAM, whose clock-to-output (5.6 ns on the ECP5) began the ULX3S's critical
+        # path (a cold address through a loader into the read DMA's bounds check)
+        ram = m.submodules.ram = Memory(shape=unsigned(self.ram_bits), depth=len(Reg), init=[],
+                                        attrs={"ram_style": "distributed"})
         wp = ram.write_port()
-        rp = ram.read_port(transparent_for=())
+        rp = ram.read_port(domain="comb")
         w = self.w.payload
         m.d.comb += [wp.addr.eq(w.reg), wp.data.eq(w.value), wp.en.eq(self.w.valid),
-                     rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+                     rp.addr.eq(self.r_addr)]
+        # the RAM's content before this clock's write (a write is seen the clock after)
+        r_q = Signal(self.ram_bits, reset_less=True)
+        m.d.sync += r_q.eq(rp.data)
+        m.d.comb += self.r_data.eq(r_q)
         # the hot copies have no reset: a reset does not clear the RAM either, and a program
         # SETs what it reads (at power-up both hold 0)
         hot = reset_less_copy(m, self.hot, name="hot_q")

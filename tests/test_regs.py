@@ -23,20 +23,30 @@ def test_registers_hold_what_was_written(preset):
     in_ram = [r for r in Reg if r in COLD or cfg.loop_depth]
 
     async def bench(ctx):
+        shown = None                    # the register r_data shows (read at the last tick)
         for _ in range(200):
             r = Reg(int(rng.integers(len(Reg))))
             v = int(rng.integers(0, 1 << 34))
             ctx.set(dut.w.valid, 1)
             ctx.set(dut.w.payload, {"reg": r, "value": v})
+            # a read in the clock of a write to the same register gives the value before it
+            old = dict(model)
             await ctx.tick()
             model[r] = v & ((1 << rb[r]) - 1)
+            if shown is not None:
+                assert ctx.get(dut.cold(shown)) == old[shown], shown
             ctx.set(dut.w.valid, 0)
             for h in dut.hot_regs:
                 assert ctx.get(dut.hot[h.name.lower()]) == model[h], h
             q = in_ram[int(rng.integers(len(in_ram)))]
             ctx.set(dut.r_addr, q)
+            # the value comes the clock after its index, not before
+            await ctx.delay(1e-9)
+            if shown is not None and old[shown] != model[q]:
+                assert ctx.get(dut.cold(shown)) == old[shown], (shown, q)
             await ctx.tick()
             assert ctx.get(dut.cold(q)) == model[q], q
+            shown = q
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
