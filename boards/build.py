@@ -26,7 +26,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from .soc import SoC
 
 __all__ = ["BOARDS", "Board", "BoardTop", "BuildError", "board_with_memory", "build",
-           "ecp5_pll"]
+           "critical_path_text", "critical_paths", "ecp5_pll"]
 
 
 class BuildError(RuntimeError):
@@ -304,12 +304,73 @@ PNR_OUTPUTS = ("ffacc_soc.report.json", "ffacc_soc.tim", "ffacc_soc.config", "ff
                "ffacc_soc.bit", "ffacc_soc.bin")
 
 
+_CRIT_HEAD = re.compile(r"Info: Critical path report for clock '([^']*)'")
+_CRIT_STEP = re.compile(r"Info:\s+(\S+)\s+([\d.]+)\s+([\d.]+) Source (\S+)")
+_CRIT_SINK = re.compile(r"Info:\s+Sink (\S+)")
+_CRIT_SRC = re.compile(r"Info:\s+(\S+\.py):(\d+)")
+
+
+def critical_paths(tim_text):
+    """nextpnr's critical path of each clock, from its log: ``{clock: {"ns", "from", "to",
+    "through"}}``, where ``from`` and ``to`` are the path's first and last cells and
+    ``through`` the design's source lines (``file.py:line``, in path order, each once) that
+    the path's cells were made from: where to look when a build misses its clock."""
+    paths, cur = {}, None
+    for line in tim_text.splitlines():
+        head = _CRIT_HEAD.match(line)
+        if head:
+            cur = paths[head[1]] = {"ns": None, "from": None, "to": None, "through": []}
+            continue
+        if cur is None:
+            continue
+        if line.startswith("Info: Critical path report") or not line.startswith("Info:"):
+            cur = None
+            continue
+        step = _CRIT_STEP.match(line)
+        if step:
+            cur["ns"] = float(step[3])
+            cur["from"] = cur["from"] or step[4]
+            continue
+        sink = _CRIT_SINK.match(line)
+        if sink:
+            cur["to"] = sink[1]
+            continue
+        src = _CRIT_SRC.match(line)
+        if src and not src[1].endswith(".v"):
+            where = f"{'/'.join(Path(src[1]).parts[-2:])}:{src[2]}"
+            if where not in cur["through"]:
+                cur["through"].append(where)
+    return paths
+
+
 def _pnr_script(script, seed):
     """The build script's place-and-route and pack steps only (the synthesized netlist is
     kept), nextpnr with ``--seed``."""
     lines = [line for line in script.splitlines() if '"$YOSYS"' not in line]
     return "\n".join(line + f" --seed {seed}" if '"$NEXTPNR_' in line else line
                      for line in lines) + "\n"
+
+
+def _attempt(out, seed, fmax, secs):
+    """One place-and-route attempt for the report: its seed, Fmax, time and critical paths;
+    its timing log is kept as ``ffacc_soc.seed-<seed>.tim`` (the next attempt overwrites
+    ``ffacc_soc.tim``)."""
+    tim = out / "ffacc_soc.tim"
+    text = tim.read_text(errors="replace") if tim.exists() else ""
+    if text:
+        shutil.copyfile(tim, out / f"ffacc_soc.seed-{seed}.tim")
+    return {"seed": seed, "fmax_mhz": fmax, "seconds": round(secs, 1),
+            "critical_paths": critical_paths(text)}
+
+
+def critical_path_text(attempt):
+    """The main clock's critical path of a place-and-route attempt, as one line."""
+    paths = attempt.get("critical_paths") or {}
+    if not paths:
+        return "no critical path in nextpnr's log"
+    clk, p = max(paths.items(), key=lambda kv: kv[1]["ns"] or 0)
+    return (f"critical path {p['ns']} ns ({clk}) from {p['from']} to {p['to']}, through "
+            f"{', '.join(p['through']) or 'no design source line'}")
 
 
 def _results(b, device, out, rc, logs):
@@ -424,8 +485,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
     logs = [out / "build.log", out / "ffacc_soc.rpt", out / "ffacc_soc.tim"]
     res = _results(b, platform.device, out, rc, logs)
     report["resources"], report["clocks"], report["fmax_mhz"] = res
-    report["pnr_attempts"] = [{"seed": "default", "fmax_mhz": report["fmax_mhz"],
-                               "seconds": round(secs, 1)}]
+    report["pnr_attempts"] = [_attempt(out, "default", report["fmax_mhz"], secs)]
     while ((report["fmax_mhz"] or 0) < top.clock_mhz and len(report["pnr_attempts"]) < attempts
            and b.family in ("ecp5", "ice40")):
         seed = len(report["pnr_attempts"]) + 1
@@ -439,8 +499,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
         logs = [out / "pnr.log", out / "ffacc_soc.tim"]
         res = _results(b, platform.device, out, rc, logs)
         report["resources"], report["clocks"], report["fmax_mhz"] = res
-        report["pnr_attempts"].append({"seed": seed, "fmax_mhz": report["fmax_mhz"],
-                                       "seconds": round(secs, 1)})
+        report["pnr_attempts"].append(_attempt(out, seed, report["fmax_mhz"], secs))
     report["peak_gops_at_fmax"] = (cfg.peak_gops(report["fmax_mhz"])
                                    if report["fmax_mhz"] is not None else None)
     bit = out / ("ffacc_soc.bit" if b.family == "ecp5" else "ffacc_soc.bin")
@@ -456,6 +515,7 @@ def build(board_name, cfg=None, out_dir="build/board", baud=None, progress=print
         raise BuildError(f"{b.name}: timing not met: the design reaches "
                          f"{report['fmax_mhz']} MHz, the clock is {top.clock_mhz:g} MHz "
                          f"(target_mhz of the configuration; {len(report['pnr_attempts'])} "
-                         f"place-and-route attempt(s): {tried}); report in "
+                         f"place-and-route attempt(s): {tried}); "
+                         f"{critical_path_text(report['pnr_attempts'][-1])}; report in "
                          f"{out / 'report.json'}")
     return report

@@ -514,7 +514,7 @@ def _run_on_board(args, image, x):
 
 # --- board builds ------------------------------------------------------------------------
 def cmd_build(args):
-    from ffacc.boards.build import build
+    from ffacc.boards.build import build, critical_path_text
 
     cfg = load_accel_config(args.config or _board(args.board).config)
     say = _progress(args.json)
@@ -540,7 +540,8 @@ def cmd_build(args):
           f"{rep['clock_mhz']:g} MHz (target {rep['target_mhz']} MHz); built in "
           f"{rep['build_seconds']:.0f} s\npeak {rep['peak_gops_at_clock']:g} GOP/s at the "
           f"clock, {'-' if peak is None else peak} at Fmax ({rep['multipliers']} multipliers "
-          f"x FFA gain {rep['ffa_gain']:g} x 2 ops)\nbitstream: {rep['bitstream']}\n"
+          f"x FFA gain {rep['ffa_gain']:g} x 2 ops)\n"
+          f"{critical_path_text(rep['pnr_attempts'][-1])}\nbitstream: {rep['bitstream']}\n"
           f"report: {Path(out) / 'report.json'}")
     return 0
 

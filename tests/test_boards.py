@@ -451,6 +451,36 @@ def test_a_toolchain_log_over_a_resource_names_it():
     check_toolchain_log("icebreaker", "iCE40UP5K", util.replace("6516", "5000"), 0, "build.log")
 
 
+def _fake_timing(run):
+    """nextpnr's timing log of place-and-route run ``run``: its critical path starts at cell
+    ``q<run>`` and passes through ``hw/add.py:<run>``."""
+    return f"""Info: Max frequency for clock '$glbnet$clk': 48.65 MHz (PASS at 50.00 MHz)
+Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  5.61  5.61 Source q{run}.DOA1
+Info:    routing  0.95  6.56 Net n (98,46) -> (98,43)
+Info:                          Sink lut.D
+Info:                          Defined in:
+Info:                               /share/lattice/cells_map_trellis.v:108.23-108.24
+Info:      logic  0.24  6.79 Source lut.F
+Info:    routing  1.46  8.25 Net m (98,43) -> (96,48)
+Info:                          Sink carry.A
+Info:                          Defined in:
+Info:                               /src/ffacc/hw/add.py:{run}
+Info:                               /src/ffacc/hw/axi.py:183
+Info:      logic  0.45 {19 + run}.70 Source carry.FCO
+Info:    routing  0.98 {20 + run}.56 Net k (103,51) -> (104,54)
+Info:                          Sink rd.beats_left_TRELLIS_FF_Q.CE
+Info:                          Defined in:
+Info:                               /src/ffacc/hw/axi.py:183
+Info:      setup  0.00 {20 + run}.56 Source rd.beats_left_TRELLIS_FF_Q.CE
+Info: 10.01 ns logic, 10.54 ns routing
+
+Info: Critical path report for cross-domain path '<async>' -> 'posedge $glbnet$clk':
+Info:     source  0.00  0.00 Source pin_uart_0__rx.buf.buf.buf0.O
+"""
+
+
 def _fake_toolchain(monkeypatch, fmaxes):
     """Stand-ins for the toolchain runs of :func:`build`: each run writes nextpnr's report
     with the next Fmax of ``fmaxes``; returns the scripts run, with their text."""
@@ -465,6 +495,7 @@ def _fake_toolchain(monkeypatch, fmaxes):
             "fmax": {"$glbnet$clk": {"achieved": fmaxes[len(runs) - 1], "constraint": 50}},
             "utilization": util}))
         (Path(cwd) / "ffacc_soc.bit").write_bytes(b"bit")
+        (Path(cwd) / "ffacc_soc.tim").write_text(_fake_timing(len(runs)))
         Path(log).write_text("Info: Program finished normally.\n")
         return 0, 1.0
 
@@ -491,10 +522,18 @@ def test_a_build_that_misses_its_clock_is_placed_and_routed_again(tmp_path, monk
     assert "YOSYS\" -q" not in seed_script and "--seed 3" in seed_script
     assert "ECPPACK\" --compress" in seed_script
     assert any("--seed 2" in m for m in said)
+    # each attempt's critical path, from its own timing log (kept per seed)
+    for run, a in enumerate(rep["pnr_attempts"], 1):
+        assert a["critical_paths"] == {"$glbnet$clk": {
+            "ns": 20.56 + run, "from": f"q{run}.DOA1", "to": "rd.beats_left_TRELLIS_FF_Q.CE",
+            "through": [f"hw/add.py:{run}", "hw/axi.py:183"]}}
+        assert (tmp_path / f"ffacc_soc.seed-{a['seed']}.tim").read_text() == _fake_timing(run)
 
     _fake_toolchain(monkeypatch, [40.0, 41.0, 42.0])
     with pytest.raises(BuildError, match="timing not met.*3 place-and-route attempt.s.: "
-                                         "40.0 MHz, 41.0 MHz, 42.0 MHz"):
+                                         "40.0 MHz, 41.0 MHz, 42.0 MHz.; critical path "
+                                         r"23.56 ns .* from q3.DOA1 to rd.beats_left\S* "
+                                         "through hw/add.py:3, hw/axi.py:183; report"):
         build("ulx3s-85f", out_dir=tmp_path / "c", progress=said.append)
 
 
