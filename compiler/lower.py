@@ -14,7 +14,7 @@ import numpy as np
 
 from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, pack_levels,
                                 pack_load_levels, pack_qparam)
-from ffacc.hw.weights import raw_set
+from ffacc.hw.weights import fits4, pack4, raw_set
 from ffacc.sim import golden
 from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
 
@@ -145,10 +145,11 @@ def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool2=False, out=slice(No
                      tuple(pads), stride, pool2)
 
 
-def layer_weights(cfg, w, cg):
+def layer_weights(cfg, w, cg, packed=False):
     """A layer's weights as ``LOADW`` reads them: one block per lane group of ``lanes`` output
     channels (the last padded with zero weights), each the sets of its channel groups of
     ``cg`` channels in order, each padded to 8 bytes (``LOADW`` reads whole bus words).
+    ``packed``: 4-bit weights, two a byte (:func:`~ffacc.hw.weights.pack4`, ``PACK4``).
 
     Returns ``(bytes, block bytes, [(c0, channels, offset in the block, sets)])``: lane group
     ``i``'s sets of a channel group are at ``i * block + offset``.
@@ -160,11 +161,14 @@ def layer_weights(cfg, w, cg):
     wp[:O] = w
     wp = wp.reshape((n, P) + w.shape[1:])
     sets = [_group_sets(cfg, wp[:, :, c0:c0 + cg])[0] for c0 in range(0, C, cg)]
-    sizes = [raw[0].size + (-raw[0].size % 8) for raw in sets]
-    out = np.zeros((n, sum(sizes)), dtype=np.int8)      # one copy into the image's layout
+    stored = [(raw[0].size + 1) // 2 if packed else raw[0].size for raw in sets]
+    sizes = [b + (-b % 8) for b in stored]
+    out = np.zeros((n, sum(sizes)), dtype=np.uint8)     # one copy into the image's layout
     groups, off = [], 0
-    for c0, raw, size in zip(range(0, C, cg), sets, sizes):
-        out[:, off:off + raw[0].size] = raw.reshape(n, -1)
+    for c0, raw, b, size in zip(range(0, C, cg), sets, stored, sizes):
+        for i in range(n):
+            out[i, off:off + b] = np.frombuffer(pack4(raw[i]) if packed
+                                                else raw[i].tobytes(), np.uint8)
         groups.append((c0, min(cg, C - c0), off, raw.shape[1]))
         off += size
     return out.tobytes(), off, groups
@@ -402,7 +406,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         q += pack_qparam(layer.bias[o], layer.multiplier[o], layer.shift[o], layer.y_zp,
                          layer.qmin, layer.qmax)
     q_addr = mem.place(f"{name}.qparams", np.array(q, dtype="<u4").tobytes())
-    blob, block, cgs = layer_weights(cfg, layer.w, cg)
+    # weights of at most 4 bits (a 4-bit QONNX model's) are stored packed, two a byte
+    packed = cfg.packed_weights and fits4(layer.w)
+    blob, block, cgs = layer_weights(cfg, layer.w, cg, packed)
     w_addr = mem.place(f"{name}.w", blob)
 
     # the program: bands x column tiles x lane groups x channel groups, as loops over the
@@ -419,7 +425,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                   | (PostFlag.ASYNC if overlap else 0)
                   | (PostFlag.CODES if layer.y_codes else 0))
     loada_flags = LoadAFlag.DECODE if dec else 0
-    loadw_flags = LoadWFlag.MAC if g.mac else 0
+    loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
     for x0 in range(0, wconv, wt):
         wx = min(wt, wconv - x0)

@@ -90,7 +90,9 @@ OPCODES = {
               "weight_prefetch): the read runs in the background while the next instructions "
               "run; a load, ADD, END or instruction fetch waits for it, and a CONV pass whose "
               "weight set it loads waits for it, so results are as in order; a read error "
-              "stops the run before the next instruction, with ERROR_PC at this LOADW",
+              "stops the run before the next instruction, with ERROR_PC at this LOADW; "
+              "flag PACK4 (packed_weights): the taps are 4-bit two's complement, two a byte "
+              "(the even one in the low nibble), the read ceil(taps / 2) bytes",
     Op.LOADQ: "Q_COUNT quantization records (3 words) DRAM Q_SRC -> parameter buffer Q_DST..; "
               "with wide_loads Q_SRC is a multiple of the bus width and read in whole bus "
               "words",
@@ -264,6 +266,7 @@ class LoadAFlag(IntEnum):
 class LoadWFlag(IntEnum):
     MAC = 1         # one weight per engine and lane (1x1 kernels, fully-connected layers)
     ASYNC = 2       # read in the background (weight_prefetch): the next instructions run
+    PACK4 = 4       # 4-bit taps, two a byte (the even one low), sign-extended (packed_weights)
 
 
 # the commands (and END) that wait for a background LOADW (LoadWFlag.ASYNC) before they run:

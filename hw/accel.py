@@ -769,12 +769,12 @@ class Accelerator(wiring.Component):
                 cold_addr(Reg.W_SRC)
                 per_set = Mux(cmd_flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with product(rg[Reg.W_COUNT], per_set) as p:
+                    p = Mux(cmd_flags[2] & cfg.packed_weights, (p + 1) >> 1, p)   # PACK4
                     m.d.sync += nbytes.eq(whole_beats(p) if cfg.wide_loads else aclamp(p))
                     m.next = "LW_RUN"
             lwc = loadw.cmd.payload
-            m.d.comb += [lwc.src.eq(cold(Reg.W_SRC)), lwc.nbytes.eq(nbytes),
-                         lwc.rows.eq(lw_rows), lwc.dst.eq(rg[Reg.W_DST]), lwc.n.eq(rg[Reg.W_COUNT]),
-                         lwc.mac.eq(cmd_flags[0]), lwc.background.eq(cmd_flags[1])]
+            m.d.comb += [lwc.src.eq(cold(Reg.W_SRC)), lwc.nbytes.eq(nbytes), lwc.rows.eq(lw_rows),
+                         lwc.dst.eq(rg[Reg.W_DST]), lwc.n.eq(rg[Reg.W_COUNT]), lwc.flags.eq(flags)]
             with m.State("LW_RUN"):
                 # the loader runs the command (its registers hold meanwhile), on the read DMA,
                 # or takes it with its read (ASYNC) and the next instruction runs; with wide

@@ -66,7 +66,9 @@ class CodePacker(wiring.Component):
 
 
 class CodeUnpacker(wiring.Component):
-    """Beats of codes to beats of levels, for a bus of ``nb`` bytes.
+    """Beats of codes to beats of levels, for a bus of ``nb`` bytes; with ``signed`` (4-bit
+    weights, ``LOADW``'s ``PACK4``) each code is a two's complement nibble and its value the
+    byte it sign-extends to, with no table.
 
     A beat is taken into a register (the read DMA shows a beat only while it is asked for
     one) and gives out its two halves in the clocks after; the next beat is taken in the
@@ -79,7 +81,7 @@ class CodeUnpacker(wiring.Component):
     half0 : In(1)
         With ``clear``: the first beat gives only its second half.
     levels : In([16] bytes)
-        The level of each code (held while the read runs).
+        The level of each code (held while the read runs); not with ``signed``.
     i : In(stream of [nb] bytes)
         The read's beats of codes.
     o : Out(stream of [nb] bytes)
@@ -87,11 +89,11 @@ class CodeUnpacker(wiring.Component):
         ``k mod nb`` of its half ``k // nb``.
     """
 
-    def __init__(self, nb):
-        self.nb = nb
+    def __init__(self, nb, signed=False):
+        self.nb, self.signed = nb, signed
         super().__init__({
             "clear": In(1), "half0": In(1),
-            "levels": In(data.ArrayLayout(8, MAX_LEVELS)),
+            **({} if signed else {"levels": In(data.ArrayLayout(8, MAX_LEVELS))}),
             "i": In(stream.Signature(data.ArrayLayout(8, nb))),
             "o": Out(stream.Signature(data.ArrayLayout(8, nb))),
         })
@@ -104,14 +106,14 @@ class CodeUnpacker(wiring.Component):
         half = Signal()
         first = Signal()                # the read's first beat: from half0
         skip_half = Signal()
-        table = Array(self.levels[j] for j in range(MAX_LEVELS))
+        table = None if self.signed else Array(self.levels[j] for j in range(MAX_LEVELS))
         codes = [beat[k // 2][4 * (k % 2):4 * (k % 2) + 4] for k in range(2 * nb)]
         last_half = self.o.valid & self.o.ready & half
         m.d.comb += [self.o.valid.eq(full), self.i.ready.eq(~full | last_half)]
         for j in range(nb):
             code = Signal(4, name=f"code{j}")
             m.d.comb += code.eq(Array([codes[j], codes[nb + j]])[half])
-            m.d.comb += self.o.payload[j].eq(table[code])
+            m.d.comb += self.o.payload[j].eq(code.as_signed() if self.signed else table[code])
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += half.eq(~half)
             with m.If(half):

@@ -113,6 +113,12 @@ class AcceleratorConfig:
         wide and nothing reads them, and the flags ``CODES`` and ``DECODE`` are ignored (the
         compiler never sets them there; the smallest parts, and the ``ulx3s`` and
         ``icebreaker`` presets, where it costs the clock).
+    packed_weights : bool
+        ``LOADW``'s flag ``PACK4`` reads 4-bit weights, two a byte (the even tap in the low
+        nibble, two's complement), and sign-extends them to int8 before the pre-adder
+        (:class:`~ffacc.hw.codes.CodeUnpacker`): a model of at most 4-bit weights moves half
+        the weight bytes. Needs ``wide_loads``. False: ``PACK4`` is ignored (the compiler
+        never sets it there).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -141,6 +147,7 @@ class AcceleratorConfig:
     weight_prefetch: bool = True
     post_overlap: bool = True
     act_codes: bool = True
+    packed_weights: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -155,7 +162,7 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back",
-                     "weight_prefetch", "post_overlap", "act_codes"):
+                     "weight_prefetch", "post_overlap", "act_codes", "packed_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -167,6 +174,9 @@ class AcceleratorConfig:
         if self.act_codes and not self.wide_loads:
             raise ConfigError("act_codes: coded activations are unpacked from whole bus beats "
                               "(wide_loads); set act_codes = false or wide_loads = true")
+        if self.packed_weights and not self.wide_loads:
+            raise ConfigError("packed_weights: 4-bit weights are unpacked from whole bus beats "
+                              "(wide_loads); set packed_weights = false or wide_loads = true")
         if self.post_overlap and not self.fetch_block:
             raise ConfigError("post_overlap: a background POST needs the fetch unit "
                               "(fetch_block > 0); set post_overlap = false")
@@ -312,7 +322,7 @@ ACCEL_PRESETS = {
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False,
                                     weight_prefetch=False, post_overlap=False,
-                                    act_codes=False),
+                                    act_codes=False, packed_weights=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

@@ -1,6 +1,10 @@
 """The weight loader: a checked ``LOADW`` → one read of int8 taps → the on-chip pre-adder →
 the weight buffer, an engine's words a clock, in the foreground or in the background.
 
+With ``packed`` (the configuration's ``packed_weights`` and the instruction's ``PACK4``) the
+read holds 4-bit taps, two a byte: a :class:`~ffacc.hw.codes.CodeUnpacker` sign-extends them,
+half a beat a clock, in front of the pre-adder.
+
 A command loads ``n`` weight sets from set ``dst`` on. Its read goes through a
 :class:`~ffacc.hw.weights.WeightPreAdder` (the FFA's filter pre-addition, or MAC sets as they
 are), which gives out one engine's pre-added words (every lane) at a time; they are written to
@@ -13,12 +17,13 @@ last engine, ``bg_busy``). A setup that reads a set being loaded waits (``probe`
 error is kept (``bg_err``) until the run stops with it or a new run starts (``clear``).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
 from .axi import read_client_ports, read_ended
+from .codes import CodeUnpacker
 from .weights import WeightPreAdder
 
 __all__ = ["WeightLoader", "loadw_command_layout"]
@@ -33,8 +38,9 @@ def loadw_command_layout(cfg):
         "rows": range(cfg.wb_sets * cfg.rows + 1),  # engines to give out (n * rows)
         "dst": range(cfg.wb_sets),                  # the first set
         "n": range(cfg.wb_sets + 1),                # sets
-        "mac": 1,                                   # MAC sets (1x1 kernels, FC)
-        "background": 1,                            # ASYNC (with weight_prefetch)
+        # the instruction's LoadWFlag bits: MAC sets (1x1 kernels, FC), ASYNC (with
+        # weight_prefetch), PACK4 (with packed_weights)
+        "flags": data.StructLayout({"mac": 1, "background": 1, "packed": 1}),
     })
 
 
@@ -98,11 +104,28 @@ class WeightLoader(wiring.Component):
         eng = Signal(range(R))                      # its engine
         feed = Signal()                             # the read's beats go to the pre-adder
         m.d.comb += [self.req.payload.addr.eq(c.src), self.req.payload.len.eq(c.nbytes),
-                     wpre.i.payload.eq(self.beats.payload), wpre.o.ready.eq(1),
-                     self.beats.ready.eq(1)]
-        with m.If(feed):
-            m.d.comb += [wpre.i.valid.eq(self.beats.valid),
-                         self.beats.ready.eq(wpre.i.ready)]
+                     wpre.o.ready.eq(1), self.beats.ready.eq(1)]
+        if cfg.packed_weights:
+            # 4-bit taps (PACK4) through the unpacker, bytes past it; the unpacker gives out
+            # what it holds after the read's end too (the pre-adder drops what it does not
+            # need)
+            unp = m.submodules.unpack = CodeUnpacker(nb, signed=True)
+            packed = Signal()                       # the load's PACK4, kept for its run
+            m.d.comb += [unp.i.payload.eq(self.beats.payload),
+                         wpre.i.payload.eq(Mux(packed, unp.o.payload, self.beats.payload)),
+                         wpre.i.valid.eq(packed & unp.o.valid),
+                         unp.o.ready.eq(packed & wpre.i.ready)]
+            with m.If(feed):
+                m.d.comb += [unp.i.valid.eq(packed & self.beats.valid),
+                             self.beats.ready.eq(Mux(packed, unp.i.ready, wpre.i.ready))]
+                with m.If(~packed):
+                    m.d.comb += wpre.i.valid.eq(self.beats.valid)
+        else:
+            packed = unp = None
+            m.d.comb += wpre.i.payload.eq(self.beats.payload)
+            with m.If(feed):
+                m.d.comb += [wpre.i.valid.eq(self.beats.valid),
+                             self.beats.ready.eq(wpre.i.ready)]
 
         # the pre-adder's engines, one a clock, into their sets' words
         m.d.comb += [self.w.valid.eq(wpre.o.valid), self.w.payload.set.eq(wset),
@@ -132,7 +155,7 @@ class WeightLoader(wiring.Component):
             with m.If(self.clear):
                 m.d.sync += [busy_bg.eq(0), self.bg_err.eq(0)]
         else:
-            mac = c.mac                             # held while the command runs
+            mac = c.flags.mac                       # held while the command runs
         m.d.comb += wpre.mac.eq(mac)
 
         def fail(err):
@@ -147,11 +170,15 @@ class WeightLoader(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.cmd.valid):
                     m.d.comb += [wpre.clear.eq(1), wpre.count.eq(c.rows), self.req.valid.eq(1)]
+                    if unp is not None:
+                        m.d.comb += unp.clear.eq(1)
                     with m.If(self.req.ready):
                         m.d.sync += [wset.eq(c.dst), eng.eq(0)]
+                        if packed is not None:
+                            m.d.sync += packed.eq(c.flags.packed)
                         if self.bg:
-                            m.d.sync += [mac.eq(c.mac), lo.eq(c.dst), hi.eq(c.dst + c.n)]
-                            with m.If(c.background):
+                            m.d.sync += [mac.eq(c.flags.mac), lo.eq(c.dst), hi.eq(c.dst + c.n)]
+                            with m.If(c.flags.background):
                                 # the loader takes the read; the command is done for its
                                 # producer
                                 m.d.sync += [rd_bg.eq(1), busy_bg.eq(1)]

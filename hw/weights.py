@@ -24,12 +24,39 @@ from amaranth.lib.wiring import In, Out
 from .fcu import FCUConfig
 from .logic import reset_less_copy
 
-__all__ = ["WeightPreAdder", "preadd_set", "set_bytes", "raw_set"]
+__all__ = ["WeightPreAdder", "preadd_set", "set_bytes", "raw_set", "pack4", "unpack4",
+           "fits4"]
 
 
 def set_bytes(fcu, lanes, mac):
     """Bytes of one weight set in memory."""
     return fcu.rows * lanes * (1 if mac else fcu.piece_taps)
+
+
+def fits4(taps):
+    """Whether every tap of ``taps`` is a 4-bit two's complement value (-8..7): ``LOADW``
+    can read them packed (``PACK4``)."""
+    taps = np.asarray(taps)
+    return taps.size == 0 or (int(taps.min()) >= -8 and int(taps.max()) <= 7)
+
+
+def pack4(taps):
+    """4-bit taps (-8..7, in memory order) as ``LOADW``'s ``PACK4`` reads them: two a byte,
+    the even tap in the low nibble, two's complement; an odd count ends with 0 above."""
+    t = np.asarray(taps, dtype=np.int64).reshape(-1)
+    if not fits4(t):
+        raise ValueError(f"4-bit taps must be in -8..7, not {int(t.min())}..{int(t.max())}")
+    t = np.concatenate([t, np.zeros(t.size % 2, np.int64)]) & 15
+    return (t[0::2] | t[1::2] << 4).astype(np.uint8).tobytes()
+
+
+def unpack4(data, n):
+    """The first ``n`` taps of bytes ``data`` packed by :func:`pack4`, as int64."""
+    b = np.frombuffer(bytes(data), np.uint8).astype(np.int64)
+    nib = np.stack([b & 15, b >> 4], axis=1).reshape(-1)[:n]
+    if nib.size != n:
+        raise ValueError(f"{len(data)} bytes hold {2 * len(data)} 4-bit taps, not {n}")
+    return np.where(nib >= 8, nib - 16, nib)
 
 
 def raw_set(fcu, rows, out=None):

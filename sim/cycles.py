@@ -56,6 +56,7 @@ POST_SEEN = 1       # the post-processor's idle reaches the controller
 LOADW_FIXED = 11
 LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
+PACK4_EXTRA = 1     # PACK4: the unpacker's register
 LOADA_FIXED = 8
 LOADQ_FIXED = 8
 LOADA_REQUEST = 5
@@ -221,22 +222,28 @@ class CycleModel:
                                                    c.burst_beats, WORD_BURST, decode)
         return total
 
-    def loadw(self, nsets, start=0, mac=False):
+    def loadw(self, nsets, start=0, mac=False, packed=False):
         """``nsets`` int8 weight sets read in whole beats (a beat per clock, bursts aligned to
-        their length) through the on-chip pre-adder, which gives out an engine per clock."""
+        their length) through the on-chip pre-adder, which gives out an engine per clock;
+        ``packed`` (PACK4): half the bytes, each beat unpacked in two clocks."""
         c = self.cfg
-        beats = -(-nsets * set_bytes(c.fcu, c.lanes, mac) // self.bus)
+        nbytes = nsets * set_bytes(c.fcu, c.lanes, mac)
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
-            return LOADW_BYTE_FIXED + self.read(nsets * set_bytes(c.fcu, c.lanes, mac), start)
+            return LOADW_BYTE_FIXED + self.read(nbytes, start)
+        if packed:
+            nbytes = (nbytes + 1) // 2
+        beats = -(-nbytes // self.bus)
         extra = self._extra_bursts(start, beats)
         self.stall += READ_STALL + extra
+        if packed:
+            return LOADW_FIXED + PACK4_EXTRA + max(2 * beats + extra, nsets * c.rows)
         return LOADW_FIXED + max(beats + extra, nsets * c.rows)
 
-    def loadw_async(self, nsets, start=0, mac=False):
+    def loadw_async(self, nsets, start=0, mac=False, packed=False):
         """A ``LOADW`` with flag ``ASYNC`` (weight_prefetch): ``(issue, read_end, end)``, the
         clocks of the instruction itself and, from its decode, the clocks to the end of its
         read (the DMA is free) and to its last row in the buffer."""
-        end = self.loadw(nsets, start, mac)
+        end = self.loadw(nsets, start, mac, packed)
         return LOADW_ISSUE, end - LOADW_DRAIN, end
 
     def prefetch_wait(self, left):

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from ffacc.hw.fetch import block_length
 from ffacc.hw.ffa import exact_matmul
-from ffacc.hw.weights import preadd_set, set_bytes
+from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
@@ -400,23 +400,28 @@ class ISS:
         c = self.cfg
         src, n, dst = self.r(Reg.W_SRC), self.r(Reg.W_COUNT), self.r(Reg.W_DST)
         mac = bool(ins.flags & LoadWFlag.MAC)
+        packed = bool(ins.flags & LoadWFlag.PACK4) and c.packed_weights
         self._enforce(Op.LOADW, ins)
         per_set = set_bytes(c.fcu, c.lanes, mac)
-        self._check_read(src, n * per_set)
+        nbytes = (n * per_set + 1) // 2 if packed else n * per_set
+        self._check_read(src, nbytes)
         if not self.timing_only:
-            raw = self._words(src, n * per_set, "i1")
+            if packed:      # 4-bit taps, two a byte, sign-extended as they load
+                raw = unpack4(self.mem[src:src + nbytes].tobytes(), n * per_set)
+            else:
+                raw = self._words(src, n * per_set, "i1")
             shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
             G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)
             self.wb[dst:dst + n] = G.reshape(n, c.weight_words, c.lanes)
-        self.moved[1] += n * per_set
+        self.moved[1] += nbytes
         if ins.flags & LoadWFlag.ASYNC and c.weight_prefetch:
             # the read and the pre-adder run beside the next instructions
-            issue, rd_end, bg_end = self.cost.loadw_async(n, src, mac)
+            issue, rd_end, bg_end = self.cost.loadw_async(n, src, mac, packed)
             t = self.now + self.cost.fetch
             self.lw_rd_until, self.lw_bg_until = t + rd_end, t + bg_end
             self.lw_sets = (dst, dst + n)
             return issue
-        return self.cost.loadw(n, src, mac)
+        return self.cost.loadw(n, src, mac, packed)
 
     def _loadq(self, ins):
         src, n, dst = self.r(Reg.Q_SRC), self.r(Reg.Q_COUNT), self.r(Reg.Q_DST)

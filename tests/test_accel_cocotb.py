@@ -185,7 +185,7 @@ def test_small_part_configuration(name, tmp_path):
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
                      target_mhz=12, wide_loads=False, fetch_block=0,
                      loop_depth=0, back_to_back=False, weight_prefetch=False,
-                     post_overlap=False, act_codes=False)
+                     post_overlap=False, act_codes=False, packed_weights=False)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)

@@ -60,19 +60,22 @@ def test_packer_gives_two_codes_a_byte_and_ends_each_row(widths, seed, on):
 
 @settings(max_examples=15, deadline=None)
 @given(nb=st.sampled_from([4, 8]), beats=st.integers(1, 6), skip=st.integers(0, 7),
-       seed=st.integers(0, 999))
-def test_unpacker_gives_each_codes_level_half_a_beat_at_a_time(nb, beats, skip, seed):
+       seed=st.integers(0, 999), signed=st.booleans())
+def test_unpacker_gives_each_codes_level_half_a_beat_at_a_time(nb, beats, skip, seed, signed):
+    """Levels from the table; ``signed`` (4-bit weights): each nibble sign-extended to a
+    byte, with no table."""
     rng = np.random.default_rng(seed)
     skip %= nb
-    levels = [int(v) for v in rng.integers(0, 256, 16)]
+    levels = ([c if c < 8 else c + 240 for c in range(16)] if signed
+              else [int(v) for v in rng.integers(0, 256, 16)])
     data = [[int(v) for v in rng.integers(0, 256, nb)] for _ in range(beats)]
     codes = [b >> 4 * h & 15 for beat in data for b in beat for h in (0, 1)]
     first = 1 if 2 * skip >= nb else 0            # halves of the first beat skipped
     want = [[levels[c] for c in codes[k * nb:(k + 1) * nb]] for k in range(first, 2 * beats)]
-    dut = CodeUnpacker(nb)
+    dut = CodeUnpacker(nb, signed=signed)
 
     async def bench(ctx):
-        for j, v in enumerate(levels):
+        for j, v in enumerate(levels if not signed else ()):
             ctx.set(dut.levels[j], v)
         ctx.set(dut.clear, 1)
         ctx.set(dut.half0, first)

@@ -14,7 +14,7 @@ RANGES = {"lanes": (1, 64), "lb_rows": (1, 1 << 16), "lb_width": (1, 4096),
           "addr_bits": (12, 32), "dsp_bits": (16, 18), "fetch_block": (0, 64),
           "loop_depth": (0, 8)}
 FLAGS = ("add_unit", "perf_counters", "wide_loads", "back_to_back", "weight_prefetch",
-         "post_overlap")
+         "post_overlap", "act_codes", "packed_weights")
 
 
 def _cfg(**kw):
@@ -49,6 +49,10 @@ def test_flags(name):
     ({"loop_depth": 2, "fetch_block": 0}, "hardware loops need the fetch unit"),
     ({"loop_depth": 0, "weight_prefetch": False, "fetch_block": 0},
      "post_overlap: a background POST needs the fetch unit"),
+    ({"wide_loads": False, "weight_prefetch": False, "act_codes": False},
+     "packed_weights: 4-bit weights are unpacked from whole bus beats"),
+    ({"wide_loads": False, "weight_prefetch": False, "packed_weights": False},
+     "act_codes: coded activations are unpacked from whole bus beats"),
     ({"fcu": {**BASE["fcu"], "act_bits": 6}}, "fcu.act_bits"),
     ({"bogus": 1}, "unknown accelerator config key"),
 ])

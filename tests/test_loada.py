@@ -20,7 +20,7 @@ def make(wide, bus_bytes=4, L=3):
                             lb_rows=32, lb_width=16, wb_sets=8, acc_blocks=32,
                             bus_bytes=bus_bytes, wide_loads=wide, addr_bits=16,
                             weight_prefetch=False, post_overlap=False, fetch_block=16,
-                            act_codes=wide)
+                            act_codes=wide, packed_weights=wide)
     lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
                     blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
                     col_shape=signed(8))

@@ -19,7 +19,7 @@ def make(wide, background, parallel=(3,)):
     cfg = AcceleratorConfig(fcu=FCUConfig(parallel=parallel, rows=2), lanes=2, lb_rows=16,
                             lb_width=16, wb_sets=8, acc_blocks=16, qb_entries=8, bus_bytes=4,
                             wide_loads=wide, weight_prefetch=background, addr_bits=16,
-                            act_codes=wide,
+                            act_codes=wide, packed_weights=wide,
                             post_overlap=False, fetch_block=16 if background else 0,
                             loop_depth=0)
     return cfg, WeightLoader(cfg)
@@ -74,10 +74,16 @@ def run(cfg, dut, mem, cmd, *, fail=False, clear_at=None, seed=0):
 def expected(cfg, mem, cmd):
     """{(set, engine): the engine's words as the pre-adder packs them} for the command."""
     fc, P, R = cfg.fcu, cfg.lanes, cfg.rows
-    mac = bool(cmd["mac"])
+    mac = bool(cmd["flags"]["mac"])
     n = cmd["n"]
-    taps = np.frombuffer(bytes(mem[cmd["src"]:cmd["src"] + n * set_bytes(fc, P, mac)]),
-                         np.int8).astype(np.int64)
+    ntaps = n * set_bytes(fc, P, mac)
+    if cmd["flags"]["packed"]:      # two's complement nibbles, the even tap low
+        b = mem[cmd["src"]:cmd["src"] + (ntaps + 1) // 2].astype(np.int64)
+        nib = np.stack([b & 15, b >> 4], axis=1).reshape(-1)[:ntaps]
+        taps = np.where(nib >= 8, nib - 16, nib)
+    else:
+        taps = np.frombuffer(bytes(mem[cmd["src"]:cmd["src"] + ntaps]),
+                             np.int8).astype(np.int64)
     raw = taps.reshape((n, R, P) if mac else (n, R, fc.piece_taps, P))
     G = preadd_set(fc, raw, mac)                    # [set, engine, m, t, lane]
     gw = fc.gweight_shape.width
@@ -94,20 +100,25 @@ def expected(cfg, mem, cmd):
     return want
 
 
-def command(cfg, n, dst, mac, background, src=0x104):
+def command(cfg, n, dst, mac, background, src=0x104, packed=False):
     nbytes = n * set_bytes(cfg.fcu, cfg.lanes, mac)
+    if packed:
+        nbytes = (nbytes + 1) // 2
     if cfg.wide_loads:
         nbytes = -(-nbytes // cfg.bus_bytes) * cfg.bus_bytes
     return {"src": src, "nbytes": nbytes, "rows": n * cfg.rows, "dst": dst, "n": n,
-            "mac": int(mac), "background": int(background)}
+            "flags": {"mac": int(mac), "background": int(background), "packed": int(packed)}}
 
 
-@pytest.mark.parametrize("wide,background", [(True, False), (True, True), (False, False)])
+@pytest.mark.parametrize("wide,background,packed", [
+    (True, False, False), (True, True, False), (False, False, False),
+    (True, False, True), (True, True, True)])
 @pytest.mark.parametrize("n,dst,mac", [(1, 0, False), (3, 4, False), (5, 1, True)])
-def test_every_engine_gets_its_pre_added_words(wide, background, n, dst, mac):
+def test_every_engine_gets_its_pre_added_words(wide, background, packed, n, dst, mac):
+    """Every engine's words; with ``packed`` (PACK4) from 4-bit taps, two a byte."""
     cfg, dut = make(wide, background)
     mem = np.random.default_rng(n * 8 + dst).integers(0, 256, 1 << 12, dtype=np.uint8)
-    cmd = command(cfg, n, dst, mac, background)
+    cmd = command(cfg, n, dst, mac, background, packed=packed)
     written, trace, err = run(cfg, dut, mem, cmd, seed=n)
     assert err == 0
     assert written == expected(cfg, mem, cmd)
