@@ -1,4 +1,5 @@
-"""Bundled models (package data): ``digits/`` is a CNN trained on scikit-learn's 8x8 digits."""
+"""Bundled models (package data): ``digits/`` is a CNN trained on scikit-learn's 8x8 digits,
+``digits_wide/`` a larger one on the same images (11x the weights)."""
 
 from importlib import resources
 
