@@ -3,8 +3,8 @@
 "Cold" registers (:data:`COLD`: each read in one place, a base address, a stride, the first
 row) live only in a small RAM that every write goes to; the others (*hot*) are also
 flip-flops, read wherever and as often as needed. A cold register is read by presenting its
-index (``r_addr``); its value is on ``r_data`` the clock after (a flip-flop behind the
-RAM's asynchronous read, so distributed RAM). With hardware loops the RAM holds every
+index (``r_addr``); its value is on ``r_data`` the clock after (from a flip-flop behind
+distributed RAM, or from a block RAM on the iCE40). With hardware loops the RAM holds every
 register at full width, so ``INC`` reads its register there.
 """
 
@@ -12,6 +12,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.vendor import LatticeICE40Platform
 
 from ffacc.firmware.isa import Reg, reg_bits
 from .logic import reset_less_copy
@@ -23,7 +24,9 @@ COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0, R
 
 class ParamRegs(wiring.Component):
     """The registers of :class:`~ffacc.firmware.isa.Reg` for an :class:`AcceleratorConfig`
-    ``cfg`` (widths: :func:`~ffacc.firmware.isa.reg_bits`).
+    ``cfg`` (widths: :func:`~ffacc.firmware.isa.reg_bits`). ``lutram``: the RAM in
+    distributed LUTs behind a flip-flop (True) or a block RAM (False); None: distributed
+    except on the iCE40, which has none. Either gives the same values at the same clocks.
 
     Ports
     -----
@@ -40,7 +43,8 @@ class ParamRegs(wiring.Component):
         ``chk_reg``'s width.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, lutram=None):
+        self.lutram = lutram
         self.bits = rb = reg_bits(cfg)
         self.hot_regs = [r for r in Reg if r not in COLD]
         self.ram_bits = max(rb[r] for r in (Reg if cfg.loop_depth else COLD))
@@ -60,21 +64,28 @@ class ParamRegs(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rb = self.bits
-        # an asynchronous read port and a flip-flop behind it: a RAM of distributed LUTs
-        # whose value leaves from that flip-flop. With a synchronous read port the RAM was a
-        # block RAM, whose clock-to-output (5.6 ns on the ECP5) began the ULX3S's critical
-        # path (a cold address through a loader into the read DMA's bounds check)
-        ram = m.submodules.ram = Memory(shape=unsigned(self.ram_bits), depth=len(Reg), init=[],
-                                        attrs={"ram_style": "distributed"})
+        lutram = self.lutram
+        if lutram is None:      # the iCE40 has no distributed RAM: a block RAM there
+            lutram = not isinstance(platform, LatticeICE40Platform)
+        ram = m.submodules.ram = Memory(
+            shape=unsigned(self.ram_bits), depth=len(Reg), init=[],
+            attrs={"ram_style": "distributed"} if lutram else None)
         wp = ram.write_port()
-        rp = ram.read_port(domain="comb")
         w = self.w.payload
-        m.d.comb += [wp.addr.eq(w.reg), wp.data.eq(w.value), wp.en.eq(self.w.valid),
-                     rp.addr.eq(self.r_addr)]
-        # the RAM's content before this clock's write (a write is seen the clock after)
-        r_q = Signal(self.ram_bits, reset_less=True)
-        m.d.sync += r_q.eq(rp.data)
-        m.d.comb += self.r_data.eq(r_q)
+        m.d.comb += [wp.addr.eq(w.reg), wp.data.eq(w.value), wp.en.eq(self.w.valid)]
+        if lutram:
+            # an asynchronous read port and a flip-flop behind it: the value leaves from that
+            # flip-flop. As a block RAM (a synchronous read port) its clock-to-output (5.6 ns
+            # on the ECP5) began the ULX3S's critical path (a cold address through a loader
+            # into the read DMA's bounds check). The flip-flop takes the RAM's content
+            # before this clock's write, as the block RAM's port (not transparent) does.
+            rp = ram.read_port(domain="comb")
+            r_q = Signal(self.ram_bits, reset_less=True)
+            m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(r_q)]
+            m.d.sync += r_q.eq(rp.data)
+        else:
+            rp = ram.read_port(transparent_for=())
+            m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
         # the hot copies have no reset: a reset does not clear the RAM either, and a program
         # SETs what it reads (at power-up both hold 0)
         hot = reset_less_copy(m, self.hot, name="hot_q")

@@ -10,13 +10,15 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.regs import COLD, ParamRegs
 
 
+@pytest.mark.parametrize("lutram", [True, False])
 @pytest.mark.parametrize("preset", ["tiny", "icebreaker"])
-def test_registers_hold_what_was_written(preset):
+def test_registers_hold_what_was_written(preset, lutram):
     """Random writes: each hot register's copy and the RAM's word (for the cold registers, and
     for every register where INC reads it, with hardware loops) are the last value written,
-    modulo the width."""
+    modulo the width; the RAM's word the clock after its index, before a write in the clock
+    it is read (distributed RAM and a flip-flop, or a block RAM: the same)."""
     cfg = ACCEL_PRESETS[preset]
-    dut = ParamRegs(cfg)
+    dut = ParamRegs(cfg, lutram=lutram)
     rb = reg_bits(cfg)
     rng = np.random.default_rng(len(preset))
     model = {r: 0 for r in Reg}
