@@ -16,6 +16,7 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.models import path
 from ffacc.sim import golden
 from ffacc.sim.runner import run_image
+from modelrun import rtl_equals_iss_and_golden
 
 TINY = ACCEL_PRESETS["tiny"]
 MODEL = path("digits/digits_int8.onnx")
@@ -169,19 +170,8 @@ def test_a_coded_tensor_on_the_host_is_refused(digits):
 @pytest.mark.parametrize("simulator", ["verilator",
                                        pytest.param("icarus", marks=pytest.mark.icarus)])
 def test_coded_model_rtl_equals_iss(digits, coded, simulator):
-    from ffacc.sim.cocotb_run import AccelBench, available_simulators
-    if simulator not in available_simulators():
-        pytest.skip(f"{simulator} is not installed")
     g, c = coded
-    qin, out = g.inputs[0], g.outputs[0]
-    xq = np.stack([quantize(x[None], g.tensors[qin]) for x in digits[1][:2]])
-    bench = AccelBench(TINY, simulator, quiet=True).build()
-    rtl, items = bench.run_batch(c.image, {qin: xq}, name="coded")
-    for i in range(len(xq)):
-        iss, st = run_image(c.image, {qin: xq[i]}, engine="iss")
-        assert np.array_equal(rtl[out][i], iss[out])
-        assert np.array_equal(iss[out], reference_run(g, {qin: xq[i]})[out])
-        assert items[i]["cycles"] == pytest.approx(st["cycles"], rel=0.05)
+    rtl_equals_iss_and_golden(TINY, simulator, g, c, digits[1][:2], "coded")
 
 
 def test_compile_cli_takes_act_codes_and_names_bad_ones(digits, tmp_path, capsys):

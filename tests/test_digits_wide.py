@@ -3,18 +3,16 @@ table: its int8 model and a 4-bit QONNX one (packed weights) and one with K-mean
 compile with every layer on the accelerator, keep their measured accuracy on the golden
 model, and run bit-exact on the ISS."""
 
-import numpy as np
 import onnx
 import pytest
 
 from ffacc.compiler.driver import compile_model
-from ffacc.compiler.ir import quantize, reference_run
 from ffacc.compiler.qonnx import uniform_qonnx
 from ffacc.demo import load_split
 from ffacc.firmware.isa import LoadWFlag, Op, decode_program
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.models import path
-from ffacc.sim.runner import run_image
+from modelrun import accuracy_iss_exact
 
 TINY = ACCEL_PRESETS["tiny"]
 INT8 = path("digits_wide/digits_wide_int8.onnx")
@@ -25,19 +23,6 @@ def split():
     return load_split()
 
 
-def _accuracy_and_iss(g, c, xte, yte, iss_images=2):
-    qin, out = g.inputs[0], g.outputs[0]
-    right = 0
-    for i in range(len(yte)):
-        xq = quantize(xte[i:i + 1], g.tensors[qin])
-        y = reference_run(g, {qin: xq})[out]
-        right += int(np.argmax(y) == yte[i])
-        if i < iss_images:
-            got, _ = run_image(c.image, {qin: xq}, engine="iss")
-            assert np.array_equal(got[out], y), i
-    return right / len(yte)
-
-
 def test_the_int8_model_is_larger_and_keeps_its_accuracy(split):
     """Five layers (three convs, two FC) on the accelerator; 99.72 % measured."""
     xtr, xte, _, yte = split
@@ -45,7 +30,7 @@ def test_the_int8_model_is_larger_and_keeps_its_accuracy(split):
     assert c.host_ops == [] and sum(op.kind in ("Conv", "Gemm") for op in g.ops) == 5
     weights = sum(op.w.size for op in g.ops if op.kind in ("Conv", "Gemm"))
     assert weights == 22_800
-    assert _accuracy_and_iss(g, c, xte, yte) >= 0.99
+    assert accuracy_iss_exact(g, c, xte, yte) >= 0.99
 
 
 def test_4bit_qonnx_of_the_wide_model_is_packed_and_keeps_its_accuracy(split):
@@ -56,7 +41,7 @@ def test_4bit_qonnx_of_the_wide_model_is_packed_and_keeps_its_accuracy(split):
     code = decode_program(next(s for s in c.image.sections if s.kind == 1).data)
     loadw = [i for i in code if i.op == Op.LOADW]
     assert loadw and all(i.flags & LoadWFlag.PACK4 for i in loadw)
-    assert _accuracy_and_iss(g, c, xte, yte) >= 0.985
+    assert accuracy_iss_exact(g, c, xte, yte) >= 0.985
 
 
 def test_kmeans_4bit_levels_on_the_wide_model_keep_its_accuracy(split):
@@ -65,4 +50,4 @@ def test_kmeans_4bit_levels_on_the_wide_model_keep_its_accuracy(split):
     xtr, xte, _, yte = split
     g, c, _ = compile_model(INT8, TINY, act_codes="kmeans:4", calib=xtr[:60])
     assert sum(t.levels is not None for t in g.tensors.values()) >= 4
-    assert _accuracy_and_iss(g, c, xte, yte) >= 0.987
+    assert accuracy_iss_exact(g, c, xte, yte) >= 0.987

@@ -15,6 +15,7 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.weights import fits4, pack4, unpack4
 from ffacc.models import path
 from ffacc.sim.runner import run_image
+from modelrun import rtl_equals_iss_and_golden
 
 TINY = ACCEL_PRESETS["tiny"]
 
@@ -79,21 +80,11 @@ def test_packed_weights_give_the_same_results_iss_equals_golden(four_bit):
 @pytest.mark.parametrize("simulator", ["verilator",
                                        pytest.param("icarus", marks=pytest.mark.icarus)])
 def test_packed_weights_rtl_equals_iss(four_bit, simulator):
-    from ffacc.sim.cocotb_run import AccelBench, available_simulators
-    if simulator not in available_simulators():
-        pytest.skip(f"{simulator} is not installed")
     (g, c, _), _, xte = four_bit
-    qin, out = g.inputs[0], g.outputs[0]
-    xq = np.stack([quantize(x[None], g.tensors[qin]) for x in xte[:2]])
-    bench = AccelBench(TINY, simulator, quiet=True).build()
-    rtl, items = bench.run_batch(c.image, {qin: xq}, name="packed")
-    for i in range(len(xq)):
-        iss, st = run_image(c.image, {qin: xq[i]}, engine="iss")
-        assert np.array_equal(rtl[out][i], iss[out])
-        assert np.array_equal(iss[out], reference_run(g, {qin: xq[i]})[out])
-        assert items[i]["cycles"] == pytest.approx(st["cycles"], rel=0.05)
+    items, stats = rtl_equals_iss_and_golden(TINY, simulator, g, c, xte[:2], "packed")
+    for item, st in zip(items, stats):
         # the RTL's bus read what the ISS's LOADWs, LOADAs and fetches did, each read in
         # whole bus words: the packed bytes (int8 weights would add about their own count)
         read = traffic_sum(traffic_per_pc(st["segments"]).values())
         need = read["code_bytes"] + read["weight_bytes_read"] + read["act_bytes_read"]
-        assert need <= items[i]["bus_read_bytes"] < need + read["weight_bytes_read"] // 2
+        assert need <= item["bus_read_bytes"] < need + read["weight_bytes_read"] // 2

@@ -242,22 +242,13 @@ def test_uniform_4bit_digits_keeps_its_accuracy_on_the_accelerator():
     (uniform_qonnx, written as QONNX): every layer on the accelerator, ISS ≡ golden, and on the
     360 held-out digits within a point of the int8 model's 97.5 % (measured: 97.2 %)."""
     from ffacc.demo import load_split
-    from ffacc.compiler.ir import quantize
     from ffacc.models import path
-    from ffacc.sim.runner import run_image
+    from modelrun import accuracy_iss_exact
 
     xtr, xte, _, yte = load_split()
     q = uniform_qonnx(onnx.load(path("digits/digits_float.onnx")), xtr[:100], bits=4)
     assert sum(n.op_type == "Quant" for n in q.graph.node) == 7     # in, 3 weights, 2 acts, out
     g, c, _ = compile_model(q, TINY)
     assert c.host_ops == []
-    qin, out = g.inputs[0], g.outputs[0]
-    right = 0
-    for i in range(len(yte)):
-        xq = quantize(xte[i:i + 1], g.tensors[qin])
-        y = reference_run(g, {qin: xq})[out]
-        right += int(np.argmax(y) == yte[i])
-        if i < 3:
-            got, _ = run_image(c.image, {qin: xq}, engine="iss")
-            assert np.array_equal(got[out], y)
-    assert right / len(yte) >= 0.965, right / len(yte)
+    acc = accuracy_iss_exact(g, c, xte, yte, iss_images=3)
+    assert acc >= 0.965, acc
