@@ -76,13 +76,19 @@ class PostOutput(wiring.Component):
         The requantizer's values and row ends.
     o : Out(stream of {data: 8, rowend: 1})
         The bytes, and whether each is its row's last.
+    empty : Out(1)
+        No value is inside (a lane's last byte has reached ``o``'s consumer).
+
+    With ``act_codes`` a register follows the level map (its 15 comparators, their count
+    and the level multiplexer are a clock's work, which the ULX3S could not do in front of
+    the writer): a value leaves a clock after it enters, still one a clock.
     """
 
     def __init__(self, cfg):
         self.cfg = cfg
         layout = data.StructLayout({"data": 8, "rowend": 1})
         ports = {"start": In(1), "i": In(stream.Signature(layout)),
-                 "o": Out(stream.Signature(layout))}
+                 "o": Out(stream.Signature(layout)), "empty": Out(1)}
         if cfg.act_codes:
             ports.update(levels=In(levels_layout()), codes=In(1))
         super().__init__(ports)
@@ -91,14 +97,23 @@ class PostOutput(wiring.Component):
         m = Module()
         if not self.cfg.act_codes:
             wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            m.d.comb += self.empty.eq(1)
             return m
         lmap = m.submodules.levels = LevelMap(self.cfg.fcu.act_signed)
         pack = m.submodules.pack = CodePacker()
+        # the mapped value (or its code) and its row end, a clock later
+        staged = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
+        full = Signal()
         m.d.comb += [lmap.levels.eq(self.levels), lmap.i.eq(self.i.payload.data),
                      pack.on.eq(self.codes), pack.start.eq(self.start),
-                     pack.i.valid.eq(self.i.valid), self.i.ready.eq(pack.i.ready),
-                     pack.i.payload.data.eq(Mux(self.codes, lmap.code, lmap.o)),
-                     pack.i.payload.rowend.eq(self.i.payload.rowend)]
+                     self.i.ready.eq(~full | pack.i.ready),
+                     pack.i.valid.eq(full), pack.i.payload.eq(staged),
+                     self.empty.eq(~full)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [full.eq(1), staged.data.eq(Mux(self.codes, lmap.code, lmap.o)),
+                         staged.rowend.eq(self.i.payload.rowend)]
+        with m.Elif(pack.i.ready):
+            m.d.sync += full.eq(0)
         wiring.connect(m, pack.o, wiring.flipped(self.o))
         return m
 
@@ -265,13 +280,14 @@ class PostUnit(wiring.Component):
         ]
         with m.If(adv | ~run):
             m.d.sync += p1.valid.eq(0)      # unless an element enters (below)
-        empty = ~p1.valid & pipe.empty
+        empty = Signal()                    # (and the output stage's, below)
 
         # the write side: orow/ocol advance as bytes are written, so no address rides the
         # pipeline
         # (act_codes) a POST's values to their levels or codes (ADD's are never mapped)
         out = m.submodules.out = PostOutput(cfg)
-        m.d.comb += [out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
+        m.d.comb += [empty.eq(~p1.valid & pipe.empty & out.empty),
+                     out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
                      pipe.o.ready.eq(out.i.ready), out.start.eq(start),
                      self.wr.valid.eq(out.o.valid), self.wr.payload.addr.eq(ocol),
                      self.wr.payload.data.eq(out.o.payload.data), out.o.ready.eq(self.wr.ready)]
