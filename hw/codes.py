@@ -2,17 +2,18 @@
 starts on a byte, so a row of ``w`` codes takes ``ceil(w / 2)`` bytes).
 
 ``POST`` with flag ``CODES`` writes each output's code (:class:`~ffacc.hw.levels.LevelMap`
-gives it) through :class:`CodePacker`; ``LOADA`` with flag ``CODES`` reads such a map and gives
-the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) the codes' levels, a byte each, through
-:class:`CodeUnpacker`.
+gives it) through :class:`CodePacker`; ``LOADA`` with flag ``DECODE`` reads such a map and
+gives the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) the codes' levels, a byte each,
+through :class:`CodeUnpacker`, and ``LOADW`` with flag ``PACK4`` 4-bit weights through a
+:class:`CodeUnpacker` that sign-extends them.
 
 :class:`CodePacker` holds a row's even code until the odd one comes, then gives their byte;
 a row's last code, if even, goes out with 0 above it.
 
 :class:`CodeUnpacker` turns each bus beat of ``nb`` bytes (``2 nb`` codes) into two beats of
-``nb`` levels: the beat's first half, then its second. It adds no clock: a half goes out in
-the clock it is offered, and the beat is taken with its second half. A read that starts in the
-second half of its first beat (``2 * skip >= nb``) skips the first half.
+``nb`` levels: the beat's first half, then its second, from a register the beat is taken into
+(two clocks a beat). A read that starts in the second half of its first beat
+(``2 * skip >= nb``) skips the first half.
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal

@@ -7,8 +7,8 @@ With ascending levels and midpoint thresholds that is the nearest level; the har
 any thresholds and levels, as the ISS does (:func:`ffacc.sim.golden.to_levels`).
 
 :class:`LevelMap` is combinational: 15 comparators against the value, their count, and a
-16-way multiplexer. It sits between the requantizer's output register and the byte writer, so
-it adds no clock. With ``POST``'s flag ``CODES`` the code ``c`` itself is stored, two a byte
+16-way multiplexer. The post-processor's output stage (:class:`~ffacc.hw.post.PostOutput`)
+registers its result before the code packer and the byte writer. With ``POST``'s flag ``CODES`` the code ``c`` itself is stored, two a byte
 (:mod:`ffacc.hw.codes`), and the loader of the next layer turns it back into its level.
 """
 
