@@ -101,10 +101,21 @@ class Net:
         return g
 
 
-def train(epochs=40, batch=32, lr=3e-3):
-    xtr, xte, ytr, yte = load_split()
-    rng = np.random.default_rng(SEED)
-    net = Net(rng)
+def adam_step(params, grads, m, v, step, lr):
+    """One Adam step (beta 0.9, 0.999) of every parameter, in place; ``m``, ``v`` its
+    moments, ``step`` from 1."""
+    for k in params:
+        m[k] = 0.9 * m[k] + 0.1 * grads[k]
+        v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
+        mh, vh = m[k] / (1 - 0.9 ** step), v[k] / (1 - 0.999 ** step)
+        params[k] -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+
+
+def fit(net, rng, xtr, ytr, epochs, batch, lr, augment=None, decay=0.0, each_epoch=None):
+    """Train ``net`` (its ``forward`` -> logits and a tape, ``backward(tape, dlogits)`` ->
+    gradients) by Adam on softmax cross-entropy: ``epochs`` passes over the training images in
+    ``rng``'s order, ``batch`` at a time, each batch through ``augment(x, rng)`` if given, the
+    rate ``lr`` decayed linearly by ``decay`` over the epochs; ``each_epoch(ep)`` after each."""
     m = {k: np.zeros_like(v) for k, v in net.p.items()}
     v = {k: np.zeros_like(v) for k, v in net.p.items()}
     step = 0
@@ -112,24 +123,28 @@ def train(epochs=40, batch=32, lr=3e-3):
         order = rng.permutation(len(xtr))
         for i in range(0, len(order), batch):
             idx = order[i:i + batch]
-            logits, t = net.forward(xtr[idx])
+            logits, t = net.forward(xtr[idx] if augment is None else augment(xtr[idx], rng))
             z = logits - logits.max(1, keepdims=True)
             prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
             prob[np.arange(len(idx)), ytr[idx]] -= 1
             grads = net.backward(t, prob / len(idx))
             step += 1
-            for k in net.p:
-                m[k] = 0.9 * m[k] + 0.1 * grads[k]
-                v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
-                mh, vh = m[k] / (1 - 0.9 ** step), v[k] / (1 - 0.999 ** step)
-                net.p[k] -= (lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+            adam_step(net.p, grads, m, v, step, lr * (1 - decay * ep / epochs))
+        if each_epoch is not None:
+            each_epoch(ep)
+
+
+def train(epochs=40, batch=32, lr=3e-3):
+    xtr, xte, ytr, yte = load_split()
+    rng = np.random.default_rng(SEED)
+    net = Net(rng)
+    fit(net, rng, xtr, ytr, epochs, batch, lr)
     acc = (net.forward(xte)[0].argmax(1) == yte).mean()
     return net, acc, (xtr, xte, ytr, yte)
 
 
 def to_onnx(net):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     p = net.p
     inits = [numpy_helper.from_array(v, k) for k, v in p.items()]
     nodes = [
@@ -144,28 +159,41 @@ def to_onnx(net):
         helper.make_node("Flatten", ["p2"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"], name="fc", transB=1),
     ]
-    g = helper.make_graph(nodes, "digits_cnn",
+    return digits_model(nodes, inits, "digits_cnn", "ffacc models/digits/train.py")
+
+
+def digits_model(nodes, inits, name, producer):
+    """The checked ONNX model of graph ``nodes`` from an 8x8 image ``input`` to 10
+    ``logits``."""
+    import onnx
+    from onnx import TensorProto, helper
+    g = helper.make_graph(nodes, name,
                           [helper.make_tensor_value_info("input", TensorProto.FLOAT,
                                                          [1, 1, 8, 8])],
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
                           inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    model.producer_name = "ffacc models/digits/train.py"
+    model.producer_name = producer
     onnx.checker.check_model(model)
     return model
 
 
-def main():
+def save(model, acc, xtr, yte, here, stem):
+    """``stem_float.onnx``, its ``quantize_static`` int8 model ``stem_int8.onnx`` (calibrated
+    on the first 200 training images) and ``split.json`` into ``here``."""
     import onnx
     from ffacc.compiler.zoo import quantize_model
-    net, acc, (xtr, xte, ytr, yte) = train()
-    model = to_onnx(net)
-    onnx.save(model, HERE / "digits_float.onnx")
+    onnx.save(model, here / f"{stem}_float.onnx")
     calib = [xtr[i:i + 1] for i in range(0, 200)]
-    quantize_model(model, HERE / "digits_int8.onnx", calib=calib)
-    (HERE / "split.json").write_text(json.dumps({"seed": SEED, "test_size": 0.2,
+    quantize_model(model, here / f"{stem}_int8.onnx", calib=calib)
+    (here / "split.json").write_text(json.dumps({"seed": SEED, "test_size": 0.2,
                                                  "numpy_float_accuracy": float(acc)}, indent=1))
     print(f"float accuracy (numpy) on {len(yte)} held-out images: {acc:.4f}")
+
+
+def main():
+    net, acc, (xtr, xte, ytr, yte) = train()
+    save(to_onnx(net), acc, xtr, yte, HERE, "digits")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ training images shifted by up to a pixel) with a fixed seed on the same split as
 per-channel int8 weights, uint8 activations) calibrated on 200 training images.
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -122,35 +121,20 @@ def train(epochs=60, batch=32, lr=2e-3):
     xtr, xte, ytr, yte = load_split()
     rng = np.random.default_rng(SEED)
     net = Net(rng)
-    m = {k: np.zeros_like(v) for k, v in net.p.items()}
-    v = {k: np.zeros_like(v) for k, v in net.p.items()}
-    step = 0
-    for ep in range(epochs):
-        order = rng.permutation(len(xtr))
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            logits, tape = net.forward(_shift(xtr[idx], rng))
-            z = logits - logits.max(1, keepdims=True)
-            prob = np.exp(z) / np.exp(z).sum(1, keepdims=True)
-            prob[np.arange(len(idx)), ytr[idx]] -= 1
-            grads = net.backward(tape, prob / len(idx))
-            step += 1
-            rate = lr * (1 - 0.95 * ep / epochs)        # decayed to a twentieth at the end
-            for k in net.p:
-                m[k] = 0.9 * m[k] + 0.1 * grads[k]
-                v[k] = 0.999 * v[k] + 0.001 * grads[k] ** 2
-                mh, vh = m[k] / (1 - 0.9 ** step), v[k] / (1 - 0.999 ** step)
-                net.p[k] -= (rate * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+
+    def report(ep):
         if (ep + 1) % 10 == 0:
             acc = (net.forward(xte)[0].argmax(1) == yte).mean()
             print(f"epoch {ep + 1}/{epochs}: held-out accuracy {acc:.4f}", file=sys.stderr)
+    # the rate decayed to a twentieth at the end
+    _dt.fit(net, rng, xtr, ytr, epochs, batch, lr, augment=_shift, decay=0.95,
+            each_epoch=report)
     acc = (net.forward(xte)[0].argmax(1) == yte).mean()
     return net, acc, (xtr, xte, ytr, yte)
 
 
 def to_onnx(net):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     inits = [numpy_helper.from_array(v, k) for k, v in net.p.items()]
     nodes, x = [], "input"
     last = LAYERS[-1][1]
@@ -173,28 +157,12 @@ def to_onnx(net):
             nodes.append(helper.make_node("Relu", [y], [y + "_relu"], name=name + "_relu"))
             y = y + "_relu"
         x = y
-    g = helper.make_graph(nodes, "digits_wide_cnn",
-                          [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                         [1, 1, 8, 8])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
-                          inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    model.producer_name = "ffacc models/digits_wide/train.py"
-    onnx.checker.check_model(model)
-    return model
+    return _dt.digits_model(nodes, inits, "digits_wide_cnn", "ffacc models/digits_wide/train.py")
 
 
 def main():
-    import onnx
-    from ffacc.compiler.zoo import quantize_model
     net, acc, (xtr, xte, ytr, yte) = train()
-    model = to_onnx(net)
-    onnx.save(model, HERE / "digits_wide_float.onnx")
-    calib = [xtr[i:i + 1] for i in range(0, 200)]
-    quantize_model(model, HERE / "digits_wide_int8.onnx", calib=calib)
-    (HERE / "split.json").write_text(json.dumps({"seed": SEED, "test_size": 0.2,
-                                                 "numpy_float_accuracy": float(acc)}, indent=1))
-    print(f"float accuracy (numpy) on {len(yte)} held-out images: {acc:.4f}")
+    _dt.save(to_onnx(net), acc, xtr, yte, HERE, "digits_wide")
 
 
 if __name__ == "__main__":
