@@ -1,9 +1,9 @@
 """Accuracy, activation and weight bytes of the bundled digits CNNs quantized every way ffacc
-runs: float, int8, uniform 8/4/3/2-bit (QONNX) and non-uniform equal-distance and K-means
-levels at 4/3/2 bits.
+runs: float, int8, uniform 8/6/5/4/3/2-bit (QONNX) and non-uniform equal-distance and K-means
+levels at 6/5/4/3/2 bits.
 
-Usage: python benchmarks/lowbit_digits.py [--models digits,digits_wide] [--bits 8,4,3,2]
-                                          [--codes 4,3,2] [--calib 200] [--iss 20] [--json]
+Usage: python benchmarks/lowbit_digits.py [--models digits,digits_wide] [--bits 8,6,5,4,3,2]
+                                          [--codes 6,5,4,3,2] [--calib 200] [--iss 20] [--json]
 
 * **models** (``--models``): ``digits`` (``models/digits``: two convs and an FC layer, 2.2k
   weights) and ``digits_wide`` (``models/digits_wide``: three convs and two FC layers, 24k
@@ -15,7 +15,8 @@ Usage: python benchmarks/lowbit_digits.py [--models digits,digits_wide] [--bits 
   whose weights fit 4 bits is stored two a byte (``LOADW``'s ``PACK4``).
 * **equal-distance / K-means** (``--codes``): the bundled int8 model with per-layer levels
   (:mod:`ffacc.compiler.codes`, calibrated on the same ``--calib`` images) on every conv and
-  Gemm output but the logits; maps only convolutions read are stored as 4-bit codes.
+  Gemm output but the logits; maps of at most 16 levels that only convolutions read are
+  stored as 4-bit codes, two a byte; 5- and 6-bit codebooks (up to 64 levels) a level a byte.
 
 Each model is compiled for ``tiny`` (``ulx3s`` has no ``act_codes``). Its accuracy on the
 360 held-out digits is the integer golden model's, which the first ``--iss`` images check bit
@@ -56,8 +57,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="digits,digits_wide",
                     help="bundled models (models/NAME: NAME_float.onnx, NAME_int8.onnx)")
-    ap.add_argument("--bits", default="8,4,3,2", help="uniform QONNX widths")
-    ap.add_argument("--codes", default="4,3,2", help="bits of the non-uniform codebooks")
+    ap.add_argument("--bits", default="8,6,5,4,3,2", help="uniform QONNX widths")
+    ap.add_argument("--codes", default="6,5,4,3,2", help="bits of the non-uniform codebooks")
     ap.add_argument("--calib", type=int, default=200)
     ap.add_argument("--iss", type=int, default=20, help="images also run on the ISS")
     ap.add_argument("--json", action="store_true", help="only the JSON")
@@ -83,8 +84,8 @@ def main(argv=None):
     res = {"dataset": f"scikit-learn digits, {len(yte)} held-out images", "config": "tiny",
            "calibration_images": args.calib, "rows": rows,
            "note": "a layer whose weights all fit 4 bits is stored two a byte (PACK4), "
-                   "others a byte each; a non-uniform map is stored as 4-bit codes where only "
-                   "convolutions read it, else a level a byte; the model's input and logits "
+                   "others a byte each; a non-uniform map of at most 16 levels is stored as 4-bit "
+                   "codes where only convolutions read it, else a level a byte; the model's input and logits "
                    "stay int8"}
     if args.json:
         print(json.dumps(res))

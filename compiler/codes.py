@@ -1,4 +1,4 @@
-"""Non-uniform activation quantization: per-layer codebooks of ``2**b`` levels (b = 2..4).
+"""Non-uniform activation quantization: per-layer codebooks of ``2**b`` levels (b = 2..6).
 
 A quantized model's activations use all 256 values of their 8-bit type. Two published
 intra-layer schemes keep fewer, each layer its own:
@@ -13,7 +13,9 @@ Levels are integers of the tensor's own 8-bit type (its scale and zero point are
 so the convolutions that read a coded tensor run as before. The convolution (or Gemm) that
 writes it rounds every output to the nearest level (:func:`ffacc.sim.golden.to_levels`; a tie
 goes to the lower): the accelerator's ``POST`` does it with the thresholds between the levels
-(:mod:`ffacc.hw.levels`). A level is stored as a byte today; its code is ``b`` bits.
+(:mod:`ffacc.hw.levels`). Where the compiler can, a map of at most 16 levels is stored as
+4-bit codes, two a byte; one of more levels (b = 5, 6) is stored a level a byte, so its
+activation bytes are int8's and only its accuracy differs.
 
 :func:`calibrate_levels` runs the integer reference over calibration inputs layer by layer,
 each layer seeing the earlier layers' levels, and gives every eligible tensor its codebook:
@@ -30,7 +32,7 @@ __all__ = ["METHODS", "CodesError", "parse_codes", "equal_distance_levels", "kme
            "calibrate_levels", "levels_of"]
 
 METHODS = ("ed", "kmeans")
-MIN_BITS, MAX_BITS = 2, 4
+MIN_BITS, MAX_BITS = 2, 6
 
 
 class CodesError(ValueError):

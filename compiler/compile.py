@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ffacc.firmware.image import TensorDesc
-from ffacc.firmware.isa import INSTR_BYTES, Program
+from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
                  MaxPool, PhaseSplit, bounds, op_to_dict)
@@ -385,9 +385,10 @@ def _conv_hw(op, x):
 
 def _store_codes(g, cfg, ops, conv_out):
     """Graph ``g`` with the maps stored as 4-bit codes marked (``QTensor.codes``): the output
-    of a convolution with levels (after its fused pool) that only convolutions on the
-    accelerator read, none of them (nor the producer) cut into column tiles, and that is not
-    a model output. Other maps with levels are stored a level a byte."""
+    of a convolution with at most 16 levels (after its fused pool) that only convolutions on
+    the accelerator read, none of them (nor the producer) cut into column tiles, and that is
+    not a model output. Other maps with levels (and all of 5- and 6-bit codebooks) are stored
+    a level a byte."""
     if not cfg.act_codes:
         return g
     readers = {}
@@ -412,7 +413,8 @@ def _store_codes(g, cfg, ops, conv_out):
 
     tensors = dict(g.tensors)
     for op in ops:
-        if not isinstance(op, Conv) or g.tensors[op.outputs[0]].levels is None:
+        lv = g.tensors[op.outputs[0]].levels
+        if not isinstance(op, Conv) or lv is None or len(lv) > CODE_LEVELS:
             continue
         out = conv_out[id(op)]
         t, x = g.tensors[out], g.tensors[op.inputs[0]]

@@ -35,7 +35,7 @@ __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostF
            "Instr",
            "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program",
            "ISAError", "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam",
-           "LEVEL_REGS", "LOAD_LEVEL_REGS", "MAX_LEVELS", "pack_levels", "unpack_levels",
+           "LEVEL_REGS", "LOAD_LEVEL_REGS", "MAX_LEVELS", "CODE_LEVELS", "pack_levels", "unpack_levels",
            "pack_load_levels", "LoadAFlag"]
 
 INSTR_LAYOUT = data.StructLayout({
@@ -102,9 +102,9 @@ OPCODES = {
              "ACCUMULATE keeps previous sums)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
-             "-> with O_NLEV = n > 0 (act_codes) each value v -> level l[c], c = the number of "
-             "thresholds t[j], j < n - 1, with v >= t[j] (O_TH*, O_LV*); with flag "
-             "CODES c itself is written, two a byte (the even column low, a row's odd "
+             "-> with O_NLEV = n > 0 (2..64, act_codes) each value v -> level l[c], c = the "
+             "number of thresholds t[j], j < n - 1, with v >= t[j] (O_TH*, O_LV*); with flag "
+             "CODES (n <= 16) c itself is written, two a byte (the even column low, a row's odd "
              "last code with 0 above it), and O_W, O_CSTRIDE count those bytes "
              "-> bytes at O_DST + lane * O_CSTRIDE + (O_ROW0 + row) * O_W; flag ASYNC "
              "(configurations with post_overlap): it runs in the background while the next "
@@ -158,13 +158,13 @@ class Reg(IntEnum):
     C_ACC = 36      # accumulator block of the band's first row (CONV writes, POST reads): the
                     # accumulator holds several lane groups' bands, so an input channel group
                     # loads once for all of them
-    O_NLEV = 37     # POST's output levels: 0 = none (every requantized value), 2..16 = each
+    O_NLEV = 37     # POST's output levels: 0 = none (every requantized value), 2..64 = each
                     # value is replaced by the level its thresholds give (act_codes)
-    O_TH0 = 38      # POST's thresholds t0..t3 (byte j: t[4k + j], an activation), k = 0..3
+    O_TH0 = 38      # POST's thresholds t0..t15 (byte j: t[4k + j], an activation), k = 0..15
     O_TH1 = 39
     O_TH2 = 40
     O_TH3 = 41
-    O_LV0 = 42      # POST's levels l0..l3 (byte j: l[4k + j], an activation), k = 0..3
+    O_LV0 = 42      # POST's levels l0..l15 (byte j: l[4k + j], an activation), k = 0..15
     O_LV1 = 43
     O_LV2 = 44
     O_LV3 = 45
@@ -172,9 +172,14 @@ class Reg(IntEnum):
     A_LV1 = 47      # DECODE, act_codes)
     A_LV2 = 48
     A_LV3 = 49
+    # POST's thresholds t16..t62 and levels l16..l63 (as O_TH0..3, O_LV0..3): up to 64 levels
+    O_TH4, O_TH5, O_TH6, O_TH7, O_TH8, O_TH9, O_TH10, O_TH11 = range(50, 58)
+    O_TH12, O_TH13, O_TH14, O_TH15 = range(58, 62)
+    O_LV4, O_LV5, O_LV6, O_LV7, O_LV8, O_LV9, O_LV10, O_LV11 = range(62, 70)
+    O_LV12, O_LV13, O_LV14, O_LV15 = range(70, 74)
 
 
-NUM_REGS = 64
+NUM_REGS = 128
 
 
 def reg_bits(cfg):
@@ -205,52 +210,57 @@ def reg_bits(cfg):
         Reg.A_PITCH: 17, Reg.C_ACC: need(cfg.acc_blocks - 1),
         # without act_codes the level registers are a bit wide and nothing reads them (a
         # wider SET fails at the SET; POST's CODES and LOADA's DECODE are ignored)
-        Reg.O_NLEV: 5 if cfg.act_codes else 1,
+        Reg.O_NLEV: 7 if cfg.act_codes else 1,
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)
     return {r: min(32, b) for r, b in bits.items()}
 
 
-LEVEL_REGS = (Reg.O_TH0, Reg.O_TH1, Reg.O_TH2, Reg.O_TH3,
-              Reg.O_LV0, Reg.O_LV1, Reg.O_LV2, Reg.O_LV3)
+MAX_LEVELS = 64        # a POST's output levels (O_NLEV), its thresholds one fewer
+CODE_LEVELS = 16       # levels a stored code can name: 4-bit codes, two a byte (POST's CODES,
+                       # LOADA's DECODE); a map of more levels is stored a level a byte
+LEVEL_REGS = (tuple(Reg[f"O_TH{k}"] for k in range(MAX_LEVELS // 4))
+              + tuple(Reg[f"O_LV{k}"] for k in range(MAX_LEVELS // 4)))
 LOAD_LEVEL_REGS = (Reg.A_LV0, Reg.A_LV1, Reg.A_LV2, Reg.A_LV3)
-MAX_LEVELS = 16
 
 
 def pack_load_levels(levels):
     """The ``SET`` values of a ``LOADA``'s levels (flag ``DECODE``): ``{A_LV0..3}``, code
     ``c``'s level in byte ``c mod 4`` of ``A_LV{c // 4}`` (unused codes: 0)."""
-    if not 2 <= len(levels) <= MAX_LEVELS:
-        raise ISAError(f"{len(levels)} levels: need 2..{MAX_LEVELS}")
-    vals = [int(v) & 0xFF for v in levels] + [0] * (MAX_LEVELS - len(levels))
+    if not 2 <= len(levels) <= CODE_LEVELS:
+        raise ISAError(f"{len(levels)} levels of codes: need 2..{CODE_LEVELS} (4-bit codes)")
+    vals = [int(v) & 0xFF for v in levels] + [0] * (CODE_LEVELS - len(levels))
     return {r: sum(v << 8 * j for j, v in enumerate(vals[4 * k:4 * k + 4]))
             for k, r in enumerate(LOAD_LEVEL_REGS)}
 
 
 def pack_levels(levels, thresholds):
-    """The ``SET`` values of a POST's output levels: ``{O_NLEV: n, O_TH0..3, O_LV0..3}`` for
-    ``n`` levels (2..16) and their ``n - 1`` thresholds, each an activation (int8 or uint8)
-    stored as its byte; unused bytes are 0."""
+    """The ``SET`` values of a POST's output levels: ``{O_NLEV: n, O_TH.., O_LV..}`` for ``n``
+    levels (2..64) and their ``n - 1`` thresholds, each an activation (int8 or uint8) stored
+    as its byte; unused bytes of a word are 0. Only the words that hold a threshold or level
+    are given (nothing reads the others, so a program need not set them)."""
     n = len(levels)
     if not 2 <= n <= MAX_LEVELS or len(thresholds) != n - 1:
         raise ISAError(f"{n} levels and {len(thresholds)} thresholds: need 2..{MAX_LEVELS} "
                        f"levels and one threshold fewer")
     regs = {Reg.O_NLEV: n}
     for name, vals in (("O_TH", list(thresholds)), ("O_LV", list(levels))):
-        vals = [int(v) & 0xFF for v in vals] + [0] * (MAX_LEVELS - len(vals))
-        for k in range(4):
+        words = (len(vals) + 3) // 4
+        vals = [int(v) & 0xFF for v in vals] + [0] * (4 * words - len(vals))
+        for k in range(words):
             regs[Reg[f"{name}{k}"]] = sum(v << 8 * j for j, v in enumerate(vals[4 * k:4 * k + 4]))
     return regs
 
 
 def unpack_levels(regs, act_signed):
     """``(n, thresholds, levels)`` of a POST from its registers (a mapping ``Reg -> value``);
-    ``n = 0``: no levels. Bytes are activations (signed with ``act_signed``)."""
+    ``n = 0``: no levels. Bytes are activations (signed with ``act_signed``); a register
+    missing from ``regs`` counts as 0."""
     n = regs[Reg.O_NLEV]
 
     def field(name):
-        words = [regs[Reg[f"{name}{k}"]] for k in range(4)]
+        words = [regs.get(Reg[f"{name}{k}"], 0) for k in range(MAX_LEVELS // 4)]
         return [_s8(w >> 8 * j, act_signed) for w in words for j in range(4)]
     return n, field("O_TH")[:max(0, n - 1)], field("O_LV")[:n]
 

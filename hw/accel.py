@@ -66,9 +66,9 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.checks import flag_bits, product_operands, rtl_ok
 from ffacc.firmware.csr import info_word
-from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
-                                WAITS_FOR_POST, LOAD_LEVEL_REGS, Err, Op, PostFlag, Reg,
-                                reg_bits)
+from ffacc.firmware.isa import (INSTR_BYTES, LEVEL_REGS, LOAD_LEVEL_REGS, LOOP_BITS,
+                                MAX_LEVELS, QPARAM_WORDS, WAITS_FOR_LOADER, WAITS_FOR_POST, Err,
+                                Op, PostFlag, Reg, reg_bits)
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
                   bus_timer, connect_axi_master, read_ended)
 from .config import AcceleratorConfig
@@ -131,8 +131,9 @@ def post_registers(cfg, pp, rg, is_add, s8, flags):
     if cfg.act_codes:
         out += [pp.codes.eq(flags[PostFlag.CODES.bit_length() - 1]),
                 pp.levels.n.eq(rg[Reg.O_NLEV]),
-                pp.levels.t.eq(Cat(*(rg[Reg[f"O_TH{k}"]] for k in range(4)))[:8 * 15]),
-                pp.levels.l.eq(Cat(*(rg[Reg[f"O_LV{k}"]] for k in range(4))))]
+                pp.levels.t.eq(Cat(*(rg[r] for r in LEVEL_REGS[:MAX_LEVELS // 4]))
+                               [:8 * (MAX_LEVELS - 1)]),
+                pp.levels.l.eq(Cat(*(rg[r] for r in LEVEL_REGS[MAX_LEVELS // 4:])))]
     return out
 
 

@@ -20,7 +20,7 @@ from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.isa import MAX_LEVELS
+from ffacc.firmware.isa import CODE_LEVELS
 
 __all__ = ["CodePacker", "CodeUnpacker"]
 
@@ -94,7 +94,7 @@ class CodeUnpacker(wiring.Component):
         self.nb, self.signed = nb, signed
         super().__init__({
             "clear": In(1), "half0": In(1),
-            **({} if signed else {"levels": In(data.ArrayLayout(8, MAX_LEVELS))}),
+            **({} if signed else {"levels": In(data.ArrayLayout(8, CODE_LEVELS))}),
             "i": In(stream.Signature(data.ArrayLayout(8, nb))),
             "o": Out(stream.Signature(data.ArrayLayout(8, nb))),
         })
@@ -107,7 +107,7 @@ class CodeUnpacker(wiring.Component):
         half = Signal()
         first = Signal()                # the read's first beat: from half0
         skip_half = Signal()
-        table = None if self.signed else Array(self.levels[j] for j in range(MAX_LEVELS))
+        table = None if self.signed else Array(self.levels[j] for j in range(CODE_LEVELS))
         codes = [beat[k // 2][4 * (k % 2):4 * (k % 2) + 4] for k in range(2 * nb)]
         last_half = self.o.valid & self.o.ready & half
         m.d.comb += [self.o.valid.eq(full), self.i.ready.eq(~full | last_half)]

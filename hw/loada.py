@@ -20,7 +20,7 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.isa import MAX_LEVELS, Err
+from ffacc.firmware.isa import CODE_LEVELS, Err
 from .axi import read_client_ports, read_ended
 from .codes import CodeUnpacker
 from .linebuf import RowPacker
@@ -42,7 +42,7 @@ def loada_command_layout(cfg):
         "row_step": 17,                         # bytes from a row to the next (a tile)
         "chan_step": aw,                        # bytes from a channel's band to the next
         **({"decode": 1,                        # (act_codes) 4-bit codes, two a byte
-            "levels": data.ArrayLayout(8, MAX_LEVELS)} if cfg.act_codes else {}),
+            "levels": data.ArrayLayout(8, CODE_LEVELS)} if cfg.act_codes else {}),
     })
 
 

@@ -72,6 +72,10 @@ class PostOutput(wiring.Component):
         The command's levels (``n`` = 0: none) and whether codes are written (held).
     start : In(1)
         A command starts.
+    en : In(1)
+        The stage moves only while ``en``; while it is low it takes and offers nothing and
+        drops what it holds (a run that ended or failed). A pass-through without
+        ``act_codes``.
     i : In(stream of {data: 8, rowend: 1})
         The requantizer's values and row ends.
     o : Out(stream of {data: 8, rowend: 1})
@@ -79,15 +83,16 @@ class PostOutput(wiring.Component):
     empty : Out(1)
         No value is inside (a lane's last byte has reached ``o``'s consumer).
 
-    With ``act_codes`` a register follows the level map (its 15 comparators, their count
-    and the level multiplexer are a clock's work, which the ULX3S could not do in front of
-    the writer): a value leaves a clock after it enters, still one a clock.
+    With ``act_codes`` a register precedes the level map, whose two stages are registered as
+    well (its 63 comparators and their count are a clock's work, which the ULX3S could do
+    neither behind the requantizer's clamp nor together with the level multiplexer): a value
+    leaves three clocks after it enters, still one a clock.
     """
 
     def __init__(self, cfg):
         self.cfg = cfg
         layout = data.StructLayout({"data": 8, "rowend": 1})
-        ports = {"start": In(1), "i": In(stream.Signature(layout)),
+        ports = {"start": In(1), "en": In(1), "i": In(stream.Signature(layout)),
                  "o": Out(stream.Signature(layout)), "empty": Out(1)}
         if cfg.act_codes:
             ports.update(levels=In(levels_layout()), codes=In(1))
@@ -101,19 +106,22 @@ class PostOutput(wiring.Component):
             return m
         lmap = m.submodules.levels = LevelMap(self.cfg.fcu.act_signed)
         pack = m.submodules.pack = CodePacker()
-        # the mapped value (or its code) and its row end, a clock later
-        staged = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
+        # the requantized value in a register of its own (so the requantizer's clamp and the
+        # map's comparators are not one clock's work) -> the level map's two stages -> packer
+        held = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
         full = Signal()
-        m.d.comb += [lmap.levels.eq(self.levels), lmap.i.eq(self.i.payload.data),
+        m.d.comb += [lmap.levels.eq(self.levels), lmap.codes.eq(self.codes), lmap.en.eq(self.en),
                      pack.on.eq(self.codes), pack.start.eq(self.start),
-                     self.i.ready.eq(~full | pack.i.ready),
-                     pack.i.valid.eq(full), pack.i.payload.eq(staged),
-                     self.empty.eq(~full)]
+                     self.i.ready.eq(self.en & (~full | lmap.i.ready)),
+                     lmap.i.valid.eq(self.en & full), lmap.i.payload.eq(held),
+                     self.empty.eq(~full & lmap.empty)]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [full.eq(1), staged.data.eq(Mux(self.codes, lmap.code, lmap.o)),
-                         staged.rowend.eq(self.i.payload.rowend)]
-        with m.Elif(pack.i.ready):
+            m.d.sync += [full.eq(1), held.eq(self.i.payload)]
+        with m.Elif(lmap.i.ready):
             m.d.sync += full.eq(0)
+        with m.If(~self.en):
+            m.d.sync += full.eq(0)
+        wiring.connect(m, lmap.o, pack.i)
         wiring.connect(m, pack.o, wiring.flipped(self.o))
         return m
 
@@ -288,7 +296,7 @@ class PostUnit(wiring.Component):
         out = m.submodules.out = PostOutput(cfg)
         m.d.comb += [empty.eq(~p1.valid & pipe.empty & out.empty),
                      out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
-                     pipe.o.ready.eq(out.i.ready), out.start.eq(start),
+                     pipe.o.ready.eq(out.i.ready), out.start.eq(start), out.en.eq(run),
                      self.wr.valid.eq(out.o.valid), self.wr.payload.addr.eq(ocol),
                      self.wr.payload.data.eq(out.o.payload.data), out.o.ready.eq(self.wr.ready)]
         if cfg.act_codes:

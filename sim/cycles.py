@@ -322,8 +322,8 @@ class CycleModel:
         word's write."""
         waits, counted = write_stalls
         self.stall += counted + WRITE_END_WAIT
-        # act_codes: the output stage's register (a lane ends when it is empty)
-        per_lane = (POST_LANE + self.cfg.qparams_in_registers + self.cfg.act_codes
+        # act_codes: the output stage's three registers (a lane ends when it is empty)
+        per_lane = (POST_LANE + self.cfg.qparams_in_registers + 3 * self.cfg.act_codes
                     + subs_per_lane)
         return lanes * per_lane + waits + WRITE_END
 
@@ -338,4 +338,4 @@ class CycleModel:
         pipeline (the writer never holds it up)."""
         chunks = ceil(n / ADD_CHUNK)
         self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
-        return ADD_FIXED + self.cfg.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
+        return ADD_FIXED + 3 * self.cfg.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n

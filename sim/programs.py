@@ -466,7 +466,7 @@ def _fault_program(kind, cfg):
     elif kind == "zero":
         p.set(C_KH=3)              # runs into zeroed memory: opcode 0x00 is illegal
     elif kind == "register":
-        p.raw(encode(Op.SET, 63, 5)).end()
+        p.raw(encode(Op.SET, len(Reg), 5)).end()
     elif kind == "loadq_unaligned":
         # records not on a bus word (a configuration with wide loads reads whole words)
         src = mem.place("records", bytes(4 * 12)) + 2

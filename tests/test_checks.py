@@ -29,7 +29,7 @@ def edge_values(cfg, bits):
 
 def random_env(cfg, rng, derived_names):
     rb = reg_bits(cfg)
-    regs = [0] * 64
+    regs = [0] * len(Reg)
     for r in Reg:
         pool = edge_values(cfg, rb[r])
         regs[r] = (int(rng.choice(pool)) if rng.random() < 0.8
@@ -165,7 +165,7 @@ def test_iss_errors_name_the_check():
     assert "the rows fit a channel's pitch" in res.detail
     assert "A_NR <= LB_PITCH" in res.detail and "A_NR=5" in res.detail, res.detail
     with pytest.raises(checks.CheckError, match="band \\+ A_NR <= lb_rows"):
-        regs = [0] * 64
+        regs = [0] * len(Reg)
         regs[Reg.A_W], regs[Reg.A_CH], regs[Reg.A_NR], regs[Reg.LB_PITCH] = 4, 30, 4, 4
         regs[Reg.A_H] = 8
         checks.enforce(Op.LOADA, cfg, regs)

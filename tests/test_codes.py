@@ -35,13 +35,21 @@ def coded(digits):
     return g, c
 
 
+@pytest.fixture(scope="module")
+def coded6(digits):
+    """The digits model with 6-bit K-means levels (up to 64 a layer), compiled for tiny."""
+    g, c, _ = compile_model(MODEL, TINY, act_codes="kmeans:6", calib=digits[0][:60])
+    return g, c
+
+
 def test_parse_codes_names_what_is_wrong():
     assert parse_codes("kmeans:4") == ("kmeans", 4) and parse_codes("ed:2") == ("ed", 2)
     for bad in ("kmeans", "kmeans:x", "median:4", ":4", "ed:"):
         with pytest.raises(CodesError, match="METHOD:BITS"):
             parse_codes(bad)
-    for bits in ("1", "5", "8"):
-        with pytest.raises(CodesError, match="at most 16 levels"):
+    assert parse_codes("kmeans:6") == ("kmeans", 6)
+    for bits in ("1", "7", "8"):
+        with pytest.raises(CodesError, match="at most 64 levels"):
             parse_codes(f"ed:{bits}")
 
 
@@ -140,6 +148,35 @@ def test_coded_model_iss_equals_golden(digits, coded):
     assert differ, "the levels changed no logits"
 
 
+def test_six_bit_codes_are_stored_a_level_a_byte(digits, coded6):
+    """kmeans:6: layers of more than 16 levels (a 4-bit code cannot name them) map to their
+    levels in POST, which writes them as bytes (no CODES; nor does a LOADA DECODE them); the
+    ISS equals the golden model, and the 64 levels round differently from the 16."""
+    from ffacc.firmware.isa import LoadAFlag, PostFlag
+    g, c = coded6
+    lv = levels_of(g)
+    assert len(lv) == 2 and all(17 <= len(v) <= 64 for v in lv.values())
+    assert not any(t.codes for t in g.tensors.values())
+    code = decode_program(next(s for s in c.image.sections if s.kind == 1).data)
+    nlev = [i.imm for i in code if i.op == Op.SET and i.reg == Reg.O_NLEV]
+    assert nlev == [len(v) for v in lv.values()] + [0]
+    assert not any(i.flags & PostFlag.CODES for i in code if i.op == Op.POST)
+    assert not any(i.flags & LoadAFlag.DECODE for i in code if i.op == Op.LOADA)
+    qin, out = g.inputs[0], g.outputs[0]
+    for x in digits[1][:4]:
+        xq = quantize(x[None], g.tensors[qin])
+        want = reference_run(g, {qin: xq})[out]
+        got, _ = run_image(c.image, {qin: xq}, engine="iss")
+        assert np.array_equal(got[out], want)
+
+
+@pytest.mark.parametrize("simulator", ["verilator",
+                                       pytest.param("icarus", marks=pytest.mark.icarus)])
+def test_six_bit_coded_model_rtl_equals_iss(digits, coded6, simulator):
+    g, c = coded6
+    rtl_equals_iss_and_golden(TINY, simulator, g, c, digits[1][:1], "coded6")
+
+
 def test_a_configuration_without_act_codes_refuses_them(digits):
     with pytest.raises(CodesError, match="act_codes = true"):
         compile_model(MODEL, ACCEL_PRESETS["icebreaker"], act_codes="ed:4",
@@ -185,7 +222,7 @@ def test_compile_cli_takes_act_codes_and_names_bad_ones(digits, tmp_path, capsys
     info = json.loads(capsys.readouterr().out)
     assert len(info["act_levels"]) == 2 and all(len(v) <= 8 for v in info["act_levels"].values())
     assert "p1_QuantizeLinear_Output" in info["act_maps_as_codes"] and out.is_file()
-    for args, msg in ((["--act-codes", "ed:5", "--calib", str(calib)], "at most 16 levels"),
+    for args, msg in ((["--act-codes", "ed:7", "--calib", str(calib)], "at most 64 levels"),
                       (["--act-codes", "ed:4"], "needs --calib"),
                       (["--calib", str(calib)], "--calib is for --act-codes")):
         assert main(["compile", str(MODEL), "-o", str(tmp_path / "bad.ffw"), "--config",

@@ -104,17 +104,18 @@ def test_unpacker_gives_each_codes_level_half_a_beat_at_a_time(nb, beats, skip, 
 
 @settings(max_examples=12, deadline=None)
 @given(widths=st.lists(st.integers(1, 7), min_size=1, max_size=4),
-       nlev=st.sampled_from([0, 2, 5, 16]), codes=st.booleans(), signed=st.booleans(),
+       nlev=st.sampled_from([0, 2, 5, 16, 17, 64]), codes=st.booleans(), signed=st.booleans(),
        seed=st.integers(0, 999))
-def test_post_output_maps_then_packs_a_clock_later(widths, nlev, codes, signed, seed):
-    """PostOutput (act_codes): each value to its nearest level (or, with ``codes``, its
-    code packed two a byte), rows kept, with random gaps and back-pressure; a value leaves
-    no sooner than the clock after it enters, and ``empty`` says nothing is inside."""
+def test_post_output_maps_then_packs_three_clocks_later(widths, nlev, codes, signed, seed):
+    """PostOutput (act_codes): each value to its nearest level (or, with ``codes`` and at
+    most 16 levels, its code packed two a byte), rows kept, with random gaps and
+    back-pressure; a byte leaves no sooner than three clocks after its last value enters,
+    ``empty`` says nothing is inside, and ``en`` low drops what is inside."""
     from ffacc.hw.config import ACCEL_PRESETS
     from ffacc.hw.fcu import FCUConfig
     from ffacc.hw.post import PostOutput
     from ffacc.sim import golden
-    codes = codes and nlev > 0
+    codes = codes and 0 < nlev <= 16
     rng = np.random.default_rng(seed)
     lo, hi = (-128, 128) if signed else (0, 256)
     lv = sorted(int(v) for v in rng.choice(np.arange(lo, hi), nlev, replace=False))
@@ -125,13 +126,17 @@ def test_post_output_maps_then_packs_a_clock_later(widths, nlev, codes, signed, 
     else:
         f = golden.to_codes if codes else (lambda v, t: golden.to_levels(v, t, lv))
         want_vals = [[int(c) for c in f(r, th)] for r in rows]
-    want = []
+    want, last = [], []             # the bytes, and the index of each one's last value
+    n0 = 0
     for r in want_vals:
         if codes:
-            r = r + [0] * (len(r) % 2)
-            want += [(r[k] | r[k + 1] << 4, k + 2 >= len(r)) for k in range(0, len(r), 2)]
+            last += [n0 + min(k + 1, len(r) - 1) for k in range(0, len(r), 2)]
+            p = r + [0] * (len(r) % 2)
+            want += [(p[k] | p[k + 1] << 4, k + 2 >= len(p)) for k in range(0, len(p), 2)]
         else:
+            last += [n0 + k for k in range(len(r))]
             want += [(v & 0xFF, k == len(r) - 1) for k, v in enumerate(r)]
+        n0 += len(r)
     items = [(v & 0xFF, k == len(r) - 1) for r in rows for k, v in enumerate(r)]
     cfg = ACCEL_PRESETS["tiny"].with_(fcu=FCUConfig(parallel=(3,), rows=2, act_signed=signed))
     dut = PostOutput(cfg)
@@ -143,11 +148,12 @@ def test_post_output_maps_then_packs_a_clock_later(widths, nlev, codes, signed, 
         for j, v in enumerate(lv):
             ctx.set(dut.levels.l[j], v & 0xFF)
         ctx.set(dut.codes, int(codes))
+        ctx.set(dut.en, 1)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
         assert ctx.get(dut.empty)
-        got, k, entered = [], 0, None
+        got, k, entered = [], 0, []
         for t in range(12 * len(items) + 20):
             offer = k < len(items) and rng.random() < 0.7
             ctx.set(dut.i.valid, int(offer))
@@ -158,15 +164,28 @@ def test_post_output_maps_then_packs_a_clock_later(widths, nlev, codes, signed, 
             ctx.set(dut.o.ready, int(take))
             await ctx.delay(1e-9)
             if ctx.get(dut.o.valid) and take:
-                assert entered is not None and entered < t
+                assert last[len(got)] < len(entered) and entered[last[len(got)]] <= t - 3, (t, entered, last, got)
                 got.append((ctx.get(dut.o.payload.data), bool(ctx.get(dut.o.payload.rowend))))
             took = offer and ctx.get(dut.i.ready)
             if took:
-                k, entered = k + 1, t
+                k += 1
+                entered.append(t)
             await ctx.tick()
             if took:                # in the output stage now
                 assert not ctx.get(dut.empty)
         assert k == len(items) and got == want
+        assert ctx.get(dut.empty)
+        # a value inside when en drops is gone, and nothing is offered meanwhile
+        ctx.set(dut.o.ready, 0)
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload.data, items[0][0])
+        await ctx.tick()
+        assert not ctx.get(dut.empty)
+        ctx.set(dut.i.valid, 0)
+        ctx.set(dut.en, 0)
+        await ctx.delay(1e-9)
+        assert not ctx.get(dut.o.valid) and not ctx.get(dut.i.ready)
+        await ctx.tick()
         assert ctx.get(dut.empty)
 
     simulate(dut, bench)

@@ -202,7 +202,7 @@ def test_a_bad_shift_stops_after_the_lanes_before_it():
 def _random_levels(rng, signed):
     """``n`` random ascending levels and random thresholds (not the midpoints: the hardware
     takes any), as the command's bytes, and the ISS's decoding of them."""
-    n = int(rng.integers(2, 17))
+    n = int(rng.integers(2, 65))
     lo, hi = (-128, 127) if signed else (0, 255)
     lv = sorted(int(v) for v in rng.choice(np.arange(lo, hi + 1), n, replace=False))
     th = sorted(int(v) for v in rng.integers(lo, hi + 1, n - 1))
