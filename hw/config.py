@@ -194,12 +194,22 @@ class AcceleratorConfig:
 
     @classmethod
     def from_dict(cls, d):
+        """A configuration from its fields (a TOML file's tables). With ``base`` (a preset's
+        name) the preset's fields are the defaults, and ``fcu`` overrides the preset's unit
+        field by field; without it the defaults are the class's."""
+        d = dict(d)
+        base = d.pop("base", None)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown accelerator config key(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        d = dict(d)
+                              f"known: base, {', '.join(sorted(known))}")
+        if base is not None:
+            if base not in ACCEL_PRESETS:
+                raise ConfigError(f"base = {base!r}: not a preset; presets: "
+                                  f"{', '.join(ACCEL_PRESETS)}")
+            d = {**ACCEL_PRESETS[base].to_dict(), **d,
+                 "fcu": {**ACCEL_PRESETS[base].fcu.to_dict(), **d.get("fcu", {})}}
         if "fcu" in d:
             d["fcu"] = FCUConfig.from_dict(d["fcu"])
         return cls(**d)

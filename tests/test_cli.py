@@ -83,6 +83,27 @@ def test_accelerator_toml_config(tmp_path, capsys):
     assert "lb_rows=33" in capsys.readouterr().err
 
 
+def test_a_toml_config_may_start_from_a_preset(tmp_path, capsys):
+    """``base = "ulx3s"``: the preset's fields, then the file's (``[fcu]`` field by field);
+    an unknown base is an error that names the presets."""
+    from dataclasses import replace
+
+    from ffacc.cli import load_accel_config
+    from ffacc.hw.config import ACCEL_PRESETS
+    cfg = tmp_path / "acc.toml"
+    cfg.write_text('base = "ulx3s"\nact_codes = true\n[fcu]\nact_signed = true\n')
+    ulx3s = ACCEL_PRESETS["ulx3s"]
+    got = load_accel_config(str(cfg))
+    assert got == ulx3s.with_(act_codes=True, fcu=replace(ulx3s.fcu, act_signed=True))
+    assert got.lb_rows == 2048 and got.fcu.rows == 2
+    cfg.write_text('base = "ulx3s"\n')
+    assert load_accel_config(str(cfg)) == ulx3s
+    cfg.write_text('base = "ulx4s"\n')
+    assert main(["verilog", "--config", str(cfg), "-o", str(tmp_path / "b.v")]) == 2
+    err = capsys.readouterr().err
+    assert "base = 'ulx4s'" in err and "ulx3s" in err
+
+
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     """An -o that cannot be written (its folder is a file) is an error naming it, not a
     traceback, and leaves nothing behind."""
