@@ -135,14 +135,16 @@ def _accel_reason(op, g, cfg):
                 type(op), "unsupported")
 
 
-def compile_graph(g, cfg, model_name="model", polyphase=True):
+def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True):
     """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``.
 
     Activations of the other 8-bit type are stored as the configuration's
     (:func:`~ffacc.compiler.retype.retype_activations`); ``Compiled.graph`` is the IR as
     compiled, the one its image's tensors describe. ``polyphase``: split strided convs on the
     host's input into their stride phases where the cycle model finds it cheaper
-    (:mod:`~ffacc.compiler.polyphase`).
+    (:mod:`~ffacc.compiler.polyphase`). ``narrow_codes``: on a configuration with
+    ``act_codes``, a uniform activation of at most 16 values (a 2- to 4-bit one) that only
+    convolutions read is stored as 4-bit codes (``_store_codes``).
     """
     g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
     for op in g.ops:
@@ -159,7 +161,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True):
     # tensor renames of fused pools: the pool output is what the conv writes
     conv_out = {id(op): fused[id(op)].outputs[0] if id(op) in fused else op.outputs[0]
                 for op in ops}
-    g = _store_codes(g, cfg, ops, conv_out)
+    g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes)
 
     # --- memory: alias roots and liveness --------------------------------------------------
     root = {}
@@ -383,12 +385,25 @@ def _conv_hw(op, x):
     return ((x.shape[2] + t + b - kh) // sy + 1, (x.shape[3] + l + r - kw) // sx + 1)
 
 
-def _store_codes(g, cfg, ops, conv_out):
+def _narrow_levels(op, t):
+    """The values a convolution's output ``t`` can take, as levels, when its clamp (a fused
+    Relu or Clip: a uniform 2- to 4-bit activation's) leaves at most 16; else None."""
+    lo, hi = t.qrange
+    if op.clamp is not None:
+        lo, hi = max(lo, op.clamp[0]), min(hi, op.clamp[1])
+    return tuple(range(lo, hi + 1)) if 2 <= hi - lo + 1 <= CODE_LEVELS else None
+
+
+def _store_codes(g, cfg, ops, conv_out, narrow=True):
     """Graph ``g`` with the maps stored as 4-bit codes marked (``QTensor.codes``): the output
     of a convolution with at most 16 levels (after its fused pool) that only convolutions on
     the accelerator read, none of them (nor the producer) cut into column tiles, and that is
     not a model output. Other maps with levels (and all of 5- and 6-bit codebooks) are stored
-    a level a byte."""
+    a level a byte.
+
+    With ``narrow``, a uniform output whose clamp leaves at most 16 values (a 2- to 4-bit
+    activation) is such a map too: its levels are those values (:func:`_narrow_levels`), so
+    ``POST``'s level map changes none of them and only the storage differs."""
     if not cfg.act_codes:
         return g
     readers = {}
@@ -413,8 +428,15 @@ def _store_codes(g, cfg, ops, conv_out):
 
     tensors = dict(g.tensors)
     for op in ops:
+        if not isinstance(op, Conv):
+            continue
         lv = g.tensors[op.outputs[0]].levels
-        if not isinstance(op, Conv) or lv is None or len(lv) > CODE_LEVELS:
+        if lv is None and narrow and accel(op, Conv):
+            lv = _narrow_levels(op, g.tensors[op.outputs[0]])
+            added = lv
+        else:
+            added = None
+        if lv is None or len(lv) > CODE_LEVELS:
             continue
         out = conv_out[id(op)]
         t, x = g.tensors[out], g.tensors[op.inputs[0]]
@@ -422,6 +444,8 @@ def _store_codes(g, cfg, ops, conv_out):
         via = [reads_codes(r, t) for r in rs]
         if (out not in g.outputs and rs and None not in via and x.shape[-1] <= cfg.lb_width
                 and t.shape[-1] <= cfg.lb_width):
+            if added:
+                tensors[op.outputs[0]] = replace(tensors[op.outputs[0]], levels=added)
             for n in [out] + [n for v in via for n in v]:
                 tensors[n] = replace(tensors[n], codes=True)
     return replace(g, tensors=tensors)

@@ -32,7 +32,7 @@ class QTensor:
     model_dtype: str = None     # the ONNX model's type where it is stored as the other 8-bit
                                 # type (see compiler/retype.py); None: the same as dtype
     levels: tuple = None        # non-uniform activation levels (ascending ints of dtype's
-                                # range, 2..16; compiler/codes.py): the producing Conv or Gemm
+                                # range, 2..64; compiler/codes.py): the producing Conv or Gemm
                                 # rounds its every output to the nearest; None: uniform
     codes: bool = False         # stored as the levels' 4-bit codes, two a byte (a row from a
                                 # byte): the compiler's choice (compile.py), not the model's

@@ -360,7 +360,7 @@ def cmd_compile(args):
     try:
         g, c, secs = compile_model(args.model, cfg, batch=args.batch,
                                    polyphase=not args.no_polyphase, act_codes=args.act_codes,
-                                   calib=calib)
+                                   calib=calib, narrow_codes=not args.act_bytes)
     except CodesError as e:
         raise CLIError(f"--act-codes: {e}") from e
     if board:
@@ -886,8 +886,14 @@ def build_parser():
                          "its stride phases and the conv runs at stride 1)")
     sp.add_argument("--act-codes", metavar="METHOD:BITS",
                     help="non-uniform activation levels on every conv/Gemm output but the "
-                         "model's: ed (equal-distance) or kmeans, 2..4 bits, e.g. kmeans:4; "
-                         "maps only convolutions read are stored as 4-bit codes")
+                         "model's: ed (equal-distance) or kmeans, 2..6 bits, e.g. kmeans:4; "
+                         "maps of at most 16 levels only convolutions read are stored as 4-bit "
+                         "codes")
+    sp.add_argument("--act-bytes", action="store_true",
+                    help="store a uniform 2- to 4-bit activation map a value a byte (by "
+                         "default, on a configuration with act_codes, one that only "
+                         "convolutions read is stored as 4-bit codes: half the bytes, a few "
+                         "more clocks)")
     sp.add_argument("--calib", metavar="CALIB.npy|.npz",
                     help="with --act-codes: float samples stacked on the batch axis (.npz: "
                          "by input name) to calibrate the levels on")

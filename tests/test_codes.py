@@ -177,6 +177,42 @@ def test_six_bit_coded_model_rtl_equals_iss(digits, coded6, simulator):
     rtl_equals_iss_and_golden(TINY, simulator, g, c, digits[1][:1], "coded6")
 
 
+def test_a_uniform_4bit_models_maps_are_stored_as_codes(digits):
+    """A 4-bit QONNX model's activations (clamped to 0..15) that only convolutions read are
+    stored as 4-bit codes with their 16 values as levels: the same logits as stored a byte
+    each (narrow_codes=False), ISS = golden, and about half the activation bytes written; a
+    configuration without act_codes and an 8-bit model store bytes."""
+    import onnx
+
+    from ffacc.compiler.driver import traffic_per_pc, traffic_sum
+    from ffacc.compiler.qonnx import uniform_qonnx
+    xtr, xte = digits[0], digits[1]
+    float_model = onnx.load(path("digits/digits_float.onnx"))
+    q4 = uniform_qonnx(float_model, xtr[:100], bits=4)
+    g, c, _ = compile_model(q4, TINY)
+    gb, cb, _ = compile_model(q4, TINY, narrow_codes=False)
+    coded = {n for n, t in g.tensors.items() if t.codes}
+    assert len(coded) == 3 and not any(t.codes for t in gb.tensors.values())
+    lv = levels_of(g)
+    assert len(lv) == 2 and all(v == tuple(range(16)) for v in lv.values())
+    qin, out = g.inputs[0], g.outputs[0]
+    written = []
+    for x in xte[:4]:
+        xq = quantize(x[None], g.tensors[qin])
+        want = reference_run(gb, {qin: xq})[out]
+        assert np.array_equal(reference_run(g, {qin: xq})[out], want)
+        for img in (c.image, cb.image):
+            got, st = run_image(img, {qin: xq}, engine="iss")
+            assert np.array_equal(got[out], want)
+            written.append(traffic_sum(traffic_per_pc(st["segments"]).values())
+                           ["act_bytes_written"])
+    assert written[0] <= 0.55 * written[1], written
+    g_off = compile_model(q4, ACCEL_PRESETS["ulx3s"])[0]
+    g8 = compile_model(uniform_qonnx(float_model, xtr[:100], bits=8), TINY)[0]
+    assert not any(t.codes for t in g_off.tensors.values())
+    assert not any(t.codes or t.levels for t in g8.tensors.values())
+
+
 def test_a_configuration_without_act_codes_refuses_them(digits):
     with pytest.raises(CodesError, match="act_codes = true"):
         compile_model(MODEL, ACCEL_PRESETS["icebreaker"], act_codes="ed:4",
