@@ -12,7 +12,8 @@ Usage: python benchmarks/lowbit_digits.py [--models digits,digits_wide] [--bits 
   :func:`ffacc.compiler.qonnx.uniform_qonnx` (weights signed, narrow, per output channel;
   activations after each ReLU unsigned; 8-bit input and logits; scales of least squared error
   on ``--calib`` training images) and written as QONNX, the form Brevitas exports. A layer
-  whose weights fit 4 bits is stored two a byte (``LOADW``'s ``PACK4``).
+  whose weights fit 4 bits is stored two a byte (``LOADW``'s ``PACK4``), and a 2- to 4-bit
+  activation map that only convolutions read as 4-bit codes (its values as levels).
 * **equal-distance / K-means** (``--codes``): the bundled int8 model with per-layer levels
   (:mod:`ffacc.compiler.codes`, calibrated on the same ``--calib`` images) on every conv and
   Gemm output but the logits; maps of at most 16 levels that only convolutions read are
@@ -85,7 +86,8 @@ def main(argv=None):
            "calibration_images": args.calib, "rows": rows,
            "note": "a layer whose weights all fit 4 bits is stored two a byte (PACK4), "
                    "others a byte each; a non-uniform map of at most 16 levels is stored as 4-bit "
-                   "codes where only convolutions read it, else a level a byte; the model's input and logits "
+                   "codes where only convolutions read it (so is a uniform map of at most 16 "
+                   "values), else a level a byte; the model's input and logits "
                    "stay int8"}
     if args.json:
         print(json.dumps(res))
