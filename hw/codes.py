@@ -22,7 +22,23 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import CODE_LEVELS
 
-__all__ = ["CodePacker", "CodeUnpacker"]
+__all__ = ["CodePacker", "CodeUnpacker", "beats_or_unpacked"]
+
+
+def beats_or_unpacked(m, beats, unp, on, sink, feed=1):
+    """Drive ``sink`` (a stream's valid and payload, a bus beat's bytes) with ``beats``
+    themselves or, while ``on``, with the beats :class:`CodeUnpacker` ``unp`` makes of them.
+
+    The beats reach the unpacker only while ``on`` and ``feed``; while not ``feed`` the caller
+    says what ``beats.ready`` is. The unpacker's output reaches ``sink`` whenever ``on``, also
+    after the read ends (what it still holds)."""
+    m.d.comb += [unp.i.payload.eq(beats.payload),
+                 unp.i.valid.eq(on & feed & beats.valid),
+                 unp.o.ready.eq(on & sink.ready),
+                 sink.payload.eq(Mux(on, unp.o.payload, beats.payload)),
+                 sink.valid.eq(Mux(on, unp.o.valid, feed & beats.valid))]
+    with m.If(feed):
+        m.d.comb += beats.ready.eq(Mux(on, unp.i.ready, sink.ready))
 
 
 class CodePacker(wiring.Component):

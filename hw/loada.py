@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import CODE_LEVELS, Err
 from .axi import read_client_ports, read_ended
-from .codes import CodeUnpacker
+from .codes import CodeUnpacker, beats_or_unpacked
 from .linebuf import RowPacker
 from .logic import addr_clamp
 
@@ -80,28 +80,24 @@ class ActivationLoader(wiring.Component):
         })
 
     def _packer_source(self, m, pack):
-        """The row packer's input: the beats, or (``decode``) their codes' levels, twice the
-        bytes, half a beat at a time, in rows of the width rounded up to even. Returns the
-        stream that feeds it and the unpacker (None without ``act_codes``)."""
+        """The row packer's input (and the beats' ready): the beats, or (``decode``) their
+        codes' levels, twice the bytes, half a beat at a time, in rows of the width rounded up
+        to even. Returns the unpacker (None without ``act_codes``)."""
         c, nb = self.cmd.payload, self.cfg.bus_bytes
         src = stream.Signature(data.ArrayLayout(8, nb)).create()
-        plain = [src.payload.eq(self.beats.payload), src.valid.eq(self.beats.valid),
-                 pack.nbytes.eq(c.nbytes), pack.width.eq(c.width)]
-        unp = None
-        if self.cfg.act_codes:
-            unp = m.submodules.unpack = CodeUnpacker(nb)
-            m.d.comb += [unp.levels.eq(c.levels), unp.i.payload.eq(self.beats.payload)]
-            with m.If(c.decode):
-                m.d.comb += [src.payload.eq(unp.o.payload), src.valid.eq(unp.o.valid),
-                             unp.o.ready.eq(src.ready), unp.i.valid.eq(self.beats.valid),
-                             pack.nbytes.eq(c.nbytes << 1),
-                             pack.width.eq(c.width + c.width[0])]
-            with m.Else():
-                m.d.comb += plain
-        else:
-            m.d.comb += plain
-        m.d.comb += pack.i.payload.eq(src.payload)
-        return src, unp
+        m.d.comb += [pack.nbytes.eq(c.nbytes), pack.width.eq(c.width),
+                     pack.i.payload.eq(src.payload), pack.i.valid.eq(src.valid),
+                     src.ready.eq(pack.i.ready)]
+        if not self.cfg.act_codes:
+            m.d.comb += [src.payload.eq(self.beats.payload), src.valid.eq(self.beats.valid),
+                         self.beats.ready.eq(src.ready)]
+            return None
+        unp = m.submodules.unpack = CodeUnpacker(nb)
+        m.d.comb += unp.levels.eq(c.levels)
+        beats_or_unpacked(m, self.beats, unp, c.decode, src)
+        with m.If(c.decode):
+            m.d.comb += [pack.nbytes.eq(c.nbytes << 1), pack.width.eq(c.width + c.width[0])]
+        return unp
 
     def elaborate(self, platform):
         m = Module()
@@ -172,12 +168,7 @@ class ActivationLoader(wiring.Component):
             # beats (or their codes' levels) through the row packer into the line buffer, a
             # block a clock, in every state: the unpacker may still hold the read's last beat
             # when the read ends (DRAIN)
-            src, unp = self._packer_source(m, pack)
-            m.d.comb += [pack.i.valid.eq(src.valid), src.ready.eq(pack.i.ready),
-                         self.beats.ready.eq(src.ready)]
-            if unp is not None:
-                with m.If(c.decode):
-                    m.d.comb += self.beats.ready.eq(unp.i.ready)
+            unp = self._packer_source(m, pack)
             # the line-buffer row of each row out of the packer: the next, or after a channel's
             # nr rows the next channel's first (a read may hold several channels)
             with m.If(pack.o.valid):

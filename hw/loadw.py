@@ -17,13 +17,13 @@ last engine, ``bg_busy``). A setup that reads a set being loaded waits (``probe`
 error is kept (``bg_err``) until the run stops with it or a new run starts (``clear``).
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
 from .axi import read_client_ports, read_ended
-from .codes import CodeUnpacker
+from .codes import CodeUnpacker, beats_or_unpacked
 from .weights import WeightPreAdder
 
 __all__ = ["WeightLoader", "loadw_command_layout"]
@@ -111,15 +111,7 @@ class WeightLoader(wiring.Component):
             # need)
             unp = m.submodules.unpack = CodeUnpacker(nb, signed=True)
             packed = Signal()                       # the load's PACK4, kept for its run
-            m.d.comb += [unp.i.payload.eq(self.beats.payload),
-                         wpre.i.payload.eq(Mux(packed, unp.o.payload, self.beats.payload)),
-                         wpre.i.valid.eq(packed & unp.o.valid),
-                         unp.o.ready.eq(packed & wpre.i.ready)]
-            with m.If(feed):
-                m.d.comb += [unp.i.valid.eq(packed & self.beats.valid),
-                             self.beats.ready.eq(Mux(packed, unp.i.ready, wpre.i.ready))]
-                with m.If(~packed):
-                    m.d.comb += wpre.i.valid.eq(self.beats.valid)
+            beats_or_unpacked(m, self.beats, unp, packed, wpre.i, feed)
         else:
             packed = unp = None
             m.d.comb += wpre.i.payload.eq(self.beats.payload)
