@@ -213,6 +213,24 @@ def test_a_uniform_4bit_models_maps_are_stored_as_codes(digits):
     assert not any(t.codes or t.levels for t in g8.tensors.values())
 
 
+def test_compile_cli_act_bytes_keeps_a_4bit_models_maps_in_bytes(digits, tmp_path, capsys):
+    import json
+
+    import onnx
+
+    from ffacc.cli import main
+    from ffacc.compiler.qonnx import uniform_qonnx
+    model = tmp_path / "q4.onnx"
+    onnx.save(uniform_qonnx(onnx.load(path("digits/digits_float.onnx")), digits[0][:100],
+                            bits=4), str(model))
+    got = []
+    for extra in ([], ["--act-bytes"]):
+        assert main(["compile", str(model), "-o", str(tmp_path / "m.ffw"), "--config", "tiny",
+                     "--json", *extra]) == 0
+        got.append(json.loads(capsys.readouterr().out)["act_maps_as_codes"])
+    assert len(got[0]) == 3 and got[1] == []
+
+
 def test_a_configuration_without_act_codes_refuses_them(digits):
     with pytest.raises(CodesError, match="act_codes = true"):
         compile_model(MODEL, ACCEL_PRESETS["icebreaker"], act_codes="ed:4",
