@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import MAX_LEVELS
+from .logic import register_stage
 
 __all__ = ["LevelMap", "levels_layout"]
 
@@ -83,30 +84,24 @@ class LevelMap(wiring.Component):
         s1 = Signal(data.StructLayout({"value": 8, "code": range(MAX_LEVELS), "rowend": 1}),
                     reset_less=True)
         s2 = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
-        full = Signal(2)
-        ready2 = en & (~full[1] | self.o.ready)
-        ready1 = en & (~full[0] | ready2)
-        m.d.comb += [self.i.ready.eq(ready1), self.o.valid.eq(en & full[1]),
-                     self.o.payload.eq(s2), self.empty.eq(full == 0)]
+        ready2 = Signal()                   # stage 1's value moves on when stage 2 takes it
+        full1, ready1, load1 = register_stage(m, en, self.i.valid, ready2, "s1")
+        full2, ready2_, load2 = register_stage(m, en, full1, self.o.ready, "s2")
+        m.d.comb += [ready2.eq(ready2_), self.i.ready.eq(ready1), self.o.valid.eq(en & full2),
+                     self.o.payload.eq(s2), self.empty.eq(~full1 & ~full2)]
 
         x = self.i.payload.data
         v = x.as_signed() if self.signed_acts else x
         # threshold j counts where j < n - 1 (n = 0: none counts, and the byte is the value)
         above = [(j + 1 < lv.n) & (v >= (lv.t[j].as_signed() if self.signed_acts else lv.t[j]))
                  for j in range(MAX_LEVELS - 1)]
-        with m.If(self.i.valid & ready1):
-            m.d.sync += [full[0].eq(1), s1.value.eq(x), s1.code.eq(_count(above)),
+        with m.If(load1):
+            m.d.sync += [s1.value.eq(x), s1.code.eq(_count(above)),
                          s1.rowend.eq(self.i.payload.rowend)]
-        with m.Elif(ready2):
-            m.d.sync += full[0].eq(0)
 
         level = Array(lv.l[j] for j in range(MAX_LEVELS))[s1.code]
-        with m.If(full[0] & ready2):
-            m.d.sync += [full[1].eq(1), s2.rowend.eq(s1.rowend),
+        with m.If(load2):
+            m.d.sync += [s2.rowend.eq(s1.rowend),
                          s2.data.eq(Mux(self.codes, s1.code,
                                         Mux(lv.n == 0, s1.value, level)))]
-        with m.Elif(self.o.ready):
-            m.d.sync += full[1].eq(0)
-        with m.If(~en):
-            m.d.sync += full.eq(0)
         return m

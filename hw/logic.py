@@ -15,7 +15,28 @@ ABC packs into about ``len(x) / 3`` LUTs, and folds the comparisons a width deci
 from amaranth.hdl import Cat, Const, Signal, Value
 
 __all__ = ["lt_const", "le_const", "gt_const", "ge_const", "addr_clamp", "act_value",
-           "reset_less_copy"]
+           "reset_less_copy", "register_stage"]
+
+
+def register_stage(m, en, valid, ready_out, name="stage"):
+    """The bookkeeping of one registered stage of a stream pipeline.
+
+    The stage takes a value (``valid`` from upstream) when it is empty or its value moves on
+    (``ready_out`` from downstream), so a chain of them moves a value a clock; while ``en`` is
+    low it takes nothing and forgets what it holds. Returns ``(full, ready, load)``: whether
+    it holds a value (downstream's valid, with ``en``), the ready it gives upstream, and
+    ``load``, high in the clock a value enters (the caller writes the stage's data under
+    it)."""
+    full = Signal(name=f"{name}_full")
+    ready, load = Signal(name=f"{name}_ready"), Signal(name=f"{name}_load")
+    m.d.comb += [ready.eq(en & (~full | ready_out)), load.eq(valid & ready)]
+    with m.If(load):
+        m.d.sync += full.eq(1)
+    with m.Elif(ready_out):
+        m.d.sync += full.eq(0)
+    with m.If(~en):
+        m.d.sync += full.eq(0)
+    return full, ready, load
 
 
 def reset_less_copy(m, port, name=None):

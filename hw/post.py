@@ -26,7 +26,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import QPARAM_WORDS, Err, Reg, reg_bits
-from .logic import addr_clamp
+from .logic import addr_clamp, register_stage
 from .codes import CodePacker
 from .levels import LevelMap, levels_layout
 from .postscan import PostScan
@@ -109,18 +109,14 @@ class PostOutput(wiring.Component):
         # the requantized value in a register of its own (so the requantizer's clamp and the
         # map's comparators are not one clock's work) -> the level map's two stages -> packer
         held = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
-        full = Signal()
+        full, ready, load = register_stage(m, self.en, self.i.valid, lmap.i.ready, "held")
         m.d.comb += [lmap.levels.eq(self.levels), lmap.codes.eq(self.codes), lmap.en.eq(self.en),
                      pack.on.eq(self.codes), pack.start.eq(self.start),
-                     self.i.ready.eq(self.en & (~full | lmap.i.ready)),
+                     self.i.ready.eq(ready),
                      lmap.i.valid.eq(self.en & full), lmap.i.payload.eq(held),
                      self.empty.eq(~full & lmap.empty)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [full.eq(1), held.eq(self.i.payload)]
-        with m.Elif(lmap.i.ready):
-            m.d.sync += full.eq(0)
-        with m.If(~self.en):
-            m.d.sync += full.eq(0)
+        with m.If(load):
+            m.d.sync += held.eq(self.i.payload)
         wiring.connect(m, lmap.o, pack.i)
         wiring.connect(m, pack.o, wiring.flipped(self.o))
         return m
