@@ -431,11 +431,9 @@ def _store_codes(g, cfg, ops, conv_out, narrow=True):
         if not isinstance(op, Conv):
             continue
         lv = g.tensors[op.outputs[0]].levels
+        added = None                    # narrow levels this pass gives a uniform output
         if lv is None and narrow and accel(op, Conv):
-            lv = _narrow_levels(op, g.tensors[op.outputs[0]])
-            added = lv
-        else:
-            added = None
+            lv = added = _narrow_levels(op, g.tensors[op.outputs[0]])
         if lv is None or len(lv) > CODE_LEVELS:
             continue
         out = conv_out[id(op)]
