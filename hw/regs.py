@@ -17,9 +17,22 @@ from amaranth.vendor import LatticeICE40Platform
 from ffacc.firmware.isa import Reg, reg_bits
 from .logic import reset_less_copy
 
-__all__ = ["ParamRegs", "COLD"]
+__all__ = ["ParamRegs", "COLD", "hot_layout", "ram_bits"]
 
 COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0, Reg.C_Y0)
+
+
+def hot_layout(cfg):
+    """The hot registers (every one not in :data:`COLD`) as a struct, by lower-case name."""
+    rb = reg_bits(cfg)
+    return data.StructLayout({r.name.lower(): unsigned(rb[r]) for r in Reg if r not in COLD})
+
+
+def ram_bits(cfg):
+    """The register RAM's width: the cold registers', or every one's with hardware loops
+    (``INC`` reads its register there)."""
+    rb = reg_bits(cfg)
+    return max(rb[r] for r in (Reg if cfg.loop_depth else COLD))
 
 
 class ParamRegs(wiring.Component):
@@ -45,15 +58,14 @@ class ParamRegs(wiring.Component):
 
     def __init__(self, cfg, lutram=None):
         self.lutram = lutram
-        self.bits = rb = reg_bits(cfg)
+        self.bits = reg_bits(cfg)
         self.hot_regs = [r for r in Reg if r not in COLD]
-        self.ram_bits = max(rb[r] for r in (Reg if cfg.loop_depth else COLD))
+        self.ram_bits = ram_bits(cfg)
         super().__init__({
             "w": In(stream.Signature(data.StructLayout({"reg": range(len(Reg)), "value": 34}),
                                      always_ready=True)),
             "r_addr": In(range(len(Reg))), "r_data": Out(self.ram_bits),
-            "hot": Out(data.StructLayout({r.name.lower(): unsigned(rb[r])
-                                          for r in self.hot_regs})),
+            "hot": Out(hot_layout(cfg)),
             "chk_reg": In(8), "chk_value": In(32), "chk_wide": Out(1),
         })
 

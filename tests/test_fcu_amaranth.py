@@ -104,7 +104,7 @@ def test_unknown_config_key():
 def _products(width, pairs, **kw):
     """``narrow_dsp_product`` of ``width``-bit operands on every pair: ``[(x, y, product)]``."""
     from amaranth.hdl import Module, Signal
-    from ffacc.hw.accel import narrow_dsp_product
+    from ffacc.hw.setup import narrow_dsp_product
 
     m = Module()
     a, b, p = Signal(width), Signal(width), Signal(2 * width + 4)
