@@ -85,8 +85,7 @@ from .loadw import WeightLoader
 from .loops import LoopStack
 from .post import PostUnit
 from .regs import ParamRegs
-from .setup import (ConvSetup, LoadaSetup, LoadqSetup, LoadwSetup, PostSetup, SizeMultiplier,
-                    share)
+from .setup import ConvSetup, LoadSetup, PostSetup, RowBlocks, SizeMultiplier, share
 
 __all__ = ["Accelerator"]
 
@@ -232,16 +231,17 @@ class Accelerator(wiring.Component):
         params = m.submodules.params = ParamRegs(cfg)
         rg = {r: params.hot[r.name.lower()] for r in params.hot_regs}
         m.submodules.mul = mul = SizeMultiplier(cfg)
-        setups = {Op.LOADA: LoadaSetup(cfg), Op.LOADW: LoadwSetup(cfg),
-                  Op.LOADQ: LoadqSetup(cfg), Op.CONV: ConvSetup(cfg), Op.POST: PostSetup(cfg)}
-        las, lws, lqs, cvs, ps = setups.values()
-        for o, s in setups.items():
-            m.submodules[f"{o.name.lower()}_setup"] = s
+        m.submodules.blocks = blocks = RowBlocks(cfg)
+        m.d.comb += blocks.wout.eq(rg[Reg.C_WOUT])
+        m.submodules.load_setup = lds = LoadSetup(cfg)
+        m.submodules.conv_setup = cvs = ConvSetup(cfg)
+        m.submodules.post_setup = ps = PostSetup(cfg)
+        setups = {Op.LOADA: lds, Op.LOADW: lds, Op.LOADQ: lds, Op.CONV: cvs, Op.POST: ps}
         if cfg.add_unit:
             setups[Op.ADD] = ps
-        clients = list(dict.fromkeys(setups.values()))
+        clients = [lds, cvs, ps]
         inc_addr = Signal(range(len(Reg)))          # INC's register, read in DECODE
-        m.d.comb += params.r_addr.eq(share(m, clients, mul.i, params) | inc_addr)
+        m.d.comb += params.r_addr.eq(share(m, clients, mul.i, params, blocks.i) | inc_addr)
 
         # ---------------------------------------------------------------- the units
         def read_client(unit, words):
@@ -254,10 +254,11 @@ class Accelerator(wiring.Component):
                          unit.rd_done.eq(rd.done), unit.rd_err.eq(rd.err)]
             return unit, words
 
-        def run(setup, unit, err=None):
-            """``setup``'s command to ``unit``: the unit's error back (``err``: in Err form)."""
-            wiring.connect(m, setup.o, unit.cmd)
-            m.d.comb += setup.o_err.eq(unit.err if err is None else err)
+        def run(o, o_err, unit, err=None):
+            """A setup's command ``o`` to ``unit``: the unit's error back to ``o_err``
+            (``err``: the unit's, in Err form)."""
+            wiring.connect(m, o, unit.cmd)
+            m.d.comb += o_err.eq(unit.err if err is None else err)
 
         # LOADA: the loader's reads into the line buffer (in whole beats through its row
         # packer, a block a clock; on the smallest parts the reader's byte stream)
@@ -309,11 +310,11 @@ class Accelerator(wiring.Component):
                          cvs.reading.hi.eq(po.acc_hi)]
         readers = [read_client(loada, cfg.wide_loads), read_client(loadq, cfg.wide_loads),
                    read_client(loadw, cfg.wide_loads)]
-        run(las, loada)
-        run(lqs, loadq)
-        run(lws, loadw)
-        run(cvs, seq, err=Mux(seq.err, Err.PARAM, 0))
-        run(ps, po)
+        run(lds.loada, lds.loada_err, loada)
+        run(lds.loadq, lds.loadq_err, loadq)
+        run(lds.loadw, lds.loadw_err, loadw)
+        run(cvs.o, cvs.o_err, seq, err=Mux(seq.err, Err.PARAM, 0))
+        run(ps.o, ps.o_err, po)
         # ADD (hw/add.py): its operands' reads, its elements to the post-processor
         if cfg.add_unit:
             addu = m.submodules.add = AddSequencer(cfg)
@@ -344,8 +345,9 @@ class Accelerator(wiring.Component):
         imm = instr[32:64]
         for s in clients:
             m.d.comb += [s.regs.eq(params.hot), s.cmd.payload.flags.eq(flags)]
-        m.d.comb += [ps.cmd.payload.add.eq(op == Op.ADD), ps.cmd.payload.pc.eq(pc)]
-        with m.If(lws.cmd.ready):
+        m.d.comb += [lds.cmd.payload.op.eq(op), ps.cmd.payload.add.eq(op == Op.ADD),
+                     ps.cmd.payload.pc.eq(pc)]
+        with m.If(loadw.cmd.valid & loadw.cmd.ready):
             m.d.sync += lw_pc.eq(pc)            # a background read's error names it
         fail = Signal()
         fail_code = Signal(range(max(Err) + 1))

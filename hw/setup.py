@@ -10,9 +10,9 @@ the first check that fails, with the error.
 
 Every setup has the same ports (:class:`CommandSetup`); the units' commands differ:
 
-* :class:`LoadaSetup` → :class:`~ffacc.hw.loada.ActivationLoader` (``LOADA``);
-* :class:`LoadwSetup` → :class:`~ffacc.hw.loadw.WeightLoader` (``LOADW``);
-* :class:`LoadqSetup` → :class:`~ffacc.hw.loadq.RecordLoader` (``LOADQ``);
+* :class:`LoadSetup` → :class:`~ffacc.hw.loada.ActivationLoader` (``LOADA``),
+  :class:`~ffacc.hw.loadw.WeightLoader` (``LOADW``) and :class:`~ffacc.hw.loadq.RecordLoader`
+  (``LOADQ``);
 * :class:`ConvSetup` → :class:`~ffacc.hw.conv.ConvSequencer` (``CONV``);
 * :class:`PostSetup` → :class:`~ffacc.hw.post.PostUnit` (``POST``, ``ADD``) and
   :class:`~ffacc.hw.add.AddSequencer` (``ADD``).
@@ -44,7 +44,8 @@ from .regs import hot_layout, ram_bits
 from .weights import set_bytes
 
 __all__ = ["narrow_dsp_product", "size_bits", "mul_signature", "SizeMultiplier",
-           "CommandSetup", "LoadaSetup", "LoadwSetup", "LoadqSetup", "ConvSetup", "PostSetup",
+           "blocks_signature", "RowBlocks",
+           "CommandSetup", "LoadSetup", "ConvSetup", "PostSetup",
            "post_registers", "share"]
 
 
@@ -95,7 +96,7 @@ def mul_signature(cfg):
     product ``p`` with ``valid`` the clock after."""
     sw = size_bits(cfg)
     return wiring.Signature({"req": Out(1), "a": Out(sw), "b": Out(sw),
-                             "p": In(2 * sw), "valid": In(1)})
+                             "p": In(2 * sw), "valid": In(1), "last": In(tmp_bits(cfg) + 1)})
 
 
 class SizeMultiplier(wiring.Component):
@@ -109,6 +110,9 @@ class SizeMultiplier(wiring.Component):
     i : In(:func:`mul_signature`)
         ``req`` with ``a``, ``b``: multiply; ``valid`` the clock after, with ``p``. A client
         that keeps ``req`` high gets ``valid`` every other clock (a product each two).
+        ``last``: the last product as :func:`tmp_bits` bits and a sticky bit for any above
+        (:meth:`CommandSetup.tmp_of`), from the clock after ``valid`` until the next product:
+        the checks of a setup's next state read it (a band's or an accumulator's extent).
 
     Every product with an operand at or above ``2**dsp_bits`` is exact below
     ``2**max(addr_bits, tmp_bits)`` and shows a bit above that when it is larger (the
@@ -123,23 +127,75 @@ class SizeMultiplier(wiring.Component):
         m = Module()
         cfg, i = self.cfg, self.i
         a, b = Signal.like(i.a), Signal.like(i.b)
+        last = Signal.like(i.last)
         with m.If(i.req):
             m.d.sync += [a.eq(i.a), b.eq(i.b)]
         m.d.sync += i.valid.eq(i.req & ~i.valid)
-        m.d.comb += i.p.eq(narrow_dsp_product(
-            a, b, cfg.dsp_bits, limit_bits=max(cfg.addr_bits, tmp_bits(cfg))))
+        m.d.comb += [i.p.eq(narrow_dsp_product(
+            a, b, cfg.dsp_bits, limit_bits=max(cfg.addr_bits, tmp_bits(cfg)))), i.last.eq(last)]
+        k = tmp_bits(cfg)
+        with m.If(i.valid):
+            m.d.sync += last.eq(Cat(i.p[:k], i.p[k:].any()))
         return m
 
 
-def share(m, clients, mul, regs):
+def blocks_signature(cfg):
+    """The row-block count, as its client sees it: ``clear`` (start from 0), ``step`` (count a
+    block while ``busy``); ``busy`` (blocks are left to count), ``wob`` (the count)."""
+    return wiring.Signature({"clear": Out(1), "step": Out(1), "busy": In(1),
+                             "wob": In(range(cfg.acc_blocks + 1))})
+
+
+class RowBlocks(wiring.Component):
+    """The output blocks of a band's row, ``ceil(C_WOUT / L)``, by repeated addition, a block a
+    clock, for the ``CONV`` and ``POST`` setups, which share it. Its count is the last one's
+    and holds until the next ``clear``: the sequencer reads it while its ``CONV`` runs, the
+    post-processor while its ``POST`` runs (or, with ``post_overlap``, copies it as it takes
+    the command); no other setup runs meanwhile.
+
+    Ports
+    -----
+    wout : In
+        ``C_WOUT``.
+    i : In(:func:`blocks_signature`)
+        ``clear``: the count starts from 0 (next clock); ``step``: while ``busy`` (``wout`` not
+        yet reached), a block more; ``wob``: the count.
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        super().__init__({"wout": In(reg_bits(cfg)[Reg.C_WOUT]), "i": In(blocks_signature(cfg))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, i = self.cfg, self.i
+        L = cfg.L
+        t = Signal(range(L * cfg.acc_blocks + L + 1))       # L * wob
+        m.d.comb += i.busy.eq(t < self.wout)
+        with m.If(i.clear):
+            m.d.sync += [t.eq(0), i.wob.eq(0)]
+        with m.Elif(i.step & i.busy):
+            m.d.sync += [t.eq(t + L), i.wob.eq(i.wob + 1)]
+        return m
+
+
+def share(m, clients, mul, regs, blocks):
     """Connect the setups ``clients`` to the multiplier port ``mul`` (:class:`SizeMultiplier`'s
-    ``i``) and to the register RAM's read port of :class:`~ffacc.hw.regs.ParamRegs` ``regs``:
-    what they present OR-ed (one runs at a time; the others present zeros), the results to
-    all. Returns the OR of their ``cold_addr`` (the caller ORs in any other reader's)."""
+    ``i``), to the register RAM's read port of :class:`~ffacc.hw.regs.ParamRegs` ``regs`` and,
+    those that have one, to the row-block count ``blocks`` (:class:`RowBlocks`'s ``i``): what
+    they present OR-ed (one runs at a time; the others present zeros), the results to all.
+    Returns the OR of their ``cold_addr`` (the caller ORs in any other reader's)."""
     for name in ("req", "a", "b"):
         m.d.comb += getattr(mul, name).eq(reduce(or_, (getattr(c.mul, name) for c in clients)))
+    counting = [c for c in clients if "blocks" in c.signature.members]
+    for name in ("clear", "step"):
+        m.d.comb += getattr(blocks, name).eq(
+            reduce(or_, (getattr(c.blocks, name) for c in counting), Const(0, 1)))
     for c in clients:
-        m.d.comb += [c.mul.p.eq(mul.p), c.mul.valid.eq(mul.valid), c.cold_data.eq(regs.r_data)]
+        m.d.comb += [c.mul.p.eq(mul.p), c.mul.valid.eq(mul.valid), c.mul.last.eq(mul.last),
+                     c.cold_data.eq(regs.r_data)]
+    for c in counting:
+        m.d.comb += [c.blocks.busy.eq(blocks.busy), c.blocks.wob.eq(blocks.wob)]
     return reduce(or_, (c.cold_addr for c in clients))
 
 
@@ -162,7 +218,8 @@ class CommandSetup(wiring.Component):
     mul : Out(:func:`mul_signature`)
         The shared multiplier (zero while idle).
     o : Out(stream of the unit's command)
-        The unit's command, held until the unit takes it as it ends.
+        (a setup with a ``layout``: one unit) The unit's command, held until the unit takes
+        it as it ends.
     o_err : In(Err)
         With ``o.ready``: the unit's error.
     """
@@ -172,16 +229,16 @@ class CommandSetup(wiring.Component):
 
     def __init__(self, cfg, cmd_fields=None, **ports):
         self.cfg = cfg
-        layout = type(self).layout(cfg)
         self.rbits = reg_bits(cfg)
+        if self.layout is not None:
+            ports.update(o=Out(stream.Signature(type(self).layout(cfg))),
+                         o_err=In(range(max(Err) + 1)))
         super().__init__({
             "cmd": In(stream.Signature(data.StructLayout({"flags": 8, **(cmd_fields or {})}))),
             "err": Out(range(max(Err) + 1)),
             "regs": In(hot_layout(cfg)),
             "cold_addr": Out(range(len(Reg))), "cold_data": In(ram_bits(cfg)),
             "mul": Out(mul_signature(cfg)),
-            "o": Out(stream.Signature(layout)),
-            "o_err": In(range(max(Err) + 1)),
             **ports,
         })
 
@@ -210,9 +267,10 @@ class CommandSetup(wiring.Component):
         op = self.op if op is None else op
         return rtl_ok(op, stage, self.cfg, partial(self._env, op, given))
 
-    def operands(self, name, **given):
-        """Derived value ``name``'s product operands."""
-        return product_operands(self.op, name, self.cfg, partial(self._env, self.op, given))
+    def operands(self, name, op=None, **given):
+        """Derived value ``name``'s product operands (of ``op``, ``self.op``)."""
+        op = self.op if op is None else op
+        return product_operands(op, name, self.cfg, partial(self._env, op, given))
 
     def _env(self, op, given, name):
         if name in given:
@@ -249,6 +307,15 @@ class CommandSetup(wiring.Component):
     def aclamp(self, v):
         return addr_clamp(v, self.cfg.addr_bits)
 
+    def read_bound(self, n):
+        """One more than the longest read of a checked command that reads at most ``n``
+        bytes (in whole beats with wide loads): a length register's range. (The checks bound
+        the product; a register as wide as an address was one logic cell a bit on the
+        iCE40.)"""
+        n += self.cfg.bus_bytes if self.cfg.wide_loads else 0
+        assert n < 1 << self.cfg.addr_bits, n
+        return n + 1
+
     def read_len(self, n):
         """A read of ``n`` bytes: in whole bus beats with wide loads."""
         if not self.cfg.wide_loads:
@@ -256,50 +323,85 @@ class CommandSetup(wiring.Component):
         nb = self.cfg.bus_bytes
         return self.aclamp(n + (nb - 1)) & ~(nb - 1)
 
-    def run_from(self, m, src):
+    def run_from(self, m, op, src, o, o_err):
         """A load's last state: the checks of its source address (cold register ``src``; with
         wide loads it starts on a bus word, as the read is in whole beats), then its unit
         runs."""
         addr = self.cold(m, src)
-        with m.If(~self.checked("src", **{src.name: addr})):
+        with m.If(~self.checked("src", op=op, **{src.name: addr})):
             self.fail(m, Err.PARAM)
         with m.Else():
-            self.run(m)
+            self.run(m, o, o_err)
 
     def fail(self, m, code):
         """End the command with error ``code``."""
         m.d.comb += [self.cmd.ready.eq(1), self.err.eq(code)]
         m.next = "CHECK"
 
-    def run(self, m):
-        """The unit runs the command (held meanwhile); the command ends when it does."""
-        m.d.comb += self.o.valid.eq(1)
-        with m.If(self.o.ready):
-            m.d.comb += [self.cmd.ready.eq(1), self.err.eq(self.o_err)]
+    def run(self, m, o=None, o_err=None):
+        """The unit runs the command (``o``, ``self.o``; held meanwhile); the command ends
+        when it does, with its error (``o_err``, ``self.o_err``)."""
+        o = self.o if o is None else o
+        o_err = self.o_err if o_err is None else o_err
+        m.d.comb += o.valid.eq(1)
+        with m.If(o.ready):
+            m.d.comb += [self.cmd.ready.eq(1), self.err.eq(o_err)]
             m.next = "CHECK"
 
 
-class LoadaSetup(CommandSetup):
-    """``LOADA``'s checks and geometry → :class:`~ffacc.hw.loada.ActivationLoader`'s command:
-    the first read's address and length, the steps between reads (a channel's band, a row of
-    a column tile), and whether a band is one read (whole maps contiguous in memory: one read
-    of every channel with wide loads). Four products (eight clocks) before the loader
-    starts."""
+class LoadSetup(CommandSetup):
+    """The loads' checks and geometry, one load at a time (they share their length register
+    and states: on the iCE40 a setup of each took 42 logic cells more):
 
-    op = Op.LOADA
-    layout = staticmethod(loada_command_layout)
+    * ``LOADA`` → :class:`~ffacc.hw.loada.ActivationLoader`'s command (``loada``): the first
+      read's address and length, the steps between reads (a channel's band, a row of a column
+      tile), and whether a band is one read (whole maps contiguous in memory: one read of
+      every channel with wide loads). Four products (eight clocks) before the loader starts.
+    * ``LOADW`` → :class:`~ffacc.hw.loadw.WeightLoader`'s command (``loadw``): the read's
+      length (with wide loads also the engines' words to expect: the last beat's extra bytes
+      are dropped after them).
+    * ``LOADQ`` → :class:`~ffacc.hw.loadq.RecordLoader`'s command (``loadq``): the read's
+      length.
+
+    Further ports
+    -------------
+    cmd : In(stream of {flags, op})
+        ``op``: which load.
+    loada, loadw, loadq : Out(stream of the loader's command); loada_err, loadw_err,
+    loadq_err : In(Err)
+        Each loader's command, held until it takes it as it ends, and its error then.
+    """
+
+    op = Op.LOADA           # (each check names its load)
+    UNITS = {Op.LOADA: loada_command_layout, Op.LOADW: loadw_command_layout,
+             Op.LOADQ: loadq_command_layout}
+
+    def __init__(self, cfg):
+        ports = {}
+        for o, layout in self.UNITS.items():
+            name = o.name.lower()
+            ports[name] = Out(stream.Signature(layout(cfg)))
+            ports[f"{name}_err"] = In(range(max(Err) + 1))
+        super().__init__(cfg, cmd_fields={"op": 8}, **ports)
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.cfg
+        cfg, fc, P = self.cfg, self.cfg.fcu, self.cfg.lanes
         aw = cfg.addr_bits + 1
         rg = self.reg
+        op, flags = self.cmd.payload.op, self.cmd.payload.flags
+        last = self.mul.last            # the product before
+        # a read: a band (or every channel's, or a row; at most the line buffer's bytes), the
+        # weight sets or the records
+        nbytes = Signal(range(max(self.read_bound(n) for n in (
+            cfg.lb_rows * cfg.lb_width, cfg.wb_sets * set_bytes(fc, P, False),
+            cfg.qb_entries * 4 * QPARAM_WORDS))))
+        # LOADA
         nch, H, W = rg(Reg.A_CH), rg(Reg.A_H), rg(Reg.A_W)
         hb0, nr, pitch, apitch = rg(Reg.A_HB0), rg(Reg.A_NR), rg(Reg.LB_PITCH), rg(Reg.A_PITCH)
-        decode = self.cmd.payload.flags[0]
-        tmp = Signal(tmp_bits(cfg) + 1)
+        decode = flags[0]
         chan_step = Signal(aw)          # a channel's bytes (H rows)
-        addr, nbytes, contig = Signal(aw), Signal(aw), Signal()
+        addr, contig = Signal(aw), Signal()
         # a row's bytes in memory: ceil(W / 2) for 4-bit codes (flag DECODE, act_codes)
         wbytes = Mux(decode, (W + 1) >> 1, W) if cfg.act_codes else W
         row_step = Mux(apitch == 0, wbytes, apitch)
@@ -308,72 +410,54 @@ class LoadaSetup(CommandSetup):
         # registered in CHECK, off the multiplier's operand path)
         whole = Signal() if cfg.wide_loads else Const(0, 1)
         contig_now = (apitch == 0) | (apitch == wbytes)
+        # LOADW
+        count = rg(Reg.W_COUNT)
+        rows = Signal(range(cfg.wb_sets * fc.rows + 1))
+        # LOADQ
+        qdst, qcount = rg(Reg.Q_DST), rg(Reg.Q_COUNT)
         with m.FSM():
             with m.State("CHECK"):
-                with m.If(self.cmd.valid):
-                    if cfg.wide_loads:
-                        m.d.sync += whole.eq(contig_now & (nr == H))
-                    with m.If(~self.checked("regs")):
-                        self.fail(m, Err.PARAM)
-                    with m.Else(), self.product(m, *self.operands("band")) as p:
-                        m.d.sync += tmp.eq(self.tmp_of(p))
-                        m.next = "M1"
-            with m.State("M1"):
-                with m.If(~self.checked("band", band=tmp)):
+                with m.If(self.cmd.valid), m.Switch(op):
+                    with m.Case(Op.LOADA):
+                        if cfg.wide_loads:
+                            m.d.sync += whole.eq(contig_now & (nr == H))
+                        with m.If(~self.checked("regs", op=Op.LOADA)):
+                            self.fail(m, Err.PARAM)
+                        with m.Else(), self.product(m, *self.operands("band", op=Op.LOADA)):
+                            m.next = "A_M1"
+                    with m.Case(Op.LOADW):
+                        with m.If(~self.checked("regs", op=Op.LOADW)):
+                            self.fail(m, Err.PARAM)
+                        with m.Else():
+                            m.next = "W_M1" if cfg.wide_loads else "W_M2"
+                    with m.Case(Op.LOADQ):
+                        self.cold(m, Reg.Q_SRC)
+                        with m.If(~self.checked("regs", op=Op.LOADQ)):
+                            self.fail(m, Err.PARAM)
+                        with m.Else(), self.product(m, qcount, 4 * QPARAM_WORDS) as p:
+                            m.d.sync += nbytes.eq(self.read_len(p))
+                            m.next = "RUN"
+            with m.State("A_M1"):
+                with m.If(~self.checked("band", op=Op.LOADA, band=last)):
                     self.fail(m, Err.PARAM)
                 with m.Else(), self.product(m, H, row_step) as p:
                     m.d.sync += chan_step.eq(self.aclamp(p))
-                    m.next = "M2"
-            with m.State("M2"):
+                    m.next = "A_M2"
+            with m.State("A_M2"):
                 src = self.cold(m, Reg.A_SRC)           # there in the product's clock
                 with self.product(m, Mux(whole, nch, hb0), Mux(whole, nr, row_step)) as p:
                     m.d.sync += [addr.eq(self.aclamp(src + self.aclamp(Mux(whole, 0, p)))),
-                                 contig.eq(contig_now), tmp.eq(self.tmp_of(p))]
-                    m.next = "M3"
-            with m.State("M3"), self.product(m, Mux(whole, tmp, nr), wbytes) as p:
+                                 contig.eq(contig_now)]
+                    m.next = "A_M3"
+            with m.State("A_M3"), self.product(m, Mux(whole, last, nr), wbytes) as p:
                 # contiguous rows: one read per channel (or of all); a column tile: one a row
                 m.d.sync += nbytes.eq(Mux(contig, self.aclamp(p), wbytes))
                 m.next = "RUN"
-            with m.State("RUN"):
-                self.run(m)
-        la = self.o.payload
-        m.d.comb += [la.addr.eq(addr), la.nbytes.eq(nbytes), la.contig.eq(contig),
-                     la.nch.eq(Mux(whole, 1, nch)), la.nr.eq(nr), la.pitch.eq(pitch),
-                     la.width.eq(W), la.row_step.eq(row_step), la.chan_step.eq(chan_step)]
-        if cfg.act_codes:
-            m.d.comb += [la.decode.eq(decode),
-                         la.levels.eq(Cat(*(rg(r) for r in LOAD_LEVEL_REGS)))]
-        return m
-
-
-class LoadwSetup(CommandSetup):
-    """``LOADW``'s checks and read length → :class:`~ffacc.hw.loadw.WeightLoader`'s command
-    (with wide loads also the engines' words to expect: the last beat's extra bytes are
-    dropped after them)."""
-
-    op = Op.LOADW
-    layout = staticmethod(loadw_command_layout)
-
-    def elaborate(self, platform):
-        m = Module()
-        cfg, fc, P = self.cfg, self.cfg.fcu, self.cfg.lanes
-        aw = cfg.addr_bits + 1
-        flags = self.cmd.payload.flags
-        count = self.reg(Reg.W_COUNT)
-        nbytes = Signal(aw)
-        rows = Signal(range(cfg.wb_sets * fc.rows + 1))
-        with m.FSM():
-            with m.State("CHECK"):
-                with m.If(self.cmd.valid):
-                    with m.If(~self.checked("regs")):
-                        self.fail(m, Err.PARAM)
-                    with m.Else():
-                        m.next = "M1" if cfg.wide_loads else "M2"
             if cfg.wide_loads:
-                with m.State("M1"), self.product(m, count, fc.rows) as p:
+                with m.State("W_M1"), self.product(m, count, fc.rows) as p:
                     m.d.sync += rows.eq(p)
-                    m.next = "M2"
-            with m.State("M2"):
+                    m.next = "W_M2"
+            with m.State("W_M2"):
                 self.cold(m, Reg.W_SRC)
                 per_set = Mux(flags[0], set_bytes(fc, P, True), set_bytes(fc, P, False))
                 with self.product(m, count, per_set) as p:
@@ -381,38 +465,25 @@ class LoadwSetup(CommandSetup):
                     m.d.sync += nbytes.eq(self.read_len(p))
                     m.next = "RUN"
             with m.State("RUN"):
-                self.run_from(m, Reg.W_SRC)
-        o = self.o.payload
-        m.d.comb += [o.src.eq(self.cold_value(Reg.W_SRC)), o.nbytes.eq(nbytes), o.rows.eq(rows),
-                     o.dst.eq(self.reg(Reg.W_DST)), o.n.eq(count), o.flags.eq(flags)]
-        return m
-
-
-class LoadqSetup(CommandSetup):
-    """``LOADQ``'s checks and read length → :class:`~ffacc.hw.loadq.RecordLoader`'s command."""
-
-    op = Op.LOADQ
-    layout = staticmethod(loadq_command_layout)
-
-    def elaborate(self, platform):
-        m = Module()
-        cfg = self.cfg
-        nbytes = Signal(cfg.addr_bits + 1)
-        dst, count = self.reg(Reg.Q_DST), self.reg(Reg.Q_COUNT)
-        with m.FSM():
-            with m.State("CHECK"):
-                with m.If(self.cmd.valid):
-                    self.cold(m, Reg.Q_SRC)
-                    with m.If(~self.checked("regs")):
-                        self.fail(m, Err.PARAM)
-                    with m.Else(), self.product(m, count, 4 * QPARAM_WORDS) as p:
-                        m.d.sync += nbytes.eq(self.read_len(p))
-                        m.next = "RUN"
-            with m.State("RUN"):
-                self.run_from(m, Reg.Q_SRC)
-        o = self.o.payload
-        m.d.comb += [o.src.eq(self.cold_value(Reg.Q_SRC)), o.nbytes.eq(nbytes), o.dst.eq(dst),
-                     o.end.eq(dst + count)]
+                with m.Switch(op):
+                    with m.Case(Op.LOADA):
+                        self.run(m, self.loada, self.loada_err)
+                    with m.Case(Op.LOADW):
+                        self.run_from(m, Op.LOADW, Reg.W_SRC, self.loadw, self.loadw_err)
+                    with m.Case(Op.LOADQ):
+                        self.run_from(m, Op.LOADQ, Reg.Q_SRC, self.loadq, self.loadq_err)
+        la, lw, lq = self.loada.payload, self.loadw.payload, self.loadq.payload
+        m.d.comb += [la.addr.eq(addr), la.nbytes.eq(nbytes), la.contig.eq(contig),
+                     la.nch.eq(Mux(whole, 1, nch)), la.nr.eq(nr), la.pitch.eq(pitch),
+                     la.width.eq(W), la.row_step.eq(row_step), la.chan_step.eq(chan_step)]
+        if cfg.act_codes:
+            m.d.comb += [la.decode.eq(decode),
+                         la.levels.eq(Cat(*(rg(r) for r in LOAD_LEVEL_REGS)))]
+        m.d.comb += [lw.src.eq(self.cold_value(Reg.W_SRC)), lw.nbytes.eq(nbytes),
+                     lw.rows.eq(rows), lw.dst.eq(rg(Reg.W_DST)), lw.n.eq(count),
+                     lw.flags.eq(flags)]
+        m.d.comb += [lq.src.eq(self.cold_value(Reg.Q_SRC)), lq.nbytes.eq(nbytes),
+                     lq.dst.eq(qdst), lq.end.eq(qdst + qcount)]
         return m
 
 
@@ -435,7 +506,7 @@ class ConvSetup(CommandSetup):
     layout = staticmethod(conv_command_layout)
 
     def __init__(self, cfg):
-        ports = {"mac": Out(1)}
+        ports = {"mac": Out(1), "blocks": Out(blocks_signature(cfg))}
         if cfg.post_overlap:
             ab = range(cfg.acc_blocks + 1)
             ports["reading"] = In(data.StructLayout({"busy": 1, "lo": ab, "hi": ab}))
@@ -444,14 +515,13 @@ class ConvSetup(CommandSetup):
     def elaborate(self, platform):
         m = Module()
         cfg, fc = self.cfg, self.cfg.fcu
-        L, N, MT = cfg.L, fc.piece_taps, fc.ffa.M * fc.subtaps
+        N, MT = fc.piece_taps, fc.ffa.M * fc.subtaps
         cb = conv_bounds(cfg)
         rg = self.reg
         kh, kw = rg(Reg.C_KH), rg(Reg.C_KW)
-        tmp = Signal(tmp_bits(cfg) + 1)
+        last = self.mul.last            # the product before
         npairs = Signal(range(cb["n_pairs"] + 1))
-        wob = Signal(range(cfg.acc_blocks + 1))
-        t = Signal(range(L * cfg.acc_blocks + L + 1))
+        wob = self.blocks.wob
         pieces = Signal(range(cfg.max_kernel + 1))
         slots = Signal(16)
         t2 = Signal(range(cb["n_kw"] + 1))
@@ -465,12 +535,12 @@ class ConvSetup(CommandSetup):
                 with m.If(self.cmd.valid):
                     with m.If(~self.checked("regs")):
                         self.fail(m, Err.PARAM)
-                    with m.Else(), self.product(m, *self.operands("band")) as p:
-                        m.d.sync += [tmp.eq(self.tmp_of(p)), t.eq(0), wob.eq(0), t2.eq(0),
-                                     pieces.eq(0), mac.eq(kw == 1)]
+                    with m.Else(), self.product(m, *self.operands("band")):
+                        m.d.comb += self.blocks.clear.eq(1)
+                        m.d.sync += [t2.eq(0), pieces.eq(0), mac.eq(kw == 1)]
                         m.next = "M1"
             with m.State("M1"):
-                with m.If(~self.checked("band", band=tmp)):
+                with m.If(~self.checked("band", band=last)):
                     self.fail(m, Err.PARAM)
                 with m.Else(), self.product(m, rg(Reg.A_CH), kh) as p:
                     m.d.sync += npairs.eq(p)
@@ -480,14 +550,12 @@ class ConvSetup(CommandSetup):
                 m.next = "GEOM"
             with m.State("GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
-                busy_w = t < rg(Reg.C_WOUT)
+                m.d.comb += self.blocks.step.eq(1)
+                busy_w = self.blocks.busy
                 busy_p = t2 < kw
-                with m.If(busy_w):
-                    m.d.sync += [t.eq(t + L), wob.eq(wob + 1)]
                 with m.If(busy_p):
                     m.d.sync += [t2.eq(t2 + N), pieces.eq(pieces + 1)]
-                with m.If(~busy_w & ~busy_p), self.product(m, *self.operands("acc", wob=wob)) as p:
-                    m.d.sync += tmp.eq(self.tmp_of(p))
+                with m.If(~busy_w & ~busy_p), self.product(m, *self.operands("acc", wob=wob)):
                     with m.If(mac):
                         m.d.sync += [pieces.eq(1), D.eq(0), bk.eq(wob)]
                     with m.Else():
@@ -497,10 +565,10 @@ class ConvSetup(CommandSetup):
                 acc = rg(Reg.C_ACC)
                 if cfg.post_overlap:
                     r = self.reading
-                    hold = r.busy & (acc < r.hi) & (r.lo < acc + tmp)
+                    hold = r.busy & (acc < r.hi) & (r.lo < acc + last)
                 else:
                     hold = Const(0, 1)
-                with m.If(~self.checked("acc", acc=tmp)):
+                with m.If(~self.checked("acc", acc=last)):
                     self.fail(m, Err.PARAM)
                 with m.Elif(hold):
                     pass                # its blocks are being read by a background POST
@@ -574,7 +642,8 @@ class PostSetup(CommandSetup):
 
     def __init__(self, cfg):
         aw = cfg.addr_bits + 1
-        ports = {"unit_busy": In(1), "clear": In(1), "background": Out(1), "bg_pc": Out(aw)}
+        ports = {"unit_busy": In(1), "clear": In(1), "background": Out(1), "bg_pc": Out(aw),
+                 "blocks": Out(blocks_signature(cfg))}
         if cfg.add_unit:
             ports.update(add_o=Out(stream.Signature(add_command_layout(cfg))),
                          add_err=In(range(max(Err) + 1)))
@@ -588,9 +657,8 @@ class PostSetup(CommandSetup):
               if r.name.lower() in self.regs.shape().members}
         c = self.cmd.payload
         flags, pool = c.flags, c.flags[0]
-        tmp = Signal(tmp_bits(cfg) + 1)
-        t = Signal(range(L * cfg.acc_blocks + L + 1))
-        wob = Signal(range(cfg.acc_blocks + 1))
+        tmp = Signal(tmp_bits(cfg) + 1)             # the band's blocks (acc1 - acc0)
+        wob = self.blocks.wob
         step = Signal(8)                            # the output step in accumulator columns
         sblk, ssub = Signal(range(256)), Signal(9)  # ... as blocks (step // L) and columns
         rowstep = Signal(range(cfg.acc_blocks + 1))
@@ -619,15 +687,14 @@ class PostSetup(CommandSetup):
                     with m.If(~self.checked("regs")):
                         self.fail(m, Err.PARAM)
                     with m.Else():
-                        m.d.sync += [t.eq(0), wob.eq(0),
-                                     step.eq(Mux(pool, 2, rg[Reg.O_STRIDE][:8]))]
+                        m.d.comb += self.blocks.clear.eq(1)
+                        m.d.sync += step.eq(Mux(pool, 2, rg[Reg.O_STRIDE][:8]))
                         m.next = "GEOM"
             with m.State("GEOM"):
                 # ceil(wout / L) by repeated addition, then the band's blocks
                 self.cold(m, Reg.O_ROW0)                # M1's product operand
-                with m.If(t < rg[Reg.C_WOUT]):
-                    m.d.sync += [t.eq(t + L), wob.eq(wob + 1)]
-                with m.Else(), self.product(m, *self.operands("acc", wob=wob)) as p:
+                m.d.comb += self.blocks.step.eq(1)
+                with m.If(~self.blocks.busy), self.product(m, *self.operands("acc", wob=wob)) as p:
                     m.d.sync += tmp.eq(self.tmp_of(p))
                     m.next = "M1"
             with m.State("M1"):

@@ -9,12 +9,12 @@ import random
 import pytest
 from amaranth.hdl import Elaboratable, Module
 
-from ffacc.firmware.isa import QPARAM_WORDS, Err, LoadWFlag, PostFlag, Reg
+from ffacc.firmware.isa import QPARAM_WORDS, Err, LoadWFlag, Op, PostFlag, Reg
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.conv import conv_bounds
 from ffacc.hw.regs import ParamRegs
-from ffacc.hw.setup import (ConvSetup, LoadaSetup, LoadqSetup, LoadwSetup, PostSetup,
-                            SizeMultiplier, share, size_bits)
+from ffacc.hw.setup import (ConvSetup, LoadSetup, PostSetup, RowBlocks, SizeMultiplier, share,
+                            size_bits)
 from ffacc.hw.weights import set_bytes
 from amsim import simulate
 
@@ -27,13 +27,16 @@ class Harness(Elaboratable):
 
     def __init__(self, setup):
         self.setup, self.params, self.mul = setup, ParamRegs(CFG), SizeMultiplier(CFG)
+        self.blocks = RowBlocks(CFG)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.setup, m.submodules.params = self.setup, self.params
-        m.submodules.mul = self.mul
-        m.d.comb += [self.params.r_addr.eq(share(m, [self.setup], self.mul.i, self.params)),
-                     self.setup.regs.eq(self.params.hot)]
+        m.submodules.mul, m.submodules.blocks = self.mul, self.blocks
+        m.d.comb += [self.params.r_addr.eq(share(m, [self.setup], self.mul.i, self.params,
+                                                 self.blocks.i)),
+                     self.setup.regs.eq(self.params.hot),
+                     self.blocks.wout.eq(self.params.hot.c_wout)]
         return m
 
 
@@ -48,11 +51,16 @@ def run(setup, regs, flags=0, *, unit_clocks=3, unit_err=0, busy_clocks=0, befor
     to the end, "err", "add": the add sequencer's command and "add_start" (PostSetup)}."""
     h = Harness(setup)
     out = {"start": None, "o": None, "add_start": None}
+    if isinstance(setup, LoadSetup):        # the loader of the command's op
+        name = Op(cmd["op"]).name.lower()
+        o, o_err = getattr(setup, name), getattr(setup, f"{name}_err")
+    else:
+        o, o_err = setup.o, setup.o_err
 
     async def bench(ctx):
         p = h.params
-        for name, v in regs.items():
-            ctx.set(p.w.payload.reg, Reg[name])
+        for r, v in regs.items():
+            ctx.set(p.w.payload.reg, Reg[r])
             ctx.set(p.w.payload.value, v)
             ctx.set(p.w.valid, 1)
             await ctx.tick()
@@ -67,8 +75,11 @@ def run(setup, regs, flags=0, *, unit_clocks=3, unit_err=0, busy_clocks=0, befor
                 before(ctx, n)
             if busy_until is not None and hasattr(setup, "unit_busy"):
                 ctx.set(setup.unit_busy, n < busy_until)
-            if ctx.get(setup.o.valid) and out["start"] is None:
-                out["start"], out["o"] = n, ctx.get(setup.o.payload)
+            if isinstance(setup, LoadSetup):      # the other loaders get nothing
+                assert not any(ctx.get(getattr(setup, other).valid)
+                               for other in ("loada", "loadw", "loadq") if other != name), n
+            if ctx.get(o.valid) and out["start"] is None:
+                out["start"], out["o"] = n, ctx.get(o.payload)
             if hasattr(setup, "add_o") and ctx.get(setup.add_o.valid):
                 if out["add_start"] is None:
                     out["add_start"], out["add"] = n, ctx.get(setup.add_o.payload)
@@ -76,8 +87,8 @@ def run(setup, regs, flags=0, *, unit_clocks=3, unit_err=0, busy_clocks=0, befor
                 ctx.set(setup.add_err, unit_err)
             taking = out["start"] is not None and n - out["start"] >= unit_clocks \
                 and busy_until is None
-            ctx.set(setup.o.ready, taking)
-            ctx.set(setup.o_err, unit_err)
+            ctx.set(o.ready, taking)
+            ctx.set(o_err, unit_err)
             if taking and isinstance(setup, PostSetup):
                 busy_until = n + 1 + busy_clocks
             if ctx.get(setup.cmd.ready):
@@ -90,7 +101,7 @@ def run(setup, regs, flags=0, *, unit_clocks=3, unit_err=0, busy_clocks=0, befor
                         out["start"], out["o"] = n + 1, ctx.get(setup.o.payload)
                 ctx.set(setup.cmd.valid, 0)
                 await ctx.tick()
-                assert not ctx.get(setup.o.valid) or isinstance(setup, PostSetup)
+                assert not ctx.get(o.valid) or isinstance(setup, PostSetup)
                 return
             await ctx.tick()
         raise AssertionError(f"{type(setup).__name__} did not end in {limit} clocks")
@@ -114,7 +125,7 @@ def loada_regs(**kw):
 ])
 def test_loada_setup(kw, decode):
     regs = loada_regs(**kw)
-    out = run(LoadaSetup(CFG), regs, flags=decode)
+    out = run(LoadSetup(CFG), regs, flags=decode, op=Op.LOADA)
     W = regs["A_W"]
     wbytes = (W + 1) // 2 if decode else W
     row_step = regs["A_PITCH"] or wbytes
@@ -132,17 +143,17 @@ def test_loada_setup(kw, decode):
 
 
 def test_a_units_error_ends_the_command_with_it():
-    out = run(LoadaSetup(CFG), loada_regs(), unit_clocks=7, unit_err=Err.BUS)
+    out = run(LoadSetup(CFG), loada_regs(), unit_clocks=7, unit_err=Err.BUS, op=Op.LOADA)
     assert (out["err"], out["end"]) == (Err.BUS, out["start"] + 7)
 
 
 @pytest.mark.parametrize("setup,regs,flags", [
-    (LoadaSetup, loada_regs(A_W=0), 0),                                 # regs
-    (LoadaSetup, loada_regs(A_CH=8, LB_PITCH=9), 0),                    # band: 63 + 6 > 64
-    (LoadwSetup, dict(W_SRC=0x100, W_COUNT=0, W_DST=0), 0),             # regs
-    (LoadwSetup, dict(W_SRC=0x102, W_COUNT=2, W_DST=0), 0),             # src: not on a word
-    (LoadqSetup, dict(Q_SRC=0x100, Q_COUNT=4, Q_DST=62), 0),            # regs
-    (LoadqSetup, dict(Q_SRC=0x101, Q_COUNT=4, Q_DST=0), 0),             # src
+    (Op.LOADA, loada_regs(A_W=0), 0),                                   # regs
+    (Op.LOADA, loada_regs(A_CH=8, LB_PITCH=9), 0),                      # band: 63 + 6 > 64
+    (Op.LOADW, dict(W_SRC=0x100, W_COUNT=0, W_DST=0), 0),               # regs
+    (Op.LOADW, dict(W_SRC=0x102, W_COUNT=2, W_DST=0), 0),               # src: not on a word
+    (Op.LOADQ, dict(Q_SRC=0x100, Q_COUNT=4, Q_DST=62), 0),              # regs
+    (Op.LOADQ, dict(Q_SRC=0x101, Q_COUNT=4, Q_DST=0), 0),               # src
     (ConvSetup, None, 0),                                               # acc: 120 + 9 > 128
     (PostSetup, dict(C_LANES=1, C_NY=1, C_WOUT=6, O_Q=0, O_STRIDE=0), 0),   # regs
     (PostSetup, dict(C_LANES=1, C_NY=3, C_WOUT=6, O_Q=0, O_STRIDE=1), PostFlag.POOL2),
@@ -150,7 +161,10 @@ def test_a_units_error_ends_the_command_with_it():
 def test_a_failed_check_ends_the_command_before_its_unit_starts(setup, regs, flags):
     if regs is None:
         regs = conv_regs(C_NY=3, C_WOUT=9, C_ACC=120)
-    out = run(setup(CFG), regs, flags)
+    if isinstance(setup, Op):
+        out = run(LoadSetup(CFG), regs, flags, op=setup)
+    else:
+        out = run(setup(CFG), regs, flags)
     assert out["err"] == Err.PARAM and out["start"] is None and out["end"] < 20
 
 
@@ -163,7 +177,7 @@ def test_an_add_with_bad_registers_fails():
                                          (3, LoadWFlag.PACK4), (3, LoadWFlag.ASYNC)])
 def test_loadw_setup(count, flags):
     regs = dict(W_SRC=0x200, W_COUNT=count, W_DST=4)
-    out = run(LoadwSetup(CFG), regs, flags)
+    out = run(LoadSetup(CFG), regs, flags, op=Op.LOADW)
     n = count * set_bytes(CFG.fcu, CFG.lanes, bool(flags & LoadWFlag.MAC))
     if flags & LoadWFlag.PACK4:
         n = (n + 1) // 2
@@ -179,7 +193,7 @@ def test_loadw_setup(count, flags):
 
 @pytest.mark.parametrize("count,dst", [(1, 0), (5, 3), (64, 0)])
 def test_loadq_setup(count, dst):
-    out = run(LoadqSetup(CFG), dict(Q_SRC=0x180, Q_COUNT=count, Q_DST=dst))
+    out = run(LoadSetup(CFG), dict(Q_SRC=0x180, Q_COUNT=count, Q_DST=dst), op=Op.LOADQ)
     o = out["o"]
     assert out["start"] == 2 and out["err"] == 0
     nb = CFG.bus_bytes          # the records in whole bus beats
@@ -302,3 +316,29 @@ def test_size_multiplier_products():
         assert not ctx.get(mul.i.valid)
 
     simulate(mul, bench)
+
+
+def test_row_blocks_count_a_block_a_clock_and_hold():
+    """ceil(wout / L) blocks, one a clock while stepping; the count holds without a step and
+    starts again from 0 after a clear."""
+    rb = RowBlocks(CFG)
+
+    async def bench(ctx):
+        for wout in [1, 2, 3, 4, 10, 95, 96, 97, L * CFG.acc_blocks]:
+            ctx.set(rb.wout, wout)
+            ctx.set(rb.i.clear, 1)
+            await ctx.tick()
+            ctx.set(rb.i.clear, 0)
+            ctx.set(rb.i.step, 1)
+            clocks = 0
+            while ctx.get(rb.i.busy):
+                await ctx.tick()
+                clocks += 1
+            assert ctx.get(rb.i.wob) == clocks == -(-wout // L), wout
+            await ctx.tick()            # no more counting once it is done
+            ctx.set(rb.i.step, 0)
+            for _ in range(3):
+                await ctx.tick()
+            assert ctx.get(rb.i.wob) == -(-wout // L)
+
+    simulate(rb, bench)
