@@ -7,11 +7,12 @@ the waits that keep results those of running the commands in order (see
 :mod:`ffacc.firmware.isa` for the commands and :mod:`ffacc.sim.iss` for their exact
 semantics):
 
-* **Fetch/decode**: the fetch unit (:mod:`ffacc.hw.fetch`) reads blocks of instructions in
-  whole beats into a queue; the instruction at its head stays there while it runs (without
-  a fetch unit, ``fetch_block = 0``, the controller reads each one itself). ``SET`` writes the
-  parameter registers, ``INC`` steps one (read from the register RAM), a command goes to its
-  setup and waits until it ends. ``LOOP``/``ENDLOOP`` push and count down frames of the loop stack
+* **Fetch/decode** (the controller, :class:`ffacc.hw.control.Controller`): the fetch unit
+  (:mod:`ffacc.hw.fetch`) reads blocks of instructions in whole beats into a queue; the
+  instruction at its head stays there while it runs (without a fetch unit, ``fetch_block =
+  0``, the controller reads each one itself). ``SET`` writes the parameter registers, ``INC``
+  steps one (read from the register RAM), a command goes to its setup and waits until it
+  ends. ``LOOP``/``ENDLOOP`` push and count down frames of the loop stack
   (:mod:`ffacc.hw.loops`); an ``ENDLOOP`` that jumps back restarts the fetch unit at the body.
   An illegal opcode, a bad register, an inconsistent parameter, an address outside
   ``MEM_SIZE``, a bus error, a memory that stops answering or a loop stack over- or underflow
@@ -60,29 +61,30 @@ semantics):
   requantizer.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
+from functools import reduce
+from operator import or_
+
+from amaranth.hdl import Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.csr import info_word
-from ffacc.firmware.isa import (INSTR_BYTES, LOOP_BITS, QPARAM_WORDS, WAITS_FOR_LOADER,
-                                WAITS_FOR_POST, Err, Op, Reg)
+from ffacc.firmware.isa import QPARAM_WORDS, WAITS_FOR_LOADER, WAITS_FOR_POST, Err, Op, Reg
 from .accum import Accumulators
 from .add import AddSequencer
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
-                  bus_timer, connect_axi_master, read_ended)
+                  bus_timer, connect_axi_master)
 from .config import AcceleratorConfig
+from .control import Controller
 from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
 from .fcu import FcuArray
-from .fetch import InstructionFetch
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
 from .loadw import WeightLoader
-from .loops import LoopStack
 from .post import PostUnit
 from .regs import ParamRegs
 from .setup import ConvSetup, LoadSetup, PostSetup, RowBlocks, SizeMultiplier, share
@@ -136,26 +138,9 @@ class Accelerator(wiring.Component):
         # netlist with two counts trips an internal assertion of yosys's abc9 reintegration)
         bus_timer(m, rd, wr)
         m.d.comb += rd.beat_ready.eq(1)
-        # the fetch unit (fetch_block > 0), or, on the smallest parts, the controller reads
-        # each instruction itself, a byte a clock (FETCH/FETCH_DATA, pc += 8 in NEXT)
-        fu = None
-        if cfg.fetch_block:
-            fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block, bus_bytes=nb,
-                                                       addr_bits=AW)
-            m.d.comb += [fu.beat_valid.eq(rd.beat_valid), fu.beat_data.eq(rd.beat_data),
-                         fu.done.eq(rd.done), fu.rd_err.eq(rd.err)]
-        # hardware loops (loop_depth > 0, which needs the fetch unit)
-        ls = None
-        if cfg.loop_depth:
-            ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=AW)
         connect_axi_master(m, lambda name: getattr(self, f"m_axi_{name}"), rd, wr, nb)
 
         # ---------------------------------------------------------------- CSRs
-        busy = Signal()
-        done = Signal()
-        error = Signal()
-        err_code = Signal(range(max(Err) + 1))
-        err_pc = Signal(AW)
         csr = m.submodules.csr = CsrBank(addr_bits=A, ident=cfg.fingerprint(),
                                          info=info_word(cfg), perf_counters=cfg.perf_counters)
         for name, member in csr.signature.members.items():
@@ -166,15 +151,10 @@ class Accelerator(wiring.Component):
         # the counters a profiler follows per instruction (tb_accel), here at the top
         cycles, stall_cycles = Signal(32), Signal(32)
         m.d.comb += [cycles.eq(csr.cycles), stall_cycles.eq(csr.stall_cycles),
-                     csr.busy.eq(busy), csr.done.eq(done), csr.error.eq(error),
-                     csr.err_code.eq(err_code), csr.err_pc.eq(err_pc),
                      # the bus stall comes late in the clock, out of the DMA engines' request
                      # logic: the bank registers it
-                     csr.stall.eq(rd.stall | wr.stall)]
-        if fu:
-            m.d.comb += fu.mem_size.eq(mem_size)
-        m.d.comb += [rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size),
-                     self.irq.eq(done | error), self.busy.eq(busy), self.error.eq(error)]
+                     csr.stall.eq(rd.stall | wr.stall),
+                     rd.mem_size.eq(mem_size), wr.mem_size.eq(mem_size)]
 
         # ---------------------------------------------------------------- buffers
         # the weight buffer: one word per set, for every engine its M * T pre-added words for
@@ -240,8 +220,9 @@ class Accelerator(wiring.Component):
         if cfg.add_unit:
             setups[Op.ADD] = ps
         clients = [lds, cvs, ps]
-        inc_addr = Signal(range(len(Reg)))          # INC's register, read in DECODE
-        m.d.comb += params.r_addr.eq(share(m, clients, mul.i, params, blocks.i) | inc_addr)
+        ctl = m.submodules.ctl = Controller(cfg, commands=setups)
+        # the register RAM's read port: the setups' cold registers, INC's register
+        m.d.comb += params.r_addr.eq(share(m, clients, mul.i, params, blocks.i) | ctl.inc_addr)
 
         # ---------------------------------------------------------------- the units
         def read_client(unit, words):
@@ -332,210 +313,72 @@ class Accelerator(wiring.Component):
                              rd.beat_ready.eq(unit.beats.ready)]
 
         # ---------------------------------------------------------------- controller
-        pc = Signal(AW)
-        # the instruction stays at the head of the fetch unit's queue while it runs: it is
-        # taken (fu.o.ready) when it is done, in NEXT or in DECODE for a SET or NOP. FETCH
-        # copies it into ``instr``, so the decode starts at a flip-flop, not behind the
-        # queue's LUT-RAM read (that was the ULX3S's critical path)
-        instr = Signal(64, reset_less=True)
-        op = instr[0:8]
-        flags = instr[8:16]
-        ireg = instr[16:24]
-        rsvd = instr[24:32]
-        imm = instr[32:64]
+        # (hw/control.py): fetch, decode, the commands to their setups, the run's end
+        pc = Signal(AW)                 # the instruction's address (a profiler follows it)
+        op, flags = ctl.instr[0:8], ctl.instr[8:16]
+        m.d.comb += [pc.eq(ctl.pc), ctl.start.eq(start), ctl.prog_base.eq(prog_base),
+                     ctl.mem_size.eq(mem_size), csr.decoded.eq(ctl.decoded),
+                     csr.busy.eq(ctl.busy), csr.done.eq(ctl.done), csr.error.eq(ctl.error),
+                     csr.err_code.eq(ctl.err_code), csr.err_pc.eq(ctl.err_pc),
+                     self.irq.eq(ctl.done | ctl.error), self.busy.eq(ctl.busy),
+                     self.error.eq(ctl.error), wr.clear.eq(ctl.clear), ps.clear.eq(ctl.clear)]
+        # its fetches on the read DMA
+        with m.If(ctl.rd_req.valid):
+            m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(ctl.rd_req.addr),
+                         rd.req_len.eq(ctl.rd_req.len), rd.req_words.eq(ctl.rd_req.words)]
+        m.d.comb += [ctl.rd_beat_valid.eq(rd.beat_valid), ctl.rd_beat_data.eq(rd.beat_data),
+                     ctl.rd_out_valid.eq(rd.out_valid), ctl.rd_out_data.eq(rd.out_data),
+                     ctl.rd_done.eq(rd.done), ctl.rd_err.eq(rd.err)]
+        # SET and INC on the parameter registers
+        wiring.connect(m, ctl.reg_w, params.w)
+        m.d.comb += [params.chk_reg.eq(ctl.chk_reg), params.chk_value.eq(ctl.chk_value),
+                     ctl.chk_wide.eq(params.chk_wide), ctl.reg_data.eq(params.r_data)]
+        # the commands to their setups (one at a time: the one for the op runs, and ends it)
         for s in clients:
-            m.d.comb += [s.regs.eq(params.hot), s.cmd.payload.flags.eq(flags)]
+            ops = [o for o, c in setups.items() if c is s]
+            m.d.comb += [s.cmd.valid.eq(ctl.run.valid & op.matches(*ops)),
+                         s.regs.eq(params.hot), s.cmd.payload.flags.eq(flags)]
         m.d.comb += [lds.cmd.payload.op.eq(op), ps.cmd.payload.add.eq(op == Op.ADD),
-                     ps.cmd.payload.pc.eq(pc)]
+                     ps.cmd.payload.pc.eq(ctl.pc),
+                     ctl.run.ready.eq(reduce(or_, (s.cmd.ready for s in clients))),
+                     ctl.run_err.eq(reduce(or_, (s.err for s in clients)))]
         with m.If(loadw.cmd.valid & loadw.cmd.ready):
-            m.d.sync += lw_pc.eq(pc)            # a background read's error names it
-        fail = Signal()
-        fail_code = Signal(range(max(Err) + 1))
-        fail_pc = Signal(AW)
-        m.d.comb += [fail.eq(0), fail_pc.eq(pc)]
-
-        # a SET value wider than its register (reg_bits); set_val is what SET or INC writes
-        # (the check looks at the immediate, so INC's adder is not in front of it)
-        set_val = Signal(34)
-        m.d.comb += [set_val.eq(imm), params.chk_reg.eq(ireg), params.chk_value.eq(imm)]
-
-        def write_reg():
-            """Parameter register ``ireg`` = ``set_val`` (a SET checked, an INC modulo the
-            register's width), then the next instruction."""
-            m.d.comb += [params.w.valid.eq(1), params.w.payload.reg.eq(ireg),
-                         params.w.payload.value.eq(set_val)]
-            take_next()
-
-        def take_next():
-            """A SET or NOP is done in DECODE: take it from the queue (the unit) or go
-            through NEXT (pc += 8)."""
-            if fu:
-                m.d.comb += fu.o.ready.eq(1)
-                m.next = "FETCH"
-            else:
-                m.next = "NEXT"
-
-        def failure(code):
-            m.d.comb += [fail.eq(1), fail_code.eq(code)]
-            m.next = "IDLE"
-
-        with m.FSM(name="ctl"):
-            with m.State("IDLE"):
-                if fu:
-                    m.d.comb += [fu.base.eq(prog_base), fu.start.eq(start)]
-                if ls:
-                    m.d.comb += ls.clear.eq(start)
-                m.d.comb += [wr.clear.eq(start), ps.clear.eq(start)]
-                with m.If(start):
-                    m.d.sync += [pc.eq(prog_base), busy.eq(1), done.eq(0), error.eq(0),
-                                 err_code.eq(0), err_pc.eq(0)]
-                    m.next = "FETCH"
-            if fu:
-                with m.State("FETCH"):
-                    # the next instruction from the fetch unit, which has the DMA meanwhile
-                    # (not while a background LOADW reads: it then waits to ask for a block)
-                    # (nor once it failed: the run stops here, and a block read would be left
-                    # on the bus)
-                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~loadw.bg_reading
-                                               & (loadw.bg_err == 0)),
-                                 rd.req_valid.eq(fu.req_valid), rd.req_addr.eq(fu.req_addr),
-                                 rd.req_len.eq(fu.req_len), rd.req_words.eq(fu.req_words)]
-                    # a command that reads memory, and END, start after a background LOADW
-                    # (and those that need the post-processor, after a background POST)
-                    fop = fu.o.payload.instr[0:8]
-                    reads = Const(0, 1)
-                    if pf:
-                        reads = loadw.bg_busy & fop.matches(*WAITS_FOR_LOADER)
-                    if cfg.post_overlap:
-                        # a LOADQ waits only for a POST that reads the records it writes
-                        qdst = rg[Reg.Q_DST]
-                        recs = ((qdst < po.q_hi) & (po.q_lo < qdst + rg[Reg.Q_COUNT]))
-                        reads = reads | (po_pending & (fop.matches(*WAITS_FOR_POST)
-                                                       | ((fop == Op.LOADQ) & recs)))
-                    with m.If(loadw.bg_err != 0 if pf else Const(0, 1)):
-                        # a background LOADW's read failed: the run stops at that LOADW
-                        m.d.comb += fail_pc.eq(lw_pc)
-                        failure(loadw.bg_err)
-                    with m.Elif(ps.background & ~po_pending & (po.err != 0) if cfg.post_overlap
-                                else Const(0, 1)):
-                        # a background POST failed: the run stops at that POST
-                        m.d.comb += fail_pc.eq(ps.bg_pc)
-                        failure(po.err)
-                    with m.Elif(fu.o.valid & ~reads):
-                        with m.If(fu.o.payload.err != 0):
-                            m.d.comb += fail_pc.eq(fu.o.payload.pc)
-                            failure(fu.o.payload.err)
-                        with m.Else():
-                            m.d.sync += [pc.eq(fu.o.payload.pc),
-                                         instr.eq(fu.o.payload.instr)]
-                            m.next = "DECODE"
-            else:
-                with m.State("FETCH"):
-                    with m.If(pc[:3] != 0):
-                        failure(Err.ADDRESS)            # PROG_BASE not a multiple of 8
-                    with m.Else():
-                        m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(pc), rd.req_len.eq(8)]
-                        m.next = "FETCH_DATA"
-                with m.State("FETCH_DATA"):
-                    with m.If(rd.out_valid):
-                        m.d.sync += instr.eq(Cat(instr[8:], rd.out_data))
-                    with read_ended(m, rd.done, rd.err, failure):
-                        m.next = "DECODE"
-            with m.State("DECODE"):
-                m.d.comb += csr.decoded.eq(1)
-                with m.If(rsvd != 0):
-                    failure(Err.OPCODE)
-                with m.Else():
-                    with m.Switch(op):
-                        with m.Case(Op.SET):
-                            with m.If(ireg >= len(Reg)):
-                                failure(Err.REG)
-                            with m.Elif(params.chk_wide):
-                                failure(Err.PARAM)
-                            with m.Else():
-                                write_reg()
-                        if ls:
-                            with m.Case(Op.INC):
-                                with m.If(ireg >= len(Reg)):
-                                    failure(Err.REG)
-                                with m.Else():
-                                    m.d.comb += inc_addr.eq(ireg)
-                                    m.next = "INC"
-                            with m.Case(Op.LOOP):
-                                with m.If((imm == 0) | imm[LOOP_BITS:].any()):
-                                    failure(Err.PARAM)
-                                with m.Elif(ls.full):
-                                    failure(Err.LOOP)
-                                with m.Else():
-                                    m.d.comb += [ls.push.eq(1), ls.push_pc.eq(pc + INSTR_BYTES),
-                                                 ls.push_left.eq(imm - 1)]
-                                    take_next()
-                            with m.Case(Op.ENDLOOP):
-                                with m.If(ls.empty):
-                                    failure(Err.LOOP)
-                                with m.Else():
-                                    m.d.comb += ls.end.eq(1)
-                                    with m.If(ls.jump):
-                                        # the fetch unit goes on from the body's start in
-                                        # its queue, or drops the queue and reads the body
-                                        m.d.comb += [fu.start.eq(1), fu.reuse.eq(1),
-                                                     fu.base.eq(ls.target)]
-                                        m.next = "FETCH"
-                                    with m.Else():
-                                        take_next()
-                        with m.Case(Op.NOP):
-                            take_next()
-                        with m.Case(Op.END):
-                            m.d.sync += [busy.eq(0), done.eq(1)]
-                            m.next = "IDLE"
-                        for o in setups:
-                            with m.Case(o):
-                                m.next = o.name
-                        with m.Default():
-                            failure(Err.OPCODE)
-            if ls:
-                with m.State("INC"):
-                    # the register from the RAM (decode presented its index) plus the signed
-                    # immediate, modulo the register's width (the writes keep its bits)
-                    m.d.comb += set_val.eq(params.r_data + imm.as_signed())
-                    write_reg()
-            with m.State("NEXT"):
-                if fu:
-                    m.d.comb += fu.o.ready.eq(1)
-                else:
-                    m.d.sync += pc.eq(pc + 8)
-                m.next = "FETCH"
-            for o, s in setups.items():
-                with m.State(o.name):
-                    # the command's setup, then its unit, run it (the instruction holds)
-                    m.d.comb += s.cmd.valid.eq(1)
-                    with m.If(s.cmd.ready):
-                        with m.If(s.err != 0):
-                            failure(s.err)
-                        with m.Else():
-                            m.next = "NEXT"
-
-        # any state: a failure stops the run
-        with m.If(fail):
-            m.d.sync += [err_code.eq(fail_code), err_pc.eq(fail_pc)]
+            m.d.sync += lw_pc.eq(ctl.pc)        # a background read's error names it
+        # the background units: what an instruction waits for, their errors
+        reads = Const(0, 1)         # the next instruction waits for a background unit
+        nop = ctl.next_op
+        if pf:
+            # a command that reads memory, and END, start after a background LOADW
+            reads = loadw.bg_busy & nop.matches(*WAITS_FOR_LOADER)
+        if cfg.post_overlap:
+            # those that need the post-processor, after a background POST; a LOADQ only for
+            # a POST that reads the records it writes
+            qdst = rg[Reg.Q_DST]
+            recs = (qdst < po.q_hi) & (po.q_lo < qdst + rg[Reg.Q_COUNT])
+            reads = reads | (po_pending & (nop.matches(*WAITS_FOR_POST)
+                                           | ((nop == Op.LOADQ) & recs)))
+        m.d.comb += [ctl.hold.eq(reads),
+                     ctl.fetch_hold.eq(loadw.bg_reading | (loadw.bg_err != 0))]
+        # a background LOADW's read failed: the run stops at that LOADW; a background POST
+        # failed: at that POST
+        po_failed = ps.background & ~po_pending & (po.err != 0)
+        if pf:
+            with m.If(loadw.bg_err != 0):
+                m.d.comb += [ctl.bg_err.eq(loadw.bg_err), ctl.bg_pc.eq(lw_pc)]
+            if cfg.post_overlap:
+                with m.Elif(po_failed):
+                    m.d.comb += [ctl.bg_err.eq(po.err), ctl.bg_pc.eq(ps.bg_pc)]
+        elif cfg.post_overlap:
+            with m.If(po_failed):
+                m.d.comb += [ctl.bg_err.eq(po.err), ctl.bg_pc.eq(ps.bg_pc)]
+        # a stopping run waits until no background read is left on the bus (the next run's
+        # fetch would take its beats) and the post-processor is done (a background POST, or
+        # the elements an ADD gave it); a background POST came first: its error is the run's
+        m.d.comb += ctl.bg_busy.eq((loadw.bg_reading if pf else 0)
+                                   | (po_pending if cfg.post_overlap or cfg.add_unit else 0))
+        if cfg.post_overlap:
+            m.d.comb += [ctl.late_err.eq(Mux(ps.background, po.err, 0)),
+                         ctl.late_pc.eq(ps.bg_pc)]
         if cfg.add_unit:
-            m.d.comb += po.stop.eq(fail)    # an ADD's elements end with the run
-        if pf or cfg.post_overlap or cfg.add_unit:
-            # a run stops when no background read is left on the bus (the next run's fetch
-            # would take its beats) and the post-processor is done (a background POST, or
-            # the elements an ADD gave it): until then it is busy, in IDLE. A background POST
-            # came first: its error, if it has one, is the run's.
-            bg = ((loadw.bg_reading if pf else Const(0, 1))
-                  | (po_pending if cfg.post_overlap or cfg.add_unit else 0))
-            halting = Signal()
-            with m.If(fail & bg):
-                m.d.sync += halting.eq(1)
-            with m.Elif((fail | halting) & ~bg):
-                m.d.sync += [busy.eq(0), error.eq(1), halting.eq(0)]
-                if cfg.post_overlap:
-                    with m.If(ps.background & (po.err != 0)):
-                        m.d.sync += [err_code.eq(po.err), err_pc.eq(ps.bg_pc)]
-        else:
-            with m.If(fail):
-                m.d.sync += [busy.eq(0), error.eq(1)]
+            m.d.comb += po.stop.eq(ctl.fail)    # an ADD's elements end with the run
         return m

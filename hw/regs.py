@@ -17,7 +17,10 @@ from amaranth.vendor import LatticeICE40Platform
 from ffacc.firmware.isa import Reg, reg_bits
 from .logic import reset_less_copy
 
-__all__ = ["ParamRegs", "COLD", "hot_layout", "ram_bits"]
+__all__ = ["ParamRegs", "COLD", "WRITE_LAYOUT", "hot_layout", "ram_bits"]
+
+# a write: register index and value (a SET's immediate, or INC's sum)
+WRITE_LAYOUT = data.StructLayout({"reg": range(len(Reg)), "value": 34})
 
 COLD = (Reg.A_SRC, Reg.W_SRC, Reg.Q_SRC, Reg.O_DST, Reg.O_CSTRIDE, Reg.O_ROW0, Reg.C_Y0)
 
@@ -62,8 +65,7 @@ class ParamRegs(wiring.Component):
         self.hot_regs = [r for r in Reg if r not in COLD]
         self.ram_bits = ram_bits(cfg)
         super().__init__({
-            "w": In(stream.Signature(data.StructLayout({"reg": range(len(Reg)), "value": 34}),
-                                     always_ready=True)),
+            "w": In(stream.Signature(WRITE_LAYOUT, always_ready=True)),
             "r_addr": In(range(len(Reg))), "r_data": Out(self.ram_bits),
             "hot": Out(hot_layout(cfg)),
             "chk_reg": In(8), "chk_value": In(32), "chk_wide": Out(1),

@@ -7,8 +7,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 155
-# the controller (issue #15 cuts it into per-command units) and the board SoC
-STILL_LONG = {("hw/accel.py", "Accelerator"): 430, ("boards/soc.py", "SoC"): 351}
+# the accelerator's wiring and its controller's one state machine (fetch, decode, dispatch,
+# stop; issue #15 cuts them further), and the board SoC
+STILL_LONG = {("hw/accel.py", "Accelerator"): 271, ("hw/control.py", "Controller"): 182,
+              ("boards/soc.py", "SoC"): 351}
 
 
 def elaborate_lengths():
