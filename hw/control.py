@@ -145,7 +145,7 @@ class Controller(wiring.Component):
                 m.d.comb += fail_pc.eq(at)
             m.next = "IDLE"
 
-        with m.FSM(name="ctl"):
+        with m.FSM(name="ctl") as fsm:
             with m.State("IDLE"):
                 if fu:
                     m.d.comb += [fu.base.eq(self.prog_base), fu.start.eq(self.start)]
@@ -162,10 +162,7 @@ class Controller(wiring.Component):
                     # (not while a background LOADW reads: it then waits to ask for a block)
                     # (nor once it failed: the run stops here, and a block read would be left
                     # on the bus)
-                    m.d.comb += [fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold),
-                                 self.rd_req.valid.eq(fu.req_valid),
-                                 self.rd_req.addr.eq(fu.req_addr), self.rd_req.len.eq(fu.req_len),
-                                 self.rd_req.words.eq(fu.req_words)]
+                    m.d.comb += fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold)
                     with m.If(self.bg_err != 0):
                         failure(self.bg_err, at=self.bg_pc)     # at that background command
                     with m.Elif(fu.o.valid & ~self.hold):
@@ -179,8 +176,6 @@ class Controller(wiring.Component):
                     with m.If(pc[:3] != 0):
                         failure(Err.ADDRESS)            # PROG_BASE not a multiple of 8
                     with m.Else():
-                        m.d.comb += [self.rd_req.valid.eq(1), self.rd_req.addr.eq(pc),
-                                     self.rd_req.len.eq(INSTR_BYTES)]
                         m.next = "FETCH_DATA"
                 with m.State("FETCH_DATA"):
                     with m.If(self.rd_out_valid):
@@ -257,6 +252,17 @@ class Controller(wiring.Component):
                         failure(self.run_err)
                     with m.Else():
                         m.next = "NEXT"
+
+        # the fetches' reads (the request driven whole, by plain assignments: see
+        # tests/test_integration_docs.py): in FETCH, the fetch unit's, or an instruction's
+        # 8 bytes at pc
+        req, fetching = self.rd_req, fsm.ongoing("FETCH")
+        if fu:
+            m.d.comb += [req.valid.eq(fetching & fu.req_valid), req.addr.eq(fu.req_addr),
+                         req.len.eq(fu.req_len), req.words.eq(fu.req_words)]
+        else:
+            m.d.comb += [req.valid.eq(fetching & (pc[:3] == 0)), req.addr.eq(pc),
+                         req.len.eq(INSTR_BYTES), req.words.eq(0)]
 
         # any state: a failure stops the run, once no background work is left (the next
         # run's fetch would take a background read's beats); until then it is busy, in IDLE
