@@ -314,7 +314,7 @@ ACCEL_PRESETS = {
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
     # act_codes is off so that the figures measured on this preset stay its own; with it on
     # (the level map pipelined, up to 64 levels) the SoC builds at 56.9 MHz with 18,858 LUTs
-    # (15,495 without)
+    # (15,495 without; both at 647282a)
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
                                burst_beats=64, target_mhz=50, act_codes=False),
