@@ -361,16 +361,14 @@ class Accelerator(wiring.Component):
                      ctl.fetch_hold.eq(loadw.bg_reading | (loadw.bg_err != 0))]
         # a background LOADW's read failed: the run stops at that LOADW; a background POST
         # failed: at that POST
-        po_failed = ps.background & ~po_pending & (po.err != 0)
+        failed = []                 # (condition, error, pc), the first one first
         if pf:
-            with m.If(loadw.bg_err != 0):
-                m.d.comb += [ctl.bg_err.eq(loadw.bg_err), ctl.bg_pc.eq(lw_pc)]
-            if cfg.post_overlap:
-                with m.Elif(po_failed):
-                    m.d.comb += [ctl.bg_err.eq(po.err), ctl.bg_pc.eq(ps.bg_pc)]
-        elif cfg.post_overlap:
-            with m.If(po_failed):
-                m.d.comb += [ctl.bg_err.eq(po.err), ctl.bg_pc.eq(ps.bg_pc)]
+            failed.append((loadw.bg_err != 0, loadw.bg_err, lw_pc))
+        if cfg.post_overlap:
+            failed.append((ps.background & ~po_pending & (po.err != 0), po.err, ps.bg_pc))
+        for k, (cond, err, at) in enumerate(failed):
+            with (m.Elif if k else m.If)(cond):
+                m.d.comb += [ctl.bg_err.eq(err), ctl.bg_pc.eq(at)]
         # a stopping run waits until no background read is left on the bus (the next run's
         # fetch would take its beats) and the post-processor is done (a background POST, or
         # the elements an ADD gave it); a background POST came first: its error is the run's

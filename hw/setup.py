@@ -87,7 +87,7 @@ def size_bits(cfg):
 
 def tmp_bits(cfg):
     """Bits of a product a setup checks against ``lb_rows`` or ``acc_blocks``: exact below
-    ``2**tmp_bits``; a sticky bit above (:meth:`CommandSetup.tmp_of`)."""
+    ``2**tmp_bits``; a sticky bit above (:func:`~ffacc.hw.logic.addr_clamp` to ``tmp_bits``)."""
     return max(cfg.lb_rows, cfg.acc_blocks).bit_length()
 
 
@@ -111,7 +111,7 @@ class SizeMultiplier(wiring.Component):
         ``req`` with ``a``, ``b``: multiply; ``valid`` the clock after, with ``p``. A client
         that keeps ``req`` high gets ``valid`` every other clock (a product each two).
         ``last``: the last product as :func:`tmp_bits` bits and a sticky bit for any above
-        (:meth:`CommandSetup.tmp_of`), from the clock after ``valid`` until the next product:
+        (:func:`~ffacc.hw.logic.addr_clamp`), from the clock after ``valid`` until the next product:
         the checks of a setup's next state read it (a band's or an accumulator's extent).
 
     Every product with an operand at or above ``2**dsp_bits`` is exact below
@@ -133,9 +133,9 @@ class SizeMultiplier(wiring.Component):
         m.d.sync += i.valid.eq(i.req & ~i.valid)
         m.d.comb += [i.p.eq(narrow_dsp_product(
             a, b, cfg.dsp_bits, limit_bits=max(cfg.addr_bits, tmp_bits(cfg)))), i.last.eq(last)]
-        k = tmp_bits(cfg)
         with m.If(i.valid):
-            m.d.sync += last.eq(Cat(i.p[:k], i.p[k:].any()))
+            # a product too large for lb_rows or acc_blocks stays too large
+            m.d.sync += last.eq(addr_clamp(i.p, tmp_bits(cfg)))
         return m
 
 
@@ -298,12 +298,6 @@ class CommandSetup(wiring.Component):
         with m.If(self.mul.valid):
             yield self.mul.p
 
-    def tmp_of(self, p):
-        """Product ``p`` as :func:`tmp_bits` bits plus a sticky bit for any above, so a product
-        too large for ``lb_rows`` or ``acc_blocks`` stays too large."""
-        k = tmp_bits(self.cfg)
-        return Cat(p[:k], p[k:].any())
-
     def aclamp(self, v):
         return addr_clamp(v, self.cfg.addr_bits)
 
@@ -372,7 +366,7 @@ class LoadSetup(CommandSetup):
         Each loader's command, held until it takes it as it ends, and its error then.
     """
 
-    op = Op.LOADA           # (each check names its load)
+    op = None               # each check names its load
     UNITS = {Op.LOADA: loada_command_layout, Op.LOADW: loadw_command_layout,
              Op.LOADQ: loadq_command_layout}
 
@@ -695,7 +689,7 @@ class PostSetup(CommandSetup):
                 self.cold(m, Reg.O_ROW0)                # M1's product operand
                 m.d.comb += self.blocks.step.eq(1)
                 with m.If(~self.blocks.busy), self.product(m, *self.operands("acc", wob=wob)) as p:
-                    m.d.sync += tmp.eq(self.tmp_of(p))
+                    m.d.sync += tmp.eq(addr_clamp(p, tmp_bits(cfg)))
                     m.next = "M1"
             with m.State("M1"):
                 dst = self.cold(m, Reg.O_DST)           # there in the product's clock
