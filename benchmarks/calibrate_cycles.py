@@ -50,14 +50,18 @@ def programs(cfg):
                     lambda p: p.op(Op.LOADW, LoadWFlag.ASYNC).op(Op.LOADA)))
     for n in (1, 8):
         out.append((f"loadq {n}", dict(Q_SRC=0x100, Q_COUNT=n, Q_DST=0), Op.LOADQ))
-    # the last four run many passes: short ones (a pass shorter than its setup, one beat)
-    # and long ones, over one and two pieces
-    for k, nch, ny, wout in ((3, 1, 1, 6), (3, 2, 4, 12), (5, 1, 2, 9), (1, 3, 2, 8),
-                             (3, 4, 1, 3), (1, 8, 1, 3), (3, 3, 4, 12), (5, 2, 2, 9)):
-        out.append((f"conv k{k} ch{nch} ny{ny} w{wout}", dict(
-            C_KH=k, C_KW=k, C_PT=0, C_PL=0, C_WOUT=wout, C_ZX=0, C_Y0=0, C_NY=ny, A_CH=nch,
-            C_WSET=0, C_LANES=1, A_H=ny + k - 1, A_W=wout + k - 1, A_HB0=0,
-            LB_PITCH=(ny + k - 1) + ((k - (ny + k - 1)) % cfg.lb_banks)), Op.CONV))
+    # the 4th to 8th run many passes: short ones (a pass shorter than its setup, one beat)
+    # and long ones, over one and two pieces; the last three pad the map (chain_rows: their
+    # rows stream as a chain)
+    for k, nch, ny, wout, pad in ((3, 1, 1, 6, 0), (3, 2, 4, 12, 0), (5, 1, 2, 9, 0),
+                                  (1, 3, 2, 8, 0), (3, 4, 1, 3, 0), (1, 8, 1, 3, 0),
+                                  (3, 3, 4, 12, 0), (5, 2, 2, 9, 0), (3, 2, 4, 4, 1),
+                                  (3, 3, 3, 7, 1), (2, 2, 3, 4, 0)):
+        h = ny + k - 1 - 2 * pad
+        out.append((f"conv k{k} ch{nch} ny{ny} w{wout}" + f" pad{pad}" * bool(pad), dict(
+            C_KH=k, C_KW=k, C_PT=pad, C_PL=pad, C_WOUT=wout, C_ZX=0, C_Y0=0, C_NY=ny,
+            A_CH=nch, C_WSET=0, C_LANES=1, A_H=h, A_W=wout + k - 1 - 2 * pad, A_HB0=0,
+            LB_PITCH=h + ((k - h) % cfg.lb_banks)), Op.CONV))
     # the last three write every byte into a word of its own, a clock apart
     for lanes, ny, wout, flags, stride in ((1, 1, 6, 0, 1), (2, 2, 10, 0, 1), (1, 4, 8, 1, 1),
                                            (1, 4, 9, 0, 2), (2, 6, 1, 0, 1), (1, 2, 1, 0, 1),

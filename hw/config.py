@@ -85,6 +85,18 @@ class AcceleratorConfig:
         pass costs its beats (or the ``max(rows, 2)`` clocks of its setup, if more) instead of
         its beats plus the pipeline's fill and drain. False: each pass loads, streams and
         drains in turn (the smallest parts: a third of the weight registers).
+    chain_rows : bool
+        A ``CONV`` pass streams its output rows as one chain when the row's inputs allow it:
+        each row but the last streams ``pb`` beats instead of ``bk = D + wob``, and the ``D``
+        leading blocks the FFA needs for a row are the row before's last ones (the padding
+        between the rows is what the FFA's leading samples read). That holds when
+        ``pb * L`` columns hold the row's data and the ``d`` samples before it
+        (``pb * L >= A_W + C_PL + d``) and the right padding is within the next row's left
+        margin (``pb * L + C_PL + 1 >= C_WOUT + C_KW``), for the least ``pb >= wob``
+        (:func:`ffacc.sim.iss.row_pitch`): with ``L = 3`` a 3×3 'same' layer on a map
+        ``3 j + 1`` wide streams ``j + 1`` beats a row instead of ``j + 2`` (a 4×4 map 2
+        instead of 3, 16×16 6 instead of 7). Outputs are the same; only the cycles change.
+        False: every row streams ``bk`` beats (the ``L = 2`` parts, where it never holds).
     weight_prefetch : bool
         ``LOADW`` with flag ``ASYNC`` reads its weights in the background: the controller goes
         on with the next instructions (a ``CONV`` from other weight sets, a ``POST``) while
@@ -144,6 +156,7 @@ class AcceleratorConfig:
     wide_loads: bool = True
     loop_depth: int = 4
     back_to_back: bool = True
+    chain_rows: bool = True
     weight_prefetch: bool = True
     post_overlap: bool = True
     act_codes: bool = True
@@ -161,7 +174,7 @@ class AcceleratorConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back",
+        for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back", "chain_rows",
                      "weight_prefetch", "post_overlap", "act_codes", "packed_weights"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
@@ -331,7 +344,7 @@ ACCEL_PRESETS = {
                                     max_kernel=5, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
-                                    loop_depth=0, back_to_back=False,
+                                    loop_depth=0, back_to_back=False, chain_rows=False,
                                     weight_prefetch=False, post_overlap=False,
                                     act_codes=False, packed_weights=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,

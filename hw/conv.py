@@ -4,7 +4,10 @@ and the FCU array, the weights of each pass, and where each output beat accumula
 A ``CONV`` sums ``npairs`` (input channel, kernel row) *pairs*, ``R`` per *pass* (one per row
 engine), for each ``N``-tap column *piece* of the kernel. A pass streams ``ny`` output rows of
 ``bk`` beats (``D`` leading blocks the FFA needs, then ``wob`` stored ones); each beat reads
-every engine's ``L`` columns from the line buffer. Before a pass its *setup* assigns each
+every engine's ``L`` columns from the line buffer. With ``chain_rows`` the rows stream as one
+chain where the map allows (:func:`ffacc.sim.iss.row_pitch`): each row but the last streams
+``pb < bk`` beats, and a row's leading blocks are the row before's last ones, whose columns
+are the padding between the two rows. Before a pass its *setup* assigns each
 engine its pair (a clock an engine) and writes the pass's weight set from the weight buffer
 into the FCUs. With ``back_to_back`` the setup of the next pass runs while the current one
 streams (into shadow registers and the FCUs' idle weight bank) and the two swap at its last
@@ -63,6 +66,7 @@ def conv_command_layout(cfg):
         "D": range(g["D"] + 1),                 # leading blocks of a row (0 in MAC mode)
         "wob": range(cfg.acc_blocks + 1),       # stored blocks of a row
         "bk": range(g["n_blk"] + 1),            # beats of a row: D + wob
+        "pb": range(g["n_blk"] + 1),            # beats of each row but a pass's last
         "slots": 16,                            # multiplier slots of an engine's beat
         "overwrite": 1,                         # no ACCUMULATE: the first pass overwrites
         "wset": range(cfg.wb_sets),             # the first pass's weight set (C_WSET)
@@ -202,7 +206,10 @@ class OutputPlacer(wiring.Component):
     Ports
     -----
     cmd : In(:func:`conv_command_layout`)
-        The command (``D``, ``bk``, ``ny``, ``wob``, ``acc``, ``overwrite``), held.
+        The command (``D``, ``bk``, ``pb``, ``ny``, ``wob``, ``acc``, ``overwrite``), held.
+        A pass's beats out are ``D`` leading ones, then ``pb`` a row, of which the first
+        ``wob`` are stored (the rest lead the next row), the last row's ``wob`` (with
+        ``chain_rows``; without, ``bk`` a row, the first ``D`` leading).
     start : In(1)
         The command starts: the next beat out is its first pass's first.
     issue : In(1)
@@ -225,6 +232,8 @@ class OutputPlacer(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if self.cfg.chain_rows:
+            return self._chained()
         m = Module()
         cfg, c = self.cfg, self.cmd
         n_blk = conv_bounds(cfg)["n_blk"]
@@ -249,9 +258,40 @@ class OutputPlacer(wiring.Component):
                 m.d.sync += b.eq(b + 1)
         return m
 
+    def _chained(self):
+        """The beats out of a pass whose rows stream as a chain: ``D`` leading beats, then
+        ``pb`` a row (stored while ``m < wob``), the last row's ``wob``."""
+        m = Module()
+        cfg, c = self.cfg, self.cmd
+        g = conv_bounds(cfg)
+        lead = Signal(range(g["D"] + 1))                    # leading beats still to come
+        mb = Signal(range(g["n_blk"] + 1))                  # beat in the output row
+        yl = Signal(range(cfg.acc_blocks + 1))              # row in the pass
+        base = Signal(range(cfg.acc_blocks + 1))            # the row's first block
+        first = Signal()                                    # the pass overwrites
+        pend = Signal(range(2 * (cfg.fcu.latency + 4)))     # beats issued, not yet out
+        m.d.comb += [self.acc_valid.eq(self.o_next & (lead == 0) & (mb < c.wob)),
+                     self.acc_addr.eq(base + mb), self.acc_first.eq(first),
+                     self.pending.eq(pend != 0)]
+        m.d.sync += pend.eq(pend + self.issue - self.o_next)
+        with m.If(self.start):
+            m.d.sync += [lead.eq(c.D), mb.eq(0), yl.eq(0), base.eq(c.acc),
+                         first.eq(c.overwrite)]
+        with m.Elif(self.o_next):
+            with m.If(lead != 0):
+                m.d.sync += lead.eq(lead - 1)
+            with m.Elif((yl == c.ny - 1) & (mb == c.wob - 1)):      # the pass's last
+                m.d.sync += [lead.eq(c.D), mb.eq(0), yl.eq(0), base.eq(c.acc), first.eq(0)]
+            with m.Elif(mb == c.pb - 1):
+                m.d.sync += [mb.eq(0), yl.eq(yl + 1), base.eq(base + c.wob)]
+            with m.Else():
+                m.d.sync += mb.eq(mb + 1)
+        return m
+
 
 class BeatStream(wiring.Component):
-    """A pass's beats for the line buffer: ``ny`` output rows from ``y0`` of ``bk`` beats, a
+    """A pass's beats for the line buffer: ``ny`` output rows from ``y0`` of ``bk`` beats
+    (with ``chain_rows``, each but the last ``pb``), a
     beat reading every running engine's row at the output row (its row offset ``h0`` added)
     and ``L`` columns from the piece's first column ``col0``, ``L`` more each beat. A row
     outside the map (``h``) reads padding; one outside the loaded band (``hb0`` + ``pitch``
@@ -260,7 +300,7 @@ class BeatStream(wiring.Component):
     Ports
     -----
     cmd : In(:func:`conv_command_layout`)
-        The command (``y0``, ``bk``, ``ny``, ``h``, ``hb0``, ``pitch``), held.
+        The command (``y0``, ``bk``, ``pb``, ``ny``, ``h``, ``hb0``, ``pitch``), held.
     act : In(R); G : In(R x GW); h0 : In(R x signed(10))
         The streaming pass's engines: which run, their line-buffer rows at output row 0
         (modulo ``2**GW``), and their input rows' offsets from the output row.
@@ -308,8 +348,22 @@ class BeatStream(wiring.Component):
         yl = Signal(range(cfg.acc_blocks + 1))
         b = Signal(range(g["n_blk"] + 1))
         col = Signal(range(-g["col_lo"], g["n_col"] + 1))
-        row_end = b == c.bk - 1
-        m.d.comb += self.last.eq(row_end & (yl == c.ny - 1))
+        if cfg.chain_rows:
+            # each row but the last streams pb beats: the row's last beat, registered
+            rl = Signal.like(b)
+
+            def row_len(last_row):
+                return Mux(last_row, c.bk - 1, c.pb - 1)
+            row_end = b == rl
+            last = Signal()
+            m.d.comb += self.last.eq(row_end & last)
+            with m.If(self.start):
+                m.d.sync += [rl.eq(row_len(c.ny == 1)), last.eq(c.ny == 1)]
+            with m.Elif(self.issue & row_end):
+                m.d.sync += [rl.eq(row_len(yl + 2 == c.ny)), last.eq(yl + 2 == c.ny)]
+        else:
+            row_end = b == c.bk - 1
+            m.d.comb += self.last.eq(row_end & (yl == c.ny - 1))
         with m.If(self.start):
             m.d.sync += [y.eq(c.y0), yl.eq(0), b.eq(0), col.eq(self.col0)]
         with m.Elif(self.issue & row_end):

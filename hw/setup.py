@@ -484,7 +484,8 @@ class LoadSetup(CommandSetup):
 class ConvSetup(CommandSetup):
     """``CONV``'s checks and geometry → :class:`~ffacc.hw.conv.ConvSequencer`'s command: the
     (channel, kernel row) pairs, the column pieces of a kernel row, the output blocks of a
-    row, the multiplier slots of a beat, and the FCUs' mode.
+    row and its beats (alone, and in a chain: :func:`ffacc.sim.iss.row_pitch`), the
+    multiplier slots of a beat, and the FCUs' mode.
 
     Further ports
     -------------
@@ -521,6 +522,11 @@ class ConvSetup(CommandSetup):
         t2 = Signal(range(cb["n_kw"] + 1))
         bk = Signal(range(cb["n_blk"] + 1))
         D = Signal(range(cb["D"] + 1))
+        pb = Signal.like(bk)
+        if cfg.chain_rows:      # row_pitch's bounds: the columns a chained row must span
+            rb = reg_bits(cfg)
+            e1 = Signal(rb[Reg.A_W] + 2)        # A_W + C_PL + d
+            e2 = Signal(rb[Reg.C_WOUT] + 2)     # C_WOUT + C_KW
         mac = self.mac
         with m.If(self.cmd.valid):
             self.cold(m, Reg.C_Y0)          # the sequencer's command: there from M1 on
@@ -541,6 +547,9 @@ class ConvSetup(CommandSetup):
                     m.next = "M2"
             with m.State("M2"), self.product(m, rg(Reg.C_LANES), MT) as p:
                 m.d.sync += slots.eq(p)
+                if cfg.chain_rows:
+                    m.d.sync += [e1.eq(rg(Reg.A_W) + rg(Reg.C_PL) + cb["d"]),
+                                 e2.eq(rg(Reg.C_WOUT) + kw)]
                 m.next = "GEOM"
             with m.State("GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
@@ -551,9 +560,16 @@ class ConvSetup(CommandSetup):
                     m.d.sync += [t2.eq(t2 + N), pieces.eq(pieces + 1)]
                 with m.If(~busy_w & ~busy_p), self.product(m, *self.operands("acc", wob=wob)):
                     with m.If(mac):
-                        m.d.sync += [pieces.eq(1), D.eq(0), bk.eq(wob)]
+                        m.d.sync += [pieces.eq(1), D.eq(0), bk.eq(wob), pb.eq(wob)]
                     with m.Else():
-                        m.d.sync += [D.eq(cb["D"]), bk.eq(wob + cb["D"])]
+                        m.d.sync += [D.eq(cb["D"]), bk.eq(wob + cb["D"]),
+                                     pb.eq(wob + cb["D"])]
+                        if cfg.chain_rows:
+                            # the least pb >= wob whose columns hold the row (row_pitch)
+                            for j in reversed(range(cb["D"])):
+                                cols = (wob + j) * cfg.L
+                                with m.If((cols >= e1) & (cols + rg(Reg.C_PL) + 1 >= e2)):
+                                    m.d.sync += pb.eq(wob + j)
                     m.next = "ACC"
             with m.State("ACC"):
                 acc = rg(Reg.C_ACC)
@@ -573,7 +589,7 @@ class ConvSetup(CommandSetup):
                 self.run(m)
         sc = self.o.payload
         m.d.comb += [sc.npairs.eq(npairs), sc.pieces.eq(pieces), sc.mac.eq(mac), sc.D.eq(D),
-                     sc.wob.eq(wob), sc.bk.eq(bk), sc.slots.eq(slots),
+                     sc.wob.eq(wob), sc.bk.eq(bk), sc.pb.eq(pb), sc.slots.eq(slots),
                      sc.overwrite.eq(~self.cmd.payload.flags[0]), sc.wset.eq(rg(Reg.C_WSET)),
                      sc.kh.eq(kh), sc.pt.eq(rg(Reg.C_PT)), sc.pl.eq(rg(Reg.C_PL)),
                      sc.ny.eq(rg(Reg.C_NY)), sc.acc.eq(rg(Reg.C_ACC)),

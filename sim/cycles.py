@@ -267,8 +267,9 @@ class CycleModel:
     def conv(self, g, ny, passes, pl=0):
         c = self.cfg
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
-        # their inputs): one clock less than the unit's latency
-        beats = ny * g.bk
+        # their inputs): one clock less than the unit's latency. A pass streams its rows
+        # as a chain (chain_rows: each but the last pb beats) or each on its own (pb = bk)
+        beats = g.pass_beats(ny)
         if c.back_to_back:
             # a piece's first pass is set up, and its last drained, as one pass alone; the
             # passes between follow each other at once unless one is shorter than the next

@@ -7,7 +7,7 @@ on the pre-added weights exactly as the row engines see them, including the orde
 pass, so the accumulators match the RTL in every element.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil
 
 import numpy as np
@@ -24,7 +24,7 @@ from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, C
                                 unpack_levels)
 from ffacc.sim import golden
 
-__all__ = ["ISS", "RunResult", "conv_geometry", "AccelError", "BudgetExceeded"]
+__all__ = ["ISS", "RunResult", "conv_geometry", "row_pitch", "AccelError", "BudgetExceeded"]
 
 INT32 = 1 << 32
 
@@ -82,17 +82,44 @@ class ConvGeometry:
     wob: int        # stored blocks per output row
     bk: int         # beats per output row
     passes_per_piece: int
+    pb: int = None  # beats of each output row but a pass's last (chain_rows; else bk)
+
+    def pass_beats(self, ny):
+        """Beats of a pass over ``ny`` output rows."""
+        return (ny - 1) * self.pb + self.bk if ny else 0
 
 
-def conv_geometry(cfg, kh, kw, wout, npairs):
-    """How ``CONV`` cuts a layer into pieces, passes and beats (shared by ISS, RTL, compiler)."""
+def row_pitch(cfg, g, kw, wout, width, pl):
+    """Beats each output row but a pass's last streams (``chain_rows``): the least
+    ``pb >= wob``, below ``bk``, whose ``pb * L`` columns hold a row's data and the ``d``
+    samples read before it, and reach past the last column the row's outputs read (its right
+    padding then comes from the next row's left margin, which is padding too); ``bk`` if
+    there is none, in MAC mode, or without ``chain_rows``. The RTL's
+    :class:`~ffacc.hw.setup.ConvSetup` works out the same value."""
+    L = cfg.L
+    if g.mac or not cfg.chain_rows:
+        return g.bk
+    for j in range(g.D):
+        cols = (g.wob + j) * L
+        if cols >= width + pl + g.d and cols + pl + 1 >= wout + kw:
+            return g.wob + j
+    return g.bk
+
+
+def conv_geometry(cfg, kh, kw, wout, npairs, width=None, pl=0):
+    """How ``CONV`` cuts a layer into pieces, passes and beats (shared by ISS, RTL, compiler).
+    With the map's ``width`` and left padding ``pl``, ``pb`` is :func:`row_pitch`'s; without,
+    ``bk`` (every row streamed on its own: never fewer beats than the RTL's)."""
     L, N = cfg.L, cfg.fcu.piece_taps
     mac = kw == 1
     pieces = 1 if mac else ceil(kw / N)
     d = 0 if mac else (-(N - 1)) % L
     D = 0 if mac else (N - 1 + d) // L
     wob = ceil(wout / L)
-    return ConvGeometry(N, mac, pieces, d, D, wob, D + wob, ceil(npairs / cfg.rows))
+    g = ConvGeometry(N, mac, pieces, d, D, wob, D + wob, ceil(npairs / cfg.rows), D + wob)
+    if width is None:
+        return g
+    return replace(g, pb=row_pitch(cfg, g, kw, wout, width, pl))
 
 
 class ISS:
@@ -439,7 +466,7 @@ class ISS:
             "C_WSET", "C_LANES", "A_H", "A_W", "A_HB0", "LB_PITCH", "C_ACC")}
         kh, kw = p["C_KH"], p["C_KW"]
         npairs = p["C_NPAIRS"] = p["A_CH"] * kh
-        g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs)
+        g = conv_geometry(c, kh, kw, p["C_WOUT"], npairs, p["A_W"], p["C_PL"])
         # checked as it runs (RUNTIME): by the sequencer at each pass's setup in the RTL
         used = g.pieces * g.passes_per_piece
         if p["C_WSET"] + used > c.wb_sets:

@@ -21,16 +21,17 @@ from ffacc.hw.linebuf import LineBuffer
 OUT_DELAY = 5       # clocks from a beat's issue to the FCUs' o_next for it
 
 
-def make(b2b, rows=2, parallel=(3,), subtaps=1):
-    cfg, lb = make_buffer(b2b, rows, parallel, subtaps)
+def make(b2b, rows=2, parallel=(3,), subtaps=1, chain_rows=True):
+    cfg, lb = make_buffer(b2b, rows, parallel, subtaps, chain_rows)
     return cfg, ConvSequencer(cfg, lb.r.payload.shape()), lb
 
 
-def make_buffer(b2b, rows=2, parallel=(3,), subtaps=1):
+def make_buffer(b2b, rows=2, parallel=(3,), subtaps=1, chain_rows=True):
     """A small configuration and its line buffer (the beats' layout)."""
     cfg = AcceleratorConfig(fcu=FCUConfig(parallel=parallel, rows=rows, subtaps=subtaps),
                             lanes=1, lb_rows=32, lb_width=32, wb_sets=16, acc_blocks=64,
-                            back_to_back=b2b, weight_prefetch=False, post_overlap=False)
+                            back_to_back=b2b, weight_prefetch=False, post_overlap=False,
+                            chain_rows=chain_rows)
     cb = conv_bounds(cfg)
     lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
                     blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
@@ -54,15 +55,16 @@ class SequencerAndLineBuffer(Elaboratable):
 
 
 def command(cfg, nch, kh, kw, wout, ny, *, pt=1, pl=1, y0=0, h=8, hb0=0, pitch=None,
-            acc=0, wset=0, overwrite=1):
-    """The payload a controller gives for these CONV registers."""
+            acc=0, wset=0, overwrite=1, chain=0):
+    """The payload a controller gives for these CONV registers; ``chain``: each row but a
+    pass's last streams that many beats fewer (``pb = bk - chain``)."""
     L, N = cfg.L, cfg.fcu.piece_taps
     cb = conv_bounds(cfg)
     mac = kw == 1
     wob = ceil(wout / L)
     D = 0 if mac else cb["D"]
     return {"npairs": nch * kh, "pieces": 1 if mac else ceil(kw / N), "mac": int(mac),
-            "D": D, "wob": wob, "bk": wob + D, "slots": cfg.fcu.ffa.M * cfg.fcu.subtaps,
+            "D": D, "wob": wob, "bk": wob + D, "pb": wob + D - chain, "slots": cfg.fcu.ffa.M * cfg.fcu.subtaps,
             "overwrite": overwrite, "wset": wset, "kh": kh, "pt": pt, "pl": pl, "ny": ny,
             "acc": acc, "y0": y0, "h": h, "hb0": hb0, "pitch": pitch or kh, "_nch": nch}
 
@@ -79,8 +81,9 @@ def schedule(cfg, c, lb):
     for piece in range(c["pieces"]):
         for s in range(npass):
             sets.append(c["wset"] + k)
+            g = 0                       # the pass's beat
             for y in range(c["ny"]):
-                for b in range(c["bk"]):
+                for b in range(c["bk"] if y == c["ny"] - 1 else c["pb"]):
                     use = act = 0
                     rows = {}
                     for e in range(R):
@@ -94,9 +97,13 @@ def schedule(cfg, c, lb):
                             use |= 1 << e
                             rows[e] = (ch * c["pitch"] + hh - c["hb0"]) % (1 << lb.row_bits)
                     beats.append((rows, use, act, piece * N - c["pl"] - d + b * L, k))
-                    if b >= c["D"]:
-                        accs.append((c["acc"] + y * c["wob"] + b - c["D"],
+                    # the FFA's output for this beat: after the pass's D leading beats, row
+                    # yo's block mo, kept for mo < wob (the rest are the next row's lead)
+                    yo, mo = divmod(g - c["D"], c["pb"])
+                    if g >= c["D"] and mo < c["wob"]:
+                        accs.append((c["acc"] + yo * c["wob"] + mo,
                                      int(c["overwrite"] and k == 0)))
+                    g += 1
             k += 1
     return beats, sets, accs
 
@@ -171,14 +178,22 @@ CASES = [  # nch, kh, kw, wout, ny, registers (the band: rows hb0 .. hb0 + pitch
     (4, 1, 1, 5, 1, {"pt": 0, "pl": 0, "h": 1, "pitch": 1}),      # MAC mode, 1-beat passes
     (3, 2, 2, 3, 2, {"pt": 0, "pl": 0, "h": 3, "pitch": 4, "acc": 5, "wset": 3,
                      "overwrite": 0}),                  # accumulate, from set 3 and block 5
+    (1, 3, 3, 4, 4, {"h": 4, "pitch": 4, "chain": 1}),  # a 4x4 map's rows as one chain
+    (3, 3, 3, 7, 3, {"y0": 2, "h": 9, "hb0": 1, "pitch": 5, "chain": 1}),  # chained, a band
+    (2, 5, 5, 4, 3, {"pl": 2, "pt": 2, "h": 4, "pitch": 5, "chain": 1, "acc": 3,
+                     "overwrite": 0}),                  # chained, two pieces, accumulate
 ]
 
 
 @pytest.mark.parametrize("b2b", [True, False])
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_sequencer_gives_the_commands_schedule(b2b, case):
-    cfg, dut, lb = make(b2b)
+@pytest.mark.parametrize("case, chain_rows", [(i, True) for i in range(len(CASES))] +
+                         [(i, False) for i, case in enumerate(CASES)
+                          if not case[-1].get("chain")])
+def test_sequencer_gives_the_commands_schedule(b2b, case, chain_rows):
+    """Every case with chain_rows (the chained cases stream fewer beats), and those without a
+    chain also without it (every row streams bk beats: the sequencer's other counters)."""
     nch, kh, kw, wout, ny, regs = CASES[case]
+    cfg, dut, lb = make(b2b, chain_rows=chain_rows)
     c = command(cfg, nch, kh, kw, wout, ny, **regs)
     beats, sets, accs = schedule(cfg, c, lb)
     got = run(cfg, dut, lb, c, set_busy=range(3, 9) if case == 1 else ())
@@ -221,9 +236,10 @@ def first_bad_beat(cfg, c, lb):
     """The first beat that reads a row inside the map but outside the loaded band."""
     R = cfg.rows
     beats, _, _ = schedule(cfg, c, lb)
-    for n, (rows, use, act, col, k) in enumerate(beats):
-        s = (n // (c["ny"] * c["bk"])) % ceil(c["npairs"] / R)
-        y = n // c["bk"] % c["ny"]
+    # each beat's pass in the piece and output row
+    where = [(s, y) for _ in range(c["pieces"]) for s in range(ceil(c["npairs"] / R))
+             for y in range(c["ny"]) for _ in range(c["bk"] if y == c["ny"] - 1 else c["pb"])]
+    for n, ((rows, use, act, col, k), (s, y)) in enumerate(zip(beats, where)):
         for e in range(R):
             pair = s * R + e
             if use >> e & 1:
@@ -254,7 +270,7 @@ def test_a_weight_set_past_the_buffer_stops_the_command(b2b):
     c = command(cfg, 3, 3, 3, 3, 1, h=8, pitch=3, wset=cfg.wb_sets - 2)   # 5 passes
     got = run(cfg, dut, lb, c)
     assert got["err"] == 1
-    assert len(got["beats"]) == 2 * c["ny"] * c["bk"]
+    assert len(got["beats"]) == 2 * c["ny"] * c["bk"]     # one row: no chain
 
 
 @pytest.mark.parametrize("b2b", [True, False])

@@ -44,7 +44,7 @@ def beats_of(cmd, eng, col0, L, row_bits):
     outside the loaded band (or None)."""
     out, bad = [], None
     for y in range(cmd["y0"], cmd["y0"] + cmd["ny"]):
-        for b in range(cmd["bk"]):
+        for b in range(cmd["bk"] if y == cmd["y0"] + cmd["ny"] - 1 else cmd["pb"]):
             rows, use = [], 0
             for r, (act, G, h0) in enumerate(eng):
                 h = y + h0
@@ -57,12 +57,16 @@ def beats_of(cmd, eng, col0, L, row_bits):
     return out, bad
 
 
-@pytest.mark.parametrize("case", ["inside", "padding", "outside"])
+@pytest.mark.parametrize("case", ["inside", "padding", "outside", "chained", "chained1"])
 def test_beat_stream_reads_every_engine_row_and_column(case):
+    """A pass's rows of bk beats each, or chained (each row but the last pb beats; also a
+    pass of one row)."""
     cfg, lb = make_buffer(False, rows=2)
     L = cfg.L
     dut = BeatStream(cfg, lb.r.payload.shape())
-    cmd = dict(y0=3, bk=4, ny=3, h=8, hb0=2, pitch=6)
+    cmd = dict(y0=3, bk=4, pb=4, ny=3, h=8, hb0=2, pitch=6)
+    if case.startswith("chained"):
+        cmd.update(pb=3, ny=3 if case == "chained" else 1)
     eng = [(1, 5, -1), (1, 9, 0)]
     if case == "padding":
         eng = [(1, 5, -4), (0, 9, 7)]           # rows above the map, an idle engine
@@ -116,20 +120,25 @@ def test_beat_stream_reads_every_engine_row_and_column(case):
 
 def _out(eng, cmd, k):
     """Whether beat ``k`` reads a row outside the band."""
-    y = cmd["y0"] + k // cmd["bk"]
+    y = cmd["y0"] + min(k // cmd["pb"], cmd["ny"] - 1)
     return any(act and 0 <= y + h0 < cmd["h"] and not 0 <= y + h0 - cmd["hb0"] < cmd["pitch"]
                for act, _, h0 in eng)
 
 
-@pytest.mark.parametrize("overwrite", [0, 1])
-def test_output_placer_names_each_kept_beat_its_block(overwrite):
+@pytest.mark.parametrize("overwrite, chain, ny", [(0, 0, 2), (1, 0, 2), (1, 1, 3), (0, 1, 1),
+                                                  (1, 0, 1)])
+def test_output_placer_names_each_kept_beat_its_block(overwrite, chain, ny):
+    """Beat g of a pass (after the D leading ones) is row (g - D) // pb's block
+    (g - D) % pb, kept below wob; pb = bk - chain."""
     cfg, _ = make_buffer(False)
-    D, wob, ny, acc, passes = 1, 3, 2, 10, 3
-    cmd = dict(D=D, wob=wob, bk=D + wob, ny=ny, acc=acc, overwrite=overwrite)
+    D, wob, acc, passes = 1, 3, 10, 3
+    pb = D + wob - chain
+    cmd = dict(D=D, wob=wob, bk=D + wob, pb=pb, ny=ny, acc=acc, overwrite=overwrite)
     dut = OutputPlacer(cfg)
-    want = [(acc + y * wob + b - D, overwrite and p == 0)
-            for p in range(passes) for y in range(ny) for b in range(D + wob) if b >= D]
-    n = passes * ny * (D + wob)
+    per_pass = (ny - 1) * pb + D + wob
+    want = [(acc + (g - D) // pb * wob + (g - D) % pb, overwrite and p == 0)
+            for p in range(passes) for g in range(per_pass) if g >= D and (g - D) % pb < wob]
+    n = passes * per_pass
     got = []
 
     async def bench(ctx):
@@ -175,7 +184,7 @@ def test_output_placer_restarts_at_a_command():
 
     async def bench(ctx):
         for acc in (5, 20):
-            for k, v in dict(D=0, wob=2, bk=2, ny=3, acc=acc, overwrite=1).items():
+            for k, v in dict(D=0, wob=2, bk=2, pb=2, ny=3, acc=acc, overwrite=1).items():
                 ctx.set(getattr(dut.cmd, k), v)
             ctx.set(dut.start, 1)
             await ctx.tick()

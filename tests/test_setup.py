@@ -16,6 +16,7 @@ from ffacc.hw.regs import ParamRegs
 from ffacc.hw.setup import (ConvSetup, LoadSetup, PostSetup, RowBlocks, SizeMultiplier, share,
                             size_bits)
 from ffacc.hw.weights import set_bytes
+from ffacc.sim.iss import conv_geometry
 from amsim import simulate
 
 CFG = ACCEL_PRESETS["tiny"]
@@ -208,8 +209,16 @@ def conv_regs(**kw):
     return r
 
 
+CHAINS = [  # 3x3 on a 4-wide map: its rows chain (pb = wob = 2) unless the map is wider than
+    # the 6 columns hold with the leading sample and the padding, or the right padding is
+    # wider than the next row's left margin (asymmetric)
+    dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=4), dict(C_KW=3, C_PL=1, A_W=5, C_WOUT=5),
+    dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=5), dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=6),
+    dict(C_KW=2, C_PL=0, A_W=5, C_WOUT=5), dict(C_KW=3, C_PL=1, A_W=16, C_WOUT=16)]
+
+
 @pytest.mark.parametrize("kw", [{}, dict(C_KW=1, C_KH=1, LB_PITCH=1), dict(C_KW=12, C_WOUT=1),
-                                dict(C_WOUT=96, C_NY=1, C_ACC=0)])
+                                dict(C_WOUT=96, C_NY=1, C_ACC=0)] + CHAINS)
 def test_conv_setup(kw):
     regs = conv_regs(**kw)
     out = run(ConvSetup(CFG), regs, flags=1)
@@ -223,9 +232,14 @@ def test_conv_setup(kw):
     assert (o.npairs, o.pieces, o.mac, o.D, o.wob, o.bk) == (
         regs["A_CH"] * regs["C_KH"], 1 if mac else -(-kw_ // CFG.fcu.piece_taps), mac, D,
         wob, wob + D)
+    g = conv_geometry(CFG, regs["C_KH"], kw_, wout, 1, regs["A_W"], regs["C_PL"])
+    assert o.pb == g.pb         # the rows' chain (row_pitch)
+    if kw in CHAINS:            # the cases that chain, and those that cannot
+        assert (o.pb < o.bk) == (kw in CHAINS[0:3:2] + CHAINS[4:]), (o.pb, o.bk)
     assert o.slots == regs["C_LANES"] * CFG.fcu.ffa.M * CFG.fcu.subtaps
     assert (o.overwrite, o.wset, o.kh, o.pt, o.pl, o.ny, o.acc, o.y0, o.h, o.hb0, o.pitch) == (
-        0, 5, regs["C_KH"], 1, 2, regs["C_NY"], regs["C_ACC"], 3, 14, 0, regs["LB_PITCH"])
+        0, 5, regs["C_KH"], 1, regs["C_PL"], regs["C_NY"], regs["C_ACC"], 3, 14, 0,
+        regs["LB_PITCH"])
 
 
 @pytest.mark.parametrize("lo,hi,waits", [(0, 8, True), (14, 20, True), (0, 7, False),
