@@ -254,7 +254,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if wt < 1:
             raise LoweringError(f"{name}: a {kw}-wide kernel does not fit the line buffer "
                                 f"width {cfg.lb_width}")
-    g = conv_geometry(cfg, kh, kw, wt, kh)
+    def geometry(tw, npairs):
+        """A CONV's geometry over ``tw`` output columns; one that covers the whole map
+        knows the map's width and padding, so its rows may stream as a chain (chain_rows;
+        a column tile's are costed unchained, which never undercounts)."""
+        return conv_geometry(cfg, kh, kw, tw, npairs, *((W, pl) if tw == wconv else ()))
+
+    g = geometry(wt, kh)
     Wt = min(W, wt + kw - 1)            # input columns of the widest tile
     # output rows per band: accumulator limit, a multiple of the pool/stride step
     ny = min(hconv, cfg.acc_blocks // g.wob)
@@ -324,7 +330,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def band_cycles(cg, nyc, share, ovl=False, tw=None):
         tw = tw or wt
         n_cg = ceil(C / cg)
-        gc = conv_geometry(cfg, kh, kw, tw, cg * kh)
+        gc = geometry(tw, cg * kh)
         nr = min(H, nyc + kh - 1)
         Wtt = min(W, tw + kw - 1)                   # the tile's input columns
         # a channel's rows: one read, or a read a row where the map is cut into column tiles
@@ -390,7 +396,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                    for x0 in range(0, wconv, wt))
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
-    gbest = conv_geometry(cfg, kh, kw, wt, cg * kh)
+    gbest = geometry(wt, cg * kh)
     row_skip = conv_cycles(gbest, ny, skip=True) < conv_cycles(gbest, ny, skip=False)
     # the post-processing records: all channels' at once when they fit the buffer, else
     # those of a run of up to q_chunk lane groups at a time, before the run's first CONV
