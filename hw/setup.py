@@ -141,9 +141,11 @@ class SizeMultiplier(wiring.Component):
 
 def blocks_signature(cfg):
     """The row-block count, as its client sees it: ``clear`` (start from 0), ``step`` (count a
-    block while ``busy``); ``busy`` (blocks are left to count), ``wob`` (the count)."""
+    block while ``busy``); ``busy`` (blocks are left to count), ``wob`` (the count), ``cols``
+    (``L * wob``, the columns of the blocks)."""
     return wiring.Signature({"clear": Out(1), "step": Out(1), "busy": In(1),
-                             "wob": In(range(cfg.acc_blocks + 1))})
+                             "wob": In(range(cfg.acc_blocks + 1)),
+                             "cols": In(range(cfg.L * cfg.acc_blocks + cfg.L + 1))})
 
 
 class RowBlocks(wiring.Component):
@@ -171,7 +173,7 @@ class RowBlocks(wiring.Component):
         cfg, i = self.cfg, self.i
         L = cfg.L
         t = Signal(range(L * cfg.acc_blocks + L + 1))       # L * wob
-        m.d.comb += i.busy.eq(t < self.wout)
+        m.d.comb += [i.busy.eq(t < self.wout), i.cols.eq(t)]
         with m.If(i.clear):
             m.d.sync += [t.eq(0), i.wob.eq(0)]
         with m.Elif(i.step & i.busy):
@@ -195,7 +197,8 @@ def share(m, clients, mul, regs, blocks):
         m.d.comb += [c.mul.p.eq(mul.p), c.mul.valid.eq(mul.valid), c.mul.last.eq(mul.last),
                      c.cold_data.eq(regs.r_data)]
     for c in counting:
-        m.d.comb += [c.blocks.busy.eq(blocks.busy), c.blocks.wob.eq(blocks.wob)]
+        m.d.comb += [c.blocks.busy.eq(blocks.busy), c.blocks.wob.eq(blocks.wob),
+                     c.blocks.cols.eq(blocks.cols)]
     return reduce(or_, (c.cold_addr for c in clients))
 
 
@@ -567,7 +570,7 @@ class ConvSetup(CommandSetup):
                         if cfg.chain_rows:
                             # the least pb >= wob whose columns hold the row (row_pitch)
                             for j in reversed(range(cb["D"])):
-                                cols = (wob + j) * cfg.L
+                                cols = self.blocks.cols + j * cfg.L     # (wob + j) * L
                                 with m.If((cols >= e1) & (cols + rg(Reg.C_PL) + 1 >= e2)):
                                     m.d.sync += pb.eq(wob + j)
                     m.next = "ACC"

@@ -349,6 +349,7 @@ def test_row_blocks_count_a_block_a_clock_and_hold():
                 await ctx.tick()
                 clocks += 1
             assert ctx.get(rb.i.wob) == clocks == -(-wout // L), wout
+            assert ctx.get(rb.i.cols) == L * clocks
             await ctx.tick()            # no more counting once it is done
             ctx.set(rb.i.step, 0)
             for _ in range(3):
