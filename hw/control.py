@@ -50,7 +50,10 @@ class Controller(wiring.Component):
     inc_addr : Out; reg_data : In
         The parameter registers (:class:`~ffacc.hw.regs.ParamRegs`): ``SET`` and ``INC``
         write them; a ``SET`` wider than its register fails; ``INC`` reads its register
-        (``inc_addr``, its value on ``reg_data`` the clock after).
+        (``inc_addr``, its value on ``reg_data`` the clock after): the register of the fetch
+        unit's next instruction, read while it is fetched, so that an ``INC`` is done in its
+        decode, as a ``SET`` is. (Nothing else reads the register RAM then: the setups read
+        it only while their command runs.)
     run : Out(stream of {op}); run_err : In(Err)
         A command for the setups, held until one of them ends it (``ready``), with its error.
     next_op : Out(8); hold : In(1)
@@ -163,6 +166,8 @@ class Controller(wiring.Component):
                     # (nor once it failed: the run stops here, and a block read would be left
                     # on the bus)
                     m.d.comb += fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold)
+                    if ls:      # an INC's register, there in its decode
+                        m.d.comb += self.inc_addr.eq(fu.o.payload.instr[16:24])
                     with m.If(self.bg_err != 0):
                         failure(self.bg_err, at=self.bg_pc)     # at that background command
                     with m.Elif(fu.o.valid & ~self.hold):
@@ -199,8 +204,11 @@ class Controller(wiring.Component):
                             with m.If(ireg >= len(Reg)):
                                 failure(Err.REG)
                             with m.Else():
-                                m.d.comb += self.inc_addr.eq(ireg)
-                                m.next = "INC"
+                                # the register read while it was fetched, plus the signed
+                                # immediate, modulo the register's width (the writes keep
+                                # its bits)
+                                m.d.comb += set_val.eq(self.reg_data + imm.as_signed())
+                                write_reg()
                         with m.Case(Op.LOOP):
                             with m.If((imm == 0) | imm[LOOP_BITS:].any()):
                                 failure(Err.PARAM)
@@ -232,12 +240,6 @@ class Controller(wiring.Component):
                         m.next = "RUN"
                     with m.Default():
                         failure(Err.OPCODE)
-            if ls:
-                with m.State("INC"):
-                    # the register from the RAM (decode presented its index) plus the signed
-                    # immediate, modulo the register's width (the writes keep its bits)
-                    m.d.comb += set_val.eq(self.reg_data + imm.as_signed())
-                    write_reg()
             with m.State("NEXT"):
                 if fu:
                     m.d.comb += fu.o.ready.eq(1)

@@ -158,6 +158,24 @@ def test_loops_and_inc():
                                                   ("A_SRC", 0x128)]
 
 
+def test_inc_reads_its_register_right_after_its_write():
+    """INCs of several registers, each right after a SET or an INC of the same register (it
+    reads the value written the clock before), and an INC is done in as many clocks as a
+    SET (its register is read while it is fetched)."""
+    p = Program().set(C_ACC=5).inc(Reg.C_ACC, 3).inc(Reg.C_ACC, -1).set(O_DST=0x200)
+    p.inc(Reg.O_DST, 0x40).inc(Reg.C_ACC, 10).set(W_DST=1).inc(Reg.W_DST, 2).end()
+    out = run(FETCHING, p)
+    assert out["status"] == "done"
+    assert out["writes"] == [("C_ACC", 5), ("C_ACC", 8), ("C_ACC", 7), ("O_DST", 0x200),
+                             ("O_DST", 0x240), ("C_ACC", 17), ("W_DST", 1), ("W_DST", 3)]
+    sets = Program().set(C_ACC=5)
+    incs = Program().set(C_ACC=5)
+    for k in range(8):
+        sets.set(C_ACC=k)
+        incs.inc(Reg.C_ACC, 1)
+    assert run(FETCHING, sets.end())["clocks"] == run(FETCHING, incs.end())["clocks"]
+
+
 @pytest.mark.parametrize("prog,k", [
     (Program().op(Op.ENDLOOP), 0),                              # no loop to end
     (Program().op(Op.LOOP, imm=0), 0),                          # zero passes
