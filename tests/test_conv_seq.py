@@ -72,7 +72,8 @@ def command(cfg, nch, kh, kw, wout, ny, *, pt=1, pl=1, y0=0, h=8, hb0=0, pitch=N
 def schedule(cfg, c, lb):
     """(beats, weight sets, accumulator writes) the command must give, in order: a beat is
     (rows of the engines that use theirs, use, act, column, pass); a pass's weight set is
-    C_WSET plus its number; an output is (block, overwrite)."""
+    C_WSET plus its number; an output is (block, overwrite, the beat it comes from: its
+    number in the command's beats)."""
     L, R, N = cfg.L, cfg.rows, cfg.fcu.piece_taps
     d = 0 if c["mac"] else conv_bounds(cfg)["d"]
     beats, sets, accs = [], [], []
@@ -102,7 +103,7 @@ def schedule(cfg, c, lb):
                     yo, mo = divmod(g - c["D"], c["pb"])
                     if g >= c["D"] and mo < c["wob"]:
                         accs.append((c["acc"] + yo * c["wob"] + mo,
-                                     int(c["overwrite"] and k == 0)))
+                                     int(c["overwrite"] and k == 0), len(beats) - 1))
                     g += 1
             k += 1
     return beats, sets, accs
@@ -123,6 +124,7 @@ def run(cfg, dut, lb, c, *, set_busy=(), max_clocks=4000):
         word = None                 # the set the weight buffer read the clock before
         pipe = [0] * OUT_DELAY
         acc_busy = 0
+        outs = 0                    # beats out of the FCUs so far
         for t in range(max_clocks):
             ctx.set(dut.w_set_busy, int(t in set_busy))
             ctx.set(dut.o_next, pipe[0])
@@ -145,7 +147,8 @@ def run(cfg, dut, lb, c, *, set_busy=(), max_clocks=4000):
                 assert ctx.get(dut.streaming)
                 out["sets"].append(banks.get(p.tag))
             if ctx.get(dut.acc_valid):
-                out["accs"].append((ctx.get(dut.acc_addr), ctx.get(dut.acc_first)))
+                out["accs"].append((ctx.get(dut.acc_addr), ctx.get(dut.acc_first), outs))
+            outs += pipe[0]
             acc_busy = ctx.get(dut.acc_valid)
             # the weight buffer's word: the set, or, while a load writes it, not yet
             word = "loading" if t in set_busy else ctx.get(dut.w_set)
@@ -211,6 +214,20 @@ def test_sequencer_gives_the_commands_schedule(b2b, case, chain_rows):
                 assert got["beats"][i][4] != got["beats"][i - 1][4], i
     assert got["accs"] == accs
     assert got["slots"] == [bin(act).count("1") * c["slots"] for _, _, act, _, _ in beats]
+
+
+@pytest.mark.parametrize("chain", [0, 1, 2])
+def test_chains_of_a_two_block_lead(chain):
+    """Sub-filters of 2 taps (N = 6, D = 2 leading blocks): a chain may drop one or both of
+    a row's leading blocks; the beats and the blocks kept follow the schedule."""
+    cfg, dut, lb = make(True, subtaps=2)
+    assert conv_bounds(cfg)["D"] == 2
+    c = command(cfg, 2, 3, 5, 7, 3, pl=2, pt=1, h=6, pitch=6, chain=chain)
+    beats, sets, accs = schedule(cfg, c, lb)
+    got = run(cfg, dut, lb, c)
+    assert got["err"] == 0 and len(got["beats"]) == len(beats)
+    assert [b[:4] for b in got["beats"]] == [b[:4] for b in beats]
+    assert got["accs"] == accs and len(accs) == 3 * 3 * ceil(6 / cfg.rows)
 
 
 @pytest.mark.parametrize("b2b", [True, False])

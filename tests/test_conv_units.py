@@ -136,7 +136,8 @@ def test_output_placer_names_each_kept_beat_its_block(overwrite, chain, ny):
     cmd = dict(D=D, wob=wob, bk=D + wob, pb=pb, ny=ny, acc=acc, overwrite=overwrite)
     dut = OutputPlacer(cfg)
     per_pass = (ny - 1) * pb + D + wob
-    want = [(acc + (g - D) // pb * wob + (g - D) % pb, overwrite and p == 0)
+    # (block, overwrite, the beat out it comes with)
+    want = [(acc + (g - D) // pb * wob + (g - D) % pb, overwrite and p == 0, p * per_pass + g)
             for p in range(passes) for g in range(per_pass) if g >= D and (g - D) % pb < wob]
     n = passes * per_pass
     got = []
@@ -159,9 +160,9 @@ def test_output_placer_names_each_kept_beat_its_block(overwrite, chain, ny):
             assert nxt or not ctx.get(dut.acc_valid)        # a block only for a beat out
             if nxt:
                 pipe.pop(0)
-                out += 1
                 if ctx.get(dut.acc_valid):
-                    got.append((ctx.get(dut.acc_addr), bool(ctx.get(dut.acc_first))))
+                    got.append((ctx.get(dut.acc_addr), bool(ctx.get(dut.acc_first)), out))
+                out += 1
             pipe = [t - 1 if t else 0 for t in pipe]
             if go:
                 pipe.append(3)
@@ -173,7 +174,7 @@ def test_output_placer_names_each_kept_beat_its_block(overwrite, chain, ny):
         assert ctx.get(dut.pending) == 0
 
     simulate(dut, bench)
-    assert got == [(a, bool(f)) for a, f in want] and len(got) == passes * ny * wob
+    assert got == [(a, bool(f), k) for a, f, k in want] and len(got) == passes * ny * wob
 
 
 def test_output_placer_restarts_at_a_command():
