@@ -99,7 +99,8 @@ OPCODES = {
     Op.CONV: "for each kernel piece and each group of `rows` of the A_CH * C_KH (channel, "
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
              "FCU array, accumulate into the int32 accumulator from block C_ACC on (flag "
-             "ACCUMULATE keeps previous sums)",
+             "ACCUMULATE keeps previous sums); a row's words past C_WOUT in its last block "
+             "are undefined (chain_rows: the next row's inputs reach them)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
              "-> with O_NLEV = n > 0 (2..64, act_codes) each value v -> level l[c], c = the "

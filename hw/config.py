@@ -91,12 +91,14 @@ class AcceleratorConfig:
         leading blocks the FFA needs for a row are the row before's last ones (the padding
         between the rows is what the FFA's leading samples read). That holds when
         ``pb * L`` columns hold the row's data and the ``d`` samples before it
-        (``pb * L >= A_W + C_PL + d``) and the right padding is within the next row's left
-        margin (``pb * L + C_PL + 1 >= C_WOUT + C_KW``), for the least ``pb >= wob``
-        (:func:`ffacc.sim.iss.row_pitch`): with ``L = 3`` a 3×3 'same' layer on a map
-        ``3 j + 1`` wide streams ``j + 1`` beats a row instead of ``j + 2`` (a 4×4 map 2
-        instead of 3, 16×16 6 instead of 7). Outputs are the same; only the cycles change.
-        False: every row streams ``bk`` beats (the ``L = 2`` parts, where it never holds).
+        (``pb * L >= A_W + C_PL + d``) and the right padding its pieces' taps read is within
+        the next row's left margin (``pb * L + C_PL + 1 >= C_WOUT + pieces * N``), for the
+        least ``pb >= wob`` (:func:`ffacc.sim.iss.row_pitch`): with ``L = 3`` a 3×3 'same'
+        layer on a map ``3 j + 1`` wide streams ``j + 1`` beats a row instead of ``j + 2`` (a
+        4×4 map 2 instead of 3, 16×16 6 instead of 7). Outputs are the same; only the cycles
+        change, and the accumulator words past ``C_WOUT`` in a row's last block, which no
+        output reads, are undefined. False: every row streams ``bk`` beats (the iCEBreaker:
+        with ``L = 2`` a 3×3 'same' layer never chains, and the part is full).
     weight_prefetch : bool
         ``LOADW`` with flag ``ASYNC`` reads its weights in the background: the controller goes
         on with the next instructions (a ``CONV`` from other weight sets, a ``POST``) while

@@ -526,10 +526,9 @@ class ConvSetup(CommandSetup):
         bk = Signal(range(cb["n_blk"] + 1))
         D = Signal(range(cb["D"] + 1))
         pb = Signal.like(bk)
-        if cfg.chain_rows:      # row_pitch's bounds: the columns a chained row must span
+        if cfg.chain_rows:      # row_pitch's bound on a chained row's data: A_W + C_PL + d
             rb = reg_bits(cfg)
-            e1 = Signal(rb[Reg.A_W] + 2)        # A_W + C_PL + d
-            e2 = Signal(rb[Reg.C_WOUT] + 2)     # C_WOUT + C_KW
+            e1 = Signal(max(rb[Reg.A_W], rb[Reg.C_PL]) + 2)
         mac = self.mac
         with m.If(self.cmd.valid):
             self.cold(m, Reg.C_Y0)          # the sequencer's command: there from M1 on
@@ -551,8 +550,7 @@ class ConvSetup(CommandSetup):
             with m.State("M2"), self.product(m, rg(Reg.C_LANES), MT) as p:
                 m.d.sync += slots.eq(p)
                 if cfg.chain_rows:
-                    m.d.sync += [e1.eq(rg(Reg.A_W) + rg(Reg.C_PL) + cb["d"]),
-                                 e2.eq(rg(Reg.C_WOUT) + kw)]
+                    m.d.sync += e1.eq(rg(Reg.A_W) + rg(Reg.C_PL) + cb["d"])
                 m.next = "GEOM"
             with m.State("GEOM"):
                 # ceil(wout / L) and the number of N-tap pieces by repeated addition
@@ -568,10 +566,13 @@ class ConvSetup(CommandSetup):
                         m.d.sync += [D.eq(cb["D"]), bk.eq(wob + cb["D"]),
                                      pb.eq(wob + cb["D"])]
                         if cfg.chain_rows:
-                            # the least pb >= wob whose columns hold the row (row_pitch)
+                            # the least pb >= wob whose columns hold the row and reach past
+                            # the last column its pieces' taps read (t2: the kernel's width
+                            # in whole pieces) (row_pitch)
                             for j in reversed(range(cb["D"])):
                                 cols = self.blocks.cols + j * cfg.L     # (wob + j) * L
-                                with m.If((cols >= e1) & (cols + rg(Reg.C_PL) + 1 >= e2)):
+                                with m.If((cols >= e1) &
+                                          (cols + rg(Reg.C_PL) + 1 >= rg(Reg.C_WOUT) + t2)):
                                     m.d.sync += pb.eq(wob + j)
                     m.next = "ACC"
             with m.State("ACC"):

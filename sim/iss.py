@@ -89,19 +89,20 @@ class ConvGeometry:
         return (ny - 1) * self.pb + self.bk if ny else 0
 
 
-def row_pitch(cfg, g, kw, wout, width, pl):
+def row_pitch(cfg, g, wout, width, pl):
     """Beats each output row but a pass's last streams (``chain_rows``): the least
     ``pb >= wob``, below ``bk``, whose ``pb * L`` columns hold a row's data and the ``d``
-    samples read before it, and reach past the last column the row's outputs read (its right
-    padding then comes from the next row's left margin, which is padding too); ``bk`` if
-    there is none, in MAC mode, or without ``chain_rows``. The RTL's
+    samples read before it, and reach past the last column the row's outputs read with every
+    tap of its pieces (``pieces * N`` of them: a weight set's taps past ``C_KW`` need not be
+    zero), so that its right padding comes from the next row's left margin, which is padding
+    too; ``bk`` if there is none, in MAC mode, or without ``chain_rows``. The RTL's
     :class:`~ffacc.hw.setup.ConvSetup` works out the same value."""
     L = cfg.L
     if g.mac or not cfg.chain_rows:
         return g.bk
     for j in range(g.D):
         cols = (g.wob + j) * L
-        if cols >= width + pl + g.d and cols + pl + 1 >= wout + kw:
+        if cols >= width + pl + g.d and cols + pl + 1 >= wout + g.pieces * g.N:
             return g.wob + j
     return g.bk
 
@@ -119,7 +120,7 @@ def conv_geometry(cfg, kh, kw, wout, npairs, width=None, pl=0):
     g = ConvGeometry(N, mac, pieces, d, D, wob, D + wob, ceil(npairs / cfg.rows), D + wob)
     if width is None:
         return g
-    return replace(g, pb=row_pitch(cfg, g, kw, wout, width, pl))
+    return replace(g, pb=row_pitch(cfg, g, wout, width, pl))
 
 
 class ISS:

@@ -62,12 +62,13 @@ def test_conv_every_kernel(simulator, k, tmp_path, record_property):
 
 
 CHAINED = {  # convs whose rows stream as a chain (chain_rows): the map, padding and kernel
-    # leave each row's right padding to the next row's left margin; and three whose rows
+    # leave each row's right padding to the next row's left margin; and four whose rows
     # cannot (a row's data and leading sample need one more block; the right padding is
-    # wider than the left margin)
+    # wider than the left margin; a 4-wide kernel's second piece reads 3 taps, 2 past it)
     "3x3_same_4x4": (True, lambda: conv_case(TINY, 5, 3, 4, 4, 3, seed=51)),
-    "4x4_two_pieces": (True, lambda: conv_case(TINY, 2, 3, 5, 7, 4, pads=(1, 1, 2, 2),
-                                               seed=52)),
+    "3x3_same_16x16": (True, lambda: conv_case(TINY, 2, 2, 3, 16, 3, seed=59)),
+    "4x4_two_pieces": (False, lambda: conv_case(TINY, 2, 3, 5, 7, 4, pads=(1, 1, 2, 2),
+                                                seed=52)),
     "2x2_valid": (True, lambda: conv_case(TINY, 3, 2, 4, 5, 2, pads=(0, 0, 0, 0), seed=53)),
     "3x3_stride2": (True, lambda: conv_case(TINY, 2, 2, 8, 7, 3, stride=2, seed=54)),
     "3x3_pool_zx": (True, lambda: conv_case(TINY, 3, 2, 6, 10, 3, pool2=True, extreme=True,

@@ -27,8 +27,9 @@ class Harness(Elaboratable):
     """A setup on the parameter registers and the multiplier, wired as in the accelerator."""
 
     def __init__(self, setup):
-        self.setup, self.params, self.mul = setup, ParamRegs(CFG), SizeMultiplier(CFG)
-        self.blocks = RowBlocks(CFG)
+        cfg = setup.cfg
+        self.setup, self.params, self.mul = setup, ParamRegs(cfg), SizeMultiplier(cfg)
+        self.blocks = RowBlocks(cfg)
 
     def elaborate(self, platform):
         m = Module()
@@ -211,10 +212,12 @@ def conv_regs(**kw):
 
 CHAINS = [  # 3x3 on a 4-wide map: its rows chain (pb = wob = 2) unless the map is wider than
     # the 6 columns hold with the leading sample and the padding, or the right padding is
-    # wider than the next row's left margin (asymmetric)
+    # wider than the next row's left margin (asymmetric); a 2-wide kernel's piece reads 3
+    # taps, whose last may be nonzero: a 5-wide output does not chain, a 4-wide one does
     dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=4), dict(C_KW=3, C_PL=1, A_W=5, C_WOUT=5),
     dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=5), dict(C_KW=3, C_PL=1, A_W=4, C_WOUT=6),
-    dict(C_KW=2, C_PL=0, A_W=5, C_WOUT=5), dict(C_KW=3, C_PL=1, A_W=16, C_WOUT=16)]
+    dict(C_KW=2, C_PL=0, A_W=5, C_WOUT=5), dict(C_KW=3, C_PL=1, A_W=16, C_WOUT=16),
+    dict(C_KW=2, C_PL=0, A_W=5, C_WOUT=4)]
 
 
 @pytest.mark.parametrize("kw", [{}, dict(C_KW=1, C_KH=1, LB_PITCH=1), dict(C_KW=12, C_WOUT=1),
@@ -235,11 +238,23 @@ def test_conv_setup(kw):
     g = conv_geometry(CFG, regs["C_KH"], kw_, wout, 1, regs["A_W"], regs["C_PL"])
     assert o.pb == g.pb         # the rows' chain (row_pitch)
     if kw in CHAINS:            # the cases that chain, and those that cannot
-        assert (o.pb < o.bk) == (kw in CHAINS[0:3:2] + CHAINS[4:]), (o.pb, o.bk)
+        assert (o.pb < o.bk) == (kw in CHAINS[0:3:2] + CHAINS[5:]), (o.pb, o.bk)
     assert o.slots == regs["C_LANES"] * CFG.fcu.ffa.M * CFG.fcu.subtaps
     assert (o.overwrite, o.wset, o.kh, o.pt, o.pl, o.ny, o.acc, o.y0, o.h, o.hb0, o.pitch) == (
         0, 5, regs["C_KH"], 1, regs["C_PL"], regs["C_NY"], regs["C_ACC"], 3, 14, 0,
         regs["LB_PITCH"])
+
+
+@pytest.mark.parametrize("kw,pl,wout", [(2, 6, 6), (2, 6, 1), (3, 11, 12), (12, 11, 1),
+                                        (2, 0, 1), (3, 1, 1)])
+def test_conv_setup_chain_bound_on_a_narrow_map(kw, pl, wout):
+    """A line buffer one column wide (A_W = 1, a register bit) with padding up to max_kernel:
+    the chain's bound A_W + C_PL + d is wider than A_W's register, and pb is row_pitch's."""
+    cfg = CFG.with_(lb_width=1)
+    regs = conv_regs(C_KW=kw, C_KH=1, C_PL=pl, A_W=1, C_WOUT=wout, LB_PITCH=1, A_H=4)
+    out = run(ConvSetup(cfg), regs)
+    g = conv_geometry(cfg, 1, kw, wout, 2, 1, pl)
+    assert out["err"] == 0 and out["o"].pb == g.pb
 
 
 @pytest.mark.parametrize("lo,hi,waits", [(0, 8, True), (14, 20, True), (0, 7, False),
