@@ -109,10 +109,10 @@ class Controller(wiring.Component):
         if cfg.loop_depth:
             ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=aw)
         pc = self.pc
-        # the instruction stays at the head of the fetch unit's queue while it runs: it is
-        # taken (fu.o.ready) when it is done, in NEXT or in DECODE for a SET or NOP. FETCH
-        # copies it into ``instr``, so the decode starts at a flip-flop, not behind the
-        # queue's LUT-RAM read (that was the ULX3S's critical path)
+        # the instruction stays at the head of the fetch unit's queue while it runs: taken
+        # (fu.o.ready) when done, in NEXT (a command) or DECODE (the others). FETCH copies it
+        # into ``instr``, so the decode starts at a flip-flop, not behind the queue's LUT-RAM
+        # read (that was the ULX3S's critical path)
         instr = Signal(8 * INSTR_BYTES, reset_less=True)
         m.d.comb += self.instr.eq(instr)
         op, ireg, rsvd, imm = instr[0:8], instr[16:24], instr[24:32], instr[32:64]
@@ -134,8 +134,8 @@ class Controller(wiring.Component):
             take_next()
 
         def take_next():
-            """A SET or NOP is done in DECODE: take it from the queue (the unit) or go
-            through NEXT (pc += 8)."""
+            """An instruction done in DECODE (SET, INC, NOP, LOOP, an ENDLOOP that does not
+            jump): take it from the queue (the unit) or go through NEXT (pc += 8)."""
             if fu:
                 m.d.comb += fu.o.ready.eq(1)
                 m.next = "FETCH"

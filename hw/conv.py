@@ -198,18 +198,20 @@ class PassSetup(wiring.Component):
 
 class OutputPlacer(wiring.Component):
     """Where each FCU output beat of a ``CONV`` accumulates, for an :class:`AcceleratorConfig`
-    ``cfg``: a pass's outputs are ``ny`` rows of ``bk`` beats, of which each row's first ``D``
-    (the FFA's leading blocks) are dropped and the others go to blocks ``acc + row * wob``,
-    ``+ 1``, ...; after a pass's last beat the count starts over for the next pass, and only
-    the first pass of a command without ``ACCUMULATE`` overwrites.
+    ``cfg``: a pass's outputs are its first ``D`` beats (the FFA's leading blocks), dropped,
+    then ``ny`` rows of ``pb`` beats (``bk`` without a chain; the last row ``wob``), of which
+    each row's first ``wob`` go to blocks ``acc + row * wob``, ``+ 1``, ... and the rest,
+    the next row's leading blocks, are dropped; after a pass's last beat the count starts
+    over for the next pass, and only the first pass of a command without ``ACCUMULATE``
+    overwrites.
 
     Ports
     -----
     cmd : In(:func:`conv_command_layout`)
         The command (``D``, ``bk``, ``pb``, ``ny``, ``wob``, ``acc``, ``overwrite``), held.
         A pass's beats out are ``D`` leading ones, then ``pb`` a row, of which the first
-        ``wob`` are stored (the rest lead the next row), the last row's ``wob`` (with
-        ``chain_rows``; without, ``bk`` a row, the first ``D`` leading).
+        ``wob`` are stored (the rest lead the next row), the last row's ``wob``. With
+        ``pb = bk`` (rows not chained) that is ``bk`` a row, the first ``D`` leading.
     start : In(1)
         The command starts: the next beat out is its first pass's first.
     issue : In(1)
@@ -232,35 +234,6 @@ class OutputPlacer(wiring.Component):
         })
 
     def elaborate(self, platform):
-        if self.cfg.chain_rows:
-            return self._chained()
-        m = Module()
-        cfg, c = self.cfg, self.cmd
-        n_blk = conv_bounds(cfg)["n_blk"]
-        b = Signal(range(n_blk + 1))                        # beat in the row
-        yl = Signal(range(cfg.acc_blocks + 1))              # row in the pass
-        base = Signal(range(cfg.acc_blocks + 1))            # the row's first block
-        first = Signal()                                    # the pass overwrites
-        pend = Signal(range(2 * (cfg.fcu.latency + 4)))     # beats issued, not yet out
-        m.d.comb += [self.acc_valid.eq(self.o_next & (b >= c.D)),
-                     self.acc_addr.eq(base + b - c.D), self.acc_first.eq(first),
-                     self.pending.eq(pend != 0)]
-        m.d.sync += pend.eq(pend + self.issue - self.o_next)
-        with m.If(self.start):
-            m.d.sync += [b.eq(0), yl.eq(0), base.eq(c.acc), first.eq(c.overwrite)]
-        with m.Elif(self.o_next):
-            with m.If(b == c.bk - 1):
-                with m.If(yl == c.ny - 1):
-                    m.d.sync += [b.eq(0), yl.eq(0), base.eq(c.acc), first.eq(0)]
-                with m.Else():
-                    m.d.sync += [b.eq(0), yl.eq(yl + 1), base.eq(base + c.wob)]
-            with m.Else():
-                m.d.sync += b.eq(b + 1)
-        return m
-
-    def _chained(self):
-        """The beats out of a pass whose rows stream as a chain: ``D`` leading beats, then
-        ``pb`` a row (stored while ``m < wob``), the last row's ``wob``."""
         m = Module()
         cfg, c = self.cfg, self.cmd
         g = conv_bounds(cfg)
@@ -348,22 +321,19 @@ class BeatStream(wiring.Component):
         yl = Signal(range(cfg.acc_blocks + 1))
         b = Signal(range(g["n_blk"] + 1))
         col = Signal(range(-g["col_lo"], g["n_col"] + 1))
-        if cfg.chain_rows:
-            # each row but the last streams pb beats: the row's last beat, registered
-            rl = Signal.like(b)
+        # each row but the last streams pb beats (bk when rows are not chained): the row's
+        # last beat, registered
+        rl = Signal.like(b)
 
-            def row_len(last_row):
-                return Mux(last_row, c.bk - 1, c.pb - 1)
-            row_end = b == rl
-            last = Signal()
-            m.d.comb += self.last.eq(row_end & last)
-            with m.If(self.start):
-                m.d.sync += [rl.eq(row_len(c.ny == 1)), last.eq(c.ny == 1)]
-            with m.Elif(self.issue & row_end):
-                m.d.sync += [rl.eq(row_len(yl + 2 == c.ny)), last.eq(yl + 2 == c.ny)]
-        else:
-            row_end = b == c.bk - 1
-            m.d.comb += self.last.eq(row_end & (yl == c.ny - 1))
+        def row_len(last_row):
+            return Mux(last_row, c.bk - 1, c.pb - 1)
+        row_end = b == rl
+        last = Signal()
+        m.d.comb += self.last.eq(row_end & last)
+        with m.If(self.start):
+            m.d.sync += [rl.eq(row_len(c.ny == 1)), last.eq(c.ny == 1)]
+        with m.Elif(self.issue & row_end):
+            m.d.sync += [rl.eq(row_len(yl + 2 == c.ny)), last.eq(yl + 2 == c.ny)]
         with m.If(self.start):
             m.d.sync += [y.eq(c.y0), yl.eq(0), b.eq(0), col.eq(self.col0)]
         with m.Elif(self.issue & row_end):

@@ -161,7 +161,7 @@ class RowBlocks(wiring.Component):
         ``C_WOUT``.
     i : In(:func:`blocks_signature`)
         ``clear``: the count starts from 0 (next clock); ``step``: while ``busy`` (``wout`` not
-        yet reached), a block more; ``wob``: the count.
+        yet reached), a block more; ``wob``: the count; ``cols``: ``L * wob``.
     """
 
     def __init__(self, cfg):

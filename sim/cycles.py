@@ -41,7 +41,6 @@ READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
 NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
-INC_EXTRA = 0       # INC's register is read while the instruction is fetched
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
 CONV_FIXED = 9
 CONV_HAZARD_AT = 7  # CV_CHECK, CV_M1, CV_M3 (two clocks each), CV_GEOM's product
@@ -175,12 +174,6 @@ class CycleModel:
             self.stall += FETCH_STALL
             return FETCH_INLINE
         return FETCH
-
-    @property
-    def inc(self):
-        """``INC``'s clocks beyond an instruction's fetch and decode: none, as its register
-        is read from the register RAM while the instruction is fetched."""
-        return INC_EXTRA
 
     @property
     def next(self):

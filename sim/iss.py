@@ -82,7 +82,7 @@ class ConvGeometry:
     wob: int        # stored blocks per output row
     bk: int         # beats per output row
     passes_per_piece: int
-    pb: int = None  # beats of each output row but a pass's last (chain_rows; else bk)
+    pb: int         # beats of each output row but a pass's last (chain_rows; else bk)
 
     def pass_beats(self, ny):
         """Beats of a pass over ``ny`` output rows."""
@@ -344,7 +344,7 @@ class ISS:
                 raise AccelError(Err.REG, self.pc, f"register {ins.reg}")
             r = Reg(ins.reg)
             self.regs[r] = (self.regs[r] + simm(ins.imm)) % (1 << self.reg_bits[r])
-            return self.cost.fetch + self.cost.inc
+            return self.cost.fetch      # its register is read while it is fetched
         if op == Op.LOOP:
             if not 1 <= ins.imm <= LOOP_MAX:
                 self._err(f"LOOP count {ins.imm} outside 1..{LOOP_MAX}")
