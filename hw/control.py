@@ -3,18 +3,20 @@
 It fetches each instruction (through the fetch unit, or, on the smallest parts, a byte a
 clock from the read DMA), decodes it, and either does it itself (``SET``, ``INC``, ``NOP``,
 ``LOOP``, ``ENDLOOP`` on the loop stack, ``END``) or hands it to the commands' setups
-(:mod:`ffacc.hw.setup`) and waits until they end it. It holds an instruction back while a
+(:mod:`ffacc.hw.setup`) and waits until they end it. With the fetch unit, an instruction
+that it does itself takes one clock when it follows another instruction at once from the
+queue (*chained*: decoded in the clock after the one before ends), two otherwise. It holds an instruction back while a
 background unit (a ``LOADW`` or ``POST`` with ``ASYNC``) still works on what it needs, and it
 stops the run at the first error: its own (an illegal opcode or register, a bad ``SET``, a
 fetch that failed, a loop stack over- or underflow), a command's, or a background unit's,
 which names that unit's instruction. A stopping run waits until no background work is left.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.isa import INSTR_BYTES, LOOP_BITS, Err, Op, Reg
+from ffacc.firmware.isa import CHAINED_OPS, INSTR_BYTES, LOOP_BITS, Err, Op, Reg
 from .axi import read_ended
 from .fetch import InstructionFetch
 from .loops import LoopStack
@@ -50,10 +52,11 @@ class Controller(wiring.Component):
     inc_addr : Out; reg_data : In
         The parameter registers (:class:`~ffacc.hw.regs.ParamRegs`): ``SET`` and ``INC``
         write them; a ``SET`` wider than its register fails; ``INC`` reads its register
-        (``inc_addr``, its value on ``reg_data`` the clock after): the register of the fetch
-        unit's next instruction, read while it is fetched, so that an ``INC`` is done in its
-        decode, as a ``SET`` is. (Nothing else reads the register RAM then: the setups read
-        it only while their command runs.)
+        (``inc_addr``, its value on ``reg_data`` the clock after): the register of the next
+        instruction, read in the clock before its decode (while it is fetched, or while the
+        one before it is decoded), so that an ``INC`` is done in its decode, as a ``SET`` is.
+        (Nothing else reads the register RAM then: the setups read it only while their
+        command runs.)
     run : Out(stream of {op}); run_err : In(Err)
         A command for the setups, held until one of them ends it (``ready``), with its error.
     next_op : Out(8); hold : In(1)
@@ -110,9 +113,9 @@ class Controller(wiring.Component):
             ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=aw)
         pc = self.pc
         # the instruction stays at the head of the fetch unit's queue while it runs: taken
-        # (fu.o.ready) when done, in NEXT (a command) or DECODE (the others). FETCH copies it
-        # into ``instr``, so the decode starts at a flip-flop, not behind the queue's LUT-RAM
-        # read (that was the ULX3S's critical path)
+        # (fu.o.ready) when done, in NEXT (a command) or DECODE (the others). FETCH, or a
+        # chained decode, copies it into ``instr``, so the decode starts at a flip-flop, not
+        # behind the queue's LUT-RAM read (that was the ULX3S's critical path)
         instr = Signal(8 * INSTR_BYTES, reset_less=True)
         m.d.comb += self.instr.eq(instr)
         op, ireg, rsvd, imm = instr[0:8], instr[16:24], instr[24:32], instr[32:64]
@@ -126,6 +129,16 @@ class Controller(wiring.Component):
         set_val = Signal(34)
         m.d.comb += [set_val.eq(imm), self.chk_reg.eq(ireg), self.chk_value.eq(imm)]
 
+        # an INC's register: read the clock before its decode, or (chained right after a
+        # write to it, which the read missed) the value written then
+        inc_base = self.reg_data
+        if ls:
+            bypass = Signal()
+            written = Signal(ram_bits(cfg), reset_less=True)
+            m.d.sync += [bypass.eq(self.reg_w.valid & (self.reg_w.payload.reg == self.inc_addr)),
+                         written.eq(self.reg_w.payload.value)]
+            inc_base = Mux(bypass, written, self.reg_data)
+
         def write_reg():
             """Parameter register ``ireg`` = ``set_val`` (a SET checked, an INC modulo the
             register's width), then the next instruction."""
@@ -133,14 +146,33 @@ class Controller(wiring.Component):
                          self.reg_w.payload.value.eq(set_val)]
             take_next()
 
+        # chained decode: an instruction done in DECODE or NEXT is followed at once by the
+        # next one's DECODE (no FETCH between) when the fetch unit's queue already holds it
+        # and it is one the controller does itself, which nothing holds back; a background
+        # unit's error is then taken in FETCH first, as it would have been
+        chainable = Signal()
+        if fu:
+            m.d.comb += chainable.eq(fu.peek.valid & (self.bg_err == 0)
+                                     & fu.peek.instr[0:8].matches(*CHAINED_OPS))
+
         def take_next():
             """An instruction done in DECODE (SET, INC, NOP, LOOP, an ENDLOOP that does not
-            jump): take it from the queue (the unit) or go through NEXT (pc += 8)."""
+            jump): take it from the queue (the unit) and decode the next one (chained) or
+            fetch it, or go through NEXT (pc += 8)."""
             if fu:
                 m.d.comb += fu.o.ready.eq(1)
-                m.next = "FETCH"
+                chain_or_fetch()
             else:
                 m.next = "NEXT"
+
+        def chain_or_fetch():
+            with m.If(chainable):
+                m.d.sync += [pc.eq(fu.peek.pc), instr.eq(fu.peek.instr)]
+                if ls:      # an INC's register, there in its decode
+                    m.d.comb += self.inc_addr.eq(fu.peek.instr[16:24])
+                m.next = "DECODE"
+            with m.Else():
+                m.next = "FETCH"
 
         def failure(code, at=None):
             m.d.comb += [self.fail.eq(1), fail_code.eq(code)]
@@ -207,7 +239,7 @@ class Controller(wiring.Component):
                                 # the register read while it was fetched, plus the signed
                                 # immediate, modulo the register's width (the writes keep
                                 # its bits)
-                                m.d.comb += set_val.eq(self.reg_data + imm.as_signed())
+                                m.d.comb += set_val.eq(inc_base + imm.as_signed())
                                 write_reg()
                         with m.Case(Op.LOOP):
                             with m.If((imm == 0) | imm[LOOP_BITS:].any()):
@@ -243,9 +275,10 @@ class Controller(wiring.Component):
             with m.State("NEXT"):
                 if fu:
                     m.d.comb += fu.o.ready.eq(1)
+                    chain_or_fetch()
                 else:
                     m.d.sync += pc.eq(pc + INSTR_BYTES)
-                m.next = "FETCH"
+                    m.next = "FETCH"
             with m.State("RUN"):
                 # the command's setup, then its unit, run it (the instruction holds)
                 m.d.comb += self.run.valid.eq(1)

@@ -17,6 +17,10 @@ The queue doubles as a loop buffer: a ``start`` with ``reuse`` (a loop's jump ba
 ``base`` lies in the block the queue holds hands out the queue from there, without reading
 memory; a loop whose body fits in a block reads its code once. The program must not
 overwrite its own code during a run: an instruction already in the queue is not read again.
+
+``peek`` shows the instruction after the head while the queue holds it, so that the
+controller can decode it in the clock after the head's without a fetch state between
+(:class:`~ffacc.hw.control.Controller`'s chained decode).
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -57,6 +61,9 @@ class InstructionFetch(wiring.Component):
         The DMA's beats and its end of transfer with its error code.
     busy : Out(1)
         A block is being read.
+    peek : Out(struct of {valid, instr, pc})
+        The instruction after ``o``'s, valid while ``o`` hands out an instruction (not an
+        error) and the queue holds the next one too (both from the same finished block).
     """
 
     def __init__(self, *, block, bus_bytes, addr_bits):
@@ -73,6 +80,8 @@ class InstructionFetch(wiring.Component):
             "req_words": Out(1),
             "beat_valid": In(1), "beat_data": In(8 * bus_bytes), "done": In(1), "rd_err": In(3),
             "busy": Out(1),
+            "peek": Out(data.StructLayout({
+                "valid": 1, "instr": 8 * INSTR_BYTES, "pc": addr_bits})),
         })
 
     def elaborate(self, platform):
@@ -82,6 +91,7 @@ class InstructionFetch(wiring.Component):
         qm = m.submodules.queue = Memory(shape=8 * INSTR_BYTES, depth=Q, init=[])
         qw = qm.write_port()
         qr = qm.read_port(domain="comb")
+        qp = qm.read_port(domain="comb")            # the instruction after the head
 
         fetch_pc = Signal(self.aw)                  # address of the next block
         out_pc = Signal(self.aw)                    # address of the next instruction handed out
@@ -115,6 +125,10 @@ class InstructionFetch(wiring.Component):
         m.d.comb += [self.o.payload.instr.eq(qr.data), self.o.payload.pc.eq(out_pc),
                      self.o.payload.err.eq(Mux(ready_instr, 0, err)),
                      self.o.valid.eq(ready_instr | (~self.busy & (err != 0)))]
+        # the next one: in the queue when rd_i + 1 < wr_i (wr_i counts only good instructions)
+        m.d.comb += [qp.addr.eq(rd_i + 1), self.peek.instr.eq(qp.data),
+                     self.peek.pc.eq(out_pc + INSTR_BYTES),
+                     self.peek.valid.eq(ready_instr & (rd_i + 1 < wr_i))]
         with m.If(self.o.valid & self.o.ready & ~empty):
             m.d.sync += [rd_i.eq(rd_i + 1), out_pc.eq(out_pc + INSTR_BYTES)]
 

@@ -39,6 +39,7 @@ __all__ = ["CycleModel", "packer_clocks", "writer_stalls"]
 
 READ_OVERHEAD = 6
 FETCH = 2           # take an instruction from the fetch queue, decode it
+CHAINED = 1         # decode it at once: the queue holds it, the one before ended (hw/control.py)
 NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
 FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
@@ -174,6 +175,12 @@ class CycleModel:
             self.stall += FETCH_STALL
             return FETCH_INLINE
         return FETCH
+
+    def decode(self, chained):
+        """An instruction the controller does itself (SET, INC, NOP, LOOP, ENDLOOP):
+        ``chained``, decoded in the clock after the one before it ends (the fetch unit's
+        queue holds it), or fetched first."""
+        return CHAINED if chained else self.fetch
 
     @property
     def next(self):

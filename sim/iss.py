@@ -18,7 +18,7 @@ from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
-from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
+from ffacc.firmware.isa import (CHAINED_OPS, INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
                                 unpack_levels)
@@ -150,6 +150,7 @@ class ISS:
         self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
         self.moved = [0, 0, 0, 0]       # this instruction's bytes (see RunResult.traffic)
         self.now = 0                    # the clock this instruction started (run)
+        self.chained = False            # it follows the one before at once (run)
         self.lw_rd_until = self.lw_bg_until = 0
         self.lw_sets = (0, 0)
         self.po_until = 0
@@ -229,6 +230,7 @@ class ISS:
         queued = 0              # instructions in the fetch unit's queue (hw/fetch.py)
         qbase = qlen = 0        # the queue's block: its first instruction's pc, its length
         restart = True          # the fetch unit restarts (a run's start, a loop's jump back)
+        ended = False           # the instruction before ended with the next one in the queue
         # a background LOADW (weight_prefetch): the clock its read ends (the fetch unit may
         # ask for a block again), the clock its last row is written, and its sets
         self.lw_rd_until = self.lw_bg_until = 0
@@ -246,7 +248,8 @@ class ISS:
                 self.cost.stall = 0
                 self.moved = [0, 0, 0, 0]
                 fetch = 0
-                if not queued and self.cfg.fetch_block:
+                fetched = not queued and self.cfg.fetch_block
+                if fetched:
                     # the next block is read while the previous instruction's pc is current:
                     # the RTL's profile books it there (after a background LOADW's read)
                     queued = block_length(self.cfg.fetch_block, self.pc, self.mem_limit)
@@ -264,6 +267,11 @@ class ISS:
                 ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
                 if not self.cfg.fetch_block:
                     self.moved[0] += INSTR_BYTES        # the controller reads it itself
+                # chained decode (hw/control.py): one the controller does itself, straight
+                # from the queue after the one before it ended (not a block's first, nor the
+                # first after a loop's jump back)
+                self.chained = bool(self.cfg.fetch_block and ended and not fetched
+                                    and ins.op in CHAINED_OPS)
                 queued -= 1
                 res.instructions += 1
                 self.now = res.cycles + fetch
@@ -285,6 +293,7 @@ class ISS:
                     raise BudgetExceeded("cycle", max_cycles, self.pc, res)
                 if ins.op == Op.END:
                     break
+                ended = self.jump is None
                 if self.jump is not None:
                     # a loop's jump back into the block in the queue runs from the queue
                     # (the fetch unit's loop buffer); elsewhere the fetch unit reads afresh
@@ -313,7 +322,7 @@ class ISS:
                 raise AccelError(Err.PARAM, self.pc, f"SET {Reg(ins.reg).name}, {ins.imm}: wider "
                                                      f"than the register's {bits} bits")
             self.regs[ins.reg] = ins.imm
-            return self.cost.fetch
+            return self.cost.decode(self.chained)
         if op in (Op.LOOP, Op.ENDLOOP, Op.INC):
             return self._loop_op(op, ins)
         if op == Op.ADD and not self.cfg.add_unit:
@@ -329,7 +338,9 @@ class ISS:
             wait = max(wait, self.cost.post_wait(self.po_until - self.now))
         self.now += wait
         self.held = wait            # in FETCH, while the instruction before is current
-        if op in (Op.END, Op.NOP):
+        if op == Op.NOP:
+            return self.cost.decode(self.chained)
+        if op == Op.END:
             return wait + self.cost.fetch
         return (wait + self.cost.fetch + self.cost.next
                 + getattr(self, f"_{op.name.lower()}")(ins))
@@ -344,7 +355,8 @@ class ISS:
                 raise AccelError(Err.REG, self.pc, f"register {ins.reg}")
             r = Reg(ins.reg)
             self.regs[r] = (self.regs[r] + simm(ins.imm)) % (1 << self.reg_bits[r])
-            return self.cost.fetch      # its register is read while it is fetched
+            # its register is read in the clock before its decode
+            return self.cost.decode(self.chained)
         if op == Op.LOOP:
             if not 1 <= ins.imm <= LOOP_MAX:
                 self._err(f"LOOP count {ins.imm} outside 1..{LOOP_MAX}")
@@ -352,7 +364,7 @@ class ISS:
                 raise AccelError(Err.LOOP, self.pc, f"LOOP nested deeper than loop_depth "
                                                     f"{depth}")
             self.loops.append([self.pc + INSTR_BYTES, ins.imm - 1])
-            return self.cost.fetch
+            return self.cost.decode(self.chained)
         if not self.loops:
             raise AccelError(Err.LOOP, self.pc, "ENDLOOP without a LOOP")
         top = self.loops[-1]
@@ -361,7 +373,7 @@ class ISS:
             self.jump = top[0]
         else:
             self.loops.pop()
-        return self.cost.fetch
+        return self.cost.decode(self.chained)
 
     @property
     def cost(self):

@@ -176,6 +176,36 @@ def test_inc_reads_its_register_right_after_its_write():
     assert run(FETCHING, sets.end())["clocks"] == run(FETCHING, incs.end())["clocks"]
 
 
+def test_chained_decode_takes_a_clock_per_instruction_from_the_queue():
+    """With the fetch unit, a SET, INC, NOP, LOOP or non-jumping ENDLOOP whose instruction
+    the queue already holds is decoded in the clock after the one before it ends: one clock
+    each, after another such instruction or after a command (its NEXT). The first of a
+    block, and the first after a loop's jump back, go through FETCH (two clocks)."""
+    def prog(n, body=lambda p: p.set(A_W=1)):
+        p = Program().set(A_SRC=0)
+        for _ in range(n):
+            body(p)
+        return p.end()
+    base = run(FETCHING, prog(0))["clocks"]
+    for per, body in ((1, lambda p: p.set(A_W=1)), (1, lambda p: p.inc(Reg.A_SRC, 4)),
+                      (1, lambda p: p.op(Op.NOP)),
+                      (2, lambda p: p.op(Op.LOOP, imm=1).op(Op.ENDLOOP))):
+        assert run(FETCHING, prog(6, body))["clocks"] - base == 6 * per
+    # after a command: the SET after it is chained from its NEXT, and END is not chained
+    one = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).end())
+    two = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).set(A_W=1).end())
+    assert two["clocks"] - one["clocks"] == 1 and two["writes"][-1] == ("A_W", 1)
+    # fourteen SETs in a block of 16 cost a clock each, the fifteenth starts a block and
+    # waits for its read (a block of 16 after that one)
+    fetches = run(FETCHING, prog(14))["reads"], run(FETCHING, prog(15))["reads"]
+    assert len(fetches[0]) == 1 and len(fetches[1]) == 2
+    # a loop: its body's first instruction after the jump goes through FETCH (2 clocks),
+    # the rest are chained; three passes over a two-SET body
+    loop = Program().set(A_SRC=0).op(Op.LOOP, imm=3).set(A_W=1).set(A_H=2).op(Op.ENDLOOP).end()
+    flat = Program().set(A_SRC=0).op(Op.LOOP, imm=1).set(A_W=1).set(A_H=2).op(Op.ENDLOOP).end()
+    assert run(FETCHING, loop)["clocks"] - run(FETCHING, flat)["clocks"] == 2 * (2 + 1 + 1)
+
+
 @pytest.mark.parametrize("prog,k", [
     (Program().op(Op.ENDLOOP), 0),                              # no loop to end
     (Program().op(Op.LOOP, imm=0), 0),                          # zero passes

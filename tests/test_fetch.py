@@ -9,7 +9,7 @@ from ffacc.hw.fetch import InstructionFetch, block_length
 
 
 def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=None,
-              ready=0.6, seed=0, restart=None, reuse=False, take2=None):
+              ready=0.6, seed=0, restart=None, reuse=False, take2=None, peeks=None):
     """Pop instructions from the unit until an error or ``take`` of them.
 
     The model DMA answers a request like :class:`ffacc.hw.axi.AxiByteReader` in beat mode:
@@ -69,6 +69,9 @@ def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=
                 if ctx.get(dut.o.valid) and want:
                     p = ctx.get(dut.o.payload)
                     got.append((p.pc, p.instr, p.err))
+                    if peeks is not None:
+                        q = ctx.get(dut.peek)
+                        peeks.append((q.pc, q.instr) if q.valid else None)
                     n_popped += 1
                     if p.err:
                         await ctx.tick()
@@ -96,6 +99,30 @@ def test_instructions_come_in_order_with_their_pcs(nb, block):
     # whole blocks, each from where the last one ended
     assert all(n == 8 * block for _, n in reqs)
     assert [a for a, _ in reqs] == [16 + 8 * block * i for i in range(len(reqs))]
+
+
+@pytest.mark.parametrize("nb", [4, 8])
+def test_peek_shows_the_next_instruction_while_the_queue_holds_it(nb):
+    """``peek`` is the instruction after the head, valid for every instruction of a block
+    but its last (the next block is not read yet); after a loop's jump into the queue it
+    goes on from the target; after a bus error only the good instructions are shown."""
+    peeks = []
+    got, reqs = run_fetch(WORDS, block=4, nb=nb, base=16, take=12, peeks=peeks)
+    assert len(peeks) == 12 and reqs[:3] == [(16, 32), (48, 32), (80, 32)]
+    for k, (pc, _, _) in enumerate(got):
+        if k % 4 == 3:
+            assert peeks[k] is None
+        else:
+            assert peeks[k] == (pc + 8, WORDS[pc // 8 + 1])
+    peeks = []
+    got, _ = run_fetch(WORDS, block=8, nb=nb, take=5, restart=16, reuse=True, take2=4,
+                       peeks=peeks)
+    assert [p and p[0] for p in peeks] == [8, 16, 24, 32, 40, 24, 32, 40, 48]
+    assert all(p[1] == WORDS[p[0] // 8] for p in peeks)
+    peeks = []
+    got, _ = run_fetch(WORDS, block=4, nb=4, fault_beat=(1, 4), peeks=peeks)
+    # block 1 delivers instructions 4 and 5, then the error at 6: 5 has no next to show
+    assert [p and p[0] for p in peeks] == [8, 16, 24, None, 40, None, None]
 
 
 def test_a_block_stops_at_the_memory_size_and_the_next_fetch_fails_there():
