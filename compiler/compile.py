@@ -204,12 +204,13 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     def close_accel():
         nonlocal seg_start
         records.pop("levels", None)     # a new program: the level registers are unknown
+        records["chain"].clear()        # ... and no weight load moves into the one before
         if len(prog) > seg_start:
             prog.end()
             segments.append({"kind": "accel", "first": seg_start, "count": len(prog) - seg_start})
             seg_start = len(prog)
 
-    records = {"half": 0}
+    records = {"half": 0, "chain": {}}
     for op in ops:
         where = _accel_reason(op, g, cfg)
         x = g.tensors[op.inputs[0]]
@@ -268,6 +269,10 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     info["traffic_bound"] = -(-info["act_bytes"] // cfg.bus_bytes)
             except LoweringError as e:
                 raise CompileError(f"node {op.name!r} ({op.kind}): {e}") from e
+            for at, n in records["chain"].pop("moved", []):
+                if at < start:      # its first weight load went into the layer before's code
+                    layers[-1]["pc_count"] += n
+                    start += n
             info.update({"where": "accel", "segment": len(segments),
                          "pc_first": start, "pc_count": len(prog) - start})
             layers.append(info)
@@ -527,7 +532,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
         before = mem.next
         computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
                               addr[y.name] + gi * Og * y_plane, name=op.name,
-                              records_half=records["half"])
+                              records_half=records["half"], chain=records["chain"])
         records["half"] ^= 1
         wbytes += mem.next - before
     return wbytes, computed

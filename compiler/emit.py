@@ -233,9 +233,10 @@ class Nest:
             self.loop(count, lambda j, s=start: body(items[s + j]))
 
     # ------------------------------------------------------------------ assembly
-    def assemble(self, prog):
-        """Append the instructions to a :class:`ffacc.firmware.isa.Program`."""
-        self._emit(self.items, {}, frozenset(), 0, prog)
+    def assemble(self, prog, known=None):
+        """Append the instructions to a :class:`ffacc.firmware.isa.Program`. ``known``:
+        register values the program holds where they start ({Reg: value})."""
+        self._emit(self.items, dict(known or {}), frozenset(), 0, prog)
         return prog
 
     def _emit(self, items, state, rel, depth, out):

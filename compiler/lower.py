@@ -12,11 +12,12 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, pack_levels,
-                                pack_load_levels, pack_qparam)
+from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, Program, Reg,
+                                decode,
+                                pack_levels, pack_load_levels, pack_qparam)
 from ffacc.hw.weights import fits4, pack4, raw_set
 from ffacc.sim import golden
-from ffacc.sim.cycles import LOADA_FIXED, LOADW_ISSUE, CycleModel
+from ffacc.sim.cycles import LOADA_FIXED, CycleModel
 
 from .emit import Nest
 from .ir import bounds, requant_params
@@ -210,13 +211,21 @@ def _pitch_for(cfg, kh, rows_needed):
 
 
 def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False,
-               records_half=0):
+               records_half=0, chain=None):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
     ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
     cycles for every column tile), which :func:`conv_plan_cycles` gives. ``records_half``
     (0 or 1): the half of the record buffer the layer's records go to where they fit one, so
     with ``post_overlap`` its ``LOADQ`` runs beside the previous layer's last ``POST``, which
     reads the other half (consecutive layers alternate).
+
+    ``chain`` (a dict, or None) links consecutive layers' weight loads (weight_prefetch): a
+    layer whose weights load in the background leaves in it where its last ``CONV`` is
+    (outside any loop) and which half of the weight buffer that ``CONV`` reads; the next
+    layer, if nothing was emitted in between, loads its first weights into the other half
+    with ``LOADW ASYNC`` put right before that ``CONV``, so they load while it runs instead
+    of before the layer's first ``CONV``. ``chain["moved"]`` then says where and how many
+    instructions went into the code before the layer's own.
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
@@ -339,8 +348,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                else cm.loada([0], nr * row_bytes(Wtt, dec), Wtt, dec))
         loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
         if prefetch(cg):
-            conv = (max(conv_cycles(gc, nyc), cm.loadw(sets(cg), mac=g.mac)) + LOADW_ISSUE
-                    + 5 * per_ins)
+            issue, _, end = cm.loadw_async(sets(cg), mac=g.mac)
+            conv = max(conv_cycles(gc, nyc), end) + issue + 5 * per_ins
         else:
             conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
         outs = -(-nyc // step) * -(-tw // step)         # per lane
@@ -549,14 +558,19 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                  A_CH=cgr["ch"])
         nest.each(lgs, lambda lg: conv(lg, cgr))
 
+    # the halves alternate from the one the layer's first weights go to: the other one than
+    # the layer before's last CONV reads, when those load beside that CONV
+    link = chain if chain is not None and chain.get("end") == len(prog) else None
+    first = 1 - link["half"] if pf and link else 0
+
     def conv(lg, cgr):
         wset = 0
         if pf:
-            k = seq[(cur["bi"], cur["ti"], ident[id(lg)], ident[id(cgr)])]
+            k = seq[(cur["bi"], cur["ti"], ident[id(lg)], ident[id(cgr)])] + first
             wset = half * k
-            if k + 1 < len(order):
+            if k + 1 - first < len(order):
                 nest.cmd(Op.LOADW, loadw_flags | LoadWFlag.ASYNC, W_DST=half * (k + 1),
-                         **weights(order[k + 1]))
+                         **weights(order[k + 1 - first]))
         else:
             nest.cmd(Op.LOADW, loadw_flags, W_SRC=lg["wbase"] + cgr["woff"],
                      W_COUNT=cgr["nsets"], W_DST=0)
@@ -576,11 +590,39 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["x0"] // step,
                  O_Q=q_base + o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
-    if pf:                              # the first CONV's weights, before it
+    known = {}
+    if pf and link:                     # the first CONV's weights, beside the last before
+        known = dict(W_DST=half * first, **weights(order[0]))
+        early = Program().set(**known)
+        prog.insert(link["at"], early.op(Op.LOADW, loadw_flags | LoadWFlag.ASYNC))
+        chain.setdefault("moved", []).append((link["at"], len(early)))
+        # the layer's code starts with them in the registers (nothing between writes them)
+        known = {Reg[k]: v for k, v in known.items()}
+    elif pf:                            # ... or before it
         nest.cmd(Op.LOADW, loadw_flags, W_DST=0, **weights(order[0]))
+    start = len(prog)
     nest.each(bands, band)
-    nest.assemble(prog)
+    nest.assemble(prog, known)
+    if chain is not None:
+        moved = chain.get("moved", [])
+        chain.clear()
+        chain["moved"] = moved
+        last = _last_outside_loops(prog, start, Op.CONV)
+        if pf and last is not None:
+            chain.update(at=last, half=(len(order) - 1 + first) % 2, end=len(prog))
     return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * wconv
+
+
+def _last_outside_loops(prog, start, op):
+    """The index of the last instruction ``op`` from ``start`` on that is in no loop's body,
+    or None."""
+    depth, last = 0, None
+    for i in range(start, len(prog)):
+        o = decode(prog.words[i]).op
+        depth += (o == Op.LOOP) - (o == Op.ENDLOOP)
+        if o == op and depth == 0:
+            last = i
+    return last
 
 
 def conv_plan_cycles(cfg, layer, name="conv"):

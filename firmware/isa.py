@@ -284,11 +284,6 @@ class LoadWFlag(IntEnum):
 # they need the read DMA or end the run; the RTL's FETCH and the ISS both use this list
 WAITS_FOR_LOADER = (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END)
 
-# The instructions the controller does itself, none of which waits for a background unit:
-# with the fetch unit, one of them that the queue holds is decoded in the clock after the
-# instruction before it ends (a chained decode: one clock, not two)
-CHAINED_OPS = (Op.SET, Op.INC, Op.NOP, Op.LOOP, Op.ENDLOOP)
-
 
 class PostFlag(IntEnum):
     POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
@@ -440,6 +435,11 @@ class Program:
 
     def raw(self, word):
         self.words.append(int(word))
+        return self
+
+    def insert(self, index, other):
+        """Put the instructions of program ``other`` before instruction ``index``."""
+        self.words[index:index] = other.words
         return self
 
     def end(self):

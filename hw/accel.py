@@ -346,18 +346,22 @@ class Accelerator(wiring.Component):
             m.d.sync += lw_pc.eq(ctl.pc)        # a background read's error names it
         # the background units: what an instruction waits for, their errors
         reads = Const(0, 1)         # the next instruction waits for a background unit
-        nop = ctl.next_op
+        later = Const(0, 1)         # the one after it is not chained (see Controller)
+        nop, pop = ctl.next_op, ctl.peek_op
         if pf:
             # a command that reads memory, and END, start after a background LOADW
             reads = loadw.bg_busy & nop.matches(*WAITS_FOR_LOADER)
+            later = loadw.bg_busy & pop.matches(*WAITS_FOR_LOADER)
         if cfg.post_overlap:
             # those that need the post-processor, after a background POST; a LOADQ only for
-            # a POST that reads the records it writes
+            # a POST that reads the records it writes (which a SET may change in the clock
+            # a chained LOADQ is asked for: none is chained while a POST runs)
             qdst = rg[Reg.Q_DST]
             recs = (qdst < po.q_hi) & (po.q_lo < qdst + rg[Reg.Q_COUNT])
             reads = reads | (po_pending & (nop.matches(*WAITS_FOR_POST)
                                            | ((nop == Op.LOADQ) & recs)))
-        m.d.comb += [ctl.hold.eq(reads),
+            later = later | (po_pending & pop.matches(*WAITS_FOR_POST, Op.LOADQ))
+        m.d.comb += [ctl.hold.eq(reads), ctl.peek_hold.eq(later),
                      ctl.fetch_hold.eq(loadw.bg_reading | (loadw.bg_err != 0))]
         # a background LOADW's read failed: the run stops at that LOADW; a background POST
         # failed: at that POST

@@ -3,9 +3,10 @@
 It fetches each instruction (through the fetch unit, or, on the smallest parts, a byte a
 clock from the read DMA), decodes it, and either does it itself (``SET``, ``INC``, ``NOP``,
 ``LOOP``, ``ENDLOOP`` on the loop stack, ``END``) or hands it to the commands' setups
-(:mod:`ffacc.hw.setup`) and waits until they end it. With the fetch unit, an instruction
-that it does itself takes one clock when it follows another instruction at once from the
-queue (*chained*: decoded in the clock after the one before ends), two otherwise. It holds an instruction back while a
+(:mod:`ffacc.hw.setup`) and waits until they end it. With the fetch unit, an instruction the
+queue holds is decoded in the clock after the one before it ends (*chained*), unless it must
+wait for a background unit: one that the controller does itself then takes one clock, not
+two, and a command one clock less. It holds an instruction back while a
 background unit (a ``LOADW`` or ``POST`` with ``ASYNC``) still works on what it needs, and it
 stops the run at the first error: its own (an illegal opcode or register, a bad ``SET``, a
 fetch that failed, a loop stack over- or underflow), a command's, or a background unit's,
@@ -16,7 +17,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ffacc.firmware.isa import CHAINED_OPS, INSTR_BYTES, LOOP_BITS, Err, Op, Reg
+from ffacc.firmware.isa import INSTR_BYTES, LOOP_BITS, Err, Op, Reg
 from .axi import read_ended
 from .fetch import InstructionFetch
 from .loops import LoopStack
@@ -62,6 +63,10 @@ class Controller(wiring.Component):
     next_op : Out(8); hold : In(1)
         The opcode of the instruction the fetch unit has next, and whether it must wait for
         a background unit.
+    peek_op : Out(8); peek_hold : In(1)
+        The same for the instruction after it (the fetch unit's ``peek``), a clock before it
+        may be decoded: whether it must not be chained (its hold, or more: the registers an
+        instruction's hold reads may be written in that clock).
     fetch_hold : In(1)
         The fetch unit must not read (a background load has the bus, or failed).
     bg_err, bg_pc : In
@@ -89,7 +94,8 @@ class Controller(wiring.Component):
             "chk_reg": Out(8), "chk_value": Out(32), "chk_wide": In(1),
             "inc_addr": Out(range(len(Reg))), "reg_data": In(ram_bits(cfg)),
             "run": Out(stream.Signature(data.StructLayout({"op": 8}))), "run_err": In(err),
-            "next_op": Out(8), "hold": In(1), "fetch_hold": In(1),
+            "next_op": Out(8), "hold": In(1), "peek_op": Out(8), "peek_hold": In(1),
+            "fetch_hold": In(1),
             "bg_err": In(err), "bg_pc": In(aw), "bg_busy": In(1),
             "late_err": In(err), "late_pc": In(aw),
         })
@@ -148,12 +154,12 @@ class Controller(wiring.Component):
 
         # chained decode: an instruction done in DECODE or NEXT is followed at once by the
         # next one's DECODE (no FETCH between) when the fetch unit's queue already holds it
-        # and it is one the controller does itself, which nothing holds back; a background
-        # unit's error is then taken in FETCH first, as it would have been
+        # and it need not wait for a background unit (peek_hold, as hold is for FETCH's); a
+        # background unit's error is then taken in FETCH first, as it would have been
         chainable = Signal()
         if fu:
-            m.d.comb += chainable.eq(fu.peek.valid & (self.bg_err == 0)
-                                     & fu.peek.instr[0:8].matches(*CHAINED_OPS))
+            m.d.comb += [self.peek_op.eq(fu.peek.instr[0:8]),
+                         chainable.eq(fu.peek.valid & (self.bg_err == 0) & ~self.peek_hold)]
 
         def take_next():
             """An instruction done in DECODE (SET, INC, NOP, LOOP, an ENDLOOP that does not

@@ -46,7 +46,7 @@ from .weights import set_bytes
 __all__ = ["narrow_dsp_product", "size_bits", "mul_signature", "SizeMultiplier",
            "blocks_signature", "RowBlocks",
            "CommandSetup", "LoadSetup", "ConvSetup", "PostSetup",
-           "post_registers", "share"]
+           "post_registers", "share", "loadw_rows_shift"]
 
 
 def narrow_dsp_product(a, b, dsp_bits, limit_bits=None):
@@ -160,8 +160,10 @@ class RowBlocks(wiring.Component):
     wout : In
         ``C_WOUT``.
     i : In(:func:`blocks_signature`)
-        ``clear``: the count starts from 0 (next clock); ``step``: while ``busy`` (``wout`` not
-        yet reached), a block more; ``wob``: the count; ``cols``: ``L * wob``.
+        ``clear``: the count starts from 0 (next clock), unless it already is
+        ``ceil(wout / L)`` (the command before had as many blocks: then it stays, and ``busy``
+        is low at once); ``step``: while ``busy`` (``wout`` not yet reached), a block more;
+        ``wob``: the count; ``cols``: ``L * wob``.
     """
 
     def __init__(self, cfg):
@@ -174,7 +176,9 @@ class RowBlocks(wiring.Component):
         L = cfg.L
         t = Signal(range(L * cfg.acc_blocks + L + 1))       # L * wob
         m.d.comb += [i.busy.eq(t < self.wout), i.cols.eq(t)]
-        with m.If(i.clear):
+        # a count for this wout already (the command before had the same ceil(wout / L)):
+        # kept, so no clock goes to counting it again
+        with m.If(i.clear & ~((t >= self.wout) & (t < self.wout + L))):
             m.d.sync += [t.eq(0), i.wob.eq(0)]
         with m.Elif(i.step & i.busy):
             m.d.sync += [t.eq(t + L), i.wob.eq(i.wob + 1)]
@@ -346,6 +350,13 @@ class CommandSetup(wiring.Component):
             m.next = "CHECK"
 
 
+def loadw_rows_shift(cfg):
+    """With wide loads, ``LOADW``'s engine count ``W_COUNT * rows`` is ``W_COUNT`` shifted
+    left by this (rows a power of two), or, None, a product on the shared multiplier."""
+    r = cfg.fcu.rows
+    return r.bit_length() - 1 if r & (r - 1) == 0 else None
+
+
 class LoadSetup(CommandSetup):
     """The loads' checks and geometry, one load at a time (they share their length register
     and states: on the iCE40 a setup of each took 42 logic cells more):
@@ -356,7 +367,8 @@ class LoadSetup(CommandSetup):
       every channel with wide loads). Four products (eight clocks) before the loader starts.
     * ``LOADW`` → :class:`~ffacc.hw.loadw.WeightLoader`'s command (``loadw``): the read's
       length (with wide loads also the engines' words to expect: the last beat's extra bytes
-      are dropped after them).
+      are dropped after them; a product of its own only when the engines per unit are not
+      a power of two: :func:`loadw_rows_shift`).
     * ``LOADQ`` → :class:`~ffacc.hw.loadq.RecordLoader`'s command (``loadq``): the read's
       length.
 
@@ -410,6 +422,11 @@ class LoadSetup(CommandSetup):
         # LOADW
         count = rg(Reg.W_COUNT)
         rows = Signal(range(cfg.wb_sets * fc.rows + 1))
+        # with wide loads, the engines to give out (W_COUNT * rows): a shift for a power of
+        # two (no product, two clocks fewer), else a product in W_M1 (shift None)
+        shift = None
+        if cfg.wide_loads:
+            shift = loadw_rows_shift(cfg)
         # LOADQ
         qdst, qcount = rg(Reg.Q_DST), rg(Reg.Q_COUNT)
         with m.FSM():
@@ -423,10 +440,12 @@ class LoadSetup(CommandSetup):
                         with m.Else(), self.product(m, *self.operands("band", op=Op.LOADA)):
                             m.next = "A_M1"
                     with m.Case(Op.LOADW):
+                        if shift is not None:       # rows: W_COUNT times a power of two
+                            m.d.sync += rows.eq(count << shift)
                         with m.If(~self.checked("regs", op=Op.LOADW)):
                             self.fail(m, Err.PARAM)
                         with m.Else():
-                            m.next = "W_M1" if cfg.wide_loads else "W_M2"
+                            m.next = "W_M1" if shift is None else "W_M2"
                     with m.Case(Op.LOADQ):
                         self.cold(m, Reg.Q_SRC)
                         with m.If(~self.checked("regs", op=Op.LOADQ)):
@@ -450,7 +469,7 @@ class LoadSetup(CommandSetup):
                 # contiguous rows: one read per channel (or of all); a column tile: one a row
                 m.d.sync += nbytes.eq(Mux(contig, self.aclamp(p), wbytes))
                 m.next = "RUN"
-            if cfg.wide_loads:
+            if shift is None:
                 with m.State("W_M1"), self.product(m, count, fc.rows) as p:
                     m.d.sync += rows.eq(p)
                     m.next = "W_M2"

@@ -33,6 +33,7 @@ from math import ceil
 import numpy as np
 
 from ffacc.hw.add import ADD_CHUNK
+from ffacc.hw.setup import loadw_rows_shift
 from ffacc.hw.weights import set_bytes
 
 __all__ = ["CycleModel", "packer_clocks", "writer_stalls"]
@@ -53,8 +54,9 @@ WRITE_END = 3       # the last word: its send and its answer, after POST's last 
 POST_ISSUE = 7      # PO_CHECK .. PO_M2 (the ceil(wout / L) and step loops aside)
 POST_HANDOFF = 4    # without ASYNC: the command's transfer and PO_WAIT's end
 POST_SEEN = 1       # the post-processor's idle reaches the controller
-LOADW_FIXED = 11
-LOADW_ISSUE = 6     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
+LOADW_FIXED = 9
+LOADW_ISSUE = 4     # ASYNC: LW_CHECK .. LW_REQ, and NEXT
+LOADW_ROWS = 2      # ... and W_M1's product, unless the engines are a power of two
 LOADW_DRAIN = 2     # ASYNC: the pre-adder's last rows after the read's end
 PACK4_EXTRA = 1     # PACK4: the unpacker's register
 LOADA_FIXED = 8
@@ -235,16 +237,21 @@ class CycleModel:
         beats = -(-nbytes // self.bus)
         extra = self._extra_bursts(start, beats)
         self.stall += READ_STALL + extra
+        fixed = LOADW_FIXED + self._loadw_rows()
         if packed:
-            return LOADW_FIXED + PACK4_EXTRA + max(2 * beats + extra, nsets * c.rows)
-        return LOADW_FIXED + max(beats + extra, nsets * c.rows)
+            return fixed + PACK4_EXTRA + max(2 * beats + extra, nsets * c.rows)
+        return fixed + max(beats + extra, nsets * c.rows)
+
+    def _loadw_rows(self):
+        """LOADW's setup clocks for its engine count (wide loads): a shift, or a product."""
+        return 0 if loadw_rows_shift(self.cfg) is not None else LOADW_ROWS
 
     def loadw_async(self, nsets, start=0, mac=False, packed=False):
         """A ``LOADW`` with flag ``ASYNC`` (weight_prefetch): ``(issue, read_end, end)``, the
         clocks of the instruction itself and, from its decode, the clocks to the end of its
         read (the DMA is free) and to its last row in the buffer."""
         end = self.loadw(nsets, start, mac, packed)
-        return LOADW_ISSUE, end - LOADW_DRAIN, end
+        return LOADW_ISSUE + self._loadw_rows(), end - LOADW_DRAIN, end
 
     def prefetch_wait(self, left):
         """Clocks a command waits for a background ``LOADW`` that has ``left`` clocks to
@@ -264,7 +271,7 @@ class CycleModel:
         self.stall += READ_STALL + extra
         return LOADQ_FIXED + max(beats + extra, beats * words) - (words - 1)
 
-    def conv(self, g, ny, passes, pl=0):
+    def conv(self, g, ny, passes, pl=0, blocks=None):
         c = self.cfg
         # the accelerator's FCUs have no input register (its line-buffer pipeline registers
         # their inputs): one clock less than the unit's latency. A pass streams its rows
@@ -279,20 +286,22 @@ class CycleModel:
             setup = max(c.rows + SETUP_ASSIGN, SETUP_WRITE)
             per_pass = setup + c.fcu.latency - 2 + PASS_OVERHEAD
             period = beats if beats >= setup else max(beats + 1, setup)
-            return (self.conv_fixed(g, pl) + g.pieces * (per_pass - 1 + beats)
+            return (self.conv_fixed(g, pl, blocks) + g.pieces * (per_pass - 1 + beats)
                     + (passes - g.pieces) * period)
         # one pass at a time: its setup assigns an engine a clock and writes all their
         # weights at once, a clock later (two at least)
         per_pass = max(c.rows, 2) + c.fcu.latency - 2 + PASS_OVERHEAD
-        return self.conv_fixed(g, pl) + passes * (per_pass + beats)
+        return self.conv_fixed(g, pl, blocks) + passes * (per_pass + beats)
 
-    def conv_hazard_at(self, g):
+    def conv_hazard_at(self, g, blocks=None):
         """Clocks from a ``CONV``'s decode to its check of the accumulator blocks (CV_M4),
         where it waits for a background ``POST`` that reads them."""
-        return CONV_HAZARD_AT + max(g.wob, g.pieces)
+        return CONV_HAZARD_AT + max(g.wob if blocks is None else blocks, g.pieces)
 
-    def conv_fixed(self, g, pl):
-        """CONV's cycles before and between its passes."""
+    def conv_fixed(self, g, pl, blocks=None):
+        """CONV's cycles before and between its passes. ``blocks``: the clocks
+        :class:`~ffacc.hw.setup.RowBlocks` counts ``ceil(wout / L)`` (None: ``wob``, from
+        zero; 0 when it holds that count from the command before)."""
         c = self.cfg
         L = c.L
         # per piece, CV_PIECE and CV_DIV: the first column's block by repeated subtraction
@@ -301,19 +310,20 @@ class CycleModel:
         k0 = -(-(c.max_kernel - 1 + d) // L) + 1
         pieces = sum(2 + (p * g.N - pl - g.d + L * k0) // L for p in range(g.pieces))
         # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
-        return CONV_FIXED + max(g.wob, g.pieces) + pieces
+        return CONV_FIXED + max(g.wob if blocks is None else blocks, g.pieces) + pieces
 
-    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=(0, 0)):
+    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=(0, 0), blocks=None):
         """``POST``: the controller's part (:meth:`post_issue`), then the post-processor's
         (:meth:`post_run`) while the controller waits."""
-        return self.post_issue(wob, stride) + POST_HANDOFF + self.post_run(
+        return self.post_issue(wob, stride, blocks) + POST_HANDOFF + self.post_run(
             lanes, subs_per_lane, write_stalls)
 
-    def post_issue(self, wob, stride):
+    def post_issue(self, wob, stride, blocks=None):
         """The controller's clocks of a ``POST``: its checks and geometry (``ceil(wout / L)``
         and the step's blocks by repeated addition and subtraction), then the command to the
-        post-processor. With flag ``ASYNC`` that is all of it."""
-        return POST_ISSUE + wob + stride // self.cfg.L
+        post-processor. With flag ``ASYNC`` that is all of it. ``blocks``: as for
+        :meth:`conv_fixed`."""
+        return POST_ISSUE + (wob if blocks is None else blocks) + stride // self.cfg.L
 
     def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0)):
         """The post-processor's clocks, from taking the command to the last write's

@@ -18,7 +18,7 @@ from ffacc.hw.ffa import exact_matmul
 from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
-from ffacc.firmware.isa import (CHAINED_OPS, INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
+from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
                                 unpack_levels)
@@ -151,6 +151,7 @@ class ISS:
         self.moved = [0, 0, 0, 0]       # this instruction's bytes (see RunResult.traffic)
         self.now = 0                    # the clock this instruction started (run)
         self.chained = False            # it follows the one before at once (run)
+        self.row_blocks = 0             # the count RowBlocks holds (hw/setup.py), ceil(wout/L)
         self.lw_rd_until = self.lw_bg_until = 0
         self.lw_sets = (0, 0)
         self.po_until = 0
@@ -267,11 +268,11 @@ class ISS:
                 ins = decode(int.from_bytes(self.read(self.pc, INSTR_BYTES), "little"))
                 if not self.cfg.fetch_block:
                     self.moved[0] += INSTR_BYTES        # the controller reads it itself
-                # chained decode (hw/control.py): one the controller does itself, straight
-                # from the queue after the one before it ended (not a block's first, nor the
-                # first after a loop's jump back)
+                # chained decode (hw/control.py): straight from the queue after the one
+                # before it ended (not a block's first, nor the first after a loop's jump
+                # back), unless it would wait for a background unit in the clock before
                 self.chained = bool(self.cfg.fetch_block and ended and not fetched
-                                    and ins.op in CHAINED_OPS)
+                                    and not self._waits(ins.op, res.cycles - 1, chain=True))
                 queued -= 1
                 res.instructions += 1
                 self.now = res.cycles + fetch
@@ -328,22 +329,29 @@ class ISS:
         if op == Op.ADD and not self.cfg.add_unit:
             raise AccelError(Err.OPCODE, self.pc, "ADD: this configuration has no ADD unit "
                                                   "(add_unit=false)")
+        if op == Op.NOP:
+            return self.cost.decode(self.chained)
+        wait = self._waits(op, self.now)
+        self.now += wait
+        self.held = wait            # in FETCH, while the instruction before is current
+        if op == Op.END:
+            return wait + self.cost.decode(self.chained)
+        return (wait + self.cost.decode(self.chained) + self.cost.next
+                + getattr(self, f"_{op.name.lower()}")(ins))
+
+    def _waits(self, op, t, chain=False):
+        """Clocks an instruction ``op`` in FETCH at clock ``t`` waits for a background unit
+        (``chain``: non-zero if it must not be chained at ``t``, a clock before its decode:
+        then also a LOADQ while any POST runs)."""
         # a command that reads memory, and END, wait in FETCH for a background LOADW
         # (and those that need the post-processor, for a background POST: both at once)
         wait = 0
         if op in WAITS_FOR_LOADER:
-            wait = self.cost.prefetch_wait(self.lw_bg_until - self.now)
-        if self.po_until > self.now and (op in WAITS_FOR_POST or op == Op.LOADQ and _overlap(
-                self.r(Reg.Q_DST), self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT), self.po_recs)):
-            wait = max(wait, self.cost.post_wait(self.po_until - self.now))
-        self.now += wait
-        self.held = wait            # in FETCH, while the instruction before is current
-        if op == Op.NOP:
-            return self.cost.decode(self.chained)
-        if op == Op.END:
-            return wait + self.cost.fetch
-        return (wait + self.cost.fetch + self.cost.next
-                + getattr(self, f"_{op.name.lower()}")(ins))
+            wait = self.cost.prefetch_wait(self.lw_bg_until - t)
+        if self.po_until > t and (op in WAITS_FOR_POST or op == Op.LOADQ and (chain or _overlap(
+                self.r(Reg.Q_DST), self.r(Reg.Q_DST) + self.r(Reg.Q_COUNT), self.po_recs))):
+            wait = max(wait, self.cost.post_wait(self.po_until - t))
+        return wait
 
     def _loop_op(self, op, ins):
         depth = self.cfg.loop_depth
@@ -457,7 +465,7 @@ class ISS:
         if ins.flags & LoadWFlag.ASYNC and c.weight_prefetch:
             # the read and the pre-adder run beside the next instructions
             issue, rd_end, bg_end = self.cost.loadw_async(n, src, mac, packed)
-            t = self.now + self.cost.fetch
+            t = self.now + self.cost.decode(self.chained)
             self.lw_rd_until, self.lw_bg_until = t + rd_end, t + bg_end
             self.lw_sets = (dst, dst + n)
             return issue
@@ -487,6 +495,13 @@ class ISS:
                       f"weight buffer's {c.wb_sets}")
         return p, g
 
+    def _count_blocks(self, wob):
+        """The clocks the setups' shared RowBlocks counts a command's ``wob`` (0: it holds
+        that count from the command before, which it keeps)."""
+        counted = 0 if wob == self.row_blocks else wob
+        self.row_blocks = wob
+        return counted
+
     def _conv(self, ins):
         c = self.cfg
         p, g = self.conv_params(ins)
@@ -495,18 +510,21 @@ class ISS:
         lo, hi = self.lw_sets
         used = p["C_WSET"], p["C_WSET"] + g.pieces * g.passes_per_piece
         wait = 0
+        counted = self._count_blocks(g.wob)
         if lo < used[1] and used[0] < hi:
-            start = self.now + self.cost.fetch + self.cost.conv_fixed(g, p["C_PL"])
+            start = (self.now + self.cost.decode(self.chained)
+                     + self.cost.conv_fixed(g, p["C_PL"], counted))
             wait = self.cost.prefetch_wait(self.lw_bg_until - start)
         # and a CONV into the blocks a background POST reads waits for it (in CV_M4, after
         # its geometry)
         a0, a1 = p["C_ACC"], p["C_ACC"] + p["C_NY"] * g.wob
         if self.po_until > self.now and _overlap(a0, a1, self.po_blocks):
-            at = self.now + self.cost.fetch + self.cost.conv_hazard_at(g)
+            at = (self.now + self.cost.decode(self.chained)
+                  + self.cost.conv_hazard_at(g, counted))
             wait = max(wait, self.cost.post_wait(self.po_until - at))
         if self.timing_only:
             return wait + self.cost.conv(g, p["C_NY"], g.pieces * g.passes_per_piece,
-                                         p["C_PL"])
+                                         p["C_PL"], counted)
         L, R, s = c.L, c.rows, c.fcu.ffa
         M, T = s.M, c.fcu.subtaps
         kh, npairs, ny = p["C_KH"], p["C_NPAIRS"], p["C_NY"]
@@ -555,7 +573,7 @@ class ISS:
                 acc += total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
         acc[:] = _wrap32(acc)
         passes = g.pieces * npass
-        return wait + self.cost.conv(g, ny, passes, p["C_PL"])
+        return wait + self.cost.conv(g, ny, passes, p["C_PL"], counted)
 
     @staticmethod
     def _bad_shift(q):
@@ -605,15 +623,16 @@ class ISS:
                                c.write_slice)
         addrs = addrs.reshape(-1)
         subs = rows_out * cols_out * (4 if pool else 1)
+        counted = self._count_blocks(wob)
         if ins.flags & PostFlag.ASYNC and c.post_overlap:
             # the post-processor runs it beside the next instructions
-            cost = self.cost.post_issue(wob, stride)
-            self.po_until = (self.now + self.cost.fetch + cost
+            cost = self.cost.post_issue(wob, stride, counted)
+            self.po_until = (self.now + self.cost.decode(self.chained) + cost
                              + self.cost.post_run(lanes, subs, stalls))
             self.po_blocks = (a0, a0 + ny * wob)
             self.po_recs = (q0, q0 + lanes)
         else:
-            cost = self.cost.post(lanes, subs, wob, stride, stalls)
+            cost = self.cost.post(lanes, subs, wob, stride, stalls, counted)
         self.moved[3] += lanes * rows_out * cb
         if self.timing_only:
             return cost

@@ -177,10 +177,10 @@ def test_inc_reads_its_register_right_after_its_write():
 
 
 def test_chained_decode_takes_a_clock_per_instruction_from_the_queue():
-    """With the fetch unit, a SET, INC, NOP, LOOP or non-jumping ENDLOOP whose instruction
-    the queue already holds is decoded in the clock after the one before it ends: one clock
-    each, after another such instruction or after a command (its NEXT). The first of a
-    block, and the first after a loop's jump back, go through FETCH (two clocks)."""
+    """With the fetch unit, an instruction the queue already holds is decoded in the clock
+    after the one before it ends (its DECODE, or a command's NEXT): a SET, INC, NOP, LOOP
+    or non-jumping ENDLOOP in one clock. The first of a block, the first after a loop's
+    jump back, and one that peek_hold keeps back go through FETCH (a clock more)."""
     def prog(n, body=lambda p: p.set(A_W=1)):
         p = Program().set(A_SRC=0)
         for _ in range(n):
@@ -191,10 +191,18 @@ def test_chained_decode_takes_a_clock_per_instruction_from_the_queue():
                       (1, lambda p: p.op(Op.NOP)),
                       (2, lambda p: p.op(Op.LOOP, imm=1).op(Op.ENDLOOP))):
         assert run(FETCHING, prog(6, body))["clocks"] - base == 6 * per
-    # after a command: the SET after it is chained from its NEXT, and END is not chained
+    # after a command: the SET after it is chained from its NEXT
     one = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).end())
     two = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).set(A_W=1).end())
     assert two["clocks"] - one["clocks"] == 1 and two["writes"][-1] == ("A_W", 1)
+    # commands and END are chained too, unless peek_hold (one clock more each: FETCH)
+    def held(ctx, ctl, n):
+        ctx.set(ctl.peek_hold, 1)
+    unheld = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).op(Op.CONV).set(A_W=1).end())
+    slow = run(FETCHING, Program().set(A_SRC=0).op(Op.LOADA).op(Op.CONV).set(A_W=1).end(),
+               bg=held)
+    assert slow["clocks"] - unheld["clocks"] == 4          # LOADA, CONV, SET, END
+    assert slow["commands"] == unheld["commands"] and len(unheld["commands"]) == 2
     # fourteen SETs in a block of 16 cost a clock each, the fifteenth starts a block and
     # waits for its read (a block of 16 after that one)
     fetches = run(FETCHING, prog(14))["reads"], run(FETCHING, prog(15))["reads"]
