@@ -64,14 +64,14 @@ semantics):
 from functools import reduce
 from operator import or_
 
-from amaranth.hdl import Const, Module, Mux, ResetInserter, Shape, Signal, unsigned
+from amaranth.hdl import Module, Mux, ResetInserter, Shape, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.csr import info_word
-from ffacc.firmware.isa import QPARAM_WORDS, WAITS_FOR_LOADER, WAITS_FOR_POST, Err, Op, Reg
+from ffacc.firmware.isa import QPARAM_WORDS, Err, Op, Reg
 from .accum import Accumulators
 from .add import AddSequencer
 from .axi import (AxiByteReader, AxiByteWriter, axi_master_ports, axil_slave_ports,
@@ -81,6 +81,7 @@ from .control import Controller
 from .conv import ConvSequencer, conv_bounds
 from .csrbank import CsrBank
 from .fcu import FcuArray
+from .holds import BackgroundHolds
 from .linebuf import LineBuffer
 from .loada import ActivationLoader
 from .loadq import RecordLoader
@@ -345,23 +346,12 @@ class Accelerator(wiring.Component):
         with m.If(loadw.cmd.valid & loadw.cmd.ready):
             m.d.sync += lw_pc.eq(ctl.pc)        # a background read's error names it
         # the background units: what an instruction waits for, their errors
-        reads = Const(0, 1)         # the next instruction waits for a background unit
-        later = Const(0, 1)         # the one after it is not chained (see Controller)
-        nop, pop = ctl.next_op, ctl.peek_op
-        if pf:
-            # a command that reads memory, and END, start after a background LOADW
-            reads = loadw.bg_busy & nop.matches(*WAITS_FOR_LOADER)
-            later = loadw.bg_busy & pop.matches(*WAITS_FOR_LOADER)
-        if cfg.post_overlap:
-            # those that need the post-processor, after a background POST; a LOADQ only for
-            # a POST that reads the records it writes (which a SET may change in the clock
-            # a chained LOADQ is asked for: none is chained while a POST runs)
-            qdst = rg[Reg.Q_DST]
-            recs = (qdst < po.q_hi) & (po.q_lo < qdst + rg[Reg.Q_COUNT])
-            reads = reads | (po_pending & (nop.matches(*WAITS_FOR_POST)
-                                           | ((nop == Op.LOADQ) & recs)))
-            later = later | (po_pending & pop.matches(*WAITS_FOR_POST, Op.LOADQ))
-        m.d.comb += [ctl.hold.eq(reads), ctl.peek_hold.eq(later),
+        holds = m.submodules.holds = BackgroundHolds(cfg)
+        m.d.comb += [holds.next_op.eq(ctl.next_op), holds.peek_op.eq(ctl.peek_op),
+                     holds.lw_busy.eq(loadw.bg_busy if pf else 0), holds.po_busy.eq(po_pending),
+                     holds.q_dst.eq(rg[Reg.Q_DST]), holds.q_count.eq(rg[Reg.Q_COUNT]),
+                     holds.q_lo.eq(po.q_lo), holds.q_hi.eq(po.q_hi),
+                     ctl.hold.eq(holds.hold), ctl.peek_hold.eq(holds.peek_hold),
                      ctl.fetch_hold.eq(loadw.bg_reading | (loadw.bg_err != 0))]
         # a background LOADW's read failed: the run stops at that LOADW; a background POST
         # failed: at that POST

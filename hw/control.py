@@ -13,7 +13,7 @@ fetch that failed, a loop stack over- or underflow), a command's, or a backgroun
 which names that unit's instruction. A stopping run waits until no background work is left.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,6 +22,7 @@ from .axi import read_ended
 from .fetch import InstructionFetch
 from .loops import LoopStack
 from .regs import WRITE_LAYOUT, ram_bits
+from .runstatus import RunStatus
 
 __all__ = ["Controller"]
 
@@ -126,24 +127,18 @@ class Controller(wiring.Component):
         m.d.comb += self.instr.eq(instr)
         op, ireg, rsvd, imm = instr[0:8], instr[16:24], instr[24:32], instr[32:64]
         m.d.comb += self.run.payload.op.eq(op)
-        fail_code = Signal(range(max(Err) + 1))
-        fail_pc = Signal(aw)
-        m.d.comb += fail_pc.eq(pc)
+        # the run's status (hw/runstatus.py): a failure stops it once no background work is
+        # left; until then it is busy, in IDLE
+        st = m.submodules.status = RunStatus(aw)
+        m.d.comb += [st.fail.eq(self.fail), st.fail_pc.eq(pc), st.bg_busy.eq(self.bg_busy),
+                     st.late_err.eq(self.late_err), st.late_pc.eq(self.late_pc)]
+        m.d.comb += [getattr(self, n).eq(getattr(st, n))
+                     for n in ("busy", "done", "error", "err_code", "err_pc")]
 
         # a SET value wider than its register (reg_bits); set_val is what SET or INC writes
         # (the check looks at the immediate, so INC's adder is not in front of it)
         set_val = Signal(34)
         m.d.comb += [set_val.eq(imm), self.chk_reg.eq(ireg), self.chk_value.eq(imm)]
-
-        # an INC's register: read the clock before its decode, or (chained right after a
-        # write to it, which the read missed) the value written then
-        inc_base = self.reg_data
-        if ls:
-            bypass = Signal()
-            written = Signal(ram_bits(cfg), reset_less=True)
-            m.d.sync += [bypass.eq(self.reg_w.valid & (self.reg_w.payload.reg == self.inc_addr)),
-                         written.eq(self.reg_w.payload.value)]
-            inc_base = Mux(bypass, written, self.reg_data)
 
         def write_reg():
             """Parameter register ``ireg`` = ``set_val`` (a SET checked, an INC modulo the
@@ -181,9 +176,9 @@ class Controller(wiring.Component):
                 m.next = "FETCH"
 
         def failure(code, at=None):
-            m.d.comb += [self.fail.eq(1), fail_code.eq(code)]
+            m.d.comb += [self.fail.eq(1), st.fail_code.eq(code)]
             if at is not None:
-                m.d.comb += fail_pc.eq(at)
+                m.d.comb += st.fail_pc.eq(at)
             m.next = "IDLE"
 
         with m.FSM(name="ctl") as fsm:
@@ -192,10 +187,9 @@ class Controller(wiring.Component):
                     m.d.comb += [fu.base.eq(self.prog_base), fu.start.eq(self.start)]
                 if ls:
                     m.d.comb += ls.clear.eq(self.start)
-                m.d.comb += self.clear.eq(self.start)
+                m.d.comb += [self.clear.eq(self.start), st.start.eq(self.start)]
                 with m.If(self.start):
-                    m.d.sync += [pc.eq(self.prog_base), self.busy.eq(1), self.done.eq(0),
-                                 self.error.eq(0), self.err_code.eq(0), self.err_pc.eq(0)]
+                    m.d.sync += pc.eq(self.prog_base)
                     m.next = "FETCH"
             if fu:
                 with m.State("FETCH"):
@@ -245,7 +239,7 @@ class Controller(wiring.Component):
                                 # the register read while it was fetched, plus the signed
                                 # immediate, modulo the register's width (the writes keep
                                 # its bits)
-                                m.d.comb += set_val.eq(inc_base + imm.as_signed())
+                                m.d.comb += set_val.eq(self.reg_data + imm.as_signed())
                                 write_reg()
                         with m.Case(Op.LOOP):
                             with m.If((imm == 0) | imm[LOOP_BITS:].any()):
@@ -272,7 +266,7 @@ class Controller(wiring.Component):
                     with m.Case(Op.NOP):
                         take_next()
                     with m.Case(Op.END):
-                        m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+                        m.d.comb += st.end.eq(1)
                         m.next = "IDLE"
                     with m.Case(*self.commands):
                         m.next = "RUN"
@@ -305,15 +299,4 @@ class Controller(wiring.Component):
             m.d.comb += [req.valid.eq(fetching & (pc[:3] == 0)), req.addr.eq(pc),
                          req.len.eq(INSTR_BYTES), req.words.eq(0)]
 
-        # any state: a failure stops the run, once no background work is left (the next
-        # run's fetch would take a background read's beats); until then it is busy, in IDLE
-        with m.If(self.fail):
-            m.d.sync += [self.err_code.eq(fail_code), self.err_pc.eq(fail_pc)]
-        halting = Signal()
-        with m.If(self.fail & self.bg_busy):
-            m.d.sync += halting.eq(1)
-        with m.Elif((self.fail | halting) & ~self.bg_busy):
-            m.d.sync += [self.busy.eq(0), self.error.eq(1), halting.eq(0)]
-            with m.If(self.late_err != 0):
-                m.d.sync += [self.err_code.eq(self.late_err), self.err_pc.eq(self.late_pc)]
         return m

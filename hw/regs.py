@@ -51,7 +51,9 @@ class ParamRegs(wiring.Component):
         index: the controller refuses others).
     r_addr : In, r_data : Out
         The RAM's read port: the register ``r_addr`` names, the clock after (cold registers,
-        and with ``loop_depth`` every register, for ``INC``).
+        and with ``loop_depth`` every register, for ``INC``). With ``loop_depth`` a read sees
+        a write in its clock (an ``INC`` decoded right after a write to its register, which
+        it reads in that clock); otherwise the value before it.
     hot : Out(struct of the hot registers, by lower-case name)
         The flip-flop copies.
     chk_reg, chk_value : In, chk_wide : Out(1)
@@ -61,6 +63,7 @@ class ParamRegs(wiring.Component):
 
     def __init__(self, cfg, lutram=None):
         self.lutram = lutram
+        self.transparent = bool(cfg.loop_depth)
         self.bits = reg_bits(cfg)
         self.hot_regs = [r for r in Reg if r not in COLD]
         self.ram_bits = ram_bits(cfg)
@@ -92,13 +95,17 @@ class ParamRegs(wiring.Component):
             # flip-flop. As a block RAM (a synchronous read port) its clock-to-output (5.6 ns
             # on the ECP5) began the ULX3S's critical path (a cold address through a loader
             # into the read DMA's bounds check). The flip-flop takes the RAM's content
-            # before this clock's write, as the block RAM's port (not transparent) does.
+            # before this clock's write, as the block RAM's port does, or, transparent, the
+            # write's value.
             rp = ram.read_port(domain="comb")
             r_q = Signal(self.ram_bits, reset_less=True)
             m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(r_q)]
             m.d.sync += r_q.eq(rp.data)
+            if self.transparent:
+                with m.If(wp.en & (wp.addr == self.r_addr)):
+                    m.d.sync += r_q.eq(wp.data)
         else:
-            rp = ram.read_port(transparent_for=())
+            rp = ram.read_port(transparent_for=(wp,) if self.transparent else ())
             m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
         # the hot copies have no reset: a reset does not clear the RAM either, and a program
         # SETs what it reads (at power-up both hold 0)
