@@ -13,13 +13,12 @@ fetch that failed, a loop stack over- or underflow), a command's, or a backgroun
 which names that unit's instruction. A stopping run waits until no background work is left.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import INSTR_BYTES, LOOP_BITS, Err, Op, Reg
-from .axi import read_ended
-from .fetch import InstructionFetch
+from .fetch import ByteFetch, InstructionFetch
 from .loops import LoopStack
 from .regs import WRITE_LAYOUT, ram_bits
 from .runstatus import RunStatus
@@ -105,25 +104,30 @@ class Controller(wiring.Component):
         m = Module()
         cfg = self.cfg
         aw = cfg.addr_bits + 1
-        # the fetch unit (fetch_block > 0), or, on the smallest parts, the controller reads
-        # each instruction itself, a byte a clock (FETCH/FETCH_DATA, pc += 8 in NEXT)
-        fu = ls = None
+        # the fetch unit (fetch_block > 0), or, on the smallest parts, an instruction read a
+        # byte a clock when it is asked for (hw/fetch.py)
+        ls = None
         if cfg.fetch_block:
             fu = m.submodules.fetch = InstructionFetch(block=cfg.fetch_block,
                                                        bus_bytes=cfg.bus_bytes, addr_bits=aw)
-            m.d.comb += [fu.beat_valid.eq(self.rd_beat_valid), fu.beat_data.eq(self.rd_beat_data),
-                         fu.done.eq(self.rd_done), fu.rd_err.eq(self.rd_err),
-                         fu.mem_size.eq(self.mem_size),
-                         self.next_op.eq(fu.o.payload.instr[0:8])]
+            m.d.comb += [fu.beat_valid.eq(self.rd_beat_valid), fu.beat_data.eq(self.rd_beat_data)]
+        else:
+            fu = m.submodules.fetch = ByteFetch(addr_bits=aw)
+            m.d.comb += [fu.out_valid.eq(self.rd_out_valid), fu.out_data.eq(self.rd_out_data)]
+        m.d.comb += [fu.done.eq(self.rd_done), fu.rd_err.eq(self.rd_err),
+                     fu.mem_size.eq(self.mem_size), self.next_op.eq(fu.o.payload.instr[0:8])]
         # hardware loops (loop_depth > 0, which needs the fetch unit)
         if cfg.loop_depth:
             ls = m.submodules.loops = LoopStack(depth=cfg.loop_depth, addr_bits=aw)
-        pc = self.pc
         # the instruction stays at the head of the fetch unit's queue while it runs: taken
         # (fu.o.ready) when done, in NEXT (a command) or DECODE (the others). FETCH, or a
         # chained decode, copies it into ``instr``, so the decode starts at a flip-flop, not
-        # behind the queue's LUT-RAM read (that was the ULX3S's critical path)
-        instr = Signal(8 * INSTR_BYTES, reset_less=True)
+        # behind the queue's LUT-RAM read (that was the ULX3S's critical path); the byte
+        # reader's instruction is in flip-flops already, and holds until it is taken
+        pc, instr = self.pc, Signal(8 * INSTR_BYTES, reset_less=True)
+        if fu.registered:
+            pc, instr = fu.o.payload.pc, fu.o.payload.instr
+            m.d.comb += self.pc.eq(pc)
         m.d.comb += self.instr.eq(instr)
         op, ireg, rsvd, imm = instr[0:8], instr[16:24], instr[24:32], instr[32:64]
         m.d.comb += self.run.payload.op.eq(op)
@@ -152,28 +156,21 @@ class Controller(wiring.Component):
         # and it need not wait for a background unit (peek_hold, as hold is for FETCH's); a
         # background unit's error is then taken in FETCH first, as it would have been
         chainable = Signal()
-        if fu:
-            m.d.comb += [self.peek_op.eq(fu.peek.instr[0:8]),
-                         chainable.eq(fu.peek.valid & (self.bg_err == 0) & ~self.peek_hold)]
+        m.d.comb += [self.peek_op.eq(fu.peek.instr[0:8]),
+                     chainable.eq(fu.peek.valid & (self.bg_err == 0) & ~self.peek_hold)]
 
         def take_next():
-            """An instruction done in DECODE (SET, INC, NOP, LOOP, an ENDLOOP that does not
-            jump): take it from the queue (the unit) and decode the next one (chained) or
-            fetch it, or go through NEXT (pc += 8)."""
-            if fu:
-                m.d.comb += fu.o.ready.eq(1)
-                chain_or_fetch()
-            else:
-                m.next = "NEXT"
-
-        def chain_or_fetch():
-            with m.If(chainable):
-                m.d.sync += [pc.eq(fu.peek.pc), instr.eq(fu.peek.instr)]
-                if ls:      # an INC's register, there in its decode
-                    m.d.comb += self.inc_addr.eq(fu.peek.instr[16:24])
-                m.next = "DECODE"
-            with m.Else():
-                m.next = "FETCH"
+            """An instruction done (in DECODE: SET, INC, NOP, LOOP, an ENDLOOP that does not
+            jump; a command in NEXT): take it from the queue, and decode the next one at once
+            (chained) or fetch it."""
+            m.d.comb += fu.o.ready.eq(1)
+            m.next = "FETCH"
+            if not fu.registered:       # (the byte reader has no instruction queued)
+                with m.If(chainable):
+                    m.d.sync += [pc.eq(fu.peek.pc), instr.eq(fu.peek.instr)]
+                    if ls:      # an INC's register, there in its decode
+                        m.d.comb += self.inc_addr.eq(fu.peek.instr[16:24])
+                    m.next = "DECODE"
 
         def failure(code, at=None):
             m.d.comb += [self.fail.eq(1), st.fail_code.eq(code)]
@@ -183,41 +180,28 @@ class Controller(wiring.Component):
 
         with m.FSM(name="ctl") as fsm:
             with m.State("IDLE"):
-                if fu:
-                    m.d.comb += [fu.base.eq(self.prog_base), fu.start.eq(self.start)]
+                m.d.comb += [fu.base.eq(self.prog_base), fu.start.eq(self.start),
+                             self.clear.eq(self.start), st.start.eq(self.start)]
                 if ls:
                     m.d.comb += ls.clear.eq(self.start)
-                m.d.comb += [self.clear.eq(self.start), st.start.eq(self.start)]
                 with m.If(self.start):
-                    m.d.sync += pc.eq(self.prog_base)
                     m.next = "FETCH"
-            if fu:
-                with m.State("FETCH"):
-                    # the next instruction from the fetch unit, which has the DMA meanwhile
-                    # (not while a background LOADW reads: it then waits to ask for a block)
-                    # (nor once it failed: the run stops here, and a block read would be left
-                    # on the bus)
-                    m.d.comb += fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold)
-                    if ls:      # an INC's register, there in its decode
-                        m.d.comb += self.inc_addr.eq(fu.o.payload.instr[16:24])
-                    with m.If(self.bg_err != 0):
-                        failure(self.bg_err, at=self.bg_pc)     # at that background command
-                    with m.Elif(fu.o.valid & ~self.hold):
-                        with m.If(fu.o.payload.err != 0):
-                            failure(fu.o.payload.err, at=fu.o.payload.pc)
-                        with m.Else():
-                            m.d.sync += [pc.eq(fu.o.payload.pc), instr.eq(fu.o.payload.instr)]
-                            m.next = "DECODE"
-            else:
-                with m.State("FETCH"):
-                    with m.If(pc[:3] != 0):
-                        failure(Err.ADDRESS)            # PROG_BASE not a multiple of 8
+            with m.State("FETCH"):
+                # the next instruction from the fetch unit, which has the DMA meanwhile
+                # (not while a background LOADW reads: it then waits to ask for a block)
+                # (nor once it failed: the run stops here, and a block read would be left
+                # on the bus)
+                m.d.comb += fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold)
+                if ls:      # an INC's register, there in its decode
+                    m.d.comb += self.inc_addr.eq(fu.o.payload.instr[16:24])
+                with m.If(self.bg_err != 0):
+                    failure(self.bg_err, at=self.bg_pc)     # at that background command
+                with m.Elif(fu.o.valid & ~self.hold):
+                    with m.If(fu.o.payload.err != 0):
+                        failure(fu.o.payload.err, at=fu.o.payload.pc)
                     with m.Else():
-                        m.next = "FETCH_DATA"
-                with m.State("FETCH_DATA"):
-                    with m.If(self.rd_out_valid):
-                        m.d.sync += instr.eq(Cat(instr[8:], self.rd_out_data))
-                    with read_ended(m, self.rd_done, self.rd_err, failure):
+                        if not fu.registered:
+                            m.d.sync += [pc.eq(fu.o.payload.pc), instr.eq(fu.o.payload.instr)]
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += self.decoded.eq(1)
@@ -273,12 +257,7 @@ class Controller(wiring.Component):
                     with m.Default():
                         failure(Err.OPCODE)
             with m.State("NEXT"):
-                if fu:
-                    m.d.comb += fu.o.ready.eq(1)
-                    chain_or_fetch()
-                else:
-                    m.d.sync += pc.eq(pc + INSTR_BYTES)
-                    m.next = "FETCH"
+                take_next()
             with m.State("RUN"):
                 # the command's setup, then its unit, run it (the instruction holds)
                 m.d.comb += self.run.valid.eq(1)
@@ -292,11 +271,7 @@ class Controller(wiring.Component):
         # tests/test_integration_docs.py): in FETCH, the fetch unit's, or an instruction's
         # 8 bytes at pc
         req, fetching = self.rd_req, fsm.ongoing("FETCH")
-        if fu:
-            m.d.comb += [req.valid.eq(fetching & fu.req_valid), req.addr.eq(fu.req_addr),
-                         req.len.eq(fu.req_len), req.words.eq(fu.req_words)]
-        else:
-            m.d.comb += [req.valid.eq(fetching & (pc[:3] == 0)), req.addr.eq(pc),
-                         req.len.eq(INSTR_BYTES), req.words.eq(0)]
+        m.d.comb += [req.valid.eq(fetching & fu.req_valid), req.addr.eq(fu.req_addr),
+                     req.len.eq(fu.req_len), req.words.eq(fu.req_words)]
 
         return m

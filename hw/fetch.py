@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import INSTR_BYTES, Err
 
-__all__ = ["InstructionFetch", "block_length"]
+__all__ = ["InstructionFetch", "ByteFetch", "block_length"]
 
 
 def block_length(block, pc, mem_size):
@@ -41,7 +41,8 @@ def block_length(block, pc, mem_size):
 
 
 class InstructionFetch(wiring.Component):
-    """Instruction queue in front of the controller.
+    """Instruction queue in front of the controller. (``registered`` False: its ``o`` comes
+    from a LUT RAM's read, which the controller copies before it decodes it.)
 
     Ports
     -----
@@ -65,6 +66,8 @@ class InstructionFetch(wiring.Component):
         The instruction after ``o``'s, valid while ``o`` hands out an instruction (not an
         error) and the queue holds the next one too (both from the same finished block).
     """
+
+    registered = False
 
     def __init__(self, *, block, bus_bytes, addr_bits):
         if not isinstance(block, int) or not 1 <= block <= 64:
@@ -163,5 +166,68 @@ class InstructionFetch(wiring.Component):
         with m.Elif(self.start):
             m.d.sync += [fetch_pc.eq(self.base), out_pc.eq(self.base), rd_i.eq(0), wr_i.eq(0),
                          stale.eq(1),
+                         err.eq(Mux(self.base[:3] != 0, Err.ADDRESS, 0))]
+        return m
+
+
+class ByteFetch(wiring.Component):
+    """The instruction source of the smallest parts (no fetch unit: ``fetch_block = 0``): an
+    instruction's 8 bytes read a byte a clock when the controller asks for it, with the
+    :class:`InstructionFetch`'s ports on the controller's side (``peek`` never valid, no
+    loop buffer: ``reuse`` is ignored).
+
+    The instruction is handed out in the clock its read ends, and from flip-flops, which hold
+    it until it is taken (``registered``: the controller decodes ``o``'s payload in place).
+    A read that fails hands out its error at the instruction's pc; a ``base`` that is not a
+    multiple of 8 is an ``Err.ADDRESS`` at ``base``.
+
+    Ports
+    -----
+    start, reuse, base, mem_size, o, peek, busy
+        As :class:`InstructionFetch`'s (``mem_size``: unused, the DMA checks the range).
+    req_valid, req_addr, req_len, req_words : Out
+        A read request for the DMA (:class:`ffacc.hw.axi.AxiByteReader`, bytes).
+    out_valid, out_data, done, rd_err : In
+        The DMA's bytes and its end of transfer with its error code.
+    """
+
+    registered = True
+
+    def __init__(self, *, addr_bits):
+        self.aw = addr_bits
+        super().__init__({
+            "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
+            "o": Out(stream.Signature(data.StructLayout({
+                "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
+            "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
+            "req_words": Out(1),
+            "out_valid": In(1), "out_data": In(8), "done": In(1), "rd_err": In(3),
+            "busy": Out(1),
+            "peek": Out(data.StructLayout({
+                "valid": 1, "instr": 8 * INSTR_BYTES, "pc": addr_bits})),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        instr = Signal(8 * INSTR_BYTES, reset_less=True)
+        pc = Signal(self.aw)
+        full, err = Signal(), Signal(3)
+        ended = self.busy & self.done               # the read ends this clock
+        m.d.comb += [self.o.payload.instr.eq(instr), self.o.payload.pc.eq(pc),
+                     self.o.payload.err.eq(Mux(full | ended, 0, err)),
+                     self.o.valid.eq(full | (ended & (self.rd_err == 0))
+                                     | (~self.busy & (err != 0))),
+                     self.req_addr.eq(pc), self.req_len.eq(INSTR_BYTES), self.req_words.eq(0)]
+        with m.If(~self.busy & ~full & (err == 0) & self.o.ready & ~self.start):
+            m.d.comb += self.req_valid.eq(1)
+            m.d.sync += self.busy.eq(1)
+        with m.If(self.busy & self.out_valid):
+            m.d.sync += instr.eq(Cat(instr[8:], self.out_data))
+        with m.If(ended):
+            m.d.sync += [self.busy.eq(0), err.eq(self.rd_err), full.eq(self.rd_err == 0)]
+        with m.If(self.o.valid & self.o.ready & (full | ended)):
+            m.d.sync += [full.eq(0), pc.eq(pc + INSTR_BYTES)]
+        with m.If(self.start):
+            m.d.sync += [pc.eq(self.base), full.eq(0),
                          err.eq(Mux(self.base[:3] != 0, Err.ADDRESS, 0))]
         return m

@@ -43,7 +43,8 @@ FETCH = 2           # take an instruction from the fetch queue, decode it
 CHAINED = 1         # decode it at once: the queue holds it, the one before ended (hw/control.py)
 NEXT = 1            # a command's last state
 FETCH_BLOCK = 5
-FETCH_INLINE = 15  # no fetch unit: an 8-byte read a byte a clock, decode, NEXT
+FETCH_INLINE = 14  # no fetch unit: an 8-byte read a byte a clock (hw/fetch.py's ByteFetch),
+                   # decode
 CONV_FIXED = 9
 CONV_HAZARD_AT = 7  # CV_CHECK, CV_M1, CV_M3 (two clocks each), CV_GEOM's product
 PASS_OVERHEAD = 6
@@ -186,7 +187,7 @@ class CycleModel:
 
     @property
     def next(self):
-        return NEXT if self.cfg.fetch_block else 0      # in FETCH_INLINE
+        return NEXT
 
     def _extra_bursts(self, start, beats):
         """Clocks lost to the bursts beyond the first of a read of ``beats`` whole beats at

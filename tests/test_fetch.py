@@ -5,7 +5,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from ffacc.firmware.isa import Err
-from ffacc.hw.fetch import InstructionFetch, block_length
+from ffacc.hw.fetch import ByteFetch, InstructionFetch, block_length
 
 
 def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=None,
@@ -181,3 +181,83 @@ def test_a_loop_jump_after_a_failed_block_reads_again():
                           take2=2)
     assert got[3][2] == Err.BUS and [g[0] for g in got[4:]] == [8, 16]
     assert reqs[-1][0] == 8
+
+
+def run_bytes(words, *, base=0, take=None, fault=None, ready=0.7, seed=1):
+    """Pop instructions from a :class:`ByteFetch` over a model byte reader (a byte a clock
+    with random gaps, then ``done`` the clock after the last; ``fault``: the request number
+    that ends with ``Err.BUS``). Returns (popped (pc, instr, err), requests, clocks from each
+    read's end (``done``) to its instruction's valid)."""
+    mem = b"".join(int(w).to_bytes(8, "little") for w in words)
+    dut = ByteFetch(addr_bits=20)
+    rng = np.random.default_rng(seed)
+    got, reqs, lat = [], [], []
+
+    async def bench(ctx):
+        ctx.set(dut.base, base)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        job, asked, done_at, seen = None, None, None, None
+        for n in range(3000):
+            if take is not None and len(got) >= take:
+                return
+            want = rng.random() < ready
+            ctx.set(dut.o.ready, 0)
+            ctx.set(dut.out_valid, 0)
+            ctx.set(dut.done, 0)
+            if job is not None:
+                if not job["bytes"]:
+                    ctx.set(dut.done, 1)
+                    ctx.set(dut.rd_err, job["err"])
+                    job, done_at = None, n
+                elif rng.random() < 0.7:
+                    ctx.set(dut.out_valid, 1)
+                    ctx.set(dut.out_data, job["bytes"].pop(0))
+            await ctx.delay(1e-9)
+            valid = ctx.get(dut.o.valid)
+            if valid and seen != asked and done_at is not None:
+                lat.append(n - done_at)         # from the read's end to its instruction
+                seen = asked
+            # the controller asks for an instruction while none is there (FETCH)
+            ctx.set(dut.o.ready, int(want or valid))
+            await ctx.delay(1e-9)
+            if ctx.get(dut.req_valid):
+                assert job is None and not ctx.get(dut.req_words)
+                a, ln = ctx.get(dut.req_addr), ctx.get(dut.req_len)
+                reqs.append((a, ln))
+                err = Err.BUS if fault == len(reqs) - 1 else 0
+                job = {"bytes": [] if err else list(mem[a:a + ln]), "err": err}
+                asked = n
+            assert not ctx.get(dut.peek.valid)
+            if valid and ctx.get(dut.o.ready):
+                p = ctx.get(dut.o.payload)
+                got.append((p.pc, p.instr, p.err))
+                if p.err:
+                    return
+            await ctx.tick()
+        raise AssertionError("no instruction or error in 3000 clocks")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, reqs, lat
+
+
+def test_the_byte_reader_hands_out_instructions_in_order():
+    """ByteFetch: each instruction read (8 bytes at its pc) when it is asked for, handed out
+    in order with its pc from the clock its read ends, never before."""
+    got, reqs, lat = run_bytes(WORDS, base=24, take=10)
+    assert [g[0] for g in got] == [24 + 8 * i for i in range(10)]
+    assert [g[1] for g in got] == WORDS[3:13] and not any(g[2] for g in got)
+    assert reqs == [(24 + 8 * i, 8) for i in range(10)]
+    assert lat == [0] * 10          # valid in the clock its read ends
+
+
+def test_the_byte_reader_reports_its_errors_at_the_instructions_pc():
+    got, reqs, _ = run_bytes(WORDS, base=8, fault=2)
+    assert [g[0] for g in got] == [8, 16, 24] and got[2][2] == Err.BUS
+    assert [g[1] for g in got[:2]] == WORDS[1:3]
+    got, reqs, _ = run_bytes(WORDS, base=12)
+    assert got == [(12, got[0][1], Err.ADDRESS)] and reqs == []
