@@ -327,3 +327,63 @@ def test_a_strided_layer_reports_its_own_macs_and_the_work_at_stride_one(
     k2, phases = -(-k // s), min(k, s) ** 2
     assert r["op"] == "Conv+Polyphase" and r["macs"] == tot["macs"] == macs
     assert r["computed_macs"] == macs // (k * k) * phases * k2 * k2
+
+
+def test_a_layers_first_weights_load_beside_the_last_conv_before():
+    """With weight prefetch, a conv layer's first weights load (LOADW ASYNC) right before the
+    last CONV of the conv layer before it, into the half of the weight buffer that CONV does
+    not read; the layers' instruction ranges still tile the code (the moved load is the layer
+    before's), and the ISS runs it bit-exactly (the default suite's digits tests)."""
+    from ffacc.firmware.isa import LoadWFlag, Op, decode
+    from ffacc.models import path as model_path
+
+    cfg = ACCEL_PRESETS["ulx3s"]
+    _, c, _ = compile_model(model_path("digits/digits_int8.onnx"), cfg)
+    code = next(s for s in c.image.sections if s.kind == 1)
+    ins = [decode(int.from_bytes(code.data[i:i + 8], "little"))
+           for i in range(0, len(code.data), 8)]
+    layers = [li for li in c.image.meta["layers"] if li.get("where") == "accel"]
+    first = [li["pc_first"] for li in layers]
+    assert first[0] == 0 and all(a["pc_first"] + a["pc_count"] == b["pc_first"]
+                                 for a, b in zip(layers, layers[1:]))
+    assert layers[-1]["pc_first"] + layers[-1]["pc_count"] == len(ins) - 1     # END
+    half = cfg.wb_sets // 2
+    for li in layers[:-1]:
+        body = ins[li["pc_first"]:li["pc_first"] + li["pc_count"]]
+        last = max(k for k, i in enumerate(body) if i.op == Op.CONV)
+        lw = body[last - 1]
+        assert lw.op == Op.LOADW and lw.flags & LoadWFlag.ASYNC, li["name"]
+        # the next layer's code has no LOADW of its own before its first CONV but the
+        # prefetches in its loop
+        nxt = ins[first[layers.index(li) + 1]:]
+        assert all(not (i.op == Op.LOADW and not i.flags & LoadWFlag.ASYNC)
+                   for i in nxt[:[i.op for i in nxt].index(Op.CONV)])
+    # run it: the sets each moved load writes are not those the CONV after it reads
+    from ffacc.firmware.isa import Reg
+    from ffacc.sim.iss import ISS
+    iss = ISS(cfg, c.image.mem_size, timing_only=True)
+    for s_ in c.image.sections:
+        iss.load(s_.addr, s_.data)
+    seen = []
+    for name in ("_loadw", "_conv"):
+        orig = getattr(iss, name)
+
+        def spy(instr, orig=orig, name=name):
+            r = iss.r
+            if name == "_loadw":
+                seen.append(("w", iss.pc, r(Reg.W_DST), r(Reg.W_DST) + r(Reg.W_COUNT)))
+            else:
+                seen.append(("c", iss.pc, r(Reg.C_WSET)))
+            return orig(instr)
+        setattr(iss, name, spy)
+    assert iss.run(c.image.entry).status == "done"
+    moved = {code.addr + 8 * (li["pc_first"] + max(
+        k for k, i in enumerate(ins[li["pc_first"]:li["pc_first"] + li["pc_count"]])
+        if i.op == Op.CONV) - 1) for li in layers[:-1]}
+    checked = 0
+    for a, b in zip(seen, seen[1:]):
+        if a[0] == "w" and a[1] in moved:
+            assert b[0] == "c" and not a[2] <= b[2] < a[3], (a, b)
+            assert (a[2] < half) != (b[2] < half)           # the other half
+            checked += 1
+    assert checked == len(layers) - 1
