@@ -151,10 +151,6 @@ class Controller(wiring.Component):
                          self.reg_w.payload.value.eq(set_val)]
             take_next()
 
-        # chained decode: an instruction done in DECODE or NEXT is followed at once by the
-        # next one's DECODE (no FETCH between) when the fetch unit's queue already holds it
-        # and it need not wait for a background unit (peek_hold, as hold is for FETCH's); a
-        # background unit's error is then taken in FETCH first, as it would have been
         chainable = Signal()
         m.d.comb += [self.peek_op.eq(fu.peek.instr[0:8]),
                      chainable.eq(fu.peek.valid & (self.bg_err == 0) & ~self.peek_hold)]
@@ -162,7 +158,8 @@ class Controller(wiring.Component):
         def take_next():
             """An instruction done (in DECODE: SET, INC, NOP, LOOP, an ENDLOOP that does not
             jump; a command in NEXT): take it from the queue, and decode the next one at once
-            (chained) or fetch it."""
+            (chained: the queue holds it, it need not wait for a background unit, and no
+            background error is there for FETCH to take first) or fetch it."""
             m.d.comb += fu.o.ready.eq(1)
             m.next = "FETCH"
             if not fu.registered:       # (the byte reader has no instruction queued)
@@ -171,6 +168,8 @@ class Controller(wiring.Component):
                     if ls:      # an INC's register, there in its decode
                         m.d.comb += self.inc_addr.eq(fu.peek.instr[16:24])
                     m.next = "DECODE"
+
+        run_err = Signal.like(self.run_err)
 
         def failure(code, at=None):
             m.d.comb += [self.fail.eq(1), st.fail_code.eq(code)]
@@ -187,10 +186,8 @@ class Controller(wiring.Component):
                 with m.If(self.start):
                     m.next = "FETCH"
             with m.State("FETCH"):
-                # the next instruction from the fetch unit, which has the DMA meanwhile
-                # (not while a background LOADW reads: it then waits to ask for a block)
-                # (nor once it failed: the run stops here, and a block read would be left
-                # on the bus)
+                # the next instruction from the fetch unit, which has the DMA meanwhile (not
+                # while a background LOADW reads, nor once it failed: the run stops here)
                 m.d.comb += fu.o.ready.eq(~fu.o.valid & ~self.fetch_hold)
                 if ls:      # an INC's register, there in its decode
                     m.d.comb += self.inc_addr.eq(fu.o.payload.instr[16:24])
@@ -257,15 +254,17 @@ class Controller(wiring.Component):
                     with m.Default():
                         failure(Err.OPCODE)
             with m.State("NEXT"):
-                take_next()
+                with m.If(run_err != 0):
+                    failure(run_err)
+                with m.Else():
+                    take_next()
             with m.State("RUN"):
-                # the command's setup, then its unit, run it (the instruction holds)
+                # the command's setup, then its unit, run it (the instruction holds); its
+                # error is taken in NEXT (a setup's checks were the ULX3S's critical path)
                 m.d.comb += self.run.valid.eq(1)
                 with m.If(self.run.ready):
-                    with m.If(self.run_err != 0):
-                        failure(self.run_err)
-                    with m.Else():
-                        m.next = "NEXT"
+                    m.d.sync += run_err.eq(self.run_err)
+                    m.next = "NEXT"
 
         # the fetches' reads (the request driven whole, by plain assignments: see
         # tests/test_integration_docs.py): in FETCH, the fetch unit's, or an instruction's

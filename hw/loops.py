@@ -57,15 +57,23 @@ class LoopStack(wiring.Component):
         lefts = Array(Signal(LOOP_BITS, name=f"left{i}", reset_less=True) for i in range(D))
         sp = Signal(range(D + 1))                   # frames in use
         top = Signal(range(D))
-        m.d.comb += [top.eq(sp - 1), self.full.eq(sp == D), self.empty.eq(sp == 0),
-                     self.target.eq(pcs[top]), self.jump.eq(~self.empty & (lefts[top] != 0))]
+        # the top frame is also in flip-flops of its own, so that jump and target (which
+        # restart the fetch unit) do not go through sp's decrement and the frames' mux (it
+        # was the ULX3S's critical path, into the read DMA); a pop reloads them
+        top_pc = Signal(self.aw, reset_less=True)
+        top_left = Signal(LOOP_BITS, reset_less=True)
+        below = Signal(range(D))                    # the frame under the top
+        m.d.comb += [top.eq(sp - 1), below.eq(sp - 2), self.full.eq(sp == D),
+                     self.empty.eq(sp == 0), self.target.eq(top_pc),
+                     self.jump.eq(~self.empty & (top_left != 0))]
         with m.If(self.clear):
             m.d.sync += sp.eq(0)
         with m.Elif(self.push & ~self.full):
-            m.d.sync += [pcs[sp].eq(self.push_pc), lefts[sp].eq(self.push_left), sp.eq(sp + 1)]
+            m.d.sync += [pcs[sp].eq(self.push_pc), lefts[sp].eq(self.push_left), sp.eq(sp + 1),
+                         top_pc.eq(self.push_pc), top_left.eq(self.push_left)]
         with m.Elif(self.end & ~self.empty):
             with m.If(self.jump):
-                m.d.sync += lefts[top].eq(lefts[top] - 1)
+                m.d.sync += [lefts[top].eq(top_left - 1), top_left.eq(top_left - 1)]
             with m.Else():
-                m.d.sync += sp.eq(sp - 1)
+                m.d.sync += [sp.eq(sp - 1), top_pc.eq(pcs[below]), top_left.eq(lefts[below])]
         return m
