@@ -604,9 +604,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     nest.each(bands, band)
     nest.assemble(prog, known)
     if chain is not None:
-        moved = chain.get("moved", [])
-        chain.clear()
-        chain["moved"] = moved
+        chain.pop("end", None)          # no link unless this layer leaves one
         last = _last_outside_loops(prog, start, Op.CONV)
         if pf and last is not None:
             chain.update(at=last, half=(len(order) - 1 + first) % 2, end=len(prog))

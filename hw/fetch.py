@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import INSTR_BYTES, Err
 
-__all__ = ["InstructionFetch", "ByteFetch", "block_length"]
+__all__ = ["InstructionFetch", "ByteFetch", "block_length", "source_ports"]
 
 
 def block_length(block, pc, mem_size):
@@ -38,6 +38,21 @@ def block_length(block, pc, mem_size):
     at least one (which then fails with ``Err.ADDRESS``)."""
     room = max(0, mem_size - pc) // INSTR_BYTES
     return max(1, min(block, room))
+
+
+def source_ports(addr_bits):
+    """The ports an instruction source (:class:`InstructionFetch`, :class:`ByteFetch`) has
+    besides the DMA's data: the controller's side, the DMA's request and end (see
+    :class:`InstructionFetch`)."""
+    return {
+        "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
+        "o": Out(stream.Signature(data.StructLayout({
+            "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
+        "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
+        "req_words": Out(1), "done": In(1), "rd_err": In(3),
+        "busy": Out(1),
+        "peek": Out(data.StructLayout({"valid": 1, "instr": 8 * INSTR_BYTES, "pc": addr_bits})),
+    }
 
 
 class InstructionFetch(wiring.Component):
@@ -75,17 +90,8 @@ class InstructionFetch(wiring.Component):
         if bus_bytes not in (4, 8):
             raise ValueError(f"bus_bytes must be 4 or 8, not {bus_bytes!r}")
         self.block, self.nb, self.aw = block, bus_bytes, addr_bits
-        super().__init__({
-            "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
-            "o": Out(stream.Signature(data.StructLayout({
-                "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
-            "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
-            "req_words": Out(1),
-            "beat_valid": In(1), "beat_data": In(8 * bus_bytes), "done": In(1), "rd_err": In(3),
-            "busy": Out(1),
-            "peek": Out(data.StructLayout({
-                "valid": 1, "instr": 8 * INSTR_BYTES, "pc": addr_bits})),
-        })
+        super().__init__({**source_ports(addr_bits),
+                          "beat_valid": In(1), "beat_data": In(8 * bus_bytes)})
 
     def elaborate(self, platform):
         m = Module()
@@ -195,17 +201,7 @@ class ByteFetch(wiring.Component):
 
     def __init__(self, *, addr_bits):
         self.aw = addr_bits
-        super().__init__({
-            "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
-            "o": Out(stream.Signature(data.StructLayout({
-                "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
-            "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
-            "req_words": Out(1),
-            "out_valid": In(1), "out_data": In(8), "done": In(1), "rd_err": In(3),
-            "busy": Out(1),
-            "peek": Out(data.StructLayout({
-                "valid": 1, "instr": 8 * INSTR_BYTES, "pc": addr_bits})),
-        })
+        super().__init__({**source_ports(addr_bits), "out_valid": In(1), "out_data": In(8)})
 
     def elaborate(self, platform):
         m = Module()

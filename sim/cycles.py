@@ -180,9 +180,9 @@ class CycleModel:
         return FETCH
 
     def decode(self, chained):
-        """An instruction the controller does itself (SET, INC, NOP, LOOP, ENDLOOP):
+        """An instruction's fetch and decode (a command's own clocks come after):
         ``chained``, decoded in the clock after the one before it ends (the fetch unit's
-        queue holds it), or fetched first."""
+        queue holds it, and it need not wait), or fetched first."""
         return CHAINED if chained else self.fetch
 
     @property
