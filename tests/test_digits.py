@@ -56,10 +56,15 @@ def test_demo_on_a_few_images(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_fifty_images_on_ulx3s(tmp_path, capsys):
-    assert main(["demo", "--images", "50", "--out", str(tmp_path), "--json"]) == 0
+@pytest.mark.parametrize("config", [None, "ulx3s-120"])
+def test_demo_fifty_images_on_ulx3s(tmp_path, capsys, config):
+    """The demo as a user runs it (the default preset), and on the board-filling preset: 120
+    multipliers in 20 engines of 5 lanes, RTL = ISS = golden on every image."""
+    extra = ["--config", config] if config else []
+    assert main(["demo", "--images", "50", "--out", str(tmp_path), "--json", *extra]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["bit_exact"] and res["images"] == 50
+    assert res["config"]["lanes"] == ACCEL_PRESETS[config or "ulx3s"].lanes
     assert abs(res["iss_accuracy"] - res["onnxruntime_int8_accuracy"]) <= 0.01
 
 
