@@ -49,6 +49,7 @@ class Board:
     baud: int = 115_200     # the UART link's default rate (see BOARDS)
     sdram: str = None       # the SDRAM chip (boards.sdram.SDRAM_MODULES)
     bram_bytes: int = None  # a board with SDRAM: the block RAM SoC's memory (--memory bram)
+    presets: tuple = ()     # other presets measured to build for it (`--config NAME`)
 
 
 # the link's default rate: the fastest the board's USB-UART bridge runs, at a rate the UART
@@ -62,7 +63,7 @@ BOARDS = {
     "ulx3s-85f": Board("ulx3s-85f", "ulx3s:ULX3S_85F_Platform", "ecp5", "ulx3s", 32 << 20, 8,
                        True, ("MULT18X18D", "TRELLIS_COMB", "TRELLIS_FF", "DP16KD"),
                        memory="sdram", baud=3_000_000, sdram="MT48LC16M16",
-                       bram_bytes=64 * 1024),
+                       bram_bytes=64 * 1024, presets=("ulx3s-120",)),
     # the SoC memory in two of the four SB_SPRAM256KA (64 KiB: the digits model takes 12 KiB;
     # 16 address bits instead of 17 save ~80 logic cells), the block RAM left to the accelerator
     "icebreaker": Board("icebreaker", "icebreaker:ICEBreakerPlatform", "ice40", "icebreaker",

@@ -37,14 +37,17 @@ def Accelerator(config="ulx3s"):  # noqa: N802 - a class-like factory
 
 
 def board_fit(image):
-    """Rows ``{board, memory_bytes, fits}`` for each board SoC whose accelerator preset is the
-    configuration ``image`` was built for (``ffacc build --board``'s SoCs)."""
+    """Rows ``{board, config, memory_bytes, fits}`` for each board SoC built with the
+    configuration ``image`` was compiled for (``ffacc build --board``'s SoCs: with the board's
+    own preset, or with another preset measured to build for it, ``config``)."""
     from ffacc.boards.build import BOARDS
     rows = []
     for b in BOARDS.values():
-        if load_config(b.config).fingerprint() == image.fingerprint:
-            rows.append({"board": b.name, "memory_bytes": b.mem_bytes,
-                         "fits": image.mem_size <= b.mem_bytes})
+        for name in (b.config, *b.presets):
+            if load_config(name).fingerprint() == image.fingerprint:
+                rows.append({"board": b.name, "config": name, "memory_bytes": b.mem_bytes,
+                             "fits": image.mem_size <= b.mem_bytes})
+                break
     return rows
 
 

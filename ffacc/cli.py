@@ -313,8 +313,12 @@ def _check_board_fit(image, board, source):
 
 def _memory_lines(image):
     from ffacc.api import board_fit
+    from ffacc.boards.build import BOARDS
     fit = board_fit(image)
-    boards = "; ".join(f"{r['board']} SoC {r['memory_bytes'] // 1024} KiB: "
+    boards = "; ".join(f"{r['board']} SoC"
+                       + ("" if r["config"] == BOARDS[r["board"]].config
+                          else f" (--config {r['config']})")
+                       + f" {r['memory_bytes'] // 1024} KiB: "
                        f"{'fits' if r['fits'] else 'does NOT fit'}" for r in fit)
     return (f"memory: {image.mem_size:,} bytes ({image.mem_size / 1024:.1f} KiB)"
             + (f"; {boards}" if boards else "; no board SoC has this configuration")), fit

@@ -563,3 +563,20 @@ def test_a_wide_array_is_placed_with_the_static_placer(tmp_path):
     rep = build("ulx3s-85f", wide, out_dir=tmp_path, run=False, progress=lambda *a: 0)
     assert [c["option"] for c in rep["nextpnr_choices"]] == ["--placer static"]
     assert "--placer static" in (tmp_path / "build_ffacc_soc.sh").read_text()
+
+
+def test_a_board_lists_the_images_of_every_preset_it_builds(capsys):
+    """`ffacc report`'s memory line names the board SoCs an image runs on: those built with
+    its configuration, the board's own preset or another one measured to build for it
+    (the ULX3S's ulx3s-120); an image for a preset no board builds gets none."""
+    from ffacc.api import board_fit
+    for b in BOARDS.values():
+        assert b.config not in b.presets and all(p in ACCEL_PRESETS for p in b.presets)
+    digits = path("digits/digits_int8.onnx")
+    fits = {}
+    for name in ("ulx3s", "ulx3s-120", "tiny"):
+        _, c, _ = compile_model(digits, ACCEL_PRESETS[name])
+        fits[name] = [(r["board"], r["config"], r["fits"]) for r in board_fit(c.image)]
+    assert fits["ulx3s"] == [("ulx3s-85f", "ulx3s", True), ("arty-a7-35", "ulx3s", True)]
+    assert fits["ulx3s-120"] == [("ulx3s-85f", "ulx3s-120", True)]
+    assert fits["tiny"] == []
