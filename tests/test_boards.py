@@ -565,7 +565,7 @@ def test_a_wide_array_is_placed_with_the_static_placer(tmp_path):
     assert "--placer static" in (tmp_path / "build_ffacc_soc.sh").read_text()
 
 
-def test_a_board_lists_the_images_of_every_preset_it_builds(capsys):
+def test_a_board_lists_the_images_of_every_preset_it_builds():
     """`ffacc report`'s memory line names the board SoCs an image runs on: those built with
     its configuration, the board's own preset or another one measured to build for it
     (the ULX3S's ulx3s-120); an image for a preset no board builds gets none."""

@@ -348,11 +348,13 @@ def test_a_layers_first_weights_load_beside_the_last_conv_before():
                                  for a, b in zip(layers, layers[1:]))
     assert layers[-1]["pc_first"] + layers[-1]["pc_count"] == len(ins) - 1     # END
     half = cfg.wb_sets // 2
+    moved = set()                   # the moved loads' addresses
     for li in layers[:-1]:
         body = ins[li["pc_first"]:li["pc_first"] + li["pc_count"]]
         last = max(k for k, i in enumerate(body) if i.op == Op.CONV)
         lw = body[last - 1]
         assert lw.op == Op.LOADW and lw.flags & LoadWFlag.ASYNC, li["name"]
+        moved.add(code.addr + 8 * (li["pc_first"] + last - 1))
         # the next layer's code has no LOADW of its own before its first CONV but the
         # prefetches in its loop
         nxt = ins[first[layers.index(li) + 1]:]
@@ -377,9 +379,6 @@ def test_a_layers_first_weights_load_beside_the_last_conv_before():
             return orig(instr)
         setattr(iss, name, spy)
     assert iss.run(c.image.entry).status == "done"
-    moved = {code.addr + 8 * (li["pc_first"] + max(
-        k for k, i in enumerate(ins[li["pc_first"]:li["pc_first"] + li["pc_count"]])
-        if i.op == Op.CONV) - 1) for li in layers[:-1]}
     checked = 0
     for a, b in zip(seen, seen[1:]):
         if a[0] == "w" and a[1] in moved:
