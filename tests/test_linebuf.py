@@ -8,6 +8,8 @@ from amaranth.sim import Simulator
 
 from ffacc.hw.linebuf import LineBuffer, RowPacker
 
+from amsim import stream_through
+
 
 def expected_blocks(rows, L):
     """(data, en, row_end) of every block, row after row."""
@@ -36,29 +38,19 @@ def run_packer(L, nb, transfers, *, seed=0, gaps=0.3, stall=0.3):
             ctx.set(dut.width, width)
             await ctx.tick()
             ctx.set(dut.clear, 0)
-            blocks, sent = [], 0
-            for t in range(50 * (len(beats) + n) + 50):
-                if sent == len(beats) and ctx.get(dut.idle):
-                    break
-                send = sent < len(beats) and rng.random() >= gaps
-                ctx.set(dut.i.valid, int(send))
-                if send:
-                    ctx.set(dut.i.payload, list(beats[sent]))
-                ctx.set(dut.o.ready, int(rng.random() >= stall))
-                await ctx.delay(1e-9)
-                if send and ctx.get(dut.i.ready):
-                    sent += 1
-                if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
-                    p = ctx.get(dut.o.payload)
-                    en = [p.en >> j & 1 for j in range(L)]
-                    assert en == sorted(en, reverse=True), en      # a prefix of the block
-                    k = sum(en)
-                    blocks.append(([p.data[j] for j in range(k)] + [None] * (L - k), k,
-                                   bool(p.row_end)))
-                await ctx.tick()
-            else:
-                raise AssertionError("the transfer did not finish")
-            ctx.set(dut.i.valid, 0)
+            blocks = []
+
+            def took(p):
+                en = [p.en >> j & 1 for j in range(L)]
+                assert en == sorted(en, reverse=True), en      # a prefix of the block
+                k = sum(en)
+                blocks.append(([p.data[j] for j in range(k)] + [None] * (L - k), k,
+                               bool(p.row_end)))
+
+            t = await stream_through(
+                ctx, dut, beats, rng, gaps=gaps, stall=stall, took=took,
+                done=lambda sent: sent == len(beats) and ctx.get(dut.idle),
+                limit=50 * (len(beats) + n) + 50)
             got.append(blocks)
             clocks.append(t)
 
