@@ -21,10 +21,9 @@ from ffacc.sim.programs import run_iss, Case
 
 
 def programs(cfg):
-    L = cfg.L
     out = []
     for n in (1, 9):
-        out.append((f"set x{n}", {"A_SRC": 0} if n == 1 else {f"C_Y0": 0, "C_KH": 1, "C_KW": 1,
+        out.append((f"set x{n}", {"A_SRC": 0} if n == 1 else {"C_Y0": 0, "C_KH": 1, "C_KW": 1,
                     "C_PT": 0, "C_PL": 0, "C_NY": 1, "C_LANES": 1, "A_CH": 1, "A_H": 1}, None))
     for nch, nr, W, src, pitch in ((1, 1, 8, 0x100, 0), (1, 4, 30, 0x100, 0),
                                    (2, 3, 17, 0x103, 0), (1, 3, 10, 0x101, 30),
@@ -34,6 +33,15 @@ def programs(cfg):
         out.append((f"loada {nch}x{nr}x{W} @{src:x} p{pitch}", dict(
             A_SRC=src, A_CH=nch, A_H=nr, A_W=W, A_HB0=0, A_NR=nr, LB_PITCH=nr,
             A_PITCH=pitch), Op.LOADA))
+    if cfg.strided_loads:
+        # a stride phase: every 2**k-th byte of each row (a read a row), from line-buffer
+        # row A_LB0 on
+        for nch, nr, W, src, k, pitch in ((1, 1, 4, 0x100, 1, 8), (3, 4, 4, 0x100, 1, 16),
+                                          (2, 3, 5, 0x101, 1, 20), (1, 2, 4, 0x103, 2, 32),
+                                          (2, 2, 16, 0x100, 1, 64), (1, 1, 9, 0x102, 2, 64)):
+            out.append((f"loada {nch}x{nr}x{W} @{src:x} step{1 << k}", dict(
+                A_SRC=src, A_CH=nch, A_H=nr, A_W=W, A_HB0=0, A_NR=nr, LB_PITCH=nr,
+                A_PITCH=pitch, A_CSHIFT=k, A_LB0=1), Op.LOADA))
     for n in (1, 3, 20):
         for mac in (0, 1):
             out.append((f"loadw {n}{' mac' if mac else ''}", dict(W_SRC=0x100, W_COUNT=n,

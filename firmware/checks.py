@@ -310,6 +310,7 @@ C_KH, C_KW, C_PT, C_PL, C_WOUT, C_NY, C_WSET, C_LANES, C_ACC = (g[n] for n in (
     "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_NY", "C_WSET", "C_LANES", "C_ACC"))
 O_Q, O_STRIDE, D_N, D_SZ, O_NLEV = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ",
                                                    "O_NLEV"))
+A_CSHIFT, A_LB0 = g["A_CSHIFT"], g["A_LB0"]
 del g
 lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_blocks, L, \
     bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries",
@@ -349,6 +350,22 @@ def _no_codes(cfg):
     return not cfg.act_codes
 
 
+def _strided(cfg):
+    return cfg.strided_loads
+
+
+def _not_strided(cfg):
+    return not cfg.strided_loads
+
+
+def _strided_codes(cfg):
+    return cfg.strided_loads and cfg.act_codes
+
+
+def _strided_bus4(cfg):
+    return cfg.strided_loads and cfg.bus_bytes == 4
+
+
 # the values a later stage checks: a product through the controller's shared multiplier (the
 # RTL keeps its low bits and a sticky bit above them, so a product too large stays too large)
 # or a count the controller works out; the ISS computes them exactly
@@ -375,8 +392,15 @@ CHECKS = {
         Check("codes fill whole bytes of a line-buffer row", ~DECODE | (A_W + A_W.mod(2)
                                                                         <= lb_width),
               when=_codes),
-        Check("the last channel's rows fit the line buffer", Val("band") + A_NR <= lb_rows,
-              stage="band"),
+        Check("a column step needs strided_loads", A_CSHIFT == 0, when=_not_strided),
+        Check("a first line-buffer row needs strided_loads", A_LB0 == 0, when=_not_strided),
+        Check("the column step is at most the bus width", A_CSHIFT <= 2, when=_strided_bus4),
+        Check("a column step needs the row pitch", (A_CSHIFT == 0) | (A_PITCH != 0),
+              when=_strided),
+        Check("codes are loaded without a column step", ~DECODE | (A_CSHIFT == 0),
+              when=_strided_codes),
+        Check("the last channel's rows fit the line buffer",
+              Val("band") + A_LB0 + A_NR <= lb_rows, stage="band"),
     ],
     Op.LOADW: [
         Check("at least one set", W_COUNT != 0),

@@ -78,7 +78,10 @@ OPCODES = {
     Op.NOP: "nothing",
     Op.LOADA: "activations DRAM -> line buffer: channels A_CH, rows A_HB0.. (A_NR), A_W bytes "
               "each, of an A_H-row map at A_SRC with row pitch A_PITCH (0: A_W) and channel "
-              "pitch A_H*pitch; row (c, h) -> line-buffer row c*LB_PITCH + h - A_HB0; "
+              "pitch A_H*pitch; row (c, h) -> line-buffer row A_LB0 + c*LB_PITCH + h - A_HB0; "
+              "with A_CSHIFT = k > 0 (strided_loads; A_PITCH given) a row's activations are "
+              "every 2**k-th byte from its first, a read of (A_W - 1) * 2**k + 1 bytes: a "
+              "stride phase of the map (2**k at most the bus width); "
               "flag DECODE (act_codes): the map holds 4-bit codes, two a byte (the even "
               "column low), a row in ceil(A_W/2) bytes (the default pitch), each loaded as "
               "its level (A_LV*)",
@@ -178,6 +181,9 @@ class Reg(IntEnum):
     O_TH12, O_TH13, O_TH14, O_TH15 = range(58, 62)
     O_LV4, O_LV5, O_LV6, O_LV7, O_LV8, O_LV9, O_LV10, O_LV11 = range(62, 70)
     O_LV12, O_LV13, O_LV14, O_LV15 = range(70, 74)
+    A_CSHIFT = 74   # LOADA's column step 2**A_CSHIFT: a row is every step-th byte from A_SRC's
+                    # column on (strided_loads; 0: every column)
+    A_LB0 = 75      # LOADA's first line-buffer row (strided_loads)
 
 
 NUM_REGS = 128
@@ -212,6 +218,9 @@ def reg_bits(cfg):
         # without act_codes the level registers are a bit wide and nothing reads them (a
         # wider SET fails at the SET; POST's CODES and LOADA's DECODE are ignored)
         Reg.O_NLEV: 7 if cfg.act_codes else 1,
+        # without strided_loads a bit wide (LOADA refuses any value but 0)
+        Reg.A_CSHIFT: 2 if cfg.strided_loads else 1,
+        Reg.A_LB0: need(cfg.lb_rows - 1) if cfg.strided_loads else 1,
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)

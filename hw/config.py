@@ -133,6 +133,15 @@ class AcceleratorConfig:
         (:class:`~ffacc.hw.codes.CodeUnpacker`): a model of at most 4-bit weights moves half
         the weight bytes. Needs ``wide_loads``. False: ``PACK4`` is ignored (the compiler
         never sets it there).
+    strided_loads : bool
+        ``LOADA`` takes a row's every ``2**A_CSHIFT``-th byte (its column step, at most the bus
+        width; a :class:`~ffacc.hw.decimate.ColumnDecimator` before the row packer) into
+        line-buffer rows from ``A_LB0`` on. A stride-``s`` convolution inside a network then
+        loads its input's ``s × s`` stride phases as channels and runs at stride 1, computing
+        only the outputs it keeps (:mod:`ffacc.compiler.lower`; a convolution on the host's
+        input is split by the host instead). Needs ``wide_loads``. False: ``LOADA`` refuses
+        ``A_CSHIFT`` and ``A_LB0`` other than 0, and the compiler computes such a layer's
+        every column (POST keeps every ``s``-th).
     perf_counters : bool
         Whether the profiling counters (``BUSY``, ``STALL``, ``MULT_SLOTS``,
         ``INSTRUCTIONS``) exist. Without them those CSRs read 0; ``CYCLES`` is always
@@ -163,6 +172,7 @@ class AcceleratorConfig:
     post_overlap: bool = True
     act_codes: bool = True
     packed_weights: bool = True
+    strided_loads: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -177,7 +187,8 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back", "chain_rows",
-                     "weight_prefetch", "post_overlap", "act_codes", "packed_weights"):
+                     "weight_prefetch", "post_overlap", "act_codes", "packed_weights",
+                     "strided_loads"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -192,6 +203,9 @@ class AcceleratorConfig:
         if self.packed_weights and not self.wide_loads:
             raise ConfigError("packed_weights: 4-bit weights are unpacked from whole bus beats "
                               "(wide_loads); set packed_weights = false or wide_loads = true")
+        if self.strided_loads and not self.wide_loads:
+            raise ConfigError("strided_loads: the column step decimates whole bus beats "
+                              "(wide_loads); set strided_loads = false or wide_loads = true")
         if self.post_overlap and not self.fetch_block:
             raise ConfigError("post_overlap: a background POST needs the fetch unit "
                               "(fetch_block > 0); set post_overlap = false")
@@ -360,7 +374,8 @@ ACCEL_PRESETS = {
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False, chain_rows=False,
                                     weight_prefetch=False, post_overlap=False,
-                                    act_codes=False, packed_weights=False),
+                                    act_codes=False, packed_weights=False,
+                                    strided_loads=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
                                lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
                                bus_bytes=8, burst_beats=64, target_mhz=200),

@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from ffacc.firmware.isa import CODE_LEVELS, Err
 from .axi import read_client_ports, read_ended
 from .codes import CodeUnpacker, beats_or_unpacked
+from .decimate import ColumnDecimator
 from .linebuf import RowPacker
 from .logic import addr_clamp
 
@@ -43,7 +44,14 @@ def loada_command_layout(cfg):
         "chan_step": aw,                        # bytes from a channel's band to the next
         **({"decode": 1,                        # (act_codes) 4-bit codes, two a byte
             "levels": data.ArrayLayout(8, CODE_LEVELS)} if cfg.act_codes else {}),
+        **({"cshift": range(max_cshift(cfg) + 1),   # (strided_loads) the column step's log2
+            "lb0": range(cfg.lb_rows)} if cfg.strided_loads else {}),   # first row written
     })
+
+
+def max_cshift(cfg):
+    """The largest column step's exponent (``A_CSHIFT``): the step is at most the bus width."""
+    return (cfg.bus_bytes - 1).bit_length() if cfg.strided_loads else 0
 
 
 class ActivationLoader(wiring.Component):
@@ -79,8 +87,8 @@ class ActivationLoader(wiring.Component):
             "lb": Out(stream.Signature(write_shape, always_ready=True)),
         })
 
-    def _packer_source(self, m, pack):
-        """The row packer's input (and the beats' ready): the beats, or (``decode``) their
+    def _packer_source(self, m, pack, beats):
+        """The row packer's input (and ``beats``' ready): the beats, or (``decode``) their
         codes' levels, twice the bytes, half a beat at a time, in rows of the width rounded up
         to even. Returns the unpacker (None without ``act_codes``)."""
         c, nb = self.cmd.payload, self.cfg.bus_bytes
@@ -88,13 +96,16 @@ class ActivationLoader(wiring.Component):
         m.d.comb += [pack.nbytes.eq(c.nbytes), pack.width.eq(c.width),
                      pack.i.payload.eq(src.payload), pack.i.valid.eq(src.valid),
                      src.ready.eq(pack.i.ready)]
+        if self.cfg.strided_loads:
+            with m.If(c.cshift != 0):           # a read a row: its kept bytes
+                m.d.comb += pack.nbytes.eq(c.width)
         if not self.cfg.act_codes:
-            m.d.comb += [src.payload.eq(self.beats.payload), src.valid.eq(self.beats.valid),
-                         self.beats.ready.eq(src.ready)]
+            m.d.comb += [src.payload.eq(beats.payload), src.valid.eq(beats.valid),
+                         beats.ready.eq(src.ready)]
             return None
         unp = m.submodules.unpack = CodeUnpacker(nb)
         m.d.comb += unp.levels.eq(c.levels)
-        beats_or_unpacked(m, self.beats, unp, c.decode, src)
+        beats_or_unpacked(m, beats, unp, c.decode, src)
         with m.If(c.decode):
             m.d.comb += [pack.nbytes.eq(c.nbytes << 1), pack.width.eq(c.width + c.width[0])]
         return unp
@@ -119,6 +130,7 @@ class ActivationLoader(wiring.Component):
         # a payload is driven whole by plain assignments (a field set in a state and another
         # outside makes a process that nothing triggers in the Verilog)
         req_addr = Signal(aw)
+        lb0 = c.lb0 if cfg.strided_loads else 0     # the first line-buffer row written
         m.d.comb += [lbw.row.eq(g), lbw.blk.eq(blk), self.req.payload.addr.eq(req_addr),
                      self.req.payload.len.eq(c.nbytes)]
 
@@ -152,8 +164,8 @@ class ActivationLoader(wiring.Component):
             """A read is taken: the command's first (channel 0, from line-buffer row 0), a
             channel's first (its rows from line-buffer row ``gbase``) or a tile's next row."""
             if first_of_command:
-                m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(0), g.eq(0), blk.eq(0),
-                             row.eq(0), row_addr.eq(addr), r_in.eq(0), wbase.eq(0)]
+                m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(lb0), g.eq(lb0), blk.eq(0),
+                             row.eq(0), row_addr.eq(addr), r_in.eq(0), wbase.eq(lb0)]
             elif first_of_band:
                 m.d.sync += [g.eq(gbase), blk.eq(0), row.eq(0), row_addr.eq(addr)]
             m.next = "DATA"
@@ -167,8 +179,15 @@ class ActivationLoader(wiring.Component):
                          lbw.en.eq(pack.o.payload.en)]
             # beats (or their codes' levels) through the row packer into the line buffer, a
             # block a clock, in every state: the unpacker may still hold the read's last beat
-            # when the read ends (DRAIN)
-            unp = self._packer_source(m, pack)
+            # when the read ends (DRAIN); with a column step, the decimator's beats
+            beats = self.beats
+            if cfg.strided_loads:
+                dec = m.submodules.decimate = ColumnDecimator(
+                    bus_bytes=nb, max_shift=max_cshift(cfg),
+                    max_beats=((cfg.lb_width - 1 << max_cshift(cfg)) + 2 * nb) // nb)
+                wiring.connect(m, wiring.flipped(self.beats), dec.i)
+                beats = dec.o
+            unp = self._packer_source(m, pack, beats)
             # the line-buffer row of each row out of the packer: the next, or after a channel's
             # nr rows the next channel's first (a read may hold several channels)
             with m.If(pack.o.valid):
@@ -183,6 +202,13 @@ class ActivationLoader(wiring.Component):
             def start_read(addr, first_of_band, first_of_command=False):
                 with m.If(request(addr)):
                     m.d.comb += [pack.clear.eq(1), pack.skip.eq(addr[:sh])]
+                    if cfg.strided_loads:
+                        # the row's kept bytes: its first is the decimated stream's byte
+                        # skip >> k; the read's beats cover skip + nbytes bytes
+                        m.d.comb += [dec.clear.eq(1), dec.shift.eq(c.cshift),
+                                     dec.phase.eq(addr[:sh]),
+                                     dec.beats.eq((addr[:sh] + c.nbytes + nb - 1) >> sh),
+                                     pack.skip.eq(addr[:sh] >> c.cshift)]
                     if cfg.act_codes:
                         # codes from byte k: level 2k on, in the second half if 2k >= nb
                         skip2 = Cat(Const(0, 1), addr[:sh])

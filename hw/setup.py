@@ -414,11 +414,16 @@ class LoadSetup(CommandSetup):
         # a row's bytes in memory: ceil(W / 2) for 4-bit codes (flag DECODE, act_codes)
         wbytes = Mux(decode, (W + 1) >> 1, W) if cfg.act_codes else W
         row_step = Mux(apitch == 0, wbytes, apitch)
+        # strided_loads: a row of every 2**A_CSHIFT-th byte is a read of (W - 1) * 2**k + 1
+        # bytes, one a row (the rows of a stride phase are A_PITCH apart)
+        cshift = rg(Reg.A_CSHIFT) if cfg.strided_loads else Const(0, 1)
+        read_bytes = (Mux(cshift == 0, wbytes, ((W - 1) << cshift) + 1) if cfg.strided_loads
+                      else wbytes)
         # whole maps, contiguous in memory (wide loads): one read of all A_CH * A_NR rows
         # instead of the band's offset, 0), each channel's rows at its pitch (the flag is
         # registered in CHECK, off the multiplier's operand path)
         whole = Signal() if cfg.wide_loads else Const(0, 1)
-        contig_now = (apitch == 0) | (apitch == wbytes)
+        contig_now = ((apitch == 0) | (apitch == wbytes)) & (cshift == 0)
         # LOADW
         count = rg(Reg.W_COUNT)
         rows = Signal(range(cfg.wb_sets * fc.rows + 1))
@@ -467,7 +472,7 @@ class LoadSetup(CommandSetup):
                     m.next = "A_M3"
             with m.State("A_M3"), self.product(m, Mux(whole, last, nr), wbytes) as p:
                 # contiguous rows: one read per channel (or of all); a column tile: one a row
-                m.d.sync += nbytes.eq(Mux(contig, self.aclamp(p), wbytes))
+                m.d.sync += nbytes.eq(Mux(contig, self.aclamp(p), read_bytes))
                 m.next = "RUN"
             if shift is None:
                 with m.State("W_M1"), self.product(m, count, fc.rows) as p:
@@ -492,6 +497,8 @@ class LoadSetup(CommandSetup):
         m.d.comb += [la.addr.eq(addr), la.nbytes.eq(nbytes), la.contig.eq(contig),
                      la.nch.eq(Mux(whole, 1, nch)), la.nr.eq(nr), la.pitch.eq(pitch),
                      la.width.eq(W), la.row_step.eq(row_step), la.chan_step.eq(chan_step)]
+        if cfg.strided_loads:
+            m.d.comb += [la.cshift.eq(cshift), la.lb0.eq(rg(Reg.A_LB0))]
         if cfg.act_codes:
             m.d.comb += [la.decode.eq(decode),
                          la.levels.eq(Cat(*(rg(r) for r in LOAD_LEVEL_REGS)))]

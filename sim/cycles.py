@@ -77,6 +77,15 @@ WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last a
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
 
 
+def _packer_block(fill, row_left, out_left, width, L):
+    """The row packer's block in a clock: up to ``L`` bytes of the row when it holds them.
+    Returns ``(bytes it keeps, row_left, out_left)`` after it."""
+    size = min(row_left, L)
+    if fill < size:
+        return fill, row_left, out_left
+    return fill - size, width if size == row_left else row_left - size, out_left - size
+
+
 def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WORD_BURST,
                   unpack=False):
     """Clocks the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) takes to give out the
@@ -101,12 +110,7 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     if skip_half:
         lo = skip - bus
     while out_left:
-        size = min(row_left, L)
-        rest = fill
-        if fill >= size:
-            rest -= size
-            out_left -= size
-            row_left = width if size == row_left else row_left - size
+        rest, row_left, out_left = _packer_block(fill, row_left, out_left, width, L)
         got = 0
         room = left and rest + bus <= cap
         if not unpack:
@@ -127,6 +131,41 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
                 first = beat == first_beat
                 full, half, mem_left, beat = 1, int(first and skip_half), mem_left - 1, beat + 1
                 offered = clk + 1 + (gap if beat % burst == 0 else 0)
+        fill = rest + got
+        clk += 1
+    return clk
+
+
+def decimated_packer_clocks(nbytes, width, L, bus, step, skip=0, first_beat=0, burst=64,
+                            gap=WORD_BURST):
+    """Clocks a read of ``nbytes`` from byte ``skip`` of its first beat takes through the
+    :class:`~ffacc.hw.decimate.ColumnDecimator` (every ``step``-th byte, ``step > 1``) and the
+    row packer, for one row of ``width`` kept bytes, from the clock its first beat is offered:
+    the decimator takes a beat when its output register is empty or being taken, and gives
+    out one after ``step`` beats (or the read's last); the packer as in
+    :func:`packer_clocks`."""
+    cap = L + bus - 1
+    fill, left, out_left, row_left = 0, width, width, width
+    lo = skip // step                   # the first kept byte's place in the decimated beat
+    raw_left = -(-(skip + nbytes) // bus)
+    ov = slot = clk = offered = 0
+    beat = first_beat
+    while out_left:
+        rest, row_left, out_left = _packer_block(fill, row_left, out_left, width, L)
+        ready = not left or rest + bus <= cap
+        got = 0
+        if ov and ready and left:
+            got = min(left, bus - lo)
+            left, lo = left - got, 0
+        nov = ov and not ready
+        if raw_left and (not ov or ready) and clk >= offered:
+            raw_left, beat = raw_left - 1, beat + 1
+            offered = clk + 1 + (gap if beat % burst == 0 else 0)
+            if slot == step - 1 or not raw_left:
+                nov, slot = 1, 0
+            else:
+                slot += 1
+        ov = nov
         fill = rest + got
         clk += 1
     return clk
@@ -204,12 +243,23 @@ class CycleModel:
         self.stall += FETCH_STALL + extra
         return FETCH_BLOCK + beats + extra + bool(first)
 
-    def loada(self, starts, nbytes, width, decode=False):
+    def loada(self, starts, nbytes, width, decode=False, step=1):
         """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
         whole beats through the row packer, which writes a line-buffer block a clock.
         ``decode``: the bytes hold 4-bit codes, rows of ``ceil(width / 2)`` bytes, which the
-        packer gets as levels, a row of ``width`` rounded up to even."""
+        packer gets as levels, a row of ``width`` rounded up to even. ``step > 1``
+        (``A_CSHIFT``): each read is one row whose every ``step``-th byte is kept, through
+        the column decimator."""
         c = self.cfg
+        if step > 1:
+            total = LOADA_FIXED
+            for s in starts:
+                beats = -(-(s % self.bus + nbytes) // self.bus)
+                self.stall += READ_STALL + self._extra_bursts(s, beats)
+                total += LOADA_REQUEST + decimated_packer_clocks(
+                    nbytes, width, c.L, self.bus, step, s % self.bus,
+                    s // self.bus % c.burst_beats, c.burst_beats, WORD_BURST)
+            return total
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
             return LOADA_BYTE_FIXED + sum(self.read(nbytes, s) + LOADA_BYTE_REQUEST
                                           for s in starts)

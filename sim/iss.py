@@ -400,7 +400,23 @@ class ISS:
         decode = bool(ins.flags & LoadAFlag.DECODE) and self.cfg.act_codes   # else ignored
         wb = -(-W // 2) if decode else W            # a row's bytes in memory
         rp = self.r(Reg.A_PITCH) or wb
-        contiguous = rp == wb
+        # strided_loads: a row of every 2**k-th byte (a stride phase), a read of its own;
+        # the rows from line-buffer row A_LB0 on
+        k, lb0 = self.r(Reg.A_CSHIFT), self.r(Reg.A_LB0)
+        contiguous = rp == wb and k == 0
+        starts = []
+        if k:
+            step, rb = 1 << k, (W - 1 << k) + 1
+            for ch in range(nch):
+                base = src + ch * H * rp + hb0 * rp
+                for h in range(nr):
+                    self._check(base + h * rp, rb)
+                    if not self.timing_only:
+                        row = self._acts(base + h * rp, rb)[::step]
+                        self.lb[lb0 + ch * pitch + h, :W] = row
+                    starts.append(base + h * rp)
+            self.moved[2] += nch * nr * rb
+            return self.cost.loada(starts, rb, W, step=step)
         if decode:                                  # the levels, as activations
             lv = np.array([self._s8(self.r(r) >> 8 * j) for r in LOAD_LEVEL_REGS
                            for j in range(4)], dtype=np.int64)
@@ -414,7 +430,6 @@ class ISS:
             codes = np.stack([raw & 15, raw >> 4], axis=-1).reshape(n, 2 * wb)
             return lv[codes[:, :W]]
 
-        starts = []
         if self.cfg.wide_loads and contiguous and nr == H:
             # whole maps, contiguous in memory: one read of them all, each channel's rows at
             # its pitch in the line buffer
@@ -423,7 +438,7 @@ class ISS:
             else:
                 maps = rows(src, nch * nr).reshape(nch, nr, W)
                 for ch in range(nch):
-                    self.lb[ch * pitch:ch * pitch + nr, :W] = maps[ch]
+                    self.lb[lb0 + ch * pitch:lb0 + ch * pitch + nr, :W] = maps[ch]
             self.moved[2] += nch * nr * wb
             return self.cost.loada([src], nch * nr * wb, W, decode)
         for ch in range(nch):
@@ -432,14 +447,14 @@ class ISS:
                 if self.timing_only:
                     self._check(base, nr * wb)
                 else:
-                    self.lb[ch * pitch:ch * pitch + nr, :W] = rows(base, nr)
+                    self.lb[lb0 + ch * pitch:lb0 + ch * pitch + nr, :W] = rows(base, nr)
                 starts.append(base)
                 continue
             for h in range(nr):
                 if self.timing_only:
                     self._check(base + h * rp, wb)
                 else:
-                    self.lb[ch * pitch + h, :W] = rows(base + h * rp, 1)[0]
+                    self.lb[lb0 + ch * pitch + h, :W] = rows(base + h * rp, 1)[0]
                 starts.append(base + h * rp)
         self.moved[2] += nch * nr * wb
         return self.cost.loada(starts, nr * wb if contiguous else wb, W, decode)

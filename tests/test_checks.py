@@ -166,7 +166,7 @@ def test_iss_errors_name_the_check():
     assert (res.status, res.error, res.error_pc) == ("error", Err.PARAM, 7 * 8), res
     assert "the rows fit a channel's pitch" in res.detail
     assert "A_NR <= LB_PITCH" in res.detail and "A_NR=5" in res.detail, res.detail
-    with pytest.raises(checks.CheckError, match="band \\+ A_NR <= lb_rows"):
+    with pytest.raises(checks.CheckError, match="\\(band \\+ A_LB0\\) \\+ A_NR <= lb_rows"):
         regs = [0] * len(Reg)
         regs[Reg.A_W], regs[Reg.A_CH], regs[Reg.A_NR], regs[Reg.LB_PITCH] = 4, 30, 4, 4
         regs[Reg.A_H] = 8

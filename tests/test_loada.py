@@ -20,7 +20,7 @@ def make(wide, bus_bytes=4, L=3):
                             lb_rows=32, lb_width=16, wb_sets=8, acc_blocks=32,
                             bus_bytes=bus_bytes, wide_loads=wide, addr_bits=16,
                             weight_prefetch=False, post_overlap=False, fetch_block=16,
-                            act_codes=wide, packed_weights=wide)
+                            act_codes=wide, packed_weights=wide, strided_loads=wide)
     lb = LineBuffer(L=cfg.L, engines=cfg.rows, banks=cfg.lb_banks, slots=cfg.lb_slots,
                     blocks=cfg.lb_blocks, act_shape=cfg.fcu.act_shape,
                     col_shape=signed(8))
@@ -63,6 +63,7 @@ def run(cfg, dut, lb, mem, cmd, *, fail_read=None, seed=0):
 
 def expected(mem, cmd):
     want, reads = {}, []
+    step, lb0 = 1 << cmd.get("cshift", 0), cmd.get("lb0", 0)
     for c in range(cmd["nch"]):
         band = cmd["addr"] + c * cmd["chan_step"]
         if cmd["contig"]:
@@ -72,7 +73,7 @@ def expected(mem, cmd):
             if not cmd["contig"]:
                 reads.append(a)
             for col in range(cmd["width"]):
-                want[(c * cmd["pitch"] + r, col)] = int(mem[a + col])
+                want[(lb0 + c * cmd["pitch"] + r, col)] = int(mem[a + col * step])
     return want, reads
 
 
@@ -114,6 +115,33 @@ def test_whole_maps_in_one_read_go_to_their_channels_rows(bus_bytes, nch, nr, wi
     written, reads, err = run(cfg, dut, lb, mem, cmd, seed=nch)
     want, _ = expected(mem, maps)
     assert err == 0 and reads == [(0x102, nch * nr * width)]
+    assert written == want and len(want) == nch * nr * width
+
+
+STRIDED_CASES = [  # addr, nch, nr, width, pitch, column step's log2, first line-buffer row
+    (0x100, 2, 3, 5, 3, 1, 0),
+    (0x203, 3, 2, 4, 2, 1, 5),              # from an odd column: the phase's bytes are odd
+    (0x341, 1, 2, 3, 2, 2, 9),              # every 4th byte, from the second of a beat
+    (0x40, 2, 2, 16, 2, 1, 1),              # whole line-buffer rows
+]
+
+
+@pytest.mark.parametrize("bus_bytes", [4, 8])
+@pytest.mark.parametrize("case", range(len(STRIDED_CASES)))
+def test_a_column_step_loads_every_step_th_byte_from_the_first_row_given(bus_bytes, case):
+    """strided_loads: each row is a read of (width - 1) * 2**k + 1 bytes of which every
+    2**k-th is written, the rows from line-buffer row lb0 on (a stride phase of a map)."""
+    cfg, dut, lb = make(True, bus_bytes)
+    addr, nch, nr, width, pitch, k, lb0 = STRIDED_CASES[case]
+    mem = np.random.default_rng(case).integers(0, 256, 1 << 13, dtype=np.uint8)
+    rb = (width - 1 << k) + 1
+    cmd = {"addr": addr, "nbytes": rb, "contig": 0, "nch": nch, "nr": nr, "pitch": pitch,
+           "width": width, "row_step": 2 * rb + 3, "chan_step": 8 * rb, "cshift": k,
+           "lb0": lb0}
+    written, reads, err = run(cfg, dut, lb, mem, cmd, seed=case)
+    want, want_reads = expected(mem, cmd)
+    assert err == 0
+    assert reads == [(a, rb) for a in want_reads]
     assert written == want and len(want) == nch * nr * width
 
 

@@ -16,7 +16,7 @@ RECORD = 4 * QPARAM_WORDS
 def make(wide, bus_bytes=4):
     cfg = AcceleratorConfig(lanes=1, lb_rows=16, lb_width=16, wb_sets=8, acc_blocks=16,
                             qb_entries=16, bus_bytes=bus_bytes, wide_loads=wide, addr_bits=16,
-                            act_codes=wide, packed_weights=wide,
+                            act_codes=wide, packed_weights=wide, strided_loads=wide,
                             weight_prefetch=False, post_overlap=False)
     return cfg, RecordLoader(cfg)
 

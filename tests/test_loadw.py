@@ -19,7 +19,7 @@ def make(wide, background, parallel=(3,)):
     cfg = AcceleratorConfig(fcu=FCUConfig(parallel=parallel, rows=2), lanes=2, lb_rows=16,
                             lb_width=16, wb_sets=8, acc_blocks=16, qb_entries=8, bus_bytes=4,
                             wide_loads=wide, weight_prefetch=background, addr_bits=16,
-                            act_codes=wide, packed_weights=wide,
+                            act_codes=wide, packed_weights=wide, strided_loads=wide,
                             post_overlap=False, fetch_block=16 if background else 0,
                             loop_depth=0)
     return cfg, WeightLoader(cfg)

@@ -114,7 +114,8 @@ def run(setup, regs, flags=0, *, unit_clocks=3, unit_err=0, busy_clocks=0, befor
 
 
 def loada_regs(**kw):
-    r = dict(A_SRC=0x340, A_CH=3, A_H=20, A_W=17, A_HB0=4, A_NR=6, LB_PITCH=9, A_PITCH=0)
+    r = dict(A_SRC=0x340, A_CH=3, A_H=20, A_W=17, A_HB0=4, A_NR=6, LB_PITCH=9, A_PITCH=0,
+             A_CSHIFT=0, A_LB0=0)
     r.update(kw)
     return r
 
@@ -125,14 +126,18 @@ def loada_regs(**kw):
     (dict(A_PITCH=40), 0),                  # a column tile: a read a row
     (dict(A_PITCH=17), 0),                  # a pitch equal to the width: contiguous
     (dict(A_W=17, A_PITCH=0), 1),           # 4-bit codes: ceil(17 / 2) bytes a row
+    (dict(A_W=9, A_PITCH=18, A_CSHIFT=1, A_LB0=5), 0),  # a stride phase: a read a row of
+    (dict(A_W=4, A_PITCH=16, A_CSHIFT=2, A_HB0=0, A_NR=20, LB_PITCH=20), 0),  # 2**k (W-1)+1
 ])
 def test_loada_setup(kw, decode):
     regs = loada_regs(**kw)
     out = run(LoadSetup(CFG), regs, flags=decode, op=Op.LOADA)
-    W = regs["A_W"]
+    W, k = regs["A_W"], regs["A_CSHIFT"]
     wbytes = (W + 1) // 2 if decode else W
     row_step = regs["A_PITCH"] or wbytes
-    contig = regs["A_PITCH"] in (0, wbytes)
+    contig = regs["A_PITCH"] in (0, wbytes) and not k
+    if k:
+        wbytes = (W - 1 << k) + 1
     whole = contig and regs["A_NR"] == regs["A_H"]
     o = out["o"]
     # four products, two clocks each, before the loader starts
@@ -143,6 +148,7 @@ def test_loada_setup(kw, decode):
     assert (o.contig, o.nch, o.nr, o.pitch, o.width) == (
         contig, 1 if whole else regs["A_CH"], regs["A_NR"], regs["LB_PITCH"], W)
     assert (o.row_step, o.chan_step, o.decode) == (row_step, regs["A_H"] * row_step, decode)
+    assert (o.cshift, o.lb0) == (k, regs["A_LB0"])
 
 
 def test_a_units_error_ends_the_command_with_it():
