@@ -235,8 +235,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
-                    wb, computed = _lower_conv_like(op, g, cfg, prog, mem, addr, x, y,
-                                                    id(op) in fused, records)
+                    wb, computed, phased = _lower_conv_like(op, g, cfg, prog, mem, addr, x,
+                                                            y, id(op) in fused, records)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
@@ -246,6 +246,13 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # the layer's MACs (its strided outputs); the array's work at stride 1
                     info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
                     info["computed_macs"] = int(O * cin * kh * kw * computed)
+                    if phased:
+                        # over its input's stride phases: the split kernel's products (its
+                        # zero taps too) for the outputs it keeps
+                        k2 = phased["split_kernel"]
+                        info.update(op="Conv+Phases", phase_loads=phased,
+                                    computed_macs=int(O * phased["channels"] * k2[0] * k2[1]
+                                                      * computed))
                     if id(op) in split:
                         # a polyphase conv: the layer's own MACs and kernel; the array runs
                         # the split kernel (its zero taps too) in that kernel's mode (kw)
@@ -520,6 +527,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
     x_plane = x.nbytes // (x.shape[0] * x.shape[1]) if x.codes else H * W
     y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
     wbytes = computed = 0
+    phased = {}
     for gi in range(groups):
         sl = slice(gi * Og, (gi + 1) * Og)
         layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool2, out=sl)
@@ -532,7 +540,8 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
         before = mem.next
         computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
                               addr[y.name] + gi * Og * y_plane, name=op.name,
-                              records_half=records["half"], chain=records["chain"])
+                              records_half=records["half"], chain=records["chain"],
+                              info=phased)
         records["half"] ^= 1
         wbytes += mem.next - before
-    return wbytes, computed
+    return wbytes, computed, phased.get("phase_loads")

@@ -210,8 +210,64 @@ def _pitch_for(cfg, kh, rows_needed):
     return p
 
 
+def phase_layer(cfg, layer):
+    """``layer`` (stride ``s > 1``) as a stride-1 convolution over its input's stride phases,
+    which ``LOADA`` takes from the input map itself with a column step (``strided_loads``):
+    ``(layer', load)``, or None where that does not apply.
+
+    Phase ``(r, q)`` of the map ``x`` is the plane ``x[r::s, q::s]``; with the padding
+    ``t`` before a dimension, tap ``a`` of the kernel reads row ``s·i + a - t`` for output
+    ``i``, that is row ``i + u`` of phase ``r`` where ``a - t = s·u + r``. So ``layer'`` reads
+    the phases with taps (phase-major: channel ``p·C + c`` is phase ``p`` of channel ``c``)
+    with the kernel ``w'[o, p·C + c, u - u0, v - v0] = w[o, c, s·u + r + t, s·v + q + l]``
+    (0 where that is past ``w``), and pads ``-u0 = ceil(t / s)`` before and what its outputs
+    read past the plane after. Every product is one of the layer's (or a zero tap), so results
+    are the same. ``load``: ``{"s", "C", "H", "W", "phases"}`` (the input's channels and
+    size, the phases' ``(r, q)``). It needs the map's size to be a multiple of ``s`` (each
+    phase then is a map ``H/s × W/s`` whose channels are ``H·W`` bytes apart, as LOADA steps
+    them), ``s`` a power of two up to the bus width, and no codes or pooling.
+    """
+    s = layer.stride
+    C, H, W = layer.in_shape
+    if (not cfg.strided_loads or s < 2 or s & (s - 1) or s > min(cfg.bus_bytes, 8)
+            or H % s or W % s or layer.pool2 or layer.x_levels is not None):
+        return None
+    kh, kw = layer.kernel
+    pt, pl, pb, pr = layer.pads
+    _, ho, wo = layer.out_shape
+
+    def dim(k, before, outs, size):
+        """The split kernel along a dimension: its padding before (``-u0``), its taps (``u``
+        from ``u0`` to ``u1``), its padding after (the rows its outputs read past the
+        phase's ``size / s``) and the phases with taps."""
+        pad, u1 = -(-before // s), (k - 1 - before) // s
+        used = sorted({(a - before) % s for a in range(k)})
+        return pad, u1 + pad + 1, outs + u1 - size // s, used
+
+    u0, kh2, pb2, rows = dim(kh, pt, ho, H)         # u0, v0: the paddings before
+    v0, kw2, pr2, cols = dim(kw, pl, wo, W)
+    if pb2 < 0 or pr2 < 0:          # the outputs read less than the phase: no such padding
+        return None
+    phases = [(r, q) for r in rows for q in cols]
+    O = layer.w.shape[0]
+    w2 = np.zeros((O, len(phases), C, kh2, kw2), dtype=layer.w.dtype)
+    for i, (r, q) in enumerate(phases):
+        for u in range(kh2):
+            a = s * (u - u0) + r + pt
+            for v in range(kw2):
+                b = s * (v - v0) + q + pl
+                if 0 <= a < kh and 0 <= b < kw:
+                    w2[:, i, :, u, v] = layer.w[:, :, a, b]
+    out = ConvLayer(w2.reshape(O, len(phases) * C, kh2, kw2), layer.bias, layer.multiplier,
+                    layer.shift, layer.x_zp, layer.y_zp, layer.qmin, layer.qmax,
+                    (len(phases) * C, H // s, W // s), (u0, v0, pb2, pr2), 1, False,
+                    layer.levels, layer.y_codes, None, layer.levels_set)
+    assert out.out_shape == layer.out_shape, (out.out_shape, layer.out_shape)
+    return out, {"s": s, "C": C, "H": H, "W": W, "phases": phases}
+
+
 def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False,
-               records_half=0, chain=None):
+               records_half=0, chain=None, info=None, phases=None):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
     ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
     cycles for every column tile), which :func:`conv_plan_cycles` gives. ``records_half``
@@ -227,13 +283,43 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     of before the layer's first ``CONV``. ``chain["moved"]`` then says where and how many
     instructions went into the code before the layer's own.
 
+    A strided layer runs as a stride-1 convolution over its input's stride phases
+    (:func:`phase_layer`, ``LOADA``'s column step) where the cycle model finds that cheaper;
+    ``info`` (a dict), if given, then gets ``info["phase_loads"]``: the stride, the phases,
+    the split kernel and both plans' model cycles. ``phases``: internal (the plan to lower:
+    None decides, False keeps the layer strided, else :func:`phase_layer`'s ``load``).
+
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
     band's or only those POST keeps (one CONV each, where the cycle model finds it cheaper, and
-    always when a band holds fewer rows than the stride).
+    always when a band holds fewer rows than the stride); of a layer run over its phases, its
+    outputs (of the split kernel: ``info["phase_loads"]``).
     """
     from ffacc.sim.iss import conv_geometry
 
+    if phases is None and layer.stride > 1:
+        split = phase_layer(cfg, layer)
+        if split is not None:
+            def plan(lay, ph):
+                try:
+                    return lower_conv(cfg, lay, None, None, 0, 0, name=name, plan_only=True,
+                                      phases=ph)
+                except LoweringError:
+                    return None
+            strided, phased = plan(layer, False), plan(*split)
+            if phased is not None and (strided is None or phased < strided):
+                lay, ph = split
+                if info is not None and not plan_only:
+                    info["phase_loads"] = {
+                        "stride": ph["s"], "phases": len(ph["phases"]),
+                        "split_kernel": [int(d) for d in lay.kernel],
+                        "channels": int(lay.in_shape[0]),
+                        "model_cycles": [int(strided) if strided is not None else None,
+                                         int(phased)]}
+                return lower_conv(cfg, lay, prog, mem, x_addr, y_addr, name, plan_only,
+                                  records_half, chain, info, ph)
+
+    ph = phases or None                 # the input's stride phases this layer reads
     C, H, W = layer.in_shape
     O, Ho, Wo = layer.out_shape
     kh, kw = layer.kernel
@@ -344,9 +430,15 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         Wtt = min(W, tw + kw - 1)                   # the tile's input columns
         # a channel's rows: one read, or a read a row where the map is cut into column tiles
         # (its rows are wider than a tile's: A_PITCH)
-        one = (cm.loada([0] * nr, Wtt, Wtt) if wt < wconv
-               else cm.loada([0], nr * row_bytes(Wtt, dec), Wtt, dec))
-        loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
+        if ph:                                      # a read a row, every s-th byte
+            s = ph["s"]
+            one = cm.loada([0] * nr, (Wtt - 1) * s + 1, Wtt, step=s)
+            spans = min(len(ph["phases"]), cg)      # LOADAs of a channel group, about
+            loada = spans * (LOADA_FIXED + 3 * per_ins) + cg * (one - LOADA_FIXED)
+        else:
+            one = (cm.loada([0] * nr, Wtt, Wtt) if wt < wconv
+                   else cm.loada([0], nr * row_bytes(Wtt, dec), Wtt, dec))
+            loada = LOADA_FIXED + cg * (one - LOADA_FIXED) + 2 * per_ins
         if prefetch(cg):
             issue, _, end = cm.loadw_async(sets(cg), mac=g.mac)
             conv = max(conv_cycles(gc, nyc), end) + issue + 5 * per_ins
@@ -433,9 +525,15 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     nest = Nest(cfg)
     if O <= cfg.qb_entries:
         nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=q_base)
+    # a layer over its input's stride phases (``ph``): its LOADAs take every s-th column
+    # of every s-th row of the input map (A_CSHIFT, A_PITCH), a phase's channels at A_LB0
+    strided_regs = {}
+    if cfg.strided_loads:
+        strided_regs = dict(A_CSHIFT=(ph["s"].bit_length() - 1) if ph else 0, A_LB0=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
-             O_CSTRIDE=Ho * ob, O_STRIDE=layer.stride, A_PITCH=W if wt < wconv else 0,
-             **level_regs(cfg, layer))
+             O_CSTRIDE=Ho * ob, O_STRIDE=layer.stride,
+             A_PITCH=ph["s"] * ph["W"] if ph else W if wt < wconv else 0,
+             **strided_regs, **level_regs(cfg, layer))
     post_flags = ((PostFlag.POOL2 if layer.pool2 else 0)
                   | (PostFlag.ASYNC if overlap else 0)
                   | (PostFlag.CODES if layer.y_codes else 0))
@@ -528,7 +626,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
-            nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + t["cin0"], A_CH=C)
+            loads(0, C, t["cin0"])
             nest.each(runs(0, len(lgroups)), lambda run: records(run, lambda lg: lane_group(
                 t, lg)))
         else:
@@ -554,9 +652,24 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.each(runs(sg["first"], sg["n"]), lambda run: records(run, lambda lg: post(t, lg)))
 
     def channel_group(t, lgs, cgr):
-        nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + cgr["c0"] * H * xb + t["cin0"],
-                 A_CH=cgr["ch"])
+        loads(cgr["c0"], cgr["ch"], t["cin0"])
         nest.each(lgs, lambda lg: conv(lg, cgr))
+
+    def loads(v0, n, cin0):
+        """The LOADA of channels ``v0``.. (``n``) from the tile's input column ``cin0``; over
+        stride phases, a LOADA per phase they span, its channels from line-buffer row
+        ``A_LB0`` on."""
+        if not ph:
+            nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + v0 * H * xb + cin0, A_CH=n)
+            return
+        s, Cx, Wx = ph["s"], ph["C"], ph["W"]
+        for i, (r, q) in enumerate(ph["phases"]):
+            lo, hi = max(v0, i * Cx), min(v0 + n, (i + 1) * Cx)
+            if lo < hi:
+                nest.cmd(Op.LOADA, loada_flags,
+                         A_SRC=x_addr + (lo - i * Cx) * ph["H"] * Wx + r * Wx + q + s * cin0,
+                         A_CH=hi - lo, A_LB0=(lo - v0) * cur["LB_PITCH"])
+        nest.set(A_CH=n)                # the CONVs read all of them
 
     # the halves alternate from the one the layer's first weights go to: the other one than
     # the layer before's last CONV reads, when those load beside that CONV

@@ -618,7 +618,9 @@ def cmd_report(args):
                   for r in rows]))
     print("work: the MACs the FCU array computes ÷ the layer's MACs (a strided layer's "
           "columns are computed at stride 1, and POST keeps every stride-th output; a "
-          "Conv+Polyphase layer also computes its split kernel's zero taps); read/written B: "
+          "Conv+Polyphase layer, split by the host, and a Conv+Phases layer, whose LOADAs "
+          "take its input's stride phases, compute their outputs only, and their split "
+          "kernel's zero taps); read/written B: "
           "the bytes its commands move over the bus per image (ISS)")
     print(f"total: {tot['macs']:,} MACs, {tot['cycles']:,} cycles = "
           f"{tot['microseconds']:,.1f} µs per image at {tot['clock_mhz']} MHz "

@@ -220,7 +220,8 @@ def test_small_part_configuration(name, tmp_path):
     cfg = TINY.with_(addr_bits=16, add_unit=False, dsp_bits=16, perf_counters=False,
                      target_mhz=12, wide_loads=False, fetch_block=0,
                      loop_depth=0, back_to_back=False, weight_prefetch=False,
-                     post_overlap=False, act_codes=False, packed_weights=False)
+                     post_overlap=False, act_codes=False, packed_weights=False,
+                     strided_loads=False)
     assert not cfg.qparams_in_registers and TINY.qparams_in_registers
     if name == "add_slow_clock":
         cfg = TINY.with_(target_mhz=12)
@@ -252,6 +253,36 @@ def test_loop_counters_at_their_bounds(name, tmp_path):
         case = conv_case(cfg, 2, 3 if name == "full_row" else 2, 7 if name == "full_row" else 9,
                          12, 5, stride=1 if name == "full_row" else 2, seed=41)
     run_both(case, cfg, "verilator", tmp_path)
+
+
+PHASED = {  # strided convs whose LOADAs take their input's stride phases (A_CSHIFT): a 1x1
+    # (one phase), phases read from unaligned columns (a 10-wide map), channel groups that
+    # span phases (A_LB0), stride 4 (the bus width), column tiles (planes wider than the
+    # line buffer)
+    "1x1_s2": lambda: conv_case(TINY, 3, 4, 8, 8, 1, pads=(0, 0, 0, 0), stride=2, seed=61),
+    "5x5_s2_unaligned": lambda: conv_case(TINY, 2, 3, 6, 10, 5, stride=2, seed=62),
+    "7x7_s2_groups": lambda: conv_case(TINY.with_(lb_rows=24), 3, 2, 8, 8, 7, stride=2,
+                                       seed=63),
+    "1x1_s4": lambda: conv_case(TINY, 3, 2, 16, 16, 1, pads=(0, 0, 0, 0), stride=4, seed=64),
+    "1x1_s2_tiles": lambda: conv_case(TINY, 2, 2, 4, 2 * TINY.lb_width + 8, 1,
+                                      pads=(0, 0, 0, 0), stride=2, seed=65),
+}
+
+
+@pytest.mark.parametrize("simulator,name", [("verilator", n) for n in PHASED] + [
+    pytest.param("icarus", "5x5_s2_unaligned", marks=pytest.mark.icarus)])
+def test_strided_layers_run_over_their_phases(simulator, name, tmp_path):
+    """A stride-s conv computes only the outputs it keeps: its LOADAs take every s-th column
+    of every s-th row (the column decimator), a phase's channels from line-buffer row A_LB0,
+    and it runs at stride 1 over them. RTL ≡ ISS ≡ golden, and the program does use them."""
+    from ffacc.firmware.isa import Reg, decode_program
+    case = PHASED[name]()
+    cfg = TINY.with_(lb_rows=24) if name == "7x7_s2_groups" else TINY
+    code = decode_program(next(s for s in case.image.sections if s.kind == 1).data)
+    assert any(i.reg == Reg.A_CSHIFT and i.imm for i in code)
+    if name == "7x7_s2_groups":
+        assert any(i.reg == Reg.A_LB0 and i.imm for i in code)
+    run_both(case, cfg, simulator, tmp_path)
 
 
 def test_channel_groups_on_rtl(tmp_path):

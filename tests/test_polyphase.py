@@ -46,6 +46,41 @@ def test_stride_phases_give_the_strided_sum(data):
     assert np.array_equal(golden.conv2d(xs, w2, x_zp=zp), ref)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_loaded_phases_give_the_strided_sum(data):
+    """The split a conv inside a network runs (compiler/lower.py phase_layer: the phases of
+    the unpadded map, taken by LOADA's column step, the split kernel padded instead), on the
+    golden model: equal to the strided conv, every element, or refused (None) only where the
+    map's size is not a multiple of the stride or the outputs read less than a phase."""
+    from ffacc.compiler.lower import ConvLayer, phase_layer
+    k = data.draw(st.integers(1, 12), "k")
+    kw = data.draw(st.integers(1, 12), "kw")
+    s = data.draw(st.sampled_from([2, 4]), "s")
+    pads = tuple(data.draw(st.integers(0, min(k, kw) - 1), f"pad{i}") for i in range(4))
+    C, O = data.draw(st.integers(1, 3), "C"), data.draw(st.integers(1, 3), "O")
+    H = s * data.draw(st.integers(max(1, -(-(k - pads[0] - pads[2]) // s)), 6), "H")
+    W = s * data.draw(st.integers(max(1, -(-(kw - pads[1] - pads[3]) // s)), 6), "W")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16), "seed"))
+    x = rng.integers(0, 256, (1, C, H, W))
+    w = rng.integers(-128, 128, (O, C, k, kw)).astype(np.int8)
+    zp = int(rng.integers(0, 256))
+    ref = golden.conv2d(x, w, x_zp=zp, stride=s, pads=pads)
+    one = np.ones(O, dtype=np.int64)
+    layer = ConvLayer(w, one, one, one, zp, 0, 0, 255, (C, H, W), pads, s)
+    got = phase_layer(TINY, layer)
+    if got is None:                     # a bottom or right padding the outputs do not reach
+        ho, wo = ref.shape[2:]
+        assert (ho + (k - 1 - pads[0]) // s < H // s
+                or wo + (kw - 1 - pads[1]) // s < W // s), (k, kw, s, pads)
+        return
+    l2, load = got
+    planes = np.concatenate([x[:, :, r::s, q::s] for r, q in load["phases"]], axis=1)
+    assert l2.stride == 1 and l2.in_shape == planes.shape[1:]
+    assert np.array_equal(golden.conv2d(planes, l2.w, x_zp=zp, pads=l2.pads), ref)
+    assert int(np.abs(l2.w.astype(np.int64)).sum()) == int(np.abs(w.astype(np.int64)).sum())
+
+
 def test_phase_split_layout():
     """Channel c·P + i holds phase i of channel c; beyond the padded map, the pad value."""
     x = np.arange(2 * 5 * 6).reshape(1, 2, 5, 6)
@@ -95,14 +130,18 @@ def test_stem_phases_on_the_rtl(stem, engine):
 
 
 def test_only_convs_on_the_hosts_input_are_split(tmp_path):
-    """A strided conv whose input the accelerator writes stays strided (the split would send
-    the map through the host)."""
+    """A strided conv whose input the accelerator writes is not split by the host (that would
+    send the map through the host): it loads its input's phases itself (strided_loads, LOADA's
+    column step), or, without them, stays strided. Both are bit-exact."""
     b = Builder((1, 3, 20, 20), seed=2, name="inner")
     y = b.relu(b.conv("x", 4, 3))
     y = b.relu(b.conv(y, 4, 5, stride=2))
     path = quantize_model(b.model(y), tmp_path / "inner.onnx")
-    _, c, _ = compile_model(path, TINY)
-    assert c.host_ops == [] and [li["op"] for li in c.layers] == ["Conv", "Conv"]
+    for cfg, second in ((TINY, "Conv+Phases"), (TINY.with_(strided_loads=False), "Conv")):
+        _, c, _ = compile_model(path, cfg)
+        assert c.host_ops == [] and [li["op"] for li in c.layers] == ["Conv", second]
+        res = verify_model(path, cfg, seed=5)
+        assert res["ok"] and res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
 
 
 def test_cli_no_polyphase(stem, tmp_path, capsys):
