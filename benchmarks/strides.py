@@ -9,11 +9,18 @@ splits it into its stride phases where the cycle model finds that cheaper,
 compiler/polyphase.py) and, for comparison, kept strided (``polyphase=False``). ``--rtl K,…``
 also runs those kernels at every stride on the RTL (Verilator), which must equal the ISS.
 
+``--inner`` puts a 1×1 conv (C→C, ReLU) before each conv, so the strided conv's input is
+written by the accelerator, as inside a network: the compiler then runs it over its input's
+stride phases, which its LOADAs take from the map with a column step (``strided_loads``),
+where the cycle model finds that cheaper, and the comparison ("strided") is the configuration
+without ``strided_loads``. The cycles are then the strided conv layer's own (the ISS's
+per-layer attribution, ``ffacc report``'s).
+
 Per row: cycles, the layer's MACs, the array's work (computed MACs ÷ MACs) and the cycles as
 a fraction of the stride-1 twin's (ideal 1/s²).
 
 Usage: python benchmarks/strides.py [--config ulx3s] [--C 16 --O 16 --size 48]
-       [--kernels 1-12] [--rtl 3,11|all] [--json OUT.json]
+       [--kernels 1-12] [--inner] [--rtl 3,11|all] [--json OUT.json]
 """
 
 import argparse
@@ -23,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ffacc.compiler.driver import compile_model, verify_compiled
-from ffacc.compiler.zoo import quantize_model, single_conv
+from ffacc.compiler.driver import compile_model, layer_report, verify_compiled
+from ffacc.compiler.zoo import Builder, quantize_model, single_conv
 from ffacc.hw.config import ACCEL_PRESETS
 
 
@@ -42,6 +49,26 @@ def _run(path, compiled, engine):
     return r
 
 
+def inner_conv(k, stride, C, O, size, seed):
+    """A 1×1 conv C→C (ReLU), then the k×k conv (ReLU) whose input it writes."""
+    b = Builder((1, C, size, size), seed=seed, name=f"inner{k}")
+    y = b.relu(b.conv("x", C, 1))
+    return b.model(b.relu(b.conv(y, O, k, stride=stride)))
+
+
+def _layer(compiled, inner):
+    """The k×k conv's layer-table entry (the last accelerator layer)."""
+    return [li for li in compiled[1].layers if li["where"] == "accel"][-1 if inner else 0]
+
+
+def _cycles(compiled, r, inner):
+    """The model's cycles, or (``inner``) the k×k conv layer's own."""
+    if not inner:
+        return r["cycles"]
+    rows, _ = layer_report(compiled[1].image)
+    return [row for row in rows if row["where"] == "accel"][-1]["cycles"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="ulx3s")
@@ -52,9 +79,12 @@ def main(argv=None):
     ap.add_argument("--rtl", type=lambda t: list(range(1, 13)) if t == "all" else
                     [int(k) for k in t.split(",") if k], default=[],
                     help="kernels also run on the RTL (comma-separated, or all)")
+    ap.add_argument("--inner", action="store_true",
+                    help="the conv's input comes from a 1x1 conv on the accelerator")
     ap.add_argument("--json", metavar="OUT.json")
     args = ap.parse_args(argv)
     cfg = ACCEL_PRESETS[args.config]
+    inner = args.inner
     rows = []
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,20 +93,26 @@ def main(argv=None):
             for s in (1, 2, 4):
                 print(f"[{time.time() - t0:5.0f} s] {k}x{k} stride {s}", file=sys.stderr)
                 path = Path(tmp) / f"k{k}s{s}.onnx"
-                quantize_model(single_conv(k, stride=s, C=args.C, O=args.O, H=args.size,
-                                           W=args.size, seed=k), path, samples=2)
+                model = (inner_conv(k, s, args.C, args.O, args.size, k) if inner else
+                         single_conv(k, stride=s, C=args.C, O=args.O, H=args.size,
+                                     W=args.size, seed=k))
+                quantize_model(model, path, samples=2)
                 split = compile_model(path, cfg)
                 r = _run(path, split, "iss")
-                row = {"k": k, "stride": s, "cycles": r["cycles"],
-                       "split": [h["op"] for h in r["host_ops"]] == ["PhaseSplit"]}
-                conv = next(li for li in split[1].layers if li["where"] == "accel")
+                conv = _layer(split, inner)
+                row = {"k": k, "stride": s, "cycles": _cycles(split, r, inner),
+                       "split": ([h["op"] for h in r["host_ops"]] == ["PhaseSplit"]
+                                 or conv["op"] == "Conv+Phases")}
+                ph = conv.get("polyphase") or conv.get("phase_loads") or {}
                 row.update(macs=conv["macs"],
                            work=round(conv["computed_macs"] / conv["macs"], 3),
-                           kernel_run=conv.get("polyphase", {}).get("split_kernel", [k, k]))
+                           kernel_run=ph.get("split_kernel", [k, k]))
                 if s > 1:
-                    row["strided_cycles"] = _run(
-                        path, compile_model(path, cfg, polyphase=False), "iss")["cycles"]
-                if k in args.rtl:
+                    strided = (compile_model(path, cfg.with_(strided_loads=False)) if inner
+                               else compile_model(path, cfg, polyphase=False))
+                    row["strided_cycles"] = _cycles(strided, _run(path, strided, "iss"),
+                                                    inner)
+                if k in args.rtl:       # the whole model's cycles
                     rtl = _run(path, split, "rtl")
                     row["rtl_cycles"] = rtl["cycles"]
                     row["iss_vs_rtl"] = round((r["cycles"] - rtl["cycles"]) / rtl["cycles"], 4)
@@ -88,7 +124,7 @@ def main(argv=None):
                 row["ideal_of_stride1"] = round(1 / s ** 2, 4)
                 rows.append(row)
     res = {"config": args.config, "layer": f"conv {args.C}->{args.O} on {args.size}x"
-                                           f"{args.size}", "rows": rows}
+                                           f"{args.size}", "inner": inner, "rows": rows}
     hdr = ("k", "s", "kernel run", "work", "cycles", "of stride 1", "ideal", "strided",
            "strided of s1", "RTL", "ISS vs RTL")
     print(" ".join(f"{h:>13}" for h in hdr))
