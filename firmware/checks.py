@@ -400,7 +400,9 @@ CHECKS = {
         Check("codes are loaded without a column step", ~DECODE | (A_CSHIFT == 0),
               when=_strided_codes),
         Check("the last channel's rows fit the line buffer",
-              Val("band") + A_LB0 + A_NR <= lb_rows, stage="band"),
+              Val("band") + A_LB0 + A_NR <= lb_rows, stage="band", when=_strided),
+        Check("the last channel's rows fit the line buffer", Val("band") + A_NR <= lb_rows,
+              stage="band", when=_not_strided),
     ],
     Op.LOADW: [
         Check("at least one set", W_COUNT != 0),
