@@ -204,6 +204,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     def close_accel():
         nonlocal seg_start
         records.pop("levels", None)     # a new program: the level registers are unknown
+        records.pop("loads_zero", None)  # ... and so are LOADA's column step and first row
         records["chain"].clear()        # ... and no weight load moves into the one before
         if len(prog) > seg_start:
             prog.end()
@@ -538,10 +539,14 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
         layer.levels_set = records.get("levels", ()) != layer.levels
         records["levels"] = layer.levels
         before = mem.next
+        info = {}
         computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
                               addr[y.name] + gi * Og * y_plane, name=op.name,
                               records_half=records["half"], chain=records["chain"],
-                              info=phased)
+                              info=info, loads_zero=records.get("loads_zero", False))
+        # a layer over its phases leaves A_CSHIFT and A_LB0 set; any other zeroes them
+        records["loads_zero"] = "phase_loads" not in info
+        phased.update(info)
         records["half"] ^= 1
         wbytes += mem.next - before
     return wbytes, computed, phased.get("phase_loads")

@@ -267,7 +267,7 @@ def phase_layer(cfg, layer):
 
 
 def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False,
-               records_half=0, chain=None, info=None, phases=None):
+               records_half=0, chain=None, info=None, loads_zero=False, phases=None):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
     ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
     cycles for every column tile), which :func:`conv_plan_cycles` gives. ``records_half``
@@ -286,8 +286,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     A strided layer runs as a stride-1 convolution over its input's stride phases
     (:func:`phase_layer`, ``LOADA``'s column step) where the cycle model finds that cheaper;
     ``info`` (a dict), if given, then gets ``info["phase_loads"]``: the stride, the phases,
-    the split kernel and both plans' model cycles. ``phases``: internal (the plan to lower:
-    None decides, False keeps the layer strided, else :func:`phase_layer`'s ``load``).
+    the split kernel and both plans' model cycles. ``loads_zero``: ``A_CSHIFT`` and ``A_LB0``
+    hold 0 already (the program's layers before this one ran no phases), so a layer that
+    loads whole rows need not set them. ``phases``: internal (the plan to lower: None
+    decides, False keeps the layer strided, else :func:`phase_layer`'s ``load``).
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
@@ -307,7 +309,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                 except LoweringError:
                     return None
             strided, phased = plan(layer, False), plan(*split)
-            if phased is not None and (strided is None or phased < strided):
+            # where the model finds the phases at least 3 % faster: its estimates of small
+            # layers are off by a few percent (a depthwise 3x3 stride-2 group on 56x56 on
+            # ulx3s: 5,329 against 5,431 strided, the ISS 4,752 against 4,661)
+            if phased is not None and (strided is None or phased < 0.97 * strided):
                 lay, ph = split
                 if info is not None and not plan_only:
                     info["phase_loads"] = {
@@ -317,7 +322,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                         "model_cycles": [int(strided) if strided is not None else None,
                                          int(phased)]}
                 return lower_conv(cfg, lay, prog, mem, x_addr, y_addr, name, plan_only,
-                                  records_half, chain, info, ph)
+                                  records_half, chain, info, loads_zero, ph)
 
     ph = phases or None                 # the input's stride phases this layer reads
     C, H, W = layer.in_shape
@@ -528,7 +533,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # a layer over its input's stride phases (``ph``): its LOADAs take every s-th column
     # of every s-th row of the input map (A_CSHIFT, A_PITCH), a phase's channels at A_LB0
     strided_regs = {}
-    if cfg.strided_loads:
+    if cfg.strided_loads and (ph or not loads_zero):
         strided_regs = dict(A_CSHIFT=(ph["s"].bit_length() - 1) if ph else 0, A_LB0=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
              O_CSTRIDE=Ho * ob, O_STRIDE=layer.stride,
