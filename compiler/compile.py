@@ -212,6 +212,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
             seg_start = len(prog)
 
     records = {"half": 0, "chain": {}}
+    phase_notes = []
     for op in ops:
         where = _accel_reason(op, g, cfg)
         x = g.tensors[op.inputs[0]]
@@ -254,6 +255,14 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         info.update(op="Conv+Phases", phase_loads=phased,
                                     computed_macs=int(O * phased["channels"] * k2[0] * k2[1]
                                                       * computed))
+                        before, after = phased["model_cycles"]
+                        phase_notes.append(
+                            f"{op.name}: stride-{phased['stride']} {kh}x{kw} conv as "
+                            f"{phased['phases']} phase(s) of {k2[0]}x{k2[1]} at stride 1, "
+                            f"which its LOADAs take from its input (model cycles "
+                            f"{before:,} -> {after:,})" if before is not None else
+                            f"{op.name}: stride-{phased['stride']} conv over its input's "
+                            f"phases")
                     if id(op) in split:
                         # a polyphase conv: the layer's own MACs and kernel; the array runs
                         # the split kernel (its zero taps too) in that kernel's mode (kw)
@@ -318,7 +327,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     plan = plans["bytes"]
     meta = {"model": model_name, "config": cfg.to_dict(), "segments": segments,
             "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs,
-            "notes": list(getattr(g, "notes", [])),
+            "notes": list(getattr(g, "notes", [])) + phase_notes,
             "fusion": {obj: {"totals": p.totals(), "groups": p.table()}
                        for obj, p in plans.items()}}
     try:

@@ -140,8 +140,25 @@ def test_only_convs_on_the_hosts_input_are_split(tmp_path):
     for cfg, second in ((TINY, "Conv+Phases"), (TINY.with_(strided_loads=False), "Conv")):
         _, c, _ = compile_model(path, cfg)
         assert c.host_ops == [] and [li["op"] for li in c.layers] == ["Conv", second]
+        notes = [n for n in c.image.meta["notes"] if "LOADAs take" in n]
+        assert len(notes) == (second == "Conv+Phases"), notes
         res = verify_model(path, cfg, seed=5)
         assert res["ok"] and res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
+
+
+def test_inner_phases_on_the_rtl(tmp_path):
+    """A downsampling block (a 5x5 and a 1x1 stride-2 conv on the accelerator's output, then
+    their sum) whose strided convs load their input's phases: bit-exact on the RTL, within 1
+    LSB of onnxruntime."""
+    b = Builder((1, 4, 16, 16), seed=7, name="down")
+    x = b.relu(b.conv("x", 6, 3))
+    y = b.relu(b.conv(x, 6, 5, stride=2))
+    path = quantize_model(b.model(b.add(y, b.conv(x, 6, 1, stride=2, pads=(0, 0, 0, 0)))),
+                          tmp_path / "down.onnx")
+    _, c, _ = compile_model(path, TINY)
+    assert [li["op"] for li in c.layers].count("Conv+Phases") == 2, c.layers
+    res = verify_model(path, TINY, engine="rtl", seed=8)
+    assert res["ok"] and res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
 
 
 def test_cli_no_polyphase(stem, tmp_path, capsys):
