@@ -14,6 +14,7 @@ from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_c
 
 SIMS = available_simulators()
 TINY = ACCEL_PRESETS["tiny"]
+TINY8 = TINY.with_(bus_bytes=8)
 _benches = {}
 
 
@@ -266,6 +267,10 @@ PHASED = {  # strided convs whose LOADAs take their input's stride phases (A_CSH
     "1x1_s4": lambda: conv_case(TINY, 3, 2, 16, 16, 1, pads=(0, 0, 0, 0), stride=4, seed=64),
     "1x1_s2_tiles": lambda: conv_case(TINY, 2, 2, 4, 2 * TINY.lb_width + 8, 1,
                                       pads=(0, 0, 0, 0), stride=2, seed=65),
+    # an 8-byte bus: a step of 8 (one byte a beat) and unaligned phases of 5x5 stride 2
+    "1x1_s8_bus8": lambda: conv_case(TINY8, 2, 2, 16, 16, 1, pads=(0, 0, 0, 0), stride=8,
+                                     seed=66),
+    "5x5_s2_bus8": lambda: conv_case(TINY8, 2, 3, 12, 20, 5, stride=2, seed=67),
 }
 
 
@@ -277,7 +282,8 @@ def test_strided_layers_run_over_their_phases(simulator, name, tmp_path):
     and it runs at stride 1 over them. RTL ≡ ISS ≡ golden, and the program does use them."""
     from ffacc.firmware.isa import Reg, decode_program
     case = PHASED[name]()
-    cfg = TINY.with_(lb_rows=24) if name == "7x7_s2_groups" else TINY
+    cfg = (TINY.with_(lb_rows=24) if name == "7x7_s2_groups" else
+           TINY8 if name.endswith("bus8") else TINY)
     code = decode_program(next(s for s in case.image.sections if s.kind == 1).data)
     assert any(i.reg == Reg.A_CSHIFT and i.imm for i in code)
     if name == "7x7_s2_groups":
