@@ -258,7 +258,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         before, after = phased["model_cycles"]
                         phase_notes.append(
                             f"{op.name}: stride-{phased['stride']} {kh}x{kw} conv as "
-                            f"{phased['phases']} phase(s) of {k2[0]}x{k2[1]} at stride 1, "
+                            f"{phased['phases']} phase{'s' if phased['phases'] > 1 else ''} "
+                            f"of {k2[0]}x{k2[1]} at stride 1, "
                             f"which its LOADAs take from its input (model cycles "
                             f"{before:,} -> {after:,})" if before is not None else
                             f"{op.name}: stride-{phased['stride']} conv over its input's "
