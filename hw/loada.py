@@ -2,18 +2,21 @@
 line buffer.
 
 A command loads ``nch`` channels, each a band of ``nr`` rows of ``width`` activations, into
-line-buffer rows ``c * pitch + r``. A channel's band is one read of ``nbytes`` when its rows are
-contiguous in memory (``contig``), else (a column tile of a wider map) one read of a row each,
-``row_step`` bytes apart; channels are ``chan_step`` bytes apart. The controller gives whole
-maps contiguous in memory as one channel of ``nch * nr`` rows read at once: the rows still go
-to their channels' line-buffer rows (with ``wide``, every ``nr`` rows the next channel's, at
-``pitch``).
+line-buffer rows ``lb0 + c * pitch + r`` (``lb0``: 0 without ``strided_loads``). A channel's
+band is one read of ``nbytes`` when its rows are contiguous in memory (``contig``), else (a
+column tile of a wider map, or a stride phase) one read of a row each, ``row_step`` bytes
+apart; channels are ``chan_step`` bytes apart. The controller gives whole maps contiguous in
+memory as one channel of ``nch * nr`` rows read at once: the rows still go to their channels'
+line-buffer rows (with ``wide``, every ``nr`` rows the next channel's, at ``pitch``).
 
 With ``wide`` the reads are in whole bus beats, and a :class:`~ffacc.hw.linebuf.RowPacker`
-cuts them into line-buffer blocks, a block a clock (with ``decode``, act_codes, the beats hold
-4-bit codes: a :class:`~ffacc.hw.codes.CodeUnpacker` gives the packer their levels, and a row
-of ``width`` takes ``ceil(width / 2)`` bytes); without (the smallest parts), the reader's
-byte stream is written a byte a clock.
+cuts them into line-buffer blocks, a block a clock. With a column step ``cshift = k > 0``
+(strided_loads) a row's read keeps every ``2**k``-th byte, from its first, through a
+:class:`~ffacc.hw.decimate.ColumnDecimator` before the packer: a stride phase of the map.
+With ``decode`` (act_codes) the beats hold 4-bit codes: a
+:class:`~ffacc.hw.codes.CodeUnpacker` gives the packer their levels, and a row of ``width``
+takes ``ceil(width / 2)`` bytes. Without ``wide`` (the smallest parts), the reader's byte
+stream is written a byte a clock.
 """
 
 from amaranth.hdl import Cat, Const, Module, Signal
@@ -161,7 +164,7 @@ class ActivationLoader(wiring.Component):
                 m.next = "BAND"
 
         def begin(addr, first_of_band, first_of_command):
-            """A read is taken: the command's first (channel 0, from line-buffer row 0), a
+            """A read is taken: the command's first (channel 0, from line-buffer row lb0), a
             channel's first (its rows from line-buffer row ``gbase``) or a tile's next row."""
             if first_of_command:
                 m.d.sync += [ch.eq(0), ch_addr.eq(addr), gbase.eq(lb0), g.eq(lb0), blk.eq(0),

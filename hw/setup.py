@@ -363,8 +363,9 @@ class LoadSetup(CommandSetup):
 
     * ``LOADA`` → :class:`~ffacc.hw.loada.ActivationLoader`'s command (``loada``): the first
       read's address and length, the steps between reads (a channel's band, a row of a column
-      tile), and whether a band is one read (whole maps contiguous in memory: one read of
-      every channel with wide loads). Four products (eight clocks) before the loader starts.
+      tile or, with a column step, of a stride phase), and whether a band is one read (whole
+      maps contiguous in memory: one read of every channel with wide loads). Four products
+      (eight clocks) before the loader starts.
     * ``LOADW`` → :class:`~ffacc.hw.loadw.WeightLoader`'s command (``loadw``): the read's
       length (with wide loads also the engines' words to expect: the last beat's extra bytes
       are dropped after them; a product of its own only when the engines per unit are not
