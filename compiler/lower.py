@@ -15,6 +15,7 @@ import numpy as np
 from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, Program, Reg,
                                 decode,
                                 pack_levels, pack_load_levels, pack_qparam)
+from ffacc.hw.loada import max_cshift
 from ffacc.hw.weights import fits4, pack4, raw_set
 from ffacc.sim import golden
 from ffacc.sim.cycles import LOADA_FIXED, CycleModel
@@ -229,7 +230,7 @@ def phase_layer(cfg, layer):
     """
     s = layer.stride
     C, H, W = layer.in_shape
-    if (not cfg.strided_loads or s < 2 or s & (s - 1) or s > min(cfg.bus_bytes, 8)
+    if (not cfg.strided_loads or s < 2 or s & (s - 1) or s > 1 << max_cshift(cfg)
             or H % s or W % s or layer.pool2 or layer.x_levels is not None):
         return None
     kh, kw = layer.kernel
@@ -312,9 +313,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
             # where the model finds the phases at least 3 % faster: its estimates of small
             # layers are off by a few percent (a depthwise 3x3 stride-2 group on 56x56 on
             # ulx3s: 5,329 against 5,431 strided, the ISS 4,752 against 4,661)
-            if phased is not None and (strided is None or phased < 0.97 * strided):
+            use = phased is not None and (strided is None or phased < 0.97 * strided)
+            if plan_only and (use or strided is not None):     # planned already
+                return phased if use else strided
+            if use:
                 lay, ph = split
-                if info is not None and not plan_only:
+                if info is not None:
                     info["phase_loads"] = {
                         "stride": ph["s"], "phases": len(ph["phases"]),
                         "split_kernel": [int(d) for d in lay.kernel],

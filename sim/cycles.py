@@ -251,15 +251,6 @@ class CycleModel:
         (``A_CSHIFT``): each read is one row whose every ``step``-th byte is kept, through
         the column decimator."""
         c = self.cfg
-        if step > 1:
-            total = LOADA_FIXED
-            for s in starts:
-                beats = -(-(s % self.bus + nbytes) // self.bus)
-                self.stall += READ_STALL + self._extra_bursts(s, beats)
-                total += LOADA_REQUEST + decimated_packer_clocks(
-                    nbytes, width, c.L, self.bus, step, s % self.bus,
-                    s // self.bus % c.burst_beats, c.burst_beats, WORD_BURST)
-            return total
         if not c.wide_loads:           # the reader's byte stream, a byte a clock
             return LOADA_BYTE_FIXED + sum(self.read(nbytes, s) + LOADA_BYTE_REQUEST
                                           for s in starts)
@@ -267,11 +258,17 @@ class CycleModel:
         for s in starts:
             beats = -(-(s % self.bus + nbytes) // self.bus)
             self.stall += READ_STALL + self._extra_bursts(s, beats)
-            # the request, then the beats through the packer, clock by clock (measured)
+            # the request, then the beats through the packer (and the decimator, step > 1),
+            # clock by clock (measured)
+            first = s // self.bus % c.burst_beats
+            if step > 1:
+                total += LOADA_REQUEST + decimated_packer_clocks(
+                    nbytes, width, c.L, self.bus, step, s % self.bus, first, c.burst_beats,
+                    WORD_BURST)
+                continue
             k = 2 if decode else 1
             total += LOADA_REQUEST + packer_clocks(k * nbytes, width + width % k, c.L, self.bus,
-                                                   k * (s % self.bus),
-                                                   s // self.bus % c.burst_beats,
+                                                   k * (s % self.bus), first,
                                                    c.burst_beats, WORD_BURST, decode)
         return total
 

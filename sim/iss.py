@@ -400,29 +400,20 @@ class ISS:
         decode = bool(ins.flags & LoadAFlag.DECODE) and self.cfg.act_codes   # else ignored
         wb = -(-W // 2) if decode else W            # a row's bytes in memory
         rp = self.r(Reg.A_PITCH) or wb
-        # strided_loads: a row of every 2**k-th byte (a stride phase), a read of its own;
-        # the rows from line-buffer row A_LB0 on
+        # strided_loads: a row of every 2**k-th byte (a stride phase) is a read of its own,
+        # of rb bytes; the rows from line-buffer row A_LB0 on
         k, lb0 = self.r(Reg.A_CSHIFT), self.r(Reg.A_LB0)
+        step, rb = 1 << k, (W - 1 << k) + 1 if k else wb
         contiguous = rp == wb and k == 0
         starts = []
-        if k:
-            step, rb = 1 << k, (W - 1 << k) + 1
-            for ch in range(nch):
-                base = src + ch * H * rp + hb0 * rp
-                for h in range(nr):
-                    self._check(base + h * rp, rb)
-                    if not self.timing_only:
-                        row = self._acts(base + h * rp, rb)[::step]
-                        self.lb[lb0 + ch * pitch + h, :W] = row
-                    starts.append(base + h * rp)
-            self.moved[2] += nch * nr * rb
-            return self.cost.loada(starts, rb, W, step=step)
         if decode:                                  # the levels, as activations
             lv = np.array([self._s8(self.r(r) >> 8 * j) for r in LOAD_LEVEL_REGS
                            for j in range(4)], dtype=np.int64)
 
         def rows(addr, n):
             """``n`` rows of the map from ``addr``: their first ``W`` activations."""
+            if k:                                   # one row, every step-th byte
+                return self._acts(addr, rb)[None, ::step]
             if not decode:
                 return self._acts(addr, n * wb).reshape(n, wb)
             self._check(addr, n * wb)
@@ -452,12 +443,12 @@ class ISS:
                 continue
             for h in range(nr):
                 if self.timing_only:
-                    self._check(base + h * rp, wb)
+                    self._check(base + h * rp, rb)
                 else:
                     self.lb[lb0 + ch * pitch + h, :W] = rows(base + h * rp, 1)[0]
                 starts.append(base + h * rp)
-        self.moved[2] += nch * nr * wb
-        return self.cost.loada(starts, nr * wb if contiguous else wb, W, decode)
+        self.moved[2] += nch * nr * rb
+        return self.cost.loada(starts, nr * wb if contiguous else rb, W, decode, step)
 
     def _loadw(self, ins):
         c = self.cfg
