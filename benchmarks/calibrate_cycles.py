@@ -78,10 +78,14 @@ def programs(cfg):
             C_LANES=lanes, C_NY=ny, C_WOUT=wout, O_DST=0x800, O_W=max(wout, 8), O_CSTRIDE=64,
             O_Q=0, O_STRIDE=stride, O_ROW0=0, Q_SRC=0x100, Q_COUNT=2, Q_DST=0),
             (Op.POST, flags)))
-    for n in (1, 16, 20, 33):
-        out.append((f"add {n}", dict(A_SRC=0x100, D_SRC2=0x140, O_DST=0x800, D_N=n,
-                                     D_KAB=1 | 1 << 16, D_M=1 << 30, D_SZ=31,
-                                     D_CLAMP=255 << 8), Op.ADD))
+    # short ADDs, then long ones from inside a beat (whole-beat reads with wide loads)
+    for n, a, b, dst in ((1, 0x100, 0x140, 0x800), (16, 0x100, 0x140, 0x800),
+                         (20, 0x100, 0x140, 0x800), (33, 0x100, 0x140, 0x800),
+                         (64, 0x2001, 0x2803, 0x3000), (200, 0x2001, 0x2803, 0x3000),
+                         (1000, 0x2001, 0x2803, 0x3000)):
+        out.append((f"add {n} @{a:x},{b:x}", dict(A_SRC=a, D_SRC2=b, O_DST=dst, D_N=n,
+                                                  D_KAB=1 | 1 << 16, D_M=1 << 30, D_SZ=31,
+                                                  D_CLAMP=255 << 8), Op.ADD))
     if cfg.loop_depth:
         out.append(("inc", {"A_SRC": 0x100}, lambda p: p.inc(Reg.A_SRC, -8)))
         for n, body in ((4, 1), (3, 12), (2, 2 * cfg.fetch_block)):

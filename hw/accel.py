@@ -301,7 +301,7 @@ class Accelerator(wiring.Component):
         if cfg.add_unit:
             addu = m.submodules.add = AddSequencer(cfg)
             wiring.connect(m, addu.o, po.ext)
-            readers.append(read_client(addu, words=False))
+            readers.append(read_client(addu, cfg.wide_loads))
             wiring.connect(m, ps.add_o, addu.cmd)
             m.d.comb += [ps.add_err.eq(addu.err), addu.po_running.eq(po_pending),
                          addu.po_err.eq(po.err)]

@@ -32,7 +32,7 @@ from math import ceil
 
 import numpy as np
 
-from ffacc.hw.add import ADD_CHUNK
+from ffacc.hw.add import ADD_CHUNK, ADD_CHUNK_BEATS
 from ffacc.hw.setup import loadw_rows_shift
 from ffacc.hw.weights import set_bytes
 
@@ -71,6 +71,9 @@ POST_LANE = 8
 ADD_FIXED = 12
 ADD_CHUNK_COST = 12
 ADD_ELEMENT = 3
+ADD_BEATS_FIXED = 26    # wide loads: the command's setup, the first chunk's requests, the
+                        # pipeline and the writer's end (measured)
+ADD_READ_GAP = 6        # ... a chunk's read: its length, request and the DMA's address phase
 READ_STALL = 1      # stall cycles per read request (address handshake, first data)
 FETCH_STALL = 1
 WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last answer
@@ -391,10 +394,34 @@ class CycleModel:
         run (it sees the post-processor idle a clock after the last write's answer)."""
         return max(0, left + POST_SEEN)
 
-    def add(self, n):
-        """Chunks of ``ADD_CHUNK`` elements: per chunk its two reads' requests and the
-        pipeline's drain; per element its two bytes read (a byte a clock) and a clock in the
-        pipeline (the writer never holds it up)."""
-        chunks = ceil(n / ADD_CHUNK)
-        self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
-        return ADD_FIXED + 3 * self.cfg.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
+    def add(self, n, a=0, b=0):
+        """``n`` elements of operands at ``a`` and ``b``. With wide loads: chunks of
+        ``ADD_CHUNK_BEATS`` beats' worth of elements, each operand's read in whole beats
+        (from the beat its first byte is in); the elements go out a clock each once the first
+        chunk of ``a`` is in and ``b``'s has begun, the later chunks read meanwhile (a chunk
+        whose two reads take longer than its elements holds them up). Without: chunks of
+        ``ADD_CHUNK`` elements, per chunk its two reads' requests and the pipeline's drain,
+        per element its two bytes read (a byte a clock) and a clock in the pipeline (the
+        writer never holds it up)."""
+        c = self.cfg
+        if not c.wide_loads:
+            chunks = ceil(n / ADD_CHUNK)
+            self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
+            return ADD_FIXED + 3 * c.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
+        nb = self.bus
+        size = ADD_CHUNK_BEATS * nb
+        total = ADD_BEATS_FIXED + 3 * c.act_codes + n
+        self.stall += WRITE_END_WAIT
+        for o in range(0, n, size):
+            k = min(size, n - o)
+            pair = 0
+            for start in (a + o, b + o):
+                beats = -(-(start % nb + k) // nb)
+                extra = self._extra_bursts(start, beats)
+                self.stall += READ_STALL + extra // WORD_BURST
+                pair += ADD_READ_GAP + beats + extra
+                if o == 0 and start == a:
+                    total += beats + extra          # the first chunk of a, before any element
+            if o:
+                total += max(0, pair - size)
+        return total

@@ -690,7 +690,7 @@ class ISS:
         self.moved[2] += 2 * n
         self.moved[3] += n
         if self.timing_only:
-            return self.cost.add(n)
+            return self.cost.add(n, a_src, b_src)
         a, b = self._acts(a_src, n), self._acts(b_src, n)
         za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
         ka, kb = kab & 0xFFFF, kab >> 16
@@ -700,7 +700,7 @@ class ISS:
         out = np.clip(out + zy, self._s8(cl), self._s8(cl >> 8)).astype(np.int64)
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
-        return self.cost.add(n)
+        return self.cost.add(n, a_src, b_src)
 
 
 def _overlap(lo, hi, span):

@@ -96,10 +96,11 @@ def fc_case(cfg, K, O, seed=0):
     return case
 
 
-def _add_setup(cfg, n, seed, chunk=None):
+def _add_setup(cfg, n, seed, chunk=None, skew=0):
     """Random operands of an ``n``-element add in memory and the program that sets up an ADD
     of ``chunk`` (default ``n``) of them: ``(program without the ADD, memory, output address,
-    golden output)``."""
+    golden output)``. ``skew``: the second operand starts that many bytes past a multiple of
+    8 (inside a bus beat)."""
     rng = np.random.default_rng(seed)
     a, dt, qlo, qhi = _acts(cfg, rng, n)
     b, *_ = _acts(cfg, rng, n)
@@ -107,7 +108,7 @@ def _add_setup(cfg, n, seed, chunk=None):
     ka, kb, M, s = golden.add_params(0.031, 0.017, 0.045, input_bits=14)
     mem = MemoryPlan(base=DATA_BASE)
     aa = mem.place("a", a.astype(dt).tobytes())
-    ba = mem.place("b", b.astype(dt).tobytes())
+    ba = mem.place("b", bytes(skew) + b.astype(dt).tobytes()) + skew
     ya = mem.alloc("y", n)
     prog = Program()
     lower_add(prog, aa, ba, ya, chunk or n, ka=ka, kb=kb, multiplier=M, shift=s, a_zp=za,
@@ -118,8 +119,8 @@ def _add_setup(cfg, n, seed, chunk=None):
     return prog, mem, ya, want.astype(dt)
 
 
-def add_case(cfg, n, seed=0):
-    prog, mem, ya, want = _add_setup(cfg, n, seed)
+def add_case(cfg, n, seed=0, skew=0):
+    prog, mem, ya, want = _add_setup(cfg, n, seed, skew=skew)
     prog.op(Op.ADD).end()
     return Case(f"add{n}", build_image(cfg, prog, mem), [(ya, want)])
 

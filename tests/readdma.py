@@ -76,30 +76,35 @@ def run_command(dut, cmd, dma, watch, *, before=None, clocks=20000, top=None):
     """Give ``dut`` the command ``cmd`` (held until taken) and simulate it, ``dma`` serving its
     reads, until ``cmd.ready``; ``before(ctx)`` runs each clock before the settle and
     ``watch(ctx)`` after it. ``top``: the elaboratable to simulate (``dut`` and its
-    neighbours). Returns the ``err`` given with ``cmd.ready``."""
-    out = {}
+    neighbours). Returns the ``err`` given with ``cmd.ready``; ``cmd`` a list: the commands one
+    after another (each given the clock after the one before ends), and their errors."""
+    cmds = cmd if isinstance(cmd, list) else [cmd]
+    errs = []
 
     async def bench(ctx):
-        ctx.set(dut.cmd.payload, cmd)
-        ctx.set(dut.cmd.valid, 1)
-        for _ in range(clocks):
-            if before:
-                before(ctx)
-            dma.drive(ctx)
-            await ctx.delay(1e-9)
-            if dma.show(ctx):
+        for one in cmds:
+            ctx.set(dut.cmd.payload, one)
+            ctx.set(dut.cmd.valid, 1)
+            for _ in range(clocks):
+                if before:
+                    before(ctx)
+                dma.drive(ctx)
                 await ctx.delay(1e-9)
-            watch(ctx)
-            dma.sample(ctx)
-            done = ctx.get(dut.cmd.ready)
-            out["err"] = ctx.get(dut.err)
-            await ctx.tick()
-            if done:
-                return
-        raise AssertionError("the command did not end")
+                if dma.show(ctx):
+                    await ctx.delay(1e-9)
+                watch(ctx)
+                dma.sample(ctx)
+                done = ctx.get(dut.cmd.ready)
+                err = ctx.get(dut.err)
+                await ctx.tick()
+                if done:
+                    errs.append(err)
+                    break
+            else:
+                raise AssertionError("the command did not end")
 
     sim = Simulator(top or dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return out["err"]
+    return errs if isinstance(cmd, list) else errs[0]

@@ -98,8 +98,8 @@ def test_chained_rows(simulator, name, tmp_path):
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
-@pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "fc",
-                                  "coltiles", "loops", "prefetch_hazard"])
+@pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "add_long",
+                                  "fc", "coltiles", "loops", "prefetch_hazard"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -107,6 +107,8 @@ def test_layers(simulator, name, tmp_path):
         "stride2": lambda: conv_case(TINY, 2, 3, 9, 9, 5, stride=2, seed=13),
         "extreme": lambda: conv_case(TINY, 2, 2, 6, 7, 4, extreme=True, seed=14),
         "add": lambda: add_case(TINY, 45, seed=15),
+        # five chunks of whole-beat reads, the second operand from inside a beat
+        "add_long": lambda: add_case(TINY, 300, seed=20, skew=3),
         "fc": lambda: fc_case(TINY, 20, 5, seed=16),
         "coltiles": lambda: conv_case(TINY, 2, 2, 5, 2 * TINY.lb_width + 3, 3, seed=17),
         "loops": lambda: loop_case(TINY, seed=18),
@@ -114,6 +116,13 @@ def test_layers(simulator, name, tmp_path):
         "prefetch_hazard": lambda: async_loads(fc_case(TINY, 40, 10, seed=19)),
     }[name]()
     run_both(case, TINY, simulator, tmp_path)
+
+
+@pytest.mark.parametrize("simulator", SIM_PARAMS)
+def test_an_add_reads_whole_beats_of_an_8_byte_bus(simulator, tmp_path):
+    """Two chunks of 16 beats' worth (128 elements) and a third, the second operand 5 bytes
+    into a beat: RTL = ISS = golden, the cycles within 5 %."""
+    run_both(add_case(TINY8, 300, seed=21, skew=5), TINY8, simulator, tmp_path)
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
