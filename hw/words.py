@@ -28,6 +28,7 @@ class WordSerializer(wiring.Component):
 
     def __init__(self, nbytes):
         if nbytes % 4 or nbytes < 4:
+            self._MustUse__silence = True         # refused: not a component left unused
             raise ValueError(f"nbytes={nbytes}: must be a multiple of 4")
         self.nwords = nbytes // 4
         super().__init__({

@@ -408,20 +408,25 @@ class CycleModel:
             chunks = ceil(n / ADD_CHUNK)
             self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
             return ADD_FIXED + 3 * c.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
-        nb = self.bus
+        nb, bl = self.bus, c.burst_beats
         size = ADD_CHUNK_BEATS * nb
-        total = ADD_BEATS_FIXED + 3 * c.act_codes + n
         self.stall += WRITE_END_WAIT
-        for o in range(0, n, size):
-            k = min(size, n - o)
-            pair = 0
-            for start in (a + o, b + o):
-                beats = -(-(start % nb + k) // nb)
-                extra = self._extra_bursts(start, beats)
-                self.stall += READ_STALL + extra // WORD_BURST
-                pair += ADD_READ_GAP + beats + extra
-                if o == 0 and start == a:
-                    total += beats + extra          # the first chunk of a, before any element
-            if o:
-                total += max(0, pair - size)
-        return total
+        if n == 0:
+            return ADD_BEATS_FIXED + 3 * c.act_codes
+        # every chunk's two reads at once: its elements, and per operand its beats and the
+        # bursts beyond the first (bursts are aligned to their length)
+        off = np.arange(0, n, size, dtype=np.int64)
+        k = np.minimum(size, n - off)
+        pair = np.zeros(len(off), np.int64)
+        first = 0
+        for i, base in enumerate((a, b)):
+            start = base + off
+            beats = -(-(start % nb + k) // nb)
+            bursts = -(-(start // nb % bl + beats) // bl)
+            extra = WORD_BURST * (bursts - 1)
+            self.stall += int(READ_STALL * len(off) + (bursts - 1).sum())
+            pair += ADD_READ_GAP + beats + extra
+            if i == 0:
+                first = int(beats[0] + extra[0])    # the first chunk of a, before any element
+        return (ADD_BEATS_FIXED + 3 * c.act_codes + first + n
+                + int(np.maximum(0, pair[1:] - size).sum()))

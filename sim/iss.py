@@ -687,6 +687,10 @@ class ISS:
                           self.r(Reg.D_CLAMP))
         sh = sz & 0xFF
         self._enforce(Op.ADD, ins)
+        if self.cfg.wide_loads:         # each operand read from the beat its first byte is in
+            nb = self.cfg.bus_bytes
+            for src in (a_src, b_src):
+                self._check_read(src - src % nb, src % nb + n)
         self.moved[2] += 2 * n
         self.moved[3] += n
         if self.timing_only:

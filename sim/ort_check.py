@@ -10,7 +10,6 @@ float path) are reported as maximum LSB difference and fraction of differing out
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import golden

@@ -6,9 +6,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ffacc.compiler.lower import MemoryPlan, build_image
+from ffacc.firmware.isa import Err, Op, Program
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.cocotb_run import AccelBench, available_simulators
-from ffacc.sim.programs import (FAULTS, MUTATIONS, add_case, async_loads, conv_case,
+from ffacc.sim.programs import (DATA_BASE, FAULTS, MUTATIONS, Case, add_case, async_loads,
+                                conv_case,
                                 fault_case, fc_case, loop_case, post_race_case,
                                 prefetch_race_case, records_case, records_race_case, run_iss)
 
@@ -123,6 +126,30 @@ def test_an_add_reads_whole_beats_of_an_8_byte_bus(simulator, tmp_path):
     """Two chunks of 16 beats' worth (128 elements) and a third, the second operand 5 bytes
     into a beat: RTL = ISS = golden, the cycles within 5 %."""
     run_both(add_case(TINY8, 300, seed=21, skew=5), TINY8, simulator, tmp_path)
+
+
+def test_an_add_whose_last_beat_passes_the_memory_stops_with_address(tmp_path):
+    """A memory of 0x3002 bytes, not whole beats: an ADD whose operand ends at its last byte
+    reads that beat whole, past the memory: ADDRESS at the ADD, on the RTL as on the ISS; two
+    elements fewer stay inside and run."""
+    for n, err in ((0x12, Err.ADDRESS), (0x10, 0)):
+        mem = MemoryPlan(base=DATA_BASE)
+        mem.place("b", bytes(range(16)))
+        p = Program().set(A_SRC=0x2FF0, D_SRC2=DATA_BASE, O_DST=0x400, D_N=n,
+                          D_KAB=1 | 1 << 16, D_M=1 << 30, D_SZ=31, D_CLAMP=255 << 8)
+        p.op(Op.ADD).end()
+        img = build_image(TINY, p, mem, mem_size=0x3002, code_addr=0x1000)
+        blobs, iss = run_iss(Case(f"add_edge{n}", img, [(0x400, np.zeros(n, np.uint8))], err),
+                             TINY)
+        path = img.save(tmp_path / f"add_edge{n}.ffw")
+        rtl = bench(TINY, "verilator").run_image(path, [(0x400, n)], name=f"add_edge{n}")
+        if err:
+            assert iss.status == "error" and iss.error == err
+            assert rtl["status"] & 4 and rtl["error"] == err
+            assert rtl["error_pc"] == iss.error_pc == img.entry + 8 * 8
+        else:
+            assert iss.status == "done" and rtl["status"] == 2 and rtl["error"] == 0
+            assert rtl["readback"] == blobs
 
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)

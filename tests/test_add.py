@@ -112,11 +112,12 @@ def test_the_post_processor_stopping_ends_the_command_with_its_error(config):
     assert err == Err.BUS and 20 <= len(out) < n
 
 
+@pytest.mark.parametrize("fail", [0, 1, 2])
 @pytest.mark.parametrize("config", CONFIGS)
-def test_a_failed_read_ends_the_command_and_the_next_one_starts_clean(config):
-    """The third read (the second chunk's a) fails: the command ends with its error having
-    given out at most the first chunk; the next command's elements are its own (nothing of
-    the failed one is left in the FIFOs)."""
+def test_a_failed_read_ends_the_command_and_the_next_one_starts_clean(config, fail):
+    """Read ``fail`` (the first chunk's a or b, or the second chunk's a) fails after half its
+    beats: the command ends with its error having given out at most the first chunk; the next
+    command's elements are its own (nothing of the failed one is left in the FIFOs)."""
     cfg = CONFIGS[config]
     dut = AddSequencer(cfg)
     rng = np.random.default_rng(5)
@@ -124,9 +125,10 @@ def test_a_failed_read_ends_the_command_and_the_next_one_starts_clean(config):
     size = chunk(cfg)
     bad = {"a": 3, "b": 1024, "n": size + 24, "za": 0, "zb": 0, "ka": 1, "kb": 1}
     good = {"a": 517, "b": 1300, "n": 40, "za": 7, "zb": 9, "ka": 3, "kb": 5}
-    out, reads, errs = run(dut, mem, [bad, good], fail_read=2)
+    out, reads, errs = run(dut, mem, [bad, good], fail_read=fail)
     assert errs == [Err.BUS, 0]
-    assert reads == expected_reads(cfg, 3, 1024, size + 24)[:3] + expected_reads(cfg, 517, 1300, 40)
+    assert reads == (expected_reads(cfg, 3, 1024, size + 24)[:fail + 1]
+                     + expected_reads(cfg, 517, 1300, 40))
     first = len(out) - 40
     assert first <= size
     assert out[:first] == elements(mem, bad, False)[:first]
