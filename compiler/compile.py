@@ -124,6 +124,11 @@ def _accel_reason(op, g, cfg):
         return None
     if isinstance(op, Alias):
         return None
+    if isinstance(op, (HostFloat, HostGraph)) and getattr(op, "op_type", None) == \
+            "BatchNormalization":
+        return ("BatchNormalization left in float by the quantizer runs on the host; quantize "
+                "the float model with `ffacc quantize`, which folds it into the convolution "
+                "before it")
     return {MaxPool: "max-pool that does not follow a conv as 2x2/2",
             AvgPool: "average pool", Concat: "concat",
             HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",

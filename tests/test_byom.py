@@ -15,7 +15,7 @@ from ffacc.cli import main
 from ffacc.compiler.compile import CompileError
 from ffacc.compiler.driver import compile_model, verify_model
 from ffacc.compiler.quantize import quantize_static_with
-from ffacc.compiler.zoo import Builder, torch_export_cnn
+from ffacc.compiler.zoo import Builder, quantize_model, torch_export_cnn
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.sim.runner import InputError
 
@@ -208,6 +208,17 @@ def test_ffacc_quantize_folds_batchnorm_and_places_everything(tmp_path, capsys):
     g, c, _ = compile_model(out, TINY)
     assert [li["where"] for li in c.layers] == ["accel"]
     assert verify_model(out, TINY)["ok"]
+
+
+def test_a_batchnorm_the_quantizer_left_in_float_names_the_fix(tmp_path):
+    """quantize_static without pre-processing leaves the BatchNormalization in float after the
+    quantized conv: it runs on the host, and the compiler's reason says how to fold it."""
+    path = tmp_path / "bn_ort.onnx"
+    quantize_model(_bn_model(), path, samples=2)
+    assert "BatchNormalization" in {n.op_type for n in onnx.load(path).graph.node}
+    g, c, _ = compile_model(path, TINY)
+    host = [li for li in c.layers if li["where"] == "host"]
+    assert [li["name"] for li in host] == ["bn"] and "ffacc quantize" in host[0]["reason"], host
 
 
 def test_ffacc_quantize_refuses_bad_input(tmp_path, capsys, models):
