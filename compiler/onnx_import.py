@@ -37,7 +37,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper
 
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, Graph, HostFloat, HostGraph, HostQuant,
+from .ir import (Add, Alias, AvgPool, Conv, Gemm, Graph, HostFloat, HostGraph, HostQuant,
                  MaxPool, QTensor, quantize)
 
 __all__ = ["import_onnx", "pin_batch", "to_opset13", "ImportError_", "UnsupportedModel"]
