@@ -233,7 +233,8 @@ class CycleModel:
 
     def _extra_bursts(self, start, beats):
         """Clocks lost to the bursts beyond the first of a read of ``beats`` whole beats at
-        byte ``start`` (bursts are aligned to their length)."""
+        byte ``start`` (bursts are aligned to their length); integers, or numpy arrays of
+        reads, elementwise."""
         bl = self.cfg.burst_beats
         return WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
 
@@ -408,7 +409,7 @@ class CycleModel:
             chunks = ceil(n / ADD_CHUNK)
             self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
             return ADD_FIXED + 3 * c.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
-        nb, bl = self.bus, c.burst_beats
+        nb = self.bus
         size = ADD_CHUNK_BEATS * nb
         self.stall += WRITE_END_WAIT
         if n == 0:
@@ -422,9 +423,8 @@ class CycleModel:
         for i, base in enumerate((a, b)):
             start = base + off
             beats = -(-(start % nb + k) // nb)
-            bursts = -(-(start // nb % bl + beats) // bl)
-            extra = WORD_BURST * (bursts - 1)
-            self.stall += int(READ_STALL * len(off) + (bursts - 1).sum())
+            extra = self._extra_bursts(start, beats)
+            self.stall += int(READ_STALL * len(off) + (extra // WORD_BURST).sum())
             pair += ADD_READ_GAP + beats + extra
             if i == 0:
                 first = int(beats[0] + extra[0])    # the first chunk of a, before any element
