@@ -15,11 +15,12 @@ import numpy as np
 from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
-from .ir import (Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat, HostGraph, HostQuant,
+from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFloat, HostGraph,
+                 HostQuant,
                  MaxPool, PhaseSplit, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
-                    lower_add, lower_conv)
+                    lower_add, lower_channel_affine, lower_conv)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -121,6 +122,19 @@ def _accel_reason(op, g, cfg):
             return "the configuration has no ADD unit (add_unit=false)"
         if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
             return "mixed activation types"
+        return None
+    if isinstance(op, ChannelAffine):
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        if not cfg.add_unit:
+            return "the configuration has no ADD unit (add_unit=false)"
+        if x.dtype != y.dtype:
+            return "mixed activation types"
+        if len(x.shape) < 2 or x.shape[0] != 1:
+            return f"input shape {tuple(x.shape)} is not one image's channels"
+        try:
+            op.params(x)
+        except ValueError as e:
+            return f"no integer form of its scale and offset ({e})"
         return None
     if isinstance(op, Alias):
         return None
@@ -281,6 +295,18 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                                                                   * cfg.mode_gain(int(kw))))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
+                elif isinstance(op, ChannelAffine):
+                    # an ADD of each channel with itself: the channel's own scale and offset
+                    lo, hi = bounds(op, y)
+                    C = int(x.shape[1])
+                    lower_channel_affine(prog, addr[x.name], addr[y.name], C,
+                                         int(np.prod(x.shape[2:], dtype=np.int64)),
+                                         op.params(x), x_zp=x.zero_point, y_zp=y.zero_point,
+                                         qmin=lo, qmax=hi)
+                    info["compute_bound"] = 0
+                    # the map's own traffic (it reads x once): its ADDs read it twice and
+                    # give an element a clock, so they reach half of this bound at best
+                    info["traffic_bound"] = -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)

@@ -17,7 +17,8 @@ import numpy as np
 
 from ffacc.firmware.image import ImageError
 
-__all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "MaxPool", "AvgPool",
+__all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "ChannelAffine",
+           "MaxPool", "AvgPool",
            "Alias", "Concat", "HostFloat", "HostGraph", "PhaseSplit", "Graph", "reference_run",
            "requant_params", "quantize", "dequantize", "HOST_OPS", "op_to_dict", "op_from_dict"]
 
@@ -113,6 +114,29 @@ class Gemm(Op):
 class Add(Op):
     clamp: tuple = None
     kind = "Add"
+
+
+@dataclass
+class ChannelAffine(Op):
+    """``y = scale[c] (x - x_zp) + offset[c]`` per channel (axis 1), requantized and clamped:
+    a BatchNormalization the quantizer left in float between a DequantizeLinear and a
+    QuantizeLinear. ``offset`` is in output steps (the output's zero point not included).
+    Its integer form is :func:`ffacc.sim.golden.affine_params`: an ``ADD`` of each channel
+    with itself."""
+    scale: np.ndarray = None    # (C,) float64
+    offset: np.ndarray = None   # (C,) float64
+    clamp: tuple = None
+    kind = "ChannelAffine"
+
+    def params(self, x):
+        """``(ka, kb, zb, M, s)`` per channel for input tensor ``x``."""
+        from ffacc.sim.golden import affine_params
+        C = x.shape[1] if len(x.shape) > 1 else 0
+        if np.shape(self.scale) != (C,) or np.shape(self.offset) != (C,):
+            raise ValueError(f"ChannelAffine {self.name!r}: scale {np.shape(self.scale)} and "
+                             f"offset {np.shape(self.offset)} must have one entry per channel "
+                             f"of input {tuple(x.shape)}")
+        return affine_params(self.scale, self.offset, x.zero_point, x.qrange)
 
 
 @dataclass
@@ -218,6 +242,8 @@ HOST_OPS = {
     "Gemm": (Gemm, 1, 1, {"w": "array", "w_scale": "array", "w_zp": "array", "bias": "array?",
                           "clamp": "ints2?"}),
     "Add": (Add, 2, 1, {"clamp": "ints2?"}),
+    "ChannelAffine": (ChannelAffine, 1, 1, {"scale": "array", "offset": "array",
+                                            "clamp": "ints2?"}),
     "MaxPool": (MaxPool, 1, 1, {"kernel": "ints2", "strides": "ints2", "pads": "ints4"}),
     "AvgPool": (AvgPool, 1, 1, {"kernel": "ints2?", "strides": "ints2?", "pads": "ints4",
                                 "count_include_pad": "bool"}),
@@ -502,6 +528,12 @@ def run_op(op, g, vals):
         return [golden.add(vals[op.inputs[0]], vals[op.inputs[1]], a_zp=a.zero_point,
                            b_zp=b.zero_point, ka=ka, kb=kb, multiplier=M, shift=s,
                            y_zp=y.zero_point, qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])]
+    if isinstance(op, ChannelAffine):
+        x, y = T[op.inputs[0]], T[op.outputs[0]]
+        ka, kb, zb, M, s = op.params(x)
+        return [golden.channel_affine(vals[op.inputs[0]], x_zp=x.zero_point, ka=ka, kb=kb,
+                                      zb=zb, multiplier=M, shift=s, y_zp=y.zero_point,
+                                      qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])]
     if isinstance(op, MaxPool):
         return [golden.maxpool2d(vals[op.inputs[0]], op.kernel, op.strides, op.pads)]
     if isinstance(op, AvgPool):

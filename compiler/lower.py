@@ -751,16 +751,45 @@ def conv_plan_cycles(cfg, layer, name="conv"):
     return lower_conv(cfg, layer, None, None, 0, 0, name=name, plan_only=True)
 
 
-def lower_add(prog, a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,
-              qmin, qmax):
-    """Emit a quantized elementwise add of ``n`` activations."""
-    if not (0 <= ka < 1 << 16 and 0 <= kb < 1 << 16):
-        raise LoweringError(f"add: input weights ka={ka}, kb={kb} exceed 16 bits")
-    u8 = lambda v: int(v) & 0xFF
-    prog.set(A_SRC=a_addr, D_SRC2=b_addr, O_DST=y_addr, D_N=n, D_KAB=ka | kb << 16,
-             D_M=multiplier, D_SZ=u8(shift) | u8(a_zp) << 8 | u8(b_zp) << 16 | u8(y_zp) << 24,
-             D_CLAMP=u8(qmin) | u8(qmax) << 8)
+def _add_registers(a_addr, b_addr, y_addr, n, *, ka, kb, multiplier, shift, a_zp, b_zp, y_zp,
+                   qmin, qmax):
+    """The parameter registers of an ``ADD`` (``D_KAB``'s halves are int16)."""
+    if not (-(1 << 15) <= ka < 1 << 15 and -(1 << 15) <= kb < 1 << 15):
+        raise LoweringError(f"add: input weights ka={ka}, kb={kb} exceed 16 bits (signed)")
+    u8 = lambda v: int(v) & 0xFF      # noqa: E731
+    return {"A_SRC": a_addr, "D_SRC2": b_addr, "O_DST": y_addr, "D_N": n,
+            "D_KAB": (int(ka) & 0xFFFF) | (int(kb) & 0xFFFF) << 16, "D_M": int(multiplier),
+            "D_SZ": u8(shift) | u8(a_zp) << 8 | u8(b_zp) << 16 | u8(y_zp) << 24,
+            "D_CLAMP": u8(qmin) | u8(qmax) << 8}
+
+
+def lower_add(prog, a_addr, b_addr, y_addr, n, **params):
+    """Emit a quantized elementwise add of ``n`` activations (``params``: ``ka``, ``kb``,
+    ``multiplier``, ``shift``, ``a_zp``, ``b_zp``, ``y_zp``, ``qmin``, ``qmax``)."""
+    prog.set(**_add_registers(a_addr, b_addr, y_addr, n, **params))
     return prog.op(Op.ADD)
+
+
+def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax):
+    """Emit a per-channel affine map (:func:`ffacc.sim.golden.affine_params`) of ``channels``
+    maps of ``n`` activations each, stored one after the other: an ``ADD`` of each channel
+    with itself, setting only the registers that differ from the channel before's."""
+    ka, kb, zb, M, s = (np.asarray(p).reshape(-1) for p in params)
+    if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
+        raise LoweringError(f"channel affine: {channels} channels but parameters for "
+                            f"{len(ka)}")
+    prev = {}
+    for c in range(channels):
+        regs = _add_registers(x_addr + c * n, x_addr + c * n, y_addr + c * n, n,
+                              ka=int(ka[c]), kb=int(kb[c]), multiplier=int(M[c]),
+                              shift=int(s[c]), a_zp=x_zp, b_zp=int(zb[c]), y_zp=y_zp,
+                              qmin=qmin, qmax=qmax)
+        changed = {k: v for k, v in regs.items() if prev.get(k) != v}
+        if changed:
+            prog.set(**changed)
+        prog.op(Op.ADD)
+        prev = regs
+    return prog
 
 
 def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=None):

@@ -6,7 +6,9 @@ the operator and its ``QuantizeLinear`` fold into the requantization clamp. QOpe
 ``QLinearConv``, ``QLinearMatMul``, ``QGemm``, ``QLinearAdd``, ``QLinearAveragePool``,
 ``QLinearGlobalAveragePool`` and ``MaxPool``/``Flatten``/``Reshape`` on quantized tensors.
 A BatchNormalization left in float by the quantizer (``quantize_static`` without
-pre-processing leaves it after a quantized Conv) runs on the host: folded into the Conv's
+pre-processing leaves it after a quantized Conv, between a DequantizeLinear and a
+QuantizeLinear) becomes a per-channel affine map (:class:`~ffacc.compiler.ir.ChannelAffine`,
+an ``ADD`` of each channel with itself on the accelerator): folded into the Conv's
 requantization it would round once where onnxruntime rounds twice (``ffacc quantize`` folds it
 before quantizing, with onnxruntime's pre-processing). Any other operator becomes a
 :class:`~ffacc.compiler.ir.HostFloat` node (run by onnxruntime on the host); an operator that
@@ -37,7 +39,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper
 
-from .ir import (Add, Alias, AvgPool, Conv, Gemm, Graph, HostFloat, HostGraph, HostQuant,
+from .ir import (Add, Alias, AvgPool, ChannelAffine, Conv, Gemm, Graph, HostFloat, HostGraph,
+                 HostQuant,
                  MaxPool, QTensor, quantize)
 
 __all__ = ["import_onnx", "pin_batch", "to_opset13", "ImportError_", "UnsupportedModel"]
@@ -76,7 +79,7 @@ _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLi
             "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 # QDQ operators with an accelerator (or integer) handler: each runs in float on the host
 # instead when the quantizer left it in float (_Importer.runs_in_float)
-_QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "MaxPool", "AveragePool",
+_QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "MaxPool", "AveragePool",
             "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # The integer add (golden.add_params, 14-bit input multipliers) is off by up to
 # 255 * 0.5 * max(sa, sb) / (2**14 * sy) LSB: an add whose larger input scale is more than
@@ -789,6 +792,43 @@ class _Importer:
         y = self.qtensor(q.output[0], self.tensors[a].shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
         self.ops.append(Add(_label(node), [a, b], [y.name], clamp=self.clamp(y, lo, hi)))
+
+    def _float_const(self, name):
+        """The float32 value of a constant input (an initializer, or a DequantizeLinear of
+        one); None if it is not constant."""
+        if name in self.inits:
+            return np.asarray(self.inits[name], dtype=np.float32)
+        q, dq = self.dq_source(name)
+        if q is not None and q in self.inits:
+            return self.dequantized_const(dq)
+        return None
+
+    def op_BatchNormalization(self, node):
+        """Inference BatchNormalization between a dequantized activation and a QuantizeLinear
+        (what ``quantize_static`` without pre-processing leaves after a Conv): the affine map
+        ``scale[c] (x - zx) + offset[c]`` in output steps, as onnxruntime computes it in float
+        (``g / sqrt(var + eps)``, ``b - mean g / sqrt(var + eps)``), a
+        :class:`~ffacc.compiler.ir.ChannelAffine`. Anything else runs on the host."""
+        a = _attrs(node)
+        params = [self._float_const(n) for n in node.input[1:5]] if len(node.input) >= 5 \
+            else [None]
+        xs = self.tensors.get(self.alias.get(node.input[0], ""))
+        if a.get("training_mode", 0) or len([o for o in node.output if o]) != 1 or \
+                any(p is None for p in params) or xs is None or len(xs.shape) < 2 or \
+                any(p.size != xs.shape[1] for p in params):
+            return self.op_host(node)
+        gamma, beta, mean, var = (p.reshape(-1) for p in params)
+        eps = np.float32(a.get("epsilon", 1e-5))
+        k = (gamma / np.sqrt(var + eps)).astype(np.float64)       # float32, as onnxruntime
+        b = beta.astype(np.float64) - mean.astype(np.float64) * k
+        q, lo, hi = self.out_q(node.output[0], node)
+        y = self.qtensor(q.output[0], xs.shape, q.input[1],
+                         q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+        if not (np.isfinite(k).all() and np.isfinite(b).all()):
+            raise self.err(node, "its scale or offset is not finite (a variance of -epsilon?)")
+        self.ops.append(ChannelAffine(_label(node), [xs.name], [y.name],
+                                      scale=k * xs.scale / y.scale, offset=b / y.scale,
+                                      clamp=self.clamp(y, lo, hi)))
 
     def op_Sum(self, node):
         """Two inputs: an Add. More: one float sum on the host, as onnxruntime computes it (a

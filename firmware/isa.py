@@ -116,7 +116,8 @@ OPCODES = {
              "it, and so does a CONV into its accumulator blocks, so results are as in "
              "order; an error stops the run at the next instruction, with ERROR_PC at "
              "this POST",
-    Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb) for a at A_SRC, b at D_SRC2 -> "
+    Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb), ka and kb int16 (D_KAB), for a "
+              "at A_SRC, b at D_SRC2 (may be A_SRC) -> "
               "O_DST (configurations with add_unit; an illegal opcode otherwise)",
 }
 
@@ -154,7 +155,7 @@ class Reg(IntEnum):
     O_STRIDE = 28   # subsampling stride (1 = none)
     D_SRC2 = 29
     D_N = 30
-    D_KAB = 31      # ka[15:0] | kb[31:16]
+    D_KAB = 31      # ka[15:0] | kb[31:16], each int16
     D_M = 32        # add requantization multiplier
     D_SZ = 33       # shift[7:0] | za[15:8] | zb[23:16] | zy[31:24]
     D_CLAMP = 34    # qmin[7:0] | qmax[15:8]

@@ -48,7 +48,7 @@ def add_command_layout(cfg):
         "a": aw, "b": aw,                               # A_SRC, D_SRC2
         "n": reg_bits(cfg)[Reg.D_N],                    # D_N elements
         "za": 8, "zb": 8,                               # D_SZ[8:16], D_SZ[16:24]
-        "ka": 16, "kb": 16,                             # D_KAB's halves (unsigned)
+        "ka": signed(16), "kb": signed(16),             # D_KAB's halves (int16)
     })
 
 
@@ -94,8 +94,7 @@ class AddSequencer(wiring.Component):
         pa = Signal(signed(10))
         pb = Signal(signed(10))
         m.d.comb += [pa.eq(s8(a) - s8(c.za)), pb.eq(s8(b) - s8(c.zb)),
-                     self.o.payload.pa.eq(pa * Cat(c.ka, Const(0, 1)).as_signed()),
-                     self.o.payload.pb.eq(pb * Cat(c.kb, Const(0, 1)).as_signed())]
+                     self.o.payload.pa.eq(pa * c.ka), self.o.payload.pb.eq(pb * c.kb)]
 
     def _elaborate_beats(self):
         m = Module()

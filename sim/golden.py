@@ -22,7 +22,8 @@ import numpy as np
 
 __all__ = [
     "quantize_multiplier", "requantize", "check_int32", "pad2d", "conv2d", "requantized_conv2d",
-    "maxpool2d", "avgpool2d", "add_params", "add", "fully_connected", "qrange", "phase_split",
+    "maxpool2d", "avgpool2d", "add_params", "add", "affine_params", "channel_affine",
+    "fully_connected", "qrange", "phase_split",
     "level_thresholds", "to_levels", "to_codes",
 ]
 
@@ -300,6 +301,67 @@ def add_params(a_scale, b_scale, y_scale, input_bits=16):
 def add(a, b, *, a_zp, b_zp, ka, kb, multiplier, shift, y_zp, qmin, qmax):
     """Quantized elementwise add with the integer parameters of :func:`add_params`."""
     acc = (np.asarray(a, np.int64) - int(a_zp)) * ka + (np.asarray(b, np.int64) - int(b_zp)) * kb
+    return requantize(acc, multiplier, shift, y_zp, qmin, qmax)
+
+
+def affine_params(scale, offset, x_zp, x_range, input_bits=14):
+    """Integer parameters of the per-channel affine map ``y = scale[c] (x - x_zp) + offset[c]``
+    (a BatchNormalization between quantized tensors: ``offset`` in output steps, before the
+    output's zero point) as a quantized add of ``x`` with itself (:func:`channel_affine`)::
+
+        acc = (x - x_zp) ka + (x - zb) kb = K (x - x_zp) + kb (x_zp - zb),   K = ka + kb = ±2**k
+        y   = requantize(acc, M, s),   M / 2**s = |scale| / 2**k
+
+    so ``kb (x_zp - zb)`` is ``offset`` in units of ``2**-k`` input steps, rounded. ``ka``
+    and ``kb`` are int16 and ``zb`` an activation value in ``x_range``; ``k`` is the largest
+    ``<= input_bits`` for which the offset fits them, and of those ``(kb, zb)`` the one nearest
+    the offset. A scale for which no ``k`` fits (its effect over the whole input range is then
+    below ``1/60`` of an output step where the offset is inside the output range) or which
+    moves the output by less than ``2**-12`` of a step over the input range is taken as 0:
+    ``K = 0`` and ``M / 2**s = 2**-k``, the largest ``k`` the offset fits.
+
+    Returns ``(ka, kb, zb, M, s)``, int64 arrays of one entry per channel.
+    """
+    scale = np.atleast_1d(np.asarray(scale, dtype=np.float64))
+    offset = np.broadcast_to(np.asarray(offset, dtype=np.float64), scale.shape)
+    lo, hi = int(x_range[0]), int(x_range[1])
+    zbs = np.array([z for z in range(lo, hi + 1) if z != int(x_zp)], dtype=np.int64)
+    d = int(x_zp) - zbs                               # x_zp - zb for every allowed zb
+    i16 = (-(1 << 15), (1 << 15) - 1)
+    out = np.zeros((5, scale.size), dtype=np.int64)
+    for c, (a, b) in enumerate(zip(scale.tolist(), offset.tolist())):
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(f"channel {c}: scale {a!r} and offset {b!r} must be finite")
+        best = None
+        for zero in ((False, True) if abs(a) * (hi - lo) >= 2.0 ** -12 else (True,)):
+            for k in range(input_bits, -1, -1):
+                # the unit of acc: |scale| / 2**k, or 2**-k with the scale taken as 0
+                K, unit = (0, 2.0 ** -k) if zero else \
+                    ((1 << k) if a > 0 else -(1 << k), abs(a) / (1 << k))
+                if not 2.0 ** -32 <= unit < 2.0 ** 30:    # quantize_multiplier's shifts
+                    continue
+                t = b / unit
+                kb = np.rint(t / d)
+                ok = (kb >= i16[0]) & (kb <= i16[1]) & (K - kb >= i16[0]) & (K - kb <= i16[1])
+                if ok.any():
+                    j = int(np.argmin(np.where(ok, np.abs(kb * d - t), np.inf)))
+                    best = (K, int(kb[j]), int(zbs[j]), unit)
+                    break
+            if best is not None:
+                break
+        if best is None:
+            raise ValueError(f"channel {c}: offset {b!r} is beyond the integer form's range")
+        K, kb, zb, unit = best
+        M, s = quantize_multiplier(unit)
+        out[:, c] = (K - kb, kb, zb, M, s)
+    return tuple(out)
+
+
+def channel_affine(x, *, x_zp, ka, kb, zb, multiplier, shift, y_zp, qmin, qmax):
+    """The per-channel affine map of :func:`affine_params` on NCHW (or NC...) ``x``:
+    ``requantize((x - x_zp) ka[c] + (x - zb[c]) kb[c], M[c], s[c])`` along axis 1."""
+    x = np.asarray(x, np.int64)
+    acc = (x - int(x_zp)) * _channel(ka, x.ndim) + (x - _channel(zb, x.ndim)) * _channel(kb, x.ndim)
     return requantize(acc, multiplier, shift, y_zp, qmin, qmax)
 
 

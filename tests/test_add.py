@@ -84,7 +84,7 @@ def test_elements_are_the_scaled_differences(config, n, act_signed):
     rng = np.random.default_rng(n)
     mem = rng.integers(0, 256, 1 << 11, dtype=np.uint8)
     za, zb = (int(v) for v in rng.integers(0, 256, 2))
-    ka, kb = (int(v) for v in rng.integers(0, 1 << 16, 2))
+    ka, kb = (int(v) for v in rng.integers(-(1 << 15), 1 << 15, 2))     # int16 (D_KAB)
     for a, b in ((0x100, 0x403), (0x107, 0x200)):
         cmd = {"a": a, "b": b, "n": n, "za": za, "zb": zb, "ka": ka, "kb": kb}
         out, reads, err = run(dut, mem, cmd, seed=n)

@@ -16,9 +16,9 @@ from onnx import helper
 
 from ffacc.cli import main
 from ffacc.compiler.compile import compile_graph
-from ffacc.compiler.ir import (HOST_OPS, Add, Alias, AvgPool, Concat, Conv, Gemm, HostFloat,
-                               HostGraph, HostQuant, MaxPool, PhaseSplit, op_from_dict,
-                               op_to_dict, reference_run)
+from ffacc.compiler.ir import (HOST_OPS, Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm,
+                               HostFloat, HostGraph, HostQuant, MaxPool, PhaseSplit,
+                               op_from_dict, op_to_dict, reference_run)
 from ffacc.compiler.onnx_import import import_onnx
 from ffacc.compiler.zoo import Builder, quantize_model
 from ffacc.firmware.image import Image, ImageError, Kind, Section
@@ -124,6 +124,8 @@ def _samples():
              bias=np.arange(5, dtype=np.int32), clamp=(-128, 100)),
         Add("add", ["a", "b"], ["y"], clamp=(3, 250)),
         Add("add_noclamp", ["a", "b"], ["y"]),
+        ChannelAffine("bn", ["x"], ["y"], scale=rng.normal(0, 1, 4), offset=rng.normal(0, 9, 4),
+                      clamp=(0, 255)),
         MaxPool("mp", ["x"], ["y"], kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
         AvgPool("gap", ["x"], ["y"]),
         AvgPool("ap", ["x"], ["y"], kernel=(2, 3), strides=(1, 2), pads=(0, 1, 0, 1),
