@@ -136,6 +136,16 @@ def _accel_reason(op, g, cfg):
         except ValueError as e:
             return f"no integer form of its scale and offset ({e})"
         return None
+    if isinstance(op, Concat):
+        y = g.tensors[op.outputs[0]]
+        if op.axis != 1 or len(y.shape) < 2 or y.shape[0] != 1:
+            return (f"concat along axis {op.axis} of {tuple(y.shape)} (the accelerator's is "
+                    f"the channel axis of one image)")
+        if not cfg.add_unit:
+            return "concat: the configuration has no ADD unit (add_unit=false) to copy its inputs"
+        if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
+            return "mixed activation types"
+        return None
     if isinstance(op, Alias):
         return None
     if isinstance(op, (HostFloat, HostGraph)) and getattr(op, "op_type", None) == \
@@ -182,37 +192,55 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                 for op in ops}
     g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes)
 
-    # --- memory: alias roots and liveness --------------------------------------------------
+    # --- memory: alias roots, concatenation slices and liveness ------------------------
     root = {}
     for op in ops:
         if isinstance(op, Alias):
             root[op.outputs[0]] = root.get(op.inputs[0], op.inputs[0])
+    # a Concat on the accelerator is written in place: an input stored as its output is a
+    # slice of it, which the input's producer writes; ADDs copy the others in (_concat_slices)
+    parent = _concat_slices(g, ops, cfg, root)
 
-    def R(n):
-        return root.get(n, n)
+    def base(n):
+        """The buffer tensor ``n`` lives in (an Alias's root, a Concat's output) and its byte
+        offset there."""
+        off = 0
+        while True:
+            if n in root:
+                n = root[n]
+            elif n in parent:
+                n, o = parent[n]
+                off += o
+            else:
+                return n, off
 
     last_use = {}
     for i, op in enumerate(ops):
         for n in op.inputs:
-            last_use[R(n)] = i
+            last_use[base(n)[0]] = i
     for n in g.outputs:
-        last_use[R(n)] = len(ops)
+        last_use[base(n)[0]] = len(ops)
     arena = _Arena(0x100)
     addr = {}
     for n in g.inputs:
         addr[n] = arena.alloc(g.tensors[n].nbytes)
-    # pre-pass: addresses in execution order, freeing dead buffers after each op
+    # pre-pass: addresses in execution order (a buffer from the first of its tensors' producers
+    # on), freeing dead buffers after each op
     for i, op in enumerate(ops):
         outs = [conv_out[id(op)]] if isinstance(op, Conv) else op.outputs
         for n in outs:
             if isinstance(op, Alias):
                 continue
-            addr[n] = arena.alloc(g.tensors[n].nbytes)
-        for n in set(R(x) for x in op.inputs):
-            if last_use.get(n) == i and n in addr and n not in g.inputs:
-                arena.release(addr[n], g.tensors[n].nbytes)
-    for n, r in root.items():
-        addr[n] = addr[r]
+            b, off = base(n)
+            if b not in addr:
+                addr[b] = arena.alloc(g.tensors[b].nbytes)
+            addr[n] = addr[b] + off
+        for b in set(base(x)[0] for x in op.inputs):
+            if last_use.get(b) == i and b in addr and b not in g.inputs:
+                arena.release(addr[b], g.tensors[b].nbytes)
+    for n in root:
+        b, off = base(n)
+        addr[n] = addr[b] + off
     mem = MemoryPlan(base=-(-arena.top // 64) * 64)
 
     # --- lowering -------------------------------------------------------------------------
@@ -307,6 +335,29 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # the map's own traffic (it reads x once): its ADDs read it twice and
                     # give an element a clock, so they reach half of this bound at best
                     info["traffic_bound"] = -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)
+                elif isinstance(op, Concat):
+                    # the inputs its producers did not write in place, requantized (or
+                    # copied) into their slices by ADDs
+                    lo, hi = bounds(op, y)
+                    off = moved = 0
+                    for n in op.inputs:
+                        xt = g.tensors[n]
+                        if parent.get(n, (None,))[0] != y.name:
+                            p = op.requant(xt, y) or golden.affine_params(
+                                np.ones(xt.shape[1]), np.zeros(xt.shape[1]), xt.zero_point,
+                                xt.qrange)
+                            lower_channel_affine(prog, addr[n], addr[y.name] + off,
+                                                 int(xt.shape[1]),
+                                                 int(np.prod(xt.shape[2:], dtype=np.int64)),
+                                                 p, x_zp=xt.zero_point, y_zp=y.zero_point,
+                                                 qmin=lo, qmax=hi)
+                            moved += xt.nbytes
+                        off += xt.nbytes
+                    info["act_bytes"] = 2 * moved
+                    info["inputs_in_place"] = sum(parent.get(n, (None,))[0] == y.name
+                                                  for n in op.inputs)
+                    info["compute_bound"] = 0
+                    info["traffic_bound"] = -(-2 * moved // cfg.bus_bytes)
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
@@ -446,6 +497,28 @@ def _narrow_levels(op, t):
     if op.clamp is not None:
         lo, hi = max(lo, op.clamp[0]), min(hi, op.clamp[1])
     return tuple(range(lo, hi + 1)) if 2 <= hi - lo + 1 <= CODE_LEVELS else None
+
+
+def _concat_slices(g, ops, cfg, root):
+    """``{input: (output, byte offset)}``: the inputs of the Concats on the accelerator that
+    their producers write straight into the output (stored as it: same type, scale and zero
+    point, no clamp; channel-axis slices of one image are contiguous). A tensor is a slice
+    of one Concat at most, and neither a graph input nor a reshape (an Alias output) is one:
+    those are copied in."""
+    parent, taken = {}, set()
+    for op in ops:
+        if not isinstance(op, Concat) or _accel_reason(op, g, cfg) is not None:
+            continue
+        y = g.tensors[op.outputs[0]]
+        off = 0
+        for n in op.inputs:
+            x = g.tensors[n]
+            if op.requant(x, y) is None and n not in taken and op.inputs.count(n) == 1 and \
+                    n not in root and n not in g.inputs:
+                parent[n] = (y.name, off)
+                taken.add(n)
+            off += x.nbytes
+    return parent
 
 
 def _store_codes(g, cfg, ops, conv_out, narrow=True):

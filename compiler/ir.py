@@ -164,8 +164,24 @@ class Alias(Op):
 
 @dataclass
 class Concat(Op):
+    """Concatenation along ``axis`` into a tensor of its own quantization (onnxruntime's
+    quantizer gives each input its own scale): an input quantized otherwise, or every input
+    when a Relu/Clip follows (``clamp``), is requantized to the output's scale and zero point
+    first, as the per-channel affine map ``(s_in / s_out) (x - z_in)`` (:meth:`requant`)."""
     axis: int = 1
+    clamp: tuple = None
     kind = "Concat"
+
+    def requant(self, x, y):
+        """``None`` if input tensor ``x`` is stored as output ``y`` (same type, scale and zero
+        point, no clamp), else its :func:`ffacc.sim.golden.affine_params`."""
+        if self.clamp is None and (x.dtype, x.scale, x.zero_point) == \
+                (y.dtype, y.scale, y.zero_point):
+            return None
+        from ffacc.sim.golden import affine_params
+        C = x.shape[1] if len(x.shape) > 1 else 1
+        return affine_params(np.full(C, x.scale / y.scale), np.zeros(C), x.zero_point,
+                             x.qrange)
 
 
 @dataclass
@@ -247,7 +263,7 @@ HOST_OPS = {
     "MaxPool": (MaxPool, 1, 1, {"kernel": "ints2", "strides": "ints2", "pads": "ints4"}),
     "AvgPool": (AvgPool, 1, 1, {"kernel": "ints2?", "strides": "ints2?", "pads": "ints4",
                                 "count_include_pad": "bool"}),
-    "Concat": (Concat, None, 1, {"axis": "int"}),
+    "Concat": (Concat, None, 1, {"axis": "int", "clamp": "ints2?"}),
     "HostFloat": (HostFloat, None, None, _ONNX_NODE),
     "HostGraph": (HostGraph, None, None, {"graph_proto": "bytes", "op_type": "str",
                                           "initializers": "arrays"}),
@@ -554,7 +570,14 @@ def run_op(op, g, vals):
     if isinstance(op, Alias):
         return [vals[op.inputs[0]].reshape(T[op.outputs[0]].shape)]
     if isinstance(op, Concat):
-        return [np.concatenate([vals[n] for n in op.inputs], axis=op.axis)]
+        y = T[op.outputs[0]]
+        parts = []
+        for n in op.inputs:
+            x, p = T[n], op.requant(T[n], y)
+            parts.append(vals[n] if p is None else golden.channel_affine(
+                vals[n], x_zp=x.zero_point, ka=p[0], kb=p[1], zb=p[2], multiplier=p[3],
+                shift=p[4], y_zp=y.zero_point, qmin=bounds(op, y)[0], qmax=bounds(op, y)[1]))
+        return [np.concatenate(parts, axis=op.axis)]
     if isinstance(op, (HostFloat, HostGraph)):
         return _run_host_float(op, g, vals)
     if isinstance(op, HostQuant):

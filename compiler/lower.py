@@ -772,15 +772,18 @@ def lower_add(prog, a_addr, b_addr, y_addr, n, **params):
 
 def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax):
     """Emit a per-channel affine map (:func:`ffacc.sim.golden.affine_params`) of ``channels``
-    maps of ``n`` activations each, stored one after the other: an ``ADD`` of each channel
-    with itself, setting only the registers that differ from the channel before's."""
+    maps of ``n`` activations each, stored one after the other: an ``ADD`` of each run of
+    channels with the same parameters with itself (one for a per-tensor map), setting only
+    the registers that differ from the ``ADD`` before's."""
     ka, kb, zb, M, s = (np.asarray(p).reshape(-1) for p in params)
     if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
         raise LoweringError(f"channel affine: {channels} channels but parameters for "
                             f"{len(ka)}")
+    rows = np.stack([ka, kb, zb, M, s], axis=1)
+    starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
     prev = {}
-    for c in range(channels):
-        regs = _add_registers(x_addr + c * n, x_addr + c * n, y_addr + c * n, n,
+    for c, end in zip(starts, starts[1:] + [channels]):
+        regs = _add_registers(x_addr + c * n, x_addr + c * n, y_addr + c * n, (end - c) * n,
                               ka=int(ka[c]), kb=int(kb[c]), multiplier=int(M[c]),
                               shift=int(s[c]), a_zp=x_zp, b_zp=int(zb[c]), y_zp=y_zp,
                               qmin=qmin, qmax=qmax)

@@ -39,8 +39,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, helper
 
-from .ir import (Add, Alias, AvgPool, ChannelAffine, Conv, Gemm, Graph, HostFloat, HostGraph,
-                 HostQuant,
+from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, Graph, HostFloat,
+                 HostGraph, HostQuant,
                  MaxPool, QTensor, quantize)
 
 __all__ = ["import_onnx", "pin_batch", "to_opset13", "ImportError_", "UnsupportedModel"]
@@ -79,7 +79,8 @@ _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLi
             "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"}
 # QDQ operators with an accelerator (or integer) handler: each runs in float on the host
 # instead when the quantizer left it in float (_Importer.runs_in_float)
-_QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "MaxPool", "AveragePool",
+_QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "Concat", "MaxPool",
+            "AveragePool",
             "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # The integer add (golden.add_params, 14-bit input multipliers) is off by up to
 # 255 * 0.5 * max(sa, sb) / (2**14 * sy) LSB: an add whose larger input scale is more than
@@ -829,6 +830,28 @@ class _Importer:
         self.ops.append(ChannelAffine(_label(node), [xs.name], [y.name],
                                       scale=k * xs.scale / y.scale, offset=b / y.scale,
                                       clamp=self.clamp(y, lo, hi)))
+
+    def op_Concat(self, node):
+        """Concat of dequantized activations along the channel axis into a QuantizeLinear: a
+        :class:`~ffacc.compiler.ir.Concat` (each input requantized to the output's scale, as
+        onnxruntime's float concat between them rounds it). Other axes run on the host."""
+        ins = [i for i in node.input if i]
+        xs = [self.alias.get(i) for i in ins]
+        if not ins or any(x is None or not self.tensors[x].quantized for x in xs):
+            return self.op_host(node)
+        shapes = [self.tensors[x].shape for x in xs]
+        nd = len(shapes[0])
+        axis = int(_attrs(node).get("axis", 1))
+        axis = axis + nd if axis < 0 else axis
+        rest = [s[:1] + s[2:] for s in shapes]
+        if nd < 2 or axis != 1 or any(len(s) != nd for s in shapes) or \
+                any(r != rest[0] for r in rest):
+            return self.op_host(node)
+        q, lo, hi = self.out_q(node.output[0], node)
+        shape = (shapes[0][0], sum(s[1] for s in shapes), *shapes[0][2:])
+        y = self.qtensor(q.output[0], shape, q.input[1],
+                         q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+        self.ops.append(Concat(_label(node), xs, [y.name], axis=1, clamp=self.clamp(y, lo, hi)))
 
     def op_Sum(self, node):
         """Two inputs: an Add. More: one float sum on the host, as onnxruntime computes it (a

@@ -131,6 +131,7 @@ def _samples():
         AvgPool("ap", ["x"], ["y"], kernel=(2, 3), strides=(1, 2), pads=(0, 1, 0, 1),
                 count_include_pad=True),
         Concat("cat", ["a", "b", "c"], ["y"], axis=1),
+        Concat("cat_clamp", ["a", "b"], ["y"], axis=1, clamp=(-100, 90)),
         HostFloat("sm", ["a"], ["b"], node_proto=node, op_type="Softmax",
                   initializers={"k": rng.random((2, 3)).astype(np.float32)}),
         HostGraph("region", ["a"], ["c"], graph_proto=node * 2, op_type="LRN+MaxPool",
