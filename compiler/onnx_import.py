@@ -1077,8 +1077,49 @@ class _Importer:
                                   node_proto=node.SerializeToString(), op_type=node.op_type,
                                   initializers=inits))
 
+    def _const_affine(self, node):
+        """A Mul, Add or Sub of a dequantized activation and a constant that is one value per
+        channel (or one in all), into a QuantizeLinear: a
+        :class:`~ffacc.compiler.ir.ChannelAffine` (a BatchNormalization written as ``x * s +
+        b``, as Caffe2's converted models have it, or an input's normalization). Returns
+        whether it was one."""
+        if node.op_type not in ("Mul", "Add", "Sub") or len(node.input) != 2 or \
+                len(node.output) != 1:
+            return False
+        (a, b), (xa, xb) = node.input, (self.alias.get(n) for n in node.input)
+        if xa is not None and xb is None:
+            x, c = xa, self._float_const(b)
+        elif xb is not None and xa is None and node.op_type != "Sub":
+            x, c = xb, self._float_const(a)
+        else:
+            return False
+        xs = self.tensors[x]
+        if c is None or not xs.quantized or len(xs.shape) < 2 or c.ndim > len(xs.shape) or \
+                not self._quantized_through(node.output[0]):
+            return False
+        C = xs.shape[1]
+        full = (1,) * (len(xs.shape) - c.ndim) + c.shape      # broadcast against x
+        if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, C):
+            return False
+        v = np.broadcast_to(c.astype(np.float64).reshape(-1), (C,))
+        q, lo, hi = self.out_q(node.output[0], node)
+        y = self.qtensor(q.output[0], xs.shape, q.input[1],
+                         q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+        if node.op_type == "Mul":
+            scale, offset = v * xs.scale / y.scale, np.zeros(C)
+        else:
+            scale = np.full(C, xs.scale / y.scale)
+            offset = (v if node.op_type == "Add" else -v) / y.scale
+        self.ops.append(ChannelAffine(_label(node), [x], [y.name], scale=scale, offset=offset,
+                                      clamp=self.clamp(y, lo, hi)))
+        return True
+
     def op_host(self, node):
-        """Run the float node on the host between dequantized inputs and quantized outputs."""
+        """Run the float node on the host between dequantized inputs and quantized outputs
+        (a Mul, Add or Sub by a per-channel constant runs on the accelerator instead:
+        :meth:`_const_affine`)."""
+        if self._const_affine(node):
+            return
         if any(n in self.tensors and self.tensors[n].quantized for n in node.input if n):
             return self.op_host_quant(node)
         ins, inits = [], {}

@@ -123,3 +123,42 @@ def test_batchnorm_on_the_rtl(bn_path):
     ``tiny``): bit-exact with the golden model."""
     r = verify_model(bn_path, TINY, engine="rtl")
     assert r["bit_exact"] and r["ok"], r
+
+
+def _mul_add_model(const_shape, op="Add"):
+    """conv -> Mul by a constant -> Add (or Sub) of a constant -> relu -> conv (a
+    BatchNormalization as Caffe2's converted models write it when ``const_shape`` is
+    ``(C, 1, 1)``)."""
+    b = Builder((1, 3, 8, 8), seed=7, name="muladd")
+    y = b.conv("x", 4, 3)
+    rng = np.random.default_rng(4)
+    b._init("s", rng.uniform(-1.5, 1.5, const_shape))
+    b._init("t", rng.normal(0, 0.5, const_shape))
+    b.nodes += [helper.make_node("Mul", [y, "s"], ["m"], name="mul"),
+                helper.make_node(op, ["t", "m"] if op == "Add" else ["m", "t"], ["a"],
+                                 name="add")]
+    b.shape["m"] = b.shape["a"] = b.shape[y]
+    return b.model(b.conv(b.relu("a"), 4, 3))
+
+
+@pytest.mark.parametrize("shape, op", [((4, 1, 1), "Add"), ((1, 4, 1, 1), "Sub"),
+                                       ((1,), "Add")])
+def test_mul_and_add_by_per_channel_constants_run_on_the_accelerator(tmp_path, shape, op):
+    path = tmp_path / "muladd.onnx"
+    quantize_model(_mul_add_model(shape, op), path, samples=4)
+    g, c, _ = compile_model(path, TINY)
+    assert [op.name for op in g.ops if isinstance(op, ChannelAffine)] == ["mul", "add"]
+    assert all(li["where"] == "accel" for li in c.layers) and not c.host_ops
+    r = verify_model(path, TINY)
+    assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
+
+
+def test_a_mul_by_a_map_sized_constant_stays_on_the_host(tmp_path):
+    """A constant that varies over rows and columns is no per-channel affine map."""
+    path = tmp_path / "muladd.onnx"
+    quantize_model(_mul_add_model((4, 8, 8)), path, samples=4)
+    g, c, _ = compile_model(path, TINY)
+    assert not any(isinstance(op, ChannelAffine) for op in g.ops)
+    assert sorted(h["op"] for h in c.host_ops) == ["Add", "Mul"]
+    assert verify_model(path, TINY)["bit_exact"]
+
