@@ -451,24 +451,28 @@ def _host_macs(op, g):
 
 def host_regions(layers):
     """Runs of consecutive host operators in ``layers`` (a compiled layer table): each region
-    with its operators (by ONNX op), their MACs, and the first and last layer; and the
-    accelerator's share of all MACs."""
+    with its operators (by ONNX op), their MACs, the bytes they read and write, and the first
+    and last layer; and the accelerator's share of all MACs, and the host operators' bytes
+    (what a board's host link carries per image, at most: a region's inner tensors need not
+    cross it)."""
     regions, cur = [], None
     for li in layers:
         if li.get("where") != "host":
             cur = None
             continue
         if cur is None:
-            cur = {"first": li["name"], "layers": 0, "ops": {}, "macs": 0}
+            cur = {"first": li["name"], "layers": 0, "ops": {}, "macs": 0, "bytes": 0}
             regions.append(cur)
         cur["last"] = li["name"]
         cur["layers"] += 1
         for op in (li.get("op_type") or li["op"]).split("+"):   # a HostGraph: its nodes
             cur["ops"][op] = cur["ops"].get(op, 0) + 1
         cur["macs"] += int(li.get("macs") or 0)
+        cur["bytes"] += int(li.get("act_bytes") or 0)
     host = sum(r["macs"] for r in regions)
     accel = sum(int(li.get("macs") or 0) for li in layers if li.get("where") == "accel")
     return {"regions": regions, "host_macs": host, "accel_macs": accel,
+            "host_bytes": sum(r["bytes"] for r in regions),
             "accel_mac_share": accel / (accel + host) if accel + host else 1.0}
 
 

@@ -380,6 +380,7 @@ def cmd_compile(args):
             "accelerator_layers": sum(l["where"] == "accel" for l in c.layers),
             "host_ops": c.host_ops, "host_regions": regions["regions"],
             "accelerator_mac_share": round(regions["accel_mac_share"], 6),
+            "host_bytes": regions["host_bytes"],
             "notes": c.image.meta.get("notes", []),
             "segments": len(c.image.meta["segments"]),
             "act_levels": {n: list(t.levels) for n, t in g.tensors.items()
@@ -408,12 +409,13 @@ def _print_regions(regions):
     rs = regions["regions"]
     total = regions["accel_macs"] + regions["host_macs"]
     print(f"accelerator share of MACs: {_pct(regions['accel_mac_share'])} "
-          f"({regions['accel_macs']:,} of {total:,}); {len(rs)} host region(s)")
+          f"({regions['accel_macs']:,} of {total:,}); {len(rs)} host region(s), whose "
+          f"operators read and write {regions['host_bytes']:,} bytes per image")
     for i, r in enumerate(rs):
         ops = ", ".join(f"{k} x{v}" if v > 1 else k for k, v in r["ops"].items())
         span = r["first"] if r["first"] == r["last"] else f"{r['first']} .. {r['last']}"
         print(f"  host region {i}: {span}: {ops}; {r['macs']:,} MACs "
-              f"({_pct(r['macs'] / total if total else 0.0)})")
+              f"({_pct(r['macs'] / total if total else 0.0)}), {r['bytes']:,} bytes")
 
 
 def _load_array(path, what):
@@ -594,6 +596,7 @@ def cmd_report(args):
     tot["boards"] = fit
     regions = host_regions(rows)
     tot["host_regions"] = regions["regions"]
+    tot["host_bytes"] = regions["host_bytes"]
     tot["accelerator_mac_share"] = round(regions["accel_mac_share"], 6)
     fusion = image.meta.get("fusion")
     if args.json:
