@@ -16,11 +16,11 @@ from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFloat, HostGraph,
-                 HostQuant,
+                 HostQuant, Transpose,
                  MaxPool, PhaseSplit, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
-                    lower_add, lower_channel_affine, lower_conv)
+                    lower_add, lower_adds, lower_channel_affine, lower_conv)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -135,6 +135,15 @@ def _accel_reason(op, g, cfg):
             op.params(x)
         except ValueError as e:
             return f"no integer form of its scale and offset ({e})"
+        return None
+    if isinstance(op, Transpose):
+        x = g.tensors[op.inputs[0]]
+        if not cfg.add_unit:
+            return "transpose: the configuration has no ADD unit (add_unit=false) to move its maps"
+        if x.shape[0] != 1:
+            return f"transpose of {tuple(x.shape)} (the accelerator's moves one image's maps)"
+        if x.dtype != g.tensors[op.outputs[0]].dtype:
+            return "mixed activation types"
         return None
     if isinstance(op, Concat):
         y = g.tensors[op.outputs[0]]
@@ -269,6 +278,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         info = {"name": op.name, "op": op.kind + ("+MaxPool" if id(op) in fused else ""),
                 "in_shape": list(x.shape), "out_shape": list(y.shape), "macs": 0,
                 "weight_bytes": 0, "act_bytes": int(sum(g.tensors[n].nbytes for n in op.inputs)
+                                                    + sum(g.tensors[n].nbytes
+                                                          for n in op.outputs[1:])
                                                     + y.nbytes)}
         if where is None and isinstance(op, Alias):
             continue
@@ -335,6 +346,28 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # the map's own traffic (it reads x once): its ADDs read it twice and
                     # give an element a clock, so they reach half of this bound at best
                     info["traffic_bound"] = -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)
+                elif isinstance(op, Transpose):
+                    # whole H x W maps move: an ADD (a copy, or the requantization) for each
+                    # run of maps that are consecutive in the input and the output
+                    lo, hi = bounds(op, y)
+                    p = op.requant(x, y) or golden.affine_params(
+                        np.ones(1), np.zeros(1), x.zero_point, x.qrange)
+                    p1 = [int(np.asarray(v).reshape(-1)[0]) for v in p]
+                    hw = int(np.prod(x.shape[-2:], dtype=np.int64))
+                    perm = [int(a) for a in np.asarray(op.perm).reshape(-1)]
+                    src = np.arange(int(np.prod(x.shape[:-2]))).reshape(x.shape[:-2])
+                    src = np.transpose(src, perm[:-2]).reshape(-1)   # output map -> input map
+                    runs = []
+                    for dst, sm in enumerate(src.tolist()):
+                        if runs and runs[-1][0] + runs[-1][2] == sm:
+                            runs[-1][2] += 1
+                        else:
+                            runs.append([sm, dst, 1])
+                    lower_adds(prog, [(addr[x.name] + sm * hw, addr[y.name] + dm * hw, k * hw,
+                                       p1) for sm, dm, k in runs],
+                               x_zp=x.zero_point, y_zp=y.zero_point, qmin=lo, qmax=hi)
+                    info["compute_bound"] = 0
+                    info["traffic_bound"] = -(-info["act_bytes"] // cfg.bus_bytes)
                 elif isinstance(op, Concat):
                     # the inputs its producers did not write in place, requantized (or
                     # copied) into their slices by ADDs
@@ -370,8 +403,15 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
             except LoweringError as e:
                 raise CompileError(f"node {op.name!r} ({op.kind}): {e}") from e
             for at, n in records["chain"].pop("moved", []):
-                if at < start:      # its first weight load went into the layer before's code
-                    layers[-1]["pc_count"] += n
+                if at < start:      # its first weight load went into an earlier layer's code:
+                    # the last one with code at or before it (an in-place Concat has none);
+                    # the layers after that one move down
+                    k = max(j for j, li in enumerate(layers) if li["where"] == "accel"
+                            and li["pc_count"] and li["pc_first"] <= at)
+                    layers[k]["pc_count"] += n
+                    for li in layers[k + 1:]:
+                        if li["where"] == "accel":
+                            li["pc_first"] += n
                     start += n
             info.update({"where": "accel", "segment": len(segments),
                          "pc_first": start, "pc_count": len(prog) - start})

@@ -18,7 +18,7 @@ import numpy as np
 from ffacc.firmware.image import ImageError
 
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "ChannelAffine",
-           "MaxPool", "AvgPool",
+           "Transpose", "MaxPool", "AvgPool",
            "Alias", "Concat", "HostFloat", "HostGraph", "PhaseSplit", "Graph", "reference_run",
            "requant_params", "quantize", "dequantize", "HOST_OPS", "op_to_dict", "op_from_dict"]
 
@@ -174,14 +174,44 @@ class Concat(Op):
 
     def requant(self, x, y):
         """``None`` if input tensor ``x`` is stored as output ``y`` (same type, scale and zero
-        point, no clamp), else its :func:`ffacc.sim.golden.affine_params`."""
-        if self.clamp is None and (x.dtype, x.scale, x.zero_point) == \
-                (y.dtype, y.scale, y.zero_point):
-            return None
-        from ffacc.sim.golden import affine_params
-        C = x.shape[1] if len(x.shape) > 1 else 1
-        return affine_params(np.full(C, x.scale / y.scale), np.zeros(C), x.zero_point,
-                             x.qrange)
+        point, no clamp), else its :func:`ffacc.sim.golden.affine_params`, per channel."""
+        return _requant(self.clamp, x, y)
+
+
+def _requant(clamp, x, y):
+    """The per-channel affine map ``(s_x / s_y) (x - z_x)`` that stores input ``x`` as output
+    ``y`` (``None``: the bytes are the same already)."""
+    if (clamp is None or tuple(clamp) == y.qrange) and \
+            (x.dtype, x.scale, x.zero_point) == (y.dtype, y.scale, y.zero_point):
+        return None
+    from ffacc.sim.golden import affine_params
+    C = x.shape[1] if len(x.shape) > 1 else 1
+    return affine_params(np.full(C, x.scale / y.scale), np.zeros(C), x.zero_point, x.qrange)
+
+
+@dataclass
+class Transpose(Op):
+    """A permutation of the leading axes that keeps the last two (rows and columns) in place,
+    such as ShuffleNet's channel shuffle: whole ``H x W`` maps move. The input is requantized
+    to the output's scale and zero point if they differ (:meth:`requant`)."""
+    perm: tuple = ()
+    clamp: tuple = None
+    kind = "Transpose"
+
+    def requant(self, x, y):
+        """As :meth:`Concat.requant`: the same map for every channel of ``x``, or ``None``."""
+        return _requant(self.clamp, x, y)
+
+    def check(self, in_shape, out_shape):
+        """:class:`ImageError` unless ``perm`` permutes the axes of ``in_shape`` into
+        ``out_shape`` and keeps the last two in place."""
+        p = [int(v) for v in np.asarray(self.perm).reshape(-1)]
+        nd = len(in_shape)
+        if sorted(p) != list(range(nd)) or nd < 3 or p[-2:] != [nd - 2, nd - 1] or \
+                [in_shape[i] for i in p] != list(out_shape):
+            raise ImageError(f"Transpose {self.name!r}: perm {p} does not take "
+                             f"{tuple(in_shape)} to {tuple(out_shape)} keeping its last two "
+                             f"axes")
 
 
 @dataclass
@@ -264,6 +294,7 @@ HOST_OPS = {
     "AvgPool": (AvgPool, 1, 1, {"kernel": "ints2?", "strides": "ints2?", "pads": "ints4",
                                 "count_include_pad": "bool"}),
     "Concat": (Concat, None, 1, {"axis": "int", "clamp": "ints2?"}),
+    "Transpose": (Transpose, 1, 1, {"perm": "array", "clamp": "ints2?"}),
     "HostFloat": (HostFloat, None, None, _ONNX_NODE),
     "HostGraph": (HostGraph, None, None, {"graph_proto": "bytes", "op_type": "str",
                                           "initializers": "arrays"}),
@@ -569,6 +600,15 @@ def run_op(op, g, vals):
         return _run_host_float(host, g, vals)
     if isinstance(op, Alias):
         return [vals[op.inputs[0]].reshape(T[op.outputs[0]].shape)]
+    if isinstance(op, Transpose):
+        x, y = T[op.inputs[0]], T[op.outputs[0]]
+        op.check(x.shape, y.shape)
+        p, v = op.requant(x, y), vals[op.inputs[0]]
+        if p is not None:
+            v = golden.channel_affine(v, x_zp=x.zero_point, ka=p[0], kb=p[1], zb=p[2],
+                                      multiplier=p[3], shift=p[4], y_zp=y.zero_point,
+                                      qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])
+        return [np.transpose(v, [int(a) for a in np.asarray(op.perm).reshape(-1)])]
     if isinstance(op, Concat):
         y = T[op.outputs[0]]
         parts = []

@@ -24,7 +24,8 @@ from .emit import Nest
 from .ir import bounds, requant_params
 
 __all__ = ["ConvLayer", "ir_conv_layer", "LoweringError", "layer_weights", "lower_conv",
-           "conv_plan_cycles", "lower_add", "Blob", "build_image", "MemoryPlan"]
+           "conv_plan_cycles", "lower_add", "lower_adds", "lower_channel_affine", "Blob",
+           "build_image", "MemoryPlan"]
 
 
 class LoweringError(ValueError):
@@ -770,29 +771,37 @@ def lower_add(prog, a_addr, b_addr, y_addr, n, **params):
     return prog.op(Op.ADD)
 
 
-def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax):
-    """Emit a per-channel affine map (:func:`ffacc.sim.golden.affine_params`) of ``channels``
-    maps of ``n`` activations each, stored one after the other: an ``ADD`` of each run of
-    channels with the same parameters with itself (one for a per-tensor map), setting only
-    the registers that differ from the ``ADD`` before's."""
-    ka, kb, zb, M, s = (np.asarray(p).reshape(-1) for p in params)
-    if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
-        raise LoweringError(f"channel affine: {channels} channels but parameters for "
-                            f"{len(ka)}")
-    rows = np.stack([ka, kb, zb, M, s], axis=1)
-    starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
+def lower_adds(prog, items, *, x_zp, y_zp, qmin, qmax):
+    """Emit an ``ADD`` of an operand with itself for each ``(src, dst, n, params)`` of
+    ``items`` (``params``: one channel's ``(ka, kb, zb, M, s)`` of
+    :func:`ffacc.sim.golden.affine_params`): ``n`` activations from ``src`` mapped to ``dst``.
+    Only the registers that differ from the ``ADD`` before's are set."""
     prev = {}
-    for c, end in zip(starts, starts[1:] + [channels]):
-        regs = _add_registers(x_addr + c * n, x_addr + c * n, y_addr + c * n, (end - c) * n,
-                              ka=int(ka[c]), kb=int(kb[c]), multiplier=int(M[c]),
-                              shift=int(s[c]), a_zp=x_zp, b_zp=int(zb[c]), y_zp=y_zp,
-                              qmin=qmin, qmax=qmax)
+    for src, dst, n, (ka, kb, zb, M, s) in items:
+        regs = _add_registers(src, src, dst, n, ka=int(ka), kb=int(kb), multiplier=int(M),
+                              shift=int(s), a_zp=x_zp, b_zp=int(zb), y_zp=y_zp, qmin=qmin,
+                              qmax=qmax)
         changed = {k: v for k, v in regs.items() if prev.get(k) != v}
         if changed:
             prog.set(**changed)
         prog.op(Op.ADD)
         prev = regs
     return prog
+
+
+def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax):
+    """Emit a per-channel affine map (:func:`ffacc.sim.golden.affine_params`) of ``channels``
+    maps of ``n`` activations each, stored one after the other: an ``ADD`` of each run of
+    channels with the same parameters with itself (one for a per-tensor map)."""
+    ka, kb, zb, M, s = (np.asarray(p).reshape(-1) for p in params)
+    if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
+        raise LoweringError(f"channel affine: {channels} channels but parameters for "
+                            f"{len(ka)}")
+    rows = np.stack([ka, kb, zb, M, s], axis=1)
+    starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
+    return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c])
+                             for c, end in zip(starts, starts[1:] + [channels])],
+                      x_zp=x_zp, y_zp=y_zp, qmin=qmin, qmax=qmax)
 
 
 def build_image(cfg, prog, mem, tensors=(), meta=None, mem_size=None, code_addr=None):

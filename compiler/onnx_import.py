@@ -40,7 +40,7 @@ import onnx
 from onnx import numpy_helper, helper
 
 from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, Graph, HostFloat,
-                 HostGraph, HostQuant,
+                 HostGraph, HostQuant, Transpose,
                  MaxPool, QTensor, quantize)
 
 __all__ = ["import_onnx", "pin_batch", "to_opset13", "ImportError_", "UnsupportedModel"]
@@ -80,7 +80,7 @@ _NO_FOLD = {"DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLi
 # QDQ operators with an accelerator (or integer) handler: each runs in float on the host
 # instead when the quantizer left it in float (_Importer.runs_in_float)
 _QDQ_OPS = {"Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "Concat", "MaxPool",
-            "AveragePool",
+            "AveragePool", "Transpose",
             "GlobalAveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
 # The integer add (golden.add_params, 14-bit input multipliers) is off by up to
 # 255 * 0.5 * max(sa, sb) / (2**14 * sy) LSB: an add whose larger input scale is more than
@@ -822,11 +822,11 @@ class _Importer:
         eps = np.float32(a.get("epsilon", 1e-5))
         k = (gamma / np.sqrt(var + eps)).astype(np.float64)       # float32, as onnxruntime
         b = beta.astype(np.float64) - mean.astype(np.float64) * k
+        if not (np.isfinite(k).all() and np.isfinite(b).all()):
+            return self.op_host(node)           # a variance of -epsilon, say: onnxruntime's
         q, lo, hi = self.out_q(node.output[0], node)
         y = self.qtensor(q.output[0], xs.shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
-        if not (np.isfinite(k).all() and np.isfinite(b).all()):
-            raise self.err(node, "its scale or offset is not finite (a variance of -epsilon?)")
         self.ops.append(ChannelAffine(_label(node), [xs.name], [y.name],
                                       scale=k * xs.scale / y.scale, offset=b / y.scale,
                                       clamp=self.clamp(y, lo, hi)))
@@ -852,6 +852,25 @@ class _Importer:
         y = self.qtensor(q.output[0], shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
         self.ops.append(Concat(_label(node), xs, [y.name], axis=1, clamp=self.clamp(y, lo, hi)))
+
+    def op_Transpose(self, node):
+        """Transpose of a dequantized activation into a QuantizeLinear that keeps the last two
+        axes (rows, columns) and the first in place (a channel shuffle): a
+        :class:`~ffacc.compiler.ir.Transpose`. Any other runs on the host."""
+        x = self.alias.get(node.input[0])
+        if x is None or not self.tensors[x].quantized:
+            return self.op_host(node)
+        shape = self.tensors[x].shape
+        nd = len(shape)
+        perm = [int(p) for p in _attrs(node).get("perm", range(nd - 1, -1, -1))]
+        if nd < 3 or sorted(perm) != list(range(nd)) or perm[0] != 0 or \
+                perm[-2:] != [nd - 2, nd - 1]:
+            return self.op_host(node)
+        q, lo, hi = self.out_q(node.output[0], node)
+        y = self.qtensor(q.output[0], tuple(shape[p] for p in perm), q.input[1],
+                         q.input[2] if len(q.input) > 2 else np.uint8(0), node)
+        self.ops.append(Transpose(_label(node), [x], [y.name], perm=tuple(perm),
+                                  clamp=self.clamp(y, lo, hi)))
 
     def op_Sum(self, node):
         """Two inputs: an Add. More: one float sum on the host, as onnxruntime computes it (a
@@ -1102,17 +1121,32 @@ class _Importer:
         if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, C):
             return False
         v = np.broadcast_to(c.astype(np.float64).reshape(-1), (C,))
+        y_scale = self._out_scale(node.output[0])
+        if node.op_type == "Mul":
+            scale, offset = v * xs.scale / y_scale, np.zeros(C)
+        else:
+            scale = np.full(C, xs.scale / y_scale)
+            offset = (v if node.op_type == "Add" else -v) / y_scale
+        try:
+            from ffacc.sim.golden import affine_params
+            affine_params(scale, offset, xs.zero_point, xs.qrange)
+        except ValueError:              # not finite, or beyond the integer form: onnxruntime's
+            return False
         q, lo, hi = self.out_q(node.output[0], node)
         y = self.qtensor(q.output[0], xs.shape, q.input[1],
                          q.input[2] if len(q.input) > 2 else np.uint8(0), node)
-        if node.op_type == "Mul":
-            scale, offset = v * xs.scale / y.scale, np.zeros(C)
-        else:
-            scale = np.full(C, xs.scale / y.scale)
-            offset = (v if node.op_type == "Add" else -v) / y.scale
         self.ops.append(ChannelAffine(_label(node), [x], [y.name], scale=scale, offset=offset,
                                       clamp=self.clamp(y, lo, hi)))
         return True
+
+    def _out_scale(self, name):
+        """The scale of the QuantizeLinear that float value ``name`` reaches through Relu/Clip
+        (``_quantized_through`` holds)."""
+        while True:
+            (c,) = [c for c in self.consumers.get(name, []) if c.op_type != "Shape"]
+            if c.op_type == "QuantizeLinear":
+                return float(self.scalar(c.input[1], c)[0])
+            name = c.output[0]
 
     def op_host(self, node):
         """Run the float node on the host between dequantized inputs and quantized outputs

@@ -7,7 +7,7 @@ The same :func:`host_exec` serves the ISS path here and the RTL path inside the 
 
 import numpy as np
 
-from ffacc.compiler.ir import Graph, PhaseSplit, QTensor, op_from_dict, run_op
+from ffacc.compiler.ir import Graph, PhaseSplit, QTensor, Transpose, op_from_dict, run_op
 from ffacc.firmware.image import Image, ImageError
 
 __all__ = ["host_exec", "host_op", "check_segments", "run_image", "config_of", "write_inputs",
@@ -89,7 +89,7 @@ def host_op(seg, index=None):
                            "inputs": [d["name"] for d in seg["inputs"]],
                            "outputs": [d["name"] for d in seg["outputs"]],
                            "attrs": seg["attrs"]})
-        if isinstance(op, PhaseSplit):
+        if isinstance(op, (PhaseSplit, Transpose)):
             op.check(seg["inputs"][0]["shape"], seg["outputs"][0]["shape"])
     except ImageError as e:
         raise ImageError(f"{where}: {e}") from None

@@ -84,6 +84,11 @@ def test_inputs_stored_as_the_output_are_written_in_place(paths):
     g, c, _ = compile_model(paths["same"], TINY)
     li = [x for x in c.layers if x["op"] == "Concat"][0]
     assert li["where"] == "accel" and li["inputs_in_place"] == 3 and _adds(c) == 0
+    # the layers' code ranges tile the program: the next conv's first weight load, moved
+    # into the code before it, is the conv's before the Concat, which has none
+    acc = [x for x in c.layers if x["where"] == "accel"]
+    assert li["pc_count"] == 0
+    assert all(a["pc_first"] + a["pc_count"] == b["pc_first"] for a, b in zip(acc, acc[1:]))
     r = verify_model(paths["same"], TINY)
     assert r["bit_exact"] and r["ok"], r
 

@@ -18,7 +18,7 @@ from ffacc.cli import main
 from ffacc.compiler.compile import compile_graph
 from ffacc.compiler.ir import (HOST_OPS, Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm,
                                HostFloat, HostGraph, HostQuant, MaxPool, PhaseSplit,
-                               op_from_dict, op_to_dict, reference_run)
+                               Transpose, op_from_dict, op_to_dict, reference_run)
 from ffacc.compiler.onnx_import import import_onnx
 from ffacc.compiler.zoo import Builder, quantize_model
 from ffacc.firmware.image import Image, ImageError, Kind, Section
@@ -132,6 +132,7 @@ def _samples():
                 count_include_pad=True),
         Concat("cat", ["a", "b", "c"], ["y"], axis=1),
         Concat("cat_clamp", ["a", "b"], ["y"], axis=1, clamp=(-100, 90)),
+        Transpose("shuffle", ["x"], ["y"], perm=np.array([0, 2, 1, 3, 4]), clamp=None),
         HostFloat("sm", ["a"], ["b"], node_proto=node, op_type="Softmax",
                   initializers={"k": rng.random((2, 3)).astype(np.float32)}),
         HostGraph("region", ["a"], ["c"], graph_proto=node * 2, op_type="LRN+MaxPool",
