@@ -1,0 +1,57 @@
+"""What of a network stays on the host: ``python benchmarks/host_traffic.py``.
+
+For classic zoo CNNs (random weights, quantized by onnxruntime's quantize_static without
+pre-processing, as a user would, and cached in ``build/``) compiled for a configuration: the
+operators and regions (runs of operators between accelerator code) left on the host, the
+bytes those operators read and write per image (what a board's host link carries, at most),
+the accelerator's cycles (the ISS cycle model) and the instruction count. Prints a table, then
+JSON with every host region.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="ulx3s")
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--models", default="resnet50,inception_v2,shufflenet,squeezenet")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    from ffacc.compiler.compile import host_regions
+    from ffacc.compiler.driver import compile_model, layer_report
+    from ffacc.compiler.zoo import CLASSIC, classic_int8
+    from ffacc.hw.config import ACCEL_PRESETS
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.config not in ACCEL_PRESETS:
+        ap.error(f"--config {args.config!r}: not a preset ({', '.join(ACCEL_PRESETS)})")
+    rows = []
+    for name in args.models.split(","):
+        if name not in CLASSIC:
+            ap.error(f"--models: {name!r} is not a classic zoo model ({', '.join(CLASSIC)})")
+        path = classic_int8("build", name, args.size, progress=say)
+        say(f"{name}: compiling for {args.config}")
+        _, c, _ = compile_model(path, ACCEL_PRESETS[args.config])
+        regions = host_regions(c.layers)
+        _, tot = layer_report(c.image)
+        rows.append({"model": name, "host_operators": len(c.host_ops),
+                     "host_regions": len(regions["regions"]),
+                     "host_bytes": regions["host_bytes"], "cycles": tot["cycles"],
+                     "instructions": sum(li.get("pc_count", 0) for li in c.layers),
+                     "regions": regions["regions"]})
+    heads = ["model", "host_operators", "host_regions", "host_bytes", "cycles", "instructions"]
+    cols = [[h] + [f"{r[h]:,}" if isinstance(r[h], int) else str(r[h]) for r in rows]
+            for h in heads]
+    w = [max(map(len, c)) for c in cols]
+    for i in range(len(rows) + 1):
+        print("  ".join(c[i].rjust(wi) for c, wi in zip(cols, w)))
+    print(json.dumps({"config": args.config, "size": args.size, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
