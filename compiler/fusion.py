@@ -7,9 +7,10 @@ two ping-pong halves) and runs consecutive layers depth-first, so no intermediat
 memory. :func:`plan_groups` makes that plan for a compiled graph and an accelerator
 configuration:
 
-* A **layer** is a convolution the accelerator runs (with its fused 2x2 max-pool) or an
-  elementwise ``Add``. Other operators (fully-connected layers, global pools, concats, host
-  operators, reshapes) end a group and run as today.
+* A **layer** is a convolution the accelerator runs (with its fused 2x2 max-pool), an
+  elementwise ``Add`` or a per-channel affine map (``ChannelAffine``: a BatchNormalization
+  the quantizer left in float), elementwise too. Other operators (fully-connected layers,
+  global pools, concats, host operators, reshapes) end a group and run as today.
 * A layer's **window** is ``(k, s, p)``: the input rows one output row spans, the rows between
   output rows, the padding above (a fused pool composes with its conv). Each step makes
   ``m = max(1, k - 1)`` output rows (even, with a fused pool) from ``T = (m - 1) s + k``
@@ -35,7 +36,7 @@ This is the plan and its accounting; the accelerator runs layer by layer (a fuse
 from dataclasses import dataclass, field
 from math import ceil
 
-from .ir import Add, Alias, Conv
+from .ir import Add, Alias, ChannelAffine, Conv
 
 __all__ = ["plan_groups", "Layer", "Group", "FusionPlan", "window_rows"]
 
@@ -43,7 +44,7 @@ __all__ = ["plan_groups", "Layer", "Group", "FusionPlan", "window_rows"]
 @dataclass
 class Layer:
     name: str
-    kind: str                  # "conv" or "add"
+    kind: str                  # "conv" or "add" (elementwise: an Add or a ChannelAffine)
     inputs: list               # input tensor names
     output: str
     in_shapes: list            # (C, H, W) of each input
@@ -316,9 +317,9 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
 
 
 def plan_from_ops(g, cfg, ops, fused_pools, on_accel, **kw):
-    """:func:`plan_groups` from a compile's operator list: the accelerator's convs and adds
-    are the layers (``on_accel(op)``), the rest end groups."""
-    layers = [op for op in ops if isinstance(op, (Conv, Add)) and on_accel(op)]
+    """:func:`plan_groups` from a compile's operator list: the accelerator's convs, adds and
+    per-channel affine maps are the layers (``on_accel(op)``), the rest end groups."""
+    layers = [op for op in ops if isinstance(op, (Conv, Add, ChannelAffine)) and on_accel(op)]
     ids = {id(op) for op in layers}
     others = [op for op in ops if id(op) not in ids]
     return plan_groups(g, cfg, layers, fused_pools, others, **kw)

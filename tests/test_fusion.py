@@ -143,3 +143,28 @@ def test_a_fused_pool_composes_with_its_conv():
     # one step fewer would not fit
     m = -(-8 // (n - 1))
     assert min(16, (m - 1) * 2 + 4) * 64 + min(8, m + 2) * 64 > 900
+
+
+def test_a_per_channel_affine_map_between_convs_is_an_elementwise_layer_of_the_group():
+    """conv -> BatchNormalization (ChannelAffine) -> conv: the map needs only the rows its
+    step makes, so the chain is one group and its regions are the convs' windows; with a
+    buffer for fewer rows it takes more steps, the affine map's region its step's rows."""
+    from ffacc.compiler.fusion import plan_from_ops
+    from ffacc.compiler.ir import ChannelAffine
+    g, ops = chain(C=(4, 8, 8))
+    c0, c1 = ops
+    g.tensors["bn"] = t("bn", 8, 16, 16)
+    bn = ChannelAffine("bn", ["t1"], ["bn"], scale=np.ones(8), offset=np.zeros(8))
+    c1.inputs = ["bn"]
+    ops = [c0, bn, c1]
+    g.ops = ops
+    plan = plan_from_ops(g, CFG, ops, {}, lambda op: True)
+    (grp,) = plan.groups
+    assert [x.name for x in grp.layers] == ["c0", "bn", "c1"] and grp.steps == 1
+    assert grp.regions == {"t0": (16, 4, 16), "t1": (16, 8, 16), "bn": (16, 8, 16)}
+    # 1,280 bytes: 4 steps of 4 rows need 16 x (4 x 6 + 8 x 4 + 8 x 6) = 1,664 (the convs'
+    # windows 6 rows, the affine map's input its step, 4); 8 steps of 2 rows need
+    # 16 x (4 x 4 + 8 x 2 + 8 x 4) = 1,024
+    (grp,) = plan_groups(g, CFG, ops, {}, [], capacity=1280).groups
+    assert grp.steps == 8 and grp.onchip_pixels == 1024
+    assert grp.regions == {"t0": (4, 4, 16), "t1": (2, 8, 16), "bn": (4, 8, 16)}
