@@ -6,7 +6,7 @@ scale and zero point) is written into its slice of the output by its producer; t
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ffacc.compiler.driver import compile_model, verify_model
 from ffacc.compiler.ir import Concat
@@ -28,36 +28,37 @@ def _concat_model(size=8):
     return b.model(b.conv(b.concat([p, q, r]), 4, 3))
 
 
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory):
-    """The model as quantize_static writes it, and the same with every Concat input
-    quantized as its output (one scale and zero point for the four tensors)."""
-    d = tmp_path_factory.mktemp("concat")
-    ort = d / "concat_int8.onnx"
-    quantize_model(_concat_model(), ort, samples=4)
-    m = onnx.load(ort)
+def _equalize(src, dst):
+    """``src`` with every Concat input quantized as the Concat's output (one scale and zero
+    point for them all, their producers' QuantizeLinear too), saved as ``dst``."""
+    m = onnx.load(src)
     inits = {i.name: i for i in m.graph.initializer}
     prod = {o: n for n in m.graph.node for o in n.output}
     cons = {}
     for n in m.graph.node:
         for i in n.input:
             cons.setdefault(i, []).append(n)
-    (cat,) = [n for n in m.graph.node if n.op_type == "Concat"]
-    (q,) = cons[cat.output[0]]
-    names = [(prod[i].input[1], prod[i].input[2]) for i in cat.input] + [(q.input[1], q.input[2])]
-    scale = max(float(numpy_helper.to_array(inits[s])) for s, _ in names)
-    for s, z in names:
-        inits[s].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), s))
-        inits[z].CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), z))
-    # the producers' QuantizeLinear, which the DequantizeLinears above read from, as well
-    for i in cat.input:
-        qp = prod[prod[i].input[0]]
-        inits[qp.input[1]].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32),
-                                                            qp.input[1]))
-        inits[qp.input[2]].CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), qp.input[2]))
-    same = d / "concat_same.onnx"
-    onnx.save(m, same)
-    return {"ort": ort, "same": same}
+    for cat in [n for n in m.graph.node if n.op_type == "Concat"]:
+        (q,) = cons[cat.output[0]]
+        dqs = [prod[i] for i in cat.input]
+        names = [(d.input[1], d.input[2]) for d in dqs] + [(q.input[1], q.input[2])]
+        names += [(prod[d.input[0]].input[1], prod[d.input[0]].input[2]) for d in dqs]
+        scale = max(float(numpy_helper.to_array(inits[s])) for s, _ in names)
+        for s, z in names:
+            inits[s].CopyFrom(numpy_helper.from_array(np.array(scale, np.float32), s))
+            inits[z].CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), z))
+    onnx.save(m, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    """The model as quantize_static writes it, and the same with every Concat input
+    quantized as its output."""
+    d = tmp_path_factory.mktemp("concat")
+    ort = d / "concat_int8.onnx"
+    quantize_model(_concat_model(), ort, samples=4)
+    return {"ort": ort, "same": _equalize(ort, d / "concat_same.onnx")}
 
 
 def _adds(c):
@@ -99,6 +100,28 @@ def test_without_an_add_unit_a_concat_runs_on_the_host(paths):
     assert [h["op"] for h in c.host_ops] == ["Concat"]
     assert "no ADD unit" in c.host_ops[0]["reason"]
     assert verify_model(paths["ort"], cfg)["bit_exact"]
+
+
+def test_slices_that_are_graph_outputs_host_results_and_reshaped(tmp_path):
+    """A slice written in place that is also a graph output, one a host operator writes (a
+    3x3 max-pool), and the Concat's output read through a Flatten: the memory plan keeps each
+    where its readers look, bit-exact."""
+    b = Builder((1, 3, 6, 6), seed=17, name="slices")
+    p = b.conv("x", 3, 3)
+    q = b.pool("MaxPool", b.relu(b.conv("x", 5, 1)), 3, 1, pads=(1, 1, 1, 1))
+    y = b.fc(b.flatten(b.concat([p, q])), 4)
+    m = b.model(y)
+    m.graph.output.append(helper.make_tensor_value_info(p, TensorProto.FLOAT, [1, 3, 6, 6]))
+    src = tmp_path / "slices_int8.onnx"
+    quantize_model(m, src, samples=4)
+    path = _equalize(src, tmp_path / "slices_same.onnx")
+    g, c, _ = compile_model(path, TINY)
+    li = [x for x in c.layers if x["op"] == "Concat"][0]
+    assert li["where"] == "accel" and li["inputs_in_place"] == 2, li
+    assert [h["op"] for h in c.host_ops] == ["MaxPool"]
+    assert len(g.outputs) == 2
+    r = verify_model(path, TINY)
+    assert r["bit_exact"] and r["ok"], r
 
 
 @pytest.mark.slow
