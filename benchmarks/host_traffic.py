@@ -23,6 +23,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    from ffacc.cli import _table
     from ffacc.compiler.compile import host_regions
     from ffacc.compiler.driver import compile_model, layer_report
     from ffacc.compiler.zoo import CLASSIC, classic_int8
@@ -45,11 +46,7 @@ def main(argv=None):
                      "instructions": sum(li.get("pc_count", 0) for li in c.layers),
                      "regions": regions["regions"]})
     heads = ["model", "host_operators", "host_regions", "host_bytes", "cycles", "instructions"]
-    cols = [[h] + [f"{r[h]:,}" if isinstance(r[h], int) else str(r[h]) for r in rows]
-            for h in heads]
-    w = [max(map(len, c)) for c in cols]
-    for i in range(len(rows) + 1):
-        print("  ".join(c[i].rjust(wi) for c, wi in zip(cols, w)))
+    print(_table(heads, [[r["model"]] + [f"{r[h]:,}" for h in heads[1:]] for r in rows]))
     print(json.dumps({"config": args.config, "size": args.size, "rows": rows}))
 
 

@@ -17,7 +17,7 @@ from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFloat, HostGraph,
                  HostQuant, Transpose,
-                 MaxPool, PhaseSplit, bounds, op_to_dict)
+                 MaxPool, PhaseSplit, affine_to, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
                     lower_add, lower_adds, lower_channel_affine, lower_conv)
@@ -117,43 +117,27 @@ def _accel_reason(op, g, cfg):
         if g.tensors[op.inputs[0]].dtype != ("int8" if cfg.fcu.act_signed else "uint8"):
             return "activation type differs from the configuration's"
         return None
-    if isinstance(op, Add):
+    if isinstance(op, (Add, ChannelAffine, Transpose, Concat)):
+        # the ADD unit's: a ChannelAffine, a Transpose's maps and a Concat's copies are ADDs
+        # of an operand with itself
         if not cfg.add_unit:
             return "the configuration has no ADD unit (add_unit=false)"
         if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
             return "mixed activation types"
-        return None
-    if isinstance(op, ChannelAffine):
-        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
-        if not cfg.add_unit:
-            return "the configuration has no ADD unit (add_unit=false)"
-        if x.dtype != y.dtype:
-            return "mixed activation types"
-        if len(x.shape) < 2 or x.shape[0] != 1:
-            return f"input shape {tuple(x.shape)} is not one image's channels"
-        try:
-            op.params(x)
-        except ValueError as e:
-            return f"no integer form of its scale and offset ({e})"
-        return None
-    if isinstance(op, Transpose):
-        x = g.tensors[op.inputs[0]]
-        if not cfg.add_unit:
-            return "transpose: the configuration has no ADD unit (add_unit=false) to move its maps"
-        if x.shape[0] != 1:
-            return f"transpose of {tuple(x.shape)} (the accelerator's moves one image's maps)"
-        if x.dtype != g.tensors[op.outputs[0]].dtype:
-            return "mixed activation types"
-        return None
-    if isinstance(op, Concat):
-        y = g.tensors[op.outputs[0]]
-        if op.axis != 1 or len(y.shape) < 2 or y.shape[0] != 1:
-            return (f"concat along axis {op.axis} of {tuple(y.shape)} (the accelerator's is "
-                    f"the channel axis of one image)")
-        if not cfg.add_unit:
-            return "concat: the configuration has no ADD unit (add_unit=false) to copy its inputs"
-        if len({g.tensors[n].dtype for n in op.inputs + op.outputs}) != 1:
-            return "mixed activation types"
+        shape = tuple(g.tensors[op.outputs[0]].shape)
+        one_image = len(shape) >= 2 and shape[0] == 1
+        if isinstance(op, Concat) and (op.axis != 1 or not one_image):
+            return (f"concat along axis {op.axis} of {shape} (the accelerator's is the channel "
+                    f"axis of one image)")
+        if isinstance(op, Transpose) and not one_image:
+            return f"transpose of {shape} (the accelerator's moves one image's maps)"
+        if isinstance(op, ChannelAffine):
+            if not one_image:
+                return f"input shape {shape} is not one image's channels"
+            try:
+                op.params(g.tensors[op.inputs[0]])
+            except ValueError as e:
+                return f"no integer form of its scale and offset ({e})"
         return None
     if isinstance(op, Alias):
         return None
@@ -350,9 +334,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # whole H x W maps move: an ADD (a copy, or the requantization) for each
                     # run of maps that are consecutive in the input and the output
                     lo, hi = bounds(op, y)
-                    p = op.requant(x, y) or golden.affine_params(
-                        np.ones(1), np.zeros(1), x.zero_point, x.qrange)
-                    p1 = [int(np.asarray(v).reshape(-1)[0]) for v in p]
+                    p1 = [int(v[0]) for v in affine_to(x, y)]      # one map for all
                     hw = int(np.prod(x.shape[-2:], dtype=np.int64))
                     perm = [int(a) for a in np.asarray(op.perm).reshape(-1)]
                     src = np.arange(int(np.prod(x.shape[:-2]))).reshape(x.shape[:-2])
@@ -372,23 +354,20 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # the inputs its producers did not write in place, requantized (or
                     # copied) into their slices by ADDs
                     lo, hi = bounds(op, y)
+                    in_place = [parent.get(n, (None,))[0] == y.name for n in op.inputs]
                     off = moved = 0
-                    for n in op.inputs:
+                    for n, kept in zip(op.inputs, in_place):
                         xt = g.tensors[n]
-                        if parent.get(n, (None,))[0] != y.name:
-                            p = op.requant(xt, y) or golden.affine_params(
-                                np.ones(xt.shape[1]), np.zeros(xt.shape[1]), xt.zero_point,
-                                xt.qrange)
+                        if not kept:
                             lower_channel_affine(prog, addr[n], addr[y.name] + off,
                                                  int(xt.shape[1]),
                                                  int(np.prod(xt.shape[2:], dtype=np.int64)),
-                                                 p, x_zp=xt.zero_point, y_zp=y.zero_point,
-                                                 qmin=lo, qmax=hi)
+                                                 affine_to(xt, y), x_zp=xt.zero_point,
+                                                 y_zp=y.zero_point, qmin=lo, qmax=hi)
                             moved += xt.nbytes
                         off += xt.nbytes
                     info["act_bytes"] = 2 * moved
-                    info["inputs_in_place"] = sum(parent.get(n, (None,))[0] == y.name
-                                                  for n in op.inputs)
+                    info["inputs_in_place"] = sum(in_place)
                     info["compute_bound"] = 0
                     info["traffic_bound"] = -(-2 * moved // cfg.bus_bytes)
                 else:   # Add

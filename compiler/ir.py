@@ -11,6 +11,7 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from math import prod
 
 import numpy as np
@@ -20,7 +21,8 @@ from ffacc.firmware.image import ImageError
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "ChannelAffine",
            "Transpose", "MaxPool", "AvgPool",
            "Alias", "Concat", "HostFloat", "HostGraph", "PhaseSplit", "Graph", "reference_run",
-           "requant_params", "quantize", "dequantize", "HOST_OPS", "op_to_dict", "op_from_dict"]
+           "requant_params", "affine_to", "quantize", "dequantize", "HOST_OPS", "op_to_dict",
+           "op_from_dict"]
 
 
 @dataclass
@@ -130,13 +132,47 @@ class ChannelAffine(Op):
 
     def params(self, x):
         """``(ka, kb, zb, M, s)`` per channel for input tensor ``x``."""
-        from ffacc.sim.golden import affine_params
         C = x.shape[1] if len(x.shape) > 1 else 0
         if np.shape(self.scale) != (C,) or np.shape(self.offset) != (C,):
             raise ValueError(f"ChannelAffine {self.name!r}: scale {np.shape(self.scale)} and "
                              f"offset {np.shape(self.offset)} must have one entry per channel "
                              f"of input {tuple(x.shape)}")
-        return affine_params(self.scale, self.offset, x.zero_point, x.qrange)
+        return _affine_params(self.scale, self.offset, x)
+
+
+def _affine_params(scale, offset, x):
+    """:func:`ffacc.sim.golden.affine_params` for input tensor ``x``, computed once per
+    distinct map: a compile asks for an operator's parameters at every placement decision,
+    its lowering and its reference run (read-only arrays)."""
+    scale = np.ascontiguousarray(scale, dtype=np.float64)
+    offset = np.ascontiguousarray(offset, dtype=np.float64)
+    return _affine_params_of(scale.tobytes(), offset.tobytes(), int(x.zero_point),
+                             tuple(x.qrange))
+
+
+@lru_cache(maxsize=512)
+def _affine_params_of(scale, offset, x_zp, x_range):
+    from ffacc.sim.golden import affine_params
+    out = affine_params(np.frombuffer(scale), np.frombuffer(offset), x_zp, x_range)
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def affine_to(x, y):
+    """The per-channel affine map ``(s_x / s_y) (x - z_x)`` that stores input tensor ``x`` as
+    output ``y`` (:func:`ffacc.sim.golden.affine_params`; a copy when they are stored alike)."""
+    C = x.shape[1] if len(x.shape) > 1 else 1
+    return _affine_params(np.full(C, x.scale / y.scale), np.zeros(C), x)
+
+
+def _run_affine(op, v, p, x, y):
+    """Values ``v`` of ``x`` through the affine map ``p`` (:func:`affine_params`' arrays) into
+    ``op``'s output ``y``, clamped as ``op`` clamps."""
+    from ffacc.sim.golden import channel_affine
+    lo, hi = bounds(op, y)
+    return channel_affine(v, x_zp=x.zero_point, ka=p[0], kb=p[1], zb=p[2], multiplier=p[3],
+                          shift=p[4], y_zp=y.zero_point, qmin=lo, qmax=hi)
 
 
 @dataclass
@@ -179,14 +215,12 @@ class Concat(Op):
 
 
 def _requant(clamp, x, y):
-    """The per-channel affine map ``(s_x / s_y) (x - z_x)`` that stores input ``x`` as output
-    ``y`` (``None``: the bytes are the same already)."""
+    """:func:`affine_to` for input ``x`` and output ``y``, or ``None`` where the bytes are the
+    same already (stored alike, no clamp, or a clamp that is the output's whole range)."""
     if (clamp is None or tuple(clamp) == y.qrange) and \
             (x.dtype, x.scale, x.zero_point) == (y.dtype, y.scale, y.zero_point):
         return None
-    from ffacc.sim.golden import affine_params
-    C = x.shape[1] if len(x.shape) > 1 else 1
-    return affine_params(np.full(C, x.scale / y.scale), np.zeros(C), x.zero_point, x.qrange)
+    return affine_to(x, y)
 
 
 @dataclass
@@ -577,10 +611,7 @@ def run_op(op, g, vals):
                            y_zp=y.zero_point, qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])]
     if isinstance(op, ChannelAffine):
         x, y = T[op.inputs[0]], T[op.outputs[0]]
-        ka, kb, zb, M, s = op.params(x)
-        return [golden.channel_affine(vals[op.inputs[0]], x_zp=x.zero_point, ka=ka, kb=kb,
-                                      zb=zb, multiplier=M, shift=s, y_zp=y.zero_point,
-                                      qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])]
+        return [_run_affine(op, vals[op.inputs[0]], op.params(x), x, y)]
     if isinstance(op, MaxPool):
         return [golden.maxpool2d(vals[op.inputs[0]], op.kernel, op.strides, op.pads)]
     if isinstance(op, AvgPool):
@@ -605,18 +636,14 @@ def run_op(op, g, vals):
         op.check(x.shape, y.shape)
         p, v = op.requant(x, y), vals[op.inputs[0]]
         if p is not None:
-            v = golden.channel_affine(v, x_zp=x.zero_point, ka=p[0], kb=p[1], zb=p[2],
-                                      multiplier=p[3], shift=p[4], y_zp=y.zero_point,
-                                      qmin=bounds(op, y)[0], qmax=bounds(op, y)[1])
+            v = _run_affine(op, v, p, x, y)
         return [np.transpose(v, [int(a) for a in np.asarray(op.perm).reshape(-1)])]
     if isinstance(op, Concat):
         y = T[op.outputs[0]]
         parts = []
         for n in op.inputs:
             x, p = T[n], op.requant(T[n], y)
-            parts.append(vals[n] if p is None else golden.channel_affine(
-                vals[n], x_zp=x.zero_point, ka=p[0], kb=p[1], zb=p[2], multiplier=p[3],
-                shift=p[4], y_zp=y.zero_point, qmin=bounds(op, y)[0], qmax=bounds(op, y)[1]))
+            parts.append(vals[n] if p is None else _run_affine(op, vals[n], p, x, y))
         return [np.concatenate(parts, axis=op.axis)]
     if isinstance(op, (HostFloat, HostGraph)):
         return _run_host_float(op, g, vals)

@@ -576,7 +576,7 @@ class _Importer:
             return True
         if ins and ins[0] in self.tensors:        # QOperator: on a quantized tensor
             return False
-        return not all(self._quantized_through(o) for o in node.output[:1])
+        return not all(self._quantized_through(o) is not None for o in node.output[:1])
 
     # -- import-time evaluation -----------------------------------------------------------
     def _evaluate(self, node, values):
@@ -1112,16 +1112,16 @@ class _Importer:
             x, c = xb, self._float_const(a)
         else:
             return False
-        xs = self.tensors[x]
+        xs, qy = self.tensors[x], self._quantized_through(node.output[0])
         if c is None or not xs.quantized or len(xs.shape) < 2 or c.ndim > len(xs.shape) or \
-                not self._quantized_through(node.output[0]):
+                qy is None:
             return False
         C = xs.shape[1]
         full = (1,) * (len(xs.shape) - c.ndim) + c.shape      # broadcast against x
         if any(d != 1 for i, d in enumerate(full) if i != 1) or full[1] not in (1, C):
             return False
         v = np.broadcast_to(c.astype(np.float64).reshape(-1), (C,))
-        y_scale = self._out_scale(node.output[0])
+        y_scale = float(self.scalar(qy.input[1], qy)[0])
         if node.op_type == "Mul":
             scale, offset = v * xs.scale / y_scale, np.zeros(C)
         else:
@@ -1138,15 +1138,6 @@ class _Importer:
         self.ops.append(ChannelAffine(_label(node), [x], [y.name], scale=scale, offset=offset,
                                       clamp=self.clamp(y, lo, hi)))
         return True
-
-    def _out_scale(self, name):
-        """The scale of the QuantizeLinear that float value ``name`` reaches through Relu/Clip
-        (``_quantized_through`` holds)."""
-        while True:
-            (c,) = [c for c in self.consumers.get(name, []) if c.op_type != "Shape"]
-            if c.op_type == "QuantizeLinear":
-                return float(self.scalar(c.input[1], c)[0])
-            name = c.output[0]
 
     def op_host(self, node):
         """Run the float node on the host between dequantized inputs and quantized outputs
@@ -1183,7 +1174,7 @@ class _Importer:
             float_node.input.append(self.alias.get(n, n) if n not in inits else n)
         outs, clamps = [], []
         for o in node.output:
-            if self._quantized_through(o):
+            if self._quantized_through(o) is not None:
                 q, lo, hi = self.out_q(o, node)
                 shape = self._host_shape(float_node, ins, inits, o)
                 zp = q.input[2] if len(q.input) > 2 else np.uint8(0)
@@ -1209,15 +1200,15 @@ class _Importer:
                                       op_type="Clip", initializers=bounds))
 
     def _quantized_through(self, name):
-        """Whether ``name`` reaches a QuantizeLinear through Relu/Clip only (see out_q)."""
+        """The QuantizeLinear ``name`` reaches through Relu/Clip only (see out_q), or None."""
         while True:
             cons = [c for c in self.consumers.get(name, []) if c.op_type != "Shape"]
             if len(cons) != 1:
-                return False
+                return None
             if cons[0].op_type == "QuantizeLinear":
-                return True
+                return cons[0]
             if cons[0].op_type not in ("Relu", "Clip"):
-                return False
+                return None
             name = cons[0].output[0]
 
     def _host_shape(self, node, ins, inits, out, quantized=False):

@@ -697,7 +697,7 @@ class ISS:
             return self.cost.add(n, a_src, b_src)
         a, b = self._acts(a_src, n), self._acts(b_src, n)
         za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
-        ka, kb = ((kab & 0xFFFF) ^ 0x8000) - 0x8000, ((kab >> 16 & 0xFFFF) ^ 0x8000) - 0x8000
+        ka, kb = (((v & 0xFFFF) ^ 0x8000) - 0x8000 for v in (kab, kab >> 16))     # int16s
         acc = (a - za) * ka + (b - zb) * kb
         wide = int(np.abs(acc).max()) * M >= 1 << 62        # else exact in int64
         out = ((acc.astype(object) if wide else acc) * M + (1 << (sh - 1))) >> sh
