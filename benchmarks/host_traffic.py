@@ -8,36 +8,20 @@ the accelerator's cycles (the ISS cycle model) and the instruction count. Prints
 JSON with every host region.
 """
 
-import argparse
 import json
-import logging
-import sys
-import warnings
+
+from zoo_args import zoo_benchmark_args
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="ulx3s")
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--models", default="resnet50,inception_v2,shufflenet,squeezenet")
-    args = ap.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
+    args, cfg, models, say = zoo_benchmark_args(__doc__, argv)
     from ffacc.cli import _table
     from ffacc.compiler.compile import host_regions
     from ffacc.compiler.driver import compile_model, layer_report
-    from ffacc.compiler.zoo import CLASSIC, classic_int8
-    from ffacc.hw.config import ACCEL_PRESETS
-    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    if args.config not in ACCEL_PRESETS:
-        ap.error(f"--config {args.config!r}: not a preset ({', '.join(ACCEL_PRESETS)})")
     rows = []
-    for name in args.models.split(","):
-        if name not in CLASSIC:
-            ap.error(f"--models: {name!r} is not a classic zoo model ({', '.join(CLASSIC)})")
-        path = classic_int8("build", name, args.size, progress=say)
+    for name, path in models:
         say(f"{name}: compiling for {args.config}")
-        _, c, _ = compile_model(path, ACCEL_PRESETS[args.config])
+        _, c, _ = compile_model(path, cfg)
         regions = host_regions(c.layers)
         _, tot = layer_report(c.image)
         rows.append({"model": name, "host_operators": len(c.host_ops),

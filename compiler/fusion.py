@@ -157,8 +157,9 @@ def _weight_sets(op, cfg):
     O, Cg, kh, kw = op.w.shape
     fc = cfg.fcu
     if kh == kw == 1:
-        return ceil(O / cfg.lanes) * ceil(Cg * op.group / fc.rows) if op.group == 1 else \
-            op.group * ceil(O / op.group / cfg.lanes) * ceil(Cg / fc.rows)
+        P = cfg.group_lanes(1)          # mac_pairs: two output channels a unit
+        return ceil(O / P) * ceil(Cg * op.group / fc.rows) if op.group == 1 else \
+            op.group * ceil(O / op.group / P) * ceil(Cg / fc.rows)
     pieces = ceil(kw / fc.piece_taps)
     per_group = ceil(O / op.group / cfg.lanes) * pieces * ceil(Cg * kh / fc.rows)
     return op.group * per_group

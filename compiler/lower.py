@@ -149,16 +149,18 @@ def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool2=False, out=slice(No
 
 
 def layer_weights(cfg, w, cg, packed=False):
-    """A layer's weights as ``LOADW`` reads them: one block per lane group of ``lanes`` output
-    channels (the last padded with zero weights), each the sets of its channel groups of
-    ``cg`` channels in order, each padded to 8 bytes (``LOADW`` reads whole bus words).
+    """A layer's weights as ``LOADW`` reads them: one block per lane group of
+    :meth:`~ffacc.hw.config.AcceleratorConfig.group_lanes` output channels (``lanes``; twice
+    that for a 1-wide kernel with ``mac_pairs``; the last padded with zero weights), each the
+    sets of its channel groups of ``cg`` channels in order, each padded to 8 bytes (``LOADW``
+    reads whole bus words).
     ``packed``: 4-bit weights, two a byte (:func:`~ffacc.hw.weights.pack4`, ``PACK4``).
 
     Returns ``(bytes, block bytes, [(c0, channels, offset in the block, sets)])``: lane group
     ``i``'s sets of a channel group are at ``i * block + offset``.
     """
     O, C = w.shape[:2]
-    P = cfg.lanes
+    P = cfg.group_lanes(w.shape[3])
     n = -(-O // P)
     wp = np.zeros((n * P,) + w.shape[1:], dtype=np.int8)       # int8 weights, as stored
     wp[:O] = w
@@ -366,6 +368,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         return conv_geometry(cfg, kh, kw, tw, npairs, *((W, pl) if tw == wconv else ()))
 
     g = geometry(wt, kh)
+    P = cfg.group_lanes(kw)             # output channels a CONV computes (mac_pairs: 2 a unit)
     Wt = min(W, wt + kw - 1)            # input columns of the widest tile
     # output rows per band: accumulator limit, a multiple of the pool/stride step
     ny = min(hconv, cfg.acc_blocks // g.wob)
@@ -382,7 +385,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def sets(ch):
         return conv_geometry(cfg, kh, kw, wt, ch * kh).passes_per_piece * g.pieces
 
-    n_og = ceil(O / cfg.lanes)
+    n_og = ceil(O / P)
 
     def shares(cg, nyc):
         """With channel groups, the band heights (up to ``nyc``) at which several lane groups'
@@ -456,16 +459,16 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
             conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
         outs = -(-nyc // step) * -(-tw // step)         # per lane
         # one output column: each byte its own word, every clock (unpooled)
-        waits = cfg.lanes * outs if -(-tw // step) == 1 and not layer.pool2 else 0
+        waits = P * outs if -(-tw // step) == 1 and not layer.pool2 else 0
         waits = (waits, waits)
         subs = outs * (4 if layer.pool2 else 1)
         if ovl:
             # each lane group's POST runs beside the next one's CONV; the band's last is
             # waited for (the next LOADA reads memory)
-            run = cm.post_run(cfg.lanes, subs, waits)
+            run = cm.post_run(P, subs, waits)
             issue = cm.post_issue(gc.wob, layer.stride) + 3 * per_ins
             return loada + n_og * (conv + issue) + (n_og - 1) * max(0, run - conv) + run
-        post = cm.post(cfg.lanes, subs, gc.wob, layer.stride, waits) + 3 * per_ins
+        post = cm.post(P, subs, gc.wob, layer.stride, waits) + 3 * per_ins
         loads = ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
@@ -513,7 +516,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # those of a run of up to q_chunk lane groups at a time, before the run's first CONV
     # (lane groups that each POST after their CONV) or before its first POST (lane groups
     # that POST together after their CONVs)
-    q_chunk = max(1, cfg.qb_entries // cfg.lanes) if O > cfg.qb_entries else 0
+    q_chunk = max(1, cfg.qb_entries // P) if O > cfg.qb_entries else 0
     q_base = records_half * (cfg.qb_entries // 2) \
         if cfg.post_overlap and O <= cfg.qb_entries // 2 else 0
 
@@ -578,9 +581,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     n_cg = len(cgs)
     cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
                for c0, ch, off, nsets in cgs]
-    lgroups = [dict(o0=o0, lanes=min(cfg.lanes, O - o0), wbase=w_addr + i * block,
+    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block,
                     acc=i * acc_half if overlap else i % share * ny * g.wob)
-               for i, o0 in enumerate(range(0, O, cfg.lanes))]
+               for i, o0 in enumerate(range(0, O, P))]
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
 

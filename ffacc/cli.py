@@ -141,19 +141,25 @@ def cmd_verilog(args):
 
 # --- ffa ---------------------------------------------------------------------------------
 def ffa_table(cfg):
-    """Multiplications per 2-D output for k = 1..12: direct, best FFA, and this unit."""
+    """Multiplications per 2-D output for k = 1..12: direct, best FFA, and this unit, with the
+    mode the unit runs each in (k = 1: MAC mode, two output channels a unit with
+    ``mac_pairs``)."""
     from ffacc.hw.ffa import best_ffa, direct_mults_per_output, mults_per_output
     from ffacc.sim.fcu_model import tasks_per_output_channel
 
     rows = []
     for k in range(1, 13):
         tasks = tasks_per_output_channel(cfg, k, k)
-        unit = cfg.multipliers * tasks / (cfg.L * cfg.rows)
+        # outputs per clock of the unit's engines: L a task, times the MAC channels at k = 1
+        per_clock = cfg.L * cfg.rows * (cfg.mac_channels if k == 1 else 1)
+        pieces = -(-k // cfg.piece_taps)
+        mode = (f"MAC x{cfg.mac_channels}" if k == 1 else
+                f"FFA L={cfg.L}, {pieces} piece{'s' if pieces > 1 else ''}")
         rows.append({"k": k, "direct": direct_mults_per_output(k),
                      "best_ffa": round(mults_per_output(k), 3),
-                     "best_L": best_ffa(k).L if k > 1 else 1,
-                     "unit": round(unit, 3), "unit_tasks": tasks,
-                     "unit_outputs_per_cycle": round(cfg.L * cfg.rows / tasks, 3)})
+                     "best_L": best_ffa(k).L if k > 1 else 1, "mode": mode,
+                     "unit": round(cfg.multipliers * tasks / per_clock, 3), "unit_tasks": tasks,
+                     "unit_outputs_per_cycle": round(per_clock / tasks, 3)})
     return rows
 
 
@@ -165,9 +171,10 @@ def cmd_ffa(args):
         return 0
     print(f"multiplications per output (k×k kernel, one input channel); unit = {args.config or 'default'}"
           f" config: {cfg.multipliers} multipliers, L={cfg.L}, rows={cfg.rows}")
-    print(_table(["k", "direct k²", "best FFA", "best L", "unit", "unit tasks", "unit out/clk"],
-                 [[r["k"], r["direct"], r["best_ffa"], r["best_L"], r["unit"], r["unit_tasks"],
-                   r["unit_outputs_per_cycle"]] for r in rows]))
+    print(_table(["k", "direct k²", "best FFA", "best L", "mode", "unit", "unit tasks",
+                  "unit out/clk"],
+                 [[r["k"], r["direct"], r["best_ffa"], r["best_L"], r["mode"], r["unit"],
+                   r["unit_tasks"], r["unit_outputs_per_cycle"]] for r in rows]))
     return 0
 
 
@@ -212,7 +219,9 @@ def cmd_selfcheck(args):
 def _report_selfcheck(cfg, rows, as_json, simulator, extra=None):
     table = {r["k"]: r for r in ffa_table(cfg)}
     for r in rows:
-        r["asymptotic_outputs_per_cycle"] = table[r["k"]]["unit_outputs_per_cycle"]
+        # the testbench drives one output channel: MAC mode's second (mac_pairs) not counted
+        r["asymptotic_outputs_per_cycle"] = round(table[r["k"]]["unit_outputs_per_cycle"]
+                                                  / (cfg.mac_channels if r["k"] == 1 else 1), 3)
         r["mults_per_output_unit"] = table[r["k"]]["unit"]
         r["mults_per_output_direct"] = table[r["k"]]["direct"]
         r["mults_per_output_best_ffa"] = table[r["k"]]["best_ffa"]

@@ -312,9 +312,10 @@ O_Q, O_STRIDE, D_N, D_SZ, O_NLEV = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_
                                                    "O_NLEV"))
 A_CSHIFT, A_LB0 = g["A_CSHIFT"], g["A_LB0"]
 del g
-lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_blocks, L, \
-    bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries",
-                                   "max_kernel", "lanes", "acc_blocks", "L", "bus_bytes"))
+lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_lanes, acc_blocks, \
+    L, bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
+                                      "qb_entries", "max_kernel", "lanes", "acc_lanes",
+                                      "acc_blocks", "L", "bus_bytes"))
 POOL2 = Flag(PostFlag.POOL2)
 CODES = Flag(PostFlag.CODES)
 DECODE = Flag(LoadAFlag.DECODE)
@@ -340,6 +341,14 @@ class Between(Term):
 
 def _wide(cfg):
     return cfg.wide_loads
+
+
+def _pairs(cfg):
+    return cfg.fcu.mac_pairs
+
+
+def _no_pairs(cfg):
+    return not cfg.fcu.mac_pairs
 
 
 def _codes(cfg):
@@ -421,7 +430,10 @@ CHECKS = {
     Op.CONV: [
         Check("the kernel height is 1..max_kernel", _in(C_KH, 1, max_kernel)),
         Check("the kernel width is 1..max_kernel", _in(C_KW, 1, max_kernel)),
-        Check("the lanes are 1..lanes", _in(C_LANES, 1, lanes)),
+        Check("the lanes are 1..lanes", _in(C_LANES, 1, lanes), when=_no_pairs),
+        Check("the lanes are 1..lanes, or 1..acc_lanes in MAC mode (a 1-wide kernel)",
+              _in(C_LANES, 1, lanes) | ((C_KW == 1) & _in(C_LANES, 1, acc_lanes)),
+              when=_pairs),
         Check("the band's rows fit the accumulator", _in(C_NY, 1, acc_blocks)),
         Check("the band's width fits the accumulator", _in(C_WOUT, 1, acc_blocks * L)),
         Check("the channels fit the line buffer", _in(A_CH, 1, lb_rows)),
@@ -438,7 +450,7 @@ CHECKS = {
               stage="acc"),
     ],
     Op.POST: [
-        Check("the lanes are 1..lanes", _in(C_LANES, 1, lanes)),
+        Check("the lanes are 1..acc_lanes", _in(C_LANES, 1, acc_lanes)),
         Check("the band's rows fit the accumulator", _in(C_NY, 1, acc_blocks)),
         Check("the band's width fits the accumulator", _in(C_WOUT, 1, acc_blocks * L)),
         Check("the lanes' records are in the parameter buffer", O_Q + C_LANES <= qb_entries),

@@ -88,7 +88,9 @@ OPCODES = {
     Op.LOADW: "W_COUNT weight sets of int8 taps DRAM W_SRC -> weight buffer sets W_DST.., "
               "pre-added on chip (hw/weights.py): a set is [engine][tap][lane], N taps of the "
               "reversed kernel-row piece per engine and lane; flag MAC: [engine][lane], one "
-              "weight per engine and lane; with wide_loads W_SRC is a multiple of the bus "
+              "weight per engine and lane (fcu.mac_pairs: [engine][channel], two per engine "
+              "and lane, channel lanes + k the second of lane k); with wide_loads W_SRC is a "
+              "multiple of the bus "
               "width and read in whole bus words; flag ASYNC (configurations with "
               "weight_prefetch): the read runs in the background while the next instructions "
               "run; a load, ADD, END or instruction fetch waits for it, and a CONV pass whose "
@@ -103,7 +105,9 @@ OPCODES = {
              "kernel-row) pairs: load weight set C_WSET++, stream rows C_Y0..+C_NY through the "
              "FCU array, accumulate into the int32 accumulator from block C_ACC on (flag "
              "ACCUMULATE keeps previous sums); a row's words past C_WOUT in its last block "
-             "are undefined (chain_rows: the next row's inputs reach them)",
+             "are undefined (chain_rows: the next row's inputs reach them); C_KW = 1 is MAC "
+             "mode, where with fcu.mac_pairs accumulator lanes lanes..2*lanes-1 get each "
+             "unit's second output channel (C_LANES up to 2*lanes; other CONVs leave them)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
              "-> with O_NLEV = n > 0 (2..64, act_codes) each value v -> level l[c], c = the "
@@ -213,7 +217,7 @@ def reg_bits(cfg):
         Reg.C_PT: need(cfg.max_kernel - 1), Reg.C_PL: need(cfg.max_kernel - 1),
         Reg.C_WOUT: need(cfg.acc_blocks * cfg.L), Reg.C_ZX: 8, Reg.C_Y0: 15,
         Reg.C_NY: need(cfg.acc_blocks), Reg.O_ROW0: 17, Reg.C_WSET: need(cfg.wb_sets - 1),
-        Reg.C_LANES: need(cfg.lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
+        Reg.C_LANES: need(cfg.acc_lanes), Reg.O_W: 17, Reg.O_Q: need(cfg.qb_entries - 1),
         Reg.O_STRIDE: 8, Reg.D_KAB: 32, Reg.D_M: 32, Reg.D_SZ: 32, Reg.D_CLAMP: 16,
         Reg.A_PITCH: 17, Reg.C_ACC: need(cfg.acc_blocks - 1),
         # without act_codes the level registers are a bit wide and nothing reads them (a

@@ -169,12 +169,11 @@ class Accelerator(wiring.Component):
                                          depth=cfg.qb_entries, init=[])
         qb_w = qbm.write_port(granularity=32)
         qb_r = qbm.read_port(transparent_for=())
-        # the accumulators (hw/accum.py) and the post-processor; with post_overlap it has its
-        # own read port (a copy of the accumulators' block RAMs) and runs beside CONV, else it
-        # shares CONV's
-        accs = m.submodules.accs = Accumulators(lanes=P, L=cfg.L, blocks=cfg.acc_blocks,
-                                                beat_bits=fc.out_shape.width,
-                                                own_port=cfg.post_overlap)
+        # the accumulators (hw/accum.py; mac_pairs: lane P + k unit k's second MAC channel) and
+        # the post-processor, with its own read port (post_overlap) beside CONV, else CONV's
+        accs = m.submodules.accs = Accumulators(
+            lanes=cfg.acc_lanes, L=cfg.L, blocks=cfg.acc_blocks, beat_bits=fc.out_shape.width,
+            own_port=cfg.post_overlap, pair_from=P if fc.mac_pairs else None)
         po = m.submodules.post = PostUnit(cfg, latch=cfg.post_overlap)
         m.d.comb += [po.acc_data.eq(accs.post_data), accs.post_addr.eq(po.acc_addr),
                      accs.post_en.eq(po.acc_en), accs.post_reading.eq(po.reading),
@@ -282,7 +281,8 @@ class Accelerator(wiring.Component):
         # word then and write it back, plus the beat, as it arrives
         m.d.comb += [seq.o_next.eq(fcus.o_next), seq.acc_busy.eq(accs.busy),
                      accs.nxt.valid.eq(seq.acc_valid), accs.nxt.payload.addr.eq(seq.acc_addr),
-                     accs.nxt.payload.first.eq(seq.acc_first), accs.beat.eq(fcus.o)]
+                     accs.nxt.payload.first.eq(seq.acc_first), accs.beat.eq(fcus.o),
+                     accs.beat_pair.eq(fcus.o_pair)]
         # POST and ADD: the post-processor's command (with post_overlap the unit copies it as
         # it takes it, and a POST with ASYNC runs in the background)
         po_pending = Signal()       # a command given or running

@@ -32,6 +32,10 @@ class Accumulators(wiring.Component):
         blocks separate a one-block band's passes).
     beat : In(lanes x L x signed(beat_bits))
         The FCU array's output beat (each lane's ``L`` sums), in the clock after ``nxt``.
+    beat_pair : In(1)
+        With ``pair_from``, the beat is a MAC beat of units with two output channels: lanes
+        ``pair_from`` and up are written only with it (FFA beats leave them as they are).
+        Without ``pair_from`` it is not read.
     busy : Out(1)
         A beat is being added (the clock after ``nxt``): the sequencer's ``acc_busy``.
     post_addr, post_en : In; post_data : Out(lanes x L x 32)
@@ -43,10 +47,14 @@ class Accumulators(wiring.Component):
         Without ``own_port``: the post-processor has the shared read port.
     """
 
-    def __init__(self, *, lanes, L, blocks, beat_bits, own_port):
+    def __init__(self, *, lanes, L, blocks, beat_bits, own_port, pair_from=None):
         self.lanes, self.L, self.blocks, self.own_port = lanes, L, blocks, own_port
+        if pair_from is not None and not 0 < pair_from < lanes:
+            raise ValueError(f"pair_from={pair_from}: must be a lane in 1..{lanes - 1}")
+        self.pair_from = pair_from
         A = range(max(2, blocks))
         super().__init__({
+            "beat_pair": In(1),
             "nxt": In(stream.Signature(data.StructLayout({"addr": A, "first": 1}),
                                        always_ready=True)),
             "beat": In(data.ArrayLayout(data.ArrayLayout(signed(beat_bits), L), lanes)),
@@ -84,7 +92,9 @@ class Accumulators(wiring.Component):
                 m.d.comb += [rps[lane].addr.eq(Mux(self.post_reading, self.post_addr,
                                                    self.nxt.payload.addr)),
                              rps[lane].en.eq(self.post_en)]
-            m.d.comb += [wps[lane].addr.eq(w_addr), wps[lane].en.eq(w_valid)]
+            upper = self.pair_from is not None and lane >= self.pair_from
+            m.d.comb += [wps[lane].addr.eq(w_addr),
+                         wps[lane].en.eq(w_valid & self.beat_pair if upper else w_valid)]
             for q in range(L):
                 old = rps[lane].data[32 * q:32 * q + 32].as_signed()
                 new = Mux(w_first, 0, old) + self.beat[lane][q]

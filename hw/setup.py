@@ -574,7 +574,10 @@ class ConvSetup(CommandSetup):
                 with m.Else(), self.product(m, rg(Reg.A_CH), kh) as p:
                     m.d.sync += npairs.eq(p)
                     m.next = "M2"
-            with m.State("M2"), self.product(m, rg(Reg.C_LANES), MT) as p:
+            # the multiplier slots of an engine's beat: a lane's M * T products, or in MAC
+            # mode the L an output channel uses (C_LANES channels: with mac_pairs up to two
+            # a lane)
+            with m.State("M2"), self.product(m, rg(Reg.C_LANES), Mux(mac, cfg.L, MT)) as p:
                 m.d.sync += slots.eq(p)
                 if cfg.chain_rows:
                     m.d.sync += e1.eq(rg(Reg.A_W) + rg(Reg.C_PL) + cb["d"])

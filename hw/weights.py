@@ -10,7 +10,10 @@ A *weight set* is one CONV pass's weights: for each of the ``rows`` engines and 
 ``[engine][tap][lane]`` int8 (the compiler writes each piece reversed and zero-padded, i.e.
 the FIR filter ``h`` the engine runs, see :func:`raw_set`); in *MAC* sets (1×1 kernels and
 fully-connected layers) an engine has one weight per lane, ``[engine][lane]``, and its words
-are that weight for products ``m < L`` (``t = 0``) and zero otherwise.
+are that weight for products ``m < L`` (``t = 0``) and zero otherwise. With ``mac_pairs`` a MAC
+set has ``2 * lanes`` weights per engine, ``[engine][channel]``: channel ``k < lanes`` is lane
+``k``'s products ``m < L``, channel ``lanes + k`` its products ``L <= m < 2 L`` (the unit's
+second output channel).
 
 :func:`preadd_set` is the arithmetic (numpy, used by the ISS), :class:`WeightPreAdder` the
 gateware; both take the FFA from :mod:`ffacc.hw.ffa`.
@@ -29,8 +32,9 @@ __all__ = ["WeightPreAdder", "preadd_set", "set_bytes", "raw_set", "pack4", "unp
 
 
 def set_bytes(fcu, lanes, mac):
-    """Bytes of one weight set in memory."""
-    return fcu.rows * lanes * (1 if mac else fcu.piece_taps)
+    """Bytes of one weight set in memory (``lanes``: the units; a MAC set has a weight per
+    output channel, :attr:`~ffacc.hw.fcu.FCUConfig.mac_channels` per unit)."""
+    return fcu.rows * lanes * (fcu.mac_channels if mac else fcu.piece_taps)
 
 
 def fits4(taps):
@@ -86,17 +90,23 @@ def raw_set(fcu, rows, out=None):
 def preadd_set(fcu, raw, mac):
     """Pre-added words of weight sets: int64 ``(..., rows, M, T, lanes)`` from their bytes.
 
-    ``raw`` is ``(..., rows, N, lanes)`` (or ``(..., rows, lanes)`` with ``mac``), the int8
-    taps as :func:`raw_set` lays them out; leading axes (several sets) pass through. The
-    filter pre-addition is the FFA's ``A`` (:attr:`ffacc.hw.ffa.FFA.A`):
-    ``G[m, t] = sum_i A[m, i] h[i + t L]``.
+    ``raw`` is ``(..., rows, N, lanes)`` (or ``(..., rows, channels)`` with ``mac``:
+    ``mac_channels * lanes`` weights), the int8 taps as :func:`raw_set` lays them out; leading
+    axes (several sets) pass through. The filter pre-addition is the FFA's ``A``
+    (:attr:`ffacc.hw.ffa.FFA.A`): ``G[m, t] = sum_i A[m, i] h[i + t L]``.
     """
     s = fcu.ffa
     L, M, T = s.L, s.M, fcu.subtaps
     raw = np.asarray(raw, dtype=np.int64)
     if mac:
-        G = np.zeros(raw.shape[:-1] + (M, T, raw.shape[-1]), dtype=np.int64)
-        G[..., :L, 0, :] = raw[..., None, :]
+        f = fcu.mac_channels
+        P, rem = divmod(raw.shape[-1], f)
+        if rem:
+            raise ValueError(f"a MAC set of {raw.shape[-1]} channels per engine is not "
+                             f"{f} per lane")
+        G = np.zeros(raw.shape[:-1] + (M, T, P), dtype=np.int64)
+        for h in range(f):                  # channel h * P + k: lane k's products h L..
+            G[..., h * L:(h + 1) * L, 0, :] = raw[..., None, h * P:(h + 1) * P]
         return G
     *lead, R, N, P = raw.shape
     if N != L * T:
@@ -112,7 +122,8 @@ class WeightPreAdder(wiring.Component):
     -----
     i : In(stream of [bus_bytes] signed(8))
         Bus beats of taps in memory order: ``N * lanes`` bytes per engine (``lanes`` with
-        ``mac``), engines back to back across beats.
+        ``mac``, ``2 * lanes`` with ``mac`` and ``mac_pairs``), engines back to back across
+        beats.
     o : Out(stream of [lanes][M * T] pre-added words)
         One engine's words per beat, ``o.payload[lane][m * T + t] = G[m, t]``: the layout of
         the FCU's weight port (:class:`ffacc.hw.fcu.FastConvUnit`), lane after lane.
@@ -155,14 +166,16 @@ class WeightPreAdder(wiring.Component):
         """The engine's pre-added words from its taps (``taps[n * P + lane]``) into ``dst``
         (the output payload, or its flip-flops) in domain ``out``."""
         s, P, T = self.fcu.ffa, self.lanes, self.fcu.subtaps
-        L, M = s.L, s.M
+        L, M, f = s.L, s.M, self.fcu.mac_channels
         for lane in range(P):
             for mm in range(M):
                 for t in range(T):
                     # G[m, t] = sum_i A[m, i] h[i + t L]; tap n of a lane at n * P + lane
                     terms = [taps[(i + t * L) * P + lane] for i in range(L) if s.A[mm, i]]
                     conv = sum(terms[1:], terms[0])
-                    mac = taps[lane] if (mm < L and t == 0) else 0
+                    # MAC: channel (m // L) * P + lane (mac_pairs: products L..2L-1 the
+                    # unit's second channel)
+                    mac = taps[mm // L * P + lane] if (mm < f * L and t == 0) else 0
                     out += dst[lane][mm * T + t].eq(Mux(self.mac, mac, conv))
 
     def _elaborate_bytes(self, m):
@@ -170,16 +183,17 @@ class WeightPreAdder(wiring.Component):
         register of one engine's taps; the engine goes out when its taps are in."""
         P, N = self.lanes, self.fcu.piece_taps
         n_in = N * P
+        MP = P * self.fcu.mac_channels        # a MAC engine's bytes
         sr = [Signal(signed(8), name=f"sr{k}", reset_less=True) for k in range(n_in)]
         cnt = Signal(range(n_in + 1))
         row = Signal(range(n_in + 1))
-        m.d.comb += row.eq(Mux(self.mac, P, n_in))
-        # the taps of an engine sit at the end of the shift register: a MAC engine's P at
-        # sr[n_in - P:], so the words read them from there
+        m.d.comb += row.eq(Mux(self.mac, MP, n_in))
+        # the taps of an engine sit at the end of the shift register: a MAC engine's MP at
+        # sr[n_in - MP:], so the words read them from there
         taps = [Signal(signed(8), name=f"tap{k}") for k in range(n_in)]
         for k in range(n_in):
-            m.d.comb += taps[k].eq(sr[k] if k + n_in - P >= n_in
-                                   else Mux(self.mac, sr[k + n_in - P], sr[k]))
+            m.d.comb += taps[k].eq(sr[k] if k + n_in - MP >= n_in
+                                   else Mux(self.mac, sr[k + n_in - MP], sr[k]))
         take = Signal()
         m.d.comb += [self.o.valid.eq(cnt == row), self.i.ready.eq(~self.o.valid | self.o.ready),
                      take.eq(self.i.valid & self.i.ready), self.idle.eq(cnt == 0)]
@@ -202,12 +216,13 @@ class WeightPreAdder(wiring.Component):
             return self._elaborate_bytes(m)
         N = fc.piece_taps
         row_max = N * P
+        MP = P * fc.mac_channels                  # a MAC engine's bytes (at most row_max)
         cap = row_max + nb - 1
         buf = [Signal(signed(8), name=f"buf{k}", reset_less=True) for k in range(cap)]
         fill = Signal(range(cap + 1))
         left = Signal(range(self.max_count + 1))  # engines still to give out
         row = Signal(range(row_max + 1))
-        m.d.comb += row.eq(Mux(self.mac, P, row_max))
+        m.d.comb += row.eq(Mux(self.mac, MP, row_max))
 
         emit = Signal()
         shift = Signal(range(row_max + 1))
@@ -231,7 +246,7 @@ class WeightPreAdder(wiring.Component):
         # the buffer moves down by the engine that leaves; the beat lands after what stays
         for j in range(cap):
             kept = buf[j]
-            for sh in sorted({P, row_max}):
+            for sh in sorted({MP, row_max}):
                 if j + sh < cap:
                     kept = Mux(shift == sh, buf[j + sh], kept)
             new = kept

@@ -147,7 +147,7 @@ class ISS:
         self.lb = np.zeros((c.lb_rows, c.lb_blocks * L), dtype=np.float64)
         self.wb = np.zeros((c.wb_sets, c.weight_words, c.lanes), dtype=np.int64)
         self.qb = np.zeros((c.qb_entries, QPARAM_WORDS), dtype=np.int64)
-        self.acc = np.zeros((c.lanes, c.acc_blocks, L), dtype=np.int64)
+        self.acc = np.zeros((c.acc_lanes, c.acc_blocks, L), dtype=np.int64)
         self.moved = [0, 0, 0, 0]       # this instruction's bytes (see RunResult.traffic)
         self.now = 0                    # the clock this instruction started (run)
         self.chained = False            # it follows the one before at once (run)
@@ -464,7 +464,8 @@ class ISS:
                 raw = unpack4(self.mem[src:src + nbytes].tobytes(), n * per_set)
             else:
                 raw = self._words(src, n * per_set, "i1")
-            shape = (c.rows, c.lanes) if mac else (c.rows, c.fcu.piece_taps, c.lanes)
+            shape = ((c.rows, c.lanes * c.fcu.mac_channels) if mac
+                     else (c.rows, c.fcu.piece_taps, c.lanes))
             G = preadd_set(c.fcu, raw.reshape((n,) + shape), mac)
             self.wb[dst:dst + n] = G.reshape(n, c.weight_words, c.lanes)
         self.moved[1] += nbytes
@@ -537,7 +538,9 @@ class ISS:
         H, W, pitch, hb0 = p["A_H"], p["A_W"], p["LB_PITCH"], p["A_HB0"]
         zx = p["C_ZX"] if not c.fcu.act_signed else self._s8(p["C_ZX"])
         ys = np.arange(p["C_Y0"], p["C_Y0"] + ny)
-        acc = self.acc[:, a0:a0 + ny * g.wob].reshape(c.lanes, ny, g.wob * L)
+        # the lanes written: with mac_pairs a MAC CONV's units' second channels too
+        nl = c.acc_lanes if g.mac else c.lanes
+        acc = self.acc[:nl, a0:a0 + ny * g.wob].reshape(nl, ny, g.wob * L)
         if not ins.flags & ConvFlag.ACCUMULATE:
             acc[:] = 0
         wset = p["C_WSET"]
@@ -571,12 +574,16 @@ class ISS:
                 X[pair >= npairs] = 0                                    # rows past the last
                 blocks = X.reshape(nq * R, ny * g.bk, L)
                 if g.mac:                                         # lane k: sum_r x_r * w_rk
+                    # output q of lane k is product q (x_q G[q]); with mac_pairs lane
+                    # lanes + k is product L + q (x_q G[L + q])
+                    Gm = np.concatenate([G[:, :, h * L:(h + 1) * L, 0]
+                                         for h in range(c.fcu.mac_channels)], axis=1)
                     total = exact_matmul(blocks.transpose(2, 1, 0),
-                                         G[:, :, :L, 0].transpose(2, 0, 1)).transpose(2, 1, 0)
+                                         Gm.transpose(2, 0, 1)).transpose(2, 1, 0)
                 else:                                             # every row and lane at once
                     total = s.filter_rows(G, blocks)
-                total = total.reshape(c.lanes, ny, g.bk, L)
-                acc += total[:, :, g.D:, :].reshape(c.lanes, ny, g.wob * L)
+                total = total.reshape(nl, ny, g.bk, L)
+                acc += total[:, :, g.D:, :].reshape(nl, ny, g.wob * L)
         acc[:] = _wrap32(acc)
         passes = g.pieces * npass
         return wait + self.cost.conv(g, ny, passes, p["C_PL"], counted)

@@ -1,6 +1,7 @@
 """The accumulators (hw/accum.py) in amaranth.sim: random beats added by read-modify-write
 (a band's first pass replaces), back to back and with gaps, wrapping at 32 bits; read back
-through the post-processor's port, its own or the shared one; against numpy."""
+through the post-processor's port, its own or the shared one; against numpy. With
+``pair_from`` (mac_pairs) the lanes from it are written only by beats marked ``beat_pair``."""
 
 import numpy as np
 import pytest
@@ -11,10 +12,14 @@ from ffacc.hw.accum import Accumulators
 LANES, L, BLOCKS, BITS = 2, 3, 8, 24
 
 
-@pytest.mark.parametrize("own_port", [True, False])
-def test_beats_accumulate_and_read_back(own_port):
-    dut = Accumulators(lanes=LANES, L=L, blocks=BLOCKS, beat_bits=BITS, own_port=own_port)
+@pytest.mark.parametrize("own_port,pair_from", [(True, None), (False, None), (True, 1)])
+def test_beats_accumulate_and_read_back(own_port, pair_from):
+    dut = Accumulators(lanes=LANES, L=L, blocks=BLOCKS, beat_bits=BITS, own_port=own_port,
+                       pair_from=pair_from)
     rng = np.random.default_rng(int(own_port))
+    # the lanes a beat writes: all, or (pair_from) those below it unless the beat is a pair's
+    lanes_of = {True: slice(None), False: slice(0, pair_from or LANES)}
+    pairs = [0, 0]                          # beats without and with the pair bit
     model = np.zeros((LANES, BLOCKS, L), dtype=np.int64)
     seen_first = set()
 
@@ -47,7 +52,12 @@ def test_beats_accumulate_and_read_back(own_port):
                 for lane in range(LANES):
                     for q in range(L):
                         ctx.set(dut.beat[lane][q], int(beat[lane, q]))
-                model[:, addr] = wrap((0 if first else model[:, addr]) + beat)
+                pair = pair_from is None or bool(rng.random() < 0.5)
+                if pair_from is not None:
+                    ctx.set(dut.beat_pair, pair)
+                    pairs[pair] += 1
+                w = lanes_of[pair]
+                model[w, addr] = wrap((0 if first else model[w, addr]) + beat[w])
                 assert ctx.get(dut.busy) == 1
             else:
                 assert ctx.get(dut.busy) == 0
@@ -71,12 +81,15 @@ def test_beats_accumulate_and_read_back(own_port):
             for lane in range(LANES):
                 for q in range(L):
                     ctx.set(dut.beat[lane][q], int(beat[lane, q]))
+            if pair_from is not None:
+                ctx.set(dut.beat_pair, 1)
             model[:, addr] = wrap((0 if first else model[:, addr]) + beat)
             await ctx.tick()
         got = await read_all(ctx)
         touched = sorted(seen_first)
         assert touched, "no beats"
         assert np.array_equal(got[:, touched], model[:, touched])
+        assert pair_from is None or min(pairs) > 20, pairs
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

@@ -56,6 +56,10 @@ def test_ffa_table_json(capsys):
     rows = json.loads(capsys.readouterr().out)["kernels"]
     assert [r["k"] for r in rows] == list(range(1, 13))
     assert rows[2]["best_ffa"] == 6 and rows[2]["unit"] == 6
+    # k = 1 in MAC mode: one multiplication per MAC with two channels a unit (mac_pairs)
+    assert main(["ffa", "--config", "ulx3s", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["kernels"]
+    assert rows[0]["unit"] == 1.0 and rows[0]["mode"] == "MAC x2" and rows[2]["unit"] == 6
 
 
 def test_console_script_runs():

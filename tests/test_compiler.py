@@ -1,6 +1,7 @@
 """The compiler: quantized ONNX (QDQ and QOperator) -> firmware, verified against the integer
 golden model (bit-exact) and onnxruntime (within 1 LSB) on the ISS and the RTL."""
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -274,8 +275,10 @@ def test_the_roofline_of_each_layer():
     from ffacc.models import path
 
     cfg = ACCEL_PRESETS["ulx3s"]
-    # 3-parallel FFA, one sub-tap: a 3-tap piece is 6 products for 9 MACs; MAC mode uses 3 of 6
-    assert cfg.mode_gain(3) == 1.5 and cfg.mode_gain(1) == 0.5
+    # 3-parallel FFA, one sub-tap: a 3-tap piece is 6 products for 9 MACs; MAC mode uses all
+    # 6 for two output channels (mac_pairs), 3 of 6 without
+    assert cfg.mode_gain(3) == 1.5 and cfg.mode_gain(1) == 1.0
+    assert cfg.with_(fcu=replace(cfg.fcu, mac_pairs=False)).mode_gain(1) == 0.5
     assert cfg.mode_gain(5) == 5 * 3 / (2 * 6) and cfg.mode_gain(6) == 1.5
     _, c, _ = compile_model(path("digits/digits_int8.onnx"), cfg)
     rows, _ = layer_report(c.image)

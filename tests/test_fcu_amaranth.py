@@ -36,7 +36,11 @@ def run_passes(cfg, passes, *, seed=0, stall=0.3):
                 o_fire = ctx.get(dut.o.valid) and ctx.get(dut.o.ready)
                 if o_fire:
                     v = ctx.get(dut.o.payload)
-                    out.append([v[j] for j in range(cfg.L)])
+                    if cfg.mac_pairs:       # y, then y2 and the beat's MAC bit
+                        out.append([v.y[j] for j in range(cfg.L)]
+                                   + [v.y2[j] for j in range(cfg.L)] + [v.mac])
+                    else:
+                        out.append([v[j] for j in range(cfg.L)])
                 await ctx.tick()
                 if i_fire:
                     sent += 1
@@ -68,6 +72,46 @@ def test_unit_matches_model_and_golden(preset, k):
         assert np.array_equal(out, unit_model(cfg, p.weights, p.beats, p.mac))
         plan.accumulate(acc, out)
     assert np.array_equal(acc - zx * w.sum(), golden.conv2d(x, w, x_zp=zx, pads=1)[0, 0])
+
+
+@pytest.mark.parametrize("parallel", [(3,), (2, 2)])
+def test_mac_pairs_second_output_channel(parallel):
+    """With mac_pairs a MAC beat's second outputs are ``y2[q] = sum_r x[r, q] G[r, L + q, 0]``
+    (products L..2L-1, the unit's second output channel) beside ``y[q] = sum_r x[r, q]
+    G[r, q, 0]``; FFA passes before and after are unchanged (a 3x3 correlation), and the
+    beats' MAC bit says which is which. Every weight word random, so a product that read the
+    wrong word would show."""
+    from ffacc.sim.fcu_model import Pass
+
+    cfg = FCUConfig(parallel=parallel, rows=3, mac_pairs=True)
+    L, M, T, R = cfg.L, cfg.ffa.M, cfg.subtaps, cfg.rows
+    rng = np.random.default_rng(len(parallel))
+    lo, hi = cfg.act_range
+    glo, ghi = cfg.gweight_range
+    x = rng.integers(lo, hi + 1, (1, 2, 5, 7))
+    w = rng.integers(-128, 128, (1, 2, 3, 3))
+    plan = plan_conv2d(cfg, golden.pad2d(x, 1, 0)[0], w[0])
+    macs = [Pass(None, True, rng.integers(glo, ghi + 1, R * M * T),
+                 rng.integers(lo, hi + 1, (9, R, L))) for _ in range(2)]
+    passes = [plan.passes[0], macs[0], *plan.passes[1:], macs[1]]
+    outs = run_passes(cfg, passes, seed=7)
+    acc = np.zeros(plan.out_shape, dtype=np.int64)
+    for p, out in zip(passes, outs):
+        assert (out[:, 2 * L] == p.mac).all()
+        if p.mac:
+            G = p.weights.reshape(R, M, T)
+            assert np.array_equal(out[:, :L], np.einsum("brq,rq->bq", p.beats, G[:, :L, 0]))
+            assert np.array_equal(out[:, L:2 * L],
+                                  np.einsum("brq,rq->bq", p.beats, G[:, L:2 * L, 0]))
+        else:
+            assert np.array_equal(out[:, :L], unit_model(cfg, p.weights, p.beats, False))
+            plan.accumulate(acc, out[:, :L])
+    assert np.array_equal(acc, golden.conv2d(x, w, pads=1)[0, 0])
+
+
+def test_mac_pairs_need_two_channels_of_products():
+    with pytest.raises(ConfigError, match="mac_pairs"):
+        FCUConfig(parallel=(2,), mac_pairs=True)
 
 
 def test_extremes_signed_activations():

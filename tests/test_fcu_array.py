@@ -1,6 +1,9 @@
 """The FCU array (hw/fcu.py FcuArray) in amaranth.sim: from one weight-buffer word each lane
 takes its own weights, all lanes take the same beats, and every lane's sums are those of a
-lone FastConvUnit given that lane's weights (the unit's own tests check its arithmetic)."""
+lone FastConvUnit given that lane's weights (the unit's own tests check its arithmetic); with
+mac_pairs, lane ``lanes + k`` is unit ``k``'s second output channel of a MAC beat."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +14,9 @@ from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.fcu import FastConvUnit, FcuArray
 
 
-@pytest.mark.parametrize("banks", [1, 3])
-def test_each_lane_computes_with_its_own_weights(banks):
-    fc = ACCEL_PRESETS["tiny"].fcu
+@pytest.mark.parametrize("banks,pairs", [(1, False), (3, False), (3, True)])
+def test_each_lane_computes_with_its_own_weights(banks, pairs):
+    fc = replace(ACCEL_PRESETS["tiny"].fcu, mac_pairs=pairs)
     P, R, L = 3, fc.rows, fc.L
     words = fc.ffa.M * fc.subtaps
     m = Module()
@@ -28,7 +31,7 @@ def test_each_lane_computes_with_its_own_weights(banks):
     async def bench(ctx):
         for f in refs:
             ctx.set(f.o.ready, 1)
-        compared = 0
+        compared = pair_beats = 0
         for step in range(120):
             write = step % 17 == 0
             bank = int(rng.integers(banks))
@@ -70,11 +73,18 @@ def test_each_lane_computes_with_its_own_weights(banks):
             assert ctx.get(arr.o_next) == ctx.get(refs[0].o_next)
             if ctx.get(arr.o_valid):
                 for k, f in enumerate(refs):
+                    y = f.o.payload.y if pairs else f.o.payload
                     assert [ctx.get(arr.o[k][j]) for j in range(L)] == \
-                        [ctx.get(f.o.payload[j]) for j in range(L)], (step, k)
+                        [ctx.get(y[j]) for j in range(L)], (step, k)
+                    if pairs:
+                        assert ctx.get(arr.o_pair) == ctx.get(f.o.payload.mac)
+                        if ctx.get(arr.o_pair):
+                            assert [ctx.get(arr.o[P + k][j]) for j in range(L)] == \
+                                [ctx.get(f.o.payload.y2[j]) for j in range(L)], (step, k)
+                            pair_beats += 1
                 compared += 1
             await ctx.tick()
-        assert compared > 40
+        assert compared > 40 and (pair_beats > 10 or not pairs)
 
     sim = Simulator(m)
     sim.add_clock(1e-6)

@@ -84,7 +84,7 @@ def expected(cfg, mem, cmd):
     else:
         taps = np.frombuffer(bytes(mem[cmd["src"]:cmd["src"] + ntaps]),
                              np.int8).astype(np.int64)
-    raw = taps.reshape((n, R, P) if mac else (n, R, fc.piece_taps, P))
+    raw = taps.reshape((n, R, P * fc.mac_channels) if mac else (n, R, fc.piece_taps, P))
     G = preadd_set(fc, raw, mac)                    # [set, engine, m, t, lane]
     gw = fc.gweight_shape.width
     mt = fc.ffa.M * fc.subtaps

@@ -253,7 +253,9 @@ def test_conv_setup(kw):
     assert o.pb == g.pb         # the rows' chain (row_pitch)
     if kw in CHAINS:            # the cases that chain, and those that cannot
         assert (o.pb < o.bk) == (kw in CHAINS[0:3:2] + CHAINS[5:]), (o.pb, o.bk)
-    assert o.slots == regs["C_LANES"] * CFG.fcu.ffa.M * CFG.fcu.subtaps
+    # the multiplier slots of an engine's beat: a lane's M * T products, L an output channel
+    # in MAC mode
+    assert o.slots == regs["C_LANES"] * (CFG.L if mac else CFG.fcu.ffa.M * CFG.fcu.subtaps)
     assert (o.overwrite, o.wset, o.kh, o.pt, o.pl, o.ny, o.acc, o.y0, o.h, o.hb0, o.pitch) == (
         0, 5, regs["C_KH"], 1, regs["C_PL"], regs["C_NY"], regs["C_ACC"], 3, 14, 0,
         regs["LB_PITCH"])

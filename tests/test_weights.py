@@ -8,7 +8,9 @@ from ffacc.hw.fcu import FCUConfig
 from ffacc.hw.weights import WeightPreAdder, preadd_set, raw_set, set_bytes
 
 CONFIGS = [FCUConfig(parallel=(3,), rows=2), FCUConfig(parallel=(2,), rows=1),
-           FCUConfig(parallel=(3,), subtaps=2, rows=3), FCUConfig(parallel=(2, 2), rows=2)]
+           FCUConfig(parallel=(3,), subtaps=2, rows=3), FCUConfig(parallel=(2, 2), rows=2),
+           FCUConfig(parallel=(3,), rows=2, mac_pairs=True),
+           FCUConfig(parallel=(2, 2), rows=2, mac_pairs=True)]
 
 
 def _direct(fcu, w_rows):
@@ -45,6 +47,19 @@ def test_mac_sets_broadcast_one_weight_to_the_first_L_products():
     G = preadd_set(fcu, raw_set(fcu, w), mac=True)
     assert np.array_equal(G[:, :3, 0, :], np.repeat(w[:, None, :], 3, axis=1))
     assert not G[:, 3:].any() and set_bytes(fcu, 2, mac=True) == 4
+
+
+def test_mac_pair_sets_give_each_lane_two_channels():
+    """With mac_pairs an engine's MAC weights are [channel]: lane k's products 0..L-1 take
+    channel k, its products L..2L-1 channel lanes + k; the rest are zero."""
+    fcu = FCUConfig(parallel=(3,), rows=2, mac_pairs=True)
+    w = np.array([[5, -7, 9, 11], [127, -128, 0, 3]])          # [engine][channel], 2 lanes
+    G = preadd_set(fcu, w, mac=True)                           # [engine, m, t, lane]
+    assert np.array_equal(G[:, :3, 0, :], np.repeat(w[:, None, :2], 3, axis=1))
+    assert np.array_equal(G[:, 3:6, 0, :], np.repeat(w[:, None, 2:], 3, axis=1))
+    assert set_bytes(fcu, 2, mac=True) == 8
+    with pytest.raises(ValueError, match="per lane"):
+        preadd_set(fcu, w[:, :3], mac=True)
 
 
 def test_a_piece_longer_than_an_engine_is_refused():
@@ -114,7 +129,8 @@ def test_preadder_matches_preadd_set(fcu, nb):
     lanes = 2
     loads, want = [], []
     for mac, nsets in ((False, 2), (True, 3), (False, 1)):
-        shape = (nsets, fcu.rows, lanes) if mac else (nsets, fcu.rows, fcu.piece_taps, lanes)
+        shape = ((nsets, fcu.rows, lanes * fcu.mac_channels) if mac
+                 else (nsets, fcu.rows, fcu.piece_taps, lanes))
         raw = rng.integers(-128, 128, shape).astype(np.int8)
         raw[0].flat[0], raw[-1].flat[-1] = -128, 127          # the extremes
         loads.append((mac, raw.reshape(-1)))
@@ -148,7 +164,8 @@ def test_the_small_parts_preadder_matches_too(fcu):
     rng = np.random.default_rng(5)
     loads, want = [], []
     for mac, nsets in ((False, 2), (True, 3)):
-        shape = (nsets, fcu.rows, 1) if mac else (nsets, fcu.rows, fcu.piece_taps, 1)
+        shape = ((nsets, fcu.rows, fcu.mac_channels) if mac
+                 else (nsets, fcu.rows, fcu.piece_taps, 1))
         raw = rng.integers(-128, 128, shape).astype(np.int8)
         loads.append((mac, raw.reshape(-1)))
         G = np.stack([preadd_set(fcu, r, mac) for r in raw])
