@@ -313,9 +313,15 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         info.update(op="Conv+Polyphase", polyphase=ps, macs=ps["macs"],
                                     kernel=ps["kernel"])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
+                    # the mode the array runs it in (the split kernel's over stride phases);
+                    # an FC runs its rows as FFA pieces, one output of a beat's L kept
+                    run_kw = int(phased["split_kernel"][1]) if phased else int(kw)
+                    fc = cfg.fcu
+                    gain, info["mode"] = ((fc.L / (fc.ffa.M * fc.subtaps), f"FFA L={fc.L}, FC")
+                                          if isinstance(op, Gemm) else
+                                          (cfg.mode_gain(run_kw), fc.mode_name(run_kw)))
                     # the roofline: what the mode's multipliers and the bus must at least do
-                    info["compute_bound"] = round(info["macs"] / (cfg.multipliers
-                                                                  * cfg.mode_gain(int(kw))))
+                    info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
                 elif isinstance(op, ChannelAffine):

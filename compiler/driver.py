@@ -367,9 +367,9 @@ def layer_table(image, pcs, source="iss", traffic=None):
     cfg = config_of(image)
     rows = []
     for li in image.meta.get("layers", []):
-        row = {k: li.get(k) for k in ("name", "op", "in_shape", "out_shape", "kernel", "macs",
-                                      "computed_macs", "weight_bytes", "act_bytes", "where",
-                                      "op_type")}
+        row = {k: li.get(k) for k in ("name", "op", "in_shape", "out_shape", "kernel", "mode",
+                                      "macs", "computed_macs", "weight_bytes", "act_bytes",
+                                      "where", "op_type")}
         if li.get("where") == "accel":
             got = [pcs.get(li["pc"] + 8 * i, (0, 0)) for i in range(li["pc_count"])]
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)

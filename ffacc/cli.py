@@ -152,12 +152,9 @@ def ffa_table(cfg):
         tasks = tasks_per_output_channel(cfg, k, k)
         # outputs per clock of the unit's engines: L a task, times the MAC channels at k = 1
         per_clock = cfg.L * cfg.rows * (cfg.mac_channels if k == 1 else 1)
-        pieces = -(-k // cfg.piece_taps)
-        mode = (f"MAC x{cfg.mac_channels}" if k == 1 else
-                f"FFA L={cfg.L}, {pieces} piece{'s' if pieces > 1 else ''}")
         rows.append({"k": k, "direct": direct_mults_per_output(k),
                      "best_ffa": round(mults_per_output(k), 3),
-                     "best_L": best_ffa(k).L if k > 1 else 1, "mode": mode,
+                     "best_L": best_ffa(k).L if k > 1 else 1, "mode": cfg.mode_name(k),
                      "unit": round(cfg.multipliers * tasks / per_clock, 3), "unit_tasks": tasks,
                      "unit_outputs_per_cycle": round(per_clock / tasks, 3)})
     return rows
@@ -611,11 +608,12 @@ def cmd_report(args):
     if args.json:
         print(json.dumps({"layers": rows, "totals": tot, "fusion": fusion}))
         return 0
-    print(_table(["layer", "op", "in", "out", "k", "MACs", "work", "cycles", "µs", "ideal",
-                  "util", "of bound", "weight B", "read B", "written B", "where"],
+    print(_table(["layer", "op", "in", "out", "k", "mode", "MACs", "work", "cycles", "µs",
+                  "ideal", "util", "of bound", "weight B", "read B", "written B", "where"],
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
+                   r.get("mode") or "-",
                    f"{r['macs']:,}",
                    f"{r['computed_macs'] / r['macs']:.2f}x"
                    if r.get("computed_macs") and r["macs"] else "-",

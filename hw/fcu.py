@@ -145,6 +145,15 @@ class FCUConfig:
         """Output channels a unit computes in MAC mode: 2 with ``mac_pairs``, else 1."""
         return 2 if self.mac_pairs else 1
 
+    def mode_name(self, kw):
+        """The mode ``CONV`` runs a kernel ``kw`` columns wide in: ``"MAC x2"`` (``kw == 1``,
+        two output channels a unit with ``mac_pairs``), ``"MAC x1"``, or ``"FFA L=3, 2
+        pieces"`` (``ceil(kw / N)`` pieces of ``N`` taps)."""
+        if kw == 1:
+            return f"MAC x{self.mac_channels}"
+        pieces = -(-kw // self.piece_taps)
+        return f"FFA L={self.L}, {pieces} piece{'s' if pieces > 1 else ''}"
+
     @property
     def piece_taps(self):
         """``N``: taps of the kernel-row piece one engine filters."""
