@@ -279,8 +279,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
-                    wb, computed, phased = _lower_conv_like(op, g, cfg, prog, mem, addr, x,
-                                                            y, id(op) in fused, records)
+                    wb, computed, phased, array_kw = _lower_conv_like(
+                        op, g, cfg, prog, mem, addr, x, y, id(op) in fused, records)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
@@ -314,11 +314,12 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                                     kernel=ps["kernel"])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
                     # the mode the array runs it in (the split kernel's over stride phases);
-                    # an FC runs its rows as FFA pieces, one output of a beat's L kept
-                    run_kw = int(phased["split_kernel"][1]) if phased else int(kw)
+                    # an FC's rows of several taps run as FFA pieces, one output of a beat's
+                    # L kept (L T MACs a M T products)
+                    run_kw = int(phased["split_kernel"][1]) if phased else array_kw
                     fc = cfg.fcu
-                    gain, info["mode"] = ((fc.L / (fc.ffa.M * fc.subtaps), f"FFA L={fc.L}, FC")
-                                          if isinstance(op, Gemm) else
+                    gain, info["mode"] = ((fc.L / fc.ffa.M, f"FFA L={fc.L}, FC")
+                                          if isinstance(op, Gemm) and run_kw > 1 else
                                           (cfg.mode_gain(run_kw), fc.mode_name(run_kw)))
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
@@ -653,7 +654,8 @@ def _levels_written(g, name):
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
-    alternates)."""
+    alternates). Returns the weight bytes, the outputs computed, the stride-phase loads (if
+    any) and the kernel width the array runs (an FC's row width)."""
     if isinstance(op, Gemm):
         w, in_shape = _gemm_as_conv(op, x, y, cfg)
         groups, pads, stride = 1, (0, 0, 0, 0), 1
@@ -692,4 +694,4 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
         phased.update(info)
         records["half"] ^= 1
         wbytes += mem.next - before
-    return wbytes, computed, phased.get("phase_loads")
+    return wbytes, computed, phased.get("phase_loads"), int(w.shape[3])

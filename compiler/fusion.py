@@ -156,13 +156,9 @@ def _weight_sets(op, cfg):
     """Weight-buffer sets a conv's weights take on ``cfg`` (lane groups x pieces x passes)."""
     O, Cg, kh, kw = op.w.shape
     fc = cfg.fcu
-    if kh == kw == 1:
-        P = cfg.group_lanes(1)          # mac_pairs: two output channels a unit
-        return ceil(O / P) * ceil(Cg * op.group / fc.rows) if op.group == 1 else \
-            op.group * ceil(O / op.group / P) * ceil(Cg / fc.rows)
-    pieces = ceil(kw / fc.piece_taps)
-    per_group = ceil(O / op.group / cfg.lanes) * pieces * ceil(Cg * kh / fc.rows)
-    return op.group * per_group
+    P = cfg.group_lanes(kw)             # a 1-wide kernel in MAC mode: mac_pairs' 2 a unit
+    pieces = ceil(kw / fc.piece_taps)   # (MAC mode: one)
+    return op.group * ceil(O / op.group / P) * pieces * ceil(Cg * kh / fc.rows)
 
 
 OBJECTIVES = ("bytes", "activations")

@@ -116,7 +116,8 @@ def _group_sets(cfg, w):
     piece-major, then passes of ``rows`` consecutive (channel, kernel-row) pairs, exactly as
     ``CONV`` consumes them. ``raw`` is ``(groups, nsets, rows, N, lanes)``
     (:func:`ffacc.hw.weights.raw_set`), or ``(groups, nsets, rows, lanes)`` for a 1-wide
-    kernel (``mac``: the MAC-mode sets, one weight per engine and lane). The hardware
+    kernel (``mac``: the MAC-mode sets, one weight per engine and output channel; ``lanes``
+    is then :meth:`~ffacc.hw.config.AcceleratorConfig.group_lanes`). The hardware
     pre-adds them as they load.
     """
     from ffacc.sim.iss import conv_geometry

@@ -738,7 +738,7 @@ def cmd_checks(args):
     if args.json:
         sizes = ({n: getattr(cfg, n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
                                                 "qb_entries", "max_kernel", "lanes",
-                                                "acc_blocks", "L", "bus_bytes")}
+                                                "acc_lanes", "acc_blocks", "L", "bus_bytes")}
                  if cfg is not None else None)
         print(json.dumps({"checks": rows, "sizes": sizes}))
         return 0
@@ -757,7 +757,7 @@ def cmd_checks(args):
     if cfg is not None:
         print("sizes: " + ", ".join(f"{n} {getattr(cfg, n)}" for n in (
             "lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries", "max_kernel", "lanes",
-            "acc_blocks", "L", "bus_bytes")))
+            "acc_lanes", "acc_blocks", "L", "bus_bytes")))
     return 0
 
 

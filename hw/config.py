@@ -29,7 +29,8 @@ class AcceleratorConfig:
         One fast convolution unit (FFA parallelism, row engines = input (channel, kernel row)
         pairs per pass, activation/weight bits).
     lanes : int
-        Output channels computed in parallel (one FCU each, sharing the input rows).
+        Output channels computed in parallel (one FCU each, sharing the input rows; in MAC
+        mode with ``fcu.mac_pairs`` two each, :attr:`acc_lanes`).
     lb_rows : int
         Line-buffer capacity in rows (all channels of a band); a multiple of the bank count.
     lb_width : int
@@ -368,7 +369,9 @@ ACCEL_PRESETS = {
     # 45 MHz. Its critical paths are control logic into the read DMA (a loader's or the loop
     # stack's state, the instruction register), never the array, and vary with placement, so
     # its clock is 45 MHz until they are cut
-    "ulx3s-120": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=4, mac_pairs=True), lanes=5,
+    # (mac_pairs off: its figures above are without them, and a build that measures it with
+    # them, 30 more DP16KD, 194 of 208, takes 25 min)
+    "ulx3s-120": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=4), lanes=5,
                                    lb_rows=2048, lb_width=64, wb_sets=256, acc_blocks=512,
                                    qb_entries=512, burst_beats=64, target_mhz=45,
                                    act_codes=False),

@@ -82,7 +82,8 @@ class FCUConfig:
         MAC mode computes two output channels per unit: products ``m < L`` the first,
         ``L <= m < 2 L`` the second, each ``L`` outputs summed by its own adder tree (one
         multiplication per MAC on the 3-parallel FFA, instead of two). Needs ``M >= 2 L``
-        (3-parallel and the cascades; not the 2-parallel FFA, ``M = 3``).
+        (3-parallel and the cascades; not the 2-parallel FFA, ``M = 3``). Costs a second
+        adder tree per unit and ``lanes`` more accumulator lanes (block RAMs), no multiplier.
     """
 
     parallel: tuple = (3,)

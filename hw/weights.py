@@ -67,7 +67,8 @@ def raw_set(fcu, rows, out=None):
     """Memory layout of weight sets from their engines' kernel-row pieces.
 
     ``rows``: int array ``(..., rows, lanes, taps)`` of correlation weights (``taps <= N``:
-    one engine's piece per output channel), or ``(..., rows, lanes)`` for MAC sets. Returns
+    one engine's piece per output channel), or ``(..., rows, channels)`` for MAC sets (a
+    weight per output channel: ``lanes``, ``2 * lanes`` with ``mac_pairs``). Returns
     the ``int8`` array in memory order, ``[engine][tap][lane]``: each piece reversed
     (correlation is convolution with the reversed kernel) and zero-padded to ``N`` taps at
     the front, as the conv geometry expects. ``out``: an int8 array of the result's shape to
@@ -128,7 +129,8 @@ class WeightPreAdder(wiring.Component):
         One engine's words per beat, ``o.payload[lane][m * T + t] = G[m, t]``: the layout of
         the FCU's weight port (:class:`ffacc.hw.fcu.FastConvUnit`), lane after lane.
     mac : In(1)
-        MAC sets (one tap per engine and lane). Hold it for the whole load.
+        MAC sets (one tap per engine and output channel: a lane's one, or two with
+        ``mac_pairs``). Hold it for the whole load.
     clear, count : In
         Start a load of ``count`` engines: drop what is collected. Bytes after the
         ``count``-th engine (the rest of the last beat) are taken and dropped. ``compact``

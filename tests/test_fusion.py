@@ -168,3 +168,19 @@ def test_a_per_channel_affine_map_between_convs_is_an_elementwise_layer_of_the_g
     (grp,) = plan_groups(g, CFG, ops, {}, [], capacity=1280).groups
     assert grp.steps == 8 and grp.onchip_pixels == 1024
     assert grp.regions == {"t0": (4, 4, 16), "t1": (2, 8, 16), "bn": (4, 8, 16)}
+
+
+@pytest.mark.parametrize("kh,kw", [(1, 1), (7, 1), (3, 1), (1, 7), (3, 3)])
+def test_weight_sets_are_those_the_lowering_loads(kh, kw):
+    """The planner's weight-buffer sets of a conv equal what the lowering lays out: a 1-wide
+    kernel runs in MAC mode, two output channels a unit with mac_pairs, whatever its
+    height."""
+    from types import SimpleNamespace
+    from ffacc.compiler.fusion import _weight_sets
+    from ffacc.compiler.lower import layer_weights
+    cfg = ACCEL_PRESETS["ulx3s"]
+    O, C = 64, 32
+    w = np.ones((O, C, kh, kw), dtype=np.int8)
+    _, _, groups = layer_weights(cfg, w, C)
+    want = -(-O // cfg.group_lanes(kw)) * sum(g[3] for g in groups)
+    assert _weight_sets(SimpleNamespace(w=w, group=1), cfg) == want
