@@ -314,13 +314,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                                     kernel=ps["kernel"])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
                     # the mode the array runs it in (the split kernel's over stride phases);
-                    # an FC's rows of several taps run as FFA pieces, one output of a beat's
-                    # L kept (L T MACs a M T products)
+                    # an FC's rows are one output wide: a beat keeps one of its L columns
                     run_kw = int(phased["split_kernel"][1]) if phased else array_kw
-                    fc = cfg.fcu
-                    gain, info["mode"] = ((fc.L / fc.ffa.M, f"FFA L={fc.L}, FC")
-                                          if isinstance(op, Gemm) and run_kw > 1 else
-                                          (cfg.mode_gain(run_kw), fc.mode_name(run_kw)))
+                    cols = cfg.L if isinstance(op, Gemm) else 1
+                    gain = cfg.mode_gain(run_kw) / cols
+                    info["mode"] = cfg.fcu.mode_name(run_kw) + (", FC" if cols > 1 else "")
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)

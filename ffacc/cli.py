@@ -149,14 +149,12 @@ def ffa_table(cfg):
 
     rows = []
     for k in range(1, 13):
-        tasks = tasks_per_output_channel(cfg, k, k)
-        # outputs per clock of the unit's engines: L a task, times the MAC channels at k = 1
-        per_clock = cfg.L * cfg.rows * (cfg.mac_channels if k == 1 else 1)
+        unit = k * k / cfg.mode_gain(k)         # a row's k MACs per output, k rows
         rows.append({"k": k, "direct": direct_mults_per_output(k),
                      "best_ffa": round(mults_per_output(k), 3),
                      "best_L": best_ffa(k).L if k > 1 else 1, "mode": cfg.mode_name(k),
-                     "unit": round(cfg.multipliers * tasks / per_clock, 3), "unit_tasks": tasks,
-                     "unit_outputs_per_cycle": round(per_clock / tasks, 3)})
+                     "unit": round(unit, 3), "unit_tasks": tasks_per_output_channel(cfg, k, k),
+                     "unit_outputs_per_cycle": round(cfg.multipliers / unit, 3)})
     return rows
 
 

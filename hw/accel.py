@@ -41,11 +41,11 @@ semantics):
   clock through the line buffer into the FCU array, each pass's weights, and the accumulator
   block of each output beat.
 * **FCU array**: ``lanes`` fast convolution units (one per output channel; two in MAC mode
-  with ``mac_pairs``) share the engines' input rows; a pass loads its weight set in one clock. With ``back_to_back`` the FCUs
-  hold three weight banks, used in turn, and each beat names its bank: the next pass's engine
-  assignment (into shadow registers) and weights (into the bank the pass before the current
-  one used, whose beats are multiplied by then) are set up while the current pass streams, and
-  at its last beat the two swap, so a ``CONV``'s passes stream without a gap;
+  with ``mac_pairs``) share the engines' input rows; a pass loads its weight set in one
+  clock. With ``back_to_back`` the FCUs hold three weight banks, used in turn, and each beat
+  names its bank: the next pass's engine assignment (into shadow registers) and weights (into
+  the bank the pass before the current one used, whose beats are multiplied by then) are set
+  up while the current pass streams, and at its last beat the two swap, so a ``CONV``'s passes stream without a gap;
   the output side counts each pass's beats, so it needs no signal from the stream side.
 * **Accumulators**: per lane (``acc_lanes``: with ``mac_pairs`` a unit's second MAC channel
   has its own), ``acc_blocks`` words of ``L`` int32, read-modify-write behind the FCUs.

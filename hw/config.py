@@ -327,14 +327,8 @@ class AcceleratorConfig:
         return round(2 * self.multipliers * self.ffa_gain * mhz / 1000, 3)
 
     def mode_gain(self, kw):
-        """Direct MACs per multiplication for a kernel ``kw`` columns wide, in the mode ``CONV``
-        runs it: MAC mode (``kw == 1``) uses ``L`` of an engine's ``M * T`` multipliers; the
-        FFA mode computes ``ceil(kw / N)`` pieces of ``N`` taps. With ``mac_pairs`` MAC mode
-        uses ``2 L`` (two output channels)."""
-        s, T = self.fcu.ffa, self.fcu.subtaps
-        if kw == 1:
-            return s.L * self.fcu.mac_channels / (s.M * T)
-        return kw * s.L / (ceil(kw / self.fcu.piece_taps) * s.M * T)
+        """The unit's :meth:`~ffacc.hw.fcu.FCUConfig.mode_gain` for a kernel ``kw`` wide."""
+        return self.fcu.mode_gain(kw)
 
     def fingerprint(self):
         """CRC-32 of the canonical JSON of this configuration."""

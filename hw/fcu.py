@@ -32,7 +32,7 @@ datapath is a ring homomorphism), so no stage is wider than its result needs.
 """
 
 from dataclasses import dataclass, fields, asdict
-from math import prod
+from math import ceil, prod
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -145,6 +145,16 @@ class FCUConfig:
     def mac_channels(self):
         """Output channels a unit computes in MAC mode: 2 with ``mac_pairs``, else 1."""
         return 2 if self.mac_pairs else 1
+
+    def mode_gain(self, kw):
+        """Direct MACs per multiplication for a kernel ``kw`` columns wide, in the mode ``CONV``
+        runs it: MAC mode (``kw == 1``) uses ``L`` of an engine's ``M * T`` multipliers (``2 L``
+        with ``mac_pairs``: two output channels); the FFA mode computes ``ceil(kw / N)`` pieces
+        of ``N`` taps."""
+        s, T = self.ffa, self.subtaps
+        if kw == 1:
+            return s.L * self.mac_channels / (s.M * T)
+        return kw * s.L / (ceil(kw / self.piece_taps) * s.M * T)
 
     def mode_name(self, kw):
         """The mode ``CONV`` runs a kernel ``kw`` columns wide in: ``"MAC x2"`` (``kw == 1``,
