@@ -20,7 +20,7 @@ from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFlo
                  MaxPool, PhaseSplit, affine_to, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
-                    lower_add, lower_adds, lower_channel_affine, lower_conv)
+                    lower_add, lower_adds, lower_channel_affine, lower_conv, maxpool_layers)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -83,8 +83,10 @@ class _Arena:
 
 
 def _fuse_pools(g, cfg):
-    """Conv/… on the accelerator -> MaxPool 2x2 stride 2 (no padding), sole consumer, same
-    quantization. (A conv the host runs keeps its pool: the host has no fused form.)"""
+    """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_kernel) at a
+    stride, without padding, sole consumer, same quantization: POST pools the windows that lie
+    in the conv's output, as ONNX's MaxPool without ``ceil_mode``. (A conv the host runs keeps
+    its pool: the host has no fused form.)"""
     fused = {}
     for op in g.ops:
         if not isinstance(op, Conv) or op.strides != (1, 1) or _accel_reason(op, g, cfg):
@@ -93,9 +95,16 @@ def _fuse_pools(g, cfg):
         if len(cons) != 1 or not isinstance(cons[0], MaxPool) or op.outputs[0] in g.outputs:
             continue
         mp = cons[0]
-        if mp.kernel == (2, 2) and mp.strides == (2, 2) and mp.pads == (0, 0, 0, 0):
+        (kh, kw), (sh, sw) = mp.kernel, mp.strides
+        if kh == kw and sh == sw and 2 <= kh <= cfg.max_kernel and sh >= 1 and \
+                mp.pads == (0, 0, 0, 0):
             fused[id(op)] = mp
     return fused
+
+
+def _pool_of(mp):
+    """A fused MaxPool's ``(k, s)`` (``None``: none)."""
+    return None if mp is None else (mp.kernel[0], mp.strides[0])
 
 
 def _accel_reason(op, g, cfg):
@@ -141,13 +150,29 @@ def _accel_reason(op, g, cfg):
         return None
     if isinstance(op, Alias):
         return None
+    if isinstance(op, MaxPool):
+        x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+        act = "int8" if cfg.fcu.act_signed else "uint8"
+        (kh, kw), (sh, sw) = op.kernel, op.strides
+        if x.dtype != act or y.dtype != act:
+            return "activation type differs from the configuration's"
+        if len(x.shape) != 4 or x.shape[0] != 1:
+            return f"input shape {tuple(x.shape)} is not one image's maps"
+        if kh != kw or sh != sw:
+            return f"a {kh}x{kw} window at strides {sh}x{sw} (the accelerator's are square)"
+        if not 2 <= kh <= cfg.max_kernel:
+            return f"a {kh}x{kh} window (POST's are 2..max_kernel, {cfg.max_kernel})"
+        if any(p >= kh for p in op.pads):
+            return f"padding {tuple(op.pads)} of a {kh}x{kh} window"
+        if x.codes or x.levels is not None:
+            return "its input is stored as codes or levels"
+        return None
     if isinstance(op, (HostFloat, HostGraph)) and getattr(op, "op_type", None) == \
             "BatchNormalization":
         return ("BatchNormalization left in float by the quantizer runs on the host; quantize "
                 "the float model with `ffacc quantize`, which folds it into the convolution "
                 "before it")
-    return {MaxPool: "max-pool that does not follow a conv as 2x2/2",
-            AvgPool: "average pool", Concat: "concat",
+    return {AvgPool: "average pool", Concat: "concat",
             HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
             HostGraph: f"{getattr(op, 'op_type', '?')}: a float region (no accelerator "
                        f"lowering)",
@@ -280,7 +305,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
             try:
                 if isinstance(op, (Conv, Gemm)):
                     wb, computed, phased, array_kw = _lower_conv_like(
-                        op, g, cfg, prog, mem, addr, x, y, id(op) in fused, records)
+                        op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
@@ -323,6 +348,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
+                elif isinstance(op, MaxPool):
+                    info.update(_lower_maxpool(op, cfg, prog, mem, addr, x, y, records))
                 elif isinstance(op, ChannelAffine):
                     # an ADD of each channel with itself: the channel's own scale and offset
                     lo, hi = bounds(op, y)
@@ -649,7 +676,35 @@ def _levels_written(g, name):
     return g.tensors[name].levels
 
 
-def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
+def _lower_maxpool(op, cfg, prog, mem, addr, x, y, records):
+    """A MaxPool that no conv runs before it (:func:`~ffacc.compiler.lower.maxpool_layers`:
+    an identity conv of each lane group's channels, padded with the activation minimum, and
+    POST's pool of its windows). Returns the layer's report fields."""
+    _, C, H, W = (int(v) for v in x.shape)
+    _, _, Ho, Wo = (int(v) for v in y.shape)
+    k, s = op.kernel[0], op.strides[0]
+    computed = 0
+    for c0, layer in maxpool_layers(cfg, C, H, W, k, s, op.pads):
+        if layer.out_shape[1:] != (Ho, Wo):
+            raise LoweringError(f"output {Ho}x{Wo} is not the {layer.out_shape[1]}x"
+                                f"{layer.out_shape[2]} of its windows (ceil_mode?)")
+        layer.levels_set = records.get("levels", ()) != layer.levels
+        records["levels"] = layer.levels
+        info = {}
+        rows = lower_conv(cfg, layer, prog, mem, addr[x.name] + c0 * H * W,
+                          addr[y.name] + c0 * Ho * Wo, name=op.name,
+                          records_half=records["half"], chain=records["chain"], info=info,
+                          loads_zero=records.get("loads_zero", False))
+        records["loads_zero"] = True
+        records["half"] ^= 1
+        computed += rows * layer.w.shape[0] * layer.w.shape[1]
+    return {"kernel": [int(k), int(k)],
+            "mode": f"max-pool {k}x{k}/{s}: identity MAC x{cfg.fcu.mac_channels}",
+            "computed_macs": int(computed), "compute_bound": 0,
+            "traffic_bound": -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)}
+
+
+def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
     alternates). Returns the weight bytes, the outputs computed, the stride-phase loads (if
@@ -674,7 +729,7 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool2, records):
     phased = {}
     for gi in range(groups):
         sl = slice(gi * Og, (gi + 1) * Og)
-        layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool2, out=sl)
+        layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool, out=sl)
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None

@@ -7,7 +7,7 @@ two ping-pong halves) and runs consecutive layers depth-first, so no intermediat
 memory. :func:`plan_groups` makes that plan for a compiled graph and an accelerator
 configuration:
 
-* A **layer** is a convolution the accelerator runs (with its fused 2x2 max-pool), an
+* A **layer** is a convolution the accelerator runs (with its fused max-pool), an
   elementwise ``Add`` or a per-channel affine map (``ChannelAffine``: a BatchNormalization
   the quantizer left in float), elementwise too. Other operators (fully-connected layers,
   global pools, concats, host operators, reshapes) end a group and run as today.
@@ -141,9 +141,11 @@ def _lbl_pixels(x):
 
 
 def window_rows(k, s, p, pool):
-    """``(k, s, p)`` of a conv's rows, composed with a 2x2/2 max-pool after it."""
+    """``(k, s, p)`` of a conv's rows, composed with the max-pool ``pool`` after it (``(kp,
+    sp)``: windows of ``kp`` rows at stride ``sp``; ``None``: none)."""
     if pool:
-        return k + s, 2 * s, p
+        kp, sp = pool
+        return s * (kp - 1) + k, s * sp, p
     return k, s, p
 
 
@@ -187,7 +189,8 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
         oshape = _chw(g.tensors[out].shape)
         if isinstance(op, Conv):
             kh = (op.w.shape[2] - 1) * op.dilations[0] + 1
-            k, s, p = window_rows(kh, op.strides[0], op.pads[0], pool is not None)
+            k, s, p = window_rows(kh, op.strides[0], op.pads[0],
+                                  None if pool is None else (pool.kernel[0], pool.strides[0]))
             ls.append(Layer(op.name, "conv", [op.inputs[0]], out, ins[:1], oshape, k, s, p,
                             int(op.w.size), _weight_sets(op, cfg)))
         else:

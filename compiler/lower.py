@@ -25,6 +25,7 @@ from .ir import bounds, requant_params
 
 __all__ = ["ConvLayer", "ir_conv_layer", "LoweringError", "layer_weights", "lower_conv",
            "conv_plan_cycles", "lower_add", "lower_adds", "lower_channel_affine", "Blob",
+           "maxpool_layers",
            "build_image", "MemoryPlan"]
 
 
@@ -82,11 +83,20 @@ class ConvLayer:
     in_shape: tuple                 # (C, H, W)
     pads: tuple = (0, 0, 0, 0)      # top, left, bottom, right
     stride: int = 1
-    pool2: bool = False             # 2x2 max-pool (stride 2) after requantization
+    pool2: bool = False             # 2x2 max-pool (stride 2) after requantization: pool (2, 2)
     levels: tuple = None            # non-uniform output levels (ascending), or None
     y_codes: bool = False           # the output is stored as the levels' 4-bit codes
     x_levels: tuple = None          # the input is stored as codes of these levels, or None
     levels_set: bool = True         # set the output-level registers (False: they hold these)
+    pool: tuple = None              # (k, s): max-pool of k x k windows at stride s after
+                                    # requantization (no padding; the windows in the map)
+
+    def __post_init__(self):
+        if self.pool2 and self.pool is None:
+            self.pool = (2, 2)
+        if self.pool is not None:
+            self.pool = tuple(int(v) for v in self.pool)
+            self.pool2 = self.pool == (2, 2)
 
     @property
     def kernel(self):
@@ -103,8 +113,9 @@ class ConvLayer:
     def out_shape(self):
         ho, wo = self.conv_out
         O = self.w.shape[0]
-        if self.pool2:
-            return O, ho // 2, wo // 2
+        if self.pool:
+            k, s = self.pool
+            return O, max(0, (ho - k) // s + 1), max(0, (wo - k) // s + 1)
         s = self.stride
         return O, ceil(ho / s), ceil(wo / s)
 
@@ -138,15 +149,16 @@ def _group_sets(cfg, w):
     return out.reshape(n, g.pieces * nsets, R, N, P), False
 
 
-def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool2=False, out=slice(None)):
+def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool=None, out=slice(None)):
     """The :class:`ConvLayer` of the IR Conv or Gemm ``op`` (input tensor ``x``, output ``y``)
     for its output channels ``out``, with weights ``w`` (O, C, kh, kw) of those channels: the
-    requantization from the scales, the input zero point folded into the bias."""
+    requantization from the scales, the input zero point folded into the bias; ``pool``: a
+    fused max-pool's ``(k, s)``."""
     M, sh = requant_params(x.scale, op.w_scale, y.scale)
     lo, hi = bounds(op, y)
     bias = op.bias[out] - x.zero_point * w.sum(axis=(1, 2, 3))
     return ConvLayer(w, bias, M[out], sh[out], x.zero_point, y.zero_point, lo, hi, in_shape,
-                     tuple(pads), stride, pool2)
+                     tuple(pads), stride, pool=pool)
 
 
 def layer_weights(cfg, w, cg, packed=False):
@@ -235,7 +247,7 @@ def phase_layer(cfg, layer):
     s = layer.stride
     C, H, W = layer.in_shape
     if (not cfg.strided_loads or s < 2 or s & (s - 1) or s > 1 << max_cshift(cfg)
-            or H % s or W % s or layer.pool2 or layer.x_levels is not None):
+            or H % s or W % s or layer.pool or layer.x_levels is not None):
         return None
     kh, kw = layer.kernel
     pt, pl, pb, pr = layer.pads
@@ -344,9 +356,33 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         raise LoweringError(f"{name}: kernel larger than the padded input")
     if layer.w.size and (layer.w.min() < -128 or layer.w.max() > 127):
         raise LoweringError(f"{name}: weights {layer.w.min()}..{layer.w.max()} are not int8")
-    if layer.pool2 and layer.stride != 1:
+    if layer.pool and layer.stride != 1:
         raise LoweringError(f"{name}: pooling with a strided conv is not supported")
-    step = 2 if layer.pool2 else layer.stride
+    # a fused max-pool: k x k windows at stride s (POST's POOL); its bands and column tiles
+    # hold whole windows, and overlap by k - s rows and columns where windows do
+    kp, step = layer.pool if layer.pool else (1, layer.stride)
+    if layer.pool and not 2 <= kp <= cfg.max_kernel:
+        raise LoweringError(f"{name}: a {kp}x{kp} pool: POST's windows are 2..max_kernel "
+                            f"({cfg.max_kernel})")
+
+    def round_rows(n):
+        """The most rows up to ``n`` a band may have: whole windows of a pool (0 if not
+        one), else a multiple of the stride (or ``n``, fewer)."""
+        if layer.pool:
+            return step * ((n - kp) // step) + kp if n >= kp else 0
+        return n - n % step if n >= step else n
+
+    def pool_bands(nyc, total=None):
+        """A pooled layer's bands of up to ``nyc`` of its ``total`` rows (``hconv``; or
+        columns, for column tiles): ``(first row, rows)``, each ``round_rows``; each next one
+        from the first window its predecessor does not hold."""
+        total = hconv if total is None else total
+        out, y0 = [], 0
+        while y0 + kp <= total:
+            nyb = round_rows(min(nyc, total - y0))
+            out.append((y0, nyb))
+            y0 += step * ((nyb - kp) // step + 1)
+        return out
     # maps stored as 4-bit codes: rows of ceil(width / 2) bytes, whole rows only
     dec = layer.x_levels is not None
     xb, ob = row_bytes(W, dec), row_bytes(Wo, layer.y_codes)
@@ -358,7 +394,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if W > cfg.lb_width:
         wt = cfg.lb_width - kw + 1
         unit = step * cfg.L
-        wt = wt // unit * unit if wt >= unit else wt // step * step
+        if layer.pool:
+            wt = round_rows(wt)
+        else:
+            wt = wt // unit * unit if wt >= unit else wt // step * step
         if wt < 1:
             raise LoweringError(f"{name}: a {kw}-wide kernel does not fit the line buffer "
                                 f"width {cfg.lb_width}")
@@ -372,9 +411,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     P = cfg.group_lanes(kw)             # output channels a CONV computes (mac_pairs: 2 a unit)
     Wt = min(W, wt + kw - 1)            # input columns of the widest tile
     # output rows per band: accumulator limit, a multiple of the pool/stride step
-    ny = min(hconv, cfg.acc_blocks // g.wob)
-    ny -= ny % step if ny >= step else 0
-    if ny < 1 or (layer.pool2 and ny < 2):
+    ny = round_rows(min(hconv, cfg.acc_blocks // g.wob))
+    if ny < kp:
         raise LoweringError(f"{name}: an output row of {wt} does not fit the accumulator "
                             f"({cfg.acc_blocks} blocks of {cfg.L})")
     # channel group size and band height: every candidate that fits the line buffer and the
@@ -396,9 +434,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if ceil(C / cg) == 1:
             return out
         for lg in range(2, n_og + 1):
-            nyg = min(nyc, cfg.acc_blocks // (lg * g.wob))
-            nyg -= nyg % step if nyg >= step else 0
-            if nyg < (2 if layer.pool2 else 1):
+            nyg = round_rows(min(nyc, cfg.acc_blocks // (lg * g.wob)))
+            if nyg < kp:
                 break
             out[nyg] = lg
         return out
@@ -419,6 +456,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         channel groups of ``cg``, bands of ``nyc`` rows, ``share`` lane groups per
         channel-group load (``ovl``: POST in the background, lane groups in alternate
         accumulator halves), from the ISS's cycle model."""
+        if layer.pool:
+            return sum(band_cycles(cg, nyb, share, ovl, tw) for _, nyb in pool_bands(nyc))
         full, rest = divmod(hconv, nyc)
         return (full * band_cycles(cg, nyc, share, ovl, tw)
                 + (band_cycles(cg, rest, share, ovl, tw) if rest else 0))
@@ -428,7 +467,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         command per row that POST keeps; ``skip=None``: the cheaper of the two."""
         passes = gc.pieces * gc.passes_per_piece
         dense = cm.conv(gc, nyc, passes)
-        if layer.pool2 or step == 1 or nyc <= 1 or skip is False:
+        if layer.pool or step == 1 or nyc <= 1 or skip is False:
             return dense
         kept = -(-nyc // step)
         # per row its CONV, two INCs and the ENDLOOP; around the rows' loop, C_NY and C_Y0
@@ -458,18 +497,21 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
             conv = max(conv_cycles(gc, nyc), end) + issue + 5 * per_ins
         else:
             conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
-        outs = -(-nyc // step) * -(-tw // step)         # per lane
+        if layer.pool:                                  # outputs per lane
+            outs = ((nyc - kp) // step + 1) * ((tw - kp) // step + 1)
+        else:
+            outs = -(-nyc // step) * -(-tw // step)
         # one output column: each byte its own word, every clock (unpooled)
-        waits = P * outs if -(-tw // step) == 1 and not layer.pool2 else 0
+        waits = P * outs if -(-tw // step) == 1 and not layer.pool else 0
         waits = (waits, waits)
-        subs = outs * (4 if layer.pool2 else 1)
+        subs = outs * kp * kp
         if ovl:
             # each lane group's POST runs beside the next one's CONV; the band's last is
             # waited for (the next LOADA reads memory)
             run = cm.post_run(P, subs, waits)
-            issue = cm.post_issue(gc.wob, layer.stride) + 3 * per_ins
+            issue = cm.post_issue(gc.wob, step) + 3 * per_ins
             return loada + n_og * (conv + issue) + (n_og - 1) * max(0, run - conv) + run
-        post = cm.post(P, subs, gc.wob, layer.stride, waits) + 3 * per_ins
+        post = cm.post(P, subs, gc.wob, step, waits) + 3 * per_ins
         loads = ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
@@ -478,18 +520,17 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # affine), each POST running beside the next lane group's CONV; the band then holds half
     # the rows
     acc_half = cfg.acc_blocks // 2
-    ny_half = min(hconv, acc_half // g.wob)
-    ny_half -= ny_half % step if ny_half >= step else 0
+    ny_half = round_rows(min(hconv, acc_half // g.wob))
     can_overlap = (cfg.post_overlap and n_og > 1 and cfg.acc_blocks & (cfg.acc_blocks - 1) == 0
-                   and ny_half >= (2 if layer.pool2 else 1))
+                   and ny_half >= kp)
     best = None
     for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
         if sets(cg) > cfg.wb_sets:
             continue
         fit = ny                        # the band height the line buffer holds
-        while fit >= step and not fits(cg, min(H, fit + kh - 1)):
-            fit -= step
-        if fit < 1 or not fits(cg, min(H, fit + kh - 1)):
+        while fit >= max(step, kp) and not fits(cg, min(H, fit + kh - 1)):
+            fit = round_rows(fit - 1) if layer.pool else fit - step
+        if fit < kp or not fits(cg, min(H, fit + kh - 1)):
             continue
         n_cg = ceil(C / cg)
         for nyc, share in shares(cg, fit).items():
@@ -545,19 +586,21 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if cfg.strided_loads and (ph or not loads_zero):
         strided_regs = dict(A_CSHIFT=(ph["s"].bit_length() - 1) if ph else 0, A_LB0=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
-             O_CSTRIDE=Ho * ob, O_STRIDE=layer.stride,
+             O_CSTRIDE=Ho * ob, O_STRIDE=step, **(dict(O_POOLK=kp) if layer.pool else {}),
              A_PITCH=ph["s"] * ph["W"] if ph else W if wt < wconv else 0,
              **strided_regs, **level_regs(cfg, layer))
-    post_flags = ((PostFlag.POOL2 if layer.pool2 else 0)
+    post_flags = ((PostFlag.POOL if layer.pool else 0)
                   | (PostFlag.ASYNC if overlap else 0)
                   | (PostFlag.CODES if layer.y_codes else 0))
     loada_flags = LoadAFlag.DECODE if dec else 0
     loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
-    for x0 in range(0, wconv, wt):
-        wx = min(wt, wconv - x0)
-        if layer.pool2 and wx % 2 and x0 + wx < wconv:
-            raise LoweringError(f"{name}: internal error: odd pooled tile")
+    # a pooled layer's tiles hold whole windows: each next one from the first window its
+    # predecessor does not hold
+    tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
+               else range(0, wconv, wt))
+    for x0 in tile_x0:
+        wx = min(wt, wconv - x0)        # (the last may have columns past the last window)
         cin0 = max(0, x0 - pl)
         cin1 = min(W, x0 + wx - pl + kw - 1)
         tiles.append(dict(x0=x0, wx=wx, cin0=cin0, win=cin1 - cin0, tpl=pl - x0 + cin0))
@@ -565,18 +608,15 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # the accumulator holds fewer rows than the step (ny < stride), a band is the one conv row
     # POST keeps and the rows between are not computed
     bands = []
-    for y0 in range(0, hconv, ny if ny >= step else step):
-        nyb = min(ny if ny >= step else 1, hconv - y0)
-        if layer.pool2 and nyb % 2:
-            nyb -= 1
-            if nyb == 0:
-                break
+    for y0, nyb in (pool_bands(ny) if layer.pool else
+                    ((y0, min(ny if ny >= step else 1, hconv - y0))
+                     for y0 in range(0, hconv, ny if ny >= step else step))):
         hb0 = max(0, y0 - pt)
         hend = min(H, y0 + nyb - 1 - pt + kh)
         nr = max(1, hend - hb0)
         bands.append(dict(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr,
                           LB_PITCH=_pitch_for(cfg, kh, nr),
-                          O_ROW0=y0 // 2 if layer.pool2 else y0 // layer.stride))
+                          O_ROW0=y0 // step))
     # lane groups and their channel groups: the weights of a lane group are its channel
     # groups' sets in order, and every lane group's block has the same layout
     n_cg = len(cgs)
@@ -748,6 +788,35 @@ def _last_outside_loops(prog, start, op):
         if o == op and depth == 0:
             last = i
     return last
+
+
+def maxpool_layers(cfg, C, H, W, kernel, stride, pads):
+    """A max-pool ``kernel`` x ``kernel`` at ``stride`` with ``pads`` (top, left, bottom,
+    right; each below the kernel) of a ``C`` x ``H`` x ``W`` map as the accelerator runs it:
+    ``[(c0, ConvLayer)]``, one per lane group of MAC mode's output channels. Each is an
+    identity 1x1 conv of its channels, padded with the activation minimum (which never wins a
+    window that holds one of the map's values), whose requantization keeps every value
+    (``(v 2**30 + 2**29) >> 30 = v``), and POST pools its output's windows (``POOL``). The
+    channels of a group are the conv's only inputs: the work is ``lanes`` MACs a value."""
+    k, s = kernel, stride
+    if not 2 <= k <= cfg.max_kernel:
+        raise LoweringError(f"a {k}x{k} max-pool: POST's windows are 2..max_kernel "
+                            f"({cfg.max_kernel})")
+    if any(not 0 <= p < k for p in pads):
+        raise LoweringError(f"max-pool padding {tuple(pads)}: each must be below the "
+                            f"kernel ({k})")
+    if s < 1 or s > 255:
+        raise LoweringError(f"max-pool stride {s}: must be 1..255")
+    lo, hi = (-128, 127) if cfg.fcu.act_signed else (0, 255)
+    P = cfg.group_lanes(1)
+    out = []
+    for c0 in range(0, C, P):
+        n = min(P, C - c0)
+        w = np.eye(n, dtype=np.int64).reshape(n, n, 1, 1)
+        out.append((c0, ConvLayer(w, np.zeros(n, np.int64), np.full(n, 1 << 30, np.int64),
+                                  np.full(n, 30, np.int64), lo, 0, lo, hi, (n, H, W),
+                                  tuple(int(p) for p in pads), 1, pool=(k, s))))
+    return out
 
 
 def conv_plan_cycles(cfg, layer, name="conv"):

@@ -308,15 +308,15 @@ W_SRC, W_COUNT, W_DST, Q_SRC, Q_COUNT, Q_DST = (g[n] for n in (
     "W_SRC", "W_COUNT", "W_DST", "Q_SRC", "Q_COUNT", "Q_DST"))
 C_KH, C_KW, C_PT, C_PL, C_WOUT, C_NY, C_WSET, C_LANES, C_ACC = (g[n] for n in (
     "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_NY", "C_WSET", "C_LANES", "C_ACC"))
-O_Q, O_STRIDE, D_N, D_SZ, O_NLEV = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ",
-                                                   "O_NLEV"))
+O_Q, O_STRIDE, D_N, D_SZ, O_NLEV, O_POOLK = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ",
+                                                            "O_NLEV", "O_POOLK"))
 A_CSHIFT, A_LB0 = g["A_CSHIFT"], g["A_LB0"]
 del g
 lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_lanes, acc_blocks, \
     L, bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
                                       "qb_entries", "max_kernel", "lanes", "acc_lanes",
                                       "acc_blocks", "L", "bus_bytes"))
-POOL2 = Flag(PostFlag.POOL2)
+POOL = Flag(PostFlag.POOL)
 CODES = Flag(PostFlag.CODES)
 DECODE = Flag(LoadAFlag.DECODE)
 
@@ -455,8 +455,8 @@ CHECKS = {
         Check("the band's width fits the accumulator", _in(C_WOUT, 1, acc_blocks * L)),
         Check("the lanes' records are in the parameter buffer", O_Q + C_LANES <= qb_entries),
         Check("the stride is not 0", O_STRIDE != 0),
-        Check("a 2x2 pool has stride 1", ~POOL2 | (O_STRIDE == 1)),
-        Check("a 2x2 pool has an even number of rows", ~POOL2 | (C_NY.mod(2) == 0)),
+        Check("a pool's window is 2..max_kernel", ~POOL | _in(O_POOLK, 2, max_kernel)),
+        Check("a pool's band holds a window's rows", ~POOL | (C_NY >= O_POOLK)),
         Check("the output levels are 0 (none) or 2..64", (O_NLEV != 1) & (O_NLEV <= 64),
               when=_codes),
         Check("codes need output levels", ~CODES | (O_NLEV != 0), when=_codes),

@@ -25,7 +25,7 @@ from pathlib import Path
 __all__ = ["Image", "Section", "Kind", "ImageError", "MAGIC", "VERSION", "TensorDesc"]
 
 MAGIC = b"FFW\x1a"
-VERSION = 1
+VERSION = 2     # 2: POST's POOL pools O_POOLK x O_POOLK windows at stride O_STRIDE (1: 2x2/2)
 _HEADER = struct.Struct("<4sHHIIIIII")
 _ENTRY = struct.Struct("<IIII")
 

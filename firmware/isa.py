@@ -109,7 +109,9 @@ OPCODES = {
              "mode, where with fcu.mac_pairs accumulator lanes lanes..2*lanes-1 get each "
              "unit's second output channel (C_LANES up to 2*lanes; other CONVs leave them)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
-             "clamp, optional 2x2 max-pool or O_STRIDE subsampling (band rows 0, s, 2s, ...) "
+             "clamp, optional max-pool (flag POOL: the O_POOLK x O_POOLK windows at stride "
+             "O_STRIDE that lie in the band: rows and columns 0, s, 2s, ...) or O_STRIDE "
+             "subsampling (band rows 0, s, 2s, ...) "
              "-> with O_NLEV = n > 0 (2..64, act_codes) each value v -> level l[c], c = the "
              "number of thresholds t[j], j < n - 1, with v >= t[j] (O_TH*, O_LV*); with flag "
              "CODES (n <= 16) c itself is written, two a byte (the even column low, a row's odd "
@@ -189,6 +191,7 @@ class Reg(IntEnum):
     A_CSHIFT = 74   # LOADA's column step 2**A_CSHIFT: a row is every step-th byte from A_SRC's
                     # column on (strided_loads; 0: every column)
     A_LB0 = 75      # LOADA's first line-buffer row (strided_loads)
+    O_POOLK = 76    # POST's max-pool window (flag POOL): O_POOLK x O_POOLK, 2..max_kernel
 
 
 NUM_REGS = 128
@@ -226,6 +229,7 @@ def reg_bits(cfg):
         # without strided_loads a bit wide (LOADA refuses any value but 0)
         Reg.A_CSHIFT: 2 if cfg.strided_loads else 1,
         Reg.A_LB0: need(cfg.lb_rows - 1) if cfg.strided_loads else 1,
+        Reg.O_POOLK: need(cfg.max_kernel),
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)
@@ -300,7 +304,7 @@ WAITS_FOR_LOADER = (Op.LOADA, Op.LOADW, Op.LOADQ, Op.ADD, Op.END)
 
 
 class PostFlag(IntEnum):
-    POOL2 = 1       # 2x2 max-pool, stride 2, after requantization
+    POOL = 1        # max-pool after requantization: O_POOLK x O_POOLK windows, stride O_STRIDE
     ASYNC = 2       # run in the background (post_overlap): the next instructions run
     CODES = 4       # write each output's code (O_NLEV levels), two a byte (act_codes)
 

@@ -43,6 +43,7 @@ def post_command_layout(cfg):
     fields = {
         "lanes": unsigned(rb[Reg.C_LANES]), "ny": unsigned(rb[Reg.C_NY]),
         "wout": unsigned(rb[Reg.C_WOUT]), "pool": 1,
+        "poolk": unsigned(rb[Reg.O_POOLK]),    # the pool's window (with pool)
         "step": unsigned(8),                # the output step in accumulator columns
         "sblk": unsigned(8), "ssub": unsigned(9),  # ... as blocks and columns (< L)
         "wob": unsigned(cfg.acc_blocks.bit_length()),       # a row's blocks

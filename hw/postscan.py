@@ -1,8 +1,9 @@
 """The post-processor's scan of a band: which accumulator word each output element reads.
 
 :class:`PostScan` walks one lane's band of a ``POST`` in output order: row by row, every
-``step``-th accumulator column of every ``step``-th row, or with ``pool`` each 2x2 window's
-four elements (top left, top right, bottom left, bottom right) for each output. It offers
+``step``-th accumulator column of every ``step``-th row, or with ``pool`` for each output
+the ``poolk`` x ``poolk`` elements of its window (row by row) at those rows and columns, for
+the windows that lie within the band. It offers
 them as a stream of accumulator block addresses with the column within the block.
 """
 
@@ -10,7 +11,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .logic import ge_const, lt_const
+from .logic import ge_const
 
 __all__ = ["PostScan", "scan_layout"]
 
@@ -29,11 +30,12 @@ class PostScan(wiring.Component):
     Ports
     -----
     cmd : In(:func:`~ffacc.hw.post.post_command_layout`)
-        The ``POST`` (its ``ny``, ``wout``, ``pool``, ``step``, ``sblk``/``ssub`` (the step
-        as blocks and columns), ``wob``, ``rowstep``, ``acc0``), held while the band runs.
+        The ``POST`` (its ``ny``, ``wout``, ``pool``, ``poolk``, ``step``, ``sblk``/``ssub``
+        (the step as blocks and columns), ``wob``, ``rowstep``, ``acc0``), held while the
+        band runs.
     start : In(1)
         Begin the band at block ``acc0``: the first element is offered from the next clock.
-        A pooled band less than 2 columns wide has no element.
+        A pooled band fewer than ``poolk`` columns wide or rows high has no element.
     o : Out(stream of :func:`scan_layout`)
         The elements in order; ``valid`` falls after the last is taken (the band is done).
         ``o.payload.addr`` is driven also while ``valid`` is low (the block the counters
@@ -58,44 +60,60 @@ class PostScan(wiring.Component):
         xblk = Signal(range(cfg.acc_blocks + 256 + 1))
         xsub = Signal(range(L))
         x = Signal(range(L * cfg.acc_blocks + 256 + 1))
-        sub = Signal(2)                     # the element within a pooled window
+        # with pool, the element of the output's window the scan is at: window row dy (its
+        # first block wrow) and column dx (block wblk, column wsub)
+        kmax = cfg.max_kernel
+        dx, dy = Signal(range(kmax + 1)), Signal(range(kmax + 1))
+        wrow = Signal(range(cfg.acc_blocks + kmax * cfg.acc_blocks + 1))
+        wblk = Signal(range(cfg.acc_blocks + 256 + kmax + 1))
+        wsub = Signal(range(L))
         done = Signal(init=1)
 
         pool = c.pool
-        last_sub = ~pool | (sub == 3)
-        dx, dy = sub[0] & pool, sub[1] & pool
-        xsub1 = Mux(xsub == L - 1, 0, xsub + 1)
-        xblk1 = Mux(xsub == L - 1, xblk + 1, xblk)
+        k1 = c.poolk - 1
+        win_row_end = dx == k1
+        last_sub = ~pool | (win_row_end & (dy == k1))
         nx = x + c.step
-        row_end = Mux(pool, nx + 1 >= c.wout, nx >= c.wout)
+        # the next output's window (or element) would reach past the row or the band
+        row_end = nx + Mux(pool, k1, 0) >= c.wout
         o = self.o.payload
         m.d.comb += [
             self.o.valid.eq(~done),
-            o.addr.eq(rowbase + Mux(dy, c.wob, 0) + Mux(dx, xblk1, xblk)),
-            o.sub.eq(Mux(dx, xsub1, xsub)),
-            o.first.eq(~pool | (sub == 0)),
+            o.addr.eq(Mux(pool, wrow + wblk, rowbase + xblk)),
+            o.sub.eq(Mux(pool, wsub, xsub)),
+            o.first.eq(~pool | ((dx == 0) & (dy == 0))),
             o.last.eq(last_sub),
             o.rowend.eq(last_sub & row_end),
         ]
 
         with m.If(self.start):
             m.d.sync += [y.eq(0), rowbase.eq(c.acc0), xblk.eq(0), xsub.eq(0), x.eq(0),
-                         sub.eq(0), done.eq(pool & lt_const(c.wout, 2))]
+                         dx.eq(0), dy.eq(0), wrow.eq(c.acc0), wblk.eq(0), wsub.eq(0),
+                         done.eq(pool & ((c.wout < c.poolk) | (c.ny < c.poolk)))]
         with m.Elif(self.o.valid & self.o.ready):
-            with m.If(pool & (sub != 3)):
-                m.d.sync += sub.eq(sub + 1)
+            with m.If(pool & ~last_sub):
+                # the window's next element: along its row, then the next row's first
+                with m.If(win_row_end):
+                    m.d.sync += [dx.eq(0), dy.eq(dy + 1), wrow.eq(wrow + c.wob),
+                                 wblk.eq(xblk), wsub.eq(xsub)]
+                with m.Else():
+                    m.d.sync += [dx.eq(dx + 1), wsub.eq(Mux(wsub == L - 1, 0, wsub + 1)),
+                                 wblk.eq(Mux(wsub == L - 1, wblk + 1, wblk))]
             with m.Else():
                 # the next output: x += step; at the row end, y += step
                 nsub = xsub + c.ssub
                 carry = ge_const(nsub, L)
-                m.d.sync += sub.eq(0)
+                m.d.sync += [dx.eq(0), dy.eq(0)]
                 with m.If(row_end):
                     ny_next = y + c.step
                     m.d.sync += [x.eq(0), xblk.eq(0), xsub.eq(0), y.eq(ny_next),
-                                 rowbase.eq(rowbase + c.rowstep)]
-                    with m.If(Mux(pool, ny_next + 1 >= c.ny, ny_next >= c.ny)):
+                                 rowbase.eq(rowbase + c.rowstep),
+                                 wrow.eq(rowbase + c.rowstep), wblk.eq(0), wsub.eq(0)]
+                    with m.If(ny_next + Mux(pool, k1, 0) >= c.ny):
                         m.d.sync += done.eq(1)
                 with m.Else():
-                    m.d.sync += [x.eq(nx), xsub.eq(Mux(carry, nsub - L, nsub)),
-                                 xblk.eq(xblk + c.sblk + carry)]
+                    nblk = xblk + c.sblk + carry
+                    nsub_w = Mux(carry, nsub - L, nsub)
+                    m.d.sync += [x.eq(nx), xsub.eq(nsub_w), xblk.eq(nblk),
+                                 wrow.eq(rowbase), wblk.eq(nblk), wsub.eq(nsub_w)]
         return m

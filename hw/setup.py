@@ -638,7 +638,8 @@ def post_registers(cfg, pp, rg, is_add, s8, flags):
     records, levels and codes, an ADD's requantizer (``s8``: an 8-bit field's activation
     value)."""
     out = [pp.lanes.eq(rg[Reg.C_LANES]), pp.ny.eq(rg[Reg.C_NY]), pp.wout.eq(rg[Reg.C_WOUT]),
-           pp.acc0.eq(rg[Reg.C_ACC]), pp.q0.eq(rg[Reg.O_Q]), pp.pitch.eq(rg[Reg.O_W])]
+           pp.acc0.eq(rg[Reg.C_ACC]), pp.q0.eq(rg[Reg.O_Q]), pp.pitch.eq(rg[Reg.O_W]),
+           pp.poolk.eq(rg[Reg.O_POOLK])]
     if cfg.add_unit:
         dsz, dcl = rg[Reg.D_SZ], rg[Reg.D_CLAMP]
         out += [pp.add.eq(is_add), pp.q.mult.eq(rg[Reg.D_M]), pp.q.shift.eq(dsz[:8]),
@@ -732,7 +733,7 @@ class PostSetup(CommandSetup):
                         self.fail(m, Err.PARAM)
                     with m.Else():
                         m.d.comb += self.blocks.clear.eq(1)
-                        m.d.sync += step.eq(Mux(pool, 2, rg[Reg.O_STRIDE][:8]))
+                        m.d.sync += step.eq(rg[Reg.O_STRIDE][:8])
                         m.next = "GEOM"
             with m.State("GEOM"):
                 # ceil(wout / L) by repeated addition, then the band's blocks

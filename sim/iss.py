@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from math import ceil
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from threadpoolctl import threadpool_limits
 
 from ffacc.hw.fetch import block_length
@@ -624,18 +625,19 @@ class ISS:
         a0 = self.r(Reg.C_ACC)
         self._enforce(Op.POST, ins)
         wob = ceil(wout / L)
-        pool = bool(ins.flags & PostFlag.POOL2)
+        pool = bool(ins.flags & PostFlag.POOL)
+        k = self.r(Reg.O_POOLK) if pool else 1      # a pool's window: k x k elements
         codes = bool(ins.flags & PostFlag.CODES) and c.act_codes    # else ignored
-        rows_out = ny // 2 if pool else -(-ny // stride)
-        cols_out = wout // 2 if pool else -(-wout // stride)
+        # with a pool, the k x k windows at stride O_STRIDE that lie in the band
+        rows_out = max(0, (ny - k) // stride + 1)
+        cols_out = max(0, (wout - k) // stride + 1)
         cb = -(-cols_out // 2) if codes else cols_out      # a row's bytes
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
                  + (row0 + np.arange(rows_out))[None, :, None] * opitch
                  + np.arange(cb)[None, None, :]).reshape(lanes, -1)
-        stalls = writer_stalls(addrs // c.bus_bytes, (4 if pool else 1) * (1 + codes),
-                               c.write_slice)
+        stalls = writer_stalls(addrs // c.bus_bytes, k * k * (1 + codes), c.write_slice)
         addrs = addrs.reshape(-1)
-        subs = rows_out * cols_out * (4 if pool else 1)
+        subs = rows_out * cols_out * k * k
         counted = self._count_blocks(wob)
         if ins.flags & PostFlag.ASYNC and c.post_overlap:
             # the post-processor runs it beside the next instructions
@@ -657,8 +659,8 @@ class ISS:
         a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
         v = self._requant(a, recs)
         if pool:
-            w2 = wout // 2
-            v = v[:, :, :2 * w2].reshape(lanes, ny // 2, 2, w2, 2).max(axis=(2, 4))
+            v = sliding_window_view(v, (k, k), axis=(1, 2))[:, ::stride, ::stride] \
+                .max(axis=(3, 4)) if rows_out and cols_out else v[:, :rows_out, :cols_out]
         else:
             v = v[:, ::stride, ::stride]
         nlev, th, lv = unpack_levels({r: self.r(r) for r in (Reg.O_NLEV,) + LEVEL_REGS},

@@ -54,8 +54,10 @@ def _acts(cfg, rng, shape):
 
 
 def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu=False,
-              extreme=False, name=None):
-    """A quantized conv (+ optional ReLU, 2x2 max-pool or stride) with random parameters."""
+              extreme=False, name=None, pool=None):
+    """A quantized conv (+ optional ReLU, max-pool or stride) with random parameters;
+    ``pool2``: a 2x2 max-pool at stride 2, ``pool``: ``(k, s)``, a k x k one at stride s."""
+    pool = (2, 2) if pool2 and pool is None else pool
     rng = np.random.default_rng(seed)
     pads = (k // 2, (k - 1) // 2, (k - 1) // 2, k // 2) if pads is None else pads
     x, dt, qlo, qhi = _acts(cfg, rng, (1, C, H, W))
@@ -69,7 +71,7 @@ def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu
     M, s = golden.quantize_multiplier(rng.uniform(0.0002, 0.002, O) / k)
     qmin = zy if relu else qlo
     layer = ConvLayer(w, b - zx * w.sum(axis=(1, 2, 3)), M, s, zx, zy, qmin, qhi, (C, H, W),
-                      tuple(pads), stride, pool2)
+                      tuple(pads), stride, pool=pool)
     mem = MemoryPlan(base=DATA_BASE)
     xa = mem.place("x", x.astype(dt).tobytes())
     _, Ho, Wo = layer.out_shape
@@ -79,13 +81,14 @@ def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu
     prog.end()
     want = golden.requantize(golden.conv2d(x, w, b, x_zp=zx, pads=pads, stride=stride),
                              M, s, zy, qmin, qhi)
-    if pool2:
-        want = golden.maxpool2d(want, 2, 2)
+    if pool:
+        want = golden.maxpool2d(want, pool[0], pool[1])
     img = build_image(cfg, prog, mem, [TensorDesc("x", "input", xa, np.dtype(dt).name,
                                                   [1, C, H, W]),
                                        TensorDesc("y", "output", ya, np.dtype(dt).name,
                                                   [1, O, Ho, Wo])])
-    name = name or f"conv{k}x{k}_c{C}o{O}_{H}x{W}" + ("_pool" if pool2 else "") + \
+    name = name or f"conv{k}x{k}_c{C}o{O}_{H}x{W}" + (
+        "" if not pool else "_pool" if pool == (2, 2) else f"_pool{pool[0]}s{pool[1]}") + \
         (f"_s{stride}" if stride > 1 else "")
     return Case(name, img, [(ya, want.astype(dt))])
 

@@ -115,7 +115,8 @@ def test_chained_rows(simulator, name, tmp_path):
 
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
 @pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "add_long",
-                                  "fc", "coltiles", "loops", "prefetch_hazard"])
+                                  "fc", "coltiles", "loops", "prefetch_hazard",
+                                  "pool3s2_coltiles", "pool3s1_bands"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -130,6 +131,12 @@ def test_layers(simulator, name, tmp_path):
         "loops": lambda: loop_case(TINY, seed=18),
         # every CONV reads the sets a background LOADW is writing: its first pass waits
         "prefetch_hazard": lambda: async_loads(fc_case(TINY, 40, 10, seed=19)),
+        # POST's k x k pools: 3x3 windows at stride 2 over three column tiles that overlap by
+        # a window's column; 3x3 at stride 1 after a 1x1 conv (MAC pairs: lane groups of 4
+        # and 1) in bands that overlap by two rows
+        "pool3s2_coltiles": lambda: conv_case(TINY, 2, 3, 11, 2 * TINY.lb_width + 3, 3,
+                                              pool=(3, 2), relu=True, seed=21),
+        "pool3s1_bands": lambda: conv_case(TINY, 3, 5, 30, 20, 1, pool=(3, 1), seed=22),
     }[name]()
     run_both(case, TINY, simulator, tmp_path)
 

@@ -47,6 +47,20 @@ def _pools():
     return b.model(b.gap(y))
 
 
+def _maxpools():
+    """The zoo's max-pools: 3x3/2 after a conv's ReLU (fused into its POST), 3x3/2 padded
+    after a residual add (ResNet's stem pool follows its BatchNormalization), 3x3/1 padded
+    after a concat (Inception's), on maps that take several column tiles and bands on
+    tiny."""
+    b = Builder((1, 3, 13, 70), seed=8, name="maxpools")
+    y = b.pool("MaxPool", b.relu(b.conv("x", 5, 3)), 3, stride=2)                # 5x6x34
+    y = b.pool("MaxPool", b.relu(b.add(b.conv(y, 5, 3), y)), 3, stride=2,
+               pads=(1, 1, 1, 1))                                                 # 5x3x17
+    y = b.concat([b.relu(b.conv(y, 3, 1)), y])
+    y = b.pool("MaxPool", y, 3, stride=1, pads=(1, 1, 1, 1))                      # 8x3x17
+    return b.model(b.conv(y, 4, 1))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -61,9 +75,10 @@ MODELS.update({
     "conv4_asym": lambda: single_conv(4, pads=(0, 1, 2, 3)),
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
     "depthwise": _depthwise, "residual": _residual, "small_cnn": _small_cnn,
-    "pools": _pools, "softmax": _softmax_head,
+    "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools,
 })
-RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise"}
+RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
+              "maxpools"}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +125,17 @@ def test_placement_and_fusion(model_dir):
     assert ("AvgPool", "host") in ops and ("Gemm", "accel") in ops
     g, c, _ = compile_model(_quantized(model_dir, "softmax", "qdq"), TINY)
     assert [h["op"] for h in c.host_ops] == ["Softmax"]
+
+
+def test_every_max_pool_runs_on_the_accelerator(model_dir):
+    """A max-pool after a conv's ReLU is fused into its POST; one after an add or a concat,
+    padded, runs as an identity conv whose POST pools; none is left to the host."""
+    _, c, _ = compile_model(_quantized(model_dir, "maxpools", "qdq"), TINY)
+    ops = [(l["op"], l["where"]) for l in c.layers]
+    assert ops.count(("Conv+MaxPool", "accel")) == 1
+    assert ops.count(("MaxPool", "accel")) == 2 and not c.host_ops, ops
+    modes = [l.get("mode") for l in c.layers if l["op"] == "MaxPool"]
+    assert modes == ["max-pool 3x3/2: identity MAC x2", "max-pool 3x3/1: identity MAC x2"]
 
 
 def test_add_runs_on_the_host_without_an_add_unit(model_dir):

@@ -30,16 +30,17 @@ def expect_post(acc, recs, cmd, signed, L):
     """{address: byte} of a POST (the ISS's semantics, sim/iss.py)."""
     out = {}
     ny, wout, pool, step = cmd["ny"], cmd["wout"], cmd["pool"], cmd["step"]
+    k = cmd.get("poolk", 2)
     wob = ceil(wout / L)
     for lane in range(cmd["lanes"]):
         def val(y, x):
             b = cmd["acc0"] + y * wob + x // L
             return requant(int(acc[lane][b][x % L]), recs[cmd["q0"] + lane], signed)
         base = cmd["base"] + lane * cmd["cstride"]
-        if pool:
-            for r in range(ny // 2):
-                for c in range(wout // 2):
-                    vals = [val(2 * r + dy, 2 * c + dx) for dy in (0, 1) for dx in (0, 1)]
+        if pool:                        # the k x k windows at stride step in the band
+            for r, y in enumerate(range(0, ny - k + 1, step)):
+                for c, x in enumerate(range(0, wout - k + 1, step)):
+                    vals = [val(y + dy, x + dx) for dy in range(k) for dx in range(k)]
                     sv = [v - 256 if signed and v >= 128 else v for v in vals]
                     out[base + r * cmd["pitch"] + c] = vals[int(np.argmax(sv))]
         else:
@@ -64,8 +65,8 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
 
     def complete(cmd):
         wob = ceil(cmd.get("wout", 1) / L)
-        full = dict(lanes=1, ny=1, wout=1, pool=0, step=1, acc0=0, q0=0, base=0, pitch=0,
-                    cstride=0)
+        full = dict(lanes=1, ny=1, wout=1, pool=0, poolk=2, step=1, acc0=0, q0=0, base=0,
+                    pitch=0, cstride=0)
         full.update(cmd)
         full.update(sblk=full["step"] // L, ssub=full["step"] % L, wob=wob,
                     rowstep=full["step"] * wob, acc1=full["acc0"] + full["ny"] * wob)
@@ -154,7 +155,7 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
     return results if isinstance(cmd, list) else results[0]
 
 
-def _case(rng, cfg, pool, step, ny, wout, lanes, signed):
+def _case(rng, cfg, pool, step, ny, wout, lanes, signed, poolk=2):
     L, P = cfg.L, cfg.lanes
     acc = rng.integers(-(1 << 20), 1 << 20, (P, cfg.acc_blocks, L))
     recs = []
@@ -164,27 +165,29 @@ def _case(rng, cfg, pool, step, ny, wout, lanes, signed):
                                       int(rng.integers(-20, 20)), -128 if signed else 0,
                                       127 if signed else 255)))
     wob = ceil(wout / L)
-    cmd = dict(lanes=lanes, ny=ny, wout=wout, pool=pool, step=2 if pool else step,
+    cmd = dict(lanes=lanes, ny=ny, wout=wout, pool=pool, poolk=poolk, step=step,
                acc0=int(rng.integers(0, cfg.acc_blocks - ny * wob + 1)),
                q0=int(rng.integers(0, cfg.qb_entries - lanes + 1)), base=64,
                pitch=wout + 3, cstride=(ny + 1) * (wout + 3))
     return acc, recs, cmd
 
 
-@settings(max_examples=12, deadline=None)
-@given(pool=st.booleans(), step=st.integers(1, 4), ny=st.integers(1, 5),
-       wout=st.integers(1, 11), lanes=st.integers(1, 2), latch=st.booleans(),
-       seed=st.integers(0, 1000))
-def test_post_writes_every_kept_element(pool, step, ny, wout, lanes, latch, seed):
+@settings(max_examples=14, deadline=None)
+@given(pool=st.booleans(), poolk=st.integers(2, 3), step=st.integers(1, 4),
+       ny=st.integers(1, 5), wout=st.integers(1, 11), lanes=st.integers(1, 2),
+       latch=st.booleans(), seed=st.integers(0, 1000))
+def test_post_writes_every_kept_element(pool, poolk, step, ny, wout, lanes, latch, seed):
+    """Subsampled bands, and max-pools of 2x2 and 3x3 windows at strides 1..4: each output
+    the requantized maximum of its window (the ISS's semantics)."""
     cfg = TINY
     if pool:
-        ny += ny % 2
+        ny = max(ny, poolk)             # POST's check: the band holds a window's rows
     rng = np.random.default_rng(seed)
-    acc, recs, cmd = _case(rng, cfg, pool, step, ny, wout, lanes, cfg.fcu.act_signed)
+    acc, recs, cmd = _case(rng, cfg, pool, step, ny, wout, lanes, cfg.fcu.act_signed, poolk)
     want = expect_post(acc, recs, cmd, cfg.fcu.act_signed, cfg.L)
     got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs, seed=seed, latch=latch)
     assert err == 0 and got == want
-    assert want or (pool and wout < 2)
+    assert want or (pool and wout < poolk)
 
 
 def test_a_bad_shift_stops_after_the_lanes_before_it():

@@ -17,7 +17,8 @@ TINY = ACCEL_PRESETS["tiny"]
 
 def expect(cmd, L):
     """The elements of a band: (block, column, first, last, rowend)."""
-    ny, wout, pool, step, acc0 = (cmd[k] for k in ("ny", "wout", "pool", "step", "acc0"))
+    ny, wout, pool, k, step, acc0 = (cmd[n] for n in ("ny", "wout", "pool", "poolk", "step",
+                                                      "acc0"))
     wob = ceil(wout / L)
     out = []
 
@@ -25,11 +26,14 @@ def expect(cmd, L):
         return acc0 + y * wob + x // L, x % L
 
     if pool:
-        for r in range(ny // 2):
-            for c in range(wout // 2):
-                for k, (dy, dx) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-                    out.append((*at(2 * r + dy, 2 * c + dx), k == 0, k == 3,
-                                k == 3 and c == wout // 2 - 1))
+        rows = range(0, ny - k + 1, step)
+        cols = list(range(0, wout - k + 1, step))
+        for y in rows:
+            for x in cols:
+                window = [(dy, dx) for dy in range(k) for dx in range(k)]
+                for n, (dy, dx) in enumerate(window):
+                    last = n == len(window) - 1
+                    out.append((*at(y + dy, x + dx), n == 0, last, last and x == cols[-1]))
     else:
         xs = list(range(0, wout, step))
         for y in range(0, ny, step):
@@ -38,10 +42,9 @@ def expect(cmd, L):
     return out
 
 
-def command(cfg, ny, wout, pool, step, acc0):
-    step = 2 if pool else step
+def command(cfg, ny, wout, pool, step, acc0, poolk=2):
     wob = ceil(wout / cfg.L)
-    return dict(ny=ny, wout=wout, pool=int(pool), step=step, sblk=step // cfg.L,
+    return dict(ny=ny, wout=wout, pool=int(pool), poolk=poolk, step=step, sblk=step // cfg.L,
                 ssub=step % cfg.L, wob=wob, rowstep=step * wob, acc0=acc0)
 
 
@@ -89,22 +92,37 @@ def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
     return got
 
 
-@settings(max_examples=20, deadline=None)
-@given(pool=st.booleans(), step=st.integers(1, 5), ny=st.integers(1, 7),
-       wout=st.integers(1, 13), seed=st.integers(0, 1000),
+@settings(max_examples=25, deadline=None)
+@given(pool=st.booleans(), poolk=st.integers(2, 4), step=st.integers(1, 5),
+       ny=st.integers(1, 7), wout=st.integers(1, 13), seed=st.integers(0, 1000),
        preset=st.sampled_from(["tiny", "icebreaker"]))        # L = 3 and L = 2
-def test_the_scan_visits_every_kept_element_in_order(pool, step, ny, wout, seed, preset):
+def test_the_scan_visits_every_kept_element_in_order(pool, poolk, step, ny, wout, seed, preset):
+    """Unpooled bands, and pooled ones of 2x2 to 4x4 windows at strides 1 to 5 (overlapping
+    windows, and windows with rows and columns between them)."""
     cfg = ACCEL_PRESETS[preset]
     if pool:
-        ny += ny % 2
+        ny = max(ny, poolk)                 # POST's check: the band holds a window's rows
     wob = ceil(wout / cfg.L)
-    cmd = command(cfg, ny, wout, pool, step, int(seed % (cfg.acc_blocks - ny * wob + 1)))
+    cmd = command(cfg, ny, wout, pool, step, int(seed % (cfg.acc_blocks - ny * wob + 1)),
+                  poolk)
     want = expect(cmd, cfg.L)
     # two bands back to back: the second starts from a clean state
     cmd2 = command(cfg, 2, 5, False, 1, 7)
     got = run_scan(cfg, [cmd, cmd2], ready=0.6, seed=seed)
     assert got == [want, expect(cmd2, cfg.L)]
-    assert want or (pool and wout < 2)
+    assert want or (pool and wout < poolk)
+
+
+def test_a_3x3_stride_2_pool_reads_each_window_row_by_row():
+    """The stem's pool: 3x3 windows at stride 2 overlap by a row and a column; 3 x 2
+    windows of 9 elements on a 7 x 6 band, the window's rows a block row apart."""
+    cfg = TINY
+    cmd = command(cfg, 7, 6, True, 2, 0, poolk=3)
+    want = expect(cmd, cfg.L)
+    assert len(want) == 3 * 2 * 9
+    assert want[:4] == [(0, 0, True, False, False), (0, 1, False, False, False),
+                        (0, 2, False, False, False), (2, 0, False, False, False)]
+    assert run_scan(cfg, [cmd], ready=0.7, seed=4) == [want]
 
 
 def test_a_start_mid_band_begins_it_again():
@@ -115,6 +133,7 @@ def test_a_start_mid_band_begins_it_again():
     assert run_scan(cfg, [cmd], ready=0.8, seed=1, restart_after=9) == [want]
 
 
-def test_a_pooled_band_one_column_wide_has_no_element():
+def test_a_pooled_band_narrower_than_its_window_has_no_element():
     cfg = TINY
     assert run_scan(cfg, [command(cfg, 4, 1, True, 2, 0)], ready=1.0, seed=0) == [[]]
+    assert run_scan(cfg, [command(cfg, 4, 2, True, 1, 0, poolk=3)], ready=1.0, seed=0) == [[]]

@@ -165,7 +165,9 @@ def test_a_units_error_ends_the_command_with_it():
     (Op.LOADQ, dict(Q_SRC=0x101, Q_COUNT=4, Q_DST=0), 0),               # src
     (ConvSetup, None, 0),                                               # acc: 120 + 9 > 128
     (PostSetup, dict(C_LANES=1, C_NY=1, C_WOUT=6, O_Q=0, O_STRIDE=0), 0),   # regs
-    (PostSetup, dict(C_LANES=1, C_NY=3, C_WOUT=6, O_Q=0, O_STRIDE=1), PostFlag.POOL2),
+    # a 3x3 pool of a band of 2 rows; a 1x1 "pool"
+    (PostSetup, dict(C_LANES=1, C_NY=2, C_WOUT=6, O_Q=0, O_STRIDE=1, O_POOLK=3), PostFlag.POOL),
+    (PostSetup, dict(C_LANES=1, C_NY=3, C_WOUT=6, O_Q=0, O_STRIDE=1, O_POOLK=1), PostFlag.POOL),
 ])
 def test_a_failed_check_ends_the_command_before_its_unit_starts(setup, regs, flags):
     if regs is None:
@@ -295,18 +297,22 @@ def post_regs(**kw):
 
 
 @pytest.mark.parametrize("kw,flags", [({}, 0), (dict(O_STRIDE=4), 0), (dict(O_STRIDE=7), 0),
-                                      ({}, PostFlag.POOL2), ({}, PostFlag.ASYNC)])
+                                      (dict(O_STRIDE=2, O_POOLK=2), PostFlag.POOL),
+                                      (dict(C_NY=5, O_STRIDE=2, O_POOLK=3), PostFlag.POOL),
+                                      ({}, PostFlag.ASYNC)])
 def test_post_setup(kw, flags):
     regs = post_regs(**kw)
     out = run(PostSetup(CFG), regs, flags, pc=0x128, busy_clocks=9)
-    step = 2 if flags & PostFlag.POOL2 else regs["O_STRIDE"]
+    step = regs["O_STRIDE"]
     wob = -(-regs["C_WOUT"] // L)
     o = out["o"]
     assert out["err"] == 0
     assert (o.step, o.sblk, o.ssub, o.wob, o.rowstep) == (step, step // L, step % L, wob,
                                                           step * wob)
     assert (o.base, o.cstride, o.acc0, o.acc1, o.pool) == (
-        0x1000 + 5 * 9, 0x90, 3, 3 + regs["C_NY"] * wob, bool(flags & PostFlag.POOL2))
+        0x1000 + 5 * 9, 0x90, 3, 3 + regs["C_NY"] * wob, bool(flags & PostFlag.POOL))
+    if flags & PostFlag.POOL:
+        assert o.poolk == regs["O_POOLK"]
     if flags & PostFlag.ASYNC:
         # it ends as it gives the command; the post-processor runs on in the background
         assert out["end"] == out["start"] - 1 and out["background"] and out["bg_pc"] == 0x128
