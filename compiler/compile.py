@@ -83,7 +83,7 @@ class _Arena:
 
 
 def _fuse_pools(g, cfg):
-    """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_kernel) at a
+    """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_pool) at a
     stride, without padding, sole consumer, same quantization: POST pools the windows that lie
     in the conv's output, as ONNX's MaxPool without ``ceil_mode``. (A conv the host runs keeps
     its pool: the host has no fused form.)"""
@@ -96,7 +96,7 @@ def _fuse_pools(g, cfg):
             continue
         mp = cons[0]
         (kh, kw), (sh, sw) = mp.kernel, mp.strides
-        if kh == kw and sh == sw and 2 <= kh <= cfg.max_kernel and sh >= 1 and \
+        if kh == kw and sh == sw and 2 <= kh <= cfg.max_pool and sh >= 1 and \
                 mp.pads == (0, 0, 0, 0):
             fused[id(op)] = mp
     return fused
@@ -160,8 +160,9 @@ def _accel_reason(op, g, cfg):
             return f"input shape {tuple(x.shape)} is not one image's maps"
         if kh != kw or sh != sw:
             return f"a {kh}x{kw} window at strides {sh}x{sw} (the accelerator's are square)"
-        if not 2 <= kh <= cfg.max_kernel:
-            return f"a {kh}x{kh} window (POST's are 2..max_kernel, {cfg.max_kernel})"
+        if not 2 <= kh <= cfg.max_pool:
+            return (f"a {kh}x{kh} window (POST's are 2..max_pool, {cfg.max_pool}; a "
+                    f"configuration with max_pool = {kh} takes it)")
         if any(p >= kh for p in op.pads):
             return f"padding {tuple(op.pads)} of a {kh}x{kh} window"
         if x.codes or x.levels is not None:

@@ -361,9 +361,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # a fused max-pool: k x k windows at stride s (POST's POOL); its bands and column tiles
     # hold whole windows, and overlap by k - s rows and columns where windows do
     kp, step = layer.pool if layer.pool else (1, layer.stride)
-    if layer.pool and not 2 <= kp <= cfg.max_kernel:
-        raise LoweringError(f"{name}: a {kp}x{kp} pool: POST's windows are 2..max_kernel "
-                            f"({cfg.max_kernel})")
+    if layer.pool and not 2 <= kp <= cfg.max_pool:
+        raise LoweringError(f"{name}: a {kp}x{kp} pool: POST's windows are 2..max_pool "
+                            f"({cfg.max_pool})")
 
     def round_rows(n):
         """The most rows up to ``n`` a band may have: whole windows of a pool (0 if not
@@ -799,9 +799,9 @@ def maxpool_layers(cfg, C, H, W, kernel, stride, pads):
     (``(v 2**30 + 2**29) >> 30 = v``), and POST pools its output's windows (``POOL``). The
     channels of a group are the conv's only inputs: the work is ``lanes`` MACs a value."""
     k, s = kernel, stride
-    if not 2 <= k <= cfg.max_kernel:
-        raise LoweringError(f"a {k}x{k} max-pool: POST's windows are 2..max_kernel "
-                            f"({cfg.max_kernel})")
+    if not 2 <= k <= cfg.max_pool:
+        raise LoweringError(f"a {k}x{k} max-pool: POST's windows are 2..max_pool "
+                            f"({cfg.max_pool})")
     if any(not 0 <= p < k for p in pads):
         raise LoweringError(f"max-pool padding {tuple(pads)}: each must be below the "
                             f"kernel ({k})")

@@ -313,9 +313,10 @@ O_Q, O_STRIDE, D_N, D_SZ, O_NLEV, O_POOLK = (g[n] for n in ("O_Q", "O_STRIDE", "
 A_CSHIFT, A_LB0 = g["A_CSHIFT"], g["A_LB0"]
 del g
 lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_lanes, acc_blocks, \
-    L, bus_bytes = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
-                                      "qb_entries", "max_kernel", "lanes", "acc_lanes",
-                                      "acc_blocks", "L", "bus_bytes"))
+    L, bus_bytes, max_pool = (Size(n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
+                                                "qb_entries", "max_kernel", "lanes",
+                                                "acc_lanes", "acc_blocks", "L", "bus_bytes",
+                                                "max_pool"))
 POOL = Flag(PostFlag.POOL)
 CODES = Flag(PostFlag.CODES)
 DECODE = Flag(LoadAFlag.DECODE)
@@ -455,7 +456,7 @@ CHECKS = {
         Check("the band's width fits the accumulator", _in(C_WOUT, 1, acc_blocks * L)),
         Check("the lanes' records are in the parameter buffer", O_Q + C_LANES <= qb_entries),
         Check("the stride is not 0", O_STRIDE != 0),
-        Check("a pool's window is 2..max_kernel", ~POOL | _in(O_POOLK, 2, max_kernel)),
+        Check("a pool's window is 2..max_pool", ~POOL | _in(O_POOLK, 2, max_pool)),
         Check("a pool's band holds a window's rows", ~POOL | (C_NY >= O_POOLK)),
         Check("the output levels are 0 (none) or 2..64", (O_NLEV != 1) & (O_NLEV <= 64),
               when=_codes),

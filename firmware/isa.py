@@ -191,7 +191,7 @@ class Reg(IntEnum):
     A_CSHIFT = 74   # LOADA's column step 2**A_CSHIFT: a row is every step-th byte from A_SRC's
                     # column on (strided_loads; 0: every column)
     A_LB0 = 75      # LOADA's first line-buffer row (strided_loads)
-    O_POOLK = 76    # POST's max-pool window (flag POOL): O_POOLK x O_POOLK, 2..max_kernel
+    O_POOLK = 76    # POST's max-pool window (flag POOL): O_POOLK x O_POOLK, 2..max_pool
 
 
 NUM_REGS = 128
@@ -229,7 +229,7 @@ def reg_bits(cfg):
         # without strided_loads a bit wide (LOADA refuses any value but 0)
         Reg.A_CSHIFT: 2 if cfg.strided_loads else 1,
         Reg.A_LB0: need(cfg.lb_rows - 1) if cfg.strided_loads else 1,
-        Reg.O_POOLK: need(cfg.max_kernel),
+        Reg.O_POOLK: need(cfg.max_pool),
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)

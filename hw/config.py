@@ -45,6 +45,11 @@ class AcceleratorConfig:
         AXI data width in bytes (4 or 8).
     max_kernel : int
         Largest kernel side accepted by ``CONV``.
+    max_pool : int
+        Largest max-pool window side ``POST`` takes (``O_POOLK``, 2..12): 3
+        covers the pools of the classic CNNs (2x2/2, 3x3/2, 3x3/1); a larger window runs on
+        the host. With 2 the post-processor's scan is the smallest (the iCEBreaker's: no
+        window cursors).
     burst_beats : int
         Longest AXI read burst (a power of two; bursts are aligned to it).
     target_mhz : int
@@ -158,6 +163,7 @@ class AcceleratorConfig:
     qb_entries: int = 64
     bus_bytes: int = 4
     max_kernel: int = 12
+    max_pool: int = 3
     burst_beats: int = 16
     target_mhz: int = 100
     addr_bits: int = 32
@@ -180,7 +186,8 @@ class AcceleratorConfig:
             object.__setattr__(self, "fcu", FCUConfig.from_dict(self.fcu))
         checks = (("lanes", 1, 64), ("lb_rows", 1, 1 << 16), ("lb_width", 1, 4096),
                   ("wb_sets", 1, 1 << 14), ("acc_blocks", 1, 1 << 16),
-                  ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("burst_beats", 1, 256),
+                  ("qb_entries", 1, 1 << 14), ("max_kernel", 1, 12), ("max_pool", 2, 12),
+                  ("burst_beats", 1, 256),
                   ("target_mhz", 1, 1000), ("addr_bits", 12, 32), ("dsp_bits", 16, 18),
                   ("fetch_block", 0, 64), ("loop_depth", 0, 8))
         for name, lo, hi in checks:
@@ -379,7 +386,7 @@ ACCEL_PRESETS = {
     # UP5K
     "icebreaker": AcceleratorConfig(fcu=FCUConfig(parallel=(2,), rows=1), lanes=1, lb_rows=32,
                                     lb_width=16, wb_sets=64, acc_blocks=64, qb_entries=16,
-                                    max_kernel=5, burst_beats=8, target_mhz=12,
+                                    max_kernel=5, max_pool=2, burst_beats=8, target_mhz=12,
                                     addr_bits=16, add_unit=False, dsp_bits=16,
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False, chain_rows=False,

@@ -33,7 +33,7 @@ class RowPacker(wiring.Component):
     skip, nbytes, width : In
     i : In(stream of [bus_bytes] bytes)
         The read's beats; bytes before ``skip`` in the first beat and after ``nbytes`` in the
-        last are dropped.
+        last are dropped. ``i.ready`` is a register: it depends on no input of this clock.
     o : Out(stream of {data: [L] bytes, en: L, row_end: 1})
         Blocks in row order: ``data[j]`` is column ``L * b + j`` of the row, written where
         ``en[j]``; ``row_end`` marks a row's last block (the next block is column 0 of the
@@ -61,7 +61,11 @@ class RowPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, nb = self.L, self.nb
-        cap = L + nb - 1
+        # room for a beat beside what a block leaving this clock frees: `i.ready` is then a
+        # register (the room there was before this clock's block left), so no read's
+        # handshake runs through the block logic into the read DMA; it takes a beat whenever
+        # the room after the block would have taken it
+        cap = 2 * L + nb - 1
         buf = [Signal(8, name=f"buf{k}", reset_less=True) for k in range(cap)]   # fill counts
         fill = Signal(range(cap + 1))
         left = Signal(range(self.max_bytes + 1))      # bytes still to take from beats
@@ -86,7 +90,8 @@ class RowPacker(wiring.Component):
         m.d.comb += avail.eq(nb - lo)
         got = Signal(range(nb + 1))
         m.d.comb += got.eq(Mux(left < avail, left, avail))
-        m.d.comb += [self.i.ready.eq((left == 0) | (rest + nb <= cap)),
+        ready = Signal(init=1)              # (with nothing to take, beats are dropped)
+        m.d.comb += [self.i.ready.eq(ready),
                      self.idle.eq((out_left == 0) & ~self.o.valid)]
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
@@ -113,11 +118,14 @@ class RowPacker(wiring.Component):
                     if b >= s and 0 <= pos <= cap - nb:
                         new = Mux(take & (lo == s) & (rest == pos), self.i.payload[b], new)
             m.d.sync += buf[k].eq(new)
+        left_next = Mux(take, left - got, left)
+        fill_next = rest + Mux(take, got, 0)
         with m.If(take):
-            m.d.sync += [left.eq(left - got), first.eq(0)]
-        m.d.sync += fill.eq(rest + Mux(take, got, 0))
+            m.d.sync += [left.eq(left_next), first.eq(0)]
+        m.d.sync += [fill.eq(fill_next), ready.eq((left_next == 0) | (fill_next + nb <= cap))]
         with m.If(self.clear):
             m.d.sync += [fill.eq(0), left.eq(self.nbytes), out_left.eq(self.nbytes),
+                         ready.eq(1),
                          row_left.eq(self.width), first.eq(1), skip.eq(self.skip),
                          self.o.valid.eq(0)]
         return m

@@ -60,45 +60,66 @@ class PostScan(wiring.Component):
         xblk = Signal(range(cfg.acc_blocks + 256 + 1))
         xsub = Signal(range(L))
         x = Signal(range(L * cfg.acc_blocks + 256 + 1))
-        # with pool, the element of the output's window the scan is at: window row dy (its
-        # first block wrow) and column dx (block wblk, column wsub)
-        kmax = cfg.max_kernel
-        dx, dy = Signal(range(kmax + 1)), Signal(range(kmax + 1))
-        wrow = Signal(range(cfg.acc_blocks + kmax * cfg.acc_blocks + 1))
-        wblk = Signal(range(cfg.acc_blocks + 256 + kmax + 1))
-        wsub = Signal(range(L))
         done = Signal(init=1)
-
         pool = c.pool
-        k1 = c.poolk - 1
-        win_row_end = dx == k1
-        last_sub = ~pool | (win_row_end & (dy == k1))
+        kmax = cfg.max_pool
+        kmin = 2 if kmax == 2 else c.poolk         # the window's side
+        if kmax == 2:
+            # 2x2 windows only (the smallest parts): the element's offsets (dx, dy) are the
+            # two bits of its place in the window, its address a choice of the cursor's
+            dx, dy = Signal(), Signal()
+            k1 = 1
+            win_row_end = dx
+            last_sub = ~pool | (dx & dy)
+            xsub1 = Mux(xsub == L - 1, 0, xsub + 1)
+            xblk1 = Mux(xsub == L - 1, xblk + 1, xblk)
+            addr = rowbase + Mux(dy, c.wob, 0) + Mux(dx, xblk1, xblk)
+            sub = Mux(dx, xsub1, xsub)
+        else:
+            # the element of the output's window the scan is at: window row dy (its first
+            # block wrow) and column dx (block wblk, column wsub)
+            dx, dy = Signal(range(kmax)), Signal(range(kmax))
+            wrow = Signal(range(kmax * cfg.acc_blocks + 1))
+            wblk = Signal(range(cfg.acc_blocks + 256 + kmax + 1))
+            wsub = Signal(range(L))
+            k1 = c.poolk - 1
+            win_row_end = dx == k1
+            last_sub = ~pool | (win_row_end & (dy == k1))
+            addr = Mux(pool, wrow + wblk, rowbase + xblk)
+            sub = Mux(pool, wsub, xsub)
         nx = x + c.step
         # the next output's window (or element) would reach past the row or the band
         row_end = nx + Mux(pool, k1, 0) >= c.wout
         o = self.o.payload
         m.d.comb += [
             self.o.valid.eq(~done),
-            o.addr.eq(Mux(pool, wrow + wblk, rowbase + xblk)),
-            o.sub.eq(Mux(pool, wsub, xsub)),
+            o.addr.eq(addr),
+            o.sub.eq(sub),
             o.first.eq(~pool | ((dx == 0) & (dy == 0))),
             o.last.eq(last_sub),
             o.rowend.eq(last_sub & row_end),
         ]
 
+        def cursor(blk, sb, base):
+            """The window cursors to an output's first element (windows of more than 2)."""
+            return [] if kmax == 2 else [wrow.eq(base), wblk.eq(blk), wsub.eq(sb)]
+
         with m.If(self.start):
             m.d.sync += [y.eq(0), rowbase.eq(c.acc0), xblk.eq(0), xsub.eq(0), x.eq(0),
-                         dx.eq(0), dy.eq(0), wrow.eq(c.acc0), wblk.eq(0), wsub.eq(0),
-                         done.eq(pool & ((c.wout < c.poolk) | (c.ny < c.poolk)))]
+                         dx.eq(0), dy.eq(0), *cursor(0, 0, c.acc0),
+                         done.eq(pool & ((c.wout < kmin) | (c.ny < kmin)))]
         with m.Elif(self.o.valid & self.o.ready):
             with m.If(pool & ~last_sub):
                 # the window's next element: along its row, then the next row's first
                 with m.If(win_row_end):
-                    m.d.sync += [dx.eq(0), dy.eq(dy + 1), wrow.eq(wrow + c.wob),
-                                 wblk.eq(xblk), wsub.eq(xsub)]
+                    m.d.sync += [dx.eq(0), dy.eq(dy + 1)]
+                    if kmax > 2:
+                        m.d.sync += [wrow.eq(wrow + c.wob), wblk.eq(xblk), wsub.eq(xsub)]
                 with m.Else():
-                    m.d.sync += [dx.eq(dx + 1), wsub.eq(Mux(wsub == L - 1, 0, wsub + 1)),
-                                 wblk.eq(Mux(wsub == L - 1, wblk + 1, wblk))]
+                    m.d.sync += dx.eq(dx + 1)
+                    if kmax > 2:
+                        m.d.sync += [wsub.eq(Mux(wsub == L - 1, 0, wsub + 1)),
+                                     wblk.eq(Mux(wsub == L - 1, wblk + 1, wblk))]
             with m.Else():
                 # the next output: x += step; at the row end, y += step
                 nsub = xsub + c.ssub
@@ -108,12 +129,12 @@ class PostScan(wiring.Component):
                     ny_next = y + c.step
                     m.d.sync += [x.eq(0), xblk.eq(0), xsub.eq(0), y.eq(ny_next),
                                  rowbase.eq(rowbase + c.rowstep),
-                                 wrow.eq(rowbase + c.rowstep), wblk.eq(0), wsub.eq(0)]
+                                 *cursor(0, 0, rowbase + c.rowstep)]
                     with m.If(ny_next + Mux(pool, k1, 0) >= c.ny):
                         m.d.sync += done.eq(1)
                 with m.Else():
                     nblk = xblk + c.sblk + carry
                     nsub_w = Mux(carry, nsub - L, nsub)
                     m.d.sync += [x.eq(nx), xsub.eq(nsub_w), xblk.eq(nblk),
-                                 wrow.eq(rowbase), wblk.eq(nblk), wsub.eq(nsub_w)]
+                                 *cursor(nblk, nsub_w, rowbase)]
         return m

@@ -138,6 +138,19 @@ def test_every_max_pool_runs_on_the_accelerator(model_dir):
     assert modes == ["max-pool 3x3/2: identity MAC x2", "max-pool 3x3/1: identity MAC x2"]
 
 
+def test_a_pool_wider_than_max_pool_runs_on_the_host(model_dir):
+    """With max_pool = 2 (the iCEBreaker's) the 3x3 pools are neither fused nor lowered: they
+    run on the host, the reason naming the setting that takes them; results stay exact."""
+    path = _quantized(model_dir, "maxpools", "qdq")
+    cfg = TINY.with_(max_pool=2)
+    _, c, _ = compile_model(path, cfg)
+    pools = [h for h in c.host_ops if h["op"] == "MaxPool"]
+    assert len(pools) == 3 and all("max_pool = 3" in h["reason"] for h in pools), c.host_ops
+    assert not any(l["op"] == "Conv+MaxPool" for l in c.layers)
+    res = verify_model(path, cfg, engine="iss", seed=3)
+    assert res["bit_exact"] and res["ok"], res
+
+
 def test_add_runs_on_the_host_without_an_add_unit(model_dir):
     """A configuration without the ADD unit (the iCEBreaker's) runs residual adds on the host
     and gets the same integers."""

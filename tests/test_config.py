@@ -10,7 +10,7 @@ from ffacc.hw.config import ACCEL_PRESETS, AcceleratorConfig, ConfigError
 BASE = dataclasses.asdict(ACCEL_PRESETS["tiny"])
 RANGES = {"lanes": (1, 64), "lb_rows": (1, 1 << 16), "lb_width": (1, 4096),
           "wb_sets": (1, 1 << 14), "acc_blocks": (1, 1 << 16), "qb_entries": (1, 1 << 14),
-          "max_kernel": (1, 12), "burst_beats": (1, 256), "target_mhz": (1, 1000),
+          "max_kernel": (1, 12), "max_pool": (2, 12), "burst_beats": (1, 256), "target_mhz": (1, 1000),
           "addr_bits": (12, 32), "dsp_bits": (16, 18), "fetch_block": (0, 64),
           "loop_depth": (0, 8)}
 FLAGS = ("add_unit", "perf_counters", "wide_loads", "back_to_back", "weight_prefetch",
