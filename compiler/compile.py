@@ -163,8 +163,11 @@ def _accel_reason(op, g, cfg):
         if not 2 <= kh <= cfg.max_pool:
             return (f"a {kh}x{kh} window (POST's are 2..max_pool, {cfg.max_pool}; a "
                     f"configuration with max_pool = {kh} takes it)")
-        if any(p >= kh for p in op.pads):
-            return f"padding {tuple(op.pads)} of a {kh}x{kh} window"
+        if any(p >= min(kh, cfg.max_kernel) for p in op.pads):
+            return (f"padding {tuple(op.pads)} of a {kh}x{kh} window (below the window and "
+                    f"max_kernel, {cfg.max_kernel})")
+        if sh > 255:
+            return f"stride {sh} (POST's is 1..255)"
         if x.codes or x.levels is not None:
             return "its input is stored as codes or levels"
         return None

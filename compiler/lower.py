@@ -498,7 +498,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         else:
             conv = conv_cycles(gc, nyc) + cm.loadw(sets(cg), mac=g.mac) + 5 * per_ins
         if layer.pool:                                  # outputs per lane
-            outs = ((nyc - kp) // step + 1) * ((tw - kp) // step + 1)
+            outs = max(0, (nyc - kp) // step + 1) * max(0, (tw - kp) // step + 1)
         else:
             outs = -(-nyc // step) * -(-tw // step)
         # one output column: each byte its own word, every clock (unpooled)
@@ -548,8 +548,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                             f"buffer {cfg.wb_sets} sets)")
     _, cg, ny, share, overlap = best
     if plan_only:                       # every column tile at its own width
-        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0))
-                   for x0 in range(0, wconv, wt))
+        starts = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
+                  else range(0, wconv, wt))
+        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0)) for x0 in starts)
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = geometry(wt, cg * kh)

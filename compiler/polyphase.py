@@ -93,7 +93,7 @@ def polyphase_inputs(g, cfg, runs_on_host):
             if op.inputs[0] in host:
                 host.add(op.outputs[0])
         elif runs_on_host(op) and (not isinstance(op, MaxPool) or op.inputs[0] in host):
-            host.update(op.outputs)         # (a max-pool after a conv is fused with it)
+            host.update(op.outputs)         # (a max-pool after a conv it runs or fuses)
         elif (isinstance(op, Conv) and op.inputs[0] in host and op.strides[0] > 1
               and op.strides[0] == op.strides[1] and op.group == 1
               and tuple(op.dilations) == (1, 1)):

@@ -18,7 +18,8 @@ within a few percent.
   engine assignment), the FCU pipeline fill/drain and one cycle per streamed beat; with
   ``back_to_back`` only a piece's first pass loads and its last drains, and the passes
   between cost their beats (or their setup, if longer);
-* ``POST`` issues one requantization per cycle into a pipeline (4 per pooled output). The
+* ``POST`` issues one requantization per cycle into a pipeline (k² per output of a k x k
+  pool). The
   byte writer sends a finished word while it collects the next, so POST waits only when a
   byte starts a new word fewer than ``SEND_BUSY`` clocks after the last one did
   (:func:`writer_stalls`), and at the end for the last word's answer.
@@ -94,7 +95,8 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     """Clocks the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) takes to give out the
     blocks of ``nbytes`` (rows of ``width``) from the clock the read's first beat is offered:
     its rules clock by clock (a block of up to ``L`` bytes out when it holds them, a beat in
-    when ``L + bus - 1`` bytes of room remain), the first beat's bytes from ``skip`` on, the
+    when it held at most ``2 L - 1`` bytes at the clock's start: its ``ready`` is a register),
+    the first beat's bytes from ``skip`` on, the
     beats back to back but ``gap`` clocks apart where a burst of ``burst`` beats (aligned to
     its length; ``first_beat`` is the read's first beat's place in its burst) ends.
 
@@ -103,7 +105,6 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     its register when it is empty or gives out its last half, and offers the packer the
     beat's halves from the clock after; a read from the second half of its first beat starts
     there."""
-    cap = L + bus - 1
     fill, left, out_left, row_left = 0, nbytes, nbytes, width
     lo, beat, offered, clk = skip, first_beat, 0, 0
     # the unpacker: bus beats still to come, whether it holds one, and which half is next
@@ -113,9 +114,9 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     if skip_half:
         lo = skip - bus
     while out_left:
+        room = left and fill <= 2 * L - 1       # (the packer's ready: this clock's start)
         rest, row_left, out_left = _packer_block(fill, row_left, out_left, width, L)
         got = 0
-        room = left and rest + bus <= cap
         if not unpack:
             if room and clk >= offered:
                 got = min(left, bus - lo)
@@ -147,15 +148,14 @@ def decimated_packer_clocks(nbytes, width, L, bus, step, skip=0, first_beat=0, b
     the decimator takes a beat when its output register is empty or being taken, and gives
     out one after ``step`` beats (or the read's last); the packer as in
     :func:`packer_clocks`."""
-    cap = L + bus - 1
     fill, left, out_left, row_left = 0, width, width, width
     lo = skip // step                   # the first kept byte's place in the decimated beat
     raw_left = -(-(skip + nbytes) // bus)
     ov = slot = clk = offered = 0
     beat = first_beat
     while out_left:
+        ready = not left or fill <= 2 * L - 1
         rest, row_left, out_left = _packer_block(fill, row_left, out_left, width, L)
-        ready = not left or rest + bus <= cap
         got = 0
         if ov and ready and left:
             got = min(left, bus - lo)
@@ -179,7 +179,7 @@ def writer_stalls(words, per_byte=1, fifo=False):
     STALL counter counts)``.
 
     ``words``: the bus word of each byte, one row per POST lane, in write order; the bytes
-    of a row come ``per_byte`` clocks apart (4 for a pooled output), and rows far apart (a
+    of a row come ``per_byte`` clocks apart (k² for an output of a k x k pool), and rows far apart (a
     lane's setup). A byte in another word than the byte before it (the last lane's last byte,
     for a lane's first) hands a word to the send register, which is free again ``SEND_BUSY``
     clocks later. ``fifo`` (the configuration's ``write_slice``): the bytes go through a
@@ -379,7 +379,7 @@ class CycleModel:
 
     def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0)):
         """The post-processor's clocks, from taking the command to the last write's
-        answer: per lane the record's read and one sub-element (4 per pooled output) per
+        answer: per lane the record's read and one sub-element (k² per output of a k x k pool) per
         clock through the pipeline, the clocks it waits for the byte writer
         (:func:`writer_stalls`: those it waits, those the STALL counter counts), and the last
         word's write."""

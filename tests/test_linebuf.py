@@ -81,6 +81,65 @@ def test_a_block_a_clock():
     assert clocks[0] <= 4 * 11 + 4, clocks
 
 
+def packer_last_block_clock(L, nb, width, rows, skip, burst, gap):
+    """The clock (from the first beat's) the packer gives out a read's last block, its beats
+    offered back to back but ``gap`` clocks apart after each burst of ``burst``, as the read
+    DMA gives them; the bytes are checked on the way."""
+    dut = RowPacker(L=L, bus_bytes=nb, max_width=64, max_bytes=1024)
+    n = width * rows
+    nbeats = -(-(skip + n) // nb)
+    res = {}
+
+    async def bench(ctx):
+        ctx.set(dut.clear, 1)
+        ctx.set(dut.skip, skip)
+        ctx.set(dut.nbytes, n)
+        ctx.set(dut.width, width)
+        ctx.set(dut.o.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        clk = beat = offered = 0
+        out = []
+        while len(out) < n:
+            v = beat < nbeats and clk >= offered
+            ctx.set(dut.i.valid, v)
+            if v:
+                ctx.set(dut.i.payload, [(beat * nb + j) % 256 for j in range(nb)])
+            took = v and ctx.get(dut.i.ready)
+            if ctx.get(dut.o.valid):
+                p = ctx.get(dut.o.payload)
+                out += [p.data[j] for j in range(L) if p.en >> j & 1]
+                res["last"] = clk
+            if len(out) < n:
+                await ctx.tick()
+                if took:
+                    beat += 1
+                    offered = clk + 1 + (gap if beat % burst == 0 else 0)
+                clk += 1
+                assert clk < 1000
+        res["out"] = out
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert res["out"] == [v % 256 for v in range(skip, skip + n)]
+    return res["last"]
+
+
+@pytest.mark.parametrize("L, nb", [(3, 4), (2, 4), (3, 8)])
+def test_the_packers_clocks_are_the_cycle_models(L, nb):
+    """The ISS's LOADA cost (sim/cycles.py packer_clocks) takes the packer's rules clock by
+    clock: rows whose width L does not divide (their last block is short, and the packer's
+    registered ready takes a beat the room after it allows), unaligned starts, burst gaps."""
+    from ffacc.sim.cycles import packer_clocks
+    for width, rows, skip, burst in [(7, 3, 3, 2), (8, 3, 1, 2), (13, 3, 0, 2), (14, 3, 3, 2),
+                                     (5, 1, 1, 16), (32, 2, 1, 16), (3, 3, 0, 2), (56, 1, 2, 4)]:
+        got = packer_last_block_clock(L, nb, width, rows, skip, burst, gap=2)
+        want = packer_clocks(width * rows, width, L, nb, skip=skip, burst=burst, gap=2)
+        assert got == want, (width, rows, skip, burst)
+
+
 def run_line_buffer(L, engines, banks, slots, blocks, act_signed, seed, nbeats=120):
     """Write every row of the buffer in blocks (then overwrite random columns through partial
     enables), read ``nbeats`` random beats (distinct banks, columns across both edges, random
