@@ -735,7 +735,7 @@ def cmd_checks(args):
                              f"{', '.join(known)}")
     if args.json:
         sizes = ({n: getattr(cfg, n) for n in ("lb_width", "lb_rows", "lb_banks", "wb_sets",
-                                                "qb_entries", "max_kernel", "lanes",
+                                                "qb_entries", "max_kernel", "max_pool", "lanes",
                                                 "acc_lanes", "acc_blocks", "L", "bus_bytes")}
                  if cfg is not None else None)
         print(json.dumps({"checks": rows, "sizes": sizes}))
@@ -754,8 +754,8 @@ def cmd_checks(args):
           "checks.py).")
     if cfg is not None:
         print("sizes: " + ", ".join(f"{n} {getattr(cfg, n)}" for n in (
-            "lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries", "max_kernel", "lanes",
-            "acc_lanes", "acc_blocks", "L", "bus_bytes")))
+            "lb_width", "lb_rows", "lb_banks", "wb_sets", "qb_entries", "max_kernel", "max_pool",
+            "lanes", "acc_lanes", "acc_blocks", "L", "bus_bytes")))
     return 0
 
 

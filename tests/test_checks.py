@@ -19,7 +19,8 @@ DERIVED_BITS = 12          # the derived values' signals in the generator's test
 def edge_values(cfg, bits):
     """Values around every size of ``cfg`` and the width's ends, within ``bits``."""
     sizes = [getattr(cfg, n) for n in ("lb_width", "lb_rows", "wb_sets", "qb_entries",
-                                       "max_kernel", "lanes", "acc_blocks", "L", "bus_bytes")]
+                                       "max_kernel", "max_pool", "lanes", "acc_blocks", "L",
+                                       "bus_bytes")]
     sizes.append(cfg.acc_blocks * cfg.L)
     vals = {0, 1, 2, 3, 62, 63, 255, (1 << bits) - 1}
     for s in sizes:
