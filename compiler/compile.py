@@ -20,7 +20,8 @@ from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFlo
                  MaxPool, PhaseSplit, affine_to, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
-                    lower_add, lower_adds, lower_channel_affine, lower_conv, maxpool_layers)
+                    lower_add, lower_adds, lower_channel_affine, lower_conv, maxpool_layers,
+                    maxpool_refusal)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -104,7 +105,7 @@ def _fuse_pools(g, cfg):
 
 def _pool_of(mp):
     """A fused MaxPool's ``(k, s)`` (``None``: none)."""
-    return None if mp is None else (mp.kernel[0], mp.strides[0])
+    return None if mp is None else mp.window
 
 
 def _accel_reason(op, g, cfg):
@@ -160,17 +161,9 @@ def _accel_reason(op, g, cfg):
             return f"input shape {tuple(x.shape)} is not one image's maps"
         if kh != kw or sh != sw:
             return f"a {kh}x{kw} window at strides {sh}x{sw} (the accelerator's are square)"
-        if not 2 <= kh <= cfg.max_pool:
-            return (f"a {kh}x{kh} window (POST's are 2..max_pool, {cfg.max_pool}; a "
-                    f"configuration with max_pool = {kh} takes it)")
-        if any(p >= min(kh, cfg.max_kernel) for p in op.pads):
-            return (f"padding {tuple(op.pads)} of a {kh}x{kh} window (below the window and "
-                    f"max_kernel, {cfg.max_kernel})")
-        if sh > 255:
-            return f"stride {sh} (POST's is 1..255)"
         if x.codes or x.levels is not None:
             return "its input is stored as codes or levels"
-        return None
+        return maxpool_refusal(cfg, kh, sh, op.pads)
     if isinstance(op, (HostFloat, HostGraph)) and getattr(op, "op_type", None) == \
             "BatchNormalization":
         return ("BatchNormalization left in float by the quantizer runs on the host; quantize "
@@ -680,27 +673,37 @@ def _levels_written(g, name):
     return g.tensors[name].levels
 
 
+def _lower_layer(cfg, layer, prog, mem, x_addr, y_addr, name, records):
+    """:func:`lower_conv` of ``layer`` in a program's sequence: the output-level registers
+    keep the layer before's where they are the same, the record buffer's half alternates
+    (``records["half"]``), and LOADA's column step and first row are known to be zero after
+    a layer that did not read stride phases. Returns the outputs computed and ``info``."""
+    layer.levels_set = records.get("levels", ()) != layer.levels
+    records["levels"] = layer.levels
+    info = {}
+    computed = lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name=name,
+                          records_half=records["half"], chain=records["chain"], info=info,
+                          loads_zero=records.get("loads_zero", False))
+    # a layer over its phases leaves A_CSHIFT and A_LB0 set; any other zeroes them
+    records["loads_zero"] = "phase_loads" not in info
+    records["half"] ^= 1
+    return computed, info
+
+
 def _lower_maxpool(op, cfg, prog, mem, addr, x, y, records):
     """A MaxPool that no conv runs before it (:func:`~ffacc.compiler.lower.maxpool_layers`:
     an identity conv of each lane group's channels, padded with the activation minimum, and
     POST's pool of its windows). Returns the layer's report fields."""
     _, C, H, W = (int(v) for v in x.shape)
     _, _, Ho, Wo = (int(v) for v in y.shape)
-    k, s = op.kernel[0], op.strides[0]
+    k, s = op.window
     computed = 0
     for c0, layer in maxpool_layers(cfg, C, H, W, k, s, op.pads):
         if layer.out_shape[1:] != (Ho, Wo):
             raise LoweringError(f"output {Ho}x{Wo} is not the {layer.out_shape[1]}x"
                                 f"{layer.out_shape[2]} of its windows (ceil_mode?)")
-        layer.levels_set = records.get("levels", ()) != layer.levels
-        records["levels"] = layer.levels
-        info = {}
-        rows = lower_conv(cfg, layer, prog, mem, addr[x.name] + c0 * H * W,
-                          addr[y.name] + c0 * Ho * Wo, name=op.name,
-                          records_half=records["half"], chain=records["chain"], info=info,
-                          loads_zero=records.get("loads_zero", False))
-        records["loads_zero"] = True
-        records["half"] ^= 1
+        rows, _ = _lower_layer(cfg, layer, prog, mem, addr[x.name] + c0 * H * W,
+                               addr[y.name] + c0 * Ho * Wo, op.name, records)
         computed += rows * layer.w.shape[0] * layer.w.shape[1]
     return {"kernel": [int(k), int(k)],
             "mode": f"max-pool {k}x{k}/{s}: identity MAC x{cfg.fcu.mac_channels}",
@@ -737,18 +740,9 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None
-        # the output-level registers keep the layer before's (in this program)
-        layer.levels_set = records.get("levels", ()) != layer.levels
-        records["levels"] = layer.levels
         before = mem.next
-        info = {}
-        computed = lower_conv(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
-                              addr[y.name] + gi * Og * y_plane, name=op.name,
-                              records_half=records["half"], chain=records["chain"],
-                              info=info, loads_zero=records.get("loads_zero", False))
-        # a layer over its phases leaves A_CSHIFT and A_LB0 set; any other zeroes them
-        records["loads_zero"] = "phase_loads" not in info
+        computed, info = _lower_layer(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
+                                      addr[y.name] + gi * Og * y_plane, op.name, records)
         phased.update(info)
-        records["half"] ^= 1
         wbytes += mem.next - before
     return wbytes, computed, phased.get("phase_loads"), int(w.shape[3])

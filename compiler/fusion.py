@@ -190,7 +190,7 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
         if isinstance(op, Conv):
             kh = (op.w.shape[2] - 1) * op.dilations[0] + 1
             k, s, p = window_rows(kh, op.strides[0], op.pads[0],
-                                  None if pool is None else (pool.kernel[0], pool.strides[0]))
+                                  None if pool is None else pool.window)
             ls.append(Layer(op.name, "conv", [op.inputs[0]], out, ins[:1], oshape, k, s, p,
                             int(op.w.size), _weight_sets(op, cfg)))
         else:

@@ -182,6 +182,12 @@ class MaxPool(Op):
     pads: tuple = (0, 0, 0, 0)
     kind = "MaxPool"
 
+    @property
+    def window(self):
+        """``(k, s)``: the window's side and the stride along the rows (the accelerator's
+        windows and strides are square)."""
+        return self.kernel[0], self.strides[0]
+
 
 @dataclass
 class AvgPool(Op):

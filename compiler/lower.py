@@ -25,7 +25,7 @@ from .ir import bounds, requant_params
 
 __all__ = ["ConvLayer", "ir_conv_layer", "LoweringError", "layer_weights", "lower_conv",
            "conv_plan_cycles", "lower_add", "lower_adds", "lower_channel_affine", "Blob",
-           "maxpool_layers",
+           "maxpool_layers", "maxpool_refusal",
            "build_image", "MemoryPlan"]
 
 
@@ -547,10 +547,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                             f"not fit the buffers (line buffer {cfg.lb_rows} rows, weight "
                             f"buffer {cfg.wb_sets} sets)")
     _, cg, ny, share, overlap = best
+    # the column tiles' first columns; a pooled layer's tiles hold whole windows, each next one
+    # from the first window its predecessor does not hold
+    tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
+               else range(0, wconv, wt))
     if plan_only:                       # every column tile at its own width
-        starts = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
-                  else range(0, wconv, wt))
-        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0)) for x0 in starts)
+        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0)) for x0 in tile_x0)
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = geometry(wt, cg * kh)
@@ -596,10 +598,6 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     loada_flags = LoadAFlag.DECODE if dec else 0
     loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
-    # a pooled layer's tiles hold whole windows: each next one from the first window its
-    # predecessor does not hold
-    tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
-               else range(0, wconv, wt))
     for x0 in tile_x0:
         wx = min(wt, wconv - x0)        # (the last may have columns past the last window)
         cin0 = max(0, x0 - pl)
@@ -791,6 +789,23 @@ def _last_outside_loops(prog, start, op):
     return last
 
 
+def maxpool_refusal(cfg, kernel, stride, pads):
+    """Why a max-pool ``kernel`` x ``kernel`` at ``stride`` with ``pads`` cannot run as
+    :func:`maxpool_layers`, or ``None``: POST's windows are 2..``max_pool``, its stride fits
+    ``O_STRIDE`` (8 bits), and each padding is below the window (so every window holds a
+    value of the map) and below ``max_kernel`` (the identity conv's ``C_PT``/``C_PL``)."""
+    k, s = kernel, stride
+    if not 2 <= k <= cfg.max_pool:
+        return (f"a {k}x{k} window (POST's are 2..max_pool, {cfg.max_pool}; a "
+                f"configuration with max_pool = {k} takes it)")
+    if any(not 0 <= p < min(k, cfg.max_kernel) for p in pads):
+        return (f"padding {tuple(pads)} of a {k}x{k} window (below the window and "
+                f"max_kernel, {cfg.max_kernel})")
+    if not 1 <= s <= 255:
+        return f"stride {s} (POST's is 1..255)"
+    return None
+
+
 def maxpool_layers(cfg, C, H, W, kernel, stride, pads):
     """A max-pool ``kernel`` x ``kernel`` at ``stride`` with ``pads`` (top, left, bottom,
     right; each below the kernel) of a ``C`` x ``H`` x ``W`` map as the accelerator runs it:
@@ -800,14 +815,9 @@ def maxpool_layers(cfg, C, H, W, kernel, stride, pads):
     (``(v 2**30 + 2**29) >> 30 = v``), and POST pools its output's windows (``POOL``). The
     channels of a group are the conv's only inputs: the work is ``lanes`` MACs a value."""
     k, s = kernel, stride
-    if not 2 <= k <= cfg.max_pool:
-        raise LoweringError(f"a {k}x{k} max-pool: POST's windows are 2..max_pool "
-                            f"({cfg.max_pool})")
-    if any(not 0 <= p < k for p in pads):
-        raise LoweringError(f"max-pool padding {tuple(pads)}: each must be below the "
-                            f"kernel ({k})")
-    if s < 1 or s > 255:
-        raise LoweringError(f"max-pool stride {s}: must be 1..255")
+    why = maxpool_refusal(cfg, k, s, pads)
+    if why is not None:
+        raise LoweringError(f"max-pool: {why}")
     lo, hi = (-128, 127) if cfg.fcu.act_signed else (0, 255)
     P = cfg.group_lanes(1)
     out = []

@@ -19,9 +19,8 @@ within a few percent.
   ``back_to_back`` only a piece's first pass loads and its last drains, and the passes
   between cost their beats (or their setup, if longer);
 * ``POST`` issues one requantization per cycle into a pipeline (k² per output of a k x k
-  pool). The
-  byte writer sends a finished word while it collects the next, so POST waits only when a
-  byte starts a new word fewer than ``SEND_BUSY`` clocks after the last one did
+  pool). The byte writer sends a finished word while it collects the next, so POST waits
+  only when a byte starts a new word fewer than ``SEND_BUSY`` clocks after the last one did
   (:func:`writer_stalls`), and at the end for the last word's answer.
 
 Of those cycles, the model books as *stall* (the RTL's ``STALL`` counter: waiting for the bus)
@@ -96,9 +95,9 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     blocks of ``nbytes`` (rows of ``width``) from the clock the read's first beat is offered:
     its rules clock by clock (a block of up to ``L`` bytes out when it holds them, a beat in
     when it held at most ``2 L - 1`` bytes at the clock's start: its ``ready`` is a register),
-    the first beat's bytes from ``skip`` on, the
-    beats back to back but ``gap`` clocks apart where a burst of ``burst`` beats (aligned to
-    its length; ``first_beat`` is the read's first beat's place in its burst) ends.
+    the first beat's bytes from ``skip`` on, the beats back to back but ``gap`` clocks apart
+    where a burst of ``burst`` beats (aligned to its length; ``first_beat`` is the read's
+    first beat's place in its burst) ends.
 
     ``unpack``: the read holds 4-bit codes (``LOADA`` flag ``DECODE``); ``nbytes``, ``width``
     and ``skip`` count codes. The :class:`~ffacc.hw.codes.CodeUnpacker` takes a bus beat into
@@ -179,12 +178,12 @@ def writer_stalls(words, per_byte=1, fifo=False):
     STALL counter counts)``.
 
     ``words``: the bus word of each byte, one row per POST lane, in write order; the bytes
-    of a row come ``per_byte`` clocks apart (k² for an output of a k x k pool), and rows far apart (a
-    lane's setup). A byte in another word than the byte before it (the last lane's last byte,
-    for a lane's first) hands a word to the send register, which is free again ``SEND_BUSY``
-    clocks later. ``fifo`` (the configuration's ``write_slice``): the bytes go through a
-    two-entry FIFO, which hides a clock of a lane that waits two or more, and the writer,
-    which holds a byte it cannot take yet, counts two more.
+    of a row come ``per_byte`` clocks apart (k² for an output of a k x k pool), and rows far
+    apart (a lane's setup). A byte in another word than the byte before it (the last lane's
+    last byte, for a lane's first) hands a word to the send register, which is free again
+    ``SEND_BUSY`` clocks later. ``fifo`` (the configuration's ``write_slice``): the bytes go
+    through a two-entry FIFO, which hides a clock of a lane that waits two or more, and the
+    writer, which holds a byte it cannot take yet, counts two more.
     """
     w = np.asarray(words)
     if w.ndim < 2 or w.size < 2:
@@ -379,8 +378,8 @@ class CycleModel:
 
     def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0)):
         """The post-processor's clocks, from taking the command to the last write's
-        answer: per lane the record's read and one sub-element (k² per output of a k x k pool) per
-        clock through the pipeline, the clocks it waits for the byte writer
+        answer: per lane the record's read and one sub-element (k² per output of a k x k
+        pool) per clock through the pipeline, the clocks it waits for the byte writer
         (:func:`writer_stalls`: those it waits, those the STALL counter counts), and the last
         word's write."""
         waits, counted = write_stalls
