@@ -114,6 +114,52 @@ def default_build_root():
     return Path(os.environ.get("FFACC_BUILD_DIR", Path.cwd() / "build"))
 
 
+KEEP_BUILDS = 32                    # the most recently used builds a cache folder keeps
+KEEP_SECONDS = 3600                 # ... and every build used within the last hour
+
+
+def prune_builds(folder, keep=None, keep_seconds=KEEP_SECONDS, now=None):
+    """Delete the least recently used simulator builds in ``folder`` (``build/cocotb``).
+
+    Each build is a folder of a few hundred MB (Verilator's objects) named by the hash of its
+    Verilog, so every change of the design leaves one behind. Kept: the ``keep`` most
+    recently used (``$FFACC_BUILD_KEEP``, default :data:`KEEP_BUILDS`), every one used
+    within ``keep_seconds``, and every one whose lock another process holds. A build's use
+    is the time of its ``.used`` stamp (:meth:`Bench.build`), else the folder's. Returns the
+    names deleted."""
+    import time
+    folder = Path(folder)
+    if keep is None:
+        keep = int(os.environ.get("FFACC_BUILD_KEEP", KEEP_BUILDS))
+    if keep < 0:
+        raise ValueError(f"FFACC_BUILD_KEEP must be >= 0, not {keep}")
+    now = time.time() if now is None else now
+
+    def used(d):
+        stamp = d / ".used"
+        return (stamp if stamp.exists() else d).stat().st_mtime
+
+    try:
+        builds = sorted((d for d in folder.iterdir() if d.is_dir()), key=used, reverse=True)
+    except FileNotFoundError:
+        return []
+    deleted = []
+    for d in builds[keep:]:
+        if now - used(d) < keep_seconds:
+            continue
+        with open(d / "build.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue                            # building or running now: not ours
+            try:
+                shutil.rmtree(d)
+                deleted.append(d.name)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    return deleted
+
+
 def _ports_verilator():
     from cocotb_tools.runner import Verilator
 
@@ -145,7 +191,8 @@ class Bench:
         Build folder prefix.
     simulator : "verilator" or "icarus"
     build_root : path, optional
-        ``$FFACC_BUILD_DIR`` or ``./build``; the build is reused while the Verilog is unchanged.
+        ``$FFACC_BUILD_DIR`` or ``./build``; the build is reused while the Verilog is unchanged,
+        and old builds are deleted (:func:`prune_builds`).
         Builds in one folder take turns (a file lock). Each run's files (image, inputs,
         outputs, log, results) go to :attr:`run_dir`: the build folder, or a sub-folder per
         pytest-xdist worker, so parallel test workers never share a run file.
@@ -173,18 +220,22 @@ class Bench:
         key = hashlib.sha256("".join([text, flags, *(n + v for n, v in sorted(
             verilog_files.items()))]).encode()).hexdigest()[:12]   # a new build on change
         self.build_dir = Path(build_root or default_build_root()) / "cocotb" / f"{kind}-{simulator}-{key}"
-        self.source = write_if_changed(self.build_dir / f"{toplevel}.v", text)
+        self._texts = {}                # file name -> text, written again under the lock
+        self.source = self._source(f"{toplevel}.v", text)
         # more Verilog (simulation models of vendor cells, generated cores)
-        self.extra_sources = [str(write_if_changed(self.build_dir / n, v))
-                              for n, v in sorted(verilog_files.items())]
+        self.extra_sources = [self._source(n, v) for n, v in sorted(verilog_files.items())]
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         self.run_dir = self.build_dir / worker if worker else self.build_dir
         self.runner = get_runner(simulator) if simulator != "verilator" else _ports_verilator()
-        self.control_files = [] if simulator != "verilator" else [str(write_if_changed(
-            self.build_dir / "ports.vlt",
-            f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n'))]
+        self.control_files = [] if simulator != "verilator" else [self._source(
+            "ports.vlt", f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')]
         self.quiet = quiet
         self._built = False
+
+    def _source(self, name, text):
+        """Write a source file of the build; returns its path."""
+        self._texts[name] = text
+        return str(write_if_changed(self.build_dir / name, text))
 
     def _output(self, name):
         if self.quiet:
@@ -216,6 +267,8 @@ class Bench:
                 if "CFG_CXXFLAGS_PCH_I" not in flags:
                     os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
             with locked(self.build_dir / "build.lock"), self._output("build"):
+                for name, text in self._texts.items():    # if pruned since (prune_builds)
+                    write_if_changed(self.build_dir / name, text)
                 self.runner.build(
                     sources=[*self.control_files, self.source, *self.extra_sources],
                     hdl_toplevel=self.toplevel,
@@ -223,7 +276,9 @@ class Bench:
                     build_args=VERILATOR_ARGS if self.simulator == "verilator" else [],
                     timescale=("1ns", "1ps"), always=False)
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.build_dir / ".used").touch()
             self._built = True
+            prune_builds(self.build_dir.parent)
         return self
 
     def test(self, module, name, env):
@@ -284,7 +339,7 @@ class SPRAMBench(Bench):
         start = text.index("module SB_SPRAM256KA")
         model = text[start:text.index("endmodule", start) + len("endmodule")] + "\n"
         super().__init__(RamPair(), "ram_pair", "spram", simulator, build_root, quiet)
-        self.extra_sources.append(str(write_if_changed(self.build_dir / "sb_spram256ka.v", model)))
+        self.extra_sources.append(self._source("sb_spram256ka.v", model))
 
     def check(self, ops=2000, seed=0):
         """Random operations on both; returns ``{"reads", "writes"}`` (raises on a mismatch)."""
