@@ -19,9 +19,9 @@ from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFlo
                  HostQuant, Transpose,
                  MaxPool, PhaseSplit, affine_to, bounds, op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
-from .lower import (LoweringError, MemoryPlan, build_image, conv_plan_cycles, ir_conv_layer,
-                    lower_add, lower_adds, lower_channel_affine, lower_conv, maxpool_layers,
-                    maxpool_refusal)
+from .lower import (LoweringError, MemoryPlan, block_diagonal, build_image, conv_plan_cycles,
+                    ir_conv_layer, lower_add, lower_adds, lower_channel_affine, lower_conv,
+                    maxpool_layers, maxpool_refusal, pack_groups)
 from .polyphase import polyphase_inputs
 from .retype import retype_activations
 
@@ -301,7 +301,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
-                    wb, computed, phased, array_kw = _lower_conv_like(
+                    wb, products, phased, array_kw = _lower_conv_like(
                         op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records)
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
@@ -311,14 +311,12 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     conv_hw = (_conv_hw(op, x) if isinstance(op, Conv) else (1, 1))
                     # the layer's MACs (its strided outputs); the array's work at stride 1
                     info["macs"] = int(O * cin * kh * kw * conv_hw[0] * conv_hw[1])
-                    info["computed_macs"] = int(O * cin * kh * kw * computed)
+                    info["computed_macs"] = products
                     if phased:
-                        # over its input's stride phases: the split kernel's products (its
-                        # zero taps too) for the outputs it keeps
+                        # over its input's stride phases (computed_macs: the split kernel's
+                        # products, its zero taps too, for the outputs it keeps)
                         k2 = phased["split_kernel"]
-                        info.update(op="Conv+Phases", phase_loads=phased,
-                                    computed_macs=int(O * phased["channels"] * k2[0] * k2[1]
-                                                      * computed))
+                        info.update(op="Conv+Phases", phase_loads=phased)
                         before, after = phased["model_cycles"]
                         phase_notes.append(
                             f"{op.name}: stride-{phased['stride']} {kh}x{kw} conv as "
@@ -714,8 +712,12 @@ def _lower_maxpool(op, cfg, prog, mem, addr, x, y, records):
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
-    alternates). Returns the weight bytes, the outputs computed, the stride-phase loads (if
-    any) and the kernel width the array runs (an FC's row width)."""
+    alternates). Returns the weight bytes, the products the array computes, the stride-phase
+    loads (if any) and the kernel width the array runs (an FC's row width).
+
+    Groups with fewer output channels than a ``CONV`` computes (a depthwise conv's one) run
+    :func:`pack_groups` at a time: one conv of block-diagonal weights, each group's outputs
+    from its own inputs (and zeros for the others'), on lanes that would otherwise idle."""
     if isinstance(op, Gemm):
         w, in_shape = _gemm_as_conv(op, x, y, cfg)
         groups, pads, stride = 1, (0, 0, 0, 0), 1
@@ -732,17 +734,26 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     # a channel's bytes: rows of ceil(width / 2) for 4-bit codes
     x_plane = x.nbytes // (x.shape[0] * x.shape[1]) if x.codes else H * W
     y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
-    wbytes = computed = 0
+    wbytes = products = 0
     phased = {}
-    for gi in range(groups):
-        sl = slice(gi * Og, (gi + 1) * Og)
-        layer = ir_conv_layer(op, x, y, w[sl], (Cg, H, W), pads, stride, pool, out=sl)
+    m = pack_groups(cfg, groups, Og, w.shape[3])
+    for g0 in range(0, groups, m):
+        n = min(m, groups - g0)
+        sl = slice(g0 * Og, (g0 + n) * Og)
+        wl = block_diagonal(w[sl], n)
+        layer = ir_conv_layer(op, x, y, wl, (n * Cg, H, W), pads, stride, pool, out=sl)
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None
         before = mem.next
-        computed, info = _lower_layer(cfg, layer, prog, mem, addr[x.name] + gi * Cg * x_plane,
-                                      addr[y.name] + gi * Og * y_plane, op.name, records)
+        computed, info = _lower_layer(cfg, layer, prog, mem, addr[x.name] + g0 * Cg * x_plane,
+                                      addr[y.name] + g0 * Og * y_plane, op.name, records)
+        # the products the array runs: each output's over the layer's inputs (zeros of the
+        # other groups too), or over its stride phases' split kernel
+        ph = info.get("phase_loads")
+        per_out = (ph["channels"] * ph["split_kernel"][0] * ph["split_kernel"][1] if ph
+                   else wl[0].size)
+        products += int(computed) * wl.shape[0] * per_out
         phased.update(info)
         wbytes += mem.next - before
-    return wbytes, computed, phased.get("phase_loads"), int(w.shape[3])
+    return wbytes, products, phased.get("phase_loads"), int(w.shape[3])

@@ -161,6 +161,29 @@ def ir_conv_layer(op, x, y, w, in_shape, pads, stride, pool=None, out=slice(None
                      tuple(pads), stride, pool=pool)
 
 
+def pack_groups(cfg, groups, group_out, kw):
+    """How many of a grouped conv's ``groups`` (each of ``group_out`` output channels, a
+    kernel ``kw`` wide) one ``CONV`` runs: as many as fill the output channels it computes
+    (:meth:`~ffacc.hw.config.AcceleratorConfig.group_lanes`), at least one."""
+    if groups < 1 or group_out < 1:
+        raise ValueError(f"{groups} groups of {group_out} output channels")
+    return max(1, min(groups, cfg.group_lanes(kw) // group_out))
+
+
+def block_diagonal(w, n):
+    """The weights of ``n`` consecutive groups of a grouped conv, ``w`` (n Og, Cg, kh, kw), as
+    one conv's (n Og, n Cg, kh, kw): group ``i``'s outputs read its own ``Cg`` inputs, with
+    zero weights for the other groups'."""
+    O, Cg = w.shape[:2]
+    if O % n:
+        raise ValueError(f"{O} output channels are not {n} groups")
+    Og = O // n
+    out = np.zeros((O, n * Cg) + w.shape[2:], dtype=w.dtype)
+    for i in range(n):
+        out[i * Og:(i + 1) * Og, i * Cg:(i + 1) * Cg] = w[i * Og:(i + 1) * Og]
+    return out
+
+
 def layer_weights(cfg, w, cg, packed=False):
     """A layer's weights as ``LOADW`` reads them: one block per lane group of
     :meth:`~ffacc.hw.config.AcceleratorConfig.group_lanes` output channels (``lanes``; twice
