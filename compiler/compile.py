@@ -15,9 +15,9 @@ import numpy as np
 from ffacc.firmware.image import TensorDesc
 from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
-from .ir import (Add, Alias, AvgPool, ChannelAffine, Concat, Conv, Gemm, HostFloat, HostGraph,
-                 HostQuant, Transpose,
-                 MaxPool, PhaseSplit, affine_to, bounds, op_to_dict)
+from .ir import (Add, Alias, AvgPool, AvgPoolConv, ChannelAffine, Concat, Conv, Gemm, HostFloat,
+                 HostGraph, HostQuant, Transpose, MaxPool, PhaseSplit, affine_to, bounds,
+                 op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, block_diagonal, build_image, conv_plan_cycles,
                     ir_conv_layer, lower_add, lower_adds, lower_channel_affine, lower_conv,
@@ -103,6 +103,37 @@ def _fuse_pools(g, cfg):
     return fused
 
 
+def _avgpool_as_conv(op, g, cfg):
+    """``(conv, None)``: the :class:`~ffacc.compiler.ir.AvgPoolConv` of AvgPool ``op`` that
+    the accelerator runs, or ``(None, why not)``. It takes a window of sides up to
+    ``max_kernel`` (a global pool's is the whole map) at equal strides, unpadded or counting
+    its padding: ONNX's default ``count_include_pad = 0`` divides a border window's sum by its
+    own count, which one requantization per channel cannot."""
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+    if len(x.shape) != 4 or x.shape[0] != 1:
+        return None, f"average pool of {tuple(x.shape)} (the accelerator's: one image's maps)"
+    if not (x.quantized and y.quantized):
+        return None, "average pool of float tensors"
+    C, H, W = (int(v) for v in x.shape[1:])
+    if op.kernel is None:
+        (kh, kw), s, pads = (H, W), (1, 1), (0, 0, 0, 0)
+    else:
+        (kh, kw), pads = op.kernel, tuple(op.pads)
+        s = tuple(op.strides or op.kernel)
+        if any(pads) and not op.count_include_pad:
+            return None, (f"average pool with padding {pads} and count_include_pad = 0 (a "
+                          f"border window is divided by its own count)")
+    if max(kh, kw) > cfg.max_kernel:
+        return None, (f"average pool of a {kh}x{kw} window (a conv's sides are up to "
+                      f"max_kernel, {cfg.max_kernel})")
+    conv = AvgPoolConv(op.name, list(op.inputs), list(op.outputs),
+                       w=np.ones((C, 1, kh, kw), np.int8),
+                       w_scale=np.full(C, 1.0 / (kh * kw)), w_zp=np.zeros(C, np.int8),
+                       bias=np.zeros(C, np.int32), pads=pads, strides=s, group=C)
+    why = _accel_reason(conv, g, cfg)
+    return (conv, None) if why is None else (None, f"average pool as a conv: {why}")
+
+
 def _pool_of(mp):
     """A fused MaxPool's ``(k, s)`` (``None``: none)."""
     return None if mp is None else mp.window
@@ -164,12 +195,14 @@ def _accel_reason(op, g, cfg):
         if x.codes or x.levels is not None:
             return "its input is stored as codes or levels"
         return maxpool_refusal(cfg, kh, sh, op.pads)
+    if isinstance(op, AvgPool):
+        return _avgpool_as_conv(op, g, cfg)[1]
     if isinstance(op, (HostFloat, HostGraph)) and getattr(op, "op_type", None) == \
             "BatchNormalization":
         return ("BatchNormalization left in float by the quantizer runs on the host; quantize "
                 "the float model with `ffacc quantize`, which folds it into the convolution "
                 "before it")
-    return {AvgPool: "average pool", Concat: "concat",
+    return {Concat: "concat",
             HostFloat: f"{getattr(op, 'op_type', '?')} has no accelerator lowering",
             HostGraph: f"{getattr(op, 'op_type', '?')}: a float region (no accelerator "
                        f"lowering)",
@@ -196,6 +229,9 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if coded and not isinstance(op, (Conv, Gemm)):
             raise CompileError(f"node {op.name!r} ({op.kind}): its output {coded[0]!r} has "
                                f"non-uniform levels, which only a convolution or Gemm applies")
+    # average pools the accelerator runs become the depthwise convs they are
+    g = replace(g, ops=[(_avgpool_as_conv(op, g, cfg)[0] or op) if isinstance(op, AvgPool)
+                        else op for op in g.ops])
     split = {}
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)

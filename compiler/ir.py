@@ -19,7 +19,7 @@ import numpy as np
 from ffacc.firmware.image import ImageError
 
 __all__ = ["HostQuant", "bounds", "QTensor", "Op", "Conv", "Gemm", "Add", "ChannelAffine",
-           "Transpose", "MaxPool", "AvgPool",
+           "Transpose", "MaxPool", "AvgPool", "AvgPoolConv",
            "Alias", "Concat", "HostFloat", "HostGraph", "PhaseSplit", "Graph", "reference_run",
            "requant_params", "affine_to", "quantize", "dequantize", "HOST_OPS", "op_to_dict",
            "op_from_dict"]
@@ -100,6 +100,16 @@ class Conv(Op):
     group: int = 1
     dilations: tuple = (1, 1)
     kind = "Conv"
+
+
+@dataclass
+class AvgPoolConv(Conv):
+    """An average pool the accelerator runs: the depthwise conv of all-one weights whose
+    requantization divides by the window's size, ``s_x / (k^2 s_y)`` (an unpadded window, or
+    a padded one that counts its padding, ``count_include_pad``). Its results are the
+    conv's fixed-point ones, within 1 LSB of onnxruntime's float average. Never a host
+    operator (an AvgPool the accelerator cannot run stays an :class:`AvgPool`)."""
+    kind = "AvgPool"
 
 
 @dataclass

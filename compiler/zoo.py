@@ -57,12 +57,12 @@ class Builder:
     def relu(self, x):
         return self.unary("Relu", x)
 
-    def pool(self, op, x, k, stride=None, pads=(0, 0, 0, 0)):
+    def pool(self, op, x, k, stride=None, pads=(0, 0, 0, 0), **attrs):
         N, C, H, W = self.shape[x]
         stride = stride or k
         y = self._name(op.lower())
         self.nodes.append(helper.make_node(op, [x], [y], name=y, kernel_shape=[k, k],
-                                           strides=[stride, stride], pads=list(pads)))
+                                           strides=[stride, stride], pads=list(pads), **attrs))
         self.shape[y] = (N, C, (H + pads[0] + pads[2] - k) // stride + 1,
                          (W + pads[1] + pads[3] - k) // stride + 1)
         return y

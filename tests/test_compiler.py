@@ -72,6 +72,20 @@ def _maxpools():
     return b.model(b.conv(y, 4, 1))
 
 
+def _avgpools():
+    """Average pools as depthwise convs of all-one weights: a padded 3x3/1 that counts its
+    padding, unpadded 2x2/2 and 2x2/1, a global pool of a 5x4 map; a padded 3x3/2 with ONNX's
+    default count_include_pad = 0 stays on the host."""
+    b = Builder((1, 3, 20, 19), seed=10, name="avgpools")
+    y = b.relu(b.conv("x", 5, 3))
+    y = b.pool("AveragePool", y, 3, stride=1, pads=(1, 1, 1, 1), count_include_pad=1)
+    y = b.pool("AveragePool", b.relu(b.conv(y, 5, 3)), 2)                         # 5x10x9
+    y = b.pool("AveragePool", y, 2, stride=1)                                     # 5x9x8
+    y = b.pool("AveragePool", y, 3, stride=2, pads=(1, 1, 1, 1))                  # 5x5x4, host
+    y = b.relu(b.conv(y, 4, (1, 2), pads=(0, 1, 0, 0)))                          # 4x5x4
+    return b.model(b.conv(b.gap(y), 3, 1))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -86,10 +100,10 @@ MODELS.update({
     "conv4_asym": lambda: single_conv(4, pads=(0, 1, 2, 3)),
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
     "depthwise": _depthwise, "grouped": _grouped, "residual": _residual, "small_cnn": _small_cnn,
-    "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools,
+    "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
-              "grouped", "maxpools"}
+              "grouped", "maxpools", "avgpools"}
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +177,27 @@ def test_groups_pack_into_lane_groups(model_dir, monkeypatch):
     assert rp[-1]["computed_macs"] == 2 * ru[-1]["computed_macs"] > 0
 
 
+def test_average_pools_run_on_the_accelerator(model_dir):
+    """Every average pool of ``avgpools`` but the one that does not count its padding runs on
+    the accelerator; the report names it AvgPool, and the host's says why."""
+    g, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"), TINY)
+    pools = [(l["op"], l["where"], l.get("kernel")) for l in c.layers if l["op"] == "AvgPool"]
+    assert pools == [("AvgPool", "accel", [3, 3]), ("AvgPool", "accel", [2, 2]),
+                     ("AvgPool", "accel", [2, 2]), ("AvgPool", "host", None),
+                     ("AvgPool", "accel", [5, 4])]
+    assert "count_include_pad = 0" in [h["reason"] for h in c.host_ops][0]
+    # a configuration whose kernels stop below the window keeps it on the host
+    _, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"),
+                            TINY.with_(max_kernel=4))
+    assert [h["reason"] for h in c.host_ops][1] == (
+        "average pool of a 5x4 window (a conv's sides are up to max_kernel, 4)")
+
+
 def test_placement_and_fusion(model_dir):
     g, c, _ = compile_model(_quantized(model_dir, "small_cnn", "qdq"), TINY)
     ops = [(l["op"], l["where"]) for l in c.layers]
     assert ("Conv+MaxPool", "accel") in ops          # pool fused into POST
-    assert ("AvgPool", "host") in ops and ("Gemm", "accel") in ops
+    assert ("AvgPool", "accel") in ops and ("Gemm", "accel") in ops     # a depthwise conv
     g, c, _ = compile_model(_quantized(model_dir, "softmax", "qdq"), TINY)
     assert [h["op"] for h in c.host_ops] == ["Softmax"]
 
