@@ -17,7 +17,7 @@ from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, AvgPoolConv, ChannelAffine, Concat, Conv, Gemm, HostFloat,
                  HostGraph, HostQuant, Transpose, MaxPool, PhaseSplit, affine_to, bounds,
-                 op_to_dict)
+                 op_to_dict, requant_params)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, block_diagonal, build_image, conv_plan_cycles,
                     ir_conv_layer, lower_add, lower_adds, lower_channel_affine, lower_conv,
@@ -106,9 +106,9 @@ def _fuse_pools(g, cfg):
 def _avgpool_as_conv(op, g, cfg):
     """``(conv, None)``: the :class:`~ffacc.compiler.ir.AvgPoolConv` of AvgPool ``op`` that
     the accelerator runs, or ``(None, why not)``. It takes a window of sides up to
-    ``max_kernel`` (a global pool's is the whole map) at equal strides, unpadded or counting
-    its padding: ONNX's default ``count_include_pad = 0`` divides a border window's sum by its
-    own count, which one requantization per channel cannot."""
+    ``max_kernel`` (a global pool's is the whole map) at equal strides. A padded window
+    that does not count its padding (ONNX's default ``count_include_pad = 0``) divides by
+    the values it holds: the conv runs per region of one count (``AvgPoolConv.regions``)."""
     x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
     if len(x.shape) != 4 or x.shape[0] != 1:
         return None, f"average pool of {tuple(x.shape)} (the accelerator's: one image's maps)"
@@ -120,16 +120,14 @@ def _avgpool_as_conv(op, g, cfg):
     else:
         (kh, kw), pads = op.kernel, tuple(op.pads)
         s = tuple(op.strides or op.kernel)
-        if any(pads) and not op.count_include_pad:
-            return None, (f"average pool with padding {pads} and count_include_pad = 0 (a "
-                          f"border window is divided by its own count)")
     if max(kh, kw) > cfg.max_kernel:
         return None, (f"average pool of a {kh}x{kw} window (a conv's sides are up to "
                       f"max_kernel, {cfg.max_kernel})")
     conv = AvgPoolConv(op.name, list(op.inputs), list(op.outputs),
                        w=np.ones((C, 1, kh, kw), np.int8),
                        w_scale=np.full(C, 1.0 / (kh * kw)), w_zp=np.zeros(C, np.int8),
-                       bias=np.zeros(C, np.int32), pads=pads, strides=s, group=C)
+                       bias=np.zeros(C, np.int32), pads=pads, strides=s, group=C,
+                       count_include_pad=bool(op.count_include_pad or not any(pads)))
     why = _accel_reason(conv, g, cfg)
     return (conv, None) if why is None else (None, f"average pool as a conv: {why}")
 
@@ -707,7 +705,7 @@ def _levels_written(g, name):
     return g.tensors[name].levels
 
 
-def _lower_layer(cfg, layer, prog, mem, x_addr, y_addr, name, records):
+def _lower_layer(cfg, layer, prog, mem, x_addr, y_addr, name, records, region=None):
     """:func:`lower_conv` of ``layer`` in a program's sequence: the output-level registers
     keep the layer before's where they are the same, the record buffer's half alternates
     (``records["half"]``), and LOADA's column step and first row are known to be zero after
@@ -717,7 +715,7 @@ def _lower_layer(cfg, layer, prog, mem, x_addr, y_addr, name, records):
     info = {}
     computed = lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name=name,
                           records_half=records["half"], chain=records["chain"], info=info,
-                          loads_zero=records.get("loads_zero", False))
+                          loads_zero=records.get("loads_zero", False), region=region)
     # a layer over its phases leaves A_CSHIFT and A_LB0 set; any other zeroes them
     records["loads_zero"] = "phase_loads" not in info
     records["half"] ^= 1
@@ -772,18 +770,35 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
     wbytes = products = 0
     phased = {}
+    # groups run m at a time, one conv of block-diagonal weights; where m groups are a lane
+    # group's outputs, the whole packs run as one conv whose lane groups each read their own
+    # inputs (a loop), the rest a conv each
     m = pack_groups(cfg, groups, Og, w.shape[3])
-    for g0 in range(0, groups, m):
-        n = min(m, groups - g0)
+    full = (groups - groups % m if m > 1 and m * Og == cfg.group_lanes(w.shape[3])
+            and pool is None else 0)
+    packs = ([(0, full, True)] if full else []) + [(g0, min(m, groups - g0), False)
+                                                   for g0 in range(full, groups, m)]
+    # an average pool whose border windows hold fewer values: a conv per region of one count
+    regions = [(None, None)]
+    if isinstance(op, AvgPoolConv) and not op.count_include_pad:
+        regions = [((rows, cols), count) for rows, cols, count in op.regions(H, W)]
+    for (region, count), (g0, n, own) in ((r, p) for r in regions for p in packs):
         sl = slice(g0 * Og, (g0 + n) * Og)
-        wl = block_diagonal(w[sl], n)
-        layer = ir_conv_layer(op, x, y, wl, (n * Cg, H, W), pads, stride, pool, out=sl)
+        wl = np.concatenate([block_diagonal(w[j * Og:(j + min(m, n)) * Og], min(m, n))
+                             for j in range(g0, g0 + n, m)])
+        layer = ir_conv_layer(op, x, y, wl, (min(m, n) * Cg, H, W), pads, stride, pool,
+                              out=sl)
+        layer.lane_inputs = own
+        if count is not None:
+            layer.multiplier, layer.shift = requant_params(x.scale, np.full(n * Og, 1 / count),
+                                                           y.scale)
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None
         before = mem.next
         computed, info = _lower_layer(cfg, layer, prog, mem, addr[x.name] + g0 * Cg * x_plane,
-                                      addr[y.name] + g0 * Og * y_plane, op.name, records)
+                                      addr[y.name] + g0 * Og * y_plane, op.name, records,
+                                      region)
         # the products the array runs: each output's over the layer's inputs (zeros of the
         # other groups too), or over its stride phases' split kernel
         ph = info.get("phase_loads")

@@ -105,11 +105,39 @@ class Conv(Op):
 @dataclass
 class AvgPoolConv(Conv):
     """An average pool the accelerator runs: the depthwise conv of all-one weights whose
-    requantization divides by the window's size, ``s_x / (k^2 s_y)`` (an unpadded window, or
-    a padded one that counts its padding, ``count_include_pad``). Its results are the
-    conv's fixed-point ones, within 1 LSB of onnxruntime's float average. Never a host
-    operator (an AvgPool the accelerator cannot run stays an :class:`AvgPool`)."""
+    requantization divides each window's sum by the window's count of values. That count is
+    ``kh kw`` where the window lies in the map or counts its padding
+    (``count_include_pad``), and else the values of the map it holds: then each of
+    :meth:`regions` (a border's rows and columns, the interior) has its own count, and the
+    accelerator runs each region as a conv of its own requantization, ``s_x / (count s_y)``
+    (``w_scale`` is ``1 / (kh kw)``, the interior's). Its results are these fixed-point
+    ones, within 1 LSB of onnxruntime's float average. Never a host operator (an AvgPool the
+    accelerator cannot run stays an :class:`AvgPool`)."""
+    count_include_pad: bool = True
     kind = "AvgPool"
+
+    def regions(self, H, W):
+        """``[(rows, cols, count)]``: the output rows and columns (ranges) of an ``H`` x ``W``
+        input whose windows hold ``count`` values each (one region, ``kh kw``, when the
+        pool counts its padding)."""
+        kh, kw = self.w.shape[2:]
+        pt, pl, pb, pr = self.pads
+        s = self.strides[0]
+        Ho, Wo = (H + pt + pb - kh) // s + 1, (W + pl + pr - kw) // s + 1
+        if self.count_include_pad:
+            return [(range(Ho), range(Wo), kh * kw)]
+
+        def runs(n, size, k, p):
+            out = []
+            for i in range(n):
+                a = i * s - p
+                c = min(size, a + k) - max(0, a)
+                if out and out[-1][1] == c:
+                    out[-1][0].append(i)
+                else:
+                    out.append(([i], c))
+            return [(range(r[0], r[-1] + 1), c) for r, c in out]
+        return [(r, q, rc * cc) for r, rc in runs(Ho, H, kh, pt) for q, cc in runs(Wo, W, kw, pl)]
 
 
 @dataclass
@@ -611,6 +639,14 @@ def run_op(op, g, vals):
         acc = golden.conv2d(vals[op.inputs[0]], op.w, op.bias, x_zp=x.zero_point,
                             w_zp=op.w_zp, stride=op.strides, pads=op.pads, groups=op.group,
                             dilation=op.dilations)
+        if isinstance(op, AvgPoolConv):
+            # each region's windows divided by their own count
+            out = np.empty(acc.shape, dtype=y.np_dtype)
+            for rows, cols, count in op.regions(*x.shape[2:]):
+                M, s = requant_params(x.scale, np.full(len(op.w_scale), 1.0 / count), y.scale)
+                sl = np.s_[:, :, rows.start:rows.stop, cols.start:cols.stop]
+                out[sl] = golden.requantize(acc[sl], M, s, y.zero_point, *bounds(op, y))
+            return [out]
         return [_leveled(golden.requantize(acc, M, s, y.zero_point, *bounds(op, y)), y)]
     if isinstance(op, Gemm):
         x, y = T[op.inputs[0]], T[op.outputs[0]]

@@ -90,6 +90,10 @@ class ConvLayer:
     levels_set: bool = True         # set the output-level registers (False: they hold these)
     pool: tuple = None              # (k, s): max-pool of k x k windows at stride s after
                                     # requantization (no padding; the windows in the map)
+    lane_inputs: bool = False       # each lane group of output channels reads its own
+                                    # in_shape[0] input channels, lane group i's from input
+                                    # channel i * in_shape[0] on (groups packed a lane group
+                                    # at a time: w holds each one's block-diagonal weights)
 
     def __post_init__(self):
         if self.pool2 and self.pool is None:
@@ -307,7 +311,8 @@ def phase_layer(cfg, layer):
 
 
 def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=False,
-               records_half=0, chain=None, info=None, loads_zero=False, phases=None):
+               records_half=0, chain=None, info=None, loads_zero=False, phases=None,
+               region=None):
     """Emit one conv layer. ``x_addr``/``y_addr``: input and output maps (dense NCHW bytes).
     ``plan_only``: emit nothing and return the cycle model's estimate of the layer (its plan's
     cycles for every column tile), which :func:`conv_plan_cycles` gives. ``records_half``
@@ -330,6 +335,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     hold 0 already (the program's layers before this one ran no phases), so a layer that
     loads whole rows need not set them. ``phases``: internal (the plan to lower: None
     decides, False keeps the layer strided, else :func:`phase_layer`'s ``load``).
+    ``region``: ``(rows, cols)``, ranges of output rows and columns: only those outputs are
+    computed and written (bands and column tiles of that part of the map; never over stride
+    phases); None: the whole map.
 
     Returns the conv outputs per output channel that the FCU array computes: every stride-1
     column (POST keeps every ``stride``-th), and of a strided layer's rows either all of a
@@ -339,7 +347,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     """
     from ffacc.sim.iss import conv_geometry
 
-    if phases is None and layer.stride > 1:
+    if region is not None and layer.pool:
+        raise LoweringError(f"{name}: a region of a pooled layer")
+    if phases is None and layer.stride > 1 and region is None and not layer.lane_inputs:
         split = phase_layer(cfg, layer)
         if split is not None:
             def plan(lay, ph):
@@ -412,6 +422,17 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if (dec or layer.y_codes) and W > cfg.lb_width:
         raise LoweringError(f"{name}: a map of 4-bit codes cannot be cut into column tiles "
                             f"(its input is {W} wide, the line buffer {cfg.lb_width})")
+    # the conv rows and columns computed: the region's (every step-th is an output), or all
+    if region is not None:
+        rows, cols = region
+        if not (0 <= rows.start < rows.stop <= layer.out_shape[1]
+                and 0 <= cols.start < cols.stop <= layer.out_shape[2]):
+            raise LoweringError(f"{name}: region rows {rows} and columns {cols} are not in "
+                                f"its {layer.out_shape[1]}x{layer.out_shape[2]} output")
+        cy0, cy1 = rows.start * step, (rows.stop - 1) * step + 1
+        cx0, cx1 = cols.start * step, (cols.stop - 1) * step + 1
+    else:
+        cy0, cy1, cx0, cx1 = 0, hconv, 0, wconv
     # column tiles: the input columns of a tile must fit a line-buffer row
     wt = wconv
     if W > cfg.lb_width:
@@ -424,6 +445,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if wt < 1:
             raise LoweringError(f"{name}: a {kw}-wide kernel does not fit the line buffer "
                                 f"width {cfg.lb_width}")
+    wt = min(wt, cx1 - cx0)
     def geometry(tw, npairs):
         """A CONV's geometry over ``tw`` output columns; one that covers the whole map
         knows the map's width and padding, so its rows may stream as a chain (chain_rows;
@@ -463,6 +485,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
             out[nyg] = lg
         return out
 
+    own = layer.lane_inputs
+    if own and (layer.pool or ph):
+        raise LoweringError(f"{name}: lane groups of their own inputs with a pool or phases")
     cm = CycleModel(cfg)
     per_ins = 3                         # fetch and decode of an instruction, about
     # weight_prefetch: with a channel group's sets in half the weight buffer, each CONV's
@@ -533,9 +558,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
             # waited for (the next LOADA reads memory)
             run = cm.post_run(P, subs, waits)
             issue = cm.post_issue(gc.wob, step) + 3 * per_ins
-            return loada + n_og * (conv + issue) + (n_og - 1) * max(0, run - conv) + run
+            return (loada * (n_og if own else 1) + n_og * (conv + issue)
+                    + (n_og - 1) * max(0, run - conv) + run)
         post = cm.post(P, subs, gc.wob, step, waits) + 3 * per_ins
-        loads = ceil(n_og / share) if n_cg > 1 else 1
+        loads = n_og if own else ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
     # post_overlap: with one channel group, lane groups can alternate the accumulator's
@@ -547,7 +573,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     can_overlap = (cfg.post_overlap and n_og > 1 and cfg.acc_blocks & (cfg.acc_blocks - 1) == 0
                    and ny_half >= kp)
     best = None
-    for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
+    # a lane group that reads its own input channels reads them in one channel group
+    for cg in [C] if own else sorted({C} | {ceil(C / n) for n in range(2, C + 1)},
+                                     reverse=True):
         if sets(cg) > cfg.wb_sets:
             continue
         fit = ny                        # the band height the line buffer holds
@@ -573,7 +601,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # the column tiles' first columns; a pooled layer's tiles hold whole windows, each next one
     # from the first window its predecessor does not hold
     tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
-               else range(0, wconv, wt))
+               else range(cx0, cx1, wt))
     if plan_only:                       # every column tile at its own width
         return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0)) for x0 in tile_x0)
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
@@ -622,7 +650,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
     for x0 in tile_x0:
-        wx = min(wt, wconv - x0)        # (the last may have columns past the last window)
+        wx = min(wt, cx1 - x0)          # (the last may have columns past the last window)
         cin0 = max(0, x0 - pl)
         cin1 = min(W, x0 + wx - pl + kw - 1)
         tiles.append(dict(x0=x0, wx=wx, cin0=cin0, win=cin1 - cin0, tpl=pl - x0 + cin0))
@@ -631,8 +659,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # POST keeps and the rows between are not computed
     bands = []
     for y0, nyb in (pool_bands(ny) if layer.pool else
-                    ((y0, min(ny if ny >= step else 1, hconv - y0))
-                     for y0 in range(0, hconv, ny if ny >= step else step))):
+                    ((y0, min(ny if ny >= step else 1, cy1 - y0))
+                     for y0 in range(cy0, cy1, ny if ny >= step else step))):
         hb0 = max(0, y0 - pt)
         hend = min(H, y0 + nyb - 1 - pt + kh)
         nr = max(1, hend - hb0)
@@ -644,7 +672,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     n_cg = len(cgs)
     cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
                for c0, ch, off, nsets in cgs]
-    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block,
+    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block, c0=i * C,
                     acc=i * acc_half if overlap else i % share * ny * g.wob)
                for i, o0 in enumerate(range(0, O, P))]
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
@@ -702,7 +730,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
         if n_cg == 1:
-            loads(0, C, t["cin0"])
+            if not own:                 # (else each lane group loads its own)
+                loads(0, C, t["cin0"])
             nest.each(runs(0, len(lgroups)), lambda run: records(run, lambda lg: lane_group(
                 t, lg)))
         else:
@@ -719,6 +748,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.each(lgroups[first:first + n], body)
 
     def lane_group(t, lg):
+        if own:
+            loads(lg["c0"], C, t["cin0"])
         conv(lg, cgroups[0])
         post(t, lg)
 
@@ -797,7 +828,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         last = _last_outside_loops(prog, start, Op.CONV)
         if pf and last is not None:
             chain.update(at=last, half=(len(order) - 1 + first) % 2, end=len(prog))
-    return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * wconv
+    return sum(-(-b["C_NY"] // step) if row_skip else b["C_NY"] for b in bands) * (cx1 - cx0)
 
 
 def _last_outside_loops(prog, start, op):

@@ -24,7 +24,7 @@ from math import ceil
 
 import numpy as np
 
-from .ir import Alias, Conv, MaxPool, PhaseSplit, QTensor
+from .ir import Alias, AvgPoolConv, Conv, MaxPool, PhaseSplit, QTensor
 from .lower import LoweringError, conv_plan_cycles, ir_conv_layer
 
 __all__ = ["split_weights", "polyphase_inputs"]
@@ -96,7 +96,7 @@ def polyphase_inputs(g, cfg, runs_on_host):
             host.update(op.outputs)         # (a max-pool after a conv it runs or fuses)
         elif (isinstance(op, Conv) and op.inputs[0] in host and op.strides[0] > 1
               and op.strides[0] == op.strides[1] and op.group == 1
-              and tuple(op.dilations) == (1, 1)):
+              and tuple(op.dilations) == (1, 1) and not isinstance(op, AvgPoolConv)):
             name = f"{op.inputs[0]}.phases.{op.name}"
             got = _split(op, g, cfg, name) if name not in tensors else None
             if got:

@@ -73,16 +73,18 @@ def _maxpools():
 
 
 def _avgpools():
-    """Average pools as depthwise convs of all-one weights: a padded 3x3/1 that counts its
-    padding, unpadded 2x2/2 and 2x2/1, a global pool of a 5x4 map; a padded 3x3/2 with ONNX's
-    default count_include_pad = 0 stays on the host."""
-    b = Builder((1, 3, 20, 19), seed=10, name="avgpools")
+    """Average pools as depthwise convs of all-one weights, on tiny: padded 3x3/1 and 3x3/2
+    that do not count their padding (ONNX's default: a conv per region of one count, the
+    first on a map of two column tiles), a padded 3x3/1 that counts it, unpadded 2x2/2 and
+    2x2/1, a global pool of a 3x10 map."""
+    b = Builder((1, 3, 12, 40), seed=10, name="avgpools")
     y = b.relu(b.conv("x", 5, 3))
+    y = b.pool("AveragePool", y, 3, stride=1, pads=(1, 1, 1, 1))                  # 5x12x40
+    y = b.relu(b.conv(y, 5, 3))
     y = b.pool("AveragePool", y, 3, stride=1, pads=(1, 1, 1, 1), count_include_pad=1)
-    y = b.pool("AveragePool", b.relu(b.conv(y, 5, 3)), 2)                         # 5x10x9
-    y = b.pool("AveragePool", y, 2, stride=1)                                     # 5x9x8
-    y = b.pool("AveragePool", y, 3, stride=2, pads=(1, 1, 1, 1))                  # 5x5x4, host
-    y = b.relu(b.conv(y, 4, (1, 2), pads=(0, 1, 0, 0)))                          # 4x5x4
+    y = b.pool("AveragePool", b.pool("AveragePool", y, 2), 2, stride=1)          # 5x5x19
+    y = b.pool("AveragePool", y, 3, stride=2, pads=(1, 1, 1, 1))                  # 5x3x10
+    y = b.relu(b.conv(y, 4, (1, 2), pads=(0, 1, 0, 0)))                          # 4x3x10
     return b.model(b.conv(b.gap(y), 3, 1))
 
 
@@ -177,20 +179,54 @@ def test_groups_pack_into_lane_groups(model_dir, monkeypatch):
     assert rp[-1]["computed_macs"] == 2 * ru[-1]["computed_macs"] > 0
 
 
+@pytest.mark.parametrize("pad", [(1, 1, 1, 1), (0, 0, 0, 0)])
+def test_a_depthwise_layer_is_one_loop_over_its_lane_groups(tmp_path, pad):
+    """Whole packs of groups run as one conv whose lane groups each load their own channels:
+    its program is a loop, as long for 8 channels as for 40 (a conv per pack grew with them);
+    so is an average pool's of regions that count their values."""
+    from ffacc.compiler.driver import layer_report
+    counts = {}
+    for C in (8, 40):
+        b = Builder((1, C, 10, 9), seed=C, name="dw")
+        y = b.relu(b.conv("x", C, 3, group=C))
+        y = b.pool("AveragePool", y, 3, stride=1, pads=pad)
+        path = quantize_model(b.model(y), tmp_path / f"dw{C}.onnx")
+        _, c, _ = compile_model(path, TINY)
+        rows, _ = layer_report(c.image)
+        assert [r["where"] for r in rows] == ["accel", "accel"]
+        counts[C] = [r["instructions"] for r in rows]
+    assert counts[8] == counts[40], counts
+
+
 def test_average_pools_run_on_the_accelerator(model_dir):
-    """Every average pool of ``avgpools`` but the one that does not count its padding runs on
-    the accelerator; the report names it AvgPool, and the host's says why."""
+    """Every average pool of ``avgpools`` runs on the accelerator, reported as AvgPool; one
+    wider than ``max_kernel`` stays on the host, which says why."""
     g, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"), TINY)
-    pools = [(l["op"], l["where"], l.get("kernel")) for l in c.layers if l["op"] == "AvgPool"]
-    assert pools == [("AvgPool", "accel", [3, 3]), ("AvgPool", "accel", [2, 2]),
-                     ("AvgPool", "accel", [2, 2]), ("AvgPool", "host", None),
-                     ("AvgPool", "accel", [5, 4])]
-    assert "count_include_pad = 0" in [h["reason"] for h in c.host_ops][0]
-    # a configuration whose kernels stop below the window keeps it on the host
+    pools = [(l["where"], l.get("kernel")) for l in c.layers if l["op"] == "AvgPool"]
+    assert pools == [("accel", [3, 3])] * 2 + [("accel", [2, 2])] * 2 + [
+        ("accel", [3, 3]), ("accel", [3, 10])] and not c.host_ops
     _, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"),
-                            TINY.with_(max_kernel=4))
-    assert [h["reason"] for h in c.host_ops][1] == (
-        "average pool of a 5x4 window (a conv's sides are up to max_kernel, 4)")
+                            TINY.with_(max_kernel=9))
+    assert [h["reason"] for h in c.host_ops] == [
+        "average pool of a 3x10 window (a conv's sides are up to max_kernel, 9)"]
+
+
+def test_average_pool_regions():
+    """A padded pool that does not count its padding: each region's windows hold one count
+    of values, and the regions tile the output."""
+    from ffacc.compiler.ir import AvgPoolConv
+    op = AvgPoolConv("p", ["x"], ["y"], w=np.ones((2, 1, 3, 3), np.int8), pads=(1, 1, 1, 1),
+                     strides=(2, 2), count_include_pad=False)
+    regions = op.regions(7, 6)                    # 4x3 outputs
+    assert [(r.start, r.stop, q.start, q.stop, n) for r, q, n in regions] == [
+        (0, 1, 0, 1, 4), (0, 1, 1, 3, 6), (1, 3, 0, 1, 6), (1, 3, 1, 3, 9),
+        (3, 4, 0, 1, 4), (3, 4, 1, 3, 6)]
+    cover = np.zeros((4, 3), int)
+    for r, q, _ in regions:
+        cover[r.start:r.stop, q.start:q.stop] += 1
+    assert (cover == 1).all()
+    op.count_include_pad = True
+    assert [(r, q, n) for r, q, n in op.regions(7, 6)] == [(range(4), range(3), 9)]
 
 
 def test_placement_and_fusion(model_dir):
@@ -288,18 +324,18 @@ def test_custom_domain_op_has_no_fallback(tmp_path):
 
 
 def test_cli_compile_run_verify_report(model_dir, tmp_path, capsys):
-    path = _quantized(model_dir, "small_cnn", "qop")
+    path = _quantized(model_dir, "softmax", "qop")       # its Softmax runs on the host
     ffw = tmp_path / "m.ffw"
     assert main(["compile", str(path), "-o", str(ffw), "--config", "tiny", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["host_ops"] and info["image_bytes"] == ffw.stat().st_size
-    x = np.random.default_rng(0).uniform(0, 1, (1, 1, 12, 12)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 2, 8, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     assert main(["run", str(ffw), "--input", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "y.npy"), "--stats", str(tmp_path / "s.json")]) == 0
     capsys.readouterr()
     y = np.load(tmp_path / "y.npy")
-    assert y.shape == (1, 10) and y.dtype == np.float32
+    assert y.shape == (1, 5) and y.dtype == np.float32
     assert json.loads((tmp_path / "s.json").read_text())["cycles"] > 0
     assert main(["verify", str(path), "--config", "tiny", "--input", str(tmp_path / "x.npy"),
                  "--json"]) == 0
