@@ -245,7 +245,7 @@ def layer_check(g, vals):
             row = {"layer": op.name, "op": getattr(op, "op_type", "") or op.kind,
                    "outputs": int(d.size)}
             if t.quantized:
-                row.update(max_lsb=int(d.max()) if d.size else 0,
+                row.update(max_lsb=int(d.max()) if d.size else 0, differ=int((d != 0).sum()),
                            mismatch_fraction=float((d != 0).mean()) if d.size else 0.0)
                 bound = LAYER_MAX_MISMATCH.get(op.kind, LAYER_MAX_MISMATCH[None])
                 # a layer of a few dozen outputs may have one tie: at least 2 are allowed
@@ -303,6 +303,14 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
     worst = max(layers, key=lambda r: (not r["ok"], r.get("max_lsb", 0),
                                         r.get("mismatch_fraction", 0.0)), default=None)
     layers_ok = bool(layers) and all(r["ok"] for r in layers)
+    by_op = {}                  # per operator kind: outputs that differ from onnxruntime's
+    for r in layers:
+        if "differ" in r:
+            t = by_op.setdefault(r["op"], {"layers": 0, "outputs": 0, "differ": 0, "max_lsb": 0})
+            t["layers"] += 1
+            t["outputs"] += r["outputs"]
+            t["differ"] += r["differ"]
+            t["max_lsb"] = max(t["max_lsb"], r["max_lsb"])
     return {"model": str(model) if not hasattr(model, "SerializeToString") else g.name,
             "engine": engine, "bit_exact": bool(bit_exact),
             "max_lsb_vs_onnxruntime": int(max_lsb),
@@ -312,6 +320,7 @@ def verify_compiled(model, g, c, engine="iss", x=None, simulator="verilator", se
             "layer_max_lsb_vs_onnxruntime": max((r.get("max_lsb", 0) for r in layers),
                                                 default=0),
             "worst_layer_vs_onnxruntime": worst,
+            "layers_vs_onnxruntime_by_op": by_op,
             "layers_ok": layers_ok,
             "reference_note": REFERENCE_NOTE,
             "cycles": int(st.get("cycles", 0)), "host_ops": c.host_ops,

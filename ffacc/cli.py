@@ -579,6 +579,11 @@ def cmd_verify(args):
               f"{res['layers_checked_vs_onnxruntime']} layers, worst {w.get('layer', '-')} "
               f"({w.get('op', '-')}): {worst}; "
               f"{'within' if res['layers_ok'] else 'OUTSIDE'} the bounds")
+        by_op = res["layers_vs_onnxruntime_by_op"]
+        print(_table(["op", "layers", "outputs", "differ", "max LSB"],
+                     [[op, t["layers"], f"{t['outputs']:,}",
+                       f"{t['differ']:,} ({t['differ'] / max(1, t['outputs']):.2%})",
+                       t["max_lsb"]] for op, t in sorted(by_op.items())]))
         for n in res["notes"]:
             print(f"note: {n}")
         print(f"note: {res['reference_note']}")
