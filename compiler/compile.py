@@ -114,6 +114,8 @@ def _avgpool_as_conv(op, g, cfg):
         return None, f"average pool of {tuple(x.shape)} (the accelerator's: one image's maps)"
     if not (x.quantized and y.quantized):
         return None, "average pool of float tensors"
+    if y.levels is not None:
+        return None, "average pool into non-uniform levels"
     C, H, W = (int(v) for v in x.shape[1:])
     if op.kernel is None:
         (kh, kw), s, pads = (H, W), (1, 1), (0, 0, 0, 0)
@@ -625,11 +627,15 @@ def _store_codes(g, cfg, ops, conv_out, narrow=True):
     def accel(r, kind):
         return isinstance(r, kind) and _accel_reason(r, g, cfg) is None
 
+    def cut(op):
+        """An average pool run a region at a time: its loads and stores start mid-row."""
+        return isinstance(op, AvgPoolConv) and not op.count_include_pad
+
     def reads_codes(r, t):
-        """Reader ``r`` of map ``t`` can load it as codes: a convolution, or a flatten
-        (``Alias``) into Gemms when rows of codes are contiguous (even width); returns the
-        flattened names too."""
-        if accel(r, Conv):
+        """Reader ``r`` of map ``t`` can load it as codes: a convolution (not one run a
+        region at a time), or a flatten (``Alias``) into Gemms when rows of codes are
+        contiguous (even width); returns the flattened names too."""
+        if accel(r, Conv) and not cut(r):
             return []
         if isinstance(r, Alias) and t.shape[-1] % 2 == 0:
             rs = readers.get(r.outputs[0], [])
@@ -639,7 +645,7 @@ def _store_codes(g, cfg, ops, conv_out, narrow=True):
 
     tensors = dict(g.tensors)
     for op in ops:
-        if not isinstance(op, Conv):
+        if not isinstance(op, Conv) or cut(op):
             continue
         lv = g.tensors[op.outputs[0]].levels
         added = None                    # narrow levels this pass gives a uniform output

@@ -347,8 +347,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     """
     from ffacc.sim.iss import conv_geometry
 
-    if region is not None and layer.pool:
-        raise LoweringError(f"{name}: a region of a pooled layer")
+    if region is not None and (layer.pool or layer.y_codes or layer.x_levels is not None):
+        raise LoweringError(f"{name}: a region of a pooled layer or of maps stored as codes")
     if phases is None and layer.stride > 1 and region is None and not layer.lane_inputs:
         split = phase_layer(cfg, layer)
         if split is not None:
