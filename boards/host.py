@@ -66,9 +66,35 @@ class _Shadow:
         self.writes.append((addr, bytes(data)))
 
 
+class _Written:
+    """What the host wrote to the board's memory since the accelerator last ran: a host
+    operator reads it from here, not back over the link (the input a host operator splits into
+    stride phases, say). Overlapping writes replace what they cover."""
+
+    def __init__(self):
+        self.ranges = {}
+
+    def add(self, addr, data):
+        end = addr + len(data)
+        self.ranges = {a: d for a, d in self.ranges.items() if a + len(d) <= addr or a >= end}
+        self.ranges[addr] = bytes(data)
+
+    def get(self, addr, n):
+        for a, d in self.ranges.items():
+            if a <= addr and addr + n <= a + len(d):
+                return d[addr - a:addr - a + n]
+        return None
+
+    def clear(self):
+        self.ranges = {}
+
+
 def run_firmware(image, inputs, progress=None, poll=None):
     """Generator: load ``image`` and ``inputs`` (quantized), run every segment, return
-    ``(outputs, stats)``. ``poll()`` is called between status polls (a real board sleeps)."""
+    ``(outputs, stats)``. ``poll()`` is called between status polls (a real board sleeps).
+    ``stats["link_bytes"]``: the run's payload bytes over the link after the image's load
+    (``written``: inputs and host operators' outputs; ``read``: the host operators' inputs
+    and the outputs that the host did not write itself since the accelerator last ran)."""
     from ffacc.sim.runner import EngineError, _qt, host_exec, read_outputs, write_inputs
 
     info = yield from board_info()
@@ -94,20 +120,31 @@ def run_firmware(image, inputs, progress=None, poll=None):
                        int(image.mem_size).to_bytes(4, "little"))
     rec = _Shadow()
     write_inputs(image, rec, inputs)
+    written = _Written()
+    link = {"written": 0, "read": 0}
     for addr, data in rec.writes:
         yield from write_mem(addr, data)
-    stats = {"cycles": 0, "segments": []}
+        written.add(addr, data)
+        link["written"] += len(data)
+    stats = {"cycles": 0, "segments": [], "link_bytes": link}
     for seg in image.meta.get("segments") or [{"kind": "accel", "entry": image.entry}]:
         if seg["kind"] == "host":
             sh = _Shadow()
             for d in seg["inputs"]:
                 n = _qt(d).nbytes
-                sh.ranges[(d["addr"], n)] = yield from read_mem(d["addr"], n)
+                got = written.get(d["addr"], n)
+                if got is None:
+                    got = yield from read_mem(d["addr"], n)
+                    link["read"] += n
+                sh.ranges[(d["addr"], n)] = got
             host_exec(seg, sh)
             for addr, data in sh.writes:
                 yield from write_mem(addr, data)
+                written.add(addr, data)
+                link["written"] += len(data)
             stats["segments"].append({"kind": "host", "op": seg["op"]})
             continue
+        written.clear()                 # the accelerator may write anywhere
         yield from request(Cmd.START, seg["entry"])
         while True:
             st = _words((yield from request(Cmd.STATUS)), STATUS_WORDS)
@@ -123,7 +160,11 @@ def run_firmware(image, inputs, progress=None, poll=None):
     for t in image.tensors:
         if t.role == "output":
             n = int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize
-            outs[t.name] = (t.addr, (yield from read_mem(t.addr, n)))
+            got = written.get(t.addr, n)           # (a host operator's, at the end)
+            if got is None:
+                got = yield from read_mem(t.addr, n)
+                link["read"] += n
+            outs[t.name] = (t.addr, got)
     mem = _Shadow()
     mem.ranges = {(a, len(d)): d for a, d in outs.values()}
     return read_outputs(image, mem), stats

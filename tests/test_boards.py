@@ -126,6 +126,41 @@ def test_host_runtime_runs_firmware_through_the_protocol():
     assert st["cycles"] == ref_st["cycles"]
 
 
+def test_host_operators_read_what_the_host_wrote_without_the_link(tmp_path):
+    """A host operator on the input (an average pool with ceil_mode) takes it from what the
+    host wrote, not back over the link; the host-computed output (Softmax) is not read back
+    either. Only the Softmax's input, which the accelerator wrote, is read."""
+    from ffacc.compiler.zoo import Builder
+    b = Builder((1, 3, 8, 8), seed=3, name="hostprefix")
+    y = b.pool("AveragePool", "x", 3, stride=1, pads=(1, 1, 1, 1), ceil_mode=1)
+    y = b.fc(b.flatten(b.relu(b.conv(y, 4, 3))), 5)
+    path = quantize_model(b.model(b.unary("Softmax", y, axis=1)), tmp_path / "m.onnx")
+    g, c, _ = compile_model(path, TINY)
+    segs = c.image.meta["segments"]
+    assert [s["kind"] for s in segs] == ["host", "accel", "host"]
+
+    class Counting(FakeBoard):
+        reads = []
+
+        def exchange(self, frame):
+            cmd, addr, n = HEADER.unpack_from(frame, 1)
+            if cmd == Cmd.READ_MEM:
+                self.reads.append((addr, n))
+            return super().exchange(frame)
+    qin = g.inputs[0]                   # a float input: the pool runs before its quantizer
+    assert g.tensors[qin].dtype == "float32"
+    x = {qin: np.random.default_rng(0).uniform(0, 1, g.tensors[qin].shape).astype(np.float32)}
+    board = Counting(TINY)
+    outs, st = run_serial(run_firmware(c.image, x), board)
+    ref, _ = run_image(c.image, x)
+    assert all(np.array_equal(outs[k], ref[k]) for k in ref)
+    from ffacc.sim.runner import _qt
+    soft_in = segs[2]["inputs"][0]
+    assert board.reads == [(soft_in["addr"], _qt(soft_in).nbytes)]
+    host_out = sum(_qt(d).nbytes for s in segs if s["kind"] == "host" for d in s["outputs"])
+    assert st["link_bytes"] == {"read": _qt(soft_in).nbytes, "written": 4 * 3 * 8 * 8 + host_out}
+
+
 def test_host_runtime_refuses_an_image_for_another_configuration():
     image, x = _digits(TINY)
     with pytest.raises(LinkError, match="configuration ID"):
