@@ -92,6 +92,8 @@ def _fuse_pools(g, cfg):
     for op in g.ops:
         if not isinstance(op, Conv) or op.strides != (1, 1) or _accel_reason(op, g, cfg):
             continue
+        if isinstance(op, AvgPoolConv) and not op.count_include_pad:
+            continue                    # (run a region at a time: POST pools no windows)
         cons = g.consumers(op.outputs[0])
         if len(cons) != 1 or not isinstance(cons[0], MaxPool) or op.outputs[0] in g.outputs:
             continue
@@ -131,6 +133,11 @@ def _avgpool_as_conv(op, g, cfg):
                        bias=np.zeros(C, np.int32), pads=pads, strides=s, group=C,
                        count_include_pad=bool(op.count_include_pad or not any(pads)))
     why = _accel_reason(conv, g, cfg)
+    if why is None:
+        try:
+            _group_packs(conv, cfg, x, y, conv.w, (H, W), pads, s[0], None)
+        except LoweringError as e:
+            why = str(e)
     return (conv, None) if why is None else (None, f"average pool as a conv: {why}")
 
 
@@ -749,6 +756,47 @@ def _lower_maxpool(op, cfg, prog, mem, addr, x, y, records):
             "traffic_bound": -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)}
 
 
+def _pack_layer(op, x, y, w, g0, n, m, own, hw, pads, stride, pool):
+    """The :class:`ConvLayer` of groups ``g0``.. (``n``) of grouped conv ``op`` (weights
+    ``w``), ``m`` a conv (block-diagonal); ``own``: whole packs, each lane group reading its
+    own inputs."""
+    groups = op.group if isinstance(op, Conv) else 1
+    Og, Cg = w.shape[0] // groups, w.shape[1]
+    k = min(m, n)
+    wl = np.concatenate([block_diagonal(w[j * Og:(j + k) * Og], k) for j in range(g0, g0 + n, m)])
+    layer = ir_conv_layer(op, x, y, wl, (k * Cg,) + tuple(hw), pads, stride, pool,
+                          out=slice(g0 * Og, (g0 + n) * Og))
+    layer.lane_inputs = own
+    return layer
+
+
+def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
+    """How grouped conv ``op`` runs: ``([(first group, groups, own)], m)``, ``m`` groups a
+    conv (:func:`~ffacc.compiler.lower.pack_groups`). Where ``m`` groups are a lane group's
+    output channels, the whole packs are one conv whose lane groups each load their own
+    inputs (``own``: a loop, however many groups) if that plan fits the buffers (it keeps a
+    lane group's inputs in one channel group); the rest, a conv each. Raises
+    :class:`LoweringError` where a pack does not lower."""
+    groups = op.group if isinstance(op, Conv) else 1
+    Og = w.shape[0] // groups
+    m = pack_groups(cfg, groups, Og, w.shape[3])
+    full = (groups - groups % m if groups > 1 and m * Og == cfg.group_lanes(w.shape[3])
+            and pool is None else 0)
+    if full:
+        try:
+            conv_plan_cycles(cfg, _pack_layer(op, x, y, w, 0, full, m, True, hw, pads, stride,
+                                              pool), op.name)
+        except LoweringError:
+            full = 0                    # (a conv a pack, whose channels may be split)
+    packs = ([(0, full, True)] if full else []) + [(g0, min(m, groups - g0), False)
+                                                   for g0 in range(full, groups, m)]
+    for g0, n, own in (packs[:1] + packs[-1:]) if groups > 1 else ():
+        if not own:
+            conv_plan_cycles(cfg, _pack_layer(op, x, y, w, g0, n, m, own, hw, pads, stride,
+                                              pool), op.name)
+    return packs, m
+
+
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
@@ -776,25 +824,14 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
     wbytes = products = 0
     phased = {}
-    # groups run m at a time, one conv of block-diagonal weights; where m groups are a lane
-    # group's outputs, the whole packs run as one conv whose lane groups each read their own
-    # inputs (a loop), the rest a conv each
-    m = pack_groups(cfg, groups, Og, w.shape[3])
-    full = (groups - groups % m if m > 1 and m * Og == cfg.group_lanes(w.shape[3])
-            and pool is None else 0)
-    packs = ([(0, full, True)] if full else []) + [(g0, min(m, groups - g0), False)
-                                                   for g0 in range(full, groups, m)]
+    packs, m = _group_packs(op, cfg, x, y, w, (H, W), pads, stride, pool)
     # an average pool whose border windows hold fewer values: a conv per region of one count
     regions = [(None, None)]
     if isinstance(op, AvgPoolConv) and not op.count_include_pad:
         regions = [((rows, cols), count) for rows, cols, count in op.regions(H, W)]
     for (region, count), (g0, n, own) in ((r, p) for r in regions for p in packs):
-        sl = slice(g0 * Og, (g0 + n) * Og)
-        wl = np.concatenate([block_diagonal(w[j * Og:(j + min(m, n)) * Og], min(m, n))
-                             for j in range(g0, g0 + n, m)])
-        layer = ir_conv_layer(op, x, y, wl, (min(m, n) * Cg, H, W), pads, stride, pool,
-                              out=sl)
-        layer.lane_inputs = own
+        layer = _pack_layer(op, x, y, w, g0, n, m, own, (H, W), pads, stride, pool)
+        wl = layer.w
         if count is not None:
             layer.multiplier, layer.shift = requant_params(x.scale, np.full(n * Og, 1 / count),
                                                            y.scale)

@@ -42,12 +42,15 @@ class Blob:
 
 
 class MemoryPlan:
-    """A bump allocator for tensors, weights and parameters (aligned to ``align`` bytes)."""
+    """A bump allocator for tensors, weights and parameters (aligned to ``align`` bytes).
+    Constant data placed twice (:meth:`place`: the same weights of an average pool's regions,
+    say) is stored once."""
 
     def __init__(self, base=0, align=8):
         self.next = base
         self.align = align
         self.blobs = []
+        self._placed = {}               # bytes -> address
 
     def alloc(self, name, nbytes, data=None):
         addr = -(-self.next // self.align) * self.align
@@ -59,8 +62,11 @@ class MemoryPlan:
         return addr
 
     def place(self, name, data):
+        """The address of constant ``data`` (read only), placed unless it is already."""
         data = bytes(data)
-        return self.alloc(name, len(data), data)
+        if data not in self._placed:
+            self._placed[data] = self.alloc(name, len(data), data)
+        return self._placed[data]
 
 
 @dataclass
@@ -570,8 +576,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # the rows
     acc_half = cfg.acc_blocks // 2
     ny_half = round_rows(min(hconv, acc_half // g.wob))
+    # (not where each lane group loads its own inputs: a LOADA waits for the POST before it)
     can_overlap = (cfg.post_overlap and n_og > 1 and cfg.acc_blocks & (cfg.acc_blocks - 1) == 0
-                   and ny_half >= kp)
+                   and ny_half >= kp and not own)
     best = None
     # a lane group that reads its own input channels reads them in one channel group
     for cg in [C] if own else sorted({C} | {ceil(C / n) for n in range(2, C + 1)},

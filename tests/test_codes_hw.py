@@ -3,7 +3,6 @@ packer with a stalling consumer, and random reads through the unpacker, every by
 Python model of the layout (two codes a byte, the even column low, rows start on a byte)."""
 
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from ffacc.hw.codes import CodePacker, CodeUnpacker

@@ -222,6 +222,42 @@ def test_average_pools_run_on_the_accelerator(model_dir):
         "average pool of a 3x10 window (a conv's sides are up to max_kernel, 9)"]
 
 
+def _pool_then_maxpool():
+    b = Builder((1, 3, 9, 10), seed=2, name="pool_maxpool")
+    y = b.pool("AveragePool", b.relu(b.conv("x", 3, 3)), 3, stride=1, pads=(1, 1, 1, 1))
+    return b.model(b.conv(b.pool("MaxPool", y, 2, stride=2), 3, 1))
+
+
+def _groups_that_split_channels():
+    b = Builder((1, 32, 10, 10), seed=3, name="wide_groups")
+    return b.model(b.conv(b.relu(b.conv("x", 32, 1)), 4, 7, group=4))    # 8 inputs a group
+
+
+def _gap_12():
+    b = Builder((1, 3, 12, 12), seed=3, name="gap12")
+    return b.model(b.conv(b.gap(b.relu(b.conv("x", 8, 3))), 3, 1))
+
+
+def _pool_40_channels():
+    b = Builder((1, 3, 6, 7), seed=2, name="pool40")
+    y = b.pool("AveragePool", b.relu(b.conv("x", 40, 3)), 3, stride=1, pads=(1, 1, 1, 1))
+    return b.model(b.conv(y, 3, 1))
+
+
+@pytest.mark.parametrize("build, preset", [
+    (_pool_then_maxpool, "tiny"), (_pool_then_maxpool, "ulx3s"),
+    (_groups_that_split_channels, "tiny"), (_gap_12, "tiny"), (_pool_40_channels, "icebreaker")])
+def test_pools_and_groups_that_lower_otherwise(tmp_path, build, preset):
+    """From a review: a max-pool after a pool run by regions (not fused into it); packs whose
+    lane groups' own inputs overflow a buffer (a conv a pack instead, its channels split); a
+    12x12 global pool on tiny (the same); a pool of 40 channels a region at a time on the
+    icebreaker's one lane (a loop, so the image fits its 64 KiB). Each runs on the
+    accelerator, bit-exact."""
+    path = quantize_model(build(), tmp_path / "m.onnx")
+    res = verify_model(path, ACCEL_PRESETS[preset], engine="iss", seed=1)
+    assert res["bit_exact"] and res["ok"] and not res["host_ops"], res
+
+
 def test_average_pool_regions():
     """A padded pool that does not count its padding: each region's windows hold one count
     of values, and the regions tile the output."""
