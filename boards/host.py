@@ -93,8 +93,9 @@ def run_firmware(image, inputs, progress=None, poll=None):
     """Generator: load ``image`` and ``inputs`` (quantized), run every segment, return
     ``(outputs, stats)``. ``poll()`` is called between status polls (a real board sleeps).
     ``stats["link_bytes"]``: the run's payload bytes over the link after the image's load
-    (``written``: inputs and host operators' outputs; ``read``: the host operators' inputs
-    and the outputs that the host did not write itself since the accelerator last ran)."""
+    (``written``: the inputs the accelerator reads (``META``'s ``host_only_inputs`` are
+    kept on the host) and host operators' outputs; ``read``: the host operators' inputs and
+    the outputs that the host did not write itself since the accelerator last ran)."""
     from ffacc.sim.runner import EngineError, _qt, host_exec, read_outputs, write_inputs
 
     info = yield from board_info()
@@ -120,9 +121,16 @@ def run_firmware(image, inputs, progress=None, poll=None):
                        int(image.mem_size).to_bytes(4, "little"))
     rec = _Shadow()
     write_inputs(image, rec, inputs)
-    written = _Written()
+    written, kept = _Written(), _Written()
     link = {"written": 0, "read": 0}
+    # an input only host operators read stays here (the accelerator neither reads nor, while
+    # it is live, writes its buffer)
+    host_only = {t.addr for t in image.tensors if t.role == "input"
+                 and t.name in image.meta.get("host_only_inputs", ())}
     for addr, data in rec.writes:
+        if addr in host_only:
+            kept.add(addr, data)
+            continue
         yield from write_mem(addr, data)
         written.add(addr, data)
         link["written"] += len(data)
@@ -133,6 +141,8 @@ def run_firmware(image, inputs, progress=None, poll=None):
             for d in seg["inputs"]:
                 n = _qt(d).nbytes
                 got = written.get(d["addr"], n)
+                if got is None:
+                    got = kept.get(d["addr"], n)
                 if got is None:
                     got = yield from read_mem(d["addr"], n)
                     link["read"] += n

@@ -318,8 +318,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
 
     records = {"half": 0, "chain": {}}
     phase_notes = []
+    accel_reads = set()                 # the buffers the accelerator's operators read
     for op in ops:
         where = _accel_reason(op, g, cfg)
+        if where is None and not isinstance(op, Alias):
+            accel_reads.update(base(n)[0] for n in op.inputs)
         x = g.tensors[op.inputs[0]]
         out_name = conv_out[id(op)] if isinstance(op, Conv) else op.outputs[0]
         y = g.tensors[out_name]
@@ -497,7 +500,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     plans = {obj: plan_from_ops(g, cfg, ops, fused, lambda op: _accel_reason(op, g, cfg) is None,
                                 objective=obj) for obj in OBJECTIVES}
     plan = plans["bytes"]
+    # inputs only host operators read (a host PhaseSplit's): the host keeps them, a board
+    # is not sent them
+    host_only = [n for n in g.inputs if base(n)[0] not in accel_reads and n not in g.outputs]
     meta = {"model": model_name, "config": cfg.to_dict(), "segments": segments,
+            "host_only_inputs": host_only,
             "layers": layers, "float_inputs": g.float_inputs, "float_outputs": g.float_outputs,
             "notes": list(getattr(g, "notes", [])) + phase_notes,
             "fusion": {obj: {"totals": p.totals(), "groups": p.table()}

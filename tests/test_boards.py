@@ -127,9 +127,9 @@ def test_host_runtime_runs_firmware_through_the_protocol():
 
 
 def test_host_operators_read_what_the_host_wrote_without_the_link(tmp_path):
-    """A host operator on the input (an average pool with ceil_mode) takes it from what the
-    host wrote, not back over the link; the host-computed output (Softmax) is not read back
-    either. Only the Softmax's input, which the accelerator wrote, is read."""
+    """An input only a host operator reads (an average pool with ceil_mode) is not sent to
+    the board: the host keeps it; the host-computed output (Softmax) is not read back either.
+    Only the Softmax's input, which the accelerator wrote, is read."""
     from ffacc.compiler.zoo import Builder
     b = Builder((1, 3, 8, 8), seed=3, name="hostprefix")
     y = b.pool("AveragePool", "x", 3, stride=1, pads=(1, 1, 1, 1), ceil_mode=1)
@@ -140,12 +140,12 @@ def test_host_operators_read_what_the_host_wrote_without_the_link(tmp_path):
     assert [s["kind"] for s in segs] == ["host", "accel", "host"]
 
     class Counting(FakeBoard):
-        reads = []
+        reads, writes = [], []
 
         def exchange(self, frame):
             cmd, addr, n = HEADER.unpack_from(frame, 1)
-            if cmd == Cmd.READ_MEM:
-                self.reads.append((addr, n))
+            if cmd in (Cmd.READ_MEM, Cmd.WRITE_MEM):
+                (self.reads if cmd == Cmd.READ_MEM else self.writes).append((addr, n))
             return super().exchange(frame)
     qin = g.inputs[0]                   # a float input: the pool runs before its quantizer
     assert g.tensors[qin].dtype == "float32"
@@ -158,7 +158,10 @@ def test_host_operators_read_what_the_host_wrote_without_the_link(tmp_path):
     soft_in = segs[2]["inputs"][0]
     assert board.reads == [(soft_in["addr"], _qt(soft_in).nbytes)]
     host_out = sum(_qt(d).nbytes for s in segs if s["kind"] == "host" for d in s["outputs"])
-    assert st["link_bytes"] == {"read": _qt(soft_in).nbytes, "written": 4 * 3 * 8 * 8 + host_out}
+    assert c.image.meta["host_only_inputs"] == [qin]
+    x_addr = [t.addr for t in c.image.tensors if t.name == qin][0]
+    assert not [w for w in board.writes if w[0] == x_addr]
+    assert st["link_bytes"] == {"read": _qt(soft_in).nbytes, "written": host_out}
 
 
 def test_host_runtime_refuses_an_image_for_another_configuration():
