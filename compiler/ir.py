@@ -139,6 +139,23 @@ class AvgPoolConv(Conv):
             return [(range(r[0], r[-1] + 1), c) for r, c in out]
         return [(r, q, rc * cc) for r, rc in runs(Ho, H, kh, pt) for q, cc in runs(Wo, W, kw, pl)]
 
+    def ties(self, v, x, y):
+        """Where the exact average of input values ``v`` (tensor ``x``) in output ``y``'s
+        steps lies halfway between two of them (within 1e-6 of a step): a tie, which
+        onnxruntime's float average may round either way (the QDQ form rounds to even, and
+        its float32 steps can land on either side); a boolean array of the output's
+        shape."""
+        from ffacc.sim import golden
+        acc = golden.conv2d(v, self.w, np.zeros(self.w.shape[0], np.int64),
+                            x_zp=x.zero_point, w_zp=self.w_zp, stride=self.strides,
+                            pads=self.pads, groups=self.group)
+        out = np.zeros(acc.shape, dtype=bool)
+        for rows, cols, count in self.regions(*x.shape[2:]):
+            sl = np.s_[:, :, rows.start:rows.stop, cols.start:cols.stop]
+            exact = acc[sl] * (float(x.scale) / (count * float(y.scale)))
+            out[sl] = np.abs(exact - np.floor(exact) - 0.5) < 1e-6
+        return out
+
 
 @dataclass
 class Gemm(Op):

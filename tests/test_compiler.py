@@ -137,8 +137,8 @@ def test_iss_bit_exact_and_within_one_lsb(model_dir, name, fmt):
         assert t["layers"] == 6, t
         if fmt == "qop":
             assert t["differ"] == 0 and t["max_lsb"] == 0, t
-        else:
-            assert 0 < t["differ"] <= 0.05 * t["outputs"] and t["max_lsb"] == 1, t
+        else:           # (each one a tie: the layers' check, res["ok"], says so)
+            assert 0 < t["differ"] <= t["ties"] and t["max_lsb"] == 1, t
 
 
 def _rtl_params():
