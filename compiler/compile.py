@@ -362,7 +362,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         # over its input's stride phases (computed_macs: the split kernel's
                         # products, its zero taps too, for the outputs it keeps)
                         k2 = phased["split_kernel"]
-                        info.update(op="Conv+Phases", phase_loads=phased)
+                        info.update(op=f"{op.kind}+Phases", phase_loads=phased)
                         before, after = phased["model_cycles"]
                         phase_notes.append(
                             f"{op.name}: stride-{phased['stride']} {kh}x{kw} conv as "

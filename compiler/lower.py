@@ -313,6 +313,7 @@ def phase_layer(cfg, layer):
                     (len(phases) * C, H // s, W // s), (u0, v0, pb2, pr2), 1, False,
                     layer.levels, layer.y_codes, None, layer.levels_set)
     assert out.out_shape == layer.out_shape, (out.out_shape, layer.out_shape)
+    out.lane_inputs = layer.lane_inputs     # (each lane group its own channels' phases)
     return out, {"s": s, "C": C, "H": H, "W": W, "phases": phases}
 
 
@@ -355,8 +356,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     if region is not None and (layer.pool or layer.y_codes or layer.x_levels is not None):
         raise LoweringError(f"{name}: a region of a pooled layer or of maps stored as codes")
-    if phases is None and layer.stride > 1 and region is None and not layer.lane_inputs:
+    if phases is None and layer.stride > 1 and region is None:
         split = phase_layer(cfg, layer)
+        if (split is not None and layer.lane_inputs
+                and cfg.group_lanes(split[0].kernel[1]) != cfg.group_lanes(layer.kernel[1])):
+            split = None            # (its lane groups would hold other packs: MAC mode's)
         if split is not None:
             def plan(lay, ph):
                 try:
@@ -492,8 +496,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         return out
 
     own = layer.lane_inputs
-    if own and (layer.pool or ph):
-        raise LoweringError(f"{name}: lane groups of their own inputs with a pool or phases")
+    if own and layer.pool:
+        raise LoweringError(f"{name}: lane groups of their own inputs with a pool")
     cm = CycleModel(cfg)
     per_ins = 3                         # fetch and decode of an instruction, about
     # weight_prefetch: with a channel group's sets in half the weight buffer, each CONV's
@@ -679,7 +683,10 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     n_cg = len(cgs)
     cgroups = [dict(c0=c0, ch=ch, woff=off, nsets=nsets, first=c0 == 0)
                for c0, ch, off, nsets in cgs]
-    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block, c0=i * C,
+    # (a lane group that loads its own inputs: from input channel c0 of the map; over stride
+    # phases, its channels' phases)
+    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block,
+                    c0=i * (ph["C"] if ph else C),
                     acc=i * acc_half if overlap else i % share * ny * g.wob)
                for i, o0 in enumerate(range(0, O, P))]
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
@@ -756,7 +763,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     def lane_group(t, lg):
         if own:
-            loads(lg["c0"], C, t["cin0"])
+            loads(0, C, t["cin0"], base=lg["c0"])
         conv(lg, cgroups[0])
         post(t, lg)
 
@@ -769,19 +776,20 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         loads(cgr["c0"], cgr["ch"], t["cin0"])
         nest.each(lgs, lambda lg: conv(lg, cgr))
 
-    def loads(v0, n, cin0):
+    def loads(v0, n, cin0, base=0):
         """The LOADA of channels ``v0``.. (``n``) from the tile's input column ``cin0``; over
         stride phases, a LOADA per phase they span, its channels from line-buffer row
-        ``A_LB0`` on."""
+        ``A_LB0`` on. ``base``: the first of the map's channels the layer's channels are."""
         if not ph:
-            nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + v0 * H * xb + cin0, A_CH=n)
+            nest.cmd(Op.LOADA, loada_flags, A_SRC=x_addr + (base + v0) * H * xb + cin0, A_CH=n)
             return
+        x0 = x_addr + base * ph["H"] * ph["W"]
         s, Cx, Wx = ph["s"], ph["C"], ph["W"]
         for i, (r, q) in enumerate(ph["phases"]):
             lo, hi = max(v0, i * Cx), min(v0 + n, (i + 1) * Cx)
             if lo < hi:
                 nest.cmd(Op.LOADA, loada_flags,
-                         A_SRC=x_addr + (lo - i * Cx) * ph["H"] * Wx + r * Wx + q + s * cin0,
+                         A_SRC=x0 + (lo - i * Cx) * ph["H"] * Wx + r * Wx + q + s * cin0,
                          A_CH=hi - lo, A_LB0=(lo - v0) * cur["LB_PITCH"])
         nest.set(A_CH=n)                # the CONVs read all of them
 

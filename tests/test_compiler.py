@@ -52,6 +52,15 @@ def _grouped():
     return b.model(b.conv(y, 10, 5, group=10))                        # 5 packs of 2
 
 
+def _depthwise_s2():
+    """Depthwise convs at stride 2, on tiny: a 7x7, whose lane groups each load their own
+    channels' stride phases (LOADA's column step: Conv+Phases), and a 3x3."""
+    b = Builder((1, 6, 16, 16), seed=11, name="depthwise_s2")
+    y = b.relu(b.conv("x", 6, 7, stride=2, group=6))                  # 6x8x8
+    y = b.relu(b.conv(y, 6, 3, stride=2, group=6))                    # 6x4x4
+    return b.model(b.conv(y, 4, 1))
+
+
 def _pools():
     b = Builder((1, 3, 11, 11), seed=6, name="pools")
     y = b.relu(b.conv("x", 4, 3))
@@ -102,11 +111,11 @@ MODELS.update({
     "conv11_s4": lambda: single_conv(11, stride=4, H=23, W=23, C=3, O=4),
     "conv4_asym": lambda: single_conv(4, pads=(0, 1, 2, 3)),
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
-    "depthwise": _depthwise, "grouped": _grouped, "residual": _residual, "small_cnn": _small_cnn,
+    "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
-              "grouped", "maxpools", "avgpools"}
+              "grouped", "maxpools", "avgpools", "depthwise_s2"}
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +265,13 @@ def test_pools_and_groups_that_lower_otherwise(tmp_path, build, preset):
     path = quantize_model(build(), tmp_path / "m.onnx")
     res = verify_model(path, ACCEL_PRESETS[preset], engine="iss", seed=1)
     assert res["bit_exact"] and res["ok"] and not res["host_ops"], res
+
+
+def test_a_depthwise_conv_over_its_own_stride_phases(model_dir):
+    """The 7x7 stride-2 depthwise layer of ``depthwise_s2`` runs over its input's stride
+    phases, each lane group loading its own channels' (the ISS and RTL runs check it)."""
+    _, c, _ = compile_model(_quantized(model_dir, "depthwise_s2", "qdq"), TINY)
+    assert [l["op"] for l in c.layers] == ["Conv+Phases", "Conv", "Conv"]
 
 
 def test_average_pool_regions():
