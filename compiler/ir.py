@@ -141,19 +141,24 @@ class AvgPoolConv(Conv):
 
     def ties(self, v, x, y):
         """Where the exact average of input values ``v`` (tensor ``x``) in output ``y``'s
-        steps lies halfway between two of them (within 1e-6 of a step): a tie, which
-        onnxruntime's float average may round either way (the QDQ form rounds to even, and
-        its float32 steps can land on either side); a boolean array of the output's
-        shape."""
+        steps lies so close to halfway between two steps that onnxruntime's float32 average
+        may round it either way: a boolean array of the output's shape. The QDQ form rounds
+        an exact half to even, and a float32 sum of ``n`` terms is off by up to
+        ``n · 2^-24`` of the sum of their sizes (its steps can land on either side of a
+        half), so the window is that bound, and at least 1e-6 of a step."""
         from ffacc.sim import golden
-        acc = golden.conv2d(v, self.w, np.zeros(self.w.shape[0], np.int64),
-                            x_zp=x.zero_point, w_zp=self.w_zp, stride=self.strides,
-                            pads=self.pads, groups=self.group)
+        conv = dict(w_zp=self.w_zp, stride=self.strides, pads=self.pads, groups=self.group)
+        zero = np.zeros(self.w.shape[0], np.int64)
+        acc = golden.conv2d(v, self.w, zero, x_zp=x.zero_point, **conv)
+        size = golden.conv2d(np.abs(np.asarray(v, np.int64) - x.zero_point), self.w, zero,
+                             x_zp=0, **conv)
         out = np.zeros(acc.shape, dtype=bool)
         for rows, cols, count in self.regions(*x.shape[2:]):
             sl = np.s_[:, :, rows.start:rows.stop, cols.start:cols.stop]
-            exact = acc[sl] * (float(x.scale) / (count * float(y.scale)))
-            out[sl] = np.abs(exact - np.floor(exact) - 0.5) < 1e-6
+            step = float(x.scale) / (count * float(y.scale))
+            exact = acc[sl] * step
+            tol = np.maximum(1e-6, (count + 2) * 2.0 ** -24 * size[sl] * step)
+            out[sl] = np.abs(exact - np.floor(exact) - 0.5) <= tol
         return out
 
 

@@ -274,6 +274,22 @@ def test_a_depthwise_conv_over_its_own_stride_phases(model_dir):
     assert [l["op"] for l in c.layers] == ["Conv+Phases", "Conv", "Conv"]
 
 
+def test_average_pool_ties_take_float32_into_account():
+    """A global pool of 72 values whose exact average is 242.50001478 steps: float32 (the QDQ
+    form's average) lands on 242.5 and rounds it to even, the requantizer to 243. It is a tie
+    (the fuzzer found it); 242.13 steps is not."""
+    from ffacc.compiler.ir import AvgPoolConv, QTensor
+    x = QTensor("x", (1, 1, 9, 8), "uint8", 0.006863378919661045, 0)
+    y = QTensor("y", (1, 1, 1, 1), "uint8", 0.0025590260047465563, 0)
+    op = AvgPoolConv("gap", ["x"], ["y"], w=np.ones((1, 1, 9, 8), np.int8),
+                     w_zp=np.zeros(1, np.int8), group=1)
+    v = np.full((1, 1, 9, 8), 90, np.uint8)
+    v.reshape(-1)[:30] = 91                                       # 6,510 in all
+    assert op.ties(v, x, y).tolist() == [[[[True]]]]
+    v.reshape(-1)[30:40] = 89                                     # 6,500: 242.13 steps
+    assert op.ties(v, x, y).tolist() == [[[[False]]]]
+
+
 def test_average_pool_regions():
     """A padded pool that does not count its padding: each region's windows hold one count
     of values, and the regions tile the output."""
