@@ -123,8 +123,8 @@ def run_firmware(image, inputs, progress=None, poll=None):
     write_inputs(image, rec, inputs)
     written, kept = _Written(), _Written()
     link = {"written": 0, "read": 0}
-    # an input only host operators read stays here (the accelerator neither reads nor, while
-    # it is live, writes its buffer)
+    # an input only host operators read stays here: the accelerator never reads its buffer,
+    # and never writes it either (the compiler gives no input's buffer to another tensor)
     host_only = {t.addr for t in image.tensors if t.role == "input"
                  and t.name in image.meta.get("host_only_inputs", ())}
     for addr, data in rec.writes:

@@ -17,7 +17,7 @@ from ffacc.firmware.isa import CODE_LEVELS, INSTR_BYTES, Program
 from ffacc.sim import golden
 from .ir import (Add, Alias, AvgPool, AvgPoolConv, ChannelAffine, Concat, Conv, Gemm, HostFloat,
                  HostGraph, HostQuant, Transpose, MaxPool, PhaseSplit, affine_to, bounds,
-                 op_to_dict, requant_params)
+                 op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
 from .lower import (LoweringError, MemoryPlan, block_diagonal, build_image, conv_plan_cycles,
                     ir_conv_layer, lower_add, lower_adds, lower_channel_affine, lower_conv,
@@ -797,7 +797,7 @@ def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
             full = 0                    # (a conv a pack, whose channels may be split)
     packs = ([(0, full, True)] if full else []) + [(g0, min(m, groups - g0), False)
                                                    for g0 in range(full, groups, m)]
-    for g0, n, own in (packs[:1] + packs[-1:]) if groups > 1 else ():
+    for g0, n, own in dict.fromkeys(packs[:1] + packs[-1:]) if groups > 1 else ():
         if not own:
             conv_plan_cycles(cfg, _pack_layer(op, x, y, w, g0, n, m, own, hw, pads, stride,
                                               pool), op.name)
@@ -840,8 +840,9 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
         layer = _pack_layer(op, x, y, w, g0, n, m, own, (H, W), pads, stride, pool)
         wl = layer.w
         if count is not None:
-            layer.multiplier, layer.shift = requant_params(x.scale, np.full(n * Og, 1 / count),
-                                                           y.scale)
+            M, sh = op.requant(count, x, y)
+            sl = slice(g0 * Og, (g0 + n) * Og)
+            layer.multiplier, layer.shift = M[sl], sh[sl]
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None

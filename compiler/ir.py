@@ -139,6 +139,11 @@ class AvgPoolConv(Conv):
             return [(range(r[0], r[-1] + 1), c) for r, c in out]
         return [(r, q, rc * cc) for r, rc in runs(Ho, H, kh, pt) for q, cc in runs(Wo, W, kw, pl)]
 
+    def requant(self, count, x, y):
+        """Each channel's ``(M, shift)`` for windows of ``count`` values from input ``x`` to
+        output ``y``: ``s_x / (count s_y)`` (the golden model's and the lowering's)."""
+        return requant_params(x.scale, np.full(len(self.w_scale), 1.0 / count), y.scale)
+
     def ties(self, v, x, y):
         """Where the exact average of input values ``v`` (tensor ``x``) in output ``y``'s
         steps lies so close to halfway between two steps that onnxruntime's float32 average
@@ -665,7 +670,7 @@ def run_op(op, g, vals):
             # each region's windows divided by their own count
             out = np.empty(acc.shape, dtype=y.np_dtype)
             for rows, cols, count in op.regions(*x.shape[2:]):
-                M, s = requant_params(x.scale, np.full(len(op.w_scale), 1.0 / count), y.scale)
+                M, s = op.requant(count, x, y)
                 sl = np.s_[:, :, rows.start:rows.stop, cols.start:cols.stop]
                 out[sl] = golden.requantize(acc[sl], M, s, y.zero_point, *bounds(op, y))
             return [out]
