@@ -347,8 +347,9 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None:
             try:
                 if isinstance(op, (Conv, Gemm)):
-                    wb, products, phased, array_kw = _lower_conv_like(
+                    wb, products, lowered, array_kw = _lower_conv_like(
                         op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records)
+                    phased = lowered.get("phase_loads")
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
                     info["kernel"] = [int(kh), int(kw)]
@@ -385,6 +386,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     cols = cfg.L if isinstance(op, Gemm) else 1
                     gain = cfg.mode_gain(run_kw) / cols
                     info["mode"] = cfg.fcu.mode_name(run_kw) + (", FC" if cols > 1 else "")
+                    if "flat" in lowered:
+                        # a pointwise conv over its map read as another shape
+                        fl = lowered["flat"]
+                        info["flat"] = fl
+                        info["mode"] += f", map as {fl['shape'][0]}x{fl['shape'][1]}"
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
@@ -807,8 +813,9 @@ def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
 def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
-    alternates). Returns the weight bytes, the products the array computes, the stride-phase
-    loads (if any) and the kernel width the array runs (an FC's row width).
+    alternates). Returns the weight bytes, the products the array computes, the lowering's
+    ``info`` (:func:`lower_conv`'s: its stride-phase loads, its map's other shape) and the
+    kernel width the array runs (an FC's row width).
 
     Groups with fewer output channels than a ``CONV`` computes (a depthwise conv's one) run
     :func:`pack_groups` at a time: one conv of block-diagonal weights, each group's outputs
@@ -858,4 +865,4 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
         products += int(computed) * wl.shape[0] * per_out
         phased.update(info)
         wbytes += mem.next - before
-    return wbytes, products, phased.get("phase_loads"), int(w.shape[3])
+    return wbytes, products, phased, int(w.shape[3])

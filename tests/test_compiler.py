@@ -274,6 +274,57 @@ def test_a_depthwise_conv_over_its_own_stride_phases(model_dir):
     assert [l["op"] for l in c.layers] == ["Conv+Phases", "Conv", "Conv"]
 
 
+def test_a_pointwise_conv_reads_its_map_as_another_shape(tmp_path, monkeypatch):
+    """A 1x1 conv at stride 1 without padding computes each pixel alone, so the compiler may
+    read its map as another shape whose rows fill more of their L-output blocks: a 7x7 map
+    fills 7 of every 9 columns, as 1x49 49 of 51. The same outputs, bit for bit, in fewer
+    cycles; nothing else is read so."""
+    from ffacc.compiler import lower
+    from ffacc.compiler.lower import ConvLayer, flat_shapes
+    from ffacc.sim.runner import run_image
+
+    cfg = ACCEL_PRESETS["ulx3s"]                # 64-wide line-buffer rows, L = 3
+
+    def layer(k=1, hw=(7, 7), **kw):
+        z = np.zeros(4, np.int64)
+        return ConvLayer(np.ones((4, 8, k, k), np.int64), z, z + 1, z, 0, 0, -128, 127,
+                         (8,) + hw, **kw)
+    assert flat_shapes(cfg, layer()) == [(1, 49)]
+    assert flat_shapes(cfg, layer(hw=(28, 28))) == [(14, 56), (16, 49)]
+    assert flat_shapes(cfg, layer(hw=(56, 56))) == []          # 56 fills 56 of 57 already
+    assert flat_shapes(TINY, layer()) == []                      # 49 > 32-wide rows
+    for other in (layer(k=3), layer(stride=2), layer(pads=(0, 1, 0, 0)), layer(pool=(2, 2)),
+                  layer(y_codes=True), layer(hw=(1, 49))):
+        assert flat_shapes(cfg, other) == []
+
+    path = quantize_model(single_conv(1, C=64, O=32, H=7, W=7, pads=(0, 0, 0, 0), seed=3),
+                          tmp_path / "pw.onnx")
+    res = verify_model(path, cfg, engine="iss", seed=1)
+    assert res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
+    g, c, _ = compile_model(path, cfg)
+    li, = [li for li in c.image.meta["layers"] if li["where"] == "accel"]
+    assert li["mode"] == "MAC x2, map as 1x49" and li["flat"]["shape"] == [1, 49], li
+    as_is, flat = li["flat"]["model_cycles"]
+    assert flat < 0.97 * as_is
+    monkeypatch.setattr(lower, "flat_shapes", lambda cfg, layer, most=3: [])
+    _, c0, _ = compile_model(path, cfg)
+    assert "flat" not in c0.image.meta["layers"][0]
+    x = {g.inputs[0]: np.random.default_rng(0).integers(-128, 128, (1, 64, 7, 7), np.int8)}
+    out, st = run_image(c.image, x, engine="iss")
+    out0, st0 = run_image(c0.image, x, engine="iss")
+    assert all(np.array_equal(out[k], out0[k]) for k in out0)
+    assert st["cycles"] < 0.9 * st0["cycles"], (st["cycles"], st0["cycles"])
+    # a 1x1 conv at stride 2 over its input's stride phases: their rows are not dense
+    path = quantize_model(single_conv(1, stride=2, C=64, O=32, H=14, W=14, pads=(0, 0, 0, 0),
+                                      seed=4), tmp_path / "pw2.onnx")
+    monkeypatch.undo()
+    res = verify_model(path, cfg, engine="iss", seed=1, polyphase=False)
+    assert res["bit_exact"] and res["max_lsb_vs_onnxruntime"] <= 1, res
+    _, c, _ = compile_model(path, cfg, polyphase=False)
+    li, = [li for li in c.image.meta["layers"] if li["where"] == "accel"]
+    assert li["op"] == "Conv+Phases" and "flat" not in li, li
+
+
 def test_average_pool_ties_take_float32_into_account():
     """A global pool of 72 values whose exact average is 242.50001478 steps: float32 (the QDQ
     form's average) lands on 242.5 and rounds it to even, the requantizer to 243. It is a tie
