@@ -8,6 +8,7 @@ tensors), then weights and parameters, then the code. The image's META section h
 configuration, the segment table and a per-layer table for ``ffacc report``.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -124,21 +125,52 @@ def _avgpool_as_conv(op, g, cfg):
     else:
         (kh, kw), pads = op.kernel, tuple(op.pads)
         s = tuple(op.strides or op.kernel)
+    views = [None]
     if max(kh, kw) > cfg.max_kernel:
-        return None, (f"average pool of a {kh}x{kw} window (a conv's sides are up to "
-                      f"max_kernel, {cfg.max_kernel})")
+        if (kh, kw) != (H, W) or any(pads) or x.codes:
+            return None, (f"average pool of a {kh}x{kw} window (a conv's sides are up to "
+                          f"max_kernel, {cfg.max_kernel}; only a global pool's map, uncoded, "
+                          f"may be read as smaller maps)")
+        views = _pool_views(H * W, cfg.max_kernel)
     conv = AvgPoolConv(op.name, list(op.inputs), list(op.outputs),
                        w=np.ones((C, 1, kh, kw), np.int8),
                        w_scale=np.full(C, 1.0 / (kh * kw)), w_zp=np.zeros(C, np.int8),
                        bias=np.zeros(C, np.int32), pads=pads, strides=s, group=C,
                        count_include_pad=bool(op.count_include_pad or not any(pads)))
     why = _accel_reason(conv, g, cfg)
-    if why is None:
+    if why is not None:
+        return None, f"average pool as a conv: {why}"
+    # a global pool wider than a kernel: the view of its map the cycle model finds cheapest
+    best = None
+    for view in views:
+        cand = replace(conv, view=view)
+        w, shape = cand.view_conv()
+        hw = shape[1:] if shape else (H, W)
         try:
-            _group_packs(conv, cfg, x, y, conv.w, (H, W), pads, s[0], None)
+            packs, m = _group_packs(cand, cfg, x, y, w, hw, pads, s[0], None)
+            if len(views) == 1:
+                best = (0, cand)
+                break
+            # (packs of the same size and form cost the same: each planned once)
+            kinds = Counter((n, own) for _, n, own in packs)
+            cost = sum(k * conv_plan_cycles(cfg, _pack_layer(cand, x, y, w, 0, n, m, own, hw,
+                                                             pads, s[0], None), op.name)
+                       for (n, own), k in kinds.items())
         except LoweringError as e:
             why = str(e)
-    return (conv, None) if why is None else (None, f"average pool as a conv: {why}")
+            continue
+        if best is None or cost < best[0]:
+            best = (cost, cand)
+    return (best[1], None) if best else (None, f"average pool as a conv: {why}")
+
+
+def _pool_views(n, k, most=4):
+    """The ``(T, h, w)`` of ``T`` maps of ``h x w`` (sides up to ``k``) that a map of ``n``
+    values may be read as: the ``most`` largest maps (fewest channels), the wider first."""
+    out = [(n // (h * w), h, w) for h in range(1, k + 1) for w in range(1, k + 1)
+           if n % (h * w) == 0]
+    out.sort(key=lambda v: (v[0], -v[2]))
+    return out[:most]
 
 
 def _pool_of(mp):
@@ -391,6 +423,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         fl = lowered["flat"]
                         info["flat"] = fl
                         info["mode"] += f", map as {fl['shape'][0]}x{fl['shape'][1]}"
+                    if isinstance(op, AvgPoolConv) and op.view is not None:
+                        # a global pool wider than a kernel, its maps read as smaller ones
+                        T, vh, vw = op.view
+                        info["view"] = [int(T), int(vh), int(vw)]
+                        info["mode"] += f", map as {T} of {vh}x{vw}"
                     # the roofline: what the mode's multipliers and the bus must at least do
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
@@ -648,8 +685,10 @@ def _store_codes(g, cfg, ops, conv_out, narrow=True):
         return isinstance(r, kind) and _accel_reason(r, g, cfg) is None
 
     def cut(op):
-        """An average pool run a region at a time: its loads and stores start mid-row."""
-        return isinstance(op, AvgPoolConv) and not op.count_include_pad
+        """An average pool run a region at a time (its loads and stores start mid-row), or
+        over its maps read as smaller ones."""
+        return isinstance(op, AvgPoolConv) and (not op.count_include_pad
+                                                or op.view is not None)
 
     def reads_codes(r, t):
         """Reader ``r`` of map ``t`` can load it as codes: a convolution (not one run a
@@ -787,8 +826,9 @@ def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
     """How grouped conv ``op`` runs: ``([(first group, groups, own)], m)``, ``m`` groups a
     conv (:func:`~ffacc.compiler.lower.pack_groups`). Where ``m`` groups are a lane group's
     output channels, the whole packs are one conv whose lane groups each load their own
-    inputs (``own``: a loop, however many groups) if that plan fits the buffers (it keeps a
-    lane group's inputs in one channel group); the rest, a conv each. Raises
+    inputs (``own``: a loop, however many groups, each lane group's inputs in channel groups
+    where they do not fit the buffers at once) if that plan fits them; the rest, a conv
+    each. Raises
     :class:`LoweringError` where a pack does not lower."""
     groups = op.group if isinstance(op, Conv) else 1
     Og = w.shape[0] // groups
@@ -830,6 +870,8 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
         in_shape = tuple(x.shape[1:])
         pads, stride = op.pads, op.strides[0]
         out_hw = y.shape[2] * y.shape[3]
+        if isinstance(op, AvgPoolConv) and op.view is not None:
+            w, in_shape = op.view_conv()        # (a global pool: its maps as smaller ones)
     O = w.shape[0]
     Og, Cg = O // groups, w.shape[1]
     C, H, W = in_shape

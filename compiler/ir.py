@@ -112,9 +112,24 @@ class AvgPoolConv(Conv):
     accelerator runs each region as a conv of its own requantization, ``s_x / (count s_y)``
     (``w_scale`` is ``1 / (kh kw)``, the interior's). Its results are these fixed-point
     ones, within 1 LSB of onnxruntime's float average. Never a host operator (an AvgPool the
-    accelerator cannot run stays an :class:`AvgPool`)."""
+    accelerator cannot run stays an :class:`AvgPool`).
+
+    ``view``: ``(T, h, w)`` for a global pool wider than a conv's kernel (``max_kernel``):
+    the accelerator reads each channel's ``H x W`` map as ``T`` maps of ``h x w`` (the same
+    bytes, ``T h w = H W``), a group of ``T`` input channels whose sums the conv adds
+    (:meth:`view_conv`); None: it reads the map as it is. The result is the same."""
     count_include_pad: bool = True
+    view: tuple = None
     kind = "AvgPool"
+
+    def view_conv(self):
+        """``(w, in_shape)``: the all-one weights ``(C, T, h, w)`` and the input's shape
+        ``(C T, h, w)`` the accelerator runs for :attr:`view` (``w`` and None without one)."""
+        if self.view is None:
+            return self.w, None
+        T, h, w = self.view
+        C = self.w.shape[0]
+        return np.ones((C, T, h, w), np.int8), (C * T, h, w)
 
     def regions(self, H, W):
         """``[(rows, cols, count)]``: the output rows and columns (ranges) of an ``H`` x ``W``

@@ -641,9 +641,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     can_overlap = (cfg.post_overlap and n_og > 1 and cfg.acc_blocks & (cfg.acc_blocks - 1) == 0
                    and ny_half >= kp and not own)
     best = None
-    # a lane group that reads its own input channels reads them in one channel group
-    for cg in [C] if own else sorted({C} | {ceil(C / n) for n in range(2, C + 1)},
-                                     reverse=True):
+    for cg in sorted({C} | {ceil(C / n) for n in range(2, C + 1)}, reverse=True):
         if sets(cg) > cfg.wb_sets:
             continue
         fit = ny                        # the band height the line buffer holds
@@ -652,7 +650,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if fit < kp or not fits(cg, min(H, fit + kh - 1)):
             continue
         n_cg = ceil(C / cg)
-        for nyc, share in shares(cg, fit).items():
+        # (a lane group that reads its own inputs reads each channel group for itself)
+        for nyc, share in ({fit: 1} if own else shares(cg, fit)).items():
             cost = plan_cycles(cg, nyc, share)
             if best is None or cost < best[0]:
                 best = (cost, cg, nyc, share, False)
@@ -693,7 +692,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # weights of at most 4 bits (a 4-bit QONNX model's) are stored packed, two a byte
     packed = cfg.packed_weights and fits4(layer.w)
     blob, block, cgs = layer_weights(cfg, layer.w, cg, packed)
-    w_addr = mem.place(f"{name}.w", blob)
+    # lane groups of the same weights (an average pool's all-one blocks) read one copy
+    shared = len(blob) > block and blob == blob[:block] * (len(blob) // block)
+    w_addr = mem.place(f"{name}.w", blob[:block] if shared else blob)
 
     # the program: bands x column tiles x lane groups x channel groups, as loops over the
     # runs of each that step uniformly (compiler/emit.py; unrolled without hardware loops);
@@ -742,7 +743,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                for c0, ch, off, nsets in cgs]
     # (a lane group that loads its own inputs: from input channel c0 of the map; over stride
     # phases, its channels' phases)
-    lgroups = [dict(o0=o0, lanes=min(P, O - o0), wbase=w_addr + i * block,
+    lgroups = [dict(o0=o0, lanes=min(P, O - o0),
+                    wbase=w_addr + (0 if shared else i * block),
                     c0=i * (ph["C"] if ph else C),
                     acc=i * acc_half if overlap else i % share * ny * g.wob)
                for i, o0 in enumerate(range(0, O, P))]
@@ -773,8 +775,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     order = []
     for bi in range(len(bands)):
         for ti in range(len(tiles)):
-            if n_cg == 1:
-                order += [(bi, ti, li, 0) for li in range(len(lgroups))]
+            if n_cg == 1 or own:
+                order += [(bi, ti, li, ci) for li in range(len(lgroups)) for ci in range(n_cg)]
                 continue
             for sg in supers:
                 order += [(bi, ti, li, ci) for ci in range(n_cg)
@@ -800,7 +802,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cur["ti"] = ident[id(t)]
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
         nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
-        if n_cg == 1:
+        if n_cg == 1 or own:
             if not own:                 # (else each lane group loads its own)
                 loads(0, C, t["cin0"])
             nest.each(runs(0, len(lgroups)), lambda run: records(run, lambda lg: lane_group(
@@ -819,9 +821,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         nest.each(lgroups[first:first + n], body)
 
     def lane_group(t, lg):
-        if own:
-            loads(0, C, t["cin0"], base=lg["c0"])
-        conv(lg, cgroups[0])
+        if own:                         # its channel groups, each loaded for it
+            nest.each(cgroups, lambda cgr: (loads(cgr["c0"], cgr["ch"], t["cin0"],
+                                                  base=lg["c0"]), conv(lg, cgr)))
+        else:
+            conv(lg, cgroups[0])
         post(t, lg)
 
     def super_group(t, sg):

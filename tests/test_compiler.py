@@ -98,6 +98,14 @@ def _avgpools():
     return b.model(b.conv(b.gap(y), 3, 1))
 
 
+def _gap_wide():
+    """A global average pool of a 13x13 map, wider than a kernel (max_kernel 12): the
+    accelerator reads each channel's map as 169 maps of 1x1, on tiny in channel groups."""
+    b = Builder((1, 3, 13, 13), seed=12, name="gap_wide")
+    y = b.relu(b.conv("x", 5, 3))
+    return b.model(b.conv(b.gap(y), 3, 1))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -113,9 +121,10 @@ MODELS.update({
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
+    "gap_wide": _gap_wide,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
-              "grouped", "maxpools", "avgpools", "depthwise_s2"}
+              "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide"}
 
 
 @pytest.fixture(scope="module")
@@ -219,16 +228,19 @@ def test_a_depthwise_layer_is_one_loop_over_its_lane_groups(tmp_path, pad):
 
 
 def test_average_pools_run_on_the_accelerator(model_dir):
-    """Every average pool of ``avgpools`` runs on the accelerator, reported as AvgPool; one
-    wider than ``max_kernel`` stays on the host, which says why."""
+    """Every average pool of ``avgpools`` runs on the accelerator, reported as AvgPool; its
+    global pool of a 3x10 map, wider than ``max_kernel`` 9, over the map read as smaller ones."""
     g, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"), TINY)
     pools = [(l["where"], l.get("kernel")) for l in c.layers if l["op"] == "AvgPool"]
     assert pools == [("accel", [3, 3])] * 2 + [("accel", [2, 2])] * 2 + [
         ("accel", [3, 3]), ("accel", [3, 10])] and not c.host_ops
-    _, c, _ = compile_model(_quantized(model_dir, "avgpools", "qdq"),
-                            TINY.with_(max_kernel=9))
-    assert [h["reason"] for h in c.host_ops] == [
-        "average pool of a 3x10 window (a conv's sides are up to max_kernel, 9)"]
+    path = _quantized(model_dir, "avgpools", "qdq")
+    small = TINY.with_(max_kernel=9)
+    _, c, _ = compile_model(path, small)
+    T, h, w = c.layers[-2]["view"]             # (the cycle model's choice: 2 maps of 5x3)
+    assert not c.host_ops and T * h * w == 30 and max(h, w) <= 9, c.layers[-2]
+    res = verify_model(path, small, engine="iss", seed=1)
+    assert res["bit_exact"] and res["ok"], res
 
 
 def _pool_then_maxpool():
@@ -323,6 +335,50 @@ def test_a_pointwise_conv_reads_its_map_as_another_shape(tmp_path, monkeypatch):
     _, c, _ = compile_model(path, cfg, polyphase=False)
     li, = [li for li in c.image.meta["layers"] if li["where"] == "accel"]
     assert li["op"] == "Conv+Phases" and "flat" not in li, li
+
+
+def test_a_global_pool_wider_than_a_kernel_reads_its_maps_as_smaller_ones(model_dir,
+                                                                          tmp_path):
+    """A global average pool of a map wider than max_kernel runs on the accelerator as a conv
+    over each channel's map read as T maps of h x w (the same bytes): views with sides up to
+    max_kernel, the fewest maps first; bit-exact (the ISS test of ``gap_wide``, and here a
+    16x16 map as 4 of 8x8 and a 13x13 one on ulx3s). The all-one weights of its lane groups
+    are stored once. Other windows wider than a kernel stay on the host, with the reason."""
+    from ffacc.compiler.compile import _pool_views
+
+    assert _pool_views(169, 12) == [(169, 1, 1)]
+    assert _pool_views(256, 12) == [(4, 8, 8), (8, 4, 8), (8, 8, 4), (16, 2, 8)]
+    assert _pool_views(196, 12)[0] == (4, 7, 7)
+    _, c, _ = compile_model(_quantized(model_dir, "gap_wide", "qdq"), TINY)
+    li, = [li for li in c.image.meta["layers"] if li["op"] == "AvgPool"]
+    assert li["where"] == "accel" and li["view"] == [169, 1, 1], li
+
+    def gap(H, C, name, kernel=None):
+        b = Builder((1, 3, H, H), seed=13, name=name)
+        y = b.relu(b.conv("x", C, 3))
+        y = b.gap(y) if kernel is None else b.pool("AveragePool", y, kernel)
+        return quantize_model(b.model(y), tmp_path / f"{name}.onnx")
+    res = verify_model(gap(16, 6, "gap16"), TINY, engine="iss", seed=1)
+    assert res["bit_exact"] and res["ok"] and not res["host_ops"], res
+    assert res["layers_vs_onnxruntime_by_op"]["AvgPool"]["max_lsb"] <= 1, res
+    _, c, _ = compile_model(gap(16, 6, "gap16"), TINY)
+    assert [li.get("view") for li in c.image.meta["layers"]] == [None, [4, 8, 8]]
+    cfg = ACCEL_PRESETS["ulx3s"]
+    res = verify_model(gap(13, 10, "gap13"), cfg, engine="iss", seed=1)
+    assert res["bit_exact"] and res["ok"] and not res["host_ops"], res
+    # ulx3s: one conv whose lane groups load their own 4 channels' 4 maps of 8x8 each, every
+    # lane group's weights the same: stored once (then 12 bytes of records a channel)
+    wbytes = []
+    for C in (8, 40):
+        path = gap(16, C, f"gap16_{C}")
+        res = verify_model(path, cfg, engine="iss", seed=1)
+        assert res["bit_exact"] and res["ok"] and not res["host_ops"], res
+        _, c, _ = compile_model(path, cfg)
+        wbytes.append(c.image.meta["layers"][1]["weight_bytes"])
+    assert wbytes[1] - wbytes[0] == 12 * 32, wbytes
+    _, c, _ = compile_model(gap(14, 4, "pool13", kernel=13), cfg)     # 13x13 of a 14x14 map
+    li = c.image.meta["layers"][1]
+    assert li["where"] == "host" and "13x13 window" in li["reason"], li
 
 
 def test_average_pool_ties_take_float32_into_account():
