@@ -11,7 +11,6 @@ import sys
 import time
 
 
-
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=224)
