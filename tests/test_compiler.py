@@ -381,6 +381,29 @@ def test_a_global_pool_wider_than_a_kernel_reads_its_maps_as_smaller_ones(model_
     assert li["where"] == "host" and "13x13 window" in li["reason"], li
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("simulator", ["verilator"])
+def test_maps_read_as_other_shapes_on_the_ulx3s_rtl(tmp_path, simulator):
+    """On ulx3s's RTL: a 1x1 conv on a 7x7 map read as 1x49 and a global pool of a 13x13 map
+    read as 169 maps of 1x1 (its lane groups loading their own channels in channel groups),
+    bit-exact with the ISS and the golden model, the ISS's cycles within 5 % of the RTL's."""
+    from modelrun import rtl_equals_iss_and_golden
+
+    cfg = ACCEL_PRESETS["ulx3s"]
+    b = Builder((1, 3, 13, 13), seed=15, name="gap13")
+    gap13 = b.model(b.conv(b.gap(b.relu(b.conv("x", 40, 3))), 4, 1))
+    for name, model, mode in [
+            ("pw7", single_conv(1, C=64, O=32, H=7, W=7, pads=(0, 0, 0, 0), seed=3),
+             "MAC x2, map as 1x49"),
+            ("gap13", gap13, "MAC x2, map as 169 of 1x1")]:
+        path = quantize_model(model, tmp_path / f"{name}.onnx")
+        g, c, _ = compile_model(path, cfg)
+        assert mode in [li.get("mode") for li in c.image.meta["layers"]], c.image.meta["layers"]
+        shape = g.tensors[g.inputs[0]].shape
+        x = np.random.default_rng(5).normal(0, 1, (1,) + tuple(shape[1:])).astype(np.float32)
+        rtl_equals_iss_and_golden(cfg, simulator, g, c, x, name)
+
+
 def test_average_pool_ties_take_float32_into_account():
     """A global pool of 72 values whose exact average is 242.50001478 steps: float32 (the QDQ
     form's average) lands on 242.5 and rounds it to even, the requantizer to 243. It is a tie
