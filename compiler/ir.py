@@ -197,6 +197,25 @@ class Add(Op):
     clamp: tuple = None
     kind = "Add"
 
+    def ties(self, a, b, ta, tb, ty):
+        """Where the exact sum of inputs ``a`` (tensor ``ta``) and ``b`` (``tb``) in output
+        ``ty``'s steps lies so close to halfway between two steps that the integer form
+        (:func:`~ffacc.sim.golden.add_params`' 14-bit ``ka``, ``kb`` and multiplier, rounding
+        a half up) and onnxruntime's float32 (rounding a half to even) may round it to either
+        side: a boolean array of the output's shape. The window is the integer form's own
+        error at those inputs plus four float32 roundings of the terms' sizes, and at least
+        1e-6 of a step."""
+        from ffacc.sim import golden
+        ka, kb, M, s = golden.add_params(ta.scale, tb.scale, ty.scale, input_bits=14)
+        sa, sb, sy = float(ta.scale), float(tb.scale), float(ty.scale)
+        da = np.asarray(a, np.float64) - ta.zero_point
+        db = np.asarray(b, np.float64) - tb.zero_point
+        exact = (sa * da + sb * db) / sy
+        unit = M / 2.0 ** s
+        err = np.abs(da * (ka * unit - sa / sy) + db * (kb * unit - sb / sy))
+        f32 = 4 * 2.0 ** -24 * (np.abs(sa * da) + np.abs(sb * db)) / sy
+        return np.abs(exact - np.floor(exact) - 0.5) <= np.maximum(1e-6, err + f32)
+
 
 @dataclass
 class ChannelAffine(Op):

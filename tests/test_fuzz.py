@@ -5,6 +5,7 @@ compiled for a random preset and run on the ISS. Each case is bit-exact with the
 and every layer within 1 LSB of onnxruntime, or a clear refusal; never a traceback.
 ``python benchmarks/fuzz.py --cases 2000`` runs thousands and prints the tally."""
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -75,3 +76,26 @@ def test_fuzz_regressions(seed, fmt, what):
     model, desc = random_model(pick, seed)
     r = check(model, pick("config", list(CONFIGS)), seed, fmt)
     assert r["outcome"] == "ok", (what, desc, r)
+
+
+def test_an_adds_outputs_that_differ_are_ties(tmp_path, monkeypatch):
+    """The fuzz case of seed 21666 (two residual adds on large, QDQ): 3 of an Add's 56 outputs
+    differ from onnxruntime, by 1 LSB, each a sum near a half that the integer form's 14-bit
+    factors and float32 round to either side (``Add.ties``); the check allows those and no
+    other difference (it failed the case on a share of 5 % before)."""
+    from ffacc.compiler import ir
+    from ffacc.compiler.driver import verify_model
+    from ffacc.compiler.fuzz import rng_picker
+    from ffacc.compiler.zoo import quantize_model
+    from ffacc.hw.config import ACCEL_PRESETS
+
+    pick = rng_picker(21666)
+    model, _ = random_model(pick, 21666)
+    cfg, fmt = pick("config", list(CONFIGS)), pick("format", list(FORMATS))
+    assert (cfg, fmt) == ("large", "qdq")
+    path = quantize_model(model, tmp_path / "case.onnx", fmt=fmt, seed=21666, samples=4)
+    res = verify_model(path, ACCEL_PRESETS[cfg], engine="iss", seed=21666)
+    add = res["layers_vs_onnxruntime_by_op"]["Add"]
+    assert res["ok"] and 0 < add["differ"] <= add["ties"] and add["max_lsb"] == 1, res
+    monkeypatch.setattr(ir.Add, "ties", lambda self, a, *args: np.zeros(np.shape(a), bool))
+    assert not verify_model(path, ACCEL_PRESETS[cfg], engine="iss", seed=21666)["ok"]
