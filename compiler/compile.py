@@ -173,6 +173,11 @@ def _pool_views(n, k, most=4):
     return out[:most]
 
 
+def _elements(t):
+    """The values of tensor ``t``."""
+    return int(np.prod(t.shape, dtype=np.int64))
+
+
 def _pool_of(mp):
     """A fused MaxPool's ``(k, s)`` (``None``: none)."""
     return None if mp is None else mp.window
@@ -432,6 +437,9 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     info["compute_bound"] = round(info["macs"] / (cfg.multipliers * gain))
                     info["traffic_bound"] = -(-(info["act_bytes"] + O * cin * kh * kw + 12 * O)
                                               // cfg.bus_bytes)
+                    # POST: a requantization a clock, a fused max-pool's k^2 an output
+                    pk = _pool_of(fused.get(id(op)))
+                    info["post_bound"] = _elements(y) * (pk[0] ** 2 if pk else 1)
                 elif isinstance(op, MaxPool):
                     info.update(_lower_maxpool(op, cfg, prog, mem, addr, x, y, records))
                 elif isinstance(op, ChannelAffine):
@@ -446,6 +454,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     # the map's own traffic (it reads x once): its ADDs read it twice and
                     # give an element a clock, so they reach half of this bound at best
                     info["traffic_bound"] = -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)
+                    info["post_bound"] = _elements(y)
                 elif isinstance(op, Transpose):
                     # whole H x W maps move: an ADD (a copy, or the requantization) for each
                     # run of maps that are consecutive in the input and the output
@@ -466,6 +475,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                                x_zp=x.zero_point, y_zp=y.zero_point, qmin=lo, qmax=hi)
                     info["compute_bound"] = 0
                     info["traffic_bound"] = -(-info["act_bytes"] // cfg.bus_bytes)
+                    info["post_bound"] = _elements(y)
                 elif isinstance(op, Concat):
                     # the inputs its producers did not write in place, requantized (or
                     # copied) into their slices by ADDs
@@ -486,6 +496,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     info["inputs_in_place"] = sum(in_place)
                     info["compute_bound"] = 0
                     info["traffic_bound"] = -(-2 * moved // cfg.bus_bytes)
+                    info["post_bound"] = sum(_elements(g.tensors[n]) for n, kept in
+                                             zip(op.inputs, in_place) if not kept)
                 else:   # Add
                     a, b = (g.tensors[n] for n in op.inputs)
                     ka, kb, M, s = golden.add_params(a.scale, b.scale, y.scale, input_bits=14)
@@ -495,6 +507,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                               b_zp=b.zero_point, y_zp=y.zero_point, qmin=lo, qmax=hi)
                     info["compute_bound"] = 0
                     info["traffic_bound"] = -(-info["act_bytes"] // cfg.bus_bytes)
+                    info["post_bound"] = _elements(y)
             except LoweringError as e:
                 raise CompileError(f"node {op.name!r} ({op.kind}): {e}") from e
             for at, n in records["chain"].pop("moved", []):
@@ -805,7 +818,8 @@ def _lower_maxpool(op, cfg, prog, mem, addr, x, y, records):
     return {"kernel": [int(k), int(k)],
             "mode": f"max-pool {k}x{k}/{s}: identity MAC x{cfg.fcu.mac_channels}",
             "computed_macs": int(computed), "compute_bound": 0,
-            "traffic_bound": -(-(x.nbytes + y.nbytes) // cfg.bus_bytes)}
+            "traffic_bound": -(-(x.nbytes + y.nbytes) // cfg.bus_bytes),
+            "post_bound": _elements(y) * k * k}
 
 
 def _pack_layer(op, x, y, w, g0, n, m, own, hw, pads, stride, pool):

@@ -389,7 +389,9 @@ def layer_table(image, pcs, source="iss", traffic=None):
     roofline: ``compute_bound`` = MACs ÷ (multipliers × the gain of the mode the layer runs
     in, :meth:`~ffacc.hw.config.AcceleratorConfig.mode_gain`), ``traffic_bound`` = bytes that
     must cross the bus (inputs, output, int8 weights, quantization records) ÷ bus bytes per
-    clock; ``of_bound`` = the larger ÷ cycles."""
+    clock; ``of_bound`` = the larger ÷ cycles. ``post_bound``: the clocks the post-processor
+    takes at least, a requantization (or an ``ADD``'s element) a clock, a pooled output's k²
+    (``post_share``: of the cycles): a layer near 100 % is bound by it."""
     from ffacc.sim.runner import config_of
     cfg = config_of(image)
     rows = []
@@ -402,6 +404,7 @@ def layer_table(image, pcs, source="iss", traffic=None):
             cyc, stall = sum(g[0] for g in got), sum(g[1] for g in got)
             ideal = li["macs"] / (cfg.multipliers * cfg.ffa_gain) if li["macs"] else 0
             cb, tb = li.get("compute_bound", 0), li.get("traffic_bound", 0)
+            pb = li.get("post_bound", 0)
             if traffic is not None:
                 row.update(traffic_sum(traffic.get(li["pc"] + 8 * i, (0, 0, 0, 0))
                                        for i in range(li["pc_count"])))
@@ -411,6 +414,7 @@ def layer_table(image, pcs, source="iss", traffic=None):
                        compute_bound=cb, traffic_bound=tb,
                        bound="compute" if cb >= tb else "traffic",
                        of_bound=round(max(cb, tb) / cyc, 4) if cyc else 0.0,
+                       post_bound=pb, post_share=round(pb / cyc, 4) if cyc else 0.0,
                        source=source)
         else:
             row.update(instructions=0, cycles=0, stall_cycles=0, microseconds=0.0,

@@ -612,7 +612,8 @@ def cmd_report(args):
         print(json.dumps({"layers": rows, "totals": tot, "fusion": fusion}))
         return 0
     print(_table(["layer", "op", "in", "out", "k", "mode", "MACs", "work", "cycles", "µs",
-                  "ideal", "util", "of bound", "weight B", "read B", "written B", "where"],
+                  "ideal", "util", "of bound", "POST", "weight B", "read B", "written B",
+                  "where"],
                  [[r["name"], r["op"], "x".join(map(str, r["in_shape"])),
                    "x".join(map(str, r["out_shape"])),
                    "x".join(map(str, r["kernel"])) if r.get("kernel") else "-",
@@ -623,6 +624,7 @@ def cmd_report(args):
                    f"{r['cycles']:,}", f"{r['microseconds']:,.1f}",
                    f"{r['ideal_cycles']:,}", _pct(r["utilization"]) if r["where"] == "accel"
                    else "-", f"{_pct(r['of_bound'])} {r['bound']}" if r.get("bound") else "-",
+                   _pct(r["post_share"]) if r.get("post_bound") else "-",
                    f"{r['weight_bytes']:,}",
                    f"{r['weight_bytes_read'] + r['act_bytes_read']:,}"
                    if "act_bytes_read" in r else "-",

@@ -667,6 +667,9 @@ def test_the_roofline_of_each_layer():
         assert r["bound"] == ("compute" if r["compute_bound"] >= r["traffic_bound"]
                               else "traffic")
     assert rows[2]["bound"] == "traffic"       # an FC layer streams its weights
+    # POST: a requantization a clock, each pooled output's 4 (2x2 pools); the FC's 10
+    assert [r["post_bound"] for r in rows] == [8 * 4 * 4 * 4, 16 * 2 * 2 * 4, 10]
+    assert all(r["post_share"] == round(r["post_bound"] / r["cycles"], 4) for r in rows)
 
 
 @pytest.mark.parametrize("name, k, s, C, O, H, W, pad", [
