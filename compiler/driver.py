@@ -252,18 +252,16 @@ def layer_check(g, vals):
                 # a layer of a few dozen outputs may have one tie: at least 2 are allowed
                 row["ok"] = row["max_lsb"] <= LAYER_MAX_LSB and \
                     int((d != 0).sum()) <= max(2, bound * d.size)
-                if isinstance(op, Add) and len(op.inputs) == 2:
-                    # the integer form's 14-bit factors and float32 round a sum near a half
-                    # either way: the outputs that differ are such ties, every one of them
-                    ties = op.ties(vals[op.inputs[0]], vals[op.inputs[1]],
-                                   g.tensors[op.inputs[0]], g.tensors[op.inputs[1]], t)
-                    row["ties"] = int(ties.sum())
-                    row["ok"] = row["max_lsb"] <= LAYER_MAX_LSB and \
-                        not np.any((d != 0) & ~ties)
-                if isinstance(op, AvgPoolConv):
-                    # an average pool on the accelerator: the outputs that differ are ties
-                    # (the exact average halfway between two steps), every one of them
+                # an Add (its integer form's 14-bit factors and float32 round a sum near a
+                # half either way) and an average pool on the accelerator (an exact average
+                # halfway between two steps): the outputs that differ are ties, every one
+                ties = None
+                if isinstance(op, Add):
+                    ties = op.ties(*(vals[n] for n in op.inputs),
+                                   *(g.tensors[n] for n in op.inputs), t)
+                elif isinstance(op, AvgPoolConv):
                     ties = op.ties(vals[op.inputs[0]], g.tensors[op.inputs[0]], t)
+                if ties is not None:
                     row["ties"] = int(ties.sum())
                     row["ok"] = row["max_lsb"] <= LAYER_MAX_LSB and \
                         not np.any((d != 0) & ~ties)

@@ -102,6 +102,12 @@ class Conv(Op):
     kind = "Conv"
 
 
+def _near_half(exact, tol):
+    """Where values ``exact`` (in output steps) lie within ``tol`` of halfway between two
+    steps: the ties :meth:`AvgPoolConv.ties` and :meth:`Add.ties` find."""
+    return np.abs(exact - np.floor(exact) - 0.5) <= tol
+
+
 @dataclass
 class AvgPoolConv(Conv):
     """An average pool the accelerator runs: the depthwise conv of all-one weights whose
@@ -178,7 +184,7 @@ class AvgPoolConv(Conv):
             step = float(x.scale) / (count * float(y.scale))
             exact = acc[sl] * step
             tol = np.maximum(1e-6, (count + 2) * 2.0 ** -24 * size[sl] * step)
-            out[sl] = np.abs(exact - np.floor(exact) - 0.5) <= tol
+            out[sl] = _near_half(exact, tol)
         return out
 
 
@@ -214,7 +220,7 @@ class Add(Op):
         unit = M / 2.0 ** s
         err = np.abs(da * (ka * unit - sa / sy) + db * (kb * unit - sb / sy))
         f32 = 4 * 2.0 ** -24 * (np.abs(sa * da) + np.abs(sb * db)) / sy
-        return np.abs(exact - np.floor(exact) - 0.5) <= np.maximum(1e-6, err + f32)
+        return _near_half(exact, np.maximum(1e-6, err + f32))
 
 
 @dataclass
