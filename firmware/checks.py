@@ -319,6 +319,7 @@ lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_lanes, 
                                                 "max_pool"))
 POOL = Flag(PostFlag.POOL)
 CODES = Flag(PostFlag.CODES)
+AFFINE = Flag(PostFlag.AFFINE)
 DECODE = Flag(LoadAFlag.DECODE)
 
 
@@ -358,6 +359,14 @@ def _codes(cfg):
 
 def _no_codes(cfg):
     return not cfg.act_codes
+
+
+def _affine(cfg):
+    return cfg.post_affine
+
+
+def _no_affine(cfg):
+    return not cfg.post_affine
 
 
 def _strided(cfg):
@@ -455,6 +464,10 @@ CHECKS = {
         Check("the band's rows fit the accumulator", _in(C_NY, 1, acc_blocks)),
         Check("the band's width fits the accumulator", _in(C_WOUT, 1, acc_blocks * L)),
         Check("the lanes' records are in the parameter buffer", O_Q + C_LANES <= qb_entries),
+        Check("AFFINE needs a configuration with post_affine", ~AFFINE,
+              when=_no_affine),
+        Check("with AFFINE, the lanes' two records each are in the parameter buffer",
+              ~AFFINE | (O_Q + C_LANES + C_LANES <= qb_entries), when=_affine),
         Check("the stride is not 0", O_STRIDE != 0),
         Check("a pool's window is 2..max_pool", ~POOL | _in(O_POOLK, 2, max_pool)),
         Check("a pool's band holds a window's rows", ~POOL | (C_NY >= O_POOLK)),

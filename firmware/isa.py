@@ -35,6 +35,7 @@ __all__ = ["INSTR_LAYOUT", "INSTR_BYTES", "Op", "Reg", "Err", "ConvFlag", "PostF
            "Instr",
            "encode", "decode", "LOOP_MAX", "simm", "decode_program", "disassemble", "Program",
            "ISAError", "OPCODES", "QPARAM_WORDS", "reg_bits", "pack_qparam", "unpack_qparam",
+           "pack_affine", "unpack_affine", "AFFINE_C_BITS", "AFFINE_MAX_K",
            "LEVEL_REGS", "LOAD_LEVEL_REGS", "MAX_LEVELS", "CODE_LEVELS", "pack_levels", "unpack_levels",
            "pack_load_levels", "LoadAFlag"]
 
@@ -112,6 +113,9 @@ OPCODES = {
              "clamp, optional max-pool (flag POOL: the O_POOLK x O_POOLK windows at stride "
              "O_STRIDE that lie in the band: rows and columns 0, s, 2s, ...) or O_STRIDE "
              "subsampling (band rows 0, s, 2s, ...) "
+             "-> with flag AFFINE (post_affine) lane l's records are O_Q + 2l and O_Q + 2l + 1 "
+             "(else O_Q + l), and each output v -> requantize(K (v - zp) + C) by the second "
+             "(pack_affine: zp is the first's zero point) "
              "-> with O_NLEV = n > 0 (2..64, act_codes) each value v -> level l[c], c = the "
              "number of thresholds t[j], j < n - 1, with v >= t[j] (O_TH*, O_LV*); with flag "
              "CODES (n <= 16) c itself is written, two a byte (the even column low, a row's odd "
@@ -307,12 +311,15 @@ class PostFlag(IntEnum):
     POOL = 1        # max-pool after requantization: O_POOLK x O_POOLK windows, stride O_STRIDE
     ASYNC = 2       # run in the background (post_overlap): the next instructions run
     CODES = 4       # write each output's code (O_NLEV levels), two a byte (act_codes)
+    AFFINE = 8      # map each output by its lane's second record (post_affine): a fused
+                    # per-channel affine map (a BatchNormalization left after the conv)
 
 
 # the commands (and END) that wait for a background POST (PostFlag.ASYNC) before they run:
 # they read memory it may write or need its requantizer; the RTL's FETCH and the ISS both use
 # this list. A CONV waits only if its accumulator blocks overlap the POST's, a LOADQ only if
-# the records it writes overlap those the POST reads (``[O_Q, O_Q + C_LANES)``).
+# the records it writes overlap those the POST reads (``[O_Q, O_Q + C_LANES)``, with flag
+# AFFINE ``[O_Q, O_Q + 2 C_LANES)``).
 WAITS_FOR_POST = (Op.LOADA, Op.POST, Op.ADD, Op.END)
 
 
@@ -338,6 +345,42 @@ def pack_qparam(bias, multiplier, shift, zp, qmin, qmax):
         return int(v) & 0xFF
     return [int(bias) & 0xFFFFFFFF, int(multiplier) & 0xFFFFFFFF,
             u8(shift) | u8(zp) << 8 | u8(qmin) << 16 | u8(qmax) << 24]
+
+
+AFFINE_C_BITS = 24     # a second record's constant: signed, in word 0's low bits
+AFFINE_MAX_K = 14      # its slope K = +-2**k (k <= AFFINE_MAX_K) or 0
+
+
+def pack_affine(ka, kb, zb, x_zp, multiplier, shift, zp, qmin, qmax):
+    """A lane's second record (``POST`` flag ``AFFINE``): the per-channel affine map
+    ``requantize((x - x_zp) ka + (x - zb) kb)`` of :func:`ffacc.sim.golden.channel_affine`
+    (``x``: the lane's first requantized value, ``x_zp`` its zero point) written as
+    ``requantize(K (x - x_zp) + C)``, ``K = ka + kb``, ``C = kb (x_zp - zb)``: word 0 holds
+    ``C`` (24-bit two's complement) in bits 0..23, ``k`` (``|K| = 2**k``) in 24..27, ``K < 0``
+    in bit 28 and ``K = 0`` in bit 29; words 1 and 2 are :func:`pack_qparam`'s (multiplier;
+    shift, zero point and clamp of the output). Three words."""
+    K, C = int(ka) + int(kb), int(kb) * (int(x_zp) - int(zb))
+    if K and (abs(K) & (abs(K) - 1) or abs(K).bit_length() - 1 > AFFINE_MAX_K):
+        raise ValueError(f"affine record: K = ka + kb = {K} is not 0 or +-2**k, "
+                         f"k <= {AFFINE_MAX_K}")
+    if not -(1 << (AFFINE_C_BITS - 1)) <= C < 1 << (AFFINE_C_BITS - 1):
+        raise ValueError(f"affine record: C = kb (x_zp - zb) = {C} does not fit "
+                         f"{AFFINE_C_BITS} bits")
+    k = abs(K).bit_length() - 1 if K else 0
+    w0 = (C & ((1 << AFFINE_C_BITS) - 1)) | k << 24 | (K < 0) << 28 | (K == 0) << 29
+    return [w0] + pack_qparam(0, multiplier, shift, zp, qmin, qmax)[1:]
+
+
+def unpack_affine(words, act_signed):
+    """:func:`pack_affine`'s record as ``{"K", "C", "multiplier", "shift", "zp", "qmin",
+    "qmax"}``."""
+    w0 = int(words[0])
+    C = w0 & ((1 << AFFINE_C_BITS) - 1)
+    C -= (C >> (AFFINE_C_BITS - 1)) << AFFINE_C_BITS
+    K = 0 if w0 >> 29 & 1 else (-1 if w0 >> 28 & 1 else 1) << (w0 >> 24 & 0xF)
+    out = unpack_qparam([0, words[1], words[2]], act_signed)
+    del out["bias"]
+    return {"K": K, "C": C, **out}
 
 
 def _s8(v, signed):

@@ -123,6 +123,14 @@ class AcceleratorConfig:
         use the requantizer (``LOADA``, ``LOADQ``, ``POST``, ``ADD``) and ``END``: results are
         those of running the commands in order. The accumulators get a second read port (a
         copy of their block RAMs). Needs the fetch unit. False: ``ASYNC`` is ignored.
+    post_affine : bool
+        ``POST``'s flag ``AFFINE`` maps each output once more by a per-lane second record
+        (:func:`~ffacc.firmware.isa.pack_affine`: ``requantize(K (v - zp) + C)``, ``K`` a
+        power of two): a per-channel affine map that follows a convolution (a
+        BatchNormalization the quantizer left as a ``Mul``/``Add``, as Caffe2's models have
+        it) runs inside the convolution's ``POST`` instead of as ``ADD``s over its map.
+        A stage of five registers after the requantizer, with its own multiplier. False:
+        ``AFFINE`` stops the run with ``Err.PARAM`` (the compiler never sets it there).
     act_codes : bool
         ``POST`` can replace each requantized value by one of up to 16 per-layer levels
         (``O_NLEV``, ``O_TH*``, ``O_LV*``: non-uniform activation quantization, equal-distance
@@ -177,6 +185,7 @@ class AcceleratorConfig:
     chain_rows: bool = True
     weight_prefetch: bool = True
     post_overlap: bool = True
+    post_affine: bool = True
     act_codes: bool = True
     packed_weights: bool = True
     strided_loads: bool = True
@@ -195,7 +204,7 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back", "chain_rows",
-                     "weight_prefetch", "post_overlap", "act_codes", "packed_weights",
+                     "weight_prefetch", "post_overlap", "post_affine", "act_codes", "packed_weights",
                      "strided_loads"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
@@ -391,6 +400,7 @@ ACCEL_PRESETS = {
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False, chain_rows=False,
                                     weight_prefetch=False, post_overlap=False,
+                                    post_affine=False,
                                     act_codes=False, packed_weights=False,
                                     strided_loads=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12, mac_pairs=True),

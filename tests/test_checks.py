@@ -35,7 +35,7 @@ def random_env(cfg, rng, derived_names):
         pool = edge_values(cfg, rb[r])
         regs[r] = (int(rng.choice(pool)) if rng.random() < 0.8
                    else int(rng.integers(0, 1 << rb[r])))
-    flags = int(rng.integers(0, 8))
+    flags = int(rng.integers(0, 16))
     derived = {n: int(rng.choice(edge_values(cfg, DERIVED_BITS))) for n in derived_names}
     return regs, flags, derived
 
