@@ -8,7 +8,9 @@ max-pool or stride subsampling -> the byte writer, an element a clock.
   starts at accumulator block ``acc0`` goes through the pipeline (four sub-elements per
   output with ``pool``) and, with ``act_codes``, to its level (:mod:`ffacc.hw.levels`) to the
   output map, lane ``l``'s row ``r`` at
-  ``base + l * cstride + r * pitch``.
+  ``base + l * cstride + r * pitch``. With ``affine`` (``post_affine``) a lane has two records,
+  ``q0 + 2 l`` and ``q0 + 2 l + 1``: the second maps each output once more
+  (:class:`~ffacc.hw.requant.AffineStage`, after the pool's maximum).
 * **ADD** (``add = 1``, with ``ext``): the elements come from the ``ext`` stream (the ADD
   sequencer's two products per element) and go to ``base``, ``base + 1``, ... with the
   command's own requantization parameters ``q``, until an element marked ``last``.
@@ -30,7 +32,8 @@ from .logic import addr_clamp, register_stage
 from .codes import CodePacker
 from .levels import LevelMap, levels_layout
 from .postscan import PostScan
-from .requant import QPARAM_LAYOUT, RequantPipe, record_value
+from .requant import (AFFINE_LAYOUT, QPARAM_LAYOUT, AffineStage, RequantPipe,
+                      affine_value, record_value)
 
 __all__ = ["PostUnit", "post_command_layout"]
 
@@ -59,16 +62,21 @@ def post_command_layout(cfg):
     if cfg.act_codes:
         fields["levels"] = levels_layout()
         fields["codes"] = 1                 # write codes, two a byte (flag CODES)
+    if cfg.post_affine:
+        fields["affine"] = 1                # two records a lane, the second's map (AFFINE)
     return data.StructLayout(fields)
 
 
 class PostOutput(wiring.Component):
-    """The post-processor's last stage: requantized values -> (``act_codes``) their levels
-    (:class:`~ffacc.hw.levels.LevelMap`), or their codes two a byte
+    """The post-processor's last stage: requantized values -> (``post_affine``) their
+    per-channel affine map (:class:`~ffacc.hw.requant.AffineStage`) -> (``act_codes``) their
+    levels (:class:`~ffacc.hw.levels.LevelMap`), or their codes two a byte
     (:class:`~ffacc.hw.codes.CodePacker`) -> the bytes to write.
 
     Ports
     -----
+    affine : In(:data:`~ffacc.hw.requant.AFFINE_LAYOUT`); affine_on : In(1)
+        (``post_affine``) The lane's map and whether values go through it (held).
     levels : In(:func:`~ffacc.hw.levels.levels_layout`); codes : In(1)
         The command's levels (``n`` = 0: none) and whether codes are written (held).
     start : In(1)
@@ -76,7 +84,7 @@ class PostOutput(wiring.Component):
     en : In(1)
         The stage moves only while ``en``; while it is low it takes and offers nothing and
         drops what it holds (a run that ended or failed). A pass-through without
-        ``act_codes``.
+        ``act_codes`` and ``post_affine``.
     i : In(stream of {data: 8, rowend: 1})
         The requantizer's values and row ends.
     o : Out(stream of {data: 8, rowend: 1})
@@ -97,27 +105,36 @@ class PostOutput(wiring.Component):
                  "o": Out(stream.Signature(layout)), "empty": Out(1)}
         if cfg.act_codes:
             ports.update(levels=In(levels_layout()), codes=In(1))
+        if cfg.post_affine:
+            ports.update(affine=In(AFFINE_LAYOUT), affine_on=In(1))
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
+        src, src_empty = wiring.flipped(self.i), Const(1, 1)
+        if self.cfg.post_affine:
+            amap = m.submodules.affine = AffineStage(self.cfg.fcu.act_signed)
+            m.d.comb += [amap.p.eq(self.affine), amap.on.eq(self.affine_on),
+                         amap.en.eq(self.en)]
+            wiring.connect(m, src, amap.i)
+            src, src_empty = amap.o, amap.empty
         if not self.cfg.act_codes:
-            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
-            m.d.comb += self.empty.eq(1)
+            wiring.connect(m, src, wiring.flipped(self.o))
+            m.d.comb += self.empty.eq(src_empty)
             return m
         lmap = m.submodules.levels = LevelMap(self.cfg.fcu.act_signed)
         pack = m.submodules.pack = CodePacker()
         # the requantized value in a register of its own (so the requantizer's clamp and the
         # map's comparators are not one clock's work) -> the level map's two stages -> packer
         held = Signal(data.StructLayout({"data": 8, "rowend": 1}), reset_less=True)
-        full, ready, load = register_stage(m, self.en, self.i.valid, lmap.i.ready, "held")
+        full, ready, load = register_stage(m, self.en, src.valid, lmap.i.ready, "held")
         m.d.comb += [lmap.levels.eq(self.levels), lmap.codes.eq(self.codes), lmap.en.eq(self.en),
                      pack.on.eq(self.codes), pack.start.eq(self.start),
-                     self.i.ready.eq(ready),
+                     src.ready.eq(ready),
                      lmap.i.valid.eq(self.en & full), lmap.i.payload.eq(held),
-                     self.empty.eq(~full & lmap.empty)]
+                     self.empty.eq(src_empty & ~full & lmap.empty)]
         with m.If(load):
-            m.d.sync += held.eq(self.i.payload)
+            m.d.sync += held.eq(src.payload)
         wiring.connect(m, lmap.o, pack.i)
         wiring.connect(m, pack.o, wiring.flipped(self.o))
         return m
@@ -144,7 +161,8 @@ class PostUnit(wiring.Component):
         The unit reads the accumulators (a POST's elements): with a shared port, its address
         has the port.
     q_addr, q_en : Out; q_data : In(QPARAM_WORDS x 32)
-        The parameter buffer's read port: a lane's record, read once per lane and held.
+        The parameter buffer's read port: a lane's record, read once per lane and held (with
+        ``affine``, its second record is read in the clock before and copied).
     wr : Out(stream of {addr, data}); wr_flush : Out(1); wr_idle, wr_err_valid : In(1);
     wr_err : In(Err)
         The byte writer (:class:`~ffacc.hw.axi.AxiByteWriter`).
@@ -157,8 +175,8 @@ class PostUnit(wiring.Component):
         The running POST's accumulator blocks ``[acc_lo, acc_hi)`` (empty when idle): a
         ``CONV`` into them waits.
     q_lo, q_hi : Out
-        The records the running POST reads, ``[q0, q0 + lanes)`` (empty when idle): a
-        ``LOADQ`` into them waits.
+        The records the running POST reads, ``[q0, q0 + lanes)`` (``2 lanes`` with
+        ``affine``; empty when idle): a ``LOADQ`` into them waits.
     """
 
     def __init__(self, cfg, *, latch):
@@ -223,51 +241,51 @@ class PostUnit(wiring.Component):
         and LOADQ); a copied command's record end is added up as it is copied, so the
         controller's check of a LOADQ starts at flip-flops (it was the ULX3S's critical
         path)."""
+        def end(cmd):
+            if self.cfg.post_affine:
+                return cmd.q0 + Mux(cmd.affine, cmd.lanes << 1, cmd.lanes)
+            return cmd.q0 + cmd.lanes
+
         if self.latch:
             q_end = Signal.like(self.q_hi)
             with m.If(start):
-                m.d.sync += q_end.eq(self.cmd.payload.q0 + self.cmd.payload.lanes)
+                m.d.sync += q_end.eq(end(self.cmd.payload))
         else:
-            q_end = c.q0 + c.lanes
+            q_end = end(c)
         with m.If(self.busy & ~is_add):
             m.d.comb += [self.acc_lo.eq(c.acc0), self.acc_hi.eq(c.acc1),
                          self.q_lo.eq(c.q0), self.q_hi.eq(q_end)]
 
-    def elaborate(self, platform):
-        m = Module()
-        cfg, add = self.cfg, self.cfg.add_unit
-        P, L, A = cfg.acc_lanes, cfg.L, cfg.addr_bits
-        aclamp = partial(addr_clamp, addr_bits=A)
-        start, finish = Signal(), Signal()
-        c = self._command_slot(m, start, finish)
-        is_add = c.add if add else Const(0, 1)
-
-        self._hazard_ranges(m, c, start, is_add)
-
-        lane = Signal(range(P + 1))
-        orow, lanebase, ocol = Signal(A + 1), Signal(A + 1), Signal(A + 1)
-        add_done = Signal()                 # an ADD took its last element
-        run = Signal()
-
-        # the requantizer's parameters: a lane's record, which the parameter buffer's read
-        # port holds while the lane runs (it reads only at the lane's start), or ADD's from the
-        # command; copied into registers at a lane's start on a fast clock
-        # (qparams_in_registers), read in place otherwise
+    def _records(self, m, c, is_add):
+        """The requantizer's parameters: a lane's record, which the parameter buffer's read
+        port holds while the lane runs (it reads only at the lane's start), or ADD's from the
+        command; copied into registers at a lane's start (``q_load``) on a fast clock
+        (``qparams_in_registers``), read in place otherwise. (``post_affine``) A lane's
+        second record, copied as the lane starts (``aff_load``; the read port then holds the
+        first). Returns ``(q, q_load, aff, aff_load)``."""
+        cfg = self.cfg
         q = Signal(QPARAM_LAYOUT, reset_less=True)
         q_load = Signal()
         rec = record_value(m, self.q_data, cfg.fcu.act_signed)
-        q_in = Mux(is_add, c.q, rec) if add else rec
+        q_in = Mux(is_add, c.q, rec) if cfg.add_unit else rec
         if cfg.qparams_in_registers:
             with m.If(q_load):
                 m.d.sync += q.eq(q_in)
         else:
             m.d.comb += q.eq(q_in)
+        aff = Signal(AFFINE_LAYOUT, reset_less=True)
+        aff_load = Signal()
+        if cfg.post_affine:
+            with m.If(aff_load):
+                m.d.sync += aff.eq(affine_value(m, self.q_data, 0, cfg.fcu.act_signed))
+        return q, q_load, aff, aff_load
 
-        # the band's elements (scan) -> stage 1, the accumulator read (or ADD's products) ->
-        # the requantizer's stages 2-4 (pipe) -> the byte writer
-        scan = m.submodules.scan = PostScan(cfg, self.cmd_layout)
-        pipe = m.submodules.pipe = RequantPipe()
-        m.d.comb += [scan.cmd.eq(c), pipe.q.eq(q), pipe.en.eq(run)]
+    def _stage1(self, m, pipe, scan, lane, q, is_add, run):
+        """Stage 1: the element the scan gave last clock (``p1``), its accumulator word (of
+        lane ``lane``) plus the record's bias, or ADD's products (``p1_pa + p1_pb``), into the
+        requantizer ``pipe``; the scan's address to the accumulators' read port. Returns
+        ``(p1, p1_pa, p1_pb)``, which the caller loads."""
+        P, L = self.cfg.acc_lanes, self.cfg.L
         adv = pipe.i.ready
         p1 = Signal(data.StructLayout({"valid": 1, "sub": range(L), "first": 1, "last": 1,
                                        "rowend": 1}))
@@ -284,13 +302,47 @@ class PostUnit(wiring.Component):
             self.acc_en.eq(~run | adv),
         ]
         with m.If(adv | ~run):
-            m.d.sync += p1.valid.eq(0)      # unless an element enters (below)
+            m.d.sync += p1.valid.eq(0)      # unless an element enters (the caller's)
+        return p1, p1_pa, p1_pb
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, add = self.cfg, self.cfg.add_unit
+        P, A = cfg.acc_lanes, cfg.addr_bits
+        aclamp = partial(addr_clamp, addr_bits=A)
+        start, finish = Signal(), Signal()
+        c = self._command_slot(m, start, finish)
+        is_add = c.add if add else Const(0, 1)
+
+        self._hazard_ranges(m, c, start, is_add)
+
+        lane = Signal(range(P + 1))
+        orow, lanebase, ocol = Signal(A + 1), Signal(A + 1), Signal(A + 1)
+        add_done = Signal()                 # an ADD took its last element
+        run = Signal()
+
+        q, q_load, aff, aff_load = self._records(m, c, is_add)
+        affine = c.affine if cfg.post_affine else Const(0, 1)
+        qidx = Signal.like(self.q_addr)     # the lane's (first) record
+
+        # the band's elements (scan) -> stage 1, the accumulator read (or ADD's products) ->
+        # the requantizer's stages 2-4 (pipe) -> (post_affine) the affine map -> the byte
+        # writer
+        scan = m.submodules.scan = PostScan(cfg, self.cmd_layout)
+        pipe = m.submodules.pipe = RequantPipe()
+        m.d.comb += [scan.cmd.eq(c), pipe.q.eq(q), pipe.en.eq(run)]
+        adv = pipe.i.ready
+        p1, p1_pa, p1_pb = self._stage1(m, pipe, scan, lane, q, is_add, run)
         empty = Signal()                    # (and the output stage's, below)
 
         # the write side: orow/ocol advance as bytes are written, so no address rides the
         # pipeline
         # (act_codes) a POST's values to their levels or codes (ADD's are never mapped)
         out = m.submodules.out = PostOutput(cfg)
+        if cfg.post_affine:
+            # (the map's input zero point: the first record's, which the lane holds)
+            m.d.comb += [out.affine.eq(aff), out.affine.zin.eq(q.zp),
+                         out.affine_on.eq(affine & ~is_add)]
         m.d.comb += [empty.eq(~p1.valid & pipe.empty & out.empty),
                      out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
                      pipe.o.ready.eq(out.i.ready), out.start.eq(start), out.en.eq(run),
@@ -321,7 +373,8 @@ class PostUnit(wiring.Component):
         with m.FSM(name="post"):
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [self.err.eq(0), lane.eq(0), lanebase.eq(self.cmd.payload.base)]
+                    m.d.sync += [self.err.eq(0), lane.eq(0), lanebase.eq(self.cmd.payload.base),
+                                 qidx.eq(self.cmd.payload.q0)]
                     m.next = "LANE"
                     if add:
                         with m.If(self.cmd.payload.add):
@@ -329,15 +382,28 @@ class PostUnit(wiring.Component):
                             m.next = "ADD_PARAMS"
             with m.State("LANE"):
                 # the lane's record is read once: the read port holds it while the lane runs
-                m.d.comb += [self.q_addr.eq(c.q0 + lane), self.q_en.eq(1), scan.start.eq(1)]
+                # (with affine, its second record first, copied in AFF)
+                m.d.comb += [self.q_addr.eq(qidx), self.q_en.eq(1), scan.start.eq(1)]
                 m.d.sync += [orow.eq(lanebase), ocol.eq(lanebase)]
                 m.next = "QP" if cfg.qparams_in_registers else "SH"
+                if cfg.post_affine:
+                    with m.If(affine):
+                        m.d.comb += [self.q_addr.eq(qidx + 1), scan.start.eq(0)]
+                        m.next = "AFF"
+            if cfg.post_affine:
+                with m.State("AFF"):
+                    m.d.comb += [aff_load.eq(1), self.q_addr.eq(qidx), self.q_en.eq(1),
+                                 scan.start.eq(1)]
+                    m.next = "QP" if cfg.qparams_in_registers else "SH"
             if cfg.qparams_in_registers:
                 with m.State("QP"):
                     m.d.comb += q_load.eq(1)
                     m.next = "SH"
             with m.State("SH"):
-                with m.If((q.shift == 0) | (q.shift > 62)):
+                bad = (q.shift == 0) | (q.shift > 62)
+                if cfg.post_affine:
+                    bad = bad | affine & ((aff.shift == 0) | (aff.shift > 62))
+                with m.If(bad):
                     fail(Err.PARAM)
                 with m.Else():
                     m.next = "RUN"
@@ -357,7 +423,8 @@ class PostUnit(wiring.Component):
                     m.d.comb += self.wr_flush.eq(1)
                     m.next = "FLUSH"
                 with m.Else():
-                    m.d.sync += [lane.eq(lane + 1), lanebase.eq(aclamp(lanebase + c.cstride))]
+                    m.d.sync += [lane.eq(lane + 1), lanebase.eq(aclamp(lanebase + c.cstride)),
+                                 qidx.eq(qidx + 1 + affine)]
                     m.next = "LANE"
             with m.State("FLUSH"):
                 with m.If(self.wr_err_valid):

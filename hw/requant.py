@@ -11,10 +11,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ffacc.firmware.isa import AFFINE_C_BITS
 from .logic import act_value
 
-__all__ = ["RQ_BITS", "QPARAM_LAYOUT", "ELEMENT_LAYOUT", "requant_round", "record_value",
-           "RequantPipe"]
+__all__ = ["RQ_BITS", "QPARAM_LAYOUT", "ELEMENT_LAYOUT", "AFFINE_LAYOUT", "requant_round",
+           "record_value", "affine_value", "RequantPipe", "AffineStage"]
 
 RQ_BITS = 10
 
@@ -157,6 +158,116 @@ class RequantPipe(wiring.Component):
             ]
             with m.If(valid[2]):
                 m.d.sync += maxv.eq(grp_max)
+        with m.If(~self.en):
+            m.d.sync += [f.eq(0) for f in flags]
+        return m
+
+
+# a lane's second record (POST flag AFFINE; firmware.isa.pack_affine), and the zero point of
+# the values it maps (the first record's)
+AFFINE_LAYOUT = data.StructLayout({
+    "c": signed(AFFINE_C_BITS), "k": unsigned(4), "neg": 1, "zero": 1,
+    "mult": unsigned(32), "shift": unsigned(8), "zp": signed(9), "lo": signed(9),
+    "hi": signed(9), "zin": signed(9)})
+
+
+def affine_value(m, word, zin, act_signed):
+    """A second record as the parameter buffer stores it (``QPARAM_WORDS`` words:
+    :func:`~ffacc.firmware.isa.pack_affine`) as an :data:`AFFINE_LAYOUT` value, with ``zin``,
+    the zero point of the values it maps."""
+    rec = Signal(AFFINE_LAYOUT)
+    m.d.comb += [rec.c.eq(word[0:AFFINE_C_BITS].as_signed()), rec.k.eq(word[24:28]),
+                 rec.neg.eq(word[28]), rec.zero.eq(word[29]), rec.mult.eq(word[32:64]),
+                 rec.shift.eq(word[64:72]), rec.zp.eq(act_value(word[72:80], act_signed)),
+                 rec.lo.eq(act_value(word[80:88], act_signed)),
+                 rec.hi.eq(act_value(word[88:96], act_signed)), rec.zin.eq(zin)]
+    return rec
+
+
+class AffineStage(wiring.Component):
+    """A per-channel affine map after the requantizer (``POST``'s flag ``AFFINE``): each
+    value ``x`` -> ``clamp(((K (x - zin) + C) M + 2**(s-1)) >> s + zp, lo, hi)``, ``K = 0`` or
+    ``+-2**k`` (:func:`~ffacc.firmware.isa.pack_affine`; the same integers as
+    :func:`ffacc.sim.golden.channel_affine`). Five registered stages: the value as it comes
+    (the requantizer's clamp and maximum end in its output), ``(x - zin) << k``, ``C`` plus or
+    minus it, the product with ``M``, the rounded shift; then zero point and clamp,
+    combinational into the output. Off, it passes its input through.
+
+    Ports
+    -----
+    i : In(stream of {data: unsigned(8), rowend: 1})
+        Values (the activation type's 8 bits) and whether each ends its output row.
+        ``ready`` is the stage's advance: every register moves when the output is taken or
+        not offered.
+    o : Out(stream of {data: unsigned(8), rowend: 1})
+        The mapped values, in order.
+    p : In(:data:`AFFINE_LAYOUT`)
+        The map, held while values are inside.
+    on : In(1)
+        Map (held while values are inside); else ``o`` is ``i``.
+    en : In(1)
+        The stage moves only while ``en``; while it is low it offers nothing and drops what it
+        holds (a run that ended or failed).
+    empty : Out(1)
+        No value is inside.
+    """
+
+    DEPTH = 5
+
+    def __init__(self, act_signed):
+        self.act_signed = act_signed
+        layout = data.StructLayout({"data": unsigned(8), "rowend": 1})
+        super().__init__({
+            "i": In(stream.Signature(layout)),
+            "o": Out(stream.Signature(layout)),
+            "p": In(AFFINE_LAYOUT),
+            "on": In(1),
+            "en": In(1),
+            "empty": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        SB = 10 + 15                            # (x - zin) << k: a 10-bit difference, k < 16
+        AB = max(SB, AFFINE_C_BITS) + 1         # ... plus or minus C
+        flags = [Signal(2, name=f"a{k}_flags") for k in range(self.DEPTH)]    # valid, rowend
+        valid = [f[0] for f in flags]
+        adv = Signal()
+
+        x0 = Signal(8, reset_less=True)                     # the value as it came
+        diff = Signal(signed(10))
+        m.d.comb += diff.eq(act_value(x0, self.act_signed) - p.zin)
+        t1 = Signal(signed(SB), reset_less=True)            # (x - zin) << k
+        a2 = Signal(signed(AB), reset_less=True)            # C +- that
+        a3 = Signal(signed(AB + 33), reset_less=True)       # times M
+        a4 = Signal(signed(RQ_BITS), reset_less=True)       # rounded and shifted
+        rnd = Signal(signed(RQ_BITS))
+        m.d.comb += rnd.eq(requant_round(m, a3, p.shift))
+        res = Signal(signed(10))
+        m.d.comb += res.eq(Mux(a4 + p.zp < p.lo, p.lo, Mux(a4 + p.zp > p.hi, p.hi, a4 + p.zp)))
+
+        last = flags[-1]
+        with m.If(self.on):
+            m.d.comb += [
+                self.o.valid.eq(self.en & last[0]),
+                self.o.payload.data.eq(res[:8]),
+                self.o.payload.rowend.eq(last[1]),
+                adv.eq(self.en & ~(self.o.valid & ~self.o.ready)),
+                self.i.ready.eq(adv),
+                self.empty.eq(~Cat(*valid).any()),
+            ]
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload),
+                         self.i.ready.eq(self.o.ready), self.empty.eq(1)]
+        with m.If(adv):
+            m.d.sync += [flags[0].eq(Cat(self.i.valid, self.i.payload.rowend)),
+                         *(flags[k].eq(flags[k - 1]) for k in range(1, self.DEPTH)),
+                         x0.eq(self.i.payload.data),
+                         t1.eq(diff << p.k),
+                         a2.eq(Mux(p.zero, p.c, Mux(p.neg, p.c - t1, p.c + t1))),
+                         a3.eq(a2 * Cat(p.mult, Const(0, 1)).as_signed()),
+                         a4.eq(rnd)]
         with m.If(~self.en):
             m.d.sync += [f.eq(0) for f in flags]
         return m

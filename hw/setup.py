@@ -644,6 +644,8 @@ def post_registers(cfg, pp, rg, is_add, s8, flags):
         dsz, dcl = rg[Reg.D_SZ], rg[Reg.D_CLAMP]
         out += [pp.add.eq(is_add), pp.q.mult.eq(rg[Reg.D_M]), pp.q.shift.eq(dsz[:8]),
                 pp.q.zp.eq(s8(dsz[24:32])), pp.q.lo.eq(s8(dcl[:8])), pp.q.hi.eq(s8(dcl[8:16]))]
+    if cfg.post_affine:
+        out += [pp.affine.eq(flags[PostFlag.AFFINE.bit_length() - 1])]
     if cfg.act_codes:
         out += [pp.codes.eq(flags[PostFlag.CODES.bit_length() - 1]),
                 pp.levels.n.eq(rg[Reg.O_NLEV]),

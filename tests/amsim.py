@@ -33,3 +33,38 @@ async def stream_through(ctx, dut, beats, rng, *, gaps, stall, done, took, limit
             took(ctx.get(dut.o.payload))
         await ctx.tick()
     raise AssertionError(f"the transfer did not finish in {limit} clocks")
+
+
+async def through_pipe(ctx, dut, items, rng, *, gap, ready, drop_after=None, clocks=2000):
+    """Offer ``items`` (payload dicts) to a pipeline's ``dut.i`` with a clock of none offered
+    at random (``gap`` of them) while ``dut.o`` is ready at random (``ready`` of the clocks);
+    with ``drop_after``, ``en`` falls for a clock once that many went in (then nothing may
+    come out or go in, and the pipe is ``empty`` after it). Returns the outputs taken, each
+    ``(data, rowend)``, once every item went in and the pipe is empty; fails after
+    ``clocks``."""
+    got = []
+    sent, dropped = 0, False
+    for _ in range(clocks):
+        drop = not dropped and sent == drop_after
+        ctx.set(dut.en, 0 if drop else 1)
+        offer = sent < len(items) and rng.random() >= gap
+        ctx.set(dut.i.valid, int(offer))
+        if offer:
+            for k, v in items[sent].items():
+                ctx.set(getattr(dut.i.payload, k), v)
+        take = rng.random() < ready
+        ctx.set(dut.o.ready, int(take))
+        if drop:
+            assert ctx.get(dut.i.ready) == 0 and ctx.get(dut.o.valid) == 0
+            await ctx.tick()
+            assert ctx.get(dut.empty) == 1
+            dropped = True
+            continue
+        if ctx.get(dut.o.valid) and take:
+            got.append((ctx.get(dut.o.payload.data), ctx.get(dut.o.payload.rowend)))
+        if offer and ctx.get(dut.i.ready):
+            sent += 1
+        await ctx.tick()
+        if sent == len(items) and ctx.get(dut.empty) and not ctx.get(dut.o.valid):
+            return got
+    raise AssertionError("the pipe did not empty")

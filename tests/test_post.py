@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ffacc.firmware.isa import Err, pack_levels, pack_qparam, unpack_levels, unpack_qparam
+from ffacc.firmware.isa import (Err, pack_affine, pack_levels, pack_qparam, unpack_affine,
+                                unpack_levels, unpack_qparam)
 from ffacc.hw.config import ACCEL_PRESETS
 from ffacc.hw.post import PostUnit
 from ffacc.sim import golden
@@ -26,27 +27,43 @@ def requant(v, rec, signed):
     return int(out[0, 0]) & 0xFF
 
 
+def affine(v, first, second, signed):
+    """Byte ``v`` (the output of record ``first``) mapped by ``second`` (flag AFFINE: the
+    golden model's ``channel_affine`` of the integers ``pack_affine`` holds)."""
+    r, zp = unpack_affine(second, signed), unpack_qparam(first, signed)["zp"]
+    x = v - 256 if signed and v >= 128 else v
+    out = golden.requantize(np.array([[r["K"] * (x - zp) + r["C"]]]), r["multiplier"],
+                            r["shift"], r["zp"], r["qmin"], r["qmax"])
+    return int(out[0, 0]) & 0xFF
+
+
 def expect_post(acc, recs, cmd, signed, L):
     """{address: byte} of a POST (the ISS's semantics, sim/iss.py)."""
     out = {}
     ny, wout, pool, step = cmd["ny"], cmd["wout"], cmd["pool"], cmd["step"]
     k = cmd.get("poolk", 2)
     wob = ceil(wout / L)
+    aff = cmd.get("affine", 0)
     for lane in range(cmd["lanes"]):
+        first = recs[cmd["q0"] + (1 + aff) * lane]
+
         def val(y, x):
             b = cmd["acc0"] + y * wob + x // L
-            return requant(int(acc[lane][b][x % L]), recs[cmd["q0"] + lane], signed)
+            return requant(int(acc[lane][b][x % L]), first, signed)
+
+        def mapped(v):
+            return affine(v, first, recs[cmd["q0"] + 2 * lane + 1], signed) if aff else v
         base = cmd["base"] + lane * cmd["cstride"]
         if pool:                        # the k x k windows at stride step in the band
             for r, y in enumerate(range(0, ny - k + 1, step)):
                 for c, x in enumerate(range(0, wout - k + 1, step)):
                     vals = [val(y + dy, x + dx) for dy in range(k) for dx in range(k)]
                     sv = [v - 256 if signed and v >= 128 else v for v in vals]
-                    out[base + r * cmd["pitch"] + c] = vals[int(np.argmax(sv))]
+                    out[base + r * cmd["pitch"] + c] = mapped(vals[int(np.argmax(sv))])
         else:
             for r, y in enumerate(range(0, ny, step)):
                 for c, x in enumerate(range(0, wout, step)):
-                    out[base + r * cmd["pitch"] + c] = val(y, x)
+                    out[base + r * cmd["pitch"] + c] = mapped(val(y, x))
     return out
 
 
@@ -66,7 +83,7 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
     def complete(cmd):
         wob = ceil(cmd.get("wout", 1) / L)
         full = dict(lanes=1, ny=1, wout=1, pool=0, poolk=2, step=1, acc0=0, q0=0, base=0,
-                    pitch=0, cstride=0)
+                    pitch=0, cstride=0, affine=0)
         full.update(cmd)
         full.update(sblk=full["step"] // L, ssub=full["step"] % L, wob=wob,
                     rowstep=full["step"] * wob, acc1=full["acc0"] + full["ny"] * wob)
@@ -118,7 +135,8 @@ def run_unit(cfg, cmd, *, acc=None, recs=(), ext=(), ready=0.7, seed=0, latch=Tr
                 ranges = [ctx.get(getattr(dut, r)) for r in ("acc_lo", "acc_hi", "q_lo", "q_hi")]
                 if ctx.get(dut.busy) and "add" not in full:
                     assert ranges == [full["acc0"], full["acc1"], full["q0"],
-                                      full["q0"] + full["lanes"]], (clock, ranges)
+                                      full["q0"] + (1 + full["affine"]) * full["lanes"]], \
+                        (clock, ranges)
                 else:
                     assert ranges == [0, 0, 0, 0], (clock, ranges)
                 if ctx.get(dut.cmd.ready) and clock and not latch:
@@ -200,6 +218,54 @@ def test_a_bad_shift_stops_after_the_lanes_before_it():
     want = expect_post(acc, recs, dict(cmd, lanes=1), cfg.fcu.act_signed, cfg.L)
     got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs)
     assert err == Err.PARAM and got == want and len(want) == 12
+
+
+def _affine_case(rng, cfg, pool, ny, wout, lanes):
+    """A POST with flag AFFINE: lane l's records at q0 + 2l (the requantization) and
+    q0 + 2l + 1 (a random BatchNormalization's integer form)."""
+    signed = cfg.fcu.act_signed
+    lo, hi = (-128, 127) if signed else (0, 255)
+    acc, recs, cmd = _case(rng, cfg, pool, 1, ny, wout, 2 * lanes, signed, 2)
+    acc = acc >> 10                     # values inside the range, not only its ends
+    for lane in range(lanes):
+        x_zp = int(rng.integers(-20, 20)) + (0 if signed else 128)
+        recs[cmd["q0"] + 2 * lane] = tuple(pack_qparam(int(rng.integers(-50, 50)), 1 << 30,
+                                                       33, x_zp, lo, hi))
+        scale = float(rng.choice([-1, 1]) * rng.uniform(0.2, 2.5))
+        ka, kb, zb, M, sh = (int(a[0]) for a in golden.affine_params(
+            [scale], [float(rng.uniform(-15, 15))], x_zp, (lo, hi)))
+        recs[cmd["q0"] + 2 * lane + 1] = tuple(pack_affine(
+            ka, kb, zb, x_zp, M, sh, int(rng.integers(-10, 10)), lo, hi))
+    return acc, recs, dict(cmd, lanes=lanes, affine=1)
+
+
+@settings(max_examples=8, deadline=None)
+@given(pool=st.booleans(), ny=st.integers(2, 4), wout=st.integers(2, 8),
+       lanes=st.integers(1, 2), latch=st.booleans(), seed=st.integers(0, 1000))
+def test_post_maps_each_output_by_its_second_record(pool, ny, wout, lanes, latch, seed):
+    """Flag AFFINE: each output (after a pool's maximum) mapped by its lane's second record,
+    both records of a lane read from q0 + 2 lane on; the records a LOADQ must not overwrite
+    meanwhile are 2 lanes."""
+    cfg = TINY
+    rng = np.random.default_rng(seed)
+    acc, recs, cmd = _affine_case(rng, cfg, pool, ny, wout, lanes)
+    want = expect_post(acc, recs, cmd, cfg.fcu.act_signed, cfg.L)
+    plain = expect_post(acc, recs, dict(cmd, affine=0, lanes=lanes), cfg.fcu.act_signed, cfg.L)
+    assert want and want != plain
+    got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs, seed=seed, latch=latch)
+    assert err == 0 and got == want
+
+
+def test_a_bad_shift_in_a_second_record_stops_at_its_lane():
+    cfg = TINY
+    rng = np.random.default_rng(8)
+    acc, recs, cmd = _affine_case(rng, cfg, False, 2, 5, 2)
+    bad = list(recs[cmd["q0"] + 3])
+    bad[2] |= 0x3F                                          # shift 63
+    recs[cmd["q0"] + 3] = tuple(bad)
+    want = expect_post(acc, recs, dict(cmd, lanes=1), cfg.fcu.act_signed, cfg.L)
+    got, err, _ = run_unit(cfg, cmd, acc=acc, recs=recs)
+    assert err == Err.PARAM and got == want and len(want) == 10
 
 
 def _random_levels(rng, signed):

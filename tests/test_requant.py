@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from ffacc.hw.requant import RequantPipe
 from ffacc.sim import golden
-from amsim import simulate
+from amsim import simulate, through_pipe
 
 
 def reference(groups, q):
@@ -33,35 +33,10 @@ def run_pipe(groups, q, *, gap, ready, seed, drop_after=None, clocks=2000):
     async def bench(ctx):
         for k, v in q.items():
             ctx.set(getattr(dut.q, k), v)
-        sent, dropped = 0, False
-        for _ in range(clocks):
-            drop = not dropped and sent == drop_after
-            ctx.set(dut.en, 0 if drop else 1)
-            offer = sent < len(elems) and rng.random() >= gap
-            ctx.set(dut.i.valid, int(offer))
-            if offer:
-                v, first, last, rowend = elems[sent]
-                p = dut.i.payload
-                ctx.set(p.v, v)
-                ctx.set(p.first, int(first))
-                ctx.set(p.last, int(last))
-                ctx.set(p.rowend, int(rowend))
-            take = rng.random() < ready
-            ctx.set(dut.o.ready, int(take))
-            if drop:
-                assert ctx.get(dut.i.ready) == 0 and ctx.get(dut.o.valid) == 0
-                await ctx.tick()
-                assert ctx.get(dut.empty) == 1
-                dropped = True
-                continue
-            if ctx.get(dut.o.valid) and take:
-                got.append((ctx.get(dut.o.payload.data), ctx.get(dut.o.payload.rowend)))
-            if offer and ctx.get(dut.i.ready):
-                sent += 1
-            await ctx.tick()
-            if sent == len(elems) and ctx.get(dut.empty):
-                return
-        raise AssertionError("the pipe did not empty")
+        got.extend(await through_pipe(
+            ctx, dut, [dict(v=v, first=int(f), last=int(la), rowend=int(r))
+                       for v, f, la, r in elems],
+            rng, gap=gap, ready=ready, drop_after=drop_after, clocks=clocks))
 
     simulate(dut, bench)
     return got
