@@ -68,6 +68,7 @@ LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
+POST_AFFINE_LANE = 6    # AFFINE: the second record's read, the affine stage's five registers
 ADD_FIXED = 12
 ADD_CHUNK_COST = 12
 ADD_ELEMENT = 3
@@ -363,11 +364,12 @@ class CycleModel:
         # CV_GEOM finds ceil(wout / L) and the pieces by repeated addition
         return CONV_FIXED + max(g.wob if blocks is None else blocks, g.pieces) + pieces
 
-    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=(0, 0), blocks=None):
+    def post(self, lanes, subs_per_lane, wob, stride, write_stalls=(0, 0), blocks=None,
+             affine=False):
         """``POST``: the controller's part (:meth:`post_issue`), then the post-processor's
         (:meth:`post_run`) while the controller waits."""
         return self.post_issue(wob, stride, blocks) + POST_HANDOFF + self.post_run(
-            lanes, subs_per_lane, write_stalls)
+            lanes, subs_per_lane, write_stalls, affine)
 
     def post_issue(self, wob, stride, blocks=None):
         """The controller's clocks of a ``POST``: its checks and geometry (``ceil(wout / L)``
@@ -376,17 +378,18 @@ class CycleModel:
         :meth:`conv_fixed`."""
         return POST_ISSUE + (wob if blocks is None else blocks) + stride // self.cfg.L
 
-    def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0)):
+    def post_run(self, lanes, subs_per_lane, write_stalls=(0, 0), affine=False):
         """The post-processor's clocks, from taking the command to the last write's
         answer: per lane the record's read and one sub-element (k² per output of a k x k
         pool) per clock through the pipeline, the clocks it waits for the byte writer
         (:func:`writer_stalls`: those it waits, those the STALL counter counts), and the last
-        word's write."""
+        word's write. ``affine`` (flag ``AFFINE``): per lane the second record's read and
+        the affine stage's registers."""
         waits, counted = write_stalls
         self.stall += counted + WRITE_END_WAIT
         # act_codes: the output stage's three registers (a lane ends when it is empty)
         per_lane = (POST_LANE + self.cfg.qparams_in_registers + 3 * self.cfg.act_codes
-                    + subs_per_lane)
+                    + POST_AFFINE_LANE * bool(affine) + subs_per_lane)
         return lanes * per_lane + waits + WRITE_END
 
     def post_wait(self, left):

@@ -20,6 +20,7 @@ from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
+                                unpack_affine, unpack_qparam,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
                                 unpack_levels)
@@ -614,6 +615,22 @@ class ISS:
             out = o >> sh[ex].astype(object)
         return np.clip(out + zp[ex], lo[ex], hi[ex]).astype(np.int64)
 
+    def _affine(self, v, recs, recs2):
+        """``POST``'s flag ``AFFINE``: each lane's outputs ``v`` ``(lanes, ...)`` mapped by
+        its second record (:func:`~ffacc.firmware.isa.pack_affine`):
+        ``requantize(K (v - zp) + C)``, ``zp`` the first record's zero point."""
+        signed = self.cfg.fcu.act_signed
+        ex = (slice(None),) + (None,) * (np.ndim(v) - 1)
+        zp = np.array([unpack_qparam(r, signed)["zp"] for r in recs], dtype=np.int64)
+        p = [unpack_affine(r, signed) for r in recs2]
+        K, C = (np.array([r[k] for r in p], dtype=np.int64) for k in ("K", "C"))
+        M, sh, z2, lo, hi = (np.array([r[k] for r in p], dtype=np.int64)
+                             for k in ("multiplier", "shift", "zp", "qmin", "qmax"))
+        # |acc| < 2**26 and M < 2**32: the product fits int64
+        acc = K[ex] * (np.asarray(v, dtype=np.int64) - zp[ex]) + C[ex]
+        out = (acc * M[ex] + (np.int64(1) << (sh - 1))[ex]) >> sh[ex]
+        return np.clip(out + z2[ex], lo[ex], hi[ex])
+
     def _post(self, ins):
         c = self.cfg
         L = c.L
@@ -639,22 +656,31 @@ class ISS:
         addrs = addrs.reshape(-1)
         subs = rows_out * cols_out * k * k
         counted = self._count_blocks(wob)
+        # (post_affine; the checks refuse AFFINE elsewhere) lane l's records are q0 + 2l and
+        # q0 + 2l + 1, the second mapping each output once more
+        affine = bool(ins.flags & PostFlag.AFFINE)
+        nrec = 1 + affine
         if ins.flags & PostFlag.ASYNC and c.post_overlap:
             # the post-processor runs it beside the next instructions
             cost = self.cost.post_issue(wob, stride, counted)
             self.po_until = (self.now + self.cost.decode(self.chained) + cost
-                             + self.cost.post_run(lanes, subs, stalls))
+                             + self.cost.post_run(lanes, subs, stalls, affine))
             self.po_blocks = (a0, a0 + ny * wob)
-            self.po_recs = (q0, q0 + lanes)
+            self.po_recs = (q0, q0 + nrec * lanes)
         else:
-            cost = self.cost.post(lanes, subs, wob, stride, stalls, counted)
+            cost = self.cost.post(lanes, subs, wob, stride, stalls, counted, affine)
         self.moved[3] += lanes * rows_out * cb
         if self.timing_only:
             return cost
-        recs = recs_all = self.qb[q0:q0 + lanes]
-        bad = self._bad_shift(recs)
+        recs = self.qb[q0:q0 + nrec * lanes:nrec]
+        recs2 = self.qb[q0 + 1:q0 + 2 * lanes:2] if affine else recs[:0]
+        # a lane stops the run (the lanes before it written) if either record's shift is bad
+        bads = [b for b in (self._bad_shift(recs), self._bad_shift(recs2)) if b is not None]
+        bad = min(bads) if bads else None
         if bad is not None:             # lanes before the bad record are written, then stop
-            lanes, recs = bad, recs[:bad]
+            word = (recs[bad] if self._bad_shift(recs[bad:bad + 1]) is not None
+                    else recs2[bad])
+            lanes, recs, recs2 = bad, recs[:bad], recs2[:bad]
             addrs = addrs[:bad * rows_out * cb]
         a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
         v = self._requant(a, recs)
@@ -663,6 +689,8 @@ class ISS:
                 .max(axis=(3, 4)) if rows_out and cols_out else v[:, :rows_out, :cols_out]
         else:
             v = v[:, ::stride, ::stride]
+        if affine:
+            v = self._affine(v, recs, recs2)
         nlev, th, lv = unpack_levels({r: self.r(r) for r in (Reg.O_NLEV,) + LEVEL_REGS},
                                      c.fcu.act_signed)
         nlev = nlev if c.act_codes else 0       # without act_codes nothing reads O_NLEV
@@ -686,7 +714,7 @@ class ISS:
                     self._check(addr, v.shape[2])
                     self.mem[addr:addr + v.shape[2]] = v[lane, n]
         if bad is not None:
-            self._err(f"POST shift {int(recs_all[bad, 2]) & 0xFF} outside 1..62")
+            self._err(f"POST shift {int(word[2]) & 0xFF} outside 1..62")
         return cost
 
     def _add(self, ins):
