@@ -166,7 +166,8 @@ def _weight_sets(op, cfg):
 OBJECTIVES = ("bytes", "activations")
 
 
-def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capacity=None):
+def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capacity=None,
+                outputs=None):
     """The depth-first plan of graph ``g`` on ``cfg``.
 
     ``layers``: the operators the accelerator runs, in order (convs and adds; others end a
@@ -175,7 +176,9 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
     ``objective``: ``"bytes"`` grows a group while that does not move more bytes in all
     (activations and weights); ``"activations"`` while it fits (the published design's rule:
     no intermediate map to memory, weights read again each step when they do not fit).
-    ``capacity``: on-chip activation bytes (default: the line buffer's)."""
+    ``capacity``: on-chip activation bytes (default: the line buffer's). ``outputs``:
+    ``id(conv) ->`` the map it writes, where that is not its own output or its pool's (a fused
+    affine map's)."""
     if objective not in OBJECTIVES:
         raise ValueError(f"fusion objective {objective!r}: one of {', '.join(OBJECTIVES)}")
     cap = capacity if capacity is not None else cfg.lb_rows * cfg.lb_width
@@ -183,7 +186,8 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
     ls = []
     for op in layers:
         pool = fused_pools.get(id(op))
-        out = pool.outputs[0] if pool is not None else op.outputs[0]
+        out = pool.outputs[0] if pool is not None else (outputs or {}).get(id(op),
+                                                                          op.outputs[0])
         out_of[op.outputs[0]] = out
         ins = [_chw(g.tensors[n].shape) for n in op.inputs]
         oshape = _chw(g.tensors[out].shape)
@@ -318,8 +322,12 @@ def plan_groups(g, cfg, layers, fused_pools, other_ops, objective="bytes", capac
 
 def plan_from_ops(g, cfg, ops, fused_pools, on_accel, **kw):
     """:func:`plan_groups` from a compile's operator list: the accelerator's convs, adds and
-    per-channel affine maps are the layers (``on_accel(op)``), the rest end groups."""
-    layers = [op for op in ops if isinstance(op, (Conv, Add, ChannelAffine)) and on_accel(op)]
+    per-channel affine maps are the layers (``on_accel(op)``), the rest end groups. ``kw``:
+    :func:`plan_groups`'s (``outputs``: each op's id to the map it writes)."""
+    # (an elementwise layer over a vector, a Gemm's output, is no map: it ends a group)
+    layers = [op for op in ops if isinstance(op, (Conv, Add, ChannelAffine)) and on_accel(op)
+              and (isinstance(op, Conv) or all(_chw(g.tensors[n].shape)
+                                                 for n in op.inputs + op.outputs))]
     ids = {id(op) for op in layers}
     others = [op for op in ops if id(op) not in ids]
     return plan_groups(g, cfg, layers, fused_pools, others, **kw)
