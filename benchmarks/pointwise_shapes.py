@@ -24,7 +24,7 @@ def bound_fraction(path, cfg):
     _, c, _ = compile_model(path, cfg)
     rows, tot = layer_report(c.image)
     ones = [r for r in rows if list(r.get("kernel") or ()) == [1, 1]
-            and r["where"] == "accel" and r["op"] == "Conv"]
+            and r["where"] == "accel" and r["op"] in ("Conv", "Conv+Affine")]
     flat = {li["name"] for li in c.image.meta["layers"] if "flat" in li}
     cyc = sum(r["cycles"] for r in ones)
     bound = sum(r["compute_bound"] for r in ones)

@@ -84,21 +84,63 @@ class _Arena:
         self.free = merged
 
 
-def _fuse_pools(g, cfg):
+def _sole_consumer(g, t, kind):
+    """The one operator that reads tensor ``t``, if it is a ``kind`` and ``t`` is no graph
+    output (the conditions for fusing it into ``t``'s producer); else None."""
+    cons = g.consumers(t)
+    if len(cons) != 1 or not isinstance(cons[0], kind) or t in g.outputs:
+        return None
+    return cons[0]
+
+
+def _fuse_affines(g, cfg):
+    """Conv or Gemm on the accelerator -> ChannelAffine on the accelerator, its sole consumer
+    (a BatchNormalization the quantizer left after it, as ``Mul``/``Add``), its output not a
+    graph output, neither map stored as codes: POST maps each output by the affine's second
+    record (flag ``AFFINE``, ``post_affine``), so the map is not written and read again. The
+    integers are those of the two operators in turn. Returns ``{id(conv): ChannelAffine}``."""
+    fused = {}
+    if not cfg.post_affine:
+        return fused
+    for op in g.ops:
+        if not isinstance(op, (Conv, Gemm)) or _accel_reason(op, g, cfg):
+            continue
+        t = op.outputs[0]
+        af = _sole_consumer(g, t, ChannelAffine)
+        if af is None:
+            continue
+        y = g.tensors[af.outputs[0]]
+        if _accel_reason(af, g, cfg) or any(
+                v.levels is not None or v.codes for v in (g.tensors[t], y)):
+            continue
+        fused[id(op)] = af
+    return fused
+
+
+def _fuse_pools(g, cfg, affines=None):
     """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_pool) at a
     stride, without padding, sole consumer, same quantization: POST pools the windows that lie
     in the conv's output, as ONNX's MaxPool without ``ceil_mode``. (A conv the host runs keeps
-    its pool: the host has no fused form.)"""
+    its pool: the host has no fused form.) ``affines`` (:func:`_fuse_affines`): a conv's
+    output is its fused affine map's, which POST applies after the pool's maximum, so the
+    pool is fused only where the map never decreases (every channel's ``K >= 0``)."""
+    affines = affines or {}
     fused = {}
     for op in g.ops:
         if not isinstance(op, Conv) or op.strides != (1, 1) or _accel_reason(op, g, cfg):
             continue
         if isinstance(op, AvgPoolConv) and not op.count_include_pad:
             continue                    # (run a region at a time: POST pools no windows)
-        cons = g.consumers(op.outputs[0])
-        if len(cons) != 1 or not isinstance(cons[0], MaxPool) or op.outputs[0] in g.outputs:
+        out = op.outputs[0]
+        af = affines.get(id(op))
+        if af is not None:
+            ka, kb = af.params(g.tensors[out])[:2]
+            if np.any(ka + kb < 0):
+                continue
+            out = af.outputs[0]
+        mp = _sole_consumer(g, out, MaxPool)
+        if mp is None:
             continue
-        mp = cons[0]
         (kh, kw), (sh, sw) = mp.kernel, mp.strides
         if kh == kw and sh == sw and 2 <= kh <= cfg.max_pool and sh >= 1 and \
                 mp.pads == (0, 0, 0, 0):
@@ -279,13 +321,15 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     split = {}
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
-    fused = _fuse_pools(g, cfg)
-    skip = {id(mp) for mp in fused.values()}
+    affines = _fuse_affines(g, cfg)
+    fused = _fuse_pools(g, cfg, affines)
+    skip = {id(mp) for mp in fused.values()} | {id(af) for af in affines.values()}
     ops = [op for op in g.ops if id(op) not in skip]
-    # tensor renames of fused pools: the pool output is what the conv writes
-    conv_out = {id(op): fused[id(op)].outputs[0] if id(op) in fused else op.outputs[0]
-                for op in ops}
-    g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes)
+    # tensor renames of fused affine maps and pools: the last one's output is what the conv
+    # writes
+    conv_out = {id(op): (fused[id(op)] if id(op) in fused else affines[id(op)]
+                         if id(op) in affines else op).outputs[0] for op in ops}
+    g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes, affines=affines)
 
     # --- memory: alias roots, concatenation slices and liveness ------------------------
     root = {}
@@ -322,7 +366,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     # pre-pass: addresses in execution order (a buffer from the first of its tensors' producers
     # on), freeing dead buffers after each op
     for i, op in enumerate(ops):
-        outs = [conv_out[id(op)]] if isinstance(op, Conv) else op.outputs
+        outs = [conv_out[id(op)]] if isinstance(op, (Conv, Gemm)) else op.outputs
         for n in outs:
             if isinstance(op, Alias):
                 continue
@@ -361,10 +405,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None and not isinstance(op, Alias):
             accel_reads.update(base(n)[0] for n in op.inputs)
         x = g.tensors[op.inputs[0]]
-        out_name = conv_out[id(op)] if isinstance(op, Conv) else op.outputs[0]
+        out_name = conv_out[id(op)] if isinstance(op, (Conv, Gemm)) else op.outputs[0]
         y = g.tensors[out_name]
         start = len(prog)
-        info = {"name": op.name, "op": op.kind + ("+MaxPool" if id(op) in fused else ""),
+        info = {"name": op.name, "op": op.kind + ("+Affine" if id(op) in affines else "")
+                + ("+MaxPool" if id(op) in fused else ""),
                 "in_shape": list(x.shape), "out_shape": list(y.shape), "macs": 0,
                 "weight_bytes": 0, "act_bytes": int(sum(g.tensors[n].nbytes for n in op.inputs)
                                                     + sum(g.tensors[n].nbytes
@@ -385,7 +430,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
             try:
                 if isinstance(op, (Conv, Gemm)):
                     wb, products, lowered, array_kw = _lower_conv_like(
-                        op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records)
+                        op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records,
+                        affines.get(id(op)))
                     phased = lowered.get("phase_loads")
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
@@ -400,7 +446,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         # over its input's stride phases (computed_macs: the split kernel's
                         # products, its zero taps too, for the outputs it keeps)
                         k2 = phased["split_kernel"]
-                        info.update(op=f"{op.kind}+Phases", phase_loads=phased)
+                        info.update(op=info["op"].replace(op.kind, f"{op.kind}+Phases", 1),
+                                    phase_loads=phased)
                         before, after = phased["model_cycles"]
                         phase_notes.append(
                             f"{op.name}: stride-{phased['stride']} {kh}x{kw} conv as "
@@ -414,7 +461,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                         # a polyphase conv: the layer's own MACs and kernel; the array runs
                         # the split kernel (its zero taps too) in that kernel's mode (kw)
                         ps = split[id(op)]
-                        info.update(op="Conv+Polyphase", polyphase=ps, macs=ps["macs"],
+                        info.update(op=info["op"].replace(op.kind, "Conv+Polyphase", 1),
+                                    polyphase=ps, macs=ps["macs"],
                                     kernel=ps["kernel"])
                     info["ideal_cycles"] = round(info["macs"] / (cfg.multipliers * cfg.ffa_gain))
                     # the mode the array runs it in (the split kernel's over stride phases);
@@ -554,7 +602,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     # the depth-first plan (not run yet: the accelerator runs layer by layer), for both
     # objectives; the image keeps both for ffacc report
     plans = {obj: plan_from_ops(g, cfg, ops, fused, lambda op: _accel_reason(op, g, cfg) is None,
-                                objective=obj) for obj in OBJECTIVES}
+                                objective=obj, outputs=conv_out) for obj in OBJECTIVES}
     plan = plans["bytes"]
     # inputs only host operators read (a host PhaseSplit's): the host keeps them, a board
     # is not sent them
@@ -677,7 +725,7 @@ def _concat_slices(g, ops, cfg, root):
     return parent
 
 
-def _store_codes(g, cfg, ops, conv_out, narrow=True):
+def _store_codes(g, cfg, ops, conv_out, narrow=True, affines=()):
     """Graph ``g`` with the maps stored as 4-bit codes marked (``QTensor.codes``): the output
     of a convolution with at most 16 levels (after its fused pool) that only convolutions on
     the accelerator read, none of them (nor the producer) cut into column tiles, and that is
@@ -717,7 +765,8 @@ def _store_codes(g, cfg, ops, conv_out, narrow=True):
 
     tensors = dict(g.tensors)
     for op in ops:
-        if not isinstance(op, Conv) or cut(op):
+        # (a fused affine map's output: its levels are not the conv's)
+        if not isinstance(op, Conv) or cut(op) or id(op) in affines:
             continue
         lv = g.tensors[op.outputs[0]].levels
         added = None                    # narrow levels this pass gives a uniform output
@@ -864,7 +913,7 @@ def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
     return packs, m
 
 
-def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
+def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records, affine=None):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
     alternates). Returns the weight bytes, the products the array computes, the lowering's
@@ -873,9 +922,18 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
 
     Groups with fewer output channels than a ``CONV`` computes (a depthwise conv's one) run
     :func:`pack_groups` at a time: one conv of block-diagonal weights, each group's outputs
-    from its own inputs (and zeros for the others'), on lanes that would otherwise idle."""
+    from its own inputs (and zeros for the others'), on lanes that would otherwise idle.
+
+    ``affine``: a ChannelAffine fused after it (:func:`_fuse_affines`): ``y`` is the affine
+    map's output, and the conv's own output tensor gives the requantization."""
+    # the tensor whose quantization the conv's requantization gives
+    yq = g.tensors[op.outputs[0]] if affine is not None else y
+    aff = None
+    if affine is not None:
+        lo, hi = bounds(affine, y)
+        aff = affine.params(yq) + (int(y.zero_point), int(lo), int(hi))
     if isinstance(op, Gemm):
-        w, in_shape = _gemm_as_conv(op, x, y, cfg)
+        w, in_shape = _gemm_as_conv(op, x, yq, cfg)
         groups, pads, stride = 1, (0, 0, 0, 0), 1
         out_hw = 1
     else:
@@ -894,18 +952,20 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records):
     y_plane = y.nbytes // (y.shape[0] * y.shape[1]) if y.codes else out_hw
     wbytes = products = 0
     phased = {}
-    packs, m = _group_packs(op, cfg, x, y, w, (H, W), pads, stride, pool)
+    packs, m = _group_packs(op, cfg, x, yq, w, (H, W), pads, stride, pool)
     # an average pool whose border windows hold fewer values: a conv per region of one count
     regions = [(None, None)]
     if isinstance(op, AvgPoolConv) and not op.count_include_pad:
         regions = [((rows, cols), count) for rows, cols, count in op.regions(H, W)]
     for (region, count), (g0, n, own) in ((r, p) for r in regions for p in packs):
-        layer = _pack_layer(op, x, y, w, g0, n, m, own, (H, W), pads, stride, pool)
+        layer = _pack_layer(op, x, yq, w, g0, n, m, own, (H, W), pads, stride, pool)
         wl = layer.w
+        sl = slice(g0 * Og, (g0 + n) * Og)
         if count is not None:
-            M, sh = op.requant(count, x, y)
-            sl = slice(g0 * Og, (g0 + n) * Og)
+            M, sh = op.requant(count, x, yq)
             layer.multiplier, layer.shift = M[sl], sh[sl]
+        if aff is not None:
+            layer.affine = tuple(a[sl] for a in aff[:5]) + aff[5:]
         layer.levels = g.tensors[op.outputs[0]].levels
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None

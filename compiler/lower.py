@@ -14,7 +14,7 @@ import numpy as np
 
 from ffacc.firmware.isa import (ConvFlag, LoadAFlag, LoadWFlag, Op, PostFlag, Program, Reg,
                                 decode,
-                                pack_levels, pack_load_levels, pack_qparam)
+                                pack_affine, pack_levels, pack_load_levels, pack_qparam)
 from ffacc.hw.loada import max_cshift
 from ffacc.hw.weights import fits4, pack4, raw_set
 from ffacc.sim import golden
@@ -100,6 +100,10 @@ class ConvLayer:
                                     # in_shape[0] input channels, lane group i's from input
                                     # channel i * in_shape[0] on (groups packed a lane group
                                     # at a time: w holds each one's block-diagonal weights)
+    affine: tuple = None            # a fused per-channel affine map after the requantization
+                                    # (and the pool): (ka, kb, zb, M, s) per output channel
+                                    # (golden.affine_params) and the output's (zp, qmin,
+                                    # qmax); POST's flag AFFINE, a second record a channel
 
     def __post_init__(self):
         if self.pool2 and self.pool is None:
@@ -314,6 +318,7 @@ def phase_layer(cfg, layer):
                     layer.levels, layer.y_codes, None, layer.levels_set)
     assert out.out_shape == layer.out_shape, (out.out_shape, layer.out_shape)
     out.lane_inputs = layer.lane_inputs     # (each lane group its own channels' phases)
+    out.affine = layer.affine
     return out, {"s": s, "C": C, "H": H, "W": W, "phases": phases}
 
 
@@ -623,11 +628,12 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if ovl:
             # each lane group's POST runs beside the next one's CONV; the band's last is
             # waited for (the next LOADA reads memory)
-            run = cm.post_run(P, subs, waits)
+            run = cm.post_run(P, subs, waits, layer.affine is not None)
             issue = cm.post_issue(gc.wob, step) + 3 * per_ins
             return (loada * (n_og if own else 1) + n_og * (conv + issue)
                     + (n_og - 1) * max(0, run - conv) + run)
-        post = cm.post(P, subs, gc.wob, step, waits) + 3 * per_ins
+        post = cm.post(P, subs, gc.wob, step, waits,
+                       affine=layer.affine is not None) + 3 * per_ins
         loads = n_og if own else ceil(n_og / share) if n_cg > 1 else 1
         return loads * n_cg * loada + n_og * (n_cg * conv + post)
 
@@ -679,15 +685,20 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # those of a run of up to q_chunk lane groups at a time, before the run's first CONV
     # (lane groups that each POST after their CONV) or before its first POST (lane groups
     # that POST together after their CONVs)
-    q_chunk = max(1, cfg.qb_entries // P) if O > cfg.qb_entries else 0
+    # (a fused affine map: two records a channel, POST's flag AFFINE)
+    rpc = 2 if layer.affine is not None else 1
+    q_chunk = max(1, cfg.qb_entries // (rpc * P)) if rpc * O > cfg.qb_entries else 0
     q_base = records_half * (cfg.qb_entries // 2) \
-        if cfg.post_overlap and O <= cfg.qb_entries // 2 else 0
+        if cfg.post_overlap and rpc * O <= cfg.qb_entries // 2 else 0
 
     # parameters and weights in memory
     q = []
     for o in range(O):
         q += pack_qparam(layer.bias[o], layer.multiplier[o], layer.shift[o], layer.y_zp,
                          layer.qmin, layer.qmax)
+        if layer.affine is not None:
+            ka, kb, zb, M, sh = (a[o] for a in layer.affine[:5])
+            q += pack_affine(ka, kb, zb, layer.y_zp, M, sh, *layer.affine[5:])
     q_addr = mem.place(f"{name}.qparams", np.array(q, dtype="<u4").tobytes())
     # weights of at most 4 bits (a 4-bit QONNX model's) are stored packed, two a byte
     packed = cfg.packed_weights and fits4(layer.w)
@@ -701,8 +712,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     # with channel groups, `share` lane groups keep their bands in the accumulator at once
     # (C_ACC) and each channel group loads once for them all
     nest = Nest(cfg)
-    if O <= cfg.qb_entries:
-        nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=O, Q_DST=q_base)
+    if rpc * O <= cfg.qb_entries:
+        nest.cmd(Op.LOADQ, Q_SRC=q_addr, Q_COUNT=rpc * O, Q_DST=q_base)
     # a layer over its input's stride phases (``ph``): its LOADAs take every s-th column
     # of every s-th row of the input map (A_CSHIFT, A_PITCH), a phase's channels at A_LB0
     strided_regs = {}
@@ -714,7 +725,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
              **strided_regs, **level_regs(cfg, layer))
     post_flags = ((PostFlag.POOL if layer.pool else 0)
                   | (PostFlag.ASYNC if overlap else 0)
-                  | (PostFlag.CODES if layer.y_codes else 0))
+                  | (PostFlag.CODES if layer.y_codes else 0)
+                  | (PostFlag.AFFINE if layer.affine is not None else 0))
     loada_flags = LoadAFlag.DECODE if dec else 0
     loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
@@ -756,12 +768,13 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def records_at(o0, count):
         """The address of records ``o0``.. (``count``): in the layer's records where that is
         on a bus word (LOADQ reads whole words), else in a copy of them placed on one."""
-        addr = q_addr + 12 * o0
+        addr = q_addr + 12 * rpc * o0
         if addr % cfg.bus_bytes == 0 or not cfg.wide_loads:
             return addr
         if (o0, count) not in copies:
-            copies[o0, count] = mem.place(f"{name}.qparams{o0}",
-                                          np.array(q[3 * o0:3 * (o0 + count)], dtype="<u4"))
+            copies[o0, count] = mem.place(
+                f"{name}.qparams{o0}", np.array(q[3 * rpc * o0:3 * rpc * (o0 + count)],
+                                                dtype="<u4"))
         return copies[o0, count]
 
     def runs(first, n):
@@ -817,7 +830,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cur["q0"] = run["o0"] if q_chunk else 0
         if q_chunk:
             count = sum(lg["lanes"] for lg in lgroups[first:first + n])
-            nest.cmd(Op.LOADQ, Q_SRC=records_at(run["o0"], count), Q_DST=0, Q_COUNT=count)
+            nest.cmd(Op.LOADQ, Q_SRC=records_at(run["o0"], count), Q_DST=0,
+                     Q_COUNT=rpc * count)
         nest.each(lgroups[first:first + n], body)
 
     def lane_group(t, lg):
@@ -884,7 +898,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def post(t, lg):
         o0 = lg["o0"]
         nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["x0"] // step,
-                 O_Q=q_base + o0 - cur["q0"], C_ACC=lg["acc"], C_LANES=lg["lanes"])
+                 O_Q=q_base + rpc * (o0 - cur["q0"]), C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     known = {}
     if pf and link:                     # the first CONV's weights, beside the last before

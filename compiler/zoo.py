@@ -73,6 +73,22 @@ class Builder:
         self.shape[y] = self.shape[x][:2] + (1, 1)
         return y
 
+    def bn(self, x, scale=None):
+        """A BatchNormalization over ``x``'s channels (random statistics; ``scale``: its
+        gammas, random positive ones by default), which ``quantize_static`` without
+        pre-processing leaves in float: a per-channel affine map."""
+        C = self.shape[x][1]
+        y = self._name("bn")
+        gamma = self.rng.uniform(0.5, 1.5, C) if scale is None else np.asarray(scale, float)
+        for n, v in [("s", gamma), ("b", self.rng.normal(0, 0.3, C)),
+                     ("m", self.rng.normal(0, 0.3, C)), ("v", self.rng.uniform(0.3, 1.5, C))]:
+            self._init(f"{y}_{n}", v)
+        self.nodes.append(helper.make_node("BatchNormalization", [x] + [f"{y}_{n}" for n in
+                                                                         "sbmv"], [y], name=y,
+                                           epsilon=1e-3))
+        self.shape[y] = self.shape[x]
+        return y
+
     def add(self, a, b):
         y = self._name("add")
         self.nodes.append(helper.make_node("Add", [a, b], [y], name=y))

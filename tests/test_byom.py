@@ -212,14 +212,14 @@ def test_ffacc_quantize_folds_batchnorm_and_places_everything(tmp_path, capsys):
 
 def test_a_batchnorm_the_quantizer_left_in_float_runs_on_the_accelerator(tmp_path):
     """quantize_static without pre-processing leaves the BatchNormalization in float after the
-    quantized conv: it becomes a per-channel affine map on the accelerator
-    (tests/test_channel_affine.py), within 1 LSB of onnxruntime."""
+    quantized conv: it becomes a per-channel affine map on the accelerator, inside the conv's
+    POST (tests/test_channel_affine.py), within 1 LSB of onnxruntime."""
     path = tmp_path / "bn_ort.onnx"
     quantize_model(_bn_model(), path, samples=2)
     assert "BatchNormalization" in {n.op_type for n in onnx.load(path).graph.node}
     g, c, _ = compile_model(path, TINY)
-    assert [li["op"] for li in c.layers] == ["Conv", "ChannelAffine"]
-    assert [li["where"] for li in c.layers] == ["accel", "accel"], c.layers
+    assert [li["op"] for li in c.layers] == ["Conv+Affine"]
+    assert [li["where"] for li in c.layers] == ["accel"], c.layers
     r = verify_model(path, TINY)
     assert r["bit_exact"] and r["ok"], r
 

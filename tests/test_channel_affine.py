@@ -94,12 +94,18 @@ def bn_path(tmp_path_factory):
     return path
 
 
-def test_batchnorm_left_in_float_runs_on_the_accelerator(bn_path):
-    g, c, _ = compile_model(bn_path, TINY)
+@pytest.mark.parametrize("fused", [True, False])
+def test_batchnorm_left_in_float_runs_on_the_accelerator(bn_path, fused):
+    """Inside the conv's POST (flag AFFINE: its second record), or, without post_affine, as
+    ADDs over the conv's output."""
+    cfg = TINY if fused else TINY.with_(post_affine=False)
+    g, c, _ = compile_model(bn_path, cfg)
     (bn,) = [op for op in g.ops if isinstance(op, ChannelAffine)]
     assert (bn.scale < 0).sum() == 2
-    assert [li["where"] for li in c.layers] == ["accel"] * 3 and not c.host_ops
-    r = verify_model(bn_path, TINY)
+    assert [(li["op"], li["where"]) for li in c.layers] == (
+        [("Conv+Affine", "accel"), ("Conv", "accel")] if fused else
+        [("Conv", "accel"), ("ChannelAffine", "accel"), ("Conv", "accel")]) and not c.host_ops
+    r = verify_model(bn_path, cfg)
     assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
 
 

@@ -106,6 +106,21 @@ def _gap_wide():
     return b.model(b.conv(b.gap(y), 3, 1))
 
 
+def _bn_fused():
+    """Convolutions each followed by a BatchNormalization the quantizer left in float, which
+    their POST applies (flag AFFINE): a 3x3 with a 2x2 max-pool after its ReLU (fused after
+    the map, whose scales are positive), one with negative scales (its pool runs on its own:
+    max does not commute with a decreasing map), a depthwise 3x3 (lane groups of their own
+    inputs), a strided 1x1 over its stride phases and a Gemm."""
+    b = Builder((1, 3, 14, 14), seed=13, name="bn_fused")
+    y = b.pool("MaxPool", b.relu(b.bn(b.conv("x", 5, 3))), 2)                      # 5x7x7
+    y = b.pool("MaxPool", b.relu(b.bn(b.conv(y, 6, 3), [1.2, -0.8, 0.6, -1.5, 1.0, 0.9])),
+               2, stride=1)                                                        # 6x6x6
+    y = b.relu(b.bn(b.conv(y, 6, 3, group=6)))
+    y = b.relu(b.bn(b.conv(y, 4, 1, stride=2)))                                   # 4x3x3
+    return b.model(b.bn(b.fc(b.flatten(y), 5)))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -121,10 +136,10 @@ MODELS.update({
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
-    "gap_wide": _gap_wide,
+    "gap_wide": _gap_wide, "bn_fused": _bn_fused,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
-              "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide"}
+              "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused"}
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +350,34 @@ def test_a_pointwise_conv_reads_its_map_as_another_shape(tmp_path, monkeypatch):
     _, c, _ = compile_model(path, cfg, polyphase=False)
     li, = [li for li in c.image.meta["layers"] if li["where"] == "accel"]
     assert li["op"] == "Conv+Phases" and "flat" not in li, li
+
+
+def test_batchnorms_after_convs_run_inside_their_post(model_dir):
+    """Each BatchNormalization of ``bn_fused`` (the quantizer left them in float) runs inside
+    the POST of the conv or Gemm before it (flag AFFINE, two records a channel), a max-pool
+    after a map of positive scales too, but not after one of negative scales; without
+    post_affine each is ADDs of its own. Both are bit-exact on the ISS (``test_iss_bit_exact``
+    checks onnxruntime), the fused one in fewer cycles and instructions."""
+    from ffacc.sim.runner import run_image
+
+    path = _quantized(model_dir, "bn_fused", "qdq")
+    rng = np.random.default_rng(3)
+    runs = {}
+    for cfg in (TINY, TINY.with_(post_affine=False)):
+        _, c, _ = compile_model(path, cfg)
+        x = {t.name: rng.integers(0, 256, t.shape).astype(np.uint8)
+             for t in c.image.tensors if t.role == "input"}
+        out, st = run_image(c.image, x, engine="iss")
+        runs[cfg.post_affine] = ([li["op"] for li in c.layers], out, st["cycles"],
+                                 st["instructions"])
+        rng = np.random.default_rng(3)
+    ops, out, cycles, ins = runs[True]
+    assert ops == ["Conv+Affine+MaxPool", "Conv+Affine", "MaxPool", "Conv+Affine",
+                   "Conv+Affine", "Gemm+Affine"], ops
+    ops0, out0, cycles0, ins0 = runs[False]
+    assert ops0.count("ChannelAffine") == 5 and "Conv+Affine" not in ops0, ops0
+    assert all(np.array_equal(out[k], out0[k]) for k in out) and out
+    assert cycles < 0.8 * cycles0 and ins < ins0, (cycles, cycles0, ins, ins0)
 
 
 def test_a_global_pool_wider_than_a_kernel_reads_its_maps_as_smaller_ones(model_dir,
