@@ -380,6 +380,19 @@ def test_batchnorms_after_convs_run_inside_their_post(model_dir):
     assert cycles < 0.8 * cycles0 and ins < ins0, (cycles, cycles0, ins, ins0)
 
 
+def test_two_records_a_channel_load_in_runs_where_they_do_not_fit(tmp_path):
+    """Convs of 40 and 70 output channels with BatchNormalizations after them on tiny (64
+    records): their 80 and 140 records load a run of lane groups at a time, bit-exact."""
+    b = Builder((1, 3, 8, 8), seed=21, name="wide_bn")
+    y = b.relu(b.bn(b.conv("x", 40, 3), [(-1) ** i * (0.5 + 0.03 * i) for i in range(40)]))
+    y = b.relu(b.bn(b.conv(y, 70, 1)))
+    path = quantize_model(b.model(b.conv(y, 5, 3)), tmp_path / "wide_bn.onnx")
+    _, c, _ = compile_model(path, TINY)
+    assert [li["op"] for li in c.layers] == ["Conv+Affine", "Conv+Affine", "Conv"]
+    res = verify_model(path, TINY, engine="iss", seed=3)
+    assert res["bit_exact"] and res["ok"] and res["max_lsb_vs_onnxruntime"] <= 1, res
+
+
 def test_a_global_pool_wider_than_a_kernel_reads_its_maps_as_smaller_ones(model_dir,
                                                                           tmp_path):
     """A global average pool of a map wider than max_kernel runs on the accelerator as a conv
