@@ -481,6 +481,9 @@ CHECKS = {
     Op.ADD: [
         Check("at least one element", D_N != 0),
         Check("the shift is 1..62", _in(D_SZ.bits(0, 8), 1, 62)),
+        Check("AFFINE needs a configuration with post_affine", ~AFFINE, when=_no_affine),
+        Check("with AFFINE, its record is in the parameter buffer",
+              ~AFFINE | (O_Q < qb_entries), when=_affine),
     ],
 }
 
@@ -490,6 +493,7 @@ RUNTIME = {
     Op.CONV: [("the weight sets of every pass lie in the weight buffer", "ConvSequencer"),
               ("every input row a pass reads is in the loaded band", "ConvSequencer")],
     Op.POST: [("every lane's record has a shift of 1..62", "PostUnit")],
+    Op.ADD: [("with AFFINE, its record has a shift of 1..62", "PostUnit")],
 }
 
 

@@ -127,7 +127,8 @@ OPCODES = {
              "order; an error stops the run at the next instruction, with ERROR_PC at "
              "this POST",
     Op.ADD: "D_N bytes: requantize((a - za) ka + (b - zb) kb), ka and kb int16 (D_KAB), for a "
-              "at A_SRC, b at D_SRC2 (may be A_SRC) -> "
+              "at A_SRC, b at D_SRC2 (may be A_SRC) -> with flag AFFINE (post_affine) each "
+              "value v -> requantize(K (v - zy) + C) by record O_Q (pack_affine) -> "
               "O_DST (configurations with add_unit; an illegal opcode otherwise)",
 }
 
@@ -312,7 +313,8 @@ class PostFlag(IntEnum):
     ASYNC = 2       # run in the background (post_overlap): the next instructions run
     CODES = 4       # write each output's code (O_NLEV levels), two a byte (act_codes)
     AFFINE = 8      # map each output by its lane's second record (post_affine): a fused
-                    # per-channel affine map (a BatchNormalization left after the conv)
+                    # per-channel affine map (a BatchNormalization left after the conv);
+                    # ADD's too: each result by record O_Q (a second affine map after one)
 
 
 # the commands (and END) that wait for a background POST (PostFlag.ASYNC) before they run:

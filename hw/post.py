@@ -13,7 +13,8 @@ max-pool or stride subsampling -> the byte writer, an element a clock.
   (:class:`~ffacc.hw.requant.AffineStage`, after the pool's maximum).
 * **ADD** (``add = 1``, with ``ext``): the elements come from the ``ext`` stream (the ADD
   sequencer's two products per element) and go to ``base``, ``base + 1``, ... with the
-  command's own requantization parameters ``q``, until an element marked ``last``.
+  command's own requantization parameters ``q``, until an element marked ``last``; with
+  ``affine``, each mapped by record ``q0`` (its input zero point: ``q``'s).
 
 With ``latch`` the unit copies the command when it takes it (``cmd.ready`` while idle), so
 its producer may go on at once: POST then runs beside the controller's next commands. Without
@@ -342,7 +343,7 @@ class PostUnit(wiring.Component):
         if cfg.post_affine:
             # (the map's input zero point: the first record's, which the lane holds)
             m.d.comb += [out.affine.eq(aff), out.affine.zin.eq(q.zp),
-                         out.affine_on.eq(affine & ~is_add)]
+                         out.affine_on.eq(affine)]
         m.d.comb += [empty.eq(~p1.valid & pipe.empty & out.empty),
                      out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
                      pipe.o.ready.eq(out.i.ready), out.start.eq(start), out.en.eq(run),
@@ -379,6 +380,8 @@ class PostUnit(wiring.Component):
                     if add:
                         with m.If(self.cmd.payload.add):
                             m.d.sync += [ocol.eq(self.cmd.payload.base), add_done.eq(0)]
+                            # (AFFINE) its map's record, copied in ADD_PARAMS
+                            m.d.comb += [self.q_addr.eq(self.cmd.payload.q0), self.q_en.eq(1)]
                             m.next = "ADD_PARAMS"
             with m.State("LANE"):
                 # the lane's record is read once: the read port holds it while the lane runs
@@ -436,6 +439,11 @@ class PostUnit(wiring.Component):
                 with m.State("ADD_PARAMS"):
                     m.d.comb += q_load.eq(1)
                     m.next = "ADD_RUN"
+                    if cfg.post_affine:
+                        m.d.comb += aff_load.eq(affine)
+                        sh = self.q_data[64:72]
+                        with m.If(affine & ((sh == 0) | (sh > 62))):
+                            fail(Err.PARAM)     # (the add sequencer sees the unit stop)
                 # an element a clock from ext into the pipeline, stalled by the writer (until
                 # the last, or a stop)
                 with m.State("ADD_RUN"):

@@ -68,6 +68,7 @@ LOADW_BYTE_FIXED = 3
 LOADA_BYTE_FIXED = 7
 WORD_BURST = 2
 POST_LANE = 8
+ADD_AFFINE = 5          # ADD with AFFINE: the affine stage's registers
 POST_AFFINE_LANE = 6    # AFFINE: the second record's read, the affine stage's five registers
 ADD_FIXED = 12
 ADD_CHUNK_COST = 12
@@ -397,7 +398,7 @@ class CycleModel:
         run (it sees the post-processor idle a clock after the last write's answer)."""
         return max(0, left + POST_SEEN)
 
-    def add(self, n, a=0, b=0):
+    def add(self, n, a=0, b=0, affine=False):
         """``n`` elements of operands at ``a`` and ``b``. With wide loads: chunks of
         ``ADD_CHUNK_BEATS`` beats' worth of elements, each operand's read in whole beats
         (from the beat its first byte is in); the elements go out a clock each once the first
@@ -405,7 +406,8 @@ class CycleModel:
         whose two reads take longer than its elements holds them up). Without: chunks of
         ``ADD_CHUNK`` elements, per chunk its two reads' requests and the pipeline's drain,
         per element its two bytes read (a byte a clock) and a clock in the pipeline (the
-        writer never holds it up)."""
+        writer never holds it up). ``affine`` (flag ``AFFINE``): the affine stage's registers
+        after the last element."""
         c = self.cfg
         if not c.wide_loads:
             chunks = ceil(n / ADD_CHUNK)
@@ -414,8 +416,9 @@ class CycleModel:
         nb = self.bus
         size = ADD_CHUNK_BEATS * nb
         self.stall += WRITE_END_WAIT
+        fixed = ADD_BEATS_FIXED + 3 * c.act_codes + ADD_AFFINE * bool(affine)
         if n == 0:
-            return ADD_BEATS_FIXED + 3 * c.act_codes
+            return fixed
         # every chunk's two reads at once: its elements, and per operand its beats and the
         # bursts beyond the first (bursts are aligned to their length)
         off = np.arange(0, n, size, dtype=np.int64)
@@ -430,5 +433,4 @@ class CycleModel:
             pair += ADD_READ_GAP + beats + extra
             if i == 0:
                 first = int(beats[0] + extra[0])    # the first chunk of a, before any element
-        return (ADD_BEATS_FIXED + 3 * c.act_codes + first + n
-                + int(np.maximum(0, pair[1:] - size).sum()))
+        return fixed + first + n + int(np.maximum(0, pair[1:] - size).sum())

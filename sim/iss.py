@@ -20,7 +20,7 @@ from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
-                                unpack_affine, unpack_qparam,
+                                pack_qparam, unpack_affine, unpack_qparam,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
                                 unpack_levels)
@@ -730,8 +730,14 @@ class ISS:
                 self._check_read(src - src % nb, src % nb + n)
         self.moved[2] += 2 * n
         self.moved[3] += n
+        # (post_affine; the checks refuse AFFINE elsewhere) each result mapped by record O_Q
+        affine = bool(ins.flags & PostFlag.AFFINE)
         if self.timing_only:
-            return self.cost.add(n, a_src, b_src)
+            return self.cost.add(n, a_src, b_src, affine)
+        rec = self.qb[self.r(Reg.O_Q):self.r(Reg.O_Q) + 1]
+        if affine and self._bad_shift(rec) is not None:     # before any element (the RTL)
+            self._err(f"ADD's affine record {self.r(Reg.O_Q)}: shift "
+                      f"{int(rec[0, 2]) & 0xFF} outside 1..62")
         a, b = self._acts(a_src, n), self._acts(b_src, n)
         za, zb, zy = self._s8(sz >> 8), self._s8(sz >> 16), self._s8(sz >> 24)
         ka, kb = (((v & 0xFFFF) ^ 0x8000) - 0x8000 for v in (kab, kab >> 16))     # int16s
@@ -739,9 +745,12 @@ class ISS:
         wide = int(np.abs(acc).max()) * M >= 1 << 62        # else exact in int64
         out = ((acc.astype(object) if wide else acc) * M + (1 << (sh - 1))) >> sh
         out = np.clip(out + zy, self._s8(cl), self._s8(cl >> 8)).astype(np.int64)
+        if affine:                      # (its input's zero point: the ADD's output's)
+            first = pack_qparam(0, 0, 0, zy, 0, 0)
+            out = self._affine(out[None], [first], rec)[0]
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
-        return self.cost.add(n, a_src, b_src)
+        return self.cost.add(n, a_src, b_src, affine)
 
 
 def _overlap(lo, hi, span):

@@ -329,6 +329,33 @@ def test_add_elements_from_the_stream(latch):
 
 
 @pytest.mark.parametrize("latch", [True, False])
+def test_add_maps_each_result_by_its_affine_record(latch):
+    """ADD with flag AFFINE: each result mapped by record q0 (the zero point of its input:
+    the ADD's output's); a record with a bad shift stops it before any element with
+    Err.PARAM."""
+    cfg = TINY
+    rng = np.random.default_rng(9)
+    n = 17
+    ext = [(int(a), int(b)) for a, b in rng.integers(-(1 << 12), 1 << 12, (n, 2))]
+    q = dict(mult=1 << 30, shift=35, zp=100, lo=0, hi=255)
+    rec = (0, q["mult"], q["shift"] | q["zp"] << 8 | q["lo"] << 16 | q["hi"] << 24)
+    ka, kb, zb, M, sh = (int(a[0]) for a in golden.affine_params([-1.3], [4.5], q["zp"],
+                                                                  (0, 255)))
+    second = tuple(pack_affine(ka, kb, zb, q["zp"], M, sh, 90, 0, 255))
+    recs = [(0, 0, 0)] * 5 + [second]
+    got, err, _ = run_unit(cfg, dict(add=1, base=300, q=q, q0=5, affine=1), ext=ext,
+                           recs=recs, latch=latch)
+    want = {300 + k: affine(requant(a + b, rec, False), rec, second, False)
+            for k, (a, b) in enumerate(ext)}
+    plain = {k: requant(a + b, rec, False) for k, (a, b) in enumerate(ext)}
+    assert err == 0 and got == want and list(want.values()) != list(plain.values())
+    bad = (second[0], second[1], second[2] & ~0xFF)             # shift 0
+    got, err, _ = run_unit(cfg, dict(add=1, base=300, q=q, q0=5, affine=1), ext=ext,
+                           recs=recs[:5] + [bad], latch=latch)
+    assert err == Err.PARAM and got == {}
+
+
+@pytest.mark.parametrize("latch", [True, False])
 def test_a_writer_error_leaves_nothing_for_the_next_command(latch):
     """The writer fails in the middle of a band: the command ends with its error, and what
     was in flight is dropped, so the next command writes exactly its own bytes."""
