@@ -117,6 +117,32 @@ def _fuse_affines(g, cfg):
     return fused
 
 
+def _pair_affines(g, cfg, affines):
+    """ChannelAffine -> ChannelAffine, both on the accelerator, the second the first's sole
+    reader, not a graph output, neither map codes, at most ``qb_entries`` channels, the first
+    not run inside a conv's ``POST`` (``affines``, :func:`_fuse_affines`): the first's
+    ``ADD``s map each result by the second's record (flag ``AFFINE``), so the map in between
+    is not written and read again (Inception v2 writes a BatchNormalization as a ``Mul`` and
+    an ``Add``, quantized one after the other). Returns ``{id(first): second}``."""
+    pairs = {}
+    if not cfg.post_affine:
+        return pairs
+    fused = {id(af) for af in affines.values()}
+    for op in g.ops:
+        if not isinstance(op, ChannelAffine) or id(op) in fused or _accel_reason(op, g, cfg):
+            continue
+        t = op.outputs[0]
+        nxt = _sole_consumer(g, t, ChannelAffine)
+        if nxt is None or id(op) in {id(v) for v in pairs.values()}:
+            continue
+        y = g.tensors[nxt.outputs[0]]
+        if (_accel_reason(nxt, g, cfg) or g.tensors[t].shape[1] > cfg.qb_entries
+                or any(v.levels is not None or v.codes for v in (g.tensors[t], y))):
+            continue
+        pairs[id(op)] = nxt
+    return pairs
+
+
 def _fuse_pools(g, cfg, affines=None):
     """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_pool) at a
     stride, without padding, sole consumer, same quantization: POST pools the windows that lie
@@ -322,13 +348,15 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
     affines = _fuse_affines(g, cfg)
+    pairs = _pair_affines(g, cfg, affines)
     fused = _fuse_pools(g, cfg, affines)
-    skip = {id(mp) for mp in fused.values()} | {id(af) for af in affines.values()}
+    skip = ({id(mp) for mp in fused.values()} | {id(af) for af in affines.values()}
+            | {id(af) for af in pairs.values()})
     ops = [op for op in g.ops if id(op) not in skip]
     # tensor renames of fused affine maps and pools: the last one's output is what the conv
-    # writes
-    conv_out = {id(op): (fused[id(op)] if id(op) in fused else affines[id(op)]
-                         if id(op) in affines else op).outputs[0] for op in ops}
+    # (or the first of two affine maps) writes
+    tail = {**affines, **pairs, **fused}
+    conv_out = {id(op): tail.get(id(op), op).outputs[0] for op in ops}
     g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes, affines=affines)
 
     # --- memory: alias roots, concatenation slices and liveness ------------------------
@@ -366,7 +394,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     # pre-pass: addresses in execution order (a buffer from the first of its tensors' producers
     # on), freeing dead buffers after each op
     for i, op in enumerate(ops):
-        outs = [conv_out[id(op)]] if isinstance(op, (Conv, Gemm)) else op.outputs
+        outs = [conv_out[id(op)]] + list(op.outputs[1:])
         for n in outs:
             if isinstance(op, Alias):
                 continue
@@ -405,10 +433,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
         if where is None and not isinstance(op, Alias):
             accel_reads.update(base(n)[0] for n in op.inputs)
         x = g.tensors[op.inputs[0]]
-        out_name = conv_out[id(op)] if isinstance(op, (Conv, Gemm)) else op.outputs[0]
+        out_name = conv_out[id(op)]
         y = g.tensors[out_name]
         start = len(prog)
-        info = {"name": op.name, "op": op.kind + ("+Affine" if id(op) in affines else "")
+        info = {"name": op.name, "op": op.kind + ("+Affine" if id(op) in affines
+                                                   or id(op) in pairs else "")
                 + ("+MaxPool" if id(op) in fused else ""),
                 "in_shape": list(x.shape), "out_shape": list(y.shape), "macs": 0,
                 "weight_bytes": 0, "act_bytes": int(sum(g.tensors[n].nbytes for n in op.inputs)
@@ -492,12 +521,19 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
                     info.update(_lower_maxpool(op, cfg, prog, mem, addr, x, y, records))
                 elif isinstance(op, ChannelAffine):
                     # an ADD of each channel with itself: the channel's own scale and offset
-                    lo, hi = bounds(op, y)
+                    # (and, of two maps in turn, the second's record: flag AFFINE)
+                    y1 = g.tensors[op.outputs[0]]
+                    lo, hi = bounds(op, y1)
                     C = int(x.shape[1])
+                    then = None
+                    if id(op) in pairs:
+                        nxt = pairs[id(op)]
+                        then = nxt.params(y1) + (int(y.zero_point),) + tuple(
+                            int(v) for v in bounds(nxt, y))
                     lower_channel_affine(prog, addr[x.name], addr[y.name], C,
                                          int(np.prod(x.shape[2:], dtype=np.int64)),
-                                         op.params(x), x_zp=x.zero_point, y_zp=y.zero_point,
-                                         qmin=lo, qmax=hi)
+                                         op.params(x), x_zp=x.zero_point, y_zp=y1.zero_point,
+                                         qmin=lo, qmax=hi, then=then, mem=mem, name=op.name)
                     info["compute_bound"] = 0
                     # the map's own traffic (it reads x once): its ADDs read it twice and
                     # give an element a clock, so they reach half of this bound at best

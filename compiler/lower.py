@@ -1000,34 +1000,54 @@ def lower_add(prog, a_addr, b_addr, y_addr, n, **params):
 
 
 def lower_adds(prog, items, *, x_zp, y_zp, qmin, qmax):
-    """Emit an ``ADD`` of an operand with itself for each ``(src, dst, n, params)`` of
+    """Emit an ``ADD`` of an operand with itself for each ``(src, dst, n, params[, q])`` of
     ``items`` (``params``: one channel's ``(ka, kb, zb, M, s)`` of
-    :func:`ffacc.sim.golden.affine_params`): ``n`` activations from ``src`` mapped to ``dst``.
-    Only the registers that differ from the ``ADD`` before's are set."""
+    :func:`ffacc.sim.golden.affine_params`): ``n`` activations from ``src`` mapped to ``dst``;
+    with ``q``, each result mapped again by record ``q`` (flag ``AFFINE``). Only the
+    registers that differ from the ``ADD`` before's are set."""
     prev = {}
-    for src, dst, n, (ka, kb, zb, M, s) in items:
+    for src, dst, n, (ka, kb, zb, M, s), *q in items:
         regs = _add_registers(src, src, dst, n, ka=int(ka), kb=int(kb), multiplier=int(M),
                               shift=int(s), a_zp=x_zp, b_zp=int(zb), y_zp=y_zp, qmin=qmin,
                               qmax=qmax)
+        if q:
+            regs["O_Q"] = int(q[0])
         changed = {k: v for k, v in regs.items() if prev.get(k) != v}
         if changed:
             prog.set(**changed)
-        prog.op(Op.ADD)
+        prog.op(Op.ADD, PostFlag.AFFINE if q else 0)
         prev = regs
     return prog
 
 
-def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax):
+def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_zp, qmin, qmax,
+                         then=None, mem=None, name="affine"):
     """Emit a per-channel affine map (:func:`ffacc.sim.golden.affine_params`) of ``channels``
     maps of ``n`` activations each, stored one after the other: an ``ADD`` of each run of
-    channels with the same parameters with itself (one for a per-tensor map)."""
+    channels with the same parameters with itself (one for a per-tensor map). ``then``: a
+    second map of the first's output, ``(ka, kb, zb, M, s)`` per channel and its output's
+    ``(zp, qmin, qmax)``, whose records (``pack_affine``, placed in ``mem``) the ``ADD``s
+    apply (flag ``AFFINE``): loaded from record 0 on, a record a channel."""
     ka, kb, zb, M, s = (np.asarray(p).reshape(-1) for p in params)
     if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
         raise LoweringError(f"channel affine: {channels} channels but parameters for "
                             f"{len(ka)}")
     rows = np.stack([ka, kb, zb, M, s], axis=1)
-    starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
-    return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c])
+    if then is None:
+        starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
+        return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c])
+                                 for c, end in zip(starts, starts[1:] + [channels])],
+                          x_zp=x_zp, y_zp=y_zp, qmin=qmin, qmax=qmax)
+    second = np.stack([np.asarray(p).reshape(-1) for p in then[:5]], axis=1)
+    # (the second map's input is the first's output: its zero point y_zp)
+    words = [w for c in range(channels)
+             for w in pack_affine(*second[c, :3], y_zp, *second[c, 3:], *then[5:])]
+    prog.set(Q_SRC=mem.place(f"{name}.qparams", np.array(words, dtype="<u4").tobytes()),
+             Q_COUNT=channels, Q_DST=0)
+    prog.op(Op.LOADQ)
+    key = np.concatenate([rows, second], axis=1)
+    starts = [c for c in range(channels) if c == 0 or (key[c] != key[c - 1]).any()]
+    return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c], c)
                              for c, end in zip(starts, starts[1:] + [channels])],
                       x_zp=x_zp, y_zp=y_zp, qmin=qmin, qmax=qmax)
 

@@ -121,6 +121,24 @@ def _bn_fused():
     return b.model(b.bn(b.fc(b.flatten(y), 5)))
 
 
+def _bn_chain():
+    """A conv, then three per-channel affine maps quantized one after the other (a ``Mul``,
+    an ``Add`` and a ``Mul`` by per-channel constants, some negative; Inception v2 writes its
+    BatchNormalizations so): the first runs in the conv's POST, the other two as one ADD
+    a channel (flag AFFINE: the second map's record)."""
+    b = Builder((1, 3, 8, 8), seed=17, name="bn_chain")
+    y = b.conv("x", 4, 3)
+    rng = np.random.default_rng(6)
+    b._init("s1", rng.uniform(0.5, 1.5, (4, 1, 1)) * np.array([1, -1, 1, 1])[:, None, None])
+    b._init("t1", rng.normal(0, 0.5, (4, 1, 1)))
+    b._init("s2", rng.uniform(0.6, 1.4, (4, 1, 1)) * np.array([1, 1, -1, 1])[:, None, None])
+    b.nodes += [helper.make_node("Mul", [y, "s1"], ["m1"], name="mul1"),
+                helper.make_node("Add", ["m1", "t1"], ["a1"], name="add1"),
+                helper.make_node("Mul", ["a1", "s2"], ["m2"], name="mul2")]
+    b.shape["m1"] = b.shape["a1"] = b.shape["m2"] = b.shape[y]
+    return b.model(b.conv(b.relu("m2"), 4, 3))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -136,10 +154,11 @@ MODELS.update({
     "conv3_nopad": lambda: single_conv(3, pads=(0, 0, 0, 0), relu=False),
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
-    "gap_wide": _gap_wide, "bn_fused": _bn_fused,
+    "gap_wide": _gap_wide, "bn_fused": _bn_fused, "bn_chain": _bn_chain,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
-              "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused"}
+              "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused",
+              "bn_chain"}
 
 
 @pytest.fixture(scope="module")
@@ -378,6 +397,9 @@ def test_batchnorms_after_convs_run_inside_their_post(model_dir):
     assert ops0.count("ChannelAffine") == 5 and "Conv+Affine" not in ops0, ops0
     assert all(np.array_equal(out[k], out0[k]) for k in out) and out
     assert cycles < 0.8 * cycles0 and ins < ins0, (cycles, cycles0, ins, ins0)
+    # three maps in turn after a conv: the first in its POST, the next two one ADD pass
+    _, c, _ = compile_model(_quantized(model_dir, "bn_chain", "qdq"), TINY)
+    assert [li["op"] for li in c.layers] == ["Conv+Affine", "ChannelAffine+Affine", "Conv"]
 
 
 def test_two_records_a_channel_load_in_runs_where_they_do_not_fit(tmp_path):
