@@ -1039,8 +1039,11 @@ class _Importer:
     def op_QLinearAdd(self, node):
         i = node.input
         a, b = i[0], i[3]
-        if self.tensors[a].shape != self.tensors[b].shape:
-            return self.op_host_quant(node)     # broadcasting: onnxruntime on the host
+        if a not in self.tensors or b not in self.tensors or \
+                self.tensors[a].shape != self.tensors[b].shape:
+            # a constant operand (a quantized per-channel offset), or broadcasting:
+            # onnxruntime on the host
+            return self.op_host_quant(node)
         if self.add_beyond_integer(node, a, b, float(self.scalar(i[6], node)[0]),
                                    "onnxruntime runs it on the host"):
             return self.op_host_quant(node)
