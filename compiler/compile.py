@@ -93,6 +93,17 @@ def _sole_consumer(g, t, kind):
     return cons[0]
 
 
+def _affine_after(g, cfg, t):
+    """The ChannelAffine that may run with the producer of map ``t`` (:func:`_fuse_affines`,
+    :func:`_pair_affines`): ``t``'s sole reader, on the accelerator, neither ``t`` nor its
+    output stored as codes or levels; else None."""
+    af = _sole_consumer(g, t, ChannelAffine)
+    if af is None or _accel_reason(af, g, cfg) or any(
+            v.levels is not None or v.codes for v in (g.tensors[t], g.tensors[af.outputs[0]])):
+        return None
+    return af
+
+
 def _fuse_affines(g, cfg):
     """Conv or Gemm on the accelerator -> ChannelAffine on the accelerator, its sole consumer
     (a BatchNormalization the quantizer left after it, as ``Mul``/``Add``), its output not a
@@ -105,15 +116,9 @@ def _fuse_affines(g, cfg):
     for op in g.ops:
         if not isinstance(op, (Conv, Gemm)) or _accel_reason(op, g, cfg):
             continue
-        t = op.outputs[0]
-        af = _sole_consumer(g, t, ChannelAffine)
-        if af is None:
-            continue
-        y = g.tensors[af.outputs[0]]
-        if _accel_reason(af, g, cfg) or any(
-                v.levels is not None or v.codes for v in (g.tensors[t], y)):
-            continue
-        fused[id(op)] = af
+        af = _affine_after(g, cfg, op.outputs[0])
+        if af is not None:
+            fused[id(op)] = af
     return fused
 
 
@@ -127,19 +132,15 @@ def _pair_affines(g, cfg, affines):
     pairs = {}
     if not cfg.post_affine:
         return pairs
-    fused = {id(af) for af in affines.values()}
+    taken = {id(af) for af in affines.values()}      # (each map runs in one place)
     for op in g.ops:
-        if not isinstance(op, ChannelAffine) or id(op) in fused or _accel_reason(op, g, cfg):
+        if not isinstance(op, ChannelAffine) or id(op) in taken or _accel_reason(op, g, cfg):
             continue
         t = op.outputs[0]
-        nxt = _sole_consumer(g, t, ChannelAffine)
-        if nxt is None or id(op) in {id(v) for v in pairs.values()}:
-            continue
-        y = g.tensors[nxt.outputs[0]]
-        if (_accel_reason(nxt, g, cfg) or g.tensors[t].shape[1] > cfg.qb_entries
-                or any(v.levels is not None or v.codes for v in (g.tensors[t], y))):
-            continue
-        pairs[id(op)] = nxt
+        nxt = _affine_after(g, cfg, t)
+        if nxt is not None and g.tensors[t].shape[1] <= cfg.qb_entries:
+            pairs[id(op)] = nxt
+            taken.add(id(nxt))
     return pairs
 
 

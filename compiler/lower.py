@@ -1032,22 +1032,21 @@ def lower_channel_affine(prog, x_addr, y_addr, channels, n, params, *, x_zp, y_z
     if not all(len(p) == channels for p in (ka, kb, zb, M, s)):
         raise LoweringError(f"channel affine: {channels} channels but parameters for "
                             f"{len(ka)}")
-    rows = np.stack([ka, kb, zb, M, s], axis=1)
-    if then is None:
-        starts = [c for c in range(channels) if c == 0 or (rows[c] != rows[c - 1]).any()]
-        return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c])
-                                 for c, end in zip(starts, starts[1:] + [channels])],
-                          x_zp=x_zp, y_zp=y_zp, qmin=qmin, qmax=qmax)
-    second = np.stack([np.asarray(p).reshape(-1) for p in then[:5]], axis=1)
-    # (the second map's input is the first's output: its zero point y_zp)
-    words = [w for c in range(channels)
-             for w in pack_affine(*second[c, :3], y_zp, *second[c, 3:], *then[5:])]
-    prog.set(Q_SRC=mem.place(f"{name}.qparams", np.array(words, dtype="<u4").tobytes()),
-             Q_COUNT=channels, Q_DST=0)
-    prog.op(Op.LOADQ)
-    key = np.concatenate([rows, second], axis=1)
+    rows = key = np.stack([ka, kb, zb, M, s], axis=1)
+    if then is not None:
+        second = np.stack([np.asarray(p).reshape(-1) for p in then[:5]], axis=1)
+        # (the second map's input is the first's output: its zero point y_zp)
+        words = [w for c in range(channels)
+                 for w in pack_affine(*second[c, :3], y_zp, *second[c, 3:], *then[5:])]
+        prog.set(Q_SRC=mem.place(f"{name}.qparams", np.array(words, dtype="<u4").tobytes()),
+                 Q_COUNT=channels, Q_DST=0)
+        prog.op(Op.LOADQ)
+        key = np.concatenate([rows, second], axis=1)
+    # an ADD a run of channels with the same maps (with a second map: its record, the run's
+    # first channel's)
     starts = [c for c in range(channels) if c == 0 or (key[c] != key[c - 1]).any()]
-    return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c], c)
+    return lower_adds(prog, [(x_addr + c * n, y_addr + c * n, (end - c) * n, rows[c])
+                             + ((c,) if then is not None else ())
                              for c, end in zip(starts, starts[1:] + [channels])],
                       x_zp=x_zp, y_zp=y_zp, qmin=qmin, qmax=qmax)
 

@@ -20,7 +20,7 @@ from ffacc.hw.weights import preadd_set, set_bytes, unpack4
 from ffacc.sim.cycles import CycleModel, writer_stalls
 from ffacc.firmware.checks import CheckError, enforce
 from ffacc.firmware.isa import (INSTR_BYTES, LOOP_MAX, NUM_REGS, QPARAM_WORDS, ConvFlag, Err,
-                                pack_qparam, unpack_affine, unpack_qparam,
+                                unpack_affine, unpack_qparam,
                                 LoadWFlag, Op, WAITS_FOR_LOADER, WAITS_FOR_POST, reg_bits, simm,
                                 PostFlag, Reg, decode, LEVEL_REGS, LOAD_LEVEL_REGS, LoadAFlag,
                                 unpack_levels)
@@ -615,13 +615,13 @@ class ISS:
             out = o >> sh[ex].astype(object)
         return np.clip(out + zp[ex], lo[ex], hi[ex]).astype(np.int64)
 
-    def _affine(self, v, recs, recs2):
-        """``POST``'s flag ``AFFINE``: each lane's outputs ``v`` ``(lanes, ...)`` mapped by
-        its second record (:func:`~ffacc.firmware.isa.pack_affine`):
-        ``requantize(K (v - zp) + C)``, ``zp`` the first record's zero point."""
+    def _affine(self, v, zp, recs2):
+        """Flag ``AFFINE``: each lane's values ``v`` ``(lanes, ...)``, of zero point ``zp[lane]``,
+        mapped by its record (:func:`~ffacc.firmware.isa.pack_affine`):
+        ``requantize(K (v - zp) + C)``."""
         signed = self.cfg.fcu.act_signed
         ex = (slice(None),) + (None,) * (np.ndim(v) - 1)
-        zp = np.array([unpack_qparam(r, signed)["zp"] for r in recs], dtype=np.int64)
+        zp = np.asarray(zp, dtype=np.int64)
         p = [unpack_affine(r, signed) for r in recs2]
         K, C = (np.array([r[k] for r in p], dtype=np.int64) for k in ("K", "C"))
         M, sh, z2, lo, hi = (np.array([r[k] for r in p], dtype=np.int64)
@@ -690,7 +690,9 @@ class ISS:
         else:
             v = v[:, ::stride, ::stride]
         if affine:
-            v = self._affine(v, recs, recs2)
+            # (each value's zero point: its lane's first record's)
+            zp = [unpack_qparam(r, c.fcu.act_signed)["zp"] for r in recs]
+            v = self._affine(v, zp, recs2)
         nlev, th, lv = unpack_levels({r: self.r(r) for r in (Reg.O_NLEV,) + LEVEL_REGS},
                                      c.fcu.act_signed)
         nlev = nlev if c.act_codes else 0       # without act_codes nothing reads O_NLEV
@@ -746,8 +748,7 @@ class ISS:
         out = ((acc.astype(object) if wide else acc) * M + (1 << (sh - 1))) >> sh
         out = np.clip(out + zy, self._s8(cl), self._s8(cl >> 8)).astype(np.int64)
         if affine:                      # (its input's zero point: the ADD's output's)
-            first = pack_qparam(0, 0, 0, zy, 0, 0)
-            out = self._affine(out[None], [first], rec)[0]
+            out = self._affine(out[None], [zy], rec)[0]
         self._check(dst, n)
         self.mem[dst:dst + n] = (out & 0xFF).astype(np.uint8)
         return self.cost.add(n, a_src, b_src, affine)
