@@ -154,10 +154,9 @@ def _fuse_pools(g, cfg, affines=None):
     affines = affines or {}
     fused = {}
     for op in g.ops:
-        if not isinstance(op, Conv) or op.strides != (1, 1) or _accel_reason(op, g, cfg):
+        # (an AvgPoolConv run a region at a time: POST pools no windows)
+        if not _poolable_conv(op, g, cfg):
             continue
-        if isinstance(op, AvgPoolConv) and not op.count_include_pad:
-            continue                    # (run a region at a time: POST pools no windows)
         out = op.outputs[0]
         af = affines.get(id(op))
         if af is not None:
@@ -173,6 +172,56 @@ def _fuse_pools(g, cfg, affines=None):
                 mp.pads == (0, 0, 0, 0):
             fused[id(op)] = mp
     return fused
+
+
+def _poolable_conv(op, g, cfg):
+    """Whether POST may pool the windows of conv ``op``'s output (:func:`_fuse_pools`'s
+    conditions on the conv)."""
+    return (isinstance(op, Conv) and op.strides == (1, 1) and _accel_reason(op, g, cfg) is None
+            and not (isinstance(op, AvgPoolConv) and not op.count_include_pad))
+
+
+def _pools_before_concats(g, cfg):
+    """Graph ``g`` with each MaxPool that is the sole reader of a Concat's channels moved
+    before it, a pool on each input: ``MaxPool(Concat(x, ...)) = Concat(MaxPool(x), ...)``
+    element for element, since a max-pool acts on each channel alone and the Concat's
+    requantization of an input (``(s_in / s_out) (x - z_in)`` rounded, then its clamp)
+    never decreases, so it commutes with a maximum. Done only where every input is the
+    output of a conv whose ``POST`` can pool it (:func:`_fuse_pools` then fuses each), read
+    by the Concat alone: the pool then costs no pass of its own, and the convs write a
+    quarter of the bytes (a 2x2/2 or 3x3/2 pool's). SqueezeNet's pools follow its fire
+    modules' Concats."""
+    ops, tensors, dropped = [], dict(g.tensors), set()
+    for op in g.ops:
+        if id(op) in dropped:
+            continue
+        t = op.outputs[0] if isinstance(op, Concat) else None
+        mp = _sole_consumer(g, t, MaxPool) if t is not None else None
+        if mp is None or op.axis != 1 or _accel_reason(op, g, cfg) is not None or \
+                _accel_reason(mp, g, cfg) is not None:
+            ops.append(op)
+            continue
+        k = mp.kernel[0]
+        y = g.tensors[mp.outputs[0]]
+        producers = [g.producer(n) for n in op.inputs]
+        if not (2 <= k <= cfg.max_pool and mp.pads == (0, 0, 0, 0)
+                and len(set(op.inputs)) == len(op.inputs)
+                and all(_poolable_conv(p, g, cfg) and _sole_consumer(g, n, Concat) is op
+                        and g.tensors[n].levels is None
+                        for p, n in zip(producers, op.inputs))):
+            ops.append(op)
+            continue
+        pooled = []
+        for n in op.inputs:
+            x = g.tensors[n]
+            name = f"{n}.{mp.name}"
+            tensors[name] = replace(x, name=name, shape=tuple(x.shape[:2]) + tuple(y.shape[2:]))
+            ops.append(replace(mp, name=f"{mp.name}.{n}", inputs=[n], outputs=[name]))
+            pooled.append(name)
+        ops.append(replace(op, inputs=pooled, outputs=list(mp.outputs)))
+        dropped.add(id(mp))
+        del tensors[t]
+    return replace(g, ops=ops, tensors=tensors) if dropped else g
 
 
 def _avgpool_as_conv(op, g, cfg):
@@ -348,6 +397,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     split = {}
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
+    g = _pools_before_concats(g, cfg)
     affines = _fuse_affines(g, cfg)
     pairs = _pair_affines(g, cfg, affines)
     fused = _fuse_pools(g, cfg, affines)

@@ -82,6 +82,21 @@ def _maxpools():
     return b.model(b.conv(y, 4, 1))
 
 
+def _fire_pools():
+    """SqueezeNet's fire modules: a 1x1 squeeze, then a 1x1 and a 3x3 expand whose outputs a
+    Concat joins, read by a max-pool (3x3/2, then 2x2/2 over three inputs). Each pool moves
+    before its Concat, one on each input, and runs in the expand convs' POST."""
+    b = Builder((1, 3, 13, 14), seed=18, name="fire_pools")
+
+    def fire(x, s, e):
+        y = b.relu(b.conv(x, s, 1))
+        return [b.relu(b.conv(y, e, 1)), b.relu(b.conv(y, e, 3))]
+
+    y = b.pool("MaxPool", b.concat(fire("x", 3, 4)), 3, stride=2)                # 8x6x6
+    y = b.pool("MaxPool", b.concat(fire(y, 4, 3) + [b.relu(b.conv(y, 2, 3))]), 2)  # 8x3x3
+    return b.model(b.conv(y, 4, 1))
+
+
 def _avgpools():
     """Average pools as depthwise convs of all-one weights, on tiny: padded 3x3/1 and 3x3/2
     that do not count their padding (ONNX's default: a conv per region of one count, the
@@ -155,10 +170,11 @@ MODELS.update({
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
     "gap_wide": _gap_wide, "bn_fused": _bn_fused, "bn_chain": _bn_chain,
+    "fire_pools": _fire_pools,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
               "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused",
-              "bn_chain"}
+              "bn_chain", "fire_pools"}
 
 
 @pytest.fixture(scope="module")
@@ -534,6 +550,41 @@ def test_every_max_pool_runs_on_the_accelerator(model_dir):
     assert ops.count(("MaxPool", "accel")) == 2 and not c.host_ops, ops
     modes = [l.get("mode") for l in c.layers if l["op"] == "MaxPool"]
     assert modes == ["max-pool 3x3/2: identity MAC x2", "max-pool 3x3/1: identity MAC x2"]
+
+
+def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
+    """A max-pool that reads a Concat of conv outputs (SqueezeNet's) is moved before it, a
+    pool on each input, and fused into each conv's POST: no pass of its own, and fewer
+    cycles than the pool alone after the Concat (``_pools_before_concats`` turned off);
+    the outputs equal, and a pool after a Concat of another op's output stays where it is
+    (``maxpools``)."""
+    from ffacc.compiler import compile as comp
+    from ffacc.compiler.driver import layer_report
+    from ffacc.sim.runner import run_image
+
+    path = _quantized(model_dir, "fire_pools", "qdq")
+    x = np.random.default_rng(4).integers(0, 256, (1, 3, 13, 14), dtype=np.uint8)
+    runs = {}
+    for moved in (True, False):
+        if not moved:
+            comp_pools = comp._pools_before_concats
+            comp._pools_before_concats = lambda g, cfg: g
+        try:
+            _, c, _ = compile_model(path, TINY)
+        finally:
+            if not moved:
+                comp._pools_before_concats = comp_pools
+        name = [t.name for t in c.image.tensors if t.role == "input"][0]
+        runs[moved] = (c, layer_report(c.image)[1], run_image(c.image, {name: x},
+                                                              engine="iss")[0])
+    (c, tot, out), (c0, tot0, out0) = runs[True], runs[False]
+    ops = [l["op"] for l in c.layers]
+    assert ops.count("Conv+MaxPool") == 5 and "MaxPool" not in ops, ops
+    assert [l["op"] for l in c0.layers].count("MaxPool") == 2
+    assert out.keys() == out0.keys() and all(np.array_equal(out[k], out0[k]) for k in out)
+    assert tot["cycles"] < tot0["cycles"], (tot["cycles"], tot0["cycles"])
+    _, c, _ = compile_model(_quantized(model_dir, "maxpools", "qdq"), TINY)
+    assert [l["op"] for l in c.layers].count("MaxPool") == 2
 
 
 def test_a_pool_wider_than_max_pool_runs_on_the_host(model_dir):
