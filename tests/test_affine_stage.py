@@ -6,7 +6,7 @@ input through; ``en`` low empties it."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from ffacc.firmware.isa import pack_affine, unpack_affine
 from ffacc.hw.requant import AffineStage
@@ -70,7 +70,8 @@ def test_every_value_is_the_golden_affine_map(seed, gap, ready):
     p, ref = _record(rng, signed)
     values = [(int(b), bool(rng.random() < 0.2)) for b in rng.integers(0, 256, 40)]
     want = reference(values, ref, signed)
-    assert len(set(b for b, _ in want)) > 3, (want, p)      # not a constant map
+    # a map that saturates (its slope drew large) tells little: draw again
+    assume(len(set(b for b, _ in want)) > 3)
     assert run_stage(values, p, signed=signed, gap=gap, ready=ready, seed=seed) == want
 
 
