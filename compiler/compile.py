@@ -146,8 +146,9 @@ def _pair_affines(g, cfg, affines):
 
 def _fuse_pools(g, cfg, affines=None):
     """Conv/… on the accelerator -> MaxPool of square ``k``x``k`` windows (2..max_pool) at a
-    stride, without padding, sole consumer, same quantization: POST pools the windows that lie
-    in the conv's output, as ONNX's MaxPool without ``ceil_mode``. (A conv the host runs keeps
+    stride, sole consumer, same quantization: POST pools the windows that lie in the conv's
+    output, as ONNX's MaxPool without ``ceil_mode``; padded (each pad below the window) with
+    ``pool_pads``, whose padding holds no value. (A conv the host runs keeps
     its pool: the host has no fused form.) ``affines`` (:func:`_fuse_affines`): a conv's
     output is its fused affine map's, which POST applies after the pool's maximum, so the
     pool is fused only where the map never decreases (every channel's ``K >= 0``)."""
@@ -168,10 +169,20 @@ def _fuse_pools(g, cfg, affines=None):
         if mp is None:
             continue
         (kh, kw), (sh, sw) = mp.kernel, mp.strides
-        if kh == kw and sh == sw and 2 <= kh <= cfg.max_pool and sh >= 1 and \
-                mp.pads == (0, 0, 0, 0):
+        if kh == kw and sh == sw and 2 <= kh <= cfg.max_pool and sh >= 1 and (
+                mp.pads == (0, 0, 0, 0) or cfg.pool_pads and max(mp.pads) < kh
+                and _pool_fits(g, mp)):
             fused[id(op)] = mp
     return fused
+
+
+def _pool_fits(g, mp):
+    """Whether MaxPool ``mp``'s output is the floor division's windows of its padded input
+    (not ``ceil_mode``'s), which POST pools."""
+    (_, _, H, W), (k, s) = g.tensors[mp.inputs[0]].shape, mp.window
+    t, l, b, r = mp.pads
+    return tuple(g.tensors[mp.outputs[0]].shape[2:]) == ((H + t + b - k) // s + 1,
+                                                        (W + l + r - k) // s + 1)
 
 
 def _poolable_conv(op, g, cfg):
@@ -297,8 +308,10 @@ def _elements(t):
 
 
 def _pool_of(mp):
-    """A fused MaxPool's ``(k, s)`` (``None``: none)."""
-    return None if mp is None else mp.window
+    """A fused MaxPool's ``(k, s)``, or ``(k, s, pads)`` if it is padded (``None``: none)."""
+    if mp is None:
+        return None
+    return mp.window + ((tuple(mp.pads),) if any(mp.pads) else ())
 
 
 def _accel_reason(op, g, cfg):

@@ -95,7 +95,10 @@ class ConvLayer:
     x_levels: tuple = None          # the input is stored as codes of these levels, or None
     levels_set: bool = True         # set the output-level registers (False: they hold these)
     pool: tuple = None              # (k, s): max-pool of k x k windows at stride s after
-                                    # requantization (no padding; the windows in the map)
+                                    # requantization (the windows in the map, padded by
+                                    # pool_pads); given as (k, s, pads), it sets pool_pads
+    pool_pads: tuple = (0, 0, 0, 0)  # the pool's padding (top, left, bottom, right; each
+                                    # below k: no value, POST's O_POOLPAD, pool_pads)
     lane_inputs: bool = False       # each lane group of output channels reads its own
                                     # in_shape[0] input channels, lane group i's from input
                                     # channel i * in_shape[0] on (groups packed a lane group
@@ -109,8 +112,11 @@ class ConvLayer:
         if self.pool2 and self.pool is None:
             self.pool = (2, 2)
         if self.pool is not None:
+            if len(self.pool) == 3:
+                self.pool, self.pool_pads = self.pool[:2], self.pool[2]
             self.pool = tuple(int(v) for v in self.pool)
-            self.pool2 = self.pool == (2, 2)
+            self.pool_pads = tuple(int(v) for v in self.pool_pads)
+            self.pool2 = self.pool == (2, 2) and not any(self.pool_pads)
 
     @property
     def kernel(self):
@@ -128,8 +134,8 @@ class ConvLayer:
         ho, wo = self.conv_out
         O = self.w.shape[0]
         if self.pool:
-            k, s = self.pool
-            return O, max(0, (ho - k) // s + 1), max(0, (wo - k) // s + 1)
+            (k, s), (t, l, b, r) = self.pool, self.pool_pads
+            return O, max(0, (ho + t + b - k) // s + 1), max(0, (wo + l + r - k) // s + 1)
         s = self.stride
         return O, ceil(ho / s), ceil(wo / s)
 
@@ -469,6 +475,17 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if layer.pool and not 2 <= kp <= cfg.max_pool:
         raise LoweringError(f"{name}: a {kp}x{kp} pool: POST's windows are 2..max_pool "
                             f"({cfg.max_pool})")
+    # the pool's padding: its bands and column tiles are of the padded map, each band's and
+    # tile's POST told the rows and columns of it that it holds (O_POOLPAD)
+    ppt, ppl, ppb, ppr = layer.pool_pads if layer.pool else (0, 0, 0, 0)
+    padded = any((ppt, ppl, ppb, ppr))
+    if padded:
+        if not cfg.pool_pads:
+            raise LoweringError(f"{name}: a padded {kp}x{kp} pool needs a configuration with "
+                                f"pool_pads")
+        if max(ppt, ppl, ppb, ppr) >= kp:
+            raise LoweringError(f"{name}: pool padding {layer.pool_pads} is not below its "
+                                f"{kp}x{kp} window")
 
     def round_rows(n):
         """The most rows up to ``n`` a band may have: whole windows of a pool (0 if not
@@ -481,7 +498,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         """A pooled layer's bands of up to ``nyc`` of its ``total`` rows (``hconv``; or
         columns, for column tiles): ``(first row, rows)``, each ``round_rows``; each next one
         from the first window its predecessor does not hold."""
-        total = hconv if total is None else total
+        total = hconv + ppt + ppb if total is None else total
         out, y0 = [], 0
         while y0 + kp <= total:
             nyb = round_rows(min(nyc, total - y0))
@@ -505,8 +522,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         cx0, cx1 = cols.start * step, (cols.stop - 1) * step + 1
     else:
         cy0, cy1, cx0, cx1 = 0, hconv, 0, wconv
-    # column tiles: the input columns of a tile must fit a line-buffer row
-    wt = wconv
+    # column tiles: the input columns of a tile must fit a line-buffer row (a padded pool's
+    # tiles are of its padded map)
+    wt = wconv + ppl + ppr
     if W > cfg.lb_width:
         wt = cfg.lb_width - kw + 1
         unit = step * cfg.L
@@ -517,7 +535,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         if wt < 1:
             raise LoweringError(f"{name}: a {kw}-wide kernel does not fit the line buffer "
                                 f"width {cfg.lb_width}")
-    wt = min(wt, cx1 - cx0)
+    wt = min(wt, cx1 - cx0 + ppl + ppr)
     def geometry(tw, npairs):
         """A CONV's geometry over ``tw`` output columns; one that covers the whole map
         knows the map's width and padding, so its rows may stream as a chain (chain_rows;
@@ -528,7 +546,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     P = cfg.group_lanes(kw)             # output channels a CONV computes (mac_pairs: 2 a unit)
     Wt = min(W, wt + kw - 1)            # input columns of the widest tile
     # output rows per band: accumulator limit, a multiple of the pool/stride step
-    ny = round_rows(min(hconv, cfg.acc_blocks // g.wob))
+    ny = round_rows(min(hconv + ppt + ppb, cfg.acc_blocks // g.wob))
     if ny < kp:
         raise LoweringError(f"{name}: an output row of {wt} does not fit the accumulator "
                             f"({cfg.acc_blocks} blocks of {cfg.L})")
@@ -673,10 +691,11 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     _, cg, ny, share, overlap = best
     # the column tiles' first columns; a pooled layer's tiles hold whole windows, each next one
     # from the first window its predecessor does not hold
-    tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv)] if layer.pool
+    tile_x0 = ([x0 for x0, _ in pool_bands(wt, wconv + ppl + ppr)] if layer.pool
                else range(cx0, cx1, wt))
     if plan_only:                       # every column tile at its own width
-        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv - x0)) for x0 in tile_x0)
+        return sum(plan_cycles(cg, ny, share, overlap, min(wt, wconv + ppl + ppr - x0))
+                   for x0 in tile_x0)
     # a strided layer: one CONV per output row POST keeps (the rows between are not computed)
     # where the cycle model finds that cheaper than computing the band's every row
     gbest = geometry(wt, cg * kh)
@@ -731,23 +750,33 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     loadw_flags = (LoadWFlag.MAC if g.mac else 0) | (LoadWFlag.PACK4 if packed else 0)
     tiles = []
     for x0 in tile_x0:
-        wx = min(wt, cx1 - x0)          # (the last may have columns past the last window)
+        # a pooled tile's first window is at x0 of the padded map: its conv columns are
+        # those of the map in it, its padding (pool_pads) those left and right of them
+        ox = x0 // step                 # its first output column
+        wx = min(wt, cx1 + ppl + ppr - x0)   # (the last may have columns past the last window)
+        tl, tr = max(0, ppl - x0), max(0, x0 + wx - ppl - wconv)
+        x0, wx = x0 - ppl + tl, wx - tl - tr
         cin0 = max(0, x0 - pl)
         cin1 = min(W, x0 + wx - pl + kw - 1)
-        tiles.append(dict(x0=x0, wx=wx, cin0=cin0, win=cin1 - cin0, tpl=pl - x0 + cin0))
+        tiles.append(dict(x0=x0, wx=wx, cin0=cin0, win=cin1 - cin0, tpl=pl - x0 + cin0, ox=ox,
+                          ppad=tl << 4 | tr << 12))
     # bands start on a multiple of the step, so each band's first row is one POST keeps; when
     # the accumulator holds fewer rows than the step (ny < stride), a band is the one conv row
     # POST keeps and the rows between are not computed
-    bands = []
+    bands, band_pads = [], []
     for y0, nyb in (pool_bands(ny) if layer.pool else
                     ((y0, min(ny if ny >= step else 1, cy1 - y0))
                      for y0 in range(cy0, cy1, ny if ny >= step else step))):
+        orow = y0 // step
+        # (a padded pool's band: its rows of the map, and the padding above and below them)
+        bt, bb = max(0, ppt - y0), max(0, y0 + nyb - ppt - hconv)
+        y0, nyb = y0 - ppt + bt, nyb - bt - bb
         hb0 = max(0, y0 - pt)
         hend = min(H, y0 + nyb - 1 - pt + kh)
         nr = max(1, hend - hb0)
         bands.append(dict(C_Y0=y0, C_NY=nyb, A_HB0=hb0, A_NR=nr,
-                          LB_PITCH=_pitch_for(cfg, kh, nr),
-                          O_ROW0=y0 // step))
+                          LB_PITCH=_pitch_for(cfg, kh, nr), O_ROW0=orow))
+        band_pads.append(bt | bb << 8)
     # lane groups and their channel groups: the weights of a lane group are its channel
     # groups' sets in order, and every lane group's block has the same layout
     n_cg = len(cgs)
@@ -814,7 +843,8 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     def tile(t):
         cur["ti"] = ident[id(t)]
         cur["wob"] = -(-t["wx"] // cfg.L)          # the tile's accumulator blocks per row
-        nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"])
+        nest.set(A_W=t["win"], C_PL=t["tpl"], C_WOUT=t["wx"],
+                 **(dict(O_POOLPAD=band_pads[cur["bi"]] | t["ppad"]) if padded else {}))
         if n_cg == 1 or own:
             if not own:                 # (else each lane group loads its own)
                 loads(0, C, t["cin0"])
@@ -897,7 +927,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     def post(t, lg):
         o0 = lg["o0"]
-        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["x0"] // step,
+        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["ox"],
                  O_Q=q_base + rpc * (o0 - cur["q0"]), C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     known = {}

@@ -308,8 +308,8 @@ W_SRC, W_COUNT, W_DST, Q_SRC, Q_COUNT, Q_DST = (g[n] for n in (
     "W_SRC", "W_COUNT", "W_DST", "Q_SRC", "Q_COUNT", "Q_DST"))
 C_KH, C_KW, C_PT, C_PL, C_WOUT, C_NY, C_WSET, C_LANES, C_ACC = (g[n] for n in (
     "C_KH", "C_KW", "C_PT", "C_PL", "C_WOUT", "C_NY", "C_WSET", "C_LANES", "C_ACC"))
-O_Q, O_STRIDE, D_N, D_SZ, O_NLEV, O_POOLK = (g[n] for n in ("O_Q", "O_STRIDE", "D_N", "D_SZ",
-                                                            "O_NLEV", "O_POOLK"))
+O_Q, O_STRIDE, D_N, D_SZ, O_NLEV, O_POOLK, O_POOLPAD = (g[n] for n in (
+    "O_Q", "O_STRIDE", "D_N", "D_SZ", "O_NLEV", "O_POOLK", "O_POOLPAD"))
 A_CSHIFT, A_LB0 = g["A_CSHIFT"], g["A_LB0"]
 del g
 lb_width, lb_rows, lb_banks, wb_sets, qb_entries, max_kernel, lanes, acc_lanes, acc_blocks, \
@@ -367,6 +367,18 @@ def _affine(cfg):
 
 def _no_affine(cfg):
     return not cfg.post_affine
+
+
+def _pads(cfg):
+    return cfg.pool_pads
+
+
+def _no_pads(cfg):
+    return not cfg.pool_pads
+
+
+# O_POOLPAD's fields: the padding above, left of, below and right of the band
+PAD_T, PAD_L, PAD_B, PAD_R = (O_POOLPAD.bits(4 * i, 4 * i + 4) for i in range(4))
 
 
 def _strided(cfg):
@@ -470,7 +482,15 @@ CHECKS = {
               ~AFFINE | (O_Q + C_LANES + C_LANES <= qb_entries), when=_affine),
         Check("the stride is not 0", O_STRIDE != 0),
         Check("a pool's window is 2..max_pool", ~POOL | _in(O_POOLK, 2, max_pool)),
-        Check("a pool's band holds a window's rows", ~POOL | (C_NY >= O_POOLK)),
+        Check("a pool's band holds a window's rows", ~POOL | (C_NY >= O_POOLK),
+              when=_no_pads),
+        Check("pool padding needs a configuration with pool_pads", O_POOLPAD == 0,
+              when=_no_pads),
+        Check("a pool's padding is below its window",
+              ~POOL | ((PAD_T < O_POOLK) & (PAD_L < O_POOLK) & (PAD_B < O_POOLK)
+                       & (PAD_R < O_POOLK)), when=_pads),
+        Check("a pool's band and its padding hold a window's rows",
+              ~POOL | (C_NY + PAD_T + PAD_B >= O_POOLK), when=_pads),
         Check("the output levels are 0 (none) or 2..64", (O_NLEV != 1) & (O_NLEV <= 64),
               when=_codes),
         Check("codes need output levels", ~CODES | (O_NLEV != 0), when=_codes),

@@ -111,7 +111,9 @@ OPCODES = {
              "unit's second output channel (C_LANES up to 2*lanes; other CONVs leave them)",
     Op.POST: "accumulators (from block C_ACC) of lanes 0..C_LANES-1 -> +bias, requantize, "
              "clamp, optional max-pool (flag POOL: the O_POOLK x O_POOLK windows at stride "
-             "O_STRIDE that lie in the band: rows and columns 0, s, 2s, ...) or O_STRIDE "
+             "O_STRIDE that lie in the band: rows and columns 0, s, 2s, ...; with pool_pads, in "
+             "the band padded by O_POOLPAD's rows and columns, which hold no value: a window's "
+             "maximum is of its values in the band) or O_STRIDE "
              "subsampling (band rows 0, s, 2s, ...) "
              "-> with flag AFFINE (post_affine) lane l's records are O_Q + 2l and O_Q + 2l + 1 "
              "(else O_Q + l), and each output v -> requantize(K (v - zp) + C) by the second "
@@ -197,6 +199,9 @@ class Reg(IntEnum):
                     # column on (strided_loads; 0: every column)
     A_LB0 = 75      # LOADA's first line-buffer row (strided_loads)
     O_POOLK = 76    # POST's max-pool window (flag POOL): O_POOLK x O_POOLK, 2..max_pool
+    O_POOLPAD = 77  # POST's pool padding (pool_pads), 4 bits each below O_POOLK: the band's
+                    # top rows (bits 0-3), left columns (4-7), bottom rows (8-11) and right
+                    # columns (12-15) that the windows reach past the band; no value is there
 
 
 NUM_REGS = 128
@@ -235,6 +240,8 @@ def reg_bits(cfg):
         Reg.A_CSHIFT: 2 if cfg.strided_loads else 1,
         Reg.A_LB0: need(cfg.lb_rows - 1) if cfg.strided_loads else 1,
         Reg.O_POOLK: need(cfg.max_pool),
+        # without pool_pads a bit wide (POST refuses any value but 0)
+        Reg.O_POOLPAD: 16 if cfg.pool_pads else 1,
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }
     assert set(bits) == set(Reg)

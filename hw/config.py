@@ -123,6 +123,12 @@ class AcceleratorConfig:
         use the requantizer (``LOADA``, ``LOADQ``, ``POST``, ``ADD``) and ``END``: results are
         those of running the commands in order. The accumulators get a second read port (a
         copy of their block RAMs). Needs the fetch unit. False: ``ASYNC`` is ignored.
+    pool_pads : bool
+        ``POST``'s pool windows may reach past the band by ``O_POOLPAD``'s rows and columns
+        (each below the window), which hold no value: a max-pool padded in ONNX's way (ResNet's
+        and ShuffleNet's 3x3/2 after their first convolution) runs inside the convolution's
+        ``POST``. Needs the window cursors of ``max_pool >= 3``. False: ``O_POOLPAD`` is a
+        bit wide and must be 0, and a padded pool runs as a pass of its own.
     post_affine : bool
         ``POST``'s flag ``AFFINE`` maps each output once more by a per-lane second record
         (:func:`~ffacc.firmware.isa.pack_affine`: ``requantize(K (v - zp) + C)``, ``K`` a
@@ -186,6 +192,7 @@ class AcceleratorConfig:
     weight_prefetch: bool = True
     post_overlap: bool = True
     post_affine: bool = True
+    pool_pads: bool = True
     act_codes: bool = True
     packed_weights: bool = True
     strided_loads: bool = True
@@ -204,8 +211,8 @@ class AcceleratorConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back", "chain_rows",
-                     "weight_prefetch", "post_overlap", "post_affine", "act_codes", "packed_weights",
-                     "strided_loads"):
+                     "weight_prefetch", "post_overlap", "post_affine", "pool_pads", "act_codes",
+                     "packed_weights", "strided_loads"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -223,6 +230,9 @@ class AcceleratorConfig:
         if self.strided_loads and not self.wide_loads:
             raise ConfigError("strided_loads: the column step decimates whole bus beats "
                               "(wide_loads); set strided_loads = false or wide_loads = true")
+        if self.pool_pads and self.max_pool < 3:
+            raise ConfigError(f"pool_pads: padded windows need the window cursors of max_pool "
+                              f">= 3 (max_pool={self.max_pool}); set pool_pads = false")
         if self.post_overlap and not self.fetch_block:
             raise ConfigError("post_overlap: a background POST needs the fetch unit "
                               "(fetch_block > 0); set post_overlap = false")
@@ -400,7 +410,7 @@ ACCEL_PRESETS = {
                                     perf_counters=False, fetch_block=0, wide_loads=False,
                                     loop_depth=0, back_to_back=False, chain_rows=False,
                                     weight_prefetch=False, post_overlap=False,
-                                    post_affine=False,
+                                    post_affine=False, pool_pads=False,
                                     act_codes=False, packed_weights=False,
                                     strided_loads=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12, mac_pairs=True),

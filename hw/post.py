@@ -65,6 +65,8 @@ def post_command_layout(cfg):
         fields["codes"] = 1                 # write codes, two a byte (flag CODES)
     if cfg.post_affine:
         fields["affine"] = 1                # two records a lane, the second's map (AFFINE)
+    if cfg.pool_pads:
+        fields["pads"] = unsigned(16)       # the pool's padding: top, left, bottom, right
     return data.StructLayout(fields)
 
 
@@ -289,7 +291,7 @@ class PostUnit(wiring.Component):
         P, L = self.cfg.acc_lanes, self.cfg.L
         adv = pipe.i.ready
         p1 = Signal(data.StructLayout({"valid": 1, "sub": range(L), "first": 1, "last": 1,
-                                       "rowend": 1}))
+                                       "rowend": 1, "pad": 1}))
         p1_pa, p1_pb = Signal(signed(27), reset_less=True), Signal(signed(27), reset_less=True)
         words = Array(Array(self.acc_data[32 * (k * L + j):32 * (k * L + j) + 32]
                             for j in range(L)) for k in range(P))
@@ -298,7 +300,7 @@ class PostUnit(wiring.Component):
             pipe.i.valid.eq(p1.valid),
             pipe.i.payload.v.eq(Mux(is_add, p1_pa + p1_pb, v.as_signed() + q.bias)),
             pipe.i.payload.first.eq(p1.first), pipe.i.payload.last.eq(p1.last),
-            pipe.i.payload.rowend.eq(p1.rowend),
+            pipe.i.payload.rowend.eq(p1.rowend), pipe.i.payload.pad.eq(p1.pad),
             self.acc_addr.eq(scan.o.payload.addr),
             self.acc_en.eq(~run | adv),
         ]
@@ -416,7 +418,8 @@ class PostUnit(wiring.Component):
                 with m.If(scan.o.valid & adv):
                     e = scan.o.payload
                     m.d.sync += [p1.valid.eq(1), p1.sub.eq(e.sub), p1.first.eq(e.first),
-                                 p1.last.eq(e.last), p1.rowend.eq(e.rowend)]
+                                 p1.last.eq(e.last), p1.rowend.eq(e.rowend),
+                                 p1.pad.eq(e.pad)]
                 with m.If(self.wr_err_valid):
                     fail(self.wr_err)
                 with m.Elif(~scan.o.valid & empty):
@@ -450,7 +453,8 @@ class PostUnit(wiring.Component):
                     m.d.comb += [run.eq(1), self.ext.ready.eq(adv & ~add_done & ~stopped)]
                     with m.If(self.ext.valid & self.ext.ready):
                         m.d.sync += [p1.valid.eq(1), p1.first.eq(1), p1.last.eq(1),
-                                     p1.rowend.eq(0), p1_pa.eq(self.ext.payload.pa),
+                                     p1.rowend.eq(0), p1.pad.eq(0),
+                                     p1_pa.eq(self.ext.payload.pa),
                                      p1_pb.eq(self.ext.payload.pb),
                                      add_done.eq(self.ext.payload.last)]
                     with m.If(self.wr_err_valid):

@@ -3,11 +3,12 @@
 :class:`PostScan` walks one lane's band of a ``POST`` in output order: row by row, every
 ``step``-th accumulator column of every ``step``-th row, or with ``pool`` for each output
 the ``poolk`` x ``poolk`` elements of its window (row by row) at those rows and columns, for
-the windows that lie within the band. It offers
-them as a stream of accumulator block addresses with the column within the block.
+the windows that lie within the band (with ``pool_pads``, the band padded by ``pt``, ``pl``,
+``pb``, ``pr`` rows and columns: an element there is marked ``pad``, and holds no value). It
+offers them as a stream of accumulator block addresses with the column within the block.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,11 +18,18 @@ __all__ = ["PostScan", "scan_layout"]
 
 
 def scan_layout(cfg):
-    """An element of the scan: accumulator block ``addr``, column ``sub`` in it, and its place
-    in its output's group (``first``, ``last``) and output row (``rowend``)."""
+    """An element of the scan: accumulator block ``addr``, column ``sub`` in it, its place
+    in its output's group (``first``, ``last``) and output row (``rowend``), and (``pad``)
+    whether it lies in the padding (``addr`` and ``sub`` are then any element's)."""
     return data.StructLayout({
         "addr": range(max(2, cfg.acc_blocks)), "sub": range(cfg.L),
-        "first": 1, "last": 1, "rowend": 1})
+        "first": 1, "last": 1, "rowend": 1, "pad": 1})
+
+
+def pad_start(L, pl):
+    """The block (negative) and column of column ``-pl``: where a row's first window starts
+    with ``pl`` columns of padding."""
+    return (-pl) // L, (-pl) % L
 
 
 class PostScan(wiring.Component):
@@ -35,7 +43,8 @@ class PostScan(wiring.Component):
         band runs.
     start : In(1)
         Begin the band at block ``acc0``: the first element is offered from the next clock.
-        A pooled band fewer than ``poolk`` columns wide or rows high has no element.
+        A pooled band fewer than ``poolk`` columns wide or rows high (with its padding) has
+        no element.
     o : Out(stream of :func:`scan_layout`)
         The elements in order; ``valid`` falls after the last is taken (the band is done).
         ``o.payload.addr`` is driven also while ``valid`` is low (the block the counters
@@ -87,9 +96,29 @@ class PostScan(wiring.Component):
             last_sub = ~pool | (win_row_end & (dy == k1))
             addr = Mux(pool, wrow + wblk, rowbase + xblk)
             sub = Mux(pool, wsub, xsub)
+        # the band's first element: its first window's, at row -pt and column -pl (pool_pads;
+        # block and row addresses modulo their widths: those before the band are read, never
+        # used), else row 0, column 0
+        row0, blk0, sub0 = c.acc0, Const(0), Const(0)
+        wext, hext = c.wout, c.ny           # the (padded) band's columns and rows
+        is_pad = Const(0)
+        if cfg.pool_pads:
+            pt, pl, pb, pr = (c.pads[4 * i:4 * i + 4] for i in range(4))
+            wx = len(xblk)
+            blk0 = Mux(pool, Array(Const(pad_start(L, p)[0] % (1 << wx), wx)
+                                   for p in range(kmax))[pl], 0)
+            sub0 = Mux(pool, Array(pad_start(L, p)[1] for p in range(kmax))[pl], 0)
+            ptwob = sum(Mux(pt[b], c.wob << b, 0) for b in range(max(1, (kmax - 1).bit_length())))
+            row0 = Signal.like(rowbase)
+            m.d.comb += row0.eq(c.acc0 - Mux(pool, ptwob, 0))
+            wext = c.wout + Mux(pool, pl + pr, 0)
+            hext = c.ny + Mux(pool, pt + pb, 0)
+            # the element's row and column in the padded band
+            xx, yy = x + dx, y + dy
+            is_pad = pool & ((xx < pl) | (xx >= c.wout + pl) | (yy < pt) | (yy >= c.ny + pt))
         nx = x + c.step
         # the next output's window (or element) would reach past the row or the band
-        row_end = nx + Mux(pool, k1, 0) >= c.wout
+        row_end = nx + Mux(pool, k1, 0) >= wext
         o = self.o.payload
         m.d.comb += [
             self.o.valid.eq(~done),
@@ -98,6 +127,7 @@ class PostScan(wiring.Component):
             o.first.eq(~pool | ((dx == 0) & (dy == 0))),
             o.last.eq(last_sub),
             o.rowend.eq(last_sub & row_end),
+            o.pad.eq(is_pad),
         ]
 
         def cursor(blk, sb, base):
@@ -105,9 +135,9 @@ class PostScan(wiring.Component):
             return [] if kmax == 2 else [wrow.eq(base), wblk.eq(blk), wsub.eq(sb)]
 
         with m.If(self.start):
-            m.d.sync += [y.eq(0), rowbase.eq(c.acc0), xblk.eq(0), xsub.eq(0), x.eq(0),
-                         dx.eq(0), dy.eq(0), *cursor(0, 0, c.acc0),
-                         done.eq(pool & ((c.wout < kmin) | (c.ny < kmin)))]
+            m.d.sync += [y.eq(0), rowbase.eq(row0), xblk.eq(blk0), xsub.eq(sub0), x.eq(0),
+                         dx.eq(0), dy.eq(0), *cursor(blk0, sub0, row0),
+                         done.eq(pool & ((wext < kmin) | (hext < kmin)))]
         with m.Elif(self.o.valid & self.o.ready):
             with m.If(pool & ~last_sub):
                 # the window's next element: along its row, then the next row's first
@@ -127,10 +157,10 @@ class PostScan(wiring.Component):
                 m.d.sync += [dx.eq(0), dy.eq(0)]
                 with m.If(row_end):
                     ny_next = y + c.step
-                    m.d.sync += [x.eq(0), xblk.eq(0), xsub.eq(0), y.eq(ny_next),
+                    m.d.sync += [x.eq(0), xblk.eq(blk0), xsub.eq(sub0), y.eq(ny_next),
                                  rowbase.eq(rowbase + c.rowstep),
-                                 *cursor(0, 0, rowbase + c.rowstep)]
-                    with m.If(ny_next + Mux(pool, k1, 0) >= c.ny):
+                                 *cursor(blk0, sub0, rowbase + c.rowstep)]
+                    with m.If(ny_next + Mux(pool, k1, 0) >= hext):
                         m.d.sync += done.eq(1)
                 with m.Else():
                     nblk = xblk + c.sblk + carry

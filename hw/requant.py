@@ -83,6 +83,7 @@ ELEMENT_LAYOUT = data.StructLayout({
     "first": 1,             # the first of its output's group (a pool's four; else alone)
     "last": 1,              # the last of its group: the output is written after it
     "rowend": 1,            # ... and it ends an output row
+    "pad": 1,               # it is a pool window's padding: no value (q.lo in the maximum)
 })
 
 
@@ -122,8 +123,8 @@ class RequantPipe(wiring.Component):
         m = Module()
         q = self.q
         adv = Signal()
-        # per stage: valid, first, last, rowend (the flags ride with the element)
-        flags = [Signal(4, name=f"p{k}_flags") for k in (2, 3, 4)]
+        # per stage: valid, first, last, rowend, pad (the flags ride with the element)
+        flags = [Signal(5, name=f"p{k}_flags") for k in (2, 3, 4)]
         valid = [f[0] for f in flags]
         p2_in = Signal(signed(33), reset_less=True)
         mul_p = Signal(signed(66))
@@ -134,7 +135,8 @@ class RequantPipe(wiring.Component):
         p4_rnd = Signal(signed(RQ_BITS), reset_less=True)
 
         res = Signal(signed(10))
-        m.d.comb += res.eq(Mux(p4_rnd + q.zp < q.lo, q.lo,
+        # a pad element is the clamp's minimum, which no value of the window is below
+        m.d.comb += res.eq(Mux((p4_rnd + q.zp < q.lo) | flags[2][4], q.lo,
                                Mux(p4_rnd + q.zp > q.hi, q.hi, p4_rnd + q.zp)))
         maxv = Signal(signed(10), reset_less=True)
         grp_max = Signal(signed(10))
@@ -152,7 +154,7 @@ class RequantPipe(wiring.Component):
         e = self.i.payload
         with m.If(adv):
             m.d.sync += [
-                flags[0].eq(Cat(self.i.valid, e.first, e.last, e.rowend)),
+                flags[0].eq(Cat(self.i.valid, e.first, e.last, e.rowend, e.pad)),
                 flags[1].eq(flags[0]), flags[2].eq(flags[1]),
                 p2_in.eq(e.v), p3_prod.eq(mul_p), p4_rnd.eq(p3_rnd),
             ]

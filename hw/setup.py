@@ -646,6 +646,8 @@ def post_registers(cfg, pp, rg, is_add, s8, flags):
                 pp.q.zp.eq(s8(dsz[24:32])), pp.q.lo.eq(s8(dcl[:8])), pp.q.hi.eq(s8(dcl[8:16]))]
     if cfg.post_affine:
         out += [pp.affine.eq(flags[PostFlag.AFFINE.bit_length() - 1])]
+    if cfg.pool_pads:
+        out += [pp.pads.eq(rg[Reg.O_POOLPAD])]
     if cfg.act_codes:
         out += [pp.codes.eq(flags[PostFlag.CODES.bit_length() - 1]),
                 pp.levels.n.eq(rg[Reg.O_NLEV]),

@@ -645,9 +645,12 @@ class ISS:
         pool = bool(ins.flags & PostFlag.POOL)
         k = self.r(Reg.O_POOLK) if pool else 1      # a pool's window: k x k elements
         codes = bool(ins.flags & PostFlag.CODES) and c.act_codes    # else ignored
-        # with a pool, the k x k windows at stride O_STRIDE that lie in the band
-        rows_out = max(0, (ny - k) // stride + 1)
-        cols_out = max(0, (wout - k) // stride + 1)
+        # with a pool, the k x k windows at stride O_STRIDE that lie in the band, padded by
+        # O_POOLPAD's rows and columns (pool_pads), which hold no value
+        pv = self.r(Reg.O_POOLPAD) if pool and c.pool_pads else 0
+        pt, pl, pb, pr = ((pv >> 4 * i) & 15 for i in range(4))
+        rows_out = max(0, (ny + pt + pb - k) // stride + 1)
+        cols_out = max(0, (wout + pl + pr - k) // stride + 1)
         cb = -(-cols_out // 2) if codes else cols_out      # a row's bytes
         addrs = (dst + np.arange(lanes)[:, None, None] * cstride
                  + (row0 + np.arange(rows_out))[None, :, None] * opitch
@@ -685,6 +688,12 @@ class ISS:
         a = self.acc[:lanes, a0:a0 + ny * wob].reshape(lanes, ny, wob * L)[:, :, :wout]
         v = self._requant(a, recs)
         if pool:
+            if pv:          # the padding: each lane's clamp minimum, below none of its values
+                lo = np.array([unpack_qparam(r, c.fcu.act_signed)["qmin"] for r in recs])
+                full = np.empty((lanes, ny + pt + pb, wout + pl + pr), v.dtype)
+                full[...] = lo.reshape(-1, 1, 1).astype(v.dtype)
+                full[:, pt:pt + ny, pl:pl + wout] = v
+                v = full
             v = sliding_window_view(v, (k, k), axis=(1, 2))[:, ::stride, ::stride] \
                 .max(axis=(3, 4)) if rows_out and cols_out else v[:, :rows_out, :cols_out]
         else:

@@ -56,7 +56,8 @@ def _acts(cfg, rng, shape):
 def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu=False,
               extreme=False, name=None, pool=None):
     """A quantized conv (+ optional ReLU, max-pool or stride) with random parameters;
-    ``pool2``: a 2x2 max-pool at stride 2, ``pool``: ``(k, s)``, a k x k one at stride s."""
+    ``pool2``: a 2x2 max-pool at stride 2, ``pool``: ``(k, s)``, a k x k one at stride s, or
+    ``(k, s, pads)`` padded (top, left, bottom, right: ``pool_pads``)."""
     pool = (2, 2) if pool2 and pool is None else pool
     rng = np.random.default_rng(seed)
     pads = (k // 2, (k - 1) // 2, (k - 1) // 2, k // 2) if pads is None else pads
@@ -82,13 +83,14 @@ def conv_case(cfg, C, O, H, W, k, pads=None, stride=1, pool2=False, seed=0, relu
     want = golden.requantize(golden.conv2d(x, w, b, x_zp=zx, pads=pads, stride=stride),
                              M, s, zy, qmin, qhi)
     if pool:
-        want = golden.maxpool2d(want, pool[0], pool[1])
+        want = golden.maxpool2d(want, pool[0], pool[1], pool[2] if len(pool) > 2 else 0)
     img = build_image(cfg, prog, mem, [TensorDesc("x", "input", xa, np.dtype(dt).name,
                                                   [1, C, H, W]),
                                        TensorDesc("y", "output", ya, np.dtype(dt).name,
                                                   [1, O, Ho, Wo])])
     name = name or f"conv{k}x{k}_c{C}o{O}_{H}x{W}" + (
-        "" if not pool else "_pool" if pool == (2, 2) else f"_pool{pool[0]}s{pool[1]}") + \
+        "" if not pool else "_pool" if pool == (2, 2) else f"_pool{pool[0]}s{pool[1]}" + (
+            "p" + "".join(map(str, pool[2])) if len(pool) > 2 else "")) + \
         (f"_s{stride}" if stride > 1 else "")
     return Case(name, img, [(ya, want.astype(dt))])
 

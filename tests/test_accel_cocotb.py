@@ -116,7 +116,8 @@ def test_chained_rows(simulator, name, tmp_path):
 @pytest.mark.parametrize("simulator", SIM_PARAMS)
 @pytest.mark.parametrize("name", ["multitile", "pool", "stride2", "extreme", "add", "add_long",
                                   "fc", "coltiles", "loops", "prefetch_hazard",
-                                  "pool3s2_coltiles", "pool3s1_bands"])
+                                  "pool3s2_coltiles", "pool3s1_bands", "pool3s2_padded",
+                                  "pool3s1_padded", "pool3s2_pads_uneven"])
 def test_layers(simulator, name, tmp_path):
     case = {
         "multitile": lambda: conv_case(TINY, 5, 5, 7, 9, 3, seed=11),   # 15 pairs, 3 lane groups
@@ -137,6 +138,16 @@ def test_layers(simulator, name, tmp_path):
         "pool3s2_coltiles": lambda: conv_case(TINY, 2, 3, 11, 2 * TINY.lb_width + 3, 3,
                                               pool=(3, 2), relu=True, seed=21),
         "pool3s1_bands": lambda: conv_case(TINY, 3, 5, 30, 20, 1, pool=(3, 1), seed=22),
+        # padded pools (pool_pads): ResNet's 3x3/2 with a pad each side over column tiles,
+        # whose first and last hold the left and right padding; 3x3/1 padded in bands, the
+        # first and last with the top and bottom rows; uneven pads (2 above and below, 1 on
+        # the right) after a 5x5 conv, the bands' first windows in the padding
+        "pool3s2_padded": lambda: conv_case(TINY, 2, 3, 9, 45, 3, pool=(3, 2, (1, 1, 1, 1)),
+                                            relu=True, seed=23),
+        "pool3s1_padded": lambda: conv_case(TINY, 3, 5, 21, 10, 1, pool=(3, 1, (1, 1, 1, 1)),
+                                            seed=24),
+        "pool3s2_pads_uneven": lambda: conv_case(TINY, 3, 5, 40, 12, 5,
+                                                 pool=(3, 2, (2, 0, 2, 1)), seed=25),
     }[name]()
     run_both(case, TINY, simulator, tmp_path)
 

@@ -587,11 +587,32 @@ def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     assert [l["op"] for l in c.layers].count("MaxPool") == 2
 
 
+def test_a_padded_max_pool_runs_in_the_convs_post(model_dir):
+    """ResNet's stem pool (3x3/2, a pad each side) after a conv's ReLU runs in the conv's
+    POST with pool_pads (its padding holds no value); without, as an identity conv of its
+    own. The same integers, and fewer cycles fused."""
+    from ffacc.compiler.driver import layer_report
+    from ffacc.sim.runner import run_image
+
+    path = _quantized(model_dir, "pools", "qdq")
+    x = np.random.default_rng(5).integers(0, 256, (1, 3, 11, 11), dtype=np.uint8)
+    runs = {}
+    for pads in (True, False):
+        _, c, _ = compile_model(path, TINY.with_(pool_pads=pads))
+        name = [t.name for t in c.image.tensors if t.role == "input"][0]
+        runs[pads] = ([l["op"] for l in c.layers], layer_report(c.image)[1]["cycles"],
+                      run_image(c.image, {name: x}, engine="iss")[0])
+    (ops, cyc, out), (ops0, cyc0, out0) = runs[True], runs[False]
+    assert "Conv+MaxPool" in ops and "MaxPool" not in ops, ops
+    assert "MaxPool" in ops0 and "Conv+MaxPool" not in ops0, ops0
+    assert all(np.array_equal(out[k], out0[k]) for k in out) and cyc < cyc0, (cyc, cyc0)
+
+
 def test_a_pool_wider_than_max_pool_runs_on_the_host(model_dir):
     """With max_pool = 2 (the iCEBreaker's) the 3x3 pools are neither fused nor lowered: they
     run on the host, the reason naming the setting that takes them; results stay exact."""
     path = _quantized(model_dir, "maxpools", "qdq")
-    cfg = TINY.with_(max_pool=2)
+    cfg = TINY.with_(max_pool=2, pool_pads=False)
     _, c, _ = compile_model(path, cfg)
     pools = [h for h in c.host_ops if h["op"] == "MaxPool"]
     assert len(pools) == 3 and all("max_pool = 3" in h["reason"] for h in pools), c.host_ops

@@ -16,36 +16,46 @@ TINY = ACCEL_PRESETS["tiny"]
 
 
 def expect(cmd, L):
-    """The elements of a band: (block, column, first, last, rowend)."""
+    """The elements of a band: (block, column, first, last, rowend, pad); a pad element's
+    block and column are None (any element's)."""
     ny, wout, pool, k, step, acc0 = (cmd[n] for n in ("ny", "wout", "pool", "poolk", "step",
                                                       "acc0"))
+    pt, pl, pb, pr = ((cmd.get("pads", 0) >> 4 * i) & 15 for i in range(4)) if pool else \
+        (0, 0, 0, 0)
     wob = ceil(wout / L)
     out = []
 
     def at(y, x):
-        return acc0 + y * wob + x // L, x % L
+        if not (0 <= y < ny and 0 <= x < wout):
+            return None, None, True
+        return acc0 + y * wob + x // L, x % L, False
 
     if pool:
-        rows = range(0, ny - k + 1, step)
-        cols = list(range(0, wout - k + 1, step))
+        rows = range(0, ny + pt + pb - k + 1, step)
+        cols = list(range(0, wout + pl + pr - k + 1, step))
         for y in rows:
             for x in cols:
                 window = [(dy, dx) for dy in range(k) for dx in range(k)]
                 for n, (dy, dx) in enumerate(window):
                     last = n == len(window) - 1
-                    out.append((*at(y + dy, x + dx), n == 0, last, last and x == cols[-1]))
+                    blk, sub, pad = at(y + dy - pt, x + dx - pl)
+                    out.append((blk, sub, n == 0, last, last and x == cols[-1], pad))
     else:
         xs = list(range(0, wout, step))
         for y in range(0, ny, step):
             for x in xs:
-                out.append((*at(y, x), True, True, x == xs[-1]))
+                out.append((*at(y, x)[:2], True, True, x == xs[-1], False))
     return out
 
 
-def command(cfg, ny, wout, pool, step, acc0, poolk=2):
+def command(cfg, ny, wout, pool, step, acc0, poolk=2, pads=(0, 0, 0, 0)):
+    """A POST's scan fields; ``pads`` (top, left, bottom, right) with ``pool_pads``."""
     wob = ceil(wout / cfg.L)
-    return dict(ny=ny, wout=wout, pool=int(pool), poolk=poolk, step=step, sblk=step // cfg.L,
-                ssub=step % cfg.L, wob=wob, rowstep=step * wob, acc0=acc0)
+    cmd = dict(ny=ny, wout=wout, pool=int(pool), poolk=poolk, step=step, sblk=step // cfg.L,
+               ssub=step % cfg.L, wob=wob, rowstep=step * wob, acc0=acc0)
+    if cfg.pool_pads:
+        cmd["pads"] = sum(p << 4 * i for i, p in enumerate(pads))
+    return cmd
 
 
 def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
@@ -74,7 +84,9 @@ def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
                 return elems
             if take:
                 e = ctx.get(dut.o.payload)
-                elems.append((e.addr, e.sub, bool(e.first), bool(e.last), bool(e.rowend)))
+                pad = bool(e.pad)
+                elems.append((None if pad else e.addr, None if pad else e.sub, bool(e.first),
+                              bool(e.last), bool(e.rowend), pad))
             await ctx.tick()
         raise AssertionError("the scan did not end")
 
@@ -95,6 +107,28 @@ def run_scan(cfg, bands, *, ready, seed, restart_after=None, clocks=5000):
 # L = 3 with windows up to 4x4 (the window cursors), L = 2 with 2x2 only (max_pool = 2: the
 # smallest scan)
 SCANS = {"tiny": TINY.with_(max_pool=4), "icebreaker": ACCEL_PRESETS["icebreaker"]}
+
+
+@settings(max_examples=30, deadline=None)
+@given(poolk=st.integers(2, 4), step=st.integers(1, 3), ny=st.integers(1, 7),
+       wout=st.integers(1, 13), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       seed=st.integers(0, 1000))
+def test_a_padded_pool_marks_the_elements_past_the_band(poolk, step, ny, wout, pads, seed):
+    """Pooled bands padded on each side by up to the window's side less one (pool_pads):
+    each window's elements in order, those in the padding marked, the others at their
+    accumulator word; the band starts anywhere in the accumulator, also at block 0 (the
+    padding's addresses wrap)."""
+    cfg = SCANS["tiny"]
+    pads = tuple(min(p, poolk - 1) for p in pads)
+    ny = max(ny, poolk - pads[0] - pads[2])             # POST's check with padding
+    wob = ceil(wout / cfg.L)
+    acc0 = int(seed % (cfg.acc_blocks - ny * wob + 1)) if seed % 3 else 0
+    cmd = command(cfg, ny, wout, True, step, acc0, poolk, pads)
+    want = expect(cmd, cfg.L)
+    assert run_scan(cfg, [cmd, command(cfg, 2, 5, False, 1, 7)], ready=0.6, seed=seed) == [
+        want, expect(command(cfg, 2, 5, False, 1, 7), cfg.L)]
+    assert want or wout + pads[1] + pads[3] < poolk
+    assert any(e[5] for e in want) == (any(pads) and bool(want))
 
 
 @settings(max_examples=30, deadline=None)
@@ -126,8 +160,8 @@ def test_a_3x3_stride_2_pool_reads_each_window_row_by_row():
     cmd = command(cfg, 7, 6, True, 2, 0, poolk=3)
     want = expect(cmd, cfg.L)
     assert len(want) == 3 * 2 * 9
-    assert want[:4] == [(0, 0, True, False, False), (0, 1, False, False, False),
-                        (0, 2, False, False, False), (2, 0, False, False, False)]
+    assert want[:4] == [(0, 0, True, False, False, False), (0, 1, False, False, False, False),
+                        (0, 2, False, False, False, False), (2, 0, False, False, False, False)]
     assert run_scan(cfg, [cmd], ready=0.7, seed=4) == [want]
 
 
