@@ -387,7 +387,8 @@ def _accel_reason(op, g, cfg):
                 type(op), "unsupported")
 
 
-def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True):
+def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
+                  move_pools=True):
     """Compile an imported :class:`~ffacc.compiler.ir.Graph` for configuration ``cfg``.
 
     Activations of the other 8-bit type are stored as the configuration's
@@ -396,7 +397,9 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     host's input into their stride phases where the cycle model finds it cheaper
     (:mod:`~ffacc.compiler.polyphase`). ``narrow_codes``: on a configuration with
     ``act_codes``, a uniform activation of at most 16 values (a 2- to 4-bit one) that only
-    convolutions read is stored as 4-bit codes (``_store_codes``).
+    convolutions read is stored as 4-bit codes (``_store_codes``). ``move_pools``: a max-pool
+    after a Concat of conv outputs moves before it, onto each input, to run in the convs'
+    ``POST`` (``_pools_before_concats``; the same integers).
     """
     g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
     for op in g.ops:
@@ -410,7 +413,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True)
     split = {}
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
-    g = _pools_before_concats(g, cfg)
+    if move_pools:
+        g = _pools_before_concats(g, cfg)
     affines = _fuse_affines(g, cfg)
     pairs = _pair_affines(g, cfg, affines)
     fused = _fuse_pools(g, cfg, affines)

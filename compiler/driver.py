@@ -17,7 +17,7 @@ __all__ = ["compile_model", "verify_model", "verify_compiled", "memory_use", "la
 
 
 def compile_model(model, cfg, name=None, batch=1, polyphase=True, act_codes=None, calib=None,
-                  narrow_codes=True):
+                  narrow_codes=True, move_pools=True):
     """Import and compile ``model`` (a path, ONNX bytes or an ``onnx.ModelProto``); returns
     ``(graph, Compiled, seconds)``, the graph as compiled (see :func:`compile_graph`).
     A dynamic batch dimension is pinned to ``batch``; ``polyphase=False``: no strided conv on
@@ -26,14 +26,16 @@ def compile_model(model, cfg, name=None, batch=1, polyphase=True, act_codes=None
     for every convolution and Gemm output on the accelerator (compiler/codes.py), calibrated
     on ``calib`` (float samples stacked on the batch axis, or a list of input dicts).
     ``narrow_codes=False``: uniform 2- to 4-bit activations are stored a byte each, not as
-    4-bit codes (see :func:`~ffacc.compiler.compile.compile_graph`)."""
+    4-bit codes, and ``move_pools=False`` no max-pool moves before a Concat (see
+    :func:`~ffacc.compiler.compile.compile_graph`)."""
     t = time.time()
     g = import_onnx(str(model) if isinstance(model, Path) else model, batch=batch)
     if name is None:
         name = Path(model).stem if isinstance(model, (str, Path)) else (g.name or "model")
     if act_codes is not None:
         g = code_activations(g, cfg, act_codes, calib)
-    c = compile_graph(g, cfg, model_name=name, polyphase=polyphase, narrow_codes=narrow_codes)
+    c = compile_graph(g, cfg, model_name=name, polyphase=polyphase, narrow_codes=narrow_codes,
+                      move_pools=move_pools)
     return c.graph, c, time.time() - t
 
 

@@ -174,7 +174,7 @@ MODELS.update({
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
               "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused",
-              "bn_chain", "fire_pools"}
+              "bn_chain", "fire_pools", "pools"}
 
 
 @pytest.fixture(scope="module")
@@ -555,10 +555,8 @@ def test_every_max_pool_runs_on_the_accelerator(model_dir):
 def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     """A max-pool that reads a Concat of conv outputs (SqueezeNet's) is moved before it, a
     pool on each input, and fused into each conv's POST: no pass of its own, and fewer
-    cycles than the pool alone after the Concat (``_pools_before_concats`` turned off);
-    the outputs equal, and a pool after a Concat of another op's output stays where it is
-    (``maxpools``)."""
-    from ffacc.compiler import compile as comp
+    cycles than the pool alone after the Concat (``move_pools=False``); the outputs equal,
+    and a pool after a Concat of another op's output stays where it is (``maxpools``)."""
     from ffacc.compiler.driver import layer_report
     from ffacc.sim.runner import run_image
 
@@ -566,14 +564,7 @@ def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     x = np.random.default_rng(4).integers(0, 256, (1, 3, 13, 14), dtype=np.uint8)
     runs = {}
     for moved in (True, False):
-        if not moved:
-            comp_pools = comp._pools_before_concats
-            comp._pools_before_concats = lambda g, cfg: g
-        try:
-            _, c, _ = compile_model(path, TINY)
-        finally:
-            if not moved:
-                comp._pools_before_concats = comp_pools
+        _, c, _ = compile_model(path, TINY, move_pools=moved)
         name = [t.name for t in c.image.tensors if t.role == "input"][0]
         runs[moved] = (c, layer_report(c.image)[1], run_image(c.image, {name: x},
                                                               engine="iss")[0])
