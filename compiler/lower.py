@@ -740,6 +740,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
         strided_regs = dict(A_CSHIFT=(ph["s"].bit_length() - 1) if ph else 0, A_LB0=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
              O_CSTRIDE=Ho * ob, O_STRIDE=step, **(dict(O_POOLK=kp) if layer.pool else {}),
+             # (a pool without padding: none, whatever a layer before left; a padded one's
+             # is each tile's)
+             **(dict(O_POOLPAD=0) if layer.pool and cfg.pool_pads and not padded else {}),
              A_PITCH=ph["s"] * ph["W"] if ph else W if wt < wconv else 0,
              **strided_regs, **level_regs(cfg, layer))
     post_flags = ((PostFlag.POOL if layer.pool else 0)

@@ -97,6 +97,20 @@ def _fire_pools():
     return b.model(b.conv(y, 4, 1))
 
 
+def _stem_pools():
+    """ResNet's stem in small: a 7x7 stride-2 conv (over its input's stride phases) and a
+    BatchNormalization, then a padded 3x3/2 max-pool (in the conv's POST: pool_pads); a 3x3
+    conv; a Concat of two convs and an unpadded 3x3/2 pool (moved onto them), whose POSTs
+    must not keep the first pool's padding."""
+    b = Builder((1, 3, 40, 40), seed=21, name="stem_pools")
+    y = b.relu(b.bn(b.conv("x", 8, 7, stride=2, pads=(3, 3, 3, 3))))             # 8x20x20
+    y = b.pool("MaxPool", y, 3, stride=2, pads=(1, 1, 1, 1))                      # 8x10x10
+    y = b.relu(b.conv(y, 8, 3))
+    y = b.pool("MaxPool", b.concat([b.relu(b.conv(y, 4, 1)), b.relu(b.conv(y, 4, 3))]), 3,
+               stride=2)                                                           # 8x4x4
+    return b.model(b.conv(y, 4, 1))
+
+
 def _avgpools():
     """Average pools as depthwise convs of all-one weights, on tiny: padded 3x3/1 and 3x3/2
     that do not count their padding (ONNX's default: a conv per region of one count, the
@@ -170,11 +184,11 @@ MODELS.update({
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
     "gap_wide": _gap_wide, "bn_fused": _bn_fused, "bn_chain": _bn_chain,
-    "fire_pools": _fire_pools,
+    "fire_pools": _fire_pools, "stem_pools": _stem_pools,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
               "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused",
-              "bn_chain", "fire_pools", "pools"}
+              "bn_chain", "fire_pools", "pools", "stem_pools"}
 
 
 @pytest.fixture(scope="module")
