@@ -28,6 +28,7 @@ a fixed latency per read request and the clocks POST waits for the writer;
 :attr:`CycleModel.stall` holds the figure for the last command.
 """
 
+from functools import lru_cache
 from math import ceil
 
 import numpy as np
@@ -91,6 +92,7 @@ def _packer_block(fill, row_left, out_left, width, L):
     return fill - size, width if size == row_left else row_left - size, out_left - size
 
 
+@lru_cache(maxsize=1 << 16)       # (the compiler's planner asks the same rows again and again)
 def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WORD_BURST,
                   unpack=False):
     """Clocks the row packer (:class:`~ffacc.hw.linebuf.RowPacker`) takes to give out the
@@ -141,6 +143,7 @@ def packer_clocks(nbytes, width, L, bus, skip=0, first_beat=0, burst=64, gap=WOR
     return clk
 
 
+@lru_cache(maxsize=1 << 16)
 def decimated_packer_clocks(nbytes, width, L, bus, step, skip=0, first_beat=0, burst=64,
                             gap=WORD_BURST):
     """Clocks a read of ``nbytes`` from byte ``skip`` of its first beat takes through the
