@@ -240,7 +240,7 @@ def reg_bits(cfg):
         Reg.A_CSHIFT: 2 if cfg.strided_loads else 1,
         Reg.A_LB0: need(cfg.lb_rows - 1) if cfg.strided_loads else 1,
         Reg.O_POOLK: need(cfg.max_pool),
-        # without pool_pads a bit wide (POST refuses any value but 0)
+        # without pool_pads a bit wide, and nothing reads it (POST's windows are unpadded)
         Reg.O_POOLPAD: 16 if cfg.pool_pads else 1,
         **{r: 32 if cfg.act_codes else 1 for r in LEVEL_REGS + LOAD_LEVEL_REGS},
     }

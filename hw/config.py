@@ -128,7 +128,7 @@ class AcceleratorConfig:
         (each below the window), which hold no value: a max-pool padded in ONNX's way (ResNet's
         and ShuffleNet's 3x3/2 after their first convolution) runs inside the convolution's
         ``POST``. Needs the window cursors of ``max_pool >= 3``. False: ``O_POOLPAD`` is a
-        bit wide and must be 0, and a padded pool runs as a pass of its own.
+        bit wide and ignored, and a padded pool runs as a pass of its own.
     post_affine : bool
         ``POST``'s flag ``AFFINE`` maps each output once more by a per-lane second record
         (:func:`~ffacc.firmware.isa.pack_affine`: ``requantize(K (v - zp) + C)``, ``K`` a
