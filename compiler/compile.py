@@ -192,6 +192,60 @@ def _poolable_conv(op, g, cfg):
             and not (isinstance(op, AvgPoolConv) and not op.count_include_pad))
 
 
+def _pools_before_maps(g, cfg):
+    """Graph ``g`` with each MaxPool that is the sole reader of a per-channel affine map
+    moved before it, as long as one is: ``MaxPool(f(x)) = f(MaxPool(x))`` element for
+    element where ``f``, each channel's ``requantize(K (x - zp) + C)``, never decreases
+    (every channel's ``K >= 0``). The map then runs over the pooled map, a quarter of the
+    elements of a 2x2/2 or 3x3/2 pool's input, and the pool may reach a conv whose ``POST``
+    runs it (Inception v2's stem: a conv, then three maps, the BatchNormalization and a
+    ``Mul`` and an ``Add``, then a pool). A map that a conv's ``POST`` applies (its output's
+    sole reader: :func:`_fuse_affines`) keeps the pool after it, where ``POST`` runs both."""
+    def movable(af, mp):
+        if mp is None or _accel_reason(af, g, cfg) or _accel_reason(mp, g, cfg):
+            return False
+        x = g.tensors[af.inputs[0]]
+        p = g.producer(x.name)
+        if in_post(af):
+            return False                # (the conv's POST applies the map, then the pool)
+        if cfg.post_affine and isinstance(p, ChannelAffine) and \
+                _affine_after(g, cfg, x.name) is af and not in_post(p) and not rises(p):
+            return False                # (the map pairs with the one before in an ADD pass,
+                                        # which the pool could not pass to come after both)
+        return x.levels is None and rises(af)
+
+    def in_post(af):
+        """Whether a conv's POST applies map ``af`` (:func:`_fuse_affines`)."""
+        p = g.producer(af.inputs[0])
+        return (cfg.post_affine and isinstance(p, (Conv, Gemm)) and not _accel_reason(p, g, cfg)
+                and _affine_after(g, cfg, af.inputs[0]) is af)
+
+    def rises(af):
+        ka, kb = af.params(g.tensors[af.inputs[0]])[:2]
+        return not np.any(ka + kb < 0)
+
+    while True:
+        ops, tensors, dropped = [], dict(g.tensors), set()
+        for op in g.ops:
+            if id(op) in dropped:
+                continue
+            mp = (_sole_consumer(g, op.outputs[0], MaxPool)
+                  if isinstance(op, ChannelAffine) else None)
+            if not movable(op, mp):
+                ops.append(op)
+                continue
+            x, y = g.tensors[op.inputs[0]], g.tensors[mp.outputs[0]]
+            name = f"{x.name}.{mp.name}"
+            tensors[name] = replace(x, name=name, shape=tuple(x.shape[:2]) + tuple(y.shape[2:]))
+            ops += [replace(mp, inputs=[x.name], outputs=[name]),
+                    replace(op, inputs=[name], outputs=[y.name])]
+            dropped.add(id(mp))
+            del tensors[op.outputs[0]]
+        if not dropped:
+            return g
+        g = replace(g, ops=ops, tensors=tensors)
+
+
 def _pools_before_concats(g, cfg):
     """Graph ``g`` with each MaxPool that is the sole reader of a Concat's channels moved
     before it, a pool on each input: ``MaxPool(Concat(x, ...)) = Concat(MaxPool(x), ...)``
@@ -398,8 +452,9 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
     (:mod:`~ffacc.compiler.polyphase`). ``narrow_codes``: on a configuration with
     ``act_codes``, a uniform activation of at most 16 values (a 2- to 4-bit one) that only
     convolutions read is stored as 4-bit codes (``_store_codes``). ``move_pools``: a max-pool
-    after a Concat of conv outputs moves before it, onto each input, to run in the convs'
-    ``POST`` (``_pools_before_concats``; the same integers).
+    after per-channel affine maps that never decrease moves before them, and one after a
+    Concat of conv outputs onto each input, to run in the convs' ``POST``
+    (``_pools_before_maps``, ``_pools_before_concats``; the same integers).
     """
     g = retype_activations(g, "int8" if cfg.fcu.act_signed else "uint8")
     for op in g.ops:
@@ -414,7 +469,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
     if polyphase:
         g, split = polyphase_inputs(g, cfg, lambda op: _accel_reason(op, g, cfg) is not None)
     if move_pools:
-        g = _pools_before_concats(g, cfg)
+        g = _pools_before_concats(_pools_before_maps(g, cfg), cfg)
     affines = _fuse_affines(g, cfg)
     pairs = _pair_affines(g, cfg, affines)
     fused = _fuse_pools(g, cfg, affines)

@@ -168,6 +168,31 @@ def _bn_chain():
     return b.model(b.conv(b.relu("m2"), 4, 3))
 
 
+def _chain_pools():
+    """Inception v2's stem in small: a conv, then three per-channel maps quantized one
+    after the other (a BatchNormalization, a ``Mul`` and an ``Add``), a ReLU and a padded
+    3x3/2 max-pool: every scale is positive, so the pool moves before the ``Mul`` and the
+    ``Add`` into the conv's POST, and they map the pooled map. Then a conv and a
+    BatchNormalization, a ``Mul`` with negative scales and an ``Add``, and a 2x2 pool, which
+    stays after the two (max does not commute with a decreasing map; the ``Add`` pairs with
+    the ``Mul``)."""
+    b = Builder((1, 3, 16, 16), seed=19, name="chain_pools")
+    rng = np.random.default_rng(9)
+
+    def maps(y, n, sign):
+        b._init(f"s{n}", rng.uniform(0.5, 1.5, (4, 1, 1)) * np.array(sign)[:, None, None])
+        b._init(f"t{n}", rng.normal(0, 0.5, (4, 1, 1)))
+        b.nodes += [helper.make_node("Mul", [y, f"s{n}"], [f"m{n}"], name=f"mul{n}"),
+                    helper.make_node("Add", [f"m{n}", f"t{n}"], [f"a{n}"], name=f"add{n}")]
+        b.shape[f"m{n}"] = b.shape[f"a{n}"] = b.shape[y]
+        return f"a{n}"
+
+    y = b.relu(maps(b.bn(b.conv("x", 4, 3)), 1, [1, 1, 1, 1]))
+    y = b.pool("MaxPool", y, 3, stride=2, pads=(0, 0, 1, 1))                      # 4x8x8
+    y = b.pool("MaxPool", b.relu(maps(b.bn(b.conv(y, 4, 3)), 2, [1, -1, 1, 1])), 2)  # 4x4x4
+    return b.model(b.conv(y, 4, 1))
+
+
 def _softmax_head():
     b = Builder((1, 2, 8, 8), seed=7, name="softmax")
     y = b.fc(b.flatten(b.relu(b.conv("x", 3, 3))), 5)
@@ -184,11 +209,11 @@ MODELS.update({
     "depthwise": _depthwise, "grouped": _grouped, "depthwise_s2": _depthwise_s2, "residual": _residual, "small_cnn": _small_cnn,
     "pools": _pools, "softmax": _softmax_head, "maxpools": _maxpools, "avgpools": _avgpools,
     "gap_wide": _gap_wide, "bn_fused": _bn_fused, "bn_chain": _bn_chain,
-    "fire_pools": _fire_pools, "stem_pools": _stem_pools,
+    "fire_pools": _fire_pools, "stem_pools": _stem_pools, "chain_pools": _chain_pools,
 })
 RTL_SUBSET = {"conv3", "conv7", "conv12", "conv3_s2", "residual", "small_cnn", "depthwise",
               "grouped", "maxpools", "avgpools", "depthwise_s2", "gap_wide", "bn_fused",
-              "bn_chain", "fire_pools", "pools", "stem_pools"}
+              "bn_chain", "fire_pools", "pools", "stem_pools", "chain_pools"}
 
 
 @pytest.fixture(scope="module")
@@ -590,6 +615,31 @@ def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     assert tot["cycles"] < tot0["cycles"], (tot["cycles"], tot0["cycles"])
     _, c, _ = compile_model(_quantized(model_dir, "maxpools", "qdq"), TINY)
     assert [l["op"] for l in c.layers].count("MaxPool") == 2
+
+
+def test_a_max_pool_moves_before_the_maps_that_never_decrease(model_dir):
+    """``chain_pools``: the first pool moves before the ``Mul`` and the ``Add`` (positive
+    scales) into the conv's POST, and the two maps run as one ADD pass over the pooled map;
+    the second stays after its ``Mul`` of negative scales and its ``Add``. The same
+    integers as without moving pools, in fewer cycles."""
+    from ffacc.compiler.driver import layer_report
+    from ffacc.sim.runner import run_image
+
+    path = _quantized(model_dir, "chain_pools", "qdq")
+    x = np.random.default_rng(6).integers(0, 256, (1, 3, 16, 16), dtype=np.uint8)
+    runs = {}
+    for moved in (True, False):
+        _, c, _ = compile_model(path, TINY, move_pools=moved)
+        name = [t.name for t in c.image.tensors if t.role == "input"][0]
+        runs[moved] = ([(l["op"], l.get("out_shape")) for l in c.layers],
+                       layer_report(c.image)[1]["cycles"],
+                       run_image(c.image, {name: x}, engine="iss")[0])
+    (ops, cyc, out), (ops0, cyc0, out0) = runs[True], runs[False]
+    names = [o for o, _ in ops]
+    assert names.count("Conv+Affine+MaxPool") == 1 and names.count("MaxPool") == 1, ops
+    assert ("ChannelAffine+Affine", [1, 4, 8, 8]) in [(o, list(s or ())) for o, s in ops], ops
+    assert [o for o, _ in ops0].count("MaxPool") == 2, ops0
+    assert all(np.array_equal(out[k], out0[k]) for k in out) and cyc < cyc0, (cyc, cyc0)
 
 
 def test_a_padded_max_pool_runs_in_the_convs_post(model_dir):
