@@ -13,9 +13,7 @@ of them apply two) with their cycles, the convs that apply one, and the bytes th
 over the bus per image. Prints a table, then JSON.
 """
 
-import json
-
-from zoo_args import zoo_benchmark_args
+from zoo_args import bus_bytes, compare, print_comparison, zoo_benchmark_args
 
 
 def measure(path, cfg):
@@ -24,8 +22,6 @@ def measure(path, cfg):
 
     _, c, _ = compile_model(path, cfg)
     rows, tot = layer_report(c.image)
-    moved = sum(tot[k] for k in ("code_bytes", "weight_bytes_read", "act_bytes_read",
-                                 "act_bytes_written"))
     passes = [r for r in rows if r["op"].startswith("ChannelAffine") and r["where"] == "accel"]
     return {"cycles": tot["cycles"],
             "affine_adds": len(passes),
@@ -33,30 +29,19 @@ def measure(path, cfg):
             "affine_cycles": sum(r["cycles"] for r in passes),
             "fused": sum("+Affine" in r["op"] and not r["op"].startswith("ChannelAffine")
                          for r in rows),
-            "bus_bytes": moved}
+            "bus_bytes": bus_bytes(tot)}
 
 
 def main(argv=None):
     args, cfg, models, say = zoo_benchmark_args(__doc__, argv)
-    from ffacc.cli import _table
-
-    rows = []
-    for name, path in models:
-        say(f"{name}: compiling for {args.config} with post_affine off, then on")
-        before = measure(path, cfg.with_(post_affine=False))
-        after = measure(path, cfg)
-        rows.append({"model": name, "before": before, "after": after,
-                     "speedup": round(before["cycles"] / after["cycles"], 3)})
-    print(_table(["model", "ADD passes before", "after", "of two maps", "their cycles before",
-                  "after", "fused convs", "cycles before", "after", "speedup",
-                  "bus bytes before", "after"],
-                 [[r["model"], r["before"]["affine_adds"], r["after"]["affine_adds"],
-                   r["after"]["paired"], f"{r['before']['affine_cycles']:,}",
-                   f"{r['after']['affine_cycles']:,}", r["after"]["fused"],
-                   f"{r['before']['cycles']:,}", f"{r['after']['cycles']:,}",
-                   f"{r['speedup']:.3f}x", f"{r['before']['bus_bytes']:,}",
-                   f"{r['after']['bus_bytes']:,}"] for r in rows]))
-    print(json.dumps({"config": args.config, "size": args.size, "rows": rows}))
+    rows = compare(models, say, f"for {args.config} with post_affine off, then on",
+                   lambda p: measure(p, cfg.with_(post_affine=False)),
+                   lambda p: measure(p, cfg))
+    print_comparison(args, rows, ["ADD passes before", "after", "of two maps",
+                                  "their cycles before", "after", "fused convs"],
+                     lambda r: [r["before"]["affine_adds"], r["after"]["affine_adds"],
+                                r["after"]["paired"], f"{r['before']['affine_cycles']:,}",
+                                f"{r['after']['affine_cycles']:,}", r["after"]["fused"]])
 
 
 if __name__ == "__main__":

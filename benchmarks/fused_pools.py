@@ -16,9 +16,7 @@ ISS cycle model), the pool passes left and their cycles, the convs that pool, an
 the run moves over the bus per image. Prints a table, then JSON.
 """
 
-import json
-
-from zoo_args import zoo_benchmark_args
+from zoo_args import bus_bytes, compare, print_comparison, zoo_benchmark_args
 
 
 def measure(path, cfg, move_pools):
@@ -27,38 +25,25 @@ def measure(path, cfg, move_pools):
 
     _, c, _ = compile_model(path, cfg, move_pools=move_pools)
     rows, tot = layer_report(c.image)
-    moved = sum(tot[k] for k in ("code_bytes", "weight_bytes_read", "act_bytes_read",
-                                 "act_bytes_written"))
     passes = [r for r in rows if r["op"] == "MaxPool" and r["where"] == "accel"]
     return {"cycles": tot["cycles"], "pool_passes": len(passes),
             "pool_cycles": sum(r["cycles"] for r in passes),
-            "fused": sum(r["op"].endswith("+MaxPool") for r in rows), "bus_bytes": moved}
+            "fused": sum(r["op"].endswith("+MaxPool") for r in rows), "bus_bytes": bus_bytes(tot)}
 
 
 def main(argv=None):
     args, cfg, models, say = zoo_benchmark_args(__doc__, argv)
-    from ffacc.cli import _table
-
     if not cfg.pool_pads:
         raise SystemExit(f"--config {args.config}: pool_pads is off in this preset")
-    rows = []
-    for name, path in models:
-        say(f"{name}: compiling for {args.config} without padded pools and moved pools, "
-            f"then with")
-        before = measure(path, cfg.with_(pool_pads=False), False)
-        after = measure(path, cfg, True)
-        rows.append({"model": name, "before": before, "after": after,
-                     "speedup": round(before["cycles"] / after["cycles"], 3)})
-    print(_table(["model", "pool passes before", "after", "their cycles before", "after",
-                  "pooling convs before", "after", "cycles before", "after", "speedup",
-                  "bus bytes before", "after"],
-                 [[r["model"], r["before"]["pool_passes"], r["after"]["pool_passes"],
-                   f"{r['before']['pool_cycles']:,}", f"{r['after']['pool_cycles']:,}",
-                   r["before"]["fused"], r["after"]["fused"],
-                   f"{r['before']['cycles']:,}", f"{r['after']['cycles']:,}",
-                   f"{r['speedup']:.3f}x", f"{r['before']['bus_bytes']:,}",
-                   f"{r['after']['bus_bytes']:,}"] for r in rows]))
-    print(json.dumps({"config": args.config, "size": args.size, "rows": rows}))
+    rows = compare(models, say, f"for {args.config} without padded pools and moved pools, "
+                   f"then with", lambda p: measure(p, cfg.with_(pool_pads=False), False),
+                   lambda p: measure(p, cfg, True))
+    print_comparison(args, rows, ["pool passes before", "after", "their cycles before",
+                                  "after", "pooling convs before", "after"],
+                     lambda r: [r["before"]["pool_passes"], r["after"]["pool_passes"],
+                                f"{r['before']['pool_cycles']:,}",
+                                f"{r['after']['pool_cycles']:,}", r["before"]["fused"],
+                                r["after"]["fused"]])
 
 
 if __name__ == "__main__":

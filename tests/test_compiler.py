@@ -591,28 +591,40 @@ def test_every_max_pool_runs_on_the_accelerator(model_dir):
     assert modes == ["max-pool 3x3/2: identity MAC x2", "max-pool 3x3/1: identity MAC x2"]
 
 
+def _compiles_run(model_dir, name, seed, variants):
+    """Model ``name`` (QDQ) compiled for each ``(cfg, compile_model keywords)`` of
+    ``variants``, each run on the ISS on the same random input: ``[(layers' (op, output
+    shape), cycles, outputs)]``."""
+    from ffacc.compiler.driver import layer_report
+    from ffacc.sim.runner import run_image
+
+    path, x, out = _quantized(model_dir, name, "qdq"), None, []
+    for cfg, kw in variants:
+        _, c, _ = compile_model(path, cfg, **kw)
+        t = next(t for t in c.image.tensors if t.role == "input")
+        if x is None:
+            x = np.random.default_rng(seed).integers(0, 256, t.shape, dtype=np.uint8)
+        out.append(([(l["op"], list(l.get("out_shape") or ())) for l in c.layers],
+                    layer_report(c.image)[1]["cycles"],
+                    run_image(c.image, {t.name: x}, engine="iss")[0]))
+    return out
+
+
+def _equal_outputs(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     """A max-pool that reads a Concat of conv outputs (SqueezeNet's) is moved before it, a
     pool on each input, and fused into each conv's POST: no pass of its own, and fewer
     cycles than the pool alone after the Concat (``move_pools=False``); the outputs equal,
     and a pool after a Concat of another op's output stays where it is (``maxpools``)."""
-    from ffacc.compiler.driver import layer_report
-    from ffacc.sim.runner import run_image
-
-    path = _quantized(model_dir, "fire_pools", "qdq")
-    x = np.random.default_rng(4).integers(0, 256, (1, 3, 13, 14), dtype=np.uint8)
-    runs = {}
-    for moved in (True, False):
-        _, c, _ = compile_model(path, TINY, move_pools=moved)
-        name = [t.name for t in c.image.tensors if t.role == "input"][0]
-        runs[moved] = (c, layer_report(c.image)[1], run_image(c.image, {name: x},
-                                                              engine="iss")[0])
-    (c, tot, out), (c0, tot0, out0) = runs[True], runs[False]
-    ops = [l["op"] for l in c.layers]
-    assert ops.count("Conv+MaxPool") == 5 and "MaxPool" not in ops, ops
-    assert [l["op"] for l in c0.layers].count("MaxPool") == 2
-    assert out.keys() == out0.keys() and all(np.array_equal(out[k], out0[k]) for k in out)
-    assert tot["cycles"] < tot0["cycles"], (tot["cycles"], tot0["cycles"])
+    (ops, cyc, out), (ops0, cyc0, out0) = _compiles_run(
+        model_dir, "fire_pools", 4, [(TINY, {}), (TINY, dict(move_pools=False))])
+    names = [o for o, _ in ops]
+    assert names.count("Conv+MaxPool") == 5 and "MaxPool" not in names, ops
+    assert [o for o, _ in ops0].count("MaxPool") == 2, ops0
+    assert _equal_outputs(out, out0) and cyc < cyc0, (cyc, cyc0)
     _, c, _ = compile_model(_quantized(model_dir, "maxpools", "qdq"), TINY)
     assert [l["op"] for l in c.layers].count("MaxPool") == 2
 
@@ -622,45 +634,25 @@ def test_a_max_pool_moves_before_the_maps_that_never_decrease(model_dir):
     scales) into the conv's POST, and the two maps run as one ADD pass over the pooled map;
     the second stays after its ``Mul`` of negative scales and its ``Add``. The same
     integers as without moving pools, in fewer cycles."""
-    from ffacc.compiler.driver import layer_report
-    from ffacc.sim.runner import run_image
-
-    path = _quantized(model_dir, "chain_pools", "qdq")
-    x = np.random.default_rng(6).integers(0, 256, (1, 3, 16, 16), dtype=np.uint8)
-    runs = {}
-    for moved in (True, False):
-        _, c, _ = compile_model(path, TINY, move_pools=moved)
-        name = [t.name for t in c.image.tensors if t.role == "input"][0]
-        runs[moved] = ([(l["op"], l.get("out_shape")) for l in c.layers],
-                       layer_report(c.image)[1]["cycles"],
-                       run_image(c.image, {name: x}, engine="iss")[0])
-    (ops, cyc, out), (ops0, cyc0, out0) = runs[True], runs[False]
+    (ops, cyc, out), (ops0, cyc0, out0) = _compiles_run(
+        model_dir, "chain_pools", 6, [(TINY, {}), (TINY, dict(move_pools=False))])
     names = [o for o, _ in ops]
     assert names.count("Conv+Affine+MaxPool") == 1 and names.count("MaxPool") == 1, ops
-    assert ("ChannelAffine+Affine", [1, 4, 8, 8]) in [(o, list(s or ())) for o, s in ops], ops
+    assert ("ChannelAffine+Affine", [1, 4, 8, 8]) in ops, ops
     assert [o for o, _ in ops0].count("MaxPool") == 2, ops0
-    assert all(np.array_equal(out[k], out0[k]) for k in out) and cyc < cyc0, (cyc, cyc0)
+    assert _equal_outputs(out, out0) and cyc < cyc0, (cyc, cyc0)
 
 
 def test_a_padded_max_pool_runs_in_the_convs_post(model_dir):
     """ResNet's stem pool (3x3/2, a pad each side) after a conv's ReLU runs in the conv's
     POST with pool_pads (its padding holds no value); without, as an identity conv of its
     own. The same integers, and fewer cycles fused."""
-    from ffacc.compiler.driver import layer_report
-    from ffacc.sim.runner import run_image
-
-    path = _quantized(model_dir, "pools", "qdq")
-    x = np.random.default_rng(5).integers(0, 256, (1, 3, 11, 11), dtype=np.uint8)
-    runs = {}
-    for pads in (True, False):
-        _, c, _ = compile_model(path, TINY.with_(pool_pads=pads))
-        name = [t.name for t in c.image.tensors if t.role == "input"][0]
-        runs[pads] = ([l["op"] for l in c.layers], layer_report(c.image)[1]["cycles"],
-                      run_image(c.image, {name: x}, engine="iss")[0])
-    (ops, cyc, out), (ops0, cyc0, out0) = runs[True], runs[False]
-    assert "Conv+MaxPool" in ops and "MaxPool" not in ops, ops
-    assert "MaxPool" in ops0 and "Conv+MaxPool" not in ops0, ops0
-    assert all(np.array_equal(out[k], out0[k]) for k in out) and cyc < cyc0, (cyc, cyc0)
+    (ops, cyc, out), (ops0, cyc0, out0) = _compiles_run(
+        model_dir, "pools", 5, [(TINY, {}), (TINY.with_(pool_pads=False), {})])
+    names, names0 = [o for o, _ in ops], [o for o, _ in ops0]
+    assert "Conv+MaxPool" in names and "MaxPool" not in names, ops
+    assert "MaxPool" in names0 and "Conv+MaxPool" not in names0, ops0
+    assert _equal_outputs(out, out0) and cyc < cyc0, (cyc, cyc0)
 
 
 def test_a_pool_wider_than_max_pool_runs_on_the_host(model_dir):
