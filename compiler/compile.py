@@ -122,6 +122,38 @@ def _fuse_affines(g, cfg):
     return fused
 
 
+def _fuse_shuffles(g, cfg, affines, pools):
+    """A grouped conv on the accelerator whose output (its fused affine map's: ``affines``)
+    goes through ShuffleNet's channel shuffle, ``Reshape`` to ``(1, G, n, H, W)``,
+    ``Transpose`` of the two channel axes, ``Reshape`` back, each the sole reader of the one
+    before, with no requantization: its ``G`` groups of ``n`` outputs run a conv each
+    (:func:`pack_groups` of one), so group ``i``'s output ``k`` goes to channel ``k G + i`` of
+    the shuffled map: its ``POST`` writes it there (channel stride ``G`` maps, from map
+    ``i``), and the shuffle is no pass of its own (nor needs the ``ADD`` unit). Returns
+    ``{id(conv): (G, [the three ops])}``."""
+    out = {}
+    for op in g.ops:
+        if not isinstance(op, Conv) or op.group < 2 or id(op) in pools or \
+                isinstance(op, AvgPoolConv) or _accel_reason(op, g, cfg):
+            continue
+        G, Og = op.group, op.w.shape[0] // op.group
+        t = (affines[id(op)] if id(op) in affines else op).outputs[0]
+        a1 = _sole_consumer(g, t, Alias)
+        tr = a1 and _sole_consumer(g, a1.outputs[0], Transpose)
+        a2 = tr and _sole_consumer(g, tr.outputs[0], Alias)
+        if a2 is None or pack_groups(cfg, G, Og, op.w.shape[3]) != 1:
+            continue
+        y, v = g.tensors[t], g.tensors[a1.outputs[0]]
+        if (tuple(v.shape) != (1, G, Og) + tuple(y.shape[2:])
+                or tuple(int(p) for p in tr.perm) != (0, 2, 1, 3, 4)
+                or tr.requant(g.tensors[tr.inputs[0]], g.tensors[tr.outputs[0]]) is not None
+                or tuple(g.tensors[a2.outputs[0]].shape) != tuple(y.shape)
+                or y.codes or y.levels is not None):
+            continue
+        out[id(op)] = (G, [a1, tr, a2])
+    return out
+
+
 def _pair_affines(g, cfg, affines):
     """ChannelAffine -> ChannelAffine, both on the accelerator, the second the first's sole
     reader, not a graph output, neither map codes, at most ``qb_entries`` channels, the first
@@ -473,12 +505,14 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
     affines = _fuse_affines(g, cfg)
     pairs = _pair_affines(g, cfg, affines)
     fused = _fuse_pools(g, cfg, affines)
+    shuffles = _fuse_shuffles(g, cfg, affines, fused)
     skip = ({id(mp) for mp in fused.values()} | {id(af) for af in affines.values()}
-            | {id(af) for af in pairs.values()})
+            | {id(af) for af in pairs.values()}
+            | {id(s) for _, sh in shuffles.values() for s in sh})
     ops = [op for op in g.ops if id(op) not in skip]
-    # tensor renames of fused affine maps and pools: the last one's output is what the conv
-    # (or the first of two affine maps) writes
-    tail = {**affines, **pairs, **fused}
+    # tensor renames of fused affine maps, pools and shuffles: the last one's output is what
+    # the conv (or the first of two affine maps) writes
+    tail = {**affines, **pairs, **fused, **{k: sh[-1] for k, (_, sh) in shuffles.items()}}
     conv_out = {id(op): tail.get(id(op), op).outputs[0] for op in ops}
     g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes, affines=affines)
 
@@ -561,7 +595,8 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
         start = len(prog)
         info = {"name": op.name, "op": op.kind + ("+Affine" if id(op) in affines
                                                    or id(op) in pairs else "")
-                + ("+MaxPool" if id(op) in fused else ""),
+                + ("+MaxPool" if id(op) in fused else "")
+                + ("+Shuffle" if id(op) in shuffles else ""),
                 "in_shape": list(x.shape), "out_shape": list(y.shape), "macs": 0,
                 "weight_bytes": 0, "act_bytes": int(sum(g.tensors[n].nbytes for n in op.inputs)
                                                     + sum(g.tensors[n].nbytes
@@ -583,7 +618,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
                 if isinstance(op, (Conv, Gemm)):
                     wb, products, lowered, array_kw = _lower_conv_like(
                         op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records,
-                        affines.get(id(op)))
+                        affines.get(id(op)), shuffles.get(id(op), (0,))[0])
                     phased = lowered.get("phase_loads")
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
@@ -1072,7 +1107,8 @@ def _group_packs(op, cfg, x, y, w, hw, pads, stride, pool):
     return packs, m
 
 
-def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records, affine=None):
+def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records, affine=None,
+                     shuffle=0):
     """Conv (per group) or Gemm (as a 1x1 conv over K channels) through :func:`lower_conv`.
     ``records["half"]``: the record buffer's half the next conv's records go to (it
     alternates). Returns the weight bytes, the products the array computes, the lowering's
@@ -1084,7 +1120,9 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records, affine=No
     from its own inputs (and zeros for the others'), on lanes that would otherwise idle.
 
     ``affine``: a ChannelAffine fused after it (:func:`_fuse_affines`): ``y`` is the affine
-    map's output, and the conv's own output tensor gives the requantization."""
+    map's output, and the conv's own output tensor gives the requantization. ``shuffle``:
+    the groups of a channel shuffle after it (:func:`_fuse_shuffles`; a conv a group):
+    group ``i``'s outputs go to maps ``i``, ``i + G``, ... of ``y``."""
     # the tensor whose quantization the conv's requantization gives
     yq = g.tensors[op.outputs[0]] if affine is not None else y
     aff = None
@@ -1129,9 +1167,11 @@ def _lower_conv_like(op, g, cfg, prog, mem, addr, x, y, pool, records, affine=No
         layer.y_codes = y.codes
         layer.x_levels = _levels_written(g, x.name) if x.codes else None
         before = mem.next
+        if shuffle:                     # (a pack's outputs are groups g0.. of Og)
+            layer.out_shuffle = (shuffle, Og)
         computed, info = _lower_layer(cfg, layer, prog, mem, addr[x.name] + g0 * Cg * x_plane,
-                                      addr[y.name] + g0 * Og * y_plane, op.name, records,
-                                      region)
+                                      addr[y.name] + g0 * (1 if shuffle else Og) * y_plane,
+                                      op.name, records, region)
         # the products the array runs: each output's over the layer's inputs (zeros of the
         # other groups too), or over its stride phases' split kernel
         ph = info.get("phase_loads")

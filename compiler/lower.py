@@ -103,6 +103,8 @@ class ConvLayer:
                                     # in_shape[0] input channels, lane group i's from input
                                     # channel i * in_shape[0] on (groups packed a lane group
                                     # at a time: w holds each one's block-diagonal weights)
+    out_shuffle: tuple = None       # (G, n): output channel o is map (o % n) G + o // n of
+                                    # the output (a fused channel shuffle; O_CSTRIDE G maps)
     affine: tuple = None            # a fused per-channel affine map after the requantization
                                     # (and the pool): (ka, kb, zb, M, s) per output channel
                                     # (golden.affine_params) and the output's (zp, qmin,
@@ -739,7 +741,9 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
     if cfg.strided_loads and (ph or not loads_zero):
         strided_regs = dict(A_CSHIFT=(ph["s"].bit_length() - 1) if ph else 0, A_LB0=0)
     nest.set(A_H=H, C_KH=kh, C_KW=kw, C_PT=pt, C_ZX=layer.x_zp & 0xFF, O_W=ob,
-             O_CSTRIDE=Ho * ob, O_STRIDE=step, **(dict(O_POOLK=kp) if layer.pool else {}),
+             O_CSTRIDE=Ho * ob * (layer.out_shuffle[0] if layer.out_shuffle else 1),
+             O_STRIDE=step,
+             **(dict(O_POOLK=kp) if layer.pool else {}),
              # (a pool without padding: none, whatever a layer before left; a padded one's
              # is each tile's)
              **(dict(O_POOLPAD=0) if layer.pool and cfg.pool_pads and not padded else {}),
@@ -794,6 +798,18 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
                for i, o0 in enumerate(range(0, O, P))]
     supers = [dict(first=i, n=min(share, len(lgroups) - i))
               for i in range(0, len(lgroups), share)]
+
+    def out_map(o):
+        """The output map of output channel ``o`` (a fused channel shuffle's, or ``o``)."""
+        if not layer.out_shuffle:
+            return o
+        G, n = layer.out_shuffle
+        return o % n * G + o // n
+    if layer.out_shuffle and any(lg["o0"] // layer.out_shuffle[1] !=
+                                 (lg["o0"] + lg["lanes"] - 1) // layer.out_shuffle[1]
+                                 for lg in lgroups):
+        raise LoweringError(f"{name}: a lane group of {P} outputs spans two of the shuffle's "
+                            f"groups of {layer.out_shuffle[1]}")
 
     copies = {}
 
@@ -930,7 +946,7 @@ def lower_conv(cfg, layer, prog, mem, x_addr, y_addr, name="conv", plan_only=Fal
 
     def post(t, lg):
         o0 = lg["o0"]
-        nest.cmd(Op.POST, post_flags, O_DST=y_addr + o0 * Ho * ob + t["ox"],
+        nest.cmd(Op.POST, post_flags, O_DST=y_addr + out_map(o0) * Ho * ob + t["ox"],
                  O_Q=q_base + rpc * (o0 - cur["q0"]), C_ACC=lg["acc"], C_LANES=lg["lanes"])
 
     known = {}

@@ -15,10 +15,14 @@ from ffacc.hw.config import ACCEL_PRESETS
 TINY = ACCEL_PRESETS["tiny"]
 
 
-def _shuffle_model(groups=2, channels=6, perm=(0, 2, 1, 3, 4)):
-    """conv -> channel shuffle (``groups``) -> conv."""
+def _shuffle_model(groups=2, channels=6, perm=(0, 2, 1, 3, 4), grouped=False):
+    """conv -> channel shuffle (``groups``) -> conv; ``grouped``: ShuffleNet's unit, a conv,
+    a 1x1 conv of ``groups`` groups with a BatchNormalization and a ReLU, the shuffle, a
+    depthwise 3x3 and a 1x1 conv."""
     b = Builder((1, 3, 6, 6), seed=13, name="shuffle")
     y = b.conv("x", channels, 3)
+    if grouped:
+        y = b.relu(b.bn(b.conv(b.relu(y), channels, 1, group=groups)))
     N, C, H, W = b.shape[y]
     b.inits += [numpy_helper.from_array(np.array([N, groups, C // groups, H, W]), "s5"),
                 numpy_helper.from_array(np.array([N, C, H, W]), "s4")]
@@ -29,6 +33,8 @@ def _shuffle_model(groups=2, channels=6, perm=(0, 2, 1, 3, 4)):
     b.shape["r5"] = five
     b.shape["t5"] = tuple(five[p] for p in perm)
     b.shape["r4"] = (N, C, H, W)
+    if grouped:
+        return b.model(b.conv(b.conv("r4", channels, 3, group=channels), 4, 1))
     return b.model(b.conv("r4", 4, 3))
 
 
@@ -46,6 +52,29 @@ def test_a_channel_shuffle_runs_on_the_accelerator(shuffle):
     assert not c.host_ops and all(li["where"] == "accel" for li in c.layers)
     r = verify_model(shuffle, TINY)
     assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
+
+
+@pytest.fixture(scope="module")
+def grouped_shuffle(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shuffle") / "grouped_shuffle_int8.onnx"
+    quantize_model(_shuffle_model(groups=2, channels=8, grouped=True), path, samples=4)
+    return path
+
+
+def test_a_shuffle_after_a_grouped_conv_is_its_post_writes(grouped_shuffle):
+    """ShuffleNet's unit: the 1x1 conv of 2 groups (and its BatchNormalization) writes each
+    group's outputs to every second map (O_CSTRIDE), so the shuffle is no pass of its own;
+    bit-exact, within 1 LSB of onnxruntime."""
+    _, c, _ = compile_model(grouped_shuffle, TINY)
+    ops = [li["op"] for li in c.layers]
+    assert "Conv+Affine+Shuffle" in ops and "Transpose" not in ops and not c.host_ops, ops
+    r = verify_model(grouped_shuffle, TINY)
+    assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
+
+
+def test_a_grouped_conv_shuffle_on_the_rtl(grouped_shuffle):
+    r = verify_model(grouped_shuffle, TINY, engine="rtl")
+    assert r["bit_exact"] and r["ok"], r
 
 
 def test_a_transpose_that_moves_rows_stays_on_the_host(tmp_path):
