@@ -128,7 +128,18 @@ def test_a_padded_pool_marks_the_elements_past_the_band(poolk, step, ny, wout, p
     assert run_scan(cfg, [cmd, command(cfg, 2, 5, False, 1, 7)], ready=0.6, seed=seed) == [
         want, expect(command(cfg, 2, 5, False, 1, 7), cfg.L)]
     assert want or wout + pads[1] + pads[3] < poolk
-    assert any(e[5] for e in want) == (any(pads) and bool(want))
+
+
+def test_resnets_stem_pool_reads_its_padding_as_no_value():
+    """3x3 windows at stride 2 with a pad on each side over a 7 x 7 band: 4 x 4 windows, the
+    outer ones reaching into the padding: 3 elements of a side's, 5 of a corner's."""
+    cfg = SCANS["tiny"]
+    cmd = command(cfg, 7, 7, True, 2, 5, poolk=3, pads=(1, 1, 1, 1))
+    want = expect(cmd, cfg.L)
+    assert len(want) == 4 * 4 * 9
+    pads = [sum(e[5] for e in want[9 * w:9 * w + 9]) for w in range(16)]
+    assert pads == [5, 3, 3, 5, 3, 0, 0, 3, 3, 0, 0, 3, 5, 3, 3, 5], pads
+    assert run_scan(cfg, [cmd], ready=0.7, seed=2) == [want]
 
 
 @settings(max_examples=30, deadline=None)
