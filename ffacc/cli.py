@@ -368,7 +368,8 @@ def cmd_compile(args):
     try:
         g, c, secs = compile_model(args.model, cfg, batch=args.batch,
                                    polyphase=not args.no_polyphase, act_codes=args.act_codes,
-                                   calib=calib, narrow_codes=not args.act_bytes)
+                                   calib=calib, narrow_codes=not args.act_bytes,
+                                   move_pools=not args.no_move_pools)
     except CodesError as e:
         raise CLIError(f"--act-codes: {e}") from e
     if board:
@@ -905,6 +906,10 @@ def build_parser():
                     help="keep strided convs on the host's input strided (by default, where "
                          "the cycle model finds it cheaper, the host splits their input into "
                          "its stride phases and the conv runs at stride 1)")
+    sp.add_argument("--no-move-pools", action="store_true",
+                    help="keep every max-pool where the model has it (by default one after a "
+                         "Concat of convs, or after per-channel maps that never decrease, "
+                         "moves before them into the convs' POST: the same integers)")
     sp.add_argument("--act-codes", metavar="METHOD:BITS",
                     help="non-uniform activation levels on every conv/Gemm output but the "
                          "model's: ed (equal-distance) or kmeans, 2..6 bits, e.g. kmeans:4; "

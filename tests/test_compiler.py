@@ -629,6 +629,18 @@ def test_a_max_pool_after_a_concat_of_convs_runs_in_their_post(model_dir):
     assert [l["op"] for l in c.layers].count("MaxPool") == 2
 
 
+def test_cli_no_move_pools(model_dir, tmp_path, capsys):
+    """``ffacc compile --no-move-pools`` keeps SqueezeNet's pools after their Concats."""
+    path = _quantized(model_dir, "fire_pools", "qdq")
+    for flag, pools in (([], 0), (["--no-move-pools"], 2)):
+        out = tmp_path / f"f{len(flag)}.ffw"
+        assert main(["compile", str(path), "-o", str(out), "--config", "tiny"] + flag) == 0
+        capsys.readouterr()
+        assert main(["report", str(out), "--json"]) == 0
+        ops = [li["op"] for li in json.loads(capsys.readouterr().out)["layers"]]
+        assert ops.count("MaxPool") == pools and ("Conv+MaxPool" in ops) == (not flag), ops
+
+
 def test_a_max_pool_moves_before_the_maps_that_never_decrease(model_dir):
     """``chain_pools``: the first pool moves before the ``Mul`` and the ``Add`` (positive
     scales) into the conv's POST, and the two maps run as one ADD pass over the pooled map;
