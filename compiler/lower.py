@@ -326,7 +326,7 @@ def phase_layer(cfg, layer):
                     layer.levels, layer.y_codes, None, layer.levels_set)
     assert out.out_shape == layer.out_shape, (out.out_shape, layer.out_shape)
     out.lane_inputs = layer.lane_inputs     # (each lane group its own channels' phases)
-    out.affine = layer.affine
+    out.affine, out.out_shuffle = layer.affine, layer.out_shuffle
     return out, {"s": s, "C": C, "H": H, "W": W, "phases": phases}
 
 

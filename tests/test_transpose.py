@@ -15,14 +15,15 @@ from ffacc.hw.config import ACCEL_PRESETS
 TINY = ACCEL_PRESETS["tiny"]
 
 
-def _shuffle_model(groups=2, channels=6, perm=(0, 2, 1, 3, 4), grouped=False):
+def _shuffle_model(groups=2, channels=6, perm=(0, 2, 1, 3, 4), grouped=False, stride=1,
+                   size=6):
     """conv -> channel shuffle (``groups``) -> conv; ``grouped``: ShuffleNet's unit, a conv,
-    a 1x1 conv of ``groups`` groups with a BatchNormalization and a ReLU, the shuffle, a
-    depthwise 3x3 and a 1x1 conv."""
-    b = Builder((1, 3, 6, 6), seed=13, name="shuffle")
+    a 1x1 conv of ``groups`` groups at ``stride`` with a BatchNormalization and a ReLU, the
+    shuffle, a depthwise 3x3 and a 1x1 conv."""
+    b = Builder((1, 3, size, size), seed=13, name="shuffle")
     y = b.conv("x", channels, 3)
     if grouped:
-        y = b.relu(b.bn(b.conv(b.relu(y), channels, 1, group=groups)))
+        y = b.relu(b.bn(b.conv(b.relu(y), channels, 1, stride=stride, group=groups)))
     N, C, H, W = b.shape[y]
     b.inits += [numpy_helper.from_array(np.array([N, groups, C // groups, H, W]), "s5"),
                 numpy_helper.from_array(np.array([N, C, H, W]), "s4")]
@@ -54,20 +55,24 @@ def test_a_channel_shuffle_runs_on_the_accelerator(shuffle):
     assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
 
 
-@pytest.fixture(scope="module")
-def grouped_shuffle(tmp_path_factory):
-    path = tmp_path_factory.mktemp("shuffle") / "grouped_shuffle_int8.onnx"
-    quantize_model(_shuffle_model(groups=2, channels=8, grouped=True), path, samples=4)
+@pytest.fixture(scope="module", params=[1, 2], ids=["stride1", "stride2"])
+def grouped_shuffle(tmp_path_factory, request):
+    path = tmp_path_factory.mktemp("shuffle") / f"grouped_shuffle_s{request.param}.onnx"
+    quantize_model(_shuffle_model(groups=2, channels=8, grouped=True, stride=request.param,
+                                  size=6 * request.param), path, samples=4)
     return path
 
 
 def test_a_shuffle_after_a_grouped_conv_is_its_post_writes(grouped_shuffle):
     """ShuffleNet's unit: the 1x1 conv of 2 groups (and its BatchNormalization) writes each
-    group's outputs to every second map (O_CSTRIDE), so the shuffle is no pass of its own;
-    bit-exact, within 1 LSB of onnxruntime."""
+    group's outputs to every second map (O_CSTRIDE), so the shuffle is no pass of its own,
+    also where the conv runs at stride 2 over its input's phases; bit-exact, within 1 LSB of
+    onnxruntime."""
     _, c, _ = compile_model(grouped_shuffle, TINY)
     ops = [li["op"] for li in c.layers]
-    assert "Conv+Affine+Shuffle" in ops and "Transpose" not in ops and not c.host_ops, ops
+    assert ("Conv+Phases+Affine+Shuffle" if "s2" in grouped_shuffle.name
+            else "Conv+Affine+Shuffle") in ops, ops
+    assert "Transpose" not in ops and not c.host_ops, ops
     r = verify_model(grouped_shuffle, TINY)
     assert r["bit_exact"] and r["ok"] and r["layer_max_lsb_vs_onnxruntime"] <= 1, r
 
