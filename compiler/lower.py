@@ -320,13 +320,12 @@ def phase_layer(cfg, layer):
                 b = s * (v - v0) + q + pl
                 if 0 <= a < kh and 0 <= b < kw:
                     w2[:, i, :, u, v] = layer.w[:, :, a, b]
-    out = ConvLayer(w2.reshape(O, len(phases) * C, kh2, kw2), layer.bias, layer.multiplier,
-                    layer.shift, layer.x_zp, layer.y_zp, layer.qmin, layer.qmax,
-                    (len(phases) * C, H // s, W // s), (u0, v0, pb2, pr2), 1, False,
-                    layer.levels, layer.y_codes, None, layer.levels_set)
+    # (the rest as the layer's: each lane group its own channels' phases, a fused affine map
+    # or channel shuffle; no pool, which a strided layer never has)
+    out = replace(layer, w=w2.reshape(O, len(phases) * C, kh2, kw2),
+                  in_shape=(len(phases) * C, H // s, W // s), pads=(u0, v0, pb2, pr2),
+                  stride=1, x_levels=None)
     assert out.out_shape == layer.out_shape, (out.out_shape, layer.out_shape)
-    out.lane_inputs = layer.lane_inputs     # (each lane group its own channels' phases)
-    out.affine, out.out_shuffle = layer.affine, layer.out_shuffle
     return out, {"s": s, "C": C, "H": H, "W": W, "phases": phases}
 
 
