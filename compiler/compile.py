@@ -130,7 +130,7 @@ def _fuse_shuffles(g, cfg, affines, pools):
     (:func:`pack_groups` of one), so group ``i``'s output ``k`` goes to channel ``k G + i`` of
     the shuffled map: its ``POST`` writes it there (channel stride ``G`` maps, from map
     ``i``), and the shuffle is no pass of its own (nor needs the ``ADD`` unit). Returns
-    ``{id(conv): (G, [the three ops])}``."""
+    ``{id(conv): [the three ops]}``."""
     out = {}
     for op in g.ops:
         if not isinstance(op, Conv) or op.group < 2 or id(op) in pools or \
@@ -150,7 +150,7 @@ def _fuse_shuffles(g, cfg, affines, pools):
                 or tuple(g.tensors[a2.outputs[0]].shape) != tuple(y.shape)
                 or y.codes or y.levels is not None):
             continue
-        out[id(op)] = (G, [a1, tr, a2])
+        out[id(op)] = [a1, tr, a2]
     return out
 
 
@@ -224,6 +224,16 @@ def _poolable_conv(op, g, cfg):
             and not (isinstance(op, AvgPoolConv) and not op.count_include_pad))
 
 
+def _pool_onto(tensors, mp, x, name):
+    """MaxPool ``mp``'s windows over map ``x`` instead of its input: the pool op ``name``,
+    its output (``x``'s quantization, ``mp``'s output's rows and columns) added to
+    ``tensors``."""
+    t, y = tensors[x], tensors[mp.outputs[0]]
+    out = f"{x}.{mp.name}"
+    tensors[out] = replace(t, name=out, shape=tuple(t.shape[:2]) + tuple(y.shape[2:]))
+    return replace(mp, name=name, inputs=[x], outputs=[out])
+
+
 def _pools_before_maps(g, cfg):
     """Graph ``g`` with each MaxPool that is the sole reader of a per-channel affine map
     moved before it, as long as one is: ``MaxPool(f(x)) = f(MaxPool(x))`` element for
@@ -238,25 +248,20 @@ def _pools_before_maps(g, cfg):
             return False
         x = g.tensors[af.inputs[0]]
         p = g.producer(x.name)
-        if in_post(af):
+        if id(af) in in_post:
             return False                # (the conv's POST applies the map, then the pool)
         if cfg.post_affine and isinstance(p, ChannelAffine) and \
-                _affine_after(g, cfg, x.name) is af and not in_post(p) and not rises(p):
+                _affine_after(g, cfg, x.name) is af and id(p) not in in_post and not rises(p):
             return False                # (the map pairs with the one before in an ADD pass,
                                         # which the pool could not pass to come after both)
         return x.levels is None and rises(af)
-
-    def in_post(af):
-        """Whether a conv's POST applies map ``af`` (:func:`_fuse_affines`)."""
-        p = g.producer(af.inputs[0])
-        return (cfg.post_affine and isinstance(p, (Conv, Gemm)) and not _accel_reason(p, g, cfg)
-                and _affine_after(g, cfg, af.inputs[0]) is af)
 
     def rises(af):
         ka, kb = af.params(g.tensors[af.inputs[0]])[:2]
         return not np.any(ka + kb < 0)
 
     while True:
+        in_post = {id(af) for af in _fuse_affines(g, cfg).values()}    # (maps a POST applies)
         ops, tensors, dropped = [], dict(g.tensors), set()
         for op in g.ops:
             if id(op) in dropped:
@@ -266,11 +271,8 @@ def _pools_before_maps(g, cfg):
             if not movable(op, mp):
                 ops.append(op)
                 continue
-            x, y = g.tensors[op.inputs[0]], g.tensors[mp.outputs[0]]
-            name = f"{x.name}.{mp.name}"
-            tensors[name] = replace(x, name=name, shape=tuple(x.shape[:2]) + tuple(y.shape[2:]))
-            ops += [replace(mp, inputs=[x.name], outputs=[name]),
-                    replace(op, inputs=[name], outputs=[y.name])]
+            pool = _pool_onto(tensors, mp, op.inputs[0], mp.name)
+            ops += [pool, replace(op, inputs=pool.outputs, outputs=list(mp.outputs))]
             dropped.add(id(mp))
             del tensors[op.outputs[0]]
         if not dropped:
@@ -299,7 +301,6 @@ def _pools_before_concats(g, cfg):
             ops.append(op)
             continue
         k = mp.kernel[0]
-        y = g.tensors[mp.outputs[0]]
         producers = [g.producer(n) for n in op.inputs]
         if not (2 <= k <= cfg.max_pool and mp.pads == (0, 0, 0, 0)
                 and len(set(op.inputs)) == len(op.inputs)
@@ -308,14 +309,9 @@ def _pools_before_concats(g, cfg):
                         for p, n in zip(producers, op.inputs))):
             ops.append(op)
             continue
-        pooled = []
-        for n in op.inputs:
-            x = g.tensors[n]
-            name = f"{n}.{mp.name}"
-            tensors[name] = replace(x, name=name, shape=tuple(x.shape[:2]) + tuple(y.shape[2:]))
-            ops.append(replace(mp, name=f"{mp.name}.{n}", inputs=[n], outputs=[name]))
-            pooled.append(name)
-        ops.append(replace(op, inputs=pooled, outputs=list(mp.outputs)))
+        pools = [_pool_onto(tensors, mp, n, f"{mp.name}.{n}") for n in op.inputs]
+        ops += pools + [replace(op, inputs=[p.outputs[0] for p in pools],
+                                outputs=list(mp.outputs))]
         dropped.add(id(mp))
         del tensors[t]
     return replace(g, ops=ops, tensors=tensors) if dropped else g
@@ -508,11 +504,11 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
     shuffles = _fuse_shuffles(g, cfg, affines, fused)
     skip = ({id(mp) for mp in fused.values()} | {id(af) for af in affines.values()}
             | {id(af) for af in pairs.values()}
-            | {id(s) for _, sh in shuffles.values() for s in sh})
+            | {id(s) for sh in shuffles.values() for s in sh})
     ops = [op for op in g.ops if id(op) not in skip]
     # tensor renames of fused affine maps, pools and shuffles: the last one's output is what
     # the conv (or the first of two affine maps) writes
-    tail = {**affines, **pairs, **fused, **{k: sh[-1] for k, (_, sh) in shuffles.items()}}
+    tail = {**affines, **pairs, **fused, **{k: sh[-1] for k, sh in shuffles.items()}}
     conv_out = {id(op): tail.get(id(op), op).outputs[0] for op in ops}
     g = _store_codes(g, cfg, ops, conv_out, narrow=narrow_codes, affines=affines)
 
@@ -618,7 +614,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
                 if isinstance(op, (Conv, Gemm)):
                     wb, products, lowered, array_kw = _lower_conv_like(
                         op, g, cfg, prog, mem, addr, x, y, _pool_of(fused.get(id(op))), records,
-                        affines.get(id(op)), shuffles.get(id(op), (0,))[0])
+                        affines.get(id(op)), op.group if id(op) in shuffles else 0)
                     phased = lowered.get("phase_loads")
                     info["weight_bytes"] = wb
                     kh, kw = (op.w.shape[2:] if isinstance(op, Conv) else (1, 1))
