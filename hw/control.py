@@ -270,7 +270,8 @@ class Controller(wiring.Component):
         # tests/test_integration_docs.py): in FETCH, the fetch unit's, or an instruction's
         # 8 bytes at pc
         req, fetching = self.rd_req, fsm.ongoing("FETCH")
-        m.d.comb += [req.valid.eq(fetching & fu.req_valid), req.addr.eq(fu.req_addr),
+        m.d.comb += [fu.want.eq(fetching & ~self.fetch_hold),
+                     req.valid.eq(fu.req_valid), req.addr.eq(fu.req_addr),
                      req.len.eq(fu.req_len), req.words.eq(fu.req_words)]
 
         return m

@@ -45,7 +45,8 @@ def source_ports(addr_bits):
     besides the DMA's data: the controller's side, the DMA's request and end (see
     :class:`InstructionFetch`)."""
     return {
-        "start": In(1), "reuse": In(1), "base": In(addr_bits), "mem_size": In(addr_bits),
+        "start": In(1), "reuse": In(1), "want": In(1), "base": In(addr_bits),
+        "mem_size": In(addr_bits),
         "o": Out(stream.Signature(data.StructLayout({
             "instr": 8 * INSTR_BYTES, "pc": addr_bits, "err": 3}))),
         "req_valid": Out(1), "req_addr": Out(addr_bits), "req_len": Out(addr_bits),
@@ -66,6 +67,11 @@ class InstructionFetch(wiring.Component):
     reuse : In(1)
         With ``start``: if ``base`` is an instruction of the block in the queue, go on from it
         in the queue instead (a loop's jump back; not at a run's start, whose code is new).
+    want : In(1)
+        The controller waits for an instruction (its FETCH, not held): while nothing is
+        queued, the unit may ask the DMA for a block then. It comes from the controller's
+        state alone, not from its decode (``o.ready``), so the DMA's request is not behind
+        the decode; it never comes with ``start``.
     base, mem_size : In
         First instruction's address; memory size (as the DMA checks it).
     o : Out(stream of {instr, pc, err})
@@ -145,7 +151,7 @@ class InstructionFetch(wiring.Component):
         # checks and burst arithmetic on them are not behind the controller's decode, which
         # drives o.ready and start): only req_valid depends on the condition
         m.d.comb += [self.req_addr.eq(fetch_pc), self.req_len.eq(n_reg * INSTR_BYTES)]
-        with m.If(~self.busy & empty & (err == 0) & self.o.ready & ~self.start & ~stale):
+        with m.If(~self.busy & empty & (err == 0) & self.want & ~stale):
             m.d.comb += self.req_valid.eq(1)
             m.d.sync += [self.busy.eq(1), rd_i.eq(0), wr_i.eq(0), beat.eq(0)]
 
@@ -189,8 +195,10 @@ class ByteFetch(wiring.Component):
 
     Ports
     -----
-    start, reuse, base, mem_size, o, peek, busy
-        As :class:`InstructionFetch`'s (``mem_size``: unused, the DMA checks the range).
+    start, reuse, want, base, mem_size, o, peek, busy
+        As :class:`InstructionFetch`'s (``mem_size``: unused, the DMA checks the range;
+        ``want`` too: the read is asked for while the controller waits, ``o.ready``, at the
+        smallest parts' slow clock; it never comes with ``start``).
     req_valid, req_addr, req_len, req_words : Out
         A read request for the DMA (:class:`ffacc.hw.axi.AxiByteReader`, bytes).
     out_valid, out_data, done, rd_err : In

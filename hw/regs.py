@@ -97,13 +97,21 @@ class ParamRegs(wiring.Component):
             # into the read DMA's bounds check). The flip-flop takes the RAM's content
             # before this clock's write, as the block RAM's port does, or, transparent, the
             # write's value.
+            #
+            # Transparent (with loops), the flip-flop is in front instead: the address is
+            # registered and the RAM read as it is now, which has the write of the clock
+            # before. The values are the same; the paths are not: the address comes straight
+            # from the controller's next instruction (``INC``'s register, on the ULX3S the
+            # critical path), and now ends at a flip-flop.
             rp = ram.read_port(domain="comb")
-            r_q = Signal(self.ram_bits, reset_less=True)
-            m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(r_q)]
-            m.d.sync += r_q.eq(rp.data)
             if self.transparent:
-                with m.If(wp.en & (wp.addr == self.r_addr)):
-                    m.d.sync += r_q.eq(wp.data)
+                r_a = Signal.like(self.r_addr)
+                m.d.sync += r_a.eq(self.r_addr)
+                m.d.comb += [rp.addr.eq(r_a), self.r_data.eq(rp.data)]
+            else:
+                r_q = Signal(self.ram_bits, reset_less=True)
+                m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(r_q)]
+                m.d.sync += r_q.eq(rp.data)
         else:
             rp = ram.read_port(transparent_for=(wp,) if self.transparent else ())
             m.d.comb += [rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]

@@ -34,6 +34,7 @@ def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=
             ctx.set(dut.start, 1)
             ctx.set(dut.reuse, int(reuse and i > 0))
             ctx.set(dut.o.ready, 0)
+            ctx.set(dut.want, 0)
             await ctx.tick()
             ctx.set(dut.start, 0)
             ctx.set(dut.reuse, 0)
@@ -43,6 +44,7 @@ def run_fetch(words, *, block, nb, base=0, mem_size=None, take=None, fault_beat=
                     break
                 want = rng.random() < ready
                 ctx.set(dut.o.ready, int(want))
+                ctx.set(dut.want, int(want))
                 ctx.set(dut.beat_valid, 0)
                 ctx.set(dut.done, 0)
                 if job is not None:                          # the DMA's side
@@ -221,6 +223,7 @@ def run_bytes(words, *, base=0, take=None, fault=None, ready=0.7, seed=1):
                 seen = asked
             # the controller asks for an instruction while none is there (FETCH)
             ctx.set(dut.o.ready, int(want or valid))
+            ctx.set(dut.want, int(want or valid))
             await ctx.delay(1e-9)
             if ctx.get(dut.req_valid):
                 assert job is None and not ctx.get(dut.req_words)
