@@ -94,6 +94,39 @@ __all__ = ["Accelerator"]
 
 
 
+
+def route_reads(m, rd, readers, ctl, wide):
+    """The read DMA ``rd`` (:class:`~ffacc.hw.axi.AxiByteReader`) for its clients: the
+    request of the unit of ``readers`` (``(unit, words)``) that has a command (one at a time,
+    beside a background LOADW's read), else the controller ``ctl``'s fetch (which asks only
+    while no unit has a command); the beats to all of them.
+
+    A read's beats wait for the unit that asked for it (``owner``, registered as the DMA
+    takes the request; 0: the controller's fetch, which always takes them), not for whichever
+    has a command now, so the controller's decode is no part of the bus's handshake path (a
+    background LOADW keeps its read after its command has ended). Without ``wide`` loads
+    every read is of bytes, which need no ``beat_ready``."""
+    owner = Signal(range(len(readers) + 1))
+    for k, (unit, words) in enumerate(readers, 1):
+        with m.If(unit.cmd.valid):
+            m.d.comb += [rd.req_valid.eq(unit.req.valid), rd.req_addr.eq(unit.req.payload.addr),
+                         rd.req_len.eq(unit.req.payload.len), rd.req_words.eq(words)]
+            with m.If(rd.idle & unit.req.valid):
+                m.d.sync += owner.eq(k)
+    with m.If(ctl.rd_req.valid):
+        m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(ctl.rd_req.addr),
+                     rd.req_len.eq(ctl.rd_req.len), rd.req_words.eq(ctl.rd_req.words)]
+        with m.If(rd.idle):
+            m.d.sync += owner.eq(0)
+    if wide:
+        with m.Switch(owner):
+            for k, (unit, _) in enumerate(readers, 1):
+                with m.Case(k):
+                    m.d.comb += rd.beat_ready.eq(unit.beats.ready)
+    m.d.comb += [ctl.rd_beat_valid.eq(rd.beat_valid), ctl.rd_beat_data.eq(rd.beat_data),
+                 ctl.rd_out_valid.eq(rd.out_valid), ctl.rd_out_data.eq(rd.out_data),
+                 ctl.rd_done.eq(rd.done), ctl.rd_err.eq(rd.err)]
+
 class Accelerator(wiring.Component):
     """The whole accelerator for an :class:`AcceleratorConfig`.
 
@@ -259,8 +292,6 @@ class Accelerator(wiring.Component):
         m.d.comb += [loadw.clear.eq(start),
                      wb_w.addr.eq(lww.set), wb_w.data.eq(lww.data.replicate(R)),
                      wb_w.en.eq(loadw.w.valid << lww.engine)]
-        with m.If(loadw.bg_reading):
-            m.d.comb += rd.beat_ready.eq(loadw.beats.ready)
         # CONV: the sequencer's passes' beats through the line buffer into the FCUs, their
         # weights (a pass's setup reads its set's word, all engines, and writes it to the FCUs
         # a clock later; a set a background LOADW is loading is read when the load is over),
@@ -305,13 +336,7 @@ class Accelerator(wiring.Component):
             wiring.connect(m, ps.add_o, addu.cmd)
             m.d.comb += [ps.add_err.eq(addu.err), addu.po_running.eq(po_pending),
                          addu.po_err.eq(po.err)]
-        # the read DMA serves the unit that has a command (one at a time, beside a background
-        # LOADW's read; FETCH's requests below come only while no unit has one)
-        for unit, words in readers:
-            with m.If(unit.cmd.valid):
-                m.d.comb += [rd.req_valid.eq(unit.req.valid), rd.req_addr.eq(unit.req.payload.addr),
-                             rd.req_len.eq(unit.req.payload.len), rd.req_words.eq(words),
-                             rd.beat_ready.eq(unit.beats.ready)]
+        route_reads(m, rd, readers, ctl, cfg.wide_loads)
 
         # ---------------------------------------------------------------- controller
         # (hw/control.py): fetch, decode, the commands to their setups, the run's end
@@ -323,13 +348,6 @@ class Accelerator(wiring.Component):
                      csr.err_code.eq(ctl.err_code), csr.err_pc.eq(ctl.err_pc),
                      self.irq.eq(ctl.done | ctl.error), self.busy.eq(ctl.busy),
                      self.error.eq(ctl.error), wr.clear.eq(ctl.clear), ps.clear.eq(ctl.clear)]
-        # its fetches on the read DMA
-        with m.If(ctl.rd_req.valid):
-            m.d.comb += [rd.req_valid.eq(1), rd.req_addr.eq(ctl.rd_req.addr),
-                         rd.req_len.eq(ctl.rd_req.len), rd.req_words.eq(ctl.rd_req.words)]
-        m.d.comb += [ctl.rd_beat_valid.eq(rd.beat_valid), ctl.rd_beat_data.eq(rd.beat_data),
-                     ctl.rd_out_valid.eq(rd.out_valid), ctl.rd_out_data.eq(rd.out_data),
-                     ctl.rd_done.eq(rd.done), ctl.rd_err.eq(rd.err)]
         # SET and INC on the parameter registers
         wiring.connect(m, ctl.reg_w, params.w)
         m.d.comb += [params.chk_reg.eq(ctl.chk_reg), params.chk_value.eq(ctl.chk_value),
