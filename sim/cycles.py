@@ -64,9 +64,9 @@ PACK4_EXTRA = 1     # PACK4: the unpacker's register
 LOADA_FIXED = 8
 LOADQ_FIXED = 8
 LOADA_REQUEST = 5
-LOADA_BYTE_REQUEST = 0
-LOADW_BYTE_FIXED = 3
-LOADA_BYTE_FIXED = 7
+LOADA_BYTE_REQUEST = -1
+LOADW_BYTE_FIXED = 4
+LOADA_BYTE_FIXED = 8
 WORD_BURST = 2
 POST_LANE = 8
 ADD_AFFINE = 5          # ADD with AFFINE: the affine stage's registers
@@ -407,15 +407,17 @@ class CycleModel:
         (from the beat its first byte is in); the elements go out a clock each once the first
         chunk of ``a`` is in and ``b``'s has begun, the later chunks read meanwhile (a chunk
         whose two reads take longer than its elements holds them up). Without: chunks of
-        ``ADD_CHUNK`` elements, per chunk its two reads' requests and the pipeline's drain,
-        per element its two bytes read (a byte a clock) and a clock in the pipeline (the
-        writer never holds it up). ``affine`` (flag ``AFFINE``): the affine stage's registers
+        ``ADD_CHUNK`` elements, per chunk its two reads' requests, the bytes before each
+        operand's start in its first beat (the reader skips them a clock each) and the
+        pipeline's drain, per element its two bytes read (a byte a clock) and a clock in the
+        pipeline (the writer never holds it up). ``affine`` (flag ``AFFINE``): the affine stage's registers
         after the last element."""
         c = self.cfg
         if not c.wide_loads:
             chunks = ceil(n / ADD_CHUNK)
             self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
-            return ADD_FIXED + 3 * c.act_codes + ADD_CHUNK_COST * chunks + ADD_ELEMENT * n
+            return (ADD_FIXED + 3 * c.act_codes + ADD_ELEMENT * n
+                    + chunks * (ADD_CHUNK_COST + a % self.bus + b % self.bus))
         nb = self.bus
         size = ADD_CHUNK_BEATS * nb
         self.stall += WRITE_END_WAIT
