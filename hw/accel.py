@@ -164,7 +164,8 @@ class Accelerator(wiring.Component):
         AW = A + 1
 
         # ---------------------------------------------------------------- bus engines
-        rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW)
+        rd = m.submodules.rd = AxiByteReader(nb, cfg.burst_beats, AW,
+                                             registered=cfg.read_registers)
         wr = m.submodules.wr = AxiByteWriter(nb, AW)
         # a silent bus stops the engine that waits on it (one count for both engines: with
         # weight_prefetch a background read and POST's writes overlap, so on a memory that

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from amaranth.hdl import Module, Signal, Const, Cat, Mux
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ffacc.firmware.isa import Err
@@ -121,21 +122,30 @@ class AxiByteReader(wiring.Component):
     burst's other beats), so its user may ask for the next read at once. The consumer always
     accepts (no back-pressure on ``out``).
 
+    ``registered`` (the configuration's ``read_registers``): the request is registered as it
+    is taken and checked (against ``mem_size``, for an empty read) and split into bursts a
+    clock later, so no client's request logic and this address arithmetic form one path; and
+    the bus's beats enter through a two-beat FIFO, a clock later. Without, a request is
+    checked in the clock it is taken, and ``r_ready`` is the consumer's.
+
     With ``req_words`` set (address and length multiples of the bus width) the reader instead
     presents each beat whole on ``beat_valid``/``beat_data``, one per cycle while
-    ``beat_ready`` is high (it holds the bus's ``rready`` low otherwise).
+    ``beat_ready`` is high (otherwise the beats wait: in the FIFO, then on the bus). A beat is
+    offered whether or not the consumer is ready (``beat_valid`` does not depend on
+    ``beat_ready``).
 
     Bursts are aligned to their length (``burst_beats``, a power of two, bus words: at most
     2 KiB), so none crosses a 4 KiB boundary; the first one ends at the first aligned address.
     Only the last beat's byte count is kept (``tail``), not a count of the bytes left.
     """
 
-    def __init__(self, data_bytes, burst_beats, addr_bits=32):
+    def __init__(self, data_bytes, burst_beats, addr_bits=32, registered=True):
         if burst_beats & (burst_beats - 1) or burst_beats * data_bytes > 4096:
             raise ValueError(f"burst of {burst_beats} beats of {data_bytes} bytes: must be a "
                              f"power of two of at most 4 KiB")
         self.nb = data_bytes
         self.burst = burst_beats
+        self.registered = registered
         self.aw = aw = addr_bits
         super().__init__({
             "req_valid": In(1), "req_addr": In(aw), "req_len": In(aw), "mem_size": In(aw),
@@ -163,6 +173,22 @@ class AxiByteReader(wiring.Component):
         cnt = Signal(range(nb + 1))     # bytes (skipped or not) still in buf
         end = Signal(self.aw + 1)
         words = Signal()
+        r_addr, r_len, r_words = Signal(self.aw), Signal(self.aw), Signal()  # (registered)
+
+        # (registered) the R channel enters through a two-beat FIFO (a beat a clock, a clock later): the
+        # bus's ``rready`` is the FIFO's room, not the consumer's ``beat_ready``, and the
+        # beats leave from registers, so neither the memory's handshake nor the consumer's
+        # logic is part of a path through the other
+        # (``rlast`` is not kept: the reader counts each burst's beats)
+        if self.registered:
+            rq = m.submodules.rq = SyncFIFO(width=8 * nb + 2, depth=2)
+            r_data, r_resp = rq.r_data[:8 * nb], rq.r_data[8 * nb:]
+            r_valid, r_ready = rq.r_rdy, rq.r_en
+            m.d.comb += [rq.w_data.eq(Cat(self.r_data, self.r_resp)),
+                         rq.w_en.eq(self.r_valid), self.r_ready.eq(rq.w_rdy)]
+        else:
+            r_data, r_resp, r_valid, r_ready = self.r_data, self.r_resp, self.r_valid, \
+                self.r_ready
 
         # burst length: the beats left, up to the next burst-aligned address
         room = Signal(lb + 1)
@@ -180,25 +206,45 @@ class AxiByteReader(wiring.Component):
             m.d.sync += [buf.eq(buf >> 8), cnt.eq(cnt - 1)]
 
         m.d.sync += self.done.eq(0)
-        m.d.comb += end.eq(self.req_addr + self.req_len)
+
+        def check(addr_, len_, words_):
+            """The request's checks (``end`` is ``addr_ + len_``), then its first burst (or
+            ``done``)."""
+            m.d.sync += self.err.eq(0)
+            with m.If(end > self.mem_size):
+                m.d.sync += [self.err.eq(Err.ADDRESS), self.done.eq(1)]
+                m.next = "IDLE"
+            with m.Elif(len_ == 0):
+                m.d.sync += self.done.eq(1)
+                m.next = "IDLE"
+            with m.Else():
+                m.d.sync += [
+                    words.eq(words_),
+                    addr.eq(addr_[sh:]),
+                    skip.eq(addr_[:sh] if sh else 0),
+                    tail.eq(end[:sh] if sh else 0),
+                    beats_left.eq((addr_[:sh] + len_ + nb - 1) >> sh),
+                ]
+                m.next = "AR"
+
+        # (driven whole, not in the states that use it: a multiplexer less)
+        m.d.comb += end.eq(r_addr + r_len if self.registered else self.req_addr + self.req_len)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(1)
                 with m.If(self.req_valid):
-                    m.d.sync += self.err.eq(0)
-                    with m.If(end > self.mem_size):
-                        m.d.sync += [self.err.eq(Err.ADDRESS), self.done.eq(1)]
-                    with m.Elif(self.req_len == 0):
-                        m.d.sync += self.done.eq(1)
-                    with m.Else():
-                        m.d.sync += [
-                            words.eq(self.req_words),
-                            addr.eq(self.req_addr[sh:]),
-                            skip.eq(self.req_addr[:sh] if sh else 0),
-                            tail.eq(end[:sh] if sh else 0),
-                            beats_left.eq((self.req_addr[:sh] + self.req_len + nb - 1) >> sh),
-                        ]
-                        m.next = "AR"
+                    if self.registered:
+                        # the request is registered as it is taken and checked a clock
+                        # later: the address arithmetic starts at flip-flops, not at the
+                        # client's (or the controller's) combinational request
+                        m.d.sync += [r_addr.eq(self.req_addr), r_len.eq(self.req_len),
+                                     r_words.eq(self.req_words)]
+                        m.next = "START"
+                    else:
+                        check(self.req_addr, self.req_len, self.req_words)
+            if self.registered:
+                with m.State("START"):
+                    check(r_addr, r_len, r_words)
             with m.State("AR"):
                 m.d.comb += [self.ar_valid.eq(1), self.ar_addr.eq(Cat(Const(0, sh), addr)),
                              self.ar_len.eq(n - 1), self.stall.eq(~self.ar_ready)]
@@ -213,17 +259,16 @@ class AxiByteReader(wiring.Component):
                 ready = Signal()
                 last = (in_burst == 1) & (beats_left == 0)      # the transfer's last beat
                 m.d.comb += [ready.eq(Mux(words, self.beat_ready, le_const(cnt, 1))),
-                             self.r_ready.eq(ready),
-                             self.stall.eq(ready & ~self.r_valid)]
-                with m.If(self.r_valid & ready):
+                             r_ready.eq(ready), self.stall.eq(ready & ~r_valid)]
+                with m.If(words):       # (a beat is offered whether or not it is taken)
+                    m.d.comb += [self.beat_valid.eq(r_valid & (r_resp == 0)),
+                                 self.beat_data.eq(r_data)]
+                with m.If(r_valid & ready):
                     m.d.sync += [in_burst.eq(in_burst - 1)]
-                    with m.If(words):
-                        m.d.comb += [self.beat_valid.eq(self.r_resp == 0),
-                                     self.beat_data.eq(self.r_data)]
-                    with m.Else():
-                        m.d.sync += [buf.eq(self.r_data),
+                    with m.If(~words):
+                        m.d.sync += [buf.eq(r_data),
                                      cnt.eq(Mux(last & (tail != 0), tail, nb))]
-                    with m.If(self.r_resp != 0):
+                    with m.If(r_resp != 0):
                         m.d.sync += [self.err.eq(Err.BUS), cnt.eq(0)]
                         m.next = "FLUSH_R"
                     with m.Elif(in_burst == 1):
@@ -244,11 +289,11 @@ class AxiByteReader(wiring.Component):
                 # (with BUS): the reader is idle again when its user sees the error, so a
                 # request right after it is taken (the fetch unit hands out the instructions
                 # before a failed one, and one may read)
-                m.d.comb += [self.r_ready.eq(1), self.stall.eq(~self.r_valid & (in_burst != 0))]
-                with m.If((self.r_valid & le_const(in_burst, 1)) | (in_burst == 0)):
+                m.d.comb += [r_ready.eq(1), self.stall.eq(~r_valid & (in_burst != 0))]
+                with m.If((r_valid & le_const(in_burst, 1)) | (in_burst == 0)):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
-                with m.Elif(self.r_valid):
+                with m.Elif(r_valid):
                     m.d.sync += in_burst.eq(in_burst - 1)
                 with m.Elif(self.expired):             # and then went silent: BUS stays
                     m.d.sync += self.done.eq(1)

@@ -129,6 +129,14 @@ class AcceleratorConfig:
         and ShuffleNet's 3x3/2 after their first convolution) runs inside the convolution's
         ``POST``. Needs the window cursors of ``max_pool >= 3``. False: ``O_POOLPAD`` is a
         bit wide and ignored, and a padded pool runs as a pass of its own.
+    read_registers : bool
+        Registers that end long paths at a clock's cost: the read DMA registers a request
+        before it checks it and splits it into bursts (a clock per read), and takes the bus's
+        beats through a two-beat FIFO (a clock per burst); ``POST`` registers each
+        accumulator read before its lane multiplexer and bias adder (a clock per lane). On
+        the ULX3S the controller's decode and a unit's request logic ran into the DMA's range
+        check in one path, and a block RAM's output into ``POST``'s adder. False: none of
+        them (the smallest parts, whose clock is slow and whose logic cells are few).
     post_affine : bool
         ``POST``'s flag ``AFFINE`` maps each output once more by a per-lane second record
         (:func:`~ffacc.firmware.isa.pack_affine`: ``requantize(K (v - zp) + C)``, ``K`` a
@@ -196,6 +204,7 @@ class AcceleratorConfig:
     act_codes: bool = True
     packed_weights: bool = True
     strided_loads: bool = True
+    read_registers: bool = True
 
     def __post_init__(self):
         if isinstance(self.fcu, dict):
@@ -212,7 +221,7 @@ class AcceleratorConfig:
                 raise ConfigError(f"{name}={v!r}: must be an integer in {lo}..{hi}")
         for name in ("add_unit", "perf_counters", "wide_loads", "back_to_back", "chain_rows",
                      "weight_prefetch", "post_overlap", "post_affine", "pool_pads", "act_codes",
-                     "packed_weights", "strided_loads"):
+                     "packed_weights", "strided_loads", "read_registers"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.loop_depth and not self.fetch_block:
@@ -412,7 +421,7 @@ ACCEL_PRESETS = {
                                     weight_prefetch=False, post_overlap=False,
                                     post_affine=False, pool_pads=False,
                                     act_codes=False, packed_weights=False,
-                                    strided_loads=False),
+                                    strided_loads=False, read_registers=False),
     "large": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=12, mac_pairs=True),
                                lanes=12, lb_rows=4096, lb_width=256, wb_sets=256,
                                acc_blocks=2048, qb_entries=1024, bus_bytes=8, burst_beats=64,

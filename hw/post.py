@@ -284,29 +284,44 @@ class PostUnit(wiring.Component):
         return q, q_load, aff, aff_load
 
     def _stage1(self, m, pipe, scan, lane, q, is_add, run):
-        """Stage 1: the element the scan gave last clock (``p1``), its accumulator word (of
-        lane ``lane``) plus the record's bias, or ADD's products (``p1_pa + p1_pb``), into the
-        requantizer ``pipe``; the scan's address to the accumulators' read port. Returns
-        ``(p1, p1_pa, p1_pb)``, which the caller loads."""
+        """Stage 1: the element the scan gave last clock (``p1``), whose accumulator word (of
+        every lane) the read port gives in this clock, or ADD's products (``p1_pa``,
+        ``p1_pb``); the scan's address to the accumulators' read port. Stage 1b
+        (``read_registers``): the element and its lane's words of the read registered
+        (``p1b``; without, ``p1b`` is ``p1``), then its word plus the
+        record's bias, or the products' sum, into the requantizer ``pipe``: no block RAM's
+        output drives the lane multiplexer and the adder in the clock it is read. Returns
+        ``(p1, p1_pa, p1_pb, p1b)``; the caller loads the first three."""
         P, L = self.cfg.acc_lanes, self.cfg.L
         adv = pipe.i.ready
-        p1 = Signal(data.StructLayout({"valid": 1, "sub": range(L), "first": 1, "last": 1,
-                                       "rowend": 1, "pad": 1}))
+        flags = data.StructLayout({"valid": 1, "sub": range(L), "first": 1, "last": 1,
+                                   "rowend": 1, "pad": 1})
+        p1, p1b = Signal(flags), Signal(flags)
         p1_pa, p1_pb = Signal(signed(27), reset_less=True), Signal(signed(27), reset_less=True)
-        words = Array(Array(self.acc_data[32 * (k * L + j):32 * (k * L + j) + 32]
-                            for j in range(L)) for k in range(P))
-        v = words[lane[:max(1, (P - 1).bit_length())] if P > 1 else 0][p1.sub]
+        pa, pb = Signal(signed(27), reset_less=True), Signal(signed(27), reset_less=True)
+        # the lane's L words (the lane is the same for the whole run)
+        acc = Signal(data.ArrayLayout(32, L), reset_less=True)
+        lanes = Array(self.acc_data[32 * L * k:32 * L * (k + 1)] for k in range(P))
+        word = lanes[lane[:max(1, (P - 1).bit_length())]] if P > 1 else self.acc_data
+        if self.cfg.read_registers:
+            with m.If(adv):
+                m.d.sync += [p1b.eq(p1), acc.eq(word), pa.eq(p1_pa), pb.eq(p1_pb)]
+            with m.If(~run):
+                m.d.sync += p1b.valid.eq(0)
+        else:           # no stage 1b: its signals are stage 1's
+            m.d.comb += [p1b.eq(p1), acc.eq(word), pa.eq(p1_pa), pb.eq(p1_pb)]
+        v = acc[p1b.sub]
         m.d.comb += [
-            pipe.i.valid.eq(p1.valid),
-            pipe.i.payload.v.eq(Mux(is_add, p1_pa + p1_pb, v.as_signed() + q.bias)),
-            pipe.i.payload.first.eq(p1.first), pipe.i.payload.last.eq(p1.last),
-            pipe.i.payload.rowend.eq(p1.rowend), pipe.i.payload.pad.eq(p1.pad),
+            pipe.i.valid.eq(p1b.valid),
+            pipe.i.payload.v.eq(Mux(is_add, pa + pb, v.as_signed() + q.bias)),
+            pipe.i.payload.first.eq(p1b.first), pipe.i.payload.last.eq(p1b.last),
+            pipe.i.payload.rowend.eq(p1b.rowend), pipe.i.payload.pad.eq(p1b.pad),
             self.acc_addr.eq(scan.o.payload.addr),
             self.acc_en.eq(~run | adv),
         ]
         with m.If(adv | ~run):
             m.d.sync += p1.valid.eq(0)      # unless an element enters (the caller's)
-        return p1, p1_pa, p1_pb
+        return p1, p1_pa, p1_pb, p1b
 
     def elaborate(self, platform):
         m = Module()
@@ -329,13 +344,13 @@ class PostUnit(wiring.Component):
         qidx = Signal.like(self.q_addr)     # the lane's (first) record
 
         # the band's elements (scan) -> stage 1, the accumulator read (or ADD's products) ->
-        # the requantizer's stages 2-4 (pipe) -> (post_affine) the affine map -> the byte
-        # writer
+        # stage 1b, the read registered -> the requantizer's stages 2-4 (pipe) ->
+        # (post_affine) the affine map -> the byte writer
         scan = m.submodules.scan = PostScan(cfg, self.cmd_layout)
         pipe = m.submodules.pipe = RequantPipe()
         m.d.comb += [scan.cmd.eq(c), pipe.q.eq(q), pipe.en.eq(run)]
         adv = pipe.i.ready
-        p1, p1_pa, p1_pb = self._stage1(m, pipe, scan, lane, q, is_add, run)
+        p1, p1_pa, p1_pb, p1b = self._stage1(m, pipe, scan, lane, q, is_add, run)
         empty = Signal()                    # (and the output stage's, below)
 
         # the write side: orow/ocol advance as bytes are written, so no address rides the
@@ -346,7 +361,7 @@ class PostUnit(wiring.Component):
             # (the map's input zero point: the first record's, which the lane holds)
             m.d.comb += [out.affine.eq(aff), out.affine.zin.eq(q.zp),
                          out.affine_on.eq(affine)]
-        m.d.comb += [empty.eq(~p1.valid & pipe.empty & out.empty),
+        m.d.comb += [empty.eq(~p1.valid & ~p1b.valid & pipe.empty & out.empty),
                      out.i.valid.eq(pipe.o.valid), out.i.payload.eq(pipe.o.payload),
                      pipe.o.ready.eq(out.i.ready), out.start.eq(start), out.en.eq(run),
                      self.wr.valid.eq(out.o.valid), self.wr.payload.addr.eq(ocol),

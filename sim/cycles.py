@@ -82,6 +82,16 @@ FETCH_STALL = 1
 WRITE_END_WAIT = 4  # STALL clocks of the flush: from the flush until the last answer
 SEND_BUSY = 2       # clocks the writer's send register holds a word (taken at once)
 
+# ``read_registers``: the read DMA registers a request before it checks it (a clock per read)
+# and takes the bus's beats through a two-beat FIFO (a clock per burst, a stall clock), and
+# POST registers its accumulator read (a clock per lane). Added to the constants above
+READ_REGISTERS = {
+    "READ_OVERHEAD": 2, "FETCH_BLOCK": 2, "FETCH_INLINE": 2, "LOADW_FIXED": 2,
+    "LOADQ_FIXED": 2, "LOADA_REQUEST": 2, "WORD_BURST": 1, "POST_LANE": 1, "ADD_FIXED": 1,
+    "ADD_CHUNK_COST": 4, "ADD_BEATS_FIXED": 5, "ADD_READ_GAP": 2, "READ_STALL": 1,
+    "FETCH_STALL": 1,
+}
+
 
 def _packer_block(fill, row_left, out_left, width, L):
     """The row packer's block in a clock: up to ``L`` bytes of the row when it holds them.
@@ -212,17 +222,20 @@ class CycleModel:
         self.cfg = cfg
         self.bus = cfg.bus_bytes
         self.stall = 0
+        # the constants that ``read_registers`` changes, as this configuration has them
+        for name, extra in READ_REGISTERS.items():
+            setattr(self, name, globals()[name] + extra * cfg.read_registers)
 
     def read(self, nbytes, start=0):
         """A DMA read of ``nbytes`` starting at byte address ``start``."""
-        self.stall += READ_STALL
-        return nbytes + start % self.bus + READ_OVERHEAD
+        self.stall += self.READ_STALL
+        return nbytes + start % self.bus + self.READ_OVERHEAD
 
     @property
     def fetch(self):
         if not self.cfg.fetch_block:        # the controller reads the instruction itself
-            self.stall += FETCH_STALL
-            return FETCH_INLINE
+            self.stall += self.FETCH_STALL
+            return self.FETCH_INLINE
         return FETCH
 
     def decode(self, chained):
@@ -240,7 +253,7 @@ class CycleModel:
         byte ``start`` (bursts are aligned to their length); integers, or numpy arrays of
         reads, elementwise."""
         bl = self.cfg.burst_beats
-        return WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
+        return self.WORD_BURST * (-(-(start // self.bus % bl + beats) // bl) - 1)
 
     def fetch_block(self, n, pc, first=False):
         """The fetch unit reads ``n`` instructions at ``pc`` (whole beats, one per clock, in
@@ -248,8 +261,8 @@ class CycleModel:
         its registered length."""
         beats = n * 8 // self.bus
         extra = self._extra_bursts(pc, beats)
-        self.stall += FETCH_STALL + extra
-        return FETCH_BLOCK + beats + extra + bool(first)
+        self.stall += self.FETCH_STALL + extra
+        return self.FETCH_BLOCK + beats + extra + bool(first)
 
     def loada(self, starts, nbytes, width, decode=False, step=1):
         """One read of ``nbytes`` (whole rows of ``width``) at each address of ``starts``, in
@@ -265,19 +278,19 @@ class CycleModel:
         total = LOADA_FIXED
         for s in starts:
             beats = -(-(s % self.bus + nbytes) // self.bus)
-            self.stall += READ_STALL + self._extra_bursts(s, beats)
+            self.stall += self.READ_STALL + self._extra_bursts(s, beats)
             # the request, then the beats through the packer (and the decimator, step > 1),
             # clock by clock (measured)
             first = s // self.bus % c.burst_beats
             if step > 1:
-                total += LOADA_REQUEST + decimated_packer_clocks(
+                total += self.LOADA_REQUEST + decimated_packer_clocks(
                     nbytes, width, c.L, self.bus, step, s % self.bus, first, c.burst_beats,
-                    WORD_BURST)
+                    self.WORD_BURST)
                 continue
             k = 2 if decode else 1
-            total += LOADA_REQUEST + packer_clocks(k * nbytes, width + width % k, c.L, self.bus,
-                                                   k * (s % self.bus), first,
-                                                   c.burst_beats, WORD_BURST, decode)
+            total += self.LOADA_REQUEST + packer_clocks(
+                k * nbytes, width + width % k, c.L, self.bus, k * (s % self.bus), first,
+                c.burst_beats, self.WORD_BURST, decode)
         return total
 
     def loadw(self, nsets, start=0, mac=False, packed=False):
@@ -292,8 +305,8 @@ class CycleModel:
             nbytes = (nbytes + 1) // 2
         beats = -(-nbytes // self.bus)
         extra = self._extra_bursts(start, beats)
-        self.stall += READ_STALL + extra
-        fixed = LOADW_FIXED + self._loadw_rows()
+        self.stall += self.READ_STALL + extra
+        fixed = self.LOADW_FIXED + self._loadw_rows()
         if packed:
             return fixed + PACK4_EXTRA + max(2 * beats + extra, nsets * c.rows)
         return fixed + max(beats + extra, nsets * c.rows)
@@ -324,8 +337,8 @@ class CycleModel:
         beats = -(-n * 12 // self.bus)
         words = self.bus // 4
         extra = self._extra_bursts(start, beats)
-        self.stall += READ_STALL + extra
-        return LOADQ_FIXED + max(beats + extra, beats * words) - (words - 1)
+        self.stall += self.READ_STALL + extra
+        return self.LOADQ_FIXED + max(beats + extra, beats * words) - (words - 1)
 
     def conv(self, g, ny, passes, pl=0, blocks=None):
         c = self.cfg
@@ -392,7 +405,7 @@ class CycleModel:
         waits, counted = write_stalls
         self.stall += counted + WRITE_END_WAIT
         # act_codes: the output stage's three registers (a lane ends when it is empty)
-        per_lane = (POST_LANE + self.cfg.qparams_in_registers + 3 * self.cfg.act_codes
+        per_lane = (self.POST_LANE + self.cfg.qparams_in_registers + 3 * self.cfg.act_codes
                     + POST_AFFINE_LANE * bool(affine) + subs_per_lane)
         return lanes * per_lane + waits + WRITE_END
 
@@ -415,13 +428,13 @@ class CycleModel:
         c = self.cfg
         if not c.wide_loads:
             chunks = ceil(n / ADD_CHUNK)
-            self.stall += 2 * chunks * READ_STALL + WRITE_END_WAIT
-            return (ADD_FIXED + 3 * c.act_codes + ADD_ELEMENT * n
-                    + chunks * (ADD_CHUNK_COST + a % self.bus + b % self.bus))
+            self.stall += 2 * chunks * self.READ_STALL + WRITE_END_WAIT
+            return (self.ADD_FIXED + 3 * c.act_codes + ADD_ELEMENT * n
+                    + chunks * (self.ADD_CHUNK_COST + a % self.bus + b % self.bus))
         nb = self.bus
         size = ADD_CHUNK_BEATS * nb
         self.stall += WRITE_END_WAIT
-        fixed = ADD_BEATS_FIXED + 3 * c.act_codes + ADD_AFFINE * bool(affine)
+        fixed = self.ADD_BEATS_FIXED + 3 * c.act_codes + ADD_AFFINE * bool(affine)
         if n == 0:
             return fixed
         # every chunk's two reads at once: its elements, and per operand its beats and the
@@ -434,8 +447,8 @@ class CycleModel:
             start = base + off
             beats = -(-(start % nb + k) // nb)
             extra = self._extra_bursts(start, beats)
-            self.stall += int(READ_STALL * len(off) + (extra // WORD_BURST).sum())
-            pair += ADD_READ_GAP + beats + extra
+            self.stall += int(self.READ_STALL * len(off) + (extra // self.WORD_BURST).sum())
+            pair += self.ADD_READ_GAP + beats + extra
             if i == 0:
                 first = int(beats[0] + extra[0])    # the first chunk of a, before any element
         return fixed + first + n + int(np.maximum(0, pair[1:] - size).sum())
