@@ -93,8 +93,6 @@ from .setup import ConvSetup, LoadSetup, PostSetup, RowBlocks, SizeMultiplier, s
 __all__ = ["Accelerator"]
 
 
-
-
 def route_reads(m, rd, readers, ctl, wide):
     """The read DMA ``rd`` (:class:`~ffacc.hw.axi.AxiByteReader`) for its clients: the
     request of the unit of ``readers`` (``(unit, words)``) that has a command (one at a time,
@@ -126,6 +124,7 @@ def route_reads(m, rd, readers, ctl, wide):
     m.d.comb += [ctl.rd_beat_valid.eq(rd.beat_valid), ctl.rd_beat_data.eq(rd.beat_data),
                  ctl.rd_out_valid.eq(rd.out_valid), ctl.rd_out_data.eq(rd.out_data),
                  ctl.rd_done.eq(rd.done), ctl.rd_err.eq(rd.err)]
+
 
 class Accelerator(wiring.Component):
     """The whole accelerator for an :class:`AcceleratorConfig`.

@@ -175,10 +175,10 @@ class AxiByteReader(wiring.Component):
         words = Signal()
         r_addr, r_len, r_words = Signal(self.aw), Signal(self.aw), Signal()  # (registered)
 
-        # (registered) the R channel enters through a two-beat FIFO (a beat a clock, a clock later): the
-        # bus's ``rready`` is the FIFO's room, not the consumer's ``beat_ready``, and the
-        # beats leave from registers, so neither the memory's handshake nor the consumer's
-        # logic is part of a path through the other
+        # (registered) the R channel enters through a two-beat FIFO (a beat a clock, a clock
+        # later): the bus's ``rready`` is the FIFO's room, not the consumer's ``beat_ready``,
+        # and the beats leave from registers, so neither the memory's handshake nor the
+        # consumer's logic is part of a path through the other
         # (``rlast`` is not kept: the reader counts each burst's beats)
         if self.registered:
             rq = m.submodules.rq = SyncFIFO(width=8 * nb + 2, depth=2)

@@ -196,9 +196,10 @@ class ByteFetch(wiring.Component):
     Ports
     -----
     start, reuse, want, base, mem_size, o, peek, busy
-        As :class:`InstructionFetch`'s (``mem_size``: unused, the DMA checks the range;
-        ``want`` too: the read is asked for while the controller waits, ``o.ready``, at the
-        smallest parts' slow clock; it never comes with ``start``).
+        As :class:`InstructionFetch`'s, but ``mem_size`` and ``want`` are unused: the DMA
+        checks the range, and the read is asked for while the controller waits for an
+        instruction (``o.ready``, not during ``start``), which at the smallest parts' slow
+        clock is no long path and takes fewer logic cells.
     req_valid, req_addr, req_len, req_words : Out
         A read request for the DMA (:class:`ffacc.hw.axi.AxiByteReader`, bytes).
     out_valid, out_data, done, rd_err : In

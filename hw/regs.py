@@ -95,10 +95,10 @@ class ParamRegs(wiring.Component):
             # flip-flop. As a block RAM (a synchronous read port) its clock-to-output (5.6 ns
             # on the ECP5) began the ULX3S's critical path (a cold address through a loader
             # into the read DMA's bounds check). The flip-flop takes the RAM's content
-            # before this clock's write, as the block RAM's port does, or, transparent, the
-            # write's value.
+            # before this clock's write, as the block RAM's port does.
             #
-            # Transparent (with loops), the flip-flop is in front instead: the address is
+            # Transparent (with loops: a read sees a write in its clock), the flip-flop is in
+            # front instead: the address is
             # registered and the RAM read as it is now, which has the write of the clock
             # before. The values are the same; the paths are not: the address comes straight
             # from the controller's next instruction (``INC``'s register, on the ULX3S the

@@ -423,8 +423,8 @@ class CycleModel:
         ``ADD_CHUNK`` elements, per chunk its two reads' requests, the bytes before each
         operand's start in its first beat (the reader skips them a clock each) and the
         pipeline's drain, per element its two bytes read (a byte a clock) and a clock in the
-        pipeline (the writer never holds it up). ``affine`` (flag ``AFFINE``): the affine stage's registers
-        after the last element."""
+        pipeline (the writer never holds it up). ``affine`` (flag ``AFFINE``): the affine
+        stage's registers after the last element."""
         c = self.cfg
         if not c.wide_loads:
             chunks = ceil(n / ADD_CHUNK)
