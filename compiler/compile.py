@@ -20,6 +20,8 @@ from .ir import (Add, Alias, AvgPool, AvgPoolConv, ChannelAffine, Concat, Conv, 
                  HostGraph, HostQuant, Transpose, MaxPool, PhaseSplit, affine_to, bounds,
                  op_to_dict)
 from .fusion import OBJECTIVES, plan_from_ops
+from .fetch_align import align_loops
+from .known_sets import drop_known_sets, kept_index
 from .lower import (LoweringError, MemoryPlan, block_diagonal, build_image, conv_plan_cycles,
                     ir_conv_layer, lower_add, lower_adds, lower_channel_affine, lower_conv,
                     maxpool_layers, maxpool_refusal, pack_groups)
@@ -782,6 +784,7 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
     close_accel()
     if not segments:
         raise CompileError("the model has no operators")
+    prog = _finish_code(prog, cfg, segments, layers)
     if not any(li["where"] == "accel" for li in layers):
         why = "; ".join(f"{li['name']} ({li['op']}): {li['reason']}" for li in layers[:6])
         raise CompileError(f"nothing in the model runs on the accelerator ({len(layers)} "
@@ -816,6 +819,31 @@ def compile_graph(g, cfg, model_name="model", polyphase=True, narrow_codes=True,
             li["pc"] = code_base + li["pc_first"] * INSTR_BYTES
     img.meta = meta
     return Compiled(img, layers, host_ops, g, plan)
+
+
+def _finish_code(prog, cfg, segments, layers):
+    """The program without the ``SET``s of values their registers already hold
+    (:mod:`ffacc.compiler.known_sets`: mostly those a layer's first commands repeat from the
+    layer before), with its short loops where the fetch unit's queue holds them whole
+    (:mod:`ffacc.compiler.fetch_align`); the segments' and layers' instruction ranges
+    follow."""
+    keep = drop_known_sets(prog.words, cfg)
+    kept = kept_index(keep)
+    words, aligned = align_loops([w for w, k in zip(prog.words, keep) if k], cfg)
+    new = [aligned[i] for i in kept]
+    out = Program()
+    out.words = words
+
+    def span(first, count):
+        return new[first], new[first + count] - new[first]
+
+    for s in segments:
+        if s["kind"] == "accel":
+            s["first"], s["count"] = span(s["first"], s["count"])
+    for li in layers:
+        if "pc_first" in li:
+            li["pc_first"], li["pc_count"] = span(li["pc_first"], li["pc_count"])
+    return out
 
 
 def _host_macs(op, g):

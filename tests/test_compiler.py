@@ -315,7 +315,9 @@ def test_a_depthwise_layer_is_one_loop_over_its_lane_groups(tmp_path, pad):
         rows, _ = layer_report(c.image)
         assert [r["where"] for r in rows] == ["accel", "accel"]
         counts[C] = [r["instructions"] for r in rows]
-    assert counts[8] == counts[40], counts
+    # as long but for a SET the compiler finds known in one and a NOP that aligns a loop
+    # (compiler/known_sets.py, compiler/fetch_align.py)
+    assert all(abs(a - b) <= 2 for a, b in zip(counts[8], counts[40])), counts
 
 
 def test_average_pools_run_on_the_accelerator(model_dir):
