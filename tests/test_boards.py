@@ -254,10 +254,10 @@ def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
 
 @pytest.mark.slow
 def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
-    """The link at the ULX3S's default rate and clock (3 Mbaud from 50 MHz: 16.7 clocks a bit,
-    bits of 16 or 17), the host's UART at exactly 3 Mbaud: the digits model through the UART,
-    outputs ≡ ISS. The simulated time per MB sent is recorded (the wire alone: 3.6 s per MB;
-    no USB latency in simulation)."""
+    """The link at the ULX3S's default rate and clock (3 Mbaud from 55 MHz, simulated as the
+    18 ns clock nearest it: 18.5 clocks a bit, bits of 18 or 19), the host's UART at exactly
+    3 Mbaud: the digits model through the UART, outputs ≡ ISS. The simulated time per MB sent
+    is recorded (the wire alone: 3.6 s per MB; no USB latency in simulation)."""
     image, x = _digits(TINY, index=3)
     ref, _ = run_image(image, x)
     clock_hz = ACCEL_PRESETS["ulx3s"].target_mhz * 1_000_000
@@ -265,7 +265,7 @@ def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
     bench = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384,
                      clock_ns=round(1e9 / clock_hz), baud=baud)
     outs, st = bench.run_model(image, x, name="digits_3m")
-    assert bench.soc.bit_clocks == Fraction(50, 3) and baud == 3_000_000
+    assert bench.soc.bit_clocks == Fraction(round(1e9 / 18), 3_000_000) and baud == 3_000_000
     assert all(np.array_equal(outs[k], ref[k]) for k in ref)
     per_mb = st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6)
     record_property("seconds_per_mb", per_mb)
@@ -295,11 +295,12 @@ def test_the_sdram_soc_keeps_what_the_link_writes_and_answers_bad_requests():
 @pytest.mark.slow
 def test_the_ulx3s_soc_on_sdram_runs_the_digits_model_and_one_over_64_kib(record_property,
                                                                            tmp_path):
-    """The ULX3S's SoC (``ulx3s`` preset, 50 MHz) on LiteDRAM's controller and SDRAM model:
-    the digits model, and a 3×3 conv of 64 → 128 channels (73,728 B of weights: more than the
-    block-RAM SoC's 64 KiB), loaded through the UART (at 12.5 Mbaud, 4 clocks a bit, to keep
-    the simulation short) into the SDRAM and run from it: outputs ≡ ISS. The cycles against
-    the ISS's (whose memory answers at once) are recorded."""
+    """The ULX3S's SoC (``ulx3s`` preset, 55 MHz, simulated at 18 ns) on LiteDRAM's
+    controller and SDRAM model: the digits model, and a 3×3 conv of 64 → 128 channels
+    (73,728 B of weights: more than the block-RAM SoC's 64 KiB), loaded through the UART
+    (at 13.9 Mbaud, 4 clocks a bit, to keep the simulation short) into the SDRAM and run from
+    it: outputs ≡ ISS. The cycles against the ISS's (whose memory answers at once) are
+    recorded."""
     cfg = ACCEL_PRESETS["ulx3s"]
     quantize_model(single_conv(3, C=64, O=128, H=6, W=6), tmp_path / "big.onnx")
     g, c, _ = compile_model(tmp_path / "big.onnx", cfg)
@@ -548,7 +549,8 @@ def test_a_build_that_misses_its_clock_is_placed_and_routed_again(tmp_path, monk
     lists every attempt. When none does, the error names them all."""
     runs = _fake_toolchain(monkeypatch, [48.1, 49.9, 52.3])
     said = []
-    rep = build("ulx3s-85f", out_dir=tmp_path, progress=said.append)
+    cfg = ACCEL_PRESETS["ulx3s"].with_(target_mhz=50)       # (the figures are for 50 MHz)
+    rep = build("ulx3s-85f", cfg, out_dir=tmp_path, progress=said.append)
     assert rep["fmax_mhz"] == 52.3 and rep["built"]
     # peak GOP/s beside the resources: 2 ops x 24 multipliers x FFA gain 1.5 x the clock
     assert rep["multipliers"] == 24 and rep["ffa_gain"] == 1.5 and rep["clock_mhz"] == 50
@@ -572,7 +574,7 @@ def test_a_build_that_misses_its_clock_is_placed_and_routed_again(tmp_path, monk
                                          "40.0 MHz, 41.0 MHz, 42.0 MHz.; critical path "
                                          r"23.56 ns .* from q3.DOA1 to rd.beats_left\S* "
                                          "through hw/add.py:3, hw/axi.py:183; report"):
-        build("ulx3s-85f", out_dir=tmp_path / "c", progress=said.append)
+        build("ulx3s-85f", cfg, out_dir=tmp_path / "c", progress=said.append)
 
 
 @pytest.mark.slow
