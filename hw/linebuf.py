@@ -74,14 +74,13 @@ class RowPacker(wiring.Component):
         first = Signal()                              # the next beat is the first
         skip = Signal(range(nb))
 
-        # the block now: up to L bytes, fewer at the end of a row
+        # the block now: up to L bytes, fewer at the end of a row. ``size`` is a register
+        # (kept as min(row_left, L) with row_left), and the sums below are formed for both
+        # outcomes of ``emit`` and chosen by it last: the handshake's `emit` and the counts'
+        # arithmetic run side by side into `ready` and the buffer, not one after the other
         size = Signal(range(L + 1))
-        m.d.comb += size.eq(Mux(row_left < L, row_left, L))
         emit = Signal()
         m.d.comb += emit.eq((~self.o.valid | self.o.ready) & (out_left != 0) & (fill >= size))
-        shift = Signal(range(L + 1))
-        rest = Signal(range(cap + 1))
-        m.d.comb += [shift.eq(Mux(emit, size, 0)), rest.eq(fill - shift)]
 
         # the beat now: bytes from `lo` on, at most `left` of them
         lo = Signal(range(nb))
@@ -96,36 +95,48 @@ class RowPacker(wiring.Component):
         take = Signal()
         m.d.comb += take.eq(self.i.valid & self.i.ready & (left != 0))
 
+        def clamp(v):
+            return Mux(v < L, v, L)
+
         blk = reset_less_copy(m, self.o.payload, name="blk_q")    # data: valid qualifies it
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(emit):
+            ends = size == row_left
+            after = Signal.like(row_left)
+            m.d.comb += after.eq(row_left - size)
             m.d.sync += [self.o.valid.eq(1), out_left.eq(out_left - size),
-                         blk.row_end.eq(size == row_left),
-                         row_left.eq(Mux(size == row_left, self.width, row_left - size))]
+                         blk.row_end.eq(ends),
+                         row_left.eq(Mux(ends, self.width, after)),
+                         size.eq(Mux(ends, clamp(self.width), clamp(after)))]
             for j in range(L):
                 m.d.sync += [blk.data[j].eq(buf[j]), blk.en[j].eq(j < size)]
         # the buffer moves down by the block that leaves; the beat's bytes land after the rest
+        # (at fill - size if a block leaves, else at fill)
         for k in range(cap):
             kept = buf[k]
             for sh in range(1, L + 1):
                 if k + sh < cap:
-                    kept = Mux(shift == sh, buf[k + sh], kept)
+                    kept = Mux(emit & (size == sh), buf[k + sh], kept)
             new = kept
             for b in range(nb):
                 for s in range(nb):                    # byte b of the beat, s bytes skipped
                     pos = k - (b - s)                  # lands at rest + b - s
                     if b >= s and 0 <= pos <= cap - nb:
-                        new = Mux(take & (lo == s) & (rest == pos), self.i.payload[b], new)
+                        at = Mux(emit, fill - size == pos, fill == pos)
+                        new = Mux(take & (lo == s) & at, self.i.payload[b], new)
             m.d.sync += buf[k].eq(new)
         left_next = Mux(take, left - got, left)
-        fill_next = rest + Mux(take, got, 0)
+        plus = Signal(range(cap + nb + 1))             # the fill with the beat, before a block
+        m.d.comb += plus.eq(fill + Mux(take, got, 0))
+        room = Mux(emit, plus + nb <= cap + size, plus + nb <= cap)
         with m.If(take):
             m.d.sync += [left.eq(left_next), first.eq(0)]
-        m.d.sync += [fill.eq(fill_next), ready.eq((left_next == 0) | (fill_next + nb <= cap))]
+        m.d.sync += [fill.eq(Mux(emit, plus - size, plus)),
+                     ready.eq((left_next == 0) | room)]
         with m.If(self.clear):
             m.d.sync += [fill.eq(0), left.eq(self.nbytes), out_left.eq(self.nbytes),
-                         ready.eq(1),
+                         ready.eq(1), size.eq(clamp(self.width)),
                          row_left.eq(self.width), first.eq(1), skip.eq(self.skip),
                          self.o.valid.eq(0)]
         return m
