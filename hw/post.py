@@ -454,14 +454,18 @@ class PostUnit(wiring.Component):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
             if add:
+                # (AFFINE) the map's record's shift is checked from its copy in `aff`, in
+                # ADD_RUN's first clock, not from the block RAM's output in the clock it is
+                # read (into the unit's end); an element taken in that clock is dropped with
+                # the pipeline's contents when the run fails
+                bad_aff = Const(0)
+                if cfg.post_affine:
+                    bad_aff = affine & ((aff.shift == 0) | (aff.shift > 62))
                 with m.State("ADD_PARAMS"):
                     m.d.comb += q_load.eq(1)
                     m.next = "ADD_RUN"
                     if cfg.post_affine:
                         m.d.comb += aff_load.eq(affine)
-                        sh = self.q_data[64:72]
-                        with m.If(affine & ((sh == 0) | (sh > 62))):
-                            fail(Err.PARAM)     # (the add sequencer sees the unit stop)
                 # an element a clock from ext into the pipeline, stalled by the writer (until
                 # the last, or a stop)
                 with m.State("ADD_RUN"):
@@ -472,7 +476,9 @@ class PostUnit(wiring.Component):
                                      p1_pa.eq(self.ext.payload.pa),
                                      p1_pb.eq(self.ext.payload.pb),
                                      add_done.eq(self.ext.payload.last)]
-                    with m.If(self.wr_err_valid):
+                    with m.If(bad_aff):
+                        fail(Err.PARAM)     # (the add sequencer sees the unit stop)
+                    with m.Elif(self.wr_err_valid):
                         fail(self.wr_err)
                     with m.Elif((add_done | stopped) & empty):
                         m.d.comb += self.wr_flush.eq(1)
