@@ -143,6 +143,11 @@ class PostOutput(wiring.Component):
         return m
 
 
+def _bad_shift(shift):
+    """A record's shift outside 1..62 (``Err.PARAM``)."""
+    return (shift == 0) | (shift > 62)
+
+
 class PostUnit(wiring.Component):
     """Requantizer pipeline and its sequencer for an :class:`AcceleratorConfig` ``cfg``.
 
@@ -341,6 +346,8 @@ class PostUnit(wiring.Component):
 
         q, q_load, aff, aff_load = self._records(m, c, is_add)
         affine = c.affine if cfg.post_affine else Const(0, 1)
+        # (post_affine) the second record's shift, checked from its copy in registers
+        bad_aff = affine & _bad_shift(aff.shift) if cfg.post_affine else Const(0)
         qidx = Signal.like(self.q_addr)     # the lane's (first) record
 
         # the band's elements (scan) -> stage 1, the accumulator read (or ADD's products) ->
@@ -420,10 +427,7 @@ class PostUnit(wiring.Component):
                     m.d.comb += q_load.eq(1)
                     m.next = "SH"
             with m.State("SH"):
-                bad = (q.shift == 0) | (q.shift > 62)
-                if cfg.post_affine:
-                    bad = bad | affine & ((aff.shift == 0) | (aff.shift > 62))
-                with m.If(bad):
+                with m.If(_bad_shift(q.shift) | bad_aff):
                     fail(Err.PARAM)
                 with m.Else():
                     m.next = "RUN"
@@ -454,13 +458,8 @@ class PostUnit(wiring.Component):
                     m.d.comb += finish.eq(1)
                     m.next = "IDLE"
             if add:
-                # (AFFINE) the map's record's shift is checked from its copy in `aff`, in
-                # ADD_RUN's first clock, not from the block RAM's output in the clock it is
-                # read (into the unit's end); an element taken in that clock is dropped with
-                # the pipeline's contents when the run fails
-                bad_aff = Const(0)
-                if cfg.post_affine:
-                    bad_aff = affine & ((aff.shift == 0) | (aff.shift > 62))
+                # (AFFINE) its shift is checked in ADD_RUN's first clock, not from the block
+                # RAM's output (an element taken then is dropped with the pipeline)
                 with m.State("ADD_PARAMS"):
                     m.d.comb += q_load.eq(1)
                     m.next = "ADD_RUN"
