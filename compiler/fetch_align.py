@@ -23,7 +23,7 @@ no register or memory, so the program computes what it did.
 """
 
 from ffacc.firmware.isa import INSTR_BYTES, Op, decode, encode
-from ffacc.sim.cycles import FETCH_BLOCK
+from ffacc.sim.cycles import CycleModel
 
 from .known_sets import Loop, loop_tree
 
@@ -42,10 +42,10 @@ def align_loops(words, cfg):
     tree = loop_tree(ins)
     if tree is None:
         return list(words), ident
-    beats = INSTR_BYTES / cfg.bus_bytes
-    # a NOP costs its clock and its beats; a block read, its fixed clocks and its beats
-    # (with the figures of a configuration with read_registers, the larger: a bound)
-    max_pad = int((FETCH_BLOCK + 2 + Q * beats) // (1 + beats))
+    # a NOP costs its chained decode and its beats of a block read; a block read, the cycle
+    # model's clocks for it
+    cost = CycleModel(cfg)
+    max_pad = cost.fetch_block(Q, 0) // (cost.decode(True) + INSTR_BYTES // cfg.bus_bytes)
     nop = encode(Op.NOP)
     out, new = [], [0] * (len(words) + 1)
     block = [0]                     # where the block the next instruction is in starts
@@ -63,9 +63,6 @@ def align_loops(words, cfg):
         k = 0
         while k < len(items):
             it = items[k]
-            if isinstance(it, Loop):
-                k += 1
-                continue
             if ins[it].op != Op.LOOP:
                 put(it)
                 if ins[it].op == Op.END:
@@ -89,10 +86,7 @@ def align_loops(words, cfg):
             if n > Q and body.count > 1:
                 block[0] = b                        # its iterations read from its start on
             walk(body.body)
-            new[end] = len(out)
-            if len(out) >= block[0] + Q:
-                block[0] = len(out)
-            out.append(words[end])
+            put(end)
             if n <= Q and body.count > 1 and len(out) > b and block[0] > b:
                 block[0] = b        # it straddled: its jump back read a block at its start
             k += 3
