@@ -274,9 +274,13 @@ class BeatStream(wiring.Component):
     -----
     cmd : In(:func:`conv_command_layout`)
         The command (``y0``, ``bk``, ``pb``, ``ny``, ``h``, ``hb0``, ``pitch``), held.
-    act : In(R); G : In(R x GW); h0 : In(R x signed(10))
-        The streaming pass's engines: which run, their line-buffer rows at output row 0
-        (modulo ``2**GW``), and their input rows' offsets from the output row.
+    act : In(R)
+        The streaming pass's engines that run (held while it streams).
+    G : In(R x GW); h0 : In(R x signed(10))
+        The starting pass's engines: their line-buffer rows at output row 0 (modulo
+        ``2**GW``) and their input rows' offsets from the output row, sampled with ``start``
+        (the unit keeps each engine's row and input row in its own registers, so a beat's
+        row address is a flip-flop, not a sum).
     col0, colblk0, rot : In
         The piece's first column, as a signed column and as block and rotation.
     tag : In
@@ -316,8 +320,7 @@ class BeatStream(wiring.Component):
         cfg, c, lb = self.cfg, self.cmd, self.lb.payload
         g = conv_bounds(cfg)
         L, R = cfg.L, cfg.fcu.rows
-        # output row (absolute, and in the pass), beat in the row, column
-        y = Signal(16)
+        # output row in the pass, beat in the row, column
         yl = Signal(range(cfg.acc_blocks + 1))
         b = Signal(range(g["n_blk"] + 1))
         col = Signal(range(-g["col_lo"], g["n_col"] + 1))
@@ -334,19 +337,26 @@ class BeatStream(wiring.Component):
             m.d.sync += [rl.eq(row_len(c.ny == 1)), last.eq(c.ny == 1)]
         with m.Elif(self.issue & row_end):
             m.d.sync += [rl.eq(row_len(yl + 2 == c.ny)), last.eq(yl + 2 == c.ny)]
+        # each engine's line-buffer row and input row at the output row: set at the start
+        # (the pass's engines plus y0), one more at each row's end
+        eng_row = [Signal.like(lb.row[r], reset_less=True, name=f"eng{r}_row") for r in range(R)]
+        eng_h = [Signal(signed(18), reset_less=True, name=f"eng{r}_h") for r in range(R)]
         with m.If(self.start):
-            m.d.sync += [y.eq(c.y0), yl.eq(0), b.eq(0), col.eq(self.col0)]
+            m.d.sync += [yl.eq(0), b.eq(0), col.eq(self.col0)]
+            m.d.sync += [eng_row[r].eq(self.G[r] + c.y0) for r in range(R)]
+            m.d.sync += [eng_h[r].eq(self.h0[r] + c.y0) for r in range(R)]
         with m.Elif(self.issue & row_end):
-            m.d.sync += [b.eq(0), col.eq(self.col0), y.eq(y + 1), yl.eq(yl + 1)]
+            m.d.sync += [b.eq(0), col.eq(self.col0), yl.eq(yl + 1)]
+            m.d.sync += [eng_row[r].eq(eng_row[r] + 1) for r in range(R)]
+            m.d.sync += [eng_h[r].eq(eng_h[r] + 1) for r in range(R)]
         with m.Elif(self.issue):
             m.d.sync += [b.eq(b + 1), col.eq(col + L)]
 
         bad = Signal()
         m.d.sync += self.bad.eq(bad)
-        eng_h = [Signal(signed(18), name=f"eng{r}_h") for r in range(R)]
         eng_ok = Signal(R)
         for r in range(R):
-            m.d.comb += [eng_h[r].eq(y + self.h0[r]), lb.row[r].eq(self.G[r] + y),
+            m.d.comb += [lb.row[r].eq(eng_row[r]),
                          eng_ok[r].eq(self.act[r] & (eng_h[r] >= 0) & (eng_h[r] < c.h))]
             rel = eng_h[r] - c.hb0
             with m.If(self.issue & eng_ok[r] & ((rel < 0) | (rel >= c.pitch))):
@@ -462,7 +472,8 @@ class ConvSequencer(wiring.Component):
         p0, wset = Signal(range(n_pairs + R + 1)), Signal(range(cfg.wb_sets + 2))
         # the pass being set up (PassSetup): the engine assignment and the weights of the pass
         # starting at pair su.p0. With back_to_back it fills its registers (a shadow of the
-        # streaming pass's engines: eng_*) and the FCUs' idle weight bank while the current
+        # streaming pass's engines: eng_act, slots; the beat stream keeps their rows, taken
+        # as the pass starts) and the FCUs' idle weight bank while the current
         # pass streams; swap() makes it current. Otherwise its registers are the streaming
         # pass's, and it writes them and the one bank between passes.
         su = m.submodules.setup = PassSetup(cfg, GW)
@@ -470,13 +481,9 @@ class ConvSequencer(wiring.Component):
         m.d.comb += su.cmd.eq(c)
         if b2b:
             eng_act = Signal(R)
-            eng_G = [Signal(GW, name=f"eng{r}_G") for r in range(R)]
-            eng_h0 = [Signal(signed(10), name=f"eng{r}_h0") for r in range(R)]
             slots = Signal(32)
         else:
             eng_act, slots = su.act, su.slots
-            eng_G = [su.G[r] for r in range(R)]
-            eng_h0 = [su.h0[r] for r in range(R)]
         # the FCU weight bank of the streaming pass (back_to_back: three, in turn). A beat's
         # products read its bank 3 clocks after its issue; the setup writes the next bank
         # (the pass before the last used it) 2 clocks after the swap that ended that pass at
@@ -491,8 +498,10 @@ class ConvSequencer(wiring.Component):
         m.d.comb += [bs.cmd.eq(c), bs.act.eq(eng_act), bs.col0.eq(pc.col0), bs.colblk0.eq(pc.blk),
                      bs.rot.eq(pc.rot), bs.tag.eq(bank), bs.issue.eq(issue),
                      self.streaming.eq(issue), self.slots.eq(slots)]
-        m.d.comb += [bs.G[r].eq(eng_G[r]) for r in range(R)]
-        m.d.comb += [bs.h0[r].eq(eng_h0[r]) for r in range(R)]
+        # the engines' rows, which the beat stream samples as a pass starts: the set-up pass's
+        # (whose registers hold until the setup after it starts, in the clock of the swap)
+        m.d.comb += [bs.G[r].eq(su.G[r]) for r in range(R)]
+        m.d.comb += [bs.h0[r].eq(su.h0[r]) for r in range(R)]
 
         # ---- outputs: the accumulator block of each beat out of the FCUs
         ou = m.submodules.outputs = OutputPlacer(cfg)
@@ -514,8 +523,6 @@ class ConvSequencer(wiring.Component):
             after it starts, if the piece has one."""
             m.d.sync += [eng_act.eq(su.act), slots.eq(su.slots), p0.eq(su.p0),
                          bank.eq(bank_next)]
-            m.d.sync += [eng_G[r].eq(su.G[r]) for r in range(R)]
-            m.d.sync += [eng_h0[r].eq(su.h0[r]) for r in range(R)]
             m.d.comb += bs.start.eq(1)
             more = su.p0 + R < c.npairs
             m.d.sync += su_next.eq(more)
