@@ -57,10 +57,11 @@ def beats_of(cmd, eng, col0, L, row_bits):
     return out, bad
 
 
-@pytest.mark.parametrize("case", ["inside", "padding", "outside", "chained", "chained1"])
+@pytest.mark.parametrize("case", ["inside", "padding", "bottom", "outside", "chained",
+                                  "chained1"])
 def test_beat_stream_reads_every_engine_row_and_column(case):
     """A pass's rows of bk beats each, or chained (each row but the last pb beats; also a
-    pass of one row)."""
+    pass of one row); rows above and below the map read padding."""
     cfg, lb = make_buffer(False, rows=2)
     L = cfg.L
     dut = BeatStream(cfg, lb.r.payload.shape())
@@ -71,6 +72,9 @@ def test_beat_stream_reads_every_engine_row_and_column(case):
     if case == "padding":
         eng = [(1, 5, -4), (0, 9, 7)]           # rows above the map, an idle engine
         cmd["hb0"] = 0
+    if case == "bottom":
+        eng = [(1, 5, 1), (1, 9, 2)]            # rows 4..7 of a 6-row map: 6 and 7 are below
+        cmd["h"] = 6
     if case == "outside":
         cmd["pitch"] = 3                        # the band is rows 2..4: engine 1 at y = 5 is out
     col0, blk, rot = -2, -1, 1
