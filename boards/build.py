@@ -54,9 +54,9 @@ class Board:
 
 # the link's default rate: the fastest the board's USB-UART bridge runs, at a rate the UART
 # makes exactly on average (boards/uart.py) with at least 8 clocks a bit at the preset's clock.
-# The ULX3S's FT231X tops out at 3 Mbaud: 18.3 clocks a bit at 55 MHz (bits of 18 or 19). The
+# The ULX3S's FT231X tops out at 3 Mbaud: 20 clocks a bit at 60 MHz. The
 # iCEBreaker's FT2232H at its 12 MHz clock: 1 Mbaud, 12 clocks a bit (3 Mbaud would leave the
-# receiver 4 clocks a bit). The Arty's FT2232HQ at 55 MHz: 3 Mbaud, as the ULX3S.
+# receiver 4 clocks a bit). The Arty's FT2232HQ at 60 MHz: 3 Mbaud, as the ULX3S.
 BOARDS = {
     # the ULX3S's memory is its 32 MB SDRAM (an MT48LC16M16 or equivalent) through LiteDRAM
     # (boards/sdram.py); `--memory bram` builds the SoC with 64 KiB of block RAM instead

