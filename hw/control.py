@@ -13,7 +13,7 @@ fetch that failed, a loop stack over- or underflow), a command's, or a backgroun
 which names that unit's instruction. A stopping run waits until no background work is left.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -179,8 +179,8 @@ class Controller(wiring.Component):
 
         with m.FSM(name="ctl") as fsm:
             with m.State("IDLE"):
-                m.d.comb += [fu.base.eq(self.prog_base), fu.start.eq(self.start),
-                             self.clear.eq(self.start), st.start.eq(self.start)]
+                m.d.comb += [fu.start.eq(self.start), self.clear.eq(self.start),
+                             st.start.eq(self.start)]
                 if ls:
                     m.d.comb += ls.clear.eq(self.start)
                 with m.If(self.start):
@@ -239,8 +239,7 @@ class Controller(wiring.Component):
                                 with m.If(ls.jump):
                                     # the fetch unit goes on from the body's start in its
                                     # queue, or drops the queue and reads the body
-                                    m.d.comb += [fu.start.eq(1), fu.reuse.eq(1),
-                                                 fu.base.eq(ls.target)]
+                                    m.d.comb += [fu.start.eq(1), fu.reuse.eq(1)]
                                     m.next = "FETCH"
                                 with m.Else():
                                     take_next()
@@ -266,6 +265,17 @@ class Controller(wiring.Component):
                     m.d.sync += run_err.eq(self.run_err)
                     m.next = "NEXT"
 
+        self._fetch_wiring(m, fu, fsm, ls)
+        return m
+
+    def _fetch_wiring(self, m, fu, fsm, ls):
+        """The fetch unit's restart address and its reads."""
+        # where it restarts (it reads base only with start): the program's first instruction
+        # in IDLE, else the innermost loop's body. From the state alone, so that its queue-hit
+        # compare on it runs beside the decode of an ENDLOOP, not after it (decode -> base ->
+        # compare -> the next block's address was the ULX3S's critical path at 60 MHz)
+        m.d.comb += fu.base.eq(Mux(fsm.ongoing("IDLE"), self.prog_base, ls.target) if ls
+                               else self.prog_base)
         # the fetches' reads (the request driven whole, by plain assignments: see
         # tests/test_integration_docs.py): in FETCH, the fetch unit's, or an instruction's
         # 8 bytes at pc
@@ -273,5 +283,3 @@ class Controller(wiring.Component):
         m.d.comb += [fu.want.eq(fetching & ~self.fetch_hold),
                      req.valid.eq(fu.req_valid), req.addr.eq(fu.req_addr),
                      req.len.eq(fu.req_len), req.words.eq(fu.req_words)]
-
-        return m
