@@ -95,7 +95,8 @@ def test_beat_stream_reads_every_engine_row_and_column(case):
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        for r in range(len(eng)):               # sampled with start: the next pass's set up
+        for r in range(len(eng)):               # sampled with start (the next pass's setup
+                                                # writes them meanwhile)
             ctx.set(dut.G[r], 17 + r)
             ctx.set(dut.h0[r], 3 - r)
         rng = np.random.default_rng(0)
